@@ -1,0 +1,62 @@
+"""Small array helpers shared by every stage: float policy and chunk iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+
+def as_float32(array) -> np.ndarray:
+    """Return ``array`` as float32 (the one compute precision of tomo4d).
+
+    float32 input is returned without a copy; integers and other floats are
+    converted.  float64 is demoted on purpose: every algorithm in tomo4d is
+    written to be accurate in float32.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.float32:
+        return a
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"array of dtype {a.dtype} is not numeric; give a numeric image")
+    return a.astype(np.float32)
+
+
+def is_lazy(array) -> bool:
+    """True for dask arrays (anything with a ``dask`` graph), False for numpy."""
+    return hasattr(array, "dask") and hasattr(array, "compute")
+
+
+def to_numpy(array) -> np.ndarray:
+    """Materialise a numpy or dask array as numpy."""
+    if is_lazy(array):
+        return np.asarray(array.compute())
+    return np.asarray(array)
+
+
+def slab_bounds(n: int, step: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, stop)`` pairs covering ``range(n)`` in steps of ``step``."""
+    step = max(int(step), 1)
+    for start in range(0, n, step):
+        yield start, min(start + step, n)
+
+
+def iter_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(z_start, slab)`` numpy slabs of at most ``step`` slices along axis 0.
+
+    Works for numpy and dask arrays; only one slab is in memory at a time,
+    which is what makes conversions of volumes larger than memory possible.
+    """
+    for start, stop in slab_bounds(array.shape[0], step):
+        yield start, to_numpy(array[start:stop])
+
+
+def slab_depth(shape, itemsize: int, *, target_bytes: int = 64 * 2**20, multiple: int = 1) -> int:
+    """Number of z-slices whose bytes are close to ``target_bytes`` (a multiple of ``multiple``)."""
+    per_slice = max(int(np.prod(shape[1:], dtype=np.int64)) * int(itemsize), 1)
+    depth = max(target_bytes // per_slice, 1)
+    if multiple > 1:
+        depth = max((depth // multiple) * multiple, multiple)
+    return int(min(depth, max(shape[0], 1)))

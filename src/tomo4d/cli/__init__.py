@@ -1,0 +1,81 @@
+"""The ``tomo4d`` command line: thin wrappers that parse, call the library and print.
+
+Every sub-command lives in a module of this package and is loaded only when it
+is used, so ``tomo4d --version`` stays fast.  Errors a user can cause become one
+line on stderr and exit status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import Tomo4dError
+
+#: name -> "module:attribute" of each sub-command (module relative to tomo4d.cli).
+COMMANDS: dict[str, str] = {
+    "info": "io:info",
+    "convert": "io:convert",
+    "demo": "demo:demo",
+}
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+
+class LazyGroup(click.Group):
+    """A click group importing each sub-command's module on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="tomo4d")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx, debug, verbose):
+    """tomo4d: 4D tomography of battery cells, from volumes to trustworthy numbers."""
+    level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"debug": debug}
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (used by the console script)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="tomo4d", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("tomo4d: aborted", err=True)
+        return 130
+    except (Tomo4dError, ValueError, OSError, MemoryError) as exc:
+        if debug:
+            raise
+        click.echo(f"tomo4d: error: {exc}", err=True)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: still no traceback without --debug
+        if debug:
+            raise
+        click.echo(f"tomo4d: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it",
+                   err=True)
+        return EXIT_INTERNAL

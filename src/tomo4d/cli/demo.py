@@ -1,0 +1,23 @@
+"""``tomo4d demo``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("out_dir", default="tomo4d-demo", type=click.Path(path_type=str))
+@click.option("--overwrite", is_flag=True, help="Replace an existing demo output folder.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic experiment.")
+@click.option("--stage", "stages", multiple=True, help="Run only this stage (repeatable).")
+def demo(out_dir, overwrite, seed, stages):
+    """Run every stage on the built-in synthetic experiment and write an HTML report."""
+    from ..pipeline import run_demo
+
+    def progress(name, i, n):
+        click.echo(f"[{i + 1}/{n}] {name} ...", err=True)
+
+    res = run_demo(out_dir, overwrite=overwrite, seed=seed, stages=list(stages) or None, progress=progress)
+    for s in res.stages:
+        click.echo(f"{s.name:<12} {s.seconds:7.1f} s  {s.summary}")
+    click.echo(f"report: {res.report_path}  (total {res.seconds:.1f} s)")

@@ -1,0 +1,88 @@
+"""Folders of 2D TIFF slices (one file per z), naturally sorted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .._array import iter_slabs, slab_depth
+from ..errors import FormatError
+from ..volume import Volume, volume_from_header
+from ._common import check_numeric, file_token, read_sidecar, write_sidecar
+from ._lazy import lazy_from_slices
+from .tiff import tiff_voxel_size_nm
+
+SUFFIXES = (".tif", ".tiff")
+SIDECAR = "tomo4d.json"
+
+
+def natural_key(name: str):
+    """Sort key that orders ``slice_2`` before ``slice_10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_slices(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
+             and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+    files = list_slices(folder)
+    if not files:
+        raise FormatError(f"folder {str(folder)!r} contains no .tif/.tiff slices; give a folder of 2D TIFF slices")
+    shape2d = dtype = None
+    vs = None
+    for i, f in enumerate(files):
+        try:
+            with tifffile.TiffFile(f) as tif:
+                s = tif.series[0]
+                shp = tuple(d for d in s.shape if d != 1)
+                if i == 0:
+                    vs = tiff_voxel_size_nm(tif)
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+            raise FormatError(f"slice {str(f)!r} is not a readable TIFF ({exc}); remove or replace it") from None
+        if len(shp) != 2:
+            raise FormatError(f"slice {str(f)!r} has shape {s.shape}; every file in a slice folder must be one 2D image")
+        if i == 0:
+            shape2d, dtype = shp, check_numeric(s.dtype, f)
+        elif shp != shape2d or s.dtype != dtype:
+            raise FormatError(
+                f"slice folder {str(folder)!r} mixes shapes or dtypes: {files[0].name!r} is {shape2d} {dtype}, "
+                f"{f.name!r} is {shp} {s.dtype}; all slices must have the same shape and dtype"
+            )
+    header = read_sidecar(folder / SIDECAR)
+    if header is None:
+        header = {"voxel_size_nm": vs, "voxel_size_known": vs is not None,
+                  "metadata": {"name": folder.name}}
+    shape = (len(files), *shape2d)
+
+    def read(indices: list[int]) -> np.ndarray:
+        return np.stack([tifffile.imread(files[i]).reshape(shape2d) for i in indices])
+
+    data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
+    return volume_from_header(data, header, source=folder, voxel_size_nm=voxel_size_nm)
+
+
+def write_slice_folder(volume: Volume, tmp: Path, *, compression: str = "none", progress=None,
+                       prefix: str = "slice_") -> None:
+    tmp.mkdir(parents=True)
+    nz = volume.shape[0]
+    width = max(5, len(str(nz - 1)))
+    vz, vy, vx = (v / 1e3 for v in volume.voxel_size_nm)
+    comp = None if compression == "none" else compression
+    depth = slab_depth(volume.shape, volume.dtype.itemsize)
+    for z0, slab in iter_slabs(volume.data, depth):
+        for i, page in enumerate(slab):
+            tifffile.imwrite(
+                tmp / f"{prefix}{z0 + i:0{width}d}.tif", np.ascontiguousarray(page),
+                resolution=(1.0 / vx, 1.0 / vy), compression=comp,
+                imagej=comp is None and page.dtype.type in (np.uint8, np.uint16, np.float32),
+                metadata={"spacing": vz, "unit": "um"} if comp is None else {},
+            )
+        if progress is not None:
+            progress(z0 + len(slab), nz)
+    write_sidecar(tmp / SIDECAR, volume.header())

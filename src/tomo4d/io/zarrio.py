@@ -1,0 +1,185 @@
+"""Zarr v3 arrays and OME-Zarr (NGFF 0.5) multiscale images.
+
+Written layout (OME-Zarr 0.5)::
+
+    volume.zarr/            group, attributes {"ome": {"multiscales": [...]}, "tomo4d": header}
+      0/                    full resolution (z, y, x)
+      1/, 2/ ...            optional 2x-binned levels (``levels=`` > 1)
+
+Reading also understands NGFF 0.4 attributes (``multiscales`` at the top level)
+and plain Zarr arrays (voxel size from a ``voxel_size_nm`` attribute).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._array import iter_slabs
+from ..errors import FormatError, InputError
+from ..volume import Volume, volume_from_header
+from ._common import check_numeric, parse_header, require_3d, storage_chunks, unit_to_nm
+
+COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
+
+
+def _codecs(compression: str):
+    from zarr.codecs import BloscCodec, GzipCodec
+
+    if compression == "none":
+        return None
+    if compression == "gzip":
+        return [GzipCodec(level=4)]
+    return [BloscCodec(cname=compression, clevel=3, shuffle="bitshuffle")]
+
+
+def _ome_multiscales(attrs) -> list | None:
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return ome["multiscales"]
+    if "multiscales" in attrs:
+        return attrs["multiscales"]
+    return None
+
+
+def _scale_nm(ms: dict, ds: dict) -> tuple[float, float, float] | None:
+    axes = ms.get("axes") or []
+    scale = None
+    for t in ds.get("coordinateTransformations", []) or []:
+        if t.get("type") == "scale":
+            scale = t.get("scale")
+    if scale is None:
+        return None
+    spatial = []
+    for i, ax in enumerate(axes):
+        name = ax if isinstance(ax, str) else ax.get("name")
+        kind = "space" if isinstance(ax, str) and ax in "zyx" else (ax.get("type") if isinstance(ax, dict) else None)
+        if kind == "space" or name in ("z", "y", "x"):
+            unit = ax.get("unit") if isinstance(ax, dict) else None
+            f = unit_to_nm(unit) if unit else None
+            if unit and f is None:
+                return None
+            spatial.append(float(scale[i]) * (f or 1.0))
+    if not axes:
+        spatial = [float(s) for s in scale[-3:]]
+    return tuple(spatial[-3:]) if len(spatial) >= 3 else None  # type: ignore[return-value]
+
+
+def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") -> Volume:
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a bad store
+        raise FormatError(f"{str(path)!r} is not a readable Zarr store ({exc})") from None
+    header = None
+    vs = None
+    if isinstance(node, zarr.Array):
+        if dataset not in (None, "", "/"):
+            raise InputError(f"dataset={dataset!r} given but {str(path)!r} is a single Zarr array; drop dataset")
+        arr = node
+        header = parse_header(arr.attrs.get("tomo4d"))
+        if "voxel_size_nm" in arr.attrs:
+            vs = tuple(float(v) for v in arr.attrs["voxel_size_nm"])
+    else:
+        header = parse_header(node.attrs.get("tomo4d"))
+        multiscales = _ome_multiscales(node.attrs)
+        names = sorted(node.array_keys())
+        if dataset is None and multiscales:
+            ms = multiscales[0]
+            ds = ms["datasets"][0]
+            dataset = ds["path"]
+            vs = _scale_nm(ms, ds)
+        elif dataset is not None and multiscales:
+            ms = multiscales[0]
+            for ds in ms["datasets"]:
+                if ds["path"] == str(dataset).strip("/"):
+                    vs = _scale_nm(ms, ds)
+            if str(dataset).strip("/") != ms["datasets"][0]["path"]:
+                header = None  # a binned level: its voxel size comes from the multiscales
+        elif dataset is None:
+            if len(names) != 1:
+                raise InputError(
+                    f"{str(path)!r} is a Zarr group with arrays {names or 'none'}; choose one with dataset=... (--dataset)"
+                )
+            dataset = names[0]
+        try:
+            arr = node[str(dataset).strip("/")]
+        except KeyError:
+            raise InputError(f"dataset={dataset!r} does not exist in {str(path)!r}; arrays there: {names}") from None
+        if not isinstance(arr, zarr.Array):
+            raise InputError(f"dataset={dataset!r} in {str(path)!r} is a group, not an array")
+        if vs is None and "voxel_size_nm" in arr.attrs:
+            vs = tuple(float(v) for v in arr.attrs["voxel_size_nm"])
+    shape = require_3d(arr.shape, path)
+    dtype = check_numeric(arr.dtype, path)
+    if header is None:
+        header = {"voxel_size_nm": vs, "voxel_size_known": vs is not None, "metadata": {"name": path.stem}}
+    elif vs is not None and voxel_size_nm is None:
+        header["voxel_size_nm"] = list(vs)
+    data = da.from_zarr(arr)
+    if tuple(arr.shape) != shape:
+        data = data.reshape(shape)
+    if chunks != "auto":
+        from ._lazy import resolve_chunks
+
+        data = data.rechunk(resolve_chunks(chunks, shape, dtype))
+    return volume_from_header(data, header, source=path, voxel_size_nm=voxel_size_nm)
+
+
+def write_zarr(volume: Volume, tmp: Path, *, dataset=None, compression: str = "zstd", levels: int = 1,
+               progress=None) -> None:
+    """Write an OME-Zarr 0.5 group (``dataset`` names a plain array inside a group instead)."""
+    import zarr
+
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    header = volume.header()
+    if dataset not in (None, "", "0"):
+        arr = _write_level(root, str(dataset).strip("/"), volume.data, compression, progress)
+        arr.attrs["voxel_size_nm"] = list(volume.voxel_size_nm)
+        arr.attrs["tomo4d"] = volume.header_json()
+        return
+    datasets = []
+    level_data = volume.data
+    for level in range(max(int(levels), 1)):
+        factor = 2**level
+        if level > 0:
+            import dask.array as da
+
+            src = da.from_zarr(root[str(level - 1)])
+            shape = src.shape
+            trimmed = src[: shape[0] // 2 * 2 or 1, : shape[1] // 2 * 2 or 1, : shape[2] // 2 * 2 or 1]
+            if min(trimmed.shape) < 2:
+                break
+            level_data = da.coarsen(np.mean, trimmed.astype(np.float32), {0: 2, 1: 2, 2: 2}).astype(volume.dtype)
+        _write_level(root, str(level), level_data, compression, progress if level == 0 else None)
+        datasets.append({
+            "path": str(level),
+            "coordinateTransformations": [{"type": "scale", "scale": [v * factor for v in volume.voxel_size_nm]}],
+        })
+    root.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [{
+            "name": volume.metadata.name or "volume",
+            "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+            "datasets": datasets,
+        }],
+    }
+    root.attrs["tomo4d"] = volume.header_json()
+    del header
+
+
+def _write_level(root, name: str, data, compression: str, progress):
+    shape = tuple(int(s) for s in data.shape)
+    dtype = np.dtype(data.dtype)
+    chunks = storage_chunks(shape, dtype.itemsize)
+    arr = root.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
+                            compressors=_codecs(compression), fill_value=0,
+                            dimension_names=("z", "y", "x"))
+    for z0, slab in iter_slabs(data, chunks[0]):
+        arr[z0:z0 + len(slab)] = slab
+        if progress is not None:
+            progress(z0 + len(slab), shape[0])
+    return arr
