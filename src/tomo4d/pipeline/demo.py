@@ -59,16 +59,18 @@ class DemoContext:
         return p
 
 
-def _stage_io(ctx: DemoContext) -> str:
-    from .demo_io import stage_io
-
-    return stage_io(ctx)
-
-
-#: (name, function) of every demo stage, in order.
-DEMO_STAGES: list[tuple[str, Callable[[DemoContext], str]]] = [
-    ("io", _stage_io),
+#: (name, "module:function") of every demo stage, in order; modules are relative to
+#: ``tomo4d.pipeline`` and imported only when their stage runs.
+DEMO_STAGES: list[tuple[str, str]] = [
+    ("io", "demo_io:stage_io"),
 ]
+
+
+def _load(target: str) -> Callable[[DemoContext], str]:
+    import importlib
+
+    module, func = target.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), func)
 
 
 def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, stages: list[str] | None = None,
@@ -113,7 +115,7 @@ def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, stages: list[st
         if progress is not None:
             progress(name, i, len(selected))
         t0 = time.perf_counter()
-        summary = fn(ctx)
+        summary = _load(fn)(ctx)
         dt = time.perf_counter() - t0
         log.info("demo stage %s: %.1f s: %s", name, dt, summary)
         results.append(StageResult(name, dt, summary))
