@@ -98,15 +98,15 @@ class VolumeMetadata:
 def _check_voxel_size(voxel_size_nm) -> tuple[float, float, float]:
     if voxel_size_nm is None:
         return (1.0, 1.0, 1.0)
-    if np.isscalar(voxel_size_nm):
-        vs = (float(voxel_size_nm),) * 3
-    else:
-        try:
+    try:
+        if np.isscalar(voxel_size_nm):
+            vs = (float(voxel_size_nm),) * 3
+        else:
             vs = tuple(float(v) for v in voxel_size_nm)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"voxel_size_nm={voxel_size_nm!r} is not understood; give one number or three (z, y, x) in nm"
-            ) from None
+    except (TypeError, ValueError):
+        raise InputError(
+            f"voxel_size_nm={voxel_size_nm!r} is not understood; give one number or three (z, y, x) in nm"
+        ) from None
     if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
         raise InputError(
             f"voxel_size_nm={voxel_size_nm!r} must be one positive number or three (z, y, x), in nm"

@@ -22,7 +22,7 @@ from .._array import iter_slabs, slab_depth
 from ..errors import FormatError, InputError
 from ..volume import Volume, volume_from_header
 from ._common import file_token, read_sidecar, write_sidecar
-from ._lazy import resolve_chunks
+from ._lazy import lazy_from_slices
 
 BYTE_ORDERS = {"little": "<", "big": ">", "native": "="}
 
@@ -49,8 +49,6 @@ def parse_info(path: Path) -> dict[str, str]:
 
 
 def _memmap_dask(path: Path, shape, dtype, offset: int, chunks, *, kind: str):
-    import dask.array as da
-
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise InputError(f"shape={shape!r} must be three positive integers (z, y, x)")
@@ -66,10 +64,17 @@ def _memmap_dask(path: Path, shape, dtype, offset: int, chunks, *, kind: str):
             f"{kind} file {str(path)!r} has {actual} bytes but shape {shape} of {dtype.name} "
             f"(+{offset} header bytes) uses {expected}; check the shape, dtype and offset"
         )
-    mm = np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
-    c = resolve_chunks(chunks, shape, dtype)
-    return da.from_array(mm, chunks=c, name=f"tomo4d-raw-{file_token(path)}",
-                         meta=np.empty((0, 0, 0), dtype.newbyteorder("=")))
+    native = dtype.newbyteorder("=")
+
+    def read(indices: list[int]) -> np.ndarray:
+        # a fresh memmap per read: only the pages of these slices are touched
+        mm = np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
+        z0, z1 = indices[0], indices[-1] + 1
+        block = mm[z0:z1] if len(indices) == z1 - z0 else mm[indices]
+        return np.asarray(block, dtype=native)
+
+    # (dask's from_array on a numpy memmap touches the whole file: use the slice reader)
+    return lazy_from_slices(read, shape, native, chunks, name=f"tomo4d-raw-{file_token(path)}")
 
 
 def _info_int(info: dict, key: str, path: Path) -> int:

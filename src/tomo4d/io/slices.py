@@ -79,7 +79,7 @@ def write_slice_folder(volume: Volume, tmp: Path, *, compression: str = "none", 
         for i, page in enumerate(slab):
             tifffile.imwrite(
                 tmp / f"{prefix}{z0 + i:0{width}d}.tif", np.ascontiguousarray(page),
-                resolution=(1.0 / vx, 1.0 / vy), compression=comp,
+                resolution=(1.0 / vx, 1.0 / vy), compression=comp, photometric="minisblack",
                 imagej=comp is None and page.dtype.type in (np.uint8, np.uint16, np.float32),
                 metadata={"spacing": vz, "unit": "um"} if comp is None else {},
             )

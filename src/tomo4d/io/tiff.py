@@ -83,9 +83,13 @@ def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
             raise FormatError(
                 f"{str(path)!r} holds colour (RGB) images; convert to a single-channel grey stack first"
             )
-        shape = require_3d(series.shape, path)
-        dtype = check_numeric(series.dtype, path)
         header = _header(tif)
+        plane = tuple(d for d in series.shape if d != 1)
+        if header is not None and len(plane) == 2:
+            shape = (1, *plane)  # a one-slice volume written by tomo4d
+        else:
+            shape = require_3d(series.shape, path)
+        dtype = check_numeric(series.dtype, path)
         vs = tiff_voxel_size_nm(tif) if header is None else None
         n_pages = len(series.pages)
     if header is None:
@@ -129,6 +133,7 @@ def write_tiff(volume: Volume, tmp: Path, *, compression: str = "none", progress
         resolution=(1.0 / vx, 1.0 / vy),
         extratags=[(HEADER_TAG, "s", 0, header, True)],
         compression=COMPRESSIONS[compression],
+        photometric="minisblack",
     )
     if imagej:
         kwargs["metadata"] = {"spacing": vz, "unit": "um", "axes": "ZYX"}

@@ -1,0 +1,299 @@
+"""Array helpers of the enhancement stage: x2 cubic up-sampling, intensity scaling, FOV masks,
+and the preparation of an LQ/HQ training pair (up-sample, register, resample, mask, split).
+
+Everything here is numpy (no torch).  Up-sampling uses the Keys cubic
+convolution kernel (a = -0.5, "bicubic") with voxel-area alignment: output
+voxel ``j`` of a x2 up-sampling sits at input coordinate ``j / 2 - 0.25``.
+With this convention the LQ voxel ``i`` covers the HQ voxels ``2i`` and
+``2i + 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._array import as_float32
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _keys(s: np.ndarray, a: float = -0.5) -> np.ndarray:
+    s = np.abs(s)
+    return np.where(s <= 1, (a + 2) * s**3 - (a + 3) * s**2 + 1,
+                    np.where(s < 2, a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a, 0.0))
+
+
+# weights of the 4 taps (floor-1 .. floor+2) for fractional offsets 0.75 (even outputs) and 0.25 (odd)
+_W_EVEN = _keys(np.array([1.75, 0.75, -0.25, -1.25]))
+_W_ODD = _keys(np.array([1.25, 0.25, -0.75, -1.75]))
+
+
+def upsample2_axis(array, axis: int) -> np.ndarray:
+    """Cubic (Keys, a=-0.5) x2 up-sampling of ``array`` along ``axis`` (edges replicated).
+
+    Output sample ``j`` sits at input coordinate ``j / 2 - 0.25``; the output
+    has twice the length along ``axis`` and dtype float32.
+    """
+    a = np.moveaxis(as_float32(array), axis, 0)
+    n = a.shape[0]
+    pad = np.concatenate([a[:1], a[:1], a, a[-1:], a[-1:]], axis=0)  # index k of a is k + 2 in pad
+    out = np.empty((2 * n,) + a.shape[1:], np.float32)
+    even = sum(np.float32(w) * pad[m:m + n] for m, w in enumerate(_W_EVEN))   # taps k-2 .. k+1
+    odd = sum(np.float32(w) * pad[m + 1:m + 1 + n] for m, w in enumerate(_W_ODD))  # taps k-1 .. k+2
+    out[0::2] = even
+    out[1::2] = odd
+    return np.moveaxis(out, 0, axis)
+
+
+def upsample2_xy(array) -> np.ndarray:
+    """x2 cubic up-sampling of the last two axes (y, x) of a 2D image or 3D stack."""
+    a = as_float32(array)
+    return upsample2_axis(upsample2_axis(a, a.ndim - 2), a.ndim - 1)
+
+
+def upsample2_z_window(slices: list[np.ndarray], k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output slices ``2k`` and ``2k + 1`` of a x2 z up-sampling from input slices ``k-2 .. k+2``.
+
+    ``slices`` holds the five input slices ``k-2 .. k+2`` already clamped to
+    ``[0, n)`` by the caller.  Used to stream the z interpolation slab by slab.
+    """
+    even = sum(np.float32(w) * slices[m] for m, w in enumerate(_W_EVEN))
+    odd = sum(np.float32(w) * slices[m + 1] for m, w in enumerate(_W_ODD))
+    return even.astype(np.float32), odd.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Linear intensity map ``v -> 2 (v - low) / (high - low) - 1`` (robust percentiles to [-1, 1]).
+
+    Attributes
+    ----------
+    low, high : float
+        Intensities (input units) mapped to -1 and +1.
+    """
+
+    low: float
+    high: float
+
+    @classmethod
+    def from_data(cls, data, *, percentiles=(0.1, 99.9), mask=None, max_samples: int = 2_000_000,
+                  seed: int = 0) -> Scaling:
+        """Robust percentiles of ``data`` (within ``mask``), from at most ``max_samples`` voxels."""
+        a = np.asarray(data)
+        vals = a[np.asarray(mask, bool)] if mask is not None else a.ravel()
+        if vals.size == 0:
+            raise InputError("cannot compute the intensity scaling: the mask selects no voxels")
+        if vals.size > max_samples:
+            vals = np.random.default_rng(seed).choice(vals, max_samples, replace=False)
+        lo, hi = np.percentile(vals.astype(np.float64), percentiles)
+        if not hi > lo:
+            hi = lo + 1.0
+        return cls(float(lo), float(hi))
+
+    def forward(self, data) -> np.ndarray:
+        """Input units -> [-1, 1] (float32)."""
+        a = as_float32(data)
+        return ((a - np.float32(self.low)) * np.float32(2.0 / (self.high - self.low)) - 1).astype(np.float32)
+
+    def inverse(self, data) -> np.ndarray:
+        """[-1, 1] -> input units (float32)."""
+        a = as_float32(data)
+        return ((a + 1) * np.float32((self.high - self.low) / 2.0) + np.float32(self.low)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high}
+
+
+def fov_mask(shape_yx, *, margin: float = 0.0) -> np.ndarray:
+    """Boolean disc inscribed in a ``(y, x)`` slice: the circular field of view of a CT scan."""
+    ny, nx = int(shape_yx[0]), int(shape_yx[1])
+    yy = np.arange(ny) - (ny - 1) / 2
+    xx = np.arange(nx) - (nx - 1) / 2
+    r = min(ny, nx) / 2 - margin
+    return (yy[:, None] ** 2 + xx[None, :] ** 2) <= r * r
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """An aligned LQ/HQ pair ready for training, on the HQ grid.
+
+    Attributes
+    ----------
+    lq : ndarray, float32, (z, y, x)
+        LQ up-sampled x2 and resampled onto the HQ grid (input units).
+    hq : ndarray, float32, (z, y, x)
+        HQ (input units).
+    mask : ndarray, bool, (z, y, x)
+        Voxels inside the circular field of view and covered by the LQ.
+    train_slices, val_slices : tuple of int
+        z indices of training and held-out validation slices.
+    phi : ndarray (4, 4)
+        Transformation (z, y, x homogeneous, origin at HQ voxel 0) mapping HQ voxel
+        coordinates to coordinates of the up-sampled LQ, as used for the resampling.
+    registration : str
+        How ``phi`` was obtained (``"tomo4d.register"``, ``"given"``, ``"none"``).
+    hq_voxel_size_nm, lq_voxel_size_nm : (float, float, float)
+        Voxel sizes of the inputs.
+    """
+
+    lq: np.ndarray
+    hq: np.ndarray
+    mask: np.ndarray
+    train_slices: tuple[int, ...]
+    val_slices: tuple[int, ...]
+    phi: np.ndarray
+    registration: str
+    hq_voxel_size_nm: tuple[float, float, float]
+    lq_voxel_size_nm: tuple[float, float, float]
+
+
+def check_voxel_sizes(lq_vs, hq_vs, *, tolerance: float = 0.05) -> None:
+    """Raise :class:`InputError` unless the LQ voxel is twice the HQ voxel along every axis."""
+    ratio = np.asarray(lq_vs, float) / np.asarray(hq_vs, float)
+    if not np.all(np.abs(ratio - 2.0) <= 2.0 * tolerance):
+        raise InputError(
+            f"voxel sizes do not match an x2 enhancement: LQ {tuple(lq_vs)} nm vs HQ {tuple(hq_vs)} nm "
+            f"(ratio {tuple(np.round(ratio, 3))}, expected 2 along z, y, x); fix the voxel sizes in the "
+            "files or give --lq-voxel-size/--hq-voxel-size"
+        )
+
+
+def _centre_offset(fixed_shape, moving_shape) -> np.ndarray:
+    return (np.asarray(moving_shape, float) - np.asarray(fixed_shape, float)) / 2.0
+
+
+def _coarse_translation(hq: np.ndarray, lq_up: np.ndarray) -> tuple[np.ndarray, float]:
+    """Where HQ sits inside the up-sampled LQ: offset (voxels, z y x) of the HQ corner and a score.
+
+    Normalised cross-correlation computed by FFT at a binned resolution; the
+    score is the correlation coefficient at the best position (0 = no overlap).
+    """
+    from scipy import ndimage
+
+    b = max(1, int(min(hq.shape) // 32))
+    f = ndimage.zoom(hq, 1 / b, order=1) if b > 1 else hq
+    m = ndimage.zoom(lq_up, 1 / b, order=1) if b > 1 else lq_up
+    f = (f - f.mean()) / (f.std() + 1e-12)
+    pad = [(0, max(0, fs - ms)) for fs, ms in zip(f.shape, m.shape)]
+    m = np.pad(m, pad, mode="edge")
+    m = (m - m.mean()) / (m.std() + 1e-12)
+    shape = [ms + fs for ms, fs in zip(m.shape, f.shape)]
+    corr = np.fft.irfftn(np.fft.rfftn(m, shape) * np.conj(np.fft.rfftn(f, shape)), shape)
+    # local normalisation of the moving window energy
+    ones = np.ones_like(f)
+    e2 = np.fft.irfftn(np.fft.rfftn(m * m, shape) * np.conj(np.fft.rfftn(ones, shape)), shape)
+    e1 = np.fft.irfftn(np.fft.rfftn(m, shape) * np.conj(np.fft.rfftn(ones, shape)), shape)
+    nvox = f.size
+    var = np.maximum(e2 / nvox - (e1 / nvox) ** 2, 1e-6)
+    ncc = corr / (nvox * np.sqrt(var))
+    valid = tuple(slice(0, max(ms - fs + 1, 1)) for ms, fs in zip(m.shape, f.shape))
+    ncc_v = ncc[valid]
+    idx = np.unravel_index(int(np.argmax(ncc_v)), ncc_v.shape)
+    score = float(ncc_v[idx])
+    return np.asarray(idx, float) * b, score
+
+
+def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: float = 0.1,
+                 fov: bool = True, min_overlap_score: float = 0.3) -> TrainingPair:
+    """Up-sample LQ x2, align it onto HQ, resample it on the HQ grid, mask, split slices.
+
+    Parameters
+    ----------
+    lq, hq : Volume
+        The training pair.  The LQ voxel must be twice the HQ voxel; the LQ may
+        cover a larger field of view than HQ (it usually does).
+    register : bool
+        Refine the alignment with :func:`tomo4d.register.register` (sub-pixel
+        affine).  Without it the pair is aligned by the coarse translation
+        search only (or ``phi0``).
+    phi0 : array (4, 4), optional
+        Known transformation HQ voxel -> up-sampled LQ voxel (origin at voxel 0);
+        skips the coarse search and is the registration's start.
+    val_fraction : float
+        Fraction of slices held out (a contiguous block at the end of the stack).
+    fov : bool
+        Mask the circular field of view of both scans.
+    min_overlap_score : float
+        Below this normalised cross-correlation the pair is declared non-overlapping.
+    """
+    from ..volume import as_volume
+
+    lq, hq = as_volume(lq), as_volume(hq)
+    check_voxel_sizes(lq.voxel_size_nm, hq.voxel_size_nm)
+    lq_ext, hq_ext = np.asarray(lq.extent_nm), np.asarray(hq.extent_nm)
+    if np.any(hq.shape < np.asarray((5, 8, 8))):
+        raise InputError(f"HQ volume {hq.shape} is too small to train on; give at least 5 x 8 x 8 voxels")
+    hq_a = as_float32(hq.numpy())
+    lq_up = upsample2_xy(upsample2_axis(as_float32(lq.numpy()), 0))
+    if phi0 is None:
+        if np.any(lq_ext < hq_ext * 0.5):
+            raise InputError(
+                f"LQ field of view {tuple(lq_ext)} nm is much smaller than the HQ field {tuple(hq_ext)} nm; "
+                "LQ and HQ must image the same region (LQ usually the larger one)"
+            )
+        corner, score = _coarse_translation(hq_a, lq_up)
+        log.info("coarse LQ->HQ translation: corner %s, ncc %.3f", corner, score)
+        if score < min_overlap_score:
+            raise InputError(
+                f"LQ and HQ do not overlap: best normalised cross-correlation {score:.2f} < {min_overlap_score}; "
+                "check that both files show the same region of the same sample (or give phi0)"
+            )
+        phi = np.eye(4)
+        phi[:3, 3] = corner
+        how = "coarse translation"
+    else:
+        phi = np.asarray(phi0, float)
+        if phi.shape != (4, 4):
+            raise InputError(f"phi0 must be a 4x4 matrix, got shape {phi.shape}")
+        how = "given"
+    if register:
+        try:
+            from ..register import apply_phi, register as _register
+        except ImportError:  # pragma: no cover - depends on the registration issue
+            raise InputError("register=True needs tomo4d.register, which is not installed; "
+                             "pass register=False (--no-register) with an aligned pair") from None
+        lq_crop = _resample(lq_up, phi, hq_a.shape, order=3)
+        reg = _register(hq_a, lq_crop, mask=fov_mask(hq_a.shape[1:])[None].repeat(hq_a.shape[0], 0) if fov else None)
+        if not getattr(reg, "converged", True):
+            log.warning("registration of LQ onto HQ did not converge; results may be misaligned")
+        lq_reg = as_float32(apply_phi(lq_crop, reg.phi, order=3))
+        covered = np.asarray(apply_phi(np.ones_like(lq_crop), reg.phi, order=1)) > 0.99
+        c = (np.asarray(hq_a.shape, float) - 1) / 2
+        to_c, from_c = np.eye(4), np.eye(4)
+        to_c[:3, 3], from_c[:3, 3] = -c, c
+        phi = phi @ (from_c @ np.asarray(reg.phi, float) @ to_c)
+        how = "tomo4d.register"
+    else:
+        lq_reg = _resample(lq_up, phi, hq_a.shape, order=3)
+        covered = _resample(np.ones_like(lq_up), phi, hq_a.shape, order=1, cval=0.0) > 0.99
+    mask = covered
+    if fov:
+        mask = mask & fov_mask(hq_a.shape[1:])[None]
+    if mask.mean() < 0.05:
+        raise InputError(
+            f"LQ and HQ overlap in only {100 * mask.mean():.1f}% of the HQ voxels; they must image the same region"
+        )
+    nz = hq_a.shape[0]
+    n_val = max(1, int(round(val_fraction * nz)))
+    if nz - n_val < 1:
+        raise InputError(f"HQ has {nz} slices: too few to hold out {val_fraction:.0%} for validation")
+    train = tuple(range(0, nz - n_val))
+    val = tuple(range(nz - n_val, nz))
+    return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, train, val, phi, how,
+                        hq.voxel_size_nm, lq.voxel_size_nm)
+
+
+def _resample(image: np.ndarray, phi: np.ndarray, shape, *, order: int = 3, cval: float | None = None) -> np.ndarray:
+    """Sample ``image`` at ``phi(x)`` for every voxel x of a grid of ``shape`` (translation in phi[:3, 3]
+    is relative to the grid corner when phi's linear part is the identity)."""
+    from scipy import ndimage
+
+    lin = phi[:3, :3]
+    off = phi[:3, 3]
+    mode = "nearest" if cval is None else "constant"
+    return ndimage.affine_transform(as_float32(image), lin, offset=off, output_shape=tuple(shape), order=order,
+                                    mode=mode, cval=0.0 if cval is None else cval, prefilter=order > 1).astype(np.float32)

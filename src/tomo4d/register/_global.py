@@ -1,0 +1,342 @@
+"""Global (one Phi) registration: multiscale inverse-compositional Gauss-Newton."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._array import as_float32
+from ..errors import InputError
+from .phi import PhiParts, check_phi, decompose_phi, polar_decomposition, recentre_phi
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Registration", "register", "bin_volume", "as_image", "check_same_shape"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of :func:`register` / :func:`register_multimodal`.
+
+    Attributes
+    ----------
+    phi : (4, 4) float64
+        Maps FIXED voxel coordinates to MOVING voxel coordinates about
+        ``centre_zyx_px``: ``x' = F (x - c) + c + t``.
+    converged : bool
+        The last (finest) level reached the tolerance before ``max_iterations``.
+    iterations : int
+        Gauss-Newton iterations over all levels.
+    residual : float
+        RMS of ``moving(phi(x)) - fixed(x)`` over the used voxels, divided by the
+        standard deviation of ``fixed`` there (0 = perfect match, ~1.4 = unrelated).
+    centre_zyx_px : (3,) float
+        Centre of ``phi``, px: the centre of the fixed volume ``(shape - 1) / 2``.
+    delta_phi_norm : float
+        Size of the last update, px (translation plus window-edge motion of ``F``).
+    levels : tuple of int
+        Binning factors used, coarse to fine.
+    method : str
+        ``"gauss-newton"`` or ``"mutual-information"``.
+    """
+
+    phi: np.ndarray
+    converged: bool
+    iterations: int
+    residual: float
+    centre_zyx_px: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    delta_phi_norm: float = float("nan")
+    levels: tuple[int, ...] = ()
+    method: str = "gauss-newton"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def translation_px(self) -> np.ndarray:
+        """Translation ``(tz, ty, tx)`` of the centre, px."""
+        return self.phi[:3, 3].copy()
+
+    @property
+    def F(self) -> np.ndarray:
+        """Deformation gradient ``(3, 3)``."""
+        return self.phi[:3, :3].copy()
+
+    @property
+    def parts(self) -> PhiParts:
+        """Translation, rotation, stretch and strains of ``phi``."""
+        return decompose_phi(self.phi)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (phi as nested lists)."""
+        parts = self.parts.to_dict()
+        return {"phi": self.phi.tolist(), "centre_zyx_px": list(self.centre_zyx_px),
+                "converged": self.converged, "iterations": self.iterations, "residual": self.residual,
+                "delta_phi_norm": self.delta_phi_norm, "levels": list(self.levels), "method": self.method,
+                "translation_px": parts["translation_px"], "rotation_deg": parts["rotation_deg"],
+                "rotation_angle_deg": parts["rotation_angle_deg"], "strain": parts["strain"],
+                "volumetric_strain": parts["volumetric_strain"], **self.extra}
+
+    def save(self, path, *, overwrite: bool = False, inputs=()) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        import json
+
+        from ..io import atomic_output
+
+        with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path) -> Registration:
+        """Read a JSON file written by :meth:`save` (or any JSON with ``phi``)."""
+        import json
+        from pathlib import Path
+
+        try:
+            d = json.loads(Path(path).read_text())
+            phi = check_phi(d["phi"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{str(path)!r} is not a tomo4d registration JSON with a 'phi' entry ({exc})") from None
+        return cls(phi=phi, converged=bool(d.get("converged", True)), iterations=int(d.get("iterations", 0)),
+                   residual=float(d.get("residual", float("nan"))),
+                   centre_zyx_px=tuple(d.get("centre_zyx_px", (0.0, 0.0, 0.0))),
+                   delta_phi_norm=float(d.get("delta_phi_norm", float("nan"))),
+                   levels=tuple(d.get("levels", ())), method=str(d.get("method", "gauss-newton")))
+
+
+def as_image(obj, *, name: str) -> np.ndarray:
+    """A 3D float32 numpy image from a Volume or an array; NaN/inf rejected."""
+    from ..volume import Volume
+
+    a = obj.numpy() if isinstance(obj, Volume) else np.asarray(obj)
+    if a.ndim != 3:
+        raise InputError(f"{name} has shape {a.shape}; give a 3D (z, y, x) volume")
+    a = as_float32(a)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} contains NaN or infinite values; fill or mask them first "
+                         "(e.g. numpy.nan_to_num) and pass a mask")
+    return a
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, names=("fixed", "moving")) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"{names[0]} has shape {a.shape} but {names[1]} has shape {b.shape}; they must be "
+                         "the same (crop or resample one of them first)")
+
+
+def as_mask(mask, shape, *, name: str = "mask") -> np.ndarray | None:
+    if mask is None:
+        return None
+    from ..volume import Volume
+
+    m = np.asarray(mask.numpy() if isinstance(mask, Volume) else mask)
+    if m.shape != tuple(shape):
+        raise InputError(f"{name} has shape {m.shape} but the volume has shape {tuple(shape)}; give a boolean "
+                         "mask of the same shape")
+    m = m.astype(bool)
+    if not m.any():
+        raise InputError(f"{name} excludes every voxel; give a mask with True where the sample is")
+    return m
+
+
+def bin_volume(a: np.ndarray, b: int) -> np.ndarray:
+    """Block-mean binning by ``b`` along every axis (trailing voxels that do not fill a block are dropped)."""
+    if b == 1:
+        return a
+    s = [n // b for n in a.shape]
+    c = a[: s[0] * b, : s[1] * b, : s[2] * b]
+    return c.reshape(s[0], b, s[1], b, s[2], b).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _phi_to_level(phi_full: np.ndarray, c_full: np.ndarray, b: int, shape_full) -> np.ndarray:
+    """Phi about the full-resolution centre -> Phi about the centre of the ``b``-binned grid."""
+    crop = np.asarray([(n // b) * b for n in shape_full], float)
+    c_crop = (crop - 1.0) / 2.0
+    p = recentre_phi(phi_full, c_full, c_crop)
+    p[:3, 3] /= b
+    return p
+
+
+def _phi_from_level(phi_b: np.ndarray, c_full: np.ndarray, b: int, shape_full) -> np.ndarray:
+    crop = np.asarray([(n // b) * b for n in shape_full], float)
+    c_crop = (crop - 1.0) / 2.0
+    p = phi_b.copy()
+    p[:3, 3] *= b
+    return recentre_phi(p, c_crop, c_full)
+
+
+def _rigid_columns(g: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Jacobian columns of a small rotation vector w: d(g . (w x r))/dw = r x g (z, y, x components)."""
+    rz, ry, rx = r[:, 0], r[:, 1], r[:, 2]
+    gz, gy, gx = g[:, 0], g[:, 1], g[:, 2]
+    # w x r = (wy rx - wx ry, wx rz - wz rx, wz ry - wy rz) in (z, y, x) components (see phi._skew)
+    return np.stack([gx * ry - gy * rx, gz * rx - gx * rz, gy * rz - gz * ry], axis=1)
+
+
+def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
+    m = np.eye(4)
+    if rigid:
+        from .phi import rotation_matrix
+
+        m[:3, :3] = rotation_matrix(np.rad2deg(dp[:3]))
+        m[:3, 3] = dp[3:]
+    else:
+        m[:3, :3] += dp[:9].reshape(3, 3)
+        m[:3, 3] = dp[9:]
+    return m
+
+
+def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
+              rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
+              photometric: bool) -> tuple[np.ndarray, bool, int, float, float]:
+    from scipy import ndimage
+
+    shape = np.asarray(fixed.shape)
+    c = (shape - 1.0) / 2.0
+    sel = np.zeros(fixed.shape, bool)
+    sel[1:-1, 1:-1, 1:-1] = True
+    if mask is not None:
+        sel &= mask
+    idx = np.nonzero(sel)
+    if idx[0].size < 64:
+        raise InputError(f"only {idx[0].size} voxels to register at this level; enlarge the mask or the volume")
+    x = np.stack(idx, axis=1).astype(np.float64)
+    xc = x - c
+    t_vals = fixed[idx].astype(np.float64)
+    grads = np.stack([g[idx] for g in np.gradient(fixed)], axis=1).astype(np.float64)
+    if rigid:
+        jac = np.concatenate([_rigid_columns(grads, xc), grads], axis=1)
+    else:
+        jac = np.concatenate([(grads[:, :, None] * xc[:, None, :]).reshape(-1, 9), grads], axis=1)
+    hess = jac.T @ jac
+    try:
+        hinv = np.linalg.inv(hess)
+    except np.linalg.LinAlgError:
+        raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
+                         "give a textured region or a larger mask") from None
+    coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror") if order > 1 else moving
+    radius = float(np.max(np.abs(xc))) if xc.size else 1.0
+    hi = shape - 1.0 - margin
+    converged, it, dnorm, resid = False, 0, float("inf"), float("nan")
+    t_std = float(t_vals.std()) or 1.0
+    for it in range(1, max_iterations + 1):
+        y = xc @ phi[:3, :3].T + c + phi[:3, 3]
+        valid = np.all((y >= margin) & (y <= hi), axis=1)
+        if valid.sum() < 64:
+            log.warning("registration moved the volume out of the field of view; stopping")
+            break
+        w = ndimage.map_coordinates(coeffs, y.T, order=order, mode="mirror", prefilter=False).astype(np.float64)
+        if photometric:
+            tv, wv = t_vals[valid], w[valid]
+            a = np.cov(wv, tv)
+            gain = a[0, 1] / a[1, 1] if a[1, 1] > 0 else 1.0
+            if not np.isfinite(gain) or gain <= 1e-6:
+                gain = 1.0
+            off = wv.mean() - gain * tv.mean()
+            r = (w - off) / gain - t_vals
+        else:
+            r = w - t_vals
+        r[~valid] = 0.0
+        resid = float(np.sqrt(np.mean(r[valid] ** 2)) / t_std)
+        dp = hinv @ (jac.T @ r)
+        inc = _increment_matrix(dp, rigid)
+        phi = phi @ np.linalg.inv(inc)
+        if rigid:
+            rot, _ = polar_decomposition(phi[:3, :3])
+            phi[:3, :3] = rot
+        dnorm = float(np.linalg.norm(inc[:3, 3]) + radius * np.abs(inc[:3, :3] - np.eye(3)).max())
+        if not np.isfinite(dnorm):
+            raise InputError("registration diverged (non-finite update); check the inputs overlap "
+                             "or give phi0")
+        if dnorm < tolerance_px:
+            converged = True
+            break
+    return phi, converged, it, resid, dnorm
+
+
+def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binning: Sequence[int] = (4, 2, 1),
+             order: int = 3, max_iterations: int = 50, tolerance_px: float = 1e-4, margin_px: int = 1,
+             photometric: bool = True, progress: Callable[[int, int], None] | None = None) -> Registration:
+    """Register ``moving`` onto ``fixed`` with one affine (or rigid) Phi.
+
+    Minimises ``sum_x (moving(phi(x)) - fixed(x))^2`` over the fixed voxels
+    (inside ``mask``) by inverse-compositional Gauss-Newton: the Jacobian and
+    Hessian come from the gradients of ``fixed`` and stay constant, each
+    iteration resamples ``moving`` with cubic B-splines.  Coarse-to-fine over
+    ``binning`` (block-mean binned volumes), each level starting from the last.
+
+    Parameters
+    ----------
+    fixed, moving : (z, y, x) array or Volume
+        Same shape.  No NaNs (mask them instead).
+    phi0 : (4, 4) array, optional
+        Initial guess, about the fixed centre ``(shape - 1) / 2``.
+    mask : (z, y, x) bool array, optional
+        Fixed voxels to use (e.g. the sample, not the air around it).
+    rigid : bool
+        Only rotation and translation (6 parameters) instead of a full affine (12).
+    binning : sequence of int
+        Binning factors, coarse to fine; levels whose binned volume would be
+        smaller than 8 voxels along an axis are skipped.
+    order : int
+        Interpolation order of ``moving`` (1 linear, 3 cubic).
+    max_iterations : int
+        Per level.
+    tolerance_px : float
+        Stop a level when an update moves the volume by less than this (px,
+        translation plus motion of the volume edge caused by the change of F).
+    margin_px : int
+        Voxels mapped closer than this to the border of ``moving`` are ignored.
+    photometric : bool
+        Fit a linear grey-level relation (gain, offset) between the volumes at
+        every iteration (different exposure, reconstruction scaling).
+    progress : callable(done, total), optional
+        Called after each level.
+
+    Returns
+    -------
+    Registration
+        ``phi`` maps fixed to moving coordinates: ``apply_phi(moving, reg.phi)``
+        reproduces ``fixed``.
+    """
+    f = as_image(fixed, name="fixed")
+    m = as_image(moving, name="moving")
+    check_same_shape(f, m)
+    msk = as_mask(mask, f.shape)
+    if rigid not in (True, False):
+        raise InputError(f"rigid={rigid!r} must be True or False")
+    try:
+        levels = [int(b) for b in binning]
+    except (TypeError, ValueError):
+        raise InputError(f"binning={binning!r} must be a sequence of positive integers, e.g. (4, 2, 1)") from None
+    if not levels or any(b < 1 for b in levels):
+        raise InputError(f"binning={binning!r} must be a sequence of positive integers, e.g. (4, 2, 1)")
+    if order not in (1, 3):
+        raise InputError(f"order={order!r}: use 1 (linear) or 3 (cubic)")
+    if min(f.shape) < 8:
+        raise InputError(f"volumes of shape {f.shape} are too small to register; need at least 8 voxels per axis")
+    levels = [b for b in levels if min(n // b for n in f.shape) >= 8] or [1]
+    c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
+    phi = np.eye(4) if phi0 is None else check_phi(phi0, name="phi0").copy()
+    if rigid:
+        rot, _ = polar_decomposition(phi[:3, :3])
+        phi[:3, :3] = rot
+    total_it, converged, resid, dnorm = 0, False, float("nan"), float("nan")
+    for i, b in enumerate(levels):
+        fb, mb = bin_volume(f, b), bin_volume(m, b)
+        mkb = None if msk is None else bin_volume(msk.astype(np.float32), b) > 0.5
+        if mkb is not None and mkb.sum() < 64:
+            mkb = None if b > 1 else mkb
+        pb = _phi_to_level(phi, c_full, b, f.shape)
+        pb, converged, it, resid, dnorm = _gn_level(
+            fb, mb, mkb, pb, rigid=rigid, order=order, max_iterations=max_iterations,
+            tolerance_px=tolerance_px / b, margin=margin_px, photometric=photometric)
+        phi = _phi_from_level(pb, c_full, b, f.shape)
+        total_it += it
+        log.debug("register level bin %d: %d iterations, residual %.4f, last update %.2e px", b, it, resid, dnorm)
+        if progress is not None:
+            progress(i + 1, len(levels))
+    return Registration(phi=phi, converged=bool(converged), iterations=int(total_it), residual=float(resid),
+                        centre_zyx_px=tuple(float(v) for v in c_full), delta_phi_norm=float(dnorm),
+                        levels=tuple(levels), method="gauss-newton")

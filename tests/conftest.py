@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the optional real data, small deterministic volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def real_file():
+    """``real_file(name)``: path of a file in ../shared/data/real; skips the test when absent."""
+
+    def get(name: str) -> Path:
+        p = REAL_DATA / name
+        if not p.is_file():
+            pytest.skip(f"real data {name} not available (../shared/data/real)")
+        return p
+
+    return get
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def small_volume(rng):
+    """A (12, 20, 24) uint16 Volume with anisotropic voxels and full metadata."""
+    from tomo4d import Volume, VolumeMetadata
+
+    data = rng.integers(0, 65535, size=(12, 20, 24), dtype=np.uint16)
+    meta = VolumeMetadata(name="test volume", time_step="T2", time_s=3600.0, state_of_charge=0.5,
+                          modality="xray", provenance=("made by a test",))
+    return Volume(data, (100.0, 50.0, 50.0), meta)
