@@ -126,11 +126,15 @@ def _erode(m: np.ndarray, r: int) -> np.ndarray:
 
 
 def cnr_classes(image, *, method: str = "otsu", labels=None, foreground_labels=None, background_labels=None,
-                mask=None, erode_px: int = 2) -> CnrClasses:
+                mask=None, erode_px: int = 2, smooth_px: float = 2.0) -> CnrClasses:
     """Derive the foreground/background classes for :func:`cnr`.
 
-    ``method="otsu"``: threshold the image (inside ``mask``) at Otsu's value;
-    bright pixels are the foreground.  ``method="labels"``: the classes are the
+    ``method="otsu"``: threshold a Gaussian-smoothed copy of the image
+    (standard deviation ``smooth_px`` pixels, in-plane) inside ``mask`` at Otsu's
+    value; bright pixels are the foreground.  Smoothing makes the classes follow
+    the materials rather than the noise: thresholding noisy pixels directly cuts
+    the tails of both grey-value distributions and inflates the CNR (a CNR of
+    2.4 would read ~3.4).  ``method="labels"``: the classes are the
     pixels of ``labels`` equal to ``foreground_labels`` / ``background_labels``.
     Both classes are then eroded in-plane by ``erode_px`` pixels so that the
     partial-volume pixels at interfaces (which belong to neither material) do not
@@ -149,6 +153,11 @@ def cnr_classes(image, *, method: str = "otsu", labels=None, foreground_labels=N
     if method == "otsu":
         from skimage.filters import threshold_otsu
 
+        sm = check_range("smooth_px", smooth_px, 0)
+        if sm > 0:
+            from scipy import ndimage
+
+            img = ndimage.gaussian_filter(img, (0, sm, sm) if img.ndim == 3 else sm)
         vals = img[m] if m is not None else img.ravel()
         if float(vals.max()) == float(vals.min()):
             raise InputError("the image is constant inside the mask; Otsu cannot split it into two classes")
