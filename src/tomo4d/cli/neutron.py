@@ -1,0 +1,328 @@
+"""``tomo4d neutron``: resolution planner, normalisation, Bragg edges, isotopes, lithium maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._util import echo_json
+
+
+def _table(header, rows) -> None:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def _pair(text, *, name):
+    from ..errors import InputError
+
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise InputError(f"{name}={text!r} must be two numbers LO,HI") from None
+    return lo, hi
+
+
+def _load_array(path: str):
+    """A 2D TIFF image or any volume tomo4d reads, as a numpy array; plus the source path."""
+    import numpy as np
+
+    from ..errors import FormatError
+    from ..io import open_image, open_volume
+
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
+        try:
+            return np.asarray(open_image(p))
+        except FormatError:
+            pass
+    return np.asarray(open_volume(p).numpy())
+
+
+def _save(array, path: str, *, overwrite: bool, inputs, name: str) -> Path:
+    import numpy as np
+
+    from ..io import save_volume
+    from ..io._atomic import check_not_input
+    from ..volume import Volume, VolumeMetadata
+
+    check_not_input(path, inputs)
+    a = np.asarray(array, dtype=np.float32)
+    vol = Volume(a[None] if a.ndim == 2 else a, metadata=VolumeMetadata(name=name, modality="neutron",
+                                                                       provenance=(f"tomo4d neutron: {name}",)))
+    return save_volume(vol, path, overwrite=overwrite)
+
+
+@click.group()
+def neutron():
+    """Neutron and joint X-ray/neutron analysis (Li, isotopes, Bragg edges, planning)."""
+
+
+@neutron.command()
+@click.option("--target-um", type=float, required=True, help="Wanted resolution, um.")
+@click.option("--ld", "collimation_ratio", type=float, default=None, help="Neutron collimation ratio L/D.")
+@click.option("--sample-detector-mm", type=float, default=None, help="Neutron sample-detector distance l, mm.")
+@click.option("--min-sample-detector-mm", type=float, default=0.0, show_default=True,
+              help="Closest the sample can get to the neutron detector, mm.")
+@click.option("--detector-res-um", type=float, default=0.0, show_default=True,
+              help="Intrinsic neutron detector resolution, um.")
+@click.option("--pixel-um", type=float, default=None, help="X-ray detector pixel P_x, um.")
+@click.option("--so-mm", type=float, default=None, help="X-ray source-sample distance SO, mm.")
+@click.option("--sd-mm", type=float, default=None, help="X-ray source-detector distance SD, mm.")
+@click.option("--min-so-mm", type=float, default=0.0, show_default=True,
+              help="Closest the sample can get to the X-ray source, mm.")
+@click.option("--spot-um", type=float, default=0.0, show_default=True, help="X-ray focal spot size, um.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_mm, detector_res_um, pixel_um, so_mm,
+         sd_mm, min_so_mm, spot_um, as_json):
+    """Which resolution a neutron (R = l / (L/D)) and X-ray (R = P / M, M = SD/SO) geometry reaches."""
+    from ..errors import InputError
+    from ..neutron import NeutronSetup, XraySetup, plan_resolution
+
+    n_given = [v is not None for v in (collimation_ratio, sample_detector_mm)]
+    x_given = [v is not None for v in (pixel_um, so_mm, sd_mm)]
+    if any(n_given) and not all(n_given):
+        raise InputError("the neutron geometry needs both --ld and --sample-detector-mm")
+    if any(x_given) and not all(x_given):
+        raise InputError("the X-ray geometry needs --pixel-um, --so-mm and --sd-mm")
+    ns = (NeutronSetup(collimation_ratio=collimation_ratio, sample_detector_distance_mm=sample_detector_mm,
+                       min_sample_detector_distance_mm=min_sample_detector_mm,
+                       detector_resolution_um=detector_res_um) if all(n_given) else None)
+    xs = (XraySetup(detector_pixel_um=pixel_um, source_sample_distance_mm=so_mm, source_detector_distance_mm=sd_mm,
+                    min_source_sample_distance_mm=min_so_mm, source_spot_um=spot_um) if all(x_given) else None)
+    result = plan_resolution(target_um, neutron=ns, xray=xs)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(f"target resolution: {target_um:g} um")
+    _table(result.header(), result.table_rows())
+
+
+@neutron.command()
+@click.argument("sample", type=click.Path(path_type=str))
+@click.argument("open_beam", type=click.Path(path_type=str))
+@click.argument("output", type=click.Path(path_type=str))
+@click.option("--dark", default=None, type=click.Path(path_type=str), help="Dark-field image/volume.")
+@click.option("--sample-dose", type=float, default=None, help="Dose of the sample exposure (proton charge, ...).")
+@click.option("--ob-dose", type=float, default=None, help="Dose of the open-beam exposure.")
+@click.option("--background", default=None, help="Sample-free region Y0:Y1,X0:X1 (pixels) set to T = 1.")
+@click.option("--thickness-cm", type=float, default=None,
+              help="Write the attenuation coefficient -ln(T)/thickness (1/cm) instead of T.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background, thickness_cm, overwrite, as_json):
+    """Open-beam/dark correction of SAMPLE into OUTPUT (transmission or attenuation, float32)."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..neutron import attenuation_coefficient, normalize_transmission
+
+    region = None
+    if background:
+        try:
+            ys, xs = background.split(",")
+            region = tuple(slice(*(int(v) for v in part.split(":"))) for part in (ys, xs))
+        except ValueError:
+            raise InputError(f"--background={background!r} must look like Y0:Y1,X0:X1 (pixel ranges)") from None
+    s = _load_array(sample)
+    ob = _load_array(open_beam)
+    dk = _load_array(dark) if dark else None
+    t = normalize_transmission(s, ob, dk, sample_dose=sample_dose, open_beam_dose=ob_dose, background_region=region)
+    out = attenuation_coefficient(t, thickness_cm=thickness_cm) if thickness_cm is not None else t
+    what = "attenuation (1/cm)" if thickness_cm is not None else "transmission"
+    path = _save(out, output, overwrite=overwrite, inputs=[sample, open_beam, dark], name=what)
+    stats = {"output": str(path), "quantity": what, "shape": list(np.shape(out)),
+             "mean": float(np.nanmean(out)), "min": float(np.nanmin(out)), "max": float(np.nanmax(out))}
+    if as_json:
+        echo_json(stats)
+    else:
+        click.echo(f"wrote {path}: {what}, shape {tuple(stats['shape'])}, mean {stats['mean']:.4g} "
+                   f"(min {stats['min']:.4g}, max {stats['max']:.4g})")
+
+
+@neutron.command()
+@click.argument("spectrum", type=click.Path(path_type=str))
+@click.option("--window", default=None, help="Fit window LO,HI in Å (one edge; recommended).")
+@click.option("--guess", type=float, default=None, help="Start value of the edge position, Å.")
+@click.option("--profile", type=click.Choice(["tail", "gaussian"]), default="tail", show_default=True,
+              help="Edge broadening: Gaussian with exponential tail (Santisteban/Kropff) or Gaussian only.")
+@click.option("--lattice", type=float, default=None, help="Cubic lattice parameter a, Å (gives the expected edge).")
+@click.option("--hkl", default="1,1,0", show_default=True, help="Plane family h,k,l with --lattice.")
+@click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str), help="Write a PNG of the fit.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --figure.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite, as_json):
+    """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma])."""
+    from ..errors import InputError
+    from ..neutron import cubic_d_spacing, fit_bragg_edge, read_spectrum_csv
+
+    sp = read_spectrum_csv(spectrum)
+    win = _pair(window, name="--window") if window else None
+    expected = None
+    if lattice is not None:
+        try:
+            h = tuple(int(v) for v in hkl.split(","))
+        except ValueError:
+            raise InputError(f"--hkl={hkl!r} must be three integers h,k,l") from None
+        expected = 2 * cubic_d_spacing(lattice, h)
+        if guess is None and win is not None and win[0] < expected < win[1]:
+            guess = expected
+    fit = fit_bragg_edge(sp.wavelength_angstrom, sp.values, sp.sigma, window_angstrom=win, edge_guess_angstrom=guess,
+                         profile=profile)
+    d = fit.to_dict()
+    if expected is not None:
+        d["expected_edge_angstrom"] = expected
+        d["midpoint_minus_expected_angstrom"] = float(fit.edge_midpoint_angstrom) - expected
+        if fit.ok:
+            st = fit.strain(expected / 2)
+            d["strain"] = float(st.strain)
+            d["strain_sigma"] = float(st.strain_sigma)
+    if figure_path:
+        from ..io import atomic_output
+        from ..neutron.plot import bragg_edge_figure
+        from ..report import figure_png
+
+        png = figure_png(bragg_edge_figure(sp.wavelength_angstrom, sp.values, fit, sigma=sp.sigma,
+                                           expected_angstrom=expected, title=Path(spectrum).name), dpi=110)
+        with atomic_output(Path(figure_path), overwrite=overwrite, inputs=[spectrum]) as tmp:
+            tmp.write_bytes(png)
+        d["figure"] = figure_path
+    if as_json:
+        echo_json(d)
+        return
+    if not fit.ok:
+        click.echo(f"edge fit NOT ok in {fit.window_angstrom[0]:.4g}..{fit.window_angstrom[1]:.4g} Å "
+                   "(no significant edge, or it sits at the window border); adjust --window/--guess")
+        return
+    rows = [("edge position (onset) lambda_hkl", f"{float(fit.edge_position_angstrom):.5f}",
+             f"{float(fit.edge_position_sigma_angstrom):.5f}", "Å"),
+            ("edge midpoint", f"{float(fit.edge_midpoint_angstrom):.5f}",
+             f"{float(fit.edge_midpoint_sigma_angstrom):.5f}", "Å"),
+            ("d spacing (lambda_hkl / 2)", f"{float(fit.d_spacing_angstrom):.5f}",
+             f"{float(fit.d_spacing_sigma_angstrom):.5f}", "Å"),
+            ("width sigma", f"{float(fit.edge_width_angstrom):.5f}", f"{float(fit.edge_width_sigma_angstrom):.5f}", "Å"),
+            ("tail tau", f"{float(fit.edge_tail_angstrom):.5f}", "", "Å"),
+            ("height", f"{float(fit.edge_height):.4f}", f"{float(fit.edge_height_sigma):.4f}", "transmission"),
+            ("reduced chi2", f"{float(fit.chi2_reduced):.3f}", "", "")]
+    if expected is not None:
+        rows.append(("expected edge 2 d_hkl", f"{expected:.5f}", "", "Å"))
+        rows.append(("midpoint - expected", f"{d['midpoint_minus_expected_angstrom']:+.5f}", "", "Å"))
+    _table(("quantity", "value", "sigma", "unit"), rows)
+    if figure_path:
+        click.echo(f"wrote {figure_path}")
+
+
+@neutron.command()
+@click.argument("spectrum", type=click.Path(path_type=str))
+@click.option("--composition", required=True, help="Chemical formula of the phase, e.g. Li7La3Zr2O12.")
+@click.option("--density", type=float, required=True, help="Mass density of the phase, g/cm^3.")
+@click.option("--thickness-cm", type=float, default=None,
+              help="The SPECTRUM is a transmission through this thickness (else attenuation in 1/cm).")
+@click.option("--no-background", is_flag=True, help="Do not fit a constant background attenuation.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def isotopes(spectrum, composition, density, thickness_cm, no_background, as_json):
+    """6Li fraction from an attenuation (or transmission) SPECTRUM of a phase of known composition."""
+    import numpy as np
+
+    from ..neutron import (attenuation_coefficient, fit_li6_fraction, li_concentration_from_composition,
+                           non_lithium_attenuation_per_cm, read_spectrum_csv)
+
+    sp = read_spectrum_csv(spectrum)
+    mu, sig = sp.values, sp.sigma
+    if thickness_cm is not None:
+        mu = attenuation_coefficient(sp.values, thickness_cm=thickness_cm).astype(np.float64)
+        if sig is not None:
+            sig = sig / np.maximum(sp.values, 1e-12) / thickness_cm
+    c_li = li_concentration_from_composition(composition, density_g_per_cm3=density)
+    other = non_lithium_attenuation_per_cm(composition, density_g_per_cm3=density,
+                                           wavelength_angstrom=sp.wavelength_angstrom)
+    fit = fit_li6_fraction(sp.wavelength_angstrom, mu, sig, li_concentration_mol_per_cm3=c_li, other_mu_per_cm=other,
+                           fit_background=not no_background)
+    d = fit.to_dict()
+    d["li_concentration_mol_per_cm3"] = c_li
+    if as_json:
+        echo_json(d)
+        return
+    if not fit.ok:
+        click.echo("6Li fit NOT ok (too few valid bins or an unphysical result)")
+        return
+    _table(("quantity", "value", "sigma", "unit"), [
+        ("6Li fraction", f"{100 * float(fit.li6_fraction):.3f}", f"{100 * float(fit.li6_fraction_sigma):.3f}",
+         "atom %"),
+        ("background", f"{float(fit.background_per_cm):.4f}", f"{float(fit.background_sigma_per_cm):.4f}", "1/cm"),
+        ("Li concentration (input)", f"{c_li:.5f}", "", "mol/cm^3"),
+        ("reduced chi2", f"{float(fit.chi2_reduced):.3f}", "", "")])
+
+
+@neutron.command()
+@click.argument("mu_volume", type=click.Path(path_type=str))
+@click.argument("output", type=click.Path(path_type=str))
+@click.option("--labels", "labels_path", default=None, type=click.Path(path_type=str),
+              help="Label volume of reference (and reported) regions.")
+@click.option("--ref", "refs", multiple=True, help="Reference LABEL=CONC (mol/cm^3), e.g. --ref 1=0 --ref 2=0.0769.")
+@click.option("--wavelength", type=float, default=1.798, show_default=True,
+              help="Effective wavelength (Å) for the cross-section calibration (without --ref).")
+@click.option("--li6", type=float, default=0.0759, show_default=True, help="6Li atom fraction (without --ref).")
+@click.option("--matrix-mu", type=float, default=0.0, show_default=True,
+              help="Li-free attenuation, 1/cm (without --ref, or with a single --ref).")
+@click.option("--sigma-output", default=None, type=click.Path(path_type=str), help="Also write the uncertainty map.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, sigma_output, overwrite, as_json):
+    """Li concentration map (mol/cm^3) from a neutron attenuation volume MU_VOLUME (1/cm)."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..neutron import calibrate_lithium, lithium_concentration, region_values, theoretical_lithium_calibration
+
+    mu = _load_array(mu_volume)
+    labels = None
+    if labels_path:
+        labels = _load_array(labels_path)
+        if labels.shape != mu.shape:
+            raise InputError(f"--labels has shape {labels.shape} but MU_VOLUME has shape {mu.shape}")
+        labels = labels.astype(np.int64)
+    if refs:
+        if labels is None:
+            raise InputError("--ref needs --labels (the reference regions)")
+        masks, conc = [], []
+        for r in refs:
+            try:
+                k, v = r.split("=")
+                lab, c = int(k), float(v)
+            except ValueError:
+                raise InputError(f"--ref {r!r} must look like LABEL=CONC, e.g. 2=0.0769") from None
+            masks.append(labels == lab)
+            conc.append(c)
+        cal = calibrate_lithium(mu, masks, conc, intercept_per_cm=matrix_mu if len(refs) == 1 else None)
+    else:
+        cal = theoretical_lithium_calibration(wavelength_angstrom=wavelength, li6_fraction=li6,
+                                              matrix_mu_per_cm=matrix_mu)
+    res = lithium_concentration(mu, cal)
+    inputs = [mu_volume, labels_path]
+    written = [str(_save(res.concentration_mol_per_cm3, output, overwrite=overwrite, inputs=inputs,
+                         name="Li concentration (mol/cm^3)"))]
+    if sigma_output:
+        written.append(str(_save(res.sigma_mol_per_cm3, sigma_output, overwrite=overwrite, inputs=inputs,
+                                 name="Li concentration uncertainty (mol/cm^3)")))
+    regions = None
+    if labels is not None:
+        rv = region_values(res.concentration_mol_per_cm3, labels)
+        regions = [{"label": int(l_), "mean_mol_per_cm3": float(m), "sigma_of_mean_mol_per_cm3": float(s),
+                    "n_voxels": int(n)} for l_, m, s, n in zip(rv.labels, rv.mean, rv.sigma_of_mean, rv.n_voxels)]
+    if as_json:
+        echo_json({"calibration": cal.to_dict(), "regions": regions, "written": written})
+        return
+    click.echo(f"calibration ({cal.method}): mu = {cal.intercept_per_cm:.4g} + {cal.slope_cm2_per_mol:.4g} c "
+               f"(+- {cal.slope_sigma_cm2_per_mol:.2g}) ; effective Li cross section "
+               f"{cal.effective_cross_section_barn:.4g} b")
+    if regions:
+        _table(("label", "Li (mol/cm^3)", "sigma of mean", "voxels"),
+               [(r["label"], f"{r['mean_mol_per_cm3']:.5f}", f"{r['sigma_of_mean_mol_per_cm3']:.2g}", r["n_voxels"])
+                for r in regions])
+    for w in written:
+        click.echo(f"wrote {w}")

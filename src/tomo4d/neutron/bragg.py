@@ -1,0 +1,551 @@
+"""Bragg edges in wavelength-resolved neutron transmission: model, fit, lattice spacing, strain.
+
+A polycrystal stops Bragg-scattering neutrons from a family of planes {hkl}
+once the wavelength exceeds twice their spacing, ``lambda_hkl = 2 d_hkl``, so
+the transmission jumps up there (a Bragg edge).  The edge is a step blurred by
+the instrument: the pulse shape of a spallation/chopper source is close to a
+Gaussian (width ``sigma``) convolved with an exponential tail towards long
+wavelengths (decay ``tau``).  Following Santisteban et al. (2001) the
+transmission around one edge is
+
+.. math::
+
+    T(\\lambda) = e^{-(a_0 + b_0\\lambda)}\\,\\big[e^{-(a_{hkl} + b_{hkl}\\lambda)}
+                  + (1 - e^{-(a_{hkl} + b_{hkl}\\lambda)})\\,B(\\lambda)\\big]
+
+where ``exp(-(a0 + b0 lambda))`` is the transmission on the long-wavelength
+side, ``exp(-(a_hkl + b_hkl lambda))`` the extra attenuation below the edge,
+and ``B`` the edge profile: the cumulative distribution of the
+exponentially-modified Gaussian (Kropff et al. 1982 for the pulse shape),
+
+.. math::
+
+    B(x) = \\tfrac12\\Big[\\operatorname{erfc}\\!\\Big(-\\frac{x}{\\sqrt2\\sigma}\\Big)
+           - e^{-x/\\tau + \\sigma^2/(2\\tau^2)}\\,
+             \\operatorname{erfc}\\!\\Big(-\\frac{x}{\\sqrt2\\sigma} + \\frac{\\sigma}{\\sqrt2\\tau}\\Big)\\Big],
+    \\qquad x = \\lambda - \\lambda_{hkl}.
+
+The second term is evaluated through ``erfcx`` (``exp(A) erfc(z) = exp(-x^2/2sigma^2)
+erfcx(z)``), so it never overflows for sharp edges.
+
+Fitting follows the usual staged strategy (Santisteban et al. 2001; also the
+iBeatles and nbragg programs): straight lines in ``ln T`` far above and far
+below the edge give ``a0, b0`` and ``a_hkl, b_hkl``; then the edge position,
+width and tail are fitted with those fixed, and finally all seven parameters
+together.  Spectra are ``(..., n_wavelength)`` (wavelength on the LAST axis);
+every spectrum gets its own fit and a boolean ``ok`` flag.  A failed fit is
+reported through ``ok`` (values NaN), never raised.
+
+References
+----------
+J. R. Santisteban, L. Edwards, A. Steuwer, P. J. Withers, "Time-of-flight
+neutron transmission diffraction", J. Appl. Cryst. 34 (2001) 289-297.
+
+A. J. Kropff, J. R. Granada, R. E. Mayer, "A model for the pulse shape of
+neutrons emerging from a moderator", Nucl. Instrum. Methods 198 (1982) 515-521.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ._checks import as_sigma, as_spectra, as_wavelength, check_transmission, positive_float
+
+log = logging.getLogger(__name__)
+
+__all__ = ["edge_profile", "bragg_edge_model", "BraggEdgeFit", "fit_bragg_edge", "cubic_d_spacing",
+           "lattice_strain", "LatticeStrain", "PARAMETER_NAMES"]
+
+#: Order of the seven model parameters in :attr:`BraggEdgeFit.parameters`.
+PARAMETER_NAMES = ("a0", "b0_per_angstrom", "a_hkl", "b_hkl_per_angstrom", "edge_angstrom", "width_angstrom",
+                   "tail_angstrom")
+_SQRT2 = math.sqrt(2.0)
+
+
+def edge_profile(wavelength_angstrom, *, edge_angstrom: float, width_angstrom: float,
+                 tail_angstrom: float) -> np.ndarray:
+    """Instrument-broadened unit step ``B(lambda)`` rising from 0 to 1 at the edge.
+
+    Parameters
+    ----------
+    wavelength_angstrom : array
+        Wavelengths, Å.
+    edge_angstrom : float
+        Edge position ``lambda_hkl = 2 d_hkl``, Å.
+    width_angstrom : float
+        Gaussian standard deviation of the instrumental broadening, Å (> 0).
+    tail_angstrom : float
+        Decay length of the exponential tail towards long wavelengths, Å; 0 gives
+        the symmetric error-function edge ``erfc(-x / (sqrt(2) sigma)) / 2``.
+
+    Returns
+    -------
+    numpy.ndarray (float64)
+        The cumulative distribution of a Gaussian convolved with a one-sided
+        exponential (Santisteban et al. 2001, eq. 5), evaluated at
+        ``lambda - edge``.
+    """
+    from scipy.special import erfc, erfcx
+
+    x = np.asarray(wavelength_angstrom, dtype=np.float64) - float(edge_angstrom)
+    s = float(width_angstrom)
+    t = float(tail_angstrom)
+    u = -x / (_SQRT2 * s)
+    if t <= 0:  # no tail: the symmetric (Gaussian) edge
+        return 0.5 * erfc(u)
+    z = u + s / (_SQRT2 * t)
+    tail = np.empty_like(x)
+    pos = z >= 0
+    tail[pos] = np.exp(-0.5 * (x[pos] / s) ** 2) * erfcx(z[pos])
+    neg = ~pos  # here x > s^2 / t, so the exponent is < -s^2 / (2 t^2): no overflow
+    tail[neg] = np.exp(-x[neg] / t + 0.5 * (s / t) ** 2) * erfc(z[neg])
+    return 0.5 * (erfc(u) - tail)
+
+
+def _model(w: np.ndarray, p: np.ndarray) -> np.ndarray:
+    a0, b0, ah, bh, edge, width, tail = p
+    outer = np.exp(-(a0 + b0 * w))
+    inner = np.exp(-(ah + bh * w))
+    return outer * (inner + (1.0 - inner) * edge_profile(w, edge_angstrom=edge, width_angstrom=width,
+                                                          tail_angstrom=tail))
+
+
+def bragg_edge_model(wavelength_angstrom, *, edge_angstrom: float, width_angstrom: float, tail_angstrom: float,
+                     a0: float, b0_per_angstrom: float, a_hkl: float, b_hkl_per_angstrom: float) -> np.ndarray:
+    """Transmission around one Bragg edge (Santisteban et al. 2001, eq. 4).
+
+    ``T = exp(-(a0 + b0 l)) [exp(-(a_hkl + b_hkl l)) + (1 - exp(-(a_hkl + b_hkl l))) B(l)]``
+    with ``B`` from :func:`edge_profile`; wavelengths in Å, ``b`` terms per Å.
+    """
+    w = np.asarray(wavelength_angstrom, dtype=np.float64)
+    return _model(w, np.array([a0, b0_per_angstrom, a_hkl, b_hkl_per_angstrom, edge_angstrom, width_angstrom,
+                               tail_angstrom], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class BraggEdgeFit:
+    """Fitted Bragg edge(s); every array has the shape of the spectra without their wavelength axis.
+
+    Attributes
+    ----------
+    edge_position_angstrom, edge_position_sigma_angstrom : array
+        Edge position ``lambda_hkl`` and its standard uncertainty, Å.
+    edge_width_angstrom, edge_width_sigma_angstrom : array
+        Gaussian broadening ``sigma`` and its uncertainty, Å.
+    edge_tail_angstrom : array
+        Exponential tail ``tau``, Å (0 for ``profile="gaussian"``).
+    edge_midpoint_angstrom, edge_midpoint_sigma_angstrom : array
+        Wavelength where the broadened edge reaches half its height, Å, and its
+        uncertainty.  With a tail, ``edge_position_angstrom`` is the onset of the
+        edge (the unbroadened step) and the midpoint lies about ``0.7 tau`` above
+        it; the midpoint does not depend on how the broadening is split between
+        ``sigma`` and ``tau`` and is what derivative- or erf-based edge finders and
+        many wavelength calibrations refer to.
+    edge_height, edge_height_sigma : array
+        Jump of the transmission at the edge, ``exp(-(a0 + b0 l)) (1 - exp(-(a_hkl + b_hkl l)))`` at
+        ``l = lambda_hkl`` (dimensionless transmission units), and its uncertainty.
+    parameters : array (..., 7)
+        All model parameters in the order of :data:`PARAMETER_NAMES`.
+    chi2_reduced : array
+        Reduced chi-square (with the given sigmas; 1 means the model explains the noise).
+    ok : bool array
+        The fit converged, its uncertainties are finite, the edge lies inside the window and is
+        significant (height >= ``min_significance`` x its uncertainty).  Values are NaN where not ok.
+    window_angstrom : (float, float)
+        Wavelength range used, Å.
+    n_points : int
+        Number of wavelength bins inside the window.
+    profile : str
+        ``"tail"`` (Gaussian with exponential tail) or ``"gaussian"``.
+    """
+
+    edge_position_angstrom: np.ndarray
+    edge_position_sigma_angstrom: np.ndarray
+    edge_width_angstrom: np.ndarray
+    edge_width_sigma_angstrom: np.ndarray
+    edge_tail_angstrom: np.ndarray
+    edge_midpoint_angstrom: np.ndarray
+    edge_midpoint_sigma_angstrom: np.ndarray
+    edge_height: np.ndarray
+    edge_height_sigma: np.ndarray
+    parameters: np.ndarray
+    chi2_reduced: np.ndarray
+    ok: np.ndarray
+    window_angstrom: tuple[float, float]
+    n_points: int
+    profile: str = "tail"
+
+    @property
+    def d_spacing_angstrom(self) -> np.ndarray:
+        """Lattice spacing ``d_hkl = lambda_hkl / 2``, Å (Bragg's law at 2 theta = 180 deg)."""
+        return self.edge_position_angstrom / 2.0
+
+    @property
+    def d_spacing_sigma_angstrom(self) -> np.ndarray:
+        """Uncertainty of :attr:`d_spacing_angstrom`, Å."""
+        return self.edge_position_sigma_angstrom / 2.0
+
+    def strain(self, d0_angstrom: float) -> LatticeStrain:
+        """Lattice strain ``(d - d0) / d0`` against the unstrained spacing ``d0_angstrom`` (Å)."""
+        return lattice_strain(self.edge_position_angstrom, d0_angstrom=d0_angstrom,
+                              edge_sigma_angstrom=self.edge_position_sigma_angstrom, ok=self.ok)
+
+    def model(self, wavelength_angstrom, index=()) -> np.ndarray:
+        """The fitted transmission of spectrum ``index`` at ``wavelength_angstrom`` (NaN if not ok)."""
+        p = np.asarray(self.parameters)[index]
+        if p.shape != (7,):
+            raise InputError(f"index={index!r} does not select one spectrum of the fit (shape {self.ok.shape})")
+        return _model(np.asarray(wavelength_angstrom, dtype=np.float64), p)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (arrays as lists)."""
+        d = {k: np.asarray(getattr(self, k)).tolist() for k in (
+            "edge_position_angstrom", "edge_position_sigma_angstrom", "edge_width_angstrom",
+            "edge_width_sigma_angstrom", "edge_tail_angstrom", "edge_midpoint_angstrom",
+            "edge_midpoint_sigma_angstrom", "edge_height", "edge_height_sigma",
+            "chi2_reduced", "ok")}
+        d["d_spacing_angstrom"] = np.asarray(self.d_spacing_angstrom).tolist()
+        d["d_spacing_sigma_angstrom"] = np.asarray(self.d_spacing_sigma_angstrom).tolist()
+        d["parameters"] = np.asarray(self.parameters).tolist()
+        d["parameter_names"] = list(PARAMETER_NAMES)
+        d["window_angstrom"] = list(self.window_angstrom)
+        d["n_points"] = self.n_points
+        d["profile"] = self.profile
+        return d
+
+
+@dataclass(frozen=True)
+class LatticeStrain:
+    """Lattice strain ``(d - d0) / d0`` (dimensionless) and its uncertainty; NaN where the fit failed."""
+
+    strain: np.ndarray
+    strain_sigma: np.ndarray
+    d0_angstrom: float
+    ok: np.ndarray
+
+    @property
+    def microstrain(self) -> np.ndarray:
+        """Strain in units of 1e-6."""
+        return self.strain * 1e6
+
+
+def cubic_d_spacing(lattice_parameter_angstrom: float, hkl) -> float:
+    """Plane spacing ``a / sqrt(h^2 + k^2 + l^2)`` of a cubic lattice, Å (e.g. bcc Fe (110): 2.027 Å)."""
+    a = positive_float("lattice_parameter_angstrom", lattice_parameter_angstrom)
+    try:
+        h, k, l_ = (int(v) for v in hkl)
+    except (TypeError, ValueError):
+        raise InputError(f"hkl={hkl!r} must be three integers, e.g. (1, 1, 0)") from None
+    n = h * h + k * k + l_ * l_
+    if n == 0:
+        raise InputError("hkl=(0, 0, 0) is not a lattice plane; give e.g. (1, 1, 0)")
+    return a / math.sqrt(n)
+
+
+def lattice_strain(edge_position_angstrom, *, d0_angstrom: float, edge_sigma_angstrom=None,
+                   ok=None) -> LatticeStrain:
+    """Strain ``(d - d0) / d0`` from edge positions (``d = lambda_hkl / 2``).
+
+    Parameters
+    ----------
+    edge_position_angstrom : array
+        Fitted edge positions, Å.
+    d0_angstrom : float
+        Unstrained lattice spacing, Å (from a reference region, powder or tabulated lattice parameter).
+    edge_sigma_angstrom : array, optional
+        Uncertainty of the edge positions, Å.
+    ok : bool array, optional
+        Which fits to trust; others become NaN.
+    """
+    d0 = positive_float("d0_angstrom", d0_angstrom)
+    lam = np.asarray(edge_position_angstrom, dtype=np.float64)
+    good = np.isfinite(lam) if ok is None else (np.asarray(ok, bool) & np.isfinite(lam))
+    strain = np.where(good, (lam / 2.0 - d0) / d0, np.nan)
+    if edge_sigma_angstrom is None:
+        sig = np.full(lam.shape, np.nan)
+    else:
+        sig = np.where(good, np.asarray(edge_sigma_angstrom, dtype=np.float64) / 2.0 / d0, np.nan)
+    return LatticeStrain(strain=strain, strain_sigma=sig, d0_angstrom=d0, ok=good)
+
+
+# --------------------------------------------------------------------------- fitting
+
+def _line_fit_log(w, t, s):
+    """Weighted straight line through -ln t: returns (a, b) with -ln t = a + b w."""
+    good = t > 0
+    if good.sum() < 2:
+        return None
+    y = -np.log(t[good])
+    wt = (t[good] / s[good]) ** 2  # var(ln t) = (s / t)^2
+    A = np.stack([np.ones(good.sum()), w[good]], axis=1)
+    Aw = A * wt[:, None]
+    try:
+        coef = np.linalg.solve(A.T @ Aw, Aw.T @ y)
+    except np.linalg.LinAlgError:
+        return None
+    return float(coef[0]), float(coef[1])
+
+
+def _guess_edge(w, t):
+    n = w.size
+    k = max(3, n // 25)
+    kernel = np.ones(k) / k
+    sm = np.convolve(t, kernel, mode="same")
+    half = k // 2 + 1
+    d = np.zeros(n)
+    d[half:-half] = sm[2 * half:] - sm[:-2 * half] if n > 2 * half else 0.0
+    if not np.any(d > 0):
+        return float(w[n // 2])
+    return float(w[int(np.argmax(d))])
+
+
+def _initial(w, t, s, edge):
+    lo, hi = w[0], w[-1]
+    dw = float(np.median(np.diff(w)))
+    width0 = max(2.0 * dw, 1e-3 * edge)
+    margin = max(5.0 * width0, 0.08 * (hi - lo))
+    far = w > edge + margin
+    near = w < edge - margin
+    if far.sum() < 3:
+        far = w > edge + 0.5 * (hi - edge)
+    if near.sum() < 3:
+        near = w < edge - 0.5 * (edge - lo)
+    lf = _line_fit_log(w[far], t[far], s[far])
+    if lf is None:
+        return None
+    a0, b0 = lf
+    outer = np.exp(-(a0 + b0 * w[near]))
+    ln = _line_fit_log(w[near], t[near] / outer, s[near] / outer)
+    if ln is None:
+        ah, bh = 0.1, 0.0
+    else:
+        ah, bh = ln
+    return np.array([a0, b0, ah, bh, edge, width0, width0])
+
+
+def _midpoint(p: np.ndarray) -> float:
+    """Wavelength where the broadened edge profile reaches 1/2, Å."""
+    from scipy.optimize import brentq
+
+    edge, width, tail = float(p[4]), float(p[5]), float(p[6])
+    if tail <= 0:
+        return edge
+    f = lambda x: float(edge_profile(np.array([edge + x]), edge_angstrom=edge, width_angstrom=width,  # noqa: E731
+                                     tail_angstrom=tail)[0]) - 0.5
+    return edge + brentq(f, -10 * width, 10 * (width + tail), xtol=1e-10 * (width + tail))
+
+
+def _fit_one(w, t, s, p0, *, free, absolute_sigma, max_nfev, min_significance):
+    from scipy.optimize import least_squares
+
+    lo, hi = float(w[0]), float(w[-1])
+    span = hi - lo
+    dw = float(np.median(np.diff(w)))
+    wmin, wmax = 1e-4 * dw, span / 2.0
+    p = p0.copy()
+    p[5] = np.clip(p[5], 2 * wmin, 0.9 * wmax)
+    p[6] = np.clip(p[6], 2 * wmin, 0.9 * wmax) if free[6] else 0.0
+    p[4] = np.clip(p[4], lo + 0.01 * span, hi - 0.01 * span)
+    lb_all = np.array([-np.inf, -np.inf, -np.inf, -np.inf, lo, wmin, wmin])
+    ub_all = np.array([np.inf, np.inf, np.inf, np.inf, hi, wmax, wmax])
+
+    def solve(mask):
+        idx = np.flatnonzero(mask)
+
+        def resid(q):
+            pp = p.copy()
+            pp[idx] = q
+            return (_model(w, pp) - t) / s
+
+        r = least_squares(resid, p[idx], bounds=(lb_all[idx], ub_all[idx]), x_scale="jac", max_nfev=max_nfev)
+        p[idx] = r.x
+        return r, idx
+
+    stage = free.copy()
+    stage[:4] = False
+    solve(stage)  # edge parameters first, the straight lines fixed
+    r, idx = solve(free)
+    k = idx.size
+    dof = max(w.size - k, 1)
+    chi2 = float(np.sum(r.fun ** 2) / dof)
+    cov = np.full((7, 7), np.nan)
+    try:
+        c = np.linalg.inv(r.jac.T @ r.jac) * (max(chi2, 1.0) if absolute_sigma else chi2)
+        cov = np.zeros((7, 7))
+        cov[np.ix_(idx, idx)] = c
+    except np.linalg.LinAlgError:
+        pass
+    finite = bool(np.all(np.isfinite(cov)))
+    perr = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(7, np.nan)
+    a0, b0, ah, bh, edge = p[:5]
+    outer = math.exp(-(a0 + b0 * edge))
+    inner = math.exp(-(ah + bh * edge))
+    height = outer * (1.0 - inner)
+    grad = np.array([-height, -height * edge, outer * inner, outer * inner * edge,
+                     -b0 * height + outer * inner * bh, 0.0, 0.0])
+    h_sig = float(np.sqrt(max(grad @ cov @ grad, 0.0))) if finite else float("nan")
+    mid = _midpoint(p)
+    gm = np.zeros(7)
+    gm[4] = 1.0
+    for j in (5, 6):
+        if free[j]:
+            step = 1e-4 * max(p[j], dw)
+            pp, pm = p.copy(), p.copy()
+            pp[j] += step
+            pm[j] = max(pm[j] - step, 0.5 * pm[j])
+            gm[j] = (_midpoint(pp) - _midpoint(pm)) / (pp[j] - pm[j])
+    mid_sig = float(np.sqrt(max(gm @ cov @ gm, 0.0))) if finite else float("nan")
+    inside = (edge - lo > 2 * dw) and (hi - edge > 2 * dw)
+    ok = bool(r.success and np.all(np.isfinite(p)) and finite and perr[4] > 0 and inside
+              and height > 0 and np.isfinite(h_sig) and height >= min_significance * h_sig
+              and p[5] < 0.99 * wmax and perr[4] < span / 4)
+    return p, perr, height, h_sig, mid, mid_sig, chi2, ok
+
+
+def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angstrom=None,
+                   edge_guess_angstrom: float | None = None, profile: str = "tail", initial_parameters=None,
+                   min_significance: float = 3.0, max_nfev: int = 400) -> BraggEdgeFit:
+    """Fit one Bragg edge in each transmission spectrum.
+
+    Parameters
+    ----------
+    wavelength_angstrom : (n,) array
+        Strictly increasing wavelengths, Å.
+    transmission : (..., n) array
+        Transmission spectra ``I / I0`` (>= 0), wavelength on the LAST axis: one spectrum,
+        ``(n_regions, n)`` region spectra or ``(ny, nx, n)`` macro-pixel spectra.
+    sigma : array broadcastable to ``transmission``, optional
+        Standard uncertainty of each transmission value (e.g. from counting statistics).
+        Without it all bins weigh the same and uncertainties are scaled by the scatter
+        of the residuals; with it they are scaled by ``max(1, chi2_reduced)``.
+    window_angstrom : (float, float), optional
+        Wavelength range around the edge to fit (strongly recommended: one edge only,
+        with a few tenths of Å of clean baseline on each side).  Default: everything.
+    edge_guess_angstrom : float, optional
+        Start value of the edge position (e.g. ``2 d_hkl`` from a tabulated lattice
+        parameter).  Default: steepest rise of the smoothed spectrum.
+    profile : {"tail", "gaussian"}
+        ``"tail"``: Gaussian broadening with an exponential tail towards long
+        wavelengths (Santisteban et al. 2001; the pulse shape of Kropff et al. 1982),
+        seven parameters.  ``"gaussian"``: symmetric error-function edge (``tau = 0``),
+        six parameters; its edge position equals the midpoint.
+    initial_parameters : (7,) array, optional
+        Start values of all parameters (order :data:`PARAMETER_NAMES`), e.g. from a fit of
+        the summed spectrum; overrides the automatic guesses.
+    min_significance : float
+        A fit is ``ok`` only if the edge height is at least this many standard
+        uncertainties.
+    max_nfev : int
+        Function evaluations per least-squares stage.
+
+    Returns
+    -------
+    BraggEdgeFit
+        Arrays of shape ``transmission.shape[:-1]``.  For several spectra without
+        ``initial_parameters`` the mean spectrum is fitted first and its result starts
+        every individual fit; failed individual fits are flagged in ``ok``, never raised.
+
+    Examples
+    --------
+    >>> fit = fit_bragg_edge(wl, trans, err, window_angstrom=(3.7, 4.5))   # doctest: +SKIP
+    >>> float(fit.edge_position_angstrom), float(fit.d_spacing_angstrom)   # doctest: +SKIP
+    """
+    w_all = as_wavelength(wavelength_angstrom)
+    t_all = as_spectra(transmission, w_all.size, name="transmission")
+    check_transmission(t_all)
+    s_all = as_sigma(sigma, t_all.shape)
+    absolute = s_all is not None
+    if window_angstrom is None:
+        lo, hi = float(w_all[0]), float(w_all[-1])
+    else:
+        try:
+            lo, hi = (float(v) for v in window_angstrom)
+        except (TypeError, ValueError):
+            raise InputError(f"window_angstrom={window_angstrom!r} must be two wavelengths (lo, hi) in Å") from None
+        if not hi > lo:
+            raise InputError(f"window_angstrom={window_angstrom!r}: the upper bound must exceed the lower one")
+    sel = (w_all >= lo) & (w_all <= hi)
+    n = int(sel.sum())
+    if n < 12:
+        raise InputError(f"window_angstrom=({lo:g}, {hi:g}) holds {n} wavelength bins; a Bragg-edge fit needs "
+                         f">= 12 (data cover {w_all[0]:.4g}..{w_all[-1]:.4g} Å)")
+    w = w_all[sel]
+    lo, hi = float(w[0]), float(w[-1])
+    if edge_guess_angstrom is not None:
+        g = float(edge_guess_angstrom)
+        if not (lo < g < hi):
+            raise InputError(f"edge_guess_angstrom={edge_guess_angstrom!r} lies outside the fit window "
+                             f"({lo:.4g}, {hi:.4g}) Å; widen the window or fix the guess")
+    if initial_parameters is not None:
+        p_init = np.asarray(initial_parameters, dtype=np.float64)
+        if p_init.shape != (7,) or not np.all(np.isfinite(p_init)):
+            raise InputError(f"initial_parameters must be 7 finite numbers ({', '.join(PARAMETER_NAMES)})")
+    else:
+        p_init = None
+    positive_float("min_significance", min_significance, allow_zero=True)
+    from ..errors import check_choice
+
+    check_choice("profile", profile, ("tail", "gaussian"))
+    free = np.ones(7, bool)
+    free[6] = profile == "tail"
+
+    batch = t_all.shape[:-1]
+    T = t_all[..., sel].reshape(-1, n)
+    S = (s_all[..., sel].reshape(-1, n) if absolute else np.ones_like(T))
+    m = T.shape[0]
+
+    def start_for(t, s):
+        edge = float(edge_guess_angstrom) if edge_guess_angstrom is not None else _guess_edge(w, t)
+        return _initial(w, t, s, edge)
+
+    shared = p_init
+    if shared is None and m > 1:
+        t_mean = T.mean(axis=0)
+        s_mean = np.sqrt((S ** 2).sum(axis=0)) / m
+        p0 = start_for(t_mean, s_mean)
+        if p0 is not None:
+            try:
+                q, *_, okm = _fit_one(w, t_mean, s_mean, p0, free=free, absolute_sigma=absolute,
+                                      max_nfev=max_nfev, min_significance=min_significance)
+                if okm:
+                    shared = q
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+                log.debug("mean-spectrum Bragg fit failed: %s", exc)
+
+    P = np.full((m, 7), np.nan)
+    E = np.full((m, 7), np.nan)
+    H = np.full(m, np.nan)
+    HS = np.full(m, np.nan)
+    MID = np.full(m, np.nan)
+    MIDS = np.full(m, np.nan)
+    C = np.full(m, np.nan)
+    OK = np.zeros(m, bool)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(m):
+            p0 = shared if shared is not None else start_for(T[i], S[i])
+            if p0 is None:
+                continue
+            try:
+                q, perr, h, hs, mid, mids, chi2, ok = _fit_one(
+                    w, T[i], S[i], p0, free=free, absolute_sigma=absolute, max_nfev=max_nfev,
+                    min_significance=min_significance)
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+                log.debug("Bragg fit %d failed: %s", i, exc)
+                continue
+            C[i] = chi2
+            if ok:
+                P[i], E[i], H[i], HS[i], MID[i], MIDS[i], OK[i] = q, perr, h, hs, mid, mids, True
+    n_bad = int((~OK).sum())
+    if n_bad:
+        log.info("Bragg-edge fit: %d of %d spectra not ok (flagged)", n_bad, m)
+    rs = lambda a: a.reshape(batch + a.shape[1:])  # noqa: E731
+    return BraggEdgeFit(
+        edge_position_angstrom=rs(P[:, 4]), edge_position_sigma_angstrom=rs(E[:, 4]),
+        edge_width_angstrom=rs(P[:, 5]), edge_width_sigma_angstrom=rs(E[:, 5]), edge_tail_angstrom=rs(P[:, 6]),
+        edge_midpoint_angstrom=rs(MID), edge_midpoint_sigma_angstrom=rs(MIDS), edge_height=rs(H), edge_height_sigma=rs(HS), parameters=rs(P), chi2_reduced=rs(C), ok=rs(OK),
+        window_angstrom=(lo, hi), n_points=n, profile=profile)

@@ -1,0 +1,292 @@
+"""Joint X-ray/neutron analysis: common grid, bivariate histogram, Gaussian-mixture phases.
+
+X-rays see electron density (heavy elements, morphology), neutrons see
+lithium, hydrogen and some isotopes; a phase that looks alike in one modality
+usually separates in the other.  After bringing both volumes onto one grid
+(resampling by the voxel-size ratio, then a translation found by normalised
+mutual information with :func:`tomo4d.register.register_multimodal`, or a
+given Phi), every voxel is a point (X-ray value, neutron value); phases are
+clusters in that plane, found by a Gaussian mixture (scikit-learn) fitted on
+standardised values.  Axes ``(z, y, x)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._array import as_float32
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["resample_to_grid", "AlignedPair", "align_modalities", "JointHistogram", "joint_histogram",
+           "JointPhases", "segment_joint_phases", "segmentation_accuracy"]
+
+
+def _vs(name, v):
+    from ..volume import _check_voxel_size
+
+    try:
+        return np.asarray(_check_voxel_size(v), dtype=np.float64)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+
+
+def _arr3(name, a):
+    from ..volume import Volume
+
+    x = a.numpy() if isinstance(a, Volume) else np.asarray(a)
+    if x.ndim != 3:
+        raise InputError(f"{name} has shape {x.shape}; give a 3D (z, y, x) volume")
+    x = as_float32(x)
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{name} contains NaN or infinite values; fill them first (e.g. numpy.nan_to_num)")
+    return x
+
+
+def resample_to_grid(image, *, voxel_size_nm, target_voxel_size_nm, target_shape=None, order: int = 1) -> np.ndarray:
+    """Resample a ``(z, y, x)`` volume from its voxel size onto another voxel size (same origin corner).
+
+    Parameters
+    ----------
+    image : array or Volume
+        The volume.
+    voxel_size_nm, target_voxel_size_nm : float or (z, y, x)
+        Voxel sizes of the input and of the output grid, nm.
+    target_shape : (3,) int, optional
+        Output shape (cropped or padded with the edge values); default the
+        rounded physical extent.
+    order : int
+        Spline order (1 linear; 0 for label images).
+
+    Returns
+    -------
+    numpy.ndarray (float32)
+    """
+    from scipy import ndimage
+
+    a = _arr3("image", image)
+    f = _vs("voxel_size_nm", voxel_size_nm) / _vs("target_voxel_size_nm", target_voxel_size_nm)
+    if not (isinstance(order, (int, np.integer)) and 0 <= order <= 5):
+        raise InputError(f"order={order!r} must be an integer spline order 0..5")
+    shape = (tuple(int(s) for s in target_shape) if target_shape is not None
+             else tuple(max(1, int(round(n * k))) for n, k in zip(a.shape, f)))
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"target_shape={target_shape!r} must be three positive integers")
+    # output voxel centre i maps to input coordinate (i + 0.5) / f - 0.5 (grid_mode)
+    coords = [((np.arange(n) + 0.5) / k - 0.5) for n, k in zip(shape, f)]
+    zz, yy, xx = np.meshgrid(*coords, indexing="ij")
+    out = ndimage.map_coordinates(a, [zz, yy, xx], order=int(order), mode="nearest", prefilter=order > 1,
+                                  output=np.float32)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedPair:
+    """Two modalities on the fixed grid.
+
+    Attributes
+    ----------
+    fixed, moving : float32 (z, y, x)
+        The fixed volume and the moving one resampled and aligned onto it.
+    phi : (4, 4) float64
+        Transform used (fixed voxel -> resampled-moving voxel, about the fixed centre).
+    registered : bool
+        ``phi`` was found by :func:`tomo4d.register.register_multimodal` (False: given or identity).
+    voxel_size_nm : (3,) float
+        Voxel size of the common grid, nm.
+    nmi : float
+        Normalised mutual information after alignment (1 independent, 2 identical).
+    """
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    phi: np.ndarray
+    registered: bool
+    voxel_size_nm: tuple
+    nmi: float
+
+
+def align_modalities(fixed, moving, *, fixed_voxel_size_nm, moving_voxel_size_nm, phi=None, register: bool = True,
+                     search_px: float = 6.0, order: int = 1) -> AlignedPair:
+    """Bring ``moving`` (e.g. neutron) onto the grid of ``fixed`` (e.g. X-ray) and align it.
+
+    ``moving`` is first resampled by the voxel-size ratio (origins at the first voxel
+    corner), then moved by ``phi`` (a 4x4 Phi about the fixed centre, fixed -> moving
+    voxel coordinates), or by the translation found by
+    :func:`tomo4d.register.register_multimodal` when ``phi`` is None and ``register``
+    is set, or left as is.  For a coarse neutron volume, pass the X-ray volume already
+    binned to a similar voxel size as ``fixed`` (the joint histogram needs similar
+    resolutions; upsampling the neutron volume does not add detail).
+    """
+    from ..register import apply_phi
+    from ..register.phi import check_phi
+
+    f = _arr3("fixed", fixed)
+    m = _arr3("moving", moving)
+    vs_f = _vs("fixed_voxel_size_nm", fixed_voxel_size_nm)
+    m_on = resample_to_grid(m, voxel_size_nm=moving_voxel_size_nm, target_voxel_size_nm=vs_f, target_shape=f.shape,
+                            order=order)
+    registered = False
+    if phi is not None:
+        p = check_phi(phi)
+    elif register:
+        from ..register import register_multimodal
+
+        reg = register_multimodal(f, m_on, search_px=search_px)
+        p = np.asarray(reg.phi, dtype=np.float64)
+        registered = True
+        log.info("multimodal registration: translation %s px", np.round(p[:3, 3], 3))
+    else:
+        p = np.eye(4)
+    if not np.allclose(p, np.eye(4)):
+        m_on = apply_phi(m_on, p, order=order)
+    from ..register.multimodal import normalised_mutual_information
+
+    nmi = float(normalised_mutual_information(f, m_on))
+    return AlignedPair(f, np.asarray(m_on, np.float32), p, registered, tuple(float(v) for v in vs_f), nmi)
+
+
+@dataclass(frozen=True)
+class JointHistogram:
+    """Bivariate histogram: ``counts[i, j]`` voxels with ``a`` in bin i and ``b`` in bin j.
+
+    ``a_edges``/``b_edges`` are the bin edges (units of the inputs, e.g. X-ray grey value and
+    neutron attenuation 1/cm).
+    """
+
+    counts: np.ndarray
+    a_edges: np.ndarray
+    b_edges: np.ndarray
+
+
+def _pair(a, b, mask):
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise InputError(f"the two modalities have shapes {x.shape} and {y.shape}; bring them onto one grid first "
+                         "(align_modalities)")
+    if mask is None:
+        sel = np.isfinite(x) & np.isfinite(y)
+    else:
+        mk = np.asarray(mask)
+        if mk.shape != x.shape:
+            raise InputError(f"mask has shape {mk.shape} but the volumes have shape {x.shape}")
+        sel = mk.astype(bool) & np.isfinite(x) & np.isfinite(y)
+    if sel.sum() < 10:
+        raise InputError(f"only {int(sel.sum())} voxels to analyse (mask and finite values); need at least 10")
+    return x, y, sel
+
+
+def joint_histogram(a, b, *, bins: int = 128, mask=None, range_a=None, range_b=None) -> JointHistogram:
+    """Bivariate histogram of two same-shape volumes (default ranges: 0.1-99.9 percentiles)."""
+    x, y, sel = _pair(a, b, mask)
+    if not (isinstance(bins, (int, np.integer)) and 2 <= bins <= 4096):
+        raise InputError(f"bins={bins!r} must be an integer in 2..4096")
+    ra = tuple(np.percentile(x[sel], [0.1, 99.9])) if range_a is None else tuple(map(float, range_a))
+    rb = tuple(np.percentile(y[sel], [0.1, 99.9])) if range_b is None else tuple(map(float, range_b))
+    if not (ra[1] > ra[0] and rb[1] > rb[0]):
+        raise InputError("a histogram range is empty (constant image?); give range_a/range_b")
+    h, ea, eb = np.histogram2d(x[sel], y[sel], bins=int(bins), range=[ra, rb])
+    return JointHistogram(h.astype(np.int64), ea, eb)
+
+
+@dataclass(frozen=True, eq=False)
+class JointPhases:
+    """Gaussian-mixture phases in the (a, b) plane.
+
+    Attributes
+    ----------
+    labels : int16 (z, y, x)
+        Phase 1..k of each voxel (0 outside the mask); phases sorted by increasing
+        mean of ``b`` (the neutron value), then ``a``.
+    probability : float32 (z, y, x)
+        Posterior probability of the assigned phase (0 outside the mask).
+    means : (k, 2)
+        Phase means (a, b), input units.
+    covariances : (k, 2, 2)
+        Phase covariances, input units.
+    weights : (k,)
+        Mixture weights.
+    converged : bool
+        The EM iterations converged.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    weights: np.ndarray
+    converged: bool
+
+
+def segment_joint_phases(a, b, *, n_phases: int, mask=None, seed: int = 0, max_samples: int = 200_000,
+                         n_init: int = 3) -> JointPhases:
+    """Segment phases as a Gaussian mixture of (a, b) voxel values (scikit-learn).
+
+    Parameters
+    ----------
+    a, b : (z, y, x) arrays
+        The two modalities on one grid (e.g. X-ray grey value and neutron attenuation).
+    n_phases : int
+        Number of phases (mixture components).
+    mask : bool array, optional
+        Voxels to segment.
+    seed : int
+        Seed of the subsampling and the mixture initialisation.
+    max_samples : int
+        The mixture is fitted on at most this many random voxels, then applied to all.
+    n_init : int
+        Independent initialisations (the best is kept).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x, y, sel = _pair(a, b, mask)
+    if not (isinstance(n_phases, (int, np.integer)) and 1 <= n_phases <= 32):
+        raise InputError(f"n_phases={n_phases!r} must be an integer in 1..32")
+    if not (isinstance(max_samples, (int, np.integer)) and max_samples >= 10 * n_phases):
+        raise InputError(f"max_samples={max_samples!r} must be an integer >= 10 x n_phases")
+    X = np.stack([x[sel], y[sel]], axis=1)
+    mean, std = X.mean(0), X.std(0)
+    std[std == 0] = 1.0
+    Z = (X - mean) / std
+    rng = np.random.default_rng(seed)
+    fit_on = Z if Z.shape[0] <= max_samples else Z[rng.choice(Z.shape[0], max_samples, replace=False)]
+    gm = GaussianMixture(n_components=int(n_phases), covariance_type="full", n_init=int(n_init),
+                         random_state=int(seed), reg_covar=1e-5)
+    gm.fit(fit_on)
+    means = gm.means_ * std + mean
+    covs = gm.covariances_ * np.outer(std, std)[None]
+    order = np.lexsort((means[:, 0], means[:, 1]))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    post = gm.predict_proba(Z)
+    lab = np.zeros(x.shape, np.int16)
+    prob = np.zeros(x.shape, np.float32)
+    best = post.argmax(1)
+    lab[sel] = (rank[best] + 1).astype(np.int16)
+    prob[sel] = post[np.arange(best.size), best]
+    return JointPhases(lab, prob, means[order], covs[order], gm.weights_[order], bool(gm.converged_))
+
+
+def segmentation_accuracy(labels, truth, *, mask=None) -> float:
+    """Fraction of voxels whose label matches ``truth`` after the best one-to-one relabelling (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    p = np.asarray(labels)
+    t = np.asarray(truth)
+    if p.shape != t.shape:
+        raise InputError(f"labels {p.shape} and truth {t.shape} must have the same shape")
+    sel = np.ones(p.shape, bool) if mask is None else np.asarray(mask, bool)
+    pv, tv = p[sel].astype(np.int64), t[sel].astype(np.int64)
+    if pv.size == 0:
+        raise InputError("no voxels to compare")
+    pu, pi = np.unique(pv, return_inverse=True)
+    tu, ti = np.unique(tv, return_inverse=True)
+    conf = np.zeros((pu.size, tu.size), np.int64)
+    np.add.at(conf, (pi, ti), 1)
+    r, c = linear_sum_assignment(-conf)
+    return float(conf[r, c].sum() / pv.size)

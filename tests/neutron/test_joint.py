@@ -1,0 +1,76 @@
+"""Joint X-ray/neutron phases: common grid + multimodal registration, histogram, Gaussian mixture (>= 95 %)."""
+
+import numpy as np
+import pytest
+from neutron_synth import PHASES, joint_phantom
+from scipy import stats
+
+from tomo4d import InputError
+from tomo4d.neutron import (align_modalities, joint_histogram, resample_to_grid, segment_joint_phases,
+                            segmentation_accuracy)
+from tomo4d.neutron.plot import joint_histogram_figure
+
+
+def _bin2(a):
+    z, y, x = (s // 2 for s in a.shape)
+    return a[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
+
+
+def _majority2(lab):
+    z, y, x = (s // 2 for s in lab.shape)
+    b = lab.reshape(z, 2, y, 2, x, 2).transpose(0, 2, 4, 1, 3, 5).reshape(z, y, x, 8)
+    return stats.mode(b, axis=-1).mode
+
+
+def test_joint_segmentation_accuracy_at_least_95_percent():
+    rng = np.random.default_rng(0)
+    xray, neutron, truth = joint_phantom(rng, shift_px=(1, -2, 1))
+    # the X-ray volume binned to the neutron voxel size is the fixed grid
+    pair = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000)
+    assert pair.registered
+    assert np.allclose(pair.phi[:3, 3], [1, -2, 1], atol=0.25)
+    phases = segment_joint_phases(pair.fixed, pair.moving, n_phases=4, seed=0)
+    acc = segmentation_accuracy(phases.labels, _majority2(truth))
+    assert acc >= 0.95, acc
+    # phases sorted by neutron attenuation: pore, NMC, LLZO, Li metal
+    expect = sorted(PHASES, key=lambda p: p[2])
+    assert np.allclose(phases.means[:, 1], [p[2] for p in expect], atol=0.15)
+    assert np.allclose(phases.means[:, 0], [p[1] for p in expect], atol=0.12)  # pores: partial volume
+    assert phases.weights.sum() == pytest.approx(1.0)
+    hist = joint_histogram(pair.fixed, pair.moving, bins=64)
+    assert hist.counts.sum() > 0.99 * pair.fixed.size
+    fig = joint_histogram_figure(hist, phases, phase_names=[p[0] for p in expect])
+    assert len(fig.axes[0].patches) == 4
+
+
+def test_without_registration_the_given_transform_is_used():
+    rng = np.random.default_rng(1)
+    xray, neutron, truth = joint_phantom(rng, shift_px=(0, 2, 0))
+    phi = np.eye(4)
+    phi[:3, 3] = [0, 2, 0]
+    pair = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000, phi=phi)
+    assert not pair.registered
+    none = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000,
+                            register=False)
+    assert pair.nmi > none.nmi
+
+
+def test_resample_to_grid_scales_and_keeps_the_origin():
+    a = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    up = resample_to_grid(a, voxel_size_nm=200, target_voxel_size_nm=100)
+    assert up.shape == (8, 12, 16)
+    down = resample_to_grid(up, voxel_size_nm=100, target_voxel_size_nm=200)
+    assert np.allclose(down[1:-1, 1:-1, 1:-1], a[1:-1, 1:-1, 1:-1], atol=1e-3)
+
+
+def test_joint_errors():
+    a = np.zeros((4, 5, 6))
+    with pytest.raises(InputError, match="one grid"):
+        joint_histogram(a, np.zeros((4, 5, 7)))
+    with pytest.raises(InputError, match="n_phases"):
+        segment_joint_phases(a, a, n_phases=0)
+    with pytest.raises(InputError, match="3D"):
+        align_modalities(np.zeros((4, 5)), a, fixed_voxel_size_nm=1, moving_voxel_size_nm=1)
+    with pytest.raises(InputError, match="NaN"):
+        align_modalities(a + np.nan, a, fixed_voxel_size_nm=1, moving_voxel_size_nm=1)
+    assert segmentation_accuracy(np.array([1, 1, 2, 2]), np.array([5, 5, 7, 7])) == 1.0

@@ -1,0 +1,83 @@
+"""Cross sections from periodictable and Li concentration maps (acceptance: within 5 %)."""
+
+import numpy as np
+import pytest
+from neutron_synth import LI_METAL_MOL_PER_CM3, LLZO, LLZO_DENSITY, li_phantom
+
+from tomo4d import InputError
+from tomo4d.neutron import (attenuation_from_composition, calibrate_lithium, formula_cross_section,
+                            li_concentration_from_composition, li_cross_section, lithium_concentration,
+                            region_values, theoretical_lithium_calibration)
+
+
+def test_reference_cross_sections():
+    assert formula_cross_section("Li[6]").absorption_barn == pytest.approx(940.0)
+    assert formula_cross_section("Li[7]").absorption_barn == pytest.approx(0.0454)
+    assert formula_cross_section("Li").absorption_barn == pytest.approx(70.5)
+    # 1/v law: twice the wavelength, twice the absorption
+    xs = formula_cross_section("Li[6]", wavelength_angstrom=np.array([1.798, 3.596]))
+    assert xs.absorption_barn == pytest.approx([940.0, 1880.0])
+    mix = li_cross_section(li6_fraction=0.075)
+    assert mix.absorption_barn == pytest.approx(0.075 * 940 + 0.925 * 0.0454)
+    # natural Li metal: mu ~ 3.3 /cm at 1.8 Å (n = 4.63e22 /cm^3 x 71.9 b)
+    assert attenuation_from_composition("Li", density_g_per_cm3=0.534) == pytest.approx(3.33, abs=0.01)
+    assert li_concentration_from_composition("Li", density_g_per_cm3=0.534) == pytest.approx(LI_METAL_MOL_PER_CM3)
+    assert li_concentration_from_composition(LLZO, density_g_per_cm3=LLZO_DENSITY) == pytest.approx(0.0425,
+                                                                                                    abs=3e-4)
+    with pytest.raises(InputError, match="not understood"):
+        formula_cross_section("Xx2")
+    with pytest.raises(InputError, match="li6_fraction"):
+        li_cross_section(li6_fraction=1.5)
+    with pytest.raises(InputError, match="no lithium"):
+        li_concentration_from_composition("Fe", density_g_per_cm3=7.87)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_li_concentration_from_reference_regions_within_5_percent(seed):
+    rng = np.random.default_rng(seed)
+    mu, lab, conc = li_phantom(rng, k_true=62.0)  # effective wavelength unknown to the analysis
+    cal = calibrate_lithium(mu, [lab == 1, lab == 2], [0.0, conc[2]])
+    assert cal.slope_cm2_per_mol == pytest.approx(62.0, rel=0.01)
+    assert cal.noise_sigma_per_cm == pytest.approx(0.3, rel=0.1)
+    res = lithium_concentration(mu, cal)
+    assert res.concentration_mol_per_cm3.dtype == np.float32
+    rv = region_values(res.concentration_mol_per_cm3, lab, label_values=[3, 4, 5])
+    truth = np.array([conc[k] for k in (3, 4, 5)])
+    rel = (rv.mean - truth) / truth
+    assert np.all(np.abs(rel) < 0.05), rel
+    # per-voxel uncertainty matches the scatter of the map
+    spread = res.concentration_mol_per_cm3[lab == 3].std()
+    assert float(np.median(res.sigma_mol_per_cm3[lab == 3])) == pytest.approx(spread, rel=0.15)
+    ratio, _ = res.relative_to(conc[3])
+    assert float(ratio[lab == 3].mean()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_theoretical_calibration_matches_the_forward_model():
+    rng = np.random.default_rng(3)
+    cal0 = theoretical_lithium_calibration(wavelength_angstrom=2.2, li6_fraction=0.0759, matrix_mu_per_cm=0.35)
+    assert cal0.effective_cross_section_barn == pytest.approx(0.0759 * 940 * 2.2 / 1.798 + 1.37, rel=0.01)
+    mu, lab, conc = li_phantom(rng, k_true=cal0.slope_cm2_per_mol)
+    res = lithium_concentration(mu, cal0, mu_sigma_per_cm=0.3)
+    rv = region_values(res.concentration_mol_per_cm3, lab)
+    truth = np.array([conc[k] for k in rv.labels])
+    assert np.all(np.abs(rv.mean - truth)[1:] / truth[1:] < 0.05)
+    # per-voxel matrix attenuation replaces the intercept
+    res2 = lithium_concentration(mu + 0.5 * (lab == 3), cal0, matrix_mu_per_cm=0.35 + 0.5 * (lab == 3))
+    assert float(res2.concentration_mol_per_cm3[lab == 3].mean()) == pytest.approx(conc[3], rel=0.05)
+
+
+def test_calibration_with_known_intercept_and_errors():
+    rng = np.random.default_rng(4)
+    mu, lab, conc = li_phantom(rng)
+    cal = calibrate_lithium(mu, [lab == 2], [conc[2]], intercept_per_cm=0.35)
+    assert cal.slope_cm2_per_mol == pytest.approx(60.0, rel=0.01) and cal.n_references == 1
+    with pytest.raises(InputError, match="two references"):
+        calibrate_lithium(mu, [lab == 2], [conc[2]])
+    with pytest.raises(InputError, match="one per mask"):
+        calibrate_lithium(mu, [lab == 1, lab == 2], [0.0])
+    with pytest.raises(InputError, match="shape"):
+        calibrate_lithium(mu, [np.ones((3, 3), bool), lab == 2], [0.0, 0.07])
+    with pytest.raises(InputError, match="non-positive slope"):
+        calibrate_lithium(mu, [lab == 2, lab == 1], [0.0, 0.07])
+    with pytest.raises(InputError, match="LiCalibration"):
+        lithium_concentration(mu, {"slope": 1})
