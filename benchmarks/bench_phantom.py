@@ -1,0 +1,56 @@
+"""Benchmark of tomo4d.phantom: time and peak memory of a full synthetic experiment.
+
+Renders every image (HQ, LQ, repeats, LQ and HQ series, neutron series) and the HQ ground-truth
+labels of every step of a 128^3, 7-step experiment, one volume at a time, and reports wall time
+and peak resident memory.
+
+    .venv/bin/python benchmarks/bench_phantom.py [--shape 128] [--steps 7] [--save DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default=None, help="also time exp.save() into this (new) folder")
+    a = ap.parse_args(argv)
+    from tomo4d.phantom import make_experiment
+
+    t0 = time.perf_counter()
+    exp = make_experiment(shape=(a.shape,) * 3, n_steps=a.steps, seed=a.seed)
+    t_make = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n_vol = 0
+    for vol in (exp.hq, exp.lq, exp.repeat, exp.repeat_hq):
+        vol.numpy()
+        n_vol += 1
+    for s in range(exp.n_steps):          # one step at a time: memory of one step
+        for vol in (exp.series[s], exp.series_hq[s], exp.neutron_series[s]):
+            vol.numpy()
+            n_vol += 1
+    si = exp.truth.non_lithiated_si_volume_nm3
+    t_render = time.perf_counter() - t0
+    t_save = None
+    if a.save:
+        t0 = time.perf_counter()
+        exp.save(a.save)
+        t_save = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step_mib = a.shape ** 3 * 4 / 2**20
+    print(f"phantom {a.shape}^3 x {a.steps} steps, {len(exp.truth.particle_id)} particles")
+    print(f"  make_experiment      {t_make:6.1f} s")
+    print(f"  render {n_vol} volumes + truth labels {t_render:6.1f} s")
+    if t_save is not None:
+        print(f"  save (all volumes + truth)    {t_save:6.1f} s")
+    print(f"  peak RSS {rss:.0f} MiB (one float32 volume = {step_mib:.0f} MiB; Si volume T0 {si[0]:.3g} nm^3)")
+
+
+if __name__ == "__main__":
+    main()
