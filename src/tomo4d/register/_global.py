@@ -170,8 +170,8 @@ def _rigid_columns(g: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Jacobian columns of a small rotation vector w: d(g . (w x r))/dw = r x g (z, y, x components)."""
     rz, ry, rx = r[:, 0], r[:, 1], r[:, 2]
     gz, gy, gx = g[:, 0], g[:, 1], g[:, 2]
-    # w x r = (wy rx - wx ry, wx rz - wz rx, wz ry - wy rz) in (z, y, x) components (see phi._skew)
-    return np.stack([gx * ry - gy * rx, gz * rx - gx * rz, gy * rz - gz * ry], axis=1)
+    # w x r = (wx ry - wy rx, wz rx - wx rz, wy rz - wz ry) in (z, y, x) components (see phi._skew)
+    return np.stack([gy * rx - gx * ry, gx * rz - gz * rx, gz * ry - gy * rz], axis=1)
 
 
 def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:

@@ -21,8 +21,8 @@ every node has its own Phi about the node position, mapping reference to
 deformed coordinates; the node displacement is then ``t``.
 
 Rotations are written as rotation vectors ``w`` in (z, y, x) components (axis
-times angle, in degrees); the matrix is ``R = exp([w]_x)`` with the cross
-product taken in (z, y, x) components.  ``F = R U`` is the polar decomposition
+times angle, in degrees); the matrix is ``R = exp([w]_x)`` with the physical,
+right-handed cross product (a positive rotation about z turns x towards y).  ``F = R U`` is the polar decomposition
 into a rotation ``R`` and a symmetric stretch ``U``; the small-strain tensor is
 ``e = (F + F^T) / 2 - I``.
 """
@@ -61,8 +61,8 @@ def identity_phi() -> np.ndarray:
 
 def _skew(w) -> np.ndarray:
     wz, wy, wx = w
-    # cross product w x r in (z, y, x) components, written as a matrix acting on r
-    return np.array([[0.0, -wx, wy], [wx, 0.0, -wz], [-wy, wz, 0.0]])
+    # physical (right-handed x, y, z) cross product w x r, written in (z, y, x) components
+    return np.array([[0.0, wx, -wy], [-wx, 0.0, wz], [wy, -wz, 0.0]])
 
 
 def rotation_matrix(rotation_deg) -> np.ndarray:
@@ -82,7 +82,7 @@ def rotation_vector_deg(rotation) -> np.ndarray:
     cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
     theta = float(np.arccos(cos))
     # axial vector of the antisymmetric part, in the same (z, y, x) cross-product convention
-    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / 2.0
+    v = -np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / 2.0
     if theta < 1e-12:
         return np.rad2deg(v)
     if np.pi - theta < 1e-6:  # near 180 degrees: axis from the symmetric part

@@ -1,0 +1,200 @@
+"""``tomo4d register``, ``tomo4d dvc``, ``tomo4d strain`` and ``tomo4d residual``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._util import echo_json, progress_bar
+
+
+def _ints(text, *, name):
+    from ..errors import InputError
+
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{name}={text!r} must be comma-separated integers, e.g. 100,70,35") from None
+    if not vals or any(v < 1 for v in vals):
+        raise InputError(f"{name}={text!r} must be positive integers, e.g. 100,70,35")
+    return vals
+
+
+def _open(path, *, name):
+    from ..io import open_volume
+
+    return open_volume(path).compute()
+
+
+def _mask(path):
+    if path is None:
+        return None
+    return _open(path, name="--mask").numpy() > 0
+
+
+@click.command()
+@click.argument("fixed", type=click.Path(path_type=str))
+@click.argument("moving", type=click.Path(path_type=str))
+@click.option("-o", "--output", default=None, help="Write the registration (phi, centre, errors) as JSON.")
+@click.option("--rigid", is_flag=True, help="Rotation and translation only.")
+@click.option("--multimodal", is_flag=True, help="Different modalities: mutual-information translation search.")
+@click.option("--binning", default="4,2,1", show_default=True, help="Binning levels, coarse to fine.")
+@click.option("--mask", default=None, help="Mask volume of the fixed sample (non-zero = use).")
+@click.option("--search", "search_px", default=12.0, show_default=True, help="--multimodal: search range, px.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px, overwrite, as_json):
+    """Register MOVING onto FIXED: phi maps fixed voxel coordinates to moving ones."""
+    from ..register import register as _register
+    from ..register import register_multimodal
+
+    f, m = _open(fixed, name="FIXED"), _open(moving, name="MOVING")
+    msk = _mask(mask)
+    with progress_bar("registering", enabled=not as_json) as progress:
+        if multimodal:
+            reg = register_multimodal(f, m, search_px=search_px, mask=msk, progress=progress)
+        else:
+            reg = _register(f, m, rigid=rigid, binning=_ints(binning, name="--binning"), mask=msk,
+                            progress=progress)
+    if output:
+        reg.save(output, overwrite=overwrite, inputs=[fixed, moving])
+    if as_json:
+        echo_json(reg.to_dict() | ({"output": output} if output else {}))
+        return
+    p = reg.parts
+    click.echo(f"converged      {reg.converged} ({reg.iterations} iterations, residual {reg.residual:.4f})")
+    click.echo("translation    " + ", ".join(f"{v:+.4f}" for v in p.translation_px) + " px (z, y, x)")
+    click.echo(f"rotation       {p.rotation_angle_deg:.4f} deg")
+    click.echo(f"vol. strain    {p.volumetric_strain:+.5f}")
+    if output:
+        click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.argument("ref", type=click.Path(path_type=str))
+@click.argument("deformed", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, help="Field file: .h5 (native), .tsv (SPAM) or .vtk (ParaView).")
+@click.option("--node-spacing", default=None, type=int, help="Single level: node spacing, px.")
+@click.option("--half-window", default=None, type=int, help="Half-window, px (default = node spacing).")
+@click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing).")
+@click.option("--mask", default=None, help="Mask volume of the sample in REF (non-zero = sample).")
+@click.option("--phi", "phi_json", default=None, help="Initial global guess: JSON from 'tomo4d register'.")
+@click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
+@click.option("--vtk", default=None, help="Also export the field to this .vtk file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, vtk, overwrite,
+        as_json):
+    """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
+    from ..dvc import correlate, correlate_pyramid
+    from ..errors import InputError
+    from ..io import check_not_input
+    from ..register import Registration
+
+    for out in (output, vtk):
+        if out:
+            check_not_input(out, [ref, deformed])
+            if Path(out).exists() and not overwrite:
+                raise InputError(f"output {out!r} already exists; choose another path or pass --overwrite")
+    r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
+    phi0 = None
+    if phi_json:
+        reg = Registration.load(phi_json)
+        import numpy as np
+
+        from ..register import recentre_phi
+
+        phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
+    msk = _mask(mask)
+    if pyramid and node_spacing:
+        raise InputError("give either --pyramid or --node-spacing, not both")
+    with progress_bar("correlating", enabled=not as_json) as progress:
+        if pyramid:
+            field = correlate_pyramid(r, d, pyramid=_ints(pyramid, name="--pyramid"), mask=msk, phi0=phi0,
+                                      search_radius_px=search_px, progress=progress)
+        else:
+            ns = node_spacing or 10
+            field = correlate(r, d, node_spacing=ns, half_window=half_window or ns, mask=msk, phi0=phi0,
+                              search_radius_px=search_px, progress=progress)
+    field.save(output, overwrite=overwrite, inputs=[ref, deformed])
+    if vtk:
+        field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])
+    summary = field.summary() | {"output": output}
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"{field.n_nodes} nodes, grid {field.grid_shape}: "
+               + ", ".join(f"{k} {v}" for k, v in field.status_counts().items()))
+    click.echo(f"replaced by interpolation: {field.notes.get('n_replaced', 0)}")
+    click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, help="Strain file: .h5 (tensors) or .vtk (ParaView).")
+@click.option("--split-z", default=None, type=float, help="Report top/bottom statistics split at this z, px.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def strain(field_path, output, split_z, overwrite, as_json):
+    """Strain (small-strain tensor, volumetric, deviatoric) from a displacement FIELD."""
+    from ..dvc import DisplacementField, regional_strain, strain_field
+    from ..errors import InputError
+    from ..io import check_not_input
+
+    check_not_input(output, [field_path])
+    field = DisplacementField.load(field_path)
+    s = strain_field(field)
+    suffix = Path(output).suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        s.save(output, overwrite=overwrite)
+    elif suffix == ".vtk":
+        scal = {k: s.component(k).ravel() for k in ("zz", "yy", "xx", "volumetric", "deviatoric")}
+        field.to_vtk(output, scalars=scal, overwrite=overwrite)
+    else:
+        raise InputError(f"cannot write strain to {output!r}; use .h5 or .vtk")
+    regions = {"all": s.valid}
+    if split_z is not None:
+        regions |= {"z < split": lambda p: p[..., 0] < split_z, "z >= split": lambda p: p[..., 0] >= split_z}
+    stats = regional_strain(s, regions)
+    if as_json:
+        echo_json({"output": output, "regions": [r.to_dict() for r in stats]})
+        return
+    click.echo(f"{'region':<12} {'component':<11} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}")
+    for r in stats:
+        click.echo(f"{r.region:<12} {r.component:<11} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}")
+    click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.argument("ref", type=click.Path(path_type=str))
+@click.argument("deformed", type=click.Path(path_type=str))
+@click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, help="Residual volume (any volume format, e.g. .tif).")
+@click.option("--sigma", default=2.0, show_default=True, help="Gaussian blur, px.")
+@click.option("--repeat", "repeat_scans", nargs=2, default=None,
+              help="Two scans with no change in between: their residual level is subtracted.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def residual(ref, deformed, field_path, output, sigma, repeat_scans, overwrite, as_json):
+    """Residual map: DEFORMED pulled back by FIELD minus REF, blurred, absolute, minus the noise floor."""
+    from ..dvc import DisplacementField, noise_floor, residual_map
+    from ..io import save_volume
+
+    r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
+    field = DisplacementField.load(field_path)
+    noise = 0.0
+    if repeat_scans:
+        a, b = (_open(p, name="--repeat") for p in repeat_scans)
+        noise = noise_floor(a, b, sigma_px=sigma)
+    with progress_bar("residual", enabled=not as_json) as progress:
+        res = residual_map(r, d, field, sigma_px=sigma, noise=noise, progress=progress)
+    vol = r.with_data(res.residual, step=f"residual map sigma={sigma} noise={noise:.4g}")
+    save_volume(vol, output, overwrite=overwrite)
+    if as_json:
+        echo_json(res.to_dict() | {"output": output})
+        return
+    click.echo(f"noise floor {res.noise_floor:.4g}, mean residual {res.mean_before_floor:.4g}, "
+               f"{100 * res.fraction_above_floor:.1f}% above the floor")
+    click.echo(f"wrote {output}")
+

@@ -1,0 +1,378 @@
+"""Local digital volume correlation on a node grid, all nodes solved as one batch.
+
+For every node ``p`` a cubic window of ``2 hw + 1`` voxels of the reference is
+matched to the deformed volume by a local affine Phi about ``p`` (12
+parameters), minimising ``sum (deformed(Phi(x)) - reference(x))^2`` with the
+inverse-compositional Gauss-Newton scheme: the Jacobian comes from the
+reference gradients, so each node's Hessian is computed and inverted once, and
+an iteration only resamples the deformed volume (cubic B-spline) and
+accumulates a 12-vector.  The nodes of a level are solved together by a
+compiled kernel running in parallel threads; a node that fails is flagged,
+never raised.  Failed and outlier nodes are then replaced by interpolation from
+converged neighbours, and counted in ``field.notes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError, check_positive
+from ..register._global import as_image, as_mask, check_same_shape
+from ..register.phi import check_phi
+from .field import DisplacementField, NodeStatus, _triple, node_grid
+
+log = logging.getLogger(__name__)
+
+__all__ = ["correlate", "correlate_pyramid", "replace_bad_nodes", "flag_outliers", "correct_curvature"]
+
+
+def _voxel_size(obj):
+    from ..volume import Volume
+
+    return obj.voxel_size_nm if isinstance(obj, Volume) else (1.0, 1.0, 1.0)
+
+
+def _integer_search(ref, deformed, positions, hw, phis, active, radius):
+    """Refine the translation of each active node by the best integer shift (normalised cross-correlation)."""
+    r = int(radius)
+    shape = np.asarray(ref.shape)
+    for n in np.nonzero(active)[0]:
+        p = positions[n]
+        t0 = np.round(phis[n, :3, 3]).astype(int)
+        lo = p - hw + t0 - r
+        hi = p + hw + t0 + r + 1
+        lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, shape)
+        if np.any(hi_c - lo_c < 2 * hw + 1):
+            continue
+        win = ref[p[0] - hw[0]:p[0] + hw[0] + 1, p[1] - hw[1]:p[1] + hw[1] + 1, p[2] - hw[2]:p[2] + hw[2] + 1]
+        big = deformed[lo_c[0]:hi_c[0], lo_c[1]:hi_c[1], lo_c[2]:hi_c[2]]
+        from skimage.feature import match_template
+
+        cc = match_template(big, win)
+        k = np.unravel_index(int(np.argmax(cc)), cc.shape)
+        shift = lo_c + np.asarray(k) - (p - hw)
+        phis[n, :3, 3] = shift
+
+
+def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=None, phi0=None,
+              initial: DisplacementField | None = None, search_radius_px: int = 0, order: int = 3,
+              max_iterations: int = 50, tolerance_px: float = 1e-3, min_texture: float = 0.02,
+              mask_fraction: float = 0.5, max_displacement_px: float | None = None,
+              replace: bool = True, outlier_threshold: float = 3.0, threads: int | None = None,
+              switch_px: float = 0.05, curvature_correction: bool = True, smooth_sigma_px: float = 0.0,
+              progress: Callable[[int, int], None] | None = None) -> DisplacementField:
+    """Local DVC: one affine Phi per node of a regular grid, reference -> deformed.
+
+    Parameters
+    ----------
+    reference, deformed : (z, y, x) array or Volume
+        Same shape, no NaNs.
+    node_spacing : int or (3,) int
+        Distance between nodes, px.
+    half_window : int or (3,) int, optional
+        Half size of each correlation window, px (window ``2 hw + 1``); default
+        ``node_spacing`` (50 % overlap between neighbouring windows).
+    mask : (z, y, x) bool array, optional
+        Reference voxels belonging to the sample; voxels outside are ignored
+        and nodes with less than ``mask_fraction`` of their window inside are
+        skipped (``OUTSIDE_MASK``).
+    phi0 : (4, 4) array, optional
+        Global initial guess about the volume centre (e.g. ``register(...).phi``).
+    initial : DisplacementField, optional
+        Initial guess interpolated from another field (e.g. a coarser level).
+    search_radius_px : int
+        If > 0, an integer search of this radius around the initial guess
+        (normalised cross-correlation) precedes Gauss-Newton.
+    order : int
+        Interpolation of the deformed volume: 3 (cubic B-spline) or 1 (linear).
+    max_iterations : int
+        Gauss-Newton iterations per node.
+    tolerance_px : float
+        Convergence when an update moves the window by less than this, px.
+    min_texture : float
+        Skip windows whose grey-level standard deviation is below this fraction
+        of the whole reference's (``LOW_TEXTURE``).
+    mask_fraction : float
+        Minimum fraction of window voxels inside ``mask``.
+    max_displacement_px : float, optional
+        A node moving farther than this from its initial guess is ``DIVERGED``;
+        default the half-window.
+    replace : bool
+        Flag outliers and replace non-converged/diverged/outlier nodes by
+        interpolation from converged neighbours (status ``INTERPOLATED``;
+        counts in ``notes["replaced"]``).
+    outlier_threshold : float
+        Normalised median test threshold (see :func:`flag_outliers`); 0 disables.
+    smooth_sigma_px : float
+        Gaussian pre-smoothing of both volumes, px (0: none).  Use ~1 for noisy
+        scans: noise in the reference gradients otherwise inflates the
+        Hessian, shrinks every Gauss-Newton step and stalls convergence.
+    switch_px : float
+        With ``order=3``, iterate with (cheaper) linear interpolation until an
+        update is smaller than this, px, then with cubic B-splines; 0: cubic only.
+    curvature_correction : bool
+        Remove the bias of the affine window model on curved fields: an affine
+        fit over a window of second moments ``s_k^2 = hw_k (hw_k + 1) / 3``
+        returns ``u + 1/2 sum_k s_k^2 d2u/dx_k^2`` at the node, so that term
+        (second differences of the node displacements on the grid) is
+        subtracted.  Needs >= 3 nodes per axis; recorded in ``notes``.
+    threads : int, optional
+        Compute threads (default all cores available to numba).
+    progress : callable(done, total), optional
+        Called with the number of nodes solved.
+
+    Returns
+    -------
+    DisplacementField
+    """
+    ref = as_image(reference, name="reference")
+    dfm = as_image(deformed, name="deformed")
+    check_same_shape(ref, dfm, ("reference", "deformed"))
+    msk = as_mask(mask, ref.shape)
+    check_positive("smooth_sigma_px", smooth_sigma_px, allow_zero=True)
+    if smooth_sigma_px > 0:
+        from scipy import ndimage as _ndi
+
+        ref = _ndi.gaussian_filter(ref, smooth_sigma_px)
+        dfm = _ndi.gaussian_filter(dfm, smooth_sigma_px)
+    sp = _triple(node_spacing, "node_spacing")
+    hw = _triple(sp if half_window is None else half_window, "half_window")
+    if order not in (1, 3):
+        raise InputError(f"order={order!r}: use 1 (linear) or 3 (cubic)")
+    if not (isinstance(max_iterations, (int, np.integer)) and max_iterations >= 1):
+        raise InputError(f"max_iterations={max_iterations!r} must be a positive integer")
+    positions, grid_shape = node_grid(ref.shape, node_spacing=sp, half_window=hw)
+    n = positions.shape[0]
+    t_start = time.perf_counter()
+    # initial guess
+    phis = np.tile(np.eye(4), (n, 1, 1))
+    if phi0 is not None:
+        g = check_phi(phi0, name="phi0")
+        c = (np.asarray(ref.shape, float) - 1.0) / 2.0
+        phis[:, :3, :3] = g[:3, :3]
+        phis[:, :3, 3] = (positions - c) @ g[:3, :3].T + c + g[:3, 3] - positions
+    if initial is not None:
+        if not isinstance(initial, DisplacementField):
+            raise InputError("initial must be a DisplacementField (e.g. from a coarser level)")
+        u, f = initial.interpolate(positions.astype(float))
+        phis[:, :3, :3] = f
+        phis[:, :3, 3] = u
+    status = np.full(n, NodeStatus.NOT_CONVERGED, np.int8)
+    active = np.ones(n, bool)
+    # masks and texture
+    win_slices = [tuple(slice(p[i] - hw[i], p[i] + hw[i] + 1) for i in range(3)) for p in positions]
+    gstd = float(ref.std()) or 1.0
+    for k, s in enumerate(win_slices):
+        if msk is not None and msk[s].mean() < mask_fraction:
+            status[k] = NodeStatus.OUTSIDE_MASK
+            active[k] = False
+            continue
+        w = ref[s] if msk is None else ref[s][msk[s]]
+        if w.std() < min_texture * gstd:
+            status[k] = NodeStatus.LOW_TEXTURE
+            active[k] = False
+    if not active.any():
+        raise InputError(f"no node can be correlated: {int((status == NodeStatus.OUTSIDE_MASK).sum())} outside "
+                         f"the mask, {int((status == NodeStatus.LOW_TEXTURE).sum())} without texture; check the "
+                         "mask or lower min_texture/mask_fraction")
+    if search_radius_px and search_radius_px > 0:
+        _integer_search(ref, dfm, positions, np.asarray(hw), phis, active, search_radius_px)
+    from scipy import ndimage
+
+    from . import _kernels
+
+    grad = np.stack(np.gradient(ref)).astype(np.float32)
+    coef = (ndimage.spline_filter(dfm, order=3, output=np.float32, mode="mirror") if order == 3 else dfm)
+    kmask = np.ones(ref.shape, np.bool_) if msk is None else msk
+    iters = np.zeros(n, np.int32)
+    resid = np.full(n, np.nan)
+    delta = np.full(n, np.nan)
+    kstatus = np.full(n, _kernels.K_NOT_CONVERGED, np.int8)
+    maxd = float(max(hw)) if max_displacement_px is None else float(max_displacement_px)
+    _kernels.set_threads(threads)
+    # solve in chunks so that progress can be reported; each chunk is one parallel batch
+    order_idx = np.nonzero(active)[0]
+    chunk = max(256, len(order_idx) // 8 + 1)
+    done = 0
+    for start in range(0, len(order_idx), chunk):
+        sel = np.zeros(n, np.bool_)
+        sel[order_idx[start:start + chunk]] = True
+        _kernels.solve_nodes(ref, grad, kmask, dfm, coef, int(order), float(switch_px), positions, np.asarray(hw, np.int64), phis, sel,
+                             int(max_iterations), float(tolerance_px), maxd, kstatus, iters, resid, delta)
+        done += int(sel.sum())
+        if progress is not None:
+            progress(done, len(order_idx))
+    kmap = {_kernels.K_CONVERGED: NodeStatus.CONVERGED, _kernels.K_NOT_CONVERGED: NodeStatus.NOT_CONVERGED,
+            _kernels.K_DIVERGED: NodeStatus.DIVERGED, _kernels.K_SINGULAR: NodeStatus.LOW_TEXTURE}
+    for kcode, st in kmap.items():
+        status[active & (kstatus == kcode)] = st
+    bad = ~np.all(np.isfinite(phis), axis=(1, 2))
+    status[bad] = NodeStatus.DIVERGED
+    phis[bad] = np.eye(4)
+    seconds = time.perf_counter() - t_start
+    n_active = int(active.sum())
+    field = DisplacementField(positions_zyx_px=positions.astype(float), phi=phis, status=status,
+                              grid_shape=grid_shape, node_spacing_px=sp, half_window_px=hw,
+                              voxel_size_nm=_voxel_size(reference), iterations=iters, residual=resid,
+                              notes={"seconds": seconds, "nodes_per_second": n_active / max(seconds, 1e-9),
+                                     "correlated_nodes": n_active,
+                                     "measured_status_counts": None})
+    field.notes["measured_status_counts"] = field.status_counts()
+    log.info("DVC %d nodes (%d correlated) in %.2f s: %s", n, n_active, seconds, field.status_counts())
+    if replace:
+        if outlier_threshold and outlier_threshold > 0:
+            field = flag_outliers(field, threshold=outlier_threshold)
+        field = replace_bad_nodes(field)
+    if curvature_correction:
+        field = correct_curvature(field)
+    return field
+
+
+def correct_curvature(field: DisplacementField) -> DisplacementField:
+    """Subtract the second-order bias of affine windows from the node displacements (see :func:`correlate`)."""
+    from .field import _fill_from_neighbours
+
+    if field.grid_shape is None or min(field.grid_shape) < 3 or not field.usable.any():
+        return field.with_(notes={**field.notes, "curvature_correction": False})
+    u = _fill_from_neighbours(field.positions_zyx_px, field.displacement_zyx_px, field.usable)
+    ug = field.grid(u)
+    corr = np.zeros_like(ug)
+    for k in range(3):
+        s2 = field.half_window_px[k] * (field.half_window_px[k] + 1) / 3.0
+        h = float(field.node_spacing_px[k])
+        d2 = np.gradient(np.gradient(ug, h, axis=k, edge_order=2), h, axis=k, edge_order=2)
+        corr += 0.5 * s2 * d2
+    phi = field.phi.copy()
+    ok = field.usable
+    phi[ok, :3, 3] -= corr.reshape(-1, 3)[ok]
+    return field.with_(phi=phi, notes={**field.notes, "curvature_correction": True,
+                                       "curvature_correction_max_px": float(np.abs(corr).max())})
+
+
+def flag_outliers(field: DisplacementField, *, threshold: float = 3.0, epsilon_px: float = 0.1
+                  ) -> DisplacementField:
+    """Mark converged nodes whose displacement disagrees with their neighbours as ``OUTLIER``.
+
+    A normalised median test (after Westerweel & Scarano 2005) made exact for
+    linear fields: each of the 13 neighbour directions ``d`` of the 3x3x3
+    neighbourhood predicts the node's displacement, by ``(u(p+d) + u(p-d)) / 2``
+    when both neighbours converged, else by linear extrapolation
+    ``2 u(p+d) - u(p+2d)`` from one side.  The node is an outlier when
+    ``|u - median(pred)| / (median |pred - median(pred)| + epsilon_px) > threshold``
+    for any component.  Needs a regular grid; other fields are returned unchanged.
+    """
+    import warnings
+
+    if field.grid_shape is None:
+        return field
+    gs = field.grid_shape
+    u = field.grid(field.displacement_zyx_px)
+    ok = field.grid(field.converged)
+    pad = np.pad(np.where(ok[..., None], u, np.nan), [(2, 2)] * 3 + [(0, 0)], constant_values=np.nan)
+
+    def shifted(d):
+        a, b, c = 2 + d[0], 2 + d[1], 2 + d[2]
+        return pad[a:a + gs[0], b:b + gs[1], c:c + gs[2]]
+
+    dirs = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
+    preds = []
+    for d in dirs:
+        d = np.asarray(d)
+        plus, minus = shifted(d), shifted(-d)
+        both = (plus + minus) / 2.0
+        ext_p = 2 * plus - shifted(2 * d)
+        ext_m = 2 * minus - shifted(-2 * d)
+        pred = np.where(np.isfinite(both), both, np.where(np.isfinite(ext_p), ext_p, ext_m))
+        preds.append(pred)
+    preds = np.stack(preds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(preds, axis=0)
+        spread = np.nanmedian(np.abs(preds - med), axis=0)
+        score = np.abs(u - med) / (spread + epsilon_px)
+    n_pred = np.isfinite(preds[..., 0]).sum(0)
+    flags = ok & (n_pred >= 3) & np.any(score > threshold, axis=-1)
+    notes = {**field.notes, "outliers": int(flags.sum())}
+    if not flags.any():
+        return field.with_(notes=notes)
+    status = field.status.copy()
+    status[flags.ravel()] = NodeStatus.OUTLIER
+    log.info("DVC: %d outlier nodes flagged", int(flags.sum()))
+    return field.with_(status=status, notes=notes)
+
+
+def replace_bad_nodes(field: DisplacementField, *, statuses: Sequence[NodeStatus] = (
+        NodeStatus.NOT_CONVERGED, NodeStatus.DIVERGED, NodeStatus.OUTLIER), k: int = 8) -> DisplacementField:
+    """Replace nodes with one of ``statuses`` by inverse-distance interpolation of the ``k`` nearest
+    converged nodes (whole Phi: displacement and F).  Replaced nodes get status ``INTERPOLATED``;
+    ``notes["replaced"]`` counts them per original status."""
+    from .field import _idw
+
+    bad = np.isin(field.status, [int(s) for s in statuses])
+    good = field.converged
+    counts = {NodeStatus(int(s)).name.lower(): int((field.status == s).sum()) for s in statuses
+              if (field.status == s).any()}
+    notes = {**field.notes, "replaced": counts, "n_replaced": int(bad.sum())}
+    if not bad.any():
+        return field.with_(notes=notes)
+    if not good.any():
+        log.warning("DVC: no converged node, %d bad nodes cannot be replaced", int(bad.sum()))
+        notes["n_replaced"] = 0
+        return field.with_(notes=notes)
+    vals = field.phi[:, :3, :].reshape(field.n_nodes, 12)
+    new = _idw(field.positions_zyx_px[good], vals[good], field.positions_zyx_px[bad], k=k)
+    phi = field.phi.copy()
+    phi[bad, :3, :] = new.reshape(-1, 3, 4)
+    status = field.status.copy()
+    status[bad] = NodeStatus.INTERPOLATED
+    log.info("DVC: %d nodes replaced by interpolation from converged neighbours (%s)", int(bad.sum()), counts)
+    return field.with_(phi=phi, status=status, notes=notes)
+
+
+def correlate_pyramid(reference, deformed, *, pyramid: Sequence[int] = (100, 70, 35), half_windows=None,
+                      mask=None, phi0=None, search_radius_px: int = 0,
+                      progress: Callable[[int, int], None] | None = None, **options) -> DisplacementField:
+    """Local DVC refined over a pyramid of node spacings (coarse to fine).
+
+    Each level runs :func:`correlate` with ``node_spacing = pyramid[i]`` and
+    ``half_window = half_windows[i]`` (default: equal to the spacing, i.e. 50 %
+    window overlap, as in the literature: 100 -> 70 -> 35), initialised by
+    interpolating the previous level's field (the first level by ``phi0`` and an
+    optional integer search).  Levels whose windows do not fit in the volume are
+    skipped.
+
+    Returns
+    -------
+    DisplacementField
+        The finest level; ``notes["levels"]`` summarises every level.
+    """
+    try:
+        levels = [int(s) for s in pyramid]
+    except (TypeError, ValueError):
+        raise InputError(f"pyramid={pyramid!r} must be node spacings, e.g. (100, 70, 35)") from None
+    if not levels or any(s < 1 for s in levels):
+        raise InputError(f"pyramid={pyramid!r} must be positive node spacings, e.g. (100, 70, 35)")
+    hws = list(levels) if half_windows is None else [int(h) for h in half_windows]
+    if len(hws) != len(levels):
+        raise InputError(f"half_windows={half_windows!r} needs one value per pyramid level ({len(levels)})")
+    shape = np.asarray(reference.shape)
+    usable = [(s, h) for s, h in zip(levels, hws) if np.all(shape >= 2 * h + 1)]
+    if not usable:
+        raise InputError(f"no pyramid level fits: half-windows {hws} need windows of 2*hw+1 voxels but the "
+                         f"volume has shape {tuple(int(v) for v in shape)}; use smaller spacings")
+    field = None
+    summaries = []
+    for i, (s, h) in enumerate(usable):
+        field = correlate(reference, deformed, node_spacing=s, half_window=h, mask=mask,
+                          phi0=phi0 if field is None else None, initial=field,
+                          search_radius_px=search_radius_px if field is None else 0, **options)
+        summaries.append({"node_spacing_px": s, "half_window_px": h, **field.status_counts(),
+                          "seconds": field.notes.get("seconds")})
+        if progress is not None:
+            progress(i + 1, len(usable))
+    field.notes["levels"] = summaries
+    return field

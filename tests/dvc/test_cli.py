@@ -1,0 +1,74 @@
+"""``tomo4d register / dvc / strain / residual`` end to end on small volumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tomo4d import Volume
+from tomo4d.cli import main
+from tomo4d.dvc import DisplacementField
+from tomo4d.io import open_volume, save_volume
+
+
+@pytest.fixture
+def pair(tmp_path, texture, warp):
+    dfm = warp(texture, lambda x: np.zeros_like(x) + np.array([0.6, -0.3, 0.2])[:, None, None, None])
+    a, b = tmp_path / "ref.tif", tmp_path / "def.tif"
+    save_volume(Volume(texture, (50.0, 50.0, 50.0)), a)
+    save_volume(Volume(dfm, (50.0, 50.0, 50.0)), b)
+    return a, b
+
+
+def test_register_cli(tmp_path, pair, capsys):
+    a, b = pair
+    out = tmp_path / "phi.json"
+    assert main(["register", str(a), str(b), "-o", str(out), "--binning", "2,1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(d["translation_px"], [0.6, -0.3, 0.2], atol=0.02)
+    assert json.loads(out.read_text())["converged"] is True
+
+
+def test_dvc_strain_residual_cli(tmp_path, pair, capsys):
+    a, b = pair
+    field = tmp_path / "field.h5"
+    assert main(["dvc", str(a), str(b), "-o", str(field), "--node-spacing", "10", "--half-window", "8",
+                 "--vtk", str(tmp_path / "field.vtk"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_nodes"] == DisplacementField.load(field).n_nodes
+    np.testing.assert_allclose(summary["displacement_mean_zyx_px"], [0.6, -0.3, 0.2], atol=0.02)
+    assert (tmp_path / "field.vtk").is_file()
+    assert main(["strain", str(field), "-o", str(tmp_path / "strain.h5"), "--split-z", "30", "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)["regions"]
+    zz = [r for r in regions if r["component"] == "zz" and r["region"] == "all"][0]
+    assert abs(zz["median"]) < 2e-3
+    res = tmp_path / "res.tif"
+    assert main(["residual", str(a), str(b), str(field), "-o", str(res), "--repeat", str(a), str(a),
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["noise_floor"] == 0.0 and open_volume(res).shape == (60, 60, 60)
+
+
+def test_dvc_pyramid_cli(tmp_path, pair, capsys):
+    a, b = pair
+    assert main(["dvc", str(a), str(b), "-o", str(tmp_path / "f.tsv"), "--pyramid", "20,10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["node_spacing_px"] == [10, 10, 10]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--node-spacing", "10", "--half-window", "40"], "half_window"),
+    (["--pyramid", "10,x"], "--pyramid"),
+])
+def test_cli_user_errors(tmp_path, pair, capsys, args, match):
+    a, b = pair
+    assert main(["dvc", str(a), str(b), "-o", str(tmp_path / "f.h5"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tomo4d: error:") and match in err[0]
+
+
+def test_cli_refuses_to_overwrite_input(pair, capsys):
+    a, b = pair
+    assert main(["dvc", str(a), str(b), "-o", str(a)]) == 2
+    assert "overwrite" in capsys.readouterr().err
