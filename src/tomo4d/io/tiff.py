@@ -154,7 +154,3 @@ def write_tiff(volume: Volume, tmp: Path, *, compression: str = "none", progress
 
     with tifffile.TiffWriter(tmp, bigtiff=big, imagej=imagej) as tw:
         tw.write(pages(), **kwargs)
-
-
-def write_image(image: np.ndarray, path: Path) -> None:
-    tifffile.imwrite(path, np.asarray(image))
