@@ -1,32 +1,80 @@
 """DVC against the phantom's ground truth (issue acceptance: median |u error| < 0.05 px, strain < 2e-3).
 
-Not met yet: on the phantom's in-situ series (strongly blurred LQ/HQ scans, layer-wise and
-particle-scale strains, grey-level changes from lithiation) local DVC is at ~0.25-1 px.  The test
-encodes the target and is expected to fail until that is resolved (strict xfail: it alerts when fixed).
+Findings (seed 0, 64^3 HQ, ``expansion=0.1`` -> anode e_zz 6.9-10 %, no swelling, no contrast loss,
+``anode_thickness_nm=2400`` so that windows fit inside the anode; node spacing 8, half-window 10,
+errors on anode nodes whose window lies inside the anode, strain against the *small-strain* truth):
+
+- frames agree: T0 warped by the truth (``inverse_displacement``) reproduces T1 to 0.0046 rms grey
+  against a T0->T1 change of 0.024; DVC of T0 against that exact warp: 0.016 px / 6.8e-4 (below).
+- ``series_hq`` as rendered: 0.11 px / 4.4e-3 without noise.  The cause is the imaging model, not a
+  convention: the PSF (sigma 140 nm = 2.8 px) acts in the scanner frame, so pulled back to the
+  reference a 10 % stretched sample is blurred 10 % less along z; T1 is not a warp of T0.  Rendering
+  T1 with the blur stretched with the material gives 0.012 px (same texture, same strain).
+  Blurring T1 by the missing sigma*sqrt((1+e)^2-1) along z recovers half (0.05-0.065 px with noise).
+- the old version of this test also compared DVC's small strain with Green-Lagrange strain (E - e =
+  e^2/2 = 5e-3 at 10 %, above the 2e-3 target) and counted collector/separator/interface nodes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 phantom = pytest.importorskip("tomo4d.phantom")
 
+SMOOTH = dict(expansion=0.1, particle_swelling=0.0, lithiated_contrast_loss=0.0, anode_thickness_nm=2400.0)
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="phantom DVC accuracy ~0.25 px, target 0.05 px (see module docstring)")
-def test_phantom_smooth_field_accuracy():
-    from tomo4d.dvc import correlate, strain_field
 
-    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=0, particle_swelling=0.0,
-                                  lithiated_contrast_loss=0.0, expansion=0.2)
-    g = exp.truth.hq_grid
-    s0, s1 = exp.series_hq[0].numpy(), exp.series_hq[1].numpy()
-    field = correlate(s0, s1, node_spacing=8, half_window=10, search_radius_px=4, smooth_sigma_px=1.0,
-                      tolerance_px=0.01, max_iterations=30)
+def _errors(exp, field, step):
+    """(|u error| px, |strain error| of the 6 components) on anode nodes whose window is inside the anode."""
+    from tomo4d.dvc import strain_field
+
+    g, t = exp.truth.hq_grid, exp.truth
     pos_nm = np.asarray(g.origin_nm) + field.positions_zyx_px * g.voxel_size_nm
-    err = np.linalg.norm(field.displacement_zyx_px - exp.truth.displacement(1, pos_nm) / g.voxel_size_nm, axis=1)
+    err = np.linalg.norm(field.displacement_zyx_px - t.displacement(step, pos_nm) / g.voxel_size_nm, axis=1)
     st = strain_field(field)
-    true = exp.truth.strain(1, pos_nm).reshape(st.strain.shape)
+    H = t.deformation_gradient(step, pos_nm) - np.eye(3)
+    small = (0.5 * (H + np.swapaxes(H, 1, 2))).reshape(st.strain.shape)
+    hw_nm = field.half_window_px[0] * g.voxel_size_nm
+    z = pos_nm[:, 0]
+    inner = (z - hw_nm >= t.z_collector_nm) & (z + hw_nm <= t.z_collector_nm + t.thickness_nm[0])
+    ok = inner.reshape(st.valid.shape) & st.valid
+    comp = np.abs(st.strain - small)[ok][:, [0, 1, 2, 1, 2, 2], [0, 1, 2, 0, 0, 1]]
+    return err[inner], comp, float(small[..., 0, 0][ok].max())
+
+
+def test_phantom_frames_and_correlator_meet_target_on_exact_warp():
+    """T0 warped by the phantom's truth field (sample frame nm -> HQ px): DVC meets the acceptance.
+
+    Isolates the correlator and the frame conventions from the imaging model (see module docstring).
+    Measured 0.016 px and 6.8e-4; a sign or half-voxel origin slip would give >= 0.5 px.
+    """
+    from tomo4d.dvc import correlate
+
+    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=0, hq_noise=0.0, **SMOOTH)
+    g = exp.truth.hq_grid
+    s0 = exp.series_hq[0].numpy()
+    pos = g.positions_nm().reshape(-1, 3)
+    ref_px = (pos + exp.truth.inverse_displacement(1, pos) - np.asarray(g.origin_nm)) / g.voxel_size_nm
+    s1 = ndimage.map_coordinates(s0, ref_px.T.reshape((3,) + s0.shape), order=3, mode="nearest").astype(np.float32)
+    field = correlate(s0, s1, node_spacing=8, half_window=10, smooth_sigma_px=1.0, tolerance_px=0.01,
+                      max_iterations=30)
+    err, serr, max_ezz = _errors(exp, field, 1)
+    assert max_ezz > 0.085                      # interior nodes reach ~9 % (anode top 10 %)
+    assert len(err) >= 50
+    assert np.median(err) < 0.05                # px
+    assert np.median(serr) < 2e-3
+
+
+@pytest.mark.xfail(strict=True, reason="scanner-frame PSF: series_hq at 10 % strain gives ~0.1 px (module docstring)")
+def test_phantom_smooth_field_accuracy():
+    from tomo4d.dvc import correlate
+
+    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=0, **SMOOTH)
+    s0, s1 = exp.series_hq[0].numpy(), exp.series_hq[1].numpy()
+    field = correlate(s0, s1, node_spacing=8, half_window=10, smooth_sigma_px=1.0, tolerance_px=0.01,
+                      max_iterations=30)
+    err, serr, _ = _errors(exp, field, 1)
     assert np.median(err) < 0.05
-    assert np.median(np.abs(st.strain - true)[st.valid]) < 2e-3
+    assert np.median(serr) < 2e-3
