@@ -77,6 +77,9 @@ def quality(reference, images, voxel_size, mask_path, fov, metrics, cnr_noise, p
     table = compare(ref, imgs, voxel_size_nm=vs, mask=mask, metrics=wanted, reference_name=Path(reference).name,
                     cnr_noise=cnr_noise)
     written = []
+    if (profiles_path or figure_path) and not table.edges:
+        raise InputError("no image had enough isolated edges for --profiles/--figure: "
+                         + "; ".join(f"{k}: {v}" for k, v in table.edge_errors.items()))
     if profiles_path:
         written.append(save_edge_profiles(table.edges, profiles_path, overwrite=overwrite))
     if figure_path:
@@ -100,5 +103,7 @@ def quality(reference, images, voxel_size, mask_path, fov, metrics, cnr_noise, p
         click.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
     vs_txt = ", ".join(f"{v:g}" for v in table.voxel_size_nm)
     click.echo(f"voxel size (z, y, x): {vs_txt} nm; CNR noise term: {cnr_noise}")
+    for name, msg in table.edge_errors.items():
+        click.echo(f"edge resolution of {name} not measured: {msg}")
     for w in written:
         click.echo(f"wrote {w}")

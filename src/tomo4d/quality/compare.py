@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,9 @@ class QualityTable:
         Noise term of the CNR (see :func:`cnr`).
     edges : mapping of str to EdgeResolution
         Full edge-resolution results (with profiles) by row name.
+    edge_errors : mapping of str to str
+        Rows whose edge resolution could not be measured (too few isolated edges), with the
+        reason; their FWHM is ``None`` and ``n_edges`` 0 rather than a number from bad profiles.
     """
 
     reference: str
@@ -91,6 +94,7 @@ class QualityTable:
     voxel_size_nm: tuple[float, float, float]
     cnr_noise: str
     edges: Mapping[str, EdgeResolution]
+    edge_errors: Mapping[str, str] = field(default_factory=dict)
 
     def row(self, name: str) -> QualityRow:
         for r in self.rows:
@@ -118,7 +122,7 @@ class QualityTable:
     def to_dict(self) -> dict:
         return {"reference": self.reference, "voxel_size_nm": list(self.voxel_size_nm),
                 "cnr_noise": self.cnr_noise, "rows": [r.to_dict() for r in self.rows],
-                "edges": {k: v.to_dict() for k, v in self.edges.items()}}
+                "edges": {k: v.to_dict() for k, v in self.edges.items()}, "edge_errors": dict(self.edge_errors)}
 
 
 def compare(reference, images: Mapping[str, object], *, voxel_size_nm=None, mask=None,
@@ -156,6 +160,8 @@ def compare(reference, images: Mapping[str, object], *, voxel_size_nm=None, mask
         z indices used by SIFT and edge resolution for volumes.
     edge_options, sift_options : mapping, optional
         Further keyword arguments of :func:`edge_resolution` / :func:`sift_matches`.
+        An image with too few isolated edges gets no FWHM (``None``, ``n_edges=0``) and its
+        reason in ``QualityTable.edge_errors``; the other metrics are still computed.
 
     Returns
     -------
@@ -197,14 +203,22 @@ def compare(reference, images: Mapping[str, object], *, voxel_size_nm=None, mask
                 row["sift_matches"] = sift_matches(ref, arr, **sift_kw).n_matches
         res = None
         if "edge" in metrics:
-            res = edge_resolution(arr, voxel_size_nm=vs, mask=m, **edge_kw)
-            row.update(fwhm_mean_nm=res.fwhm_mean_nm, fwhm_std_nm=res.fwhm_std_nm, n_edges=res.n_edges)
+            try:
+                res = edge_resolution(arr, voxel_size_nm=vs, mask=m, **edge_kw)
+            except InputError as exc:
+                if "passed the checks" not in str(exc) and "remain after" not in str(exc):
+                    raise
+                log.warning("quality %s: edge resolution not measured: %s", name, exc)
+                edge_errors[name] = str(exc)
+                row["n_edges"] = 0
+            else:
+                row.update(fwhm_mean_nm=res.fwhm_mean_nm, fwhm_std_nm=res.fwhm_std_nm, n_edges=res.n_edges)
         if "cnr" in metrics:
             row["cnr"] = cnr(arr, classes.foreground, classes.background, noise=cnr_noise)
         log.info("quality %s: %s", name, row)
         return QualityRow(**row), res
 
-    rows, edges = [], {}
+    rows, edges, edge_errors = [], {}, {}
     todo = ([(reference_name, ref, True)] if include_reference else []) + \
            [(n, a, False) for n, a in arrays.items()]
     for name, arr, is_ref in todo:
@@ -212,4 +226,5 @@ def compare(reference, images: Mapping[str, object], *, voxel_size_nm=None, mask
         rows.append(row)
         if res is not None:
             edges[name] = res
-    return QualityTable(reference_name, tuple(rows), vs if vs is not None else (np.nan,) * 3, cnr_noise, edges)
+    return QualityTable(reference_name, tuple(rows), vs if vs is not None else (np.nan,) * 3, cnr_noise, edges,
+                        edge_errors)
