@@ -1,0 +1,220 @@
+"""``tomo4d segment``: train, apply, particles, evaluate."""
+
+from __future__ import annotations
+
+import click
+
+from ._util import echo_json, parse_triple, progress_bar
+
+
+def _parse_map(text):
+    """``"0:1,255:2"`` -> {0: 1, 255: 2}."""
+    from ..errors import InputError
+
+    if not text:
+        return None
+    out = {}
+    for part in str(text).split(","):
+        try:
+            a, b = part.split(":")
+            out[int(a)] = int(b)
+        except ValueError:
+            raise InputError(f"--map={text!r} is not understood; give SRC:DST pairs like 0:1,255:2") from None
+    return out
+
+
+def _apply_map(arr, mapping):
+    import numpy as np
+
+    if not mapping:
+        return arr
+    out = arr.astype(np.int64)
+    for a, b in mapping.items():
+        out[arr == a] = b
+    top = int(out.max()) if out.size else 0
+    return out.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+
+
+def _sigmas(text):
+    from ..errors import InputError
+
+    try:
+        return tuple(float(s) for s in str(text).split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--sigmas={text!r} must be comma-separated numbers, e.g. 0.7,1.6,3.5,5") from None
+
+
+_map_option = click.option("--map", "label_map", default=None,
+                           help="Relabel on reading, SRC:DST pairs, e.g. 0:1,255:2 for a {0,255} mask.")
+
+
+@click.group()
+def segment():
+    """Few-label segmentation of phases and particles (pixel classifier or U-Net)."""
+
+
+@segment.command()
+@click.option("--image", "image_path", required=True, type=click.Path(path_type=str),
+              help="Grey-value volume or 2D TIFF.")
+@click.option("--labels", "labels_path", required=True, type=click.Path(path_type=str),
+              help="Integer labels of the same shape: 0 = unlabelled, 1, 2, ... classes.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str),
+              help="Model file (.npz for rf, .safetensors for unet).")
+@click.option("--method", type=click.Choice(["rf", "unet"]), default="rf", show_default=True)
+@click.option("--sigmas", default="0.7,1.6,3.5,5", show_default=True, help="rf: feature scales in voxels.")
+@click.option("--ndim", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="rf: slice-wise (2) or 3D (3) features.")
+@click.option("--trees", default=32, show_default=True, help="rf: number of trees.")
+@click.option("--iterations", default=None, type=int, help="unet: training steps.")
+@click.option("--small", is_flag=True, help="unet: small CPU configuration (8 filters, depth 2).")
+@click.option("--threads", default=None, type=int, help="unet: torch CPU threads.")
+@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
+@click.option("--seed", default=0, show_default=True)
+@_map_option
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def train(image_path, labels_path, output, method, sigmas, ndim, trees, iterations, small, threads, voxel_size,
+          seed, label_map, overwrite, as_json):
+    """Train a segmentation model from an image and sparse or slice labels."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..errors import OverwriteError
+    from ..segment import read_image, read_labels
+
+    if Path(output).exists() and not overwrite:
+        raise OverwriteError(f"output {output!r} already exists; choose another path or pass --overwrite")
+    vs = parse_triple(voxel_size, name="--voxel-size")
+    image = read_image(image_path, voxel_size_nm=vs)
+    labels = _apply_map(read_labels(labels_path), _parse_map(label_map))
+    with progress_bar("training") as progress:
+        if method == "rf":
+            from ..segment import FeatureSpec, train_pixel_classifier
+
+            model = train_pixel_classifier(image, labels, features=FeatureSpec(sigmas=_sigmas(sigmas), ndim=int(ndim)),
+                                           n_trees=trees, seed=seed, progress=progress)
+        else:
+            from ..segment import UNetConfig, train_unet
+
+            cfg = UNetConfig.small() if small else UNetConfig()
+            if iterations is not None:
+                cfg = replace(cfg, iterations=iterations)
+            model = train_unet(image, labels, config=cfg, seed=seed, threads=threads, progress=progress)
+    model.save(output, overwrite=overwrite)
+    info = {"model": output, "method": method, "classes": list(model.classes), "training": model.training}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"wrote {output}: {model!r}")
+
+
+@segment.command()
+@click.argument("model_path", type=click.Path(path_type=str))
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--step", default=None, type=int, help="Time step (for a folder of per-step models).")
+@click.option("--slab-depth", default=None, type=int, help="z-slices per chunk (default from a 256 MiB budget).")
+@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json):
+    """Segment volume SRC with MODEL into label volume DST (TIFF/Zarr), chunk by chunk."""
+    from ..errors import InputError
+    from ..segment import load_model, predict_lazy, read_image, save_labels
+
+    model = load_model(model_path)
+    if model.__class__.__name__ == "StepModels":
+        if step is None:
+            raise InputError(f"{model_path!r} holds per-time-step models; pass --step N")
+        model = model.model_for(step)
+    vol = read_image(src, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
+    lazy = predict_lazy(model, vol, slab_depth=slab_depth)
+    from ..volume import Volume, VolumeMetadata
+
+    out_vol = Volume(lazy, vol.voxel_size_nm, VolumeMetadata(name=f"segmentation of {vol.metadata.name}",
+                                                             modality="label",
+                                                             provenance=vol.metadata.provenance
+                                                             + (f"segmented with {model_path}",)))
+    if vol.source is not None:
+        from ..io._atomic import check_not_input
+
+        check_not_input(dst, [vol.source, model_path])
+    with progress_bar(f"segmenting {src}") as progress:
+        path = save_labels(out_vol, dst, overwrite=overwrite, progress=progress)
+    info = {"output": str(path), "shape": list(vol.shape), "classes": list(model.classes)}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"wrote {path}")
+
+
+@segment.command()
+@click.argument("labels_path", type=click.Path(path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--class", "particle_class", default=None, type=int,
+              help="Label value of the particle phase (default: every non-zero voxel).")
+@click.option("--min-volume-nm3", default=0.0, show_default=True, help="Remove smaller objects.")
+@click.option("--h-nm", default=None, type=float, help="Watershed marker depth in nm (default half a voxel).")
+@click.option("--no-split", is_flag=True, help="Connected components only (no watershed).")
+@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, voxel_size, overwrite, as_json):
+    """Particle (instance) labels from a phase segmentation LABELS, written to DST."""
+    from ..segment import label_particles, read_image, save_labels
+
+    vol = read_image(labels_path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
+    from ..io._atomic import check_not_input
+
+    check_not_input(dst, [vol.source])
+    seg = vol.numpy()
+    res = label_particles(seg, particle_class=particle_class, voxel_size_nm=vol.voxel_size_nm,
+                          min_volume_nm3=min_volume_nm3, split=not no_split, h_nm=h_nm)
+    path = save_labels(res.labels, dst, voxel_size_nm=vol.voxel_size_nm, name="particles", overwrite=overwrite)
+    vols = res.volumes_nm3
+    info = {"output": str(path), "n_particles": res.n_particles, "n_removed": res.n_removed,
+            "median_volume_nm3": float(sorted(vols)[len(vols) // 2]) if len(vols) else None}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"wrote {path}: {res.n_particles} particles ({res.n_removed} small objects removed)")
+
+
+@segment.command()
+@click.argument("pred_path", type=click.Path(path_type=str))
+@click.argument("truth_path", type=click.Path(path_type=str))
+@click.option("--particles", "as_particles", is_flag=True,
+              help="Both are particle labels: match particles by IoU instead of scoring classes.")
+@click.option("--iou-threshold", default=0.5, show_default=True, help="Particles: minimum IoU of a match.")
+@click.option("--ignore-label", default=None, type=int, help="Truth value not evaluated (e.g. 0 = unlabelled).")
+@click.option("--tolerance-nm", default=None, type=float, help="Boundary tolerance (default 2 voxels).")
+@_map_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, tolerance_nm, label_map, as_json):
+    """Score segmentation PRED against TRUTH: Dice, IoU, boundary F1 per class (or particle F1)."""
+    from ..segment import evaluate_segmentation, match_particles, read_image, read_labels
+
+    pred = read_labels(pred_path)
+    truth = _apply_map(read_labels(truth_path), _parse_map(label_map))
+    if as_particles:
+        s = match_particles(pred, truth, iou_threshold=iou_threshold)
+        if as_json:
+            echo_json(s.to_dict())
+        else:
+            click.echo(f"particles: predicted {s.n_predicted}, true {s.n_true}, matched {s.n_matched} "
+                       f"(IoU >= {s.iou_threshold:g})")
+            click.echo(f"precision {s.precision:.4f}  recall {s.recall:.4f}  F1 {s.f1:.4f}  "
+                       f"mean matched IoU {s.mean_matched_iou:.4f}")
+        return
+    vs = read_image(truth_path).voxel_size_nm
+    s = evaluate_segmentation(pred, truth, ignore_label=ignore_label, voxel_size_nm=vs,
+                              boundary_tolerance_nm=tolerance_nm)
+    if as_json:
+        echo_json(s.to_dict())
+        return
+    click.echo(f"{'class':>6} {'dice':>8} {'iou':>8} {'bound.F1':>9} {'true vox':>10} {'pred vox':>10}")
+    for c in s.classes:
+        click.echo(f"{c.label:>6} {c.dice:8.4f} {c.iou:8.4f} {c.boundary_f1:9.4f} {c.n_true_voxels:>10} "
+                   f"{c.n_predicted_voxels:>10}")
+    click.echo(f"accuracy {s.accuracy:.4f} over {s.n_voxels} voxels; boundary tolerance "
+               f"{s.boundary_tolerance_nm:g} nm")

@@ -1,0 +1,119 @@
+"""``tomo4d segment ...`` end to end: train, apply, particles, evaluate; user errors exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from tomo4d.cli import main
+
+
+@pytest.fixture
+def files(tmp_path, blobs, blob_scribbles):
+    from tomo4d import Volume
+    from tomo4d.io import save_volume
+    from tomo4d.segment import save_labels
+
+    img = save_volume(Volume(blobs.image, (60.0, 50.0, 50.0)), tmp_path / "img.tif")
+    lab = save_labels(blob_scribbles, tmp_path / "scribbles.zarr", voxel_size_nm=(60.0, 50.0, 50.0))
+    truth = save_labels(blobs.phases, tmp_path / "truth.tif", voxel_size_nm=(60.0, 50.0, 50.0))
+    return tmp_path, img, lab, truth
+
+
+def test_train_apply_particles_evaluate(files, capsys, blobs):
+    tmp, img, lab, truth = files
+    model = tmp / "m.npz"
+    assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(model),
+                 "--trees", "8", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["classes"] == [1, 2, 3] and info["method"] == "rf"
+    seg = tmp / "seg.zarr"
+    assert main(["segment", "apply", str(model), str(img), str(seg), "--slab-depth", "5"]) == 0
+    capsys.readouterr()
+    assert main(["segment", "evaluate", str(seg), str(truth), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    dice = {c["label"]: c["dice"] for c in scores["classes"]}
+    assert dice[2] > 0.9 and dice[1] > 0.9
+    parts = tmp / "particles.tif"
+    assert main(["segment", "particles", str(seg), str(parts), "--class", "2", "--min-volume-nm3", "1e6",
+                 "--json"]) == 0
+    pinfo = json.loads(capsys.readouterr().out)
+    assert pinfo["n_particles"] >= 8
+    truth_parts = tmp / "truth_particles.tif"
+    tifffile.imwrite(truth_parts, blobs.particles)
+    assert main(["segment", "evaluate", str(parts), str(truth_parts), "--particles"]) == 0
+    out = capsys.readouterr().out
+    assert "F1" in out and "matched" in out
+
+
+def test_2d_tiff_with_mask_map(tmp_path, blobs, capsys):
+    img = tmp_path / "slice.tif"
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(img, (blobs.image[8] * 1000).astype(np.uint16))
+    tifffile.imwrite(mask, np.where(blobs.phases[8] == 2, 255, 0).astype(np.uint8))
+    model = tmp_path / "m.npz"
+    assert main(["segment", "train", "--image", str(img), "--labels", str(mask), "--map", "0:1,255:2",
+                 "-o", str(model), "--trees", "4"]) == 0
+    out = tmp_path / "pred.tif"
+    assert main(["segment", "apply", str(model), str(img), str(out)]) == 0
+    assert main(["segment", "evaluate", str(out), str(mask), "--map", "0:1,255:2"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text
+    pred = tifffile.imread(out)
+    assert pred.shape == (64, 64) and set(np.unique(pred)) <= {1, 2}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_unet_train_and_apply(files, capsys):
+    tmp, img, lab, truth = files
+    model = tmp / "u.safetensors"
+    assert main(["segment", "train", "--image", str(img), "--labels", str(truth), "-o", str(model),
+                 "--method", "unet", "--small", "--iterations", "3", "--threads", "1"]) == 0
+    assert "UNetSegmenter" in capsys.readouterr().out
+    assert main(["segment", "apply", str(model), str(img), str(tmp / "u.tif"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["classes"] == [1, 2, 3] and (tmp / "u.tif").is_file()
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tomo4d: error: "), err
+    return err[0]
+
+
+def test_user_errors(files, capsys, tmp_path):
+    tmp, img, lab, truth = files
+    bad = tmp / "bad.tif"
+    tifffile.imwrite(bad, np.zeros((6, 5, 7), np.uint8), photometric="minisblack")
+    assert main(["segment", "train", "--image", str(img), "--labels", str(bad), "-o", str(tmp / "x.npz")]) == 2
+    assert "shape" in _err(capsys)
+    empty = tmp / "empty.tif"
+    tifffile.imwrite(empty, np.zeros((16, 64, 64), np.uint8))
+    assert main(["segment", "train", "--image", str(img), "--labels", str(empty), "-o", str(tmp / "x.npz")]) == 2
+    assert "no labelled" in _err(capsys)
+    one = tmp / "one.tif"
+    tifffile.imwrite(one, np.ones((16, 64, 64), np.uint8))
+    assert main(["segment", "train", "--image", str(img), "--labels", str(one), "-o", str(tmp / "x.npz")]) == 2
+    assert "only class" in _err(capsys)
+    assert main(["segment", "apply", str(tmp / "missing.npz"), str(img), str(tmp / "o.tif")]) == 2
+    assert "does not exist" in _err(capsys)
+    assert main(["segment", "apply", str(img), str(img), str(tmp / "o.tif")]) == 2
+    assert "neither" in _err(capsys)
+    assert main(["segment", "evaluate", str(bad), str(truth)]) == 2
+    assert "shape" in _err(capsys)
+    assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(tmp / "x.npz"),
+                 "--map", "zz"]) == 2
+    assert "--map" in _err(capsys)
+
+
+def test_apply_never_overwrites_input(files, capsys):
+    tmp, img, lab, truth = files
+    model = tmp / "m.npz"
+    assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(model), "--trees", "2"]) == 0
+    assert main(["segment", "apply", str(model), str(img), str(img), "--overwrite"]) == 2
+    assert "overwrite the input" in _err(capsys)
+    assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(model)]) == 2
+    assert "exists" in _err(capsys)

@@ -1,0 +1,159 @@
+"""Random-forest pixel classifier: exact tree traversal, accuracy on synthetic truth, chunking,
+persistence without pickle, and every user error."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from tomo4d.errors import FormatError, InputError
+from tomo4d.segment import (FeatureSpec, PixelClassifier, evaluate_segmentation, load_model, predict_labels,
+                            predict_lazy, predict_proba, train_pixel_classifier)
+from tomo4d.segment.forest import forest_from_sklearn
+
+
+@pytest.mark.parametrize("n_classes, max_depth", [(2, None), (4, 6)])
+def test_traversal_equals_sklearn(n_classes, max_depth):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tomo4d.segment import _trees
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 7)).astype(np.float32)
+    y = (x[:, 0] * 2 + x[:, 1] > 0).astype(int) + (n_classes > 2) * (x[:, 2] > 0.5) * 2
+    rf = RandomForestClassifier(n_estimators=9, max_depth=max_depth, random_state=0).fit(x, y)
+    xt = rng.normal(size=(2000, 7)).astype(np.float32)
+    ours = _trees.run(xt, forest_from_sklearn(rf))
+    np.testing.assert_allclose(ours, rf.predict_proba(xt), atol=1e-6)
+
+
+def test_scribbles_segment_blobs(blobs, blob_forest, blob_scribbles):
+    pred = predict_labels(blob_forest, blobs.image)
+    scores = evaluate_segmentation(pred, blobs.phases, region=blob_scribbles == 0)
+    assert scores.of(2).dice >= 0.90  # particles (scribbles avoid borders)
+    assert scores.of(1).dice >= 0.95  # matrix
+    assert scores.accuracy >= 0.93
+    assert pred.dtype == np.uint8 and set(np.unique(pred)) <= {1, 2, 3}
+
+
+def test_proba_sums_to_one(blobs, blob_forest):
+    p = predict_proba(blob_forest, blobs.image[:3])
+    assert p.shape == (3, 3, 64, 64) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("slab_depth", [1, 4, 7])
+def test_chunked_3d_prediction_is_exact(blobs, blob_scribbles, slab_depth):
+    model = train_pixel_classifier(blobs.image, blob_scribbles, n_trees=4, seed=1,
+                                   features=FeatureSpec(sigmas=(1.0, 2.5), ndim=3))
+    assert model.halo[0] > 0
+    full = predict_proba(model, blobs.image, slab_depth=16)
+    chunked = predict_proba(model, blobs.image, slab_depth=slab_depth)
+    np.testing.assert_allclose(chunked, full, atol=1e-6)
+
+
+def test_lazy_prediction_streams(blobs, blob_forest, tmp_path):
+    import dask.array as da
+
+    from tomo4d.io import open_volume
+    from tomo4d.segment import save_labels
+
+    lazy_in = da.from_array(blobs.image, chunks=(4, 64, 64))
+    out = predict_lazy(blob_forest, lazy_in, slab_depth=5)
+    assert out.chunks[0] == (5, 5, 5, 1)
+    direct = predict_labels(blob_forest, blobs.image)
+    path = save_labels(out, tmp_path / "seg.zarr")
+    np.testing.assert_array_equal(open_volume(path).numpy(), direct)
+    np.testing.assert_array_equal(np.asarray(out.compute()), direct)
+
+
+def test_2d_training_and_prediction(blobs):
+    img = blobs.image[8]
+    lab = np.where(np.random.default_rng(0).random(img.shape) < 0.1, blobs.phases[8], 0)
+    model = train_pixel_classifier(img, lab, n_trees=8)
+    pred = model.predict(img)
+    assert pred.shape == img.shape
+    assert evaluate_segmentation(pred, blobs.phases[8]).of(2).dice > 0.9
+
+
+def test_save_load_roundtrip_without_pickle(blob_forest, blobs, tmp_path):
+    path = blob_forest.save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as z:  # plain arrays only
+        meta = json.loads(z["meta"].tobytes())
+    assert meta["format"] == "tomo4d.pixel_classifier" and meta["classes"] == [1, 2, 3]
+    back = load_model(path)
+    assert isinstance(back, PixelClassifier) and back.classes == blob_forest.classes
+    np.testing.assert_array_equal(predict_proba(back, blobs.image[:2]), predict_proba(blob_forest, blobs.image[:2]))
+    with pytest.raises(InputError, match="exists"):
+        blob_forest.save(path)
+
+
+def _rewrite(src, dst, **changes):
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    with open(dst, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_corrupted_model_files_are_refused(blob_forest, tmp_path):
+    good = blob_forest.save(tmp_path / "m.npz")
+    with np.load(good) as z:
+        left = z["left"].copy()
+        feature = z["feature"].copy()
+    inner = np.flatnonzero(left >= 0)[0]
+    cyc = left.copy()
+    cyc[inner] = 0  # a loop back to the root
+    _rewrite(good, tmp_path / "cycle.npz", left=cyc)
+    with pytest.raises(FormatError, match="children"):
+        load_model(tmp_path / "cycle.npz")
+    bad_f = feature.copy()
+    bad_f[inner] = 999
+    _rewrite(good, tmp_path / "feat.npz", feature=bad_f)
+    with pytest.raises(FormatError, match="features"):
+        load_model(tmp_path / "feat.npz")
+    with zipfile.ZipFile(tmp_path / "junk.npz", "w") as zf:
+        zf.writestr("x.txt", "hello")
+    with pytest.raises(FormatError):
+        load_model(tmp_path / "junk.npz")
+    (tmp_path / "text.npz").write_text("not a model")
+    with pytest.raises(FormatError):
+        load_model(tmp_path / "text.npz")
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.zeros((16, 64, 63), np.uint8), "shape"),
+    (np.zeros((16, 64, 64), np.uint8), "no labelled"),
+    (np.full((16, 64, 64), 2, np.uint8), "only class 2"),
+    (np.full((16, 64, 64), -1, np.int16), "negative"),
+    (np.full((16, 64, 64), 0.5, np.float32), "integer"),
+])
+def test_bad_labels(blobs, labels, match):
+    with pytest.raises(InputError, match=match):
+        train_pixel_classifier(blobs.image, labels)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n_trees": 0}, "n_trees"), ({"max_depth": 0}, "max_depth"),
+                                           ({"max_samples_per_class": -3}, "max_samples")])
+def test_bad_options(blobs, blob_scribbles, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        train_pixel_classifier(blobs.image, blob_scribbles, **kwargs)
+
+
+def test_3d_model_refuses_2d_image(blobs, blob_scribbles):
+    model = train_pixel_classifier(blobs.image, blob_scribbles, n_trees=2, features=FeatureSpec(sigmas=(1.0,), ndim=3))
+    with pytest.raises(InputError, match="3D"):
+        predict_labels(model, blobs.image[0])
+
+
+def test_out_of_core_output(blobs, blob_forest, tmp_path):
+    out = np.lib.format.open_memmap(tmp_path / "seg.npy", mode="w+", dtype=np.uint8, shape=blobs.image.shape)
+    calls = []
+    predict_labels(blob_forest, blobs.image, out=out, slab_depth=6, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(6, 16), (12, 16), (16, 16)]
+    np.testing.assert_array_equal(np.asarray(out), predict_labels(blob_forest, blobs.image))
+    with pytest.raises(InputError, match="out has shape"):
+        predict_labels(blob_forest, blobs.image, out=np.zeros((2, 2, 2), np.uint8))
