@@ -21,6 +21,15 @@ COMMANDS: dict[str, str] = {
     "info": "io:info",
     "convert": "io:convert",
     "demo": "demo:demo",
+    "neutron": "neutron:neutron",
+    "phantom": "phantom:phantom",
+    "enhance": "enhance:enhance",
+    "quality": "quality:quality",
+    "register": "register:register",
+    "dvc": "register:dvc",
+    "strain": "register:strain",
+    "residual": "register:residual",
+    "segment": "segment:segment",
 }
 
 EXIT_USAGE = 2

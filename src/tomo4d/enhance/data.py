@@ -182,11 +182,16 @@ def _coarse_translation(hq: np.ndarray, lq_up: np.ndarray) -> tuple[np.ndarray, 
     m = np.pad(m, pad, mode="edge")
     m = (m - m.mean()) / (m.std() + 1e-12)
     shape = [ms + fs for ms, fs in zip(m.shape, f.shape)]
-    corr = np.fft.irfftn(np.fft.rfftn(m, shape) * np.conj(np.fft.rfftn(f, shape)), shape)
-    # local normalisation of the moving window energy
+    axes = (0, 1, 2)
+
+    def xcorr(a, b):
+        return np.fft.irfftn(np.fft.rfftn(a, shape, axes=axes) * np.conj(np.fft.rfftn(b, shape, axes=axes)), shape,
+                             axes=axes)
+
+    corr = xcorr(m, f)
+    # local normalisation by the energy of the moving window
     ones = np.ones_like(f)
-    e2 = np.fft.irfftn(np.fft.rfftn(m * m, shape) * np.conj(np.fft.rfftn(ones, shape)), shape)
-    e1 = np.fft.irfftn(np.fft.rfftn(m, shape) * np.conj(np.fft.rfftn(ones, shape)), shape)
+    e2, e1 = xcorr(m * m, ones), xcorr(m, ones)
     nvox = f.size
     var = np.maximum(e2 / nvox - (e1 / nvox) ** 2, 1e-6)
     ncc = corr / (nvox * np.sqrt(var))
@@ -257,16 +262,29 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
             raise InputError("register=True needs tomo4d.register, which is not installed; "
                              "pass register=False (--no-register) with an aligned pair") from None
         lq_crop = _resample(lq_up, phi, hq_a.shape, order=3)
-        reg = _register(hq_a, lq_crop, mask=fov_mask(hq_a.shape[1:])[None].repeat(hq_a.shape[0], 0) if fov else None)
-        if not getattr(reg, "converged", True):
-            log.warning("registration of LQ onto HQ did not converge; results may be misaligned")
-        lq_reg = as_float32(apply_phi(lq_crop, reg.phi, order=3))
-        covered = np.asarray(apply_phi(np.ones_like(lq_crop), reg.phi, order=1)) > 0.99
+        fmask = fov_mask(hq_a.shape[1:])[None].repeat(hq_a.shape[0], 0) if fov else None
+        ones = np.ones_like(lq_crop)
+        # candidates: the coarse translation, the affine registration and (if that did not converge)
+        # a rigid one; the one whose result correlates best with HQ wins
+        cands = [("coarse translation", np.eye(4), lq_crop, _resample(ones, np.eye(4), hq_a.shape, order=1,
+                                                                        cval=0.0) > 0.99)]
+        for rigid in (False, True):
+            reg = _register(hq_a, lq_crop, mask=fmask, rigid=rigid)
+            moved = as_float32(apply_phi(lq_crop, reg.phi, order=3))
+            cov = np.asarray(apply_phi(ones, reg.phi, order=1)) > 0.99
+            cands.append((f"tomo4d.register ({'rigid' if rigid else 'affine'}"
+                          f"{'' if reg.converged else ', not converged'})", np.asarray(reg.phi, float), moved, cov))
+            if reg.converged:
+                break
+        scores = [_ncc(hq_a, c[2], c[3] & (fmask if fmask is not None else True)) for c in cands]
+        best = int(np.argmax(scores))
+        how, phi_r, lq_reg, covered = cands[best]
+        log.info("LQ->HQ alignment candidates %s; using %s",
+                 ", ".join(f"{c[0]}: ncc {sc:.3f}" for c, sc in zip(cands, scores)), how)
         c = (np.asarray(hq_a.shape, float) - 1) / 2
         to_c, from_c = np.eye(4), np.eye(4)
         to_c[:3, 3], from_c[:3, 3] = -c, c
-        phi = phi @ (from_c @ np.asarray(reg.phi, float) @ to_c)
-        how = "tomo4d.register"
+        phi = phi @ (from_c @ phi_r @ to_c) if best > 0 else phi
     else:
         lq_reg = _resample(lq_up, phi, hq_a.shape, order=3)
         covered = _resample(np.ones_like(lq_up), phi, hq_a.shape, order=1, cval=0.0) > 0.99
@@ -285,6 +303,15 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     val = tuple(range(nz - n_val, nz))
     return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, train, val, phi, how,
                         hq.voxel_size_nm, lq.voxel_size_nm)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    """Normalised cross-correlation of a and b over the voxels of m."""
+    if not np.any(m):
+        return -1.0
+    x, y = a[m].astype(np.float64), b[m].astype(np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + 1e-12))
 
 
 def _resample(image: np.ndarray, phi: np.ndarray, shape, *, order: int = 3, cval: float | None = None) -> np.ndarray:

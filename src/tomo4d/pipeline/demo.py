@@ -62,7 +62,13 @@ class DemoContext:
 #: (name, "module:function") of every demo stage, in order; modules are relative to
 #: ``tomo4d.pipeline`` and imported only when their stage runs.
 DEMO_STAGES: list[tuple[str, str]] = [
+    ("phantom", "demo_phantom:stage_phantom"),
     ("io", "demo_io:stage_io"),
+    ("quality", "demo_quality:stage_quality"),
+    ("neutron", "demo_neutron:stage_neutron"),
+    ("enhance", "demo_enhance:stage_enhance"),
+    ("dvc", "demo_dvc:stage_dvc"),
+    ("segment", "demo_segment:stage_segment"),
 ]
 
 

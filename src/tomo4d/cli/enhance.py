@@ -1,0 +1,208 @@
+"""``tomo4d enhance train|apply|sweep|evaluate``: thin wrappers around :mod:`tomo4d.enhance`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._util import echo_json, parse_triple, progress_bar
+
+
+def _open(path, voxel_size):
+    from ..io import open_volume
+
+    return open_volume(path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
+
+
+def _config(config, preset, steps, seed):
+    from ..enhance import TrainConfig
+
+    cfg = TrainConfig.from_json(config) if config else TrainConfig.preset(preset)
+    updates = {}
+    if steps is not None:
+        updates["steps"] = steps
+    if seed is not None:
+        updates["seed"] = seed
+    return TrainConfig.from_dict({**cfg.to_dict(), **updates}) if updates else cfg
+
+
+@click.group()
+def enhance():
+    """InDI enhancement: train on one LQ/HQ pair, enhance unseen LQ volumes."""
+
+
+@enhance.command()
+@click.option("--lq", required=True, type=click.Path(path_type=str), help="Low-quality volume (2x coarser voxel).")
+@click.option("--hq", required=True, type=click.Path(path_type=str), help="High-quality volume of the same region.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="Model folder to write.")
+@click.option("--config", default=None, type=click.Path(path_type=str), help="JSON training config.")
+@click.option("--preset", default="small", show_default=True, type=click.Choice(["tiny", "small", "reference"]))
+@click.option("--objective", default="indi", show_default=True, type=click.Choice(["indi", "regression", "gan"]),
+              help="InDI, or a one-step baseline with the same network.")
+@click.option("--steps", default=None, type=int, help="Override the number of optimiser steps.")
+@click.option("--seed", default=None, type=int, help="Override the seed.")
+@click.option("--no-register", is_flag=True, help="Skip the affine registration (pair already aligned).")
+@click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
+@click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
+@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_voxel_size, hq_voxel_size, device,
+          no_resume, overwrite, as_json):
+    """Train a model on one LQ/HQ pair (up-sample, register, mask, split, train)."""
+    from ..enhance import baseline_config
+    from ..enhance import train as _train
+
+    cfg = _config(config, preset, steps, seed)
+    if objective != "indi":
+        cfg = baseline_config(cfg, objective)
+    lq_v, hq_v = _open(lq, lq_voxel_size), _open(hq, hq_voxel_size)
+    with progress_bar(f"training {objective}") as progress:
+        res = _train(lq_v, hq_v, out, config=cfg, register=not no_register, resume=not no_resume,
+                     overwrite=overwrite, device=device, progress=progress)
+    if as_json:
+        echo_json(res.__dict__)
+        return
+    click.echo(f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
+               f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB")
+
+
+@enhance.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--steps", default=None, type=int, help="InDI steps (default: the model's recommendation).")
+@click.option("--seed", default=0, show_default=True, help="Noise seed.")
+@click.option("--batch", default=4, show_default=True, help="Tiles per network call.")
+@click.option("--tile", default=512, show_default=True, help="Tile side (pixels of the up-sampled slice).")
+@click.option("--overlap", default=64, show_default=True, help="Tile overlap (pixels).")
+@click.option("--no-z-interp", is_flag=True, help="Keep the LQ slice spacing (no cubic interpolation along z).")
+@click.option("--samples", default=1, show_default=True,
+              help="K > 1: also write the spread of K samples and the data-consistency map beside the output.")
+@click.option("--voxel-size", default=None, help="Override the input voxel size (nm).")
+@click.option("--no-voxel-check", is_flag=True, help="Accept a voxel size other than the trained one.")
+@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]))
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, samples, voxel_size, no_voxel_check,
+          device, overwrite, as_json):
+    """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
+    from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
+    from ..io import save_volume
+
+    m = load_model(model, device=device)
+    vol = _open(src, voxel_size)
+    out = {"output": str(dst)}
+    if samples > 1:
+        with progress_bar("enhancing (samples)") as progress:
+            res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
+                                           overlap=overlap, batch=batch, z_interp=not no_z_interp,
+                                           check_voxel_size=not no_voxel_check, progress=progress)
+        p = Path(dst)
+        base = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name
+        suffix = "".join(p.suffixes)
+        spread = p.with_name(f"{base}_spread{suffix}")
+        cons = p.with_name(f"{base}_consistency{suffix}")
+        save_volume(res.mean, dst, overwrite=overwrite)
+        save_volume(res.spread, spread, overwrite=overwrite)
+        save_volume(res.consistency, cons, overwrite=overwrite)
+        out.update(spread=str(spread), consistency=str(cons), **res.summary())
+    else:
+        enh = enhance_volume(m, vol, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
+                             z_interp=not no_z_interp, check_voxel_size=not no_voxel_check)
+        with progress_bar(f"enhancing {src}") as progress:
+            save_volume(enh, dst, overwrite=overwrite, progress=progress)
+        out.update(shape=list(enh.shape), voxel_size_nm=list(enh.voxel_size_nm))
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"wrote {dst}")
+    if samples > 1:
+        click.echo(f"spread {out['spread']} (mean {out['spread_mean']:.4g}, p99 {out['spread_p99']:.4g}); "
+                   f"data consistency {out['consistency']} (mean {out['consistency_mean']:.4g} vs bicubic "
+                   f"{out['consistency_bicubic_mean']:.4g}, LQ noise {out['lq_noise_std']:.4g})")
+
+
+@enhance.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--lq", required=True, type=click.Path(path_type=str))
+@click.option("--hq", required=True, type=click.Path(path_type=str))
+@click.option("--max-steps", default=30, show_default=True, help="Try 1..MAX_STEPS InDI steps.")
+@click.option("--no-register", is_flag=True, help="Skip the affine registration (pair already aligned).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sweep(model, lq, hq, max_steps, no_register, as_json):
+    """Quality against the number of InDI steps on the held-out slices; recommends N."""
+    from ..enhance import load_model, sweep_steps
+
+    m = load_model(model)
+    with progress_bar("sweeping steps") as progress:
+        res = sweep_steps(m, _open(lq, None), _open(hq, None), steps=range(1, max_steps + 1),
+                          register=not no_register, progress=progress)
+    if as_json:
+        echo_json(res.to_dict())
+        return
+    click.echo(f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'sharpness/HQ':>12}")
+    for n, p, s, h in zip(res.steps, res.psnr_db, res.ssim, res.sharpness_ratio):
+        click.echo(f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {h:>12.3f}")
+    click.echo(f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}")
+
+
+@enhance.command()
+@click.option("--lq", required=True, type=click.Path(path_type=str))
+@click.option("--hq", required=True, type=click.Path(path_type=str))
+@click.option("--model", "models", multiple=True, required=True,
+              help="NAME=MODEL_DIR (repeatable), e.g. --model InDI=m_indi --model CNN=m_cnn --model GAN=m_gan.")
+@click.option("--steps", default=None, type=int, help="InDI steps (default: each model's recommendation).")
+@click.option("--slices", default="validation", show_default=True, type=click.Choice(["validation", "all"]))
+@click.option("--no-register", is_flag=True)
+@click.option("--edge-half-length", default=40.0, show_default=True,
+              help="Longest half edge profile (HQ pixels) of the edge-resolution measurement.")
+@click.option("-o", "--output", "out", default=None, type=click.Path(path_type=str),
+              help="Folder for table.json, table.csv and figure.png.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(lq, hq, models, steps, slices, no_register, edge_half_length, out, overwrite, as_json):
+    """Table of PSNR, SSIM, SIFT features, edge FWHM (nm) and CNR for LQ, bicubic and models vs HQ."""
+    from ..enhance import evaluate as _evaluate
+    from ..enhance import evaluation_figure, load_model
+    from ..errors import InputError
+
+    loaded = {}
+    for spec in models:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name, spec
+        loaded[name] = load_model(path)
+    res = _evaluate(_open(lq, None), _open(hq, None), models=loaded, steps=steps, slices=slices,
+                    register=not no_register, edge_half_length_px=edge_half_length)
+    if out:
+        import csv
+        import io
+        import json
+
+        from ..io import atomic_output
+        from ..report.html import figure_png
+
+        o = Path(out)
+        if o.exists() and not o.is_dir():
+            raise InputError(f"--output {out!r} exists and is not a folder; give a folder")
+        o.mkdir(parents=True, exist_ok=True)
+        with atomic_output(o / "table.json", overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(res.to_dict(), indent=2, default=str), encoding="utf-8")
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(res.header())
+        w.writerows(res.rows())
+        with atomic_output(o / "table.csv", overwrite=overwrite) as tmp:
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+        with atomic_output(o / "figure.png", overwrite=overwrite) as tmp:
+            tmp.write_bytes(figure_png(evaluation_figure(res)))
+    if as_json:
+        echo_json(res.to_dict())
+        return
+    header = res.header()
+    click.echo("  ".join(f"{h:>14}" for h in header))
+    for row in res.rows():
+        click.echo("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in row))

@@ -1,0 +1,46 @@
+"""InDI enhancement: train on one LQ/HQ pair, enhance unseen (4D) LQ series.
+
+Inversion by Direct Iteration (Delbracio & Milanfar, TMLR 2023) as used by the
+reference study (design guide, section 2): a U-Net-like network F(x_t, t) is
+trained on x_t = (1 - t) x_HQ + t y_LQ to predict x_HQ; a few steps turn an
+up-sampled LQ slice into an HQ-like one.
+
+Main entry points (torch is imported only when they are used)::
+
+    train(lq, hq, model_dir, config=TrainConfig.preset("small"))   -> TrainResult
+    model = load_model(model_dir)
+    enhance_volume(model, lq_volume, steps=8)                        -> lazy Volume (2x finer)
+    enhance_with_uncertainty(model, lq_volume, n_samples=4)          -> UncertaintyResult
+    sweep_steps(model, lq, hq)                                        -> SweepResult
+    evaluate(lq, hq, models={...})                                    -> EvaluationResult
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "config", "NetworkConfig": "config", "PRESETS": "config",
+    "Scaling": "data", "TrainingPair": "data", "prepare_pair": "data", "upsample2_xy": "data",
+    "upsample2_axis": "data", "fov_mask": "data", "bicubic_volume": "baselines", "baseline_config": "baselines",
+    "EnhanceModel": "model", "ModelInfo": "model", "load_model": "model", "save_model": "model",
+    "train": "training", "train_on_pair": "training", "TrainResult": "training", "Trainer": "training",
+    "enhance_volume": "sample", "enhance_slices": "sample", "restore_slices": "sample",
+    "enhance_with_uncertainty": "uncertainty", "UncertaintyResult": "uncertainty",
+    "data_consistency": "uncertainty",
+    "sweep_steps": "evaluation", "SweepResult": "evaluation", "evaluate": "evaluation",
+    "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'tomo4d.enhance' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+
+
+def __dir__():
+    return __all__
