@@ -70,7 +70,7 @@ def errors(pos: np.ndarray, disp: np.ndarray) -> np.ndarray:
     return np.linalg.norm(disp - true, axis=1)
 
 
-def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True):
+def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True, backend="numba", device=None):
     from tomo4d.dvc import correlate
 
     best = None
@@ -78,7 +78,7 @@ def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True):
         c = time.process_time()
         t = time.perf_counter()
         f = correlate(ref, dfm, node_spacing=10, half_window=10, order=order, threads=workers, replace=False,
-                      curvature_correction=curv)
+                      curvature_correction=curv, backend=backend, device=device)
         dt = time.perf_counter() - t
         c = time.process_time() - c
         best = (dt, f, c) if best is None or dt < best[0] else best
@@ -116,6 +116,9 @@ def main(argv=None):
     ap.add_argument("--spam-python", default=None, help="Python interpreter of an environment with SPAM.")
     ap.add_argument("--workers", type=int, default=2, help="Threads (tomo4d) and processes (SPAM).")
     ap.add_argument("--repeats", type=int, default=3, help="tomo4d repetitions (best time; the first compiles).")
+    ap.add_argument("--torch-device", default=None,
+                    help="Device of the extra torch-backend line (default cuda when available, else cpu); "
+                         "'none' skips it.")
     a = ap.parse_args(argv)
     if not SNOW.is_file():
         sys.exit(f"real data not found: {SNOW}")
@@ -135,6 +138,18 @@ def main(argv=None):
         for curv in (True, False):
             res, _ = run_tomo4d(ref, dfm, workers=a.workers, order=order, repeats=a.repeats, curv=curv)
             rows.append((f"tomo4d {'cubic' if order == 3 else 'linear'}{' +curv.corr.' if curv else ''}", res))
+    if a.torch_device != "none":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            print("(torch not installed: no torch-backend line)")
+        else:
+            import torch
+
+            dev = a.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
+            res, _ = run_tomo4d(ref, dfm, workers=a.workers, order=3, repeats=1 if dev == "cpu" else a.repeats,
+                                backend="torch", device=dev)
+            rows.append((f"tomo4d cubic torch:{dev}", res))
     if spam:
         rows.append(("SPAM 0.9 ldic (linear)", spam))
     ref_speed = spam["nodes_per_s"] if spam else SPAM_PUBLISHED_NODES_PER_S

@@ -57,9 +57,21 @@ def test_dvc_pyramid_cli(tmp_path, pair, capsys):
     assert json.loads(capsys.readouterr().out)["node_spacing_px"] == [10, 10, 10]
 
 
+def test_dvc_cli_psf_and_backend(tmp_path, pair, capsys):
+    a, b = pair
+    out = tmp_path / "f.h5"
+    assert main(["dvc", str(a), str(b), "-o", str(out), "--node-spacing", "10", "--half-window", "8",
+                 "--psf-sigma", "1.5", "--backend", "numba", "--json"]) == 0
+    f = DisplacementField.load(out)
+    assert f.notes["backend"] == "numba" and f.notes["psf_groups"] >= 1
+    assert f.notes["psf_sigma_effective_px"] == [1.5, 1.5, 1.5]
+
+
 @pytest.mark.parametrize("args, match", [
     (["--node-spacing", "10", "--half-window", "40"], "half_window"),
     (["--pyramid", "10,x"], "--pyramid"),
+    (["--psf-sigma", "1,2"], "--psf-sigma"),
+    (["--psf-sigma", "a"], "--psf-sigma"),
 ])
 def test_cli_user_errors(tmp_path, pair, capsys, args, match):
     a, b = pair

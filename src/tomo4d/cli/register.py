@@ -81,11 +81,18 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 @click.option("--mask", default=None, help="Mask volume of the sample in REF (non-zero = sample).")
 @click.option("--phi", "phi_json", default=None, help="Initial global guess: JSON from 'tomo4d register'.")
 @click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
+@click.option("--psf-sigma", default=None,
+              help="Gaussian PSF of the scans, px: one sigma or z,y,x (compensates the blur change at large strain).")
+@click.option("--smooth", "smooth_px", default=0.0, show_default=True, type=float,
+              help="Gaussian pre-smoothing of both volumes, px (~1 for noisy scans).")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
+              help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
+@click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
 @click.option("--vtk", default=None, help="Also export the field to this .vtk file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, vtk, overwrite,
-        as_json):
+def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
+        backend, device, vtk, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
     from ..dvc import correlate, correlate_pyramid
     from ..errors import InputError
@@ -109,14 +116,24 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
     msk = _mask(mask)
     if pyramid and node_spacing:
         raise InputError("give either --pyramid or --node-spacing, not both")
+    psf = None
+    if psf_sigma:
+        try:
+            psf = [float(v) for v in str(psf_sigma).split(",")]
+        except ValueError:
+            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or z,y,x sigmas in px, e.g. 2.8") from None
+        if len(psf) not in (1, 3):
+            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
+        psf = psf[0] if len(psf) == 1 else tuple(psf)
+    extra = dict(psf_sigma_px=psf, smooth_sigma_px=smooth_px, backend=backend, device=device)
     with progress_bar("correlating", enabled=not as_json) as progress:
         if pyramid:
             field = correlate_pyramid(r, d, pyramid=_ints(pyramid, name="--pyramid"), mask=msk, phi0=phi0,
-                                      search_radius_px=search_px, progress=progress)
+                                      search_radius_px=search_px, progress=progress, **extra)
         else:
             ns = node_spacing or 10
             field = correlate(r, d, node_spacing=ns, half_window=half_window or ns, mask=msk, phi0=phi0,
-                              search_radius_px=search_px, progress=progress)
+                              search_radius_px=search_px, progress=progress, **extra)
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:
         field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])
