@@ -22,7 +22,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;padding:0 1em}
 h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{color:#335;margin-top:2em;border-bottom:1px solid #ccd}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #ccd;padding:.25em .6em;
-text-align:right}th{background:#eef}td:first-child,th:first-child{text-align:left}
+text-align:left}th{background:#eef}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figcaption{font-size:.85em;color:#555;
 max-width:600px}img{max-width:100%}.meta{color:#666;font-size:.85em}pre{background:#f6f6fa;padding:.6em}
 """
@@ -70,6 +70,11 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def _cell(v) -> str:
+    numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    return f'<td class="num">{_fmt(v)}</td>' if numeric else f"<td>{_fmt(v)}</td>"
+
+
 @dataclass
 class Report:
     """An HTML report assembled section by section, written atomically by :meth:`save`."""
@@ -90,7 +95,7 @@ class Report:
     def table(self, header: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> Report:
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
         self.parts.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
         return self
 
