@@ -11,6 +11,10 @@ errors on anode nodes whose window lies inside the anode, strain against the *sm
   reference a 10 % stretched sample is blurred 10 % less along z; T1 is not a warp of T0.  Rendering
   T1 with the blur stretched with the material gives 0.012 px (same texture, same strain).
   Blurring T1 by the missing sigma*sqrt((1+e)^2-1) along z recovers half (0.05-0.065 px with noise).
+- the phantom renders partial-volume images (voxel-averaged material, 3^3 sub-samples at interfaces)
+  since point-sampled labels made the 2 px pore texture alias differently in every frame: noise-free
+  ``series_hq`` with ``psf_sigma_px`` went from 0.057 px / 2.1e-3 (point sampled) to 0.021 px / 1.1e-3.
+  With the default noise (0.02) it gives 0.058-0.061 px / 2.4-2.5e-3 (was 0.084-0.093 px): the rest is noise.
 - the old version of this test also compared DVC's small strain with Green-Lagrange strain (E - e =
   e^2/2 = 5e-3 at 10 %, above the 2e-3 target) and counted collector/separator/interface nodes.
 """
@@ -69,11 +73,10 @@ def test_phantom_frames_and_correlator_meet_target_on_exact_warp():
 
 @pytest.mark.slow
 def test_phantom_psf_compensation_reduces_error():
-    """``psf_sigma_px`` (the phantom's known HQ blur) halves the error of the rendered noise-free series.
+    """``psf_sigma_px`` (the phantom's known HQ blur) removes most of the error of the noise-free series.
 
-    Measured 0.109 -> 0.057 px and 4.6e-3 -> 2.1e-3.  The rest is the renderer's point-sampled labels
-    (aliasing of the 2 px pore texture differs between frames): rendered with 3^3 supersampling the
-    same correlation gives 0.096 -> 0.023 px (0.018 px with the true F for the blurs).
+    Partial-volume renderer: measured 0.096 -> 0.021 px and 4.4e-3 -> 1.1e-3 (point-sampled labels,
+    before: 0.109 -> 0.057 px and 4.6e-3 -> 2.1e-3, the rest being aliasing of the 2 px pore texture).
     """
     from tomo4d.dvc import correlate
 
@@ -84,12 +87,32 @@ def test_phantom_psf_compensation_reduces_error():
     e_plain, s_plain, _ = _errors(exp, correlate(s0, s1, **kw), 1)
     e_psf, s_psf, _ = _errors(exp, correlate(s0, s1, psf_sigma_px=sigma, **kw), 1)
     assert np.median(e_plain) > 0.09
-    assert np.median(e_psf) < 0.07 and np.median(e_psf) < 0.65 * np.median(e_plain)
-    assert np.median(s_psf) < 2.5e-3
+    assert np.median(e_psf) < 0.4 * np.median(e_plain)
+    assert np.median(s_psf) < 2e-3
 
 
-@pytest.mark.xfail(strict=True, reason="series_hq with noise: 0.084 px even with psf_sigma_px (renderer "
-                   "aliasing + noise, see test_phantom_psf_compensation_reduces_error)")
+def test_phantom_noise_free_series_meets_target_with_psf():
+    """Rendered (partial-volume) noise-free ``series_hq`` + ``psf_sigma_px``: the acceptance is met.
+
+    Measured 0.021 px and 1.1e-3 (point-sampled renderer: 0.057 px and 2.1e-3); aliasing or a
+    frame slip in the renderer would give >= 0.05 px.
+    """
+    from tomo4d.dvc import correlate
+
+    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=0, hq_noise=0.0, **SMOOTH)
+    s0, s1 = exp.series_hq[0].numpy(), exp.series_hq[1].numpy()
+    sigma = exp.truth.hq_blur_sigma_nm / exp.truth.hq_grid.voxel_size_nm
+    field = correlate(s0, s1, node_spacing=8, half_window=10, smooth_sigma_px=1.0, tolerance_px=0.01,
+                      max_iterations=30, psf_sigma_px=sigma)
+    err, serr, _ = _errors(exp, field, 1)
+    assert len(err) >= 50
+    assert np.median(err) < 0.05               # px (issue 5 acceptance)
+    assert np.median(serr) < 2e-3
+
+
+@pytest.mark.xfail(strict=True, reason="series_hq with the default noise 0.02: 0.058-0.061 px / 2.4-2.5e-3 with "
+                   "psf_sigma_px (1-2 passes) on the partial-volume renderer; noise-free it meets the target "
+                   "(test_phantom_noise_free_series_meets_target_with_psf): the remaining error is noise")
 def test_phantom_smooth_field_accuracy():
     from tomo4d.dvc import correlate
 

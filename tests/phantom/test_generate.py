@@ -50,6 +50,8 @@ def test_default_schedule():
     (dict(particle_radius_nm=10), "particle_radius_nm"),
     (dict(seed=-1), "seed"),
     (dict(colour="red"), "colour"),
+    (dict(supersampling=0), "supersampling"),
+    (dict(supersampling=2.5), "supersampling"),
 ])
 def test_bad_parameters_raise_clear_errors(kw, name):
     with pytest.raises(ValueError, match=name) as info:

@@ -2,8 +2,9 @@
 
 Everything here is defined in the continuous *sample frame*: positions in nm, axes ``(z, y, x)``,
 origin at the outer corner of the low-quality (LQ) field of view, so that the centre of LQ voxel
-``i`` sits at ``(i + 0.5) * lq_voxel_nm``.  Images of any voxel grid are obtained by evaluating
-the model at the grid's voxel centres, which makes the HQ and LQ scans views of one and the same
+``i`` sits at ``(i + 0.5) * lq_voxel_nm``.  Labels of any voxel grid are obtained by evaluating
+the model at the grid's voxel centres (:func:`material`), grey images by averaging it over each
+voxel (:func:`render_grey`), which makes the HQ and LQ scans views of one and the same
 sample, and later time steps exactly the T0 material mapped through the deformation.
 
 This module is private; the public entry points are in :mod:`tomo4d.phantom`.
@@ -670,3 +671,271 @@ def grid_points(layout, grid, shape=None):
     pts[..., 1] = axes[1][None, :, None]
     pts[..., 2] = axes[2][None, None, :]
     return pts
+
+
+# ----------------------------------------------------------------------------------------------
+# images: volume-averaged (partial-volume) grey values
+# ----------------------------------------------------------------------------------------------
+
+_RENDER_KERNEL = None
+
+
+def _trilinear_py(f, sizes, o, h, p0, p1, p2):
+    """``map_coordinates(f, (p - o) / h, order=1, mode="nearest")`` at one point (compiled by numba)."""
+    c0 = min(max((p0 - o[0]) / h, 0.0), sizes[0] - 1.0)
+    c1 = min(max((p1 - o[1]) / h, 0.0), sizes[1] - 1.0)
+    c2 = min(max((p2 - o[2]) / h, 0.0), sizes[2] - 1.0)
+    i0 = min(int(c0), sizes[0] - 2)
+    i1 = min(int(c1), sizes[1] - 2)
+    i2 = min(int(c2), sizes[2] - 2)
+    t0, t1, t2 = c0 - i0, c1 - i1, c2 - i2
+    a00 = f[i0, i1, i2] * (1.0 - t2) + f[i0, i1, i2 + 1] * t2
+    a01 = f[i0, i1 + 1, i2] * (1.0 - t2) + f[i0, i1 + 1, i2 + 1] * t2
+    a10 = f[i0 + 1, i1, i2] * (1.0 - t2) + f[i0 + 1, i1, i2 + 1] * t2
+    a11 = f[i0 + 1, i1 + 1, i2] * (1.0 - t2) + f[i0 + 1, i1 + 1, i2 + 1] * t2
+    return (a00 * (1.0 - t1) + a01 * t1) * (1.0 - t0) + (a10 * (1.0 - t1) + a11 * t1) * t0
+
+
+def _render_kernel():
+    """The compiled partial-volume kernel (numba, cached on disk), or None when numba is unavailable.
+
+    For every voxel whose 3x3x3 neighbourhood of point-sampled phases is not uniform, the material
+    is evaluated at ``K`` sub-voxel points (the same decision tree as :func:`material`) and the
+    grey values of their phases are averaged.  Sub-voxel reference positions are
+    ``ref[v] + J[v] @ offset``, with ``J`` the central-difference Jacobian of the reference-position
+    grid (one-sided at the grid edges).  Candidate particles of a voxel are the distinct particle
+    ids of its 3x3x3 neighbourhood, tested in increasing id order (later ids overwrite, as in
+    :func:`material`).
+    """
+    global _RENDER_KERNEL
+    if _RENDER_KERNEL is None:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency
+            _RENDER_KERNEL = False
+            return None
+
+        _trilinear = numba.njit(cache=True, nogil=True)(_trilinear_py)
+
+        @numba.njit(cache=True, nogil=True)
+        def kernel(ref, phase, pid, offs, table, img,
+                   z_cc, z_sep, crack_w,
+                   pore, pore_o, pore_h, pore_thr,
+                   fib_x, fib_y, fib_o, fib_h, fib_thr,
+                   centre, radius, rot, axes, bump_dir, bump_amp, bump_phase, core_shell, cracked,
+                   crack_normal, crack_side, crack_offset, plane_normal, plane_offset, front_thr):
+            nz, ny, nx = phase.shape
+            n_off = offs.shape[0]
+            cand = np.empty(27, np.int64)
+            jac = np.empty((3, 3))
+            delta = np.empty((n_off, 3))
+            sub = np.empty(n_off, np.int64)
+            sizes_p = pore.shape
+            sizes_f = fib_x.shape
+            for iz in range(nz):
+                z_lo, z_hi = max(iz - 1, 0), min(iz + 1, nz - 1)
+                for iy in range(ny):
+                    y_lo, y_hi = max(iy - 1, 0), min(iy + 1, ny - 1)
+                    for ix in range(nx):
+                        x_lo, x_hi = max(ix - 1, 0), min(ix + 1, nx - 1)
+                        ph0 = phase[iz, iy, ix]
+                        mixed = False
+                        nc = 0
+                        for a in range(z_lo, z_hi + 1):
+                            for b in range(y_lo, y_hi + 1):
+                                for c in range(x_lo, x_hi + 1):
+                                    if phase[a, b, c] != ph0:
+                                        mixed = True
+                                    q = pid[a, b, c]
+                                    if q > 0:
+                                        seen = False
+                                        for k in range(nc):
+                                            if cand[k] == q - 1:
+                                                seen = True
+                                                break
+                                        if not seen:
+                                            cand[nc] = q - 1
+                                            nc += 1
+                        if not mixed:
+                            continue
+                        # insertion sort: increasing particle index (later particles overwrite)
+                        for k in range(1, nc):
+                            v = cand[k]
+                            m = k - 1
+                            while m >= 0 and cand[m] > v:
+                                cand[m + 1] = cand[m]
+                                m -= 1
+                            cand[m + 1] = v
+                        for e in range(3):
+                            jac[e, 0] = (ref[z_hi, iy, ix, e] - ref[z_lo, iy, ix, e]) / (z_hi - z_lo)
+                            jac[e, 1] = (ref[iz, y_hi, ix, e] - ref[iz, y_lo, ix, e]) / (y_hi - y_lo)
+                            jac[e, 2] = (ref[iz, iy, x_hi, e] - ref[iz, iy, x_lo, e]) / (x_hi - x_lo)
+                        r0, r1, r2 = ref[iz, iy, ix, 0], ref[iz, iy, ix, 1], ref[iz, iy, ix, 2]
+                        dmax = 0.0
+                        for s in range(n_off):
+                            o0, o1, o2 = offs[s, 0], offs[s, 1], offs[s, 2]
+                            for e in range(3):
+                                de = jac[e, 0] * o0 + jac[e, 1] * o1 + jac[e, 2] * o2
+                                delta[s, e] = de
+                            dd = np.sqrt(delta[s, 0] ** 2 + delta[s, 1] ** 2 + delta[s, 2] ** 2)
+                            dmax = max(dmax, dd)
+                            p0, p1, p2 = r0 + delta[s, 0], r1 + delta[s, 1], r2 + delta[s, 2]
+                            # base phase: collector / anode matrix+pores / separator fibres+pores
+                            if p0 < z_cc:
+                                sub[s] = 4
+                            elif p0 < z_sep:
+                                val = _trilinear(pore, sizes_p, pore_o, pore_h, p0, p1, p2)
+                                sub[s] = 0 if val > pore_thr else 1
+                            else:
+                                va = _trilinear(fib_x, sizes_f, fib_o, fib_h, p0, p1, p2)
+                                vb = _trilinear(fib_y, sizes_f, fib_o, fib_h, p0, p1, p2)
+                                sub[s] = 5 if (va > fib_thr or vb > fib_thr) else 0
+                        for k in range(nc):
+                            # particle shape linearised about the voxel centre (smooth on the voxel
+                            # scale); crack and internal planes are exactly linear
+                            pp = cand[k]
+                            d0, d1, d2 = r0 - centre[pp, 0], r1 - centre[pp, 1], r2 - centre[pp, 2]
+                            rq2 = 0.0
+                            g0 = g1 = g2 = 0.0
+                            for j in range(3):
+                                lj = (d0 * rot[pp, 0, j] + d1 * rot[pp, 1, j] + d2 * rot[pp, 2, j]) / axes[pp, j]
+                                rq2 += lj * lj
+                                w = lj / axes[pp, j]
+                                g0 += w * rot[pp, 0, j]
+                                g1 += w * rot[pp, 1, j]
+                                g2 += w * rot[pp, 2, j]
+                            rq = np.sqrt(rq2)
+                            dn = max(np.sqrt(d0 * d0 + d1 * d1 + d2 * d2), 1e-9)
+                            n0, n1, n2 = d0 / dn, d1 / dn, d2 / dn
+                            bump = 0.0
+                            b0 = b1 = b2 = 0.0
+                            for j in range(bump_amp.shape[1]):
+                                u = n0 * bump_dir[pp, j, 0] + n1 * bump_dir[pp, j, 1] + n2 * bump_dir[pp, j, 2]
+                                arg = 3.0 * u + bump_phase[pp, j]
+                                bump += bump_amp[pp, j] * np.cos(arg)
+                                f = -3.0 * bump_amp[pp, j] * np.sin(arg) / dn
+                                b0 += f * (bump_dir[pp, j, 0] - u * n0)
+                                b1 += f * (bump_dir[pp, j, 1] - u * n1)
+                                b2 += f * (bump_dir[pp, j, 2] - u * n2)
+                            den = radius[pp] * (1.0 + bump)
+                            rho = rq / den
+                            inv_rq = 1.0 / max(rq, 1e-12)
+                            # grad rho = grad rq / den - rq grad B / (den (1 + B))
+                            c1 = rho / (1.0 + bump)
+                            g0 = g0 * inv_rq / den - c1 * b0
+                            g1 = g1 * inv_rq / den - c1 * b1
+                            g2 = g2 * inv_rq / den - c1 * b2
+                            if rho - np.sqrt(g0 * g0 + g1 * g1 + g2 * g2) * dmax >= 1.0:
+                                continue
+                            for s in range(n_off):
+                                e0, e1, e2 = delta[s, 0], delta[s, 1], delta[s, 2]
+                                rho_s = rho + g0 * e0 + g1 * e1 + g2 * e2
+                                if rho_s >= 1.0:
+                                    continue
+                                q0, q1, q2 = d0 + e0, d1 + e1, d2 + e2
+                                if cracked[pp]:
+                                    across = abs(q0 * crack_normal[pp, 0] + q1 * crack_normal[pp, 1]
+                                                 + q2 * crack_normal[pp, 2] - crack_offset[pp])
+                                    along = q0 * crack_side[pp, 0] + q1 * crack_side[pp, 1] + q2 * crack_side[pp, 2]
+                                    if across < 0.5 * crack_w and along > -0.2 * radius[pp]:
+                                        sub[s] = 0
+                                        continue
+                                if core_shell[pp]:
+                                    front = 1.0 - rho_s
+                                else:
+                                    front = np.inf
+                                    for j in range(plane_normal.shape[1]):
+                                        dist = abs(q0 * plane_normal[pp, j, 0] + q1 * plane_normal[pp, j, 1]
+                                                   + q2 * plane_normal[pp, j, 2] - plane_offset[pp, j])
+                                        front = min(front, dist)
+                                    front /= radius[pp]
+                                sub[s] = 3 if front < front_thr[pp] else 2
+                        acc = 0.0
+                        for s in range(n_off):
+                            acc += table[sub[s]]
+                        img[iz, iy, ix] = acc / n_off
+
+        _RENDER_KERNEL = kernel
+    return _RENDER_KERNEL or None
+
+
+def subvoxel_offsets(k):
+    """Midpoints of the ``k**3`` sub-cells of a voxel, in voxel units (K, 3), centred on 0."""
+    o = (np.arange(k) + 0.5) / k - 0.5
+    g = np.stack(np.meshgrid(o, o, o, indexing="ij"), -1)
+    return np.ascontiguousarray(g.reshape(-1, 3))
+
+
+def _mixed_voxels(phase):
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    return maximum_filter(phase, 3, mode="nearest") != minimum_filter(phase, 3, mode="nearest")
+
+
+def _jacobian(ref, idx):
+    """d ref / d voxel index at voxels ``idx`` (m, 3): central differences, one-sided at the edges."""
+    jac = np.empty((len(idx), 3, 3))
+    for a in range(3):
+        hi = idx.copy()
+        lo = idx.copy()
+        hi[:, a] = np.minimum(idx[:, a] + 1, ref.shape[a] - 1)
+        lo[:, a] = np.maximum(idx[:, a] - 1, 0)
+        jac[:, :, a] = (ref[tuple(hi.T)] - ref[tuple(lo.T)]) / (hi[:, a] - lo[:, a])[:, None]
+    return jac
+
+
+def render_grey(model, step, ref, phase, pid, table, *, supersampling, use_numba=True):
+    """Volume-averaged (partial-volume) grey image of a voxel grid, float32.
+
+    Each voxel's value is the mean grey value of the material over the voxel, estimated by the
+    midpoint rule on ``supersampling**3`` sub-cells.  Voxels whose 3x3x3 neighbourhood of
+    point-sampled ``phase`` labels is uniform are inside one phase and take ``table[phase]``
+    directly; only the others (near interfaces) are supersampled.  With ``supersampling=1`` this
+    is ``table[phase]`` (point sampling).
+
+    Parameters
+    ----------
+    model : Model
+    step : int
+    ref : ndarray, shape (nz, ny, nx, 3)
+        Reference (T0) positions of the grid's voxel centres, nm (from :func:`deform_inverse`).
+    phase, pid : ndarrays, shape (nz, ny, nx)
+        :func:`material` of ``ref`` (point-sampled labels at the voxel centres).
+    table : ndarray of float32, shape (len(Phase),)
+        Grey value of each phase.
+    supersampling : int
+        Sub-samples per axis of a mixed voxel (>= 1).
+    use_numba : bool
+        Use the compiled kernel (else a slow numpy path with the same result up to rounding).
+
+    Returns
+    -------
+    ndarray of float32, shape (nz, ny, nx)
+    """
+    table = np.asarray(table, np.float32)
+    img = table[phase]
+    offs = subvoxel_offsets(int(supersampling))
+    kernel = _render_kernel() if use_numba else None
+    lay, fields, parts, st = model.layout, model.fields, model.particles, model.steps[step]
+    front = np.array([front_threshold(parts, p, float(st.fraction[p])) for p in range(len(parts))], float)
+    if kernel is not None:
+        kernel(np.ascontiguousarray(ref, dtype=np.float64), np.ascontiguousarray(phase),
+               np.ascontiguousarray(pid), offs, table, img,
+               float(lay.z_collector_nm), float(lay.z_separator_nm), float(lay.crack_width_nm),
+               fields.pore, np.asarray(fields.pore_origin_nm, float), float(fields.pore_spacing_nm),
+               float(fields.pore_threshold), fields.fibre_x, fields.fibre_y,
+               np.asarray(fields.fibre_origin_nm, float), float(fields.fibre_spacing_nm),
+               float(fields.fibre_threshold),
+               parts.centre_nm, parts.radius_nm, parts.rotation, parts.axes, parts.bump_dir, parts.bump_amp,
+               parts.bump_phase, parts.mode == LithiationMode.CORE_SHELL, parts.cracked, parts.crack_normal,
+               parts.crack_side, parts.crack_offset_nm, parts.plane_normal, parts.plane_offset_nm, front)
+        return img
+    # numpy path: the same sub-samples through :func:`material` (all particles are candidates)
+    idx = np.argwhere(_mixed_voxels(phase))
+    for start in range(0, len(idx), 4096):
+        sub = idx[start:start + 4096]
+        jac = _jacobian(ref, sub)
+        pts = ref[tuple(sub.T)][:, None, :] + np.einsum("mij,kj->mki", jac, offs)
+        ph, _ = material(model, step, pts)
+        img[tuple(sub.T)] = (table[ph].astype(np.float64).sum(axis=1) / len(offs)).astype(np.float32)
+    return img
