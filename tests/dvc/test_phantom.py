@@ -14,7 +14,8 @@ errors on anode nodes whose window lies inside the anode, strain against the *sm
 - the phantom renders partial-volume images (voxel-averaged material, 3^3 sub-samples at interfaces)
   since point-sampled labels made the 2 px pore texture alias differently in every frame: noise-free
   ``series_hq`` with ``psf_sigma_px`` went from 0.057 px / 2.1e-3 (point sampled) to 0.021 px / 1.1e-3.
-  With the default noise (0.02) it gives 0.058-0.061 px / 2.4-2.5e-3 (was 0.084-0.093 px): the rest is noise.
+  With the default noise (0.02) it gives 0.058-0.061 px / 2.4-2.5e-3 at half-window 10 (was 0.084-0.093 px):
+  the rest is noise, and half-window 12 meets the target (test_phantom_smooth_field_accuracy).
 - the old version of this test also compared DVC's small strain with Green-Lagrange strain (E - e =
   e^2/2 = 5e-3 at 10 %, above the 2e-3 target) and counted collector/separator/interface nodes.
 """
@@ -110,17 +111,23 @@ def test_phantom_noise_free_series_meets_target_with_psf():
     assert np.median(serr) < 2e-3
 
 
-@pytest.mark.xfail(strict=True, reason="series_hq with the default noise 0.02: 0.058-0.061 px / 2.4-2.5e-3 with "
-                   "psf_sigma_px (1-2 passes) on the partial-volume renderer; noise-free it meets the target "
-                   "(test_phantom_noise_free_series_meets_target_with_psf): the remaining error is noise")
-def test_phantom_smooth_field_accuracy():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_phantom_smooth_field_accuracy(seed):
+    """Issue acceptance on the rendered, noisy HQ series: < 0.05 px and strain < 2e-3 (median).
+
+    With the default noise (0.02) a half-window of 10 px leaves 0.058-0.061 px of noise error; 12 px
+    (25^3-voxel windows, 1.25 um; the literature's final windows are 70^3) brings it under target:
+    0.040 px / 1.6e-3 for seed 0.
+    """
     from tomo4d.dvc import correlate
 
-    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=0, **SMOOTH)
+    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=2, seed=seed, **SMOOTH)
     s0, s1 = exp.series_hq[0].numpy(), exp.series_hq[1].numpy()
     sigma = exp.truth.hq_blur_sigma_nm / exp.truth.hq_grid.voxel_size_nm
-    field = correlate(s0, s1, node_spacing=8, half_window=10, smooth_sigma_px=1.0, tolerance_px=0.01,
-                      max_iterations=30, psf_sigma_px=sigma, psf_passes=2)
-    err, serr, _ = _errors(exp, field, 1)
+    field = correlate(s0, s1, node_spacing=8, half_window=12, smooth_sigma_px=1.0, tolerance_px=0.01,
+                      max_iterations=30, psf_sigma_px=sigma)
+    err, serr, max_strain = _errors(exp, field, 1)
+    assert len(err) >= 50
+    assert max_strain > 0.085  # the field really reaches ~10 % strain where it is measured
     assert np.median(err) < 0.05
     assert np.median(serr) < 2e-3
