@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "strain": "register:strain",
     "residual": "register:residual",
     "segment": "segment:segment",
+    "quantify": "quantify:quantify",
 }
 
 EXIT_USAGE = 2

@@ -69,6 +69,7 @@ DEMO_STAGES: list[tuple[str, str]] = [
     ("enhance", "demo_enhance:stage_enhance"),
     ("dvc", "demo_dvc:stage_dvc"),
     ("segment", "demo_segment:stage_segment"),
+    ("quantify", "demo_quantify:stage_quantify"),
 ]
 
 

@@ -1,0 +1,167 @@
+"""Regional mechanics: strain statistics and histograms per electrode layer over time.
+
+The electrode of the reference step (T0) is cut into ``n_layers`` slabs between the collector and
+separator interfaces (two layers: the collector side and the separator side); every node of a
+strain field (reference coordinates) falls into one layer by its depth.  Statistics come from
+:func:`tomo4d.dvc.regional_strain`, histograms from the same valid nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ._common import check_int, step_names
+
+__all__ = ["RegionalStrain", "regional_strain_series", "layer_names"]
+
+STATS = ("mean", "median", "std", "p05", "p95")
+
+
+@dataclass(frozen=True, eq=False)
+class RegionalStrain:
+    """Strain statistics per (step, layer, component) and histograms.
+
+    Attributes
+    ----------
+    step_names : tuple of str
+        Steps with a strain field (T0 -> Tn).
+    region_names : tuple of str
+        Layers, collector side first.
+    components : tuple of str
+        Strain components (``zz`` axial, ``yy``/``xx`` in-plane, ``volumetric``, ...).
+    mean, median, std, p05, p95 : (n_steps, n_regions, n_components) float64
+        Statistics over the valid nodes of each layer (dimensionless strain).
+    n_nodes : (n_steps, n_regions) int64
+    hist_component : str
+        Component of the histograms.
+    hist_edges : (bins + 1,) float64
+    hist_counts : (n_steps, n_regions, bins) int64
+    """
+
+    step_names: tuple[str, ...]
+    region_names: tuple[str, ...]
+    components: tuple[str, ...]
+    mean: np.ndarray
+    median: np.ndarray
+    std: np.ndarray
+    p05: np.ndarray
+    p95: np.ndarray
+    n_nodes: np.ndarray
+    hist_component: str
+    hist_edges: np.ndarray
+    hist_counts: np.ndarray
+
+    def value(self, region: str, component: str = "zz", statistic: str = "mean") -> np.ndarray:
+        """(n_steps,) one statistic of one component in one region."""
+        if region not in self.region_names:
+            raise InputError(f"region {region!r} is not known; use one of {', '.join(self.region_names)}")
+        if component not in self.components:
+            raise InputError(f"component {component!r} was not computed; use one of {', '.join(self.components)}")
+        if statistic not in STATS:
+            raise InputError(f"statistic {statistic!r} is not known; use one of {', '.join(STATS)}")
+        return getattr(self, statistic)[:, self.region_names.index(region), self.components.index(component)]
+
+    def to_columns(self) -> dict[str, np.ndarray]:
+        """Long table: one row per (step, region, component)."""
+        s, r, c = np.meshgrid(np.arange(len(self.step_names)), np.arange(len(self.region_names)),
+                              np.arange(len(self.components)), indexing="ij")
+        s, r, c = s.ravel(), r.ravel(), c.ravel()
+        cols = {"step": np.asarray(self.step_names)[s], "region": np.asarray(self.region_names)[r],
+                "component": np.asarray(self.components)[c], "n_nodes": self.n_nodes[s, r]}
+        for k in STATS:
+            cols[f"strain_{k}"] = getattr(self, k)[s, r, c]
+        return cols
+
+    def to_dict(self) -> dict:
+        return {k: v.tolist() for k, v in self.to_columns().items()}
+
+
+def layer_names(n_layers: int) -> tuple[str, ...]:
+    """Names of ``n_layers`` electrode layers, collector side first."""
+    if n_layers == 2:
+        return ("collector side", "separator side")
+    names = [f"layer {i + 1}/{n_layers}" for i in range(n_layers)]
+    names[0] += " (collector)"
+    names[-1] += " (separator)"
+    return tuple(names)
+
+
+def regional_strain_series(strains: Sequence, *, collector_z_px: float, separator_z_px: float, n_layers: int = 2,
+                           components: Sequence[str] = ("zz", "yy", "xx", "volumetric"),
+                           hist_component: str = "zz", bins: int = 50, value_range=None,
+                           names: Sequence[str] | None = None) -> RegionalStrain:
+    """Strain statistics and histograms of electrode layers for each step.
+
+    Parameters
+    ----------
+    strains : sequence of tomo4d.dvc.StrainField
+        Strain of each step T0 -> Tn (nodes in T0 coordinates, px).
+    collector_z_px, separator_z_px : float
+        The T0 collector/anode and anode/separator interfaces along z, px of the field's grid
+        (e.g. ``Thickness.collector_z_nm`` mean / voxel size).
+    n_layers : int
+        Number of slabs of equal T0 thickness (2: collector and separator halves).
+    components : sequence of str
+        See :meth:`tomo4d.dvc.StrainField.component`.
+    hist_component : str
+        Component of the histograms.
+    bins : int
+    value_range : (float, float), optional
+        Histogram range (default: the 0.5-99.5 % range over all steps and layers).
+    names : sequence of str, optional
+        Step names (default ``T1, T2, ...``).
+
+    Returns
+    -------
+    RegionalStrain
+    """
+    from ..dvc import StrainField, regional_strain
+
+    items = list(strains)
+    if not items:
+        raise InputError("strains is empty; give one StrainField per step (T0 -> Tn)")
+    for i, s in enumerate(items):
+        if not isinstance(s, StrainField):
+            raise InputError(f"strains[{i}] is a {type(s).__name__}; give tomo4d.dvc.StrainField objects")
+    n_layers = check_int("n_layers", n_layers, minimum=1)
+    zc, zs = float(collector_z_px), float(separator_z_px)
+    if not (np.isfinite(zc) and np.isfinite(zs) and zs > zc):
+        raise InputError(f"separator_z_px={separator_z_px!r} must be a finite number above collector_z_px="
+                         f"{collector_z_px!r}")
+    comps = tuple(str(c) for c in components)
+    if hist_component not in comps:
+        comps = comps + (hist_component,)
+    rnames = layer_names(n_layers)
+    names = step_names(len(items), names if names is not None else [f"T{i + 1}" for i in range(len(items))])
+    shape = (len(items), n_layers, len(comps))
+    out = {k: np.full(shape, np.nan) for k in STATS}
+    n_nodes = np.zeros((len(items), n_layers), np.int64)
+    masks_all = []
+    for i, st in enumerate(items):
+        depth = (st.positions_zyx_px[..., 0] - zc) / (zs - zc)
+        layer = np.floor(depth * n_layers).astype(np.int64)
+        masks = {rnames[k]: (layer == k) & (depth >= 0) & (depth < 1) for k in range(n_layers)}
+        masks_all.append(masks)
+        for r in regional_strain(st, masks, components=comps):
+            k, c = rnames.index(r.region), comps.index(r.component)
+            n_nodes[i, k] = r.n_nodes
+            for name in STATS:
+                out[name][i, k, c] = getattr(r, name)
+    vals = [items[i].component(hist_component)[m & items[i].valid] for i in range(len(items))
+            for m in masks_all[i].values()]
+    allv = np.concatenate(vals) if vals else np.zeros(0)
+    if value_range is None:
+        value_range = (float(np.percentile(allv, 0.5)), float(np.percentile(allv, 99.5))) if allv.size else (-1.0, 1.0)
+        if value_range[1] <= value_range[0]:
+            value_range = (value_range[0] - 0.5, value_range[0] + 0.5)
+    edges = np.linspace(value_range[0], value_range[1], int(bins) + 1)
+    counts = np.zeros((len(items), n_layers, int(bins)), np.int64)
+    for i in range(len(items)):
+        for k, m in enumerate(masks_all[i].values()):
+            counts[i, k] = np.histogram(items[i].component(hist_component)[m & items[i].valid], bins=edges)[0]
+    return RegionalStrain(step_names=names, region_names=rnames, components=comps, n_nodes=n_nodes,
+                          hist_component=hist_component, hist_edges=edges, hist_counts=counts, **out)

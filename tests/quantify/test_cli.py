@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from tomo4d.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, phantom_case):
+    from tomo4d import Volume
+    from tomo4d.io import save_volume
+
+    d = tmp_path_factory.mktemp("q")
+    vs = (phantom_case.vs,) * 3
+    out = {"labels": [], "particles": [], "fields": [], "changes": []}
+    for s in (0, 2):
+        p = d / f"labels_T{s}.tif"
+        save_volume(Volume(phantom_case.labels[s], vs), p)
+        out["labels"].append(str(p))
+        p = d / f"particles_T{s}.tif"
+        save_volume(Volume(phantom_case.particles[s].astype(np.uint16), vs), p)
+        out["particles"].append(str(p))
+        p = d / f"change_T{s}.tif"
+        save_volume(Volume(phantom_case.changes[s].astype(np.float32), vs), p)
+        out["changes"].append(str(p))
+    p = d / "field_T2.h5"
+    phantom_case.fields[2].save(p)
+    out["fields"].append(str(p))
+    out["dir"] = d
+    return out
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_thickness_and_phases(files, capsys, phantom_case):
+    assert main(["quantify", "thickness", *files["labels"], "--json"]) == 0
+    d = _json(capsys)["thickness"]
+    truth = phantom_case.truth.thickness_nm
+    assert abs(d["thickness_mean_um"][1] * 1e3 - truth[2]) < phantom_case.vs
+    out = files["dir"] / "phases.parquet"
+    assert main(["quantify", "phases", *files["labels"], "-o", str(out), "--json"]) == 0
+    d = _json(capsys)
+    assert d["phases"]["rnl"][0] == 1.0 and d["output"] == str(out) and out.is_file()
+    assert main(["quantify", "phases", *files["labels"]]) == 0
+    assert "RNL" in capsys.readouterr().out
+
+
+def test_particles_track_regions_modes(files, capsys):
+    out = files["dir"] / "particles.csv"
+    assert main(["quantify", "particles", files["particles"][0], "--cracks", "-o", str(out), "--json"]) == 0
+    d = _json(capsys)
+    assert d["particles"]["n_particles"] > 30 and d["n_cracked"] >= 1
+    assert out.read_text().splitlines()[0].startswith("label,n_voxels,volume_um3")
+    assert main(["quantify", "track", *files["particles"], "--field", files["fields"][0], "--json"]) == 0
+    d = _json(capsys)["tracks"]
+    assert d["n_complete"] >= 0.9 * d["n_started_at_first_step"]
+    assert main(["quantify", "regions", "--field", files["fields"][0], "--labels", files["labels"][0], "--json"]) == 0
+    d = _json(capsys)["regions"]
+    zz = [m for m, c in zip(d["strain_mean"], d["component"]) if c == "zz"]
+    assert zz[1] > zz[0]  # separator side above collector side
+    assert main(["quantify", "modes", files["particles"][0], *files["changes"], "--threshold", "0.5"]) == 0
+    assert "core-shell" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["quantify", "thickness", "/nonexistent.tif"], "does not exist"),
+    (["quantify", "particles", "{p}", "-o", "{p}"], ".csv or .parquet"),
+    (["quantify", "phases", "{p}", "--voxel-size", "1,2"], "--voxel-size"),
+])
+def test_user_errors_are_one_line(files, capsys, args, msg):
+    args = [a.replace("{p}", files["labels"][0]) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tomo4d: error:") and msg in err[0]
