@@ -122,3 +122,25 @@ def test_bad_spec(kwargs, word):
 def test_3d_features_need_volume():
     with pytest.raises(InputError, match="ndim=2"):
         compute_features(np.zeros((8, 8)), FeatureSpec(ndim=3))
+
+
+def test_closed_form_3x3_eigenvalues_match_lapack():
+    """The numba closed-form solver agrees with numpy.linalg.eigvalsh (float64) to 1e-6 of the
+    largest eigenvalue magnitude, also on diagonal, degenerate (all equal) and tiny matrices."""
+    from tomo4d.segment._eig import eigvalsh3
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20000, 6)).astype(np.float32)
+    a[:500, 3:] = 0.0             # diagonal
+    a[500:1000, :3] = 2.0         # 2 I: triple eigenvalue
+    a[500:1000, 3:] = 0.0
+    a[1000:1500] *= 1e-6          # tiny
+    m = np.zeros((a.shape[0], 3, 3))
+    for k, (i, j) in enumerate([(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]):
+        m[:, i, j] = m[:, j, i] = a[:, k]
+    ref = np.linalg.eigvalsh(m)
+    got = np.stack(eigvalsh3(*a.T), axis=-1)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    scale = np.maximum(np.abs(ref).max(axis=-1, keepdims=True), 1e-30)
+    assert np.max(np.abs(got - ref) / scale) < 1e-6
+    assert np.all(np.diff(got, axis=-1) >= 0)

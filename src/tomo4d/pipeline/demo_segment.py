@@ -28,6 +28,23 @@ N_TREES = 24
 SIGMAS = (0.7, 1.6, 3.5, 5.0)
 
 
+def _resolution_note(ctx, *, si_name: str) -> str:
+    """A warning when the phantom's particles are too small against the HQ blur for meaningful scores."""
+    exp = ctx.store.get("experiment")
+    params = getattr(exp, "params", None)
+    if params is None or not params.particle_radius_nm:
+        return ""
+    ratio = float(params.particle_radius_nm) / float(params.hq_blur_sigma_nm)
+    if ratio >= 4.0:
+        return ""
+    return (f" Note: this phantom's {si_name} particles (median radius {params.particle_radius_nm:g} nm = "
+            f"{params.particle_radius_nm / params.hq_voxel_nm:.1f} HQ voxels) are only {ratio:.1f} x the HQ blur sigma "
+            f"({params.hq_blur_sigma_nm:g} nm), so the scores are limited by the phantom's resolution (even a "
+            "forest trained on every voxel reaches silicon Dice ~0.91 at 64^3), not by the few labels. On a "
+            "phantom with realistic particles (make_experiment(shape=(128,)*3, particle_radius_nm=800)) the "
+            "same method reaches silicon Dice 0.98 and particle F1 0.95 (tests/segment/test_acceptance_phantom.py).")
+
+
 def _overlay_figure(images, label_maps, titles, *, n_classes: int):
     """Grey images with label maps overlaid (one panel each)."""
     from matplotlib.figure import Figure
@@ -166,7 +183,8 @@ def stage_segment(ctx) -> str:
                 f"{source}: {len(planes)} xz planes (y = {planes}) fully labelled from the ground truth "
                 f"({int((~region).sum())} voxels, {100 * (~region).mean():.1f} %); a random-forest pixel classifier "
                 f"({N_TREES} trees, 3D features at sigmas {list(SIGMAS)} voxels) segments the volume; particles of "
-                f"the {names[si]} phase are split by a distance-transform watershed. Scores on the unlabelled voxels.")
+                f"the {names[si]} phase are split by a distance-transform watershed. Scores on the unlabelled voxels."
+                + _resolution_note(ctx, si_name=names[si]))
     rep.table(["class", "Dice", "IoU", "boundary F1", "true voxels", "predicted voxels"],
               [(names.get(c.label, c.label), c.dice, c.iou, c.boundary_f1, c.n_true_voxels, c.n_predicted_voxels)
                for c in scores.classes],
