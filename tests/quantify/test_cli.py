@@ -61,7 +61,8 @@ def test_particles_track_regions_modes(files, capsys):
     d = _json(capsys)["regions"]
     zz = [m for m, c in zip(d["strain_mean"], d["component"]) if c == "zz"]
     assert zz[1] > zz[0]  # separator side above collector side
-    assert main(["quantify", "modes", files["particles"][0], *files["changes"], "--threshold", "0.5"]) == 0
+    assert main(["quantify", "modes", files["particles"][0], *files["changes"], "--threshold", "0.5",
+                 "--method", "threshold"]) == 0
     assert "core-shell" in capsys.readouterr().out
 
 

@@ -83,6 +83,33 @@ def test_link_particles_handles_swaps():
     assert np.all(c < 0.1)
 
 
+def test_fallback_predictions_rescue_a_locally_wrong_field():
+    """A field 7 px off in z (pointing at empty space) for a particle that moved 1 px: lost with the field
+    alone, kept with the fallback predictions; a correct field still wins over the fallbacks when both propose
+    a candidate."""
+    a = np.zeros((30, 20, 40), np.int32)
+    a[4:9, 4:9, 4:9] = 1
+    a[4:9, 4:9, 20:25] = 2
+    b = np.zeros_like(a)
+    b[5:10, 4:9, 4:9] = 3     # particle 1 moved 1 px
+    b[13:18, 4:9, 20:25] = 5  # particle 2 moved 9 px, as its (correct) field says
+    b[4:9, 4:9, 20:25] = 0
+    b[5:9, 4:8, 21:24] = 6    # a smaller particle where particle 2 was: the no-motion fallback candidate
+    bad = {1: (8.0, 0, 0), 2: (9.0, 0, 0)}
+
+    def field(step, pts):
+        return np.array([bad[1] if p[2] < 15 else bad[2] for p in pts], float)
+
+    lab = [a, b]
+    alone = track_particles(lab, displacement=field, fallback_penalty=None, search_radius_factor=1.0, voxel_size_nm=50)
+    both = track_particles(lab, displacement=field, voxel_size_nm=50)
+    links = {int(r[0]): int(r[1]) for r in both.label if r[0] > 0}
+    assert links == {1: 3, 2: 5}
+    assert {int(r[0]): int(r[1]) for r in alone.label if r[0] > 0}[1] == 0
+    with pytest.raises(InputError, match="hypothesis_penalty"):
+        link_particles(a, b, np.zeros((2, 2, 3)), src_ids=np.array([1, 2]), hypothesis_penalty=[0.0])
+
+
 def _permuted(labs, seed=0):
     rng = np.random.default_rng(seed)
     out, perms = [], []

@@ -68,11 +68,24 @@ def test_modes_on_constructed_shell_and_planes():
     change[(lab == 1) & (r1 > 11)] = 1.0
     change[(lab == 2) & (np.abs(g[0] - 20) < 3)] = 1.0
     noisy = change + np.random.default_rng(0).normal(0, 0.1, change.shape).astype(np.float32)
-    m = lithiation_modes(lab, [np.zeros_like(noisy), noisy], voxel_size_nm=50)
+    m = lithiation_modes(lab, [np.zeros_like(noisy), noisy], voxel_size_nm=50, method="threshold")
     assert list(m.mode) == [1, 2]
     assert m.shell_score[1, 0] > 0.8 and m.shell_score[1, 1] < 0.1
     assert m.mean_depth[1, 0] < m.mean_depth[1, 1]
     assert 0.3 < m.threshold < 0.7
+    # profile score (default for float maps): outer half vs innermost fifth of the residual itself
+    p = lithiation_modes(lab, [np.zeros_like(noisy), noisy], voxel_size_nm=50)
+    assert list(p.mode) == [1, 2] and np.all(p.step_mode[0] == 0)  # T0 (no residual): undecided
+    assert p.shell_score[1, 0] > 0.8 and p.shell_score[1, 1] < 0.2
+    # a weak shell beside a strong plane: one threshold for both loses the shell, the profile does not
+    weak = np.where(lab == 1, 0.3 * change, change) + np.random.default_rng(1).normal(0, 0.03, change.shape)
+    weak = weak.astype(np.float32)
+    assert lithiation_modes(lab, [weak], voxel_size_nm=50).mode.tolist() == [1, 2]
+    assert lithiation_modes(lab, [weak], voxel_size_nm=50, method="threshold").mode[0] != 1
+    with pytest.raises(InputError, match="method"):
+        lithiation_modes(lab, [weak], voxel_size_nm=50, method="otsu")
+    with pytest.raises(InputError, match="min_residual"):
+        lithiation_modes(lab, [weak], voxel_size_nm=50, min_residual=-1.0)
     d = particle_depth(lab, voxel_size_nm=50)
     assert d[20, 20, 20] == pytest.approx(15.5 * 50, abs=60)
 

@@ -212,17 +212,20 @@ def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json)
 @click.argument("particles_t0", type=click.Path(path_type=str))
 @click.argument("residuals", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--threshold", default=None, type=float, help="Residual level of a changed voxel (default: Otsu).")
+@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "threshold", "profile"]),
+              help="profile: residual of the outer half vs the core of each particle (float maps); threshold: "
+                   "depth of the voxels above --threshold (change masks); auto picks by dtype.")
 @_vs_option
 @_out_option
 @_overwrite_option
 @_json_option
-def modes(particles_t0, residuals, threshold, voxel_size, output, overwrite, as_json):
+def modes(particles_t0, residuals, threshold, method, voxel_size, output, overwrite, as_json):
     """Lithiation mode of every T0 particle from RESIDUALS maps (T0 frame, one per step)."""
     from ..quantify import lithiation_modes
 
     vols, vs = _open_all([particles_t0, *residuals], voxel_size, output)
     res = lithiation_modes(vols[0].numpy(), [v.numpy() for v in vols[1:]], voxel_size_nm=_voxel(vols, vs),
-                           threshold=threshold)
+                           threshold=threshold, method=method)
     written = _write(res, output, overwrite, [particles_t0, *residuals])
     info = {"modes": res.summary(), "output": written}
     if as_json:

@@ -41,6 +41,7 @@ def stage_dvc(ctx) -> str:
                           search_radius_px=4 if prev is None else 0, smooth_sigma_px=1.0, tolerance_px=0.01,
                           max_iterations=30)
         prev = field
+        ctx.store["dvc_fields"] = ctx.store.get("dvc_fields", [None])[:n] + [field]  # T0 -> Tn, LQ grid
         st = strain_field(field)
         pos_nm = np.asarray(grid.origin_nm) + st.positions_zyx_px * grid.voxel_size_nm
         regions = _regions(exp, pos_nm)

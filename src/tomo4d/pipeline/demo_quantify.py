@@ -2,11 +2,12 @@
 modes of the phantom's in-situ series, compared with its ground truth.
 
 Inputs (from earlier stages): ``ctx.store["experiment"]`` (phantom), and when present
-``ctx.store["segmentation"]`` / ``ctx.store["particles"]`` (the segment stage's T0 result).  The
-segment stage segments T0 only and the dvc stage keeps no fields, so the per-step phase and
-particle labels are the phantom's truth (HQ grid) and the displacement fields T0 -> Tn are the
-truth sampled on a DVC-like node grid: this stage measures the quantification, not the upstream
-stages.  Tables go to ``quantify/*.csv`` and ``*.parquet``.
+``ctx.store["segmentation"]`` / ``ctx.store["particles"]`` (the segment stage's T0 result) and
+``ctx.store["dvc_fields"]`` (the dvc stage's measured fields T0 -> Tn on the LQ grid, mapped here
+onto the HQ grid).  The segment stage segments T0 only, so the per-step phase and particle labels
+are the phantom's truth (HQ grid); tracking, regional strain and the residual maps of the
+lithiation modes use the measured fields when the dvc stage ran, else the truth sampled on a
+DVC-like node grid.  Tables go to ``quantify/*.csv`` and ``*.parquet``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ def _truth_fields(exp):
     return fields
 
 
+def _lq_field_on_hq(field, truth):
+    """A field measured on the LQ grid (px) as a field on the HQ grid (px); both grids are aligned with
+    the sample frame, so positions map affinely and translations scale by the voxel-size ratio."""
+    from ..dvc import DisplacementField
+
+    hq, lq = truth.hq_grid, truth.lq_grid
+    k = lq.voxel_size_nm / hq.voxel_size_nm
+    pos_nm = np.asarray(lq.origin_nm) + field.positions_zyx_px * lq.voxel_size_nm
+    pos = (pos_nm - np.asarray(hq.origin_nm)) / hq.voxel_size_nm
+    phi = field.phi.copy()
+    phi[:, :3, 3] *= k
+    return DisplacementField(pos, phi, field.status, grid_shape=field.grid_shape,
+                             node_spacing_px=tuple(int(round(s * k)) for s in field.node_spacing_px),
+                             half_window_px=tuple(int(round(h * k)) for h in field.half_window_px),
+                             voxel_size_nm=(hq.voxel_size_nm,) * 3, notes={"from": "dvc stage, LQ grid"})
+
+
 def stage_quantify(ctx) -> str:
     from .. import quantify as Q
     from ..dvc import strain_field
@@ -60,11 +78,21 @@ def stage_quantify(ctx) -> str:
         for suf in (".csv", ".parquet"):
             Q.write_table(result, out / f"{name}{suf}", overwrite=True)
 
+    measured = ctx.store.get("dvc_fields")
+    if measured is not None and len(measured) == t.n_steps and all(f is not None for f in measured[1:]):
+        fields = [None] + [_lq_field_on_hq(f, t) for f in measured[1:]]
+        field_note = ("the fields T0->Tn are the dvc stage's measurement on the LQ series, mapped onto the HQ "
+                      "grid (used for tracking, regional strain and residual maps)")
+        field_src = "measured"
+    else:
+        fields = _truth_fields(exp)
+        field_note = (f"the fields T0->Tn are the truth sampled on a node grid of {NODE_SPACING} voxels (the dvc "
+                      "stage did not run)")
+        field_src = "truth"
     rep.section("Quantification",
                 "Phantom in-situ series on the HQ grid. Per-step phase and particle labels are the phantom's "
-                "truth (the segment stage segments T0 only) and the fields T0->Tn are the truth sampled on a "
-                f"node grid of {NODE_SPACING} voxels (the dvc stage keeps no fields): the numbers below measure "
-                "the quantification itself. Tables (CSV + Parquet, units in the column names) are in quantify/.")
+                f"truth (the segment stage segments T0 only); {field_note}. Tables (CSV + Parquet, units in the "
+                "column names) are in quantify/.")
     # thickness and phases
     th = Q.thickness_series(labels, voxel_size_nm=vs, names=names)
     ph = Q.phase_series(labels, voxel_size_nm=vs, names=names)
@@ -101,7 +129,6 @@ def stage_quantify(ctx) -> str:
                       "from the truth T0 particle labels.")
     rep.figure(plots.size_distribution_figure(dist), "Equivalent-diameter distribution at T0 (interior particles)")
     # tracking (labels permuted per step: the tracker never sees the truth ids)
-    fields = _truth_fields(exp)
     rng = np.random.default_rng(ctx.seed)
     perms = [np.concatenate([[0], rng.permutation(int(p.max())) + 1]) for p in parts]
     tr = Q.track_particles([pm[p] for pm, p in zip(perms, parts)], displacement=fields[1:], voxel_size_nm=vs,
@@ -140,10 +167,11 @@ def stage_quantify(ctx) -> str:
     rep.table(["classified", "core-shell", "network", "accuracy vs truth", "core-shell share", "truth share"],
               [(int(k.sum()), int((modes.mode == 1).sum()), int((modes.mode == 2).sum()), acc,
                 modes.core_shell_share, float(np.mean(truth_mode[k] == 1)) if k.any() else float("nan"))],
-              caption="Lithiation modes from residual maps (HQ T_n pulled back onto T0 by the field, blur 1 voxel, "
-                      "Otsu threshold) inside T0 particles not cut by the border.")
+              caption=f"Lithiation modes from residual maps (HQ T_n pulled back onto T0 by the {field_src} field, "
+                      "blur 1 voxel; profile score: residual of the outer half vs the core of each particle) "
+                      "inside T0 particles not cut by the border.")
     rep.figure(plots.modes_figure(modes), "Shell score per particle vs time and core-shell share")
     return (f"thickness T0 {th.mean_um[0]:.2f} -> {th.mean_um[-1]:.2f} um (truth {t.thickness_nm[-1] / 1e3:.2f}); "
             f"RNL {ph.rnl[-1]:.3f} (truth {rnl_true[-1]:.3f}); tracks {100 * link_rate:.0f} % linked; "
             f"e_zz sep/col {reg.value(reg.region_names[-1])[-1]:.3f}/{reg.value(reg.region_names[0])[-1]:.3f}; "
-            f"modes {acc:.2f} correct")
+            f"modes {acc:.2f} correct; {field_src} fields")

@@ -17,6 +17,20 @@ sits in the core).  A step classifies a particle when f lies in ``[min_changed_f
 max_changed_fraction]``; the particle's mode is core-shell when the median score over those
 steps reaches ``shell_threshold``.  The mean normalised depth (depth / particle's largest depth)
 of the changed voxels is reported as the radial profile summary.
+
+Residual maps of real images (``method="profile"``, the default for float inputs) are not
+thresholded: the change of a thin shell under the point-spread function is weaker than the change
+along a network, so one threshold for all particles loses the shells (on a 96x128x128 phantom
+with 16-voxel particles, a core-shell particle at 13 % lithiation had a residual of 0.045 in its
+outer half against an Otsu threshold of 0.079 set by network particles at 0.1-0.2).  The
+*profile score* compares the mean residual of the outer half of the particle (q < 0.5) with that
+of its innermost fifth (q >= 0.8):
+
+    P = (mean_outer - mean_inner) / (mean_outer + mean_inner)
+
+which is near 1 when only a shell changed and <= 0 when the interior changed as much (network
+planes cross the centre; partial volume even lowers the residual of the surface voxels).  A step
+is decisive when the particle's mean residual reaches ``min_residual``.
 """
 
 from __future__ import annotations
@@ -52,9 +66,10 @@ class LithiationModes:
     changed_fraction : (n_steps, n) float64
         Share of each particle's voxels that changed.
     shell_score : (n_steps, n) float64
-        See the module notes (NaN when nothing changed).
+        Shell score, or profile score with ``method="profile"`` (module notes); NaN where undecided.
     mean_depth : (n_steps, n) float64
-        Mean normalised depth (0 surface, 1 centre) of the changed voxels (NaN when none).
+        Mean normalised depth (0 surface, 1 centre) of the changed voxels (profile method: weighted
+        by the residual; NaN when none).
     step_mode : (n_steps, n) int8
         0 undetermined, 1 core-shell, 2 network, per step.
     mode : (n,) int8
@@ -151,8 +166,8 @@ def residual_series(reference, series: Sequence, fields: Sequence, *, sigma_px: 
 
 def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold: float | None = None,
                      min_changed_fraction: float = 0.05, max_changed_fraction: float = 0.9,
-                     shell_threshold: float = 0.3, exclude_border: bool = True,
-                     names: Sequence[str] | None = None,
+                     shell_threshold: float | None = None, exclude_border: bool = True, method: str = "auto",
+                     min_residual: float | None = None, names: Sequence[str] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> LithiationModes:
     """Classify every T0 particle as core-shell-like or network-like from per-step change maps.
 
@@ -169,12 +184,22 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
         residual inside the particles, pooled over the steps.
     min_changed_fraction, max_changed_fraction : float
         A step classifies a particle only when this share of it changed (too little: the depth
-        distribution is noise; too much: shell and network look alike).
-    shell_threshold : float
-        Median shell score from which a particle is core-shell-like.
+        distribution is noise; too much: shell and network look alike).  Threshold method only.
+    shell_threshold : float, optional
+        Median score from which a particle is core-shell-like.  Default 0.3 (shell score) or 0.1
+        (profile score: with DVC-measured fields on three 96x128x128 phantoms with 12-16-voxel
+        particles, the 30 interior network particles scored <= 0.06, the 11 core-shell ones >= 0.2).
     exclude_border : bool
         Leave particles cut by the field-of-view border undetermined (their depth, measured from
         a cut face that is not a surface, is wrong).
+    method : {"auto", "threshold", "profile"}
+        ``"threshold"``: shell score of the voxels above ``threshold``; ``"profile"``: profile
+        score of the residual itself (module notes; ``shell_score`` then holds it).  ``"auto"``:
+        profile for float residual maps, threshold for boolean change masks.
+    min_residual : float, optional
+        Profile method: mean residual a particle needs at a step for that step to be decisive.
+        Default: 0.1 x ``threshold`` (Otsu's when not given; a core-shell particle at 1 %
+        lithiation had a mean residual of 0.2 x Otsu's threshold).
     names : sequence of str, optional
         Step names.
     progress : callable(done, total), optional
@@ -193,6 +218,8 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     if hi <= lo:
         raise InputError(f"max_changed_fraction={hi} must exceed min_changed_fraction={lo}")
     names = step_names(len(items), names)
+    if method not in ("auto", "threshold", "profile"):
+        raise InputError(f"method={method!r} is not supported; use 'auto', 'threshold' or 'profile'")
     arrs = []
     for i, a in enumerate(items):
         a = np.asarray(a.numpy() if hasattr(a, "numpy") else a)
@@ -212,6 +239,17 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
         thr = float(threshold)
         if not np.isfinite(thr):
             raise InputError(f"threshold={threshold!r} must be a finite residual level")
+    profile = method == "profile" or (method == "auto" and not boolean)
+    if profile:
+        if boolean:
+            arrs = [a.astype(np.float32) for a in arrs]
+            thr = 0.5
+        if min_residual is None:
+            min_res = 0.1 * thr if np.isfinite(thr) else float("inf")
+        else:
+            min_res = float(min_residual)
+            if not np.isfinite(min_res) or min_res < 0:
+                raise InputError(f"min_residual={min_residual!r} must be a finite residual level >= 0")
     # depth rank of every particle voxel within its particle
     depth = particle_depth(lab, voxel_size_nm=vs)
     idx = np.flatnonzero(inside.ravel())
@@ -236,9 +274,22 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     frac = np.zeros((len(arrs), n_p))
     score = np.full((len(arrs), n_p), np.nan)
     mdepth = np.full((len(arrs), n_p), np.nan)
+    outer, core = q < 0.5, q >= 0.8
+    n_out = np.bincount(pc[outer], minlength=n_p).astype(float)
+    n_core = np.bincount(pc[core], minlength=n_p).astype(float)
+    strong = np.zeros((len(arrs), n_p), bool)
     for s, a in enumerate(arrs):
         ch = a.ravel()[idx]
-        ch = ch if boolean else ch > thr
+        if profile:
+            w = np.maximum(ch.astype(np.float64), 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m_out = np.bincount(pc[outer], weights=w[outer], minlength=n_p) / n_out
+                m_core = np.bincount(pc[core], weights=w[core], minlength=n_p) / n_core
+                strong[s] = np.bincount(pc, weights=w, minlength=n_p) / size >= min_res
+                p_score = (m_out - m_core) / (m_out + m_core)
+                w_sum = np.bincount(pc, weights=w, minlength=n_p)
+                p_depth = np.bincount(pc, weights=w * dnorm, minlength=n_p) / w_sum
+        ch = ch if boolean and not profile else ch > thr
         nch = np.bincount(pc[ch], minlength=n_p).astype(float)
         f = nch / size
         frac[s] = f
@@ -248,15 +299,22 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
             share = nsh / nch
             score[s] = np.where((nch > 0) & (f < 1), (share - f) / (1 - f), np.nan)
             mdepth[s] = np.bincount(pc[ch], weights=dnorm[ch], minlength=n_p) / nch
+        if profile:
+            score[s] = np.where(strong[s] & (n_out > 0) & (n_core > 0), p_score, np.nan)
+            mdepth[s] = p_depth
         if progress is not None:
             progress(s + 1, len(arrs))
-    decisive = (frac >= lo) & (frac <= hi) & np.isfinite(score)
+    decisive = (strong if profile else (frac >= lo) & (frac <= hi)) & np.isfinite(score)
     if exclude_border:
         faces = np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel(),
                                 lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
         cut = np.isin(present, np.unique(faces))
         decisive[:, cut] = False
-    step_mode = np.where(decisive, np.where(score >= shell_threshold, CORE_SHELL, NETWORK), UNDETERMINED).astype(np.int8)
+    if shell_threshold is None:
+        shell_threshold = 0.1 if profile else 0.3
+    shell_threshold = float(shell_threshold)
+    step_mode = np.where(decisive, np.where(score >= shell_threshold, CORE_SHELL, NETWORK), UNDETERMINED)
+    step_mode = step_mode.astype(np.int8)
     mode = np.zeros(n_p, np.int8)
     for p in range(n_p):
         v = score[decisive[:, p], p]

@@ -5,7 +5,11 @@ its T0 centre of mass X0 moved by the measured displacement ``u_n(X0)`` (field T
 last seen position without a field.  The voxels of the particle at the last step it was seen are
 shifted by the predicted motion and looked up in the labels of step n, which gives the overlap
 (IoU) with every particle they land on; particles of step n whose centre lies within
-``search_radius_factor`` equivalent radii of the prediction are candidates too.  The cost of a
+``search_radius_factor`` equivalent radii of the prediction are candidates too.  A measured field
+can be locally wrong (next to the rigid collector, where DVC windows straddle two motions, it was
+off by 5-10 px on the 64^3 phantom while particles moved 1-2 px), so two fallback predictions
+propose candidates as well: the last seen position moved by the field's increment since then, and
+the last seen position unmoved; a pair costs its cheapest prediction, fallbacks with a penalty.  The cost of a
 pair is ``(1 - IoU) + distance / equivalent diameter + |log volume ratio|``.  The candidate pairs
 form a sparse bipartite graph; each connected component (a handful of particles) is solved
 exactly with :func:`scipy.optimize.linear_sum_assignment`, so the whole matching costs
@@ -130,20 +134,26 @@ def _counts_and_sums_light(lab: np.ndarray, n_bins: int) -> tuple[np.ndarray, np
 
 
 def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.ndarray, *,
-                   src_ids: np.ndarray, search_radius_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   src_ids: np.ndarray, search_radius_factor: float = 1.0,
+                   hypothesis_penalty=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match particles of ``src_labels`` (ids ``src_ids``) to particles of ``dst_labels``.
 
     Parameters
     ----------
     src_labels, dst_labels : (z, y, x) int arrays
         Particle labels of the source and destination steps (same grid).
-    shift_px : (len(src_ids), 3) float
-        Predicted motion of each source particle from source to destination, px.
+    shift_px : (len(src_ids), 3) or (len(src_ids), k, 3) float
+        Predicted motion of each source particle from source to destination, px; with a middle
+        axis, ``k`` alternative predictions (motion hypotheses, e.g. the DVC field and "did not
+        move"): every hypothesis proposes candidates and a pair costs its cheapest hypothesis.
     src_ids : (n,) int
         Source labels to match (others are ignored).
     search_radius_factor : float
         Destination particles whose centre lies within this many equivalent radii of the
         predicted centre are candidates even without overlap.
+    hypothesis_penalty : (k,) float, optional
+        Cost added to pairs proposed by each hypothesis (default 0 for the first, 0.25 for the
+        others: the first is the preferred prediction).
 
     Returns
     -------
@@ -156,9 +166,20 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     from scipy.spatial import cKDTree
 
     src_ids = np.asarray(src_ids, np.int64)
-    shift_px = np.asarray(shift_px, float).reshape(-1, 3)
-    if shift_px.shape[0] != src_ids.size:
-        raise InputError(f"shift_px has {shift_px.shape[0]} rows for {src_ids.size} source ids")
+    shift_px = np.asarray(shift_px, float)
+    if shift_px.ndim == 2:
+        shift_px = shift_px[:, None, :]
+    if shift_px.ndim != 3 or shift_px.shape[0] != src_ids.size or shift_px.shape[2] != 3:
+        raise InputError(f"shift_px has shape {shift_px.shape}; give ({src_ids.size}, 3) or ({src_ids.size}, k, 3) "
+                         "predicted motions (px) for the source ids")
+    n_h = shift_px.shape[1]
+    if hypothesis_penalty is None:
+        pen = np.r_[0.0, np.full(n_h - 1, 0.25)]
+    else:
+        pen = np.asarray(hypothesis_penalty, float).ravel()
+        if pen.size != n_h or not np.all(np.isfinite(pen)) or np.any(pen < 0):
+            raise InputError(f"hypothesis_penalty={hypothesis_penalty!r} needs {n_h} finite values >= 0 (one per "
+                             "motion hypothesis of shift_px)")
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if src_ids.size == 0:
         return empty
@@ -169,46 +190,58 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     # row index of each source label (-1: not tracked)
     row = np.full(ns, -1, np.int64)
     row[src_ids] = np.arange(src_ids.size)
-    shift_i = np.round(shift_px).astype(np.int64)
-    # overlap of the shifted source voxels with the destination particles
     z, y, x = np.nonzero(src_labels)
     r = row[src_labels[z, y, x]]
     keep = r >= 0
     z, y, x, r = z[keep], y[keep], x[keep], r[keep]
     size_src = np.bincount(r, minlength=src_ids.size)
-    zz, yy, xx = z + shift_i[r, 0], y + shift_i[r, 1], x + shift_i[r, 2]
-    inside = ((zz >= 0) & (zz < dst_labels.shape[0]) & (yy >= 0) & (yy < dst_labels.shape[1])
-              & (xx >= 0) & (xx < dst_labels.shape[2]))
-    d = np.zeros_like(r)
-    d[inside] = dst_labels[zz[inside], yy[inside], xx[inside]]
-    hit = d > 0
-    key = r[hit] * nd + d[hit]
-    pairs, inter = np.unique(key, return_counts=True)
-    pr, pd = pairs // nd, pairs % nd
     # destination sizes and centres
     dcount, dsums, _ = _counts_and_sums_light(dst_labels.astype(np.intp, copy=False), nd)
     dpresent = np.flatnonzero(dcount[1:]) + 1
     dcent = np.full((nd, 3), np.nan)
     dcent[dpresent] = dsums[dpresent] / dcount[dpresent][:, None]
-    # source centres, predicted
-    scount = np.bincount(r, minlength=src_ids.size).astype(float)
-    scent = np.stack([np.bincount(r, weights=c, minlength=src_ids.size) for c in (z, y, x)], 1)
-    scent = scent / np.maximum(scount, 1)[:, None] + shift_px
-    eq_r = np.cbrt(3.0 * np.maximum(scount, 1) / (4.0 * np.pi))
+    scount = np.maximum(size_src, 1).astype(float)
+    scent0 = np.stack([np.bincount(r, weights=c, minlength=src_ids.size) for c in (z, y, x)], 1) / scount[:, None]
+    eq_r = np.cbrt(3.0 * scount / (4.0 * np.pi))
     tree = cKDTree(dcent[dpresent])
-    near = tree.query_ball_point(scent, r=float(search_radius_factor) * eq_r)
-    nr = np.repeat(np.arange(src_ids.size), [len(v) for v in near])
-    nd_ = dpresent[np.concatenate([np.asarray(v, np.int64) for v in near])] if nr.size else np.zeros(0, np.int64)
-    allr = np.concatenate([pr, nr])
-    alld = np.concatenate([pd, nd_])
-    k2, first = np.unique(allr * nd + alld, return_index=True)
+    best_key, best_cost = [], []
+    for h in range(n_h):
+        shift = shift_px[:, h, :]
+        ok_h = np.all(np.isfinite(shift), axis=1)
+        shift = np.where(ok_h[:, None], shift, 0.0)
+        shift_i = np.round(shift).astype(np.int64)
+        # overlap of the shifted source voxels with the destination particles
+        zz, yy, xx = z + shift_i[r, 0], y + shift_i[r, 1], x + shift_i[r, 2]
+        inside = ((zz >= 0) & (zz < dst_labels.shape[0]) & (yy >= 0) & (yy < dst_labels.shape[1])
+                  & (xx >= 0) & (xx < dst_labels.shape[2]) & ok_h[r])
+        d = np.zeros_like(r)
+        d[inside] = dst_labels[zz[inside], yy[inside], xx[inside]]
+        hit = d > 0
+        pairs, inter = np.unique(r[hit] * nd + d[hit], return_counts=True)
+        pr, pd = pairs // nd, pairs % nd
+        scent = scent0 + shift
+        near = tree.query_ball_point(scent, r=float(search_radius_factor) * eq_r)
+        near = [v if ok_h[i] else [] for i, v in enumerate(near)]
+        nr = np.repeat(np.arange(src_ids.size), [len(v) for v in near])
+        nd_ = dpresent[np.concatenate([np.asarray(v, np.int64) for v in near])] if nr.size else np.zeros(0, np.int64)
+        k2 = np.unique(np.concatenate([pr * nd + pd, nr * nd + nd_]))
+        cr, cd = k2 // nd, k2 % nd
+        inter_all = np.zeros(k2.size)
+        inter_all[np.searchsorted(k2, pairs)] = inter
+        iou = inter_all / (size_src[cr] + dcount[cd] - inter_all)
+        dist = np.linalg.norm(dcent[cd] - scent[cr], axis=1)
+        best_key.append(k2)
+        best_cost.append((1.0 - iou) + dist / (2.0 * eq_r[cr])
+                         + np.abs(np.log(dcount[cd] / np.maximum(size_src[cr], 1))) + pen[h])
+    key = np.concatenate(best_key)
+    cst = np.concatenate(best_cost)
+    o = np.lexsort((cst, key))
+    key, cst = key[o], cst[o]
+    if key.size == 0:
+        return empty
+    first = np.r_[True, key[1:] != key[:-1]]
+    k2, cost = key[first], cst[first]
     cr, cd = k2 // nd, k2 % nd
-    inter_all = np.zeros(k2.size)
-    pos = np.searchsorted(k2, pairs)
-    inter_all[pos] = inter
-    iou = inter_all / (size_src[cr] + dcount[cd] - inter_all)
-    dist = np.linalg.norm(dcent[cd] - scent[cr], axis=1)
-    cost = (1.0 - iou) + dist / (2.0 * eq_r[cr]) + np.abs(np.log(dcount[cd] / np.maximum(size_src[cr], 1)))
     # sparse bipartite graph -> connected components -> exact assignment in each
     n_r, n_d = src_ids.size, nd
     g = sparse.coo_matrix((np.ones(k2.size), (cr, n_r + cd)), shape=(n_r + n_d, n_r + n_d)).tocsr()
@@ -266,8 +299,8 @@ def _predictor(displacement, n_steps):
 
 
 def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=None,
-                    search_radius_factor: float = 1.0, names: Sequence[str] | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Tracks:
+                    search_radius_factor: float = 1.5, fallback_penalty: float | None = 0.25,
+                    names: Sequence[str] | None = None, progress: Callable[[int, int], None] | None = None) -> Tracks:
     """Track particles through the steps of a time series of particle labellings.
 
     Parameters
@@ -283,6 +316,12 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     voxel_size_nm : float or (3,) float, optional
     search_radius_factor : float
         See :func:`link_particles`.
+    fallback_penalty : float or None
+        With a field, each particle also gets two fallback predictions: its last seen position
+        moved by the field's increment since that step, and its last seen position unmoved; they
+        rescue particles where the measured field is locally wrong (e.g. next to the rigid
+        collector, where DVC windows straddle two motions).  Pairs found only through a fallback
+        cost this much more.  ``None``: the field alone.
     names : sequence of str, optional
     progress : callable(done, total), optional
 
@@ -294,6 +333,8 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     if len(items) < 1:
         raise InputError("label_series is empty; give one particle label volume per step")
     check_positive("search_radius_factor", search_radius_factor, allow_zero=True)
+    if fallback_penalty is not None:
+        check_positive("fallback_penalty", fallback_penalty, allow_zero=True)
     vs = voxel_size(voxel_size_nm, *items)
     names = step_names(len(items), names)
     predict = _predictor(displacement, len(items))
@@ -336,14 +377,21 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
                 continue
             src_lab = np.array([lab_hist[t][src_step] for t in tr])
             pos_src = np.array([cen_hist[t][src_step] for t in tr])
+            # motion hypotheses: the field (T0 -> Tn at the T0 position), the field increment since
+            # the last seen step added to the last seen position, and no motion since then
+            hyp = []
             if predict is not None:
                 ref = np.array([x0[t] for t in tr])
-                pred = ref + predict(s, ref)
-            else:
-                pred = pos_src
+                u_s = predict(s, ref)
+                hyp.append(ref + u_s - pos_src)
+                if src_step > 0 and fallback_penalty is not None:
+                    hyp.append(u_s - predict(int(src_step), ref))
+            if predict is None or fallback_penalty is not None:
+                hyp.append(np.zeros_like(pos_src))
+            pens = [0.0] + [float(fallback_penalty or 0.0)] * (len(hyp) - 1)
             dst_masked = dst if not matched_dst else np.where(np.isin(dst, list(matched_dst)), 0, dst)
-            a, b, c = link_particles(labs[src_step], dst_masked, pred - pos_src, src_ids=src_lab,
-                                     search_radius_factor=search_radius_factor)
+            a, b, c = link_particles(labs[src_step], dst_masked, np.stack(hyp, 1), src_ids=src_lab,
+                                     search_radius_factor=search_radius_factor, hypothesis_penalty=pens)
             lookup = dict(zip(src_lab.tolist(), tr.tolist()))
             for sa, db, cc in zip(a.tolist(), b.tolist(), c.tolist()):
                 new_links[lookup[sa]] = (db, cc)
