@@ -94,3 +94,62 @@ def test_non_overlapping_pair_is_rejected(synth_pair):
     noise = np.random.default_rng(5).integers(0, 65535, lq.shape).astype(np.uint16)
     with pytest.raises(InputError, match="do not overlap"):
         prepare_pair(Volume(noise, 100.0), hq, register=False)
+
+
+@pytest.fixture(scope="module")
+def phantom64():
+    from tomo4d.phantom import make_experiment
+
+    return make_experiment(shape=(64, 64, 64), n_steps=2, seed=0)
+
+
+def test_demo_crop_of_the_hq_field_lands_on_the_hq_grid(phantom64):
+    """The demo enhances an LQ crop around the HQ field; x2 up-sampling it and cutting with the returned
+    slices must reproduce the LQ resampled on the HQ grid (cubic): measured RMS difference 0.009 grey units,
+    0.037 for a one-voxel offset, and a +-0.25 voxel shift of either sign makes it worse (0.013)."""
+    from scipy import ndimage
+
+    from tomo4d.pipeline.demo_enhance import _hq_field_crop
+
+    exp = phantom64
+    lo, hi, out = _hq_field_crop(exp, 4)
+    lq = exp.series[0].compute().numpy()
+    sub = lq[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    up = upsample2_xy(upsample2_axis(sub, 0))
+    got = up[out]
+    ref = exp.lq_on_hq_grid(exp.series[0], order=3)
+    assert got.shape == exp.hq.shape
+    inner = (slice(2, -2),) * 3
+    err = float(np.sqrt(np.mean((got - ref)[inner] ** 2)))
+    shifted = up[tuple(slice(o.start + 1, o.stop + 1) if i == 2 else o for i, o in enumerate(out))]
+    err_shift = float(np.sqrt(np.mean((shifted - ref)[inner] ** 2)))
+    assert err < 0.35 * err_shift, (err, err_shift)
+    for d in (-0.25, 0.25):
+        moved = ndimage.shift(up, (0, 0, d), order=3)[out]
+        assert float(np.sqrt(np.mean((moved - ref)[inner] ** 2))) > 1.2 * err
+
+
+def test_prepare_pair_registers_phantom_pair_to_subpixel(phantom64):
+    """The phantom's LQ (x2 up-sampled) is registered onto HQ within 1 px and 0.5 deg of the known transform.
+
+    Measured (64^3 phantom, seed 0): max error over the HQ volume 0.71 px (mean 0.61 px), rotation
+    error 0.24 deg; before the fix the registration did not converge (affine z scale 0.87) and the
+    coarse translation was kept (1.34 px).  The 64^3 pair holds few, small particles (LQ blur ~6 HQ px),
+    so the rigid solution is kept (the affine one stretches 3 %).
+    """
+    from tomo4d.register.phi import polar_decomposition, rotation_vector_deg
+
+    exp = phantom64
+    lq, hq = exp.lq.compute(), exp.hq.compute()
+    pr = prepare_pair(lq, hq)
+    assert pr.registration.startswith("tomo4d.register")
+    off = np.asarray(exp.truth.hq_offset_nm) / 50.0  # HQ corner in up-sampled LQ voxels (50 nm)
+    ph = np.asarray(exp.lq_to_hq_phi)
+    c = (np.asarray(hq.shape, float) - 1) / 2
+    pts = np.stack(np.meshgrid(*[np.linspace(0, n - 1, 5) for n in hq.shape], indexing="ij"), -1).reshape(-1, 3)
+    true = (pts - c) @ ph[:3, :3].T + c + ph[:3, 3] + off
+    est = pts @ pr.phi[:3, :3].T + pr.phi[:3, 3]
+    err = np.linalg.norm(true - est, axis=1)
+    rot, _ = polar_decomposition(np.linalg.solve(ph[:3, :3], pr.phi[:3, :3]))
+    assert err.max() < 1.0, err.max()
+    assert np.linalg.norm(rotation_vector_deg(rot)) < 0.5

@@ -99,3 +99,19 @@ def test_uncertainty_maps(model, synth_pair):
     assert res.consistency_mean < 1.5 * res.consistency_bicubic_mean
     with pytest.raises(InputError, match="n_samples"):
         enhance_with_uncertainty(model, lq, n_samples=1)
+
+
+def test_evaluate_centres_the_slice_block_and_uses_label_guided_edges(model, synth_pair):
+    """z_centre moves the evaluated block; edge_labels must be on the HQ grid (clear error otherwise)."""
+    from tomo4d.enhance import evaluate
+
+    lq, hq = synth_pair
+    ev = evaluate(lq, hq, models={"InDI": model}, steps=2, register=False, slices="all", max_slices=4,
+                  z_centre=2)
+    assert ev.slices == (0, 1, 2, 3)
+    ev = evaluate(lq, hq, models={"InDI": model}, steps=2, register=False, slices="all", max_slices=4,
+                  z_centre=15)
+    assert ev.slices == (12, 13, 14, 15)
+    with pytest.raises(InputError, match="edge_labels"):
+        evaluate(lq, hq, models={"InDI": model}, steps=2, register=False, slices="all", max_slices=4,
+                 edge_labels=np.zeros((3, 3, 3), np.uint8), edge_foreground=[1])

@@ -42,7 +42,7 @@ def enhance():
               help="InDI, or a one-step baseline with the same network.")
 @click.option("--steps", default=None, type=int, help="Override the number of optimiser steps.")
 @click.option("--seed", default=None, type=int, help="Override the seed.")
-@click.option("--no-register", is_flag=True, help="Skip the affine registration (pair already aligned).")
+@click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
 @click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
 @click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
 @click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
@@ -130,7 +130,7 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
 @click.option("--lq", required=True, type=click.Path(path_type=str))
 @click.option("--hq", required=True, type=click.Path(path_type=str))
 @click.option("--max-steps", default=30, show_default=True, help="Try 1..MAX_STEPS InDI steps.")
-@click.option("--no-register", is_flag=True, help="Skip the affine registration (pair already aligned).")
+@click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def sweep(model, lq, hq, max_steps, no_register, as_json):
     """Quality against the number of InDI steps on the held-out slices; recommends N."""

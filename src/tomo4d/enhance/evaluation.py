@@ -169,7 +169,8 @@ def _nearest_lq(lq_up: np.ndarray) -> np.ndarray:
 def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int | None = None,
              register: bool = True, phi0=None, slices: str = "validation", max_slices: int = 8, seed: int = 0,
              tile: int = 512, overlap: int = 64, pair=None, val_fraction: float = 0.1,
-             edge_half_length_px: float = 40.0) -> EvaluationResult:
+             edge_half_length_px: float = 40.0, edge_labels=None, edge_foreground=None,
+             z_centre: int | None = None) -> EvaluationResult:
     """Compare LQ, bicubic and every model in ``models`` against HQ.
 
     Parameters
@@ -187,6 +188,16 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     edge_half_length_px : float
         Longest half edge profile (HQ pixels) of the edge-resolution measurement: at
         least 3.5 sigma of the blurriest (LQ) edge, below the distance between structures.
+    edge_labels : (z, y, x) int array, optional
+        Phase labels on the HQ grid of the pair (e.g. a phantom's truth labels): the edge
+        profiles are then taken perpendicular to the true boundaries of ``edge_foreground``
+        (label-guided, :func:`tomo4d.quality.edges_from_labels`) instead of detected
+        automatically, for every image alike.
+    edge_foreground : int or sequence of int, optional
+        Label value(s) whose boundaries are measured (required with ``edge_labels``).
+    z_centre : int, optional
+        Centre the evaluated block of slices on this z index of the pair (default: the
+        centre of the pool), e.g. where the material of interest is.
 
     Returns
     -------
@@ -205,6 +216,9 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     pool = list(pr.val_slices) if slices == "validation" else list(range(pr.hq.shape[0]))
     # a contiguous block (3D edge normals need neighbouring slices), centred in the pool
     start = max(0, (len(pool) - max_slices) // 2)
+    if z_centre is not None:
+        near = int(np.argmin(np.abs(np.asarray(pool) - int(z_centre))))
+        start = int(np.clip(near - max_slices // 2, 0, max(0, len(pool) - max_slices)))
     zs = pool[start:start + max_slices]
     ref, lq_up, m = pr.hq[zs], pr.lq[zs], pr.mask[zs]
     # LQ and bicubic brought to HQ intensities with the first model's scalings (affine, metric-neutral for SIFT/edges)
@@ -221,8 +235,17 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
         images[name] = _model_output(model, lq_up, steps=n, seed=seed, tile=tile, overlap=overlap, slice_ids=zs)
     vs = tuple(float(v) for v in pr.hq_voxel_size_nm)
     mid = list(range(len(zs)))
+    edge_opts = {"max_half_length_px": float(edge_half_length_px)}
+    if edge_labels is not None:
+        lab = np.asarray(edge_labels)
+        if lab.shape != pr.hq.shape:
+            raise InputError(f"edge_labels has shape {lab.shape} but the HQ grid is {pr.hq.shape}; give labels "
+                             "on the HQ grid of the pair")
+        if edge_foreground is None:
+            raise InputError("edge_labels needs edge_foreground= (the label value(s) whose boundaries to measure)")
+        edge_opts.update(labels=lab[zs], foreground=edge_foreground)
     table = compare(ref, images, voxel_size_nm=vs, mask=m, reference_name="HQ", slices=mid,
-                    edge_options={"max_half_length_px": float(edge_half_length_px)})
+                    edge_options=edge_opts)
     return EvaluationResult(table, {"HQ": ref, **images}, m, tuple(int(z) for z in zs), vs)
 
 
