@@ -62,5 +62,7 @@ def test_demo_stage(tmp_path):
     ctx = DemoContext(out_dir=tmp_path, report=Report("t"), seed=0)
     summary = stage_phantom(ctx)
     assert "particles" in summary
-    assert ctx.store["hq"].shape == (64, 64, 64) and ctx.store["experiment"].n_steps == 4
+    exp = ctx.store["experiment"]
+    assert ctx.store["hq"].shape == (96, 96, 96) and exp.n_steps == 4
+    assert exp.truth.particle_radius_nm.mean() > 600  # particles large against the blur (meaningful demo)
     assert any("Synthetic" in p for p in ctx.report.parts)

@@ -13,7 +13,7 @@ def stage_phantom(ctx) -> str:
     from ..phantom import make_experiment
     from ..report import html as rep
 
-    exp = make_experiment(shape=(64, 64, 64), n_steps=4, seed=ctx.seed)
+    exp = make_experiment(shape=(96, 96, 96), n_steps=4, seed=ctx.seed, particle_radius_nm=900.0)
     ctx.store["experiment"] = exp
     ctx.store["hq"] = exp.hq.compute()
     t = exp.truth
