@@ -22,7 +22,8 @@ when a model is trained (sklearn) or a U-Net is built or loaded (torch).
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
+
 
 _EXPORTS = {
     "FeatureSpec": "features", "FEATURE_KINDS": "features", "compute_features": "features",
@@ -43,14 +44,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
