@@ -26,8 +26,11 @@ def test_stage_neutron_report(tmp_path):
 
 def test_stage_neutron_uses_the_phantom_when_present(tmp_path):
     phantom = __import__("pytest").importorskip("tomo4d.phantom")
-    exp = phantom.make_experiment(shape=(32, 32, 32), n_steps=2, seed=0)
+    exp = phantom.make_experiment(shape=(64, 64, 64), n_steps=3, seed=0)
     ctx = DemoContext(out_dir=tmp_path, report=Report("t"), seed=0, store={"experiment": exp})
     summary = stage_neutron(ctx)
     assert "phantom joint histogram" in summary
+    phantom_li = float(re.search(r"phantom anode Li error max ([\d.]+) %", summary).group(1))
+    assert phantom_li < 5, summary
+    assert "Li truth (mol/L)" in ctx.report.html()
     assert ctx.report.html().count("data:image/png;base64") >= 4

@@ -81,3 +81,25 @@ def test_calibration_with_known_intercept_and_errors():
         calibrate_lithium(mu, [lab == 2, lab == 1], [0.0, 0.07])
     with pytest.raises(InputError, match="LiCalibration"):
         lithium_concentration(mu, {"slope": 1})
+
+
+def test_attenuation_from_phases_bins_partial_volumes_and_blurs():
+    from tomo4d.neutron import attenuation_from_phases
+
+    lab = np.zeros((8, 8, 8), np.uint8)
+    lab[:, :, 4:] = 2
+    lab[:, :, 3] = 1                        # one column of phase 1 inside the first 4-voxel block of x
+    mu = attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=4)
+    assert mu.shape == (2, 2, 2) and mu.dtype == np.float32
+    assert np.allclose(mu[..., 0], (3 * 0.1 + 0.5) / 4) and np.allclose(mu[..., 1], 2.0)
+    blurred = attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=(4, 4, 4), psf_sigma_px=1.0)
+    assert blurred.mean() == pytest.approx(mu.mean(), rel=1e-5)       # blur conserves the mean
+    assert blurred[..., 0].mean() > mu[..., 0].mean()                 # and mixes the two sides
+    with pytest.raises(InputError, match=r"phase label\(s\) \[2\]"):
+        attenuation_from_phases(lab, {0: 0.1, 1: 0.5}, bin_factor=4)
+    with pytest.raises(InputError, match="bin_factor"):
+        attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=0)
+    with pytest.raises(InputError, match="larger than"):
+        attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=16)
+    with pytest.raises(InputError, match="integer"):
+        attenuation_from_phases(lab.astype(float), {0: 0.1}, bin_factor=1)

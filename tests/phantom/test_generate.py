@@ -93,7 +93,12 @@ def test_neutron_contrast_follows_li_content(exp):
         # slope per mol/L of Li equals the 6Li/7Li-weighted cross-section (natural Li: 0.0425 1/cm per mol/L)
         assert coef[0] == pytest.approx(t.li_per_mol_l_neutron_mu, rel=0.05)
         assert coef[1] == pytest.approx(1.0, abs=0.05)
-    assert t.li_per_mol_l_neutron_mu == pytest.approx(6.022e20 * 70.54e-24, rel=0.01)
+    # natural Li at 1.798 A: 70.54 b absorption + 1.37 b bound scattering (periodictable agrees)
+    assert t.li_per_mol_l_neutron_mu == pytest.approx(6.022e20 * (70.54 + 1.37) * 1e-24, rel=0.002)
+    from tomo4d.neutron import theoretical_lithium_calibration
+
+    k = theoretical_lithium_calibration(li6_fraction=t.li6_fraction).slope_cm2_per_mol * 1e-3
+    assert t.li_per_mol_l_neutron_mu == pytest.approx(k, rel=1e-3)
 
 
 def test_li6_enrichment_scales_attenuation():
@@ -102,6 +107,9 @@ def test_li6_enrichment_scales_attenuation():
     assert li_cross_section_b(0.075) == pytest.approx(70.5, rel=0.01)
     assert li_cross_section_b(0.075, wavelength_a=2 * 1.798) == pytest.approx(141.0, rel=0.01)
     assert li_cross_section_b(1.0) == pytest.approx(940.0)
+    from tomo4d.phantom.neutron import li_scattering_b
+
+    assert li_scattering_b(0.075) == pytest.approx(1.368, abs=0.002)
 
 
 def test_bragg_spectra_show_edges_and_li6_contrast(exp):

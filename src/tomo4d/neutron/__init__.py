@@ -7,7 +7,8 @@ normalisation          :func:`normalize_transmission`, :func:`transmission_sigma
 cross sections         :func:`formula_cross_section`, :func:`attenuation_from_composition`,
                        :func:`li_concentration_from_composition` (``periodictable`` data)
 lithium                :func:`calibrate_lithium`, :func:`theoretical_lithium_calibration`,
-                       :func:`lithium_concentration` (mol/cm^3 with uncertainty), :func:`region_values`
+                       :func:`lithium_concentration` (mol/cm^3 with uncertainty), :func:`region_values`,
+                       :func:`attenuation_from_phases` (Li-free matrix map from an X-ray phase map)
 wavelength-resolved    :func:`tof_to_wavelength`, :func:`rebin_spectra`, :func:`region_spectra`,
                        :func:`macro_pixel_spectra`, :func:`read_spectrum_csv`
 isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
@@ -31,7 +32,8 @@ from .isotopes import (IsotopeExchange, Li6FractionFit, fit_li6_fraction, isotop
                        non_lithium_attenuation_per_cm)
 from .joint import (AlignedPair, JointHistogram, JointPhases, align_modalities, joint_histogram, resample_to_grid,
                     segment_joint_phases, segmentation_accuracy)
-from .lithium import (LiCalibration, LiConcentration, RegionValues, calibrate_lithium, lithium_concentration,
+from .lithium import (LiCalibration, LiConcentration, RegionValues, attenuation_from_phases, calibrate_lithium,
+                      lithium_concentration,
                       region_values, theoretical_lithium_calibration)
 from .normalize import attenuation_coefficient, normalize_transmission, transmission_sigma
 from .spectra import (H_OVER_MN_ANGSTROM_M_PER_S, Spectra, macro_pixel_spectra, read_spectrum_csv, rebin_spectra,
@@ -49,7 +51,8 @@ __all__ = [
     "non_lithium_attenuation_per_cm",
     "AlignedPair", "JointHistogram", "JointPhases", "align_modalities", "joint_histogram", "resample_to_grid",
     "segment_joint_phases", "segmentation_accuracy",
-    "LiCalibration", "LiConcentration", "RegionValues", "calibrate_lithium", "lithium_concentration",
+    "LiCalibration", "LiConcentration", "RegionValues", "attenuation_from_phases", "calibrate_lithium",
+    "lithium_concentration",
     "region_values", "theoretical_lithium_calibration",
     "attenuation_coefficient", "normalize_transmission", "transmission_sigma",
     "H_OVER_MN_ANGSTROM_M_PER_S", "Spectra", "macro_pixel_spectra", "read_spectrum_csv", "rebin_spectra",

@@ -35,7 +35,7 @@ from .xs import (AVOGADRO_PER_MOL, BARN_CM2, NATURAL_LI6_FRACTION, THERMAL_WAVEL
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiCalibration", "calibrate_lithium", "theoretical_lithium_calibration", "LiConcentration",
+__all__ = ["LiCalibration", "attenuation_from_phases", "calibrate_lithium", "theoretical_lithium_calibration", "LiConcentration",
            "lithium_concentration", "RegionValues", "region_values"]
 
 
@@ -272,6 +272,69 @@ def lithium_concentration(mu, calibration: LiCalibration, *, mu_sigma_per_cm=Non
     sig = np.sqrt(noise ** 2 + mu0_sig ** 2 + (c * ks) ** 2) / k
     sig = np.broadcast_to(sig, c.shape)
     return LiConcentration(c.astype(np.float32), np.ascontiguousarray(sig, dtype=np.float32), calibration)
+
+
+def attenuation_from_phases(phase_labels, mu_per_phase, *, bin_factor=1, psf_sigma_px: float = 0.0) -> np.ndarray:
+    """Attenuation map (1/cm) predicted from a phase map, on the (coarser) neutron grid.
+
+    The usual source of ``matrix_mu_per_cm`` for :func:`lithium_concentration`: segment the
+    X-ray tomogram into phases, give each phase its Li-free attenuation (from its composition,
+    :func:`~tomo4d.neutron.xs.non_lithium_attenuation_per_cm`, or a reference measurement), and
+    bring the map to the neutron tomogram's voxels and resolution.  Each output voxel is the
+    mean over its ``bin_factor`` block of fine voxels (phase fractions, so interfaces are
+    partial-volume averaged), then blurred by a Gaussian of ``psf_sigma_px`` output voxels (the
+    neutron point-spread function).
+
+    Parameters
+    ----------
+    phase_labels : (z, y, x) int array
+        Phase map on the fine (X-ray) grid, aligned with the neutron volume (see
+        :func:`~tomo4d.neutron.align_modalities`); its corner is the neutron volume's corner.
+    mu_per_phase : mapping of int -> float
+        Attenuation of every label value present, 1/cm.
+    bin_factor : int or 3 ints
+        Fine voxels per neutron voxel along each axis; trailing fine voxels that do not fill a
+        whole neutron voxel are dropped (output shape ``labels.shape // bin_factor``).
+    psf_sigma_px : float
+        Standard deviation of the neutron blur in output voxels (0: none).
+
+    Returns
+    -------
+    float32 array
+    """
+    from scipy.ndimage import gaussian_filter
+
+    lab = np.asarray(phase_labels)
+    if lab.ndim != 3 or not np.issubdtype(lab.dtype, np.integer):
+        raise InputError(f"phase_labels must be a 3D integer (z, y, x) phase map, got {lab.ndim}D {lab.dtype}")
+    try:
+        table = {int(k): float(v) for k, v in dict(mu_per_phase).items()}
+    except (TypeError, ValueError):
+        raise InputError("mu_per_phase must map integer phase labels to attenuation values (1/cm)") from None
+    present = np.unique(lab)
+    missing = [int(v) for v in present if int(v) not in table]
+    if missing:
+        raise InputError(f"mu_per_phase has no attenuation for phase label(s) {missing}; give one value per phase "
+                         "present in phase_labels")
+    if not all(np.isfinite(v) for v in table.values()):
+        raise InputError("mu_per_phase values must be finite (1/cm)")
+    b = (bin_factor,) * 3 if np.ndim(bin_factor) == 0 else tuple(bin_factor)
+    if len(b) != 3 or any(int(v) != v or v < 1 for v in b):
+        raise InputError(f"bin_factor={bin_factor!r} must be a positive integer or three of them (z, y, x)")
+    b = tuple(int(v) for v in b)
+    n = tuple(s // f for s, f in zip(lab.shape, b))
+    if min(n) < 1:
+        raise InputError(f"bin_factor={b} is larger than phase_labels {lab.shape}; the map would be empty")
+    sig = positive_float("psf_sigma_px", psf_sigma_px, allow_zero=True)
+    lut = np.zeros(int(present.max()) - int(present.min()) + 1, np.float64)
+    lo = int(present.min())
+    for v in present:
+        lut[int(v) - lo] = table[int(v)]
+    mu = lut[lab[: n[0] * b[0], : n[1] * b[1], : n[2] * b[2]].astype(np.int64) - lo]
+    mu = mu.reshape(n[0], b[0], n[1], b[1], n[2], b[2]).mean(axis=(1, 3, 5))
+    if sig > 0:
+        mu = gaussian_filter(mu, sig, mode="nearest")
+    return mu.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ NEUTRON_MU_BACKGROUND = {Phase.PORE: 0.10, Phase.MATRIX: 0.30, Phase.SILICON: 0.
 NATURAL_LI6_FRACTION = 0.075
 SIGMA_LI6_B = 940.0
 SIGMA_LI7_B = 0.0454
+#: bound-atom total scattering of 6Li and 7Li, barn (Sears 1992), added to their absorption
+SIGMA_LI6_SCATTER_B = 0.97
+SIGMA_LI7_SCATTER_B = 1.40
 THERMAL_WAVELENGTH_A = 1.798
 AVOGADRO = 6.02214076e23
 
@@ -430,9 +433,9 @@ class _Engine:
         return c[phase]
 
     def neutron_mu_table(self, li6_fraction=None):
-        """Attenuation (1/cm at 1.8 A) per phase including its lithium."""
+        """Attenuation (1/cm at 1.8 A) per phase including its lithium (absorption and scattering)."""
         e = self.params.li6_fraction if li6_fraction is None else li6_fraction
-        sigma_li_cm2 = (e * SIGMA_LI6_B + (1 - e) * SIGMA_LI7_B) * 1e-24
+        sigma_li_cm2 = (e * (SIGMA_LI6_B + SIGMA_LI6_SCATTER_B) + (1 - e) * (SIGMA_LI7_B + SIGMA_LI7_SCATTER_B)) * 1e-24
         per_mol_l = AVOGADRO * 1e-3 * sigma_li_cm2  # (1/cm) per (mol/L)
         t = np.zeros(len(Phase), np.float64)
         for ph, v in NEUTRON_MU_BACKGROUND.items():
@@ -547,7 +550,17 @@ class GroundTruth:
     z_collector_nm : float
         Depth of the collector/anode interface (fixed at all steps), nm.
     li_per_mol_l_neutron_mu : float
-        Neutron attenuation (1/cm at 1.8 A) per mol/L of lithium for the chosen 6Li fraction.
+        Neutron attenuation (1/cm at 1.8 A) per mol/L of lithium for the chosen 6Li fraction
+        (absorption plus bound-atom scattering).
+    neutron_mu_li_free_per_cm : dict
+        Phase name -> neutron attenuation (1/cm at 1.8 A) of that phase without its lithium: what
+        a user knows from the composition of each component (the "matrix" attenuation).  The
+        neutron volumes are ``mu_li_free[phase] + li_per_mol_l_neutron_mu * c_Li`` averaged over
+        each neutron voxel, blurred by ``neutron_blur_sigma_nm``, plus noise.
+    li_concentration_mol_l : dict
+        Phase name -> lithium concentration, mol/L (lithiated Si and the electrolyte-filled pores).
+    li6_fraction : float
+        6Li atom fraction of all lithium in the sample.
     """
 
     step_names: tuple[str, ...]
@@ -581,6 +594,9 @@ class GroundTruth:
     hq_offset_nm: tuple[float, float, float]
     z_collector_nm: float
     li_per_mol_l_neutron_mu: float
+    neutron_mu_li_free_per_cm: dict
+    li_concentration_mol_l: dict
+    li6_fraction: float
     _engine: Any = field(default=None, repr=False, compare=False)
     _lazy: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -732,7 +748,11 @@ class GroundTruth:
             "neutron_blur_sigma_nm": self.neutron_blur_sigma_nm,
             "hq_noise_std": self.hq_noise_std, "lq_noise_std": self.lq_noise_std,
             "neutron_noise_std": self.neutron_noise_std, "ring_amplitude": self.ring_amplitude,
-            "grey_values": dict(self.grey_values), "lq_to_hq_phi": np.asarray(self.lq_to_hq_phi).tolist(),
+            "grey_values": dict(self.grey_values),
+            "li_per_mol_l_neutron_mu": self.li_per_mol_l_neutron_mu,
+            "neutron_mu_li_free_per_cm": dict(self.neutron_mu_li_free_per_cm),
+            "li_concentration_mol_l": dict(self.li_concentration_mol_l), "li6_fraction": self.li6_fraction,
+            "lq_to_hq_phi": np.asarray(self.lq_to_hq_phi).tolist(),
             "lq_to_hq_phi_centre": [(n - 1) / 2.0 for n in self.hq_grid.shape],
             "lq_misalignment": np.asarray(self.lq_misalignment).tolist(),
             "hq_grid": dataclasses.asdict(self.hq_grid), "lq_grid": dataclasses.asdict(self.lq_grid),
@@ -788,7 +808,10 @@ def _build_truth(engine) -> GroundTruth:
         lq_to_hq_phi=engine.lq_to_hq_phi(), lq_misalignment=engine.misalign.copy(),
         hq_grid=engine.grids["hq"], lq_grid=engine.grids["lq"],
         hq_offset_nm=engine.layout.hq_offset_nm, z_collector_nm=engine.layout.z_collector_nm,
-        li_per_mol_l_neutron_mu=per_mol, _engine=engine,
+        li_per_mol_l_neutron_mu=per_mol,
+        neutron_mu_li_free_per_cm={ph.name: float(NEUTRON_MU_BACKGROUND.get(ph, 0.0)) for ph in Phase},
+        li_concentration_mol_l={ph.name: float(v) for ph, v in zip(Phase, engine.li_concentration(np.arange(len(Phase))))},
+        li6_fraction=float(p.li6_fraction), _engine=engine,
     )
 
 
@@ -1039,7 +1062,8 @@ def _fingerprint(engine) -> str:
 
     parts = engine.model.particles
     h = hashlib.sha256()
-    for a in (parts.centre_nm, parts.radius_nm, parts.mode, engine.model.fields.pore[:4], engine.misalign):
+    for a in (parts.centre_nm, parts.radius_nm, parts.mode, engine.model.fields.pore[:4], engine.misalign,
+              engine.neutron_mu_table()[0]):
         h.update(np.ascontiguousarray(np.round(a, 6)).tobytes())
     return h.hexdigest()[:16]
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._model import LI_IN_ELECTROLYTE_MOL_L, LI_IN_LITHIATED_SI_MOL_L, Phase
+from .experiment import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
 
 SIGMA_LI6_B = 940.0          # absorption at 1.798 A (2200 m/s), barn
 SIGMA_LI7_B = 0.0454
@@ -37,6 +38,13 @@ def li_cross_section_b(li6_fraction: float, *, wavelength_a: float = THERMAL_WAV
     if not wavelength_a > 0:
         raise InputError(f"wavelength_a={wavelength_a!r} must be > 0 (angstrom)")
     return (e * SIGMA_LI6_B + (1 - e) * SIGMA_LI7_B) * wavelength_a / THERMAL_WAVELENGTH_A
+
+
+def li_scattering_b(li6_fraction: float) -> float:
+    """Bound-atom total scattering cross-section of Li (barn per atom) for a 6Li atom fraction."""
+    li_cross_section_b(li6_fraction)
+    e = float(li6_fraction)
+    return e * SIGMA_LI6_SCATTER_B + (1 - e) * SIGMA_LI7_SCATTER_B
 
 
 def bragg_cross_section_b(crystal: str, wavelengths_a, *, resolution: float = 0.005) -> np.ndarray:
@@ -118,6 +126,26 @@ _PHASE_BACKGROUND_MU = {Phase.PORE: 0.10, Phase.MATRIX: 0.30, Phase.LITHIATED_SI
                         Phase.SEPARATOR: 0.45}
 
 
+def li_free_attenuation_spectra(wavelengths_a) -> np.ndarray:
+    """Attenuation (1/cm) of every :class:`Phase` without its lithium, vs wavelength, shape (n_phases, n_wl).
+
+    Crystalline silicon and the copper collector: Bragg (coherent elastic) scattering with its
+    edges, incoherent scattering and 1/v absorption; the other phases: a 1/v term.  This is what a
+    user knows from reference measurements of each pristine component; the spectra of
+    :func:`transmission_spectra` add ``c_Li N_A (sigma_a(lambda) + sigma_s)`` of the lithium.
+    """
+    lam = np.asarray(wavelengths_a, float)
+    if lam.ndim != 1 or lam.size == 0 or np.any(lam <= 0):
+        raise InputError("wavelengths_a must be a 1D array of positive wavelengths in angstrom")
+    out = np.zeros((len(Phase), lam.size))
+    for ph, (cryst, n_at) in _PHASE_CRYSTAL.items():
+        _, _, _, s_abs, s_inc, _ = _CRYSTALS[cryst]
+        out[ph] = n_at * (bragg_cross_section_b(cryst, lam) + s_inc + s_abs * lam / THERMAL_WAVELENGTH_A) * 1e-24
+    for ph, m0 in _PHASE_BACKGROUND_MU.items():
+        out[ph] = m0 * lam / THERMAL_WAVELENGTH_A
+    return out
+
+
 def transmission_spectra(experiment, step=0, *, regions=None, wavelengths_a=None,
                          li6_fraction: float | None = None, path_length_mm: float = 1.0) -> TransmissionSpectra:
     """Bragg-edge transmission spectra of regions of the series sample at ``step``.
@@ -171,14 +199,8 @@ def transmission_spectra(experiment, step=0, *, regions=None, wavelengths_a=None
         li.append(float(f @ conc))
     fr = np.asarray(fr)
     li = np.asarray(li)
-    mu = np.zeros((len(names), lam.size))
-    for ph, (cryst, n_at) in _PHASE_CRYSTAL.items():
-        _, _, _, s_abs, s_inc, _ = _CRYSTALS[cryst]
-        sig = bragg_cross_section_b(cryst, lam) + s_inc + s_abs * lam / THERMAL_WAVELENGTH_A
-        mu += fr[:, ph, None] * n_at * sig[None] * 1e-24
-    for ph, m0 in _PHASE_BACKGROUND_MU.items():
-        mu += fr[:, ph, None] * m0 * (lam / THERMAL_WAVELENGTH_A)[None]
-    sigma_li = np.array([li_cross_section_b(li6, wavelength_a=w) for w in lam]) * 1e-24
+    mu = fr @ li_free_attenuation_spectra(lam)
+    sigma_li = (np.array([li_cross_section_b(li6, wavelength_a=w) for w in lam]) + li_scattering_b(li6)) * 1e-24
     mu += li[:, None] * AVOGADRO * 1e-3 * sigma_li[None]
     trans = np.exp(-mu * path_length_mm * 0.1)
     return TransmissionSpectra(lam, tuple(names), trans, fr, li, li6, float(path_length_mm),
