@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from tomo4d.neutron import (attenuation_from_composition, bragg_edge_model, li_attenuation_per_cm,
                             li_concentration_from_composition, molar_mass_g_per_mol)
+from tomo4d.neutron.synthetic import layered_cell_labels
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 
@@ -101,16 +102,7 @@ def joint_phantom(rng, *, shape=(32, 48, 48), neutron_factor=2, shift_px=(1, -2,
     (neutron voxels).
     """
     nz, ny, nx = shape
-    lab = np.zeros(shape, np.int16)
-    lab[: int(0.40 * nz)] = 4
-    lab[int(0.40 * nz): int(0.70 * nz)] = 3
-    lab[int(0.70 * nz): int(0.90 * nz)] = 2
-    lab[int(0.90 * nz):] = 1
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    for _ in range(10):  # pores inside the cathode layer
-        c = rng.uniform([2, 4, 4], [0.40 * nz - 2, ny - 4, nx - 4])
-        r = rng.uniform(2.5, 4.0)
-        lab[((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r) & (lab == 4)] = 1
+    lab = layered_cell_labels(shape, rng=rng)
     xr = np.zeros(shape)
     nm = np.zeros(shape)
     for i, (_, xv, nv) in enumerate(PHASES, start=1):

@@ -74,3 +74,15 @@ def test_joint_errors():
     with pytest.raises(InputError, match="NaN"):
         align_modalities(a + np.nan, a, fixed_voxel_size_nm=1, moving_voxel_size_nm=1)
     assert segmentation_accuracy(np.array([1, 1, 2, 2]), np.array([5, 5, 7, 7])) == 1.0
+
+
+def test_layered_cell_labels_layers_and_pores():
+    from tomo4d.neutron.synthetic import layered_cell_labels
+
+    lab = layered_cell_labels((20, 32, 32), rng=0, n_pores=4)
+    assert lab.dtype == np.int16 and set(np.unique(lab)) == {1, 2, 3, 4}
+    assert np.all(lab[8:14] == 3) and np.all(lab[14:18] == 2) and np.all(lab[18:] == 1)
+    assert 0 < np.mean(lab[:8] == 1) < 0.5                      # pores cut into the cathode only
+    assert np.array_equal(lab, layered_cell_labels((20, 32, 32), rng=0, n_pores=4))
+    with pytest.raises(InputError, match="shape"):
+        layered_cell_labels((4, 32, 32))

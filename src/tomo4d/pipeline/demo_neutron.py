@@ -41,18 +41,9 @@ def _phase_tables(li6: float):
 
 def _cell(rng, shape=(32, 48, 48)):
     """Truth labels 1..4 (gap, Li metal, LLZO, NMC) of a layered cell with pores in the cathode."""
-    nz, ny, nx = shape
-    lab = np.zeros(shape, np.int16)
-    lab[: int(0.40 * nz)] = 4
-    lab[int(0.40 * nz): int(0.70 * nz)] = 3
-    lab[int(0.70 * nz): int(0.90 * nz)] = 2
-    lab[int(0.90 * nz):] = 1
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    for _ in range(10):
-        c = rng.uniform([2, 4, 4], [0.40 * nz - 2, ny - 4, nx - 4])
-        r = rng.uniform(2.5, 4.0)
-        lab[((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r) & (lab == 4)] = 1
-    return lab
+    from ..neutron.synthetic import layered_cell_labels
+
+    return layered_cell_labels(shape, rng=rng)
 
 
 def _bin2(a):
