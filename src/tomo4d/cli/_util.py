@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI modules: progress bars, JSON output, option parsing."""
+"""Helpers shared by the CLI modules: common options, progress bars, output, option parsing."""
 
 from __future__ import annotations
 
@@ -27,6 +27,41 @@ def _jsonable(o):
 
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, default=_jsonable, sort_keys=False))
+
+
+def emit(info, *, as_json: bool, text) -> None:
+    """Print a command's result: *info* as JSON with ``--json``, else *text* for people.
+
+    *info* is the JSON-able result, or a function returning it (called only with ``--json``,
+    for results that cost something to build).  *text* is one string or an iterable of lines,
+    each echoed as it comes; a generator is run only without ``--json``.
+    """
+    if as_json:
+        echo_json(info() if callable(info) else info)
+    elif isinstance(text, str):
+        click.echo(text)
+    else:
+        for line in text:
+            click.echo(line)
+
+
+def option_group(*options):
+    """One decorator applying click *options* in the order given (as if stacked top to bottom)."""
+    def decorate(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+#: ``--json``: print the result as JSON (the ``as_json`` argument).
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+#: ``--overwrite``: replace an existing output file.
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
+#: ``--voxel-size``: voxel size in nm overriding the input file's (parse with :func:`parse_triple`).
+voxel_size_option = click.option("--voxel-size", default=None,
+                                 help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
 
 
 def parse_triple(text, *, name: str, kind=float):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._util import echo_json, parse_triple, progress_bar
+from ._util import emit, json_option, parse_triple, progress_bar
 
 
 def _open(path, voxel_size):
@@ -48,7 +48,7 @@ def enhance():
 @click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_voxel_size, hq_voxel_size, device,
           no_resume, overwrite, as_json):
     """Train a model on one LQ/HQ pair (up-sample, register, mask, split, train)."""
@@ -62,11 +62,9 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
     with progress_bar(f"training {objective}") as progress:
         res = _train(lq_v, hq_v, out, config=cfg, register=not no_register, resume=not no_resume,
                      overwrite=overwrite, device=device, progress=progress)
-    if as_json:
-        echo_json(res.__dict__)
-        return
-    click.echo(f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
-               f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB")
+    emit(res.__dict__, as_json=as_json,
+         text=f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
+              f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB")
 
 
 @enhance.command()
@@ -85,7 +83,7 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
 @click.option("--no-voxel-check", is_flag=True, help="Accept a voxel size other than the trained one.")
 @click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, samples, voxel_size, no_voxel_check,
           device, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
@@ -115,14 +113,15 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
         with progress_bar(f"enhancing {src}") as progress:
             save_volume(enh, dst, overwrite=overwrite, progress=progress)
         out.update(shape=list(enh.shape), voxel_size_nm=list(enh.voxel_size_nm))
-    if as_json:
-        echo_json(out)
-        return
-    click.echo(f"wrote {dst}")
-    if samples > 1:
-        click.echo(f"spread {out['spread']} (mean {out['spread_mean']:.4g}, p99 {out['spread_p99']:.4g}); "
+
+    def lines():
+        yield f"wrote {dst}"
+        if samples > 1:
+            yield (f"spread {out['spread']} (mean {out['spread_mean']:.4g}, p99 {out['spread_p99']:.4g}); "
                    f"data consistency {out['consistency']} (mean {out['consistency_mean']:.4g} vs bicubic "
                    f"{out['consistency_bicubic_mean']:.4g}, LQ noise {out['lq_noise_std']:.4g})")
+
+    emit(out, as_json=as_json, text=lines())
 
 
 @enhance.command()
@@ -131,7 +130,7 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
 @click.option("--hq", required=True, type=click.Path(path_type=str))
 @click.option("--max-steps", default=30, show_default=True, help="Try 1..MAX_STEPS InDI steps.")
 @click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def sweep(model, lq, hq, max_steps, no_register, as_json):
     """Quality against the number of InDI steps on the held-out slices; recommends N."""
     from ..enhance import load_model, sweep_steps
@@ -140,13 +139,11 @@ def sweep(model, lq, hq, max_steps, no_register, as_json):
     with progress_bar("sweeping steps") as progress:
         res = sweep_steps(m, _open(lq, None), _open(hq, None), steps=range(1, max_steps + 1),
                           register=not no_register, progress=progress)
-    if as_json:
-        echo_json(res.to_dict())
-        return
-    click.echo(f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'sharpness/HQ':>12}")
-    for n, p, s, h in zip(res.steps, res.psnr_db, res.ssim, res.sharpness_ratio):
-        click.echo(f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {h:>12.3f}")
-    click.echo(f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}")
+    emit(res.to_dict, as_json=as_json, text=[
+        f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'sharpness/HQ':>12}",
+        *(f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {h:>12.3f}"
+          for n, p, s, h in zip(res.steps, res.psnr_db, res.ssim, res.sharpness_ratio)),
+        f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}"])
 
 
 @enhance.command()
@@ -199,10 +196,6 @@ def evaluate(lq, hq, models, steps, slices, no_register, edge_half_length, out, 
             tmp.write_text(buf.getvalue(), encoding="utf-8")
         with atomic_output(o / "figure.png", overwrite=overwrite) as tmp:
             tmp.write_bytes(figure_png(evaluation_figure(res)))
-    if as_json:
-        echo_json(res.to_dict())
-        return
-    header = res.header()
-    click.echo("  ".join(f"{h:>14}" for h in header))
-    for row in res.rows():
-        click.echo("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in row))
+    emit(res.to_dict, as_json=as_json, text=[
+        "  ".join(f"{h:>14}" for h in res.header()),
+        *("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in row) for row in res.rows())])

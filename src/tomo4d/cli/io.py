@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ._util import echo_json, parse_triple, progress_bar
+from ._util import emit, json_option, option_group, overwrite_option, parse_triple, progress_bar, voxel_size_option
 
-_raw_options = [
+_with_raw_options = option_group(
     click.option("--shape", default=None, help="Raw input only: Z,Y,X."),
     click.option("--dtype", default=None, help="Raw input only: numpy dtype, e.g. uint16."),
-]
+)
 
 
 def _raw_kw(shape, dtype):
@@ -21,25 +21,8 @@ def _raw_kw(shape, dtype):
     return kw
 
 
-def _with_raw_options(f):
-    for opt in reversed(_raw_options):
-        f = opt(f)
-    return f
-
-
-@click.command()
-@click.argument("path", type=click.Path(path_type=str))
-@click.option("--dataset", default=None, help="HDF5 dataset or Zarr array inside the file.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_with_raw_options
-def info(path, dataset, as_json, shape, dtype):
-    """Describe a volume: shape, dtype, voxel size, value range (sampled), chunks, metadata."""
-    from ..io import volume_info
-
-    inf = volume_info(path, dataset=dataset, **_raw_kw(shape, dtype))
-    if as_json:
-        echo_json(inf.to_dict())
-        return
+def _info_lines(inf):
+    """The ``tomo4d info`` table of a :class:`VolumeInfo`, line by line."""
     vs = ", ".join(f"{v:g}" for v in inf.voxel_size_nm)
     rows = [
         ("path", inf.path), ("format", inf.format), ("shape (z, y, x)", " x ".join(map(str, inf.shape))),
@@ -53,18 +36,31 @@ def info(path, dataset, as_json, shape, dtype):
     rows += [(f"metadata.{k}", str(v)) for k, v in meta.items()]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        click.echo(f"{k:<{width}}  {v}")
+        yield f"{k:<{width}}  {v}"
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--dataset", default=None, help="HDF5 dataset or Zarr array inside the file.")
+@json_option
+@_with_raw_options
+def info(path, dataset, as_json, shape, dtype):
+    """Describe a volume: shape, dtype, voxel size, value range (sampled), chunks, metadata."""
+    from ..io import volume_info
+
+    inf = volume_info(path, dataset=dataset, **_raw_kw(shape, dtype))
+    emit(inf.to_dict, as_json=as_json, text=_info_lines(inf))
 
 
 @click.command()
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
-@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
+@voxel_size_option
 @click.option("--dataset", default=None, help="HDF5 dataset / Zarr array to read.")
 @click.option("--out-dataset", default=None, help="HDF5 dataset / Zarr array to write.")
 @click.option("--compression", default=None, help="Output compression (format dependent).")
 @click.option("--levels", default=1, show_default=True, help="OME-Zarr output: number of resolution levels.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
+@overwrite_option
 @_with_raw_options
 def convert(src, dst, voxel_size, dataset, out_dataset, compression, levels, overwrite, shape, dtype):
     """Convert a volume between formats, streaming chunk by chunk (bounded memory)."""

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from ._util import echo_json
+from ._util import emit, json_option
 
 
-def _table(header, rows) -> None:
+def _table(header, rows):
+    """Lines of a left-aligned text table."""
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    yield "  ".join(h.ljust(w) for h, w in zip(header, widths))
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        yield "  ".join(c.ljust(w) for c, w in zip(r, widths))
 
 
 def _pair(text, *, name):
@@ -76,7 +77,7 @@ def neutron():
 @click.option("--min-so-mm", type=float, default=0.0, show_default=True,
               help="Closest the sample can get to the X-ray source, mm.")
 @click.option("--spot-um", type=float, default=0.0, show_default=True, help="X-ray focal spot size, um.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_mm, detector_res_um, pixel_um, so_mm,
          sd_mm, min_so_mm, spot_um, as_json):
     """Which resolution a neutron (R = l / (L/D)) and X-ray (R = P / M, M = SD/SO) geometry reaches."""
@@ -95,11 +96,12 @@ def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_m
     xs = (XraySetup(detector_pixel_um=pixel_um, source_sample_distance_mm=so_mm, source_detector_distance_mm=sd_mm,
                     min_source_sample_distance_mm=min_so_mm, source_spot_um=spot_um) if all(x_given) else None)
     result = plan_resolution(target_um, neutron=ns, xray=xs)
-    if as_json:
-        echo_json(result.to_dict())
-        return
-    click.echo(f"target resolution: {target_um:g} um")
-    _table(result.header(), result.table_rows())
+
+    def lines():
+        yield f"target resolution: {target_um:g} um"
+        yield from _table(result.header(), result.table_rows())
+
+    emit(result.to_dict, as_json=as_json, text=lines())
 
 
 @neutron.command()
@@ -113,7 +115,7 @@ def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_m
 @click.option("--thickness-cm", type=float, default=None,
               help="Write the attenuation coefficient -ln(T)/thickness (1/cm) instead of T.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background, thickness_cm, overwrite, as_json):
     """Open-beam/dark correction of SAMPLE into OUTPUT (transmission or attenuation, float32)."""
     import numpy as np
@@ -137,11 +139,8 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
     path = _save(out, output, overwrite=overwrite, inputs=[sample, open_beam, dark], name=what)
     stats = {"output": str(path), "quantity": what, "shape": list(np.shape(out)),
              "mean": float(np.nanmean(out)), "min": float(np.nanmin(out)), "max": float(np.nanmax(out))}
-    if as_json:
-        echo_json(stats)
-    else:
-        click.echo(f"wrote {path}: {what}, shape {tuple(stats['shape'])}, mean {stats['mean']:.4g} "
-                   f"(min {stats['min']:.4g}, max {stats['max']:.4g})")
+    emit(stats, as_json=as_json, text=f"wrote {path}: {what}, shape {tuple(stats['shape'])}, mean {stats['mean']:.4g} "
+                                      f"(min {stats['min']:.4g}, max {stats['max']:.4g})")
 
 
 @neutron.command()
@@ -154,7 +153,7 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
 @click.option("--hkl", default="1,1,0", show_default=True, help="Plane family h,k,l with --lattice.")
 @click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str), help="Write a PNG of the fit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --figure.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite, as_json):
     """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma])."""
     from ..errors import InputError
@@ -191,13 +190,21 @@ def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite
         with atomic_output(Path(figure_path), overwrite=overwrite, inputs=[spectrum]) as tmp:
             tmp.write_bytes(png)
         d["figure"] = figure_path
-    if as_json:
-        echo_json(d)
-        return
-    if not fit.ok:
-        click.echo(f"edge fit NOT ok in {fit.window_angstrom[0]:.4g}..{fit.window_angstrom[1]:.4g} Å "
+
+    def lines():
+        if not fit.ok:
+            yield (f"edge fit NOT ok in {fit.window_angstrom[0]:.4g}..{fit.window_angstrom[1]:.4g} Å "
                    "(no significant edge, or it sits at the window border); adjust --window/--guess")
-        return
+            return
+        yield from _table(("quantity", "value", "sigma", "unit"), _bragg_rows(fit, expected, d))
+        if figure_path:
+            yield f"wrote {figure_path}"
+
+    emit(d, as_json=as_json, text=lines())
+
+
+def _bragg_rows(fit, expected, d):
+    """Rows (quantity, value, sigma, unit) of a fitted Bragg edge for ``tomo4d neutron bragg``."""
     rows = [("edge position (onset) lambda_hkl", f"{float(fit.edge_position_angstrom):.5f}",
              f"{float(fit.edge_position_sigma_angstrom):.5f}", "Å"),
             ("edge midpoint", f"{float(fit.edge_midpoint_angstrom):.5f}",
@@ -211,9 +218,7 @@ def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite
     if expected is not None:
         rows.append(("expected edge 2 d_hkl", f"{expected:.5f}", "", "Å"))
         rows.append(("midpoint - expected", f"{d['midpoint_minus_expected_angstrom']:+.5f}", "", "Å"))
-    _table(("quantity", "value", "sigma", "unit"), rows)
-    if figure_path:
-        click.echo(f"wrote {figure_path}")
+    return rows
 
 
 @neutron.command()
@@ -223,7 +228,7 @@ def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite
 @click.option("--thickness-cm", type=float, default=None,
               help="The SPECTRUM is a transmission through this thickness (else attenuation in 1/cm).")
 @click.option("--no-background", is_flag=True, help="Do not fit a constant background attenuation.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def isotopes(spectrum, composition, density, thickness_cm, no_background, as_json):
     """6Li fraction from an attenuation (or transmission) SPECTRUM of a phase of known composition."""
     import numpy as np
@@ -244,18 +249,20 @@ def isotopes(spectrum, composition, density, thickness_cm, no_background, as_jso
                            fit_background=not no_background)
     d = fit.to_dict()
     d["li_concentration_mol_per_cm3"] = c_li
-    if as_json:
-        echo_json(d)
-        return
-    if not fit.ok:
-        click.echo("6Li fit NOT ok (too few valid bins or an unphysical result)")
-        return
-    _table(("quantity", "value", "sigma", "unit"), [
-        ("6Li fraction", f"{100 * float(fit.li6_fraction):.3f}", f"{100 * float(fit.li6_fraction_sigma):.3f}",
-         "atom %"),
-        ("background", f"{float(fit.background_per_cm):.4f}", f"{float(fit.background_sigma_per_cm):.4f}", "1/cm"),
-        ("Li concentration (input)", f"{c_li:.5f}", "", "mol/cm^3"),
-        ("reduced chi2", f"{float(fit.chi2_reduced):.3f}", "", "")])
+
+    def lines():
+        if not fit.ok:
+            yield "6Li fit NOT ok (too few valid bins or an unphysical result)"
+            return
+        yield from _table(("quantity", "value", "sigma", "unit"), [
+            ("6Li fraction", f"{100 * float(fit.li6_fraction):.3f}", f"{100 * float(fit.li6_fraction_sigma):.3f}",
+             "atom %"),
+            ("background", f"{float(fit.background_per_cm):.4f}", f"{float(fit.background_sigma_per_cm):.4f}",
+             "1/cm"),
+            ("Li concentration (input)", f"{c_li:.5f}", "", "mol/cm^3"),
+            ("reduced chi2", f"{float(fit.chi2_reduced):.3f}", "", "")])
+
+    emit(d, as_json=as_json, text=lines())
 
 
 @neutron.command()
@@ -271,7 +278,7 @@ def isotopes(spectrum, composition, density, thickness_cm, no_background, as_jso
               help="Li-free attenuation, 1/cm (without --ref, or with a single --ref).")
 @click.option("--sigma-output", default=None, type=click.Path(path_type=str), help="Also write the uncertainty map.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, sigma_output, overwrite, as_json):
     """Li concentration map (mol/cm^3) from a neutron attenuation volume MU_VOLUME (1/cm)."""
     import numpy as np
@@ -314,15 +321,16 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
         rv = region_values(res.concentration_mol_per_cm3, labels)
         regions = [{"label": int(l_), "mean_mol_per_cm3": float(m), "sigma_of_mean_mol_per_cm3": float(s),
                     "n_voxels": int(n)} for l_, m, s, n in zip(rv.labels, rv.mean, rv.sigma_of_mean, rv.n_voxels)]
-    if as_json:
-        echo_json({"calibration": cal.to_dict(), "regions": regions, "written": written})
-        return
-    click.echo(f"calibration ({cal.method}): mu = {cal.intercept_per_cm:.4g} + {cal.slope_cm2_per_mol:.4g} c "
+
+    def lines():
+        yield (f"calibration ({cal.method}): mu = {cal.intercept_per_cm:.4g} + {cal.slope_cm2_per_mol:.4g} c "
                f"(+- {cal.slope_sigma_cm2_per_mol:.2g}) ; effective Li cross section "
                f"{cal.effective_cross_section_barn:.4g} b")
-    if regions:
-        _table(("label", "Li (mol/cm^3)", "sigma of mean", "voxels"),
-               [(r["label"], f"{r['mean_mol_per_cm3']:.5f}", f"{r['sigma_of_mean_mol_per_cm3']:.2g}", r["n_voxels"])
-                for r in regions])
-    for w in written:
-        click.echo(f"wrote {w}")
+        if regions:
+            yield from _table(("label", "Li (mol/cm^3)", "sigma of mean", "voxels"),
+                              [(r["label"], f"{r['mean_mol_per_cm3']:.5f}", f"{r['sigma_of_mean_mol_per_cm3']:.2g}",
+                                r["n_voxels"]) for r in regions])
+        for w in written:
+            yield f"wrote {w}"
+
+    emit({"calibration": cal.to_dict(), "regions": regions, "written": written}, as_json=as_json, text=lines())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._util import echo_json, parse_triple, progress_bar
+from ._util import emit, parse_triple, progress_bar
 
 
 @click.command()
@@ -30,11 +30,10 @@ def phantom(out_dir, shape, steps, seed, core_shell, series_sample, phase_contra
     with progress_bar(f"writing {out_dir}") as progress:
         out = exp.save(out_dir, overwrite=overwrite, fields=fields, progress=progress)
     t = exp.truth
-    if as_json:
-        echo_json({"out_dir": str(out), "shape": list(exp.params.shape), "seed": exp.params.seed,
-                   "non_lithiated_si_volume_nm3": list(t.non_lithiated_si_volume_nm3), **t.summary()})
-        return
-    click.echo(f"wrote {out}: {exp!r}")
-    for i, name in enumerate(t.step_names):
-        click.echo(f"  {name}  SoC {t.state_of_charge[i]:.2f}  thickness {t.thickness_nm[i] / 1000:.3f} um  "
-                   f"non-lithiated Si {t.non_lithiated_si_volume_nm3[i] / 1e9:.3f} um^3")
+    info = {"out_dir": str(out), "shape": list(exp.params.shape), "seed": exp.params.seed,
+            "non_lithiated_si_volume_nm3": list(t.non_lithiated_si_volume_nm3), **t.summary()}
+    emit(info, as_json=as_json, text=[
+        f"wrote {out}: {exp!r}",
+        *(f"  {name}  SoC {t.state_of_charge[i]:.2f}  thickness {t.thickness_nm[i] / 1000:.3f} um  "
+          f"non-lithiated Si {t.non_lithiated_si_volume_nm3[i] / 1e9:.3f} um^3"
+          for i, name in enumerate(t.step_names))])

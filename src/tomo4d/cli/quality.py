@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._util import echo_json, parse_triple
+from ._util import emit, json_option, parse_triple
 
 
 def _load(path: str):
@@ -30,6 +30,22 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _lines(table, cnr_noise, written):
+    """The human-readable report of a comparison table, line by line."""
+    header = table.header()
+    rows = [[_cell(v) for v in r] for r in table.table_rows()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    yield "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    for r in rows:
+        yield "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    vs_txt = ", ".join(f"{v:g}" for v in table.voxel_size_nm)
+    yield f"voxel size (z, y, x): {vs_txt} nm; CNR noise term: {cnr_noise}"
+    for name, msg in table.edge_errors.items():
+        yield f"edge resolution of {name} not measured: {msg}"
+    for w in written:
+        yield f"wrote {w}"
+
+
 @click.command()
 @click.argument("reference", type=click.Path(path_type=str))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str))
@@ -46,7 +62,7 @@ def _cell(v) -> str:
 @click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str),
               help="Write a PNG figure of the edge profiles.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --profiles/--figure outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def quality(reference, images, voxel_size, mask_path, fov, metrics, cnr_noise, profiles_path, figure_path,
             overwrite, as_json):
     """Compare IMAGE(s) with REFERENCE: PSNR, SSIM, SIFT matches, edge FWHM (nm), CNR.
@@ -90,20 +106,5 @@ def quality(reference, images, voxel_size, mask_path, fov, metrics, cnr_noise, p
         with atomic_output(Path(figure_path), overwrite=overwrite) as tmp:
             tmp.write_bytes(png)
         written.append(Path(figure_path))
-    if as_json:
-        d = table.to_dict()
-        d["written"] = [str(w) for w in written]
-        echo_json(d)
-        return
-    header = table.header()
-    rows = [[_cell(v) for v in r] for r in table.table_rows()]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    click.echo("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    for r in rows:
-        click.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    vs_txt = ", ".join(f"{v:g}" for v in table.voxel_size_nm)
-    click.echo(f"voxel size (z, y, x): {vs_txt} nm; CNR noise term: {cnr_noise}")
-    for name, msg in table.edge_errors.items():
-        click.echo(f"edge resolution of {name} not measured: {msg}")
-    for w in written:
-        click.echo(f"wrote {w}")
+    emit(lambda: table.to_dict() | {"written": [str(w) for w in written]}, as_json=as_json,
+         text=_lines(table, cnr_noise, written))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
-from ._util import echo_json, parse_triple, progress_bar
+from ._util import emit, json_option, option_group, overwrite_option, parse_triple, progress_bar
 
-_vs_option = click.option("--voxel-size", default=None,
-                          help="Voxel size in nm: one value or Z,Y,X (default: from the files).")
-_out_option = click.option("-o", "--output", default=None, type=click.Path(path_type=str),
-                           help="Write the table here (.csv or .parquet).")
-_overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
-_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+#: --voxel-size, -o/--output, --overwrite and --json of every quantify command.
+_table_options = option_group(
+    click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (default: from the files)."),
+    click.option("-o", "--output", default=None, type=click.Path(path_type=str),
+                 help="Write the table here (.csv or .parquet)."),
+    overwrite_option,
+    json_option,
+)
 
 
 def _check_output(output):
@@ -47,6 +49,11 @@ def _write(result, output, overwrite, inputs):
     return str(write_table(result, output, overwrite=overwrite, inputs=inputs))
 
 
+def _wrote(written):
+    """The closing ``wrote PATH`` line, when a table was written."""
+    return [f"wrote {written}"] if written else []
+
+
 @click.group()
 def quantify():
     """Quantify segmented time series: thickness, phase volumes, particles, tracks, strain regions, modes."""
@@ -55,10 +62,7 @@ def quantify():
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--smooth", "smooth_nm", default=400.0, show_default=True, help="Lateral smoothing of interfaces, nm.")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def thickness(labels, smooth_nm, voxel_size, output, overwrite, as_json):
     """Anode thickness per step from phase LABELS volumes (T0 first)."""
     from ..quantify import thickness_series
@@ -68,23 +72,17 @@ def thickness(labels, smooth_nm, voxel_size, output, overwrite, as_json):
         ser = thickness_series([v.numpy() for v in vols], voxel_size_nm=_voxel(vols, vs), smooth_nm=smooth_nm,
                                progress=progress)
     written = _write(ser, output, overwrite, labels)
-    if as_json:
-        echo_json({"thickness": ser.to_dict(), "output": written})
-        return
-    for n, m, s, e in zip(ser.step_names, ser.mean_um, ser.std_um, ser.expansion):
-        click.echo(f"{n}: {m:.3f} +- {s:.3f} um ({100 * e:+.1f} %)")
-    if written:
-        click.echo(f"wrote {written}")
+    emit({"thickness": ser.to_dict(), "output": written}, as_json=as_json, text=[
+        *(f"{n}: {m:.3f} +- {s:.3f} um ({100 * e:+.1f} %)"
+          for n, m, s, e in zip(ser.step_names, ser.mean_um, ser.std_um, ser.expansion)),
+        *_wrote(written)])
 
 
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--region", type=click.Choice(["all", "electrode"]), default="all", show_default=True,
               help="Count over the whole volume or the anode between its interfaces.")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def phases(labels, region, voxel_size, output, overwrite, as_json):
     """Phase volume fractions per step and the relative non-lithiated Si volume (RNL)."""
     from ..quantify import phase_series
@@ -93,23 +91,20 @@ def phases(labels, region, voxel_size, output, overwrite, as_json):
     ser = phase_series([v.numpy() for v in vols], voxel_size_nm=_voxel(vols, vs),
                        region=None if region == "all" else "electrode")
     written = _write(ser, output, overwrite, labels)
-    if as_json:
-        echo_json({"phases": ser.to_dict(), "output": written})
-        return
-    for i, n in enumerate(ser.step_names):
-        fr = ", ".join(f"{p} {100 * f:.1f} %" for p, f in zip(ser.phase_names, ser.fraction[i]))
-        click.echo(f"{n}: RNL {ser.rnl[i]:.3f}; {fr}")
-    if written:
-        click.echo(f"wrote {written}")
+
+    def lines():
+        for i, n in enumerate(ser.step_names):
+            fr = ", ".join(f"{p} {100 * f:.1f} %" for p, f in zip(ser.phase_names, ser.fraction[i]))
+            yield f"{n}: RNL {ser.rnl[i]:.3f}; {fr}"
+        yield from _wrote(written)
+
+    emit({"phases": ser.to_dict(), "output": written}, as_json=as_json, text=lines())
 
 
 @quantify.command()
 @click.argument("labels", type=click.Path(path_type=str))
 @click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps).")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def particles(labels, cracks, voxel_size, output, overwrite, as_json):
     """Per-particle geometry of a particle LABELS volume (0 = background)."""
     import numpy as np
@@ -128,16 +123,12 @@ def particles(labels, cracks, voxel_size, output, overwrite, as_json):
         cols["crack_volume_fraction"] = cr.crack_volume_fraction
         info["n_cracked"] = int(np.sum(cr.cracked))
     info["output"] = _write(cols, output, overwrite, [labels])
-    if as_json:
-        echo_json(info)
-        return
     s = info["particles"]
-    click.echo(f"{s['n_particles']} particles ({s['n_touching_border']} touching the border), total "
-               f"{s['total_volume_um3']:.3g} um^3, median diameter {s['median_equivalent_diameter_um']:.3g} um")
-    if cracks:
-        click.echo(f"{info['n_cracked']} pre-cracked")
-    if info["output"]:
-        click.echo(f"wrote {info['output']}")
+    emit(info, as_json=as_json, text=[
+        f"{s['n_particles']} particles ({s['n_touching_border']} touching the border), total "
+        f"{s['total_volume_um3']:.3g} um^3, median diameter {s['median_equivalent_diameter_um']:.3g} um",
+        *([f"{info['n_cracked']} pre-cracked"] if cracks else []),
+        *_wrote(info["output"])])
 
 
 def _fields(paths):
@@ -150,10 +141,7 @@ def _fields(paths):
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--field", "fields", multiple=True, type=click.Path(path_type=str),
               help="DVC field T0 -> Tn (.h5/.tsv), one per step after T0, in order.")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def track(labels, fields, voxel_size, output, overwrite, as_json):
     """Track particles through particle LABELS volumes T0..Tn (predicted by --field when given)."""
     from ..quantify import track_particles
@@ -164,14 +152,9 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
         tr = track_particles([v.numpy() for v in vols], displacement=disp, voxel_size_nm=_voxel(vols, vs),
                              progress=progress)
     written = _write(tr, output, overwrite, list(labels) + list(fields))
-    info = {"tracks": tr.summary(), "output": written}
-    if as_json:
-        echo_json(info)
-        return
-    s = info["tracks"]
-    click.echo(f"{s['n_tracks']} tracks, {s['n_complete']} complete through all {len(labels)} steps")
-    if written:
-        click.echo(f"wrote {written}")
+    s = tr.summary()
+    emit({"tracks": s, "output": written}, as_json=as_json, text=[
+        f"{s['n_tracks']} tracks, {s['n_complete']} complete through all {len(labels)} steps", *_wrote(written)])
 
 
 @quantify.command()
@@ -180,10 +163,7 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
 @click.option("--labels", "labels_path", required=True, type=click.Path(path_type=str),
               help="Phase labels of T0 on the field's voxel grid (for the electrode interfaces).")
 @click.option("--layers", default=2, show_default=True, help="Electrode layers (2: collector/separator side).")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json):
     """Strain statistics per electrode layer and step from DVC fields."""
     import numpy as np
@@ -198,14 +178,14 @@ def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json)
     reg = regional_strain_series(strains, collector_z_px=float(np.nanmean(th.collector_z_nm)) / v[0],
                                  separator_z_px=float(np.nanmean(th.separator_z_nm)) / v[0], n_layers=layers)
     written = _write(reg, output, overwrite, [labels_path, *fields])
-    if as_json:
-        echo_json({"regions": reg.to_dict(), "output": written})
-        return
-    for i, n in enumerate(reg.step_names):
-        parts = ", ".join(f"{r} e_zz {100 * reg.value(r)[i]:.2f} %" for r in reg.region_names)
-        click.echo(f"{n}: {parts}")
-    if written:
-        click.echo(f"wrote {written}")
+
+    def lines():
+        for i, n in enumerate(reg.step_names):
+            parts = ", ".join(f"{r} e_zz {100 * reg.value(r)[i]:.2f} %" for r in reg.region_names)
+            yield f"{n}: {parts}"
+        yield from _wrote(written)
+
+    emit({"regions": reg.to_dict(), "output": written}, as_json=as_json, text=lines())
 
 
 @quantify.command()
@@ -215,10 +195,7 @@ def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json)
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "threshold", "profile"]),
               help="profile: residual of the outer half vs the core of each particle (float maps); threshold: "
                    "depth of the voxels above --threshold (change masks); auto picks by dtype.")
-@_vs_option
-@_out_option
-@_overwrite_option
-@_json_option
+@_table_options
 def modes(particles_t0, residuals, threshold, method, voxel_size, output, overwrite, as_json):
     """Lithiation mode of every T0 particle from RESIDUALS maps (T0 frame, one per step)."""
     from ..quantify import lithiation_modes
@@ -227,12 +204,7 @@ def modes(particles_t0, residuals, threshold, method, voxel_size, output, overwr
     res = lithiation_modes(vols[0].numpy(), [v.numpy() for v in vols[1:]], voxel_size_nm=_voxel(vols, vs),
                            threshold=threshold, method=method)
     written = _write(res, output, overwrite, [particles_t0, *residuals])
-    info = {"modes": res.summary(), "output": written}
-    if as_json:
-        echo_json(info)
-        return
-    s = info["modes"]
-    click.echo(f"{s['n_core_shell']} core-shell, {s['n_network']} network, {s['n_undetermined']} undetermined "
-               f"(core-shell share {s['core_shell_share']:.2f})")
-    if written:
-        click.echo(f"wrote {written}")
+    s = res.summary()
+    emit({"modes": s, "output": written}, as_json=as_json, text=[
+        f"{s['n_core_shell']} core-shell, {s['n_network']} network, {s['n_undetermined']} undetermined "
+        f"(core-shell share {s['core_shell_share']:.2f})", *_wrote(written)])

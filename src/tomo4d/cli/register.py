@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._util import echo_json, progress_bar
+from ._util import emit, json_option, progress_bar
 
 
 def _ints(text, *, name):
@@ -43,7 +43,7 @@ def _mask(path):
 @click.option("--mask", default=None, help="Mask volume of the fixed sample (non-zero = use).")
 @click.option("--search", "search_px", default=12.0, show_default=True, help="--multimodal: search range, px.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px, overwrite, as_json):
     """Register MOVING onto FIXED: phi maps fixed voxel coordinates to moving ones."""
     from ..register import register as _register
@@ -59,16 +59,17 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
                             progress=progress)
     if output:
         reg.save(output, overwrite=overwrite, inputs=[fixed, moving])
-    if as_json:
-        echo_json(reg.to_dict() | ({"output": output} if output else {}))
-        return
-    p = reg.parts
-    click.echo(f"converged      {reg.converged} ({reg.iterations} iterations, residual {reg.residual:.4f})")
-    click.echo("translation    " + ", ".join(f"{v:+.4f}" for v in p.translation_px) + " px (z, y, x)")
-    click.echo(f"rotation       {p.rotation_angle_deg:.4f} deg")
-    click.echo(f"vol. strain    {p.volumetric_strain:+.5f}")
-    if output:
-        click.echo(f"wrote {output}")
+
+    def lines():
+        p = reg.parts
+        yield f"converged      {reg.converged} ({reg.iterations} iterations, residual {reg.residual:.4f})"
+        yield "translation    " + ", ".join(f"{v:+.4f}" for v in p.translation_px) + " px (z, y, x)"
+        yield f"rotation       {p.rotation_angle_deg:.4f} deg"
+        yield f"vol. strain    {p.volumetric_strain:+.5f}"
+        if output:
+            yield f"wrote {output}"
+
+    emit(lambda: reg.to_dict() | ({"output": output} if output else {}), as_json=as_json, text=lines())
 
 
 @click.command()
@@ -90,7 +91,7 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 @click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
 @click.option("--vtk", default=None, help="Also export the field to this .vtk file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
         backend, device, vtk, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
@@ -137,14 +138,11 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:
         field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])
-    summary = field.summary() | {"output": output}
-    if as_json:
-        echo_json(summary)
-        return
-    click.echo(f"{field.n_nodes} nodes, grid {field.grid_shape}: "
-               + ", ".join(f"{k} {v}" for k, v in field.status_counts().items()))
-    click.echo(f"replaced by interpolation: {field.notes.get('n_replaced', 0)}")
-    click.echo(f"wrote {output}")
+    emit(field.summary() | {"output": output}, as_json=as_json, text=[
+        f"{field.n_nodes} nodes, grid {field.grid_shape}: "
+        + ", ".join(f"{k} {v}" for k, v in field.status_counts().items()),
+        f"replaced by interpolation: {field.notes.get('n_replaced', 0)}",
+        f"wrote {output}"])
 
 
 @click.command()
@@ -152,7 +150,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 @click.option("-o", "--output", required=True, help="Strain file: .h5 (tensors) or .vtk (ParaView).")
 @click.option("--split-z", default=None, type=float, help="Report top/bottom statistics split at this z, px.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def strain(field_path, output, split_z, overwrite, as_json):
     """Strain (small-strain tensor, volumetric, deviatoric) from a displacement FIELD."""
     from ..dvc import DisplacementField, regional_strain, strain_field
@@ -174,13 +172,11 @@ def strain(field_path, output, split_z, overwrite, as_json):
     if split_z is not None:
         regions |= {"z < split": lambda p: p[..., 0] < split_z, "z >= split": lambda p: p[..., 0] >= split_z}
     stats = regional_strain(s, regions)
-    if as_json:
-        echo_json({"output": output, "regions": [r.to_dict() for r in stats]})
-        return
-    click.echo(f"{'region':<12} {'component':<11} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}")
-    for r in stats:
-        click.echo(f"{r.region:<12} {r.component:<11} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}")
-    click.echo(f"wrote {output}")
+    emit({"output": output, "regions": [r.to_dict() for r in stats]}, as_json=as_json, text=[
+        f"{'region':<12} {'component':<11} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}",
+        *(f"{r.region:<12} {r.component:<11} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}"
+          for r in stats),
+        f"wrote {output}"])
 
 
 @click.command()
@@ -192,7 +188,7 @@ def strain(field_path, output, split_z, overwrite, as_json):
 @click.option("--repeat", "repeat_scans", nargs=2, default=None,
               help="Two scans with no change in between: their residual level is subtracted.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def residual(ref, deformed, field_path, output, sigma, repeat_scans, overwrite, as_json):
     """Residual map: DEFORMED pulled back by FIELD minus REF, blurred, absolute, minus the noise floor."""
     from ..dvc import DisplacementField, noise_floor, residual_map
@@ -208,10 +204,8 @@ def residual(ref, deformed, field_path, output, sigma, repeat_scans, overwrite, 
         res = residual_map(r, d, field, sigma_px=sigma, noise=noise, progress=progress)
     vol = r.with_data(res.residual, step=f"residual map sigma={sigma} noise={noise:.4g}")
     save_volume(vol, output, overwrite=overwrite)
-    if as_json:
-        echo_json(res.to_dict() | {"output": output})
-        return
-    click.echo(f"noise floor {res.noise_floor:.4g}, mean residual {res.mean_before_floor:.4g}, "
-               f"{100 * res.fraction_above_floor:.1f}% above the floor")
-    click.echo(f"wrote {output}")
+    emit(lambda: res.to_dict() | {"output": output}, as_json=as_json, text=[
+        f"noise floor {res.noise_floor:.4g}, mean residual {res.mean_before_floor:.4g}, "
+        f"{100 * res.fraction_above_floor:.1f}% above the floor",
+        f"wrote {output}"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._util import echo_json, parse_triple, progress_bar
+from ._util import emit, json_option, overwrite_option, parse_triple, progress_bar, voxel_size_option
 
 
 def _parse_map(text):
@@ -68,11 +68,11 @@ def segment():
 @click.option("--iterations", default=None, type=int, help="unet: training steps.")
 @click.option("--small", is_flag=True, help="unet: small CPU configuration (8 filters, depth 2).")
 @click.option("--threads", default=None, type=int, help="unet: torch CPU threads.")
-@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
+@voxel_size_option
 @click.option("--seed", default=0, show_default=True)
 @_map_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def train(image_path, labels_path, output, method, sigmas, ndim, trees, iterations, small, threads, voxel_size,
           seed, label_map, overwrite, as_json):
     """Train a segmentation model from an image and sparse or slice labels."""
@@ -102,10 +102,7 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
             model = train_unet(image, labels, config=cfg, seed=seed, threads=threads, progress=progress)
     model.save(output, overwrite=overwrite)
     info = {"model": output, "method": method, "classes": list(model.classes), "training": model.training}
-    if as_json:
-        echo_json(info)
-    else:
-        click.echo(f"wrote {output}: {model!r}")
+    emit(info, as_json=as_json, text=f"wrote {output}: {model!r}")
 
 
 @segment.command()
@@ -114,9 +111,9 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option("--step", default=None, type=int, help="Time step (for a folder of per-step models).")
 @click.option("--slab-depth", default=None, type=int, help="z-slices per chunk (default from a 256 MiB budget).")
-@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@voxel_size_option
+@overwrite_option
+@json_option
 def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json):
     """Segment volume SRC with MODEL into label volume DST (TIFF/Zarr), chunk by chunk."""
     from ..errors import InputError
@@ -142,10 +139,7 @@ def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json
     with progress_bar(f"segmenting {src}") as progress:
         path = save_labels(out_vol, dst, overwrite=overwrite, progress=progress)
     info = {"output": str(path), "shape": list(vol.shape), "classes": list(model.classes)}
-    if as_json:
-        echo_json(info)
-    else:
-        click.echo(f"wrote {path}")
+    emit(info, as_json=as_json, text=f"wrote {path}")
 
 
 @segment.command()
@@ -156,9 +150,9 @@ def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json
 @click.option("--min-volume-nm3", default=0.0, show_default=True, help="Remove smaller objects.")
 @click.option("--h-nm", default=None, type=float, help="Watershed marker depth in nm (default half a voxel).")
 @click.option("--no-split", is_flag=True, help="Connected components only (no watershed).")
-@click.option("--voxel-size", default=None, help="Voxel size in nm: one value or Z,Y,X (overrides the file).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (never an input).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@voxel_size_option
+@overwrite_option
+@json_option
 def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, voxel_size, overwrite, as_json):
     """Particle (instance) labels from a phase segmentation LABELS, written to DST."""
     from ..segment import label_particles, read_image, save_labels
@@ -174,10 +168,8 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
     vols = res.volumes_nm3
     info = {"output": str(path), "n_particles": res.n_particles, "n_removed": res.n_removed,
             "median_volume_nm3": float(sorted(vols)[len(vols) // 2]) if len(vols) else None}
-    if as_json:
-        echo_json(info)
-    else:
-        click.echo(f"wrote {path}: {res.n_particles} particles ({res.n_removed} small objects removed)")
+    emit(info, as_json=as_json,
+         text=f"wrote {path}: {res.n_particles} particles ({res.n_removed} small objects removed)")
 
 
 @segment.command()
@@ -189,7 +181,7 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
 @click.option("--ignore-label", default=None, type=int, help="Truth value not evaluated (e.g. 0 = unlabelled).")
 @click.option("--tolerance-nm", default=None, type=float, help="Boundary tolerance (default 2 voxels).")
 @_map_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, tolerance_nm, label_map, as_json):
     """Score segmentation PRED against TRUTH: Dice, IoU, boundary F1 per class (or particle F1)."""
     from ..segment import evaluate_segmentation, match_particles, read_image, read_labels
@@ -198,23 +190,17 @@ def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, t
     truth = _apply_map(read_labels(truth_path), _parse_map(label_map))
     if as_particles:
         s = match_particles(pred, truth, iou_threshold=iou_threshold)
-        if as_json:
-            echo_json(s.to_dict())
-        else:
-            click.echo(f"particles: predicted {s.n_predicted}, true {s.n_true}, matched {s.n_matched} "
-                       f"(IoU >= {s.iou_threshold:g})")
-            click.echo(f"precision {s.precision:.4f}  recall {s.recall:.4f}  F1 {s.f1:.4f}  "
-                       f"mean matched IoU {s.mean_matched_iou:.4f}")
+        emit(s.to_dict, as_json=as_json, text=[
+            f"particles: predicted {s.n_predicted}, true {s.n_true}, matched {s.n_matched} "
+            f"(IoU >= {s.iou_threshold:g})",
+            f"precision {s.precision:.4f}  recall {s.recall:.4f}  F1 {s.f1:.4f}  "
+            f"mean matched IoU {s.mean_matched_iou:.4f}"])
         return
     vs = read_image(truth_path).voxel_size_nm
     s = evaluate_segmentation(pred, truth, ignore_label=ignore_label, voxel_size_nm=vs,
                               boundary_tolerance_nm=tolerance_nm)
-    if as_json:
-        echo_json(s.to_dict())
-        return
-    click.echo(f"{'class':>6} {'dice':>8} {'iou':>8} {'bound.F1':>9} {'true vox':>10} {'pred vox':>10}")
-    for c in s.classes:
-        click.echo(f"{c.label:>6} {c.dice:8.4f} {c.iou:8.4f} {c.boundary_f1:9.4f} {c.n_true_voxels:>10} "
-                   f"{c.n_predicted_voxels:>10}")
-    click.echo(f"accuracy {s.accuracy:.4f} over {s.n_voxels} voxels; boundary tolerance "
-               f"{s.boundary_tolerance_nm:g} nm")
+    emit(s.to_dict, as_json=as_json, text=[
+        f"{'class':>6} {'dice':>8} {'iou':>8} {'bound.F1':>9} {'true vox':>10} {'pred vox':>10}",
+        *(f"{c.label:>6} {c.dice:8.4f} {c.iou:8.4f} {c.boundary_f1:9.4f} {c.n_true_voxels:>10} "
+          f"{c.n_predicted_voxels:>10}" for c in s.classes),
+        f"accuracy {s.accuracy:.4f} over {s.n_voxels} voxels; boundary tolerance {s.boundary_tolerance_nm:g} nm"])
