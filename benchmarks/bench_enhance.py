@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/bench_enhance.py speed      # CPU time per 512^2 slice at 10 steps
     .venv/bin/python benchmarks/bench_enhance.py synthetic  # acceptance on the phantom experiment
     .venv/bin/python benchmarks/bench_enhance.py real       # acceptance on snow_xct_100.tif
-    .venv/bin/python benchmarks/bench_enhance.py acceptance [TRAIN_STEPS] [INDI_STEPS] [GAN 0/1]
+    .venv/bin/python benchmarks/bench_enhance.py acceptance [TRAIN_STEPS] [INDI_STEPS] [GAN 0/1] [MODEL_DIR]
         # issue-6 acceptance on a phantom of realistic particle size (128^3, particle radius 1200 nm,
-        # twin sample for the in-situ series): InDI / CNN / GAN trained on the pair, judged on T0
+        # twin sample for the in-situ series): InDI / CNN / GAN trained on the pair, judged on T0.
+        # INDI_STEPS may be a comma-separated list (e.g. 6,10,15): every count is judged with one
+        # trained model.  With MODEL_DIR the models are kept there (and re-used when already trained).
 
 Prints one JSON object per measurement.
 """
@@ -128,8 +130,8 @@ def bench_real(train_steps: int = 300, indi_steps: int = 6):
           fwhm_bicubic_nm=rows["bicubic"].fwhm_mean_nm)
 
 
-def bench_acceptance(train_steps: int = 600, indi_steps: int = 6, gan: int = 1, shape=(128, 128, 128),
-                     particle_radius_nm: float = 1200.0, max_slices: int = 24):
+def bench_acceptance(train_steps: int = 600, indi_steps="6", gan: int = 1, model_dir: str | None = None,
+                     shape=(128, 128, 128), particle_radius_nm: float = 1200.0, max_slices: int = 24):
     """Issue-6 synthetic acceptance: train on the registered training pair, judge the unseen in-situ T0.
 
     The series sample is the "twin" (same statistics, different particles).  Edge resolution is given
@@ -160,18 +162,25 @@ def bench_acceptance(train_steps: int = 600, indi_steps: int = 6, gan: int = 1, 
     _emit(bench="acceptance_registration", registration=pair.registration, wall_s=time.perf_counter() - t0,
           cpu_s=time.process_time() - c0, max_error_px=float(err.max()), mean_error_px=float(err.mean()),
           rotation_error_deg=float(np.linalg.norm(rotation_vector_deg(rot))))
-    cfg = TrainConfig.preset("small", steps=train_steps, crop=48, checkpoint_every=0, val_steps=indi_steps)
+    n_list = [int(v) for v in str(indi_steps).split(",")]
+    cfg = TrainConfig.preset("small", steps=train_steps, crop=48, checkpoint_every=0, val_steps=n_list[0])
     kinds = [("InDI", cfg), ("CNN", baseline_config(cfg, "regression"))]
     if gan:
         kinds.append(("GAN", baseline_config(cfg, "gan")))
     models = {}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(model_dir) if model_dir else Path(tmp)
         for name, cf in kinds:
-            t0, c0 = time.perf_counter(), time.process_time()
-            r = train_on_pair(pair, Path(d) / name, config=cf, input_dtype=str(lq.dtype))
-            _emit(bench="acceptance_train", model=name, steps=r.steps, wall_s=time.perf_counter() - t0,
-                  cpu_s=time.process_time() - c0, val_psnr_db=r.val_psnr_db, val_psnr_bicubic_db=r.val_psnr_lq_db)
-            models[name] = load_model(r.model_dir, device="cpu")
+            where = d / name
+            if (where / "config.json").exists():
+                _emit(bench="acceptance_train", model=name, reused=str(where))
+            else:
+                t0, c0 = time.perf_counter(), time.process_time()
+                r = train_on_pair(pair, where, config=cf, input_dtype=str(lq.dtype))
+                _emit(bench="acceptance_train", model=name, steps=r.steps, wall_s=time.perf_counter() - t0,
+                      cpu_s=time.process_time() - c0, val_psnr_db=r.val_psnr_db,
+                      val_psnr_bicubic_db=r.val_psnr_lq_db)
+            models[name] = load_model(where, device="cpu")
     # the in-situ series is aligned with the sample frame: its HQ field sits at the known offset
     phi0 = np.eye(4)
     phi0[:3, 3] = off
@@ -182,24 +191,26 @@ def bench_acceptance(train_steps: int = 600, indi_steps: int = 6, gan: int = 1, 
     zc = int(np.argmax(si))
     _emit(bench="acceptance_slices", z_centre=zc, max_slices=max_slices)
     res = {}
-    for how, kw in (("automatic", {}), ("label-guided", {"edge_labels": labels,
-                                                          "edge_foreground": [int(Phase.SILICON)]})):
-        t0, c0 = time.perf_counter(), time.process_time()
-        ev = evaluate(s_lq, s_hq, models=models, steps=indi_steps, register=False, phi0=phi0, slices="all",
-                      max_slices=max_slices, z_centre=zc, **kw)
-        rows = {r.name: r for r in ev.table.rows}
-        res[how] = rows
-        for r in ev.table.rows:
-            _emit(bench="acceptance_eval", edges=how, **r.to_dict())
-        _emit(bench="acceptance_eval_time", edges=how, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
-              edge_errors={k: str(v) for k, v in dict(getattr(ev.table, "edge_errors", {}) or {}).items()})
-    for how, rows in res.items():
+    for n in n_list:
+        for how, kw in (("automatic", {}), ("label-guided", {"edge_labels": labels,
+                                                              "edge_foreground": [int(Phase.SILICON)]})):
+            t0, c0 = time.perf_counter(), time.process_time()
+            ev = evaluate(s_lq, s_hq, models=models, steps=n, register=False, phi0=phi0, slices="all",
+                          max_slices=max_slices, z_centre=zc, **kw)
+            rows = {r.name: r for r in ev.table.rows}
+            res[(n, how)] = rows
+            for r in ev.table.rows:
+                _emit(bench="acceptance_eval", edges=how, indi_steps=n, **r.to_dict())
+            _emit(bench="acceptance_eval_time", edges=how, wall_s=time.perf_counter() - t0,
+                  cpu_s=time.process_time() - c0,
+                  edge_errors={k: str(v) for k, v in dict(getattr(ev.table, "edge_errors", {}) or {}).items()})
+    for (n, how), rows in res.items():
         lq_r, hq_r, indi, cnn = rows["LQ"], rows["HQ"], rows["InDI"], rows["CNN"]
 
         def ratio(a, b):
             return None if a is None or b is None else a / b
 
-        _emit(bench="acceptance", edges=how, train_steps=train_steps, indi_steps=indi_steps,
+        _emit(bench="acceptance", edges=how, train_steps=train_steps, indi_steps=n,
               fwhm_nm={k: v.fwhm_mean_nm for k, v in rows.items()},
               indi_over_lq_fwhm=ratio(indi.fwhm_mean_nm, lq_r.fwhm_mean_nm),
               indi_over_hq_fwhm=ratio(indi.fwhm_mean_nm, hq_r.fwhm_mean_nm),
@@ -212,7 +223,7 @@ def bench_acceptance(train_steps: int = 600, indi_steps: int = 6, gan: int = 1, 
 
 if __name__ == "__main__":
     what = sys.argv[1:2] or ["speed"]
-    extra = [int(a) for a in sys.argv[2:]]
+    extra = [a if ("," in a or not a.lstrip("-").isdigit()) else int(a) for a in sys.argv[2:]]
     for w in what:
         {"speed": bench_speed, "synthetic": bench_synthetic, "real": bench_real,
          "acceptance": bench_acceptance}[w](*extra)

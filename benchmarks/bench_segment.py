@@ -23,7 +23,7 @@ are cropped to the HQ field of view and segmented by
 HQ scan (the reference).  Prints one JSON line per input (silicon Dice,
 particle F1).  Training InDI on CPU takes minutes::
 
-    python benchmarks/bench_segment.py --mode inputs [--phantom 128] [--indi-preset small]
+    python benchmarks/bench_segment.py --mode inputs [--phantom 128] [--indi-preset small] [--indi-model DIR]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ REALISTIC_KINDS = ("intensity", "gradient", "hessian")
 
 
 def compare_enhanced(work: Path, *, size: int, radius_nm: float, preset: str, indi_train_steps: int | None,
-                     indi_steps: int | None, seed: int, threads: int) -> None:
+                     indi_steps: int | None, seed: int, threads: int, indi_model: str | None = None) -> None:
     """Segment HQ, bicubic-upsampled LQ and InDI-enhanced LQ of one region with the same labels."""
     import numpy as np
 
@@ -111,12 +111,17 @@ def compare_enhanced(work: Path, *, size: int, radius_nm: float, preset: str, in
     exp = phantom.make_experiment(shape=(size,) * 3, n_steps=1, particle_radius_nm=radius_nm, seed=seed)
     overrides = {} if indi_train_steps is None else {"steps": int(indi_train_steps)}
     cfg = TrainConfig.preset(preset, **overrides)
+    where = Path(indi_model) if indi_model else work / "indi"
     with torch_threads(threads):
-        res = train(exp.lq, exp.hq, work / "indi", config=cfg, overwrite=True)
-        model = load_model(work / "indi")
-        print(json.dumps({"indi_trained": preset, "train_steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1),
-                          "val_psnr_db": round(float(res.val_psnr_db), 2),
-                          "val_psnr_lq_db": round(float(res.val_psnr_lq_db), 2)}), flush=True)
+        if (where / "config.json").exists():
+            print(json.dumps({"indi_reused": str(where)}), flush=True)
+        else:
+            res = train(exp.lq, exp.hq, where, config=cfg, overwrite=True)
+            print(json.dumps({"indi_trained": preset, "train_steps": cfg.steps,
+                              "seconds": round(time.perf_counter() - t0, 1),
+                              "val_psnr_db": round(float(res.val_psnr_db), 2),
+                              "val_psnr_lq_db": round(float(res.val_psnr_lq_db), 2)}), flush=True)
+        model = load_model(where)
         # the HQ field is the central half of the LQ field: enhance only it plus a margin of 4 LQ voxels
         lq = exp.series[0]
         lq_arr = np.asarray(lq.numpy())
@@ -160,6 +165,8 @@ def main() -> None:
     ap.add_argument("--indi-preset", default="small")
     ap.add_argument("--indi-train-steps", type=int, default=None, help="override the preset's training steps")
     ap.add_argument("--indi-steps", type=int, default=None, help="InDI sampling steps (default: the model's)")
+    ap.add_argument("--indi-model", default=None,
+                    help="keep the trained InDI model in this folder (re-used when it already holds one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--what", default="rf2d,rf3d,unet")
@@ -174,7 +181,7 @@ def main() -> None:
     if args.mode == "inputs":
         compare_enhanced(work, size=args.phantom, radius_nm=args.radius_nm, preset=args.indi_preset,
                          indi_train_steps=args.indi_train_steps, indi_steps=args.indi_steps, seed=args.seed,
-                         threads=args.threads)
+                         threads=args.threads, indi_model=args.indi_model)
         return
     models = train_models(work, args.what.split(","), args.threads)
     for name, path in models.items():
