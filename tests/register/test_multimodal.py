@@ -1,4 +1,8 @@
-"""Multimodal (mutual information) registration: a 4 px shift between two contrasts."""
+"""Multimodal (mutual information) registration: whole and fractional shifts between two contrasts.
+
+Sub-pixel accuracy: the fractional-shift refinement recovers known shifts within 0.05 px (measured
+<= 0.011 px); the former parabola through integer-shift NMI values was biased by up to 0.27 px.
+"""
 
 from __future__ import annotations
 
@@ -26,17 +30,25 @@ def test_snow_multimodal_shift(snow, shift):
     moving = apply_phi(_other_modality(snow), invert_phi(true))
     reg = register_multimodal(snow, moving)
     assert reg.method == "mutual-information" and reg.converged
-    assert np.abs(reg.translation_px - np.asarray(shift)).max() < 0.5
+    assert np.abs(reg.translation_px - np.asarray(shift)).max() < 0.05
     # plain grey-level differences are not the criterion: identity NMI is lower than at the solution
     assert normalised_mutual_information(snow, apply_phi(moving, reg.phi)) > normalised_mutual_information(
         snow, moving)
 
 
-def test_texture_multimodal(texture):
-    true = make_phi(translation_px=(-4.0, 2.0, 3.0))
+@pytest.mark.parametrize("shift", [(-4.0, 2.0, 3.0), (1.3, -0.6, 0.25), (0.5, 0.5, -0.5)])
+def test_texture_multimodal_subpixel(texture, shift):
+    true = make_phi(translation_px=shift)
     moving = apply_phi(_other_modality(texture, 1), invert_phi(true))
     reg = register_multimodal(texture, moving, search_px=8)
-    assert np.abs(reg.translation_px - true[:3, 3]).max() < 0.5
+    assert np.abs(reg.translation_px - true[:3, 3]).max() < 0.05
+
+
+def test_texture_multimodal_without_smoothing_still_subpixel(texture):
+    true = make_phi(translation_px=(1.3, -0.6, 0.25))
+    moving = apply_phi(_other_modality(texture, 1), invert_phi(true))
+    reg = register_multimodal(texture, moving, search_px=8, subpixel_sigma_px=0)
+    assert np.abs(reg.translation_px - true[:3, 3]).max() < 0.1
 
 
 def test_multimodal_edge_of_search_not_converged(texture):
@@ -45,7 +57,8 @@ def test_multimodal_edge_of_search_not_converged(texture):
     assert not reg.converged
 
 
-@pytest.mark.parametrize("kw, match", [({"bins": 2}, "bins"), ({"search_px": -1}, "search_px")])
+@pytest.mark.parametrize("kw, match", [({"bins": 2}, "bins"), ({"search_px": -1}, "search_px"),
+                                       ({"subpixel_sigma_px": -1}, "subpixel_sigma_px")])
 def test_multimodal_bad_input(texture, kw, match):
     with pytest.raises(InputError, match=match):
         register_multimodal(texture, texture, **kw)
