@@ -9,11 +9,7 @@ from tomo4d import InputError
 from tomo4d.neutron import (align_modalities, joint_histogram, resample_to_grid, segment_joint_phases,
                             segmentation_accuracy)
 from tomo4d.neutron.plot import joint_histogram_figure
-
-
-def _bin2(a):
-    z, y, x = (s // 2 for s in a.shape)
-    return a[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
+from tomo4d.register._global import bin_volume
 
 
 def _majority2(lab):
@@ -26,7 +22,7 @@ def test_joint_segmentation_accuracy_at_least_95_percent():
     rng = np.random.default_rng(0)
     xray, neutron, truth = joint_phantom(rng, shift_px=(1, -2, 1))
     # the X-ray volume binned to the neutron voxel size is the fixed grid
-    pair = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000)
+    pair = align_modalities(bin_volume(xray, 2), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000)
     assert pair.registered
     assert np.allclose(pair.phi[:3, 3], [1, -2, 1], atol=0.25)
     phases = segment_joint_phases(pair.fixed, pair.moving, n_phases=4, seed=0)
@@ -48,9 +44,9 @@ def test_without_registration_the_given_transform_is_used():
     xray, neutron, truth = joint_phantom(rng, shift_px=(0, 2, 0))
     phi = np.eye(4)
     phi[:3, 3] = [0, 2, 0]
-    pair = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000, phi=phi)
+    pair = align_modalities(bin_volume(xray, 2), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000, phi=phi)
     assert not pair.registered
-    none = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000,
+    none = align_modalities(bin_volume(xray, 2), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000,
                             register=False)
     assert pair.nmi > none.nmi
 

@@ -16,17 +16,13 @@ from tomo4d.neutron import (align_modalities, attenuation_from_phases, fit_li6_f
                             lithium_concentration, segment_joint_phases, segmentation_accuracy,
                             theoretical_lithium_calibration)
 from tomo4d.phantom import Phase, make_experiment
+from tomo4d.register._global import bin_volume
 from tomo4d.phantom.neutron import li_free_attenuation_spectra, transmission_spectra
 
 
 @pytest.fixture(scope="module")
 def experiment():
     return make_experiment(shape=(96, 96, 96), n_steps=4, seed=0)
-
-
-def _bin(a, b, shape):
-    nz, ny, nx = shape
-    return a[: nz * b, : ny * b, : nx * b].reshape(nz, b, ny, b, nx, b).mean(axis=(1, 3, 5))
 
 
 def test_li_concentration_of_the_anode_within_5_percent_at_every_step(experiment):
@@ -44,12 +40,12 @@ def test_li_concentration_of_the_anode_within_5_percent_at_every_step(experiment
         li = lithium_concentration(mu, cal, matrix_mu_per_cm=matrix, mu_sigma_per_cm=tr.neutron_noise_std)
         # the anode layer (rows mostly anode solids) with a margin of 3 PSF sigma: the blur moves Li
         # across the layer's faces but not out of the margin
-        frac = _bin(np.isin(labels, anode).astype(np.float32), b, mu.shape).mean(axis=(1, 2))
+        frac = bin_volume(np.isin(labels, anode).astype(np.float32), b).mean(axis=(1, 2))
         rows = ndi.binary_dilation(frac > 0.6 * frac.max(), iterations=int(np.ceil(3 * psf_px)))
         region = np.broadcast_to(rows[:, None, None], mu.shape)
         measured = float(li.concentration_mol_per_cm3[region].mean()) * 1e3      # mol/L
         sem = float(np.sqrt(np.mean(li.sigma_mol_per_cm3[region] ** 2) / region.sum())) * 1e3
-        truth = float(_bin(tr.li_concentration(step, grid="lq"), b, mu.shape)[region].mean())
+        truth = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[region].mean())
         assert abs(measured - truth) <= 4 * sem + 1e-3 * truth, (step, measured, truth, sem)
         if step > 0:                                  # lithiated: 5 to 15 mol/L in the layer
             assert measured == pytest.approx(truth, rel=0.05), (step, measured, truth)
@@ -138,12 +134,12 @@ def test_joint_xray_neutron_segmentation_on_the_phantom():
     shape = neutron.shape
     phases = [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON, Phase.COLLECTOR, Phase.SEPARATOR]
     lab = _coarse_phases(tr.labels(2, grid="lq"))
-    share = np.stack([_bin((lab == p).astype(np.float32), b, shape) for p in phases])
+    share = np.stack([bin_volume((lab == p).astype(np.float32), b) for p in phases])
     truth = share.argmax(0)
     psf_px = np.hypot(exp.params.neutron_blur_sigma_nm, tr.lq_blur_sigma_nm) / (b * exp.params.lq_voxel_nm)
     resolved = np.stack([ndi.gaussian_filter(s, psf_px, mode="nearest") for s in share]).max(0) >= 0.8
     # the X-ray volume binned to the neutron voxels is the fixed grid; the neutron volume is registered onto it
-    pair = align_modalities(_bin(xray, b, shape), neutron, fixed_voxel_size_nm=b * 100, moving_voxel_size_nm=b * 100)
+    pair = align_modalities(bin_volume(xray, b), neutron, fixed_voxel_size_nm=b * 100, moving_voxel_size_nm=b * 100)
     assert np.all(np.abs(pair.phi[:3, 3]) < 1.0)
     seg = segment_joint_phases(pair.fixed, pair.moving, n_phases=len(phases), seed=0)
     acc = segmentation_accuracy(seg.labels, truth, mask=resolved)

@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from ..register._global import bin_volume
+
 log = logging.getLogger(__name__)
 
 #: phases of the demo cell: name, formula, density g/cm^3, X-ray grey value
@@ -44,11 +46,6 @@ def _cell(rng, shape=(32, 48, 48)):
     from ..neutron.synthetic import layered_cell_labels
 
     return layered_cell_labels(shape, rng=rng)
-
-
-def _bin2(a):
-    z, y, x = (s // 2 for s in a.shape)
-    return a[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
 
 
 def _majority2(lab):
@@ -142,7 +139,7 @@ def _phantom_joint(ctx) -> str:
         n = neu.shape
         if any(s * b > t for s, t in zip(n, xr.shape)):
             return ""
-        xb = xr[: n[0] * b, : n[1] * b, : n[2] * b].reshape(n[0], b, n[1], b, n[2], b).mean(axis=(1, 3, 5))
+        xb = bin_volume(xr, b)[: n[0], : n[1], : n[2]]
         hist = joint_histogram(xb, neu, bins=64)
         ph = segment_joint_phases(xb, neu, n_phases=4, seed=ctx.seed)
         ctx.report.figure(joint_histogram_figure(hist, ph, a_label="X-ray grey value (LQ, binned)",
@@ -176,19 +173,15 @@ def _phantom_lithium(ctx) -> str:
             mu = np.asarray(exp.neutron_series[step].numpy(), np.float64)
             labels = tr.labels(step, grid="lq")
             n = mu.shape
-
-            def binned(a):
-                return a[: n[0] * b, : n[1] * b, : n[2] * b].reshape(n[0], b, n[1], b, n[2], b).mean(axis=(1, 3, 5))
-
             li = lithium_concentration(mu, cal, matrix_mu_per_cm=attenuation_from_phases(
                 labels, mu0, bin_factor=b, psf_sigma_px=psf_px), mu_sigma_per_cm=tr.neutron_noise_std)
-            frac = binned(np.isin(labels, [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON])
-                          .astype(np.float32)).mean(axis=(1, 2))
+            frac = bin_volume(np.isin(labels, [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON])
+                          .astype(np.float32), b).mean(axis=(1, 2))
             sel = ndimage.binary_dilation(frac > 0.6 * frac.max(), iterations=int(np.ceil(3 * psf_px)))
             region = np.broadcast_to(sel[:, None, None], n)
             got = float(li.concentration_mol_per_cm3[region].mean()) * 1e3
             sem = float(np.sqrt(np.mean(li.sigma_mol_per_cm3[region] ** 2) / region.sum())) * 1e3
-            want = float(binned(tr.li_concentration(step, grid="lq"))[region].mean())
+            want = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[region].mean())
             if step > 0:
                 worst = max(worst, abs(got / want - 1))
             rows.append((tr.step_names[step], want, got, sem, 100 * (got / want - 1)))
@@ -224,10 +217,10 @@ def stage_neutron(ctx) -> str:
     xr_tab = np.array([p[3] for p in _PHASES])
     xray = ndimage.gaussian_filter(xr_tab[lab - 1], 0.7) + rng.normal(0, 0.05, lab.shape)
     mu_fine = mu_tab[lab - 1]
-    neutron = ndimage.shift(_bin2(mu_fine), (1, -2, 1), order=1, mode="nearest")
+    neutron = ndimage.shift(bin_volume(mu_fine, 2), (1, -2, 1), order=1, mode="nearest")
     neutron = (neutron + rng.normal(0, 0.15, neutron.shape)).astype(np.float32)
 
-    pair = align_modalities(_bin2(xray), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000)
+    pair = align_modalities(bin_volume(xray, 2), neutron, fixed_voxel_size_nm=2000, moving_voxel_size_nm=2000)
     phases = segment_joint_phases(pair.fixed, pair.moving, n_phases=4, seed=ctx.seed)
     truth = _majority2(lab)
     acc = segmentation_accuracy(phases.labels, truth)
