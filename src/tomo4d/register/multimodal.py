@@ -8,8 +8,8 @@ integer translations on a coarse-to-fine pyramid finds the optimum without a
 manual pre-alignment (capture range = ``search_px``).  The sub-pixel
 translation is then refined on slightly smoothed images: the moving image is
 resampled (cubic spline) at fractional shifts in quarter-pixel steps along each
-axis, over a fixed region that stays inside both images, and a parabola through
-the best three NMI values gives the optimum.  A parabola through the NMI at
+axis (+-1 px), over a fixed region that stays inside both images, and a
+least-squares parabola through those nine NMI values gives the optimum (two sweeps).  A parabola through the NMI at
 integer shifts alone is biased by up to a quarter pixel, because NMI peaks in a
 cusp, not a parabola; smoothing (``subpixel_sigma_px``) keeps the interpolation
 from changing the histograms between integer and fractional shifts.  Volumes too small for such an
@@ -78,7 +78,8 @@ def _nmi_shift(qf, qm, valid, s, bins, min_overlap):
 
 def _refine_subpixel(f, m, valid, s0, *, bins: int, sigma: float, need: float, step: float = 0.25,
                      sweeps: int = 2):
-    """Fractional translation near the integer optimum ``s0`` (see the module docstring); None if impossible."""
+    """(translation, NMI evaluations) near the integer optimum ``s0`` (see the module docstring); None if
+    the interior region is too small."""
     from scipy import ndimage as ndi
 
     # a region inside both images, clear of the smoothing's edge effects (+-1 px of search, 2 sigma)
@@ -112,7 +113,7 @@ def _refine_subpixel(f, m, valid, s0, *, bins: int, sigma: float, need: float, s
             # second sweep re-centres the samples on the optimum, which removes the cusp's bias
             c = np.polyfit(ks, np.asarray(vals), 2)
             t[ax] += float(np.clip(-c[1] / (2 * c[0]), ks[0], ks[-1])) if c[0] < 0 else float(ks[np.argmax(vals)])
-    return t, nmi_at(t)
+    return t, sweeps * 3 * ks.size
 
 
 def register_multimodal(fixed, moving, *, search_px: float = 12.0, bins: int = 32, mask=None,
@@ -200,8 +201,8 @@ def register_multimodal(fixed, moving, *, search_px: float = 12.0, bins: int = 3
                 t[ax] += float(np.clip(0.5 * (vm - vp) / den, -0.5, 0.5))
             n_eval += 2
     else:
-        t = refined[0]
-        n_eval += 54
+        t, n_refine = refined
+        n_eval += n_refine
     sub = t - s0
     phi = np.eye(4)
     phi[:3, 3] = t
