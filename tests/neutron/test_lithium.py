@@ -5,7 +5,7 @@ import pytest
 from neutron_synth import LI_METAL_MOL_PER_CM3, LLZO, LLZO_DENSITY, li_phantom
 
 from tomo4d import InputError
-from tomo4d.neutron import (attenuation_from_composition, calibrate_lithium, formula_cross_section,
+from tomo4d.neutron import (LiConcentration, attenuation_from_composition, calibrate_lithium, formula_cross_section,
                             li_concentration_from_composition, li_cross_section, lithium_concentration,
                             region_values, theoretical_lithium_calibration)
 
@@ -103,3 +103,64 @@ def test_attenuation_from_phases_bins_partial_volumes_and_blurs():
         attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=16)
     with pytest.raises(InputError, match="integer"):
         attenuation_from_phases(lab.astype(float), {0: 0.1}, bin_factor=1)
+
+
+def _layered_li(margin_blur_px):
+    """A 4-phase stack along z (collector | anode 10 mol/L | separator 1 mol/L | gap) on a 2x finer
+    grid, its Li map on the neutron grid blurred by ``margin_blur_px``: (labels, LiConcentration, the
+    unblurred map in mol/L)."""
+    from scipy.ndimage import gaussian_filter
+
+    from tomo4d.neutron import LiCalibration
+
+    lab = np.zeros((80, 8, 8), np.int16)
+    lab[16:48] = 1                                   # anode (fine voxels 16-47 -> neutron rows 8-23)
+    lab[20:24, :4] = 2                               # a particle inside the anode (same layer)
+    lab[48:64] = 3                                   # separator
+    c_fine = np.select([lab == 1, lab == 2, lab == 3], [10.0, 10.0, 1.0], 0.0) * 1e-3   # mol/cm^3
+    c = c_fine.reshape(40, 2, 4, 2, 4, 2).mean(axis=(1, 3, 5))
+    sharp = c * 1e3
+    if margin_blur_px:
+        c = gaussian_filter(c, margin_blur_px, mode="nearest")
+    cal = LiCalibration(slope_cm2_per_mol=100.0, slope_sigma_cm2_per_mol=0.0, intercept_per_cm=0.0,
+                        intercept_sigma_per_cm=0.0, noise_sigma_per_cm=0.1, method="theory", n_references=0)
+    sig = np.full(c.shape, 1e-4, np.float32)
+    return lab, LiConcentration(c.astype(np.float32), sig, cal), sharp
+
+
+@pytest.mark.parametrize("blur_px, margin_px, tol", [(0.0, 0.0, 1e-6), (2.0, 6.0, 0.01)])
+def test_layer_lithium_recovers_the_layer_mean_with_a_margin(blur_px, margin_px, tol):
+    from tomo4d.neutron import layer_lithium
+
+    lab, li, sharp = _layered_li(blur_px)
+    got = layer_lithium(li, lab, [1, 2], bin_factor=2, margin_px=margin_px)
+    assert got.rows[8:24].all() and got.rows.sum() == 16 + 2 * int(np.ceil(margin_px))
+    # with a margin of 3 blur sigmas the Li the blur moved across the faces is counted back in
+    truth = float(sharp[got.region(sharp.shape)].mean())
+    assert got.concentration_mol_l == pytest.approx(truth, rel=tol)
+    if not margin_px:
+        assert got.concentration_mol_l == pytest.approx(10.0, rel=1e-6)
+    assert got.sigma_mol_l == pytest.approx(0.1 / np.sqrt(got.n_voxels), rel=1e-4)
+    assert got.region(li.concentration_mol_per_cm3.shape).sum() == got.n_voxels
+
+
+def test_layer_lithium_without_margin_is_biased_low_under_blur():
+    from tomo4d.neutron import layer_lithium
+
+    lab, li, _ = _layered_li(2.0)
+    got = layer_lithium(li, lab, [1, 2], bin_factor=2)
+    assert got.concentration_mol_l < 0.97 * 10.0
+
+
+def test_layer_lithium_rejects_bad_inputs():
+    from tomo4d.neutron import layer_lithium
+
+    lab, li, _ = _layered_li(0.0)
+    with pytest.raises(InputError, match="bin_factor"):
+        layer_lithium(li, lab, [1], bin_factor=4)
+    with pytest.raises(InputError, match="absent"):
+        layer_lithium(li, lab, [7], bin_factor=2)
+    with pytest.raises(InputError, match="fill_threshold"):
+        layer_lithium(li, lab, [1], bin_factor=2, fill_threshold=0)
+    with pytest.raises(InputError, match="LiConcentration"):
+        layer_lithium(np.zeros((40, 4, 4)), lab, [1], bin_factor=2)

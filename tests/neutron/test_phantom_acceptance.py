@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from tomo4d.neutron import (align_modalities, attenuation_from_phases, fit_li6_fraction, isotope_exchange,
-                            lithium_concentration, segment_joint_phases, segmentation_accuracy,
+                            layer_lithium, lithium_concentration, segment_joint_phases, segmentation_accuracy,
                             theoretical_lithium_calibration)
 from tomo4d.phantom import Phase, make_experiment
 from tomo4d.register._global import bin_volume
@@ -40,12 +40,9 @@ def test_li_concentration_of_the_anode_within_5_percent_at_every_step(experiment
         li = lithium_concentration(mu, cal, matrix_mu_per_cm=matrix, mu_sigma_per_cm=tr.neutron_noise_std)
         # the anode layer (rows mostly anode solids) with a margin of 3 PSF sigma: the blur moves Li
         # across the layer's faces but not out of the margin
-        frac = bin_volume(np.isin(labels, anode).astype(np.float32), b).mean(axis=(1, 2))
-        rows = ndi.binary_dilation(frac > 0.6 * frac.max(), iterations=int(np.ceil(3 * psf_px)))
-        region = np.broadcast_to(rows[:, None, None], mu.shape)
-        measured = float(li.concentration_mol_per_cm3[region].mean()) * 1e3      # mol/L
-        sem = float(np.sqrt(np.mean(li.sigma_mol_per_cm3[region] ** 2) / region.sum())) * 1e3
-        truth = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[region].mean())
+        layer = layer_lithium(li, labels, anode, bin_factor=b, margin_px=3 * psf_px)
+        measured, sem = layer.concentration_mol_l, layer.sigma_mol_l
+        truth = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[layer.region(mu.shape)].mean())
         assert abs(measured - truth) <= 4 * sem + 1e-3 * truth, (step, measured, truth, sem)
         if step > 0:                                  # lithiated: 5 to 15 mol/L in the layer
             assert measured == pytest.approx(truth, rel=0.05), (step, measured, truth)

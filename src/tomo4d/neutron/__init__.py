@@ -32,8 +32,8 @@ from .isotopes import (IsotopeExchange, Li6FractionFit, fit_li6_fraction, isotop
                        non_lithium_attenuation_per_cm)
 from .joint import (AlignedPair, JointHistogram, JointPhases, align_modalities, joint_histogram, resample_to_grid,
                     segment_joint_phases, segmentation_accuracy)
-from .lithium import (LiCalibration, LiConcentration, RegionValues, attenuation_from_phases, calibrate_lithium,
-                      lithium_concentration,
+from .lithium import (LayerLithium, LiCalibration, LiConcentration, RegionValues, attenuation_from_phases,
+                      calibrate_lithium, layer_lithium, lithium_concentration,
                       region_values, theoretical_lithium_calibration)
 from .normalize import attenuation_coefficient, normalize_transmission, transmission_sigma
 from .spectra import (H_OVER_MN_ANGSTROM_M_PER_S, Spectra, macro_pixel_spectra, read_spectrum_csv, rebin_spectra,
@@ -51,8 +51,8 @@ __all__ = [
     "non_lithium_attenuation_per_cm",
     "AlignedPair", "JointHistogram", "JointPhases", "align_modalities", "joint_histogram", "resample_to_grid",
     "segment_joint_phases", "segmentation_accuracy",
-    "LiCalibration", "LiConcentration", "RegionValues", "attenuation_from_phases", "calibrate_lithium",
-    "lithium_concentration",
+    "LayerLithium", "LiCalibration", "LiConcentration", "RegionValues", "attenuation_from_phases",
+    "calibrate_lithium", "layer_lithium", "lithium_concentration",
     "region_values", "theoretical_lithium_calibration",
     "attenuation_coefficient", "normalize_transmission", "transmission_sigma",
     "H_OVER_MN_ANGSTROM_M_PER_S", "Spectra", "macro_pixel_spectra", "read_spectrum_csv", "rebin_spectra",

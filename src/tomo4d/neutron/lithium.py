@@ -338,6 +338,93 @@ def attenuation_from_phases(phase_labels, mu_per_phase, *, bin_factor=1, psf_sig
 
 
 @dataclass(frozen=True)
+class LayerLithium:
+    """Mean Li concentration of a layer of the cell (e.g. the anode), from :func:`layer_lithium`.
+
+    Attributes
+    ----------
+    concentration_mol_l : float
+        Mean over the layer's slabs, mol/L.
+    sigma_mol_l : float
+        Standard error of that mean from the per-voxel uncertainties (independent voxels), mol/L.
+    rows : (z,) bool array
+        The z slabs of the neutron grid that were averaged (the layer plus its margin).
+    n_voxels : int
+    """
+
+    concentration_mol_l: float
+    sigma_mol_l: float
+    rows: np.ndarray
+    n_voxels: int
+
+    def region(self, shape) -> np.ndarray:
+        """The averaged voxels as a boolean volume of ``shape`` (z, y, x): the slabs ``rows``, every y and x."""
+        return np.broadcast_to(self.rows[:, None, None], tuple(shape))
+
+
+def layer_lithium(concentration: LiConcentration, phase_labels, layer_phases, *, bin_factor=1,
+                  fill_threshold: float = 0.6, margin_px: float = 0.0) -> LayerLithium:
+    """Mean Li concentration of the layer made of ``layer_phases`` (z = electrode-thickness axis).
+
+    The layer is the set of z slabs of the neutron grid in which the layer's phases fill at least
+    ``fill_threshold`` of the fullest slab's share; it is widened by ``margin_px`` slabs on either
+    side, because the neutron blur moves Li across the layer's faces (3 PSF sigmas keep all of it:
+    without a margin the mean is biased low by 5-10 % at 500 nm blur on a 20 um anode).
+
+    Parameters
+    ----------
+    concentration : LiConcentration
+        From :func:`lithium_concentration` on the neutron grid.
+    phase_labels : (z, y, x) int array
+        X-ray phase map on the fine grid, aligned with the neutron volume (as for
+        :func:`attenuation_from_phases`).
+    layer_phases : sequence of int
+        Label values that make up the layer (e.g. matrix, silicon and lithiated silicon).
+    bin_factor : int
+        Fine voxels per neutron voxel (the same for every axis).
+    fill_threshold : float
+        Share of the fullest slab's layer fraction a slab needs to belong to the layer, in (0, 1].
+    margin_px : float
+        Slabs added on either side (rounded up).
+
+    Returns
+    -------
+    LayerLithium
+    """
+    from scipy.ndimage import binary_dilation
+
+    if not isinstance(concentration, LiConcentration):
+        raise InputError("concentration must be a LiConcentration (from lithium_concentration), got "
+                         f"{type(concentration).__name__}")
+    lab = np.asarray(phase_labels)
+    if lab.ndim != 3 or not np.issubdtype(lab.dtype, np.integer):
+        raise InputError(f"phase_labels must be a 3D integer (z, y, x) phase map, got {lab.ndim}D {lab.dtype}")
+    phases = [int(v) for v in np.atleast_1d(layer_phases)]
+    if not phases:
+        raise InputError("layer_phases is empty; give the label values that make up the layer")
+    thr = fraction("fill_threshold", fill_threshold)
+    if thr <= 0:
+        raise InputError(f"fill_threshold={fill_threshold!r} must be > 0 (a share of the fullest slab)")
+    margin = positive_float("margin_px", margin_px, allow_zero=True)
+    share = attenuation_from_phases(np.isin(lab, phases).astype(np.int8), {0: 0.0, 1: 1.0}, bin_factor=bin_factor)
+    c = concentration.concentration_mol_per_cm3
+    if share.shape != c.shape:
+        raise InputError(f"phase_labels binned by bin_factor={bin_factor!r} give {share.shape}, which does not match "
+                         f"the concentration map {c.shape}; give the factor between the two grids")
+    frac = share.mean(axis=(1, 2))
+    if frac.max() <= 0:
+        raise InputError(f"layer_phases={phases} are absent from phase_labels; give labels that occur in the map")
+    rows = frac >= thr * frac.max()
+    if margin > 0:
+        rows = binary_dilation(rows, iterations=int(np.ceil(margin)))
+    region = np.broadcast_to(rows[:, None, None], c.shape)
+    n = int(region.sum())
+    mean = float(np.mean(c[region], dtype=np.float64)) * 1e3
+    sig = float(np.sqrt(np.mean(np.square(concentration.sigma_mol_per_cm3[region], dtype=np.float64)) / n)) * 1e3
+    return LayerLithium(mean, sig, rows, n)
+
+
+@dataclass(frozen=True)
 class RegionValues:
     """Mean of a map in each labelled region.
 

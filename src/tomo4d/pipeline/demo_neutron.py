@@ -158,9 +158,8 @@ def _phantom_lithium(ctx) -> str:
     if exp is None or not getattr(exp, "neutron_series", None) or not hasattr(exp, "truth"):
         return ""
     try:
-        from scipy import ndimage
-
-        from ..neutron import attenuation_from_phases, lithium_concentration, theoretical_lithium_calibration
+        from ..neutron import (attenuation_from_phases, layer_lithium, lithium_concentration,
+                               theoretical_lithium_calibration)
         from ..phantom import Phase
 
         tr, p = exp.truth, exp.params
@@ -172,16 +171,12 @@ def _phantom_lithium(ctx) -> str:
         for step in range(tr.n_steps):
             mu = np.asarray(exp.neutron_series[step].numpy(), np.float64)
             labels = tr.labels(step, grid="lq")
-            n = mu.shape
             li = lithium_concentration(mu, cal, matrix_mu_per_cm=attenuation_from_phases(
                 labels, mu0, bin_factor=b, psf_sigma_px=psf_px), mu_sigma_per_cm=tr.neutron_noise_std)
-            frac = bin_volume(np.isin(labels, [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON])
-                          .astype(np.float32), b).mean(axis=(1, 2))
-            sel = ndimage.binary_dilation(frac > 0.6 * frac.max(), iterations=int(np.ceil(3 * psf_px)))
-            region = np.broadcast_to(sel[:, None, None], n)
-            got = float(li.concentration_mol_per_cm3[region].mean()) * 1e3
-            sem = float(np.sqrt(np.mean(li.sigma_mol_per_cm3[region] ** 2) / region.sum())) * 1e3
-            want = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[region].mean())
+            layer = layer_lithium(li, labels, [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON],
+                                  bin_factor=b, margin_px=3 * psf_px)
+            got, sem = layer.concentration_mol_l, layer.sigma_mol_l
+            want = float(bin_volume(tr.li_concentration(step, grid="lq"), b)[layer.region(mu.shape)].mean())
             if step > 0:
                 worst = max(worst, abs(got / want - 1))
             rows.append((tr.step_names[step], want, got, sem, 100 * (got / want - 1)))
