@@ -34,6 +34,17 @@ def test_save_load_roundtrip(small, tmp_path):
         small.save(out)
 
 
+def test_cli_phantom_pair_drift_is_saved_and_reloaded(tmp_path, capsys):
+    rc = main(["phantom", str(tmp_path / "p"), "--shape", "32", "--steps", "1", "--pair-drift", "80", "--json"])
+    assert rc == 0
+    back = SyntheticExperiment.load(tmp_path / "p")
+    assert back.params.pair_drift_nm == 80.0
+    d = back.lq_drift_nm(np.random.default_rng(0).uniform(0, 3200, (2000, 3)))
+    assert np.sqrt((d ** 2).sum(-1).mean()) == pytest.approx(80.0, rel=0.25)
+    rc = main(["phantom", str(tmp_path / "q"), "--shape", "32", "--steps", "1", "--pair-drift", "900"])
+    assert rc == 2 and "pair_drift_nm=900" in capsys.readouterr().err
+
+
 def test_load_rejects_other_folders(tmp_path):
     with pytest.raises(ValueError, match="experiment.json"):
         SyntheticExperiment.load(tmp_path)

@@ -6,7 +6,8 @@ from scipy.ndimage import map_coordinates, minimum_filter, maximum_filter
 from scipy.special import erf
 from scipy.optimize import curve_fit
 
-from tomo4d.phantom import LithiationMode, Phase, apply_phi
+from tomo4d import InputError
+from tomo4d.phantom import LithiationMode, Phase, apply_phi, make_experiment
 
 
 def test_t0_is_reference_and_collector_is_fixed(exp):
@@ -209,3 +210,35 @@ def test_lq_to_hq_phi_maps_fixed_to_moving(exp):
 def test_lithiated_silicon_loses_contrast(exp):
     g = exp.truth.grey_values
     assert abs(g["LITHIATED_SILICON"] - g["MATRIX"]) < 0.5 * abs(g["SILICON"] - g["MATRIX"])
+
+
+def test_pair_drift_is_off_by_default(exp):
+    pts = np.random.default_rng(0).uniform(0, 6400, (50, 3))
+    assert not np.any(exp.lq_drift_nm(pts))
+
+
+@pytest.mark.parametrize("rms_nm", [50.0, 100.0])
+def test_pair_drift_moves_only_the_lq_training_scan_by_a_smooth_field_of_the_given_rms(rms_nm):
+    kw = dict(shape=(48, 48, 48), n_steps=1, seed=3)
+    plain = make_experiment(**kw)
+    drifted = make_experiment(pair_drift_nm=rms_nm, pair_drift_length_nm=2500.0, **kw)
+    pts = np.random.default_rng(1).uniform(0, 4800, (4000, 3))
+    d = drifted.lq_drift_nm(pts)
+    assert np.sqrt((d ** 2).sum(-1).mean()) == pytest.approx(rms_nm, rel=0.2)
+    # smooth: between points 100 nm apart it changes by far less than its amplitude
+    step = drifted.lq_drift_nm(pts + [0.0, 0.0, 100.0]) - d
+    assert np.abs(step).max() < 0.35 * np.abs(d).max()
+    # the affine part and every other scan are untouched
+    assert np.array_equal(drifted.truth.lq_misalignment, plain.truth.lq_misalignment)
+    assert np.array_equal(drifted.hq.compute().data, plain.hq.compute().data)
+    lq_plain = plain._engine.labels("lq", 0, sample="pair", misaligned=True)[0]
+    lq_drift = drifted._engine.labels("lq", 0, sample="pair", misaligned=True)[0]
+    changed = np.mean(lq_plain != lq_drift)
+    assert 0.02 < changed < 0.5, changed
+
+
+def test_pair_drift_rejects_bad_values():
+    with pytest.raises(InputError, match="pair_drift_nm"):
+        make_experiment(shape=(32, 32, 32), n_steps=1, pair_drift_nm=-1.0)
+    with pytest.raises(InputError, match="pair_drift_length_nm"):
+        make_experiment(shape=(32, 32, 32), n_steps=1, pair_drift_length_nm=0.0)

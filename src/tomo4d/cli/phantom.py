@@ -16,17 +16,20 @@ from ._util import emit, parse_triple, progress_bar
 @click.option("--series-sample", type=click.Choice(["same", "twin"]), default="same", show_default=True,
               help="In-situ series of the training-pair sample or of a second identical one.")
 @click.option("--phase-contrast", default=0.0, show_default=True, help="Strength of phase-contrast edge fringes.")
+@click.option("--pair-drift", default=0.0, show_default=True, metavar="NM",
+              help="RMS local misregistration (nm) of the LQ training scan left after its affine part.")
 @click.option("--fields", type=click.Choice(["coarse", "full", "none"]), default="coarse", show_default=True,
               help="Displacement fields saved every 4th LQ voxel, every voxel, or not.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def phantom(out_dir, shape, steps, seed, core_shell, series_sample, phase_contrast, fields, overwrite, as_json):
+def phantom(out_dir, shape, steps, seed, core_shell, series_sample, phase_contrast, pair_drift, fields, overwrite,
+            as_json):
     """Generate a synthetic in-situ battery experiment (HQ/LQ pair, series, truth) into OUT_DIR."""
     from ..phantom import make_experiment
 
     exp = make_experiment(shape=parse_triple(shape, name="--shape", kind=int), n_steps=steps, seed=seed,
                           core_shell_fraction=core_shell, series_sample=series_sample,
-                          phase_contrast=phase_contrast)
+                          phase_contrast=phase_contrast, pair_drift_nm=pair_drift)
     with progress_bar(f"writing {out_dir}") as progress:
         out = exp.save(out_dir, overwrite=overwrite, fields=fields, progress=progress)
     t = exp.truth

@@ -12,7 +12,9 @@ the low-quality (LQ) field of view.  Two voxel grids are used, both of ``shape``
 
 The in-situ series (``series``, ``series_hq``), the repeated scan and the HQ training scan are
 aligned with the sample frame; only the LQ training scan ``lq`` is misaligned, by the small affine
-transform described by ``lq_to_hq_phi``.  The ground truth (labels, displacements, strains) refers
+transform described by ``lq_to_hq_phi`` and, with ``pair_drift_nm`` > 0, by a smooth local
+misregistration on top (:meth:`SyntheticExperiment.lq_drift_nm`) that no affine registration
+removes, as between two real scans of one sample.  The ground truth (labels, displacements, strains) refers
 to the sample of the series.
 
 Rendering: labels (:meth:`GroundTruth.labels`) are the phase at each voxel *centre* (point
@@ -56,7 +58,7 @@ FORMAT_VERSION = 1
 EDGE_10_90_PER_SIGMA = 2.0 * 1.2815515655446004
 
 _KIND_IDS = {"hq": 1, "lq": 2, "repeat": 3, "series": 4, "series_hq": 5, "repeat_hq": 6, "neutron": 7,
-             "rings": 8, "micro": 9, "twin": 10, "misalign": 11}
+             "rings": 8, "micro": 9, "twin": 10, "misalign": 11, "drift": 12}
 
 DEFAULT_GREY = {Phase.PORE: 0.10, Phase.MATRIX: 0.28, Phase.SILICON: 0.62, Phase.COLLECTOR: 1.0,
                 Phase.SEPARATOR: 0.20}
@@ -109,6 +111,8 @@ class PhantomParams:
     lithiated_contrast_loss: float = 0.8
     misalignment_deg: float = 0.8
     misalignment_shift_nm: float = 60.0
+    pair_drift_nm: float = 0.0
+    pair_drift_length_nm: float = 3000.0
     series_sample: str = "same"
     step_interval_s: float = 3600.0
     neutron_bin: int = 4
@@ -197,13 +201,15 @@ def _validate(p: PhantomParams) -> PhantomParams:
     _fraction("particle_swelling", p.particle_swelling, hi=0.5)
     _fraction("radius_sigma", p.radius_sigma, hi=1.0)
     for name in ("hq_blur_sigma_nm", "lq_blur_sigma_nm", "hq_noise", "lq_noise", "ring_amplitude",
-                 "phase_contrast", "misalignment_deg", "misalignment_shift_nm", "neutron_blur_sigma_nm",
-                 "neutron_noise", "step_interval_s"):
+                 "phase_contrast", "misalignment_deg", "misalignment_shift_nm", "pair_drift_nm",
+                 "neutron_blur_sigma_nm", "neutron_noise", "step_interval_s"):
         _positive(name, getattr(p, name), allow_zero=True)
-    for name in ("pore_size_nm", "fibre_radius_nm"):
+    for name in ("pore_size_nm", "fibre_radius_nm", "pair_drift_length_nm"):
         _positive(name, getattr(p, name))
     if p.misalignment_deg > 10:
         raise InputError(f"misalignment_deg={p.misalignment_deg!r} is not small; give <= 10 degrees")
+    if p.pair_drift_nm > 500:
+        raise InputError(f"pair_drift_nm={p.pair_drift_nm!r} is not a local misregistration; give <= 500 nm")
     if p.series_sample not in ("same", "twin"):
         raise InputError(f"series_sample={p.series_sample!r} is not supported; use 'same' or 'twin'")
     ss = p.supersampling
@@ -256,6 +262,40 @@ class GridSpec:
         return pts
 
 
+@dataclass(frozen=True)
+class _DriftField:
+    """Smooth random displacement (nm) of the LQ training scan relative to the HQ scan.
+
+    Separate scans of one sample never superpose exactly after an affine registration: the sample
+    relaxes, drifts and warms between them, leaving a local misregistration of about one HQ voxel.
+    Modelled as a sum of ``n`` plane waves of wavelength ``length_nm`` in random directions, with
+    random vector amplitudes scaled so that the RMS length of the displacement is ``rms_nm``.
+    """
+
+    wave: np.ndarray  # (n, 3) wave vectors, rad/nm
+    phase: np.ndarray  # (n,)
+    amp: np.ndarray  # (n, 3) nm
+
+    @classmethod
+    def make(cls, rng, *, rms_nm, length_nm, n=12):
+        d = rng.normal(size=(n, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        wave = d * (2.0 * np.pi / float(length_nm)) * rng.uniform(0.8, 1.25, (n, 1))
+        phase = rng.uniform(0.0, 2.0 * np.pi, n)
+        amp = rng.normal(size=(n, 3))
+        # mean of |sum_k a_k cos(.)|^2 over positions is sum_k |a_k|^2 / 2
+        amp *= float(rms_nm) / max(np.sqrt(0.5 * (amp ** 2).sum()), 1e-12)
+        return cls(wave, phase, amp)
+
+    def __call__(self, pts):
+        if not np.any(self.amp):
+            return np.zeros_like(pts)
+        out = np.zeros(pts.shape, np.float64)
+        for k in range(len(self.phase)):
+            out += np.cos(pts @ self.wave[k] + self.phase[k])[..., None] * self.amp[k]
+        return out
+
+
 class _Engine:
     """Renders labels and images of one experiment on demand, with a small cache."""
 
@@ -275,6 +315,8 @@ class _Engine:
         else:
             self.pair_model = self.model
         self.misalign = self._make_misalignment(np.random.default_rng([p.seed, _KIND_IDS["misalign"]]))
+        self.drift = _DriftField.make(np.random.default_rng([p.seed, _KIND_IDS["drift"]]),
+                                      rms_nm=p.pair_drift_nm, length_nm=p.pair_drift_length_nm)
         self.rings = self._make_rings(np.random.default_rng([p.seed, _KIND_IDS["rings"]]))
         self._cache: OrderedDict = OrderedDict()
         #: voxel count of each phase of the HQ truth labels, per step rendered so far
@@ -352,6 +394,7 @@ class _Engine:
         if misaligned:
             m = self.misalign
             pts = pts @ m[:3, :3].T + m[:3, 3]
+            pts = pts + self.drift(pts)
         return M.deform_inverse(model, step, pts)
 
     def _model_of(self, sample):
@@ -910,6 +953,19 @@ class SyntheticExperiment:
     def n_steps(self) -> int:
         return self.params.n_steps
 
+    def lq_drift_nm(self, points_nm) -> np.ndarray:
+        """Local misregistration of the LQ training scan (``pair_drift_nm``), nm, after its affine part.
+
+        The LQ scan sees at LQ-scan position ``p`` the sample at ``A p + d(A p)``, with ``A`` the
+        affine :attr:`GroundTruth.lq_misalignment` and ``d`` this smooth field (zero by default),
+        which no affine registration removes.  ``points_nm``: array of shape ``(..., 3)``, (z, y, x) nm
+        in the sample frame (positions after ``A``); returns the same shape.
+        """
+        pts = np.asarray(points_nm, dtype=np.float64)
+        if pts.ndim < 1 or pts.shape[-1] != 3:
+            raise InputError(f"points_nm has shape {pts.shape}; give positions of shape (..., 3) in nm")
+        return self._engine.drift(pts)
+
     def lq_on_hq_grid(self, lq=None, *, order: int = 1) -> np.ndarray:
         """Resample an LQ-grid volume (default :attr:`lq`) onto the HQ voxel grid over the nominal HQ field.
 
@@ -1062,8 +1118,9 @@ def _fingerprint(engine) -> str:
 
     parts = engine.model.particles
     h = hashlib.sha256()
+    drift = (engine.drift.amp, engine.drift.wave) if engine.params.pair_drift_nm else ()
     for a in (parts.centre_nm, parts.radius_nm, parts.mode, engine.model.fields.pore[:4], engine.misalign,
-              engine.neutron_mu_table()[0]):
+              engine.neutron_mu_table()[0]) + drift:
         h.update(np.ascontiguousarray(np.round(a, 6)).tobytes())
     return h.hexdigest()[:16]
 
@@ -1098,7 +1155,9 @@ def make_experiment(*, shape=(64, 64, 64), n_steps: int = 7, seed: int = 0, **op
           803 nm), ``hq_noise`` (0.02), ``lq_noise`` (0.06), ``ring_amplitude`` (0.03),
           ``phase_contrast`` (0: fringe strength), ``lithiated_contrast_loss`` (0.8: lithiated Si grey
           moves this share of the way to the matrix grey), ``misalignment_deg`` (0.8),
-          ``misalignment_shift_nm`` (60), ``series_sample`` ("same" or "twin": the series images a
+          ``misalignment_shift_nm`` (60), ``pair_drift_nm`` (0: RMS local misregistration of the
+          LQ training scan left after the affine part, a smooth random field of wavelength
+          ``pair_drift_length_nm``, 3000), ``series_sample`` ("same" or "twin": the series images a
           second sample with the same statistics), ``step_interval_s`` (3600).
         - neutron: ``neutron_bin`` (4: neutron voxel = 4 LQ voxels), ``neutron_blur_sigma_nm`` (500),
           ``neutron_noise`` (0.05 1/cm), ``li6_fraction`` (0.075).
