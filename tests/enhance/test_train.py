@@ -17,6 +17,7 @@ def test_tiny_model_beats_bicubic_on_held_out_slices(trained):
     assert res.steps == 150 and res.resumed_from_step == 0
     # measured ~+1.3 dB for the tiny net after 100-300 steps; require a clear gain
     assert res.val_psnr_db > res.val_psnr_lq_db + 0.5, res
+    assert res.rollbacks == 0          # healthy training never trips the divergence guard
 
 
 def test_model_folder_contents(trained):
@@ -33,6 +34,36 @@ def test_model_folder_contents(trained):
     assert set(metrics) >= {"val_psnr_db", "val_psnr_lq_db", "final_loss"}
     log = [json.loads(line) for line in (d / "training_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 150 and log[0]["loss"] > log[-2]["loss"]
+
+
+def test_divergence_guard_restores_the_last_healthy_state_and_halves_the_rate(tmp_path, tiny_config):
+    import torch
+
+    from tomo4d.enhance.training import Trainer
+
+    lq = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48)).astype(np.float32)
+    mask = np.ones(lq.shape, bool)
+
+    def trainer():
+        return Trainer(lq, np.clip(lq * 1.2, -1, 1), mask, [0, 1, 2, 3, 4], [5], tiny_config, device="cpu")
+
+    tr = trainer()
+    for _ in range(3):
+        tr.train_step()
+    assert tr.guard(0.10, 0.09) is None                       # within the factor: healthy, kept
+    kept = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    for _ in range(3):
+        tr.train_step()
+    assert any(not torch.equal(kept[k], v) for k, v in tr.net.state_dict().items())
+    event = tr.guard(1.0, 0.09)                                # 11x the best window: diverged
+    assert event is not None and "restored" in event and tr.lr_scale == 0.5
+    assert all(torch.equal(kept[k], v) for k, v in tr.net.state_dict().items())
+    assert tr.guard(float("nan"), 0.09) is not None and tr.lr_scale == 0.25
+    # the halved rate survives a checkpoint and resume
+    tr.save_checkpoint(tmp_path)
+    again = trainer()
+    again.load_checkpoint(tmp_path)
+    assert again.lr_scale == 0.25
 
 
 def test_existing_model_is_not_overwritten(trained, synth_pair, tiny_config):

@@ -96,6 +96,13 @@ class TrainConfig(BaseModel):
         Fraction of the steps spent rising to ``max_lr``.
     weight_decay : float
         AdamW weight decay.
+    grad_clip : float
+        Largest gradient norm (clipped above it; 0: no clipping).
+    divergence_factor : float
+        Divergence guard: when the training loss averaged over a window of steps exceeds this
+        multiple of the best such average (or is not finite), the network and optimiser go back
+        to their last healthy state and the learning rate is halved for the rest of the run
+        (recorded in the training log).  0: off (a non-finite loss still rolls back).
     t_point_mass : float
         Probability that t is exactly 1 (pure LQ input); otherwise t ~ U(0, 1).
     noise_std : float
@@ -128,6 +135,8 @@ class TrainConfig(BaseModel):
     max_lr: float = Field(5e-4, gt=0, lt=1)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    divergence_factor: float = Field(4.0, ge=0)
     t_point_mass: float = Field(0.1, ge=0, le=1)
     noise_std: float = Field(0.01, ge=0)
     gan_weight: float = Field(0.01, ge=0)

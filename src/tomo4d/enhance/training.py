@@ -52,6 +52,9 @@ class TrainResult:
         Wall time of this call in s.
     device : str
         ``"cpu"`` or ``"cuda"``.
+    rollbacks : int
+        Times the divergence guard restored a healthy state (each halved the learning rate;
+        the events are in the training log).
     """
 
     model_dir: Path
@@ -62,6 +65,7 @@ class TrainResult:
     val_psnr_lq_db: float
     seconds: float
     device: str
+    rollbacks: int = 0
 
 
 def one_cycle_lr(step: int, total: int, *, max_lr: float, warmup_fraction: float) -> float:
@@ -136,6 +140,9 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
         self.log: list[dict] = []
+        #: learning-rate multiplier, halved at every roll-back of the divergence guard
+        self.lr_scale = 1.0
+        self._healthy = None
         self._precompute_valid_windows()
 
     # -- data -------------------------------------------------------------------------
@@ -191,7 +198,7 @@ class Trainer:
         tt = torch.from_numpy(t).to(dev)
         tb = tt[:, None, None, None]
         xt = (1 - tb) * x + tb * y + tb * cfg.noise_std * noise if cfg.objective == "indi" else y
-        lr = one_cycle_lr(self.step, cfg.steps, max_lr=cfg.max_lr, warmup_fraction=cfg.warmup_fraction)
+        lr = self.lr_scale * one_cycle_lr(self.step, cfg.steps, max_lr=cfg.max_lr, warmup_fraction=cfg.warmup_fraction)
         for g in self.opt.param_groups:
             g["lr"] = lr
         amp = dev.type == "cuda"
@@ -206,7 +213,12 @@ class Trainer:
             else:
                 total = loss
         self.opt.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(total)):
+            self.step += 1          # no update from a non-finite loss; the guard rolls back
+            return float("nan")
         total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.opt.step()
         if self.disc is not None:
             for g in self.opt_d.param_groups:
@@ -218,9 +230,40 @@ class Trainer:
                           + F.binary_cross_entropy_with_logits(lr_fake, torch.zeros_like(lr_fake)))
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
             self.opt_d.step()
         self.step += 1
         return float(loss.detach())
+
+    # -- divergence guard ---------------------------------------------------------------
+    def _state(self) -> dict:
+        import copy
+
+        return copy.deepcopy({name: obj.state_dict() for name, obj in
+                              (("net", self.net), ("opt", self.opt), ("disc", self.disc), ("optd", self.opt_d))
+                              if obj is not None})
+
+    def guard(self, window_loss: float, best: float) -> str | None:
+        """Check a window's mean loss; keep a healthy state, or roll back to it and halve the rate.
+
+        Returns the event text of a roll-back (None when healthy).
+        """
+        factor = self.cfg.divergence_factor
+        diverged = not np.isfinite(window_loss) or (factor > 0 and np.isfinite(best) and window_loss > factor * best)
+        if not diverged:
+            self._healthy = (self.step, self._state())
+            return None
+        if self._healthy is None:
+            self._healthy = (0, None)
+        step, state = self._healthy
+        if state is not None:
+            for name, obj in (("net", self.net), ("opt", self.opt), ("disc", self.disc), ("optd", self.opt_d)):
+                if obj is not None:
+                    obj.load_state_dict(state[name])
+        self.lr_scale *= 0.5
+        return (f"loss {window_loss:.4g} > {factor:g} x best {best:.4g}: weights of step {step} restored, "
+                f"learning rate x{self.lr_scale:g}")
 
     # -- validation -------------------------------------------------------------------
     def validate(self, *, max_slices: int = 4) -> tuple[float, float]:
@@ -261,7 +304,7 @@ class Trainer:
         with atomic_output(folder / "checkpoint.safetensors", overwrite=True) as tmp:
             save_file(self._tensors(), str(tmp))
         state = {"step": self.step, "config": self.cfg.to_dict(), "rng": self.rng.bit_generator.state,
-                 "param_groups": groups, "log": self.log}
+                 "param_groups": groups, "log": self.log, "lr_scale": self.lr_scale}
         _write_json(folder / "checkpoint.json", state)
 
     def load_checkpoint(self, folder: Path) -> int:
@@ -293,6 +336,7 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng"]
         self.step = int(meta["step"])
         self.log = list(meta["log"])
+        self.lr_scale = float(meta.get("lr_scale", 1.0))
         return self.step
 
 
@@ -379,14 +423,30 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
         start = trainer.load_checkpoint(ckdir)
         log.info("resumed training from step %d", start)
     log_every = max(1, cfg.steps // 200)
+    guard_every = max(25, log_every)
+    best = min((r["loss"] for r in trainer.log if "loss" in r and np.isfinite(r["loss"])), default=float("inf"))
     losses: list[float] = []
+    recent: list[float] = []        # losses since the last check of the divergence guard
     while trainer.step < cfg.steps:
         loss = trainer.train_step()
-        losses.append(loss)
+        recent.append(loss)
+        if np.isfinite(loss):
+            losses.append(loss)
         s = trainer.step
+        if len(recent) >= guard_every or not np.isfinite(loss):
+            window = float(np.mean(recent))
+            recent = []
+            event = trainer.guard(window, best)
+            if event is None:
+                best = min(best, window)
+            else:
+                log.warning("training step %d: %s", s, event)
+                trainer.log.append({"step": s, "event": event,
+                                    "window_loss": window if np.isfinite(window) else None})
         if s % log_every == 0 or s == cfg.steps:
-            rec = {"step": s, "loss": float(np.mean(losses[-log_every:])),
-                   "lr": one_cycle_lr(s - 1, cfg.steps, max_lr=cfg.max_lr, warmup_fraction=cfg.warmup_fraction)}
+            rec = {"step": s, "loss": float(np.mean(losses[-log_every:])) if losses else float("nan"),
+                   "lr": trainer.lr_scale * one_cycle_lr(s - 1, cfg.steps, max_lr=cfg.max_lr,
+                                                         warmup_fraction=cfg.warmup_fraction)}
             if cfg.val_every and s % cfg.val_every == 0 and s != cfg.steps:
                 rec["val_psnr_db"], rec["val_psnr_lq_db"] = trainer.validate()
             trainer.log.append(rec)
@@ -395,7 +455,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
         if progress is not None:
             progress(s, cfg.steps)
     val, val_lq = trainer.validate()
-    trainer.log.append({"step": trainer.step, "loss": trainer.log[-1]["loss"] if trainer.log else float("nan"),
+    last = [r["loss"] for r in trainer.log if "loss" in r]
+    trainer.log.append({"step": trainer.step, "loss": last[-1] if last else float("nan"),
                         "val_psnr_db": val, "val_psnr_lq_db": val_lq})
     tail = [r["loss"] for r in trainer.log if "loss" in r][-max(1, len(trainer.log) // 10):]
     final_loss = float(np.mean(tail))
@@ -407,8 +468,9 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     info = ModelInfo(cfg, lq_scaling, hq_scaling, input_dtype, pair.lq_voxel_size_nm, pair.hq_voxel_size_nm,
                      cfg.val_steps if cfg.objective == "indi" else 1, prov)
     model = EnhanceModel(trainer.net.eval(), info)
+    rollbacks = sum(1 for r in trainer.log if "event" in r)
     metrics = {"val_psnr_db": val, "val_psnr_lq_db": val_lq, "final_loss": final_loss, "steps": trainer.step,
-               "val_steps": info.recommended_steps}
+               "val_steps": info.recommended_steps, "rollbacks": rollbacks}
     save_model(model, out, metrics=metrics, overwrite=True)
     _write_log(out / LOG_FILE, trainer.log)
     try:
@@ -420,7 +482,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
 
         shutil.rmtree(ckdir, ignore_errors=True)
     return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
-                       trainer.device.type)
+                       trainer.device.type, rollbacks)
 
 
 def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray) -> float:
