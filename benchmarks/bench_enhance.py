@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_enhance.py speed      # CPU time per 512^2 slice at 10 steps
     .venv/bin/python benchmarks/bench_enhance.py synthetic  # acceptance on the phantom experiment
     .venv/bin/python benchmarks/bench_enhance.py real       # acceptance on snow_xct_100.tif
+    .venv/bin/python benchmarks/bench_enhance.py memory [SLICES_LIST] [NY]  # peak RSS of streamed apply
     .venv/bin/python benchmarks/bench_enhance.py acceptance [TRAIN_STEPS] [INDI_STEPS] [GAN 0/1] [MODEL_DIR] [DRIFT_NM]
         # issue-6 acceptance on a phantom of realistic particle size (128^3, particle radius 1200 nm,
         # twin sample for the in-situ series): InDI / CNN / GAN trained on the pair, judged on T0.
@@ -51,6 +52,53 @@ def bench_speed(presets=("small", "reference"), steps: int = 10):
         dt = time.perf_counter() - t0
         _emit(bench="enhance_slice_cpu", preset=name, slice="512x512", steps=steps, seconds=dt,
               threads=torch.get_num_threads(), params=sum(p.numel() for p in model.net.parameters()))
+
+
+def _memory_child(n_slices: int, ny: int, workdir: str):
+    """One streamed enhancement in this (fresh) process: LQ zarr on disk -> enhanced zarr on disk."""
+    import resource
+
+    import dask.array as da
+    import torch
+
+    from tomo4d.enhance import ModelInfo, Scaling, TrainConfig, enhance_volume
+    from tomo4d.enhance.model import EnhanceModel
+    from tomo4d.enhance.network import InDINet
+    from tomo4d.io import open_volume, save_volume
+    from tomo4d.volume import Volume
+
+    wd = Path(workdir)
+    src = wd / f"lq_{n_slices}.zarr"
+    lazy = da.random.RandomState(0).uniform(-1, 1, (n_slices, ny, ny), chunks=(4, ny, ny)).astype(np.float32)
+    save_volume(Volume(lazy, 100.0), src, overwrite=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    cfg = TrainConfig.preset("tiny")
+    torch.manual_seed(0)
+    model = EnhanceModel(InDINet(cfg.network).eval(),
+                         ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+    vol = open_volume(src)
+    t0 = time.perf_counter()
+    out = enhance_volume(model, vol, steps=1, tile=512, overlap=64)
+    save_volume(out, wd / f"out_{n_slices}.zarr", overwrite=True)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    _emit(bench="enhance_memory", lq_shape=[n_slices, ny, ny], out_shape=list(out.shape),
+          lq_mib=n_slices * ny * ny * 4 / 2 ** 20, out_mib=float(np.prod(out.shape)) * 4 / 2 ** 20,
+          peak_rss_mib=peak, rss_before_enhance_mib=base, seconds=dt)
+
+
+def bench_memory(slices="16,64", ny: int = 1024):
+    """Peak memory of streamed enhancement (tiny untrained network, 1 step) for growing volumes.
+
+    Each size runs in a fresh process; bounded memory means the peak does not grow with the
+    number of slices while the output does (the baseline is the smallest run's peak).
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as wd:
+        for n in [int(v) for v in str(slices).split(",")]:
+            subprocess.run([sys.executable, __file__, "_memory_child", str(n), str(ny), wd], check=True)
 
 
 def bench_synthetic(train_steps: int = 300, indi_steps: int = 6, shape=(64, 64, 64)):
@@ -270,4 +318,4 @@ if __name__ == "__main__":
     extra = [a if ("," in a or not a.lstrip("-").isdigit()) else int(a) for a in sys.argv[2:]]
     for w in what:
         {"speed": bench_speed, "synthetic": bench_synthetic, "real": bench_real,
-         "acceptance": bench_acceptance}[w](*extra)
+         "acceptance": bench_acceptance, "memory": bench_memory, "_memory_child": _memory_child}[w](*extra)

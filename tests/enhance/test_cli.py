@@ -38,6 +38,9 @@ def test_train_apply_sweep_evaluate(files, trained, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert dst.is_file() and (tmp_path / "enh_spread.tif").is_file() and (tmp_path / "enh_consistency.tif").is_file()
     assert info["n_samples"] == 2
+    assert not [f for f in tmp_path.iterdir() if "uncertainty" in f.name]      # scratch maps removed
+    assert main(["enhance", "apply", model, str(lq), str(dst), "--samples", "2"]) == 2   # refused before any work
+    assert "--overwrite" in capsys.readouterr().err
 
     assert main(["enhance", "sweep", model, "--lq", str(lq), "--hq", str(hq), "--max-steps", "3",
                  "--no-register", "--json"]) == 0

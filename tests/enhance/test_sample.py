@@ -99,6 +99,37 @@ def test_uncertainty_maps(model, synth_pair):
     assert res.consistency_mean < 1.5 * res.consistency_bicubic_mean
     with pytest.raises(InputError, match="n_samples"):
         enhance_with_uncertainty(model, lq, n_samples=1)
+    with pytest.raises(InputError, match="slab"):
+        enhance_with_uncertainty(model, lq, n_samples=2, slab=0)
+
+
+@pytest.mark.parametrize("z_interp", [True, False])
+def test_uncertainty_streams_slab_by_slab_with_the_whole_volume_result(model, synth_pair, tmp_path, z_interp):
+    """Slabs of 3 LQ slices, spilled to memory maps, give the maps and summaries of one 8-slice slab."""
+    from tomo4d.enhance import enhance_volume, enhance_with_uncertainty
+    from tomo4d.enhance.data import upsample2_axis, upsample2_xy
+    from tomo4d.enhance.uncertainty import data_consistency
+
+    lq, _ = synth_pair
+    whole = enhance_with_uncertainty(model, lq, n_samples=2, steps=2, slab=8, z_interp=z_interp)
+    done = []
+    slabs = enhance_with_uncertainty(model, lq, n_samples=2, steps=2, slab=3, z_interp=z_interp,
+                                     spill_dir=tmp_path / "spill", progress=lambda d, n: done.append((d, n)))
+    assert done == [(6, 16), (12, 16), (16, 16)]
+    assert isinstance(slabs.mean.data, np.memmap) and (tmp_path / "spill" / "spread.npy").is_file()
+    for a, b in ((whole.mean, slabs.mean), (whole.spread, slabs.spread), (whole.consistency, slabs.consistency)):
+        np.testing.assert_allclose(np.asarray(b.data), np.asarray(a.data), rtol=1e-5, atol=1e-3)
+    for k in ("spread_mean", "spread_p99", "consistency_mean", "consistency_p99", "consistency_bicubic_mean"):
+        assert getattr(slabs, k) == pytest.approx(getattr(whole, k), rel=1e-4), k
+    # against the definition on whole volumes: the mean of the samples and bicubic's consistency
+    e = [enhance_volume(model, lq, steps=2, seed=s, out_dtype=np.float32, z_interp=z_interp).numpy()
+         for s in (0, 1)]
+    np.testing.assert_allclose(np.asarray(whole.mean.data), (e[0] + e[1]) / 2, rtol=1e-5, atol=1e-3)
+    q = lq.numpy().astype(np.float32)
+    bic = upsample2_xy(upsample2_axis(q, 0) if z_interp else q)
+    info = model.info
+    ref = data_consistency(info.hq_scaling.inverse(info.lq_scaling.forward(bic)), q, model, z_interp=z_interp)
+    assert whole.consistency_bicubic_mean == pytest.approx(float(ref.mean()), rel=1e-4)
 
 
 def test_evaluate_centres_the_slice_block_and_uses_label_guided_edges(model, synth_pair):

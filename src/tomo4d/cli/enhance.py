@@ -94,18 +94,33 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
     vol = _open(src, voxel_size)
     out = {"output": str(dst)}
     if samples > 1:
-        with progress_bar("enhancing (samples)") as progress:
-            res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
-                                           overlap=overlap, batch=batch, z_interp=not no_z_interp,
-                                           check_voxel_size=not no_voxel_check, progress=progress)
+        import os
+        import shutil
+
         p = Path(dst)
         base = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name
         suffix = "".join(p.suffixes)
         spread = p.with_name(f"{base}_spread{suffix}")
         cons = p.with_name(f"{base}_consistency{suffix}")
-        save_volume(res.mean, dst, overwrite=overwrite)
-        save_volume(res.spread, spread, overwrite=overwrite)
-        save_volume(res.consistency, cons, overwrite=overwrite)
+        # the three maps stream slab by slab into memory maps beside the output (bounded memory),
+        # then are written in the requested format; the scratch folder is removed in any case
+        spill = p.with_name(f".{p.name}.uncertainty-{os.getpid()}")
+        taken = [str(f) for f in (p, spread, cons) if f.exists()]
+        if taken and not overwrite:
+            from ..errors import OverwriteError
+
+            raise OverwriteError(f"output(s) {', '.join(taken)} exist; choose another name or pass --overwrite")
+        try:
+            with progress_bar("enhancing (samples)") as progress:
+                res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
+                                               overlap=overlap, batch=batch, z_interp=not no_z_interp,
+                                               check_voxel_size=not no_voxel_check, spill_dir=spill,
+                                               progress=progress)
+            save_volume(res.mean, dst, overwrite=overwrite)
+            save_volume(res.spread, spread, overwrite=overwrite)
+            save_volume(res.consistency, cons, overwrite=overwrite)
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
         out.update(spread=str(spread), consistency=str(cons), **res.summary())
     else:
         enh = enhance_volume(m, vol, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,

@@ -95,14 +95,52 @@ def _noise_std(a: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(lap - np.median(lap))) * 1.06)
 
 
+def _allocate(shape, spill_dir, name):
+    """A float32 array of ``shape``: in memory, or a ``.npy`` memory map in ``spill_dir``."""
+    if spill_dir is None:
+        return np.empty(shape, np.float32)
+    from pathlib import Path
+
+    d = Path(spill_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(d / f"{name}.npy", mode="w+", dtype=np.float32, shape=tuple(shape))
+
+
+class _Subsample:
+    """A regular subsample of a stream of arrays (at most ``limit`` values), for percentiles."""
+
+    def __init__(self, total: int, limit: int = 4_000_000):
+        self.every = max(1, int(total) // int(limit))
+        self.parts: list[np.ndarray] = []
+        self.sum = 0.0
+        self.n = 0
+
+    def add(self, a: np.ndarray) -> None:
+        flat = a.ravel()
+        self.sum += float(flat.sum(dtype=np.float64))
+        self.n += flat.size
+        self.parts.append(flat[:: self.every].copy())
+
+    def mean(self) -> float:
+        return self.sum / max(self.n, 1)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.concatenate(self.parts), q)) if self.parts else float("nan")
+
+
 def enhance_with_uncertainty(model, volume, *, n_samples: int = 4, steps: int | None = None, seed: int = 0,
                              tile: int = 512, overlap: int = 64, batch: int = 4, z_interp: bool = True,
-                             check_voxel_size: bool = True,
+                             check_voxel_size: bool = True, slab: int = 8, spill_dir=None,
                              progress: Callable[[int, int], None] | None = None) -> UncertaintyResult:
     """Enhance ``volume`` ``n_samples`` times with different noise seeds; spread and consistency maps.
 
-    Holds the K enhanced volumes' running sums in memory (two fine-grid float32
-    volumes): use it on regions of interest or moderate volumes.
+    The work streams slab by slab (``slab`` LQ slices at a time): the K samples of a slab are
+    enhanced, reduced to their mean and spread and compared with the LQ input, then dropped.
+    The three result volumes are held in memory (two fine-grid float32 volumes and one LQ-grid
+    one), or, with ``spill_dir``, written as ``.npy`` memory maps into that folder (bounded
+    memory for volumes larger than RAM; the caller removes the folder once the maps are saved).
+    The 99th percentiles of the summary are taken over a regular subsample of at most 4 million
+    voxels.
     """
     from ..volume import Volume, as_volume
     from .data import upsample2_axis, upsample2_xy
@@ -113,35 +151,63 @@ def enhance_with_uncertainty(model, volume, *, n_samples: int = 4, steps: int | 
     if model.one_step or model.info.config.noise_std == 0:
         raise InputError(f"the {model.objective} model is deterministic (no noise); the spread needs an InDI model "
                          "trained with noise_std > 0")
+    if isinstance(slab, bool) or not isinstance(slab, (int, np.integer)) or slab < 1:
+        raise InputError(f"slab={slab!r} must be an integer >= 1 (LQ slices enhanced at a time)")
     vol = as_volume(volume)
-    total = n_samples * vol.shape[0]
-    s1 = s2 = None
-    for k in range(n_samples):
-        def prog(done, n, k=k):
-            if progress is not None:
-                progress(k * vol.shape[0] + done, total)
-
-        e = enhance_volume(model, vol, steps=steps, seed=seed + k, tile=tile, overlap=overlap, batch=batch,
-                           z_interp=z_interp, out_dtype=np.float32, check_voxel_size=check_voxel_size,
-                           progress=prog)
-        a = e.numpy().astype(np.float64)
-        s1 = a if s1 is None else s1 + a
-        s2 = a * a if s2 is None else s2 + a * a
-        meta = e.metadata
-    mean = (s1 / n_samples).astype(np.float32)
-    spread = np.sqrt(np.maximum(s2 / n_samples - (s1 / n_samples) ** 2, 0)).astype(np.float32)
-    lq = as_float32(vol.numpy())
-    cons = data_consistency(mean, lq, model, z_interp=z_interp)
-    bic = upsample2_xy(upsample2_axis(lq, 0) if z_interp else lq)
-    bic_hq = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(bic))
-    cons_b = data_consistency(bic_hq, lq, model, z_interp=z_interp)
-    vs_fine = tuple(v / 2 for v in vol.voxel_size_nm) if z_interp else (vol.voxel_size_nm[0],) + tuple(
-        v / 2 for v in vol.voxel_size_nm[1:])
+    samples = [enhance_volume(model, vol, steps=steps, seed=seed + k, tile=tile, overlap=overlap, batch=batch,
+                              z_interp=z_interp, out_dtype=np.float32, check_voxel_size=check_voxel_size)
+               for k in range(n_samples)]
+    nz = vol.shape[0]
+    fz = 2 if z_interp else 1
+    fine_shape = samples[0].shape
+    mean = _allocate(fine_shape, spill_dir, "mean")
+    spread = _allocate(fine_shape, spill_dir, "spread")
+    cons = _allocate(vol.shape, spill_dir, "consistency")
+    stats = {name: _Subsample(int(np.prod(shp))) for name, shp in
+             (("spread", fine_shape), ("cons", vol.shape), ("cons_b", vol.shape))}
+    lq_noise = []
+    hq_of_lq = model.info.hq_scaling.inverse
+    to_norm = model.info.lq_scaling.forward
+    total = n_samples * nz              # progress: LQ slices enhanced, all samples together
+    for z0 in range(0, nz, int(slab)):
+        z1 = min(z0 + int(slab), nz)
+        s1 = s2 = None
+        for e in samples:
+            a = np.asarray(e.data[fz * z0: fz * z1], np.float64)
+            s1 = a if s1 is None else s1 + a
+            s2 = a * a if s2 is None else s2 + a * a
+        m = (s1 / n_samples).astype(np.float32)
+        sp = np.sqrt(np.maximum(s2 / n_samples - (s1 / n_samples) ** 2, 0)).astype(np.float32)
+        del s1, s2
+        mean[fz * z0: fz * z1] = m
+        spread[fz * z0: fz * z1] = sp
+        stats["spread"].add(sp)
+        lq = as_float32(np.asarray(vol.data[z0:z1]))
+        c = data_consistency(m, lq, model, z_interp=z_interp)
+        cons[z0:z1] = c
+        stats["cons"].add(c)
+        # bicubic up-sampling of the same slab (2 LQ slices of context for the cubic z taps)
+        if z_interp:
+            h0, h1 = max(z0 - 2, 0), min(z1 + 2, nz)
+            ext = as_float32(np.asarray(vol.data[h0:h1]))
+            bic = upsample2_xy(upsample2_axis(ext, 0)[2 * (z0 - h0): 2 * (z0 - h0) + 2 * (z1 - z0)])
+        else:
+            bic = upsample2_xy(lq)
+        stats["cons_b"].add(data_consistency(hq_of_lq(to_norm(bic)), lq, model, z_interp=z_interp))
+        lq_noise.append((_noise_std(lq), lq.size))
+        if progress is not None:
+            progress(z1 * n_samples, total)
+    for arr in (mean, spread, cons):
+        if isinstance(arr, np.memmap):
+            arr.flush()
+    meta = samples[0].metadata
+    vs_fine = samples[0].voxel_size_nm
     meta_k = meta.with_step(f"mean of {n_samples} InDI samples (seeds {seed}..{seed + n_samples - 1})")
     mean_v = Volume(mean, vs_fine, meta_k)
     spread_v = Volume(spread, vs_fine, dataclasses.replace(meta_k, name=(meta.name + " spread").strip()))
     cons_v = Volume(cons, vol.voxel_size_nm,
                     dataclasses.replace(meta_k, name=(meta.name + " data consistency").strip()))
-    return UncertaintyResult(mean_v, spread_v, cons_v, int(n_samples), float(spread.mean()),
-                             float(np.percentile(spread, 99)), float(cons.mean()), float(np.percentile(cons, 99)),
-                             float(cons_b.mean()), _noise_std(lq))
+    noise = float(sum(v * n for v, n in lq_noise) / sum(n for _, n in lq_noise))
+    return UncertaintyResult(mean_v, spread_v, cons_v, int(n_samples), stats["spread"].mean(),
+                             stats["spread"].percentile(99), stats["cons"].mean(), stats["cons"].percentile(99),
+                             stats["cons_b"].mean(), noise)
