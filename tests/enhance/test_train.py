@@ -48,6 +48,9 @@ def test_divergence_guard_restores_the_last_healthy_state_and_halves_the_rate(tm
         return Trainer(lq, np.clip(lq * 1.2, -1, 1), mask, [0, 1, 2, 3, 4], [5], tiny_config, device="cpu")
 
     tr = trainer()
+    first = tr.guard(float("nan"), float("inf"))             # nothing healthy kept yet: only slows down
+    assert first is not None and "restored" not in first and tr.lr_scale == 0.5
+    tr.lr_scale = 1.0
     for _ in range(3):
         tr.train_step()
     assert tr.guard(0.10, 0.09) is None                       # within the factor: healthy, kept

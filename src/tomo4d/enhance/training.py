@@ -254,16 +254,15 @@ class Trainer:
         if not diverged:
             self._healthy = (self.step, self._state())
             return None
-        if self._healthy is None:
-            self._healthy = (0, None)
-        step, state = self._healthy
-        if state is not None:
-            for name, obj in (("net", self.net), ("opt", self.opt), ("disc", self.disc), ("optd", self.opt_d)):
-                if obj is not None:
-                    obj.load_state_dict(state[name])
         self.lr_scale *= 0.5
-        return (f"loss {window_loss:.4g} > {factor:g} x best {best:.4g}: weights of step {step} restored, "
-                f"learning rate x{self.lr_scale:g}")
+        what = f"loss {window_loss:.4g} > {factor:g} x best {best:.4g}"
+        if self._healthy is None:           # nothing healthy kept yet (e.g. just resumed): slow down only
+            return f"{what}: learning rate x{self.lr_scale:g}"
+        step, state = self._healthy
+        for name, obj in (("net", self.net), ("opt", self.opt), ("disc", self.disc), ("optd", self.opt_d)):
+            if obj is not None:
+                obj.load_state_dict(state[name])
+        return f"{what}: weights of step {step} restored, learning rate x{self.lr_scale:g}"
 
     # -- validation -------------------------------------------------------------------
     def validate(self, *, max_slices: int = 4) -> tuple[float, float]:
