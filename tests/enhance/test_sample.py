@@ -118,18 +118,20 @@ def test_uncertainty_streams_slab_by_slab_with_the_whole_volume_result(model, sy
     assert done == [(6, 16), (12, 16), (16, 16)]
     assert isinstance(slabs.mean.data, np.memmap) and (tmp_path / "spill" / "spread.npy").is_file()
     for a, b in ((whole.mean, slabs.mean), (whole.spread, slabs.spread), (whole.consistency, slabs.consistency)):
-        np.testing.assert_allclose(np.asarray(b.data), np.asarray(a.data), rtol=1e-5, atol=1e-3)
+        # float32 rounding of the network differs with the tile batches (values up to ~1e4): atol 1e-2
+        np.testing.assert_allclose(np.asarray(b.data), np.asarray(a.data), rtol=1e-5, atol=1e-2)
     for k in ("spread_mean", "spread_p99", "consistency_mean", "consistency_p99", "consistency_bicubic_mean"):
-        assert getattr(slabs, k) == pytest.approx(getattr(whole, k), rel=1e-4), k
+        assert getattr(slabs, k) == pytest.approx(getattr(whole, k), rel=1e-3), k
     # against the definition on whole volumes: the mean of the samples and bicubic's consistency
     e = [enhance_volume(model, lq, steps=2, seed=s, out_dtype=np.float32, z_interp=z_interp).numpy()
          for s in (0, 1)]
-    np.testing.assert_allclose(np.asarray(whole.mean.data), (e[0] + e[1]) / 2, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(whole.mean.data), (e[0] + e[1]) / 2, rtol=1e-5, atol=1e-2)
     q = lq.numpy().astype(np.float32)
     bic = upsample2_xy(upsample2_axis(q, 0) if z_interp else q)
     info = model.info
     ref = data_consistency(info.hq_scaling.inverse(info.lq_scaling.forward(bic)), q, model, z_interp=z_interp)
-    assert whole.consistency_bicubic_mean == pytest.approx(float(ref.mean()), rel=1e-4)
+    assert whole.consistency_bicubic_mean == pytest.approx(float(ref.mean()), rel=1e-5)
+    assert slabs.consistency_bicubic_mean == pytest.approx(float(ref.mean()), rel=1e-5)   # no network: exact
 
 
 def test_evaluate_centres_the_slice_block_and_uses_label_guided_edges(model, synth_pair):
