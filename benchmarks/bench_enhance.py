@@ -31,20 +31,28 @@ def _emit(**kw):
     print(json.dumps(kw, default=float), flush=True)
 
 
-def bench_speed(presets=("small", "reference"), steps: int = 10):
-    """Seconds per 512 x 512 up-sampled slice (256^2 LQ) with an untrained network of each preset."""
+def _untrained_model(preset: str):
+    """An untrained network of ``preset`` (seeded), wrapped as a float32 100 nm -> 50 nm model."""
     import torch
 
     from tomo4d.enhance import ModelInfo, Scaling, TrainConfig
     from tomo4d.enhance.model import EnhanceModel
     from tomo4d.enhance.network import InDINet
+
+    cfg = TrainConfig.preset(preset)
+    torch.manual_seed(0)
+    return EnhanceModel(InDINet(cfg.network).eval(),
+                        ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+
+
+def bench_speed(presets=("small", "reference"), steps: int = 10):
+    """Seconds per 512 x 512 up-sampled slice (256^2 LQ) with an untrained network of each preset."""
+    import torch
+
     from tomo4d.enhance.sample import restore_slices
 
     for name in presets:
-        cfg = TrainConfig.preset(name)
-        torch.manual_seed(0)
-        model = EnhanceModel(InDINet(cfg.network).eval(),
-                             ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+        model = _untrained_model(name)
         img = np.random.default_rng(0).uniform(-1, 1, (1, 512, 512)).astype(np.float32)
         restore_slices(model, img[:, :64, :64], steps=1)  # warm-up
         t0 = time.perf_counter()
@@ -59,11 +67,8 @@ def _memory_child(n_slices: int, ny: int, workdir: str):
     import resource
 
     import dask.array as da
-    import torch
 
-    from tomo4d.enhance import ModelInfo, Scaling, TrainConfig, enhance_volume
-    from tomo4d.enhance.model import EnhanceModel
-    from tomo4d.enhance.network import InDINet
+    from tomo4d.enhance import enhance_volume
     from tomo4d.io import open_volume, save_volume
     from tomo4d.volume import Volume
 
@@ -72,10 +77,7 @@ def _memory_child(n_slices: int, ny: int, workdir: str):
     lazy = da.random.RandomState(0).uniform(-1, 1, (n_slices, ny, ny), chunks=(4, ny, ny)).astype(np.float32)
     save_volume(Volume(lazy, 100.0), src, overwrite=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    cfg = TrainConfig.preset("tiny")
-    torch.manual_seed(0)
-    model = EnhanceModel(InDINet(cfg.network).eval(),
-                         ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+    model = _untrained_model("tiny")
     vol = open_volume(src)
     t0 = time.perf_counter()
     out = enhance_volume(model, vol, steps=1, tile=512, overlap=64)
@@ -96,9 +98,17 @@ def bench_memory(slices="16,64", ny: int = 1024):
     import subprocess
     import tempfile
 
+    runs = []
     with tempfile.TemporaryDirectory() as wd:
         for n in [int(v) for v in str(slices).split(",")]:
-            subprocess.run([sys.executable, __file__, "_memory_child", str(n), str(ny), wd], check=True)
+            done = subprocess.run([sys.executable, __file__, "_memory_child", str(n), str(ny), wd], check=True,
+                                  capture_output=True, text=True)
+            print(done.stdout, end="", flush=True)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = runs[0]
+    for r in runs[1:]:
+        _emit(bench="enhance_memory_ratio", lq_slices=r["lq_shape"][0], baseline_lq_slices=base["lq_shape"][0],
+              output_ratio=r["out_mib"] / base["out_mib"], peak_rss_ratio=r["peak_rss_mib"] / base["peak_rss_mib"])
 
 
 def bench_synthetic(train_steps: int = 300, indi_steps: int = 6, shape=(64, 64, 64)):
