@@ -41,6 +41,9 @@ def test_train_apply_sweep_evaluate(files, trained, tmp_path, capsys):
     assert not [f for f in tmp_path.iterdir() if "uncertainty" in f.name]      # scratch maps removed
     assert main(["enhance", "apply", model, str(lq), str(dst), "--samples", "2"]) == 2   # refused before any work
     assert "--overwrite" in capsys.readouterr().err
+    before = lq.read_bytes()
+    assert main(["enhance", "apply", model, str(lq), str(lq), "--samples", "2", "--overwrite"]) == 2
+    assert "never overwrites its inputs" in capsys.readouterr().err and lq.read_bytes() == before
 
     assert main(["enhance", "sweep", model, "--lq", str(lq), "--hq", str(hq), "--max-steps", "3",
                  "--no-register", "--json"]) == 0

@@ -105,10 +105,14 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
         # the three maps stream slab by slab into memory maps beside the output (bounded memory),
         # then are written in the requested format; the scratch folder is removed in any case
         spill = p.with_name(f".{p.name}.uncertainty-{os.getpid()}")
+        # refuse before any work: the in-memory maps carry no source path for save_volume to protect
+        from ..errors import OverwriteError
+        from ..io._atomic import check_not_input
+
+        for f in (p, spread, cons, spill):
+            check_not_input(f, [src, model])
         taken = [str(f) for f in (p, spread, cons) if f.exists()]
         if taken and not overwrite:
-            from ..errors import OverwriteError
-
             raise OverwriteError(f"output(s) {', '.join(taken)} exist; choose another name or pass --overwrite")
         try:
             with progress_bar("enhancing (samples)") as progress:
