@@ -1,0 +1,111 @@
+"""The one place where tomo4d checks what a caller hands it.
+
+Every public function validates its inputs here, at the boundary, so that a bad
+value always gets the same kind of message: the parameter's name, the value
+(written as a person would type it, never a numpy repr) and the fix.  Each check
+raises :class:`~tomo4d.errors.InputError` (exit status 2 on the command line).
+
+Policies decided here, once for every stage:
+
+* **numbers**: ``bool`` and strings are not numbers; an integer parameter refuses
+  ``8.7`` (it is not rounded) and ``"8"``; NaN and infinities are refused; a value
+  outside its range is an error naming the range, never clamped.
+* **non-finite voxels**: refused with their count (:func:`check_finite`); the
+  message says how to mask or fill them.
+* **labels**: non-negative integers (integral floats accepted), optionally from
+  a stated set of expected values (:func:`check_labels`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from .errors import InputError
+
+
+def show(value) -> str:
+    """``value`` as a person would write it: numpy scalars and arrays without their repr wrappers."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        if value.size > 8:
+            return f"array of shape {value.shape} and dtype {value.dtype}"
+        value = value.tolist()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(show(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
+
+
+def _range_text(minimum, maximum, *, exclusive_minimum: bool = False) -> str:
+    lo = "" if minimum is None else (f"> {show(minimum)}" if exclusive_minimum else f">= {show(minimum)}")
+    hi = "" if maximum is None else f"<= {show(maximum)}"
+    return " and ".join(t for t in (lo, hi) if t) or "finite"
+
+
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as ``int``; refuse non-integers, booleans, strings and values out of range."""
+    ok_type = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if not ok_type and isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        ok_type = True
+    if not ok_type:
+        raise InputError(f"{name}={show(value)} is not an integer; give a whole number "
+                         f"{_range_text(minimum, maximum)}")
+    v = int(value)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        raise InputError(f"{name}={v} is out of range; give a whole number {_range_text(minimum, maximum)}")
+    return v
+
+
+def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                 exclusive_minimum: bool = False) -> float:
+    """Return ``value`` as ``float``; refuse strings, booleans, NaN, infinities and values out of range."""
+    rng = _range_text(minimum, maximum, exclusive_minimum=exclusive_minimum)
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}={show(value)} is not a number; give a finite number {rng}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InputError(f"{name}={show(v)} is not finite; give a finite number {rng}")
+    too_low = minimum is not None and (v <= minimum if exclusive_minimum else v < minimum)
+    if too_low or (maximum is not None and v > maximum):
+        raise InputError(f"{name}={show(v)} is out of range; give a number {rng}")
+    return v
+
+
+def check_path(name: str, value) -> str:
+    """Return ``value`` as a path string; refuse anything that is not a ``str`` or path-like."""
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value) != "":
+        return os.fspath(value)
+    raise InputError(f"{name}={show(value)} is not a path; give a file or folder name as a string or pathlib.Path")
+
+
+def count_nonfinite(array) -> int:
+    """Number of NaN/Inf values in a numpy or dask array (dask: computed chunk by chunk)."""
+    a = array.data if hasattr(array, "voxel_size_nm") else array
+    if hasattr(a, "dask"):
+        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.complexfloating):
+            return 0
+        import dask.array as da
+
+        return int(da.count_nonzero(~da.isfinite(a)).compute())
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)):
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def check_finite(name: str, array) -> None:
+    """Refuse an image holding NaN or Inf voxels, saying how many (the one non-finite policy of tomo4d)."""
+    n = count_nonfinite(array)
+    if n:
+        size = int(np.prod(getattr(array, "shape", (0,)), dtype=np.int64)) or 1
+        raise InputError(
+            f"{name} holds {n} non-finite (NaN/Inf) voxels ({100 * n / size:.3g} % of {size}); tomo4d refuses "
+            "them rather than guess: fill them (e.g. with the median) or crop them away, and mask that region"
+        )
