@@ -5,8 +5,8 @@ Importing tomo4d is cheap and changes no global state; heavy dependencies
 """
 
 from ._version import __version__
-from .errors import FormatError, InputError, OverwriteError, Tomo4dError
+from .errors import FormatError, InputError, OutputError, OverwriteError, Tomo4dError
 from .volume import Volume, VolumeMetadata
 
 __all__ = ["__version__", "Volume", "VolumeMetadata", "Tomo4dError", "InputError", "FormatError",
-           "OverwriteError"]
+           "OverwriteError", "OutputError"]

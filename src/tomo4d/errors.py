@@ -26,6 +26,10 @@ class OverwriteError(InputError):
     """Writing would replace an existing output or one of the inputs."""
 
 
+class OutputError(InputError):
+    """An output could not be written (disk full, no permission, read-only location)."""
+
+
 def check_choice(name: str, value, choices) -> None:
     """Raise :class:`InputError` if ``value`` is not one of ``choices``."""
     if value not in choices:

@@ -68,7 +68,8 @@ def test_particles_track_regions_modes(files, capsys):
 
 @pytest.mark.parametrize("args, msg", [
     (["quantify", "thickness", "/nonexistent.tif"], "does not exist"),
-    (["quantify", "particles", "{p}", "-o", "{p}"], ".csv or .parquet"),
+    (["quantify", "particles", "{p}", "-o", "{p}.txt"], ".csv or .parquet"),
+    (["quantify", "particles", "{p}", "-o", "{p}"], "would overwrite the input"),
     (["quantify", "phases", "{p}", "--voxel-size", "1,2"], "--voxel-size"),
 ])
 def test_user_errors_are_one_line(files, capsys, args, msg):

@@ -64,9 +64,27 @@ def cli(ctx, debug, verbose):
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (used by the console script)."""
+    """Entry point; returns the exit status (used by the console script).
+
+    Ctrl-C and SIGTERM always end the command with 130 (143), even where a library
+    swallowed the KeyboardInterrupt (see :mod:`tomo4d._interrupt`); an output being
+    written is then discarded, never published half-written.
+    """
+    from .._interrupt import exit_status, handling_interrupts
+
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    with handling_interrupts():
+        status = _run(args, debug="--debug" in args)
+        interrupted = exit_status()
+    if interrupted is not None and status not in (interrupted,):
+        click.echo("tomo4d: interrupted", err=True)
+        return interrupted
+    return status
+
+
+def _run(args, *, debug: bool) -> int:
+    from .._interrupt import exit_status
+
     try:
         cli.main(args=args, prog_name="tomo4d", standalone_mode=False)
         return 0
@@ -75,9 +93,9 @@ def main(argv=None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("tomo4d: aborted", err=True)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("tomo4d: interrupted; nothing half-written was left under an output name", err=True)
+        return exit_status() or 130
     except (Tomo4dError, ValueError, OSError, MemoryError) as exc:
         if debug:
             raise

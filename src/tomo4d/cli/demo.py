@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ._paths import declare_paths
 
+
+@declare_paths(outputs=("out_dir",))
 @click.command()
 @click.argument("out_dir", default="tomo4d-demo", type=click.Path(path_type=str))
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo output folder.")

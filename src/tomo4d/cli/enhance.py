@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, parse_triple, progress_bar
 
 
@@ -27,11 +28,37 @@ def _config(config, preset, steps, seed):
     return TrainConfig.from_dict({**cfg.to_dict(), **updates}) if updates else cfg
 
 
+def _sample_maps(dst) -> tuple[Path, Path]:
+    """The spread and data-consistency maps written beside DST by ``apply --samples K``."""
+    p = Path(dst)
+    base = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name
+    suffix = "".join(p.suffixes)
+    return p.with_name(f"{base}_spread{suffix}"), p.with_name(f"{base}_consistency{suffix}")
+
+
+def _apply_derived(params) -> dict:
+    if params.get("samples", 1) > 1 and params.get("dst"):
+        spread, cons = _sample_maps(params["dst"])
+        return {"spread map": str(spread), "consistency map": str(cons)}
+    return {}
+
+
+def _models_in(params) -> list[str]:
+    """The model folders of ``evaluate --model NAME=DIR``."""
+    return [spec.partition("=")[2] or spec for spec in params.get("models") or ()]
+
+
+def _evaluate_derived(params) -> dict:
+    out = params.get("out")
+    return {f"--output/{f}": str(Path(out) / f) for f in ("table.json", "table.csv", "figure.png")} if out else {}
+
+
 @click.group()
 def enhance():
     """InDI enhancement: train on one LQ/HQ pair, enhance unseen LQ volumes."""
 
 
+@declare_paths(inputs=("lq", "hq", "config"), outputs=("out",), resumable=("out",))
 @enhance.command()
 @click.option("--lq", required=True, type=click.Path(path_type=str), help="Low-quality volume (2x coarser voxel).")
 @click.option("--hq", required=True, type=click.Path(path_type=str), help="High-quality volume of the same region.")
@@ -67,6 +94,7 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
               f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB")
 
 
+@declare_paths(inputs=("model", "src"), outputs=("dst",), derived=_apply_derived)
 @enhance.command()
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("src", type=click.Path(path_type=str))
@@ -87,8 +115,11 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
 def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, samples, voxel_size, no_voxel_check,
           device, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
+    from .._validate import check_int
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
     from ..io import save_volume
+
+    check_int("--samples", samples, minimum=1)
 
     m = load_model(model, device=device)
     vol = _open(src, voxel_size)
@@ -98,22 +129,10 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
         import shutil
 
         p = Path(dst)
-        base = p.name[: -len("".join(p.suffixes))] if p.suffixes else p.name
-        suffix = "".join(p.suffixes)
-        spread = p.with_name(f"{base}_spread{suffix}")
-        cons = p.with_name(f"{base}_consistency{suffix}")
+        spread, cons = _sample_maps(dst)  # declared outputs: checked against the inputs before any work
         # the three maps stream slab by slab into memory maps beside the output (bounded memory),
         # then are written in the requested format; the scratch folder is removed in any case
         spill = p.with_name(f".{p.name}.uncertainty-{os.getpid()}")
-        # refuse before any work: the in-memory maps carry no source path for save_volume to protect
-        from ..errors import OverwriteError
-        from ..io._atomic import check_not_input
-
-        for f in (p, spread, cons, spill):
-            check_not_input(f, [src, model])
-        taken = [str(f) for f in (p, spread, cons) if f.exists()]
-        if taken and not overwrite:
-            raise OverwriteError(f"output(s) {', '.join(taken)} exist; choose another name or pass --overwrite")
         try:
             with progress_bar("enhancing (samples)") as progress:
                 res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
@@ -143,6 +162,7 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
     emit(out, as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("model", "lq", "hq"))
 @enhance.command()
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--lq", required=True, type=click.Path(path_type=str))
@@ -165,6 +185,7 @@ def sweep(model, lq, hq, max_steps, no_register, as_json):
         f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}"])
 
 
+@declare_paths(inputs=("lq", "hq", _models_in), derived=_evaluate_derived)  # -o: a folder of three files
 @enhance.command()
 @click.option("--lq", required=True, type=click.Path(path_type=str))
 @click.option("--hq", required=True, type=click.Path(path_type=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, option_group, overwrite_option, parse_triple, progress_bar, voxel_size_option
 
 _with_raw_options = option_group(
@@ -39,6 +40,7 @@ def _info_lines(inf):
         yield f"{k:<{width}}  {v}"
 
 
+@declare_paths(inputs=("path",))
 @click.command()
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--dataset", default=None, help="HDF5 dataset or Zarr array inside the file.")
@@ -52,6 +54,7 @@ def info(path, dataset, as_json, shape, dtype):
     emit(inf.to_dict, as_json=as_json, text=_info_lines(inf))
 
 
+@declare_paths(inputs=("src",), outputs=("dst",))
 @click.command()
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))

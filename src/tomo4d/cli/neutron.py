@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option
 
 
@@ -48,10 +49,8 @@ def _save(array, path: str, *, overwrite: bool, inputs, name: str) -> Path:
     import numpy as np
 
     from ..io import save_volume
-    from ..io._atomic import check_not_input
     from ..volume import Volume, VolumeMetadata
 
-    check_not_input(path, inputs)
     a = np.asarray(array, dtype=np.float32)
     vol = Volume(a[None] if a.ndim == 2 else a, metadata=VolumeMetadata(name=name, modality="neutron",
                                                                        provenance=(f"tomo4d neutron: {name}",)))
@@ -63,6 +62,7 @@ def neutron():
     """Neutron and joint X-ray/neutron analysis (Li, isotopes, Bragg edges, planning)."""
 
 
+@declare_paths()
 @neutron.command()
 @click.option("--target-um", type=float, required=True, help="Wanted resolution, um.")
 @click.option("--ld", "collimation_ratio", type=float, default=None, help="Neutron collimation ratio L/D.")
@@ -104,6 +104,7 @@ def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_m
     emit(result.to_dict, as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("sample", "open_beam", "dark"), outputs=("output",))
 @neutron.command()
 @click.argument("sample", type=click.Path(path_type=str))
 @click.argument("open_beam", type=click.Path(path_type=str))
@@ -143,6 +144,7 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
                                       f"(min {stats['min']:.4g}, max {stats['max']:.4g})")
 
 
+@declare_paths(inputs=("spectrum",), outputs=("figure_path",))
 @neutron.command()
 @click.argument("spectrum", type=click.Path(path_type=str))
 @click.option("--window", default=None, help="Fit window LO,HI in Å (one edge; recommended).")
@@ -221,6 +223,7 @@ def _bragg_rows(fit, expected, d):
     return rows
 
 
+@declare_paths(inputs=("spectrum",))
 @neutron.command()
 @click.argument("spectrum", type=click.Path(path_type=str))
 @click.option("--composition", required=True, help="Chemical formula of the phase, e.g. Li7La3Zr2O12.")
@@ -265,6 +268,7 @@ def isotopes(spectrum, composition, density, thickness_cm, no_background, as_jso
     emit(d, as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("mu_volume", "labels_path"), outputs=("output", "sigma_output"))
 @neutron.command()
 @click.argument("mu_volume", type=click.Path(path_type=str))
 @click.argument("output", type=click.Path(path_type=str))

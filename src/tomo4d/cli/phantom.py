@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, parse_triple, progress_bar
 
 
+@declare_paths(outputs=("out_dir",))
 @click.command()
 @click.argument("out_dir", type=click.Path(path_type=str))
 @click.option("--shape", default="64", show_default=True, help="Voxels Z,Y,X of the HQ and LQ grids (one value or three).")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, parse_triple
 
 
@@ -46,6 +47,7 @@ def _lines(table, cnr_noise, written):
         yield f"wrote {w}"
 
 
+@declare_paths(inputs=("reference", "images", "mask_path"), outputs=("profiles_path", "figure_path"))
 @click.command()
 @click.argument("reference", type=click.Path(path_type=str))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str))

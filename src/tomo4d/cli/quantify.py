@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, option_group, overwrite_option, parse_triple, progress_bar
 
 #: --voxel-size, -o/--output, --overwrite and --json of every quantify command.
@@ -59,6 +60,7 @@ def quantify():
     """Quantify segmented time series: thickness, phase volumes, particles, tracks, strain regions, modes."""
 
 
+@declare_paths(inputs=("labels",), outputs=("output",))
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--smooth", "smooth_nm", default=400.0, show_default=True, help="Lateral smoothing of interfaces, nm.")
@@ -78,6 +80,7 @@ def thickness(labels, smooth_nm, voxel_size, output, overwrite, as_json):
         *_wrote(written)])
 
 
+@declare_paths(inputs=("labels",), outputs=("output",))
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--region", type=click.Choice(["all", "electrode"]), default="all", show_default=True,
@@ -101,6 +104,7 @@ def phases(labels, region, voxel_size, output, overwrite, as_json):
     emit({"phases": ser.to_dict(), "output": written}, as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("labels",), outputs=("output",))
 @quantify.command()
 @click.argument("labels", type=click.Path(path_type=str))
 @click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps).")
@@ -137,6 +141,7 @@ def _fields(paths):
     return [DisplacementField.load(p) for p in paths]
 
 
+@declare_paths(inputs=("labels", "fields"), outputs=("output",))
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--field", "fields", multiple=True, type=click.Path(path_type=str),
@@ -157,6 +162,7 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
         f"{s['n_tracks']} tracks, {s['n_complete']} complete through all {len(labels)} steps", *_wrote(written)])
 
 
+@declare_paths(inputs=("fields", "labels_path"), outputs=("output",))
 @quantify.command()
 @click.option("--field", "fields", multiple=True, required=True, type=click.Path(path_type=str),
               help="DVC field T0 -> Tn (.h5/.tsv), one per step, in order.")
@@ -188,6 +194,7 @@ def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json)
     emit({"regions": reg.to_dict(), "output": written}, as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("particles_t0", "residuals"), outputs=("output",))
 @quantify.command()
 @click.argument("particles_t0", type=click.Path(path_type=str))
 @click.argument("residuals", nargs=-1, required=True, type=click.Path(path_type=str))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, progress_bar
 
 
@@ -33,6 +34,7 @@ def _mask(path):
     return _open(path, name="--mask").numpy() > 0
 
 
+@declare_paths(inputs=("fixed", "moving", "mask"), outputs=("output",))
 @click.command()
 @click.argument("fixed", type=click.Path(path_type=str))
 @click.argument("moving", type=click.Path(path_type=str))
@@ -72,6 +74,7 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
     emit(lambda: reg.to_dict() | ({"output": output} if output else {}), as_json=as_json, text=lines())
 
 
+@declare_paths(inputs=("ref", "deformed", "mask", "phi_json"), outputs=("output", "vtk"))
 @click.command()
 @click.argument("ref", type=click.Path(path_type=str))
 @click.argument("deformed", type=click.Path(path_type=str))
@@ -97,14 +100,8 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
     from ..dvc import correlate, correlate_pyramid
     from ..errors import InputError
-    from ..io import check_not_input
     from ..register import Registration
 
-    for out in (output, vtk):
-        if out:
-            check_not_input(out, [ref, deformed])
-            if Path(out).exists() and not overwrite:
-                raise InputError(f"output {out!r} already exists; choose another path or pass --overwrite")
     r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
     phi0 = None
     if phi_json:
@@ -132,8 +129,8 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
             field = correlate_pyramid(r, d, pyramid=_ints(pyramid, name="--pyramid"), mask=msk, phi0=phi0,
                                       search_radius_px=search_px, progress=progress, **extra)
         else:
-            ns = node_spacing or 10
-            field = correlate(r, d, node_spacing=ns, half_window=half_window or ns, mask=msk, phi0=phi0,
+            ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
+            field = correlate(r, d, node_spacing=ns, half_window=ns if half_window is None else half_window, mask=msk, phi0=phi0,
                               search_radius_px=search_px, progress=progress, **extra)
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:
@@ -145,6 +142,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
         f"wrote {output}"])
 
 
+@declare_paths(inputs=("field_path",), outputs=("output",))
 @click.command()
 @click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, help="Strain file: .h5 (tensors) or .vtk (ParaView).")
@@ -154,10 +152,11 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 def strain(field_path, output, split_z, overwrite, as_json):
     """Strain (small-strain tensor, volumetric, deviatoric) from a displacement FIELD."""
     from ..dvc import DisplacementField, regional_strain, strain_field
+    from .._validate import check_number
     from ..errors import InputError
-    from ..io import check_not_input
 
-    check_not_input(output, [field_path])
+    if split_z is not None:
+        split_z = check_number("--split-z", split_z)
     field = DisplacementField.load(field_path)
     s = strain_field(field)
     suffix = Path(output).suffix.lower()
@@ -179,6 +178,7 @@ def strain(field_path, output, split_z, overwrite, as_json):
         f"wrote {output}"])
 
 
+@declare_paths(inputs=("ref", "deformed", "field_path", "repeat_scans"), outputs=("output",))
 @click.command()
 @click.argument("ref", type=click.Path(path_type=str))
 @click.argument("deformed", type=click.Path(path_type=str))

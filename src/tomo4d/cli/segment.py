@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._paths import declare_paths
 from ._util import emit, json_option, overwrite_option, parse_triple, progress_bar, voxel_size_option
 
 
@@ -53,6 +54,7 @@ def segment():
     """Few-label segmentation of phases and particles (pixel classifier or U-Net)."""
 
 
+@declare_paths(inputs=("image_path", "labels_path"), outputs=("output",))
 @segment.command()
 @click.option("--image", "image_path", required=True, type=click.Path(path_type=str),
               help="Grey-value volume or 2D TIFF.")
@@ -77,13 +79,8 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
           seed, label_map, overwrite, as_json):
     """Train a segmentation model from an image and sparse or slice labels."""
     from dataclasses import replace
-    from pathlib import Path
-
-    from ..errors import OverwriteError
     from ..segment import read_image, read_labels
 
-    if Path(output).exists() and not overwrite:
-        raise OverwriteError(f"output {output!r} already exists; choose another path or pass --overwrite")
     vs = parse_triple(voxel_size, name="--voxel-size")
     image = read_image(image_path, voxel_size_nm=vs)
     labels = _apply_map(read_labels(labels_path), _parse_map(label_map))
@@ -105,6 +102,7 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
     emit(info, as_json=as_json, text=f"wrote {output}: {model!r}")
 
 
+@declare_paths(inputs=("model_path", "src"), outputs=("dst",))
 @segment.command()
 @click.argument("model_path", type=click.Path(path_type=str))
 @click.argument("src", type=click.Path(path_type=str))
@@ -132,16 +130,13 @@ def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json
                                                              modality="label",
                                                              provenance=vol.metadata.provenance
                                                              + (f"segmented with {model_path}",)))
-    if vol.source is not None:
-        from ..io._atomic import check_not_input
-
-        check_not_input(dst, [vol.source, model_path])
     with progress_bar(f"segmenting {src}") as progress:
         path = save_labels(out_vol, dst, overwrite=overwrite, progress=progress)
     info = {"output": str(path), "shape": list(vol.shape), "classes": list(model.classes)}
     emit(info, as_json=as_json, text=f"wrote {path}")
 
 
+@declare_paths(inputs=("labels_path",), outputs=("dst",))
 @segment.command()
 @click.argument("labels_path", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
@@ -158,9 +153,6 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
     from ..segment import label_particles, read_image, save_labels
 
     vol = read_image(labels_path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
-    from ..io._atomic import check_not_input
-
-    check_not_input(dst, [vol.source])
     seg = vol.numpy()
     res = label_particles(seg, particle_class=particle_class, voxel_size_nm=vol.voxel_size_nm,
                           min_volume_nm3=min_volume_nm3, split=not no_split, h_nm=h_nm)
@@ -172,6 +164,7 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
          text=f"wrote {path}: {res.n_particles} particles ({res.n_removed} small objects removed)")
 
 
+@declare_paths(inputs=("pred_path", "truth_path"))
 @segment.command()
 @click.argument("pred_path", type=click.Path(path_type=str))
 @click.argument("truth_path", type=click.Path(path_type=str))

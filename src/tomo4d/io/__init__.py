@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
-from ._atomic import atomic_output, check_not_input
+from ._atomic import (OWNER_MARKER, atomic_output, check_not_input, check_outputs, clean_stale_partials,
+                      prepare_folder, replaceable, sidecars)
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,18 @@ def save_volume(volume, path, *, dataset: str | None = None, compression: str | 
     check_choice(f"compression (for {fmt})", comp, _COMPRESSION[fmt])
     if dataset is not None and fmt not in ("hdf5", "zarr"):
         raise InputError(f"dataset={dataset!r} only applies to HDF5 and Zarr outputs, not {fmt}; drop it")
-    if int(levels) < 1:
-        raise InputError(f"levels={levels!r} must be >= 1")
+    from .._validate import check_int
+
+    levels = check_int("levels", levels, minimum=1)
+    if levels > 1:
+        if fmt != "zarr":
+            raise InputError(f"levels={levels} needs an OME-Zarr output (.ome.zarr), not {fmt}; drop levels or "
+                             "write .ome.zarr")
+        most = max(int(np.floor(np.log2(max(min(vol.shape), 1)))) + 1, 1)
+        if levels > most:
+            raise InputError(f"levels={levels} is too many for a volume of shape {tuple(vol.shape)}: each level "
+                             f"halves it and the smallest side allows at most {most}; give levels between 1 and "
+                             f"{most}")
     inputs = [vol.source]
     if fmt == "vol":
         from .raw import write_vol
@@ -300,4 +311,5 @@ def convert(src, dst, *, voxel_size_nm=None, dataset: str | None = None, out_dat
 
 
 __all__ = ["FORMATS", "open_volume", "open_image", "save_volume", "detect_format", "volume_info",
-           "VolumeInfo", "convert", "atomic_output"]
+           "VolumeInfo", "convert", "atomic_output", "check_not_input", "check_outputs", "prepare_folder",
+           "replaceable", "sidecars", "clean_stale_partials", "OWNER_MARKER"]

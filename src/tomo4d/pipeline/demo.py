@@ -9,14 +9,12 @@ share what they produce through ``ctx.store``.  New stages join
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import OverwriteError
 from ..report import Report
 
 log = logging.getLogger(__name__)
@@ -97,23 +95,18 @@ def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, stages: list[st
     progress : callable(stage_name, index, n_stages), optional
         Called before each stage.
     """
-    out = Path(out_dir)
-    if out.exists():
-        if not overwrite:
-            raise OverwriteError(f"demo output {str(out)!r} exists; choose another folder or pass --overwrite")
-        if not (out / "report.html").exists() and any(out.iterdir()):
-            raise OverwriteError(
-                f"{str(out)!r} exists and is not a tomo4d demo folder (no report.html); refusing to replace it"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    from .._validate import check_int
+    from ..errors import InputError
+    from ..io import prepare_folder
+
+    check_int("seed", seed, minimum=0)
     known = [name for name, _ in DEMO_STAGES]
     if stages is not None:
         unknown = sorted(set(stages) - set(known))
         if unknown:
-            from ..errors import InputError
-
-            raise InputError(f"unknown demo stage(s) {unknown}; available: {', '.join(known)}")
+            raise InputError(f"unknown demo stage(s) {', '.join(map(repr, unknown))}; available: {', '.join(known)}")
+    # everything is validated: only now may an earlier demo folder be replaced (never a user's folder)
+    out = prepare_folder(out_dir, overwrite=overwrite, kind="demo")
     selected = [(n, f) for n, f in DEMO_STAGES if stages is None or n in stages]
     report = Report("tomo4d demo report")
     ctx = DemoContext(out_dir=out, report=report, seed=seed)
