@@ -36,7 +36,8 @@ class PathDeclaration:
         ``params -> {label: path}`` of outputs the command writes beside the named ones.
     resumable : tuple of str
         Output parameters that may already exist without ``--overwrite`` (a folder the
-        command resumes or adds files to); their files are checked by the library.
+        command resumes or adds files to, possibly the home of derived outputs); the
+        files inside are checked by the library or declared as derived outputs.
     """
 
     inputs: tuple = ()
@@ -98,9 +99,9 @@ def check_paths(decl: PathDeclaration, params: dict, labels: dict[str, str]) -> 
     outputs = decl.output_paths(params, labels)
     if not outputs:
         return
-    exclusive = [k for k in outputs if k not in {labels.get(n, n) for n in decl.resumable}]
+    resumable = {labels.get(n, n) for n in decl.resumable}
     check_outputs(outputs, inputs=decl.input_paths(params), overwrite=bool(params.get("overwrite", False)),
-                  exclusive=exclusive)
+                  exclusive=[k for k in outputs if k not in resumable], folders=resumable)
 
 
 def leaf_commands(group: click.Group, ctx=None, prefix=()) -> dict[tuple[str, ...], click.Command]:

@@ -185,7 +185,7 @@ def sweep(model, lq, hq, max_steps, no_register, as_json):
         f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}"])
 
 
-@declare_paths(inputs=("lq", "hq", _models_in), derived=_evaluate_derived)  # -o: a folder of three files
+@declare_paths(inputs=("lq", "hq", _models_in), outputs=("out",), derived=_evaluate_derived, resumable=("out",))
 @enhance.command()
 @click.option("--lq", required=True, type=click.Path(path_type=str))
 @click.option("--hq", required=True, type=click.Path(path_type=str))

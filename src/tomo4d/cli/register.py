@@ -38,11 +38,11 @@ def _mask(path):
 @click.command()
 @click.argument("fixed", type=click.Path(path_type=str))
 @click.argument("moving", type=click.Path(path_type=str))
-@click.option("-o", "--output", default=None, help="Write the registration (phi, centre, errors) as JSON.")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=str), help="Write the registration (phi, centre, errors) as JSON.")
 @click.option("--rigid", is_flag=True, help="Rotation and translation only.")
 @click.option("--multimodal", is_flag=True, help="Different modalities: mutual-information translation search.")
 @click.option("--binning", default="4,2,1", show_default=True, help="Binning levels, coarse to fine.")
-@click.option("--mask", default=None, help="Mask volume of the fixed sample (non-zero = use).")
+@click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the fixed sample (non-zero = use).")
 @click.option("--search", "search_px", default=12.0, show_default=True, help="--multimodal: search range, px.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option
@@ -78,12 +78,12 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 @click.command()
 @click.argument("ref", type=click.Path(path_type=str))
 @click.argument("deformed", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, help="Field file: .h5 (native), .tsv (SPAM) or .vtk (ParaView).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Field file: .h5 (native), .tsv (SPAM) or .vtk (ParaView).")
 @click.option("--node-spacing", default=None, type=int, help="Single level: node spacing, px.")
 @click.option("--half-window", default=None, type=int, help="Half-window, px (default = node spacing).")
 @click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing).")
-@click.option("--mask", default=None, help="Mask volume of the sample in REF (non-zero = sample).")
-@click.option("--phi", "phi_json", default=None, help="Initial global guess: JSON from 'tomo4d register'.")
+@click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the sample in REF (non-zero = sample).")
+@click.option("--phi", "phi_json", default=None, type=click.Path(path_type=str), help="Initial global guess: JSON from 'tomo4d register'.")
 @click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
 @click.option("--psf-sigma", default=None,
               help="Gaussian PSF of the scans, px: one sigma or z,y,x (compensates the blur change at large strain).")
@@ -92,7 +92,7 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
               help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
 @click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
-@click.option("--vtk", default=None, help="Also export the field to this .vtk file.")
+@click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
@@ -145,7 +145,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 @declare_paths(inputs=("field_path",), outputs=("output",))
 @click.command()
 @click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, help="Strain file: .h5 (tensors) or .vtk (ParaView).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Strain file: .h5 (tensors) or .vtk (ParaView).")
 @click.option("--split-z", default=None, type=float, help="Report top/bottom statistics split at this z, px.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option
@@ -183,9 +183,9 @@ def strain(field_path, output, split_z, overwrite, as_json):
 @click.argument("ref", type=click.Path(path_type=str))
 @click.argument("deformed", type=click.Path(path_type=str))
 @click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, help="Residual volume (any volume format, e.g. .tif).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Residual volume (any volume format, e.g. .tif).")
 @click.option("--sigma", default=2.0, show_default=True, help="Gaussian blur, px.")
-@click.option("--repeat", "repeat_scans", nargs=2, default=None,
+@click.option("--repeat", "repeat_scans", nargs=2, default=None, type=click.Path(path_type=str),
               help="Two scans with no change in between: their residual level is subtracted.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option

@@ -149,7 +149,8 @@ def _check_replace(path: Path, overwrite: bool, name: str) -> None:
         )
 
 
-def check_outputs(outputs, *, inputs: Iterable = (), overwrite: bool = False, exclusive=None) -> None:
+def check_outputs(outputs, *, inputs: Iterable = (), overwrite: bool = False, exclusive=None,
+                  folders: Iterable = ()) -> None:
     """Check every output of a command before any work.
 
     Parameters
@@ -163,6 +164,8 @@ def check_outputs(outputs, *, inputs: Iterable = (), overwrite: bool = False, ex
     exclusive : iterable of str, optional
         Names of the outputs that must not already exist without ``overwrite``
         (default all); folders that a command resumes or fills are left out.
+    folders : iterable of str
+        Names of outputs that are folders the other outputs may be written into.
 
     Raises
     ------
@@ -173,9 +176,12 @@ def check_outputs(outputs, *, inputs: Iterable = (), overwrite: bool = False, ex
     inputs = [i for i in inputs if i is not None]
     named = [(n, Path(p)) for n, p in outputs.items() if p is not None]
     exclusive = set(outputs) if exclusive is None else set(exclusive)
+    folders = set(folders)
     for i, (name, path) in enumerate(named):
         check_not_input(path, inputs, name=name)
         for other, opath in named[:i]:
+            if (name in folders or other in folders) and path.resolve() != opath.resolve():
+                continue
             if any(_overlaps(a, b) for a in _with_sidecars([path]) for b in _with_sidecars([opath])):
                 raise OverwriteError(f"{name} {str(path)!r} and {other} {str(opath)!r} are the same output (or "
                                      "one contains the other); give each output its own path")
