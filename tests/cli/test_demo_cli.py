@@ -26,3 +26,29 @@ def test_demo_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
 def test_unknown_stage(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "d"), "--stage", "nonsense"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_bad_stage_is_refused_before_anything_is_deleted(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--stage", "io"]) == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["demo", str(out), "--overwrite", "--stage", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_phantom_and_demo_follow_one_folder_rule(tmp_path, capsys):
+    """Both replace, with --overwrite, only a folder tomo4d wrote; never a folder of user files."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    for args in (["phantom", str(user), "--shape", "24", "--steps", "2", "--fields", "none", "--overwrite"],
+                 ["demo", str(user), "--stage", "io", "--overwrite"]):
+        assert main(args) == 2
+        assert "did not write" in capsys.readouterr().err
+        assert (user / "notes.txt").read_text() == "mine"
+    ph = tmp_path / "ph"
+    args = ["phantom", str(ph), "--shape", "24", "--steps", "2", "--fields", "none"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0

@@ -344,19 +344,21 @@ def atomic_output(path, *, overwrite: bool = False, inputs: Iterable = (), kind:
 
 def _publish(tmp: Path, path: Path, *, overwrite: bool, token: str) -> None:
     """Move the finished temporary to its final name (see :func:`atomic_output`)."""
+    appeared = OverwriteError(
+        f"output {str(path)!r} appeared while this command was writing it (another run writing the same "
+        "name?); it was left as it is and this result discarded: choose another path, or pass --overwrite "
+        "to replace it")
     try:
-        if not (path.exists() or path.is_symlink()):
+        if not overwrite:
             try:
                 _rename_noreplace(tmp, path)
-                return
             except FileExistsError:
-                if not overwrite:
-                    raise OverwriteError(
-                        f"output {str(path)!r} appeared while this command was writing it (another run writing "
-                        "the same name?); it was left as it is and this result discarded: choose another path, "
-                        "or pass --overwrite to replace it"
-                    ) from None
-            _check_replace(path, overwrite, "output")
+                raise appeared from None
+            return
+        if not (path.exists() or path.is_symlink()):
+            os.replace(tmp, path)
+            return
+        _check_replace(path, overwrite, "output")
         old = path.parent / f".{path.name}.old-{token}"
         os.replace(path, old)
         try:
