@@ -158,3 +158,29 @@ def test_sample_maps_of_enhance_apply_are_outputs_too(tmp_path, capsys):
                  "--overwrite"]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert src.read_bytes() == b"scan"
+
+
+EXCLUSIVE = [(w, o) for w, args in BASE.items() for o in _names(args, "out")
+             if o not in COMMANDS[w].tomo4d_paths.resumable]
+
+
+@pytest.mark.parametrize("words, out_name", EXCLUSIVE, ids=lambda v: str(v) if isinstance(v, str) else "-".join(v))
+def test_existing_output_needs_overwrite_before_any_work(tmp_path, capsys, words, out_name):
+    args, _ = _materialise(tmp_path, words, BASE[words])
+    existing = tmp_path / f"out_{out_name}{_suffix(words)}"
+    existing.write_bytes(b"earlier result")
+    assert main([*words, *args]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert existing.read_bytes() == b"earlier result"
+
+
+@pytest.mark.parametrize("words", [w for w in BASE if _names(BASE[w], "in")], ids="-".join)
+def test_missing_inputs_are_one_line_naming_the_path(tmp_path, capsys, words):
+    args, files = _materialise(tmp_path, words, BASE[words])
+    for f in files.values():
+        f.unlink()
+    assert main([*words, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tomo4d: error:"), err
+    assert any(str(f) in err[0] for f in files.values()) and "does not exist" in err[0], err

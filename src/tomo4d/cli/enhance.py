@@ -117,7 +117,7 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
     from .._validate import check_int
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
-    from ..io import save_volume
+    from ..io import save_volume, scratch_path
 
     check_int("--samples", samples, minimum=1)
 
@@ -125,14 +125,13 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
     vol = _open(src, voxel_size)
     out = {"output": str(dst)}
     if samples > 1:
-        import os
         import shutil
 
         p = Path(dst)
         spread, cons = _sample_maps(dst)  # declared outputs: checked against the inputs before any work
         # the three maps stream slab by slab into memory maps beside the output (bounded memory),
         # then are written in the requested format; the scratch folder is removed in any case
-        spill = p.with_name(f".{p.name}.uncertainty-{os.getpid()}")
+        spill = scratch_path(p)  # removed below, or by the next write of DST if this run is killed
         try:
             with progress_bar("enhancing (samples)") as progress:
                 res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,

@@ -265,6 +265,12 @@ def clean_stale_partials(path) -> list[Path]:
     return removed
 
 
+def scratch_path(path) -> Path:
+    """A hidden scratch name beside ``path`` that :func:`clean_stale_partials` removes if its writer dies."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def write_marker(folder, *, kind: str) -> None:
     """Mark ``folder`` as written by tomo4d (:data:`OWNER_MARKER`, JSON)."""
     from .._version import __version__
@@ -320,8 +326,8 @@ def atomic_output(path, *, overwrite: bool = False, inputs: Iterable = (), kind:
     except OSError as exc:
         raise _os_error(exc, path) from None
     clean_stale_partials(path)
-    token = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = parent / f".{path.name}.partial-{token}"
+    tmp = scratch_path(path)
+    token = tmp.name.rsplit(".partial-", 1)[1]
     try:
         try:
             yield tmp
