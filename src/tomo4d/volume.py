@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._array import is_lazy, to_numpy
+from ._validate import check_number, show
 from .errors import InputError
 
 AXES = "zyx"
@@ -58,13 +59,13 @@ class VolumeMetadata:
     def __post_init__(self):
         if self.modality not in MODALITIES:
             raise InputError(
-                f"modality={self.modality!r} is not known; use one of {', '.join(MODALITIES)}"
+                f"modality={show(self.modality)} is not known; use one of {', '.join(MODALITIES)}"
             )
         if self.state_of_charge is not None:
-            soc = float(self.state_of_charge)
+            soc = check_number("state_of_charge", self.state_of_charge)
             if not (0.0 <= soc <= 1.0):
                 raise InputError(
-                    f"state_of_charge={self.state_of_charge!r} must be a fraction in [0, 1]"
+                    f"state_of_charge={show(self.state_of_charge)} must be a fraction in [0, 1]"
                 )
         object.__setattr__(self, "provenance", tuple(str(p) for p in self.provenance))
         object.__setattr__(self, "extra", dict(self.extra))
@@ -105,13 +106,45 @@ def _check_voxel_size(voxel_size_nm) -> tuple[float, float, float]:
             vs = tuple(float(v) for v in voxel_size_nm)
     except (TypeError, ValueError):
         raise InputError(
-            f"voxel_size_nm={voxel_size_nm!r} is not understood; give one number or three (z, y, x) in nm"
+            f"voxel_size_nm={show(voxel_size_nm)} is not understood; give one number or three (z, y, x) in nm"
         ) from None
     if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
         raise InputError(
-            f"voxel_size_nm={voxel_size_nm!r} must be one positive number or three (z, y, x), in nm"
+            f"voxel_size_nm={show(voxel_size_nm)} must be one positive number or three (z, y, x), in nm"
         )
     return vs  # type: ignore[return-value]
+
+
+def _describe(value) -> str:
+    """``value`` for a message: short values as written, anything else by its type."""
+    if value is None or isinstance(value, (str, bytes, bool, int, float, np.generic)):
+        text = show(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"<{type(value).__name__}>"
+
+
+def _check_data(data, name: str):
+    """``data`` as an array (numpy unless it already is array-like); refuse what holds no numbers."""
+    if data is None or isinstance(data, (str, bytes, Path, Mapping)):
+        raise InputError(
+            f"{name}={_describe(data)} is not an image; give a 3D (z, y, x) numpy or dask array of numbers "
+            "(or a Volume; read files with tomo4d.io.open_volume)"
+        )
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        try:
+            data = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"{name}={_describe(data)} cannot be read as an array ({exc}); give a 3D (z, y, x) numpy or "
+                "dask array of numbers"
+            ) from None
+    kind = np.dtype(data.dtype).kind
+    if kind not in "biufc":
+        raise InputError(
+            f"{name} is an array of dtype {np.dtype(data.dtype)}, not of numbers; give a 3D (z, y, x) numpy "
+            "or dask array of numbers"
+        )
+    return data
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,9 +172,8 @@ class Volume:
     voxel_size_known: bool = True
 
     def __post_init__(self):
-        data = self.data
-        if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-            data = np.asarray(data)
+        data = _check_data(self.data, "data")
+        if data is not self.data:
             object.__setattr__(self, "data", data)
         if data.ndim != 3:
             raise InputError(
@@ -258,14 +290,17 @@ def volume_from_header(data, header: Mapping[str, Any] | None, *, source=None,
     return vol
 
 
-def as_volume(obj, *, voxel_size_nm=None, name: str = "") -> Volume:
-    """Accept a Volume or an array (numpy/dask) and return a Volume."""
+def as_volume(obj, *, voxel_size_nm=None, name: str = "", param: str = "volume") -> Volume:
+    """Accept a Volume or an array (numpy/dask) and return a Volume.
+
+    ``param`` names the argument in error messages (e.g. ``"lq"``).
+    """
     if isinstance(obj, Volume):
         if voxel_size_nm is not None:
             return dataclasses.replace(obj, voxel_size_nm=_check_voxel_size(voxel_size_nm),
                                        voxel_size_known=True)
         return obj
-    return Volume(obj, voxel_size_nm, VolumeMetadata(name=name))
+    return Volume(_check_data(obj, param), voxel_size_nm, VolumeMetadata(name=name))
 
 
 def normalise_voxel_size(voxel_size_nm: float | Sequence[float] | None):

@@ -97,3 +97,70 @@ def test_bad_order_and_make_phi_conflicts(texture):
         apply_phi(texture, np.eye(4), order=7)
     with pytest.raises(InputError, match="either"):
         make_phi(F=np.eye(3), strain=(0.1, 0, 0))
+
+
+# -- wrong inputs name their parameter -------------------------------------------------------
+
+BAD_PHIS = ["phi", b"x", {"a": 1}, [["a"] * 4] * 4]  # (None and wrong shapes were already refused by name)
+
+
+@pytest.mark.parametrize("bad", BAD_PHIS, ids=lambda b: type(b).__name__ + str(np.shape(b)))
+def test_phi_functions_refuse_a_bad_phi_by_name(bad):
+    vol = np.zeros((4, 4, 4), np.float32)
+    calls = [
+        ("phi", lambda: apply_phi(vol, bad)),
+        ("phi", lambda: invert_phi(bad)),
+        ("phi", lambda: decompose_phi(bad)),
+        ("phi", lambda: apply_phi_to_points(np.zeros((2, 3)), bad)),
+        ("phi", lambda: recentre_phi(bad, (0, 0, 0), (1, 1, 1))),
+        ("a", lambda: compose_phi(bad, np.eye(4))),
+        ("b", lambda: compose_phi(np.eye(4), bad)),
+        ("phi0", lambda: __import__("tomo4d.register.phi", fromlist=["check_phi"]).check_phi(bad, name="phi0")),
+    ]
+    for name, call in calls:
+        with pytest.raises(InputError) as exc:
+            call()
+        msg = str(exc.value)
+        assert msg.startswith(name), msg
+        assert "np." not in msg and "array(" not in msg, msg
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: apply_phi("volume", np.eye(4)), "image"),
+    (lambda: apply_phi(None, np.eye(4)), "image"),
+    (lambda: apply_phi(np.zeros((4, 4, 4)), np.eye(4), order=np.float64(2.5)), "order"),
+    (lambda: apply_phi(np.zeros((4, 4, 4)), np.eye(4), output_shape=(np.int64(4), 0, 4)), "output_shape"),
+    (lambda: apply_phi(np.zeros((4, 4, 4)), np.eye(4), output_shape="444"), "output_shape"),
+    (lambda: apply_phi(np.zeros((4, 4, 4)), np.eye(4), centre="middle"), "centre"),
+    (lambda: apply_phi(np.zeros((4, 4, 4)), np.stack([np.eye(4)] * 2)), "phi"),
+    (lambda: apply_phi_to_points("points", np.eye(4)), "points_zyx"),
+    (lambda: apply_phi_to_points(np.zeros((2, 2)), np.eye(4)), "points_zyx"),
+    (lambda: apply_phi_to_points(np.zeros((2, 3)), np.eye(4), centre=(1, 2)), "centre"),
+    (lambda: recentre_phi(np.eye(4), "c", (1, 1, 1)), "old_centre"),
+    (lambda: recentre_phi(np.eye(4), (0, 0, 0), None), "new_centre"),
+    (lambda: make_phi(translation_px="up"), "translation_px"),
+    (lambda: make_phi(translation_px=(np.float64(1.0), 2.0)), "translation_px"),
+    (lambda: make_phi(rotation_deg="30"), "rotation_deg"),
+    (lambda: make_phi(stretch="x"), "stretch"),
+    (lambda: make_phi(strain=np.zeros(5)), "strain"),
+    (lambda: make_phi(F="identity"), "F"),
+    (lambda: rotation_matrix(None), "rotation_deg"),
+    (lambda: rotation_matrix((1.0, 2.0)), "rotation_deg"),
+    (lambda: rotation_vector_deg("R"), "rotation"),
+    (lambda: rotation_vector_deg(np.eye(4)), "rotation"),
+    (lambda: polar_decomposition("F"), "F"),
+])
+def test_phi_helpers_name_the_bad_parameter(call, name):
+    with pytest.raises(InputError) as exc:
+        call()
+    msg = str(exc.value)
+    assert msg.startswith(name), msg
+    assert "np." not in msg and "array(" not in msg, msg
+
+
+def test_check_phi_last_row_message_is_plain():
+    bad = np.eye(4)
+    bad[3, 0] = np.float64(0.5)
+    with pytest.raises(InputError) as exc:
+        invert_phi(bad)
+    assert "last row is [0.5, 0, 0, 1]" in str(exc.value)

@@ -127,13 +127,15 @@ def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks=
     Volume
         Lazy (dask-backed) volume with axes ``(z, y, x)``.
     """
-    p = Path(path)
+    from .._validate import check_path, show
+
+    p = Path(check_path("path", path))
     if not p.exists():
         raise InputError(f"input {str(p)!r} does not exist; check the path")
     fmt = format or detect_format(p)
     check_choice("format", fmt, FORMATS)
     if dataset is not None and fmt not in ("hdf5", "zarr"):
-        raise InputError(f"dataset={dataset!r} only applies to HDF5 and Zarr inputs, not {fmt}; drop it")
+        raise InputError(f"dataset={show(dataset)} only applies to HDF5 and Zarr inputs, not {fmt}; drop it")
     if (shape is not None or dtype is not None) and fmt != "raw":
         raise InputError(f"shape/dtype only apply to raw inputs, not {fmt} ({str(p)!r}); drop them")
     kw = dict(voxel_size_nm=voxel_size_nm, chunks=chunks)
@@ -161,11 +163,13 @@ def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks=
 
 def open_image(path) -> np.ndarray:
     """Read a single 2D image (TIFF) as a numpy array."""
+    from .._validate import check_path
     from .tiff import open_image as _open_image
 
-    p = Path(path)
+    p = Path(check_path("path", path))
     if not p.is_file():
-        raise InputError(f"image {str(p)!r} does not exist; check the path")
+        what = "is a folder, not an image file" if p.is_dir() else "does not exist"
+        raise InputError(f"image {str(p)!r} {what}; check the path")
     return _open_image(p)
 
 
@@ -284,7 +288,10 @@ class VolumeInfo:
 
 def volume_info(path, *, dataset: str | None = None, n_sample_slices: int = 8, **open_kw) -> VolumeInfo:
     """Describe a volume file reading only a few evenly spaced z-slices."""
-    p = Path(path)
+    from .._validate import check_int, check_path
+
+    p = Path(check_path("path", path))
+    n_sample_slices = check_int("n_sample_slices", n_sample_slices, minimum=1)
     fmt = open_kw.pop("format", None) or detect_format(p)
     vol = open_volume(p, dataset=dataset, format=fmt, **open_kw)
     nz = vol.shape[0]

@@ -59,6 +59,7 @@ def resolve_chunks(chunks, shape, dtype, *, native=None):
     along z to about 64 MiB slabs for slice-based storage; an int is a cube
     edge; a tuple is used as is (``-1`` meaning the whole axis).
     """
+    from .._validate import show
     from ..errors import InputError
 
     if chunks is None or chunks == "auto":
@@ -66,16 +67,18 @@ def resolve_chunks(chunks, shape, dtype, *, native=None):
             return tuple(int(c) for c in native)
         depth = slab_depth(shape, np.dtype(dtype).itemsize)
         return (depth, shape[1], shape[2])
+    if isinstance(chunks, (bool, np.bool_, str, bytes)):
+        raise InputError(f"chunks={show(chunks)} is not understood; use 'auto', an int or a (z, y, x) tuple")
     if isinstance(chunks, (int, np.integer)):
         if chunks <= 0:
-            raise InputError(f"chunks={chunks!r} must be positive, 'auto' or a (z, y, x) tuple")
+            raise InputError(f"chunks={show(chunks)} must be positive, 'auto' or a (z, y, x) tuple")
         return tuple(min(int(chunks), s) for s in shape)
     try:
         c = tuple(int(v) for v in chunks)
     except (TypeError, ValueError):
-        raise InputError(f"chunks={chunks!r} is not understood; use 'auto', an int or a (z, y, x) tuple") from None
+        raise InputError(f"chunks={show(chunks)} is not understood; use 'auto', an int or a (z, y, x) tuple") from None
     if len(c) != 3 or any(v == 0 or v < -1 for v in c):
-        raise InputError(f"chunks={chunks!r} must have three positive entries (or -1 for a whole axis)")
+        raise InputError(f"chunks={show(chunks)} must have three positive entries (or -1 for a whole axis)")
     return tuple(s if v == -1 else min(v, s) for v, s in zip(c, shape))
 
 

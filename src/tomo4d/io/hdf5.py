@@ -21,8 +21,13 @@ COMPRESSIONS = {"none": None, "gzip": "gzip", "lzf": "lzf"}
 def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
-        raise FormatError(f"{str(path)!r} is not a readable HDF5 file ({exc})") from None
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        what = "is truncated" if "truncated file" in text else "is damaged, truncated or not HDF5"
+        raise FormatError(
+            f"{str(path)!r} is not a readable HDF5 file ({text}): the file {what}; re-copy it from its "
+            "source or re-export it, or check its suffix"
+        ) from None
 
 
 def list_datasets(f: h5py.File) -> list[tuple[str, tuple[int, ...]]]:
@@ -78,11 +83,17 @@ class _H5Array:
         self._raw_shape = tuple(shape)
 
     def __getitem__(self, key):
-        with h5py.File(self.path, "r") as f:
-            ds = f[self.name]
-            if self._raw_shape == self.shape:
-                return ds[key]
-            return ds[()].reshape(self.shape)[key]
+        try:
+            with h5py.File(self.path, "r") as f:
+                ds = f[self.name]
+                if self._raw_shape == self.shape:
+                    return ds[key]
+                return ds[()].reshape(self.shape)[key]
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise FormatError(
+                f"dataset {self.name} of {str(self.path)!r} could not be read ({exc}); the file is damaged or "
+                "changed since it was opened: re-copy it from its source or re-export it"
+            ) from None
 
 
 def read_hdf5(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") -> Volume:

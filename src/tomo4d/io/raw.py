@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._array import iter_slabs, slab_depth
+from .._validate import check_int, show
 from ..errors import FormatError, InputError
 from ..volume import Volume, volume_from_header
 from ._common import file_token, read_sidecar, write_sidecar
@@ -49,9 +50,15 @@ def parse_info(path: Path) -> dict[str, str]:
 
 
 def _memmap_dask(path: Path, shape, dtype, offset: int, chunks, *, kind: str):
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or any(s <= 0 for s in shape):
-        raise InputError(f"shape={shape!r} must be three positive integers (z, y, x)")
+    given = shape
+    try:
+        if isinstance(shape, (str, bytes)):
+            raise TypeError(shape)
+        shape = tuple(check_int("shape", s, minimum=1) for s in shape)
+    except (TypeError, InputError):
+        raise InputError(f"shape={show(given)} must be three positive integers (z, y, x)") from None
+    if len(shape) != 3:
+        raise InputError(f"shape={show(given)} must be three positive integers (z, y, x)")
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = path.stat().st_size
     if actual < expected:
@@ -129,12 +136,15 @@ def read_raw(path: Path, *, shape=None, dtype=None, offset: int = 0, byte_order:
             "(--shape Z,Y,X --dtype uint16 on the command line)"
         )
     if byte_order not in BYTE_ORDERS:
-        raise InputError(f"byte_order={byte_order!r} must be one of {', '.join(BYTE_ORDERS)}")
+        raise InputError(f"byte_order={show(byte_order)} must be one of {', '.join(BYTE_ORDERS)}")
     try:
+        if not isinstance(dtype, (str, np.dtype, type)):
+            raise TypeError(dtype)  # numpy reads a scalar such as np.float64(2.0) as its type
         dt = np.dtype(dtype).newbyteorder(BYTE_ORDERS[raw_info.get("byte_order", byte_order)])
-    except TypeError:
-        raise InputError(f"dtype={dtype!r} is not a numpy dtype; use e.g. 'uint16' or 'float32'") from None
-    data = _memmap_dask(path, shape, dt, int(raw_info.get("offset", offset)), chunks, kind="raw")
+    except (TypeError, ValueError):
+        raise InputError(f"dtype={show(dtype)} is not a numpy dtype; use e.g. 'uint16' or 'float32'") from None
+    off = check_int("offset", raw_info.get("offset", offset), minimum=0)
+    data = _memmap_dask(path, shape, dt, off, chunks, kind="raw")
     header = side or {"voxel_size_nm": None, "voxel_size_known": False, "metadata": {"name": path.stem}}
     return volume_from_header(data, header, source=path, voxel_size_nm=voxel_size_nm)
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from .._array import iter_slabs, slab_depth
+from .._validate import show
 from ..errors import FormatError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, file_token, read_sidecar, write_sidecar
 from ._lazy import lazy_from_slices
-from .tiff import tiff_voxel_size_nm
+from .tiff import _tifffile_errors, checked_series, tiff_voxel_size_nm
 
 SUFFIXES = (".tif", ".tiff")
 SIDECAR = "tomo4d.json"
@@ -38,21 +40,31 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
     vs = None
     for i, f in enumerate(files):
         try:
-            with tifffile.TiffFile(f) as tif:
-                s = tif.series[0]
+            with _tifffile_errors(f) as log, tifffile.TiffFile(f) as tif:
+                s = checked_series(tif, f, log)
+                if s is None:
+                    raise FormatError(f"slice {str(f)!r} contains no image data; remove or replace it")
                 shp = tuple(d for d in s.shape if d != 1)
                 if i == 0:
                     vs = tiff_voxel_size_nm(tif)
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
-            raise FormatError(f"slice {str(f)!r} is not a readable TIFF ({exc}); remove or replace it") from None
+        except FormatError as exc:
+            raise FormatError(f"slice {i + 1} of {len(files)} in folder {str(folder)!r}: {exc}") from None
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as exc:
+            raise FormatError(
+                f"slice {str(f)!r} is not a readable TIFF ({exc or type(exc).__name__}); the file is damaged "
+                "or truncated: re-copy or re-export it, or remove it from the folder"
+            ) from None
         if len(shp) != 2:
-            raise FormatError(f"slice {str(f)!r} has shape {s.shape}; every file in a slice folder must be one 2D image")
+            raise FormatError(
+                f"slice {str(f)!r} has shape {show(tuple(s.shape))}; every file in a slice folder must be one "
+                "2D image"
+            )
         if i == 0:
             shape2d, dtype = shp, check_numeric(s.dtype, f)
         elif shp != shape2d or s.dtype != dtype:
             raise FormatError(
-                f"slice folder {str(folder)!r} mixes shapes or dtypes: {files[0].name!r} is {shape2d} {dtype}, "
-                f"{f.name!r} is {shp} {s.dtype}; all slices must have the same shape and dtype"
+                f"slice folder {str(folder)!r} mixes shapes or dtypes: {files[0].name!r} is {show(shape2d)} "
+                f"{dtype}, {f.name!r} is {show(shp)} {s.dtype}; all slices must have the same shape and dtype"
             )
     header = read_sidecar(folder / SIDECAR)
     if header is None:
@@ -61,7 +73,16 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
     shape = (len(files), *shape2d)
 
     def read(indices: list[int]) -> np.ndarray:
-        return np.stack([tifffile.imread(files[i]).reshape(shape2d) for i in indices])
+        out = []
+        for i in indices:
+            try:
+                out.append(tifffile.imread(files[i]).reshape(shape2d))
+            except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as exc:
+                raise FormatError(
+                    f"slice {str(files[i])!r} could not be read ({exc}); the file is damaged or changed since "
+                    "the folder was opened: re-copy or re-export it"
+                ) from None
+        return np.stack(out)
 
     data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
     return volume_from_header(data, header, source=folder, voxel_size_nm=voxel_size_nm)

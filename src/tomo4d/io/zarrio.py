@@ -66,14 +66,36 @@ def _scale_nm(ms: dict, ds: dict) -> tuple[float, float, float] | None:
     return tuple(spatial[-3:]) if len(spatial) >= 3 else None  # type: ignore[return-value]
 
 
+class _ZarrChunks:
+    """A Zarr array for :func:`dask.array.from_array` whose damaged chunks raise :class:`FormatError`."""
+
+    def __init__(self, arr, path: Path):
+        self.arr, self.path = arr, path
+        self.shape, self.dtype, self.ndim = tuple(arr.shape), np.dtype(arr.dtype), arr.ndim
+
+    def __getitem__(self, key):
+        try:
+            return self.arr[key]
+        except Exception as exc:  # codecs raise RuntimeError/ValueError/TypeError for damaged chunks
+            raise FormatError(
+                f"Zarr store {str(self.path)!r} could not be read ({type(exc).__name__}: {exc}); a chunk file "
+                "is damaged or truncated: re-copy the store from its source or re-export it"
+            ) from None
+
+
 def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") -> Volume:
     import dask.array as da
     import zarr
+    from dask.base import tokenize
 
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for a bad store
-        raise FormatError(f"{str(path)!r} is not a readable Zarr store ({exc})") from None
+        raise FormatError(
+            f"{str(path)!r} is not a readable Zarr store ({type(exc).__name__}: {exc}): its metadata "
+            "(zarr.json, or .zarray/.zgroup/.zattrs) is damaged or incomplete; re-copy the store from its "
+            "source or re-export it"
+        ) from None
     header = None
     vs = None
     if isinstance(node, zarr.Array):
@@ -87,19 +109,25 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
         header = parse_header(node.attrs.get("tomo4d"))
         multiscales = _ome_multiscales(node.attrs)
         names = sorted(node.array_keys())
-        if dataset is None and multiscales:
-            ms = multiscales[0]
-            ds = ms["datasets"][0]
-            dataset = ds["path"]
-            vs = _scale_nm(ms, ds)
-        elif dataset is not None and multiscales:
-            ms = multiscales[0]
-            for ds in ms["datasets"]:
-                if ds["path"] == str(dataset).strip("/"):
-                    vs = _scale_nm(ms, ds)
-            if str(dataset).strip("/") != ms["datasets"][0]["path"]:
-                header = None  # a binned level: its voxel size comes from the multiscales
-        elif dataset is None:
+        try:
+            if dataset is None and multiscales:
+                ms = multiscales[0]
+                ds = ms["datasets"][0]
+                dataset = ds["path"]
+                vs = _scale_nm(ms, ds)
+            elif dataset is not None and multiscales:
+                ms = multiscales[0]
+                for ds in ms["datasets"]:
+                    if ds["path"] == str(dataset).strip("/"):
+                        vs = _scale_nm(ms, ds)
+                if str(dataset).strip("/") != ms["datasets"][0]["path"]:
+                    header = None  # a binned level: its voxel size comes from the multiscales
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise FormatError(
+                f"{str(path)!r} has malformed OME-Zarr 'multiscales' metadata ({type(exc).__name__}: {exc}); "
+                "re-copy the store from its source or re-export it"
+            ) from None
+        if not multiscales and dataset is None:
             if len(names) != 1:
                 raise InputError(
                     f"{str(path)!r} is a Zarr group with arrays {names or 'none'}; choose one with dataset=... (--dataset)"
@@ -119,7 +147,8 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
         header = {"voxel_size_nm": vs, "voxel_size_known": vs is not None, "metadata": {"name": path.stem}}
     elif vs is not None and voxel_size_nm is None:
         header["voxel_size_nm"] = list(vs)
-    data = da.from_zarr(arr)
+    data = da.from_array(_ZarrChunks(arr, path), chunks=arr.chunks, asarray=False, fancy=False,
+                         name=f"tomo4d-zarr-{tokenize(arr)}", meta=np.empty((0,) * arr.ndim, dtype))
     if tuple(arr.shape) != shape:
         data = data.reshape(shape)
     if chunks != "auto":

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_int, show
 from ..errors import InputError
 
 __all__ = [
@@ -42,15 +43,35 @@ __all__ = [
 ]
 
 
+def _floats(name: str, value, what: str) -> np.ndarray:
+    """``value`` as a finite float64 array; refuse None, text and anything not numeric, naming ``name``."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise InputError(f"{name}={show(value)} is not {what}; give {what} as numbers (numpy array or lists)")
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={show(value)} is not {what}; give {what} as numbers (numpy array or lists)") from None
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} contains NaN or infinite values; give finite numbers ({what})")
+    return a
+
+
+def _vector3(name: str, value) -> np.ndarray:
+    a = _floats(name, value, "three (z, y, x) values")
+    if a.size != 3:
+        raise InputError(f"{name}={show(value)} needs three values (z, y, x), got {a.size}")
+    return a.reshape(3)
+
+
 def check_phi(phi, *, name: str = "phi") -> np.ndarray:
     """Validate a Phi (or a stack ``(..., 4, 4)``) and return it as float64."""
-    a = np.asarray(phi, dtype=np.float64)
+    a = _floats(name, phi, "a (4, 4) matrix")
     if a.shape[-2:] != (4, 4):
-        raise InputError(f"{name} has shape {a.shape}; a Phi is a (4, 4) homogeneous matrix (z, y, x order)")
-    if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains NaN or infinite values; give a finite (4, 4) matrix")
+        raise InputError(
+            f"{name} has shape {show(a.shape)}; a Phi is a (4, 4) homogeneous matrix (z, y, x order)"
+        )
     if not np.allclose(a[..., 3, :], [0.0, 0.0, 0.0, 1.0]):
-        raise InputError(f"{name} last row is {a[..., 3, :].tolist()}; it must be [0, 0, 0, 1]")
+        raise InputError(f"{name} last row is {show(a[..., 3, :])}; it must be [0, 0, 0, 1]")
     return a
 
 
@@ -67,7 +88,7 @@ def _skew(w) -> np.ndarray:
 
 def rotation_matrix(rotation_deg) -> np.ndarray:
     """Rotation matrix ``(3, 3)`` of a rotation vector ``(wz, wy, wx)`` in degrees (Rodrigues)."""
-    w = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64).reshape(3))
+    w = np.deg2rad(_vector3("rotation_deg", rotation_deg))
     theta = float(np.linalg.norm(w))
     if theta < 1e-15:
         return np.eye(3)
@@ -78,7 +99,9 @@ def rotation_matrix(rotation_deg) -> np.ndarray:
 def rotation_vector_deg(rotation) -> np.ndarray:
     """Rotation vector ``(wz, wy, wx)`` in degrees of a rotation matrix ``(3, 3)`` (inverse of
     :func:`rotation_matrix`)."""
-    r = np.asarray(rotation, dtype=np.float64)
+    r = _floats("rotation", rotation, "a (3, 3) rotation matrix")
+    if r.shape != (3, 3):
+        raise InputError(f"rotation has shape {show(r.shape)}; give a (3, 3) rotation matrix")
     cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
     theta = float(np.arccos(cos))
     # axial vector of the antisymmetric part, in the same (z, y, x) cross-product convention
@@ -115,27 +138,25 @@ def make_phi(*, translation_px=(0.0, 0.0, 0.0), rotation_deg=(0.0, 0.0, 0.0), st
     -------
     (4, 4) float64
     """
-    if F is not None and (stretch is not None or strain is not None or np.any(rotation_deg)):
+    rotation = _vector3("rotation_deg", rotation_deg)
+    if F is not None and (stretch is not None or strain is not None or np.any(rotation)):
         raise InputError("make_phi: give either F or rotation_deg/stretch/strain, not both")
     if stretch is not None and strain is not None:
         raise InputError("make_phi: give either stretch (U) or strain (e = U - I), not both")
     if F is None:
         u = np.eye(3)
-        if stretch is not None:
-            s = np.asarray(stretch, dtype=np.float64)
-            u = np.diag(s) if s.shape == (3,) else s
-        elif strain is not None:
-            e = np.asarray(strain, dtype=np.float64)
-            u = np.eye(3) + (np.diag(e) if e.shape == (3,) else e)
-        if u.shape != (3, 3):
-            raise InputError(f"stretch/strain has shape {u.shape}; give 3 values or a (3, 3) matrix")
+        if stretch is not None or strain is not None:
+            which = "stretch" if stretch is not None else "strain"
+            m = _floats(which, stretch if stretch is not None else strain, "3 values or a (3, 3) matrix")
+            if m.shape not in ((3,), (3, 3)):
+                raise InputError(f"{which} has shape {show(m.shape)}; give 3 values or a (3, 3) matrix")
+            m = np.diag(m) if m.shape == (3,) else m
+            u = m if stretch is not None else np.eye(3) + m
         F = rotation_matrix(rotation_deg) @ u
-    F = np.asarray(F, dtype=np.float64)
+    F = _floats("F", F, "a (3, 3) matrix")
     if F.shape != (3, 3):
-        raise InputError(f"F has shape {F.shape}; give a (3, 3) matrix")
-    t = np.asarray(translation_px, dtype=np.float64).reshape(-1)
-    if t.shape != (3,):
-        raise InputError(f"translation_px={translation_px!r} needs three values (tz, ty, tx)")
+        raise InputError(f"F has shape {show(F.shape)}; give a (3, 3) matrix")
+    t = _vector3("translation_px", translation_px)
     phi = np.eye(4)
     phi[:3, :3] = F
     phi[:3, 3] = t
@@ -163,7 +184,12 @@ def recentre_phi(phi, old_centre, new_centre) -> np.ndarray:
     broadcastable centres ``(..., 3)``.
     """
     p = check_phi(phi).copy()
-    d = np.asarray(new_centre, dtype=np.float64) - np.asarray(old_centre, dtype=np.float64)
+    new = _floats("new_centre", new_centre, "(z, y, x) centre coordinates")
+    old = _floats("old_centre", old_centre, "(z, y, x) centre coordinates")
+    for name, c in (("new_centre", new), ("old_centre", old)):
+        if c.shape[-1:] != (3,):
+            raise InputError(f"{name} has shape {show(c.shape)}; give (z, y, x) coordinates, shape (3,) or (..., 3)")
+    d = new - old
     f = p[..., :3, :3]
     p[..., :3, 3] += np.einsum("...ij,...j->...i", f - np.eye(3), d * np.ones(p.shape[:-2] + (3,)))
     return p
@@ -172,10 +198,12 @@ def recentre_phi(phi, old_centre, new_centre) -> np.ndarray:
 def apply_phi_to_points(points_zyx, phi, *, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
     """Map points ``(N, 3)`` (px, z, y, x) through ``phi`` about ``centre``; returns ``(N, 3)``."""
     p = check_phi(phi)
-    pts = np.asarray(points_zyx, dtype=np.float64)
-    if pts.shape[-1] != 3:
-        raise InputError(f"points have shape {pts.shape}; give (N, 3) coordinates in (z, y, x)")
-    c = np.asarray(centre, dtype=np.float64)
+    if p.ndim != 2:
+        raise InputError(f"phi has shape {show(p.shape)}; apply_phi_to_points takes one (4, 4) Phi")
+    pts = _floats("points_zyx", points_zyx, "(N, 3) coordinates in (z, y, x)")
+    if pts.shape[-1:] != (3,):
+        raise InputError(f"points_zyx has shape {show(pts.shape)}; give (N, 3) coordinates in (z, y, x)")
+    c = _vector3("centre", centre)
     return (pts - c) @ p[:3, :3].T + c + p[:3, 3]
 
 
@@ -213,19 +241,25 @@ def apply_phi(image, phi, *, order: int = 3, centre=None, output_shape=None, mod
     from scipy import ndimage
 
     from .._array import as_float32
-    from ..volume import Volume
+    from ..volume import Volume, _check_data
 
     p = check_phi(phi)
-    if not (isinstance(order, (int, np.integer)) and 0 <= order <= 5):
-        raise InputError(f"order={order!r} must be an integer spline order in 0..5 (3 = cubic)")
+    if p.ndim != 2:
+        raise InputError(f"phi has shape {show(p.shape)}; apply_phi takes one (4, 4) Phi")
+    order = check_int("order", order, minimum=0, maximum=5)
     is_vol = isinstance(image, Volume)
-    arr = as_float32(image.numpy() if is_vol else image)
+    if not is_vol:
+        image_arr = _check_data(image, "image")
+    arr = as_float32(image.numpy() if is_vol else image_arr)
     if arr.ndim != 3:
-        raise InputError(f"image has shape {arr.shape}; apply_phi needs a 3D (z, y, x) volume")
-    shape = tuple(int(s) for s in (arr.shape if output_shape is None else output_shape))
-    if len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"output_shape={output_shape!r} must be three positive integers (z, y, x)")
-    c = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0 if centre is None else np.asarray(centre, float)
+        raise InputError(f"image has shape {show(arr.shape)}; apply_phi needs a 3D (z, y, x) volume")
+    if output_shape is None:
+        shape = tuple(int(s) for s in arr.shape)
+    else:
+        if isinstance(output_shape, (str, bytes)) or not hasattr(output_shape, "__len__") or len(output_shape) != 3:
+            raise InputError(f"output_shape={show(output_shape)} must be three positive integers (z, y, x)")
+        shape = tuple(check_int("output_shape", s, minimum=1) for s in output_shape)
+    c = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0 if centre is None else _vector3("centre", centre)
     f = p[:3, :3]
     offset = c + p[:3, 3] - f @ c
     out = ndimage.affine_transform(arr, f, offset=offset, output_shape=shape, order=int(order),
@@ -283,7 +317,9 @@ class PhiParts:
 
 def polar_decomposition(F) -> tuple[np.ndarray, np.ndarray]:
     """``F = R U``: rotation ``R`` and symmetric stretch ``U`` of one or many ``(..., 3, 3)``."""
-    f = np.asarray(F, dtype=np.float64)
+    f = _floats("F", F, "a (3, 3) matrix or a stack (..., 3, 3)")
+    if f.shape[-2:] != (3, 3):
+        raise InputError(f"F has shape {show(f.shape)}; give a (3, 3) matrix or a stack (..., 3, 3)")
     c = np.swapaxes(f, -1, -2) @ f
     vals, vecs = np.linalg.eigh(c)
     vals = np.sqrt(np.clip(vals, 1e-300, None))
