@@ -33,19 +33,23 @@ class OutputError(InputError):
 def check_choice(name: str, value, choices) -> None:
     """Raise :class:`InputError` if ``value`` is not one of ``choices``."""
     if value not in choices:
-        opts = ", ".join(repr(c) for c in choices)
-        raise InputError(f"{name}={value!r} is not supported; use one of {opts}")
+        from ._validate import show
+
+        opts = ", ".join(show(c) for c in choices)
+        raise InputError(f"{name}={show(value)} is not supported; use one of {opts}")
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
     """Raise :class:`InputError` unless ``value`` is a finite number > 0 (or >= 0)."""
     import math
 
+    from ._validate import show
+
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number; give a positive number") from None
+        raise InputError(f"{name}={show(value)} is not a number; give a positive number") from None
     ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise InputError(f"{name}={value!r} must be a finite number {bound}")
+        raise InputError(f"{name}={show(value)} must be a finite number {bound}")
