@@ -63,10 +63,10 @@ def test_unknown_devices_are_refused_by_name(device):
         check_device("device", device)
 
 
-@pytest.mark.parametrize("device", [None, "auto", "cpu", "CPU ".strip().lower(), torch.device("cpu")])
-def test_usable_devices(device):
-    dev = check_device("device", device)
-    assert isinstance(dev, torch.device) and dev.type in ("cpu", "cuda")
+def test_auto_is_the_default_device():
+    dev = check_device("device", "auto")
+    assert isinstance(dev, torch.device) and dev == check_device("device", None)
+    assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_load_model_and_train_check_the_device_before_any_work(cpu_only_torch, trained, synth_pair, tmp_path,
@@ -280,20 +280,16 @@ def test_resume_from_a_damaged_checkpoint_through_train(tmp_path, synth_pair):
     ({"steps": "100"}, r"steps='100': must be a whole number"),
     ({"steps": True}, r"steps=True: must be a whole number"),
     ({"steps": 10.5}, r"steps=10.5: must be a whole number"),
-    ({"steps": 0}, r"steps=0"),
     ({"max_lr": "0.001"}, r"max_lr='0.001': must be a number"),
     ({"max_lr": float("nan")}, r"max_lr=nan: must be a finite number"),
     ({"weight_decay": float("inf")}, r"weight_decay=inf"),
     ({"seed": -1}, r"seed=-1"),
     ({"percentiles": ["1", 99]}, r"percentiles\.0='1'"),
-    ({"percentiles": [60, 40]}, r"percentiles must satisfy"),
     ({"network": {"depth": True}}, r"network\.depth=True"),
     ({"network": {"dilations": [2, "4"]}}, r"network\.dilations\.1='4'"),
-    ({"network": {"base_filters": 10 ** 6}}, r"network\.base_filters=1000000"),
     ({"network": {"wibble": 1}}, r"network\.wibble is not a field \(known: base_filters"),
     ({"network": [1, 2]}, r"network=\[1, 2\] is not a set of network fields"),
     ({"colour": "red"}, r"colour is not a field \(known: batch_size"),
-    ({"objective": 3}, r"objective=3"),
     ({"crop": np.int64(33)}, r"crop=33 must be a multiple"),
     ({"loss_threshold": np.float64(-1.0)}, r"loss_threshold=-1:"),
 ])
@@ -312,7 +308,6 @@ def test_config_errors_name_the_key_path(data, match):
     ('{"preset": "tiny", "network": 5}', r"c\.json.*network=5"),
     ('[1, 2]', r"c\.json.*holds a JSON list"),
     ('"tiny"', r"c\.json.*holds a JSON str"),
-    ('{"steps": 5', r"c\.json.*is not valid JSON"),
     (b"\xff\xfe\x00garbage", r"c\.json.*is not valid JSON"),
 ])
 def test_config_files_name_the_file_and_the_key(tmp_path, content, match):
