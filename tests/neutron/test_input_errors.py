@@ -138,3 +138,15 @@ def test_cli_isotopes_user_errors_exit_2_naming_the_option(capsys, spectrum_csv,
     assert main(["neutron", "isotopes", str(spectrum_csv), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tomo4d: error:") and match in err[0], err
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: N.rebin_spectra(np.linspace(1, 5, 10), np.ones(10), factor=np.float64(-2.0)), r"factor=-2 must be"),
+    (lambda: N.macro_pixel_spectra(np.ones((8, 8, 10)), size=np.float64(0.0)), r"size=0 must be"),
+    (lambda: N.joint_histogram(np.ones((4, 4, 4)), np.ones((4, 4, 4)), bins=np.float64(1.0)), r"bins=1 must be"),
+    (lambda: N.cubic_d_spacing(3.6, np.float64(1.0)), r"hkl=1 must be three integers"),
+])
+def test_messages_show_numbers_as_typed_not_numpy_reprs(call, match):
+    with pytest.raises(InputError, match=match) as info:
+        call()
+    assert "np.float" not in str(info.value)

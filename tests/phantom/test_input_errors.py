@@ -88,3 +88,32 @@ def test_the_estimate_grows_with_the_voxel_count():
 
     assert estimate_memory_bytes((64, 64, 64)) < estimate_memory_bytes((128, 64, 64))
     assert json.dumps(estimate_memory_bytes((24, 24, 24)))   # a plain int
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(li6_fraction=np.float64(1.5)), r"li6_fraction=1.5 is out of range"),
+    (dict(li6_fraction="x"), r"li6_fraction='x' is not a number"),
+    (dict(li6_fraction=0.5, wavelength_a=float("nan")), r"wavelength_a=nan is not finite"),
+    (dict(li6_fraction=0.5, wavelength_a=np.float64(-1.0)), r"wavelength_a=-1 is out of range"),
+])
+def test_phantom_neutron_cross_sections_refuse_bad_numbers(kw, match):
+    from tomo4d.phantom.neutron import li_cross_section_b
+
+    with pytest.raises(InputError, match=match) as info:
+        li_cross_section_b(**kw)
+    assert "np.float" not in str(info.value)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(path_length_mm=np.float64(-1.0)), r"path_length_mm=-1 is out of range"),
+    (dict(path_length_mm=float("nan")), r"path_length_mm=nan is not finite"),
+    (dict(wavelengths_a=[1.0, float("nan")]), r"wavelengths_a must be a 1D array of positive"),
+    (dict(wavelengths_a=["a", "b"]), r"wavelengths_a=\['a', 'b'\] is not numeric"),
+])
+def test_phantom_transmission_spectra_refuse_bad_numbers(kw, match):
+    from tomo4d.phantom.neutron import transmission_spectra
+
+    exp = make_experiment(shape=24, n_steps=1)
+    with pytest.raises(InputError, match=match) as info:
+        transmission_spectra(exp, 0, **kw)
+    assert "np.float" not in str(info.value)

@@ -429,9 +429,9 @@ def register_lq_hq(hq: np.ndarray, lq_crop: np.ndarray, *, mask: np.ndarray | No
         try:
             sigma = float(smoothing)
         except (TypeError, ValueError):
-            raise InputError(f"smoothing={smoothing!r} must be 'auto' or a sigma in HQ voxels (>= 0)") from None
+            raise InputError(f"smoothing={show(smoothing)} must be 'auto' or a sigma in HQ voxels (>= 0)") from None
         if not sigma >= 0:
-            raise InputError(f"smoothing={smoothing!r} must be 'auto' or a sigma in HQ voxels (>= 0)")
+            raise InputError(f"smoothing={show(smoothing)} must be 'auto' or a sigma in HQ voxels (>= 0)")
     fixed = _smooth(hq, sigma)
     b = int(np.ceil(max(sigma, 1.0)))
     msk = np.zeros(hq.shape, bool)

@@ -112,9 +112,9 @@ def normalize_transmission(sample, open_beam, dark=None, *, sample_dose=None, op
             sy, sx = background_region
             region = t[..., sy, sx]
         except (TypeError, ValueError, IndexError):
-            raise InputError(f"background_region={background_region!r} must be two slices (slice_y, slice_x)") from None
+            raise InputError(f"background_region={show(background_region)} must be two slices (slice_y, slice_x)") from None
         if region.size == 0:
-            raise InputError(f"background_region={background_region!r} selects no pixels of shape {s.shape[-2:]}")
+            raise InputError(f"background_region={show(background_region)} selects no pixels of shape {s.shape[-2:]}")
         ref = np.nanmean(region, axis=(-2, -1), keepdims=True)
         if not np.all(np.isfinite(ref)) or np.any(ref <= 0):
             raise InputError("the background region has no positive transmission; choose an area with open beam")

@@ -139,7 +139,7 @@ def rebin_spectra(wavelength_angstrom, values, sigma=None, *, factor: int | None
         raise InputError("give exactly one of factor=... (merge k bins) or edges_angstrom=... (new bin edges)")
     if factor is not None:
         if not isinstance(factor, (int, np.integer)) or factor < 1:
-            raise InputError(f"factor={factor!r} must be an integer >= 1")
+            raise InputError(f"factor={show(factor)} must be an integer >= 1")
         nb = w.size // int(factor)
         if nb < 1:
             raise InputError(f"factor={factor} exceeds the {w.size} wavelength bins")
@@ -237,7 +237,7 @@ def macro_pixel_spectra(cube, *, size: int, wavelength_axis: int = -1, statistic
     if c.ndim != 3:
         raise InputError(f"macro_pixel_spectra needs (y, x, n_wavelength) data, got shape {c.shape}")
     if not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size={size!r} must be an integer >= 1 (pixels per macro-pixel side)")
+        raise InputError(f"size={show(size)} must be an integer >= 1 (pixels per macro-pixel side)")
     ny, nx = c.shape[0] // size, c.shape[1] // size
     if ny == 0 or nx == 0:
         raise InputError(f"size={size} is larger than the image ({c.shape[0]} x {c.shape[1]} pixels)")

@@ -677,20 +677,20 @@ class GroundTruth:
     def _step(self, step) -> int:
         if isinstance(step, str):
             if step not in self.step_names:
-                raise InputError(f"step={step!r} is unknown; use one of {', '.join(self.step_names)}")
+                raise InputError(f"step={show(step)} is unknown; use one of {', '.join(self.step_names)}")
             return self.step_names.index(step)
         try:
             s = int(step)
         except (TypeError, ValueError):
-            raise InputError(f"step={step!r} is not a step index or name") from None
+            raise InputError(f"step={show(step)} is not a step index or name") from None
         if not 0 <= s < self.n_steps:
-            raise InputError(f"step={step!r} is out of range; give 0..{self.n_steps - 1} or a name like 'T0'")
+            raise InputError(f"step={show(step)} is out of range; give 0..{self.n_steps - 1} or a name like 'T0'")
         return s
 
     @staticmethod
     def _grid(grid) -> str:
         if grid not in ("hq", "lq"):
-            raise InputError(f"grid={grid!r} is not supported; use 'hq' or 'lq'")
+            raise InputError(f"grid={show(grid)} is not supported; use 'hq' or 'lq'")
         return grid
 
     # -- volumes --------------------------------------------------------------------------------
@@ -1035,7 +1035,7 @@ class SyntheticExperiment:
         from ..io import atomic_output, save_volume
 
         if fields not in ("coarse", "full", "none"):
-            raise InputError(f"fields={fields!r} is not supported; use 'coarse', 'full' or 'none'")
+            raise InputError(f"fields={show(fields)} is not supported; use 'coarse', 'full' or 'none'")
         out = Path(path)
         truth = self.truth
         n = self.n_steps
