@@ -109,3 +109,49 @@ def check_finite(name: str, array) -> None:
             f"{name} holds {n} non-finite (NaN/Inf) voxels ({100 * n / size:.3g} % of {size}); tomo4d refuses "
             "them rather than guess: fill them (e.g. with the median) or crop them away, and mask that region"
         )
+
+
+def check_device(name: str, device, *, option: str = "--device"):
+    """Return ``device`` as a ``torch.device`` that this torch build can use; ``None``: CUDA when available.
+
+    Refuses, naming ``name`` (and the command-line ``option``) and the fix: values that are not
+    device names (``"gpu"``, ``3.5``), device types other than ``cpu`` and ``cuda`` (``mps`` when
+    torch offers it), ``cuda`` on a CPU-only torch build or a machine without a visible GPU, and a
+    CUDA index beyond the GPUs present (``cuda:7`` with one GPU).  ``"auto"`` is the same as ``None``.
+    """
+    import torch
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    usage = f"use {name}='cpu' or 'cuda' (or 'cuda:N' for GPU N); {option} cpu on the command line"
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str) and device.strip():
+        try:
+            dev = torch.device(device.strip())
+        except (RuntimeError, ValueError, TypeError):
+            raise InputError(f"{name}={show(device)} is not a torch device; {usage}") from None
+    else:
+        raise InputError(f"{name}={show(device)} is not a device name; {usage}")
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return dev
+        raise InputError(f"{name}={show(device)} but this torch sees no Apple GPU (MPS); use {option} cpu")
+    if dev.type != "cuda":
+        raise InputError(f"{name}={show(device)}: device type {dev.type!r} is not supported by tomo4d; {usage}")
+    version = torch.__version__.split("+")[0]
+    if torch.version.cuda is None:
+        raise InputError(f"{name}={show(device)} but this torch build has no CUDA (torch {version}, CPU-only); "
+                         f"use {option} cpu, or install a CUDA build of torch")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        raise InputError(f"{name}={show(device)} but torch {version} (CUDA {torch.version.cuda}) sees no GPU "
+                         f"(driver missing, or CUDA_VISIBLE_DEVICES empty?); use {option} cpu")
+    if dev.index is not None and dev.index >= n:
+        have = ", ".join(f"cuda:{i}" for i in range(n))
+        raise InputError(f"{name}={show(device)} but torch sees {n} GPU{'s' if n > 1 else ''} ({have}); "
+                         f"give one of those, or {option} cpu")
+    return dev

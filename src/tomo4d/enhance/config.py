@@ -9,15 +9,48 @@ overridden: ``TrainConfig.preset("small", steps=500)``.
 from __future__ import annotations
 
 import json
+import math
+import numbers
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
+from .._validate import show
 from ..errors import InputError
 
 PRESETS = ("tiny", "small", "reference")
 OBJECTIVES = ("indi", "regression", "gan")
+
+
+def _whole(v):
+    """The project's integer policy (as ``tomo4d._validate.check_int``): no bools, no strings, 8.0 is 8."""
+    if isinstance(v, (bool, str)) or (hasattr(v, "dtype") and v.dtype.kind == "b"):
+        raise ValueError("must be a whole number, not a string or boolean")
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        if not math.isfinite(v) or not float(v).is_integer():
+            raise ValueError("must be a whole number")
+        return int(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return v
+
+
+def _real(v):
+    """The project's number policy (as ``tomo4d._validate.check_number``): no bools, no strings, finite."""
+    if isinstance(v, (bool, str)) or (hasattr(v, "dtype") and v.dtype.kind == "b"):
+        raise ValueError("must be a number, not a string or boolean")
+    if isinstance(v, numbers.Real):
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return float(v)
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
+Real = Annotated[float, BeforeValidator(_real)]
 
 
 class NetworkConfig(BaseModel):
@@ -41,17 +74,17 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_filters: int = Field(64, ge=2, le=512)
-    depth: int = Field(2, ge=1, le=5)
-    dilations: tuple[int, ...] = (2, 4, 8)
-    time_dim: int = Field(64, ge=4, le=1024)
-    first_kernel: int = Field(7, ge=1, le=15)
+    base_filters: Int = Field(64, ge=2, le=512)
+    depth: Int = Field(2, ge=1, le=5)
+    dilations: tuple[Int, ...] = (2, 4, 8)
+    time_dim: Int = Field(64, ge=4, le=1024)
+    first_kernel: Int = Field(7, ge=1, le=15)
 
     @field_validator("dilations")
     @classmethod
     def _dil(cls, v):
-        if not v or any(int(d) < 1 for d in v):
-            raise ValueError("dilations must be one or more integers >= 1")
+        if not v or len(v) > 8 or any(int(d) < 1 or int(d) > 64 for d in v):
+            raise ValueError("dilations must be 1 to 8 whole numbers in [1, 64]")
         return tuple(int(d) for d in v)
 
     @field_validator("first_kernel")
@@ -128,24 +161,24 @@ class TrainConfig(BaseModel):
     network: NetworkConfig = NetworkConfig()
     objective: Literal["indi", "regression", "gan"] = "indi"
     loss: Literal["berhu", "l1", "l2"] = "berhu"
-    loss_threshold: float = Field(0.5, gt=0)
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(2, ge=1)
-    crop: int = Field(640, ge=8)
-    max_lr: float = Field(5e-4, gt=0, lt=1)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    divergence_factor: float = Field(4.0, ge=0)
-    t_point_mass: float = Field(0.1, ge=0, le=1)
-    noise_std: float = Field(0.01, ge=0)
-    gan_weight: float = Field(0.01, ge=0)
-    val_fraction: float = Field(0.1, gt=0, lt=0.9)
-    val_every: int = Field(0, ge=0)
-    val_steps: int = Field(8, ge=1, le=200)
-    checkpoint_every: int = Field(200, ge=0)
-    percentiles: tuple[float, float] = (0.1, 99.9)
-    seed: int = 0
+    loss_threshold: Real = Field(0.5, gt=0)
+    steps: Int = Field(1000, ge=1)
+    batch_size: Int = Field(2, ge=1)
+    crop: Int = Field(640, ge=8)
+    max_lr: Real = Field(5e-4, gt=0, lt=1)
+    warmup_fraction: Real = Field(0.1, ge=0, lt=1)
+    weight_decay: Real = Field(0.0, ge=0)
+    grad_clip: Real = Field(1.0, ge=0)
+    divergence_factor: Real = Field(4.0, ge=0)
+    t_point_mass: Real = Field(0.1, ge=0, le=1)
+    noise_std: Real = Field(0.01, ge=0)
+    gan_weight: Real = Field(0.01, ge=0)
+    val_fraction: Real = Field(0.1, gt=0, lt=0.9)
+    val_every: Int = Field(0, ge=0)
+    val_steps: Int = Field(8, ge=1, le=200)
+    checkpoint_every: Int = Field(200, ge=0)
+    percentiles: tuple[Real, Real] = (0.1, 99.9)
+    seed: Int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
@@ -159,59 +192,87 @@ class TrainConfig(BaseModel):
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str = "small", **overrides) -> TrainConfig:
+    def preset(cls, name: str = "small", /, **overrides) -> TrainConfig:
         """A named preset (``"tiny"``, ``"small"``, ``"reference"``) with fields overridden.
 
         ``network`` may be overridden by a dict of network fields that are merged
         into the preset's network.
         """
-        if name not in PRESETS:
-            raise InputError(f"preset={name!r} is not known; use one of {', '.join(PRESETS)}")
+        if not isinstance(name, str) or name not in PRESETS:
+            raise InputError(f"preset={show(name)} is not known; use one of {', '.join(PRESETS)}")
         base = _PRESETS[name]
         data = base.model_dump()
         net = overrides.pop("network", None)
         if isinstance(net, NetworkConfig):
             net = net.model_dump()
+        if net is not None and not isinstance(net, Mapping):
+            raise InputError(f"network={show(net)} is not a set of network fields; give an object such as "
+                             '{"base_filters": 16, "depth": 2}')
         if net:
             data["network"] = {**data["network"], **dict(net)}
         data.update(overrides)
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data) -> TrainConfig:
-        """Validate a dictionary (raises :class:`InputError` naming the bad field)."""
+    def from_dict(cls, data, *, what: str = "training config", prefix: str = "") -> TrainConfig:
+        """Validate a mapping (raises :class:`InputError` naming every bad field by its key path).
+
+        ``what`` names the source in the message (e.g. the file); ``prefix`` is put before the
+        key paths (``"config."`` inside a model's ``config.json``).
+        """
+        if not isinstance(data, Mapping):
+            raise InputError(f"{what} is a {type(data).__name__}, not a set of fields; give an object (dict) "
+                             f"of TrainConfig fields such as {{\"steps\": 500}}")
+        bad_keys = [k for k in data if not isinstance(k, str)]
+        if bad_keys:
+            raise InputError(f"{what} has non-text key(s) {show(bad_keys)}; field names are strings")
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise InputError(_pydantic_message("training config", exc)) from None
+            raise InputError(_pydantic_message(what, exc, prefix)) from None
 
     @classmethod
     def from_json(cls, path) -> TrainConfig:
         """Read a JSON file; a ``"preset"`` key selects the preset the other keys override."""
-        p = Path(path)
+        from .._validate import check_path
+
+        p = Path(check_path("config", path))
         if not p.is_file():
-            raise InputError(f"config file {str(p)!r} does not exist; check the path")
+            what = "is a folder" if p.is_dir() else "does not exist"
+            raise InputError(f"config file {str(p)!r} {what}; give a JSON file of training fields (--config)")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"config file {str(p)!r} is not valid JSON ({exc})") from None
+            data = json.loads(p.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"config file {str(p)!r} is not valid JSON ({exc}); write an object such as "
+                             '{"preset": "small", "steps": 500}') from None
         if not isinstance(data, dict):
-            raise InputError(f"config file {str(p)!r} must hold a JSON object")
+            raise InputError(f"config file {str(p)!r} holds a JSON {type(data).__name__}; it must hold an object "
+                             'such as {"preset": "small", "steps": 500}')
         preset = data.pop("preset", None)
-        if preset is not None:
-            return cls.preset(preset, **data)
-        return cls.from_dict(data)
+        try:
+            if preset is not None:
+                return cls.preset(preset, **data)
+            return cls.from_dict(data)
+        except InputError as exc:
+            raise InputError(f"config file {str(p)!r}: {exc}") from None
 
     def to_dict(self) -> dict:
         """JSON-serialisable dictionary (inverse of :meth:`from_dict`)."""
         return json.loads(self.model_dump_json())
 
 
-def _pydantic_message(what: str, exc: ValidationError) -> str:
+def _pydantic_message(what: str, exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err.get("loc", ()))
-        parts.append(f"{loc or what}={err.get('input')!r}: {err.get('msg')}")
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            known = sorted(NetworkConfig.model_fields if loc.startswith("network.") else TrainConfig.model_fields)
+            parts.append(f"{prefix}{loc} is not a field (known: {', '.join(known)})")
+        elif loc:
+            parts.append(f"{prefix}{loc}={show(err.get('input'))}: {msg}")
+        else:
+            parts.append(msg)
     return f"invalid {what}: " + "; ".join(parts) + " (fix these fields)"
 
 

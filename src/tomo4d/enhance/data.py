@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
+from .._validate import check_finite, check_number, show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ class Scaling:
 
     low: float
     high: float
+
+    def __post_init__(self):
+        lo, hi = self.low, self.high
+        ok = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                 for v in (lo, hi))
+        if not (ok and np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise InputError(f"intensity scaling low={show(lo)}, high={show(hi)} is degenerate: it needs finite "
+                             "numbers with low < high (NaN/Inf voxels in the data, or a damaged model config.json)")
 
     @classmethod
     def from_data(cls, data, *, percentiles=(0.1, 99.9), mask=None, max_samples: int = 2_000_000,
@@ -246,12 +255,23 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     from ..volume import as_volume
 
     lq, hq = as_volume(lq), as_volume(hq)
+    for name, v in (("lq", lq), ("hq", hq)):
+        if len(v.shape) != 3:
+            raise InputError(f"{name} (--{name}) has shape {v.shape}; give a 3D volume (z, y, x)")
     check_voxel_sizes(lq.voxel_size_nm, hq.voxel_size_nm)
     lq_ext, hq_ext = np.asarray(lq.extent_nm), np.asarray(hq.extent_nm)
     if np.any(hq.shape < np.asarray((5, 8, 8))):
         raise InputError(f"HQ volume {hq.shape} is too small to train on; give at least 5 x 8 x 8 voxels")
+    if np.any(lq.shape < np.asarray((3, 4, 4))):
+        raise InputError(f"LQ volume {lq.shape} is too small to train on; give at least 3 x 4 x 4 voxels")
+    val_fraction = check_number("val_fraction", val_fraction, minimum=0, maximum=0.9, exclusive_minimum=True)
     hq_a = as_float32(hq.numpy())
-    lq_up = upsample2_xy(upsample2_axis(as_float32(lq.numpy()), 0))
+    # the pair is checked before any registration or work: NaN would surface as "SVD did not converge"
+    check_finite("hq (--hq)", hq_a)
+    lq_a = as_float32(lq.numpy())
+    check_finite("lq (--lq)", lq_a)
+    lq_up = upsample2_xy(upsample2_axis(lq_a, 0))
+    del lq_a
     if phi0 is None:
         if np.any(lq_ext < hq_ext * 0.5):
             raise InputError(
@@ -409,9 +429,9 @@ def register_lq_hq(hq: np.ndarray, lq_crop: np.ndarray, *, mask: np.ndarray | No
         try:
             sigma = float(smoothing)
         except (TypeError, ValueError):
-            raise InputError(f"smoothing={smoothing!r} must be 'auto' or a sigma in HQ voxels (>= 0)") from None
+            raise InputError(f"smoothing={show(smoothing)} must be 'auto' or a sigma in HQ voxels (>= 0)") from None
         if not sigma >= 0:
-            raise InputError(f"smoothing={smoothing!r} must be 'auto' or a sigma in HQ voxels (>= 0)")
+            raise InputError(f"smoothing={show(smoothing)} must be 'auto' or a sigma in HQ voxels (>= 0)")
     fixed = _smooth(hq, sigma)
     b = int(np.ceil(max(sigma, 1.0)))
     msk = np.zeros(hq.shape, bool)

@@ -15,13 +15,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from .._validate import check_device, show
+from ..errors import FormatError, InputError
 from .config import TrainConfig
 from .data import Scaling
 
@@ -83,28 +85,84 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "config") -> ModelInfo:
+        """Validate the content of a ``config.json`` (raises :class:`FormatError` naming ``where`` and the key)."""
+        if not isinstance(d, dict):
+            raise _damaged(where, f"holds a JSON {_json_type(d)} where an object with the model's fields belongs")
         if d.get("format") != MODEL_FORMAT:
-            raise InputError(f"{where} is not a tomo4d enhancement model (format={d.get('format')!r}); "
-                             "give a folder written by 'tomo4d enhance train'")
+            raise FormatError(f"{where} is not a tomo4d enhancement model (format={show(d.get('format'))}); "
+                              "give a folder written by 'tomo4d enhance train -o'")
         if d.get("format_version") != MODEL_FORMAT_VERSION:
-            raise InputError(
+            raise FormatError(
                 f"{where} was written by tomo4d {d.get('tomo4d_version', '?')} in model format version "
-                f"{d.get('format_version')!r}; this tomo4d reads version {MODEL_FORMAT_VERSION}: retrain the "
+                f"{show(d.get('format_version'))}; this tomo4d reads version {MODEL_FORMAT_VERSION}: retrain the "
                 "model with this version or use the tomo4d version that made it"
             )
+        missing = [k for k in ("config", "lq_scaling", "hq_scaling", "input_dtype", "lq_voxel_size_nm",
+                               "hq_voxel_size_nm") if k not in d]
+        if missing:
+            raise _damaged(where, f"lacks the field(s) {', '.join(missing)}")
+        if not isinstance(d["config"], dict):
+            raise _damaged(where, f"field config is a JSON {_json_type(d['config'])}, not an object")
         try:
-            return cls(
-                config=TrainConfig.from_dict(d["config"]),
-                lq_scaling=Scaling(**d["lq_scaling"]),
-                hq_scaling=Scaling(**d["hq_scaling"]),
-                input_dtype=str(d["input_dtype"]),
-                lq_voxel_size_nm=tuple(float(v) for v in d["lq_voxel_size_nm"]),
-                hq_voxel_size_nm=tuple(float(v) for v in d["hq_voxel_size_nm"]),
-                recommended_steps=int(d.get("recommended_steps", 8)),
-                provenance=dict(d.get("provenance") or {}),
-            )
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{where} lacks or garbles the field {exc}; the model folder is damaged, retrain it") from None
+            config = TrainConfig.from_dict(d["config"], what=f"training config in {where}", prefix="config.")
+        except InputError as exc:
+            raise _damaged(where, str(exc)) from None
+        steps = d.get("recommended_steps", 8)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise _damaged(where, f"field recommended_steps={show(steps)} is not a whole number >= 1")
+        dtype = d["input_dtype"]
+        try:
+            ok_dtype = isinstance(dtype, str) and np.dtype(dtype).kind in "uif"
+        except TypeError:
+            ok_dtype = False
+        if not ok_dtype:
+            raise _damaged(where, f"field input_dtype={show(dtype)} is not a numeric dtype name such as 'uint16'")
+        prov = d.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise _damaged(where, f"field provenance is a JSON {_json_type(prov)}, not an object")
+        return cls(
+            config=config,
+            lq_scaling=_scaling(d["lq_scaling"], "lq_scaling", where),
+            hq_scaling=_scaling(d["hq_scaling"], "hq_scaling", where),
+            input_dtype=dtype,
+            lq_voxel_size_nm=_voxel_size(d["lq_voxel_size_nm"], "lq_voxel_size_nm", where),
+            hq_voxel_size_nm=_voxel_size(d["hq_voxel_size_nm"], "hq_voxel_size_nm", where),
+            recommended_steps=steps,
+            provenance=dict(prov),
+        )
+
+
+_FIX = ("retrain it with 'tomo4d enhance train', or give the folder that 'tomo4d enhance train -o' wrote "
+        "(weights.safetensors, config.json and metrics.json of one run)")
+
+
+def _damaged(where: str, what: str) -> FormatError:
+    return FormatError(f"{where} {what}: the model folder is damaged or mixes files of different models; {_FIX}")
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _scaling(v, key: str, where: str) -> Scaling:
+    if not isinstance(v, dict) or set(v) != {"low", "high"}:
+        raise _damaged(where, f"field {key}={show(v)} is not an object with exactly the keys low and high")
+    lo, hi = v["low"], v["high"]
+    if not (_real(lo) and _real(hi) and hi > lo):
+        raise _damaged(where, f"field {key} (low={show(lo)}, high={show(hi)}) is not an intensity range: it needs "
+                              "finite numbers with low < high")
+    return Scaling(float(lo), float(hi))
+
+
+def _voxel_size(v, key: str, where: str) -> tuple[float, float, float]:
+    if not (isinstance(v, list) and len(v) == 3 and all(_real(x) and x > 0 for x in v)):
+        raise _damaged(where, f"field {key}={show(v)} is not three positive voxel sizes in nm [z, y, x]")
+    return tuple(float(x) for x in v)
 
 
 class EnhanceModel:
@@ -147,7 +205,8 @@ class EnhanceModel:
         return next(self.net.parameters()).device
 
     def to(self, device) -> EnhanceModel:
-        self.net.to(device)
+        """Move the network to ``device`` (checked: ``"cpu"``, ``"cuda"``, ``"cuda:N"``); returns self."""
+        self.net.to(check_device("device", device))
         return self
 
 
@@ -188,42 +247,73 @@ def _json_default(o):
 def load_model(path, *, device: str | None = None) -> EnhanceModel:
     """Load a model folder written by :func:`tomo4d.enhance.train` (safetensors only, no pickle).
 
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (default: CUDA when available), checked by
+    :func:`tomo4d._validate.check_device` before anything is read.
+
     Raises
     ------
     InputError
-        The folder is missing, lacks a file, was written in another model format
-        version, or its weights do not fit its configuration.
+        The folder is missing, lacks a file, or ``device`` is not usable here.
+    FormatError
+        ``config.json`` is not a model configuration (not JSON, wrong shape, missing or
+        garbled fields, degenerate intensity scaling), was written in another model format
+        version, or ``weights.safetensors`` is not a safetensors file or does not fit the
+        configuration.
     """
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    from .._validate import check_path
     from .network import InDINet
 
-    p = Path(path)
+    dev = check_device("device", device)
+    p = Path(check_path("model", path))
     if not p.is_dir():
-        raise InputError(f"model folder {str(p)!r} does not exist; give the -o folder of 'tomo4d enhance train'")
+        what = "is a file, not a folder" if p.exists() else "does not exist"
+        raise InputError(f"model folder {str(p)!r} {what}; give the -o folder of 'tomo4d enhance train'")
     missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
     if missing:
         raise InputError(f"model folder {str(p)!r} lacks {', '.join(missing)}; it is incomplete "
                          "(interrupted training?): resume or rerun 'tomo4d enhance train'")
-    try:
-        cfg = json.loads((p / CONFIG_FILE).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{str(p / CONFIG_FILE)!r} is not valid JSON ({exc}); the model folder is damaged") from None
-    info = ModelInfo.from_dict(cfg, where=str(p / CONFIG_FILE))
+    cfg_path = str(p / CONFIG_FILE)
+    cfg = read_json(p / CONFIG_FILE, what="model configuration", fix=_FIX)
+    info = ModelInfo.from_dict(cfg, where=repr(cfg_path))
     net = InDINet(info.config.network)
-    try:
-        state = load_file(str(p / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{str(p / WEIGHTS_FILE)!r} is not a readable safetensors file ({exc}); retrain") from None
+    state = read_safetensors(p / WEIGHTS_FILE, what="network weights", fix=_FIX)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise InputError(f"weights in {str(p)!r} do not fit its config.json ({first}); the folder mixes files "
-                         "of different models or versions: retrain") from None
+        detail = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()][:1]
+        raise FormatError(f"weights in {str(p / WEIGHTS_FILE)!r} do not fit its config.json ({first} "
+                          f"{' '.join(detail)}); the folder mixes files of different models or versions: "
+                          f"{_FIX}") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise FormatError(f"weights in {str(p / WEIGHTS_FILE)!r} hold NaN/Inf values (tensor {bad[0]}"
+                          f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the training diverged or the "
+                          f"file is damaged; {_FIX}")
     net.eval()
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net.to(dev)
     return EnhanceModel(net, info, p)
+
+
+def read_json(path: Path, *, what: str, fix: str):
+    """Parse a JSON file written by tomo4d; :class:`FormatError` naming ``path`` when it is not JSON."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{str(path)!r} is not a JSON {what} ({type(exc).__name__}: {exc}); {fix}") from None
+    except OSError as exc:
+        raise FormatError(f"{str(path)!r} cannot be read ({exc.strerror or exc}); {fix}") from None
+
+
+def read_safetensors(path: Path, *, what: str, fix: str) -> dict:
+    """Load a safetensors file into CPU tensors; :class:`FormatError` naming ``path`` for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"{str(path)!r} is not a safetensors file of {what} ({first}); tomo4d never loads "
+                          f"pickles: {fix}") from None

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, OverwriteError
+from .._validate import check_device, check_finite, show
+from ..errors import FormatError, InputError, OverwriteError
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
-from .model import (CONFIG_FILE, EnhanceModel, ModelInfo, save_model, _write_json)
+from .model import (CONFIG_FILE, EnhanceModel, ModelInfo, read_json, read_safetensors, save_model, _write_json)
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Trainer:
         if c > lq.shape[1] or c > lq.shape[2]:
             raise InputError(f"crop={c} is larger than the slices ({lq.shape[1]} x {lq.shape[2]} on the HQ grid); "
                              "choose a smaller crop in the config")
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = check_device("device", device)
         torch.manual_seed(config.seed)
         self.net = InDINet(config.network).to(self.device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
@@ -307,14 +308,46 @@ class Trainer:
         _write_json(folder / "checkpoint.json", state)
 
     def load_checkpoint(self, folder: Path) -> int:
-        """Restore the state saved by :meth:`save_checkpoint`; returns the step."""
-        from safetensors.torch import load_file
+        """Restore the state saved by :meth:`save_checkpoint`; returns the step.
 
-        meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
+        A checkpoint that is not one (not JSON, fields missing or of the wrong type, tensors
+        that are not safetensors or do not fit the network) raises :class:`FormatError` naming
+        the file and how to start over; the trainer is then in an undefined state (discard it).
+        """
+        folder = Path(folder)
+        meta_path, tensor_path = folder / "checkpoint.json", folder / "checkpoint.safetensors"
+        fix = (f"delete the folder {str(folder)!r}, or start over with resume=False (--no-resume) or "
+               "overwrite=True (--overwrite)")
+        meta = read_json(meta_path, what="training checkpoint", fix=fix)
+        need = {"step": int, "config": dict, "rng": dict, "param_groups": dict, "log": list}
+        if not isinstance(meta, dict):
+            raise FormatError(f"{str(meta_path)!r} holds a JSON {type(meta).__name__}, not a checkpoint object; {fix}")
+        for key, kind in need.items():
+            if key not in meta:
+                raise FormatError(f"{str(meta_path)!r} lacks the field {key!r}: it is not a complete tomo4d training "
+                                  f"checkpoint; {fix}")
+            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+                raise FormatError(f"{str(meta_path)!r} field {key!r} is a {type(meta[key]).__name__}, not a "
+                                  f"{kind.__name__}: the checkpoint is damaged; {fix}")
+        if not 0 <= meta["step"] <= self.cfg.steps:
+            raise FormatError(f"{str(meta_path)!r} is at step {meta['step']}, outside 0..{self.cfg.steps} of this "
+                              f"run; {fix}")
         if meta["config"] != self.cfg.to_dict():
             raise InputError(f"the checkpoint in {str(folder)!r} was made with another training config; "
                              "use the same config to resume, or pass overwrite=True (--overwrite) to start over")
-        tensors = load_file(str(folder / "checkpoint.safetensors"))
+        if not tensor_path.is_file():
+            raise FormatError(f"{str(tensor_path)!r} is missing beside its checkpoint.json; {fix}")
+        tensors = read_safetensors(tensor_path, what="a training checkpoint", fix=fix)
+        try:
+            self._restore(meta, tensors)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise FormatError(f"the checkpoint in {str(folder)!r} does not fit this network and optimiser "
+                              f"({type(exc).__name__}: {first}); it is damaged or from another tomo4d version; "
+                              f"{fix}") from None
+        return self.step
+
+    def _restore(self, meta: dict, tensors: dict) -> None:
         for name, mod in (("net", self.net), ("disc", self.disc)):
             if mod is not None:
                 mod.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
@@ -332,11 +365,17 @@ class Trainer:
                 if "betas" in g:
                     g["betas"] = tuple(g["betas"])
             opt.load_state_dict({"state": state, "param_groups": groups})
+            # a state tensor of the wrong shape would only fail at the next optimiser step
+            for group in opt.param_groups:
+                for prm in group["params"]:
+                    for key, v in opt.state.get(prm, {}).items():
+                        if key != "step" and hasattr(v, "shape") and v.shape != prm.shape:
+                            raise ValueError(f"optimiser state {name}.{key} has shape {tuple(v.shape)}, "
+                                             f"parameter {tuple(prm.shape)}")
         self.rng.bit_generator.state = meta["rng"]
         self.step = int(meta["step"])
         self.log = list(meta["log"])
         self.lr_scale = float(meta.get("lr_scale", 1.0))
-        return self.step
 
 
 def _stub_info(cfg: TrainConfig) -> ModelInfo:
@@ -373,11 +412,16 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     progress : callable(done, total), optional
         Called after every step with the number of steps done.
     """
+    from .._validate import check_path
     from ..volume import as_volume
 
+    check_device("device", device)
     cfg = config or TrainConfig.preset("small")
+    if not isinstance(cfg, TrainConfig):
+        raise InputError(f"config={show(cfg)} is not a TrainConfig; build one with TrainConfig.preset(...) or "
+                         "TrainConfig.from_json(path)")
     lq, hq = as_volume(lq), as_volume(hq)
-    out = Path(out_dir)
+    out = Path(check_path("out_dir", out_dir))
     for src in (lq.source, hq.source):
         if src is not None and (out.resolve() == Path(src).resolve() or Path(src).resolve() in out.resolve().parents):
             raise OverwriteError(f"model folder {str(out)!r} would overwrite the input {str(src)!r}; choose another")
@@ -402,9 +446,12 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     from .. import __version__
 
     t_start = time.perf_counter()
+    check_device("device", device)
     cfg = config
     out = Path(out_dir)
     ckdir = out / CHECKPOINT_DIR
+    check_finite("pair.lq (the registered LQ of --lq)", pair.lq)
+    check_finite("pair.hq (--hq)", pair.hq)
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise OverwriteError(f"model folder {str(out)!r} already holds a trained model; choose another folder "
                              "or pass overwrite=True (--overwrite)")

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import show
 from ..errors import InputError
 from ._checks import as_sigma, as_spectra, as_wavelength, check_transmission, positive_float
 
@@ -199,7 +200,7 @@ class BraggEdgeFit:
         """The fitted transmission of spectrum ``index`` at ``wavelength_angstrom`` (NaN if not ok)."""
         p = np.asarray(self.parameters)[index]
         if p.shape != (7,):
-            raise InputError(f"index={index!r} does not select one spectrum of the fit (shape {self.ok.shape})")
+            raise InputError(f"index={show(index)} does not select one spectrum of the fit (shape {self.ok.shape})")
         return _model(np.asarray(wavelength_angstrom, dtype=np.float64), p)
 
     def to_dict(self) -> dict:
@@ -240,7 +241,7 @@ def cubic_d_spacing(lattice_parameter_angstrom: float, hkl) -> float:
     try:
         h, k, l_ = (int(v) for v in hkl)
     except (TypeError, ValueError):
-        raise InputError(f"hkl={hkl!r} must be three integers, e.g. (1, 1, 0)") from None
+        raise InputError(f"hkl={show(hkl)} must be three integers, e.g. (1, 1, 0)") from None
     n = h * h + k * k + l_ * l_
     if n == 0:
         raise InputError("hkl=(0, 0, 0) is not a lattice plane; give e.g. (1, 1, 0)")
@@ -466,9 +467,9 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
         try:
             lo, hi = (float(v) for v in window_angstrom)
         except (TypeError, ValueError):
-            raise InputError(f"window_angstrom={window_angstrom!r} must be two wavelengths (lo, hi) in Å") from None
+            raise InputError(f"window_angstrom={show(window_angstrom)} must be two wavelengths (lo, hi) in Å") from None
         if not hi > lo:
-            raise InputError(f"window_angstrom={window_angstrom!r}: the upper bound must exceed the lower one")
+            raise InputError(f"window_angstrom={show(window_angstrom)}: the upper bound must exceed the lower one")
     sel = (w_all >= lo) & (w_all <= hi)
     n = int(sel.sum())
     if n < 12:
@@ -479,7 +480,7 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
     if edge_guess_angstrom is not None:
         g = float(edge_guess_angstrom)
         if not (lo < g < hi):
-            raise InputError(f"edge_guess_angstrom={edge_guess_angstrom!r} lies outside the fit window "
+            raise InputError(f"edge_guess_angstrom={show(edge_guess_angstrom)} lies outside the fit window "
                              f"({lo:.4g}, {hi:.4g}) Å; widen the window or fix the guess")
     if initial_parameters is not None:
         p_init = np.asarray(initial_parameters, dtype=np.float64)

@@ -29,11 +29,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import show
 from ..errors import InputError
 from ._checks import as_sigma, as_spectra, as_wavelength, positive_float
 from .xs import AVOGADRO_PER_MOL, BARN_CM2, formula_cross_section
 
 __all__ = ["li_attenuation_per_cm", "non_lithium_attenuation_per_cm", "Li6FractionFit", "fit_li6_fraction", "IsotopeExchange", "isotope_exchange"]
+
+
+def _numeric(name: str, value) -> np.ndarray:
+    """``value`` (number or array) as float64; strings, booleans and objects refused by name."""
+    try:
+        a = np.asarray(value)
+        ok = a.dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name}={show(value)} is not numeric; give a number or an array of numbers")
+    return a.astype(np.float64)
 
 
 def _isotope_xs(w: np.ndarray):
@@ -49,10 +62,15 @@ def li_attenuation_per_cm(wavelength_angstrom, *, li_concentration_mol_per_cm3, 
     their broadcast shape with the wavelength appended as the last axis.
     """
     w = as_wavelength(wavelength_angstrom, min_points=1)
-    c = np.asarray(li_concentration_mol_per_cm3, dtype=np.float64)[..., None]
-    f = np.asarray(li6_fraction, dtype=np.float64)[..., None]
-    if np.any(f < 0) or np.any(f > 1):
-        raise InputError("li6_fraction must lie in [0, 1]")
+    c = _numeric("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)[..., None]
+    f = _numeric("li6_fraction", li6_fraction)[..., None]
+    if not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise InputError(f"li_concentration_mol_per_cm3 holds values that are not finite and >= 0 (min "
+                         f"{show(np.nanmin(c) if np.isfinite(c).any() else c.ravel()[0])}); give mol/cm^3, e.g. 0.077 "
+                         "for Li metal")
+    if not np.all(np.isfinite(f)) or np.any(f < 0) or np.any(f > 1):
+        raise InputError("li6_fraction holds values outside [0, 1] or NaN; give the 6Li atom fraction, e.g. "
+                         "0.0759 for natural lithium")
     s6, s7 = _isotope_xs(w)
     return c * AVOGADRO_PER_MOL * BARN_CM2 * (f * s6 + (1.0 - f) * s7)
 
@@ -127,7 +145,7 @@ def fit_li6_fraction(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li
         raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
     sig = as_sigma(mu_sigma_per_cm, mu.shape, name="mu_sigma_per_cm")
     batch = mu.shape[:-1]
-    c = np.asarray(li_concentration_mol_per_cm3, dtype=np.float64)
+    c = _numeric("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)
     try:
         c = np.broadcast_to(c, batch)
     except ValueError:
@@ -136,7 +154,10 @@ def fit_li6_fraction(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li
     if not np.all(np.isfinite(c)) or np.any(c <= 0):
         raise InputError("li_concentration_mol_per_cm3 must be finite and > 0 (the isotope ratio of no lithium is "
                          "undefined)")
-    other = np.asarray(other_mu_per_cm, dtype=np.float64)
+    other = _numeric("other_mu_per_cm", other_mu_per_cm)
+    if not np.all(np.isfinite(other)):
+        raise InputError("other_mu_per_cm holds NaN or infinite values; give the finite attenuation (1/cm) of the "
+                         "other elements, e.g. from non_lithium_attenuation_per_cm")
     try:
         other = np.broadcast_to(other, mu.shape)
     except ValueError:

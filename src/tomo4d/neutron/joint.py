@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
+from .._validate import show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,11 @@ def resample_to_grid(image, *, voxel_size_nm, target_voxel_size_nm, target_shape
     a = _arr3("image", image)
     f = _vs("voxel_size_nm", voxel_size_nm) / _vs("target_voxel_size_nm", target_voxel_size_nm)
     if not (isinstance(order, (int, np.integer)) and 0 <= order <= 5):
-        raise InputError(f"order={order!r} must be an integer spline order 0..5")
+        raise InputError(f"order={show(order)} must be an integer spline order 0..5")
     shape = (tuple(int(s) for s in target_shape) if target_shape is not None
              else tuple(max(1, int(round(n * k))) for n, k in zip(a.shape, f)))
     if len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"target_shape={target_shape!r} must be three positive integers")
+        raise InputError(f"target_shape={show(target_shape)} must be three positive integers")
     # output voxel centre i maps to input coordinate (i + 0.5) / f - 0.5 (grid_mode)
     coords = [((np.arange(n) + 0.5) / k - 0.5) for n, k in zip(shape, f)]
     zz, yy, xx = np.meshgrid(*coords, indexing="ij")
@@ -185,7 +186,7 @@ def joint_histogram(a, b, *, bins: int = 128, mask=None, range_a=None, range_b=N
     """Bivariate histogram of two same-shape volumes (default ranges: 0.1-99.9 percentiles)."""
     x, y, sel = _pair(a, b, mask)
     if not (isinstance(bins, (int, np.integer)) and 2 <= bins <= 4096):
-        raise InputError(f"bins={bins!r} must be an integer in 2..4096")
+        raise InputError(f"bins={show(bins)} must be an integer in 2..4096")
     ra = tuple(np.percentile(x[sel], [0.1, 99.9])) if range_a is None else tuple(map(float, range_a))
     rb = tuple(np.percentile(y[sel], [0.1, 99.9])) if range_b is None else tuple(map(float, range_b))
     if not (ra[1] > ra[0] and rb[1] > rb[0]):
@@ -246,9 +247,9 @@ def segment_joint_phases(a, b, *, n_phases: int, mask=None, seed: int = 0, max_s
 
     x, y, sel = _pair(a, b, mask)
     if not (isinstance(n_phases, (int, np.integer)) and 1 <= n_phases <= 32):
-        raise InputError(f"n_phases={n_phases!r} must be an integer in 1..32")
+        raise InputError(f"n_phases={show(n_phases)} must be an integer in 1..32")
     if not (isinstance(max_samples, (int, np.integer)) and max_samples >= 10 * n_phases):
-        raise InputError(f"max_samples={max_samples!r} must be an integer >= 10 x n_phases")
+        raise InputError(f"max_samples={show(max_samples)} must be an integer >= 10 x n_phases")
     X = np.stack([x[sel], y[sel]], axis=1)
     mean, std = X.mean(0), X.std(0)
     std[std == 0] = 1.0

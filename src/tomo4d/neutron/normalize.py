@@ -18,8 +18,9 @@ import logging
 
 import numpy as np
 
+from .._validate import check_number, show
 from ..errors import InputError
-from ._checks import check_transmission, positive_float
+from ._checks import check_transmission
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _dose_factor(name: str, dose, n_lead: int, ndim: int) -> np.ndarray:
     if d.ndim > 1:
         raise InputError(f"{name} must be one number or one value per image (1D), got shape {d.shape}")
     if not np.all(np.isfinite(d)) or np.any(d <= 0):
-        raise InputError(f"{name} must be > 0 (proton charge, monitor counts or exposure time), got {dose!r}")
+        raise InputError(f"{name} must be > 0 (proton charge, monitor counts or exposure time), got {show(dose)}")
     if d.ndim == 1:
         if d.size != n_lead:
             raise InputError(f"{name} has {d.size} values but the data have {n_lead} images along axis 0")
@@ -111,9 +112,9 @@ def normalize_transmission(sample, open_beam, dark=None, *, sample_dose=None, op
             sy, sx = background_region
             region = t[..., sy, sx]
         except (TypeError, ValueError, IndexError):
-            raise InputError(f"background_region={background_region!r} must be two slices (slice_y, slice_x)") from None
+            raise InputError(f"background_region={show(background_region)} must be two slices (slice_y, slice_x)") from None
         if region.size == 0:
-            raise InputError(f"background_region={background_region!r} selects no pixels of shape {s.shape[-2:]}")
+            raise InputError(f"background_region={show(background_region)} selects no pixels of shape {s.shape[-2:]}")
         ref = np.nanmean(region, axis=(-2, -1), keepdims=True)
         if not np.all(np.isfinite(ref)) or np.any(ref <= 0):
             raise InputError("the background region has no positive transmission; choose an area with open beam")
@@ -150,8 +151,8 @@ def attenuation_coefficient(transmission, *, thickness_cm: float, min_transmissi
     """
     t = np.asarray(transmission, dtype=np.float64)
     check_transmission(t)
-    d = positive_float("thickness_cm", thickness_cm)
-    floor = positive_float("min_transmission", min_transmission)
+    d = check_number("thickness_cm (--thickness-cm)", thickness_cm, minimum=0, exclusive_minimum=True)
+    floor = check_number("min_transmission", min_transmission, minimum=0, maximum=1, exclusive_minimum=True)
     n_clip = int(np.count_nonzero(t < floor))
     if n_clip:
         log.info("%d transmission values below %g clipped (opaque)", n_clip, floor)

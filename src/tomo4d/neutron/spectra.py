@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ._checks import as_sigma, as_spectra, as_wavelength, positive_float
+from .._validate import check_number, show
+from ._checks import as_sigma, as_spectra, as_wavelength
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def tof_to_wavelength(tof_s, *, flight_path_m: float, offset_s: float = 0.0) -> 
     offset_s : float
         Time offset ``t0`` subtracted from every time, s.
     """
-    L = positive_float("flight_path_m", flight_path_m)
-    t = np.asarray(tof_s, dtype=np.float64) - float(offset_s)
+    L = check_number("flight_path_m", flight_path_m, minimum=0, exclusive_minimum=True)
+    t0 = check_number("offset_s", offset_s)
+    t = _array("tof_s", tof_s) - t0
     if not np.all(np.isfinite(t)):
         raise InputError("tof_s contains NaN or infinite values")
     if np.any(t <= 0):
@@ -64,11 +66,24 @@ def tof_to_wavelength(tof_s, *, flight_path_m: float, offset_s: float = 0.0) -> 
 
 def wavelength_to_tof(wavelength_angstrom, *, flight_path_m: float, offset_s: float = 0.0) -> np.ndarray:
     """Inverse of :func:`tof_to_wavelength`: time of flight, s."""
-    L = positive_float("flight_path_m", flight_path_m)
-    w = np.asarray(wavelength_angstrom, dtype=np.float64)
+    L = check_number("flight_path_m", flight_path_m, minimum=0, exclusive_minimum=True)
+    t0 = check_number("offset_s", offset_s)
+    w = _array("wavelength_angstrom", wavelength_angstrom)
     if np.any(~np.isfinite(w)) or np.any(w <= 0):
         raise InputError("wavelength_angstrom must be finite and > 0")
-    return w * L / H_OVER_MN_ANGSTROM_M_PER_S + float(offset_s)
+    return w * L / H_OVER_MN_ANGSTROM_M_PER_S + t0
+
+
+def _array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array; strings, booleans and objects refused by name."""
+    try:
+        a = np.asarray(value)
+        ok = a.dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name}={show(value)} is not numeric; give a number or an array of numbers")
+    return a.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,7 @@ def rebin_spectra(wavelength_angstrom, values, sigma=None, *, factor: int | None
         raise InputError("give exactly one of factor=... (merge k bins) or edges_angstrom=... (new bin edges)")
     if factor is not None:
         if not isinstance(factor, (int, np.integer)) or factor < 1:
-            raise InputError(f"factor={factor!r} must be an integer >= 1")
+            raise InputError(f"factor={show(factor)} must be an integer >= 1")
         nb = w.size // int(factor)
         if nb < 1:
             raise InputError(f"factor={factor} exceeds the {w.size} wavelength bins")
@@ -222,7 +237,7 @@ def macro_pixel_spectra(cube, *, size: int, wavelength_axis: int = -1, statistic
     if c.ndim != 3:
         raise InputError(f"macro_pixel_spectra needs (y, x, n_wavelength) data, got shape {c.shape}")
     if not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size={size!r} must be an integer >= 1 (pixels per macro-pixel side)")
+        raise InputError(f"size={show(size)} must be an integer >= 1 (pixels per macro-pixel side)")
     ny, nx = c.shape[0] // size, c.shape[1] // size
     if ny == 0 or nx == 0:
         raise InputError(f"size={size} is larger than the image ({c.shape[0]} x {c.shape[1]} pixels)")

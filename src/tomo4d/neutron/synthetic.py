@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import show
 from ..errors import InputError
 
 __all__ = ["layered_cell_labels", "CELL_PHASES"]
@@ -25,9 +26,9 @@ def layered_cell_labels(shape=(32, 48, 48), *, rng=None, n_pores: int = 10, pore
     """
     shp = tuple(int(s) for s in shape)
     if len(shp) != 3 or min(shp) < 8:
-        raise InputError(f"shape={shape!r} must be three sizes (z, y, x) of at least 8 voxels")
+        raise InputError(f"shape={show(shape)} must be three sizes (z, y, x) of at least 8 voxels")
     if not (isinstance(n_pores, (int, np.integer)) and n_pores >= 0):
-        raise InputError(f"n_pores={n_pores!r} must be an integer >= 0")
+        raise InputError(f"n_pores={show(n_pores)} must be an integer >= 0")
     rng = np.random.default_rng(rng)
     nz, ny, nx = shp
     lab = np.zeros(shp, np.int16)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_number, show
 from ..errors import InputError
-from ._checks import fraction, positive_float
 
 __all__ = ["THERMAL_WAVELENGTH_ANGSTROM", "NATURAL_LI6_FRACTION", "AVOGADRO_PER_MOL", "BARN_CM2", "CrossSection",
            "formula_cross_section", "li_cross_section", "molar_mass_g_per_mol", "attenuation_from_composition",
@@ -63,25 +63,63 @@ class CrossSection:
         return self.absorption_barn + self.scattering_barn
 
 
-def _wavelength(wavelength_angstrom):
-    w = np.asarray(wavelength_angstrom, dtype=np.float64)
-    if not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise InputError(f"wavelength_angstrom={wavelength_angstrom!r} must be finite and > 0 (Å)")
+_FORMULA_HELP = ("write element symbols (capital first letter) each followed by its count, e.g. 'Li7La3Zr2O12', "
+                 "'LiFePO4', 'Li2CO3' or 'Li[6]' for the 6Li isotope")
+
+
+def _wavelength(wavelength_angstrom, name: str = "wavelength_angstrom"):
+    """One wavelength (float) or an array of them, Å: finite, > 0, numeric (bools and strings refused)."""
+    if np.ndim(wavelength_angstrom) == 0 and not isinstance(wavelength_angstrom, np.ndarray):
+        return check_number(name, wavelength_angstrom, minimum=0, exclusive_minimum=True)
+    try:
+        w = np.asarray(wavelength_angstrom)
+        ok = w.dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name}={show(wavelength_angstrom)} is not numeric; give wavelengths in Å as numbers")
+    w = w.astype(np.float64)
+    bad = ~np.isfinite(w) | (w <= 0)
+    if bad.any():
+        raise InputError(f"{name} holds {int(bad.sum())} value(s) that are not finite and > 0 (first: "
+                         f"{show(w[bad].ravel()[0])}); wavelengths are positive, in Å")
     return float(w) if w.ndim == 0 else w
+
+
+def _fraction(name: str, value) -> float:
+    return check_number(name, value, minimum=0, maximum=1)
+
+
+def _density(value, name: str = "density_g_per_cm3") -> float:
+    """Mass density in g/cm^3 (the command line's --density): finite, > 0 and not in kg/m^3."""
+    rho = check_number(f"{name} (--density)", value, minimum=0, exclusive_minimum=True)
+    if rho > 30:
+        raise InputError(f"{name} (--density)={show(rho)} g/cm^3 is denser than any solid (osmium: 22.6 g/cm^3); "
+                         "give the density in g/cm^3 (kg/m^3 divided by 1000)")
+    return rho
 
 
 def _atoms(formula: str):
     import periodictable as pt
 
     if not isinstance(formula, str) or not formula.strip():
-        raise InputError(f"formula={formula!r} must be a chemical formula such as 'Li7La3Zr2O12' or 'Li[6]'")
+        raise InputError(f"formula (--composition)={show(formula)} is not a chemical formula; {_FORMULA_HELP}")
     try:
         f = pt.formula(formula)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"formula={formula!r} is not understood ({exc}); use periodictable syntax, e.g. "
-                         "'LiFePO4', 'Li[6]' for 6Li") from None
+    except Exception as exc:  # periodictable raises ValueError, KeyError and pyparsing's ParseException
+        loc = getattr(exc, "loc", None)
+        if isinstance(loc, int) and 0 <= loc < len(formula):
+            why = f"unexpected {formula[loc]!r} at character {loc + 1}"
+        else:
+            why = str(exc).strip("'\"") or type(exc).__name__
+        raise InputError(f"formula (--composition)={show(formula)} is not understood as a chemical formula ({why}); "
+                         f"{_FORMULA_HELP}") from None
     if not f.atoms:
-        raise InputError(f"formula={formula!r} contains no atoms")
+        raise InputError(f"formula (--composition)={show(formula)} contains no atoms; {_FORMULA_HELP}")
+    neg = [str(a) for a, n in f.atoms.items() if not (np.isfinite(n) and n >= 0)]
+    if neg:
+        raise InputError(f"formula (--composition)={show(formula)} gives {', '.join(neg)} a count that is not a "
+                         f"number >= 0; {_FORMULA_HELP}")
     return f.atoms
 
 
@@ -93,7 +131,7 @@ def _li_parts(li6: float):
 
 def _expand(formula: str, li6_fraction):
     """(atom, count) pairs with natural Li replaced by the given isotope mix."""
-    li6 = None if li6_fraction is None else fraction("li6_fraction", li6_fraction)
+    li6 = None if li6_fraction is None else _fraction("li6_fraction", li6_fraction)
     out = []
     for atom, count in _atoms(formula).items():
         if li6 is not None and atom.number == 3 and getattr(atom, "isotope", None) is None:
@@ -123,7 +161,8 @@ def formula_cross_section(formula: str, *, wavelength_angstrom=THERMAL_WAVELENGT
     for atom, count in _expand(formula, li6_fraction):
         nd = atom.neutron
         if nd is None or nd.absorption is None or nd.total is None:
-            raise InputError(f"no neutron cross sections tabulated for {atom} in {formula!r}")
+            raise InputError(f"no neutron cross sections tabulated for {atom} in formula (--composition)="
+                             f"{show(formula)}; use another isotope or element")
         a_th += count * float(nd.absorption)
         s += count * float(nd.total)
     return CrossSection(absorption_barn=a_th * w / THERMAL_WAVELENGTH_ANGSTROM, scattering_barn=s,
@@ -172,8 +211,8 @@ def attenuation_from_composition(formula: str, *, density_g_per_cm3: float,
     >>> round(attenuation_from_composition("Li", density_g_per_cm3=0.534), 2)   # natural Li metal, 1.798 Å
     3.33
     """
-    rho = positive_float("density_g_per_cm3", density_g_per_cm3)
-    vf = fraction("volume_fraction", volume_fraction)
+    rho = _density(density_g_per_cm3)
+    vf = _fraction("volume_fraction", volume_fraction)
     n = vf * rho / molar_mass_g_per_mol(formula, li6_fraction=li6_fraction) * AVOGADRO_PER_MOL
     xs = formula_cross_section(formula, wavelength_angstrom=wavelength_angstrom, li6_fraction=li6_fraction)
     return n * xs.total_barn * BARN_CM2
@@ -182,9 +221,10 @@ def attenuation_from_composition(formula: str, *, density_g_per_cm3: float,
 def li_concentration_from_composition(formula: str, *, density_g_per_cm3: float,
                                       li6_fraction: float | None = None, volume_fraction: float = 1.0) -> float:
     """Lithium concentration of a compound, mol/cm^3 (e.g. Li metal 0.077, Li7La3Zr2O12 at 5.1 g/cm^3 0.043)."""
-    rho = positive_float("density_g_per_cm3", density_g_per_cm3)
-    vf = fraction("volume_fraction", volume_fraction)
+    rho = _density(density_g_per_cm3)
+    vf = _fraction("volume_fraction", volume_fraction)
     n_li = sum(count for atom, count in _expand(formula, li6_fraction) if atom.number == 3)
     if n_li == 0:
-        raise InputError(f"formula={formula!r} contains no lithium")
+        raise InputError(f"formula (--composition)={show(formula)} contains no lithium; give the formula of a "
+                         "lithium-bearing phase, e.g. 'Li7La3Zr2O12'")
     return vf * rho / molar_mass_g_per_mol(formula, li6_fraction=li6_fraction) * n_li

@@ -39,6 +39,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from .._validate import check_int, check_number, show
+from ..errors import FormatError, InputError
 from ..volume import Volume, VolumeMetadata
 from . import _model as M
 from ._model import LithiationMode, Phase
@@ -130,23 +132,42 @@ class PhantomParams:
 
 
 def _fraction(name, v, *, lo=0.0, hi=1.0, open_hi=False):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={v!r} is not a number; give a fraction in [{lo}, {hi}]") from None
-    if not (math.isfinite(f) and lo <= f <= hi) or (open_hi and f >= hi):
-        raise InputError(f"{name}={v!r} is outside [{lo}, {hi}{')' if open_hi else ']'}; give a value in that range")
+    f = check_number(name, v, minimum=lo, maximum=hi)
+    if open_hi and f >= hi:
+        raise InputError(f"{name}={show(f)} is out of range; give a number >= {show(lo)} and < {show(hi)}")
     return f
 
 
 def _positive(name, v, *, allow_zero=False):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={v!r} is not a number; give a positive value") from None
-    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
-        raise InputError(f"{name}={v!r} must be a finite number {'>= 0' if allow_zero else '> 0'}")
-    return f
+    return check_number(name, v, minimum=0, exclusive_minimum=not allow_zero)
+
+
+#: bytes of memory per voxel of ``shape`` that rendering one experiment volume takes at its peak
+#: (measured: ~185 B/voxel from 96^3 to 128^3, model fields, labels, grey values, blur and noise)
+BYTES_PER_VOXEL = 160
+
+
+def estimate_memory_bytes(shape) -> int:
+    """Approximate peak memory (bytes) of generating and rendering an experiment of ``shape`` voxels."""
+    return int(BYTES_PER_VOXEL * int(np.prod([int(s) for s in shape], dtype=np.int64)) + 200 * 2**20)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**40:.3g} TiB" if n >= 2**40 else f"{n / 2**30:.3g} GiB"
+
+
+def _check_memory(shape) -> None:
+    """Refuse a shape whose rendering would not fit in the memory available now (psutil)."""
+    import psutil
+
+    need = estimate_memory_bytes(shape)
+    avail = int(psutil.virtual_memory().available)
+    if need > avail:
+        side = int(((avail - 200 * 2**20) / BYTES_PER_VOXEL) ** (1 / 3)) if avail > 200 * 2**20 else 0
+        hint = (f"give a smaller shape (--shape), e.g. at most {side} per axis for a cube here" if side >= 24
+                else "free memory or use a machine with more")
+        raise InputError(f"shape={show(tuple(shape))} needs about {_gib(need)} of memory to render (~{BYTES_PER_VOXEL} "
+                         f"bytes per voxel) but only {_gib(avail)} is available; {hint}")
 
 
 def default_soc_schedule(n_steps: int) -> tuple[float, ...]:
@@ -163,32 +184,40 @@ def default_soc_schedule(n_steps: int) -> tuple[float, ...]:
 
 def _validate(p: PhantomParams) -> PhantomParams:
     shape = p.shape
-    if np.isscalar(shape):
+    if isinstance(shape, (numbers.Number, str)) or np.ndim(shape) == 0:
         shape = (shape,) * 3
     try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"shape={p.shape!r} is not understood; give three integers (z, y, x)") from None
-    if len(shape) != 3 or min(shape) < 24:
-        raise InputError(f"shape={p.shape!r} is too small for the electrode layers; give (z, y, x) with each >= 24")
-    if max(shape) > 4096:
-        raise InputError(f"shape={p.shape!r} is too large; give each axis <= 4096")
-    n_steps = int(p.n_steps)
-    if n_steps < 1 or n_steps > 100:
-        raise InputError(f"n_steps={p.n_steps!r} must be between 1 and 100")
+        shape = tuple(shape)
+    except TypeError:
+        raise InputError(f"shape={show(p.shape)} is not understood; give three whole numbers (z, y, x), "
+                         "each >= 24") from None
+    if len(shape) != 3:
+        raise InputError(f"shape={show(p.shape)} has {len(shape)} value(s); give three whole numbers (z, y, x), "
+                         "each >= 24")
+    try:
+        shape = tuple(check_int(f"shape[{i}]", s, minimum=24, maximum=4096) for i, s in enumerate(shape))
+    except InputError as exc:
+        raise InputError(f"shape={show(p.shape)} is not valid: {exc} (each of z, y, x; smaller than 24 leaves no "
+                         "room for the electrode layers)") from None
+    n_steps = check_int("n_steps", p.n_steps, minimum=1, maximum=100)
+    seed = check_int("seed", p.seed, minimum=0)
     hq = _positive("hq_voxel_nm", p.hq_voxel_nm)
     lq = _positive("lq_voxel_nm", p.lq_voxel_nm)
     if lq < hq:
-        raise InputError(f"lq_voxel_nm={p.lq_voxel_nm!r} must be >= hq_voxel_nm={p.hq_voxel_nm!r} (the LQ scan is coarser)")
+        raise InputError(f"lq_voxel_nm={show(p.lq_voxel_nm)} must be >= hq_voxel_nm={show(p.hq_voxel_nm)} "
+                         "(the LQ scan is coarser)")
     soc = p.soc_schedule
     if soc is None:
         soc = default_soc_schedule(n_steps)
     else:
-        soc = tuple(_fraction("soc_schedule[i]", s) for s in soc)
+        if isinstance(soc, (str, numbers.Number)) or np.ndim(soc) != 1:
+            raise InputError(f"soc_schedule={show(soc)} is not a sequence; give one state of charge per step, "
+                             "the first 0")
+        soc = tuple(_fraction(f"soc_schedule[{i}]", s) for i, s in enumerate(soc))
         if len(soc) != n_steps:
             raise InputError(f"soc_schedule has {len(soc)} values but n_steps={n_steps}; give one state of charge per step")
         if soc[0] != 0.0:
-            raise InputError(f"soc_schedule[0]={soc[0]!r} must be 0: T0 is the pristine reference state")
+            raise InputError(f"soc_schedule[0]={show(soc[0])} must be 0: T0 is the pristine reference state")
     for name in ("core_shell_fraction", "cracked_fraction", "residual_fraction", "lithiated_contrast_loss"):
         _fraction(name, getattr(p, name))
     _fraction("si_volume_fraction", p.si_volume_fraction, lo=0.05, hi=0.55)
@@ -207,18 +236,16 @@ def _validate(p: PhantomParams) -> PhantomParams:
     for name in ("pore_size_nm", "fibre_radius_nm", "pair_drift_length_nm"):
         _positive(name, getattr(p, name))
     if p.misalignment_deg > 10:
-        raise InputError(f"misalignment_deg={p.misalignment_deg!r} is not small; give <= 10 degrees")
+        raise InputError(f"misalignment_deg={show(p.misalignment_deg)} is not small; give <= 10 degrees")
     if p.pair_drift_nm > 500:
-        raise InputError(f"pair_drift_nm={p.pair_drift_nm!r} is not a local misregistration; give <= 500 nm")
-    if p.series_sample not in ("same", "twin"):
-        raise InputError(f"series_sample={p.series_sample!r} is not supported; use 'same' or 'twin'")
+        raise InputError(f"pair_drift_nm={show(p.pair_drift_nm)} is not a local misregistration; give <= 500 nm")
+    if not isinstance(p.series_sample, str) or p.series_sample not in ("same", "twin"):
+        raise InputError(f"series_sample={show(p.series_sample)} is not supported; use 'same' or 'twin'")
     ss = p.supersampling
-    if isinstance(ss, bool) or not isinstance(ss, (int, np.integer)) or not 1 <= ss <= 8:
-        raise InputError(f"supersampling={ss!r} must be an integer in [1, 8] (sub-samples per axis of a voxel "
+    if isinstance(ss, (bool, np.bool_)) or not isinstance(ss, (int, np.integer)) or not 1 <= ss <= 8:
+        raise InputError(f"supersampling={show(ss)} must be an integer in [1, 8] (sub-samples per axis of a voxel "
                          "at an interface; 1 = point sampling)")
-    nb = int(p.neutron_bin)
-    if nb < 1 or nb > min(shape) // 4:
-        raise InputError(f"neutron_bin={p.neutron_bin!r} must be an integer in [1, {min(shape) // 4}]")
+    nb = check_int("neutron_bin", p.neutron_bin, minimum=1, maximum=min(shape) // 4)
     hz = shape[0] * hq
     t0 = 0.45 * hz if p.anode_thickness_nm is None else _positive("anode_thickness_nm", p.anode_thickness_nm)
     if 0.08 * hz + t0 * (1.0 + p.expansion) > 0.95 * hz or t0 < 8 * hq:
@@ -235,10 +262,10 @@ def _validate(p: PhantomParams) -> PhantomParams:
         )
     cw = max(hq, 60.0) if p.crack_width_nm is None else _positive("crack_width_nm", p.crack_width_nm)
     if p.particle_swelling * (np.cbrt(1 + M.SI_FULL_VOLUME_EXPANSION) - 1) > 0.3:
-        raise InputError(f"particle_swelling={p.particle_swelling!r} is too large; give <= 0.5")
+        raise InputError(f"particle_swelling={show(p.particle_swelling)} is too large; give <= 0.5")
     return dataclasses.replace(p, shape=shape, n_steps=n_steps, soc_schedule=tuple(float(s) for s in soc),
                                anode_thickness_nm=float(t0), particle_radius_nm=float(r),
-                               crack_width_nm=float(cw), neutron_bin=nb, seed=int(p.seed),
+                               crack_width_nm=float(cw), neutron_bin=nb, seed=seed,
                                supersampling=int(ss))
 
 
@@ -650,20 +677,20 @@ class GroundTruth:
     def _step(self, step) -> int:
         if isinstance(step, str):
             if step not in self.step_names:
-                raise InputError(f"step={step!r} is unknown; use one of {', '.join(self.step_names)}")
+                raise InputError(f"step={show(step)} is unknown; use one of {', '.join(self.step_names)}")
             return self.step_names.index(step)
         try:
             s = int(step)
         except (TypeError, ValueError):
-            raise InputError(f"step={step!r} is not a step index or name") from None
+            raise InputError(f"step={show(step)} is not a step index or name") from None
         if not 0 <= s < self.n_steps:
-            raise InputError(f"step={step!r} is out of range; give 0..{self.n_steps - 1} or a name like 'T0'")
+            raise InputError(f"step={show(step)} is out of range; give 0..{self.n_steps - 1} or a name like 'T0'")
         return s
 
     @staticmethod
     def _grid(grid) -> str:
         if grid not in ("hq", "lq"):
-            raise InputError(f"grid={grid!r} is not supported; use 'hq' or 'lq'")
+            raise InputError(f"grid={show(grid)} is not supported; use 'hq' or 'lq'")
         return grid
 
     # -- volumes --------------------------------------------------------------------------------
@@ -1008,7 +1035,7 @@ class SyntheticExperiment:
         from ..io import atomic_output, save_volume
 
         if fields not in ("coarse", "full", "none"):
-            raise InputError(f"fields={fields!r} is not supported; use 'coarse', 'full' or 'none'")
+            raise InputError(f"fields={show(fields)} is not supported; use 'coarse', 'full' or 'none'")
         out = Path(path)
         truth = self.truth
         n = self.n_steps
@@ -1093,23 +1120,40 @@ class SyntheticExperiment:
         doc_path = p / "experiment.json"
         if not doc_path.is_file():
             raise InputError(f"{str(p)!r} is not a saved synthetic experiment (no experiment.json); check the path")
-        doc = json.loads(doc_path.read_text())
+        fix = "regenerate it with 'tomo4d phantom' (make_experiment(...).save)"
+        try:
+            doc = json.loads(doc_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"{str(doc_path)!r} is not valid JSON ({exc}); {fix}") from None
+        if not isinstance(doc, dict):
+            raise FormatError(f"{str(doc_path)!r} holds a JSON {type(doc).__name__}, not an experiment object; {fix}")
         if doc.get("tomo4d_phantom") != FORMAT_VERSION:
-            raise InputError(f"{str(doc_path)!r} has format version {doc.get('tomo4d_phantom')!r}; "
-                             f"this tomo4d reads version {FORMAT_VERSION}")
-        kw = dict(doc["params"])
-        kw["shape"] = tuple(kw["shape"])
-        if kw.get("soc_schedule") is not None:
-            kw["soc_schedule"] = tuple(kw["soc_schedule"])
-        params = _validate(PhantomParams(**kw))
+            raise FormatError(f"{str(doc_path)!r} has format version {show(doc.get('tomo4d_phantom'))}; "
+                              f"this tomo4d reads version {FORMAT_VERSION}: {fix}")
+        kw, files = doc.get("params"), doc.get("files")
+        known = {f.name for f in dataclasses.fields(PhantomParams)}
+        if not isinstance(kw, dict) or not isinstance(files, dict) or set(kw) - known:
+            raise FormatError(f"{str(doc_path)!r} lacks or garbles its params/files (unknown: "
+                              f"{sorted(set(kw) - known) if isinstance(kw, dict) else 'params'}); {fix}")
+        kw = dict(kw)
+        for key in ("shape", "soc_schedule"):
+            if isinstance(kw.get(key), list):
+                kw[key] = tuple(kw[key])
+        try:
+            params = _validate(PhantomParams(**kw))
+        except InputError as exc:
+            raise FormatError(f"{str(doc_path)!r}: {exc}; {fix}") from None
         engine = _Engine(params)
         if _fingerprint(engine) != doc.get("fingerprint"):
             raise InputError(f"{str(p)!r} was written by a tomo4d whose phantom differs from this one; "
                              "its ground truth cannot be rebuilt — regenerate it with make_experiment")
-        f = doc["files"]
-        vols = {k: open_volume(p / f[k]) for k in ("hq", "lq", "repeat", "repeat_hq")}
-        for k in ("series", "series_hq", "neutron_series"):
-            vols[k] = tuple(open_volume(p / r) for r in f[k])
+        f = files
+        try:
+            vols = {k: open_volume(p / f[k]) for k in ("hq", "lq", "repeat", "repeat_hq")}
+            for k in ("series", "series_hq", "neutron_series"):
+                vols[k] = tuple(open_volume(p / r) for r in f[k])
+        except (KeyError, TypeError) as exc:
+            raise FormatError(f"{str(doc_path)!r} lacks or garbles the file index entry {exc}; {fix}") from None
         return cls(params, _engine=engine, _volumes=vols)
 
 
@@ -1184,13 +1228,10 @@ def make_experiment(*, shape=(64, 64, 64), n_steps: int = 7, seed: int = 0, **op
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"unknown option(s) {unknown} of make_experiment; known: {', '.join(sorted(known))}")
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise InputError(f"seed={seed!r} is not an integer") from None
-    if seed < 0:
-        raise InputError(f"seed={seed!r} must be >= 0")
-    if options.get("soc_schedule") is not None:
-        options["soc_schedule"] = tuple(options["soc_schedule"])
+    seed = check_int("seed", seed, minimum=0)
+    soc = options.get("soc_schedule")
+    if soc is not None and not isinstance(soc, (str, numbers.Number)) and np.ndim(soc) == 1:
+        options["soc_schedule"] = tuple(soc)
     params = _validate(PhantomParams(shape=shape, n_steps=n_steps, seed=seed, **options))
+    _check_memory(params.shape)
     return SyntheticExperiment(params)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_number, show
 from ..errors import InputError
 from ._model import LI_IN_ELECTROLYTE_MOL_L, LI_IN_LITHIATED_SI_MOL_L, Phase
 from .experiment import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
@@ -32,11 +33,8 @@ _CRYSTALS = {
 
 def li_cross_section_b(li6_fraction: float, *, wavelength_a: float = THERMAL_WAVELENGTH_A) -> float:
     """Absorption cross-section of Li (barn per atom) for a 6Li atom fraction, 1/v (proportional to wavelength)."""
-    e = float(li6_fraction)
-    if not 0.0 <= e <= 1.0:
-        raise InputError(f"li6_fraction={li6_fraction!r} must be a fraction in [0, 1] (natural: 0.075)")
-    if not wavelength_a > 0:
-        raise InputError(f"wavelength_a={wavelength_a!r} must be > 0 (angstrom)")
+    e = check_number("li6_fraction", li6_fraction, minimum=0, maximum=1)
+    wavelength_a = check_number("wavelength_a", wavelength_a, minimum=0, exclusive_minimum=True)
     return (e * SIGMA_LI6_B + (1 - e) * SIGMA_LI7_B) * wavelength_a / THERMAL_WAVELENGTH_A
 
 
@@ -56,7 +54,7 @@ def bragg_cross_section_b(crystal: str, wavelengths_a, *, resolution: float = 0.
     from scipy.special import erfc
 
     if crystal not in _CRYSTALS:
-        raise InputError(f"crystal={crystal!r} is not known; use one of {', '.join(_CRYSTALS)}")
+        raise InputError(f"crystal={show(crystal)} is not known; use one of {', '.join(_CRYSTALS)}")
     a, n_atoms, b_fm, _, _, basis = _CRYSTALS[crystal]
     lam = np.asarray(wavelengths_a, float)
     basis = np.asarray(basis)
@@ -169,12 +167,15 @@ def transmission_spectra(experiment, step=0, *, regions=None, wavelengths_a=None
     """
     t = experiment.truth
     lab = t.labels(step, grid="lq")
-    li6 = experiment.params.li6_fraction if li6_fraction is None else float(li6_fraction)
-    li_cross_section_b(li6)
-    if not path_length_mm > 0:
-        raise InputError(f"path_length_mm={path_length_mm!r} must be > 0")
-    lam = np.linspace(1.0, 7.0, 600) if wavelengths_a is None else np.asarray(wavelengths_a, float)
-    if lam.ndim != 1 or lam.size == 0 or np.any(lam <= 0):
+    li6 = experiment.params.li6_fraction if li6_fraction is None else li6_fraction
+    li6 = check_number("li6_fraction", li6, minimum=0, maximum=1)
+    path_length_mm = check_number("path_length_mm", path_length_mm, minimum=0, exclusive_minimum=True)
+    try:
+        lam = np.linspace(1.0, 7.0, 600) if wavelengths_a is None else np.asarray(wavelengths_a, float)
+    except (TypeError, ValueError):
+        raise InputError(f"wavelengths_a={show(wavelengths_a)} is not numeric; give a 1D array of positive "
+                         "wavelengths in angstrom") from None
+    if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         raise InputError("wavelengths_a must be a 1D array of positive wavelengths in angstrom")
     if regions is None:
         z = np.arange(lab.shape[0])
