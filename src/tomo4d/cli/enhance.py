@@ -72,7 +72,7 @@ def enhance():
 @click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
 @click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
 @click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
-@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @json_option
@@ -109,7 +109,7 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
               help="K > 1: also write the spread of K samples and the data-consistency map beside the output.")
 @click.option("--voxel-size", default=None, help="Override the input voxel size (nm).")
 @click.option("--no-voxel-check", is_flag=True, help="Accept a voxel size other than the trained one.")
-@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]))
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
 @json_option
 def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, samples, voxel_size, no_voxel_check,
