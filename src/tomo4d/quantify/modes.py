@@ -125,7 +125,7 @@ def particle_depth(labels, *, voxel_size_nm=None) -> np.ndarray:
     particles included (0 outside particles), float32."""
     from scipy import ndimage
 
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     inner = lab > 0
     # a voxel next to a different particle is on a surface too
@@ -208,7 +208,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     -------
     LithiationModes
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     items = list(changes)
     if not items:

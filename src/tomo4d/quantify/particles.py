@@ -231,7 +231,7 @@ def particle_properties(labels, *, voxel_size_nm=None,
     """
     from scipy import ndimage
 
-    raw = as_labels(labels, name="labels")
+    raw = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     lab, values = _sequential(raw)
     n_bins = len(values)
@@ -320,7 +320,7 @@ def detect_cracks(labels, *, voxel_size_nm=None, closing_nm: float = 120.0, min_
     """
     from scipy import ndimage
 
-    raw = as_labels(labels, name="labels")
+    raw = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     check_positive("closing_nm", closing_nm)
     min_fraction = check_fraction("min_fraction", min_fraction)

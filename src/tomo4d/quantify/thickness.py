@@ -179,7 +179,7 @@ def electrode_thickness(labels, *, voxel_size_nm=None, phases: PhaseCodes = Phas
     -------
     Thickness
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", phases=phases, role="electrode_thickness expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
     check_positive("smooth_nm", smooth_nm, allow_zero=True)
     smooth_px = max(1, int(round(float(smooth_nm) / vs[1])))
@@ -281,7 +281,7 @@ def axial_profile(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes
     -------
     AxialProfile
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", phases=phases, role="axial_profile expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
     names = phases.names()
     n_xy = lab.shape[1] * lab.shape[2]

@@ -343,7 +343,7 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
 
     labs, values = [], []
     for i, a in enumerate(items):
-        compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]"))
+        compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]", instances=True))
         labs.append(compact)
         values.append(vals)
     for i, a in enumerate(labs[1:], 1):
