@@ -64,9 +64,11 @@ def test_particle_functions_refuse_grey_images_and_negative_labels(call):
         _particle_calls()[call](np.full((16, 16, 16), -3, np.int16))
 
 
-def test_phase_codes_other_than_the_default_are_accepted():
+def test_a_0_255_mask_is_counted_once_its_codes_are_named():
     from tomo4d.quantify import PhaseCodes, phase_volumes
 
+    with pytest.raises(InputError, match=r"pass phases=PhaseCodes\(...\) naming the codes"):
+        phase_volumes(_mask255(), voxel_size_nm=50)
     pv = phase_volumes(_mask255(), voxel_size_nm=50, phases=PhaseCodes(silicon=(255,)))
     assert abs(pv.fraction.sum() - 1) < 1e-12 and pv.of("silicon") > 0
 

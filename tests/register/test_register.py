@@ -128,7 +128,6 @@ def test_bad_input(texture, case, match):
     ({"binning": (2, 1.5)}, r"binning\[1\]=1.5 is not an integer"),
     ({"binning": ("2",)}, r"binning\[0\]='2' is not an integer"),
     ({"binning": ()}, r"binning is empty"),
-    ({"binning": 2}, r"binning=2 must be a sequence"),
     ({"max_iterations": 0}, r"max_iterations=0 is out of range"),
     ({"tolerance_px": np.float64("nan")}, r"tolerance_px=nan is not finite"),
     ({"margin_px": -1}, r"margin_px=-1 is out of range"),
@@ -139,7 +138,9 @@ def test_register_refuses_a_binning_or_option_it_would_replace(texture, kw, patt
     assert "np.float64" not in str(err.value)
 
 
-def test_register_skips_only_coarse_levels_and_says_so(texture):
+def test_register_refuses_a_too_coarse_finest_level_but_skips_coarse_ones(texture):
+    with pytest.raises(InputError, match=r"finest factor 8 leaves 6 voxels"):
+        register(texture, texture, binning=(2, 8))           # was silently registered at binning 2
     reg = register(texture, texture, binning=(8, 2, 1))      # 48 // 8 = 6 voxels: that coarse level is skipped
     assert reg.levels == (2, 1)
 
