@@ -181,7 +181,7 @@ def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix:
                          "(0 = background, 1, 2, ... = labels)")
     try:
         arr = np.asarray(to_numpy(data))
-    except Exception as exc:  # pragma: no cover - exotic inputs
+    except (TypeError, ValueError) as exc:  # pragma: no cover - exotic inputs
         raise InputError(f"{name} could not be read as an array ({exc}); give an integer label array") from None
     if ndim is not None:
         dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)

@@ -50,8 +50,8 @@ def test_correlate_refuses_instead_of_replacing(small, kw, pattern):
     ({"pyramid": ()}, r"pyramid is empty"),
     ({"pyramid": 8}, r"pyramid=8 must be a sequence"),
     ({"pyramid": (16, 8), "half_windows": (8, 0)}, r"half_windows\[1\]=0 is out of range"),
-    ({"pyramid": (8, 16)}, r"finest pyramid level \(node spacing 16, half-window 16\) needs windows of 33 voxels "
-                           r"but the volume has shape \(32, 32, 32\)"),
+    ({"pyramid": (8, 16)}, (r"finest pyramid level \(node spacing 16, half-window 16\) needs windows of 33 voxels "
+                            r"but the volume has shape \(32, 32, 32\)")),
     ({"pyramid": (16, 8), "search_radius_px": -3}, r"search_radius_px=-3 is out of range"),
 ])
 def test_correlate_pyramid_refuses_bad_levels(small, kw, pattern):

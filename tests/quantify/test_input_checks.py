@@ -22,14 +22,24 @@ def _grey():
 
 
 def _phase_calls():
-    from tomo4d.quantify import axial_profile, electrode_thickness, phase_series, phase_volumes
+    from tomo4d.quantify import (
+        axial_profile,
+        electrode_thickness,
+        phase_series,
+        phase_volumes,
+    )
 
     return [lambda a: phase_volumes(a, voxel_size_nm=50), lambda a: electrode_thickness(a, voxel_size_nm=50),
             lambda a: axial_profile(a, voxel_size_nm=50), lambda a: phase_series([a], voxel_size_nm=50)]
 
 
 def _particle_calls():
-    from tomo4d.quantify import detect_cracks, lithiation_modes, particle_properties, track_particles
+    from tomo4d.quantify import (
+        detect_cracks,
+        lithiation_modes,
+        particle_properties,
+        track_particles,
+    )
     from tomo4d.quantify.modes import particle_depth
 
     return [lambda a: particle_properties(a, voxel_size_nm=50), lambda a: detect_cracks(a, voxel_size_nm=50),

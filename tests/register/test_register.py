@@ -122,8 +122,8 @@ def test_bad_input(texture, case, match):
 
 
 @pytest.mark.parametrize("kw, pattern", [
-    ({"binning": [64]}, r"binning=\[64\]: the finest factor 64 leaves 0 voxels along an axis of the volume \(shape "
-                        r"\(48, 52, 56\)\); registration needs at least 8 voxels per axis, so use factors <= 6"),
+    ({"binning": [64]}, (r"binning=\[64\]: the finest factor 64 leaves 0 voxels along an axis of the volume \(shape "
+                         r"\(48, 52, 56\)\); registration needs at least 8 voxels per axis, so use factors <= 6")),
     ({"binning": (4, 7)}, r"finest factor 7 leaves 6 voxels"),
     ({"binning": (2, 1.5)}, r"binning\[1\]=1.5 is not an integer"),
     ({"binning": ("2",)}, r"binning\[0\]='2' is not an integer"),

@@ -99,9 +99,9 @@ def test_evaluate_refuses_labels_that_cannot_be_compared(pred, truth, kw, patter
 
 
 def test_match_particles_refuses_a_mask_for_particle_labels():
-    from tomo4d.segment import match_particles
-
     from scipy import ndimage
+
+    from tomo4d.segment import match_particles
 
     m = _mask255()
     parts = ndimage.label(m)[0]

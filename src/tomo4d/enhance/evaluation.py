@@ -273,7 +273,7 @@ def evaluation_figure(result: EvaluationResult, *, roi: int | None = None):
     ref = result.images["HQ"][k].astype(np.float64)
     msk = result.mask[k]
     ny, nx = ref.shape
-    r = roi or max(16, min(ny, nx) // 3)
+    r = max(16, min(ny, nx) // 3) if roi is None else check_int("roi", roi, minimum=1)
     g = ndimage.gaussian_gradient_magnitude(ref, 1.5) * msk
     energy = ndimage.uniform_filter(g, r)
     cy, cx = np.unravel_index(int(np.argmax(energy)), energy.shape)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number
+from ..errors import InputError
 from ._common import PhaseCodes, as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def electrode_thickness(labels, *, voxel_size_nm=None, phases: PhaseCodes = Phas
     """
     lab = as_labels(labels, name="labels", phases=phases, role="electrode_thickness expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
-    check_positive("smooth_nm", smooth_nm, allow_zero=True)
+    check_number("smooth_nm", smooth_nm, minimum=0.0)
     smooth_px = max(1, int(round(float(smooth_nm) / vs[1])))
     if not isinstance(phases, PhaseCodes):
         raise InputError("phases must be a PhaseCodes instance (tomo4d.quantify.PhaseCodes)")

@@ -79,7 +79,7 @@ class SegmentationScores:
         for c in self.classes:
             if c.label == int(label):
                 return c
-        raise InputError(f"class {label!r} was not evaluated; classes: {[c.label for c in self.classes]}")
+        raise InputError(f"class {show(label)} was not evaluated; classes: {[c.label for c in self.classes]}")
 
     @property
     def mean_dice(self) -> float:
