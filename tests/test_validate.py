@@ -73,3 +73,49 @@ def test_check_finite_counts():
                                          ((np.float64(50.0), np.float64(25.0)), "(50, 25)")])
 def test_show_writes_no_numpy_repr(value, text):
     assert show(value) == text
+
+
+def _nan_volume():
+    rng = np.random.default_rng(0)
+    a = rng.random((16, 16, 16)).astype(np.float32)
+    a[3, 4, 5:7] = np.nan
+    return a
+
+
+@pytest.mark.parametrize("stage", ["quality", "register", "dvc", "quantify", "neutron", "segment"])
+def test_every_stage_refuses_nan_voxels_with_the_same_message(stage):
+    a = _nan_volume()
+    good = np.nan_to_num(a)
+    if stage == "quality":
+        from tomo4d.quality import psnr
+
+        call, name = (lambda: psnr(good, a, data_range=1.0)), "image"
+    elif stage == "register":
+        from tomo4d.register import register
+
+        call, name = (lambda: register(good, a, binning=(1,))), "moving"
+    elif stage == "dvc":
+        from tomo4d.dvc import noise_floor
+
+        call, name = (lambda: noise_floor(good, a)), "scan_b"
+    elif stage == "quantify":
+        from tomo4d.quantify._common import as_image3d
+
+        call, name = (lambda: as_image3d(a, name="image")), "image"
+    elif stage == "neutron":
+        from tomo4d.neutron import (
+            lithium_concentration,
+            theoretical_lithium_calibration,
+        )
+
+        call, name = (lambda: lithium_concentration(a, theoretical_lithium_calibration())), "mu"
+    else:
+        from tomo4d.segment import predict_labels
+
+        class _Model:          # prediction refuses the image before the model is used
+            classes, features = (1, 2), None
+
+        call, name = (lambda: predict_labels(_Model(), a)), "image"
+    with pytest.raises(InputError, match=rf"^{name} holds 2 non-finite \(NaN/Inf\) voxels \(0.0488 % of 4096\); "
+                                         r"tomo4d refuses them rather than guess"):
+        call()
