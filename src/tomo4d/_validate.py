@@ -100,15 +100,149 @@ def count_nonfinite(array) -> int:
     return int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
+_NONFINITE_FIX = ("tomo4d refuses them rather than guess: fill them (e.g. with the median) or crop them away, "
+                  "and mask that region")
+
+
 def check_finite(name: str, array) -> None:
     """Refuse an image holding NaN or Inf voxels, saying how many (the one non-finite policy of tomo4d)."""
     n = count_nonfinite(array)
     if n:
         size = int(np.prod(getattr(array, "shape", (0,)), dtype=np.int64)) or 1
-        raise InputError(
-            f"{name} holds {n} non-finite (NaN/Inf) voxels ({100 * n / size:.3g} % of {size}); tomo4d refuses "
-            "them rather than guess: fill them (e.g. with the median) or crop them away, and mask that region"
-        )
+        raise InputError(f"{name} holds {n} non-finite (NaN/Inf) voxels ({100 * n / size:.3g} % of {size}); "
+                         + _NONFINITE_FIX)
+
+
+def check_finite_chunk(name: str, block, z0: int) -> None:
+    """Refuse a chunk ``block`` (z-slices ``z0 .. z0 + len(block) - 1`` of ``name``) holding NaN/Inf voxels.
+
+    The check of lazy, chunk-by-chunk paths: each chunk is checked as it is read (no extra pass
+    over a volume larger than memory); the message names the z-range of the chunk and the first
+    bad slice.  Voxels of chunks not yet read are not counted.
+    """
+    a = np.asarray(block)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)):
+        return
+    bad = ~np.isfinite(a)
+    n = int(np.count_nonzero(bad))
+    if n:
+        z0 = int(z0)
+        first = z0 + int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1))) if a.ndim >= 2 else z0
+        raise InputError(f"{name} holds {n} non-finite (NaN/Inf) voxels in z-slices {z0}..{z0 + a.shape[0] - 1} "
+                         f"(first at z = {first}; found while processing chunk by chunk, so later slices were "
+                         "not checked); " + _NONFINITE_FIX)
+
+
+def show_values(values) -> str:
+    """Sorted label values as ``{0, 255}``, or a summary when there are many."""
+    v = [int(x) for x in values]
+    if len(v) <= 12:
+        return "{" + ", ".join(str(x) for x in v) + "}"
+    return f"{len(v)} distinct values from {v[0]} to {v[-1]} ({', '.join(str(x) for x in v[:6])}, ...)"
+
+
+def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix: str | None = None,
+                 shape=None, instances: bool = False, ndim=None) -> np.ndarray:
+    """Return ``labels`` as an integer numpy array; refuse what cannot be the labels a function expects.
+
+    Parameters
+    ----------
+    name : str
+        The parameter (or file) named in messages.
+    labels : array_like, dask array or Volume
+        Label image.  Booleans become 0/1; floats are accepted only when every value is a
+        whole number (a grey-value image is refused).
+    expected : mapping {value: meaning} or iterable of int, optional
+        The only values allowed (e.g. phase codes); any other value found is refused,
+        naming the values found and those expected.
+    role : str
+        What the labels are for, in messages (e.g. ``"phase_volumes expects phase labels"``).
+    fix : str, optional
+        How to correct unexpected values (default: relabel them).
+    shape : tuple, optional
+        Required shape (e.g. the image's).
+    instances : bool
+        Particle (instance) labels, one value per particle: a binary mask (a single non-zero
+        value) whose voxels form several separate objects is refused.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+
+    Raises
+    ------
+    InputError
+        Non-numeric, grey-value (non-integer), non-finite or negative labels, a wrong shape or
+        dimension, values outside ``expected``, or (``instances``) a binary mask of many objects.
+    """
+    from ._array import to_numpy
+
+    data = labels.data if hasattr(labels, "voxel_size_nm") and hasattr(labels, "data") else labels
+    if data is None or isinstance(data, (str, bytes, bool, numbers.Number)):
+        raise InputError(f"{name}={show(data)} is not a label image; give an integer array or Volume "
+                         "(0 = background, 1, 2, ... = labels)")
+    try:
+        arr = np.asarray(to_numpy(data))
+    except (TypeError, ValueError) as exc:  # pragma: no cover - exotic inputs
+        raise InputError(f"{name} could not be read as an array ({exc}); give an integer label array") from None
+    if ndim is not None:
+        dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in dims:
+            want = " or ".join(f"{d}D" for d in dims)
+            raise InputError(f"{name} has shape {tuple(arr.shape)}; give a {want} label image")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise InputError(f"{name} has shape {tuple(arr.shape)} but the image has shape {tuple(shape)}; give "
+                         f"{name} of exactly the image's shape")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"{name} has dtype {arr.dtype}, which is not a label type; give integer labels "
+                         "(0 = background, 1, 2, ...)")
+    if np.issubdtype(arr.dtype, np.floating):
+        n_bad = count_nonfinite(arr)
+        if n_bad:
+            raise InputError(f"{name} holds {n_bad} non-finite (NaN/Inf) values; labels are whole numbers "
+                             "(0 = background, 1, 2, ...): give the label image, not a grey-value image")
+        frac = arr != np.round(arr)
+        if frac.any():
+            ex = np.unique(arr[frac])[:3]
+            raise InputError(f"{name} has dtype {arr.dtype} with non-integer values (e.g. "
+                             f"{', '.join(f'{float(x):.4g}' for x in ex)}); this looks like a grey-value image, "
+                             "not labels: give integer labels (0 = background, 1, 2, ...)")
+        arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        neg = np.unique(arr[arr < 0])
+        raise InputError(f"{name} holds negative values {show_values(neg)}; labels must be >= 0 "
+                         "(0 = background, 1, 2, ...): relabel them")
+    if expected is not None:
+        allowed = {int(k) for k in (expected.keys() if hasattr(expected, "keys") else expected)}
+        found = np.unique(arr) if arr.size else np.zeros(0, arr.dtype)
+        extra = [int(v) for v in found if int(v) not in allowed]
+        if extra:
+            if hasattr(expected, "keys"):
+                want = ", ".join(f"{int(k)} {expected[k]}" for k in sorted(expected, key=int))
+            else:
+                want = show_values(sorted(allowed))
+            n_extra = int(np.count_nonzero(~np.isin(arr, list(allowed))))
+            example = extra[-1] if extra else 0
+            hint = fix or (f"relabel them to the expected values (e.g. labels[labels == {example}] = "
+                           f"{min(allowed) if allowed else 0}; --map {example}:... on the commands that have it)")
+            raise InputError(f"{name} holds values {show_values(found)}; {role}: {want}; values "
+                             f"{show_values(extra)} ({100 * n_extra / arr.size:.3g} % of the voxels) are none of "
+                             f"these: {hint}")
+    if instances and arr.size:
+        nz = arr[arr != 0]
+        if nz.size and nz.min() == nz.max():
+            from scipy import ndimage as ndi
+
+            n_obj = ndi.label(arr != 0)[1]
+            if n_obj > 1:
+                raise InputError(
+                    f"{name} holds only the values {show_values(np.unique(arr))}: a binary mask of {n_obj} separate "
+                    f"objects, not particle labels (one value per particle); {role}: label the particles first "
+                    "(tomo4d.segment.label_particles / 'tomo4d segment particles')")
+    return arr
+
+
+
 
 
 def check_device(name: str, device, *, option: str = "--device"):

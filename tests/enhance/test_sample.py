@@ -148,3 +148,131 @@ def test_evaluate_centres_the_slice_block_and_uses_label_guided_edges(model, syn
     with pytest.raises(InputError, match="edge_labels"):
         evaluate(lq, hq, models={"InDI": model}, steps=2, register=False, slices="all", max_slices=4,
                  edge_labels=np.zeros((3, 3, 3), np.uint8), edge_foreground=[1])
+
+
+def _float_model(model):
+    """The tiny model relabelled as trained on float32 volumes (for NaN inputs, which integers cannot hold)."""
+    import dataclasses
+
+    from tomo4d.enhance.model import EnhanceModel
+
+    return EnhanceModel(model.net, dataclasses.replace(model.info, input_dtype="float32"))
+
+
+def _nan_lq(synth_pair, z=5):
+    lq, _ = synth_pair
+    a = lq.numpy().astype(np.float32)
+    a[z, 10, 10:14] = np.nan
+    return Volume(a, lq.voxel_size_nm)
+
+
+def test_enhance_refuses_nan_voxels_up_front_in_memory(model, synth_pair):
+    from tomo4d.enhance import enhance_volume, enhance_with_uncertainty
+
+    fm = _float_model(model)
+    bad = _nan_lq(synth_pair)
+    with pytest.raises(InputError, match=r"volume holds 4 non-finite \(NaN/Inf\) voxels"):
+        enhance_volume(fm, bad, steps=1)
+    with pytest.raises(InputError, match=r"volume holds 4 non-finite"):
+        enhance_with_uncertainty(fm, bad, n_samples=2, steps=1)
+
+
+def test_enhance_refuses_nan_voxels_chunk_by_chunk_when_lazy(model, synth_pair):
+    import dask.array as da
+
+    from tomo4d.enhance import enhance_volume
+
+    fm = _float_model(model)
+    bad = _nan_lq(synth_pair)
+    lazy = Volume(da.from_array(bad.numpy(), chunks=(2, 48, 48)), bad.voxel_size_nm)
+    out = enhance_volume(fm, lazy, steps=1, tile=64, overlap=16, group=2, z_interp=False)   # no pass yet
+    with pytest.raises(InputError, match=r"volume holds 4 non-finite .* in z-slices 4..5 \(first at z = 5"):
+        out.numpy()
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"steps": 0}, r"steps=0 is out of range; give a whole number >= 1"),
+    ({"steps": 2.5}, r"steps=2.5 is not an integer"),
+    ({"steps": "3"}, r"steps='3' is not an integer"),
+    ({"batch": 0}, r"batch=0 is out of range"),
+    ({"group": 0}, r"group=0 is out of range"),
+    ({"tile": 8}, r"tile=8 is out of range; give a whole number >= 16"),
+    ({"tile": 64.5}, r"tile=64.5 is not an integer"),
+    ({"overlap": -1}, r"overlap=-1 is out of range"),
+    ({"tile": 64, "overlap": 32}, r"overlap=32 is out of range; it must be less than half the tile \(64\)"),
+    ({"seed": -1}, r"seed=-1 is out of range"),
+])
+def test_enhance_volume_refuses_options_it_used_to_replace(model, synth_pair, kw, pattern):
+    from tomo4d.enhance import enhance_volume
+
+    lq, _ = synth_pair
+    with pytest.raises(InputError, match=pattern):
+        enhance_volume(model, lq, **kw)
+
+
+@pytest.mark.parametrize("kw, pattern", [({"n_samples": 0}, r"n_samples=0 is out of range; give a whole number >= 2"),
+                                         ({"n_samples": 2.5}, r"n_samples=2.5 is not an integer"),
+                                         ({"n_samples": 2, "steps": 0}, r"steps=0 is out of range"),
+                                         ({"n_samples": 2, "batch": 0}, r"batch=0 is out of range")])
+def test_uncertainty_refuses_bad_counts(model, synth_pair, kw, pattern):
+    from tomo4d.enhance import enhance_with_uncertainty
+
+    lq, _ = synth_pair
+    with pytest.raises(InputError, match=pattern):
+        enhance_with_uncertainty(model, lq, **kw)
+
+
+@pytest.mark.parametrize("bad, pattern", [(None, r"model is None, not an enhancement model"),
+                                          ("model", r"model is str, not an enhancement model")])
+def test_enhance_volume_names_a_missing_model(synth_pair, bad, pattern):
+    from tomo4d.enhance import enhance_volume
+
+    lq, _ = synth_pair
+    with pytest.raises(InputError, match=pattern):
+        enhance_volume(bad, lq)
+
+
+@pytest.mark.parametrize("bad, pattern", [(None, r"volume is None, not a volume"),
+                                          ("lq.tif", r"volume is 'lq.tif', not a volume")])
+def test_enhance_volume_names_a_missing_volume(model, bad, pattern):
+    from tomo4d.enhance import enhance_volume
+
+    with pytest.raises(InputError, match=pattern):
+        enhance_volume(model, bad)
+
+
+@pytest.mark.parametrize("call, pattern", [
+    ("evaluate", r"steps=0 is out of range"),
+    ("sweep", r"steps\[0\]=0 is out of range"),
+    ("sweep_frac", r"steps\[1\]=2.5 is not an integer"),
+    ("sweep_empty", r"steps is empty"),
+])
+def test_evaluate_and_sweep_refuse_steps_they_used_to_replace(model, synth_pair, call, pattern):
+    from tomo4d.enhance import evaluate, sweep_steps
+
+    lq, hq = synth_pair
+    with pytest.raises(InputError, match=pattern):
+        if call == "evaluate":
+            evaluate(lq, hq, models={"InDI": model}, steps=0, register=False)
+        elif call == "sweep":
+            sweep_steps(model, lq, hq, steps=[0, 1], register=False)
+        elif call == "sweep_frac":
+            sweep_steps(model, lq, hq, steps=[1, 2.5], register=False)
+        else:
+            sweep_steps(model, lq, hq, steps=[], register=False)
+
+
+@pytest.mark.parametrize("args, pattern", [(["--steps", "0"], "steps=0 is out of range"),
+                                           (["--batch", "0"], "batch=0 is out of range"),
+                                           (["--tile", "8"], "tile=8 is out of range"),
+                                           (["--samples", "2", "--steps", "0"], "steps=0 is out of range")])
+def test_cli_apply_refuses_counts_it_used_to_replace(model, trained, synth_pair, tmp_path, capsys, args, pattern):
+    from tomo4d.cli import main
+    from tomo4d.io import save_volume
+
+    lq, _ = synth_pair
+    src = save_volume(lq, tmp_path / "lq.tif")
+    dst = tmp_path / "out.tif"
+    assert main(["enhance", "apply", str(trained[0]), str(src), str(dst), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and pattern in err[0] and not dst.exists()

@@ -102,7 +102,7 @@ def test_attenuation_from_phases_bins_partial_volumes_and_blurs():
     with pytest.raises(InputError, match="larger than"):
         attenuation_from_phases(lab, {0: 0.1, 1: 0.5, 2: 2.0}, bin_factor=16)
     with pytest.raises(InputError, match="integer"):
-        attenuation_from_phases(lab.astype(float), {0: 0.1}, bin_factor=1)
+        attenuation_from_phases(lab + 0.5, {0: 0.1}, bin_factor=1)  # a grey image, not labels
 
 
 def _layered_li(margin_blur_px):
@@ -164,3 +164,80 @@ def test_layer_lithium_rejects_bad_inputs():
         layer_lithium(li, lab, [1], bin_factor=2, fill_threshold=0)
     with pytest.raises(InputError, match="LiConcentration"):
         layer_lithium(np.zeros((40, 4, 4)), lab, [1], bin_factor=2)
+
+
+def _nan_mu():
+    rng = np.random.default_rng(2)
+    mu, lab, conc = li_phantom(rng)
+    bad = mu.copy()
+    bad[0, 0, :3] = np.nan
+    return mu, bad, lab, conc
+
+
+@pytest.mark.parametrize("call", ["theoretical", "calibrate", "matrix", "sigma"])
+def test_lithium_maps_refuse_nan_voxels_with_a_count(call):
+    mu, bad, lab, conc = _nan_mu()
+    cal = theoretical_lithium_calibration()
+    if call == "theoretical":
+        with pytest.raises(InputError, match=r"mu holds 3 non-finite \(NaN/Inf\) voxels"):
+            lithium_concentration(bad, cal)
+    elif call == "calibrate":
+        with pytest.raises(InputError, match=r"mu holds 3 non-finite"):
+            calibrate_lithium(bad, [lab == 1, lab == 2], [0.0, conc[2]])
+    elif call == "matrix":
+        with pytest.raises(InputError, match=r"matrix_mu_per_cm holds 3 non-finite"):
+            lithium_concentration(mu, cal, matrix_mu_per_cm=bad)
+    else:
+        with pytest.raises(InputError, match=r"mu_sigma_per_cm holds 3 non-finite"):
+            lithium_concentration(mu, cal, mu_sigma_per_cm=bad)
+
+
+@pytest.mark.parametrize("labels, kw, pattern", [
+    ("grey", {}, r"labels has dtype float\d+ with non-integer values.*grey-value image"),
+    ("negative", {}, r"labels holds negative values \{-1\}"),
+    ("shape", {}, r"labels has shape .* but the image has shape"),
+    ("ok", {"label_values": [9]}, r"label_values \[9\] do not occur in labels"),
+    ("ok", {"label_values": [1.5]}, r"label_values=1.5 is not an integer"),
+])
+def test_region_values_refuses_what_are_not_region_labels(labels, kw, pattern):
+    mu, _, lab, _ = _nan_mu()
+    arr = {"grey": mu, "negative": np.full(lab.shape, -1, np.int16), "shape": lab[:-1], "ok": lab}[labels]
+    with pytest.raises(InputError, match=pattern):
+        region_values(mu, arr, **kw)
+
+
+def test_region_values_refuses_nan_values():
+    mu, bad, lab, _ = _nan_mu()
+    with pytest.raises(InputError, match=r"values holds 3 non-finite"):
+        region_values(bad, lab)
+
+
+@pytest.mark.parametrize("kw, pattern", [({"wavelength_angstrom": "1.8"}, r"wavelength_angstrom='1.8' is not a number"),
+                                         ({"li6_fraction": float("nan")}, r"li6_fraction=nan is not finite"),
+                                         ({"matrix_mu_per_cm": np.float64("inf")}, r"matrix_mu_per_cm=inf is not finite")])
+def test_theoretical_calibration_refuses_strings_and_nan(kw, pattern):
+    with pytest.raises(InputError, match=pattern) as err:
+        theoretical_lithium_calibration(**kw)
+    assert "np.float64" not in str(err.value)
+
+
+def test_layer_lithium_refuses_grey_phase_labels():
+    from tomo4d.neutron import layer_lithium
+
+    mu, _, lab, _ = _nan_mu()
+    li = lithium_concentration(mu, theoretical_lithium_calibration())
+    with pytest.raises(InputError, match=r"phase_labels has dtype float\d+ with non-integer values"):
+        layer_lithium(li, mu, [1])
+
+
+def test_cli_lithium_refuses_nan_mu(tmp_path, capsys):
+    import tifffile
+
+    from tomo4d.cli import main
+
+    _, bad, _, _ = _nan_mu()
+    tifffile.imwrite(tmp_path / "mu.tif", bad)
+    out = tmp_path / "li.tif"
+    assert main(["neutron", "lithium", str(tmp_path / "mu.tif"), str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mu holds 3 non-finite (NaN/Inf) voxels" in err[0] and not out.exists()

@@ -119,3 +119,62 @@ def test_bad_input(texture, case, match):
         f, m = texture[:5], texture[:5]
     with pytest.raises(InputError, match=match):
         register(f, m, **kw)
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"binning": [64]}, (r"binning=\[64\]: the finest factor 64 leaves 0 voxels along an axis of the volume \(shape "
+                         r"\(48, 52, 56\)\); registration needs at least 8 voxels per axis, so use factors <= 6")),
+    ({"binning": (4, 7)}, r"finest factor 7 leaves 6 voxels"),
+    ({"binning": (2, 1.5)}, r"binning\[1\]=1.5 is not an integer"),
+    ({"binning": ("2",)}, r"binning\[0\]='2' is not an integer"),
+    ({"binning": ()}, r"binning is empty"),
+    ({"max_iterations": 0}, r"max_iterations=0 is out of range"),
+    ({"tolerance_px": np.float64("nan")}, r"tolerance_px=nan is not finite"),
+    ({"margin_px": -1}, r"margin_px=-1 is out of range"),
+])
+def test_register_refuses_a_binning_or_option_it_would_replace(texture, kw, pattern):
+    with pytest.raises(InputError, match=pattern) as err:
+        register(texture, texture, **kw)
+    assert "np.float64" not in str(err.value)
+
+
+def test_register_refuses_a_too_coarse_finest_level_but_skips_coarse_ones(texture):
+    with pytest.raises(InputError, match=r"finest factor 8 leaves 6 voxels"):
+        register(texture, texture, binning=(2, 8))           # was silently registered at binning 2
+    reg = register(texture, texture, binning=(8, 2, 1))      # 48 // 8 = 6 voxels: that coarse level is skipped
+    assert reg.levels == (2, 1)
+
+
+@pytest.mark.parametrize("which", ["fixed", "moving"])
+def test_register_counts_nan_voxels(texture, which):
+    f, m = texture.copy(), texture.copy()
+    (f if which == "fixed" else m)[1, 2, 3:5] = np.inf
+    with pytest.raises(InputError, match=rf"{which} holds 2 non-finite \(NaN/Inf\) voxels"):
+        register(f, m, binning=(1,))
+
+
+@pytest.mark.parametrize("kw, pattern", [({"search_px": float("nan")}, r"search_px=nan is not finite"),
+                                         ({"search_px": -3}, r"search_px=-3 is out of range"),
+                                         ({"bins": 2}, r"bins=2 is out of range"),
+                                         ({"bins": 32.5}, r"bins=32.5 is not an integer"),
+                                         ({"min_overlap": 0}, r"min_overlap=0 is out of range")])
+def test_register_multimodal_refuses_bad_options(texture, kw, pattern):
+    from tomo4d.register import register_multimodal
+
+    with pytest.raises(InputError, match=pattern):
+        register_multimodal(texture, texture, **kw)
+
+
+def test_cli_register_refuses_a_binning_larger_than_the_volume(tmp_path, texture, capsys):
+    import tifffile
+
+    from tomo4d.cli import main
+
+    a = tmp_path / "a.tif"
+    tifffile.imwrite(a, texture)
+    out = tmp_path / "phi.json"
+    assert main(["register", str(a), str(a), "-o", str(out), "--binning", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finest factor 64 leaves 0 voxels" in err[0] and "(48, 52, 56)" in err[0]
+    assert main(["register", str(a), str(a), "-o", str(out), "--multimodal", "--search", "-3"]) == 2
+    assert "search_px=-3 is out of range" in capsys.readouterr().err

@@ -63,4 +63,6 @@ def compose_fields(first: DisplacementField, second: DisplacementField, *, order
     status[outside] = NodeStatus.OUTSIDE_FIELD
     notes = {"composed_from": [first.notes.get("label", "first"), second.notes.get("label", "second")],
              "outside_second_field": int(outside.sum())}
+    if "volume_shape_zyx" in first.notes:      # nodes (and so the grid) are those of ``first``
+        notes["volume_shape_zyx"] = first.notes["volume_shape_zyx"]
     return first.with_(phi=phi, status=status, notes=notes, iterations=None, residual=None)

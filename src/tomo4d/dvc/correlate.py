@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_int, check_number, show
+from ..errors import InputError
 from ..register._global import as_image, as_mask, check_same_shape
 from ..register.phi import check_phi
 from .field import DisplacementField, NodeStatus, _triple, node_grid
@@ -283,7 +284,7 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
     dfm = as_image(deformed, name="deformed")
     check_same_shape(ref, dfm, ("reference", "deformed"))
     msk = as_mask(mask, ref.shape)
-    check_positive("smooth_sigma_px", smooth_sigma_px, allow_zero=True)
+    smooth_sigma_px = check_number("smooth_sigma_px", smooth_sigma_px, minimum=0.0)
     if smooth_sigma_px > 0:
         from scipy import ndimage as _ndi
 
@@ -291,10 +292,20 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
         dfm = _ndi.gaussian_filter(dfm, smooth_sigma_px)
     sp = _triple(node_spacing, "node_spacing")
     hw = _triple(sp if half_window is None else half_window, "half_window")
-    if order not in (1, 3):
-        raise InputError(f"order={order!r}: use 1 (linear) or 3 (cubic)")
-    if not (isinstance(max_iterations, (int, np.integer)) and max_iterations >= 1):
-        raise InputError(f"max_iterations={max_iterations!r} must be a positive integer")
+    if order not in (1, 3) or isinstance(order, bool):
+        raise InputError(f"order={show(order)}: use 1 (linear) or 3 (cubic)")
+    max_iterations = check_int("max_iterations", max_iterations, minimum=1)
+    search_radius_px = check_int("search_radius_px", search_radius_px, minimum=0)
+    tolerance_px = check_number("tolerance_px", tolerance_px, minimum=0.0, exclusive_minimum=True)
+    min_texture = check_number("min_texture", min_texture, minimum=0.0)
+    mask_fraction = check_number("mask_fraction", mask_fraction, minimum=0.0, maximum=1.0)
+    switch_px = check_number("switch_px", switch_px, minimum=0.0)
+    outlier_threshold = check_number("outlier_threshold", outlier_threshold, minimum=0.0)
+    if max_displacement_px is not None:
+        max_displacement_px = check_number("max_displacement_px", max_displacement_px, minimum=0.0,
+                                           exclusive_minimum=True)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
     positions, grid_shape = node_grid(ref.shape, node_spacing=sp, half_window=hw)
     n = positions.shape[0]
     t_start = time.perf_counter()
@@ -329,7 +340,7 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
         raise InputError(f"no node can be correlated: {int((status == NodeStatus.OUTSIDE_MASK).sum())} outside "
                          f"the mask, {int((status == NodeStatus.LOW_TEXTURE).sum())} without texture; check the "
                          "mask or lower min_texture/mask_fraction")
-    if search_radius_px and search_radius_px > 0:
+    if search_radius_px > 0:
         _integer_search(ref, dfm, positions, np.asarray(hw), phis, active, search_radius_px)
     _initial_phis = phis.copy()
     from scipy import ndimage
@@ -342,9 +353,9 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
         from .psf import psf_covariance
 
         cov = psf_covariance(psf_sigma_px, smooth_sigma_px)
-        if not (isinstance(psf_passes, (int, np.integer)) and psf_passes >= 1):
-            raise InputError(f"psf_passes={psf_passes!r} must be a positive integer (1 is usually enough)")
-        check_positive("psf_tolerance_px2", psf_tolerance_px2)
+        psf_passes = check_int("psf_passes", psf_passes, minimum=1)     # 1 is usually enough
+        psf_tolerance_px2 = check_number("psf_tolerance_px2", psf_tolerance_px2, minimum=0.0,
+                                         exclusive_minimum=True)
     kmask = np.ones(ref.shape, np.bool_) if msk is None else msk
     iters = np.zeros(n, np.int32)
     resid = np.full(n, np.nan)
@@ -389,11 +400,12 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
                               voxel_size_nm=_voxel_size(reference), iterations=iters, residual=resid,
                               notes={"seconds": seconds, "nodes_per_second": n_active / max(seconds, 1e-9),
                                      "correlated_nodes": n_active, "backend": backend_name, **psf_notes,
+                                     "volume_shape_zyx": [int(v) for v in ref.shape],
                                      "measured_status_counts": None})
     field.notes["measured_status_counts"] = field.status_counts()
     log.info("DVC %d nodes (%d correlated) in %.2f s: %s", n, n_active, seconds, field.status_counts())
     if replace:
-        if outlier_threshold and outlier_threshold > 0:
+        if outlier_threshold > 0:
             field = flag_outliers(field, threshold=outlier_threshold)
         field = replace_bad_nodes(field)
     if curvature_correction:
@@ -519,20 +531,28 @@ def correlate_pyramid(reference, deformed, *, pyramid: Sequence[int] = (100, 70,
     DisplacementField
         The finest level; ``notes["levels"]`` summarises every level.
     """
-    try:
-        levels = [int(s) for s in pyramid]
-    except (TypeError, ValueError):
-        raise InputError(f"pyramid={pyramid!r} must be node spacings, e.g. (100, 70, 35)") from None
-    if not levels or any(s < 1 for s in levels):
-        raise InputError(f"pyramid={pyramid!r} must be positive node spacings, e.g. (100, 70, 35)")
-    hws = list(levels) if half_windows is None else [int(h) for h in half_windows]
+    if isinstance(pyramid, (str, bytes)) or not hasattr(pyramid, "__iter__"):
+        raise InputError(f"pyramid={show(pyramid)} must be a sequence of node spacings, e.g. (100, 70, 35)")
+    levels = [check_int(f"pyramid[{i}]", s, minimum=1) for i, s in enumerate(pyramid)]
+    if not levels:
+        raise InputError("pyramid is empty; give node spacings, coarse to fine, e.g. (100, 70, 35)")
+    if half_windows is None:
+        hws = list(levels)
+    else:
+        if isinstance(half_windows, (str, bytes)) or not hasattr(half_windows, "__iter__"):
+            raise InputError(f"half_windows={show(half_windows)} must be a sequence, one per pyramid level")
+        hws = [check_int(f"half_windows[{i}]", h, minimum=1) for i, h in enumerate(half_windows)]
     if len(hws) != len(levels):
-        raise InputError(f"half_windows={half_windows!r} needs one value per pyramid level ({len(levels)})")
-    shape = np.asarray(reference.shape)
+        raise InputError(f"half_windows={show(hws)} needs one value per pyramid level ({len(levels)})")
+    search_radius_px = check_int("search_radius_px", search_radius_px, minimum=0)
+    shape = np.asarray(getattr(reference, "shape", np.shape(reference)))
+    if not np.all(shape >= 2 * hws[-1] + 1):
+        # the finest level is the result: never replaced by a coarser one
+        raise InputError(f"the finest pyramid level (node spacing {levels[-1]}, half-window {hws[-1]}) needs "
+                         f"windows of {2 * hws[-1] + 1} voxels but the volume has shape "
+                         f"{tuple(int(v) for v in shape)}; use a finest half-window <= {(int(shape.min()) - 1) // 2}")
+    # coarser levels whose windows do not fit are skipped (listed in notes["levels"])
     usable = [(s, h) for s, h in zip(levels, hws) if np.all(shape >= 2 * h + 1)]
-    if not usable:
-        raise InputError(f"no pyramid level fits: half-windows {hws} need windows of 2*hw+1 voxels but the "
-                         f"volume has shape {tuple(int(v) for v in shape)}; use smaller spacings")
     field = None
     summaries = []
     for i, (s, h) in enumerate(usable):

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_int, show
 from ..errors import FormatError, InputError
 
 log = logging.getLogger(__name__)
@@ -115,14 +116,14 @@ def node_grid(shape, *, node_spacing, half_window) -> tuple[np.ndarray, tuple[in
 
 
 def _triple(v, name, *, allow_zero=False) -> tuple[int, int, int]:
-    try:
-        vals = [int(v)] * 3 if np.isscalar(v) else [int(a) for a in v]
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={v!r} must be a positive integer or three (z, y, x)") from None
-    if len(vals) != 3 or any(a < (0 if allow_zero else 1) for a in vals) or (
-            not np.isscalar(v) and any(float(a) != int(a) for a in v)):
-        raise InputError(f"{name}={v!r} must be a positive integer or three (z, y, x)")
-    return tuple(vals)  # type: ignore[return-value]
+    """One integer or three (z, y, x), each >= 1 (>= 0 with ``allow_zero``); ``8.7`` or ``"8"`` are refused."""
+    lo = 0 if allow_zero else 1
+    if isinstance(v, (str, bytes)) or np.ndim(v) == 0:
+        return (check_int(name, v, minimum=lo),) * 3
+    vals = list(v)
+    if len(vals) != 3:
+        raise InputError(f"{name}={show(v)} has {len(vals)} values; give one integer or three (z, y, x)")
+    return tuple(check_int(f"{name}[{i}]", a, minimum=lo) for i, a in enumerate(vals))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,6 +215,37 @@ class DisplacementField:
     def converged(self) -> np.ndarray:
         """Boolean ``(N,)``: nodes measured by a converged correlation."""
         return self.status == NodeStatus.CONVERGED
+
+    @property
+    def volume_shape_zyx(self) -> tuple[int, int, int] | None:
+        """Shape of the reference volume the field was measured on (``None`` when not recorded)."""
+        v = self.notes.get("volume_shape_zyx")
+        return None if v is None else tuple(int(a) for a in v)
+
+    def check_volume_shape(self, shape, *, names: str = "the volumes") -> None:
+        """Refuse volumes of ``shape`` that are not those this field was measured on.
+
+        With the recorded :attr:`volume_shape_zyx` the shapes must be equal; without it (older or
+        foreign fields) every node and its window must lie inside the volume.
+        """
+        shape = tuple(int(s) for s in shape)
+        known = self.volume_shape_zyx
+        if known is not None:
+            if known != shape:
+                raise InputError(f"the displacement field was measured on volumes of shape {known} but {names} "
+                                 f"have shape {shape}; give the volumes the field was computed from (or "
+                                 "correlate these volumes)")
+            return
+        if self.n_nodes == 0:
+            return
+        hw = np.asarray(self.half_window_px, float)
+        lo = self.positions_zyx_px.min(0) - hw
+        hi = self.positions_zyx_px.max(0) + hw
+        if np.any(lo < 0) or np.any(hi > np.asarray(shape) - 1):
+            raise InputError(f"the displacement field's nodes and windows span z, y, x "
+                             f"{show([float(v) for v in lo])} .. {show([float(v) for v in hi])} px, beyond "
+                             f"{names} of shape {shape}; give the volumes the field was computed from (or "
+                             "correlate these volumes)")
 
     def status_counts(self) -> dict[str, int]:
         """Number of nodes per status name (only statuses present)."""

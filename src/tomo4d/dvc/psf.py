@@ -53,6 +53,7 @@ import logging
 
 import numpy as np
 
+from .._validate import show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def psf_covariance(psf_sigma_px, smooth_sigma_px: float = 0.0) -> np.ndarray:
     if s.ndim == 0:
         s = np.repeat(s, 3)
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise InputError(f"psf_sigma_px={psf_sigma_px!r} must be one sigma or (z, y, x) sigmas >= 0 in px, "
+        raise InputError(f"psf_sigma_px={show(psf_sigma_px)} must be one sigma or (z, y, x) sigmas >= 0 in px, "
                          "e.g. the scan's Gaussian PSF sigma / voxel size (140 nm / 50 nm = 2.8)")
     return np.diag(s ** 2 + float(smooth_sigma_px) ** 2)
 

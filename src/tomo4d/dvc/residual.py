@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_int, check_number, show
+from ..errors import InputError
 from ..register._global import as_image, as_mask, check_same_shape
 from .field import DisplacementField
 
@@ -64,7 +65,7 @@ def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: 
     a = as_image(scan_a, name="scan_a")
     b = as_image(scan_b, name="scan_b")
     check_same_shape(a, b, ("scan_a", "scan_b"))
-    check_positive("sigma_px", sigma_px, allow_zero=True)
+    sigma_px = check_number("sigma_px", sigma_px, minimum=0.0)
     m = as_mask(mask, a.shape)
     d = np.abs(ndimage.gaussian_filter(b - a, sigma_px)) if sigma_px > 0 else np.abs(b - a)
     v = d if m is None else d[m]
@@ -72,7 +73,7 @@ def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: 
         return float(v.mean())
     if statistic == "p95":
         return float(np.percentile(v, 95))
-    raise InputError(f"statistic={statistic!r} is not supported; use 'mean' or 'p95'")
+    raise InputError(f"statistic={show(statistic)} is not supported; use 'mean' or 'p95'")
 
 
 def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: float = 2.0,
@@ -110,8 +111,11 @@ def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: flo
     m = as_mask(mask, ref.shape)
     if not isinstance(field, DisplacementField):
         raise InputError("field must be a DisplacementField (load one with DisplacementField.load)")
-    check_positive("sigma_px", sigma_px, allow_zero=True)
-    check_positive("noise", noise, allow_zero=True)
+    field.check_volume_shape(ref.shape, names="reference and deformed")
+    sigma_px = check_number("sigma_px", sigma_px, minimum=0.0)
+    noise = check_number("noise", noise, minimum=0.0)
+    order = check_int("order", order, minimum=0, maximum=5)
+    slab = check_int("slab", slab, minimum=1)
     coef = ndimage.spline_filter(dfm, order=order, output=np.float32, mode="mirror") if order > 1 else dfm
     warped = np.empty_like(ref)
     nz = ref.shape[0]

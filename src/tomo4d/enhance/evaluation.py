@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validate import check_int, show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,17 @@ def sweep_steps(model, lq, hq, *, steps: Sequence[int] = tuple(range(1, 31)), re
     """
     from ..quality import psnr, ssim
 
+    from .sample import check_model
+
+    check_model(model)
     if model.one_step:
         raise InputError(f"the {model.objective} model works in one step; sweep an InDI model")
-    steps = tuple(sorted({int(s) for s in steps}))
-    if not steps or steps[0] < 1:
-        raise InputError(f"steps={steps!r} must be integers >= 1")
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise InputError(f"steps={show(steps)} is not a sequence; give step counts, e.g. (1, 2, 4, 8)")
+    steps = tuple(sorted({check_int(f"steps[{i}]", s, minimum=1) for i, s in enumerate(steps)}))
+    if not steps:
+        raise InputError("steps is empty; give step counts >= 1 to try, e.g. (1, 2, 4, 8)")
+    max_slices = check_int("max_slices", max_slices, minimum=1)
     pr = _pair_for(model, lq, hq, register=register, phi0=phi0, pair=pair)
     zs = list(pr.val_slices[:: max(1, len(pr.val_slices) // max_slices)][:max_slices])
     ref, lq_up, m = pr.hq[zs], pr.lq[zs], pr.mask[zs]
@@ -207,11 +214,15 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     from ..quality import compare
     from .data import prepare_pair
 
+    from .sample import check_model
+
     check_choice("slices", slices, ("validation", "all"))
     models = dict(models or {})
     for name, m in models.items():
-        if not hasattr(m, "info"):
-            raise InputError(f"models[{name!r}] is not an EnhanceModel; load it with tomo4d.enhance.load_model")
+        check_model(m, f"models[{name!r}]")
+    if steps is not None:
+        steps = check_int("steps", steps, minimum=1)
+    max_slices = check_int("max_slices", max_slices, minimum=1)
     pr = pair if pair is not None else prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=val_fraction)
     pool = list(pr.val_slices) if slices == "validation" else list(range(pr.hq.shape[0]))
     # a contiguous block (3D edge normals need neighbouring slices), centred in the pool
@@ -231,7 +242,7 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
 
     images = {"LQ": to_hq(_nearest_lq(lq_up)), "bicubic": to_hq(lq_up)}
     for name, model in models.items():
-        n = 1 if model.one_step else (steps or model.info.recommended_steps)
+        n = 1 if model.one_step else (model.info.recommended_steps if steps is None else steps)
         images[name] = _model_output(model, lq_up, steps=n, seed=seed, tile=tile, overlap=overlap, slice_ids=zs)
     vs = tuple(float(v) for v in pr.hq_voxel_size_nm)
     mid = list(range(len(zs)))
@@ -262,7 +273,7 @@ def evaluation_figure(result: EvaluationResult, *, roi: int | None = None):
     ref = result.images["HQ"][k].astype(np.float64)
     msk = result.mask[k]
     ny, nx = ref.shape
-    r = roi or max(16, min(ny, nx) // 3)
+    r = max(16, min(ny, nx) // 3) if roi is None else check_int("roi", roi, minimum=1)
     g = ndimage.gaussian_gradient_magnitude(ref, 1.5) * msk
     energy = ndimage.uniform_filter(g, r)
     cy, cx = np.unravel_index(int(np.argmax(energy)), energy.shape)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
+from .._validate import check_finite, check_finite_chunk, check_int, check_number, show
 from ..errors import InputError
 from .data import upsample2_xy, upsample2_z_window
 
@@ -72,10 +73,38 @@ def _weight_1d(n: int, lo_inner: bool, hi_inner: bool, margin: int, ramp: int) -
 
 def check_tiling(tile: int, overlap: int) -> None:
     """Validate the tile size and overlap (raise :class:`InputError`)."""
-    if int(tile) < 16:
-        raise InputError(f"tile={tile!r} is too small; use at least 16 pixels (512 is a good default)")
-    if not 0 <= int(overlap) < int(tile) // 2:
-        raise InputError(f"overlap={overlap!r} must be >= 0 and less than half the tile ({tile}); e.g. 64 for 512")
+    tile = check_int("tile", tile, minimum=16)
+    overlap = check_int("overlap", overlap, minimum=0)
+    if not overlap < tile // 2:
+        raise InputError(f"overlap={overlap} is out of range; it must be less than half the tile ({tile}), "
+                         "e.g. 64 for 512")
+
+
+def check_model(model, name: str = "model"):
+    """Refuse anything that is not an :class:`~tomo4d.enhance.EnhanceModel`."""
+    from .model import EnhanceModel
+
+    if not isinstance(model, EnhanceModel):
+        raise InputError(f"{name} is {show(model) if model is None else type(model).__name__}, not an enhancement "
+                         "model; load one with tomo4d.enhance.load_model(path)")
+    return model
+
+
+def check_steps(model, steps, name: str = "steps") -> int:
+    """The InDI step count: the model's recommended one for ``None``, else an integer >= 1 (never replaced)."""
+    if steps is None:
+        return int(model.info.recommended_steps)
+    return check_int(name, steps, minimum=1)
+
+
+def _input_volume(volume, name: str = "volume"):
+    """``volume`` as a Volume; refuse what is not a 3D image (``None``, strings, ...)."""
+    from ..volume import Volume, as_volume
+
+    if not isinstance(volume, Volume) and not (hasattr(volume, "shape") and hasattr(volume, "dtype")):
+        raise InputError(f"{name} is {show(volume) if volume is None or isinstance(volume, (str, int, float)) else type(volume).__name__}, "
+                         "not a volume; give a tomo4d.Volume (tomo4d.io.open_volume(path)) or a 3D array")
+    return as_volume(volume)
 
 
 def _pad_amounts(n: int, multiple: int, border: int) -> tuple[int, int]:
@@ -115,16 +144,18 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     """
     import torch
 
+    check_model(model)
     a = as_float32(lq_up_norm)
     if a.ndim != 3:
         raise InputError(f"restore_slices needs a (S, Y, X) stack, got shape {a.shape}")
     check_tiling(tile, overlap)
+    batch = check_int("batch", batch, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     cfg = model.info.config
-    steps = 1 if model.one_step else int(steps)
-    if steps < 1:
-        raise InputError(f"steps={steps!r} must be >= 1 (7-10 is typical)")
+    steps = 1 if model.one_step else check_int("steps", steps, minimum=1)
     if noise_std is None:
         noise_std = cfg.noise_std if not model.one_step else 0.0
+    noise_std = check_number("noise_std", noise_std, minimum=0.0)
     ids = list(range(a.shape[0])) if slice_ids is None else [int(i) for i in slice_ids]
     mult = cfg.network.multiple
     S, Y, X = a.shape
@@ -154,8 +185,8 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
         for k in range(steps, 0, -1):
             t = k / steps
             pred = np.zeros(x.shape, np.float64)
-            for b0 in range(0, len(tiles), max(int(batch), 1)):
-                chunk = tiles[b0:b0 + max(int(batch), 1)]
+            for b0 in range(0, len(tiles), batch):
+                chunk = tiles[b0:b0 + batch]
                 inp = np.stack([x[s, sy:sy + grid.tile_y, sx:sx + grid.tile_x] for s, sy, sx in chunk])[:, None]
                 xt = torch.from_numpy(inp).to(dev)
                 tt = torch.full((len(chunk),), t, device=dev)
@@ -178,8 +209,8 @@ def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0,
     Up-samples x2 (bicubic), maps to [-1, 1] with the model's LQ scaling, runs
     :func:`restore_slices`, maps back with the HQ scaling.
     """
-    info = model.info
-    steps = info.recommended_steps if steps is None else steps
+    info = check_model(model).info
+    steps = check_steps(model, steps)
     up = upsample2_xy(as_float32(lq_slices))
     norm = info.lq_scaling.forward(up)
     out = restore_slices(model, norm, steps=steps, seed=seed, slice_ids=slice_ids, tile=tile, overlap=overlap,
@@ -194,7 +225,8 @@ class _SliceEngine:
         self.model, self.lq = model, lq_data
         self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch)
         self.n = int(lq_data.shape[0])
-        self.group = max(int(group), 1)
+        self.group = int(group)
+        self.check = not isinstance(lq_data, np.ndarray)    # numpy input is checked up front
         self.cache: dict[int, np.ndarray] = {}
         self.lock = threading.Lock()
         self.progress = progress
@@ -207,7 +239,10 @@ class _SliceEngine:
                 k0 = missing[0]
                 k1 = min(self.n, k0 + self.group)
                 idx = [k for k in range(k0, k1) if k not in self.cache]
-                slab = np.asarray(self.lq[idx[0]:idx[-1] + 1])[[k - idx[0] for k in idx]]
+                slab = np.asarray(self.lq[idx[0]:idx[-1] + 1])
+                if self.check:
+                    check_finite_chunk("volume", slab, idx[0])
+                slab = slab[[k - idx[0] for k in idx]]
                 out = enhance_slices(self.model, slab, slice_ids=idx, **self.kw)
                 for k, o in zip(idx, out):
                     self.cache[k] = o
@@ -246,8 +281,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
         vs, ref = np.asarray(volume.voxel_size_nm), np.asarray(info.lq_voxel_size_nm)
         if np.any(np.abs(vs / ref - 1) > 0.05):
             raise InputError(
-                f"volume voxel size {tuple(vs)} nm differs from the LQ voxel size the model was trained on "
-                f"({tuple(ref)} nm); give a volume of the trained resolution or disable the check "
+                f"volume voxel size {show(tuple(vs))} nm differs from the LQ voxel size the model was trained on "
+                f"({show(tuple(ref))} nm); give a volume of the trained resolution or disable the check "
                 "(check_voxel_size=False / --no-voxel-check)"
             )
 
@@ -291,14 +326,17 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
         provenance extended with the model, steps and seed.
     """
     from ..io._lazy import lazy_from_slices
-    from ..volume import as_volume
 
-    vol = as_volume(volume)
+    check_model(model)
+    vol = _input_volume(volume)
     check_input(model, vol, check_voxel_size=check_voxel_size)
     check_tiling(tile, overlap)
-    steps = model.info.recommended_steps if steps is None else int(steps)
-    if steps < 1:
-        raise InputError(f"steps={steps!r} must be >= 1 (7-10 is typical; see 'tomo4d enhance sweep')")
+    steps = check_steps(model, steps)
+    batch = check_int("batch", batch, minimum=1)
+    group = check_int("group", group, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    if isinstance(vol.data, np.ndarray):
+        check_finite("volume", vol.data)     # in memory: checked up front; lazy input: chunk by chunk
     dt = np.dtype(out_dtype) if out_dtype is not None else (vol.dtype if np.issubdtype(vol.dtype, np.integer)
                                                              else np.dtype(np.float32))
     engine = _SliceEngine(model, vol.data, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,

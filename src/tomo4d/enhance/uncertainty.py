@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
+from .._validate import check_int
 from ..errors import InputError
 
 
@@ -142,18 +143,19 @@ def enhance_with_uncertainty(model, volume, *, n_samples: int = 4, steps: int | 
     The 99th percentiles of the summary are taken over a regular subsample of at most 4 million
     voxels.
     """
-    from ..volume import Volume, as_volume
+    from ..volume import Volume
     from .data import upsample2_axis, upsample2_xy
-    from .sample import enhance_volume
+    from .sample import _input_volume, check_model, check_steps, enhance_volume
 
-    if int(n_samples) < 2:
-        raise InputError(f"n_samples={n_samples!r} must be >= 2 to measure a spread (4-8 is typical)")
+    check_model(model)
+    n_samples = check_int("n_samples", n_samples, minimum=2)    # a spread needs two samples (4-8 is typical)
+    steps = check_steps(model, steps)
+    seed = check_int("seed", seed, minimum=0)
     if model.one_step or model.info.config.noise_std == 0:
         raise InputError(f"the {model.objective} model is deterministic (no noise); the spread needs an InDI model "
                          "trained with noise_std > 0")
-    if isinstance(slab, bool) or not isinstance(slab, (int, np.integer)) or slab < 1:
-        raise InputError(f"slab={slab!r} must be an integer >= 1 (LQ slices enhanced at a time)")
-    vol = as_volume(volume)
+    slab = check_int("slab", slab, minimum=1)
+    vol = _input_volume(volume)
     samples = [enhance_volume(model, vol, steps=steps, seed=seed + k, tile=tile, overlap=overlap, batch=batch,
                               z_interp=z_interp, out_dtype=np.float32, check_voxel_size=check_voxel_size)
                for k in range(n_samples)]

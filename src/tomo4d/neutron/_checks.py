@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_number
 from ..errors import InputError
 
 
@@ -68,21 +69,10 @@ def check_transmission(t: np.ndarray, *, name: str = "transmission") -> None:
 
 
 def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number; give a positive number") from None
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InputError(f"{name}={value!r} must be a finite number {bound}")
-    return v
+    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``); strings, booleans and NaN are refused."""
+    return check_number(name, value, minimum=0.0, exclusive_minimum=not allow_zero)
 
 
 def fraction(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number; give a fraction in [0, 1]") from None
-    if not (0.0 <= v <= 1.0):
-        raise InputError(f"{name}={value!r} must be a fraction in [0, 1] (e.g. 0.0759 for natural Li)")
-    return v
+    """``value`` as a float in [0, 1] (e.g. 0.0759 for natural Li)."""
+    return check_number(name, value, minimum=0.0, maximum=1.0)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_finite, check_int, check_labels, check_number, show, show_values
 from ..errors import InputError
 from ._checks import fraction, positive_float
 from .xs import (AVOGADRO_PER_MOL, BARN_CM2, NATURAL_LI6_FRACTION, THERMAL_WAVELENGTH_ANGSTROM,
@@ -100,12 +101,20 @@ def theoretical_lithium_calibration(*, wavelength_angstrom: float = THERMAL_WAVE
     w = positive_float("wavelength_angstrom", wavelength_angstrom)
     f = fraction("li6_fraction", li6_fraction)
     ru = positive_float("relative_uncertainty", relative_uncertainty, allow_zero=True)
-    mu0 = float(matrix_mu_per_cm)
-    if not np.isfinite(mu0):
-        raise InputError(f"matrix_mu_per_cm={matrix_mu_per_cm!r} must be finite")
+    mu0 = check_number("matrix_mu_per_cm", matrix_mu_per_cm)
     k = AVOGADRO_PER_MOL * li_cross_section(li6_fraction=f, wavelength_angstrom=w).total_barn * BARN_CM2
     return LiCalibration(slope_cm2_per_mol=k, slope_sigma_cm2_per_mol=ru * k, intercept_per_cm=mu0,
                          intercept_sigma_per_cm=0.0, noise_sigma_per_cm=float("nan"), method="cross-sections")
+
+
+def _float_map(name: str, value) -> np.ndarray:
+    """``value`` as float64; refuse what is not numeric (``None``, strings), naming the parameter."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise InputError(f"{name}={show(value)} is not a numeric map; give a numeric array")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} is not a numeric map ({type(value).__name__}); give a numeric array") from None
 
 
 def _masks(mu: np.ndarray, reference_masks) -> list[np.ndarray]:
@@ -149,6 +158,7 @@ def calibrate_lithium(mu, reference_masks: Sequence, reference_concentrations_mo
         are more references than parameters.
     """
     m = np.asarray(mu, dtype=np.float64)
+    check_finite("mu", m)
     masks = _masks(m, reference_masks)
     c = np.asarray(reference_concentrations_mol_per_cm3, dtype=np.float64).ravel()
     if c.size != len(masks):
@@ -162,9 +172,6 @@ def calibrate_lithium(mu, reference_masks: Sequence, reference_concentrations_mo
     means, var_mean, pooled, dof = [], [], 0.0, 0
     for a in masks:
         v = m[a]
-        v = v[np.isfinite(v)]
-        if v.size < 2:
-            raise InputError("a reference region holds fewer than 2 finite attenuation values")
         means.append(v.mean())
         var_mean.append(max(v.var(ddof=1), 1e-30) / v.size)
         pooled += v.var(ddof=1) * (v.size - 1)
@@ -173,7 +180,7 @@ def calibrate_lithium(mu, reference_masks: Sequence, reference_concentrations_mo
     wts = 1.0 / np.asarray(var_mean)
     noise = float(np.sqrt(pooled / dof))
     if intercept_per_cm is not None:
-        mu0 = float(intercept_per_cm)
+        mu0 = check_number("intercept_per_cm", intercept_per_cm)
         sw = np.sum(wts * c * c)
         if sw <= 0:
             raise InputError("with intercept_per_cm, at least one reference must contain lithium (c > 0)")
@@ -249,24 +256,28 @@ def lithium_concentration(mu, calibration: LiCalibration, *, mu_sigma_per_cm=Non
     """
     if not isinstance(calibration, LiCalibration):
         raise InputError(f"calibration must be a LiCalibration (from calibrate_lithium), got {type(calibration).__name__}")
-    m = np.asarray(mu, dtype=np.float64)
+    m = _float_map("mu", mu)
     if m.size == 0:
         raise InputError("mu is empty")
+    check_finite("mu", m)
     if matrix_mu_per_cm is None:
         mu0, mu0_sig = calibration.intercept_per_cm, calibration.intercept_sigma_per_cm
     else:
-        mu0 = np.asarray(matrix_mu_per_cm, dtype=np.float64)
+        mu0 = _float_map("matrix_mu_per_cm", matrix_mu_per_cm)
         try:
             np.broadcast_shapes(mu0.shape, m.shape)
         except ValueError:
             raise InputError(f"matrix_mu_per_cm has shape {mu0.shape}, which does not match mu {m.shape}") from None
+        check_finite("matrix_mu_per_cm", mu0)
         mu0_sig = 0.0
     if mu_sigma_per_cm is None:
         noise = calibration.noise_sigma_per_cm if np.isfinite(calibration.noise_sigma_per_cm) else 0.0
     else:
-        noise = np.asarray(mu_sigma_per_cm, dtype=np.float64)
+        noise = _float_map("mu_sigma_per_cm", mu_sigma_per_cm)
+        check_finite("mu_sigma_per_cm", noise)
         if np.any(noise < 0):
-            raise InputError("mu_sigma_per_cm must be >= 0")
+            raise InputError(f"mu_sigma_per_cm holds {int(np.count_nonzero(noise < 0))} negative values; "
+                             "standard deviations are >= 0")
     k, ks = calibration.slope_cm2_per_mol, calibration.slope_sigma_cm2_per_mol
     c = (m - mu0) / k
     sig = np.sqrt(noise ** 2 + mu0_sig ** 2 + (c * ks) ** 2) / k
@@ -304,9 +315,7 @@ def attenuation_from_phases(phase_labels, mu_per_phase, *, bin_factor=1, psf_sig
     """
     from scipy.ndimage import gaussian_filter
 
-    lab = np.asarray(phase_labels)
-    if lab.ndim != 3 or not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(f"phase_labels must be a 3D integer (z, y, x) phase map, got {lab.ndim}D {lab.dtype}")
+    lab = check_labels("phase_labels", phase_labels, ndim=3, role="attenuation_from_phases expects phase labels")
     try:
         table = {int(k): float(v) for k, v in dict(mu_per_phase).items()}
     except (TypeError, ValueError):
@@ -319,9 +328,9 @@ def attenuation_from_phases(phase_labels, mu_per_phase, *, bin_factor=1, psf_sig
     if not all(np.isfinite(v) for v in table.values()):
         raise InputError("mu_per_phase values must be finite (1/cm)")
     b = (bin_factor,) * 3 if np.ndim(bin_factor) == 0 else tuple(bin_factor)
-    if len(b) != 3 or any(int(v) != v or v < 1 for v in b):
-        raise InputError(f"bin_factor={bin_factor!r} must be a positive integer or three of them (z, y, x)")
-    b = tuple(int(v) for v in b)
+    if len(b) != 3:
+        raise InputError(f"bin_factor={show(bin_factor)} must be a positive integer or three of them (z, y, x)")
+    b = tuple(check_int("bin_factor", v, minimum=1) for v in b)
     n = tuple(s // f for s, f in zip(lab.shape, b))
     if min(n) < 1:
         raise InputError(f"bin_factor={b} is larger than phase_labels {lab.shape}; the map would be empty")
@@ -396,20 +405,18 @@ def layer_lithium(concentration: LiConcentration, phase_labels, layer_phases, *,
     if not isinstance(concentration, LiConcentration):
         raise InputError("concentration must be a LiConcentration (from lithium_concentration), got "
                          f"{type(concentration).__name__}")
-    lab = np.asarray(phase_labels)
-    if lab.ndim != 3 or not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(f"phase_labels must be a 3D integer (z, y, x) phase map, got {lab.ndim}D {lab.dtype}")
-    phases = [int(v) for v in np.atleast_1d(layer_phases)]
+    lab = check_labels("phase_labels", phase_labels, ndim=3, role="layer_lithium expects phase labels")
+    phases = [check_int("layer_phases", v, minimum=0) for v in np.atleast_1d(layer_phases)]
     if not phases:
         raise InputError("layer_phases is empty; give the label values that make up the layer")
     thr = fraction("fill_threshold", fill_threshold)
     if thr <= 0:
-        raise InputError(f"fill_threshold={fill_threshold!r} must be > 0 (a share of the fullest slab)")
+        raise InputError(f"fill_threshold={show(fill_threshold)} must be > 0 (a share of the fullest slab)")
     margin = positive_float("margin_px", margin_px, allow_zero=True)
     share = attenuation_from_phases(np.isin(lab, phases).astype(np.int8), {0: 0.0, 1: 1.0}, bin_factor=bin_factor)
     c = concentration.concentration_mol_per_cm3
     if share.shape != c.shape:
-        raise InputError(f"phase_labels binned by bin_factor={bin_factor!r} give {share.shape}, which does not match "
+        raise InputError(f"phase_labels binned by bin_factor={show(bin_factor)} give {share.shape}, which does not match "
                          f"the concentration map {c.shape}; give the factor between the two grids")
     frac = share.mean(axis=(1, 2))
     if frac.max() <= 0:
@@ -447,16 +454,20 @@ class RegionValues:
 
 def region_values(values, labels, *, label_values=None) -> RegionValues:
     """Mean and standard error of ``values`` in every non-zero label (or in ``label_values``)."""
-    v = np.asarray(values, dtype=np.float64)
-    lab = np.asarray(labels)
-    if lab.shape != v.shape:
-        raise InputError(f"labels have shape {lab.shape} but values have shape {v.shape}; they must match")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(f"labels must be integers, got {lab.dtype}")
-    ids = np.unique(lab[lab != 0]) if label_values is None else np.asarray(label_values, dtype=np.int64)
+    v = _float_map("values", values)
+    check_finite("values", v)
+    lab = check_labels("labels", labels, shape=v.shape, role="region_values expects region labels")
+    if label_values is None:
+        ids = np.unique(lab[lab != 0])
+    else:
+        ids = np.asarray([check_int("label_values", i, minimum=0) for i in np.atleast_1d(label_values)], np.int64)
+        absent = [int(i) for i in ids if not np.any(lab == i)]
+        if absent:
+            raise InputError(f"label_values {absent} do not occur in labels (values {show_values(np.unique(lab))}); "
+                             "give label values present in the label image")
     mean, sem, n = [], [], []
     for i in ids:
-        x = v[(lab == i) & np.isfinite(v)]
+        x = v[lab == i]
         n.append(x.size)
         mean.append(x.mean() if x.size else np.nan)
         sem.append(x.std(ddof=1) / np.sqrt(x.size) if x.size > 1 else np.nan)

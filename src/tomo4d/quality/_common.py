@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32, to_numpy
+from .._validate import check_finite, check_int, check_number, show
 from ..errors import InputError
 from ..volume import Volume, normalise_voxel_size
 
@@ -26,10 +27,7 @@ def image_array(obj, name: str) -> np.ndarray:
         raise InputError(f"{name} has shape {a.shape}; give a 2D (y, x) slice or a 3D (z, y, x) volume")
     if a.size == 0 or min(a.shape) == 0:
         raise InputError(f"{name} is empty (shape {a.shape}); give a non-empty image")
-    if not np.isfinite(a).all():
-        n_bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-        raise InputError(f"{name} contains {n_bad} NaN/inf values; replace them (e.g. numpy.nan_to_num) "
-                         "or exclude them with a mask before measuring")
+    check_finite(name, a)
     return a
 
 
@@ -80,17 +78,10 @@ def voxel_size_of(obj, voxel_size_nm, *, name: str = "voxel_size_nm",
 
 
 def check_range(name: str, value, lo=None, hi=None, *, integer: bool = False):
-    """Validate a scalar option; returns it as float (or int)."""
-    try:
-        v = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number") from None
-    if integer and v != value:
-        raise InputError(f"{name}={value!r} must be an integer")
-    if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise InputError(f"{name}={value!r} must be a finite number in {rng}")
-    return v
+    """Validate a scalar option; returns it as float (or int); out of range is an error, never clamped."""
+    if integer:
+        return check_int(name, value, minimum=lo, maximum=hi)
+    return check_number(name, value, minimum=lo, maximum=hi)
 
 
 def fov_mask(shape: Sequence[int], *, radius_px: float | None = None, center_px=None,
@@ -115,7 +106,7 @@ def fov_mask(shape: Sequence[int], *, radius_px: float | None = None, center_px=
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
-        raise InputError(f"shape={shape!r} must be (y, x) or (z, y, x) with positive sizes")
+        raise InputError(f"shape={show(shape)} must be (y, x) or (z, y, x) with positive sizes")
     ny, nx = shape[-2:]
     cy, cx = ((ny - 1) / 2, (nx - 1) / 2) if center_px is None else (float(center_px[0]), float(center_px[1]))
     r = min(ny, nx) / 2 if radius_px is None else check_range("radius_px", radius_px, 0)
@@ -176,7 +167,7 @@ def pick_slices(nz: int, slices, n_default: int) -> tuple[int, ...]:
     for s in np.atleast_1d(slices):
         si = int(s)
         if si != s or not (-nz <= si < nz):
-            raise InputError(f"slices contains {s!r}; give integer z indices in [0, {nz - 1}]")
+            raise InputError(f"slices contains {show(s)}; give integer z indices in [0, {nz - 1}]")
         out.append(si % nz)
     if not out:
         raise InputError("slices is empty; give at least one z index or None for the default")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._array import to_numpy
+from .._validate import check_finite, check_int, check_labels, check_number, show
 from ..errors import InputError
 
-__all__ = ["PhaseCodes", "as_labels", "voxel_size", "as_image3d"]
+__all__ = ["PhaseCodes", "as_labels", "voxel_size", "as_image3d", "check_int", "check_fraction"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class PhaseCodes:
             try:
                 vals = (int(v),) if np.isscalar(v) else tuple(int(a) for a in v)
             except (TypeError, ValueError):
-                raise InputError(f"PhaseCodes.{name}={v!r} must be an integer label value or a tuple of them") from None
+                raise InputError(f"PhaseCodes.{name}={show(v)} must be an integer label value or a tuple of them") from None
             object.__setattr__(self, name, vals)
 
     @property
@@ -47,32 +47,34 @@ class PhaseCodes:
         """Solid phases of the anode (matrix, silicon, lithiated silicon)."""
         return self.matrix + self.silicon + self.lithiated
 
+    def expected(self) -> dict[int, str]:
+        """``{label value: phase name}`` of every code (what a phase segmentation may hold)."""
+        out: dict[int, str] = {}
+        for n, codes in self.names().items():
+            for c in codes:
+                out[c] = n if c not in out else f"{out[c]}/{n}"
+        return out
+
     def names(self) -> dict[str, tuple[int, ...]]:
         """``{phase name: label values}`` in a fixed order."""
         return {"pore": self.pore, "matrix": self.matrix, "silicon": self.silicon, "lithiated_silicon": self.lithiated,
                 "collector": self.collector, "separator": self.separator}
 
 
-def as_labels(obj, *, name: str, ndim: int = 3) -> np.ndarray:
-    """A numpy integer label array from an array or a :class:`~tomo4d.volume.Volume`."""
-    from ..volume import Volume
+def as_labels(obj, *, name: str, ndim: int = 3, phases: PhaseCodes | None = None, instances: bool = False,
+              role: str | None = None) -> np.ndarray:
+    """A numpy integer label array from an array or a :class:`~tomo4d.volume.Volume`.
 
-    data = obj.data if isinstance(obj, Volume) else obj
-    try:
-        a = np.asarray(to_numpy(data))
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise InputError(f"{name} could not be read as an array ({exc})") from None
-    if a.ndim != ndim:
-        raise InputError(f"{name} has shape {a.shape}; give a {ndim}D (z, y, x) label volume")
-    if a.dtype == bool:
-        return a.astype(np.uint8)
-    if not np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-            return a.astype(np.int64)
-        raise InputError(f"{name} has dtype {a.dtype}; give integer labels (0 = background)")
-    if a.size and a.min() < 0:
-        raise InputError(f"{name} has negative values (min {a.min()}); labels must be >= 0")
-    return a
+    ``phases``: phase labels, every value must be one of these codes; ``instances``: particle
+    labels (a binary mask of several objects is refused).  See :func:`tomo4d._validate.check_labels`.
+    """
+    if phases is not None:
+        return check_labels(name, obj, ndim=ndim, expected=phases.expected(),
+                            role=role or "phase labels are expected",
+                            fix="relabel them to these codes (e.g. numpy: labels[labels == 255] = 2), or pass "
+                                "phases=PhaseCodes(...) naming the codes of your segmentation")
+    return check_labels(name, obj, ndim=ndim, instances=instances,
+                        role=role or ("particle labels are expected" if instances else "labels are expected"))
 
 
 def as_image3d(obj, *, name: str) -> np.ndarray:
@@ -86,8 +88,7 @@ def as_image3d(obj, *, name: str) -> np.ndarray:
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
     a = a.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains NaN or inf; mask or fill them first")
+    check_finite(name, a)
     return a
 
 
@@ -104,32 +105,20 @@ def voxel_size(voxel_size_nm, *objs) -> tuple[float, float, float]:
                 return tuple(float(v) for v in o.voxel_size_nm)
         raise InputError("voxel_size_nm is not known; pass voxel_size_nm=(z, y, x) in nm (or a Volume that "
                          "carries it; --voxel-size on the command line)")
-    vs = np.atleast_1d(np.asarray(voxel_size_nm, dtype=np.float64))
+    try:
+        vs = np.atleast_1d(np.asarray(voxel_size_nm, dtype=np.float64))
+    except (TypeError, ValueError):
+        vs = np.zeros(0)
     if vs.size == 1:
         vs = np.repeat(vs, 3)
     if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel_size_nm={voxel_size_nm!r} must be one positive number or three (z, y, x), in nm")
+        raise InputError(f"voxel_size_nm={show(voxel_size_nm)} must be one positive number or three (z, y, x), in nm")
     return tuple(float(v) for v in vs)
 
 
-def check_int(name: str, value, *, minimum: int = 0) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not an integer") from None
-    if v != value or v < minimum:
-        raise InputError(f"{name}={value!r} must be an integer >= {minimum}")
-    return v
-
-
 def check_fraction(name: str, value, *, open_low: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number; give a fraction in [0, 1]") from None
-    if not (math.isfinite(v) and 0.0 <= v <= 1.0) or (open_low and v == 0.0):
-        raise InputError(f"{name}={value!r} must be a fraction in {'(0' if open_low else '[0'}, 1]")
-    return v
+    """``value`` as a float in [0, 1] (``open_low``: in (0, 1])."""
+    return check_number(name, value, minimum=0.0, maximum=1.0, exclusive_minimum=open_low)
 
 
 def step_names(n: int, names=None) -> tuple[str, ...]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number, show
+from ..errors import InputError
 from ._common import as_image3d, as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ def collector_band(labels, *, collector=(4,), band_nm: float = 500.0, electrode_
 
     lab = as_labels(labels, name="labels")
     vs = voxel_size(voxel_size_nm, labels)
-    check_positive("band_nm", band_nm)
-    check_positive("electrode_nm", electrode_nm, allow_zero=True)
+    check_number("band_nm", band_nm, minimum=0.0, exclusive_minimum=True)
+    check_number("electrode_nm", electrode_nm, minimum=0.0)
     col = np.isin(lab, np.atleast_1d(collector))
     if not col.any():
-        raise InputError(f"no collector voxels (label {collector!r}) in the labels; pass collector=<its label value>")
+        raise InputError(f"no collector voxels (label {show(collector)}) in the labels; pass collector=<its label value>")
     d_out = ndimage.distance_transform_edt(~col, sampling=vs)
     d_in = ndimage.distance_transform_edt(col, sampling=vs)
     return (col & (d_in <= band_nm)) | (~col & (d_out <= electrode_nm))

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number, show
+from ..errors import InputError
 from ._common import as_image3d, voxel_size
 from .tracking import Tracks
 
@@ -68,8 +69,8 @@ def particle_frames(volumes: Sequence, tracks: Tracks, track: int, *, size_um: f
         raise InputError(f"{len(items)} volumes for {len(tracks.step_names)} tracked steps; give one per step")
     k = int(track)
     if not 0 <= k < tracks.n_tracks:
-        raise InputError(f"track={track!r} is out of range; give 0..{tracks.n_tracks - 1}")
-    check_positive("size_um", size_um)
+        raise InputError(f"track={show(track)} is out of range; give 0..{tracks.n_tracks - 1}")
+    check_number("size_um", size_um, minimum=0.0, exclusive_minimum=True)
     vs = np.asarray(voxel_size(voxel_size_nm if voxel_size_nm is not None else tracks.voxel_size_nm))
     half = np.maximum(1, np.round(float(size_um) * 1e3 / vs / 2.0)).astype(int)
     shape = tuple(2 * half + 1)

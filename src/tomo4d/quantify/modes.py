@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import show
 from ..errors import InputError
 from ._common import as_labels, check_fraction, step_names, voxel_size
 
@@ -125,7 +126,7 @@ def particle_depth(labels, *, voxel_size_nm=None) -> np.ndarray:
     particles included (0 outside particles), float32."""
     from scipy import ndimage
 
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     inner = lab > 0
     # a voxel next to a different particle is on a surface too
@@ -208,7 +209,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     -------
     LithiationModes
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     items = list(changes)
     if not items:
@@ -238,7 +239,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     else:
         thr = float(threshold)
         if not np.isfinite(thr):
-            raise InputError(f"threshold={threshold!r} must be a finite residual level")
+            raise InputError(f"threshold={show(threshold)} must be a finite residual level")
     profile = method == "profile" or (method == "auto" and not boolean)
     if profile:
         if boolean:
@@ -249,7 +250,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
         else:
             min_res = float(min_residual)
             if not np.isfinite(min_res) or min_res < 0:
-                raise InputError(f"min_residual={min_residual!r} must be a finite residual level >= 0")
+                raise InputError(f"min_residual={show(min_residual)} must be a finite residual level >= 0")
     # depth rank of every particle voxel within its particle
     depth = particle_depth(lab, voxel_size_nm=vs)
     idx = np.flatnonzero(inside.ravel())

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number, show
+from ..errors import InputError
 from ._common import as_labels, check_fraction, voxel_size
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def particle_properties(labels, *, voxel_size_nm=None,
     """
     from scipy import ndimage
 
-    raw = as_labels(labels, name="labels")
+    raw = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
     lab, values = _sequential(raw)
     n_bins = len(values)
@@ -274,7 +275,7 @@ def size_distribution(table: ParticleTable, *, bins: int = 20, value_range=None,
     if not isinstance(table, ParticleTable):
         raise InputError("size_distribution needs a ParticleTable (from particle_properties)")
     if int(bins) < 1:
-        raise InputError(f"bins={bins!r} must be >= 1")
+        raise InputError(f"bins={show(bins)} must be >= 1")
     keep = np.ones(len(table), bool) if include_border else ~table.touches_border
     d = table.equivalent_diameter_um[keep]
     v = table.volume_um3[keep]
@@ -320,9 +321,9 @@ def detect_cracks(labels, *, voxel_size_nm=None, closing_nm: float = 120.0, min_
     """
     from scipy import ndimage
 
-    raw = as_labels(labels, name="labels")
+    raw = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
-    check_positive("closing_nm", closing_nm)
+    check_number("closing_nm", closing_nm, minimum=0.0, exclusive_minimum=True)
     min_fraction = check_fraction("min_fraction", min_fraction)
     min_planarity = check_fraction("min_planarity", min_planarity)
     lab, values = _sequential(raw)

@@ -114,7 +114,7 @@ def phase_volumes(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes
     -------
     PhaseVolumes
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", phases=phases, role="phase_volumes expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
     m = _region(region, lab, vs, phases)
     vals = lab[m] if m is not None else lab.ravel()

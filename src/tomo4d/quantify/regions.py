@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .._validate import check_number, show
 from ._common import check_int, step_names
 
 __all__ = ["RegionalStrain", "regional_strain_series", "layer_names"]
@@ -128,10 +129,12 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         if not isinstance(s, StrainField):
             raise InputError(f"strains[{i}] is a {type(s).__name__}; give tomo4d.dvc.StrainField objects")
     n_layers = check_int("n_layers", n_layers, minimum=1)
-    zc, zs = float(collector_z_px), float(separator_z_px)
-    if not (np.isfinite(zc) and np.isfinite(zs) and zs > zc):
-        raise InputError(f"separator_z_px={separator_z_px!r} must be a finite number above collector_z_px="
-                         f"{collector_z_px!r}")
+    zc = check_number("collector_z_px", collector_z_px)
+    zs = check_number("separator_z_px", separator_z_px)
+    if not zs > zc:
+        raise InputError(f"separator_z_px={show(zs)} must be above collector_z_px={show(zc)} (the electrode lies "
+                         "between the two interfaces)")
+    bins = check_int("bins", bins, minimum=1)
     comps = tuple(str(c) for c in components)
     if hist_component not in comps:
         comps = comps + (hist_component,)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number
+from ..errors import InputError
 from ._common import PhaseCodes, as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,9 @@ def electrode_thickness(labels, *, voxel_size_nm=None, phases: PhaseCodes = Phas
     -------
     Thickness
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", phases=phases, role="electrode_thickness expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
-    check_positive("smooth_nm", smooth_nm, allow_zero=True)
+    check_number("smooth_nm", smooth_nm, minimum=0.0)
     smooth_px = max(1, int(round(float(smooth_nm) / vs[1])))
     if not isinstance(phases, PhaseCodes):
         raise InputError("phases must be a PhaseCodes instance (tomo4d.quantify.PhaseCodes)")
@@ -281,7 +282,7 @@ def axial_profile(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes
     -------
     AxialProfile
     """
-    lab = as_labels(labels, name="labels")
+    lab = as_labels(labels, name="labels", phases=phases, role="axial_profile expects phase labels")
     vs = voxel_size(voxel_size_nm, labels)
     names = phases.names()
     n_xy = lab.shape[1] * lab.shape[2]

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, check_positive
+from .._validate import check_number, show
+from ..errors import InputError
 from ._common import as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     else:
         pen = np.asarray(hypothesis_penalty, float).ravel()
         if pen.size != n_h or not np.all(np.isfinite(pen)) or np.any(pen < 0):
-            raise InputError(f"hypothesis_penalty={hypothesis_penalty!r} needs {n_h} finite values >= 0 (one per "
+            raise InputError(f"hypothesis_penalty={show(hypothesis_penalty)} needs {n_h} finite values >= 0 (one per "
                              "motion hypothesis of shift_px)")
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if src_ids.size == 0:
@@ -332,9 +333,9 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     items = list(label_series)
     if len(items) < 1:
         raise InputError("label_series is empty; give one particle label volume per step")
-    check_positive("search_radius_factor", search_radius_factor, allow_zero=True)
+    check_number("search_radius_factor", search_radius_factor, minimum=0.0)
     if fallback_penalty is not None:
-        check_positive("fallback_penalty", fallback_penalty, allow_zero=True)
+        check_number("fallback_penalty", fallback_penalty, minimum=0.0)
     vs = voxel_size(voxel_size_nm, *items)
     names = step_names(len(items), names)
     predict = _predictor(displacement, len(items))
@@ -343,7 +344,7 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
 
     labs, values = [], []
     for i, a in enumerate(items):
-        compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]"))
+        compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]", instances=True))
         labs.append(compact)
         values.append(vals)
     for i, a in enumerate(labs[1:], 1):

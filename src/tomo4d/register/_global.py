@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._array import as_float32
+from .._validate import check_finite, check_int, check_number, show
 from ..errors import InputError
 from .phi import PhiParts, check_phi, decompose_phi, polar_decomposition, recentre_phi
 
@@ -112,11 +113,8 @@ def as_image(obj, *, name: str) -> np.ndarray:
     a = obj.numpy() if isinstance(obj, Volume) else np.asarray(obj)
     if a.ndim != 3:
         raise InputError(f"{name} has shape {a.shape}; give a 3D (z, y, x) volume")
-    a = as_float32(a)
-    if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains NaN or infinite values; fill or mask them first "
-                         "(e.g. numpy.nan_to_num) and pass a mask")
-    return a
+    check_finite(name, a)
+    return as_float32(a)
 
 
 def check_same_shape(a: np.ndarray, b: np.ndarray, names=("fixed", "moving")) -> None:
@@ -255,6 +253,10 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     return phi, converged, it, resid, dnorm
 
 
+MIN_VOXELS_PER_AXIS = 8
+"""Smallest number of voxels per axis of a (binned) registration level."""
+
+
 def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binning: Sequence[int] = (4, 2, 1),
              order: int = 3, max_iterations: int = 50, tolerance_px: float = 1e-4, margin_px: int = 1,
              photometric: bool = True, progress: Callable[[int, int], None] | None = None) -> Registration:
@@ -277,8 +279,10 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     rigid : bool
         Only rotation and translation (6 parameters) instead of a full affine (12).
     binning : sequence of int
-        Binning factors, coarse to fine; levels whose binned volume would be
-        smaller than 8 voxels along an axis are skipped.
+        Binning factors, coarse to fine.  The finest factor must leave at least
+        :data:`MIN_VOXELS_PER_AXIS` (8) voxels along every axis (else
+        :class:`InputError`); coarser levels that would not are skipped
+        (``Registration.levels`` lists the levels used).
     order : int
         Interpolation order of ``moving`` (1 linear, 3 cubic).
     max_iterations : int
@@ -305,18 +309,29 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     check_same_shape(f, m)
     msk = as_mask(mask, f.shape)
     if rigid not in (True, False):
-        raise InputError(f"rigid={rigid!r} must be True or False")
-    try:
-        levels = [int(b) for b in binning]
-    except (TypeError, ValueError):
-        raise InputError(f"binning={binning!r} must be a sequence of positive integers, e.g. (4, 2, 1)") from None
-    if not levels or any(b < 1 for b in levels):
-        raise InputError(f"binning={binning!r} must be a sequence of positive integers, e.g. (4, 2, 1)")
+        raise InputError(f"rigid={show(rigid)} must be True or False")
+    if isinstance(binning, (str, bytes)) or not hasattr(binning, "__iter__"):
+        raise InputError(f"binning={show(binning)} must be a sequence of positive integers, e.g. (4, 2, 1)")
+    levels = [check_int(f"binning[{i}]", b, minimum=1) for i, b in enumerate(binning)]
+    if not levels:
+        raise InputError("binning is empty; give binning factors, coarse to fine, e.g. (4, 2, 1)")
     if order not in (1, 3):
-        raise InputError(f"order={order!r}: use 1 (linear) or 3 (cubic)")
-    if min(f.shape) < 8:
-        raise InputError(f"volumes of shape {f.shape} are too small to register; need at least 8 voxels per axis")
-    levels = [b for b in levels if min(n // b for n in f.shape) >= 8] or [1]
+        raise InputError(f"order={show(order)}: use 1 (linear) or 3 (cubic)")
+    max_iterations = check_int("max_iterations", max_iterations, minimum=1)
+    tolerance_px = check_number("tolerance_px", tolerance_px, minimum=0.0, exclusive_minimum=True)
+    margin_px = check_int("margin_px", margin_px, minimum=0)
+    if min(f.shape) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"volumes of shape {f.shape} are too small to register; need at least "
+                         f"{MIN_VOXELS_PER_AXIS} voxels per axis")
+    largest = min(f.shape) // MIN_VOXELS_PER_AXIS
+    if levels[-1] > largest:
+        # the finest level is the result: it is never replaced by another one
+        raise InputError(f"binning={show(list(levels))}: the finest factor {levels[-1]} leaves "
+                         f"{min(n // levels[-1] for n in f.shape)} voxels along an axis of the volume (shape "
+                         f"{f.shape}); registration needs at least {MIN_VOXELS_PER_AXIS} voxels per axis, so use "
+                         f"factors <= {largest} (e.g. binning=(1,))")
+    # coarser levels that would be too small are skipped (the schedule actually used is Registration.levels)
+    levels = [b for b in levels if b <= largest]
     c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
     phi = np.eye(4) if phi0 is None else check_phi(phi0, name="phi0").copy()
     if rigid:

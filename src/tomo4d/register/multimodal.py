@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._validate import check_int, check_number
 from ..errors import InputError
 from ._global import Registration, as_image, as_mask, bin_volume, check_same_shape
 
@@ -151,12 +152,10 @@ def register_multimodal(fixed, moving, *, search_px: float = 12.0, bins: int = 3
     m = as_image(moving, name="moving")
     check_same_shape(f, m)
     msk = as_mask(mask, f.shape)
-    if not (np.isfinite(search_px) and search_px >= 0):
-        raise InputError(f"search_px={search_px!r} must be a finite number >= 0")
-    if not (isinstance(bins, (int, np.integer)) and 4 <= bins <= 256):
-        raise InputError(f"bins={bins!r} must be an integer in 4..256")
-    if not (np.isfinite(subpixel_sigma_px) and 0 <= subpixel_sigma_px <= 10):
-        raise InputError(f"subpixel_sigma_px={subpixel_sigma_px!r} must be a number in [0, 10] px")
+    search_px = check_number("search_px", search_px, minimum=0.0)
+    bins = check_int("bins", bins, minimum=4, maximum=256)
+    subpixel_sigma_px = check_number("subpixel_sigma_px", subpixel_sigma_px, minimum=0.0, maximum=10.0)
+    min_overlap = check_number("min_overlap", min_overlap, minimum=0.0, maximum=1.0, exclusive_minimum=True)
     levels = [b for b in (8, 4, 2) if min(n // b for n in f.shape) >= 12 and search_px / b >= 2] + [1]
     shift = np.zeros(3)
     n_eval = 0

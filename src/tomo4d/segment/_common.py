@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._array import to_numpy
+from .._validate import check_labels as _check_labels
 from ..errors import InputError
 from ..volume import Volume
 
@@ -36,7 +37,10 @@ def voxel_size_of(image, voxel_size_nm=None) -> tuple[float, float, float] | Non
 
 def check_labels(labels, image_shape, *, name: str = "labels",
                  need_classes: int = 2) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Validate a label image against its image; return it as integer numpy and its classes (> 0).
+    """Validate training/scoring labels against their image; return them as integer numpy and their classes (> 0).
+
+    The value checks are :func:`tomo4d._validate.check_labels` (one implementation for every stage);
+    here: the shape (singleton axes may differ) and the classes present.
 
     Raises
     ------
@@ -45,27 +49,12 @@ def check_labels(labels, image_shape, *, name: str = "labels",
         nothing is labelled, or fewer than ``need_classes`` classes appear.
     """
     data = labels.data if isinstance(labels, Volume) else labels
-    arr = to_numpy(data)
-    if tuple(arr.shape) != tuple(image_shape):
-        squeezed = tuple(s for s in arr.shape if s != 1)
+    shp = tuple(getattr(data, "shape", np.shape(data)))
+    if shp != tuple(image_shape):
+        squeezed = tuple(s for s in shp if s != 1)
         if squeezed == tuple(s for s in image_shape if s != 1):
-            arr = arr.reshape(image_shape)
-        else:
-            raise InputError(
-                f"{name} has shape {tuple(arr.shape)} but the image has shape {tuple(image_shape)}; "
-                f"give {name} of exactly the image's shape (0 = unlabelled, 1, 2, ... = classes)"
-            )
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise InputError(f"{name} has dtype {arr.dtype} with non-integer values; labels must be integers "
-                             "(0 = unlabelled, 1, 2, ... = classes)")
-    if arr.size and arr.min() < 0:
-        raise InputError(f"{name} contains negative values (min {int(arr.min())}); use 0 for unlabelled and "
-                         "1, 2, ... for classes")
+            data = to_numpy(data).reshape(image_shape)
+    arr = _check_labels(name, data, shape=image_shape, role="segmentation labels are expected")
     classes = tuple(int(c) for c in np.unique(arr) if c != 0)
     if not classes:
         raise InputError(f"{name} contain no labelled voxels (all are 0 = unlabelled); label some voxels of "

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._array import to_numpy
+from .._validate import show_values, check_int, check_labels, check_number, show
 from ..errors import InputError
 from ..volume import Volume
 
@@ -78,7 +79,7 @@ class SegmentationScores:
         for c in self.classes:
             if c.label == int(label):
                 return c
-        raise InputError(f"class {label!r} was not evaluated; classes: {[c.label for c in self.classes]}")
+        raise InputError(f"class {show(label)} was not evaluated; classes: {[c.label for c in self.classes]}")
 
     @property
     def mean_dice(self) -> float:
@@ -116,12 +117,19 @@ class ParticleScores:
         return asdict(self)
 
 
-def _arr(x, name):
-    data = x.data if isinstance(x, Volume) else x
-    a = np.asarray(to_numpy(data))
-    if a.ndim not in (2, 3):
-        raise InputError(f"{name} must be 2D or 3D, got shape {a.shape}")
-    return a
+def _arr(x, name, *, instances: bool = False):
+    """Labels ``x`` (Volume or array, 2D or 3D) as integer numpy, checked by :func:`tomo4d._validate.check_labels`."""
+    return check_labels(name, x, ndim=(2, 3), instances=instances,
+                        role="particle labels are expected" if instances else "labels are expected")
+
+
+def _check_overlap(pred, true, valid, pred_name="prediction", truth_name="truth"):
+    """Refuse two label images with no value in common: their codes differ, every score would be 0."""
+    vp, vt = np.unique(pred[valid]), np.unique(true[valid])
+    if vp.size and vt.size and not np.intersect1d(vp, vt).size:
+        raise InputError(f"{pred_name} holds values {show_values(vp)} and {truth_name} holds {show_values(vt)}: "
+                         "no value in common, so every score would be 0; the two use different label codes: "
+                         "relabel one of them (--map SRC:DST on the command line, e.g. --map 255:2)")
 
 
 def _spacing(voxel_size_nm, ndim, *objs):
@@ -138,7 +146,7 @@ def _spacing(voxel_size_nm, ndim, *objs):
     if vs.size == 3 and ndim == 2:
         vs = vs[1:]
     if vs.size != ndim or np.any(~np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel_size_nm={voxel_size_nm!r} must be positive, one value or one per axis")
+        raise InputError(f"voxel_size_nm={show(voxel_size_nm)} must be positive, one value or one per axis")
     return tuple(float(v) for v in vs)
 
 
@@ -214,9 +222,8 @@ def evaluate_segmentation(prediction, truth, *, classes=None, region=None, ignor
     """
     pred, true = _squeeze_pair(_arr(prediction, "prediction"), _arr(truth, "truth"))
     spacing = _spacing(voxel_size_nm, true.ndim, prediction, truth)
-    tol = 2.0 * max(spacing) if boundary_tolerance_nm is None else float(boundary_tolerance_nm)
-    if not (math.isfinite(tol) and tol >= 0):
-        raise InputError(f"boundary_tolerance_nm={boundary_tolerance_nm!r} must be a number >= 0")
+    tol = (2.0 * max(spacing) if boundary_tolerance_nm is None
+           else check_number("boundary_tolerance_nm", boundary_tolerance_nm, minimum=0.0))
     valid = np.ones(true.shape, bool)
     if region is not None:
         reg = np.asarray(to_numpy(region.data if isinstance(region, Volume) else region), dtype=bool)
@@ -227,10 +234,11 @@ def evaluate_segmentation(prediction, truth, *, classes=None, region=None, ignor
                                  "mask of the same shape")
         valid &= reg
     if ignore_label is not None:
-        valid &= true != int(ignore_label)
+        valid &= true != check_int("ignore_label", ignore_label, minimum=0)
     n = int(valid.sum())
     if n == 0:
         raise InputError("no voxel to evaluate (the region / ignore_label exclude everything)")
+    _check_overlap(pred, true, valid)
     if classes is None:
         classes = [int(c) for c in np.unique(true[valid])]
     rows = []
@@ -263,13 +271,8 @@ def match_particles(predicted, true, *, iou_threshold: float = 0.5) -> ParticleS
     -------
     ParticleScores
     """
-    pred, tr = _squeeze_pair(_arr(predicted, "predicted"), _arr(true, "true"))
-    thr = float(iou_threshold)
-    if not (0 < thr <= 1):
-        raise InputError(f"iou_threshold={iou_threshold!r} must be in (0, 1]")
-    for name, a in (("predicted", pred), ("true", tr)):
-        if not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
-            raise InputError(f"{name} particle labels must be non-negative integers (0 = background)")
+    pred, tr = _squeeze_pair(_arr(predicted, "predicted", instances=True), _arr(true, "true", instances=True))
+    thr = check_number("iou_threshold", iou_threshold, minimum=0.0, maximum=1.0, exclusive_minimum=True)
     # relabel sequentially so that bincount stays small
     _, p = np.unique(pred.ravel(), return_inverse=True)
     _, t = np.unique(tr.ravel(), return_inverse=True)

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._array import as_float32
+from .._validate import show
 from ..errors import InputError
 
 FEATURE_KINDS = ("intensity", "gradient", "laplacian", "hessian", "texture")
@@ -73,20 +74,20 @@ class FeatureSpec:
         try:
             sig = tuple(float(s) for s in self.sigmas)
         except (TypeError, ValueError):
-            raise InputError(f"sigmas={self.sigmas!r} must be a sequence of positive numbers (voxels)") from None
+            raise InputError(f"sigmas={show(self.sigmas)} must be a sequence of positive numbers (voxels)") from None
         if not sig or not all(math.isfinite(s) and s > 0 for s in sig):
-            raise InputError(f"sigmas={self.sigmas!r} must be a non-empty sequence of positive numbers (voxels)")
+            raise InputError(f"sigmas={show(self.sigmas)} must be a non-empty sequence of positive numbers (voxels)")
         kinds = tuple(str(k) for k in self.kinds)
         bad = [k for k in kinds if k not in FEATURE_KINDS]
         if bad or not kinds:
             raise InputError(f"kinds={self.kinds!r}: use a non-empty subset of {', '.join(FEATURE_KINDS)}")
         if self.ndim not in (2, 3):
-            raise InputError(f"ndim={self.ndim!r} must be 2 (slice-wise features) or 3 (3D features)")
+            raise InputError(f"ndim={show(self.ndim)} must be 2 (slice-wise features) or 3 (3D features)")
         if not (math.isfinite(float(self.truncate)) and float(self.truncate) >= 1.0):
-            raise InputError(f"truncate={self.truncate!r} must be a number >= 1 (kernel radius in sigmas)")
+            raise InputError(f"truncate={show(self.truncate)} must be a number >= 1 (kernel radius in sigmas)")
         ratio = tuple(float(r) for r in self.voxel_ratio)
         if len(ratio) != 3 or not all(math.isfinite(r) and r > 0 for r in ratio):
-            raise InputError(f"voxel_ratio={self.voxel_ratio!r} must be three positive numbers (z, y, x)")
+            raise InputError(f"voxel_ratio={show(self.voxel_ratio)} must be three positive numbers (z, y, x)")
         object.__setattr__(self, "sigmas", tuple(sorted(set(sig))))
         object.__setattr__(self, "kinds", tuple(k for k in FEATURE_KINDS if k in kinds))
         object.__setattr__(self, "truncate", float(self.truncate))

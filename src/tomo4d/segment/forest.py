@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import show
 from ..errors import FormatError, InputError
 from .features import FeatureSpec, feature_halo, feature_names, features_of_slab
 from ._common import check_labels, image_array, voxel_size_of
@@ -308,9 +309,9 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     for name, v in (("n_trees", n_trees), ("min_samples_leaf", min_samples_leaf),
                     ("max_samples_per_class", max_samples_per_class)):
         if not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"{name}={v!r} must be an integer >= 1")
+            raise InputError(f"{name}={show(v)} must be an integer >= 1")
     if max_depth is not None and (not isinstance(max_depth, (int, np.integer)) or max_depth < 1):
-        raise InputError(f"max_depth={max_depth!r} must be None or an integer >= 1")
+        raise InputError(f"max_depth={show(max_depth)} must be None or an integer >= 1")
     spec = features or FeatureSpec()
     vs = voxel_size_of(image, voxel_size_nm)
     if vs is not None:

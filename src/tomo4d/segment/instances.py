@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._array import to_numpy
+from .._validate import check_int, check_labels, check_number, show, show_values
 from ..errors import InputError
 from ..volume import Volume
 
@@ -47,20 +48,21 @@ class Particles:
 
 def _mask(segmentation, particle_class) -> np.ndarray:
     data = segmentation.data if isinstance(segmentation, Volume) else segmentation
-    arr = to_numpy(data)
-    if arr.ndim not in (2, 3):
-        raise InputError(f"segmentation must be 2D or 3D, got shape {arr.shape}")
-    if arr.dtype == bool:
+    if getattr(data, "dtype", None) == bool:
+        arr = to_numpy(data)
+        if arr.ndim not in (2, 3):
+            raise InputError(f"segmentation must be 2D or 3D, got shape {arr.shape}")
         return arr
+    arr = check_labels("segmentation", data, ndim=(2, 3),
+                       role="label_particles expects phase labels or a particle mask")
     if particle_class is None:
         return arr > 0
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"segmentation has dtype {arr.dtype}; give integer labels (or a boolean mask)")
+    pc = check_int("particle_class", particle_class, minimum=0)
     present = np.unique(arr)
-    if int(particle_class) not in present:
-        raise InputError(f"particle_class={particle_class!r} does not occur in the segmentation (values "
-                         f"{present[:10].tolist()}); pass the label value of the particle phase")
-    return arr == int(particle_class)
+    if pc not in present:
+        raise InputError(f"particle_class={pc} does not occur in the segmentation (values "
+                         f"{show_values(present)}); pass the label value of the particle phase")
+    return arr == pc
 
 
 def _spacing(voxel_size_nm, ndim: int, image=None) -> tuple[float, ...]:
@@ -74,7 +76,7 @@ def _spacing(voxel_size_nm, ndim: int, image=None) -> tuple[float, ...]:
     if vs.size == 3 and ndim == 2:
         vs = vs[1:]
     if vs.size != ndim or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel_size_nm={voxel_size_nm!r} must be one positive number or one per axis "
+        raise InputError(f"voxel_size_nm={show(voxel_size_nm)} must be one positive number or one per axis "
                          f"({ndim} for this {ndim}D image), in nm")
     return tuple(float(v) for v in vs)
 
@@ -94,9 +96,8 @@ def connected_components(mask, *, connectivity: int = 1) -> np.ndarray:
         0 background, 1..n components.
     """
     m = np.asarray(to_numpy(mask), dtype=bool)
-    if not 1 <= int(connectivity) <= m.ndim:
-        raise InputError(f"connectivity={connectivity!r} must be between 1 and {m.ndim}")
-    lab, _ = ndi.label(m, structure=ndi.generate_binary_structure(m.ndim, int(connectivity)), output=np.int32)
+    connectivity = check_int("connectivity", connectivity, minimum=1, maximum=m.ndim)
+    lab, _ = ndi.label(m, structure=ndi.generate_binary_structure(m.ndim, connectivity), output=np.int32)
     return lab
 
 
@@ -108,13 +109,10 @@ def remove_small_objects(labels, *, min_voxels: int) -> tuple[np.ndarray, int]:
     (numpy.ndarray int32, int)
         The relabelled array and the number of objects removed.
     """
-    lab = np.asarray(to_numpy(labels))
-    if not np.issubdtype(lab.dtype, np.integer) or (lab.size and lab.min() < 0):
-        raise InputError("labels must be non-negative integers (0 = background)")
-    if int(min_voxels) < 0:
-        raise InputError(f"min_voxels={min_voxels!r} must be >= 0")
+    lab = check_labels("labels", labels)
+    min_voxels = check_int("min_voxels", min_voxels, minimum=0)
     sizes = np.bincount(lab.ravel())
-    keep = sizes >= int(min_voxels)
+    keep = sizes >= min_voxels
     keep[0] = False
     present = sizes > 0
     present[0] = False
@@ -154,9 +152,9 @@ def split_touching(mask, *, voxel_size_nm=None, h_nm: float | None = None, smoot
 
     m = np.asarray(to_numpy(mask), dtype=bool)
     spacing = _spacing(voxel_size_nm, m.ndim)
-    h = 0.5 * max(spacing) if h_nm is None else float(h_nm)
-    if not (math.isfinite(h) and h > 0):
-        raise InputError(f"h_nm={h_nm!r} must be a positive number of nm")
+    h = 0.5 * max(spacing) if h_nm is None else check_number("h_nm", h_nm, minimum=0.0, exclusive_minimum=True)
+    smooth_voxels = check_number("smooth_voxels", smooth_voxels, minimum=0.0)
+    connectivity = check_int("connectivity", connectivity, minimum=1, maximum=m.ndim)
     if not m.any():
         return np.zeros(m.shape, np.int32)
     dist = ndi.distance_transform_edt(m, sampling=spacing).astype(np.float32)
@@ -201,8 +199,7 @@ def label_particles(segmentation, *, particle_class: int | None = None, voxel_si
     """
     m = _mask(segmentation, particle_class)
     spacing = _spacing(voxel_size_nm, m.ndim, segmentation)
-    if not (math.isfinite(float(min_volume_nm3)) and float(min_volume_nm3) >= 0):
-        raise InputError(f"min_volume_nm3={min_volume_nm3!r} must be a number >= 0")
+    min_volume_nm3 = check_number("min_volume_nm3", min_volume_nm3, minimum=0.0)
     voxel = float(np.prod(spacing))
     if split:
         lab = split_touching(m, voxel_size_nm=spacing, h_nm=h_nm, connectivity=connectivity)

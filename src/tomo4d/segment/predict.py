@@ -16,6 +16,8 @@ import logging
 
 import numpy as np
 
+from .._array import to_numpy
+from .._validate import check_finite, check_finite_chunk, check_int
 from ..errors import InputError
 from ._common import image_array, label_dtype
 
@@ -26,9 +28,7 @@ DEFAULT_SLAB_BYTES = 256 * 2**20
 
 def _slab(model, shape, slab_depth, max_bytes) -> int:
     if slab_depth is not None:
-        if not isinstance(slab_depth, (int, np.integer)) or slab_depth < 1:
-            raise InputError(f"slab_depth={slab_depth!r} must be an integer >= 1 (z-slices per chunk)")
-        return int(min(slab_depth, shape[0]))
+        return int(min(check_int("slab_depth", slab_depth, minimum=1), shape[0]))
     per = max(model.bytes_per_slice(shape[1], shape[2]), 1)
     return int(max(1, min(shape[0], max_bytes // per)))
 
@@ -40,6 +40,31 @@ def _check_model(model, data) -> None:
 
 def _as3d(data):
     return data[None] if data.ndim == 2 else data
+
+
+class _FiniteSource:
+    """A lazy (z, y, x) source whose every read is checked for NaN/Inf (no extra pass over the volume)."""
+
+    def __init__(self, data, name: str = "image"):
+        self.data, self.name = data, name
+        self.shape, self.dtype, self.ndim = tuple(data.shape), data.dtype, data.ndim
+
+    def __getitem__(self, key):
+        block = to_numpy(self.data[key])
+        z0 = key.start if isinstance(key, slice) and key.start is not None else 0
+        check_finite_chunk(self.name, block, z0)
+        return block
+
+
+def _source(data, name: str = "image"):
+    """The 3D source of a prediction: numpy checked for NaN/Inf now, lazy input checked chunk by chunk."""
+    src = _as3d(data)
+    if isinstance(src, np.ndarray):
+        check_finite(name, src)
+        return src
+    if not (np.issubdtype(src.dtype, np.floating) or np.issubdtype(src.dtype, np.complexfloating)):
+        return src
+    return _FiniteSource(src, name)
 
 
 def predict_proba(model, image, *, slab_depth: int | None = None, max_slab_bytes: int = DEFAULT_SLAB_BYTES,
@@ -66,7 +91,7 @@ def predict_proba(model, image, *, slab_depth: int | None = None, max_slab_bytes
     """
     data = image_array(image)
     _check_model(model, data)
-    src = _as3d(data)
+    src = _source(data)
     out = np.empty((len(model.classes),) + tuple(src.shape), np.float32)
     depth = _slab(model, src.shape, slab_depth, max_slab_bytes)
     for z0 in range(0, src.shape[0], depth):
@@ -96,7 +121,7 @@ def predict_labels(model, image, *, out=None, slab_depth: int | None = None,
     """
     data = image_array(image)
     _check_model(model, data)
-    src = _as3d(data)
+    src = _source(data)
     classes = np.asarray(model.classes, dtype=label_dtype(model.classes))
     if out is None:
         out = np.empty(tuple(data.shape), classes.dtype)
@@ -133,7 +158,7 @@ def predict_lazy(model, image, *, probabilities: bool = False, slab_depth: int |
 
     data = image_array(image)
     _check_model(model, data)
-    src = _as3d(data)
+    src = _source(data)
     depth = _slab(model, src.shape, slab_depth, max_slab_bytes)
     classes = np.asarray(model.classes, dtype=label_dtype(model.classes))
     n_classes = len(classes)

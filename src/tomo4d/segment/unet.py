@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .._array import as_float32, to_numpy
+from .._validate import show
 from ..errors import FormatError, InputError
 from ._common import check_labels, image_array
 
@@ -95,9 +96,9 @@ class UNetConfig:
         for name in ("base_filters", "depth", "patch_size", "batch_size", "iterations", "tile_size"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
-                raise InputError(f"UNetConfig.{name}={v!r} must be an integer >= 1")
+                raise InputError(f"UNetConfig.{name}={show(v)} must be an integer >= 1")
         if self.depth > 6:
-            raise InputError(f"UNetConfig.depth={self.depth!r} is too deep; use 1..6")
+            raise InputError(f"UNetConfig.depth={show(self.depth)} is too deep; use 1..6")
         stride = 2 ** self.depth
         for name in ("patch_size", "tile_size"):
             v = getattr(self, name)
@@ -105,11 +106,11 @@ class UNetConfig:
                 raise InputError(f"UNetConfig.{name}={v} must be >= 2**depth = {stride}")
             object.__setattr__(self, name, int(math.ceil(v / stride) * stride))
         if not (0 <= self.tile_overlap < self.tile_size // 2 + 1):
-            raise InputError(f"UNetConfig.tile_overlap={self.tile_overlap!r} must be in [0, tile_size/2]")
+            raise InputError(f"UNetConfig.tile_overlap={show(self.tile_overlap)} must be in [0, tile_size/2]")
         for name in ("learning_rate", "weight_decay", "dice_weight"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v >= 0) or (name == "learning_rate" and v == 0):
-                raise InputError(f"UNetConfig.{name}={getattr(self, name)!r} must be a finite number >= 0")
+                raise InputError(f"UNetConfig.{name}={show(getattr(self, name))} must be a finite number >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"UNetConfig.device={self.device!r}: use 'auto', 'cpu' or 'cuda'")
 
@@ -146,7 +147,7 @@ def torch_threads(n: int | None):
         yield
         return
     if not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"threads={n!r} must be None or an integer >= 1")
+        raise InputError(f"threads={show(n)} must be None or an integer >= 1")
     torch = _torch()
     old = torch.get_num_threads()
     torch.set_num_threads(int(n))
@@ -582,7 +583,7 @@ class StepModels:
         for (a, b), m in zip(self.ranges, self.models):
             if a <= int(step) <= b:
                 return m
-        raise InputError(f"no model covers time step {step!r}; ranges: {list(self.ranges)}")
+        raise InputError(f"no model covers time step {show(step)}; ranges: {list(self.ranges)}")
 
     def predict_labels(self, image, *, step: int, **kwargs):
         """Labels of ``image`` (time step ``step``) with that step's model."""
