@@ -77,3 +77,21 @@ def test_user_errors_are_one_line(files, capsys, args, msg):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tomo4d: error:") and msg in err[0]
+
+
+def test_phase_commands_relabel_with_map(tmp_path, capsys):
+    """The refusal of a {0, 255} mask names --map; with it the mask is counted as the phase it maps to."""
+    import tifffile
+
+    mask = np.zeros((8, 16, 16), np.uint8)
+    mask[:, :, :4] = 255  # a quarter of the voxels
+    p = tmp_path / "mask.tif"
+    tifffile.imwrite(p, mask)
+    assert main(["quantify", "phases", str(p), "--voxel-size", "50"]) == 2
+    assert "--map 255:2" in capsys.readouterr().err
+    assert main(["quantify", "phases", str(p), "--voxel-size", "50", "--map", "255:2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["phases"]
+    assert d["silicon_fraction"] == [pytest.approx(0.25)]
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, mask.astype(np.float32) + 0.5)
+    assert main(["quantify", "phases", str(grey), "--voxel-size", "50", "--map", "255:2"]) == 2  # never truncated

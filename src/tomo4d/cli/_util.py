@@ -96,3 +96,31 @@ def progress_bar(description: str, *, enabled: bool = True):
             prog.update(task, completed=done, total=total)
 
         yield update
+
+
+#: ``--map``: relabel a label image on reading (the ``label_map`` argument; apply with :func:`relabel`).
+map_option = click.option("--map", "label_map", default=None,
+                          help="Relabel on reading, SRC:DST pairs, e.g. 0:1,255:2 for a {0,255} mask.")
+
+
+def relabel(arr, text):
+    """``arr`` with the ``--map`` pairs ``"SRC:DST,..."`` applied (unchanged without them)."""
+    if not text:
+        return arr
+    mapping = {}
+    for part in str(text).split(","):
+        try:
+            a, b = part.split(":")
+            mapping[int(a)] = int(b)
+        except ValueError:
+            raise InputError(f"--map={text!r} is not understood; give SRC:DST pairs like 0:1,255:2") from None
+    if min(mapping.values()) < 0:
+        raise InputError(f"--map={text!r} maps to a negative label; labels are 0 (unlabelled/background), 1, 2, ...")
+    arr = np.asarray(arr)
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        return arr  # a grey image is not relabelled: the label check refuses it with its own message
+    out = arr.astype(np.int64)
+    for a, b in mapping.items():
+        out[arr == a] = b
+    top = int(out.max()) if out.size else 0
+    return out.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)

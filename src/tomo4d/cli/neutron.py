@@ -285,7 +285,6 @@ def isotopes(spectrum, composition, density, thickness_cm, no_background, as_jso
 @json_option
 def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, sigma_output, overwrite, as_json):
     """Li concentration map (mol/cm^3) from a neutron attenuation volume MU_VOLUME (1/cm)."""
-    import numpy as np
 
     from ..errors import InputError
     from ..neutron import calibrate_lithium, lithium_concentration, region_values, theoretical_lithium_calibration
@@ -293,10 +292,10 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
     mu = _load_array(mu_volume)
     labels = None
     if labels_path:
-        labels = _load_array(labels_path)
-        if labels.shape != mu.shape:
-            raise InputError(f"--labels has shape {labels.shape} but MU_VOLUME has shape {mu.shape}")
-        labels = labels.astype(np.int64)
+        from .._validate import check_labels
+
+        labels = check_labels(f"--labels ({labels_path})", _load_array(labels_path), shape=mu.shape,
+                              role="neutron lithium expects region labels")
     if refs:
         if labels is None:
             raise InputError("--ref needs --labels (the reference regions)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._paths import declare_paths
-from ._util import emit, json_option, option_group, overwrite_option, parse_triple, progress_bar
+from ._util import emit, json_option, map_option, option_group, overwrite_option, parse_triple, progress_bar, relabel
 
 #: --voxel-size, -o/--output, --overwrite and --json of every quantify command.
 _table_options = option_group(
@@ -64,14 +64,15 @@ def quantify():
 @quantify.command()
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--smooth", "smooth_nm", default=400.0, show_default=True, help="Lateral smoothing of interfaces, nm.")
+@map_option
 @_table_options
-def thickness(labels, smooth_nm, voxel_size, output, overwrite, as_json):
+def thickness(labels, smooth_nm, label_map, voxel_size, output, overwrite, as_json):
     """Anode thickness per step from phase LABELS volumes (T0 first)."""
     from ..quantify import thickness_series
 
     vols, vs = _open_all(labels, voxel_size, output)
     with progress_bar("thickness") as progress:
-        ser = thickness_series([v.numpy() for v in vols], voxel_size_nm=_voxel(vols, vs), smooth_nm=smooth_nm,
+        ser = thickness_series([relabel(v.numpy(), label_map) for v in vols], voxel_size_nm=_voxel(vols, vs), smooth_nm=smooth_nm,
                                progress=progress)
     written = _write(ser, output, overwrite, labels)
     emit({"thickness": ser.to_dict(), "output": written}, as_json=as_json, text=[
@@ -85,13 +86,14 @@ def thickness(labels, smooth_nm, voxel_size, output, overwrite, as_json):
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--region", type=click.Choice(["all", "electrode"]), default="all", show_default=True,
               help="Count over the whole volume or the anode between its interfaces.")
+@map_option
 @_table_options
-def phases(labels, region, voxel_size, output, overwrite, as_json):
+def phases(labels, region, label_map, voxel_size, output, overwrite, as_json):
     """Phase volume fractions per step and the relative non-lithiated Si volume (RNL)."""
     from ..quantify import phase_series
 
     vols, vs = _open_all(labels, voxel_size, output)
-    ser = phase_series([v.numpy() for v in vols], voxel_size_nm=_voxel(vols, vs),
+    ser = phase_series([relabel(v.numpy(), label_map) for v in vols], voxel_size_nm=_voxel(vols, vs),
                        region=None if region == "all" else "electrode")
     written = _write(ser, output, overwrite, labels)
 
@@ -169,8 +171,9 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
 @click.option("--labels", "labels_path", required=True, type=click.Path(path_type=str),
               help="Phase labels of T0 on the field's voxel grid (for the electrode interfaces).")
 @click.option("--layers", default=2, show_default=True, help="Electrode layers (2: collector/separator side).")
+@map_option
 @_table_options
-def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json):
+def regions(fields, labels_path, layers, label_map, voxel_size, output, overwrite, as_json):
     """Strain statistics per electrode layer and step from DVC fields."""
     import numpy as np
 
@@ -179,7 +182,7 @@ def regions(fields, labels_path, layers, voxel_size, output, overwrite, as_json)
 
     vols, vs = _open_all([labels_path], voxel_size, output)
     v = _voxel(vols, vs)
-    th = electrode_thickness(vols[0].numpy(), voxel_size_nm=v)
+    th = electrode_thickness(relabel(vols[0].numpy(), label_map), voxel_size_nm=v)
     strains = [strain_field(f) for f in _fields(fields)]
     reg = regional_strain_series(strains, collector_z_px=float(np.nanmean(th.collector_z_nm)) / v[0],
                                  separator_z_px=float(np.nanmean(th.separator_z_nm)) / v[0], n_layers=layers)

@@ -112,7 +112,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 
         phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
     msk = _mask(mask)
-    if pyramid and node_spacing:
+    if pyramid and node_spacing is not None:
         raise InputError("give either --pyramid or --node-spacing, not both")
     psf = None
     if psf_sigma:
@@ -130,7 +130,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
                                       search_radius_px=search_px, progress=progress, **extra)
         else:
             ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
-            field = correlate(r, d, node_spacing=ns, half_window=ns if half_window is None else half_window, mask=msk, phi0=phi0,
+            field = correlate(r, d, node_spacing=ns, half_window=half_window, mask=msk, phi0=phi0,
                               search_radius_px=search_px, progress=progress, **extra)
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:

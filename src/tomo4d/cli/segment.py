@@ -5,35 +5,8 @@ from __future__ import annotations
 import click
 
 from ._paths import declare_paths
-from ._util import emit, json_option, overwrite_option, parse_triple, progress_bar, voxel_size_option
-
-
-def _parse_map(text):
-    """``"0:1,255:2"`` -> {0: 1, 255: 2}."""
-    from ..errors import InputError
-
-    if not text:
-        return None
-    out = {}
-    for part in str(text).split(","):
-        try:
-            a, b = part.split(":")
-            out[int(a)] = int(b)
-        except ValueError:
-            raise InputError(f"--map={text!r} is not understood; give SRC:DST pairs like 0:1,255:2") from None
-    return out
-
-
-def _apply_map(arr, mapping):
-    import numpy as np
-
-    if not mapping:
-        return arr
-    out = arr.astype(np.int64)
-    for a, b in mapping.items():
-        out[arr == a] = b
-    top = int(out.max()) if out.size else 0
-    return out.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+from ._util import (emit, json_option, map_option, overwrite_option, parse_triple, progress_bar, relabel,
+                    voxel_size_option)
 
 
 def _sigmas(text):
@@ -44,9 +17,6 @@ def _sigmas(text):
     except ValueError:
         raise InputError(f"--sigmas={text!r} must be comma-separated numbers, e.g. 0.7,1.6,3.5,5") from None
 
-
-_map_option = click.option("--map", "label_map", default=None,
-                           help="Relabel on reading, SRC:DST pairs, e.g. 0:1,255:2 for a {0,255} mask.")
 
 
 @click.group()
@@ -72,7 +42,7 @@ def segment():
 @click.option("--threads", default=None, type=int, help="unet: torch CPU threads.")
 @voxel_size_option
 @click.option("--seed", default=0, show_default=True)
-@_map_option
+@map_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @json_option
 def train(image_path, labels_path, output, method, sigmas, ndim, trees, iterations, small, threads, voxel_size,
@@ -83,7 +53,7 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
 
     vs = parse_triple(voxel_size, name="--voxel-size")
     image = read_image(image_path, voxel_size_nm=vs)
-    labels = _apply_map(read_labels(labels_path), _parse_map(label_map))
+    labels = relabel(read_labels(labels_path), label_map)
     with progress_bar("training") as progress:
         if method == "rf":
             from ..segment import FeatureSpec, train_pixel_classifier
@@ -173,14 +143,14 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
 @click.option("--iou-threshold", default=0.5, show_default=True, help="Particles: minimum IoU of a match.")
 @click.option("--ignore-label", default=None, type=int, help="Truth value not evaluated (e.g. 0 = unlabelled).")
 @click.option("--tolerance-nm", default=None, type=float, help="Boundary tolerance (default 2 voxels).")
-@_map_option
+@map_option
 @json_option
 def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, tolerance_nm, label_map, as_json):
     """Score segmentation PRED against TRUTH: Dice, IoU, boundary F1 per class (or particle F1)."""
     from ..segment import evaluate_segmentation, match_particles, read_image, read_labels
 
     pred = read_labels(pred_path)
-    truth = _apply_map(read_labels(truth_path), _parse_map(label_map))
+    truth = relabel(read_labels(truth_path), label_map)
     if as_particles:
         s = match_particles(pred, truth, iou_threshold=iou_threshold)
         emit(s.to_dict, as_json=as_json, text=[

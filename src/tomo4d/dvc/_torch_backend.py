@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 
 # status codes shared with the numba kernel
 from ._kernels import K_CONVERGED, K_DIVERGED, K_NOT_CONVERGED, K_SINGULAR
@@ -25,18 +24,10 @@ POINTS_PER_BATCH = 1 << 20
 
 
 def resolve_device(device):
-    """A ``torch.device``: ``device`` as given, default CUDA when available, else CPU."""
-    import torch
+    """A ``torch.device``: ``device`` as given, default CUDA when available, else CPU (the shared check)."""
+    from .._validate import check_device
 
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device={device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device={device!r} but torch sees no CUDA device; use device='cpu' or backend='numba'")
-    return dev
+    return check_device("device", device)
 
 
 def _grid_sample(vol5, gz, gy, gx, padding):

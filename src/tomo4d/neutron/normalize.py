@@ -84,9 +84,10 @@ def normalize_transmission(sample, open_beam, dark=None, *, sample_dose=None, op
         raise InputError(f"sample has shape {s.shape}; give an image, a stack or spectra")
     ob = _broadcast("open_beam", np.asarray(open_beam, dtype=np.float64), s.shape)
     dk = 0.0 if dark is None else _broadcast("dark", np.asarray(dark, dtype=np.float64), s.shape)
+    from .._validate import check_finite
+
     for name, a in (("sample", s), ("open_beam", ob), ("dark", dk)):
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{name} contains NaN or infinite values; fix the input images")
+        check_finite(name, a)
     denom = ob - dk
     bad = denom <= 0
     if np.any(bad):

@@ -71,8 +71,9 @@ def as_labels(obj, *, name: str, ndim: int = 3, phases: PhaseCodes | None = None
     if phases is not None:
         return check_labels(name, obj, ndim=ndim, expected=phases.expected(),
                             role=role or "phase labels are expected",
-                            fix="relabel them to these codes (e.g. numpy: labels[labels == 255] = 2), or pass "
-                                "phases=PhaseCodes(...) naming the codes of your segmentation")
+                            fix="relabel them to these codes (--map 255:2 on the command line, "
+                                "labels[labels == 255] = 2 in numpy), or pass phases=PhaseCodes(...) naming "
+                                "the codes of your segmentation")
     return check_labels(name, obj, ndim=ndim, instances=instances,
                         role=role or ("particle labels are expected" if instances else "labels are expected"))
 

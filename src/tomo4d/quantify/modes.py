@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import show
+from .._validate import check_finite, show
 from ..errors import InputError
 from ._common import as_labels, check_fraction, step_names, voxel_size
 
@@ -226,6 +226,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
         a = np.asarray(a.numpy() if hasattr(a, "numpy") else a)
         if a.shape != lab.shape:
             raise InputError(f"changes[{i}] has shape {a.shape}; it must match the labels {lab.shape} (T0 frame)")
+        check_finite(f"changes[{i}]", a)
         arrs.append(a)
     inside = lab > 0
     boolean = all(a.dtype == bool for a in arrs)

@@ -25,7 +25,6 @@ from collections.abc import Callable
 import numpy as np
 
 from .._validate import check_int, check_number
-from ..errors import InputError
 from ._global import Registration, as_image, as_mask, bin_volume, check_same_shape
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validate import show
+from .._validate import check_finite, show
 from ..errors import FormatError, InputError
 from .features import FeatureSpec, feature_halo, feature_names, features_of_slab
 from ._common import check_labels, image_array, voxel_size_of
@@ -305,6 +305,7 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     from sklearn.ensemble import RandomForestClassifier
 
     data = image_array(image)
+    check_finite("image", data)
     lab, classes = check_labels(labels, data.shape)
     for name, v in (("n_trees", n_trees), ("min_samples_leaf", min_samples_leaf),
                     ("max_samples_per_class", max_samples_per_class)):

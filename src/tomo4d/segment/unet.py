@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .._array import as_float32, to_numpy
-from .._validate import show
+from .._validate import check_finite, show
 from ..errors import FormatError, InputError
 from ._common import check_labels, image_array
 
@@ -158,12 +158,9 @@ def torch_threads(n: int | None):
 
 
 def _device(config: UNetConfig):
-    torch = _torch()
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise InputError("UNetConfig.device='cuda' but no CUDA GPU is available; use device='auto' or 'cpu'")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    from .._validate import check_device
+
+    return check_device("UNetConfig.device", config.device)
 
 
 def build_network(n_classes: int, config: UNetConfig):
@@ -396,9 +393,14 @@ def _training_slices(image, labels) -> tuple[list[np.ndarray], list[np.ndarray],
     data = image_array(image)
     lab, classes = check_labels(labels, data.shape)
     if data.ndim == 2:
-        return [as_float32(to_numpy(data))], [lab], classes
+        imgs = [as_float32(to_numpy(data))]
+        check_finite("image", imgs[0])
+        return imgs, [lab], classes
     zs = np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))
-    return [as_float32(to_numpy(data[int(z)])) for z in zs], [lab[int(z)] for z in zs], classes
+    imgs = [as_float32(to_numpy(data[int(z)])) for z in zs]  # only the labelled slices are read and used
+    for z, img in zip(zs, imgs):
+        check_finite(f"image (slice {int(z)})", img)
+    return imgs, [lab[int(z)] for z in zs], classes
 
 
 def _augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
