@@ -78,6 +78,18 @@ def check_number(name: str, value, *, minimum: float | None = None, maximum: flo
     return v
 
 
+def as_numbers(name: str, value, *, what: str = "a number or an array of numbers") -> np.ndarray:
+    """``value`` (number or array) as float64; strings, booleans and other objects refused by name."""
+    try:
+        a = np.asarray(value)
+        ok = a.dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name}={show(value)} is not numeric; give {what}")
+    return a.astype(np.float64)
+
+
 def check_path(name: str, value) -> str:
     """Return ``value`` as a path string; refuse anything that is not a ``str`` or path-like."""
     if isinstance(value, (str, os.PathLike)) and os.fspath(value) != "":

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import show
+from .._validate import as_numbers, show
 from ..errors import InputError
 from ._checks import as_sigma, as_spectra, as_wavelength, positive_float
 from .xs import AVOGADRO_PER_MOL, BARN_CM2, formula_cross_section
@@ -37,16 +37,6 @@ from .xs import AVOGADRO_PER_MOL, BARN_CM2, formula_cross_section
 __all__ = ["li_attenuation_per_cm", "non_lithium_attenuation_per_cm", "Li6FractionFit", "fit_li6_fraction", "IsotopeExchange", "isotope_exchange"]
 
 
-def _numeric(name: str, value) -> np.ndarray:
-    """``value`` (number or array) as float64; strings, booleans and objects refused by name."""
-    try:
-        a = np.asarray(value)
-        ok = a.dtype.kind in "iuf"
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"{name}={show(value)} is not numeric; give a number or an array of numbers")
-    return a.astype(np.float64)
 
 
 def _isotope_xs(w: np.ndarray):
@@ -62,8 +52,8 @@ def li_attenuation_per_cm(wavelength_angstrom, *, li_concentration_mol_per_cm3, 
     their broadcast shape with the wavelength appended as the last axis.
     """
     w = as_wavelength(wavelength_angstrom, min_points=1)
-    c = _numeric("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)[..., None]
-    f = _numeric("li6_fraction", li6_fraction)[..., None]
+    c = as_numbers("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)[..., None]
+    f = as_numbers("li6_fraction", li6_fraction)[..., None]
     if not np.all(np.isfinite(c)) or np.any(c < 0):
         raise InputError(f"li_concentration_mol_per_cm3 holds values that are not finite and >= 0 (min "
                          f"{show(np.nanmin(c) if np.isfinite(c).any() else c.ravel()[0])}); give mol/cm^3, e.g. 0.077 "
@@ -145,7 +135,7 @@ def fit_li6_fraction(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li
         raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
     sig = as_sigma(mu_sigma_per_cm, mu.shape, name="mu_sigma_per_cm")
     batch = mu.shape[:-1]
-    c = _numeric("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)
+    c = as_numbers("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)
     try:
         c = np.broadcast_to(c, batch)
     except ValueError:
@@ -154,7 +144,7 @@ def fit_li6_fraction(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li
     if not np.all(np.isfinite(c)) or np.any(c <= 0):
         raise InputError("li_concentration_mol_per_cm3 must be finite and > 0 (the isotope ratio of no lithium is "
                          "undefined)")
-    other = _numeric("other_mu_per_cm", other_mu_per_cm)
+    other = as_numbers("other_mu_per_cm", other_mu_per_cm)
     if not np.all(np.isfinite(other)):
         raise InputError("other_mu_per_cm holds NaN or infinite values; give the finite attenuation (1/cm) of the "
                          "other elements, e.g. from non_lithium_attenuation_per_cm")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
-from .._validate import check_number, show
+from .._validate import as_numbers, check_number, show
 from ._checks import as_sigma, as_spectra, as_wavelength
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def tof_to_wavelength(tof_s, *, flight_path_m: float, offset_s: float = 0.0) -> 
     """
     L = check_number("flight_path_m", flight_path_m, minimum=0, exclusive_minimum=True)
     t0 = check_number("offset_s", offset_s)
-    t = _array("tof_s", tof_s) - t0
+    t = as_numbers("tof_s", tof_s) - t0
     if not np.all(np.isfinite(t)):
         raise InputError("tof_s contains NaN or infinite values")
     if np.any(t <= 0):
@@ -68,22 +68,12 @@ def wavelength_to_tof(wavelength_angstrom, *, flight_path_m: float, offset_s: fl
     """Inverse of :func:`tof_to_wavelength`: time of flight, s."""
     L = check_number("flight_path_m", flight_path_m, minimum=0, exclusive_minimum=True)
     t0 = check_number("offset_s", offset_s)
-    w = _array("wavelength_angstrom", wavelength_angstrom)
+    w = as_numbers("wavelength_angstrom", wavelength_angstrom)
     if np.any(~np.isfinite(w)) or np.any(w <= 0):
         raise InputError("wavelength_angstrom must be finite and > 0")
     return w * L / H_OVER_MN_ANGSTROM_M_PER_S + t0
 
 
-def _array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array; strings, booleans and objects refused by name."""
-    try:
-        a = np.asarray(value)
-        ok = a.dtype.kind in "iuf"
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"{name}={show(value)} is not numeric; give a number or an array of numbers")
-    return a.astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_number, show
+from .._validate import as_numbers, check_number, show
 from ..errors import InputError
 
 __all__ = ["THERMAL_WAVELENGTH_ANGSTROM", "NATURAL_LI6_FRACTION", "AVOGADRO_PER_MOL", "BARN_CM2", "CrossSection",
@@ -71,14 +71,7 @@ def _wavelength(wavelength_angstrom, name: str = "wavelength_angstrom"):
     """One wavelength (float) or an array of them, Å: finite, > 0, numeric (bools and strings refused)."""
     if np.ndim(wavelength_angstrom) == 0 and not isinstance(wavelength_angstrom, np.ndarray):
         return check_number(name, wavelength_angstrom, minimum=0, exclusive_minimum=True)
-    try:
-        w = np.asarray(wavelength_angstrom)
-        ok = w.dtype.kind in "iuf"
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"{name}={show(wavelength_angstrom)} is not numeric; give wavelengths in Å as numbers")
-    w = w.astype(np.float64)
+    w = as_numbers(name, wavelength_angstrom, what="wavelengths in Å as numbers")
     bad = ~np.isfinite(w) | (w <= 0)
     if bad.any():
         raise InputError(f"{name} holds {int(bad.sum())} value(s) that are not finite and > 0 (first: "
