@@ -45,7 +45,7 @@ def _load_array(path: str):
     return np.asarray(open_volume(p).numpy())
 
 
-def _save(array, path: str, *, overwrite: bool, inputs, name: str) -> Path:
+def _save(array, path: str, *, overwrite: bool, name: str) -> Path:
     import numpy as np
 
     from ..io import save_volume
@@ -137,7 +137,7 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
     t = normalize_transmission(s, ob, dk, sample_dose=sample_dose, open_beam_dose=ob_dose, background_region=region)
     out = attenuation_coefficient(t, thickness_cm=thickness_cm) if thickness_cm is not None else t
     what = "attenuation (1/cm)" if thickness_cm is not None else "transmission"
-    path = _save(out, output, overwrite=overwrite, inputs=[sample, open_beam, dark], name=what)
+    path = _save(out, output, overwrite=overwrite, name=what)
     stats = {"output": str(path), "quantity": what, "shape": list(np.shape(out)),
              "mean": float(np.nanmean(out)), "min": float(np.nanmin(out)), "max": float(np.nanmax(out))}
     emit(stats, as_json=as_json, text=f"wrote {path}: {what}, shape {tuple(stats['shape'])}, mean {stats['mean']:.4g} "
@@ -313,11 +313,10 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
         cal = theoretical_lithium_calibration(wavelength_angstrom=wavelength, li6_fraction=li6,
                                               matrix_mu_per_cm=matrix_mu)
     res = lithium_concentration(mu, cal)
-    inputs = [mu_volume, labels_path]
-    written = [str(_save(res.concentration_mol_per_cm3, output, overwrite=overwrite, inputs=inputs,
+    written = [str(_save(res.concentration_mol_per_cm3, output, overwrite=overwrite,
                          name="Li concentration (mol/cm^3)"))]
     if sigma_output:
-        written.append(str(_save(res.sigma_mol_per_cm3, sigma_output, overwrite=overwrite, inputs=inputs,
+        written.append(str(_save(res.sigma_mol_per_cm3, sigma_output, overwrite=overwrite,
                                  name="Li concentration uncertainty (mol/cm^3)")))
     regions = None
     if labels is not None:
