@@ -53,7 +53,8 @@ def _lq_field_on_hq(field, truth):
     return DisplacementField(pos, phi, field.status, grid_shape=field.grid_shape,
                              node_spacing_px=tuple(int(round(s * k)) for s in field.node_spacing_px),
                              half_window_px=tuple(int(round(h * k)) for h in field.half_window_px),
-                             voxel_size_nm=(hq.voxel_size_nm,) * 3, notes={"from": "dvc stage, LQ grid"})
+                             voxel_size_nm=(hq.voxel_size_nm,) * 3,
+                             notes={"from": "dvc stage, LQ grid", "volume_shape_zyx": list(hq.shape)})
 
 
 def stage_quantify(ctx) -> str:
