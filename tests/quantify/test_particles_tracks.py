@@ -83,22 +83,20 @@ def test_link_particles_handles_swaps():
     assert np.all(c < 0.1)
 
 
-def test_fallback_predictions_rescue_a_locally_wrong_field():
-    """A field 7 px off in z (pointing at empty space) for a particle that moved 1 px: lost with the field
-    alone, kept with the fallback predictions; a correct field still wins over the fallbacks when both propose
-    a candidate."""
+def test_fallback_predictions_rescue_particles_the_field_does_not_cover():
+    """No prediction (NaN) for particle 1, which moved 1 px: lost with the field alone, kept with the fallback
+    predictions; where the field covers (particle 2, moved 9 px as it says) the fallbacks are not consulted, so
+    the smaller particle left where particle 2 was is no candidate."""
     a = np.zeros((30, 20, 40), np.int32)
     a[4:9, 4:9, 4:9] = 1
     a[4:9, 4:9, 20:25] = 2
     b = np.zeros_like(a)
     b[5:10, 4:9, 4:9] = 3     # particle 1 moved 1 px
     b[13:18, 4:9, 20:25] = 5  # particle 2 moved 9 px, as its (correct) field says
-    b[4:9, 4:9, 20:25] = 0
     b[5:9, 4:8, 21:24] = 6    # a smaller particle where particle 2 was: the no-motion fallback candidate
-    bad = {1: (8.0, 0, 0), 2: (9.0, 0, 0)}
 
     def field(step, pts):
-        return np.array([bad[1] if p[2] < 15 else bad[2] for p in pts], float)
+        return np.array([(np.nan,) * 3 if p[2] < 15 else (9.0, 0, 0) for p in pts], float)
 
     lab = [a, b]
     alone = track_particles(lab, displacement=field, fallback_penalty=None, search_radius_factor=1.0, voxel_size_nm=50)

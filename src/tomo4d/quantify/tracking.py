@@ -4,16 +4,23 @@ For every step n >= 1 each live track (a particle seen at an earlier step) is pr
 its T0 centre of mass X0 moved by the measured displacement ``u_n(X0)`` (field T0 -> Tn), or its
 last seen position without a field.  The voxels of the particle at the last step it was seen are
 shifted by the predicted motion and looked up in the labels of step n, which gives the overlap
-(IoU) with every particle they land on; particles of step n whose centre lies within
-``search_radius_factor`` equivalent radii of the prediction are candidates too.  A measured field
-can be locally wrong (next to the rigid collector, where DVC windows straddle two motions, it was
-off by 5-10 px on the 64^3 phantom while particles moved 1-2 px), so two fallback predictions
-propose candidates as well: the last seen position moved by the field's increment since then, and
-the last seen position unmoved; a pair costs its cheapest prediction, fallbacks with a penalty.  The cost of a
+(IoU) with every particle they land on; particles of step n whose centre lies near the prediction
+are candidates too.  Where a field covers a particle (:func:`field_uncertainty`: inside the reach
+of its usable nodes, the 8 nearest nodes converged, their first-order predictions agreeing to
+sigma px) the field's prediction is the only one, searched within ``2 + 3 sigma`` px (an overlap
+proposes a particle only if the prediction covers most of it).  Elsewhere, and without a field,
+particles within ``search_radius_factor`` equivalent radii are candidates, and with a field two
+fallback predictions propose candidates as well: the last seen position moved by the field's
+increment since then, and the last seen position unmoved; a pair costs its cheapest prediction,
+fallbacks with a penalty.  (Fallbacks everywhere cost the snow case of ``benchmarks/bench_quantify.py``
+correct links: a guess lands on a neighbour wherever particles move more than a radius.)  The cost of a
 pair is ``(1 - IoU) + distance / equivalent diameter + |log volume ratio|``.  The candidate pairs
 form a sparse bipartite graph; each connected component (a handful of particles) is solved
 exactly with :func:`scipy.optimize.linear_sum_assignment`, so the whole matching costs
-O(number of voxels + number of candidate pairs), never an N x N matrix.
+O(number of voxels + number of candidate pairs), never an N x N matrix.  Every particle may also stay
+unmatched at 1.05 x the dearest candidate pair of its component (the alternative cost of the LAP
+trackers, Jaqaman et al., Nat. Methods 2008): without it the assignment maximises the number of links
+first, and one particle leaving the view shifts a whole chain of neighbours onto each other.
 
 Particles of step n left unmatched start new tracks (e.g. entering the field of view).
 """
@@ -32,10 +39,15 @@ from ._common import as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tracks", "track_particles", "link_particles"]
+__all__ = ["Tracks", "track_particles", "link_particles", "field_uncertainty"]
 
 #: cost of a pair that is not a candidate (never chosen)
 _FORBIDDEN = 1e6
+#: cost of leaving a particle unmatched, relative to the dearest candidate pair of its component
+_ALTERNATIVE = 1.05
+#: search radius around a field-driven prediction: base + this many local field uncertainties, px
+_RADIUS_BASE_PX = 2.0
+_RADIUS_SIGMAS = 3.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +148,7 @@ def _counts_and_sums_light(lab: np.ndarray, n_bins: int) -> tuple[np.ndarray, np
 
 def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.ndarray, *,
                    src_ids: np.ndarray, search_radius_factor: float = 1.0,
-                   hypothesis_penalty=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   search_radius_px=None, hypothesis_penalty=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match particles of ``src_labels`` (ids ``src_ids``) to particles of ``dst_labels``.
 
     Parameters
@@ -152,6 +164,11 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     search_radius_factor : float
         Destination particles whose centre lies within this many equivalent radii of the
         predicted centre are candidates even without overlap.
+    search_radius_px : (len(src_ids),) float, optional
+        Per-source search radius in px instead (e.g. from the local uncertainty of a DVC field);
+        NaN entries fall back to ``search_radius_factor`` equivalent radii.  Sources given a radius
+        get overlap candidates only for destination particles covered at least half by the
+        predicted voxels (a fragment cut by the border), not for every touching neighbour.
     hypothesis_penalty : (k,) float, optional
         Cost added to pairs proposed by each hypothesis (default 0 for the first, 0.25 for the
         others: the first is the preferred prediction).
@@ -204,6 +221,14 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     scount = np.maximum(size_src, 1).astype(float)
     scent0 = np.stack([np.bincount(r, weights=c, minlength=src_ids.size) for c in (z, y, x)], 1) / scount[:, None]
     eq_r = np.cbrt(3.0 * scount / (4.0 * np.pi))
+    radius = float(search_radius_factor) * eq_r
+    tight = np.zeros(src_ids.size, bool)
+    if search_radius_px is not None:
+        given = np.asarray(search_radius_px, float).reshape(-1)
+        if given.size != src_ids.size or np.any(given < 0):
+            raise InputError(f"search_radius_px needs {src_ids.size} values >= 0 (NaN: the default), one per source id")
+        tight = ~np.isnan(given)
+        radius = np.where(tight, given, radius)
     tree = cKDTree(dcent[dpresent])
     best_key, best_cost = [], []
     for h in range(n_h):
@@ -221,7 +246,7 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
         pairs, inter = np.unique(r[hit] * nd + d[hit], return_counts=True)
         pr, pd = pairs // nd, pairs % nd
         scent = scent0 + shift
-        near = tree.query_ball_point(scent, r=float(search_radius_factor) * eq_r)
+        near = tree.query_ball_point(scent, r=radius)
         near = [v if ok_h[i] else [] for i, v in enumerate(near)]
         nr = np.repeat(np.arange(src_ids.size), [len(v) for v in near])
         nd_ = dpresent[np.concatenate([np.asarray(v, np.int64) for v in near])] if nr.size else np.zeros(0, np.int64)
@@ -231,9 +256,12 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
         inter_all[np.searchsorted(k2, pairs)] = inter
         iou = inter_all / (size_src[cr] + dcount[cd] - inter_all)
         dist = np.linalg.norm(dcent[cd] - scent[cr], axis=1)
-        best_key.append(k2)
-        best_cost.append((1.0 - iou) + dist / (2.0 * eq_r[cr])
-                         + np.abs(np.log(dcount[cd] / np.maximum(size_src[cr], 1))) + pen[h])
+        # with a per-source radius, an overlap alone proposes a particle only if the prediction covers
+        # most of it (a fragment of the particle cut by the border), not a touching neighbour
+        keep = ~tight[cr] | (dist <= radius[cr]) | (inter_all >= 0.5 * dcount[cd])
+        best_key.append(k2[keep])
+        best_cost.append(((1.0 - iou) + dist / (2.0 * eq_r[cr])
+                          + np.abs(np.log(dcount[cd] / np.maximum(size_src[cr], 1))) + pen[h])[keep])
     key = np.concatenate(best_key)
     cst = np.concatenate(best_cost)
     o = np.lexsort((cst, key))
@@ -262,24 +290,75 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
             out_d.append(cd[j])
             out_c.append(cost[j])
             continue
-        m = np.full((rows.size, cols.size), _FORBIDDEN)
+        # each row may also stay unmatched (its own dummy column) at 1.05 x the component's dearest pair:
+        # with forbidden entries alone the assignment maximises the number of links first and shifts a
+        # whole chain of particles onto their neighbours (cost 2-5 each) to link one more
+        m = np.full((rows.size, cols.size + rows.size), _FORBIDDEN)
         m[ri, ci] = cost[grp]
+        m[np.arange(rows.size), cols.size + np.arange(rows.size)] = _ALTERNATIVE * cost[grp].max()
         a, b = linear_sum_assignment(m)
-        ok = m[a, b] < _FORBIDDEN
+        ok = b < cols.size
         out_s.extend(src_ids[rows[a[ok]]])
         out_d.extend(cols[b[ok]])
         out_c.extend(m[a[ok], b[ok]])
     return np.asarray(out_s, np.int64), np.asarray(out_d, np.int64), np.asarray(out_c, float)
 
 
+def field_uncertainty(field, points_zyx_px) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement of a DVC field at T0 points and its local uncertainty, px.
+
+    The uncertainty is the RMS spread, about the interpolated displacement, of the first-order
+    predictions ``t_k + (F_k - I)(p - x_k)`` of the 8 nodes nearest to each point: on a smooth,
+    well measured field they agree to a few hundredths of a px; where windows straddle two
+    motions or a node is wrong they disagree by px.  It is infinite where the field does not cover
+    the point: outside the box of the usable nodes grown by their half-window (the reach of the
+    outer windows; half a node spacing when the field records none), or with a node among the 8
+    that did not converge (interpolated nodes agree with each other by construction, so their
+    spread says nothing; :attr:`DisplacementField.converged`).
+
+    Returns
+    -------
+    (displacement (m, 3), uncertainty (m,))
+    """
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points_zyx_px, float).reshape(-1, 3)
+    u, _ = field.interpolate(pts)
+    pos, ok = field.positions_zyx_px, field.usable
+    k = min(8, len(pos))
+    _, idx = cKDTree(pos).query(pts, k=k)
+    idx = idx.reshape(len(pts), k)
+    reach = np.asarray(field.half_window_px, float)   # the outer windows measured up to there
+    if not np.all(reach > 0):  # no window recorded: half the node spacing (or nearest-neighbour distance)
+        sp = np.asarray(field.node_spacing_px, float)
+        if not np.all(sp > 0):
+            sp = np.full(3, np.median(cKDTree(pos).query(pos, k=2)[0][:, 1]) if len(pos) > 1 else 0.0)
+        reach = sp / 2
+    lo, hi = pos[ok].min(0) - reach, pos[ok].max(0) + reach
+    inside = np.all((pts >= lo) & (pts <= hi), axis=1) & np.all(field.converged[idx], axis=1)
+    est = field.phi[idx, :3, 3] + np.einsum("mkab,mkb->mka", field.phi[idx, :3, :3] - np.eye(3),
+                                            pts[:, None, :] - pos[idx])
+    sigma = np.sqrt(np.mean(np.sum((est - u[:, None, :]) ** 2, axis=-1), axis=1))
+    return u, np.where(inside, sigma, np.inf)
+
+
 def _predictor(displacement, n_steps):
-    """callable(step, points_px (m, 3)) -> displacement px (m, 3) from T0, or None."""
+    """callable(step, points_px (m, 3)) -> (displacement px (m, 3) from T0, uncertainty px (m,)), or None.
+
+    The uncertainty is infinite where the field does not cover a point (NaN from a callable)."""
     from ..dvc import DisplacementField
 
     if displacement is None:
         return None
     if callable(displacement):
-        return displacement
+        def call(step, pts):
+            u = np.asarray(displacement(step, pts), float).reshape(-1, 3)
+            if u.shape[0] != len(pts):
+                raise InputError(f"the displacement callable returned {u.shape[0]} rows for {len(pts)} points")
+            covered = np.all(np.isfinite(u), axis=1)
+            return u, np.where(covered, np.nan, np.inf)   # NaN: covered, uncertainty unknown
+
+        return call
     fields = list(displacement)
     if len(fields) not in (n_steps, n_steps - 1):
         raise InputError(f"displacement has {len(fields)} fields for {n_steps} steps; give one field T0 -> Tn per "
@@ -293,10 +372,34 @@ def _predictor(displacement, n_steps):
     def predict(step, pts):
         f = fields[step]
         if f is None:
-            return np.zeros_like(pts)
-        return f.interpolate(pts)[0]
+            return np.zeros_like(pts), np.zeros(len(pts))
+        return field_uncertainty(f, pts)
 
     return predict
+
+
+def _hypotheses(predict, step, src_step, ref, pos_src, fallback_penalty, default_radius):
+    """Motion hypotheses ``(n, k, 3)`` px from the last seen positions, their penalties and search radii (px).
+
+    With a field the prediction is its displacement T0 -> step at the T0 position ``ref``, searched
+    within ``_RADIUS_BASE_PX + _RADIUS_SIGMAS x`` its local uncertainty.  Where the field does not
+    cover a particle, or is so uncertain there that this radius reaches ``default_radius``, two
+    fallbacks (NaN elsewhere: no candidates) are added at a penalty: the last seen position moved
+    by the field's increment since then, and the last seen position unmoved."""
+    n = len(ref)
+    if predict is None:
+        return np.zeros((n, 1, 3)), [0.0], None
+    u, sigma = predict(step, ref)
+    radius = _RADIUS_BASE_PX + _RADIUS_SIGMAS * sigma   # NaN: unknown (a callable), inf: not covered
+    covered = ~(radius >= default_radius)
+    radius = np.where(covered, radius, np.nan)
+    hyp = [ref + u - pos_src]
+    if fallback_penalty is not None and not covered.all():
+        off = np.where(covered, np.nan, 0.0)[:, None]
+        if src_step > 0:
+            hyp.append(u - predict(src_step, ref)[0] + off)
+        hyp.append(np.zeros_like(pos_src) + off)
+    return np.stack(hyp, 1), [0.0] + [float(fallback_penalty or 0.0)] * (len(hyp) - 1), radius
 
 
 def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=None,
@@ -312,17 +415,21 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     displacement : sequence of DisplacementField, or callable, optional
         Fields T0 -> Tn (one per step n >= 1, or one per step with ``None`` for T0) on the same
         voxel grid (px), e.g. from :func:`tomo4d.dvc.correlate`; or ``f(step, points_px) ->
-        displacement_px`` for T0 points ``(m, 3)``.  Without one, each particle is predicted at
+        displacement_px`` for T0 points ``(m, 3)`` (NaN rows: no prediction there; a callable's
+        uncertainty is unknown, so its particles are searched within ``search_radius_factor``
+        equivalent radii).  Without one, each particle is predicted at
         its last seen position (enough only for motions below a particle radius per step).
     voxel_size_nm : float or (3,) float, optional
     search_radius_factor : float
         See :func:`link_particles`.
     fallback_penalty : float or None
-        With a field, each particle also gets two fallback predictions: its last seen position
-        moved by the field's increment since that step, and its last seen position unmoved; they
-        rescue particles where the measured field is locally wrong (e.g. next to the rigid
+        With a field, a particle the field does not cover (:func:`field_uncertainty` infinite, or
+        so uncertain that ``2 + 3 sigma`` px reaches ``search_radius_factor`` equivalent radii; NaN
+        from a callable) also gets two fallback predictions: its last seen position moved by the
+        field's increment since that step, and its last seen position unmoved; they rescue
+        particles where the measured field is missing or locally wrong (e.g. next to the rigid
         collector, where DVC windows straddle two motions).  Pairs found only through a fallback
-        cost this much more.  ``None``: the field alone.
+        cost this much more.  ``None``: the field alone everywhere.
     names : sequence of str, optional
     progress : callable(done, total), optional
 
@@ -378,21 +485,13 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
                 continue
             src_lab = np.array([lab_hist[t][src_step] for t in tr])
             pos_src = np.array([cen_hist[t][src_step] for t in tr])
-            # motion hypotheses: the field (T0 -> Tn at the T0 position), the field increment since
-            # the last seen step added to the last seen position, and no motion since then
-            hyp = []
-            if predict is not None:
-                ref = np.array([x0[t] for t in tr])
-                u_s = predict(s, ref)
-                hyp.append(ref + u_s - pos_src)
-                if src_step > 0 and fallback_penalty is not None:
-                    hyp.append(u_s - predict(int(src_step), ref))
-            if predict is None or fallback_penalty is not None:
-                hyp.append(np.zeros_like(pos_src))
-            pens = [0.0] + [float(fallback_penalty or 0.0)] * (len(hyp) - 1)
+            vol_src = np.array([vol_hist[t][src_step] for t in tr]) / vox_um3
+            hyp, pens, radius = _hypotheses(predict, s, int(src_step), np.array([x0[t] for t in tr]), pos_src,
+                                            fallback_penalty, search_radius_factor * np.cbrt(0.75 * vol_src / np.pi))
             dst_masked = dst if not matched_dst else np.where(np.isin(dst, list(matched_dst)), 0, dst)
-            a, b, c = link_particles(labs[src_step], dst_masked, np.stack(hyp, 1), src_ids=src_lab,
-                                     search_radius_factor=search_radius_factor, hypothesis_penalty=pens)
+            a, b, c = link_particles(labs[src_step], dst_masked, hyp, src_ids=src_lab,
+                                     search_radius_factor=search_radius_factor, search_radius_px=radius,
+                                     hypothesis_penalty=pens)
             lookup = dict(zip(src_lab.tolist(), tr.tolist()))
             for sa, db, cc in zip(a.tolist(), b.tolist(), c.tolist()):
                 new_links[lookup[sa]] = (db, cc)
@@ -422,7 +521,8 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
             p = d_cen[j].copy()
             if predict is not None:
                 for _ in range(5):
-                    p = d_cen[j] - predict(s, p[None])[0]
+                    q = d_cen[j] - predict(s, p[None])[0][0]
+                    p = q if np.all(np.isfinite(q)) else p
             x0.append(p)
         last_seen = np.concatenate([last_seen, np.full(len(fresh), s, np.int64)])
         if progress is not None:
