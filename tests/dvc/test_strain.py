@@ -8,8 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tomo4d.dvc import (DisplacementField, NodeStatus, StrainField, hencky, node_grid, regional_strain, strain_field,
-                        strain_histogram)
+from tomo4d.dvc import (
+    DisplacementField,
+    NodeStatus,
+    StrainField,
+    hencky,
+    node_grid,
+    regional_strain,
+    strain_field,
+    strain_histogram,
+)
 from tomo4d.errors import InputError
 
 

@@ -2,8 +2,6 @@
 
 import json
 
-import numpy as np
-
 from tomo4d.cli import main
 
 

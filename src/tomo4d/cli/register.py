@@ -158,9 +158,9 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 @json_option
 def strain(field_path, output, split_z, components, small_strain, gradient, overwrite, as_json):
     """Finite strain (F, Hencky, Green-Lagrange, det F - 1, principal stretches) from a displacement FIELD."""
+    from .._validate import check_number
     from ..dvc import DisplacementField, regional_strain, strain_field
     from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
-    from .._validate import check_number
     from ..errors import InputError
 
     if split_z is not None:
