@@ -1,19 +1,33 @@
-"""Strain from displacement fields on grids: exact for affine fields, accurate for smooth ones."""
+"""Strain from displacement fields on grids: exact for affine fields, accurate for smooth ones.
+
+Finite strain: homogeneous fields have closed-form Hencky / Green-Lagrange / volumetric values
+(uniaxial 50 % stretch, simple shear, a 30 deg rotation with and without stretch)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tomo4d.dvc import DisplacementField, NodeStatus, node_grid, regional_strain, strain_field, strain_histogram
+from tomo4d.dvc import (
+    DisplacementField,
+    NodeStatus,
+    StrainField,
+    hencky,
+    node_grid,
+    regional_strain,
+    strain_field,
+    strain_histogram,
+)
 from tomo4d.errors import InputError
 
 
-def _grid_field(u, shape=(120, 100, 100), spacing=10):
+def _grid_field(u, shape=(120, 100, 100), spacing=10, F=None):
     pos, gs = node_grid(shape, node_spacing=spacing, half_window=spacing)
     pos = pos.astype(float)
     phi = np.tile(np.eye(4), (len(pos), 1, 1))
     phi[:, :3, 3] = u(pos)
+    if F is not None:
+        phi[:, :3, :3] = F
     return DisplacementField(pos, phi, np.zeros(len(pos), np.int8), grid_shape=gs,
                              node_spacing_px=(spacing,) * 3, half_window_px=(spacing,) * 3)
 
@@ -41,11 +55,11 @@ def test_smooth_field_up_to_10_percent():
 def test_regional_stats_and_histogram():
     s = strain_field(_grid_field(lambda p: np.stack([0.001 * (p[:, 0] - 60) ** 2, 0 * p[:, 0], 0 * p[:, 0]], 1)))
     stats = regional_strain(s, {"bottom": lambda p: p[..., 0] < 60, "top": lambda p: p[..., 0] >= 60},
-                            components=("zz",))
+                            components=("hencky_zz",))
     bottom, top = stats
     assert bottom.region == "bottom" and bottom.mean < 0 < top.mean
     assert bottom.n_nodes + top.n_nodes == s.valid.sum()
-    counts, edges = strain_histogram(s, "zz", bins=10)
+    counts, edges = strain_histogram(s, bins=10)
     assert counts.sum() == s.valid.sum() and len(edges) == 11
 
 
@@ -63,3 +77,123 @@ def test_strain_needs_grid():
         strain_field(f.with_(grid_shape=None))
     with pytest.raises(InputError, match="component"):
         strain_field(f).component("qq")
+
+
+def _homogeneous(F):
+    return strain_field(_grid_field(lambda p: (p - 50) @ (F - np.eye(3)).T, shape=(60, 60, 60)))
+
+
+def _rot_zy(deg):
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+def test_uniaxial_50_percent_stretch():
+    s = _homogeneous(np.diag([1.5, 1.0, 1.0]))
+    np.testing.assert_allclose(s.component("hencky_zz"), np.log(1.5), atol=1e-12)
+    np.testing.assert_allclose(s.component("green_zz"), (1.5 ** 2 - 1) / 2, atol=1e-12)
+    np.testing.assert_allclose(s.component("volumetric"), 0.5, atol=1e-12)
+    np.testing.assert_allclose(s.component("small_zz"), 0.5, atol=1e-12)
+    np.testing.assert_allclose(s.component("zz"), 0.5, atol=1e-12)  # bare name: small strain, as before
+    for c in ("hencky_yy", "hencky_xx", "hencky_zx", "green_yy"):
+        np.testing.assert_allclose(s.component(c), 0.0, atol=1e-12)
+    np.testing.assert_allclose(s.component("stretch_1"), 1.5, atol=1e-12)
+    np.testing.assert_allclose(s.component("stretch_3"), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.abs(s.stretch_directions[..., :, 0]), np.broadcast_to([1, 0, 0], s.F.shape[:3] + (3,)),
+                               atol=1e-12)
+    # von Mises equivalent of ln U = diag(l, 0, 0): 2/3 l
+    np.testing.assert_allclose(s.deviatoric, 2 / 3 * np.log(1.5), atol=1e-12)
+    assert s.valid.all() and s.gradient == "nodes"
+
+
+@pytest.mark.parametrize("gamma", [0.2, 0.8])
+def test_simple_shear(gamma):
+    """z displaced by gamma * y: closed forms of E and ln U (stretches gamma/2 +- sqrt(1 + gamma^2/4))."""
+    F = np.eye(3)
+    F[0, 1] = gamma
+    s = _homogeneous(F)
+    n = s.F[1, 2, 3]
+    np.testing.assert_allclose(n, F, atol=1e-12)
+    np.testing.assert_allclose(s.green[1, 2, 3], [[0, gamma / 2, 0], [gamma / 2, gamma ** 2 / 2, 0], [0, 0, 0]],
+                               atol=1e-12)
+    r = np.sqrt(1 + gamma ** 2 / 4)
+    lam = gamma / 2 + r
+    # ln U = ln(lam) / r * [[-gamma/2, 1], [1, gamma/2]] in the (z, y) plane
+    expect = np.zeros((3, 3))
+    expect[:2, :2] = np.log(lam) / r * np.array([[-gamma / 2, 1], [1, gamma / 2]])
+    np.testing.assert_allclose(s.hencky[1, 2, 3], expect, atol=1e-12)
+    np.testing.assert_allclose(s.stretches[1, 2, 3], [lam, 1.0, 1 / lam], atol=1e-12)
+    np.testing.assert_allclose(s.volumetric, 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.trace(s.hencky, axis1=-2, axis2=-1), 0.0, atol=1e-12)  # tr ln U = ln det F
+
+
+@pytest.mark.parametrize("stretch", [1.0, 1.5])
+def test_rotation_30_deg_is_not_strain(stretch):
+    """F = R(30 deg) diag(stretch, 1, 1): finite strains see only the stretch; small strain sees the rotation."""
+    F = _rot_zy(30) @ np.diag([stretch, 1.0, 1.0])
+    s = _homogeneous(F)
+    np.testing.assert_allclose(s.component("hencky_zz"), np.log(stretch), atol=1e-12)
+    np.testing.assert_allclose(s.component("green_zz"), (stretch ** 2 - 1) / 2, atol=1e-12)
+    for c in ("hencky_yy", "hencky_zy", "green_yy", "green_zy"):
+        np.testing.assert_allclose(s.component(c), 0.0, atol=1e-12)
+    np.testing.assert_allclose(s.volumetric, stretch - 1, atol=1e-12)
+    np.testing.assert_allclose(s.component("stretch_1"), stretch, atol=1e-12)
+    assert np.all(np.abs(s.component("small_yy") - (np.cos(np.radians(30)) - 1)) < 1e-12)  # -0.134: not strain
+
+
+def test_smooth_finite_field_up_to_40_percent():
+    """F_zz = 1 + 0.4 cos(pi z / L): Hencky zz = ln F_zz within the central-difference truncation bound."""
+    L, a, h = 120.0, 0.4, 10
+    amp = a * L / np.pi
+    s = strain_field(_grid_field(lambda p: np.stack([amp * np.sin(np.pi * p[:, 0] / L), 0 * p[:, 0],
+                                                     0.05 * (p[:, 2] - 20)], axis=1), shape=(121, 40, 40), spacing=h))
+    z = s.positions_zyx_px[..., 0]
+    fzz = 1 + a * np.cos(np.pi * z / L)
+    true = np.log(fzz)  # F = diag(F_zz, 1, 1.05)
+    err = np.abs(s.component("hencky_zz") - true)
+    # interior nodes (central differences): |dF| <= h^2 (pi/L)^2 a / 6, |d ln F| <= |dF| / min F_zz (0.6)
+    bound = h ** 2 * (np.pi / L) ** 2 * a / 6 / 0.6
+    inner = np.zeros(z.shape, bool)
+    inner[1:-1] = True
+    assert err[inner].max() < bound, (err[inner].max(), bound)
+    np.testing.assert_allclose(s.component("hencky_xx"), np.log(1.05), atol=1e-12)
+    assert np.abs(s.component("small_zz") - true)[inner].max() > 10 * bound  # small strain is wrong here
+    np.testing.assert_allclose(s.volumetric[inner], (1.05 * fzz - 1)[inner], atol=1.05 * bound)
+
+
+def test_affine_gradient_uses_each_nodes_fit():
+    F = np.diag([1.5, 1.0, 0.9])
+    f = _grid_field(lambda p: np.zeros_like(p), shape=(60, 60, 60), F=F)  # affine F set, displacements zero
+    a = strain_field(f, gradient="affine")
+    n = strain_field(f)
+    np.testing.assert_allclose(a.component("hencky_zz"), np.log(1.5), atol=1e-12)
+    np.testing.assert_allclose(a.component("hencky_xx"), np.log(0.9), atol=1e-12)
+    np.testing.assert_allclose(n.component("hencky_zz"), 0.0, atol=1e-12)
+    assert a.gradient == "affine"
+    with pytest.raises(InputError, match="gradient"):
+        strain_field(f, gradient="spline")
+
+
+def test_save_load_vtk(tmp_path):
+    s = _homogeneous(_rot_zy(10) @ np.diag([1.3, 1.0, 1.1]))
+    s.save(tmp_path / "s.h5")
+    r = StrainField.load(tmp_path / "s.h5")
+    for k in ("F", "hencky", "green", "strain", "volumetric", "deviatoric", "stretches", "valid", "positions_zyx_px"):
+        np.testing.assert_array_equal(getattr(r, k), getattr(s, k))
+    with pytest.raises(Exception, match="exists"):
+        s.save(tmp_path / "s.h5")
+    out = s.to_vtk(tmp_path / "s.vtk", components=("hencky_zz", "volumetric"))
+    text = out.read_text()
+    assert "SCALARS hencky_zz" in text and "SCALARS volumetric" in text and "VECTORS stretch_1_direction" in text
+    assert f"{np.log(1.3):.6g}" in text
+    with pytest.raises(InputError, match="component"):
+        s.component("hencky_qq")
+
+
+def test_hencky_of_inverted_material_is_nan_and_invalid():
+    F = np.tile(np.eye(3), (2, 2, 2, 1, 1))
+    F[0, 0, 0] = np.diag([-1.0, 1, 1])
+    s = StrainField.from_deformation_gradient(F, valid=np.ones((2, 2, 2), bool),
+                                              positions_zyx_px=np.zeros((2, 2, 2, 3)))
+    assert np.isnan(s.hencky[0, 0, 0]).all() and not s.valid[0, 0, 0] and s.valid.sum() == 7
+    np.testing.assert_allclose(hencky(F[1, 1, 1]), 0.0, atol=1e-15)

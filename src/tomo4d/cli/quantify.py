@@ -170,27 +170,37 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
               help="DVC field T0 -> Tn (.h5/.tsv), one per step, in order.")
 @click.option("--labels", "labels_path", required=True, type=click.Path(path_type=str),
               help="Phase labels of T0 on the field's voxel grid (for the electrode interfaces).")
-@click.option("--layers", default=2, show_default=True, help="Electrode layers (2: collector/separator side).")
+@click.option("--layers", default=2, show_default=True,
+              help="Depth bands between the collector and separator interfaces (2: collector/separator side).")
+@click.option("-c", "--component", "components", multiple=True,
+              help="Strain component (repeatable; default hencky_zz and volumetric = det F - 1), e.g. green_zz, "
+                   "hencky_yy, stretch_1.")
+@click.option("--small-strain", is_flag=True, help="Also report the small-strain small_zz/yy/xx and volumetric_small "
+              "(valid only for strains of a few %).")
 @map_option
 @_table_options
-def regions(fields, labels_path, layers, label_map, voxel_size, output, overwrite, as_json):
-    """Strain statistics per electrode layer and step from DVC fields."""
+def regions(fields, labels_path, layers, components, small_strain, label_map, voxel_size, output, overwrite, as_json):
+    """Finite-strain statistics per electrode layer and step from DVC fields (Hencky zz, det F - 1)."""
     import numpy as np
 
     from ..dvc import strain_field
+    from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
     from ..quantify import electrode_thickness, regional_strain_series
 
+    comps = tuple(dict.fromkeys((tuple(components) or DEFAULT_COMPONENTS) + (SMALL_COMPONENTS if small_strain else ())))
     vols, vs = _open_all([labels_path], voxel_size, output)
     v = _voxel(vols, vs)
     th = electrode_thickness(relabel(vols[0].numpy(), label_map), voxel_size_nm=v)
     strains = [strain_field(f) for f in _fields(fields)]
     reg = regional_strain_series(strains, collector_z_px=float(np.nanmean(th.collector_z_nm)) / v[0],
-                                 separator_z_px=float(np.nanmean(th.separator_z_nm)) / v[0], n_layers=layers)
+                                 separator_z_px=float(np.nanmean(th.separator_z_nm)) / v[0], n_layers=layers,
+                                 components=comps, hist_component=comps[0])
     written = _write(reg, output, overwrite, [labels_path, *fields])
 
     def lines():
         for i, n in enumerate(reg.step_names):
-            parts = ", ".join(f"{r} e_zz {100 * reg.value(r)[i]:.2f} %" for r in reg.region_names)
+            parts = "; ".join(r + " " + ", ".join(f"{c} {100 * reg.value(r, c)[i]:.2f} %" for c in reg.components)
+                              for r in reg.region_names)
             yield f"{n}: {parts}"
         yield from _wrote(written)
 

@@ -147,33 +147,46 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 @click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Strain file: .h5 (tensors) or .vtk (ParaView).")
 @click.option("--split-z", default=None, type=float, help="Report top/bottom statistics split at this z, px.")
+@click.option("-c", "--component", "components", multiple=True,
+              help="Component to report (repeatable; default hencky_zz and volumetric = det F - 1), e.g. green_zz, "
+                   "hencky_yy, stretch_1, deviatoric.")
+@click.option("--small-strain", is_flag=True, help="Also report the small-strain small_zz/yy/xx and volumetric_small "
+              "(valid only for strains of a few %).")
+@click.option("--gradient", default="nodes", show_default=True, type=click.Choice(["nodes", "affine"]),
+              help="F from differences of node displacements, or each node's affine fit (noisier).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option
-def strain(field_path, output, split_z, overwrite, as_json):
-    """Strain (small-strain tensor, volumetric, deviatoric) from a displacement FIELD."""
-    from ..dvc import DisplacementField, regional_strain, strain_field
+def strain(field_path, output, split_z, components, small_strain, gradient, overwrite, as_json):
+    """Finite strain (F, Hencky, Green-Lagrange, det F - 1, principal stretches) from a displacement FIELD."""
     from .._validate import check_number
+    from ..dvc import DisplacementField, regional_strain, strain_field
+    from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
     from ..errors import InputError
 
     if split_z is not None:
         split_z = check_number("--split-z", split_z)
+    comps = tuple(dict.fromkeys((tuple(components) or DEFAULT_COMPONENTS) + (SMALL_COMPONENTS if small_strain else ())))
     field = DisplacementField.load(field_path)
-    s = strain_field(field)
+    s = strain_field(field, gradient=gradient)
+    for c in comps:
+        s.component(c)  # refuse an unknown name before writing
     suffix = Path(output).suffix.lower()
     if suffix in (".h5", ".hdf5"):
         s.save(output, overwrite=overwrite)
     elif suffix == ".vtk":
-        scal = {k: s.component(k).ravel() for k in ("zz", "yy", "xx", "volumetric", "deviatoric")}
+        names = dict.fromkeys(("hencky_zz", "hencky_yy", "hencky_xx", "volumetric", "deviatoric", "stretch_1",
+                               "stretch_3") + comps)
+        scal = {"valid": s.valid.ravel().astype(float)} | {k: s.component(k).ravel() for k in names}
         field.to_vtk(output, scalars=scal, overwrite=overwrite)
     else:
         raise InputError(f"cannot write strain to {output!r}; use .h5 or .vtk")
     regions = {"all": s.valid}
     if split_z is not None:
         regions |= {"z < split": lambda p: p[..., 0] < split_z, "z >= split": lambda p: p[..., 0] >= split_z}
-    stats = regional_strain(s, regions)
-    emit({"output": output, "regions": [r.to_dict() for r in stats]}, as_json=as_json, text=[
-        f"{'region':<12} {'component':<11} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}",
-        *(f"{r.region:<12} {r.component:<11} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}"
+    stats = regional_strain(s, regions, components=comps)
+    emit({"output": output, "gradient": gradient, "regions": [r.to_dict() for r in stats]}, as_json=as_json, text=[
+        f"{'region':<12} {'component':<16} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}",
+        *(f"{r.region:<12} {r.component:<16} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}"
           for r in stats),
         f"wrote {output}"])
 

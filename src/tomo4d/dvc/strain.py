@@ -1,138 +1,277 @@
-"""Strain from a displacement field on a regular node grid.
+"""Strain from a displacement field on a regular node grid: finite-strain measures first.
 
-The deformation gradient at each node is ``F = I + grad u`` with ``grad u``
-from second-order finite differences of the node displacements (central
-inside, one-sided at the grid faces), ``du_i / dX_j`` in px/px.  From ``F``:
+The deformation gradient at each node is ``F = I + grad u`` with ``grad u`` from second-order
+finite differences of the node displacements (central inside, one-sided second order at the grid
+faces; first order when an axis has only 2 nodes), ``du_i / dX_j`` in px/px.  This is the default
+(``gradient="nodes"``) rather than the per-node affine ``F`` that DVC also fits
+(``phi[:, :3, :3]``, ``gradient="affine"``): one window's affine fit is noisy (its ``F_zz``
+scatters by ~1e-2 on the phantom, see :mod:`tomo4d.dvc.correlate`) and is biased near interfaces,
+whereas the node differences spread the displacement error (~0.03-0.06 px) over two node spacings
+(e.g. 0.05 px / 2 x 8 px = 3e-3) and stay consistent with the displacements that composition,
+residual maps and tracking use.  ``"affine"`` is the choice when nodes are too sparse for
+differences (fewer than 2 per axis cannot be used at all) or to cross-check.
 
-- small-strain tensor ``e = (H + H^T) / 2`` with ``H = F - I``,
-- volumetric strain ``det F - 1`` (finite, exact relative volume change) and
-  ``tr e`` (small-strain approximation),
-- equivalent deviatoric strain ``sqrt(2/3 e_dev : e_dev)``,
-- axial components ``e_zz, e_yy, e_xx``.
+From ``F`` (see :mod:`tomo4d.dvc.finite` for definitions): volumetric strain ``det F - 1``,
+Green-Lagrange ``E``, Hencky ``ln U``, principal stretches with directions, the von Mises
+equivalent Hencky strain, and the small-strain tensor ``e`` (valid only for small strains: at the
+10-60 % expansions of silicon anodes report Hencky or Green-Lagrange).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FormatError, InputError
+from . import finite
 from .field import DisplacementField
 
-__all__ = ["StrainField", "strain_field", "RegionStats", "regional_strain", "strain_histogram"]
+__all__ = ["StrainField", "strain_field", "RegionStats", "regional_strain", "strain_histogram",
+           "DEFAULT_COMPONENTS", "SMALL_COMPONENTS"]
+
+#: Components reported by default (regional tables, the CLI).
+DEFAULT_COMPONENTS = ("hencky_zz", "volumetric")
+#: Small-strain components, reported only on request.
+SMALL_COMPONENTS = ("small_zz", "small_yy", "small_xx", "volumetric_small")
+
+_AXES = {"z": 0, "y": 1, "x": 2}
+_TENSORS = {"hencky": "hencky", "green": "green", "small": "strain", "F": "F"}
+_SCALARS = ("volumetric", "volumetric_small", "deviatoric", "stretch_1", "stretch_2", "stretch_3")
+_H5_FORMAT = "tomo4d.strain_field"
 
 
 @dataclass(frozen=True, eq=False)
 class StrainField:
-    """Strain on the node grid of a field (all arrays ``(gz, gy, gx, ...)``, dimensionless).
+    """Finite strain on the node grid of a field (all arrays ``(gz, gy, gx, ...)``, dimensionless).
+
+    Build it with :func:`strain_field` or :meth:`from_deformation_gradient`; save/load ``.h5``,
+    export ``.vtk``.  Component names for :meth:`component`: ``{hencky,green,small,F}_{ab}`` with
+    ``a, b`` in ``z, y, x`` (e.g. ``hencky_zz``, ``green_zx``, ``F_zy``), ``volumetric``
+    (``det F - 1``), ``volumetric_small`` (``tr e``), ``deviatoric``, ``stretch_1..3``; a bare
+    ``ab`` (``zz``, ``yx``, ...) is the small-strain component, as in tomo4d <= 0.x tables.
 
     Attributes
     ----------
     F : (gz, gy, gx, 3, 3) float64
-        Deformation gradient.
+        Deformation gradient (reference -> deformed).
+    hencky : (gz, gy, gx, 3, 3) float64
+        Logarithmic strain ``ln U``; NaN where ``det F <= 0``.
+    green : (gz, gy, gx, 3, 3) float64
+        Green-Lagrange strain ``(F^T F - I) / 2``.
     strain : (gz, gy, gx, 3, 3) float64
-        Small-strain tensor ``e``.
+        Small-strain tensor ``e = sym(F - I)``: valid only for small strains (a few %).
     volumetric : (gz, gy, gx) float64
-        ``det F - 1``.
+        ``det F - 1`` (exact relative volume change).
     deviatoric : (gz, gy, gx) float64
-        ``sqrt(2/3 e_dev : e_dev)``.
+        von Mises equivalent Hencky strain ``sqrt(2/3 dev(ln U) : dev(ln U))`` (equal to the
+        small-strain one to first order).
+    stretches : (gz, gy, gx, 3) float64
+        Principal stretches ``lambda_1 >= lambda_2 >= lambda_3``.
+    stretch_directions : (gz, gy, gx, 3, 3) float64
+        ``[..., :, k]``: reference-frame (z, y, x) unit direction of ``lambda_k``.
     valid : (gz, gy, gx) bool
-        Nodes whose gradient stencil uses only usable nodes.
+        Nodes whose ``F`` uses only usable nodes and has ``det F > 0``.
     positions_zyx_px : (gz, gy, gx, 3) float64
         Node positions in the reference, px.
+    gradient : str
+        How ``F`` was obtained: ``"nodes"`` (differences of node displacements) or ``"affine"``
+        (each node's affine fit).
     """
 
     F: np.ndarray
+    hencky: np.ndarray
+    green: np.ndarray
     strain: np.ndarray
     volumetric: np.ndarray
     deviatoric: np.ndarray
+    stretches: np.ndarray
+    stretch_directions: np.ndarray
     valid: np.ndarray
     positions_zyx_px: np.ndarray
+    gradient: str = "nodes"
 
+    @classmethod
+    def from_deformation_gradient(cls, F, *, valid, positions_zyx_px, gradient: str = "nodes") -> StrainField:
+        """All measures from ``F`` ``(gz, gy, gx, 3, 3)``; ``valid`` is and-ed with ``det F > 0``."""
+        F = finite._as_F(F)
+        if F.ndim != 5:
+            raise InputError(f"F must be (gz, gy, gx, 3, 3) on a node grid, got {F.shape}")
+        valid = np.asarray(valid, bool)
+        pos = np.asarray(positions_zyx_px, np.float64)
+        if valid.shape != F.shape[:3] or pos.shape != F.shape[:3] + (3,):
+            raise InputError(f"valid {valid.shape} and positions_zyx_px {pos.shape} must match the grid "
+                             f"{F.shape[:3]} of F")
+        st = finite.principal_stretches(F)
+        h = finite.hencky(F, stretches=st)
+        vol = finite.volumetric_strain(F)
+        return cls(F=F, hencky=h, green=finite.green_lagrange(F), strain=finite.small_strain(F), volumetric=vol,
+                   deviatoric=finite.equivalent_strain(h), stretches=st[0], stretch_directions=st[1],
+                   valid=valid & np.isfinite(vol) & (vol > -1.0), positions_zyx_px=pos, gradient=str(gradient))
+
+    # -- components -----------------------------------------------------------------------------
     @property
     def zz(self) -> np.ndarray:
+        """Small-strain ``e_zz`` (valid for small strains only; see ``component("hencky_zz")``)."""
         return self.strain[..., 0, 0]
 
     @property
     def yy(self) -> np.ndarray:
+        """Small-strain ``e_yy``."""
         return self.strain[..., 1, 1]
 
     @property
     def xx(self) -> np.ndarray:
+        """Small-strain ``e_xx``."""
         return self.strain[..., 2, 2]
 
     @property
     def volumetric_small(self) -> np.ndarray:
-        """``tr e`` (small-strain volumetric strain)."""
+        """``tr e`` (small-strain volumetric strain; ``det F - 1`` is :attr:`volumetric`)."""
         return np.trace(self.strain, axis1=-2, axis2=-1)
 
-    def component(self, name: str) -> np.ndarray:
-        """One of ``zz, yy, xx, zy, zx, yx, volumetric, deviatoric`` on the grid."""
-        idx = {"z": 0, "y": 1, "x": 2}
-        if name in ("volumetric", "deviatoric"):
-            return getattr(self, name)
-        if len(name) == 2 and all(c in idx for c in name):
-            return self.strain[..., idx[name[0]], idx[name[1]]]
-        raise InputError(f"strain component {name!r} is not known; use zz, yy, xx, zy, zx, yx, volumetric "
-                         "or deviatoric")
+    @staticmethod
+    def component_names() -> tuple[str, ...]:
+        """Every accepted component name (bare ``ab`` = ``small_ab`` excepted)."""
+        pairs = [a + b for a in "zyx" for b in "zyx"]
+        return tuple(f"{k}_{p}" for k in _TENSORS for p in pairs) + _SCALARS
 
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write an HDF5 file (``/F``, ``/strain``, ``/volumetric``, ``/deviatoric``, ``/valid``,
-        ``/positions_zyx_px``; attribute ``format = "tomo4d.strain_field"``), atomically."""
+    def component(self, name: str) -> np.ndarray:
+        """One scalar component on the grid ``(gz, gy, gx)``; see the class docstring for names."""
+        name = str(name)
+        if name in ("volumetric", "deviatoric", "volumetric_small"):
+            return getattr(self, name)
+        if name in ("stretch_1", "stretch_2", "stretch_3"):
+            return self.stretches[..., int(name[-1]) - 1]
+        kind, _, ab = name.rpartition("_")
+        if not kind and len(ab) == 2:
+            kind = "small"
+        if kind in _TENSORS and len(ab) == 2 and all(c in _AXES for c in ab):
+            return getattr(self, _TENSORS[kind])[..., _AXES[ab[0]], _AXES[ab[1]]]
+        raise InputError(f"strain component {name!r} is not known; use e.g. hencky_zz, green_zz, small_zz, F_zz, "
+                         "volumetric (det F - 1), volumetric_small, deviatoric or stretch_1/2/3")
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write an HDF5 file atomically: every array attribute as a dataset (``/F``, ``/hencky``,
+        ``/green``, ``/strain`` (small), ``/volumetric``, ``/deviatoric``, ``/stretches``,
+        ``/stretch_directions``, ``/valid``, ``/positions_zyx_px``), attributes ``format =
+        "tomo4d.strain_field"``, ``version = 2``, ``gradient``."""
         import h5py
 
         from ..io import atomic_output
 
         with atomic_output(path, overwrite=overwrite) as tmp:
             with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = "tomo4d.strain_field"
-                f.attrs["version"] = 1
-                for k in ("F", "strain", "volumetric", "deviatoric", "valid", "positions_zyx_px"):
+                f.attrs["format"] = _H5_FORMAT
+                f.attrs["version"] = 2
+                f.attrs["gradient"] = self.gradient
+                for k in ("F", "hencky", "green", "strain", "volumetric", "deviatoric", "stretches",
+                          "stretch_directions", "valid", "positions_zyx_px"):
                     f[k] = getattr(self, k)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> StrainField:
+        """Read a file written by :meth:`save` (version 1 files too: the measures are recomputed from ``/F``)."""
+        import h5py
+
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"strain file {str(path)!r} does not exist; check the path")
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != _H5_FORMAT:
+                    raise FormatError(f"{str(path)!r} is HDF5 but not a tomo4d strain field "
+                                      f"(attribute format != {_H5_FORMAT!r})")
+                F, valid, pos = f["F"][()], f["valid"][()], f["positions_zyx_px"][()]
+                gradient = str(f.attrs.get("gradient", "nodes"))
+        except OSError as exc:
+            raise FormatError(f"cannot read {str(path)!r} as HDF5: {exc}") from None
+        return cls.from_deformation_gradient(F, valid=valid, positions_zyx_px=pos, gradient=gradient)
+
+    def to_vtk(self, path, *, components: Sequence[str] = ("hencky_zz", "hencky_yy", "hencky_xx", "volumetric",
+                                                           "deviatoric", "stretch_1", "stretch_3"),
+               overwrite: bool = False) -> Path:
+        """Legacy VTK structured points (ParaView): ``components`` as scalars (NaN written as 0),
+        ``valid`` (0/1) and the direction of ``lambda_1`` as vectors, in (x, y, z) order, px."""
+        from ..io import atomic_output
+
+        values = {str(c): self.component(c) for c in components}
+        gz, gy, gx = self.valid.shape
+        p = self.positions_zyx_px
+        o = p[0, 0, 0]
+        step = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
+        sp = [float(p[step[a]][a] - o[a]) if n > 1 else 1.0 for a, n in enumerate((gz, gy, gx))]
+        lines = ["# vtk DataFile Version 2.0", f"tomo4d strain field (F from {self.gradient})", "ASCII",
+                 "DATASET STRUCTURED_POINTS", f"DIMENSIONS {gx} {gy} {gz}",
+                 f"ORIGIN {o[2]:.6f} {o[1]:.6f} {o[0]:.6f}", f"SPACING {sp[2]} {sp[1]} {sp[0]}",
+                 f"POINT_DATA {self.valid.size}", "VECTORS stretch_1_direction double"]
+        d = np.nan_to_num(self.stretch_directions[..., :, 0].reshape(-1, 3), nan=0.0)
+        lines += [f"{a[2]:.6g} {a[1]:.6g} {a[0]:.6g}" for a in d]
+        for name, v in {"valid": self.valid.astype(float), **values}.items():
+            lines += [f"SCALARS {name} double 1", "LOOKUP_TABLE default"]
+            lines += [f"{a:.6g}" for a in np.nan_to_num(np.ravel(v), nan=0.0)]
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+        return Path(path)
 
 
-def strain_field(field: DisplacementField) -> StrainField:
-    """Deformation gradient and strains from the displacement of a regular-grid field.
+def strain_field(field: DisplacementField, *, gradient: str = "nodes") -> StrainField:
+    """Deformation gradient and finite strains of a regular-grid field.
 
     Parameters
     ----------
     field : DisplacementField
         Needs ``grid_shape`` with at least 2 nodes along every axis.  Unusable
         nodes are filled from neighbours first and flagged in ``valid``.
+    gradient : {"nodes", "affine"}
+        ``"nodes"`` (default): ``F = I + grad u`` from second-order differences of the node
+        displacements; a node is valid when it and its six axis neighbours are usable.
+        ``"affine"``: each node's own affine fit ``phi[:, :3, :3]`` (noisier; see the module
+        docstring); a node is valid when it is usable.
+
+    Returns
+    -------
+    StrainField
     """
     from .field import _fill_from_neighbours
 
     if not isinstance(field, DisplacementField):
         raise InputError("strain_field needs a DisplacementField")
+    if gradient not in ("nodes", "affine"):
+        raise InputError(f"gradient={gradient!r} is not known; use 'nodes' (differences of node displacements) "
+                         "or 'affine' (each node's affine fit)")
     if field.grid_shape is None or min(field.grid_shape) < 2:
         raise InputError(f"strain needs a regular grid with >= 2 nodes per axis, got grid_shape="
                          f"{field.grid_shape}; use a smaller node spacing")
     ok = field.usable
     if not ok.any():
         raise InputError("the field has no usable (converged or interpolated) node")
-    u = _fill_from_neighbours(field.positions_zyx_px, field.displacement_zyx_px, ok)
-    ug = field.grid(u)
+    gshape = tuple(field.grid_shape)
+    okg = field.grid(ok)
+    if gradient == "affine":
+        f = _fill_from_neighbours(field.positions_zyx_px, field.phi[:, :3, :3].reshape(-1, 9), ok)
+        return StrainField.from_deformation_gradient(field.grid(f).reshape(gshape + (3, 3)), valid=okg,
+                                                     positions_zyx_px=field.grid(field.positions_zyx_px),
+                                                     gradient="affine")
+    ug = field.grid(_fill_from_neighbours(field.positions_zyx_px, field.displacement_zyx_px, ok))
     sp = [float(s) for s in field.node_spacing_px]
-    grads = np.empty(tuple(field.grid_shape) + (3, 3))
+    grads = np.empty(gshape + (3, 3))
     for i in range(3):
-        g = np.gradient(ug[..., i], *sp, edge_order=2 if min(field.grid_shape) >= 3 else 1)
+        g = np.gradient(ug[..., i], *sp, edge_order=2 if min(gshape) >= 3 else 1)
         for j in range(3):
             grads[..., i, j] = g[j]
-    F = grads + np.eye(3)
-    e = 0.5 * (grads + np.swapaxes(grads, -1, -2))
-    dev = e - np.trace(e, axis1=-2, axis2=-1)[..., None, None] / 3.0 * np.eye(3)
-    okg = field.grid(ok)
     # a node's gradient is trustworthy if it and its axis neighbours are usable
     pad = np.pad(okg, 1, mode="edge")
-    gz, gy, gx = field.grid_shape
+    gz, gy, gx = gshape
     valid = okg.copy()
     for a, b, c in ((0, 1, 1), (2, 1, 1), (1, 0, 1), (1, 2, 1), (1, 1, 0), (1, 1, 2)):
         valid &= pad[a:a + gz, b:b + gy, c:c + gx]
-    return StrainField(F=F, strain=e, volumetric=np.linalg.det(F) - 1.0,
-                       deviatoric=np.sqrt(2.0 / 3.0 * np.sum(dev * dev, axis=(-1, -2))), valid=valid,
-                       positions_zyx_px=field.grid(field.positions_zyx_px))
+    return StrainField.from_deformation_gradient(grads + np.eye(3), valid=valid,
+                                                 positions_zyx_px=field.grid(field.positions_zyx_px))
 
 
 @dataclass(frozen=True)
@@ -153,7 +292,7 @@ class RegionStats:
 
 
 def regional_strain(strain: StrainField, regions: Mapping[str, np.ndarray], *,
-                    components=("zz", "yy", "xx", "volumetric", "deviatoric")) -> list[RegionStats]:
+                    components: Sequence[str] = DEFAULT_COMPONENTS) -> list[RegionStats]:
     """Statistics of strain components per region.
 
     Parameters
@@ -163,7 +302,8 @@ def regional_strain(strain: StrainField, regions: Mapping[str, np.ndarray], *,
         callable taking node positions ``(gz, gy, gx, 3)`` (px) and returning such a mask.
         E.g. ``{"top": lambda p: p[..., 0] >= 50, "bottom": lambda p: p[..., 0] < 50}``.
     components : sequence of str
-        See :meth:`StrainField.component`.
+        See :meth:`StrainField.component`; default Hencky ``zz`` and ``det F - 1``
+        (:data:`SMALL_COMPONENTS` on request).
 
     Returns
     -------
@@ -172,13 +312,14 @@ def regional_strain(strain: StrainField, regions: Mapping[str, np.ndarray], *,
     """
     out = []
     gshape = strain.valid.shape
+    values = {c: strain.component(c) for c in components}
     for name, sel in regions.items():
         m = sel(strain.positions_zyx_px) if callable(sel) else np.asarray(sel)
         if m.shape != gshape:
             raise InputError(f"region {name!r} has shape {m.shape}; it must be a mask on the node grid {gshape}")
         m = m.astype(bool) & strain.valid
-        for comp in components:
-            v = strain.component(comp)[m]
+        for comp, full in values.items():
+            v = full[m]
             if v.size == 0:
                 out.append(RegionStats(name, comp, 0, *([float("nan")] * 5)))
                 continue
@@ -187,7 +328,7 @@ def regional_strain(strain: StrainField, regions: Mapping[str, np.ndarray], *,
     return out
 
 
-def strain_histogram(strain: StrainField, component: str = "zz", *, bins: int = 50, mask=None,
+def strain_histogram(strain: StrainField, component: str = "hencky_zz", *, bins: int = 50, mask=None,
                      value_range=None) -> tuple[np.ndarray, np.ndarray]:
     """Histogram ``(counts (bins,), edges (bins + 1,))`` of a strain component over valid nodes."""
     v = strain.component(component)

@@ -8,9 +8,10 @@ an in-situ series T0..Tn during lithiation, a repeated scan, and neutron volumes
 particle, blur and noise levels.  See :mod:`tomo4d.phantom.experiment` for frames and grids.
 """
 
+from ._finite import AnodeStrainTruth
 from ._model import LithiationMode, Phase
 from .experiment import (GridSpec, GroundTruth, PhantomParams, SyntheticExperiment, apply_phi,
                          default_soc_schedule, make_experiment)
 
 __all__ = ["make_experiment", "SyntheticExperiment", "GroundTruth", "PhantomParams", "GridSpec",
-           "Phase", "LithiationMode", "apply_phi", "default_soc_schedule"]
+           "Phase", "LithiationMode", "apply_phi", "default_soc_schedule", "AnodeStrainTruth"]

@@ -2,8 +2,17 @@
 
 The electrode of the reference step (T0) is cut into ``n_layers`` slabs between the collector and
 separator interfaces (two layers: the collector side and the separator side); every node of a
-strain field (reference coordinates) falls into one layer by its depth.  Statistics come from
-:func:`tomo4d.dvc.regional_strain`, histograms from the same valid nodes.
+strain field (reference coordinates) falls into one layer by its depth (z, the electrode-thickness
+axis).  Statistics come from :func:`tomo4d.dvc.regional_strain`, histograms from the same valid nodes.
+
+Components are finite-strain measures by default: Hencky (logarithmic) axial strain ``hencky_zz``
+and volumetric strain ``det F - 1`` (``volumetric``); any name of
+:meth:`tomo4d.dvc.StrainField.component` can be asked for (``green_zz``, ``hencky_yy``,
+``stretch_1``, ...), the small-strain ones (``small_zz``, ``volumetric_small``; a bare ``zz`` is
+``small_zz``) only on request since they are wrong by ~strain^2 / 2 at battery expansions.
+Change from earlier versions: the default components were ``zz, yy, xx, volumetric`` (small
+strain) and the histogram component ``zz``; the table columns (``step, region, component, n_nodes,
+strain_mean, ...``) are unchanged, ``component`` now reads ``hencky_zz`` etc.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ class RegionalStrain:
     region_names : tuple of str
         Layers, collector side first.
     components : tuple of str
-        Strain components (``zz`` axial, ``yy``/``xx`` in-plane, ``volumetric``, ...).
+        Strain components (``hencky_zz`` axial, ``volumetric`` = ``det F - 1``, ...; see
+        :meth:`tomo4d.dvc.StrainField.component`).
     mean, median, std, p05, p95 : (n_steps, n_regions, n_components) float64
         Statistics over the valid nodes of each layer (dimensionless strain).
     n_nodes : (n_steps, n_regions) int64
@@ -56,7 +66,7 @@ class RegionalStrain:
     hist_edges: np.ndarray
     hist_counts: np.ndarray
 
-    def value(self, region: str, component: str = "zz", statistic: str = "mean") -> np.ndarray:
+    def value(self, region: str, component: str = "hencky_zz", statistic: str = "mean") -> np.ndarray:
         """(n_steps,) one statistic of one component in one region."""
         if region not in self.region_names:
             raise InputError(f"region {region!r} is not known; use one of {', '.join(self.region_names)}")
@@ -92,8 +102,8 @@ def layer_names(n_layers: int) -> tuple[str, ...]:
 
 
 def regional_strain_series(strains: Sequence, *, collector_z_px: float, separator_z_px: float, n_layers: int = 2,
-                           components: Sequence[str] = ("zz", "yy", "xx", "volumetric"),
-                           hist_component: str = "zz", bins: int = 50, value_range=None,
+                           components: Sequence[str] = ("hencky_zz", "volumetric"),
+                           hist_component: str = "hencky_zz", bins: int = 50, value_range=None,
                            names: Sequence[str] | None = None) -> RegionalStrain:
     """Strain statistics and histograms of electrode layers for each step.
 
@@ -105,9 +115,11 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         The T0 collector/anode and anode/separator interfaces along z, px of the field's grid
         (e.g. ``Thickness.collector_z_nm`` mean / voxel size).
     n_layers : int
-        Number of slabs of equal T0 thickness (2: collector and separator halves).
+        Number of depth bands of equal T0 thickness between the two interfaces (2: collector and
+        separator halves), collector side first.
     components : sequence of str
-        See :meth:`tomo4d.dvc.StrainField.component`.
+        See :meth:`tomo4d.dvc.StrainField.component`; default Hencky zz and ``det F - 1``
+        (:data:`tomo4d.dvc.strain.SMALL_COMPONENTS` only on request).
     hist_component : str
         Component of the histograms.
     bins : int
@@ -135,7 +147,7 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         raise InputError(f"separator_z_px={show(zs)} must be above collector_z_px={show(zc)} (the electrode lies "
                          "between the two interfaces)")
     bins = check_int("bins", bins, minimum=1)
-    comps = tuple(str(c) for c in components)
+    comps = tuple(dict.fromkeys(str(c) for c in components))
     if hist_component not in comps:
         comps = comps + (hist_component,)
     rnames = layer_names(n_layers)
