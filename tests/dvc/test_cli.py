@@ -42,7 +42,7 @@ def test_dvc_strain_residual_cli(tmp_path, pair, capsys):
     assert (tmp_path / "field.vtk").is_file()
     assert main(["strain", str(field), "-o", str(tmp_path / "strain.h5"), "--split-z", "30", "--json"]) == 0
     regions = json.loads(capsys.readouterr().out)["regions"]
-    zz = [r for r in regions if r["component"] == "zz" and r["region"] == "all"][0]
+    zz = [r for r in regions if r["component"] == "hencky_zz" and r["region"] == "all"][0]
     assert abs(zz["median"]) < 2e-3
     res = tmp_path / "res.tif"
     assert main(["residual", str(a), str(b), str(field), "-o", str(res), "--repeat", str(a), str(a),

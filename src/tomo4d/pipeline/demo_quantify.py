@@ -151,11 +151,15 @@ def stage_quantify(ctx) -> str:
                                    separator_z_px=float(np.nanmean(th.steps[0].separator_z_nm)) / vs,
                                    names=names[1:])
     save(reg, "regional_strain")
-    rep.table(["step"] + [f"{r} e_zz (%)" for r in reg.region_names] + [f"{r} e_yy (%)" for r in reg.region_names],
-              [(n, *(100 * reg.value(r, "zz")[i] for r in reg.region_names),
-                *(100 * reg.value(r, "yy")[i] for r in reg.region_names)) for i, n in enumerate(reg.step_names)],
-              caption="Mean strain of the collector-side and separator-side halves of the T0 anode.")
-    rep.figure(plots.regional_strain_figure(reg), "Strain by region vs time (axial zz, in-plane yy/xx)")
+    rep.table(["step"] + [f"{r} ln U_zz (%)" for r in reg.region_names]
+              + [f"{r} det F - 1 (%)" for r in reg.region_names],
+              [(n, *(100 * reg.value(r, "hencky_zz")[i] for r in reg.region_names),
+                *(100 * reg.value(r, "volumetric")[i] for r in reg.region_names))
+               for i, n in enumerate(reg.step_names)],
+              caption="Mean finite strain (Hencky axial ln U_zz and volumetric det F - 1) of the collector-side "
+                      "and separator-side halves of the T0 anode.")
+    rep.figure(plots.regional_strain_figure(reg, components=("hencky_zz", "volumetric")),
+               "Finite strain by region vs time (Hencky axial, volumetric)")
     rep.figure(plots.strain_histogram_figure(reg), "Axial strain histograms at the last step")
     # lithiation modes from residual maps (HQ series, T_n pulled back by the field)
     ref = exp.series_hq[0].numpy()
@@ -174,5 +178,5 @@ def stage_quantify(ctx) -> str:
     rep.figure(plots.modes_figure(modes), "Shell score per particle vs time and core-shell share")
     return (f"thickness T0 {th.mean_um[0]:.2f} -> {th.mean_um[-1]:.2f} um (truth {t.thickness_nm[-1] / 1e3:.2f}); "
             f"RNL {ph.rnl[-1]:.3f} (truth {rnl_true[-1]:.3f}); tracks {100 * link_rate:.0f} % linked; "
-            f"e_zz sep/col {reg.value(reg.region_names[-1])[-1]:.3f}/{reg.value(reg.region_names[0])[-1]:.3f}; "
+            f"ln U_zz sep/col {reg.value(reg.region_names[-1])[-1]:.3f}/{reg.value(reg.region_names[0])[-1]:.3f}; "
             f"modes {acc:.2f} correct; {field_src} fields")

@@ -54,19 +54,22 @@ def rnl_figure(series, *, truth=None):
     return fig
 
 
-def regional_strain_figure(regional, *, components=("zz", "yy", "xx")):
-    """Mean strain per region vs step, one line style per component."""
+def regional_strain_figure(regional, *, components=("hencky_zz", "hencky_yy", "hencky_xx", "volumetric")):
+    """Mean strain per region vs step, one line style per component (finite strain by default)."""
     fig = _fig(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(regional.step_names))
     styles = {"zz": "-", "yy": ":", "xx": "--", "volumetric": "-."}
+    labels = {"volumetric": "det F - 1"}
     for r, name in enumerate(regional.region_names):
         colour = f"C{r}"
         for comp in components:
             if comp not in regional.components:
                 continue
-            ax.plot(x, 100 * regional.value(name, comp), styles.get(comp, "-"), marker="o", color=colour,
-                    label=f"{name} e_{comp}", ms=3)
+            kind, _, axes = comp.rpartition("_")
+            label = labels.get(comp) or (f"ln U_{axes}" if kind == "hencky" else f"e_{comp}")
+            ax.plot(x, 100 * regional.value(name, comp), styles.get(axes or comp, "-"), marker="o", color=colour,
+                    label=f"{name} {label}", ms=3)
     _steps_axis(ax, regional.step_names)
     ax.set_ylabel("mean strain (%)")
     ax.legend(fontsize=6, ncol=2)
