@@ -295,6 +295,8 @@ def solve(problem, state, selection) -> None:
     o = problem.options
     if o.grey_model != "ssd":                              # pragma: no cover - options refuse other models
         raise NotImplementedError(f"grey_model={o.grey_model!r} is not implemented by the numba kernel")
+    omp = _openmp()                     # read first: numba's first thread call initialises its pool
+    omp_before = omp.omp_get_max_threads() if omp is not None else None
     before = numba.get_num_threads()
     top = numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(top if o.threads is None else max(1, min(int(o.threads), top)))
@@ -306,3 +308,17 @@ def solve(problem, state, selection) -> None:
                     state.residual, state.delta, state.out_of_view)
     finally:
         numba.set_num_threads(before)
+        if omp is not None and omp.omp_get_max_threads() != omp_before:
+            omp.omp_set_num_threads(omp_before)
+
+
+def _openmp():
+    """The GNU OpenMP runtime, or None.  Numba's ``omp`` threading layer sets the calling thread's
+    OpenMP thread count on every parallel launch, and torch (same ``libgomp.so.1``) reads it: without
+    restoring it, a DVC call would leave torch running on numba's thread count."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libgomp.so.1")
+    except OSError:                                         # not Linux/GCC: nothing shared to restore
+        return None

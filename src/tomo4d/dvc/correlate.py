@@ -105,7 +105,8 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
         timings, the backend, ``measured_status_counts`` (before replacement),
         ``failed_fraction`` (not converged or diverged among correlated nodes;
         above :data:`FAILED_WARNING_FRACTION` the field is returned unreplaced
-        with a logged warning), ``out_of_view``, ``replaced``/``n_replaced``,
+        with a logged warning), ``out_of_view`` (final count, including failed
+        nodes whose replacement would leave the view), ``replaced``/``n_replaced``,
         ``outliers``, the curvature correction and the PSF groups.
 
     Raises
@@ -284,11 +285,10 @@ def _node_statuses(status, active, state: NodeState) -> tuple[np.ndarray, np.nda
 
 
 def _status_notes(status, active) -> dict:
-    """Counts before post-processing: statuses, out-of-view nodes and the failed fraction."""
+    """Counts before post-processing: statuses and the failed fraction."""
     vals, counts = np.unique(status, return_counts=True)
     failed = int(np.isin(status[active], [NodeStatus.NOT_CONVERGED, NodeStatus.DIVERGED]).sum())
     return {"measured_status_counts": {NodeStatus(int(v)).name.lower(): int(c) for v, c in zip(vals, counts)},
-            "out_of_view": int((status == NodeStatus.OUT_OF_VIEW).sum()),
             "failed_fraction": failed / max(int(active.sum()), 1)}
 
 
@@ -307,7 +307,7 @@ def _postprocess(field: DisplacementField, opts: CorrelationOptions) -> Displace
     elif opts.replace:
         if opts.outlier_threshold > 0:
             field = flag_outliers(field, threshold=opts.outlier_threshold)
-        field = replace_bad_nodes(field)
+        field = replace_bad_nodes(field, out_of_view_fraction=opts.out_of_view_fraction)
     if opts.curvature_correction:
         field = correct_curvature(field)
-    return field
+    return field.with_(notes={**field.notes, "out_of_view": int((field.status == NodeStatus.OUT_OF_VIEW).sum())})

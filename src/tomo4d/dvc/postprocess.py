@@ -15,7 +15,7 @@ from .field import DisplacementField, NodeStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["flag_outliers", "replace_bad_nodes", "correct_curvature"]
+__all__ = ["flag_outliers", "replace_bad_nodes", "correct_curvature", "window_out_of_view"]
 
 
 def correct_curvature(field: DisplacementField) -> DisplacementField:
@@ -105,28 +105,77 @@ def flag_outliers(field: DisplacementField, *, threshold: float = 3.0, epsilon_p
 
 
 def replace_bad_nodes(field: DisplacementField, *, statuses: Sequence[NodeStatus] = (
-        NodeStatus.NOT_CONVERGED, NodeStatus.DIVERGED, NodeStatus.OUTLIER), k: int = 8) -> DisplacementField:
-    """Replace nodes with one of ``statuses`` by inverse-distance interpolation of the ``k`` nearest
-    converged nodes (whole Phi: displacement and F).  Replaced nodes get status ``INTERPOLATED``;
-    ``notes["replaced"]`` counts them per original status.  ``OUT_OF_VIEW`` nodes are not replaced
-    by default: there is no measurement near them to interpolate from, only extrapolation."""
+        NodeStatus.NOT_CONVERGED, NodeStatus.DIVERGED, NodeStatus.OUTLIER), k: int = 8,
+        out_of_view_fraction: float | None = 0.05) -> DisplacementField:
+    """Replace failed nodes by interpolation from converged neighbours.
+
+    Parameters
+    ----------
+    field : DisplacementField
+    statuses : sequence of NodeStatus
+        Statuses to replace (default not converged, diverged, outlier;
+        ``OUT_OF_VIEW`` nodes are not replaced: there is no measurement beyond
+        them, only extrapolation).
+    k : int
+        Inverse-distance interpolation of the ``k`` nearest converged nodes
+        (whole Phi: displacement and F).
+    out_of_view_fraction : float or None
+        When the field records its volume shape (``notes["volume_shape_zyx"]``),
+        a node whose window the interpolated Phi would map more than this
+        fraction outside the volume becomes ``OUT_OF_VIEW`` instead (its Phi is
+        kept); None: no such check.
+
+    Returns
+    -------
+    DisplacementField
+        Replaced nodes get status ``INTERPOLATED``; ``notes["replaced"]`` counts
+        them per original status, ``notes["n_replaced"]`` in all and
+        ``notes["not_replaced_out_of_view"]`` those refused as out of view.
+    """
     from .field import _idw
 
     bad = np.isin(field.status, [int(s) for s in statuses])
     good = field.converged
-    counts = {NodeStatus(int(s)).name.lower(): int((field.status == s).sum()) for s in statuses
-              if (field.status == s).any()}
-    notes = {**field.notes, "replaced": counts, "n_replaced": int(bad.sum())}
+    notes = {**field.notes, "replaced": {}, "n_replaced": 0}
     if not bad.any():
         return field.with_(notes=notes)
     if not good.any():
         log.warning("DVC: no converged node, %d bad nodes cannot be replaced", int(bad.sum()))
-        return field.with_(notes={**notes, "n_replaced": 0})
+        return field.with_(notes=notes)
     vals = field.phi[:, :3, :].reshape(field.n_nodes, 12)
-    new = _idw(field.positions_zyx_px[good], vals[good], field.positions_zyx_px[bad], k=k)
-    phi = field.phi.copy()
-    phi[bad, :3, :] = new.reshape(-1, 3, 4)
+    new = np.tile(np.eye(4), (field.n_nodes, 1, 1))
+    new[bad, :3, :] = _idw(field.positions_zyx_px[good], vals[good], field.positions_zyx_px[bad], k=k).reshape(-1, 3, 4)
     status = field.status.copy()
+    shape = field.volume_shape_zyx
+    if out_of_view_fraction is not None and shape is not None:
+        out = np.zeros(field.n_nodes, bool)
+        out[bad] = window_out_of_view(field.positions_zyx_px[bad], new[bad], field.half_window_px,
+                                      shape) > out_of_view_fraction
+        status[out] = NodeStatus.OUT_OF_VIEW
+        notes["not_replaced_out_of_view"] = int(out.sum())
+        bad &= ~out
+    counts = {NodeStatus(int(s)).name.lower(): int((field.status[bad] == s).sum()) for s in statuses
+              if (field.status[bad] == s).any()}
+    notes.update(replaced=counts, n_replaced=int(bad.sum()))
+    phi = field.phi.copy()
+    phi[bad, :3, :] = new[bad, :3, :]
     status[bad] = NodeStatus.INTERPOLATED
     log.info("DVC: %d nodes replaced by interpolation from converged neighbours (%s)", int(bad.sum()), counts)
     return field.with_(phi=phi, status=status, notes=notes)
+
+
+def window_out_of_view(positions: np.ndarray, phi: np.ndarray, half_window, shape, *, samples: int = 11
+                       ) -> np.ndarray:
+    """Fraction (N,) of each node's window that its Phi maps outside a volume of ``shape``.
+
+    Geometric (the mask is ignored): the window is sampled on at most
+    ``samples`` points per axis, and a point counts as outside when it falls
+    below 0 or beyond ``shape - 1`` along any axis, as in the kernels.
+    """
+    axes = [np.linspace(-h, h, min(2 * int(h) + 1, samples)) for h in half_window]
+    off = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    pos = np.asarray(positions, float)
+    phi = np.asarray(phi, float)
+    warped = np.einsum("nij,kj->nki", phi[:, :3, :3], off) + (pos + phi[:, :3, 3])[:, None, :]
+    outside = np.any((warped < 0) | (warped > np.asarray(shape, float) - 1), axis=-1)
+    return outside.mean(axis=1)
