@@ -311,8 +311,8 @@ class DisplacementField:
         if len(u):
             d["displacement_mean_zyx_px"] = u.mean(0).tolist()
             d["displacement_max_abs_px"] = float(np.abs(u).max())
-        d.update({k: v for k, v in self.notes.items() if k in ("replaced", "outliers", "seconds",
-                                                               "nodes_per_second")})
+        d.update({k: v for k, v in self.notes.items() if k in ("replaced", "outliers", "seconds", "nodes_per_second",
+                                                               "failed_fraction", "out_of_view")})
         return d
 
     # -- interpolation ---------------------------------------------------------------
