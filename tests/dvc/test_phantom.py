@@ -16,6 +16,9 @@ errors on anode nodes whose window lies inside the anode, strain against the *sm
   ``series_hq`` with ``psf_sigma_px`` went from 0.057 px / 2.1e-3 (point sampled) to 0.021 px / 1.1e-3.
   With the default noise (0.02) it gives 0.058-0.061 px / 2.4-2.5e-3 at half-window 10 (was 0.084-0.093 px):
   the rest is noise, and half-window 12 meets the target (test_phantom_smooth_field_accuracy).
+- the anode's expansion pushes the windows of the top node layer (36 nodes at half-window 10) out of
+  the scanned region: they are OUT_OF_VIEW (before: "converged" on partial windows); the errors on the
+  anode nodes barely move (exact warp 0.0166 -> 0.0181 px, noise-free + PSF 0.0209 -> 0.0197 px).
 - the old version of this test also compared DVC's small strain with Green-Lagrange strain (E - e =
   e^2/2 = 5e-3 at 10 %, above the 2e-3 target) and counted collector/separator/interface nodes.
 """
@@ -76,7 +79,8 @@ def test_phantom_frames_and_correlator_meet_target_on_exact_warp():
 def test_phantom_psf_compensation_reduces_error():
     """``psf_sigma_px`` (the phantom's known HQ blur) removes most of the error of the noise-free series.
 
-    Partial-volume renderer: measured 0.096 -> 0.021 px and 4.4e-3 -> 1.1e-3 (point-sampled labels,
+    Partial-volume renderer: measured 0.088 -> 0.020 px and 4.3e-3 -> 1.0e-3 (0.096 -> 0.021 px before the
+    top node layer became OUT_OF_VIEW; point-sampled labels,
     before: 0.109 -> 0.057 px and 4.6e-3 -> 2.1e-3, the rest being aliasing of the 2 px pore texture).
     """
     from tomo4d.dvc import correlate
@@ -87,7 +91,7 @@ def test_phantom_psf_compensation_reduces_error():
     kw = dict(node_spacing=8, half_window=10, smooth_sigma_px=1.0, tolerance_px=0.01, max_iterations=30)
     e_plain, s_plain, _ = _errors(exp, correlate(s0, s1, **kw), 1)
     e_psf, s_psf, _ = _errors(exp, correlate(s0, s1, psf_sigma_px=sigma, **kw), 1)
-    assert np.median(e_plain) > 0.09
+    assert np.median(e_plain) > 0.08           # 0.088 (0.096 while the top layer, out of view, counted)
     assert np.median(e_psf) < 0.4 * np.median(e_plain)
     assert np.median(s_psf) < 2e-3
 

@@ -98,10 +98,23 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
         backend, device, vtk, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
-    from ..dvc import correlate, correlate_pyramid
+    from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
     from ..errors import InputError
     from ..register import Registration
 
+    if pyramid and node_spacing is not None:
+        raise InputError("give either --pyramid or --node-spacing, not both")
+    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device)
+    psf = None
+    if psf_sigma:
+        try:
+            sig = [float(v) for v in str(psf_sigma).split(",")]
+        except ValueError:
+            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or z,y,x sigmas in px, e.g. 2.8") from None
+        if len(sig) not in (1, 3):
+            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
+        psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
+    levels = _ints(pyramid, name="--pyramid") if pyramid else None
     r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
     phi0 = None
     if phi_json:
@@ -112,26 +125,14 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 
         phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
     msk = _mask(mask)
-    if pyramid and node_spacing is not None:
-        raise InputError("give either --pyramid or --node-spacing, not both")
-    psf = None
-    if psf_sigma:
-        try:
-            psf = [float(v) for v in str(psf_sigma).split(",")]
-        except ValueError:
-            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or z,y,x sigmas in px, e.g. 2.8") from None
-        if len(psf) not in (1, 3):
-            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
-        psf = psf[0] if len(psf) == 1 else tuple(psf)
-    extra = dict(psf_sigma_px=psf, smooth_sigma_px=smooth_px, backend=backend, device=device)
     with progress_bar("correlating", enabled=not as_json) as progress:
-        if pyramid:
-            field = correlate_pyramid(r, d, pyramid=_ints(pyramid, name="--pyramid"), mask=msk, phi0=phi0,
-                                      search_radius_px=search_px, progress=progress, **extra)
+        if levels:
+            field = correlate_pyramid(r, d, pyramid=levels, mask=msk, phi0=phi0, search_radius_px=search_px,
+                                      options=options, psf=psf, progress=progress)
         else:
             ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
             field = correlate(r, d, node_spacing=ns, half_window=half_window, mask=msk, phi0=phi0,
-                              search_radius_px=search_px, progress=progress, **extra)
+                              search_radius_px=search_px, options=options, psf=psf, progress=progress)
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:
         field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])

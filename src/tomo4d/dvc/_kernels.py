@@ -4,7 +4,8 @@ One call solves every node of a level: nodes are distributed over threads
 (``prange``); each node runs its own inverse-compositional Gauss-Newton loop
 with a constant 12x12 Hessian built from the reference gradients, and samples
 the deformed image with cubic B-splines (mirror boundary, as
-``scipy.ndimage.spline_filter(mode="mirror")``).
+``scipy.ndimage.spline_filter(mode="mirror")``).  :func:`solve` is the backend
+entry point (see :mod:`tomo4d.dvc._backend`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# status codes written by the kernel (mirrored by tomo4d.dvc.field.NodeStatus)
-K_CONVERGED = 0
-K_NOT_CONVERGED = 1
-K_DIVERGED = 2
-K_SINGULAR = 4
+from .field import NodeStatus
+
+# the status codes the kernel writes: NodeStatus values, as plain ints frozen into the compiled code
+K_CONVERGED = int(NodeStatus.CONVERGED)
+K_NOT_CONVERGED = int(NodeStatus.NOT_CONVERGED)
+K_DIVERGED = int(NodeStatus.DIVERGED)
+K_SINGULAR = int(NodeStatus.LOW_TEXTURE)          # singular Hessian: too little texture in the window
+K_OUT_OF_VIEW = int(NodeStatus.OUT_OF_VIEW)
 
 
 @njit(cache=True, inline="always")
@@ -123,17 +127,97 @@ def _linear(img, z, y, x):
     return (c00 * (1 - dy) + c01 * dy) * (1 - dz) + (c10 * (1 - dy) + c11 * dy) * dz
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius):
+    """``(hess, scale, count, tstd)`` of one window: the scaled 12x12 Gauss-Newton Hessian of the
+    inverse-compositional affine warp (from the reference gradients), the column scales, the number
+    of masked voxels and the standard deviation of the reference grey levels."""
+    hess = np.zeros((12, 12))
+    j = np.zeros(12)
+    tsum = 0.0
+    tsq = 0.0
+    count = 0
+    for dz in range(-hz, hz + 1):
+        for dy in range(-hy, hy + 1):
+            for dx in range(-hx, hx + 1):
+                z, y, x = pz + dz, py + dy, px + dx
+                if not mask[z, y, x]:
+                    continue
+                g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
+                j[0] = g0 * dz; j[1] = g0 * dy; j[2] = g0 * dx
+                j[3] = g1 * dz; j[4] = g1 * dy; j[5] = g1 * dx
+                j[6] = g2 * dz; j[7] = g2 * dy; j[8] = g2 * dx
+                j[9] = g0; j[10] = g1; j[11] = g2
+                for a in range(12):
+                    ja = j[a]
+                    for b in range(a, 12):
+                        hess[a, b] += ja * j[b]
+                t = ref[z, y, x]
+                tsum += t
+                tsq += t * t
+                count += 1
+    for a in range(12):
+        for b in range(a):
+            hess[a, b] = hess[b, a]
+    tstd = np.sqrt(max(tsq / max(count, 1) - (tsum / max(count, 1)) ** 2, 1e-30))
+    # scale the affine columns so that the Hessian is well conditioned
+    scale = np.ones(12)
+    for a in range(9):
+        scale[a] = 1.0 / radius
+    for a in range(12):
+        for b in range(12):
+            hess[a, b] *= scale[a] * scale[b]
+    return hess, scale, count, tstd
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec):
+    """Sample the deformed volume over the warped window of Phi ``m``: fills ``bvec`` (the 12-vector
+    J^T r) and returns ``(sum of squared residuals, number of voxels inside the deformed volume)``."""
+    nz, ny, nx = coef.shape
+    bvec[:] = 0.0
+    ssq = 0.0
+    nv = 0
+    for dz in range(-hz, hz + 1):
+        for dy in range(-hy, hy + 1):
+            for dx in range(-hx, hx + 1):
+                z, y, x = pz + dz, py + dy, px + dx
+                if not mask[z, y, x]:
+                    continue
+                wz_ = m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz
+                wy_ = m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py
+                wx_ = m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px
+                if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
+                    continue
+                if cubic:
+                    v = _cubic(coef, flat, wz_, wy_, wx_)
+                else:
+                    v = _linear(image, wz_, wy_, wx_)
+                r = v - ref[z, y, x]
+                ssq += r * r
+                nv += 1
+                g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
+                rz, ry, rx = r * g0, r * g1, r * g2
+                bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
+                bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
+                bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
+                bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+    return ssq, nv
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_window, phis, active,
-                max_iterations, tolerance_px, max_displacement_px, status, iterations, residual, delta):
+                max_iterations, tolerance_px, max_displacement_px, out_of_view_fraction, status, iterations,
+                residual, delta, out_of_view):
     """Gauss-Newton for every active node; ``phis`` (N, 4, 4) updated in place (about each node).
 
     ``image`` is the deformed volume (linear sampling), ``coef`` its cubic B-spline coefficients.
     With ``order == 3`` iterations sample linearly until an update is smaller than ``switch_px``,
-    then cubically until convergence (``switch_px <= 0``: cubic throughout).
+    then cubically until convergence (``switch_px <= 0``: cubic throughout).  Window voxels warped
+    outside the deformed volume are skipped; a node that stops (converged or not) with more than
+    ``out_of_view_fraction`` of them outside, or that loses half of them, is ``K_OUT_OF_VIEW``.
     """
     n_nodes = positions.shape[0]
-    nz, ny, nx = coef.shape
     flat = coef.ravel()
     hz, hy, hx = half_window[0], half_window[1], half_window[2]
     radius = max(hz, max(hy, hx))
@@ -141,41 +225,7 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         if not active[n]:
             continue
         pz, py, px = positions[n, 0], positions[n, 1], positions[n, 2]
-        hess = np.zeros((12, 12))
-        j = np.zeros(12)
-        tsum = 0.0
-        tsq = 0.0
-        count = 0
-        for dz in range(-hz, hz + 1):
-            for dy in range(-hy, hy + 1):
-                for dx in range(-hx, hx + 1):
-                    z, y, x = pz + dz, py + dy, px + dx
-                    if not mask[z, y, x]:
-                        continue
-                    g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
-                    j[0] = g0 * dz; j[1] = g0 * dy; j[2] = g0 * dx
-                    j[3] = g1 * dz; j[4] = g1 * dy; j[5] = g1 * dx
-                    j[6] = g2 * dz; j[7] = g2 * dy; j[8] = g2 * dx
-                    j[9] = g0; j[10] = g1; j[11] = g2
-                    for a in range(12):
-                        ja = j[a]
-                        for b in range(a, 12):
-                            hess[a, b] += ja * j[b]
-                    t = ref[z, y, x]
-                    tsum += t
-                    tsq += t * t
-                    count += 1
-        for a in range(12):
-            for b in range(a):
-                hess[a, b] = hess[b, a]
-        tstd = np.sqrt(max(tsq / max(count, 1) - (tsum / max(count, 1)) ** 2, 1e-30))
-        # scale the affine columns so the Hessian is well conditioned, then invert
-        scale = np.ones(12)
-        for a in range(9):
-            scale[a] = 1.0 / radius
-        for a in range(12):
-            for b in range(12):
-                hess[a, b] *= scale[a] * scale[b]
+        hess, scale, count, tstd = _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius)
         if count < 16 or np.linalg.cond(hess) > 1e10:
             status[n] = K_SINGULAR
             continue
@@ -190,36 +240,12 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         it = 0
         res = np.nan
         dn = np.nan
+        oov = np.nan
         for it in range(1, max_iterations + 1):
-            bvec[:] = 0.0
-            ssq = 0.0
-            nv = 0
-            for dz in range(-hz, hz + 1):
-                for dy in range(-hy, hy + 1):
-                    for dx in range(-hx, hx + 1):
-                        z, y, x = pz + dz, py + dy, px + dx
-                        if not mask[z, y, x]:
-                            continue
-                        wz_ = m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz
-                        wy_ = m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py
-                        wx_ = m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px
-                        if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
-                            continue
-                        if cubic:
-                            v = _cubic(coef, flat, wz_, wy_, wx_)
-                        else:
-                            v = _linear(image, wz_, wy_, wx_)
-                        r = v - ref[z, y, x]
-                        ssq += r * r
-                        nv += 1
-                        g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
-                        rz, ry, rx = r * g0, r * g1, r * g2
-                        bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
-                        bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
-                        bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
-                        bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+            ssq, nv = _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec)
+            oov = (count - nv) / count
             if nv < count // 2:
-                st = K_DIVERGED
+                st = K_OUT_OF_VIEW
                 break
             res = np.sqrt(ssq / nv) / tstd
             for a in range(12):
@@ -250,14 +276,49 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
             if dn < tolerance_px:
                 st = K_CONVERGED
                 break
+        if (st == K_CONVERGED or st == K_NOT_CONVERGED) and oov > out_of_view_fraction:
+            st = K_OUT_OF_VIEW
         phis[n] = m
         status[n] = st
         iterations[n] = it
         residual[n] = res
         delta[n] = dn
+        out_of_view[n] = oov
 
 
-def set_threads(n: int | None) -> None:
-    """Use ``n`` numba threads for the next kernel call (None: all)."""
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n),
-                                                                                 numba.config.NUMBA_NUM_THREADS)))
+def solve(problem, state, selection) -> None:
+    """Backend entry point: solve the ``selection`` (N,) bool of ``problem`` into ``state`` (in place).
+
+    Runs on ``problem.options.threads`` numba threads (default all) and restores the caller's
+    thread count afterwards.
+    """
+    o = problem.options
+    if o.grey_model != "ssd":                              # pragma: no cover - options refuse other models
+        raise NotImplementedError(f"grey_model={o.grey_model!r} is not implemented by the numba kernel")
+    omp = _openmp()                     # read first: numba's first thread call initialises its pool
+    omp_before = omp.omp_get_max_threads() if omp is not None else None
+    before = numba.get_num_threads()
+    top = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(top if o.threads is None else max(1, min(int(o.threads), top)))
+    try:
+        solve_nodes(problem.reference, problem.gradient, problem.mask, problem.deformed, problem.coefficients,
+                    int(o.order), float(o.switch_px), problem.positions, problem.half_window, state.phis,
+                    np.ascontiguousarray(selection, np.bool_), int(o.max_iterations), float(o.tolerance_px),
+                    problem.max_displacement_px, float(o.out_of_view_fraction), state.status, state.iterations,
+                    state.residual, state.delta, state.out_of_view)
+    finally:
+        numba.set_num_threads(before)
+        if omp is not None and omp.omp_get_max_threads() != omp_before:
+            omp.omp_set_num_threads(omp_before)
+
+
+def _openmp():
+    """The GNU OpenMP runtime, or None.  Numba's ``omp`` threading layer sets the calling thread's
+    OpenMP thread count on every parallel launch, and torch (same ``libgomp.so.1``) reads it: without
+    restoring it, a DVC call would leave torch running on numba's thread count."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libgomp.so.1")
+    except OSError:                                         # not Linux/GCC: nothing shared to restore
+        return None

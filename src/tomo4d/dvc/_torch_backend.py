@@ -9,15 +9,21 @@ samples the deformed volume by gathers (8 taps linear, 64 taps cubic) and
 reduces residuals against the precomputed Jacobians.  Images, coordinates and
 Jacobians are float32; the 12x12 systems and the Phi updates are float64.
 Device-agnostic: tensors are created on ``device`` and nothing else is assumed.
+:func:`solve` is the backend entry point (see :mod:`tomo4d.dvc._backend`); this
+module does not import numba.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .field import NodeStatus
 
-# status codes shared with the numba kernel
-from ._kernels import K_CONVERGED, K_DIVERGED, K_NOT_CONVERGED, K_SINGULAR
+K_CONVERGED = int(NodeStatus.CONVERGED)
+K_NOT_CONVERGED = int(NodeStatus.NOT_CONVERGED)
+K_DIVERGED = int(NodeStatus.DIVERGED)
+K_SINGULAR = int(NodeStatus.LOW_TEXTURE)
+K_OUT_OF_VIEW = int(NodeStatus.OUT_OF_VIEW)
 
 #: points (window voxels x nodes) processed per batch; bounds the memory of a batch to ~0.3 GB
 POINTS_PER_BATCH = 1 << 20
@@ -84,39 +90,47 @@ def _sample_cubic(coef5, pts):
     return (v * (wz[:, None, None] * wy[None, :, None] * wx[None, None, :])).sum(dim=(0, 1, 2))
 
 
-def solve_nodes_torch(ref, grad, mask, image, coef, order, switch_px, positions, half_window, phis, active,
-                      max_iterations, tolerance_px, max_displacement_px, status, iterations, residual, delta, *,
-                      device):
-    """Same contract as :func:`tomo4d.dvc._kernels.solve_nodes` (numpy arrays updated in place)."""
+def solve(problem, state, selection, *, device) -> None:
+    """Backend entry point: solve the ``selection`` (N,) bool of ``problem`` into ``state`` (in place).
+
+    Same contract and results (within float32 rounding) as :func:`tomo4d.dvc._kernels.solve`.
+    """
     import torch
 
+    o = problem.options
+    if o.grey_model != "ssd":                              # pragma: no cover - options refuse other models
+        raise NotImplementedError(f"grey_model={o.grey_model!r} is not implemented by the torch backend")
     dev = device
-    shape = tuple(int(v) for v in coef.shape)
-    hw = [int(v) for v in half_window]
-    radius = float(max(hw))
+    shape = tuple(int(v) for v in problem.coefficients.shape)
+    hw = [int(v) for v in problem.half_window]
     off = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in hw], indexing="ij"), -1).reshape(-1, 3)
-    n_win = off.shape[0]
     t = {
-        "ref": torch.as_tensor(np.ascontiguousarray(ref, np.float32), device=dev).reshape(-1),
-        "grad": torch.as_tensor(np.ascontiguousarray(grad, np.float32), device=dev).reshape(3, -1),
-        "mask": torch.as_tensor(np.ascontiguousarray(mask, np.bool_), device=dev).reshape(-1),
-        "image": torch.as_tensor(np.ascontiguousarray(image, np.float32), device=dev)[None, None],
-        "coef": torch.as_tensor(np.ascontiguousarray(coef, np.float32), device=dev)[None, None],
+        "ref": torch.as_tensor(np.ascontiguousarray(problem.reference, np.float32), device=dev).reshape(-1),
+        "grad": torch.as_tensor(np.ascontiguousarray(problem.gradient, np.float32), device=dev).reshape(3, -1),
+        "mask": torch.as_tensor(np.ascontiguousarray(problem.mask, np.bool_), device=dev).reshape(-1),
+        "image": torch.as_tensor(np.ascontiguousarray(problem.deformed, np.float32), device=dev)[None, None],
+        "coef": torch.as_tensor(np.ascontiguousarray(problem.coefficients, np.float32), device=dev)[None, None],
         "off": torch.as_tensor(off, dtype=torch.float32, device=dev),
         "off_lin": torch.as_tensor((off[:, 0] * shape[1] + off[:, 1]) * shape[2] + off[:, 2], device=dev),
     }
-    idx = np.nonzero(active)[0]
-    per = max(1, POINTS_PER_BATCH // n_win)
+    settings = {"shape": shape, "radius": float(max(hw)), "order": int(o.order), "switch_px": float(o.switch_px),
+                "max_iterations": int(o.max_iterations), "tolerance_px": float(o.tolerance_px),
+                "maxd": problem.max_displacement_px, "out_of_view_fraction": float(o.out_of_view_fraction)}
+    idx = np.nonzero(selection)[0]
+    per = max(1, POINTS_PER_BATCH // off.shape[0])
     for s in range(0, len(idx), per):
         nodes = idx[s:s + per]
-        out = _solve_batch(t, shape, radius, int(order), float(switch_px), positions[nodes], phis[nodes],
-                           int(max_iterations), float(tolerance_px), float(max_displacement_px), dev)
-        phis[nodes], status[nodes], iterations[nodes], residual[nodes], delta[nodes] = out
+        out = _solve_batch(t, settings, problem.positions[nodes], state.phis[nodes], dev)
+        (state.phis[nodes], state.status[nodes], state.iterations[nodes], state.residual[nodes],
+         state.delta[nodes], state.out_of_view[nodes]) = out
 
 
-def _solve_batch(t, shape, radius, order, switch_px, positions, phis, max_iterations, tolerance_px, maxd, dev):
+def _solve_batch(t, settings, positions, phis, dev):
+    """Gauss-Newton for one batch of nodes: ``(phis, status, iterations, residual, delta, out_of_view)``."""
     import torch
 
+    shape, radius, order, switch_px = settings["shape"], settings["radius"], settings["order"], settings["switch_px"]
+    max_iterations, tolerance_px, maxd = settings["max_iterations"], settings["tolerance_px"], settings["maxd"]
     f64 = torch.float64
     nb = positions.shape[0]
     pos = torch.as_tensor(positions, dtype=torch.int64, device=dev)
@@ -150,6 +164,7 @@ def _solve_batch(t, shape, radius, order, switch_px, positions, phis, max_iterat
     its = torch.zeros(nb, dtype=torch.int32, device=dev)
     res = torch.full((nb,), float("nan"), dtype=f64, device=dev)
     dn_all = torch.full((nb,), float("nan"), dtype=f64, device=dev)
+    oov = torch.full((nb,), float("nan"), dtype=f64, device=dev)
     cubic = torch.full((nb,), order == 3 and switch_px <= 0.0, dtype=torch.bool, device=dev)
     running = torch.nonzero(~singular).flatten()
     upper = torch.tensor(shape, dtype=torch.float32, device=dev) - 1
@@ -180,6 +195,7 @@ def _solve_batch(t, shape, radius, order, switch_px, positions, phis, max_iterat
         jr = jac if running.numel() == nb else jac[running]
         bvec = torch.bmm(r[:, None, :], jr)[:, 0].to(f64)
         lost = nv < torch.div(count[running], 2, rounding_mode="floor")
+        oov[running] = (count[running] - nv).to(f64) / count[running].to(f64)
         res_new = (ssq / nv.clamp(min=1).to(f64)).sqrt() / tstd[running]
         dp = (hinv[running] @ (bvec * scale)[..., None])[..., 0] * scale
         inc = torch.zeros_like(mr)
@@ -199,7 +215,11 @@ def _solve_batch(t, shape, radius, order, switch_px, positions, phis, max_iterat
         res[ru] = res_new[upd]
         dn_all[ru] = dn[upd]
         cubic[running[switch]] = True
-        st[running[lost | div]] = K_DIVERGED
+        st[running[div]] = K_DIVERGED
+        st[running[lost]] = K_OUT_OF_VIEW
         st[running[conv]] = K_CONVERGED
         running = running[~(lost | div | conv)]
-    return (m.cpu().numpy(), st.cpu().numpy(), its.cpu().numpy(), res.cpu().numpy(), dn_all.cpu().numpy())
+    stopped = (st == K_CONVERGED) | (st == K_NOT_CONVERGED)
+    st[stopped & (oov > settings["out_of_view_fraction"])] = K_OUT_OF_VIEW
+    return (m.cpu().numpy(), st.cpu().numpy(), its.cpu().numpy(), res.cpu().numpy(), dn_all.cpu().numpy(),
+            oov.cpu().numpy())

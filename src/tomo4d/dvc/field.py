@@ -1,5 +1,8 @@
 """Displacement fields measured on node grids, with their I/O.
 
+(One module of ~550 lines on purpose: the field, its statuses and its three file formats change
+together.)
+
 A field is a set of nodes: positions ``(N, 3)`` in reference voxel coordinates
 (px, z, y, x), one Phi per node ``(N, 4, 4)`` acting about the node position
 (``x' = F (x - p) + p + t``, mapping reference to deformed coordinates, so the
@@ -26,7 +29,8 @@ File formats (chosen by suffix in :meth:`DisplacementField.save`):
     Fyz Fyy Fyx Ydisp Fxz Fxy Fxx Xdisp pixelSearchCC returnStatus error
     deltaPhiNorm iterations``; ``returnStatus`` 2 = converged, 1 = not
     converged, -3 = diverged, 0 = skipped (mask/texture), 3 = interpolated
-    (read back exactly; SPAM treats >= 1 as usable).
+    (read back exactly; SPAM treats >= 1 as usable), -1 = outlier, outside
+    the second field of a composition or out of view (read back as diverged).
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ class NodeStatus(enum.IntEnum):
     OUTLIER: converged but inconsistent with its neighbours.
     INTERPOLATED: value replaced by interpolation from converged neighbours.
     OUTSIDE_FIELD: composition moved the node outside the second field.
+    OUT_OF_VIEW: the node's warped window left the deformed volume (more than
+        ``CorrelationOptions.out_of_view_fraction`` of its voxels outside, e.g.
+        the sample swelled out of the scanned region): only part of the window
+        was measured, so the node is neither used nor replaced by interpolation.
+
+    The values are those stored in files and written by the correlation
+    kernels (which take their codes from here).
     """
 
     CONVERGED = 0
@@ -68,13 +79,35 @@ class NodeStatus(enum.IntEnum):
     OUTLIER = 5
     INTERPOLATED = 6
     OUTSIDE_FIELD = 7
+    OUT_OF_VIEW = 8
 
 
 _SPAM_STATUS = {NodeStatus.CONVERGED: 2, NodeStatus.NOT_CONVERGED: 1, NodeStatus.DIVERGED: -3,
                 NodeStatus.OUTSIDE_MASK: 0, NodeStatus.LOW_TEXTURE: 0, NodeStatus.OUTLIER: -1,
-                NodeStatus.INTERPOLATED: 3, NodeStatus.OUTSIDE_FIELD: -1}
+                NodeStatus.INTERPOLATED: 3, NodeStatus.OUTSIDE_FIELD: -1,
+                NodeStatus.OUT_OF_VIEW: -1}
 _FROM_SPAM = {2: NodeStatus.CONVERGED, 1: NodeStatus.NOT_CONVERGED, 3: NodeStatus.INTERPOLATED,
               0: NodeStatus.OUTSIDE_MASK}
+
+class FrozenNotes(dict):
+    """The ``notes`` of a frozen result: a read-only ``dict`` (JSON-serialisable, picklable).
+
+    Results are never modified after construction: build a new dict and pass it
+    to ``with_(notes={**field.notes, "key": value})``.
+    """
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("notes of a result are read-only; build a new dict and pass it to "
+                        "with_(notes={**field.notes, key: value})")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
+
+    def copy(self) -> dict:
+        return dict(self)
+
 
 #: statuses whose Phi can be trusted (measured or interpolated)
 USABLE = (NodeStatus.CONVERGED, NodeStatus.INTERPOLATED)
@@ -149,7 +182,8 @@ class DisplacementField:
     residual : (N,) float32
         RMS grey-level residual per node / std of the reference window.
     notes : dict
-        JSON-serialisable provenance (counts of replaced nodes, timings, ...).
+        JSON-serialisable provenance (counts of replaced nodes, timings, ...);
+        read-only (:class:`FrozenNotes`): pass new notes to :meth:`with_`.
     """
 
     positions_zyx_px: np.ndarray
@@ -189,7 +223,7 @@ class DisplacementField:
         object.__setattr__(self, "voxel_size_nm", tuple(float(v) for v in self.voxel_size_nm))
         object.__setattr__(self, "iterations", it)
         object.__setattr__(self, "residual", res)
-        object.__setattr__(self, "notes", dict(self.notes))
+        object.__setattr__(self, "notes", FrozenNotes(self.notes))
 
     # -- views ---------------------------------------------------------------------
     @property
@@ -277,8 +311,8 @@ class DisplacementField:
         if len(u):
             d["displacement_mean_zyx_px"] = u.mean(0).tolist()
             d["displacement_max_abs_px"] = float(np.abs(u).max())
-        d.update({k: v for k, v in self.notes.items() if k in ("replaced", "outliers", "seconds",
-                                                               "nodes_per_second")})
+        d.update({k: v for k, v in self.notes.items() if k in ("replaced", "outliers", "seconds", "nodes_per_second",
+                                                               "failed_fraction", "out_of_view")})
         return d
 
     # -- interpolation ---------------------------------------------------------------

@@ -1,0 +1,242 @@
+"""Options of the local correlation, grouped in frozen, validated objects.
+
+:class:`CorrelationOptions` holds what a correlation does at every node (model,
+iterations, screening, post-processing, backend); :class:`PsfCompensation`
+the optional blur compensation at large strain (:mod:`tomo4d.dvc.psf`).  Both
+check every value when they are built, so a bad option is refused (with its
+name, its value and the fix) before any work starts.  A new option is a new
+field here, validated in ``__post_init__``: e.g. the grey-level model
+(``grey_model``) that will gain per-window brightness and contrast (ZNSSD).
+
+:func:`resolve_options` turns the keyword shortcuts of :func:`~tomo4d.dvc.correlate`
+(``order=1``, ``psf_sigma_px=2.8``, ...) into these objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import check_int, check_number, show
+from ..errors import InputError
+
+__all__ = ["CorrelationOptions", "PsfCompensation", "BACKENDS", "GREY_MODELS"]
+
+#: Gauss-Newton implementations (``auto``: torch on a CUDA GPU when available, else numba)
+BACKENDS = ("auto", "numba", "torch")
+#: grey-level models of the matching criterion (``ssd``: plain sum of squared differences)
+GREY_MODELS = ("ssd",)
+
+
+@dataclass(frozen=True)
+class CorrelationOptions:
+    """How every node of a level is correlated; all values checked on construction.
+
+    Attributes
+    ----------
+    order : {3, 1}
+        Interpolation of the deformed volume: 3 (cubic B-spline) or 1 (linear).
+    max_iterations : int
+        Gauss-Newton iterations per node (>= 1).
+    tolerance_px : float
+        Convergence when an update moves the window by less than this, px (> 0).
+    min_texture : float
+        Skip windows whose grey-level standard deviation is below this fraction
+        of the whole reference's (``LOW_TEXTURE``).
+    mask_fraction : float
+        Minimum fraction of window voxels inside the mask (0..1; ``OUTSIDE_MASK``).
+    max_displacement_px : float, optional
+        A node moving farther than this from its initial guess is ``DIVERGED``;
+        default (None) the half-window.
+    out_of_view_fraction : float
+        A node whose warped window has more than this fraction of its (masked)
+        voxels outside the deformed volume when it stops is ``OUT_OF_VIEW``
+        (0..1, default 0.05: about one window face of 21 voxels).  Such nodes
+        measured only part of their window, next to the volume edge where the
+        deformed scan holds no data (the sample swelled out of the scanned
+        region); they are never replaced by interpolation nor used for strain.
+    replace : bool
+        Flag outliers and replace non-converged/diverged/outlier nodes by
+        interpolation from converged neighbours (``INTERPOLATED``).
+    outlier_threshold : float
+        Normalised median test threshold (see :func:`~tomo4d.dvc.flag_outliers`); 0 disables.
+    switch_px : float
+        With ``order=3``, iterate with linear interpolation until an update is
+        smaller than this, px, then with cubic B-splines; 0: cubic only.
+    curvature_correction : bool
+        Remove the second-order bias of affine windows on curved fields
+        (see :func:`~tomo4d.dvc.correct_curvature`).
+    smooth_sigma_px : float
+        Gaussian pre-smoothing of both volumes, px (0: none; ~1 for noisy scans).
+    grey_model : {"ssd"}
+        Matching criterion: ``"ssd"`` (sum of squared grey-level differences,
+        the only model so far).
+    backend : {"auto", "numba", "torch"}
+        Per-node Gauss-Newton implementation (``auto``: torch when it is
+        installed and a CUDA GPU is available, else numba).
+    device : str or torch.device, optional
+        Torch device, only with the torch backend (checked when the
+        correlation starts, so that building options never imports torch).
+    threads : int, optional
+        Numba threads for the call (default all; restored afterwards).
+    """
+
+    order: int = 3
+    max_iterations: int = 50
+    tolerance_px: float = 1e-3
+    min_texture: float = 0.02
+    mask_fraction: float = 0.5
+    max_displacement_px: float | None = None
+    out_of_view_fraction: float = 0.05
+    replace: bool = True
+    outlier_threshold: float = 3.0
+    switch_px: float = 0.05
+    curvature_correction: bool = True
+    smooth_sigma_px: float = 0.0
+    grey_model: str = "ssd"
+    backend: str = "auto"
+    device: object = None
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.order not in (1, 3) or isinstance(self.order, (bool, np.bool_)):
+            raise InputError(f"order={show(self.order)}: use 1 (linear) or 3 (cubic)")
+        checked = {
+            "order": int(self.order),
+            "max_iterations": check_int("max_iterations", self.max_iterations, minimum=1),
+            "tolerance_px": check_number("tolerance_px", self.tolerance_px, minimum=0.0, exclusive_minimum=True),
+            "min_texture": check_number("min_texture", self.min_texture, minimum=0.0),
+            "mask_fraction": check_number("mask_fraction", self.mask_fraction, minimum=0.0, maximum=1.0),
+            "out_of_view_fraction": check_number("out_of_view_fraction", self.out_of_view_fraction, minimum=0.0,
+                                                 maximum=1.0),
+            "replace": _check_bool("replace", self.replace),
+            "outlier_threshold": check_number("outlier_threshold", self.outlier_threshold, minimum=0.0),
+            "switch_px": check_number("switch_px", self.switch_px, minimum=0.0),
+            "curvature_correction": _check_bool("curvature_correction", self.curvature_correction),
+            "smooth_sigma_px": check_number("smooth_sigma_px", self.smooth_sigma_px, minimum=0.0),
+        }
+        if self.max_displacement_px is not None:
+            checked["max_displacement_px"] = check_number("max_displacement_px", self.max_displacement_px,
+                                                          minimum=0.0, exclusive_minimum=True)
+        if self.threads is not None:
+            checked["threads"] = check_int("threads", self.threads, minimum=1)
+        if self.grey_model not in GREY_MODELS:
+            raise InputError(f"grey_model={show(self.grey_model)}: use one of {show(GREY_MODELS)} "
+                             "(\"ssd\": sum of squared differences)")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend={show(self.backend)}: use 'auto', 'numba' or 'torch'")
+        if self.device is not None and self.backend == "numba":
+            raise InputError(f"device={show(self.device)} needs backend='torch' (the numba backend runs on the CPU)")
+        for name, value in checked.items():      # normalised types (e.g. numpy scalars -> float), same values
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class PsfCompensation:
+    """Compensation of the scanner's blur at large strain (see :mod:`tomo4d.dvc.psf`).
+
+    Attributes
+    ----------
+    psf_sigma_px : float or (3,) float
+        Gaussian point-spread function of the scans, px (one sigma or
+        ``(z, y, x)``, each >= 0), e.g. the scanner's blur sigma / voxel size
+        (140 nm / 50 nm = 2.8).  Stored as three floats.
+    passes : int
+        Compensated passes (>= 1; each re-estimates the blurs from the latest F).
+    tolerance_px2 : float
+        Nodes whose compensating covariances agree to this, px^2 (> 0), share
+        one pair of blurred volumes.
+    """
+
+    psf_sigma_px: tuple[float, float, float]
+    passes: int = 1
+    tolerance_px2: float = 0.1
+
+    def __post_init__(self):
+        s = self.psf_sigma_px
+        try:
+            arr = np.asarray(s, dtype=float)
+        except (TypeError, ValueError):
+            arr = np.zeros(0)
+        if isinstance(s, (str, bytes, bool, np.bool_)) or (arr.ndim == 1 and any(
+                isinstance(v, (str, bytes, bool, np.bool_)) for v in s)):
+            arr = np.zeros(0)
+        if arr.ndim == 0:
+            arr = np.repeat(arr, 3)
+        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise InputError(f"psf_sigma_px={show(s)} must be one sigma or (z, y, x) sigmas >= 0 in px, e.g. the "
+                             "scan's Gaussian PSF sigma / voxel size (140 nm / 50 nm = 2.8)")
+        object.__setattr__(self, "psf_sigma_px", tuple(float(v) for v in arr))
+        object.__setattr__(self, "passes", check_int("psf_passes", self.passes, minimum=1))
+        object.__setattr__(self, "tolerance_px2", check_number("psf_tolerance_px2", self.tolerance_px2,
+                                                               minimum=0.0, exclusive_minimum=True))
+
+
+def _check_bool(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}={show(value)} is not True or False; give a boolean")
+    return bool(value)
+
+
+#: keyword shortcuts of correlate() for the fields of PsfCompensation
+_PSF_SHORTCUTS = {"psf_sigma_px": "psf_sigma_px", "psf_passes": "passes", "psf_tolerance_px2": "tolerance_px2"}
+
+
+def resolve_options(options, psf, shortcuts: dict) -> tuple[CorrelationOptions, PsfCompensation | None]:
+    """The options of one call from an options object, a PSF object and keyword shortcuts.
+
+    A shortcut sets one field (``order=1`` is ``CorrelationOptions(order=1)``;
+    ``psf_sigma_px``, ``psf_passes``, ``psf_tolerance_px2`` set :class:`PsfCompensation`).
+    Refused: an unknown name, a shortcut for a field that a given ``options`` holds with
+    another value (or any PSF shortcut next to ``psf``), and PSF settings without ``psf_sigma_px``.
+    """
+    given = options is not None
+    if options is None:
+        options = CorrelationOptions()
+    elif not isinstance(options, CorrelationOptions):
+        raise InputError(f"options={show(options)} is not a CorrelationOptions; give e.g. "
+                         "options=CorrelationOptions(order=1)")
+    if psf is not None and not isinstance(psf, PsfCompensation):
+        raise InputError(f"psf={show(psf)} is not a PsfCompensation; give e.g. psf=PsfCompensation(2.8)")
+    names = {f.name for f in dataclasses.fields(CorrelationOptions)}
+    unknown = [k for k in shortcuts if k not in names and k not in _PSF_SHORTCUTS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(names | set(_PSF_SHORTCUTS)), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError(f"{unknown[0]!r} is not an option of the correlation; {hint}the options are the fields "
+                         "of CorrelationOptions and PsfCompensation (psf_sigma_px, psf_passes, psf_tolerance_px2)")
+    opt_changes = {k: v for k, v in shortcuts.items() if k in names}
+    if given:
+        for k, v in opt_changes.items():
+            if not _same(v, getattr(options, k)):
+                raise InputError(f"{k} is given both as a keyword ({k}={show(v)}) and in options ({k}="
+                                 f"{show(getattr(options, k))}); give it in one place only")
+    if opt_changes:
+        options = dataclasses.replace(options, **opt_changes)
+    psf_changes = {_PSF_SHORTCUTS[k]: v for k, v in shortcuts.items() if k in _PSF_SHORTCUTS}
+    if psf_changes.get("psf_sigma_px", 0) is None:       # psf_sigma_px=None: no compensation
+        del psf_changes["psf_sigma_px"]
+        if psf_changes:
+            raise InputError(f"{', '.join(k for k in shortcuts if k in ('psf_passes', 'psf_tolerance_px2'))} "
+                             "given without psf_sigma_px; give psf_sigma_px (the scans' PSF sigma, px) or drop them")
+    if psf_changes:
+        if psf is not None:
+            k = next(k for k in shortcuts if k in _PSF_SHORTCUTS)
+            raise InputError(f"{k} is given both as a keyword and through psf=PsfCompensation(...); give the PSF "
+                             "settings in one place only")
+        if "psf_sigma_px" not in psf_changes:
+            raise InputError(f"{', '.join(k for k in shortcuts if k in _PSF_SHORTCUTS)} given without psf_sigma_px; "
+                             "give psf_sigma_px (the scans' PSF sigma, px) or drop them")
+        psf = PsfCompensation(**psf_changes)
+    return options, psf
+
+
+def _same(a, b) -> bool:
+    """Whether a shortcut's value equals the one already in the options (then there is no conflict)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
