@@ -92,11 +92,13 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
               help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
 @click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
+@click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "znssd"]),
+              help="znssd: per-window brightness/contrast normalised (grey levels that change between the scans).")
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
-        backend, device, vtk, overwrite, as_json):
+        backend, device, grey_model, vtk, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
     from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
     from ..errors import InputError
@@ -104,7 +106,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 
     if pyramid and node_spacing is not None:
         raise InputError("give either --pyramid or --node-spacing, not both")
-    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device)
+    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device, grey_model=grey_model)
     psf = None
     if psf_sigma:
         try:

@@ -6,6 +6,13 @@ with a constant 12x12 Hessian built from the reference gradients, and samples
 the deformed image with cubic B-splines (mirror boundary, as
 ``scipy.ndimage.spline_filter(mode="mirror")``).  :func:`solve` is the backend
 entry point (see :mod:`tomo4d.dvc._backend`).
+
+Grey-level models: ``ssd`` compares grey levels as they are; ``znssd`` (zero-mean
+normalised SSD) first maps the warped deformed window onto the reference
+window's mean and standard deviation, ``r = (g - mean_g) std_f / std_g - (f - mean_f)``,
+re-estimated at every iteration, so that a change of brightness and contrast
+between the states does not bias the warp (Pan et al. 2013; the Jacobian stays
+the constant reference one).
 """
 
 from __future__ import annotations
@@ -129,9 +136,9 @@ def _linear(img, z, y, x):
 
 @njit(cache=True, fastmath=True, inline="always")
 def _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius):
-    """``(hess, scale, count, tstd)`` of one window: the scaled 12x12 Gauss-Newton Hessian of the
-    inverse-compositional affine warp (from the reference gradients), the column scales, the number
-    of masked voxels and the standard deviation of the reference grey levels."""
+    """``(hess, scale, count, tmean, tstd)`` of one window: the scaled 12x12 Gauss-Newton Hessian of
+    the inverse-compositional affine warp (from the reference gradients), the column scales, the
+    number of masked voxels and the mean and standard deviation of the reference grey levels."""
     hess = np.zeros((12, 12))
     j = np.zeros(12)
     tsum = 0.0
@@ -159,7 +166,8 @@ def _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius):
     for a in range(12):
         for b in range(a):
             hess[a, b] = hess[b, a]
-    tstd = np.sqrt(max(tsq / max(count, 1) - (tsum / max(count, 1)) ** 2, 1e-30))
+    tmean = tsum / max(count, 1)
+    tstd = np.sqrt(max(tsq / max(count, 1) - tmean ** 2, 1e-30))
     # scale the affine columns so that the Hessian is well conditioned
     scale = np.ones(12)
     for a in range(9):
@@ -167,7 +175,7 @@ def _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius):
     for a in range(12):
         for b in range(12):
             hess[a, b] *= scale[a] * scale[b]
-    return hess, scale, count, tstd
+    return hess, scale, count, tmean, tstd
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -205,10 +213,68 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
     return ssq, nv
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec, buf,
+                        tmean, tstd):
+    """:func:`_window_residual` under the ZNSSD model: the warped window is sampled once into ``buf``
+    (NaN outside the deformed volume), mapped onto the reference window's mean and standard
+    deviation, then compared.  Returns ``(sum of squared residuals, voxels inside the volume)``."""
+    nz, ny, nx = coef.shape
+    k = 0
+    nv = 0
+    vsum = 0.0
+    vsq = 0.0
+    for dz in range(-hz, hz + 1):
+        for dy in range(-hy, hy + 1):
+            for dx in range(-hx, hx + 1):
+                z, y, x = pz + dz, py + dy, px + dx
+                if not mask[z, y, x]:
+                    continue
+                wz_ = m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz
+                wy_ = m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py
+                wx_ = m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px
+                if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
+                    buf[k] = np.nan
+                else:
+                    v = _cubic(coef, flat, wz_, wy_, wx_) if cubic else _linear(image, wz_, wy_, wx_)
+                    buf[k] = v
+                    vsum += v
+                    vsq += v * v
+                    nv += 1
+                k += 1
+    bvec[:] = 0.0
+    if nv == 0:
+        return 0.0, 0
+    vmean = vsum / nv
+    gain = tstd / np.sqrt(max(vsq / nv - vmean * vmean, 1e-30))
+    shift = vmean * gain - tmean
+    ssq = 0.0
+    k = 0
+    for dz in range(-hz, hz + 1):
+        for dy in range(-hy, hy + 1):
+            for dx in range(-hx, hx + 1):
+                z, y, x = pz + dz, py + dy, px + dx
+                if not mask[z, y, x]:
+                    continue
+                v = buf[k]
+                k += 1
+                if np.isnan(v):
+                    continue
+                r = v * gain - shift - ref[z, y, x]
+                ssq += r * r
+                g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
+                rz, ry, rx = r * g0, r * g1, r * g2
+                bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
+                bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
+                bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
+                bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+    return ssq, nv
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_window, phis, active,
-                max_iterations, tolerance_px, max_displacement_px, out_of_view_fraction, status, iterations,
-                residual, delta, out_of_view):
+                max_iterations, tolerance_px, max_displacement_px, out_of_view_fraction, znssd, status,
+                iterations, residual, delta, out_of_view):
     """Gauss-Newton for every active node; ``phis`` (N, 4, 4) updated in place (about each node).
 
     ``image`` is the deformed volume (linear sampling), ``coef`` its cubic B-spline coefficients.
@@ -216,6 +282,7 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
     then cubically until convergence (``switch_px <= 0``: cubic throughout).  Window voxels warped
     outside the deformed volume are skipped; a node that stops (converged or not) with more than
     ``out_of_view_fraction`` of them outside, or that loses half of them, is ``K_OUT_OF_VIEW``.
+    ``znssd``: compare under the zero-mean normalised model (module notes).
     """
     n_nodes = positions.shape[0]
     flat = coef.ravel()
@@ -225,7 +292,7 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         if not active[n]:
             continue
         pz, py, px = positions[n, 0], positions[n, 1], positions[n, 2]
-        hess, scale, count, tstd = _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius)
+        hess, scale, count, tmean, tstd = _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius)
         if count < 16 or np.linalg.cond(hess) > 1e10:
             status[n] = K_SINGULAR
             continue
@@ -241,8 +308,14 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         res = np.nan
         dn = np.nan
         oov = np.nan
+        buf = np.empty(count if znssd else 0)
         for it in range(1, max_iterations + 1):
-            ssq, nv = _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec)
+            if znssd:
+                ssq, nv = _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
+                                              bvec, buf, tmean, tstd)
+            else:
+                ssq, nv = _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
+                                           bvec)
             oov = (count - nv) / count
             if nv < count // 2:
                 st = K_OUT_OF_VIEW
@@ -293,8 +366,6 @@ def solve(problem, state, selection) -> None:
     thread count afterwards.
     """
     o = problem.options
-    if o.grey_model != "ssd":                              # pragma: no cover - options refuse other models
-        raise NotImplementedError(f"grey_model={o.grey_model!r} is not implemented by the numba kernel")
     omp = _openmp()                     # read first: numba's first thread call initialises its pool
     omp_before = omp.omp_get_max_threads() if omp is not None else None
     before = numba.get_num_threads()
@@ -304,7 +375,8 @@ def solve(problem, state, selection) -> None:
         solve_nodes(problem.reference, problem.gradient, problem.mask, problem.deformed, problem.coefficients,
                     int(o.order), float(o.switch_px), problem.positions, problem.half_window, state.phis,
                     np.ascontiguousarray(selection, np.bool_), int(o.max_iterations), float(o.tolerance_px),
-                    problem.max_displacement_px, float(o.out_of_view_fraction), state.status, state.iterations,
+                    problem.max_displacement_px, float(o.out_of_view_fraction), o.grey_model == "znssd",
+                    state.status, state.iterations,
                     state.residual, state.delta, state.out_of_view)
     finally:
         numba.set_num_threads(before)

@@ -98,8 +98,6 @@ def solve(problem, state, selection, *, device) -> None:
     import torch
 
     o = problem.options
-    if o.grey_model != "ssd":                              # pragma: no cover - options refuse other models
-        raise NotImplementedError(f"grey_model={o.grey_model!r} is not implemented by the torch backend")
     dev = device
     shape = tuple(int(v) for v in problem.coefficients.shape)
     hw = [int(v) for v in problem.half_window]
@@ -115,7 +113,8 @@ def solve(problem, state, selection, *, device) -> None:
     }
     settings = {"shape": shape, "radius": float(max(hw)), "order": int(o.order), "switch_px": float(o.switch_px),
                 "max_iterations": int(o.max_iterations), "tolerance_px": float(o.tolerance_px),
-                "maxd": problem.max_displacement_px, "out_of_view_fraction": float(o.out_of_view_fraction)}
+                "maxd": problem.max_displacement_px, "out_of_view_fraction": float(o.out_of_view_fraction),
+                "znssd": o.grey_model == "znssd"}
     idx = np.nonzero(selection)[0]
     per = max(1, POINTS_PER_BATCH // off.shape[0])
     for s in range(0, len(idx), per):
@@ -123,6 +122,20 @@ def solve(problem, state, selection, *, device) -> None:
         out = _solve_batch(t, settings, problem.positions[nodes], state.phis[nodes], dev)
         (state.phis[nodes], state.status[nodes], state.iterations[nodes], state.residual[nodes],
          state.delta[nodes], state.out_of_view[nodes]) = out
+
+
+def _znssd_mapped(vals, inside, nv, tmean, tstd):
+    """Warped windows ``vals`` (R, W) with each window's mean and standard deviation over ``inside``
+    mapped onto the reference window's (``tmean``, ``tstd``, float64): the ZNSSD grey-level model."""
+    import torch
+
+    f64 = torch.float64
+    v = vals.to(f64) * inside
+    n = nv.clamp(min=1).to(f64)
+    vmean = v.sum(1) / n
+    vstd = (v.pow(2).sum(1) / n - vmean ** 2).clamp(min=1e-30).sqrt()
+    gain = tstd / vstd
+    return (vals.to(f64) * gain[:, None] - (vmean * gain - tmean)[:, None]).to(vals.dtype)
 
 
 def _solve_batch(t, settings, positions, phis, dev):
@@ -148,7 +161,8 @@ def _solve_batch(t, settings, positions, phis, dev):
     mf = msk.to(f64)
     tm = tmpl.to(f64) * mf
     cnt = count.clamp(min=1).to(f64)
-    tstd = (tm.pow(2).sum(1) / cnt - (tm.sum(1) / cnt) ** 2).clamp(min=1e-30).sqrt()
+    tmean = tm.sum(1) / cnt
+    tstd = (tm.pow(2).sum(1) / cnt - tmean ** 2).clamp(min=1e-30).sqrt()
     scale = torch.ones(12, dtype=f64, device=dev)
     scale[:9] = 1.0 / radius
     hs = hess * scale[:, None] * scale[None, :]
@@ -189,8 +203,11 @@ def _solve_batch(t, settings, positions, phis, dev):
             cub = cub_nodes.repeat_interleave(w.shape[1])
             vals[cub] = _sample_cubic(t["coef"], flat[cub])
             vals[~cub] = _trilinear(t["image"], flat[~cub])
-        r = (vals.reshape(w.shape[:2]) - tmpl[running]) * inside
+        vals = vals.reshape(w.shape[:2])
         nv = inside.sum(1)
+        if settings["znssd"]:                   # map the warped window onto the reference's mean and std
+            vals = _znssd_mapped(vals, inside, nv, tmean[running], tstd[running])
+        r = (vals - tmpl[running]) * inside
         ssq = (r.to(f64) ** 2).sum(1)
         jr = jac if running.numel() == nb else jac[running]
         bvec = torch.bmm(r[:, None, :], jr)[:, 0].to(f64)
