@@ -179,6 +179,25 @@ def _window_hessian(ref, grad, mask, pz, py, px, hz, hy, hx, radius):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _warp(m, pz, py, px, dz, dy, dx):
+    """Where Phi ``m`` (about the node ``p``) sends the window voxel at offset ``(dz, dy, dx)``."""
+    return (m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz,
+            m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py,
+            m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _accumulate(bvec, r, grad, z, y, x, dz, dy, dx):
+    """Add residual ``r`` of the window voxel ``(z, y, x)`` (offset ``(dz, dy, dx)``) to J^T r."""
+    g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
+    rz, ry, rx = r * g0, r * g1, r * g2
+    bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
+    bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
+    bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
+    bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec):
     """Sample the deformed volume over the warped window of Phi ``m``: fills ``bvec`` (the 12-vector
     J^T r) and returns ``(sum of squared residuals, number of voxels inside the deformed volume)``."""
@@ -192,9 +211,7 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
                 z, y, x = pz + dz, py + dy, px + dx
                 if not mask[z, y, x]:
                     continue
-                wz_ = m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz
-                wy_ = m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py
-                wx_ = m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px
+                wz_, wy_, wx_ = _warp(m, pz, py, px, dz, dy, dx)
                 if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
                     continue
                 if cubic:
@@ -204,12 +221,7 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
                 r = v - ref[z, y, x]
                 ssq += r * r
                 nv += 1
-                g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
-                rz, ry, rx = r * g0, r * g1, r * g2
-                bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
-                bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
-                bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
-                bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+                _accumulate(bvec, r, grad, z, y, x, dz, dy, dx)
     return ssq, nv
 
 
@@ -230,9 +242,7 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
                 z, y, x = pz + dz, py + dy, px + dx
                 if not mask[z, y, x]:
                     continue
-                wz_ = m[0, 0] * dz + m[0, 1] * dy + m[0, 2] * dx + m[0, 3] + pz
-                wy_ = m[1, 0] * dz + m[1, 1] * dy + m[1, 2] * dx + m[1, 3] + py
-                wx_ = m[2, 0] * dz + m[2, 1] * dy + m[2, 2] * dx + m[2, 3] + px
+                wz_, wy_, wx_ = _warp(m, pz, py, px, dz, dy, dx)
                 if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
                     buf[k] = np.nan
                 else:
@@ -262,12 +272,7 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
                     continue
                 r = v * gain - shift - ref[z, y, x]
                 ssq += r * r
-                g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
-                rz, ry, rx = r * g0, r * g1, r * g2
-                bvec[0] += rz * dz; bvec[1] += rz * dy; bvec[2] += rz * dx
-                bvec[3] += ry * dz; bvec[4] += ry * dy; bvec[5] += ry * dx
-                bvec[6] += rx * dz; bvec[7] += rx * dy; bvec[8] += rx * dx
-                bvec[9] += rz; bvec[10] += ry; bvec[11] += rx
+                _accumulate(bvec, r, grad, z, y, x, dz, dy, dx)
     return ssq, nv
 
 
