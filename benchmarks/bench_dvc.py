@@ -70,7 +70,7 @@ def errors(pos: np.ndarray, disp: np.ndarray) -> np.ndarray:
     return np.linalg.norm(disp - true, axis=1)
 
 
-def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True, backend="numba", device=None):
+def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True, backend="numba", device=None, grey_model="ssd"):
     from tomo4d.dvc import correlate
 
     best = None
@@ -78,7 +78,7 @@ def run_tomo4d(ref, dfm, *, workers, order, repeats, curv=True, backend="numba",
         c = time.process_time()
         t = time.perf_counter()
         f = correlate(ref, dfm, node_spacing=10, half_window=10, order=order, threads=workers, replace=False,
-                      curvature_correction=curv, backend=backend, device=device)
+                      curvature_correction=curv, backend=backend, device=device, grey_model=grey_model)
         dt = time.perf_counter() - t
         c = time.process_time() - c
         best = (dt, f, c) if best is None or dt < best[0] else best
@@ -138,6 +138,9 @@ def main(argv=None):
         for curv in (True, False):
             res, _ = run_tomo4d(ref, dfm, workers=a.workers, order=order, repeats=a.repeats, curv=curv)
             rows.append((f"tomo4d {'cubic' if order == 3 else 'linear'}{' +curv.corr.' if curv else ''}", res))
+    for order in (3, 1):  # the grey-level-tolerant model, for its cost (no grey change here)
+        res, _ = run_tomo4d(ref, dfm, workers=a.workers, order=order, repeats=a.repeats, grey_model="znssd")
+        rows.append((f"tomo4d {'cubic' if order == 3 else 'linear'} znssd +curv.", res))
     if a.torch_device != "none":
         import importlib.util
 

@@ -92,6 +92,10 @@ def main(argv=None):
     ap.add_argument("--smooth", type=float, default=1.0)
     ap.add_argument("--start", choices=["chain", "truth"], default="chain")
     ap.add_argument("--param", action="append", default=[], help="Phantom parameter KEY=VALUE (JSON value).")
+    ap.add_argument("--exclude-above", type=float, default=None,
+                    help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
+                         "--exclude-dilate voxels: correlate on what does not change grey level.")
+    ap.add_argument("--exclude-dilate", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from tomo4d.dvc import correlate
@@ -106,6 +110,13 @@ def main(argv=None):
               max_iterations=100, grey_model=a.grey_model)
     if a.psf_sigma:
         kw["psf_sigma_px"] = a.psf_sigma
+    mask = None
+    if a.exclude_above is not None:
+        from scipy import ndimage
+
+        bright = ndimage.gaussian_filter(series[0], 1.0) > a.exclude_above
+        mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
+        kw["mask"] = mask
     rows, prev = [], None
     for n in range(1, len(series)):
         t0 = time.perf_counter()
