@@ -40,9 +40,25 @@ def _leftovers(folder):
 def test_interrupted_write_leaves_no_output(tmp_path, name, monkeypatch):
     import tomo4d._array as arr
 
-    monkeypatch.setattr(arr, "slab_depth", lambda *a, **k: 4)  # write in several slabs
+    # write in slabs of 4 slices, so the failure at z = 20 comes after five slabs were written: every
+    # writer module holds its own reference to slab_depth (HDF5 and Zarr take it through storage_chunks)
+    import importlib
+
+    for mod in ("_common", "tiff", "slices", "raw", "_lazy"):
+        monkeypatch.setattr(importlib.import_module(f"tomo4d.io.{mod}"), "slab_depth", lambda *a, **k: 4)
+    written = []
+    real_iter = arr.iter_slabs
+
+    def counting(array, step):
+        for z0, slab in real_iter(array, step):
+            written.append(z0)
+            yield z0, slab
+
+    for mod in ("tiff", "slices", "raw", "hdf5", "zarrio"):
+        monkeypatch.setattr(importlib.import_module(f"tomo4d.io.{mod}"), "iter_slabs", counting, raising=False)
     with pytest.raises(Boom):
         save_volume(_failing_volume(), tmp_path / name)
+    assert written and max(written) >= 4, f"the {name} writer failed before writing a slab: {written}"
     assert not (tmp_path / name).exists()
     assert _leftovers(tmp_path) == []
     assert not (tmp_path / (name + ".info")).exists()
