@@ -26,9 +26,9 @@ COMMANDS: dict[str, str] = {
     "enhance": "enhance:enhance",
     "quality": "quality:quality",
     "register": "register:register",
-    "dvc": "register:dvc",
-    "strain": "register:strain",
-    "residual": "register:residual",
+    "dvc": "dvc:dvc",
+    "strain": "dvc:strain",
+    "residual": "dvc:residual",
     "segment": "segment:segment",
     "quantify": "quantify:quantify",
 }

@@ -124,3 +124,24 @@ def relabel(arr, text):
         out[arr == a] = b
     top = int(out.max()) if out.size else 0
     return out.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+
+
+def parse_ints(text, *, name: str) -> list[int]:
+    """Parse ``"100,70,35"`` into positive integers (e.g. ``--binning``, ``--pyramid``)."""
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{name}={text!r} must be comma-separated integers, e.g. 100,70,35") from None
+    if not vals or any(v < 1 for v in vals):
+        raise InputError(f"{name}={text!r} must be positive integers, e.g. 100,70,35")
+    return vals
+
+
+def open_array(path, *, mask: bool = False):
+    """The volume at ``path`` read into memory (a Volume); with ``mask``, its non-zero voxels (bool numpy,
+    None for no path)."""
+    from ..io import open_volume
+
+    if mask:
+        return None if path is None else open_volume(path).compute().numpy() > 0
+    return open_volume(path).compute()

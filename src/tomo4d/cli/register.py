@@ -1,38 +1,11 @@
-"""``tomo4d register``, ``tomo4d dvc``, ``tomo4d strain`` and ``tomo4d residual``."""
+"""``tomo4d register``: global (affine, multiscale, multimodal) registration of two volumes."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 from ._paths import declare_paths
-from ._util import emit, json_option, progress_bar
-
-
-def _ints(text, *, name):
-    from ..errors import InputError
-
-    try:
-        vals = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{name}={text!r} must be comma-separated integers, e.g. 100,70,35") from None
-    if not vals or any(v < 1 for v in vals):
-        raise InputError(f"{name}={text!r} must be positive integers, e.g. 100,70,35")
-    return vals
-
-
-def _open(path, *, name):
-    from ..io import open_volume
-
-    return open_volume(path).compute()
-
-
-def _mask(path):
-    if path is None:
-        return None
-    return _open(path, name="--mask").numpy() > 0
-
+from ._util import emit, json_option, open_array, parse_ints, progress_bar
 
 @declare_paths(inputs=("fixed", "moving", "mask"), outputs=("output",))
 @click.command()
@@ -51,13 +24,13 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
     from ..register import register as _register
     from ..register import register_multimodal
 
-    f, m = _open(fixed, name="FIXED"), _open(moving, name="MOVING")
-    msk = _mask(mask)
+    f, m = open_array(fixed), open_array(moving)
+    msk = open_array(mask, mask=True)
     with progress_bar("registering", enabled=not as_json) as progress:
         if multimodal:
             reg = register_multimodal(f, m, search_px=search_px, mask=msk, progress=progress)
         else:
-            reg = _register(f, m, rigid=rigid, binning=_ints(binning, name="--binning"), mask=msk,
+            reg = _register(f, m, rigid=rigid, binning=parse_ints(binning, name="--binning"), mask=msk,
                             progress=progress)
     if output:
         reg.save(output, overwrite=overwrite, inputs=[fixed, moving])
@@ -72,156 +45,3 @@ def register(fixed, moving, output, rigid, multimodal, binning, mask, search_px,
             yield f"wrote {output}"
 
     emit(lambda: reg.to_dict() | ({"output": output} if output else {}), as_json=as_json, text=lines())
-
-
-@declare_paths(inputs=("ref", "deformed", "mask", "phi_json"), outputs=("output", "vtk"))
-@click.command()
-@click.argument("ref", type=click.Path(path_type=str))
-@click.argument("deformed", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Field file: .h5 (native), .tsv (SPAM) or .vtk (ParaView).")
-@click.option("--node-spacing", default=None, type=int, help="Single level: node spacing, px.")
-@click.option("--half-window", default=None, type=int, help="Half-window, px (default = node spacing).")
-@click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing).")
-@click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the sample in REF (non-zero = sample).")
-@click.option("--phi", "phi_json", default=None, type=click.Path(path_type=str), help="Initial global guess: JSON from 'tomo4d register'.")
-@click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
-@click.option("--psf-sigma", default=None,
-              help="Gaussian PSF of the scans, px: one sigma or z,y,x (compensates the blur change at large strain).")
-@click.option("--smooth", "smooth_px", default=0.0, show_default=True, type=float,
-              help="Gaussian pre-smoothing of both volumes, px (~1 for noisy scans).")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
-              help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
-@click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
-@click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "znssd"]),
-              help="znssd: per-window brightness/contrast normalised (grey levels that change between the scans).")
-@click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@json_option
-def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
-        backend, device, grey_model, vtk, overwrite, as_json):
-    """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
-    from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
-    from ..errors import InputError
-    from ..register import Registration
-
-    if pyramid and node_spacing is not None:
-        raise InputError("give either --pyramid or --node-spacing, not both")
-    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device, grey_model=grey_model)
-    psf = None
-    if psf_sigma:
-        try:
-            sig = [float(v) for v in str(psf_sigma).split(",")]
-        except ValueError:
-            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or z,y,x sigmas in px, e.g. 2.8") from None
-        if len(sig) not in (1, 3):
-            raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
-        psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
-    levels = _ints(pyramid, name="--pyramid") if pyramid else None
-    r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
-    phi0 = None
-    if phi_json:
-        reg = Registration.load(phi_json)
-        import numpy as np
-
-        from ..register import recentre_phi
-
-        phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
-    msk = _mask(mask)
-    with progress_bar("correlating", enabled=not as_json) as progress:
-        if levels:
-            field = correlate_pyramid(r, d, pyramid=levels, mask=msk, phi0=phi0, search_radius_px=search_px,
-                                      options=options, psf=psf, progress=progress)
-        else:
-            ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
-            field = correlate(r, d, node_spacing=ns, half_window=half_window, mask=msk, phi0=phi0,
-                              search_radius_px=search_px, options=options, psf=psf, progress=progress)
-    field.save(output, overwrite=overwrite, inputs=[ref, deformed])
-    if vtk:
-        field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])
-    emit(field.summary() | {"output": output}, as_json=as_json, text=[
-        f"{field.n_nodes} nodes, grid {field.grid_shape}: "
-        + ", ".join(f"{k} {v}" for k, v in field.status_counts().items()),
-        f"replaced by interpolation: {field.notes.get('n_replaced', 0)}",
-        f"wrote {output}"])
-
-
-@declare_paths(inputs=("field_path",), outputs=("output",))
-@click.command()
-@click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Strain file: .h5 (tensors) or .vtk (ParaView).")
-@click.option("--split-z", default=None, type=float, help="Report top/bottom statistics split at this z, px.")
-@click.option("-c", "--component", "components", multiple=True,
-              help="Component to report (repeatable; default hencky_zz and volumetric = det F - 1), e.g. green_zz, "
-                   "hencky_yy, stretch_1, deviatoric.")
-@click.option("--small-strain", is_flag=True, help="Also report the small-strain small_zz/yy/xx and volumetric_small "
-              "(valid only for strains of a few %).")
-@click.option("--gradient", default="nodes", show_default=True, type=click.Choice(["nodes", "affine"]),
-              help="F from differences of node displacements, or each node's affine fit (noisier).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@json_option
-def strain(field_path, output, split_z, components, small_strain, gradient, overwrite, as_json):
-    """Finite strain (F, Hencky, Green-Lagrange, det F - 1, principal stretches) from a displacement FIELD."""
-    from .._validate import check_number
-    from ..dvc import DisplacementField, regional_strain, strain_field
-    from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
-    from ..errors import InputError
-
-    if split_z is not None:
-        split_z = check_number("--split-z", split_z)
-    comps = tuple(dict.fromkeys((tuple(components) or DEFAULT_COMPONENTS) + (SMALL_COMPONENTS if small_strain else ())))
-    field = DisplacementField.load(field_path)
-    s = strain_field(field, gradient=gradient)
-    for c in comps:
-        s.component(c)  # refuse an unknown name before writing
-    suffix = Path(output).suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        s.save(output, overwrite=overwrite)
-    elif suffix == ".vtk":
-        names = dict.fromkeys(("hencky_zz", "hencky_yy", "hencky_xx", "volumetric", "deviatoric", "stretch_1",
-                               "stretch_3") + comps)
-        scal = {"valid": s.valid.ravel().astype(float)} | {k: s.component(k).ravel() for k in names}
-        field.to_vtk(output, scalars=scal, overwrite=overwrite)
-    else:
-        raise InputError(f"cannot write strain to {output!r}; use .h5 or .vtk")
-    regions = {"all": s.valid}
-    if split_z is not None:
-        regions |= {"z < split": lambda p: p[..., 0] < split_z, "z >= split": lambda p: p[..., 0] >= split_z}
-    stats = regional_strain(s, regions, components=comps)
-    emit({"output": output, "gradient": gradient, "regions": [r.to_dict() for r in stats]}, as_json=as_json, text=[
-        f"{'region':<12} {'component':<16} {'nodes':>6} {'mean':>10} {'median':>10} {'std':>10}",
-        *(f"{r.region:<12} {r.component:<16} {r.n_nodes:>6} {r.mean:>10.5f} {r.median:>10.5f} {r.std:>10.5f}"
-          for r in stats),
-        f"wrote {output}"])
-
-
-@declare_paths(inputs=("ref", "deformed", "field_path", "repeat_scans"), outputs=("output",))
-@click.command()
-@click.argument("ref", type=click.Path(path_type=str))
-@click.argument("deformed", type=click.Path(path_type=str))
-@click.argument("field_path", metavar="FIELD", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Residual volume (any volume format, e.g. .tif).")
-@click.option("--sigma", default=2.0, show_default=True, help="Gaussian blur, px.")
-@click.option("--repeat", "repeat_scans", nargs=2, default=None, type=click.Path(path_type=str),
-              help="Two scans with no change in between: their residual level is subtracted.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@json_option
-def residual(ref, deformed, field_path, output, sigma, repeat_scans, overwrite, as_json):
-    """Residual map: DEFORMED pulled back by FIELD minus REF, blurred, absolute, minus the noise floor."""
-    from ..dvc import DisplacementField, noise_floor, residual_map
-    from ..io import save_volume
-
-    r, d = _open(ref, name="REF"), _open(deformed, name="DEFORMED")
-    field = DisplacementField.load(field_path)
-    noise = 0.0
-    if repeat_scans:
-        a, b = (_open(p, name="--repeat") for p in repeat_scans)
-        noise = noise_floor(a, b, sigma_px=sigma)
-    with progress_bar("residual", enabled=not as_json) as progress:
-        res = residual_map(r, d, field, sigma_px=sigma, noise=noise, progress=progress)
-    vol = r.with_data(res.residual, step=f"residual map sigma={sigma} noise={noise:.4g}")
-    save_volume(vol, output, overwrite=overwrite)
-    emit(lambda: res.to_dict() | {"output": output}, as_json=as_json, text=[
-        f"noise floor {res.noise_floor:.4g}, mean residual {res.mean_before_floor:.4g}, "
-        f"{100 * res.fraction_above_floor:.1f}% above the floor",
-        f"wrote {output}"])
-
