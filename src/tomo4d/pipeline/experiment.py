@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -88,7 +89,7 @@ class Experiment(StrictModel):
     def resolve(self, path) -> Path:
         """``path`` of the file, relative to the experiment file's folder."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else Path(self.base_dir or ".") / p
+        return Path(os.path.normpath(p if p.is_absolute() else Path(self.base_dir or ".") / p))
 
     def options(self) -> dict:
         """The resolved options (every default filled in), as plain JSON-able data."""
