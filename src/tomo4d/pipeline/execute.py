@@ -95,7 +95,10 @@ def _run_stage(s, ctx, keys, out, say) -> StageRun:
         say(f"stage {s.name}: cached")
         cached = tuple(ctx.inputs.names[i] for i in keys["steps"])
         return StageRun(s.name, "cached", (), cached, 0.0)
-    _invalidate(out, marker)
+    if s.per_step:
+        marker.unlink(missing_ok=True)  # each step's marker decides about that step's outputs
+    else:
+        _invalidate(out, marker)
     t0 = time.perf_counter()
     say(f"stage {s.name}: running")
     if s.per_step:
