@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
-from tomo4d.pipeline import experiment_schema, load_experiment, parse_experiment, plan_experiment
+from tomo4d.pipeline import (
+    experiment_schema,
+    load_experiment,
+    parse_experiment,
+    plan_experiment,
+)
 
 GOOD = {"inputs": {"series": ["a.tif", "b.tif"], "time_s": [0, 10]}}
 

@@ -32,10 +32,10 @@ def _tables(out: Path) -> dict:
 
 def _same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].keys() == b[name].keys(), name
-        for col in a[name]:
-            x, y = a[name][col], b[name][col]
+    for name, cols in a.items():
+        assert cols.keys() == b[name].keys(), name
+        for col, x in cols.items():
+            y = b[name][col]
             if x.dtype.kind == "f":
                 np.testing.assert_array_equal(x, y, err_msg=f"{name}.{col}")
             else:
@@ -130,6 +130,12 @@ def test_sigkill_during_dvc_then_resume_gives_identical_tables(tmp_path, experim
     assert res.stages[0].status == "cached"  # quantify finished before the kill
     assert res.stages[1].cached_steps == ("T1",) and res.stages[1].computed_steps == ("T2",)
     _same(_tables(out), _tables(reference_run[0]))
+    from tomo4d.dvc import DisplacementField
+
+    for step in ("T1", "T2"):  # T2 resumed from the saved T1 field: the same field as uninterrupted
+        a, b = (DisplacementField.load(d / "fields" / f"dvc_T0_{step}.h5") for d in (out, reference_run[0]))
+        np.testing.assert_array_equal(a.phi, b.phi)
+        np.testing.assert_array_equal(a.status, b.status)
     assert not [p for p in out.rglob(".*partial-*")]  # the killed writer's temporaries were removed or never made
 
 

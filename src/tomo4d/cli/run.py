@@ -24,7 +24,7 @@ def _experiment_inputs(params) -> list[str]:
         out += [str(p) for p in expand_files(e, e.inputs.series, "inputs.series")]
         if e.inputs.labels is not None:
             out += [str(p) for p in expand_files(e, e.inputs.labels, "inputs.labels")]
-    except Exception:  # noqa: BLE001 - an unreadable file is reported by the command itself
+    except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
         pass
     return out
 
@@ -63,7 +63,12 @@ def _plan_lines(plan):
 def run(experiment, out_dir, check, schema, overwrite, quiet):
     """Run the experiment file EXPERIMENT into the run folder OUT (resumes; skips what is done)."""
     from ..errors import InputError
-    from ..pipeline import experiment_schema, load_experiment, plan_experiment, run_experiment
+    from ..pipeline import (
+        experiment_schema,
+        load_experiment,
+        plan_experiment,
+        run_experiment,
+    )
 
     if schema:
         click.echo(json.dumps(experiment_schema(), indent=2))

@@ -10,10 +10,32 @@
 from .demo import DemoResult, StageResult, run_demo
 from .execute import run_experiment
 from .experiment import Experiment, experiment_schema, load_experiment, parse_experiment
-from .runner import Plan, RunResult, StageRun, StageStatus, is_run_folder, plan_experiment
 from .run_report import render_report
+from .runner import (
+           Plan,
+           RunResult,
+           StageRun,
+           StageStatus,
+           is_run_folder,
+           plan_experiment,
+)
 from .template import experiment_template
 
-__all__ = ["run_demo", "DemoResult", "StageResult", "Experiment", "load_experiment", "parse_experiment",
-           "experiment_schema", "experiment_template", "plan_experiment", "run_experiment", "render_report",
-           "Plan", "RunResult", "StageRun", "StageStatus", "is_run_folder"]
+__all__ = [
+           "DemoResult",
+           "Experiment",
+           "Plan",
+           "RunResult",
+           "StageResult",
+           "StageRun",
+           "StageStatus",
+           "experiment_schema",
+           "experiment_template",
+           "is_run_folder",
+           "load_experiment",
+           "parse_experiment",
+           "plan_experiment",
+           "render_report",
+           "run_demo",
+           "run_experiment",
+]

@@ -13,10 +13,22 @@ from pathlib import Path
 
 from ..errors import InputError
 from .inputs import resolve_inputs
-from .runner import (STATE_DIR, RunResult, StageRun, _enabled, _fingerprints, _invalidate, _is_done, _light_ctx,
-                     _marker, _write_marker, claim_run_folder, stage_keys)
+from .runner import (
+    STATE_DIR,
+    RunResult,
+    StageRun,
+    _enabled,
+    _fingerprints,
+    _invalidate,
+    _is_done,
+    _light_ctx,
+    _marker,
+    _write_marker,
+    claim_run_folder,
+    stage_keys,
+)
 
-__all__ = ["run_experiment", "DEPENDENCIES"]
+__all__ = ["DEPENDENCIES", "run_experiment"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +52,8 @@ class _RunLog:
 
 @contextmanager
 def _locked(out: Path):
-    fh = open(out / STATE_DIR / "lock", "w")
-    try:
+    """Hold an exclusive lock on the run folder (released by the OS even when the process is killed)."""
+    with open(out / STATE_DIR / "lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,8 +62,6 @@ def _locked(out: Path):
         fh.write(str(os.getpid()))
         fh.flush()
         yield
-    finally:
-        fh.close()
 
 
 def _loader(out, ctx_of, stages):

@@ -31,7 +31,7 @@ from .._validate import show
 from ..errors import InputError
 from .sections import DvcSection, QuantifySection, StrictModel
 
-__all__ = ["Experiment", "Inputs", "load_experiment", "parse_experiment", "experiment_schema", "TODO"]
+__all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
 #: placeholder that ``tomo4d init`` writes where it could not infer a value
 TODO = "TODO"

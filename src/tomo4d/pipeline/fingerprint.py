@@ -24,7 +24,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["fingerprint", "cache_key", "FULL_HASH_BYTES", "BLOCK", "SAMPLES"]
+__all__ = ["BLOCK", "FULL_HASH_BYTES", "SAMPLES", "cache_key", "fingerprint"]
 
 FULL_HASH_BYTES = 64 * 2**20
 BLOCK = 2**20

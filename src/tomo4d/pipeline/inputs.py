@@ -18,7 +18,7 @@ from pathlib import Path
 from .._validate import show
 from ..errors import InputError
 
-__all__ = ["ResolvedInputs", "resolve_inputs", "natural_key", "expand_files"]
+__all__ = ["ResolvedInputs", "expand_files", "natural_key", "resolve_inputs"]
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,16 @@ from .inputs import ResolvedInputs, resolve_inputs
 from .stage import StageContext
 from .stages import STAGES
 
-__all__ = ["STATE_DIR", "StageStatus", "Plan", "StageRun", "RunResult", "plan_experiment", "run_experiment",
-           "claim_run_folder", "is_run_folder"]
+__all__ = [
+    "STATE_DIR",
+    "Plan",
+    "RunResult",
+    "StageRun",
+    "StageStatus",
+    "claim_run_folder",
+    "is_run_folder",
+    "plan_experiment",
+]
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,18 @@ import dataclasses
 import re
 import typing
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import InputError
 
-__all__ = ["QuantifySection", "DvcSection", "StrictModel", "dataclass_doc"]
+__all__ = ["DvcSection", "QuantifySection", "StrictModel", "dataclass_doc"]
 
 
 class StrictModel(BaseModel):
@@ -30,7 +37,7 @@ class StrictModel(BaseModel):
 def dataclass_doc(cls) -> dict[str, str]:
     """``{attribute: first sentence of its description}`` from a numpydoc ``Attributes`` section."""
     doc = cls.__doc__ or ""
-    m = re.search(r"Attributes\n\s*-+\n(.*)", doc, re.S)
+    m = re.search(r"Attributes\n\s*-+\n(.*)", doc, re.DOTALL)
     out: dict[str, str] = {}
     if not m:
         return out

@@ -18,7 +18,7 @@ from ..errors import InputError
 from .experiment import TODO
 from .inputs import natural_key
 
-__all__ = ["experiment_template", "VOLUME_SUFFIXES"]
+__all__ = ["VOLUME_SUFFIXES", "experiment_template"]
 
 #: file (or folder) suffixes taken for volumes
 VOLUME_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".nxs", ".zarr", ".vol", ".raw")
