@@ -221,6 +221,26 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "unparsable": [(["{spectrum}", "--composition", "Xx2", "--density", "1"], "composition"),
                        (["{spectrum}", "--composition", "Li7La3Zr2O1(2", "--density", "1"], "composition")],
         "corrupt-file": NA("reads a text spectrum (unparsable covers it)"), "device": NO_DEVICE},
+    ("run",): {
+        "non-finite": NA("voxel values are read by the stages, which refuse NaN (check_finite); --check reads "
+                         "headers only"),
+        "bad-labels": NA("label values are checked (check_labels) by the quantify stage that reads them; --check "
+                         "checks that each label volume opens and has its image's shape"),
+        "out-of-range": [(["{exp_range}", "--check"], "dvc.node_spacing=1"),
+                         (["{exp_soc}", "--check"], "state_of_charge[1]=1.5")],
+        "unparsable": [(["{exp_unknown}", "--check"], "did you mean 'node_spacing'"),
+                       (["{exp_syntax}", "--check"], "not valid YAML")],
+        "corrupt-file": [(["{exp_trunc}", "--check"], TRUNC)],
+        "device": [(["{exp_device}", "--check"], "backend='torch'")]},
+    ("report",): {
+        "non-finite": NA("reads the saved tables of a run folder"), "bad-labels": NO_LABELS,
+        "out-of-range": NA("no numeric option"),
+        "unparsable": [(["{grey}"], "not a tomo4d run folder")],
+        "corrupt-file": NA("a folder that is not a run folder is the unparsable class"), "device": NO_DEVICE},
+    ("init",): {
+        "non-finite": NA("reads headers only"), "bad-labels": NO_LABELS, "out-of-range": NA("no numeric option"),
+        "unparsable": [(["{grey}", "-o", "{out.yaml}"], "is not a folder")],
+        "corrupt-file": [(["{truncdir}", "-o", "{out.yaml}"], TRUNC)], "device": NO_DEVICE},
     ("neutron", "lithium"): {
         "non-finite": [(["{nan}", "{out.tif}"], NONFINITE)],
         "bad-labels": [(["{grey}", "{out.tif}", "--labels", "{greylab}"], "labels")],
@@ -272,6 +292,16 @@ def data(tmp_path_factory):
     raw = stack.read_bytes()
     (d / "trunc.tif").write_bytes(raw[: len(raw) // 2])
     paths["trunc"] = str(d / "trunc.tif")
+    (d / "truncdir").mkdir()
+    (d / "truncdir" / "T0.tif").write_bytes(raw[: len(raw) // 2])
+    paths["truncdir"] = str(d / "truncdir")
+    good = f"inputs:\n  series: [{paths['grey']}, {paths['grey']}]\n  time_s: [0, 1]\n"
+    for name, text in {"range": good + "dvc:\n  node_spacing: 1\n", "unknown": good + "dvc:\n  node_spacng: 4\n",
+                       "syntax": good + "dvc: [\n", "device": good + "dvc:\n  backend: numba\n  device: cuda\n",
+                       "soc": good + "  state_of_charge: [0, 1.5]\n",
+                       "trunc": f"inputs:\n  series: [{paths['grey']}, {paths['trunc']}]\n  time_s: [0, 1]\n"}.items():
+        (d / f"exp_{name}.yaml").write_text(text)
+        paths[f"exp_{name}"] = str(d / f"exp_{name}.yaml")
     wl = np.linspace(1, 5, 200)
     np.savetxt(d / "spectrum.csv", np.column_stack([wl, np.exp(-0.1 * wl)]), delimiter=",",
                header="wavelength,trans", comments="")

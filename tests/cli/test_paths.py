@@ -48,6 +48,9 @@ BASE = {
     ("quantify", "regions"): ["--field", "{in:fields}", "--labels", "{in:labels_path}", "-o", "{out:output}"],
     ("quantify", "modes"): ["{in:particles_t0}", "{in:residuals}", "-o", "{out:output}"],
     ("neutron", "plan"): ["--target-um", "5"],
+    ("run",): ["{in:experiment}", "-o", "{out:out_dir}"],
+    ("report",): ["{out:out_dir}"],
+    ("init",): ["{in:scans}", "-o", "{out:output}"],
     ("neutron", "normalize"): ["{in:sample}", "{in:open_beam}", "{out:output}", "--dark", "{in:dark}"],
     ("neutron", "bragg"): ["{in:spectrum}", "--figure", "{out:figure_path}"],
     ("neutron", "isotopes"): ["{in:spectrum}", "--composition", "Li", "--density", "0.534"],
@@ -76,7 +79,7 @@ def test_every_command_is_declared_and_listed():
         assert path_params <= declared | {"models"}, f"{words}: undeclared path parameters {path_params - declared}"
         assert set(_names(BASE[words], "out")) == set(decl.outputs), words
         inputs = set(_names(BASE[words], "in"))
-        assert inputs == {s if isinstance(s, str) else "models" for s in decl.inputs}, words
+        assert inputs == {s if isinstance(s, str) else getattr(s, "param", "models") for s in decl.inputs}, words
 
 
 def _suffix(words):

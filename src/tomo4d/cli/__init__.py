@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "residual": "dvc:residual",
     "segment": "segment:segment",
     "quantify": "quantify:quantify",
+    "run": "run:run",
+    "report": "run:report",
+    "init": "run:init",
 }
 
 EXIT_USAGE = 2

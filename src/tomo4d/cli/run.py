@@ -1,0 +1,123 @@
+"""``tomo4d run``, ``tomo4d report`` and ``tomo4d init``: the experiment-file workflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._paths import declare_paths
+
+
+def _experiment_inputs(params) -> list[str]:
+    """The experiment file and every file it names (when it can be read), for the path checks."""
+    exp = params.get("experiment")
+    if exp is None:
+        return []
+    out = [exp]
+    try:
+        from ..pipeline import load_experiment
+        from ..pipeline.inputs import expand_files
+
+        e = load_experiment(exp)
+        out += [str(p) for p in expand_files(e, e.inputs.series, "inputs.series")]
+        if e.inputs.labels is not None:
+            out += [str(p) for p in expand_files(e, e.inputs.labels, "inputs.labels")]
+    except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
+        pass
+    return out
+
+
+_experiment_inputs.param = "experiment"  # the parameter these inputs come from (tests/cli/test_paths.py)
+
+
+def _plan_lines(plan):
+    inp = plan.inputs
+    vs = ", ".join(f"{v:g}" for v in inp.voxel_size_nm)
+    yield (f"inputs: {inp.n_steps} steps ({', '.join(inp.names)}), shape {inp.shape}, {inp.dtype}, voxel ({vs}) nm, "
+           f"{len(inp.labels)} label volume(s); all files open and agree")
+    for p in inp.series:
+        yield f"  series  {p}"
+    for p in inp.labels:
+        yield f"  labels  {p}"
+    yield f"output: {plan.out if plan.out is not None else '(give -o OUT to see what is done)'}"
+    for s in plan.stages:
+        if not s.enabled:
+            yield f"  {s.name:<9} off"
+            continue
+        state = "done" if s.done else "to run"
+        if s.steps_done or s.steps_todo:
+            state += f" (steps done: {', '.join(s.steps_done) or '-'}; to run: {', '.join(s.steps_todo) or '-'})"
+        yield f"  {s.name:<9} {state:<10} {s.description} -> {s.outputs}"
+
+
+@declare_paths(inputs=("experiment", _experiment_inputs), outputs=("out_dir",), resumable=("out_dir",))
+@click.command()
+@click.argument("experiment", required=False, type=click.Path(path_type=str))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=str), help="Run folder (new, or an earlier run).")
+@click.option("--check", is_flag=True, help="Validate the file and its inputs, print the plan; compute nothing.")
+@click.option("--schema", is_flag=True, help="Print the JSON schema of experiment files.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder tomo4d wrote that is not a run.")
+@click.option("--quiet", is_flag=True, help="No progress lines (the log is still written to OUT/log.txt).")
+def run(experiment, out_dir, check, schema, overwrite, quiet):
+    """Run the experiment file EXPERIMENT into the run folder OUT (resumes; skips what is done)."""
+    from ..errors import InputError
+    from ..pipeline import (
+        experiment_schema,
+        load_experiment,
+        plan_experiment,
+        run_experiment,
+    )
+
+    if schema:
+        click.echo(json.dumps(experiment_schema(), indent=2))
+        return
+    if experiment is None:
+        raise InputError("give the experiment file: tomo4d run EXPERIMENT.yaml -o OUT (tomo4d init writes one)")
+    exp = load_experiment(experiment)
+    if check:
+        for line in _plan_lines(plan_experiment(exp, out_dir)):
+            click.echo(line)
+        return
+    if out_dir is None:
+        raise InputError("give the run folder with -o OUT (a new folder, or an earlier run to resume)")
+    res = run_experiment(exp, out_dir, overwrite=overwrite, source=experiment,
+                         progress=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    for s in res.stages:
+        steps = f" (computed {', '.join(s.computed_steps) or '-'}; cached {', '.join(s.cached_steps) or '-'})" \
+            if s.computed_steps or s.cached_steps else ""
+        click.echo(f"{s.name:<9} {s.status:<13} {s.wall_s:7.1f} s{steps}")
+    click.echo(f"report: {res.report}  (total {res.wall_s:.1f} s)")
+
+
+@declare_paths(outputs=("out_dir",), resumable=("out_dir",))
+@click.command()
+@click.argument("out_dir", type=click.Path(path_type=str))
+def report(out_dir):
+    """Re-render OUT/report.html of the run folder OUT from its saved results (no recomputation)."""
+    from ..pipeline import render_report
+
+    click.echo(f"report: {render_report(out_dir)}")
+
+
+@declare_paths(inputs=("scans",), outputs=("output",))
+@click.command()
+@click.argument("scans", type=click.Path(path_type=str))
+@click.option("-o", "--output", default="experiment.yaml", show_default=True, type=click.Path(path_type=str),
+              help="Experiment file to write (paths in it are relative to its folder).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing experiment file.")
+def init(scans, output, overwrite):
+    """Write a commented template experiment file for the folder of scans SCANS."""
+    from ..errors import InputError
+    from ..io import atomic_output
+    from ..pipeline import experiment_template
+
+    if not Path(scans).exists():
+        raise InputError(f"scans folder {scans!r} does not exist; check the path")
+    text = experiment_template(scans, relative_to=Path(output).resolve().parent)
+    with atomic_output(output, overwrite=overwrite, inputs=[scans]) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    todo = sum("TODO" in line.split("#")[0] for line in text.splitlines())
+    click.echo(f"wrote {output}" + (f"; fill in the {todo} TODO value(s), then" if todo else "; check it, then")
+               + f": tomo4d run {output} --check")

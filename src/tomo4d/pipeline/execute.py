@@ -1,0 +1,203 @@
+"""Executing an experiment: :func:`run_experiment` (keys and markers in :mod:`tomo4d.pipeline.runner`)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError
+from .inputs import resolve_inputs
+from .runner import (
+    STATE_DIR,
+    RunResult,
+    StageRun,
+    _enabled,
+    _fingerprints,
+    _invalidate,
+    _is_done,
+    _light_ctx,
+    _marker,
+    _write_marker,
+    claim_run_folder,
+    stage_keys,
+)
+
+__all__ = ["DEPENDENCIES", "run_experiment"]
+
+log = logging.getLogger(__name__)
+
+#: packages whose versions go into provenance.json
+DEPENDENCIES = ("numpy", "scipy", "dask", "numba", "h5py", "tifffile", "zarr", "pyarrow", "pydantic", "torch")
+
+
+class _RunLog:
+    """Appends timestamped lines to ``OUT/log.txt`` (and the ``logging`` module); never prints."""
+
+    def __init__(self, path: Path, progress=None):
+        self.path, self.progress = path, progress
+
+    def __call__(self, msg: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        log.info("%s", msg)
+        if self.progress is not None:
+            self.progress(msg)
+
+
+@contextmanager
+def _locked(out: Path):
+    """Hold an exclusive lock on the run folder (released by the OS even when the process is killed)."""
+    with open(out / STATE_DIR / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"run folder {str(out)!r} is in use by another tomo4d run; wait for it to finish, "
+                             "or choose another folder") from None
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
+def _loader(out, ctx_of, stages):
+    def load(name, step=None):
+        s = stages[name]
+        return s.load(out) if step is None else s.load_step(out, ctx_of(), step)
+    return load
+
+
+def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple]:
+    """A per-step stage: cached steps loaded (when a later step needs them), the rest computed."""
+    inp, outputs, computed, cached = ctx.inputs, [], [], []
+    previous = None
+    steps = s.steps(ctx)
+    for n, i in enumerate(steps):
+        name, key = inp.names[i], keys["steps"][i]
+        marker = _marker(out, s.name, name)
+        if _is_done(out, marker, key):
+            cached.append(name)
+            say(f"stage {s.name}: step {name} cached")
+            outputs += json.loads(marker.read_text())["outputs"]
+            previous = s.load_step(out, ctx, i) if s.chained and n + 1 < len(steps) \
+                and not _is_done(out, _marker(out, s.name, inp.names[steps[n + 1]]), keys["steps"][steps[n + 1]]) \
+                else None
+            continue
+        _invalidate(out, marker)
+        t0 = time.perf_counter()
+        result = s.run_step(ctx, i, previous)
+        paths = s.save_step(result, out, ctx, i)
+        _write_marker(marker, key, paths, time.perf_counter() - t0)
+        say(f"stage {s.name}: step {name} computed in {time.perf_counter() - t0:.2f} s")
+        computed.append(name)
+        outputs += paths
+        previous = result
+    return tuple(outputs), tuple(computed), tuple(cached)
+
+
+def _run_stage(s, ctx, keys, out, say) -> StageRun:
+    marker = _marker(out, s.name)
+    if _is_done(out, marker, keys["key"]):
+        say(f"stage {s.name}: cached")
+        cached = tuple(ctx.inputs.names[i] for i in keys["steps"])
+        return StageRun(s.name, "cached", (), cached, 0.0)
+    if s.per_step:
+        marker.unlink(missing_ok=True)  # each step's marker decides about that step's outputs
+    else:
+        _invalidate(out, marker)
+    t0 = time.perf_counter()
+    say(f"stage {s.name}: running")
+    if s.per_step:
+        paths, computed, cached = _run_steps(s, ctx, keys, out, say)
+    else:
+        paths, computed, cached = s.save(s.run(ctx), out), (), ()
+    wall = time.perf_counter() - t0
+    _write_marker(marker, keys["key"], paths, wall)
+    say(f"stage {s.name}: done in {wall:.2f} s")
+    return StageRun(s.name, "partly cached" if cached else "computed", computed, cached, wall)
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    from .. import __version__
+
+    out = {"tomo4d": __version__, "python": platform.python_version()}
+    for name in DEPENDENCIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
+    from ..io import atomic_output
+
+    stages = {}
+    for r in runs:
+        m = json.loads(_marker(out, r.name).read_text())
+        stages[r.name] = {"key": keys[r.name]["key"], "status": r.status, "wall_s_this_run": r.wall_s,
+                          "wall_s_when_computed": m.get("wall_s"), "outputs": m.get("outputs")}
+    prov = {"experiment_file": None if source is None else str(Path(source).resolve()),
+            "experiment_fingerprint": None if source is None else _fp(source),
+            "inputs": {str(p): fps[str(p)] for p in inp.files()}, "steps": list(inp.names),
+            "options": exp.options(), "versions": _versions(), "stages": stages,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with atomic_output(out / "provenance.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(prov, indent=1, default=str), encoding="utf-8")
+    with atomic_output(out / STATE_DIR / "experiment.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"options": exp.options(), "names": list(inp.names), "time_s": list(inp.time_s),
+                                   "state_of_charge": inp.state_of_charge, "voxel_size_nm": inp.voxel_size_nm,
+                                   "stages": [r.name for r in runs]}, indent=1), encoding="utf-8")
+
+
+def _fp(path):
+    from .fingerprint import fingerprint
+
+    return fingerprint(path)
+
+
+def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=None) -> RunResult:
+    """Run every enabled stage of ``exp`` into the run folder ``out``, skipping what is done.
+
+    Parameters
+    ----------
+    exp : Experiment
+        A validated experiment (:func:`~tomo4d.pipeline.load_experiment`).
+    out : path-like
+        Run folder: new, empty, or an earlier run (resumed; see :mod:`tomo4d.pipeline.runner`).
+    overwrite : bool
+        Replace an existing folder that tomo4d wrote but that is not a run.
+    source : path-like, optional
+        The experiment file (fingerprinted into provenance.json).
+    progress : callable(str), optional
+        Called with every log line (stage started, step cached or computed, ...).
+
+    Returns
+    -------
+    RunResult
+        Per stage: computed, cached or partly cached, the steps of each, wall time.
+    """
+    from .run_report import render_report
+
+    t0 = time.perf_counter()
+    inp = resolve_inputs(exp)
+    out = claim_run_folder(out, overwrite=overwrite, inputs=[*inp.files(), *([source] if source else [])])
+    say = _RunLog(out / "log.txt", progress)
+    with _locked(out):
+        say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted")
+        fps = _fingerprints(inp)
+        keys = stage_keys(exp, inp, fps)
+        stages = {s.name: s for s in _enabled(exp, inp)}
+        ctx = _light_ctx(exp, inp, out, None)
+        ctx = _light_ctx(exp, inp, out, _loader(out, lambda: ctx, stages))
+        runs = tuple(_run_stage(s, ctx, keys[s.name], out, say) for s in stages.values())
+        _provenance(exp, inp, fps, keys, runs, out, source)
+        report = render_report(out)
+        say(f"report {report.name} written; run finished in {time.perf_counter() - t0:.1f} s")
+    return RunResult(out=out, stages=runs, report=report, wall_s=time.perf_counter() - t0)

@@ -1,0 +1,216 @@
+"""The experiment file: one YAML file, validated by one pydantic model (:class:`Experiment`).
+
+Example (paths relative to the experiment file; a glob is ordered naturally, T2 before T10)::
+
+    inputs:
+      series: scans/T*.tif            # or a list of files, one per time step
+      time_s: [0, 3600, 7200]
+      state_of_charge: [0.0, 0.5, 0.85]
+      labels: labels/T*.tif           # optional: phase labels per step, or one file (T0)
+      voxel_size_nm: 50               # optional: overrides the files' voxel size
+    quantify: {}                      # present: the stage runs (defaults of every option)
+    dvc:
+      node_spacing: 8
+      grey_model: znssd
+
+A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
+values are refused with the key path, the value and the closest valid key.
+:func:`load_experiment` reads and validates a file; :func:`experiment_schema` is its JSON schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .._validate import show
+from ..errors import InputError
+from .sections import DvcSection, QuantifySection, StrictModel
+
+__all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
+
+#: placeholder that ``tomo4d init`` writes where it could not infer a value
+TODO = "TODO"
+
+
+class Inputs(StrictModel):
+    """The in-situ series and what belongs to it."""
+
+    series: list[str] | str = Field(description="Volume files T0..Tn in time order (any format open_volume "
+                                                "reads), or one glob pattern ordered naturally (T2 before T10).")
+    time_s: list[float] = Field(description="Time of each step since the start, s (one per step, increasing).")
+    state_of_charge: list[float] | None = Field(None, description="State of charge of each step, 0..1 "
+                                                                  "(null if not known).")
+    names: list[str] | None = Field(None, description="Step names (default T0, T1, ...).")
+    labels: list[str] | str | None = Field(None, description="Phase label volumes, one per step (a list or a "
+                                                             "glob), or one file labelling T0; null: none.")
+    voxel_size_nm: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                        description="Voxel size, nm; overrides the files' (null: from the files).")
+
+    @field_validator("state_of_charge")
+    @classmethod
+    def _soc_range(cls, v):
+        for i, s in enumerate(v or ()):
+            if not 0.0 <= s <= 1.0:
+                raise ValueError(f"state_of_charge[{i}]={show(s)} is out of range; give a fraction 0..1")
+        return v
+
+    @field_validator("time_s")
+    @classmethod
+    def _increasing(cls, v):
+        bad = [i for i in range(1, len(v)) if not v[i] > v[i - 1]]
+        if bad:
+            raise ValueError(f"time_s[{bad[0]}]={show(v[bad[0]])} is not after time_s[{bad[0] - 1}]="
+                             f"{show(v[bad[0] - 1])}; give the times in increasing order")
+        return v
+
+
+class Experiment(StrictModel):
+    """An in-situ experiment and the stages to run on it (the whole experiment file)."""
+
+    name: str = Field("experiment", description="Title of the report.")
+    inputs: Inputs
+    quantify: QuantifySection | None = Field(None, description="Thickness and phase volumes per step "
+                                                               "(needs inputs.labels).")
+    dvc: DvcSection | None = Field(None, description="Local DVC T0 -> Tn, finite strain, regional statistics.")
+    base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.quantify is not None and self.inputs.labels is None:
+            raise ValueError("the quantify section needs inputs.labels (phase label volumes); add them, or remove "
+                             "the quantify section")
+        return self
+
+    def resolve(self, path) -> Path:
+        """``path`` of the file, relative to the experiment file's folder."""
+        p = Path(path).expanduser()
+        return Path(os.path.normpath(p if p.is_absolute() else Path(self.base_dir or ".") / p))
+
+    def options(self) -> dict:
+        """The resolved options (every default filled in), as plain JSON-able data."""
+        return json.loads(self.model_dump_json())
+
+
+def experiment_schema() -> dict:
+    """The JSON schema of the experiment file."""
+    schema = Experiment.model_json_schema()
+    schema["properties"].pop("base_dir", None)
+    return schema
+
+
+def load_experiment(path) -> Experiment:
+    """Read and validate an experiment file (YAML); relative paths refer to its folder.
+
+    Raises
+    ------
+    InputError
+        The file does not exist, is not YAML, or does not validate: the message names the file,
+        every bad key (as a dotted path), its value, and the fix or the closest valid key.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"experiment file {str(p)!r} does not exist; check the path "
+                         "(tomo4d init DIR writes a template)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise InputError(f"experiment file {str(p)!r} is not valid YAML{line}: "
+                         f"{getattr(exc, 'problem', None) or exc}; fix the syntax") from None
+    return parse_experiment(data, base_dir=p.resolve().parent, source=str(p))
+
+
+def parse_experiment(data, *, base_dir=".", source: str = "experiment") -> Experiment:
+    """Validate experiment data (a mapping, as read from YAML); see :func:`load_experiment`."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: the experiment file must be a mapping of sections (inputs:, dvc:, ...), "
+                         f"not {type(data).__name__}; see tomo4d run --schema")
+    todo = _find_todo(data)
+    if todo:
+        raise InputError(f"{source}: {todo} is still {TODO!r} (from tomo4d init); fill in the value")
+    try:
+        return Experiment.model_validate({**data, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        raise InputError(f"{source}: " + "; ".join(_describe_all(exc.errors()))) from None
+
+
+def _find_todo(data, prefix="") -> str | None:
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(data))
+    else:
+        return prefix if isinstance(data, str) and data.strip().upper().startswith(TODO) else None
+    for k, v in items:
+        key = f"{prefix}{k}" if str(k).startswith("[") or not prefix else f"{prefix}.{k}"
+        found = _find_todo(v, key)
+        if found:
+            return found
+    return None
+
+
+def _key_path(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("list[str]", "str", "list[float]", "float", "int", "bool", "none") or "[" in str(part) \
+                or str(part).startswith("function-"):
+            continue  # pydantic's union-member and validator tags
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc):
+    """The model class holding the key at ``loc`` (for the list of valid keys)."""
+    model = Experiment
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return model
+        ann = field.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and hasattr(a, "model_fields")]
+        if not inner:
+            return model
+        model = inner[0]
+    return model
+
+
+def _describe(err: dict) -> str:
+    """One pydantic error as ``key.path=value: problem; fix``."""
+    loc, kind = tuple(err["loc"]), err["type"]
+    key = _key_path(loc)
+    if kind == "extra_forbidden":
+        valid = [k for k in _model_at(loc).model_fields if k != "base_dir"]
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{key} is not a known key; {hint}valid keys here: {', '.join(valid)}"
+    if kind == "missing":
+        return f"{key} is missing; add it (see tomo4d run --schema)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "value_error":
+        return f"{key}: {msg}"
+    return f"{key}={show(err.get('input'))}: {msg[0].lower()}{msg[1:]}; fix the value (see tomo4d run --schema)"
+
+
+def _describe_all(errors) -> list[str]:
+    """Every error described once; the alternatives of a union (list or glob) merged into one."""
+    out: dict[str, str] = {}
+    for err in errors:
+        key = _key_path(tuple(err["loc"]))
+        text = _describe(err)
+        if key in out and err["type"] not in ("extra_forbidden", "missing", "value_error"):
+            alt = err["msg"].removeprefix("Input should be ")
+            out[key] = out[key].replace("; fix the value", f" or {alt}; fix the value", 1)
+        else:
+            out.setdefault(key, text)
+    return list(out.values())

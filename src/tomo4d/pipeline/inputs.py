@@ -1,0 +1,136 @@
+"""The inputs of an experiment, resolved and checked before anything is computed.
+
+:func:`resolve_inputs` expands globs (natural order: ``T2`` before ``T10``), opens every volume
+lazily (headers only, no voxels read) and checks what can be checked without computing: every
+file exists and opens; shapes, dtypes and voxel sizes agree across the series (the message names
+the step that differs); each label volume has its image's shape; the time, state-of-charge and
+name lists have one entry per step.  Voxel values (non-finite voxels, label values) are checked by
+the stage that reads them.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._validate import show
+from ..errors import InputError
+
+__all__ = ["ResolvedInputs", "expand_files", "natural_key", "resolve_inputs"]
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """The checked inputs of an experiment.
+
+    Attributes
+    ----------
+    series : tuple of Path
+        Volume files T0..Tn.
+    labels : tuple of Path
+        Phase label files: one per step, one (T0 only), or none.
+    names : tuple of str
+        Step names.
+    time_s : tuple of float
+    state_of_charge : tuple of float or None
+    shape : (3,) int
+        Voxels (z, y, x) of every step.
+    dtype : str
+    voxel_size_nm : (3,) float
+        From the files, or the experiment's override.
+    """
+
+    series: tuple[Path, ...]
+    labels: tuple[Path, ...]
+    names: tuple[str, ...]
+    time_s: tuple[float, ...]
+    state_of_charge: tuple[float, ...] | None
+    shape: tuple[int, int, int]
+    dtype: str
+    voxel_size_nm: tuple[float, float, float]
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.series)
+
+    def files(self) -> tuple[Path, ...]:
+        """Every input file (series, then labels)."""
+        return self.series + self.labels
+
+
+def natural_key(path) -> list:
+    """Sort key ordering numbers by value: ``T2`` before ``T10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+
+
+def expand_files(exp, value, key: str) -> tuple[Path, ...]:
+    """A list of files, or a glob (naturally ordered), relative to the experiment file."""
+    if isinstance(value, str):
+        pattern = exp.resolve(value)
+        found = sorted(glob.glob(str(pattern)), key=natural_key)
+        if not found and not glob.has_magic(value):
+            return (pattern,)
+        if not found:
+            raise InputError(f"{key}={show(value)} matches no file (looked for {str(pattern)!r}); check the pattern")
+        return tuple(Path(f) for f in found)
+    return tuple(exp.resolve(v) for v in value)
+
+
+def _open(path: Path, key: str, voxel_size_nm):
+    from ..io import open_volume
+
+    if not path.exists():
+        raise InputError(f"{key}: input {str(path)!r} does not exist; check the path in the experiment file")
+    try:
+        return open_volume(path, voxel_size_nm=voxel_size_nm)
+    except InputError as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+
+
+def _check_lengths(inp, n: int, names) -> None:
+    for key, values in (("time_s", inp.time_s), ("state_of_charge", inp.state_of_charge), ("names", inp.names)):
+        if values is not None and len(values) != n:
+            raise InputError(f"inputs.{key} has {len(values)} entries but inputs.series has {n} steps "
+                             f"({', '.join(names)}); give one value per step")
+
+
+def resolve_inputs(exp) -> ResolvedInputs:
+    """Resolve and check the inputs of ``exp`` (an :class:`~tomo4d.pipeline.Experiment`); reads headers only.
+
+    Raises
+    ------
+    InputError
+        A file is missing or unreadable, a step's shape, dtype or voxel size differs from T0's
+        (named), a label volume's shape differs from its image's, or a per-step list has the
+        wrong length.
+    """
+    inp = exp.inputs
+    series = expand_files(exp, inp.series, "inputs.series")
+    n = len(series)
+    if n < 1:
+        raise InputError("inputs.series is empty; give one volume file per time step")
+    names = tuple(inp.names) if inp.names is not None else tuple(f"T{i}" for i in range(n))
+    _check_lengths(inp, n, names)
+    vols = [_open(p, f"inputs.series[{i}] ({names[i]})", inp.voxel_size_nm) for i, p in enumerate(series)]
+    ref = vols[0]
+    for i, v in enumerate(vols[1:], 1):
+        for what, a, b in (("shape", v.shape, ref.shape), ("dtype", str(v.dtype), str(ref.dtype)),
+                           ("voxel size (nm)", v.voxel_size_nm, ref.voxel_size_nm)):
+            if a != b:
+                raise InputError(f"inputs.series[{i}] ({names[i]}, {str(series[i])!r}) has {what} {show(a)} but "
+                                 f"{names[0]} has {show(b)}; every step of the series must share shape, dtype and "
+                                 "voxel size (resample or convert that scan, or set inputs.voxel_size_nm)")
+    labels = () if inp.labels is None else expand_files(exp, inp.labels, "inputs.labels")
+    if len(labels) not in (0, 1, n):
+        raise InputError(f"inputs.labels has {len(labels)} files but inputs.series has {n} steps; give one label "
+                         "volume per step, or one for T0")
+    for i, p in enumerate(labels):
+        lab = _open(p, f"inputs.labels[{i}] ({names[i]})", inp.voxel_size_nm)
+        if lab.shape != ref.shape:
+            raise InputError(f"inputs.labels[{i}] ({names[i]}, {str(p)!r}) has shape {show(lab.shape)} but its image "
+                             f"{str(series[i])!r} has {show(ref.shape)}; labels must be on their image's voxel grid")
+    return ResolvedInputs(series=series, labels=labels, names=names, time_s=tuple(inp.time_s),
+                          state_of_charge=None if inp.state_of_charge is None else tuple(inp.state_of_charge),
+                          shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm))

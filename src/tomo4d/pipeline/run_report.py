@@ -1,0 +1,137 @@
+"""``OUT/report.html`` rendered from a run folder's saved outputs alone (no recomputation).
+
+Sections are keyed by stage and ordered by the workflow; a stage is shown when its done-marker
+exists (cached stages too), so a report never mixes results of an unfinished recomputation.
+Figures are also written to ``OUT/figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["render_report"]
+
+
+def _done(out: Path, stage: str) -> bool:
+    from .runner import STATE_DIR
+
+    return (out / STATE_DIR / "done" / f"{stage}.json").is_file()
+
+
+def _table(out: Path, name: str):
+    from ..quantify import read_table
+
+    p = out / "tables" / f"{name}.parquet"
+    return read_table(p) if p.exists() else None
+
+
+def _figure(rep, fig, out: Path, name: str, caption: str) -> None:
+    from ..io import atomic_output
+    from ..report import figure_png
+
+    png = figure_png(fig)
+    with atomic_output(out / "figures" / f"{name}.png", overwrite=True) as tmp:
+        tmp.write_bytes(png)
+    rep.figure(png, caption)
+
+
+def _vs_time(x, series: dict, ylabel: str, xlabel: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, y in series.items():
+        ax.plot(x, y, "o-", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _axis(info: dict, steps):
+    """Time axis (h) of the listed steps."""
+    idx = [info["names"].index(str(s)) for s in steps]
+    return np.asarray(info["time_s"], float)[idx] / 3600.0
+
+
+def _quantify_section(rep, out: Path, info: dict) -> None:
+    th, ph = _table(out, "thickness"), _table(out, "phases")
+    rep.section("Quantification", "Electrode thickness and phase volumes of the label series "
+                                  "(tables/thickness, tables/phases; Parquet + CSV, units in the column names).")
+    if th is not None:
+        rep.table(["step", "thickness (um)", "std (um)", "expansion (%)"],
+                  [(s, m, d, 100 * e) for s, m, d, e in zip(th["step"], th["thickness_mean_um"],
+                                                            th["thickness_std_um"], th["expansion"])])
+        _figure(rep, _vs_time(_axis(info, th["step"]), {"thickness": th["thickness_mean_um"]}, "thickness (um)",
+                              "time (h)"), out, "thickness", "Electrode thickness vs time")
+    if ph is not None:
+        cols = [c for c in ph if c.endswith("_volume_um3") and c != "region_volume_um3"]
+        rep.table(["step", *cols, "RNL"], [(ph["step"][i], *(ph[c][i] for c in cols), ph["rnl"][i])
+                                           for i in range(len(ph["step"]))],
+                  caption="Phase volumes (um^3) and relative non-lithiated silicon volume (RNL).")
+
+
+def _strain_section(rep, out: Path, info: dict) -> None:
+    summ = _table(out, "strain_summary")
+    rep.section("Local DVC and finite strain",
+                "Each step correlated against T0 (fields/dvc_T0_<step>.h5); finite strain from the displacement "
+                "gradients (fields/strain_T0_<step>.h5): Hencky axial ln U_zz and volumetric det F - 1 over the "
+                "usable nodes.")
+    if summ is None:
+        return
+    keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
+    rep.table(keys, [tuple(summ[k][i] for k in keys) for i in range(len(summ["step"]))])
+    _figure(rep, _vs_time(_axis(info, summ["step"]), {"ln U_zz": summ["hencky_zz_mean"],
+                                                      "det F - 1": summ["volumetric_mean"]},
+                          "mean strain", "time (h)"), out, "strain_mean", "Mean finite strain vs time")
+    reg = _table(out, "regional_strain")
+    if reg is not None:
+        sel = reg["component"] == "hencky_zz"
+        rep.table(["step", "region", "nodes", "mean ln U_zz", "median", "std"],
+                  [(reg["step"][i], reg["region"][i], reg["n_nodes"][i], reg["strain_mean"][i],
+                    reg["strain_median"][i], reg["strain_std"][i]) for i in np.flatnonzero(sel)],
+                  caption="Axial finite strain by layer of the T0 anode (collector side first).")
+        series = {str(r): reg["strain_mean"][sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
+        steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
+        _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz", "time (h)"), out, "strain_regions",
+                "Mean axial strain vs time by layer")
+
+
+#: report section of each stage, in workflow order
+SECTIONS = (("quantify", _quantify_section), ("strain", _strain_section))
+
+
+def render_report(out) -> Path:
+    """Render ``OUT/report.html`` (and ``OUT/figures/*.png``) from the saved outputs of a run folder."""
+    from ..report import Report
+    from .runner import STATE_DIR, is_run_folder
+
+    out = Path(out)
+    if not is_run_folder(out):
+        raise InputError(f"{str(out)!r} is not a tomo4d run folder (no run marker and {STATE_DIR}/); give the "
+                         "folder that tomo4d run -o wrote")
+    try:
+        info = json.loads((out / STATE_DIR / "experiment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"run folder {str(out)!r} has no finished run yet ({STATE_DIR}/experiment.json is "
+                         "missing); run tomo4d run again to finish it") from None
+    rep = Report(title=f"tomo4d: {info['options'].get('name', 'experiment')}")
+    soc = info.get("state_of_charge") or [None] * len(info["names"])
+    rep.section("Experiment", f"{len(info['names'])} time steps, voxel size "
+                              f"{', '.join(f'{v:g}' for v in info['voxel_size_nm'])} nm. Inputs, fingerprints, "
+                              "options and versions: provenance.json.")
+    rep.table(["step", "time (s)", "state of charge"], list(zip(info["names"], info["time_s"], soc)))
+    for stage, section in SECTIONS:
+        if _done(out, stage):
+            section(rep, out, info)
+    missing = [s for s in info.get("stages", ()) if not _done(out, s)]
+    if missing:
+        rep.section("Not finished", f"Stages without results yet: {', '.join(missing)} (run tomo4d run again).")
+    return rep.save(out / "report.html", overwrite=True)

@@ -1,0 +1,214 @@
+"""The runner: plan, cache, execute and resume the stages of an experiment in a run folder.
+
+A run folder ``OUT`` holds ``tables/`` (Parquet + CSV), ``fields/`` (HDF5), ``figures/`` (PNG),
+``report.html``, ``provenance.json``, ``log.txt`` and ``.tomo4d/`` (done-markers, lock, the
+experiment as run).  Each stage's cache key (:func:`tomo4d.pipeline.fingerprint.cache_key`)
+covers the content fingerprints of its input files, its resolved options, the keys of the stages
+it needs and the tomo4d version.  A stage (or a step of a per-step stage) whose done-marker
+holds its key, and whose outputs all exist, is skipped; any other is recomputed after its old
+marker and outputs are removed, so old and new results never mix.  Markers are written only
+after the outputs they list, atomically: a run killed at any moment (SIGKILL included) and run
+again recomputes exactly what was not finished.  Stages and steps run one after the other in
+this process (no parallel execution yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import OverwriteError
+from .fingerprint import cache_key, fingerprint
+from .inputs import ResolvedInputs, resolve_inputs
+from .stage import StageContext
+from .stages import STAGES
+
+__all__ = [
+    "STATE_DIR",
+    "Plan",
+    "RunResult",
+    "StageRun",
+    "StageStatus",
+    "claim_run_folder",
+    "is_run_folder",
+    "plan_experiment",
+]
+
+log = logging.getLogger(__name__)
+
+#: hidden state of a run folder: done-markers, lock, the experiment as run
+STATE_DIR = ".tomo4d"
+_KIND = "tomo4d-run"
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """One stage in a :class:`Plan`: whether it runs, and what of it is already done."""
+
+    name: str
+    description: str
+    outputs: str
+    enabled: bool
+    done: bool
+    steps_done: tuple[str, ...] = ()
+    steps_todo: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`run_experiment` would do: the checked inputs and every stage's status."""
+
+    inputs: ResolvedInputs
+    stages: tuple[StageStatus, ...]
+    out: Path | None
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What a run did with one stage: ``status`` is ``"computed"``, ``"cached"`` or ``"partly cached"``."""
+
+    name: str
+    status: str
+    computed_steps: tuple[str, ...]
+    cached_steps: tuple[str, ...]
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of :func:`run_experiment`."""
+
+    out: Path
+    stages: tuple[StageRun, ...]
+    report: Path
+    wall_s: float
+
+
+def is_run_folder(path) -> bool:
+    """True if ``path`` is a run folder written by :func:`run_experiment` (resumable)."""
+    from ..io._atomic import OWNER_MARKER
+
+    p = Path(path)
+    try:
+        info = json.loads((p / OWNER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return info.get("kind") == _KIND and (p / STATE_DIR).is_dir()
+
+
+def claim_run_folder(path, *, overwrite: bool = False, inputs=()) -> Path:
+    """Claim ``path`` for a run: a new or empty folder, or an earlier run (resumed).
+
+    Any other existing folder is refused; with ``overwrite`` one that tomo4d wrote (for
+    something else) is replaced, a folder tomo4d did not write never is.
+    """
+    from ..io._atomic import check_not_input, prepare_folder, replaceable, write_marker
+
+    p = Path(path)
+    check_not_input(p, inputs, name="run folder")
+    if is_run_folder(p):
+        return p
+    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+        write_marker(p, kind=_KIND)
+    elif p.exists() or p.is_symlink():
+        if not overwrite or not replaceable(p):
+            hint = ("pass --overwrite to replace it (tomo4d wrote it)" if replaceable(p) else
+                    "tomo4d did not write it, so it is never replaced: choose a new folder, or move this one")
+            raise OverwriteError(f"run folder {str(p)!r} exists and is not a tomo4d run; {hint}")
+        prepare_folder(p, overwrite=True, kind=_KIND, inputs=inputs)
+    else:
+        prepare_folder(p, kind=_KIND, inputs=inputs)
+    (p / STATE_DIR / "done").mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# -- keys and markers -------------------------------------------------------------------------------
+
+def _enabled(exp, inp):
+    return [s for s in STAGES if s.enabled(exp, inp)]
+
+
+def stage_keys(exp, inp: ResolvedInputs, fps: dict) -> dict:
+    """``{stage: {"key": str, "steps": {step index: key}}}`` of every enabled stage."""
+    keys: dict = {}
+    extra = {"voxel_size_nm": inp.voxel_size_nm}
+    for s in _enabled(exp, inp):
+        needs = {n: keys[n]["key"] for n in s.needs if n in keys}
+        opts = s.options(exp)
+        if not s.per_step:
+            files = {k: fps[str(p)] for k, p in s.input_files(inp, None).items()}
+            keys[s.name] = {"key": cache_key(stage=s.name, inputs=files, options=opts, needs=needs, extra=extra),
+                            "steps": {}}
+            continue
+        steps, prev = {}, None
+        for i in s.steps(_light_ctx(exp, inp)):
+            files = {k: fps[str(p)] for k, p in s.input_files(inp, i).items()}
+            prev = steps[i] = cache_key(stage=f"{s.name}/{inp.names[i]}", inputs=files, options=opts, needs=needs,
+                                        extra={**extra, "previous": prev if s.chained else None})
+        keys[s.name] = {"key": cache_key(stage=s.name, inputs={}, options=opts, needs=needs,
+                                         extra=list(steps.values())), "steps": steps}
+    return keys
+
+
+def _light_ctx(exp, inp, out=None, load=None):
+    return StageContext(experiment=exp, inputs=inp, out=out, load=load)
+
+
+def _marker(out: Path, stage: str, step: str | None = None) -> Path:
+    d = out / STATE_DIR / "done"
+    return d / stage / f"{step}.json" if step is not None else d / f"{stage}.json"
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_done(out: Path, path: Path, key: str) -> bool:
+    m = _read_marker(path)
+    return m is not None and m.get("key") == key and all((out / o).exists() for o in m.get("outputs", ()))
+
+
+def _write_marker(path: Path, key: str, outputs, wall_s: float) -> None:
+    from ..io import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"key": key, "outputs": list(outputs), "wall_s": wall_s,
+                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1), encoding="utf-8")
+
+
+def _invalidate(out: Path, path: Path) -> None:
+    """Remove a done-marker first, then the outputs it lists (never a half-valid result on disk)."""
+    m = _read_marker(path)
+    path.unlink(missing_ok=True)
+    for o in (m or {}).get("outputs", ()):
+        (out / o).unlink(missing_ok=True)
+
+
+def _fingerprints(inp: ResolvedInputs) -> dict:
+    return {str(p): fingerprint(p) for p in inp.files()}
+
+
+def plan_experiment(exp, out=None) -> Plan:
+    """Check the inputs of ``exp`` and say which stages would run and what is already done in ``out``.
+
+    Reads file headers (and, with ``out``, fingerprints the inputs); computes nothing.
+    """
+    inp = resolve_inputs(exp)
+    out = None if out is None else Path(out)
+    keys = stage_keys(exp, inp, _fingerprints(inp)) if out is not None and is_run_folder(out) else None
+    rows = []
+    for s in STAGES:
+        on = s.enabled(exp, inp)
+        k = (keys or {}).get(s.name)
+        done = bool(k) and _is_done(out, _marker(out, s.name), k["key"])
+        steps = k["steps"] if k else ({i: None for i in s.steps(_light_ctx(exp, inp))} if on and s.per_step else {})
+        sd = tuple(inp.names[i] for i, key in steps.items() if key and _is_done(out, _marker(out, s.name, inp.names[i]), key))
+        rows.append(StageStatus(s.name, s.description, s.outputs, on, done, sd,
+                                tuple(inp.names[i] for i in steps if inp.names[i] not in sd)))
+    return Plan(inputs=inp, stages=tuple(rows), out=out)

@@ -1,0 +1,190 @@
+"""The stages of this increment: ``quantify``, ``dvc`` (per step) and ``strain``.
+
+* ``quantify``: electrode thickness and phase volumes of the label series
+  (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
+  ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
+* ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
+  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5``.
+* ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
+  ``fields/strain_T0_<step>.h5`` and ``tables/strain_summary``; with labels (``quantify``) the
+  regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
+  -> ``tables/regional_strain``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .stage import Stage, rel
+
+__all__ = ["STAGES", "stage_by_name"]
+
+log = logging.getLogger(__name__)
+
+
+def _tables(table, out: Path, name: str) -> tuple[str, ...]:
+    from ..quantify import write_table
+
+    paths = []
+    for suffix in (".parquet", ".csv"):
+        paths.append(rel(out, write_table(table, out / "tables" / f"{name}{suffix}", overwrite=True)))
+    return tuple(paths)
+
+
+def _read(path: Path):
+    from ..io import open_volume
+
+    return open_volume(path).numpy()
+
+
+# -- quantify -------------------------------------------------------------------------------------
+
+def _quantify_run(ctx):
+    from ..quantify import phase_series, thickness_series
+
+    inp, sec = ctx.inputs, ctx.experiment.quantify
+    labels = [_read(p) for p in inp.labels]
+    names = inp.names[:len(labels)]
+    th = thickness_series(labels, voxel_size_nm=inp.voxel_size_nm, smooth_nm=sec.smooth_nm, names=names) \
+        if sec.thickness or ctx.experiment.dvc is not None else None
+    ph = phase_series(labels, voxel_size_nm=inp.voxel_size_nm, names=names) if sec.phases else None
+    return th, ph
+
+
+def _quantify_save(result, out):
+    th, ph = result
+    paths = ()
+    if th is not None:
+        paths += _tables(th, out, "thickness")
+    if ph is not None:
+        paths += _tables(ph, out, "phases")
+    return paths
+
+
+def _quantify_load(out):
+    from ..quantify import read_table
+
+    p = out / "tables" / "thickness.parquet"
+    return read_table(p) if p.exists() else None
+
+
+QUANTIFY = Stage(
+    name="quantify", needs=(), per_step=False, description="thickness and phase volumes per step",
+    outputs="tables/thickness, tables/phases",
+    enabled=lambda exp, inp: exp.quantify is not None and bool(inp.labels),
+    options=lambda exp: {**exp.quantify.model_dump(), "dvc_needs_thickness": exp.dvc is not None,
+                         "names": exp.inputs.names},
+    input_files=lambda inp, step: {f"labels[{i}]": p for i, p in enumerate(inp.labels)},
+    run=_quantify_run, save=_quantify_save, load=_quantify_load)
+
+
+# -- dvc ------------------------------------------------------------------------------------------
+
+def _field_path(out: Path, ctx, step: int) -> Path:
+    return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
+
+
+def _dvc_step(ctx, step, previous):
+    from ..dvc import correlate
+
+    sec, inp = ctx.experiment.dvc, ctx.inputs
+    ref, deformed = _read(inp.series[0]), _read(inp.series[step])
+    initial = previous if sec.from_previous else None
+    return correlate(ref, deformed, initial=initial, search_radius_px=0 if initial is not None else sec.search_radius_px,
+                     **sec.correlate_kwargs())
+
+
+def _dvc_save(field, out, ctx, step):
+    return (rel(out, field.save(_field_path(out, ctx, step), overwrite=True)),)
+
+
+def _dvc_load(out, ctx, step):
+    from ..dvc import DisplacementField
+
+    return DisplacementField.load(_field_path(out, ctx, step))
+
+
+DVC = Stage(
+    name="dvc", needs=(), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
+    outputs="fields/dvc_T0_<step>.h5",
+    enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
+    options=lambda exp: {**exp.dvc.model_dump(), "names": exp.inputs.names},
+    input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
+    steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
+    run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load)
+
+
+# -- strain ---------------------------------------------------------------------------------------
+
+def _summary_row(inp, i, field, st):
+    counts = field.status_counts()
+    usable = int(np.count_nonzero(field.usable))
+    row = {"step": inp.names[i], "time_s": inp.time_s[i],
+           "state_of_charge": np.nan if inp.state_of_charge is None else inp.state_of_charge[i],
+           "n_nodes": field.n_nodes, "n_usable": usable, "n_converged": int(counts.get("converged", 0)),
+           "n_interpolated": int(counts.get("interpolated", 0))}
+    for comp in ("hencky_zz", "volumetric"):
+        vals = st.component(comp)[st.valid] if st is not None else np.zeros(0)
+        row[f"{comp}_mean"] = float(np.mean(vals)) if vals.size else np.nan
+        row[f"{comp}_median"] = float(np.median(vals)) if vals.size else np.nan
+    return row
+
+
+def _strain_run(ctx):
+    from ..dvc import strain_field
+    from ..errors import InputError
+    from ..quantify import regional_strain_series
+
+    inp = ctx.inputs
+    rows, strains = [], {}
+    for i in range(1, inp.n_steps):
+        field = ctx.load("dvc", i)
+        try:
+            strains[i] = strain_field(field)
+        except InputError as exc:  # no usable node: the step is reported, not hidden
+            log.warning("strain of %s: %s", inp.names[i], exc)
+        rows.append(_summary_row(inp, i, field, strains.get(i)))
+    summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    thickness = ctx.load("quantify") if ctx.experiment.quantify is not None and inp.labels else None
+    regional = None
+    if thickness is not None and strains:
+        vs = inp.voxel_size_nm[0]
+        regional = regional_strain_series(
+            list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
+            separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
+            n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
+    return {inp.names[i]: s for i, s in strains.items()}, summary, regional
+
+
+def _strain_save(result, out):
+    strains, summary, regional = result
+    paths = tuple(rel(out, s.save(out / "fields" / f"strain_T0_{name}.h5", overwrite=True))
+                  for name, s in strains.items())
+    paths += _tables(summary, out, "strain_summary")
+    if regional is not None:
+        paths += _tables(regional, out, "regional_strain")
+    return paths
+
+
+STRAIN = Stage(
+    name="strain", needs=("dvc", "quantify"), per_step=False,
+    description="finite strain per step, regional statistics with labels",
+    outputs="fields/strain_T0_<step>.h5, tables/strain_summary, tables/regional_strain",
+    enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
+    options=lambda exp: {"n_layers": exp.quantify.n_layers if exp.quantify is not None else None,
+                         "time_s": exp.inputs.time_s, "state_of_charge": exp.inputs.state_of_charge,
+                         "names": exp.inputs.names},
+    input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
+
+#: every stage, in workflow order
+STAGES: tuple[Stage, ...] = (QUANTIFY, DVC, STRAIN)
+
+
+def stage_by_name(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)

@@ -1,0 +1,113 @@
+"""``tomo4d init``: a commented template experiment file from a folder of scans.
+
+The series is the largest group of volume files in the folder (or in one of its sub-folders)
+whose names differ only in their numbers, ordered naturally; files whose name holds "label"
+become the labels.  What can be inferred (the glob, the number of steps, time and state of
+charge when the files' metadata hold them) is filled in; what cannot is written as ``TODO``,
+which :func:`~tomo4d.pipeline.load_experiment` refuses by key until it is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import InputError
+from .experiment import TODO
+from .inputs import natural_key
+
+__all__ = ["VOLUME_SUFFIXES", "experiment_template"]
+
+#: file (or folder) suffixes taken for volumes
+VOLUME_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".nxs", ".zarr", ".vol", ".raw")
+
+
+def _groups(folder: Path) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and p.suffix.lower() != ".zarr")]:
+        for p in d.iterdir():
+            if p.name.startswith(".") or p.suffix.lower() not in VOLUME_SUFFIXES:
+                continue
+            rel = p.relative_to(folder).as_posix()
+            groups[re.sub(r"\d+", "*", rel)].append(p)
+    return groups
+
+
+def _pick(groups: dict[str, list[Path]], *, labels: bool) -> tuple[str, list[Path]] | None:
+    cands = [(k, v) for k, v in groups.items() if ("label" in k.lower()) == labels]
+    if not cands:
+        return None
+    k, v = max(cands, key=lambda kv: (len(kv[1]), -len(kv[0])))
+    return k, sorted(v, key=natural_key)
+
+
+def _meta_list(vols, attr: str):
+    vals = [getattr(v.metadata, attr) for v in vols]
+    return None if any(x is None for x in vals) else vals
+
+
+def experiment_template(scans, *, relative_to=None) -> str:
+    """The text of a commented experiment file for the scans in the folder ``scans``.
+
+    Parameters
+    ----------
+    scans : path-like
+        Folder holding one volume file per time step (and optionally label volumes).
+    relative_to : path-like, optional
+        Folder of the experiment file to be written; paths are written relative to it
+        (default: absolute paths).
+    """
+    from ..io import open_volume
+
+    folder = Path(scans)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise InputError(f"scans folder {str(folder)!r} {what}; give the folder holding one volume per time step")
+    groups = _groups(folder)
+    series = _pick(groups, labels=False)
+    if series is None:
+        raise InputError(f"scans folder {str(folder)!r} holds no volume files ({', '.join(VOLUME_SUFFIXES)}); "
+                         "give the folder of the in-situ scans")
+    labels = _pick(groups, labels=True)
+    vols = [open_volume(p) for p in series[1]]
+    base = Path(relative_to).resolve() if relative_to is not None else None
+
+    def where(pattern: str) -> str:
+        p = folder.resolve() / pattern
+        return Path(os.path.relpath(p, base)).as_posix() if base is not None else p.as_posix()
+
+    n, v0 = len(vols), vols[0]
+    times, socs = _meta_list(vols, "time_s"), _meta_list(vols, "state_of_charge")
+    vs = ", ".join(f"{x:g}" for x in v0.voxel_size_nm)
+    lines = [
+        "# tomo4d experiment file (written by tomo4d init; check every value, then: tomo4d run THIS --check)",
+        f"name: {folder.resolve().name}",
+        "inputs:",
+        f"  # {n} steps found (natural order): {', '.join(p.name for p in series[1][:4])}{' ...' if n > 4 else ''}",
+        f"  # shape {v0.shape}, dtype {v0.dtype}, voxel size ({vs}) nm"
+        + ("" if v0.voxel_size_known else " (NOT in the files: set voxel_size_nm)"),
+        f"  series: {where(series[0])}",
+        f"  time_s: {times if times is not None else [TODO] * n}   # time of each step since the start, s",
+        f"  state_of_charge: {socs if socs is not None else 'null'}   # one value 0..1 per step (null: unknown)",
+        f"  voxel_size_nm: {'null' if v0.voxel_size_known else TODO}   # null: from the files",
+    ]
+    if labels is not None:
+        lines.append(f"  labels: {where(labels[0])}   # phase labels, one per step (or one file for T0)")
+    else:
+        lines.append("  labels: null   # phase label volumes (list or glob) to enable the quantify stage")
+    lines += [
+        "",
+        "# Stages run when their section is present; every option and its default: tomo4d run --schema",
+        *(["quantify:", "  thickness: true", "  phases: true"] if labels is not None else
+          ["# quantify:          # needs inputs.labels", "#   thickness: true"]),
+        "dvc:",
+        f"  node_spacing: {max(2, min(v0.shape) // 8)}   # px between nodes",
+        "  half_window: null   # px (null: node_spacing)",
+        "  grey_model: ssd     # znssd when the grey levels change between the steps",
+        "  smooth_sigma_px: 1.0",
+        "",
+    ]
+    text = "\n".join(lines)
+    return text.replace("'TODO'", TODO)

@@ -1,0 +1,42 @@
+"""A small phantom experiment (32^3, 3 steps) and its experiment file, shared by the runner tests."""
+
+from __future__ import annotations
+
+import pytest
+
+EXPERIMENT = """\
+name: phantom
+inputs:
+  series: series_hq/T*.tif
+  time_s: [0, 3600, 7200]
+  state_of_charge: [0.0, 0.5, 0.85]
+  labels: truth/labels_hq_T*.tif
+quantify: {{}}
+dvc:
+  node_spacing: 4
+  half_window: 6
+  smooth_sigma_px: 1.0
+  tolerance_px: 0.01
+  max_iterations: {iterations}
+"""
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    from tomo4d.phantom import make_experiment
+
+    d = tmp_path_factory.mktemp("pipeline") / "ph"
+    make_experiment(shape=(32, 32, 32), n_steps=3, seed=0).save(d, fields="none")
+    return d
+
+
+@pytest.fixture
+def experiment_file(phantom_dir):
+    """``experiment_file(iterations=30, name="exp.yaml")``: an experiment file beside the phantom's scans."""
+
+    def make(iterations: int = 30, name: str = "exp.yaml"):
+        p = phantom_dir / name
+        p.write_text(EXPERIMENT.format(iterations=iterations))
+        return p
+
+    return make

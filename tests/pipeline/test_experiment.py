@@ -1,0 +1,110 @@
+"""The experiment file refuses bad keys, types, values and inputs with the key, the value and the fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tomo4d.errors import InputError
+from tomo4d.pipeline import (
+    experiment_schema,
+    load_experiment,
+    parse_experiment,
+    plan_experiment,
+)
+
+GOOD = {"inputs": {"series": ["a.tif", "b.tif"], "time_s": [0, 10]}}
+
+
+def _refused(data) -> str:
+    with pytest.raises(InputError) as exc:
+        parse_experiment(data)
+    return str(exc.value)
+
+
+def test_unknown_key_names_the_path_and_the_closest_key():
+    msg = _refused({**GOOD, "dvc": {"node_spacng": 4}})
+    assert "dvc.node_spacng is not a known key" in msg and "did you mean 'node_spacing'" in msg
+    msg = _refused({**GOOD, "quantfy": {}})
+    assert "quantfy" in msg and "did you mean 'quantify'" in msg
+
+
+@pytest.mark.parametrize("key, value", [("node_spacing", "8"), ("node_spacing", 8.5), ("node_spacing", True),
+                                        ("smooth_sigma_px", "1"), ("replace", 1)])
+def test_wrong_types_are_refused_not_coerced(key, value):
+    msg = _refused({**GOOD, "dvc": {key: value}})
+    assert f"dvc.{key}=" in msg and ("valid" in msg), msg
+
+
+def test_out_of_range_values_use_the_library_checks():
+    assert "dvc.node_spacing=1" in _refused({**GOOD, "dvc": {"node_spacing": 1}})
+    msg = _refused({**GOOD, "dvc": {"max_iterations": 0}})
+    assert "dvc.max_iterations" in msg and "max_iterations=0 is out of range" in msg  # CorrelationOptions' own words
+    assert "grey_model='zncc'" in _refused({**GOOD, "dvc": {"grey_model": "zncc"}})
+    msg = _refused({"inputs": {**GOOD["inputs"], "state_of_charge": [0, 1.5]}})
+    assert "state_of_charge[1]=1.5 is out of range" in msg
+    assert "not after" in _refused({"inputs": {"series": ["a", "b"], "time_s": [5, 1]}})
+
+
+def test_dvc_section_embeds_correlation_options():
+    from tomo4d.dvc import CorrelationOptions
+
+    exp = parse_experiment({**GOOD, "dvc": {"grey_model": "znssd", "smooth_sigma_px": 1}})
+    assert exp.dvc.correlation_options() == CorrelationOptions(grey_model="znssd", smooth_sigma_px=1.0)
+    props = experiment_schema()["$defs"]["DvcSection"]["properties"]
+    import dataclasses
+    assert {f.name for f in dataclasses.fields(CorrelationOptions)} <= set(props)
+
+
+def test_todo_and_missing_keys_are_named():
+    assert "inputs.time_s is still 'TODO'" in _refused({"inputs": {"series": "a", "time_s": "TODO"}})
+    assert "inputs.time_s is missing" in _refused({"inputs": {"series": "a"}})
+    assert "needs inputs.labels" in _refused({**GOOD, "quantify": {}})
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("inputs:\n  series: [a\n")
+    with pytest.raises(InputError, match=r"e.yaml' is not valid YAML at line"):
+        load_experiment(p)
+    with pytest.raises(InputError, match="does not exist"):
+        load_experiment(tmp_path / "none.yaml")
+
+
+def _exp(tmp_path, phantom_dir, inputs: dict):
+    p = tmp_path / "e.yaml"
+    p.write_text(json.dumps({"inputs": inputs}))
+    return load_experiment(p)
+
+
+def test_inputs_checks_name_the_step(tmp_path, phantom_dir):
+    from tomo4d.io import open_volume, save_volume
+
+    s = [str(phantom_dir / "series_hq" / f"T{i}.tif") for i in range(3)]
+    with pytest.raises(InputError, match=r"inputs.series\[1\] \(T1\).*does not exist"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": [s[0], str(tmp_path / "x.tif"), s[2]],
+                                                     "time_s": [0, 1, 2]}))
+    v = open_volume(s[2])
+    small = save_volume(v.with_data(v.numpy()[:, :30]), tmp_path / "small.tif")
+    with pytest.raises(InputError, match=r"inputs.series\[2\] \(T2, .*small.tif'\) has shape \(32, 30, 32\) but T0"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": [s[0], s[1], str(small)], "time_s": [0, 1, 2]}))
+    other = save_volume(v.with_data(v.numpy(), voxel_size_nm=70), tmp_path / "vs.tif")
+    with pytest.raises(InputError, match=r"inputs.series\[1\] \(T1.*voxel size"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": [s[0], str(other)], "time_s": [0, 1]}))
+    with pytest.raises(InputError, match=r"inputs.time_s has 2 entries but inputs.series has 3 steps"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": s, "time_s": [0, 1]}))
+    lab = save_volume(np.zeros((32, 32, 30), np.uint8), tmp_path / "lab.tif")
+    with pytest.raises(InputError, match=r"inputs.labels\[0\] \(T0, .*lab.tif'\) has shape \(32, 32, 30\)"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": s, "time_s": [0, 1, 2], "labels": str(lab)}))
+
+
+def test_glob_is_ordered_naturally(tmp_path):
+    from tomo4d.io import save_volume
+
+    for i in (10, 2, 1):
+        save_volume(np.full((8, 8, 8), i, np.float32), tmp_path / f"scan_{i}.tif")
+    (tmp_path / "e.yaml").write_text("inputs:\n  series: scan_*.tif\n  time_s: [0, 1, 2]\n")
+    plan = plan_experiment(load_experiment(tmp_path / "e.yaml"))
+    assert [p.name for p in plan.inputs.series] == ["scan_1.tif", "scan_2.tif", "scan_10.tif"]
