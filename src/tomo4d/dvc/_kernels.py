@@ -187,6 +187,17 @@ def _warp(m, pz, py, px, dz, dy, dx):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _sample_warped(image, coef, flat, cubic, m, pz, py, px, dz, dy, dx):
+    """``(value, inside)``: the deformed volume at the warped window voxel (cubic B-spline or linear),
+    and whether that point lies inside the volume (value 0 when not; no NaN sentinel: fastmath)."""
+    nz, ny, nx = coef.shape
+    wz_, wy_, wx_ = _warp(m, pz, py, px, dz, dy, dx)
+    if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
+        return 0.0, False
+    return (_cubic(coef, flat, wz_, wy_, wx_) if cubic else _linear(image, wz_, wy_, wx_)), True
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _accumulate(bvec, r, grad, z, y, x, dz, dy, dx):
     """Add residual ``r`` of the window voxel ``(z, y, x)`` (offset ``(dz, dy, dx)``) to J^T r."""
     g0, g1, g2 = grad[0, z, y, x], grad[1, z, y, x], grad[2, z, y, x]
@@ -201,7 +212,6 @@ def _accumulate(bvec, r, grad, z, y, x, dz, dy, dx):
 def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec):
     """Sample the deformed volume over the warped window of Phi ``m``: fills ``bvec`` (the 12-vector
     J^T r) and returns ``(sum of squared residuals, number of voxels inside the deformed volume)``."""
-    nz, ny, nx = coef.shape
     bvec[:] = 0.0
     ssq = 0.0
     nv = 0
@@ -211,13 +221,9 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
                 z, y, x = pz + dz, py + dy, px + dx
                 if not mask[z, y, x]:
                     continue
-                wz_, wy_, wx_ = _warp(m, pz, py, px, dz, dy, dx)
-                if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
+                v, inside = _sample_warped(image, coef, flat, cubic, m, pz, py, px, dz, dy, dx)
+                if not inside:
                     continue
-                if cubic:
-                    v = _cubic(coef, flat, wz_, wy_, wx_)
-                else:
-                    v = _linear(image, wz_, wy_, wx_)
                 r = v - ref[z, y, x]
                 ssq += r * r
                 nv += 1
@@ -227,11 +233,10 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
 
 @njit(cache=True, fastmath=True, inline="always")
 def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec, buf,
-                        tmean, tstd):
+                        seen, tmean, tstd):
     """:func:`_window_residual` under the ZNSSD model: the warped window is sampled once into ``buf``
-    (NaN outside the deformed volume), mapped onto the reference window's mean and standard
+    (``seen``: inside the deformed volume), mapped onto the reference window's mean and standard
     deviation, then compared.  Returns ``(sum of squared residuals, voxels inside the volume)``."""
-    nz, ny, nx = coef.shape
     k = 0
     nv = 0
     vsum = 0.0
@@ -242,12 +247,10 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
                 z, y, x = pz + dz, py + dy, px + dx
                 if not mask[z, y, x]:
                     continue
-                wz_, wy_, wx_ = _warp(m, pz, py, px, dz, dy, dx)
-                if wz_ < 0 or wy_ < 0 or wx_ < 0 or wz_ > nz - 1 or wy_ > ny - 1 or wx_ > nx - 1:
-                    buf[k] = np.nan
-                else:
-                    v = _cubic(coef, flat, wz_, wy_, wx_) if cubic else _linear(image, wz_, wy_, wx_)
-                    buf[k] = v
+                v, inside = _sample_warped(image, coef, flat, cubic, m, pz, py, px, dz, dy, dx)
+                buf[k] = v
+                seen[k] = inside
+                if inside:
                     vsum += v
                     vsq += v * v
                     nv += 1
@@ -267,8 +270,9 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
                 if not mask[z, y, x]:
                     continue
                 v = buf[k]
+                inside = seen[k]
                 k += 1
-                if np.isnan(v):
+                if not inside:
                     continue
                 r = v * gain - shift - ref[z, y, x]
                 ssq += r * r
@@ -314,10 +318,11 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         dn = np.nan
         oov = np.nan
         buf = np.empty(count if znssd else 0)
+        seen = np.zeros(count if znssd else 0, np.bool_)
         for it in range(1, max_iterations + 1):
             if znssd:
                 ssq, nv = _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
-                                              bvec, buf, tmean, tstd)
+                                              bvec, buf, seen, tmean, tstd)
             else:
                 ssq, nv = _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
                                            bvec)
