@@ -23,8 +23,9 @@ of returning NaN.
 from ._common import SliceStatistics, fov_mask
 from .compare import METRICS, QualityRow, QualityTable, compare
 from .contrast import CnrClasses, cnr, cnr_classes
-from .edges import FWHM_PER_SIGMA, EdgeProfile, EdgeResolution, LabelEdges, edge_resolution, edges_from_labels
+from .edges import FWHM_PER_SIGMA, EdgeProfile, EdgeResolution, edge_resolution
 from .fidelity import psnr, psnr_slices, ssim, ssim_map, ssim_slices
+from .label_edges import LabelEdges, edges_from_labels
 from .plot import edge_profile_figure, save_edge_profiles
 from .sift import SiftResult, sift_matches
 
