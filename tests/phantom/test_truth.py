@@ -7,7 +7,8 @@ from scipy.special import erf
 from scipy.optimize import curve_fit
 
 from tomo4d import InputError
-from tomo4d.phantom import LithiationMode, Phase, apply_phi, make_experiment
+from tomo4d.phantom import LithiationMode, Phase, make_experiment
+from tomo4d.register import apply_phi_to_points
 
 
 def test_t0_is_reference_and_collector_is_fixed(exp):
@@ -187,7 +188,7 @@ def test_lq_to_hq_phi_maps_fixed_to_moving(exp):
     c = (n - 1) / 2
     h, o = t.hq_grid.voxel_size_nm, np.asarray(t.hq_offset_nm)
     x = np.random.default_rng(1).uniform(0, n - 1, size=(100, 3))
-    m = apply_phi(phi, x, c)
+    m = apply_phi_to_points(x, phi, centre=c)
     # the moving voxel m is LQ-scan position p; the sample seen there must be the one HQ sees at x
     p = o + (m + 0.5) * h
     A = t.lq_misalignment
@@ -199,7 +200,7 @@ def test_lq_to_hq_phi_maps_fixed_to_moving(exp):
     hq_lab = t.pair_labels()[0]
     mov = exp.lq_on_hq_grid(lq_lab, order=0)
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in hq_lab.shape], indexing="ij"), -1).reshape(-1, 3)
-    warped = map_coordinates(mov, apply_phi(phi, grid, c).T, order=0, mode="nearest").reshape(hq_lab.shape)
+    warped = map_coordinates(mov, apply_phi_to_points(grid, phi, centre=c).T, order=0, mode="nearest").reshape(hq_lab.shape)
     inner = (slice(8, -8),) * 3
     agree_phi = np.mean(warped[inner] == hq_lab[inner])
     agree_id = np.mean(mov[inner] == hq_lab[inner])
