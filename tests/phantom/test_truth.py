@@ -1,5 +1,7 @@
 """Ground truth agrees with the images and with the physics it claims."""
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates, minimum_filter, maximum_filter
@@ -144,6 +146,19 @@ def test_non_lithiated_si_volume_decreases_then_recovers(exp):
     v = np.asarray(exp.truth.non_lithiated_si_volume_nm3)
     assert v[1] < v[0] and v[2] < v[1] and v[3] > v[2]
     assert v[0] == np.count_nonzero(exp.truth.labels(0) == Phase.SILICON) * 50.0 ** 3
+
+
+def test_ground_truth_is_not_modified_by_what_it_computes():
+    """Frozen means frozen: derived numbers are cached by the renderer, not inside the GroundTruth."""
+    t = make_experiment(shape=(32, 32, 32), n_steps=2, seed=3).truth
+
+    def state():
+        return {k: pickle.dumps(v) for k, v in vars(t).items() if k != "_engine"}
+
+    before = state()
+    si, lith = t.non_lithiated_si_volume_nm3, t.lithiated_si_volume_nm3
+    assert state() == before
+    assert t.non_lithiated_si_volume_nm3 == si and t.lithiated_si_volume_nm3 == lith
 
 
 def _edge_sigma_nm(img, voxel_nm, z_edge_nm, origin_nm):

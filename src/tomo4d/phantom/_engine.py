@@ -90,6 +90,7 @@ class _Engine:
         self._cache: OrderedDict = OrderedDict()
         #: voxel count of each phase of the HQ truth labels, per step rendered so far
         self.phase_counts_hq: dict[int, np.ndarray] = {}
+        self._si_volumes: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self._cache_size = cache_size
         self.grids = {g: GridSpec(g, p.shape, self.layout.voxel_nm(g),
                                   tuple(float(v) for v in self.layout.grid_origin_nm(g))) for g in ("hq", "lq")}
@@ -201,6 +202,20 @@ class _Engine:
             phase, pid = self._cached(key, lambda: self._labels_from(key, ref))
             return M.render_grey(model, step, ref, phase, pid, table, supersampling=k)
         return self._cached(("grey",) + key[1:], compute)
+
+    def silicon_volumes_nm3(self):
+        """(non-lithiated, lithiated) silicon volume in the HQ field per step, nm^3: voxel counts of the
+        HQ truth labels (steps not rendered yet are rendered now), computed once."""
+        if self._si_volumes is None:
+            v3 = self.grids["hq"].voxel_size_nm ** 3
+            vals, lith = [], []
+            for s in range(self.params.n_steps):
+                if s not in self.phase_counts_hq:
+                    self.labels("hq", s)
+                vals.append(float(self.phase_counts_hq[s][Phase.SILICON]) * v3)
+                lith.append(float(self.phase_counts_hq[s][Phase.LITHIATED_SILICON]) * v3)
+            self._si_volumes = (tuple(vals), tuple(lith))
+        return self._si_volumes
 
     # -- images -------------------------------------------------------------------------------
     def grey_table(self):

@@ -27,8 +27,10 @@ from .params import EDGE_10_90_PER_SIGMA, NEUTRON_MU_BACKGROUND, GridSpec
 class GroundTruth:
     """Everything the synthetic experiment knows exactly.
 
-    Scalars and per-step tuples are plain fields; volumes are computed on demand (and cached for a
-    few steps), so holding a GroundTruth costs little memory.  All positions are nm in the sample
+    Scalars and per-step tuples are plain fields, fixed at construction; volumes and the numbers
+    derived from them (:attr:`non_lithiated_si_volume_nm3`) are computed on demand by the
+    experiment's renderer, which caches a few steps (the GroundTruth itself is never modified), so
+    holding a GroundTruth costs little memory.  All positions are nm in the sample
     frame (see :mod:`tomo4d.phantom.experiment`); ``grid`` arguments are ``"hq"`` or ``"lq"``.
 
     Attributes
@@ -138,8 +140,9 @@ class GroundTruth:
     neutron_mu_li_free_per_cm: dict
     li_concentration_mol_l: dict
     li6_fraction: float
+    #: the experiment's renderer (:mod:`tomo4d.phantom._engine`): computes the volumes and derived
+    #: numbers on demand and holds their caches, so that this object never changes after construction
     _engine: Any = field(default=None, repr=False, compare=False)
-    _lazy: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_steps(self) -> int:
@@ -276,24 +279,12 @@ class GroundTruth:
     @property
     def non_lithiated_si_volume_nm3(self) -> tuple[float, ...]:
         """Volume of non-lithiated silicon in the HQ field per step, nm^3 (voxel count of the HQ labels)."""
-        if "si" not in self._lazy:
-            v3 = self.hq_grid.voxel_size_nm ** 3
-            vals, lith = [], []
-            counts = self._engine.phase_counts_hq
-            for s in range(self.n_steps):
-                if s not in counts:
-                    self.labels(s, grid="hq")
-                vals.append(float(counts[s][Phase.SILICON]) * v3)
-                lith.append(float(counts[s][Phase.LITHIATED_SILICON]) * v3)
-            self._lazy["si"] = tuple(vals)
-            self._lazy["lith"] = tuple(lith)
-        return self._lazy["si"]
+        return self._engine.silicon_volumes_nm3()[0]
 
     @property
     def lithiated_si_volume_nm3(self) -> tuple[float, ...]:
         """Volume of lithiated silicon in the HQ field per step, nm^3."""
-        self.non_lithiated_si_volume_nm3
-        return self._lazy["lith"]
+        return self._engine.silicon_volumes_nm3()[1]
 
     def summary(self) -> dict:
         """JSON-serialisable scalars and per-step numbers (no volumes)."""
