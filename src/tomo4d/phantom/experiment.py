@@ -45,6 +45,7 @@ import numpy as np
 
 from .._validate import check_int, show
 from ..errors import FormatError, InputError
+from ..io import atomic_output, open_volume, save_volume
 from ..volume import Volume, VolumeMetadata
 from . import _model as M
 from ._engine import _Engine
@@ -223,8 +224,6 @@ class SyntheticExperiment:
         fields : {"coarse", "full", "none"}
         progress : callable(done, total), optional
         """
-        from ..io import atomic_output, save_volume
-
         if fields not in ("coarse", "full", "none"):
             raise InputError(f"fields={show(fields)} is not supported; use 'coarse', 'full' or 'none'")
         out = Path(path)
@@ -305,8 +304,6 @@ class SyntheticExperiment:
     def load(cls, path) -> SyntheticExperiment:
         """Open a folder written by :meth:`save`: volumes are read lazily, the ground truth is rebuilt
         from the stored parameters (checked against the stored fingerprint)."""
-        from ..io import open_volume
-
         p = Path(path)
         doc_path = p / "experiment.json"
         if not doc_path.is_file():
