@@ -1,5 +1,7 @@
 """Ground truth agrees with the images and with the physics it claims."""
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates, minimum_filter, maximum_filter
@@ -7,7 +9,8 @@ from scipy.special import erf
 from scipy.optimize import curve_fit
 
 from tomo4d import InputError
-from tomo4d.phantom import LithiationMode, Phase, apply_phi, make_experiment
+from tomo4d.phantom import LithiationMode, Phase, make_experiment
+from tomo4d.register import apply_phi_to_points
 
 
 def test_t0_is_reference_and_collector_is_fixed(exp):
@@ -145,6 +148,19 @@ def test_non_lithiated_si_volume_decreases_then_recovers(exp):
     assert v[0] == np.count_nonzero(exp.truth.labels(0) == Phase.SILICON) * 50.0 ** 3
 
 
+def test_ground_truth_is_not_modified_by_what_it_computes():
+    """Frozen means frozen: derived numbers are cached by the renderer, not inside the GroundTruth."""
+    t = make_experiment(shape=(32, 32, 32), n_steps=2, seed=3).truth
+
+    def state():
+        return {k: pickle.dumps(v) for k, v in vars(t).items() if k != "_engine"}
+
+    before = state()
+    si, lith = t.non_lithiated_si_volume_nm3, t.lithiated_si_volume_nm3
+    assert state() == before
+    assert t.non_lithiated_si_volume_nm3 == si and t.lithiated_si_volume_nm3 == lith
+
+
 def _edge_sigma_nm(img, voxel_nm, z_edge_nm, origin_nm):
     """Gaussian sigma of the collector/anode edge: erf fit of the laterally averaged z profile.
 
@@ -187,7 +203,7 @@ def test_lq_to_hq_phi_maps_fixed_to_moving(exp):
     c = (n - 1) / 2
     h, o = t.hq_grid.voxel_size_nm, np.asarray(t.hq_offset_nm)
     x = np.random.default_rng(1).uniform(0, n - 1, size=(100, 3))
-    m = apply_phi(phi, x, c)
+    m = apply_phi_to_points(x, phi, centre=c)
     # the moving voxel m is LQ-scan position p; the sample seen there must be the one HQ sees at x
     p = o + (m + 0.5) * h
     A = t.lq_misalignment
@@ -199,7 +215,7 @@ def test_lq_to_hq_phi_maps_fixed_to_moving(exp):
     hq_lab = t.pair_labels()[0]
     mov = exp.lq_on_hq_grid(lq_lab, order=0)
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in hq_lab.shape], indexing="ij"), -1).reshape(-1, 3)
-    warped = map_coordinates(mov, apply_phi(phi, grid, c).T, order=0, mode="nearest").reshape(hq_lab.shape)
+    warped = map_coordinates(mov, apply_phi_to_points(grid, phi, centre=c).T, order=0, mode="nearest").reshape(hq_lab.shape)
     inner = (slice(8, -8),) * 3
     agree_phi = np.mean(warped[inner] == hq_lab[inner])
     agree_id = np.mean(mov[inner] == hq_lab[inner])

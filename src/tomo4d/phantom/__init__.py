@@ -6,12 +6,20 @@ carbon-binder matrix, fibrous separator at the bottom) imaged as a high/low-qual
 an in-situ series T0..Tn during lithiation, a repeated scan, and neutron volumes; its
 :class:`GroundTruth` gives labels, displacement and strain fields, thickness, lithiation per
 particle, blur and noise levels.  See :mod:`tomo4d.phantom.experiment` for frames and grids.
+
+Modules: :mod:`~tomo4d.phantom.params` (parameters, validation, constants, grids),
+:mod:`~tomo4d.phantom._engine` (the renderer and its caches), :mod:`~tomo4d.phantom.truth`
+(:class:`GroundTruth`), :mod:`~tomo4d.phantom.experiment` (:class:`SyntheticExperiment`,
+:func:`make_experiment`, save/load); the microstructure and deformation model is
+:mod:`~tomo4d.phantom._model`, the finite-strain truth :mod:`~tomo4d.phantom._finite`.
+Points are mapped through a Phi with :func:`tomo4d.register.apply_phi_to_points`.
 """
 
 from ._finite import AnodeStrainTruth
 from ._model import LithiationMode, Phase
-from .experiment import (GridSpec, GroundTruth, PhantomParams, SyntheticExperiment, apply_phi,
-                         default_soc_schedule, make_experiment)
+from .experiment import SyntheticExperiment, make_experiment
+from .params import GridSpec, PhantomParams, default_soc_schedule
+from .truth import GroundTruth
 
 __all__ = ["make_experiment", "SyntheticExperiment", "GroundTruth", "PhantomParams", "GridSpec",
-           "Phase", "LithiationMode", "apply_phi", "default_soc_schedule", "AnodeStrainTruth"]
+           "Phase", "LithiationMode", "default_soc_schedule", "AnodeStrainTruth"]

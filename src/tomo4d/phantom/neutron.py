@@ -15,7 +15,7 @@ import numpy as np
 from .._validate import check_number, show
 from ..errors import InputError
 from ._model import LI_IN_ELECTROLYTE_MOL_L, LI_IN_LITHIATED_SI_MOL_L, Phase
-from .experiment import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
+from .params import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
 
 SIGMA_LI6_B = 940.0          # absorption at 1.798 A (2200 m/s), barn
 SIGMA_LI7_B = 0.0454
