@@ -7,12 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: The one definition of where the optional real data lives (every test reaches it through ``real_file``).
 REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_file():
-    """``real_file(name)``: path of a file in ../shared/data/real; skips the test when absent."""
+    """``real_file(name)``: path of a file in ../shared/data/real; skips the test when absent.
+
+    Session-scoped so that the session/module fixtures of sub-conftests (the snow volume) can use it too.
+    """
 
     def get(name: str) -> Path:
         p = REAL_DATA / name

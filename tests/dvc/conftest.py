@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
-
-SNOW = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "snow_xct_100.tif"
 
 
 def warp_by(reference: np.ndarray, displacement) -> np.ndarray:
@@ -27,12 +23,10 @@ def sine_z(points):
 
 
 @pytest.fixture(scope="session")
-def snow():
-    if not SNOW.is_file():
-        pytest.skip("real data snow_xct_100.tif not available (../shared/data/real)")
+def snow(real_file):
     import tifffile
 
-    return tifffile.imread(SNOW).astype(np.float32)
+    return tifffile.imread(real_file("snow_xct_100.tif")).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
 
 from tomo4d.neutron import (attenuation_from_composition, bragg_edge_model, li_attenuation_per_cm,
                             li_concentration_from_composition, molar_mass_g_per_mol)
 from tomo4d.neutron.synthetic import layered_cell_labels
-
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 
 #: LLZO garnet electrolyte: composition and density (g/cm^3).
 LLZO = "Li7La3Zr2O12"

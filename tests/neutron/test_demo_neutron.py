@@ -1,27 +1,34 @@
-"""Demo stage ``neutron``: runs quickly and its report shows the joint histogram, Li map and a Bragg edge."""
+"""Demo stage ``neutron``: its stored phases and Li map match the stand-in cell; the report shows its figures."""
 
 import re
-import time
+
+import numpy as np
 
 from tomo4d.pipeline.demo import DEMO_STAGES, DemoContext
-from tomo4d.pipeline.demo_neutron import stage_neutron
+from tomo4d.pipeline.demo_neutron import _cell, _majority2, _phase_tables, stage_neutron
 from tomo4d.report import Report
 
 
 def test_stage_neutron_report(tmp_path):
+    from tomo4d.neutron import region_values, segmentation_accuracy
+
     assert ("neutron", "demo_neutron:stage_neutron") in DEMO_STAGES
     ctx = DemoContext(out_dir=tmp_path, report=Report("t"), seed=0)
-    t0 = time.perf_counter()
+    # the stage's wall time (~5 s) is measured in benchmarks/RESULTS.md ("Whole demo"), not asserted here
     summary = stage_neutron(ctx)
-    assert time.perf_counter() - t0 < 30
     html = ctx.report.save(tmp_path / "r.html").read_text()
     assert "joint histogram" in html.lower() and "Li concentration" in html and "Bragg-edge fit" in html
     assert html.count("data:image/png;base64") >= 3
-    acc = float(re.search(r"joint phases ([\d.]+) %", summary).group(1))
-    li = float(re.search(r"Li error max ([\d.]+) %", summary).group(1))
+    # the stage's results, scored against the truth of its stand-in cell (the first draw of its rng)
+    truth = _majority2(_cell(np.random.default_rng(0)))
+    phases, li = ctx.store["neutron_phases"], ctx.store["li_concentration"]
+    assert segmentation_accuracy(phases.labels, truth) >= 0.95
+    conc_truth = _phase_tables(0.0759)[2]
+    rv = region_values(li.concentration_mol_per_cm3, truth, label_values=[2, 3, 4])
+    assert np.all(np.abs(rv.mean / conc_truth[1:] - 1) < 0.05), (rv.mean, conc_truth)
+    # the 6Li fit is exposed only in the summary's prose (nothing in ctx.store)
     iso = float(re.search(r"6Li error max ([\d.]+) pp", summary).group(1))
-    assert acc >= 95 and li < 5 and iso < 0.5, summary
-    assert "li_concentration" in ctx.store and "neutron_phases" in ctx.store
+    assert iso < 0.5, summary
 
 
 def test_stage_neutron_uses_the_phantom_when_present(tmp_path):
@@ -30,6 +37,7 @@ def test_stage_neutron_uses_the_phantom_when_present(tmp_path):
     ctx = DemoContext(out_dir=tmp_path, report=Report("t"), seed=0, store={"experiment": exp})
     summary = stage_neutron(ctx)
     assert "phantom joint histogram" in summary
+    # the phantom's Li error is exposed only in the summary's prose and a report table (nothing in ctx.store)
     phantom_li = float(re.search(r"phantom anode Li error max ([\d.]+) %", summary).group(1))
     assert phantom_li < 5, summary
     assert "Li truth (mol/L)" in ctx.report.html()

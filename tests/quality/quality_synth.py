@@ -1,11 +1,8 @@
 """Synthetic images with exact ground truth for the quality metrics (helpers for tests/quality)."""
 
-from pathlib import Path
-
 import numpy as np
 from scipy.special import erf
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 

@@ -94,9 +94,9 @@ def test_cli_user_errors(tifs, capsys):
 
 
 @pytest.mark.realdata
-def test_real_cell_slice(real_dir):
-    img = tifffile.imread(real_dir / "cell_xct_slice_1.tif").astype(np.float32)
-    mask = tifffile.imread(real_dir / "cell_xct_slice_1_mask.tif") > 0
+def test_real_cell_slice(real_file):
+    img = tifffile.imread(real_file("cell_xct_slice_1.tif")).astype(np.float32)
+    mask = tifffile.imread(real_file("cell_xct_slice_1_mask.tif")) > 0
     fov = fov_mask(img.shape, margin_px=30)
     # CNR of the segmented layers against the rest of the field of view, with 2 px erosion
     c = cnr_classes(img, method="labels", labels=mask.astype(int) + fov, foreground_labels=2,
@@ -120,10 +120,10 @@ def test_real_cell_slice(real_dir):
 
 
 @pytest.mark.realdata
-def test_real_snow_volume(real_dir):
+def test_real_snow_volume(real_file):
     from tomo4d.io import open_volume
 
-    vol = open_volume(real_dir / "snow_xct_100.tif")
+    vol = open_volume(real_file("snow_xct_100.tif"))
     a = vol.numpy().astype(np.float32)
     r = edge_resolution(a, voxel_size_nm=1000.0, slices=[30, 70])
     assert r.n_edges >= 10 and 500 < r.fwhm_mean_nm < 8000

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SNOW = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "snow_xct_100.tif"
-
 
 @pytest.fixture(scope="session")
-def snow():
+def snow(real_file):
     """The 100^3 real snow XCT volume as float32 (skips when the real data is absent)."""
-    if not SNOW.is_file():
-        pytest.skip("real data snow_xct_100.tif not available (../shared/data/real)")
     import tifffile
 
-    return tifffile.imread(SNOW).astype(np.float32)
+    return tifffile.imread(real_file("snow_xct_100.tif")).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,10 @@ pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def cell(request):
-    from pathlib import Path
-
+def cell(real_file):
     from tomo4d.io import open_image
 
-    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
-    img_p, mask_p = root / "cell_xct_slice_1.tif", root / "cell_xct_slice_1_mask.tif"
-    if not (img_p.is_file() and mask_p.is_file()):
-        pytest.skip("real cell slice not available (../shared/data/real)")
-    img, mask = open_image(img_p), open_image(mask_p)
+    img, mask = open_image(real_file("cell_xct_slice_1.tif")), open_image(real_file("cell_xct_slice_1_mask.tif"))
     truth = np.where(mask > 0, 2, 1).astype(np.uint8)  # 2 = electrode windings (mask 255), 1 = rest
     h, w = truth.shape
     labels = np.zeros_like(truth)
