@@ -75,10 +75,11 @@ class CorrelationOptions:
         ``"znssd"``, zero-mean normalised SSD: each warped window's brightness and
         contrast are mapped onto the reference window's at every iteration, so
         a grey-level change between the states (lithiated silicon losing X-ray
-        attenuation) does not bias the warp.  On the default 96^3 phantom
-        (HQ, T0 -> T3 at 51 % SoC, started from the true field) ZNSSD keeps the
-        anode's mean det F - 1 within 0.01 of the truth at T1/T2 where SSD
-        overstates it threefold (benchmarks/RESULTS.md, DVC grey-level model).
+        attenuation) does not bias the warp.  Relit texture (contrast 1 -> 0.55
+        through z, 8 % stretch): median error 0.009 px against SSD's 0.046; default
+        96^3 phantom, T1-T3: mean Hencky strain of each anode half within 0.02 of
+        the truth where SSD misses by up to 0.035 (benchmarks/RESULTS.md, "DVC at
+        battery expansions"; convergence at larger SoC is still the open problem).
     backend : {"auto", "numba", "torch"}
         Per-node Gauss-Newton implementation (``auto``: torch when it is
         installed and a CUDA GPU is available, else numba).
