@@ -52,3 +52,21 @@ def test_phantom_and_demo_follow_one_folder_rule(tmp_path, capsys):
     assert main(args) == 0
     assert main(args) == 2
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_demo_dvc_and_quantify_stages_produce_finite_strain(tmp_path, capsys):
+    """The DVC and quantify stages run through the CLI and save finite strain tables (a grid check that
+    refused the demo's own fields once broke them with no test noticing)."""
+    import csv
+    import math
+
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--stage", "phantom", "--stage", "dvc", "--stage", "quantify"]) == 0, \
+        capsys.readouterr().err
+    assert (out / "dvc" / "field_T0_T3.h5").is_file()
+    with open(out / "quantify" / "regional_strain.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["component"] == "hencky_zz"]
+    last = {r["region"]: float(r["strain_mean"]) for r in rows if r["step"] == rows[-1]["step"]}
+    assert set(last) == {"collector side", "separator side"} and all(math.isfinite(v) for v in last.values())
+    assert last["separator side"] > last["collector side"] > 0.1  # the anode swells, more on the separator side
+    assert "Local DVC" in (out / "report.html").read_text()
