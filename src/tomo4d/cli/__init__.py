@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     with handling_interrupts():
         status = _run(args, debug="--debug" in args)
         interrupted = exit_status()
-    if interrupted is not None and status not in (interrupted,):
+    if interrupted is not None and status != interrupted:
         click.echo("tomo4d: interrupted", err=True)
         return interrupted
     return status
