@@ -24,6 +24,7 @@ def _experiment_inputs(params) -> list[str]:
         out += [str(p) for p in expand_files(e, e.inputs.series, "inputs.series")]
         if e.inputs.labels is not None:
             out += [str(p) for p in expand_files(e, e.inputs.labels, "inputs.labels")]
+        out += [str(e.resolve(p)) for p in (e.inputs.repeat, e.segment and e.segment.labels) if p]
     except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
         pass
     return out
@@ -50,6 +51,8 @@ def _plan_lines(plan):
         if s.steps_done or s.steps_todo:
             state += f" (steps done: {', '.join(s.steps_done) or '-'}; to run: {', '.join(s.steps_todo) or '-'})"
         yield f"  {s.name:<9} {state:<10} {s.description} -> {s.outputs}"
+        if s.reasons and s.reasons != ("not computed before",):
+            yield f"            to run because {'; '.join(s.reasons)}"
 
 
 @declare_paths(inputs=("experiment", _experiment_inputs), outputs=("out_dir",), resumable=("out_dir",))
@@ -88,6 +91,8 @@ def run(experiment, out_dir, check, schema, overwrite, quiet):
         steps = f" (computed {', '.join(s.computed_steps) or '-'}; cached {', '.join(s.cached_steps) or '-'})" \
             if s.computed_steps or s.cached_steps else ""
         click.echo(f"{s.name:<9} {s.status:<13} {s.wall_s:7.1f} s{steps}")
+        if s.reasons:
+            click.echo(f"          recomputed because {'; '.join(s.reasons)}")
     click.echo(f"report: {res.report}  (total {res.wall_s:.1f} s)")
 
 

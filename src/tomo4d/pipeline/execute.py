@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import platform
+import resource
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +25,11 @@ from .runner import (
     _is_done,
     _light_ctx,
     _marker,
+    _read_marker,
     _write_marker,
     claim_run_folder,
     stage_keys,
+    why_recomputed,
 )
 
 __all__ = ["DEPENDENCIES", "run_experiment"]
@@ -33,7 +37,22 @@ __all__ = ["DEPENDENCIES", "run_experiment"]
 log = logging.getLogger(__name__)
 
 #: packages whose versions go into provenance.json
-DEPENDENCIES = ("numpy", "scipy", "dask", "numba", "h5py", "tifffile", "zarr", "pyarrow", "pydantic", "torch")
+DEPENDENCIES = ("numpy", "scipy", "dask", "numba", "h5py", "tifffile", "zarr", "pyarrow", "pydantic", "torch",
+                "scikit-learn", "scikit-image", "matplotlib", "PyYAML", "click")
+
+#: how peak memory is measured (written into provenance.json)
+MEMORY_SOURCE = ("resource.getrusage(RUSAGE_SELF).ru_maxrss: the process-wide high-water mark of resident memory "
+                 "since the process started, read when each stage finished (a stage's own peak is visible only "
+                 "where it raised the mark; cached stages show the value from the run that computed them)")
+
+
+def peak_rss_mib() -> float | None:
+    """Process-wide peak resident memory so far, MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (OSError, ValueError):  # pragma: no cover - platforms without getrusage
+        return None
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 class _RunLog:
@@ -71,11 +90,21 @@ def _loader(out, ctx_of, stages):
     return load
 
 
-def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple]:
+def _stale_steps(s, ctx, out) -> None:
+    """Markers and outputs of steps that are no longer in the series (never mixed into this run)."""
+    d = out / STATE_DIR / "done" / s.name
+    names = {ctx.inputs.names[i] for i in s.steps(ctx)}
+    for m in sorted(d.glob("*.json")) if d.is_dir() else ():
+        if m.stem not in names:
+            _invalidate(out, m)
+
+
+def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
     """A per-step stage: cached steps loaded (when a later step needs them), the rest computed."""
-    inp, outputs, computed, cached = ctx.inputs, [], [], []
+    inp, outputs, computed, cached, reasons = ctx.inputs, [], [], [], []
     previous = None
     steps = s.steps(ctx)
+    _stale_steps(s, ctx, out)
     for n, i in enumerate(steps):
         name, key = inp.names[i], keys["steps"][i]
         marker = _marker(out, s.name, name)
@@ -87,16 +116,19 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple]:
                 and not _is_done(out, _marker(out, s.name, inp.names[steps[n + 1]]), keys["steps"][steps[n + 1]]) \
                 else None
             continue
+        why = why_recomputed(_read_marker(marker), keys["step_basis"][i], out)
+        reasons += [f"{name}: {w}" for w in why]
         _invalidate(out, marker)
         t0 = time.perf_counter()
         result = s.run_step(ctx, i, previous)
         paths = s.save_step(result, out, ctx, i)
-        _write_marker(marker, key, paths, time.perf_counter() - t0)
-        say(f"stage {s.name}: step {name} computed in {time.perf_counter() - t0:.2f} s")
+        _write_marker(marker, key, paths, time.perf_counter() - t0, basis=keys["step_basis"][i],
+                      peak_rss_mib=peak_rss_mib())
+        say(f"stage {s.name}: step {name} computed in {time.perf_counter() - t0:.2f} s because {'; '.join(why)}")
         computed.append(name)
         outputs += paths
         previous = result
-    return tuple(outputs), tuple(computed), tuple(cached)
+    return tuple(outputs), tuple(computed), tuple(cached), tuple(reasons)
 
 
 def _run_stage(s, ctx, keys, out, say) -> StageRun:
@@ -104,21 +136,23 @@ def _run_stage(s, ctx, keys, out, say) -> StageRun:
     if _is_done(out, marker, keys["key"]):
         say(f"stage {s.name}: cached")
         cached = tuple(ctx.inputs.names[i] for i in keys["steps"])
-        return StageRun(s.name, "cached", (), cached, 0.0)
+        return StageRun(s.name, "cached", (), cached, 0.0, (), _read_marker(marker).get("peak_rss_mib"))
+    why = why_recomputed(_read_marker(marker), keys["basis"], out)
     if s.per_step:
         marker.unlink(missing_ok=True)  # each step's marker decides about that step's outputs
     else:
         _invalidate(out, marker)
     t0 = time.perf_counter()
-    say(f"stage {s.name}: running")
+    say(f"stage {s.name}: running because {'; '.join(why)}")
     if s.per_step:
-        paths, computed, cached = _run_steps(s, ctx, keys, out, say)
+        paths, computed, cached, step_why = _run_steps(s, ctx, keys, out, say)
+        why = step_why if cached and step_why else why
     else:
         paths, computed, cached = s.save(s.run(ctx), out), (), ()
-    wall = time.perf_counter() - t0
-    _write_marker(marker, keys["key"], paths, wall)
+    wall, peak = time.perf_counter() - t0, peak_rss_mib()
+    _write_marker(marker, keys["key"], paths, wall, basis=keys["basis"], peak_rss_mib=peak)
     say(f"stage {s.name}: done in {wall:.2f} s")
-    return StageRun(s.name, "partly cached" if cached else "computed", computed, cached, wall)
+    return StageRun(s.name, "partly cached" if cached else "computed", computed, cached, wall, why, peak)
 
 
 def _versions() -> dict:
@@ -142,11 +176,13 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
     for r in runs:
         m = json.loads(_marker(out, r.name).read_text())
         stages[r.name] = {"key": keys[r.name]["key"], "status": r.status, "wall_s_this_run": r.wall_s,
-                          "wall_s_when_computed": m.get("wall_s"), "outputs": m.get("outputs")}
+                          "wall_s_when_computed": m.get("wall_s"), "peak_rss_mib": m.get("peak_rss_mib"),
+                          "recomputed_because": list(r.reasons), "outputs": m.get("outputs")}
     prov = {"experiment_file": None if source is None else str(Path(source).resolve()),
             "experiment_fingerprint": None if source is None else _fp(source),
             "inputs": {str(p): fps[str(p)] for p in inp.files()}, "steps": list(inp.names),
-            "options": exp.options(), "versions": _versions(), "stages": stages,
+            "options": exp.options(), "versions": _versions(), "seeds": _seeds(exp), "memory": MEMORY_SOURCE,
+            "stages": stages,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_output(out / "provenance.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(prov, indent=1, default=str), encoding="utf-8")
@@ -154,6 +190,15 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
         tmp.write_text(json.dumps({"options": exp.options(), "names": list(inp.names), "time_s": list(inp.time_s),
                                    "state_of_charge": inp.state_of_charge, "voxel_size_nm": inp.voxel_size_nm,
                                    "stages": [r.name for r in runs]}, indent=1), encoding="utf-8")
+
+
+def _seeds(exp) -> dict:
+    """``{"section.seed": value}`` of every enabled section with a seed (randomness is seeded nowhere else)."""
+    out = {}
+    for name, value in exp.options().items():
+        if isinstance(value, dict) and "seed" in value:
+            out[f"{name}.seed"] = value["seed"]
+    return out
 
 
 def _fp(path):

@@ -12,6 +12,9 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
     dvc:
       node_spacing: 8
       grey_model: znssd
+    segment: {labels: labels/T0_scribbles.tif}   # pixel classifier trained on T0, applied to every step
+    particles: {particle_class: 2}    # particles per step + tracks (with the DVC fields)
+    residual: {sigma_px: 2}           # residual maps (noise floor from inputs.repeat)
 
 A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
 values are refused with the key path, the value and the closest valid key.
@@ -29,7 +32,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .._validate import show
 from ..errors import InputError
-from .sections import DvcSection, QuantifySection, StrictModel
+from .sections import (
+    DvcSection,
+    ParticlesSection,
+    QuantifySection,
+    ResidualSection,
+    SegmentSection,
+    StrictModel,
+    TruthSection,
+)
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -50,6 +61,8 @@ class Inputs(StrictModel):
                                                              "glob), or one file labelling T0; null: none.")
     voxel_size_nm: float | None = Field(None, gt=0, allow_inf_nan=False,
                                         description="Voxel size, nm; overrides the files' (null: from the files).")
+    repeat: str | None = Field(None, description="A repeated scan of T0 with no change in between: the noise "
+                                                 "floor of the residual maps (null: none).")
 
     @field_validator("state_of_charge")
     @classmethod
@@ -77,6 +90,11 @@ class Experiment(StrictModel):
     quantify: QuantifySection | None = Field(None, description="Thickness and phase volumes per step "
                                                                "(needs inputs.labels).")
     dvc: DvcSection | None = Field(None, description="Local DVC T0 -> Tn, finite strain, regional statistics.")
+    segment: SegmentSection | None = Field(None, description="Pixel classifier trained on labelled T0 voxels, "
+                                                             "label volumes of every step.")
+    particles: ParticlesSection | None = Field(None, description="Particles per step and tracks (needs segment).")
+    residual: ResidualSection | None = Field(None, description="Residual maps T0 -> Tn (needs dvc).")
+    truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
     @model_validator(mode="after")
@@ -84,6 +102,12 @@ class Experiment(StrictModel):
         if self.quantify is not None and self.inputs.labels is None:
             raise ValueError("the quantify section needs inputs.labels (phase label volumes); add them, or remove "
                              "the quantify section")
+        if self.segment is not None and self.segment.labels is None and self.inputs.labels is None:
+            raise ValueError("the segment section needs training labels: set segment.labels (a label volume of T0, "
+                             "0 = unlabelled) or inputs.labels")
+        for sec, need in (("particles", "segment"), ("residual", "dvc")):
+            if getattr(self, sec) is not None and getattr(self, need) is None:
+                raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")
         return self
 
     def resolve(self, path) -> Path:

@@ -40,6 +40,12 @@ class ResolvedInputs:
     dtype : str
     voxel_size_nm : (3,) float
         From the files, or the experiment's override.
+    segment_labels : Path or None
+        Training labels of the segment stage (T0's voxel grid).
+    repeat : Path or None
+        Repeated T0 scan (noise floor of the residual maps).
+    truth_labels, truth_particles : tuple of Path
+        Ground-truth phase and particle labels, one per step (or none).
     """
 
     series: tuple[Path, ...]
@@ -50,14 +56,19 @@ class ResolvedInputs:
     shape: tuple[int, int, int]
     dtype: str
     voxel_size_nm: tuple[float, float, float]
+    segment_labels: Path | None = None
+    repeat: Path | None = None
+    truth_labels: tuple[Path, ...] = ()
+    truth_particles: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
         return len(self.series)
 
     def files(self) -> tuple[Path, ...]:
-        """Every input file (series, then labels)."""
-        return self.series + self.labels
+        """Every input file (series, labels, segment labels, repeat scan, truth)."""
+        extra = tuple(p for p in (self.segment_labels, self.repeat) if p is not None)
+        return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles))
 
 
 def natural_key(path) -> list:
@@ -131,6 +142,44 @@ def resolve_inputs(exp) -> ResolvedInputs:
         if lab.shape != ref.shape:
             raise InputError(f"inputs.labels[{i}] ({names[i]}, {str(p)!r}) has shape {show(lab.shape)} but its image "
                              f"{str(series[i])!r} has {show(ref.shape)}; labels must be on their image's voxel grid")
+    seg, repeat = _segment_labels(exp, labels, series, ref), None
+    if inp.repeat is not None:
+        repeat = exp.resolve(inp.repeat)
+        _same_grid(_open(repeat, "inputs.repeat", inp.voxel_size_nm), ref, "inputs.repeat", repeat, series[0])
+    truth = {}
+    for kind in ("labels", "particles"):
+        value = getattr(exp.truth, kind) if exp.truth is not None else None
+        files = () if value is None else expand_files(exp, value, f"truth.{kind}")
+        if len(files) not in (0, n):
+            raise InputError(f"truth.{kind} has {len(files)} files but inputs.series has {n} steps; give one per step")
+        for i, p in enumerate(files):
+            _same_grid(_open(p, f"truth.{kind}[{i}] ({names[i]})", inp.voxel_size_nm), ref,
+                       f"truth.{kind}[{i}] ({names[i]})", p, series[i])
+        truth[kind] = files
     return ResolvedInputs(series=series, labels=labels, names=names, time_s=tuple(inp.time_s),
                           state_of_charge=None if inp.state_of_charge is None else tuple(inp.state_of_charge),
-                          shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm))
+                          shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm),
+                          segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
+                          truth_particles=truth["particles"])
+
+
+def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:
+    if vol.shape != ref.shape:
+        raise InputError(f"{key} ({str(path)!r}) has shape {show(vol.shape)} but its image {str(image)!r} has "
+                         f"{show(ref.shape)}; it must be on its image's voxel grid")
+
+
+def _segment_labels(exp, labels, series, ref) -> Path | None:
+    """The segment stage's training labels, checked against T0's shape (and the slice indices against it)."""
+    sec = exp.segment
+    if sec is None:
+        return None
+    key = "segment.labels" if sec.labels is not None else "inputs.labels[0]"
+    path = exp.resolve(sec.labels) if sec.labels is not None else labels[0]
+    _same_grid(_open(path, key, exp.inputs.voxel_size_nm), ref, key, path, series[0])
+    size = ref.shape[sec.slice_axis]
+    bad = [s for s in sec.slices or () if not 0 <= s < size]
+    if bad:
+        raise InputError(f"segment.slices has {bad[0]}, outside 0..{size - 1} (axis {sec.slice_axis} of "
+                         f"{str(path)!r}, shape {show(ref.shape)}); give slice indices inside the volume")
+    return path

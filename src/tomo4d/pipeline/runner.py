@@ -10,16 +10,23 @@ marker and outputs are removed, so old and new results never mix.  Markers are w
 after the outputs they list, atomically: a run killed at any moment (SIGKILL included) and run
 again recomputes exactly what was not finished.  Stages and steps run one after the other in
 this process (no parallel execution yet).
+
+Each marker also holds the basis of its key (input fingerprints, options as dotted experiment-file
+keys, the keys of the needed stages, the previous step's key, the tomo4d version), so a
+recomputation says why: ``dvc: recomputed because dvc.node_spacing changed 8 -> 6``
+(:func:`why_recomputed`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._validate import show
 from ..errors import OverwriteError
 from .fingerprint import cache_key, fingerprint
 from .inputs import ResolvedInputs, resolve_inputs
@@ -35,6 +42,7 @@ __all__ = [
     "claim_run_folder",
     "is_run_folder",
     "plan_experiment",
+    "why_recomputed",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ class StageStatus:
     done: bool
     steps_done: tuple[str, ...] = ()
     steps_todo: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,13 +77,20 @@ class Plan:
 
 @dataclass(frozen=True)
 class StageRun:
-    """What a run did with one stage: ``status`` is ``"computed"``, ``"cached"`` or ``"partly cached"``."""
+    """What a run did with one stage: ``status`` is ``"computed"``, ``"cached"`` or ``"partly cached"``.
+
+    ``reasons`` says why it was computed (the changed options and inputs, per step where steps
+    differ); ``peak_rss_mib`` is the process's peak resident memory (``ru_maxrss``, process-wide high-water
+    mark since the process started) when the stage finished, MiB (None where not measurable).
+    """
 
     name: str
     status: str
     computed_steps: tuple[str, ...]
     cached_steps: tuple[str, ...]
     wall_s: float
+    reasons: tuple[str, ...] = ()
+    peak_rss_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +147,17 @@ def _enabled(exp, inp):
     return [s for s in STAGES if s.enabled(exp, inp)]
 
 
+def _basis(files: dict, opts: dict, needs: dict, extra: dict) -> dict:
+    """What a key is made of, JSON round-tripped (as a marker stores it)."""
+    from .. import __version__
+
+    return json.loads(json.dumps({"inputs": files, "options": opts, "needs": needs, **extra, "tomo4d": __version__},
+                                 default=str))
+
+
 def stage_keys(exp, inp: ResolvedInputs, fps: dict) -> dict:
-    """``{stage: {"key": str, "steps": {step index: key}}}`` of every enabled stage."""
+    """``{stage: {"key", "basis", "steps": {step index: key}, "step_basis": {step index: basis}}}`` of every
+    enabled stage."""
     keys: dict = {}
     extra = {"voxel_size_nm": inp.voxel_size_nm}
     for s in _enabled(exp, inp):
@@ -141,16 +166,64 @@ def stage_keys(exp, inp: ResolvedInputs, fps: dict) -> dict:
         if not s.per_step:
             files = {k: fps[str(p)] for k, p in s.input_files(inp, None).items()}
             keys[s.name] = {"key": cache_key(stage=s.name, inputs=files, options=opts, needs=needs, extra=extra),
-                            "steps": {}}
+                            "basis": _basis(files, opts, needs, extra), "steps": {}, "step_basis": {}}
             continue
-        steps, prev = {}, None
+        steps, basis, prev = {}, {}, None
         for i in s.steps(_light_ctx(exp, inp)):
             files = {k: fps[str(p)] for k, p in s.input_files(inp, i).items()}
+            ex = {**extra, "previous": prev if s.chained else None}
             prev = steps[i] = cache_key(stage=f"{s.name}/{inp.names[i]}", inputs=files, options=opts, needs=needs,
-                                        extra={**extra, "previous": prev if s.chained else None})
+                                        extra=ex)
+            basis[i] = _basis(files, opts, needs, ex)
         keys[s.name] = {"key": cache_key(stage=s.name, inputs={}, options=opts, needs=needs,
-                                         extra=list(steps.values())), "steps": steps}
+                                         extra=list(steps.values())),
+                        "basis": _basis({}, opts, needs, {"steps": {inp.names[i]: k for i, k in steps.items()}}),
+                        "steps": steps, "step_basis": basis}
     return keys
+
+
+def _changed(key: str, a, b) -> str:
+    return f"{key} changed {show(a)} -> {show(b)}"
+
+
+def why_recomputed(marker: dict | None, basis: dict, out: Path | None = None) -> tuple[str, ...]:
+    """Why a stage (or step) with done-marker ``marker`` is computed again under ``basis``.
+
+    One reason per difference: an option (``dvc.node_spacing changed 8 -> 6``), an input file's
+    content, a needed stage's result, the previous step, the voxel size, the tomo4d version; or
+    "not computed before" / "outputs missing".
+    """
+    if marker is None:
+        return ("not computed before",)
+    old = marker.get("basis")
+    if old is None:
+        return ("cache key changed (the earlier marker does not record why)",)
+    out_reasons = []
+    for k in sorted(set(old.get("options", {})) | set(basis["options"])):
+        a, b = old.get("options", {}).get(k, "(unset)"), basis["options"].get(k, "(unset)")
+        if a != b:
+            out_reasons.append(_changed(k, a, b))
+    oi, ni = old.get("inputs", {}), basis["inputs"]
+    for k in sorted(set(oi) | set(ni)):
+        if k not in oi or k not in ni:
+            out_reasons.append(f"input {k} {'added' if k in ni else 'removed'}")
+        elif oi[k] != ni[k]:
+            out_reasons.append(f"input {k} changed (content fingerprint)")
+    for k in sorted(set(old.get("needs", {})) | set(basis["needs"])):
+        if old.get("needs", {}).get(k) != basis["needs"].get(k):
+            out_reasons.append(f"needed stage {k} changed (recomputed, added or removed)")
+    for k, label in (("previous", "the previous step changed"), ("voxel_size_nm", None), ("tomo4d", None)):
+        if old.get(k) != basis.get(k):
+            out_reasons.append(label or _changed(k if k != "tomo4d" else "tomo4d version", old.get(k), basis.get(k)))
+    os_, ns = old.get("steps") or {}, basis.get("steps") or {}
+    diff = [n for n in ns if os_.get(n) != ns[n]] + [n for n in os_ if n not in ns]
+    if diff and not out_reasons:
+        out_reasons.append(f"steps {', '.join(diff)} changed")
+    if not out_reasons and out is not None:
+        missing = [o for o in marker.get("outputs", ()) if not (out / o).exists()]
+        if missing:
+            out_reasons.append(f"outputs missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    return tuple(out_reasons) or ("cache key changed",)
 
 
 def _light_ctx(exp, inp, out=None, load=None):
@@ -174,12 +247,20 @@ def _is_done(out: Path, path: Path, key: str) -> bool:
     return m is not None and m.get("key") == key and all((out / o).exists() for o in m.get("outputs", ()))
 
 
-def _write_marker(path: Path, key: str, outputs, wall_s: float) -> None:
+def _write_marker(path: Path, key: str, outputs, wall_s: float, *, basis=None, **extra) -> None:
     from ..io import atomic_output
 
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps({"key": key, "outputs": list(outputs), "wall_s": wall_s,
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1), encoding="utf-8")
+                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra, "basis": basis},
+                                  indent=1, default=str), encoding="utf-8")
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def _invalidate(out: Path, path: Path) -> None:
@@ -187,7 +268,7 @@ def _invalidate(out: Path, path: Path) -> None:
     m = _read_marker(path)
     path.unlink(missing_ok=True)
     for o in (m or {}).get("outputs", ()):
-        (out / o).unlink(missing_ok=True)
+        _remove(out / o)
 
 
 def _fingerprints(inp: ResolvedInputs) -> dict:
@@ -209,6 +290,7 @@ def plan_experiment(exp, out=None) -> Plan:
         done = bool(k) and _is_done(out, _marker(out, s.name), k["key"])
         steps = k["steps"] if k else ({i: None for i in s.steps(_light_ctx(exp, inp))} if on and s.per_step else {})
         sd = tuple(inp.names[i] for i, key in steps.items() if key and _is_done(out, _marker(out, s.name, inp.names[i]), key))
+        why = why_recomputed(_read_marker(_marker(out, s.name)), k["basis"], out) if k and not done else ()
         rows.append(StageStatus(s.name, s.description, s.outputs, on, done, sd,
-                                tuple(inp.names[i] for i in steps if inp.names[i] not in sd)))
+                                tuple(inp.names[i] for i in steps if inp.names[i] not in sd), why))
     return Plan(inputs=inp, stages=tuple(rows), out=out)

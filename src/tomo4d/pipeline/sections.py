@@ -11,8 +11,10 @@ options object for (node spacing, half-window, search radius, the PSF shortcut) 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -25,7 +27,8 @@ from pydantic import (
 
 from ..errors import InputError
 
-__all__ = ["DvcSection", "QuantifySection", "StrictModel", "dataclass_doc"]
+__all__ = ["DvcSection", "ParticlesSection", "QuantifySection", "ResidualSection", "SegmentSection", "StrictModel",
+           "TruthSection", "dataclass_doc"]
 
 
 class StrictModel(BaseModel):
@@ -139,3 +142,59 @@ DvcSection = create_model(
         "Every option of tomo4d.dvc.CorrelationOptions is a key of this section."),
     __validators__={"_each": field_validator("*")(_check_option), "_all": model_validator(mode="after")(_check_all)},
     **_DVC_OWN, **_dvc_fields())
+
+
+class SegmentSection(StrictModel):
+    """Pixel classifier (tomo4d.segment) trained on labelled T0 voxels, applied to every step."""
+
+    labels: str | None = Field(None, description="Label volume of the T0 scan (0 = unlabelled, 1, 2, ... classes); "
+                                                 "null: the first file of inputs.labels.")
+    slices: list[int] | None = Field(None, description="Indices of fully labelled slices of `labels` along "
+                                                       "slice_axis; only those are used and every value, 0 "
+                                                       "included, is a class. null: 0 = unlabelled.")
+    slice_axis: int = Field(0, ge=0, le=2, description="Axis of `slices`: 0 z (xy planes), 1 y (xz), 2 x (yz).")
+    n_trees: int = Field(24, ge=1, le=1000, description="Trees of the random forest.")
+    sigmas: list[float] = Field([0.7, 1.6, 3.5, 5.0], min_length=1,
+                                description="Gaussian feature scales, voxels (tomo4d.segment.FeatureSpec).")
+    feature_ndim: Literal[2, 3] = Field(3, description="2: slice-wise (xy) features; 3: 3D features.")
+    max_samples_per_class: int = Field(20_000, ge=1, description="Labelled voxels used per class (seeded draw).")
+    seed: int = Field(0, ge=0, description="Seed of the sample draw and of the forest.")
+
+    @field_validator("sigmas")
+    @classmethod
+    def _positive(cls, v):
+        bad = [i for i, s in enumerate(v) if not (math.isfinite(s) and s > 0)]
+        if bad:
+            raise ValueError(f"sigmas[{bad[0]}]={v[bad[0]]!r} must be a positive number of voxels")
+        return v
+
+
+class ParticlesSection(StrictModel):
+    """Particles of the segmentation per step, their geometry, and tracks (with the DVC fields when run)."""
+
+    particle_class: int = Field(2, ge=0, description="Label value of the particle phase in the segmentation "
+                                                     "(2: silicon in tomo4d's phase codes).")
+    min_voxels: int = Field(8, ge=1, description="Particles with fewer voxels are removed.")
+    split: bool = Field(True, description="Separate touching particles (distance watershed).")
+    track: bool = Field(True, description="Track the particles through the steps (tables/tracks).")
+    use_dvc: bool = Field(True, description="Predict each particle's motion with the DVC field when the dvc "
+                                            "stage runs (tomo4d.quantify.track_particles displacement=).")
+    search_radius_factor: float = Field(1.5, gt=0, allow_inf_nan=False,
+                                        description="Candidate search radius, equivalent radii.")
+
+
+class ResidualSection(StrictModel):
+    """Residual maps T0 -> Tn (tomo4d.dvc.residual_map): grey-level change the DVC field does not explain."""
+
+    sigma_px: float = Field(2.0, ge=0, allow_inf_nan=False, description="Gaussian blur of the difference, px.")
+    statistic: Literal["mean", "p95"] = Field("mean", description="Noise floor statistic of the repeat scan "
+                                                                  "(inputs.repeat; without it the floor is 0).")
+    order: int = Field(3, ge=0, le=5, description="Interpolation order of the deformed scan.")
+    save_volumes: bool = Field(True, description="Write volumes/residual_T0_<step>.ome.zarr (else the summary only).")
+
+
+class TruthSection(StrictModel):
+    """Ground truth (e.g. of a tomo4d phantom), shown beside the measurements in the report."""
+
+    labels: list[str] | str | None = Field(None, description="True phase labels, one per step (list or glob).")
+    particles: list[str] | str | None = Field(None, description="True particle labels, one per step (list or glob).")

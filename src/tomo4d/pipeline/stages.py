@@ -1,4 +1,8 @@
-"""The stages of this increment: ``quantify``, ``dvc`` (per step) and ``strain``.
+"""The stages: ``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
+``strain``, ``residual`` (:mod:`.stages_residual`).
+
+Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
+(``dvc.node_spacing``, ``inputs.names``), so a recomputation names the key that changed.
 
 * ``quantify``: electrode thickness and phase volumes of the label series
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
@@ -19,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .stage import Stage, rel
+from .stage_io import read_table_of, write_tables
+from .stages_residual import RESIDUAL
+from .stages_segment import PARTICLES, SEGMENT
 
 __all__ = ["STAGES", "stage_by_name"]
 
@@ -26,12 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def _tables(table, out: Path, name: str) -> tuple[str, ...]:
-    from ..quantify import write_table
+    return write_tables(table, out, name)
 
-    paths = []
-    for suffix in (".parquet", ".csv"):
-        paths.append(rel(out, write_table(table, out / "tables" / f"{name}{suffix}", overwrite=True)))
-    return tuple(paths)
+
+def _section_options(exp, section: str) -> dict:
+    return {f"{section}.{k}": v for k, v in getattr(exp, section).model_dump().items()}
 
 
 def _read(path: Path):
@@ -65,18 +71,15 @@ def _quantify_save(result, out):
 
 
 def _quantify_load(out):
-    from ..quantify import read_table
-
-    p = out / "tables" / "thickness.parquet"
-    return read_table(p) if p.exists() else None
+    return read_table_of(out, "thickness")
 
 
 QUANTIFY = Stage(
     name="quantify", needs=(), per_step=False, description="thickness and phase volumes per step",
     outputs="tables/thickness, tables/phases",
     enabled=lambda exp, inp: exp.quantify is not None and bool(inp.labels),
-    options=lambda exp: {**exp.quantify.model_dump(), "dvc_needs_thickness": exp.dvc is not None,
-                         "names": exp.inputs.names},
+    options=lambda exp: {**_section_options(exp, "quantify"), "dvc": "present" if exp.dvc is not None else "absent",
+                         "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {f"labels[{i}]": p for i, p in enumerate(inp.labels)},
     run=_quantify_run, save=_quantify_save, load=_quantify_load)
 
@@ -111,7 +114,7 @@ DVC = Stage(
     name="dvc", needs=(), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
     outputs="fields/dvc_T0_<step>.h5",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
-    options=lambda exp: {**exp.dvc.model_dump(), "names": exp.inputs.names},
+    options=lambda exp: {**_section_options(exp, "dvc"), "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load)
@@ -174,13 +177,13 @@ STRAIN = Stage(
     description="finite strain per step, regional statistics with labels",
     outputs="fields/strain_T0_<step>.h5, tables/strain_summary, tables/regional_strain",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
-    options=lambda exp: {"n_layers": exp.quantify.n_layers if exp.quantify is not None else None,
-                         "time_s": exp.inputs.time_s, "state_of_charge": exp.inputs.state_of_charge,
-                         "names": exp.inputs.names},
+    options=lambda exp: {"quantify.n_layers": exp.quantify.n_layers if exp.quantify is not None else None,
+                         "inputs.time_s": exp.inputs.time_s, "inputs.state_of_charge": exp.inputs.state_of_charge,
+                         "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (QUANTIFY, DVC, STRAIN)
+STAGES: tuple[Stage, ...] = (SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
 
 
 def stage_by_name(name: str) -> Stage:

@@ -1,0 +1,110 @@
+"""The ``residual`` stage: residual maps T0 -> Tn after the DVC stage.
+
+For every step n >= 1 the scan Tn is pulled back onto T0 by the measured field T0 -> Tn
+(:func:`tomo4d.dvc.residual_map`), subtracted from T0, blurred (``residual.sigma_px``), made
+absolute, and the noise floor is removed: the same quantity between T0 and a repeated scan of T0
+(``inputs.repeat``, :func:`tomo4d.dvc.noise_floor`; 0 without one).  Outputs:
+``volumes/residual_T0_<step>.ome.zarr`` (float32, grey levels) and ``tables/residual_summary``
+(noise floor, mean before the floor, fraction above it, mean and max of the map; with
+``truth.labels`` the mean residual inside the truly lithiated silicon beside the mean elsewhere,
+and the true lithiated fraction).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .stage import Stage
+from .stage_io import read_volume, save_float_volume, write_tables
+
+__all__ = ["RESIDUAL", "ResidualResult"]
+
+log = logging.getLogger(__name__)
+
+#: the numbers of ResidualMap.to_dict() (NaN for a step without a map)
+_NUMBERS = ("mean_before_floor", "fraction_above_floor", "residual_mean", "residual_max")
+
+
+@dataclass(frozen=True, eq=False)
+class ResidualResult:
+    """Residual maps ``((step name, ResidualMap), ...)`` and their summary table (columns)."""
+
+    maps: tuple
+    summary: dict
+    voxel_size_nm: tuple[float, float, float]
+    save_volumes: bool
+
+
+def _truth_row(ctx, step: int, residual: np.ndarray) -> dict:
+    from ..quantify import PhaseCodes
+
+    truth = read_volume(ctx.inputs.truth_labels[step]).numpy()
+    lith = np.isin(truth, PhaseCodes().lithiated)
+    if residual is None:
+        residual = np.full(truth.shape, np.nan, np.float32)
+    return {"true_lithiated_fraction": float(lith.mean()),
+            "residual_mean_true_lithiated": float(residual[lith].mean()) if lith.any() else np.nan,
+            "residual_mean_elsewhere": float(residual[~lith].mean()) if (~lith).any() else np.nan}
+
+
+def _residual_run(ctx):
+    from ..dvc import noise_floor, residual_map
+
+    sec, inp = ctx.experiment.residual, ctx.inputs
+    vs_override = ctx.experiment.inputs.voxel_size_nm
+    ref = read_volume(inp.series[0], vs_override).numpy().astype(np.float32)
+    noise = 0.0
+    if inp.repeat is not None:
+        rep = read_volume(inp.repeat, vs_override).numpy().astype(np.float32)
+        noise = noise_floor(ref, rep, sigma_px=sec.sigma_px, statistic=sec.statistic)
+    maps, rows = [], []
+    for i in range(1, inp.n_steps):
+        field = ctx.load("dvc", i)
+        row = {"step": inp.names[i], "time_s": inp.time_s[i], "repeat_scan": inp.repeat is not None,
+               "n_usable_nodes": int(np.count_nonzero(field.usable))}
+        if not row["n_usable_nodes"]:  # nothing to pull the scan back with: reported, not hidden
+            log.warning("residual of %s: the DVC field has no usable node; no residual map", inp.names[i])
+            rows.append({**row, **dict.fromkeys(_NUMBERS, np.nan), "noise_floor": noise, "sigma_px": sec.sigma_px})
+            continue
+        deformed = read_volume(inp.series[i], vs_override).numpy().astype(np.float32)
+        rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order)
+        row.update(rm.to_dict())
+        maps.append((inp.names[i], rm))
+        rows.append(row)
+    if inp.truth_labels:
+        by_name = dict(maps)
+        for r in rows:
+            rm = by_name.get(r["step"])
+            r.update(_truth_row(ctx, inp.names.index(r["step"]), rm.residual if rm is not None else None))
+    summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    return ResidualResult(maps=tuple(maps), summary=summary, voxel_size_nm=inp.voxel_size_nm,
+                          save_volumes=sec.save_volumes)
+
+
+def _residual_save(result, out):
+    paths = ()
+    if result.save_volumes:
+        for name, rm in result.maps:
+            paths += (save_float_volume(rm.residual, out, f"residual_T0_{name}", result.voxel_size_nm,
+                                        f"residual T0 -> {name}"),)
+    return paths + write_tables(result.summary, out, "residual_summary")
+
+
+def _files(inp, step) -> dict:
+    files = {name: p for name, p in zip(inp.names, inp.series)}
+    if inp.repeat is not None:
+        files["inputs.repeat"] = inp.repeat
+    files.update({f"truth.labels[{i}]": p for i, p in enumerate(inp.truth_labels)})
+    return files
+
+
+RESIDUAL = Stage(
+    name="residual", needs=("dvc",), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
+    outputs="volumes/residual_T0_<step>.ome.zarr, tables/residual_summary",
+    enabled=lambda exp, inp: exp.residual is not None and exp.dvc is not None and inp.n_steps >= 2,
+    options=lambda exp: {**{f"residual.{k}": v for k, v in exp.residual.model_dump().items()},
+                         "inputs.names": exp.inputs.names, "inputs.time_s": exp.inputs.time_s},
+    input_files=_files, run=_residual_run, save=_residual_save)

@@ -1,0 +1,235 @@
+"""The ``segment`` and ``particles`` stages.
+
+* ``segment`` (per step): a pixel classifier (:func:`tomo4d.segment.train_pixel_classifier`,
+  multiscale features + random forest) is trained at step T0 on its labelled voxels
+  (``segment.labels``, 0 = unlabelled; or the fully labelled ``segment.slices`` of it, where every
+  value is a class) and saved to ``models/segment_pixel_classifier.npz``; every step is then
+  predicted with it (:func:`tomo4d.segment.predict_labels`) -> ``volumes/segment_<step>.ome.zarr``
+  and ``tables/segment_<step>`` (voxels per class; with ``truth.labels`` Dice, IoU and boundary F1
+  per class, at T0 on the voxels not used for training).
+* ``particles`` (once, after segment and dvc): particles of the particle class per step
+  (:func:`tomo4d.segment.label_particles`), their geometry (:func:`tomo4d.quantify.particle_properties`)
+  and tracks (:func:`tomo4d.quantify.track_particles`, with the DVC fields T0 -> Tn as motion
+  prediction when the dvc stage runs) -> ``volumes/particles_<step>.ome.zarr``, ``tables/particles``,
+  ``tables/particles_summary`` (with ``truth.particles``: detection precision/recall/F1 and the
+  fraction of track links that follow one true particle) and ``tables/tracks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .stage import Stage, rel
+from .stage_io import load_labels, read_volume, save_label_volume, write_tables
+
+__all__ = ["PARTICLES", "SEGMENT", "ParticlesResult", "SegmentStep"]
+
+MODEL = "models/segment_pixel_classifier.npz"
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentStep:
+    """One step of the segment stage: its labels, its class table, and (T0 only) the trained model."""
+
+    labels: np.ndarray
+    classes: dict
+    model: object | None = None
+
+
+def _opts(exp, section: str) -> dict:
+    sec = getattr(exp, section)
+    return {f"{section}.{k}": v for k, v in sec.model_dump().items()}
+
+
+def _training_labels(ctx):
+    """(training labels, value offset, region not used for training) of T0."""
+    from ..segment import read_labels
+
+    sec = ctx.experiment.segment
+    lab = read_labels(ctx.inputs.segment_labels)
+    if sec.slices is None:
+        return lab, 0, lab == 0
+    train = np.zeros(lab.shape, np.int32)
+    idx = [slice(None)] * 3
+    idx[sec.slice_axis] = sorted(set(sec.slices))
+    train[tuple(idx)] = lab[tuple(idx)].astype(np.int32) + 1  # every value is a class: 0 becomes 1
+    return train, 1, train == 0
+
+
+def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
+    from ..segment import evaluate_segmentation
+
+    inp = ctx.inputs
+    cols = {"step": np.asarray([inp.names[step]] * len(classes)), "class": np.asarray(classes, np.int64),
+            "n_voxels": np.asarray([np.count_nonzero(pred == c) for c in classes], np.int64)}
+    cols["volume_fraction"] = cols["n_voxels"] / pred.size
+    if inp.truth_labels:
+        truth = read_volume(inp.truth_labels[step]).numpy()
+        sc = evaluate_segmentation(pred, truth, classes=list(classes), region=region,
+                                   voxel_size_nm=inp.voxel_size_nm)
+        by = {c.label: c for c in sc.classes}
+        cols["true_volume_fraction"] = np.asarray([np.count_nonzero(truth == c) / truth.size for c in classes])
+        for name in ("dice", "iou", "boundary_f1"):
+            cols[name] = np.asarray([getattr(by[c], name) if c in by else np.nan for c in classes], float)
+        cols["accuracy"] = np.full(len(classes), sc.accuracy)
+    return cols
+
+
+def _segment_step(ctx, step, previous):
+    from ..segment import (
+        FeatureSpec,
+        PixelClassifier,
+        predict_labels,
+        train_pixel_classifier,
+    )
+
+    sec, inp = ctx.experiment.segment, ctx.inputs
+    image = read_volume(inp.series[step], ctx.experiment.inputs.voxel_size_nm)
+    train, offset, region = _training_labels(ctx)
+    if step == 0:
+        model = train_pixel_classifier(image, train, features=FeatureSpec(sigmas=tuple(sec.sigmas),
+                                                                          ndim=sec.feature_ndim),
+                                       n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class,
+                                       seed=sec.seed)
+    else:
+        model, region = PixelClassifier.load(ctx.out / MODEL), None
+    pred = predict_labels(model, image)
+    pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
+    classes = [c - offset for c in model.classes]
+    return SegmentStep(labels=pred, classes=_class_table(ctx, step, pred, classes, region),
+                       model=model if step == 0 else None)
+
+
+def _segment_save(result, out, ctx, step):
+    name = ctx.inputs.names[step]
+    paths = ()
+    if result.model is not None:
+        paths += (rel(out, result.model.save(out / MODEL, overwrite=True)),)
+    paths += (save_label_volume(result.labels, out, f"segment_{name}", ctx.inputs.voxel_size_nm,
+                                f"segmentation {name}"),)
+    return paths + write_tables(result.classes, out, f"segment_{name}")
+
+
+SEGMENT = Stage(
+    name="segment", needs=(), per_step=True, description="pixel classifier trained on T0 labels, every step",
+    outputs="models/segment_pixel_classifier.npz, volumes/segment_<step>.ome.zarr, tables/segment_<step>",
+    enabled=lambda exp, inp: exp.segment is not None,
+    options=lambda exp: {**_opts(exp, "segment"), "inputs.names": exp.inputs.names},
+    input_files=lambda inp, step: {"T0": inp.series[0], "segment.labels": inp.segment_labels,
+                                   inp.names[step]: inp.series[step],
+                                   **({f"truth.labels[{step}]": inp.truth_labels[step]} if inp.truth_labels else {})},
+    steps=lambda ctx: tuple(range(ctx.inputs.n_steps)),
+    run_step=_segment_step, save_step=_segment_save,
+    load_step=lambda out, ctx, step: load_labels(out, f"segment_{ctx.inputs.names[step]}"))
+
+
+# -- particles ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ParticlesResult:
+    """Particle labels per step and the tables of the particles stage (columns ``{name: array}``)."""
+
+    labels: tuple[np.ndarray, ...]
+    particles: dict
+    summary: dict
+    tracks: object | None
+    voxel_size_nm: tuple[float, float, float]
+
+
+def _dominant(pred: np.ndarray, truth: np.ndarray) -> dict[int, int]:
+    """``{predicted label: the true label covering most of its voxels}`` (0: mostly background)."""
+    p, t = pred.ravel().astype(np.int64), truth.ravel().astype(np.int64)
+    sel = p > 0
+    p, t = p[sel], t[sel]
+    if p.size == 0:
+        return {}
+    base = int(t.max()) + 1
+    keys, counts = np.unique(p * base + t, return_counts=True)
+    pl, tl = keys // base, keys % base
+    order = np.lexsort((-counts, pl))
+    _, first = np.unique(pl[order], return_index=True)
+    return dict(zip(pl[order][first].tolist(), tl[order][first].tolist()))
+
+
+def _truth_columns(ctx, labels, tracks, min_voxels: int) -> dict:
+    """Detection scores per step and the fraction of track links (first step -> step) on one true particle."""
+    from ..segment import match_particles, remove_small_objects
+
+    inp = ctx.inputs
+    cols: dict = {k: [] for k in ("n_true", "precision", "recall", "f1", "n_links", "link_accuracy")}
+    dom = []
+    for i, lab in enumerate(labels):
+        truth, _ = remove_small_objects(read_volume(inp.truth_particles[i]).numpy().astype(np.int64),
+                                        min_voxels=min_voxels)
+        sc = match_particles(lab, truth)
+        for k in ("n_true", "precision", "recall", "f1"):
+            cols[k].append(getattr(sc, k))
+        dom.append(_dominant(lab, truth))
+        n = ok = 0
+        if tracks is not None and i > 0:
+            for t in np.flatnonzero((tracks.label[:, i] > 0) & (tracks.first_step < i)):
+                f = int(tracks.first_step[t])
+                a, b = dom[f].get(int(tracks.label[t, f]), 0), dom[i].get(int(tracks.label[t, i]), 0)
+                n, ok = n + 1, ok + int(a == b != 0)
+        cols["n_links"].append(n)
+        cols["link_accuracy"].append(ok / n if n else np.nan)
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def _particles_run(ctx):
+    from ..quantify import particle_properties, track_particles
+    from ..segment import label_particles
+
+    sec, inp, exp = ctx.experiment.particles, ctx.inputs, ctx.experiment
+    vs = inp.voxel_size_nm
+    labels, rows, summary = [], [], []
+    for i in range(inp.n_steps):
+        seg = ctx.load("segment", i)
+        parts = label_particles(seg, particle_class=sec.particle_class, voxel_size_nm=vs, split=sec.split,
+                                min_volume_nm3=sec.min_voxels * float(np.prod(vs)))
+        table = particle_properties(parts.labels, voxel_size_nm=vs)
+        labels.append(parts.labels)
+        cols = table.to_columns()
+        rows.append({"step": np.asarray([inp.names[i]] * len(table)), **cols})
+        summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
+    fields = [ctx.load("dvc", i) for i in range(1, inp.n_steps)] \
+        if sec.use_dvc and exp.dvc is not None and inp.n_steps >= 2 else None
+    if fields is not None:  # a field without a usable node predicts nothing: that step is tracked without it
+        fields = [f if np.any(f.usable) else None for f in fields]
+    tracks = track_particles(labels, displacement=fields, voxel_size_nm=vs, names=inp.names,
+                             search_radius_factor=sec.search_radius_factor) if sec.track else None
+    summ = {k: np.asarray([r[k] for r in summary]) for k in summary[0]}
+    if tracks is not None:
+        summ["n_tracks_found"] = np.asarray([int(np.count_nonzero(tracks.label[:, i])) for i in range(inp.n_steps)])
+    if inp.truth_particles:
+        summ.update(_truth_columns(ctx, labels, tracks, sec.min_voxels))
+    particles = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    return ParticlesResult(labels=tuple(labels), particles=particles, summary=summ, tracks=tracks, voxel_size_nm=vs)
+
+
+def _particles_save(result, out):
+    paths = ()
+    for name, lab in zip(result.summary["step"], result.labels):
+        paths += (save_label_volume(lab.astype(np.int32), out, f"particles_{name}", result.voxel_size_nm,
+                                    f"particles {name}"),)
+    paths += write_tables(result.particles, out, "particles") + write_tables(result.summary, out, "particles_summary")
+    if result.tracks is not None:
+        paths += write_tables(result.tracks, out, "tracks")
+    return paths
+
+
+def _particles_files(inp, step) -> dict:
+    return {f"truth.particles[{i}]": p for i, p in enumerate(inp.truth_particles)}
+
+
+PARTICLES = Stage(
+    name="particles", needs=("segment", "dvc"), per_step=False,
+    description="particles per step, geometry, tracks (DVC-predicted when dvc runs)",
+    outputs="volumes/particles_<step>.ome.zarr, tables/particles, tables/particles_summary, tables/tracks",
+    enabled=lambda exp, inp: exp.particles is not None and exp.segment is not None,
+    options=lambda exp: {**_opts(exp, "particles"), "inputs.names": exp.inputs.names,
+                         "inputs.time_s": exp.inputs.time_s, "dvc": "present" if exp.dvc is not None else "absent"},
+    input_files=_particles_files, run=_particles_run, save=_particles_save)
+
