@@ -40,3 +40,42 @@ def experiment_file(phantom_dir):
         return p
 
     return make
+
+
+#: every stage on the phantom, with its truth (segment trained on four fully labelled xz planes of T0)
+FULL_EXPERIMENT = """\
+name: phantom-all
+inputs:
+  series: series_hq/T*.tif
+  time_s: [0, 3600, 7200]
+  state_of_charge: [0.0, 0.5, 0.85]
+  repeat: repeat_hq.tif
+dvc:
+  node_spacing: 4
+  half_window: 6
+  smooth_sigma_px: 1.0
+  tolerance_px: 0.01
+  max_iterations: {iterations}
+segment:
+  labels: truth/labels_hq_T0.tif
+  slices: [4, 12, 20, 28]
+  slice_axis: 1
+  n_trees: {trees}
+particles: {{}}
+residual: {{}}
+truth:
+  labels: truth/labels_hq_T*.tif
+  particles: truth/particles_hq_T*.tif
+"""
+
+
+@pytest.fixture
+def full_experiment_file(phantom_dir):
+    """``full_experiment_file(iterations=30, trees=8, name=...)``: every stage, with truth."""
+
+    def make(iterations: int = 30, trees: int = 8, name: str = "full.yaml", extra: str = ""):
+        p = phantom_dir / name
+        p.write_text(FULL_EXPERIMENT.format(iterations=iterations, trees=trees) + extra)
+        return p
+
+    return make

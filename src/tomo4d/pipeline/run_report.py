@@ -1,7 +1,8 @@
 """``OUT/report.html`` rendered from a run folder's saved outputs alone (no recomputation).
 
-Sections are keyed by stage and ordered by the workflow; a stage is shown when its done-marker
-exists (cached stages too), so a report never mixes results of an unfinished recomputation.
+Sections are keyed by stage and ordered by the workflow; a stage is shown when it is a stage of
+the last run and its done-marker exists (cached stages too), so a report never mixes results of an
+unfinished recomputation, nor those of a stage the experiment file no longer has.
 Figures are also written to ``OUT/figures/*.png``.
 """
 
@@ -13,6 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .run_report_sections import (
+    particles_section,
+    provenance_section,
+    residual_section,
+    segment_section,
+)
+from .stage_io import read_table_of
 
 __all__ = ["render_report"]
 
@@ -24,10 +32,7 @@ def _done(out: Path, stage: str) -> bool:
 
 
 def _table(out: Path, name: str):
-    from ..quantify import read_table
-
-    p = out / "tables" / f"{name}.parquet"
-    return read_table(p) if p.exists() else None
+    return read_table_of(out, name)
 
 
 def _figure(rep, fig, out: Path, name: str, caption: str) -> None:
@@ -105,7 +110,10 @@ def _strain_section(rep, out: Path, info: dict) -> None:
 
 
 #: report section of each stage, in workflow order
-SECTIONS = (("quantify", _quantify_section), ("strain", _strain_section))
+SECTIONS = (("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
+            ("quantify", _quantify_section), ("strain", _strain_section),
+            ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
+            ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)))
 
 
 def render_report(out) -> Path:
@@ -129,8 +137,9 @@ def render_report(out) -> Path:
                               "options and versions: provenance.json.")
     rep.table(["step", "time (s)", "state of charge"], list(zip(info["names"], info["time_s"], soc)))
     for stage, section in SECTIONS:
-        if _done(out, stage):
+        if _done(out, stage) and stage in info.get("stages", ()):  # stages of the last run only, never stale ones
             section(rep, out, info)
+    provenance_section(rep, out)
     missing = [s for s in info.get("stages", ()) if not _done(out, s)]
     if missing:
         rep.section("Not finished", f"Stages without results yet: {', '.join(missing)} (run tomo4d run again).")

@@ -1,0 +1,202 @@
+"""The segment, particles and residual stages on the phantom, against its truth; provenance; why a stage reruns."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tomo4d.cli import main
+from tomo4d.pipeline import load_experiment, run_experiment
+
+
+def _table(out: Path, name: str) -> dict:
+    from tomo4d.quantify import read_table
+
+    return read_table(out / "tables" / f"{name}.csv")
+
+
+def _statuses(res) -> dict:
+    return {s.name: s.status for s in res.stages}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, phantom_dir):
+    from .conftest import FULL_EXPERIMENT
+
+    exp_file = phantom_dir / "full_ref.yaml"
+    exp_file.write_text(FULL_EXPERIMENT.format(iterations=30, trees=8))
+    out = tmp_path_factory.mktemp("full") / "run"
+    return out, run_experiment(load_experiment(exp_file), out, source=exp_file)
+
+
+def test_segment_stage_against_truth(full_run, phantom_dir):
+    from tomo4d.io import open_volume
+
+    out, res = full_run
+    assert _statuses(res) == {"segment": "computed", "dvc": "computed", "strain": "computed",
+                              "residual": "computed", "particles": "computed"}
+    assert res.stages[0].computed_steps == ("T0", "T1", "T2")
+    assert (out / "models" / "segment_pixel_classifier.npz").is_file()
+    truth0 = open_volume(phantom_dir / "truth" / "labels_hq_T0.tif").numpy()
+    for step in ("T0", "T1", "T2"):
+        seg = open_volume(out / "volumes" / f"segment_{step}.ome.zarr").numpy()
+        assert seg.shape == (32, 32, 32) and set(np.unique(seg)) <= set(np.unique(truth0)).union({3})
+    t0 = _table(out, "segment_T0")
+    by = {int(c): i for i, c in enumerate(t0["class"])}
+    # scored on the voxels not used for training: the collector is exact, silicon well found
+    assert t0["dice"][by[4]] > 0.99 and t0["dice"][by[2]] > 0.6 and t0["accuracy"][0] > 0.7
+    np.testing.assert_allclose(t0["volume_fraction"], t0["true_volume_fraction"], atol=0.03)
+    assert (out / "tables" / "segment_T0.parquet").is_file()  # pyarrow is installed here
+
+
+def test_particles_stage_against_truth(full_run, phantom_dir):
+    from tomo4d.io import open_volume
+    from tomo4d.segment import remove_small_objects
+
+    out, _ = full_run
+    s = _table(out, "particles_summary")
+    assert list(s["step"]) == ["T0", "T1", "T2"] and np.all(s["n_particles"] > 0)
+    for i, step in enumerate(("T0", "T1", "T2")):
+        truth, _ = remove_small_objects(open_volume(phantom_dir / "truth" / f"particles_hq_{step}.tif").numpy()
+                                        .astype(np.int64), min_voxels=8)
+        assert s["n_true"][i] == len(np.unique(truth)) - 1  # the true count, measured beside it
+        lab = open_volume(out / "volumes" / f"particles_{step}.ome.zarr").numpy()
+        assert s["n_particles"][i] == len(np.unique(lab)) - 1
+    # a 32^3 phantom: particles ~2-4 voxels across, about the HQ blur, so detection is modest
+    assert s["precision"][0] > 0.2 and s["recall"][0] > 0.05
+    tr = _table(out, "tracks")
+    truth = [open_volume(phantom_dir / "truth" / f"particles_hq_{n}.tif").numpy() for n in ("T0", "T1")]
+    parts = [open_volume(out / "volumes" / f"particles_{n}.ome.zarr").numpy() for n in ("T0", "T1")]
+
+    def true_id(step, label):  # the true particle covering most of a measured one
+        ids, counts = np.unique(truth[step][parts[step] == label], return_counts=True)
+        return ids[np.argmax(counts)]
+
+    at = {(int(t), str(n)): int(lab) for t, n, lab in zip(tr["track"], tr["step"], tr["label"])}
+    links = [(at[t, "T0"], at[t, "T1"]) for (t, n) in at if n == "T0" and (t, "T1") in at]
+    ok = [true_id(0, a) == true_id(1, b) != 0 for a, b in links]
+    assert s["n_links"][1] == len(links) > 0 and s["link_accuracy"][1] == pytest.approx(np.mean(ok))
+    p = _table(out, "particles")
+    assert len(p["step"]) == int(s["n_particles"].sum()) and np.all(p["volume_um3"] > 0)
+    assert set(tr["step"]) <= {"T0", "T1", "T2"}
+
+
+def test_residual_stage_noise_floor_and_truth(full_run, phantom_dir):
+    from tomo4d.dvc import DisplacementField, noise_floor
+    from tomo4d.io import open_volume
+
+    out, _ = full_run
+    r = _table(out, "residual_summary")
+    t0 = open_volume(phantom_dir / "series_hq" / "T0.tif").numpy().astype(np.float32)
+    rep = open_volume(phantom_dir / "repeat_hq.tif").numpy().astype(np.float32)
+    np.testing.assert_allclose(r["noise_floor"], noise_floor(t0, rep, sigma_px=2.0), rtol=1e-6)
+    assert r["noise_floor"][0] > 0
+    for i, step in enumerate(r["step"]):
+        usable = int(np.count_nonzero(DisplacementField.load(out / "fields" / f"dvc_T0_{step}.h5").usable))
+        assert r["n_usable_nodes"][i] == usable
+        assert (out / "volumes" / f"residual_T0_{step}.ome.zarr").exists() == (usable > 0)
+    # where the field is usable, lithiating silicon stands out of the residual
+    assert r["residual_mean_true_lithiated"][0] > r["residual_mean_elsewhere"][0]
+    res = open_volume(out / "volumes" / "residual_T0_T1.ome.zarr").numpy()
+    assert res.dtype == np.float32 and res.min() >= 0 and np.isclose(res.mean(), r["residual_mean"][0], rtol=1e-5)
+
+
+def test_provenance_memory_seeds_versions_and_report(full_run):
+    out, _ = full_run
+    prov = json.loads((out / "provenance.json").read_text())
+    assert "process-wide" in prov["memory"] and "ru_maxrss" in prov["memory"]
+    assert all(st["peak_rss_mib"] > 10 for st in prov["stages"].values())
+    assert prov["seeds"] == {"segment.seed": 0}
+    assert prov["versions"]["scikit-learn"] and prov["versions"]["numpy"]
+    assert prov["stages"]["segment"]["recomputed_because"] == ["not computed before"]
+    html = (out / "report.html").read_text()
+    for title in ("Segmentation", "Particles and tracks", "Residual maps", "true volume (%)", "true particles",
+                  "mean in true lithiated Si", "peak RSS (MiB)", "segment.seed=0"):
+        assert title in html, title
+    assert {"segment_slices.png", "particles_count.png"} <= {p.name for p in (out / "figures").iterdir()}
+
+
+def test_bad_segment_labels_are_refused_by_check(tmp_path, phantom_dir, capsys):
+    from tomo4d.io import save_volume
+
+    bad = save_volume(np.zeros((32, 32, 30), np.uint8), tmp_path / "scribbles.tif")
+    from .conftest import FULL_EXPERIMENT
+
+    text = FULL_EXPERIMENT.format(iterations=30, trees=8).replace("truth/labels_hq_T0.tif", str(bad))
+    exp = phantom_dir / "bad_labels.yaml"
+    exp.write_text(text)
+    assert main(["run", str(exp), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "segment.labels" in err and "scribbles.tif" in err and "(32, 32, 30)" in err and "T0.tif" in err
+    exp.write_text(FULL_EXPERIMENT.format(iterations=30, trees=8).replace("[4, 12, 20, 28]", "[4, 40]"))
+    assert main(["run", str(exp), "--check"]) == 2
+    assert "segment.slices has 40, outside 0..31" in capsys.readouterr().err
+
+
+def test_edited_option_names_what_changed_and_never_mixes(tmp_path, full_run, full_experiment_file, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    exp = full_experiment_file(iterations=12)
+    assert main(["run", str(exp), "--check", "-o", str(out)]) == 0
+    assert "to run because dvc.max_iterations changed 30 -> 12" in capsys.readouterr().out
+    before = {p: p.stat().st_mtime_ns for p in (out / "fields").iterdir()}
+    res = run_experiment(load_experiment(exp), out)
+    st = {s.name: s for s in res.stages}
+    assert _statuses(res) == {"segment": "cached", "dvc": "computed", "strain": "computed", "residual": "computed",
+                              "particles": "computed"}
+    assert st["dvc"].reasons == ("dvc.max_iterations changed 30 -> 12",)
+    assert st["residual"].reasons == ("needed stage dvc changed (recomputed, added or removed)",)
+    log = (out / "log.txt").read_text()
+    assert "stage dvc: running because dvc.max_iterations changed 30 -> 12" in log
+    assert "step T2 computed in" in log and "because dvc.max_iterations changed 30 -> 12" in log
+    # every result downstream of the edit is new: fields rewritten, residual and particles read the new fields
+    assert all(p.stat().st_mtime_ns > before[p] for p in before if p.name.startswith("dvc_"))
+    from tomo4d.dvc import DisplacementField
+
+    r = _table(out, "residual_summary")
+    for i, step in enumerate(r["step"]):
+        f = DisplacementField.load(out / "fields" / f"dvc_T0_{step}.h5")
+        assert r["n_usable_nodes"][i] == np.count_nonzero(f.usable)
+    done = out / ".tomo4d" / "done"
+    marker = {n: json.loads((done / f"{n}.json").read_text()) for n in ("dvc", "residual", "particles", "strain")}
+    for n in ("residual", "particles", "strain"):  # built on the new dvc result
+        assert marker[n]["basis"]["needs"]["dvc"] == marker["dvc"]["key"], n
+    for step in ("T1", "T2"):
+        assert json.loads((done / "dvc" / f"{step}.json").read_text())["basis"]["options"]["dvc.max_iterations"] == 12
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["stages"]["dvc"]["recomputed_because"] == ["dvc.max_iterations changed 30 -> 12"]
+    assert prov["stages"]["segment"]["status"] == "cached"
+
+
+def test_fewer_steps_and_a_removed_stage_leave_no_stale_results(tmp_path, full_run, full_experiment_file):
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    exp = full_experiment_file(name="two.yaml")
+    text = exp.read_text().replace("series_hq/T*.tif", "[series_hq/T0.tif, series_hq/T1.tif]").replace(
+        "[0, 3600, 7200]", "[0, 3600]").replace("[0.0, 0.5, 0.85]", "[0.0, 0.5]").replace(
+        "truth/labels_hq_T*.tif", "[truth/labels_hq_T0.tif, truth/labels_hq_T1.tif]").replace(
+        "truth/particles_hq_T*.tif", "[truth/particles_hq_T0.tif, truth/particles_hq_T1.tif]").replace(
+        "residual: {}\n", "")
+    exp.write_text(text)
+    res = run_experiment(load_experiment(exp), out)
+    st = {s.name: s for s in res.stages}
+    assert "residual" not in st
+    assert any("inputs.names" in r or "inputs.time_s" in r for r in st["particles"].reasons), st["particles"].reasons
+    assert not (out / "fields" / "dvc_T0_T2.h5").exists() and not (out / "volumes" / "segment_T2.ome.zarr").exists()
+    assert not (out / ".tomo4d" / "done" / "dvc" / "T2.json").exists()
+    assert list(_table(out, "particles_summary")["step"]) == ["T0", "T1"]
+    html = (out / "report.html").read_text()
+    assert "Residual maps" not in html and "Segmentation" in html
+
+
+def test_tables_without_pyarrow_are_csv_only(tmp_path, monkeypatch):
+    from tomo4d.pipeline import stage_io
+
+    monkeypatch.setattr(stage_io, "has_parquet", lambda: False)
+    paths = stage_io.write_tables({"step": np.array(["T0", "T1"]), "x_um": np.array([1.0, 2.5])}, tmp_path, "t")
+    assert paths == ("tables/t.csv",)
+    np.testing.assert_array_equal(stage_io.read_table_of(tmp_path, "t")["x_um"], [1.0, 2.5])
