@@ -108,3 +108,30 @@ def test_glob_is_ordered_naturally(tmp_path):
     (tmp_path / "e.yaml").write_text("inputs:\n  series: scan_*.tif\n  time_s: [0, 1, 2]\n")
     plan = plan_experiment(load_experiment(tmp_path / "e.yaml"))
     assert [p.name for p in plan.inputs.series] == ["scan_1.tif", "scan_2.tif", "scan_10.tif"]
+
+
+def test_new_sections_name_what_they_need():
+    assert "segment section needs training labels" in _refused({**GOOD, "segment": {}})
+    assert "particles section needs the segment section" in _refused({**GOOD, "particles": {}})
+    assert "residual section needs the dvc section" in _refused({**GOOD, "residual": {}})
+    assert "segment.n_trees=0" in _refused({**GOOD, "segment": {"labels": "s.tif", "n_trees": 0}})
+    assert "segment.slice_axis=3" in _refused({**GOOD, "segment": {"labels": "s.tif", "slice_axis": 3}})
+    assert "sigmas[1]=-1.0 must be a positive number" in _refused({**GOOD, "segment": {"labels": "s.tif", "sigmas": [1, -1]}})
+    assert "did you mean 'statistic'" in _refused({**GOOD, "dvc": {}, "residual": {"statistics": "mean"}})
+    exp = parse_experiment({**GOOD, "dvc": {}, "segment": {"labels": "s.tif"}, "particles": {}, "residual": {}})
+    assert exp.segment.n_trees == 24 and exp.particles.particle_class == 2 and exp.residual.sigma_px == 2.0
+    assert {"segment", "particles", "residual", "truth"} <= set(experiment_schema()["properties"])
+
+
+def test_truth_and_repeat_inputs_are_checked(tmp_path, phantom_dir):
+    from tomo4d.io import save_volume
+
+    s = [str(phantom_dir / "series_hq" / f"T{i}.tif") for i in range(3)]
+    small = save_volume(np.zeros((32, 32, 30), np.float32), tmp_path / "rep.tif")
+    with pytest.raises(InputError, match=r"inputs.repeat \(.*rep.tif'\) has shape \(32, 32, 30\)"):
+        plan_experiment(_exp(tmp_path, phantom_dir, {"series": s, "time_s": [0, 1, 2], "repeat": str(small)}))
+    p = tmp_path / "t.yaml"
+    p.write_text(json.dumps({"inputs": {"series": s, "time_s": [0, 1, 2]},
+                             "truth": {"labels": [str(phantom_dir / "truth" / "labels_hq_T0.tif")]}}))
+    with pytest.raises(InputError, match="truth.labels has 1 files but inputs.series has 3 steps"):
+        plan_experiment(load_experiment(p))

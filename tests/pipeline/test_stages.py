@@ -200,3 +200,24 @@ def test_tables_without_pyarrow_are_csv_only(tmp_path, monkeypatch):
     paths = stage_io.write_tables({"step": np.array(["T0", "T1"]), "x_um": np.array([1.0, 2.5])}, tmp_path, "t")
     assert paths == ("tables/t.csv",)
     np.testing.assert_array_equal(stage_io.read_table_of(tmp_path, "t")["x_um"], [1.0, 2.5])
+
+
+def test_segment_from_scribbles_zero_is_unlabelled(tmp_path, phantom_dir):
+    """Without ``slices``, 0 means unlabelled and the predicted values are the scribbles' classes."""
+    from tomo4d.io import open_volume, save_volume
+
+    truth = open_volume(phantom_dir / "truth" / "labels_hq_T0.tif").numpy()
+    scribbles = np.zeros_like(truth)
+    scribbles[:, ::8] = truth[:, ::8] + 1  # classes 1..6 on every 8th xz plane
+    save_volume(scribbles, tmp_path / "scribbles.tif")
+    (tmp_path / "e.yaml").write_text(json.dumps({
+        "inputs": {"series": [str(phantom_dir / "series_hq" / f"T{i}.tif") for i in range(2)], "time_s": [0, 1]},
+        "segment": {"labels": "scribbles.tif", "n_trees": 4, "feature_ndim": 2}}))
+    out = tmp_path / "run"
+    res = run_experiment(load_experiment(tmp_path / "e.yaml"), out)
+    assert _statuses(res) == {"segment": "computed"}
+    seg = open_volume(out / "volumes" / "segment_T1.ome.zarr").numpy()
+    assert set(np.unique(seg)) <= set(np.unique(scribbles)) - {0}
+    t = _table(out, "segment_T0")
+    assert "dice" not in t and sorted(t["class"]) == sorted(set(np.unique(scribbles)) - {0})
+    assert "No truth given" in (out / "report.html").read_text()

@@ -78,6 +78,7 @@ def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
 
 
 def _segment_step(ctx, step, previous):
+    from ..io import open_volume
     from ..segment import (
         FeatureSpec,
         PixelClassifier,
@@ -86,15 +87,16 @@ def _segment_step(ctx, step, previous):
     )
 
     sec, inp = ctx.experiment.segment, ctx.inputs
-    image = read_volume(inp.series[step], ctx.experiment.inputs.voxel_size_nm)
-    train, offset, region = _training_labels(ctx)
+    image = open_volume(inp.series[step], voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy: read by slabs
+    offset, region = (1 if sec.slices is not None else 0), None
     if step == 0:
+        train, offset, region = _training_labels(ctx)
         model = train_pixel_classifier(image, train, features=FeatureSpec(sigmas=tuple(sec.sigmas),
                                                                           ndim=sec.feature_ndim),
                                        n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class,
                                        seed=sec.seed)
     else:
-        model, region = PixelClassifier.load(ctx.out / MODEL), None
+        model = PixelClassifier.load(ctx.out / MODEL)
     pred = predict_labels(model, image)
     pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
     classes = [c - offset for c in model.classes]

@@ -71,6 +71,7 @@ def experiment_template(scans, *, relative_to=None) -> str:
         raise InputError(f"scans folder {str(folder)!r} holds no volume files ({', '.join(VOLUME_SUFFIXES)}); "
                          "give the folder of the in-situ scans")
     labels = _pick(groups, labels=True)
+    repeat = sorted((p for g in groups.values() for p in g if "repeat" in p.name.lower()), key=natural_key)
     vols = [open_volume(p) for p in series[1]]
     base = Path(relative_to).resolve() if relative_to is not None else None
 
@@ -92,6 +93,8 @@ def experiment_template(scans, *, relative_to=None) -> str:
         f"  time_s: {times if times is not None else [TODO] * n}   # time of each step since the start, s",
         f"  state_of_charge: {socs if socs is not None else 'null'}   # one value 0..1 per step (null: unknown)",
         f"  voxel_size_nm: {'null' if v0.voxel_size_known else TODO}   # null: from the files",
+        (f"  repeat: {where(repeat[0].relative_to(folder).as_posix()) if repeat else 'null'}"
+        "   # repeated T0 scan, no change in between: noise floor of the residual maps"),
     ]
     if labels is not None:
         lines.append(f"  labels: {where(labels[0])}   # phase labels, one per step (or one file for T0)")
@@ -107,6 +110,11 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "  half_window: null   # px (null: node_spacing)",
         "  grey_model: ssd     # znssd when the grey levels change between the steps",
         "  smooth_sigma_px: 1.0",
+        "# segment:                 # pixel classifier trained on labelled voxels of T0, applied to every step",
+        "#   labels: T0_labels.tif  # 0 = unlabelled; or fully labelled slices of it: slices: [..], slice_axis: 0",
+        "# particles: {}            # particles per step and tracks with the DVC fields (needs segment)",
+        "residual: {}               # residual maps T0 -> Tn (noise floor from inputs.repeat)" if repeat else
+        "# residual: {}             # residual maps T0 -> Tn (set inputs.repeat for the noise floor)",
         "",
     ]
     text = "\n".join(lines)
