@@ -50,6 +50,7 @@ inputs:
   time_s: [0, 3600, 7200]
   state_of_charge: [0.0, 0.5, 0.85]
   repeat: repeat_hq.tif
+quantify: {{}}
 dvc:
   node_spacing: 4
   half_window: 6

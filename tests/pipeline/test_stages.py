@@ -37,8 +37,8 @@ def test_segment_stage_against_truth(full_run, phantom_dir):
     from tomo4d.io import open_volume
 
     out, res = full_run
-    assert _statuses(res) == {"segment": "computed", "dvc": "computed", "strain": "computed",
-                              "residual": "computed", "particles": "computed"}
+    assert _statuses(res) == {"segment": "computed", "quantify": "computed", "dvc": "computed",
+                              "strain": "computed", "residual": "computed", "particles": "computed"}
     assert res.stages[0].computed_steps == ("T0", "T1", "T2")
     assert (out / "models" / "segment_pixel_classifier.npz").is_file()
     truth0 = open_volume(phantom_dir / "truth" / "labels_hq_T0.tif").numpy()
@@ -51,6 +51,21 @@ def test_segment_stage_against_truth(full_run, phantom_dir):
     assert t0["dice"][by[4]] > 0.99 and t0["dice"][by[2]] > 0.6 and t0["accuracy"][0] > 0.7
     np.testing.assert_allclose(t0["volume_fraction"], t0["true_volume_fraction"], atol=0.03)
     assert (out / "tables" / "segment_T0.parquet").is_file()  # pyarrow is installed here
+
+
+def test_quantify_from_the_segmentation_beside_truth(full_run, phantom_dir):
+    from tomo4d.io import open_volume
+    from tomo4d.quantify import thickness_series
+
+    out, _ = full_run
+    th = _table(out, "thickness")
+    truth = [open_volume(phantom_dir / "truth" / f"labels_hq_T{i}.tif").numpy() for i in range(3)]
+    tt = thickness_series(truth, voxel_size_nm=(50.0,) * 3, smooth_nm=400.0)
+    np.testing.assert_allclose(th["true_thickness_mean_um"], tt.mean_um)  # the truth, beside
+    np.testing.assert_allclose(th["thickness_mean_um"][0], tt.mean_um[0], rtol=0.1)  # T0 measured: within 10 %
+    assert th["thickness_mean_um"][2] > th["thickness_mean_um"][0]  # the anode swells
+    assert "true thickness (um)" in (out / "report.html").read_text()
+    assert (out / "tables" / "regional_strain.csv").is_file()  # strain's layers from the segmented T0 anode
 
 
 def test_particles_stage_against_truth(full_run, phantom_dir):
@@ -146,8 +161,8 @@ def test_edited_option_names_what_changed_and_never_mixes(tmp_path, full_run, fu
     before = {p: p.stat().st_mtime_ns for p in (out / "fields").iterdir()}
     res = run_experiment(load_experiment(exp), out)
     st = {s.name: s for s in res.stages}
-    assert _statuses(res) == {"segment": "cached", "dvc": "computed", "strain": "computed", "residual": "computed",
-                              "particles": "computed"}
+    assert _statuses(res) == {"segment": "cached", "quantify": "cached", "dvc": "computed", "strain": "computed",
+                              "residual": "computed", "particles": "computed"}
     assert st["dvc"].reasons == ("dvc.max_iterations changed 30 -> 12",)
     assert st["residual"].reasons == ("needed stage dvc changed (recomputed, added or removed)",)
     log = (out / "log.txt").read_text()

@@ -88,7 +88,7 @@ class Experiment(StrictModel):
     name: str = Field("experiment", description="Title of the report.")
     inputs: Inputs
     quantify: QuantifySection | None = Field(None, description="Thickness and phase volumes per step "
-                                                               "(needs inputs.labels).")
+                                                               "(of inputs.labels, else of the segment stage).")
     dvc: DvcSection | None = Field(None, description="Local DVC T0 -> Tn, finite strain, regional statistics.")
     segment: SegmentSection | None = Field(None, description="Pixel classifier trained on labelled T0 voxels, "
                                                              "label volumes of every step.")
@@ -99,9 +99,9 @@ class Experiment(StrictModel):
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.quantify is not None and self.inputs.labels is None:
-            raise ValueError("the quantify section needs inputs.labels (phase label volumes); add them, or remove "
-                             "the quantify section")
+        if self.quantify is not None and self.inputs.labels is None and self.segment is None:
+            raise ValueError("the quantify section needs inputs.labels (phase label volumes) or the segment section; "
+                             "add one, or remove the quantify section")
         if self.segment is not None and self.segment.labels is None and self.inputs.labels is None:
             raise ValueError("the segment section needs training labels: set segment.labels (a label volume of T0, "
                              "0 = unlabelled) or inputs.labels")

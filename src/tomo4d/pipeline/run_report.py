@@ -70,16 +70,25 @@ def _quantify_section(rep, out: Path, info: dict) -> None:
     th, ph = _table(out, "thickness"), _table(out, "phases")
     rep.section("Quantification", "Electrode thickness and phase volumes of the label series "
                                   "(tables/thickness, tables/phases; Parquet + CSV, units in the column names).")
+    truth = th is not None and "true_thickness_mean_um" in th
     if th is not None:
-        rep.table(["step", "thickness (um)", "std (um)", "expansion (%)"],
-                  [(s, m, d, 100 * e) for s, m, d, e in zip(th["step"], th["thickness_mean_um"],
-                                                            th["thickness_std_um"], th["expansion"])])
-        _figure(rep, _vs_time(_axis(info, th["step"]), {"thickness": th["thickness_mean_um"]}, "thickness (um)",
-                              "time (h)"), out, "thickness", "Electrode thickness vs time")
+        nan = np.full(len(th["step"]), np.nan)
+        tm, te = th.get("true_thickness_mean_um", nan), th.get("true_expansion", nan)
+        rep.table(["step", "thickness (um)", "std (um)", "expansion (%)"] + (["true thickness (um)",
+                                                                             "true expansion (%)"] if truth else []),
+                  [(s, m, d, 100 * e) + ((t, 100 * x) if truth else ())
+                   for s, m, d, e, t, x in zip(th["step"], th["thickness_mean_um"], th["thickness_std_um"],
+                                               th["expansion"], tm, te)],
+                  caption="Measured from the segment stage's labels beside the truth (truth.labels)." if truth else "")
+        series = {"thickness": th["thickness_mean_um"], **({"true": tm} if truth else {})}
+        _figure(rep, _vs_time(_axis(info, th["step"]), series, "thickness (um)", "time (h)"), out, "thickness",
+                "Electrode thickness vs time")
     if ph is not None:
         cols = [c for c in ph if c.endswith("_volume_um3") and c != "region_volume_um3"]
-        rep.table(["step", *cols, "RNL"], [(ph["step"][i], *(ph[c][i] for c in cols), ph["rnl"][i])
-                                           for i in range(len(ph["step"]))],
+        extra = ["true_rnl"] if "true_rnl" in ph else []
+        rep.table(["step", *cols, "RNL", *(["true RNL"] if extra else [])],
+                  [(ph["step"][i], *(ph[c][i] for c in cols), ph["rnl"][i], *(ph[c][i] for c in extra))
+                   for i in range(len(ph["step"]))],
                   caption="Phase volumes (um^3) and relative non-lithiated silicon volume (RNL).")
 
 

@@ -4,7 +4,8 @@
 Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
 (``dvc.node_spacing``, ``inputs.names``), so a recomputation names the key that changed.
 
-* ``quantify``: electrode thickness and phase volumes of the label series
+* ``quantify``: electrode thickness and phase volumes of the label series (``inputs.labels``, else the
+  ``segment`` stage's labels)
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
@@ -52,11 +53,19 @@ def _quantify_run(ctx):
     from ..quantify import phase_series, thickness_series
 
     inp, sec = ctx.inputs, ctx.experiment.quantify
-    labels = [_read(p) for p in inp.labels]
+    labels = [_read(p) for p in inp.labels] if inp.labels else \
+        [ctx.load("segment", i) for i in range(inp.n_steps)]  # no label files: the segment stage's labels
     names = inp.names[:len(labels)]
     th = thickness_series(labels, voxel_size_nm=inp.voxel_size_nm, smooth_nm=sec.smooth_nm, names=names) \
         if sec.thickness or ctx.experiment.dvc is not None else None
     ph = phase_series(labels, voxel_size_nm=inp.voxel_size_nm, names=names) if sec.phases else None
+    if inp.truth_labels and not inp.labels:  # measured from the segmentation: the truth beside it
+        truth = [_read(p) for p in inp.truth_labels]
+        if th is not None:
+            tt = thickness_series(truth, voxel_size_nm=inp.voxel_size_nm, smooth_nm=sec.smooth_nm, names=names)
+            th = {**th.to_columns(), "true_thickness_mean_um": tt.mean_um, "true_expansion": tt.expansion}
+        if ph is not None:
+            ph = {**ph.to_columns(), "true_rnl": phase_series(truth, voxel_size_nm=inp.voxel_size_nm, names=names).rnl}
     return th, ph
 
 
@@ -75,12 +84,15 @@ def _quantify_load(out):
 
 
 QUANTIFY = Stage(
-    name="quantify", needs=(), per_step=False, description="thickness and phase volumes per step",
+    name="quantify", needs=("segment",), per_step=False, description="thickness and phase volumes per step",
     outputs="tables/thickness, tables/phases",
-    enabled=lambda exp, inp: exp.quantify is not None and bool(inp.labels),
+    enabled=lambda exp, inp: exp.quantify is not None and (bool(inp.labels) or exp.segment is not None),
     options=lambda exp: {**_section_options(exp, "quantify"), "dvc": "present" if exp.dvc is not None else "absent",
+                         "quantify labels from": "inputs.labels" if exp.inputs.labels is not None else "segment",
                          "inputs.names": exp.inputs.names},
-    input_files=lambda inp, step: {f"labels[{i}]": p for i, p in enumerate(inp.labels)},
+    input_files=lambda inp, step: {**{f"labels[{i}]": p for i, p in enumerate(inp.labels)},
+                                   **({f"truth.labels[{i}]": p for i, p in enumerate(inp.truth_labels)}
+                                      if not inp.labels else {})},
     run=_quantify_run, save=_quantify_save, load=_quantify_load)
 
 
@@ -151,7 +163,7 @@ def _strain_run(ctx):
             log.warning("strain of %s: %s", inp.names[i], exc)
         rows.append(_summary_row(inp, i, field, strains.get(i)))
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
-    thickness = ctx.load("quantify") if ctx.experiment.quantify is not None and inp.labels else None
+    thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None
     if thickness is not None and strains:
         vs = inp.voxel_size_nm[0]

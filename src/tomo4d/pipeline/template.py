@@ -104,7 +104,7 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "",
         "# Stages run when their section is present; every option and its default: tomo4d run --schema",
         *(["quantify:", "  thickness: true", "  phases: true"] if labels is not None else
-          ["# quantify:          # needs inputs.labels", "#   thickness: true"]),
+          ["# quantify:          # needs inputs.labels or the segment section", "#   thickness: true"]),
         "dvc:",
         f"  node_spacing: {max(2, min(v0.shape) // 8)}   # px between nodes",
         "  half_window: null   # px (null: node_spacing)",
