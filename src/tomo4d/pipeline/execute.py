@@ -41,18 +41,46 @@ DEPENDENCIES = ("numpy", "scipy", "dask", "numba", "h5py", "tifffile", "zarr", "
                 "scikit-learn", "scikit-image", "matplotlib", "PyYAML", "click")
 
 #: how peak memory is measured (written into provenance.json)
-MEMORY_SOURCE = ("resource.getrusage(RUSAGE_SELF).ru_maxrss: the process-wide high-water mark of resident memory "
-                 "since the process started, read when each stage finished (a stage's own peak is visible only "
-                 "where it raised the mark; cached stages show the value from the run that computed them)")
+MEMORY_SOURCES = {
+    "VmHWM": ("VmHWM of /proc/self/status, reset (/proc/self/clear_refs 5) when each stage starts: the "
+              "process-wide peak resident memory (all threads) during that stage; cached stages show the "
+              "value from the run that computed them"),
+    "ru_maxrss": ("resource.getrusage(RUSAGE_SELF).ru_maxrss: the process-wide high-water mark of resident memory "
+                  "since the process started, read when each stage finished (a stage's own peak is visible only "
+                  "where it raised the mark); cached stages show the value from the run that computed them"),
+}
+
+
+def reset_peak_memory() -> bool:
+    """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``); False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_rss_mib() -> float | None:
-    """Process-wide peak resident memory so far, MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process, MiB: VmHWM (since the last reset) where /proc exists, else
+    ``ru_maxrss`` (since the process started; KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     except (OSError, ValueError):  # pragma: no cover - platforms without getrusage
         return None
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _memory_source() -> str:
+    return MEMORY_SOURCES["VmHWM" if Path("/proc/self/clear_refs").exists() and Path("/proc/self/status").exists()
+                          else "ru_maxrss"]
 
 
 class _RunLog:
@@ -143,6 +171,7 @@ def _run_stage(s, ctx, keys, out, say) -> StageRun:
     else:
         _invalidate(out, marker)
     t0 = time.perf_counter()
+    reset_peak_memory()
     say(f"stage {s.name}: running because {'; '.join(why)}")
     if s.per_step:
         paths, computed, cached, step_why = _run_steps(s, ctx, keys, out, say)
@@ -181,7 +210,7 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
     prov = {"experiment_file": None if source is None else str(Path(source).resolve()),
             "experiment_fingerprint": None if source is None else _fp(source),
             "inputs": {str(p): fps[str(p)] for p in inp.files()}, "steps": list(inp.names),
-            "options": exp.options(), "versions": _versions(), "seeds": _seeds(exp), "memory": MEMORY_SOURCE,
+            "options": exp.options(), "versions": _versions(), "seeds": _seeds(exp), "memory": _memory_source(),
             "stages": stages,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_output(out / "provenance.json", overwrite=True) as tmp:
