@@ -236,3 +236,14 @@ def test_segment_from_scribbles_zero_is_unlabelled(tmp_path, phantom_dir):
     t = _table(out, "segment_T0")
     assert "dice" not in t and sorted(t["class"]) == sorted(set(np.unique(scribbles)) - {0})
     assert "No truth given" in (out / "report.html").read_text()
+
+
+def test_a_deleted_output_is_named_and_only_its_stage_reruns(tmp_path, full_run, full_experiment_file, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    (out / "tables" / "particles_summary.csv").unlink()
+    assert main(["run", str(full_experiment_file(name="full_cli.yaml")), "-o", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "particles computed" in text and "recomputed because outputs missing: " in text
+    assert "tables/particles_summary.csv" in text and "segment   cached" in text and "dvc       cached" in text
+    assert (out / "tables" / "particles_summary.csv").is_file()

@@ -25,6 +25,8 @@ def _experiment_inputs(params) -> list[str]:
         if e.inputs.labels is not None:
             out += [str(p) for p in expand_files(e, e.inputs.labels, "inputs.labels")]
         out += [str(e.resolve(p)) for p in (e.inputs.repeat, e.segment and e.segment.labels) if p]
+        for value in (e.truth.labels, e.truth.particles) if e.truth is not None else ():
+            out += [str(p) for p in expand_files(e, value, "truth")] if value is not None else []
     except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
         pass
     return out
