@@ -164,7 +164,7 @@ def test_edited_option_names_what_changed_and_never_mixes(tmp_path, full_run, fu
     assert _statuses(res) == {"segment": "cached", "quantify": "cached", "dvc": "computed", "strain": "computed",
                               "residual": "computed", "particles": "computed"}
     assert st["dvc"].reasons == ("dvc.max_iterations changed 30 -> 12",)
-    assert st["residual"].reasons == ("needed stage dvc changed (recomputed, added or removed)",)
+    assert st["residual"].reasons == ("needed stage dvc was recomputed",)
     log = (out / "log.txt").read_text()
     assert "stage dvc: running because dvc.max_iterations changed 30 -> 12" in log
     assert "step T2 computed in" in log and "because dvc.max_iterations changed 30 -> 12" in log

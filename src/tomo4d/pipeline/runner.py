@@ -161,7 +161,7 @@ def stage_keys(exp, inp: ResolvedInputs, fps: dict) -> dict:
     keys: dict = {}
     extra = {"voxel_size_nm": inp.voxel_size_nm}
     for s in _enabled(exp, inp):
-        needs = {n: keys[n]["key"] for n in s.needs if n in keys}
+        needs = {n: keys[n]["key"] for n in s.needs if n in keys and (s.reads is None or s.reads(exp, n))}
         opts = s.options(exp)
         if not s.per_step:
             files = {k: fps[str(p)] for k, p in s.input_files(inp, None).items()}
@@ -209,9 +209,11 @@ def why_recomputed(marker: dict | None, basis: dict, out: Path | None = None) ->
             out_reasons.append(f"input {k} {'added' if k in ni else 'removed'}")
         elif oi[k] != ni[k]:
             out_reasons.append(f"input {k} changed (content fingerprint)")
-    for k in sorted(set(old.get("needs", {})) | set(basis["needs"])):
-        if old.get("needs", {}).get(k) != basis["needs"].get(k):
-            out_reasons.append(f"needed stage {k} changed (recomputed, added or removed)")
+    on, nn = old.get("needs", {}), basis["needs"]
+    for k in sorted(set(on) | set(nn)):
+        if on.get(k) != nn.get(k):
+            out_reasons.append(f"needed stage {k} was recomputed" if k in on and k in nn else
+                               f"needed stage {k} {'added' if k in nn else 'removed'}")
     for k, label in (("previous", "the previous step changed"), ("voxel_size_nm", None), ("tomo4d", None)):
         if old.get(k) != basis.get(k):
             out_reasons.append(label or _changed(k if k != "tomo4d" else "tomo4d version", old.get(k), basis.get(k)))

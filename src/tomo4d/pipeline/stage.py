@@ -66,6 +66,9 @@ class Stage:
         includes the previous step's key.
     description, outputs : str
         What the stage computes, and where its outputs go (for the plan).
+    reads : callable(experiment, stage_name) -> bool, optional
+        Whether this experiment makes the stage read the needed stage ``stage_name`` (default: always);
+        only the stages it reads enter its key.
     run_step : callable(ctx, step, previous) -> result, optional
     save_step : callable(result, out, ctx, step) -> tuple of str, optional
     load_step : callable(out, ctx, step) -> result, optional
@@ -87,6 +90,7 @@ class Stage:
     load_step: Callable | None = None
     description: str = ""
     outputs: str = ""
+    reads: Callable | None = None
 
 
 def rel(out: Path, path: Path) -> str:

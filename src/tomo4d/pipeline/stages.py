@@ -88,12 +88,13 @@ QUANTIFY = Stage(
     outputs="tables/thickness, tables/phases",
     enabled=lambda exp, inp: exp.quantify is not None and (bool(inp.labels) or exp.segment is not None),
     options=lambda exp: {**_section_options(exp, "quantify"), "dvc": "present" if exp.dvc is not None else "absent",
-                         "quantify labels from": "inputs.labels" if exp.inputs.labels is not None else "segment",
+                         "inputs.labels": exp.inputs.labels,
                          "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {**{f"labels[{i}]": p for i, p in enumerate(inp.labels)},
                                    **({f"truth.labels[{i}]": p for i, p in enumerate(inp.truth_labels)}
                                       if not inp.labels else {})},
-    run=_quantify_run, save=_quantify_save, load=_quantify_load)
+    run=_quantify_run, save=_quantify_save, load=_quantify_load,
+    reads=lambda exp, need: exp.inputs.labels is None)  # the segment stage's labels only without label files
 
 
 # -- dvc ------------------------------------------------------------------------------------------

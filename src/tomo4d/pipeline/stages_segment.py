@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ from .stage import Stage, rel
 from .stage_io import load_labels, read_volume, save_label_volume, write_tables
 
 __all__ = ["PARTICLES", "SEGMENT", "ParticlesResult", "SegmentStep"]
+
+log = logging.getLogger(__name__)
 
 MODEL = "models/segment_pixel_classifier.npz"
 
@@ -199,6 +202,9 @@ def _particles_run(ctx):
     fields = [ctx.load("dvc", i) for i in range(1, inp.n_steps)] \
         if sec.use_dvc and exp.dvc is not None and inp.n_steps >= 2 else None
     if fields is not None:  # a field without a usable node predicts nothing: that step is tracked without it
+        for i, f in enumerate(fields, 1):
+            if not np.any(f.usable):
+                log.warning("particles: the DVC field T0 -> %s has no usable node; tracked without it", inp.names[i])
         fields = [f if np.any(f.usable) else None for f in fields]
     tracks = track_particles(labels, displacement=fields, voxel_size_nm=vs, names=inp.names,
                              search_radius_factor=sec.search_radius_factor) if sec.track else None
@@ -233,5 +239,6 @@ PARTICLES = Stage(
     enabled=lambda exp, inp: exp.particles is not None and exp.segment is not None,
     options=lambda exp: {**_opts(exp, "particles"), "inputs.names": exp.inputs.names,
                          "inputs.time_s": exp.inputs.time_s, "dvc": "present" if exp.dvc is not None else "absent"},
-    input_files=_particles_files, run=_particles_run, save=_particles_save)
+    input_files=_particles_files, run=_particles_run, save=_particles_save,
+    reads=lambda exp, need: need != "dvc" or exp.particles.use_dvc)
 
