@@ -247,3 +247,25 @@ def test_a_deleted_output_is_named_and_only_its_stage_reruns(tmp_path, full_run,
     assert "particles computed" in text and "recomputed because outputs missing: " in text
     assert "tables/particles_summary.csv" in text and "segment   cached" in text and "dvc       cached" in text
     assert (out / "tables" / "particles_summary.csv").is_file()
+
+
+def test_a_particle_class_the_segmentation_lacks_is_named(tmp_path, full_run, full_experiment_file):
+    from tomo4d.errors import InputError
+
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    exp = full_experiment_file(name="cls.yaml", extra="")
+    exp.write_text(exp.read_text().replace("particles: {}", "particles: {particle_class: 9}"))
+    with pytest.raises(InputError, match=r"particles.particle_class=9 is not in the T0 segmentation \(its classes: "
+                                         r"0, 1, 2, 4, 5\)"):
+        run_experiment(load_experiment(exp), out)
+    assert not (out / ".tomo4d" / "done" / "particles.json").exists()  # the old result is not kept as if valid
+    html = render_report_text(out)
+    assert "Particles and tracks" not in html and "Not finished" in html
+    assert "<td>particles</td>" not in html  # nor in the run table (provenance.json is of the last finished run)
+
+
+def render_report_text(out: Path) -> str:
+    from tomo4d.pipeline import render_report
+
+    return render_report(out).read_text()

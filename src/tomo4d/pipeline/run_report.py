@@ -148,7 +148,7 @@ def render_report(out) -> Path:
     for stage, section in SECTIONS:
         if _done(out, stage) and stage in info.get("stages", ()):  # stages of the last run only, never stale ones
             section(rep, out, info)
-    provenance_section(rep, out)
+    provenance_section(rep, out, lambda stage: _done(out, stage))
     missing = [s for s in info.get("stages", ()) if not _done(out, s)]
     if missing:
         rep.section("Not finished", f"Stages without results yet: {', '.join(missing)} (run tomo4d run again).")

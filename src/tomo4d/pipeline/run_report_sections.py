@@ -114,8 +114,8 @@ def residual_section(rep, out: Path, info: dict, figure) -> None:
                "Residual maps, middle xy slice")
 
 
-def provenance_section(rep, out: Path) -> None:
-    """Per stage: status, why it was recomputed, peak memory; the seeds (from provenance.json)."""
+def provenance_section(rep, out: Path, done) -> None:
+    """Per finished stage (``done(name)``): status, why it was recomputed, peak memory; the seeds (provenance.json)."""
     try:
         prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -125,4 +125,4 @@ def provenance_section(rep, out: Path) -> None:
                        f"{', '.join(f'{k}={v}' for k, v in prov.get('seeds', {}).items()) or 'none used'}.")
     rep.table(["stage", "status", "recomputed because", "peak RSS (MiB)", "wall (s, when computed)"],
               [(n, st.get("status"), "; ".join(st.get("recomputed_because") or ()) or "-", st.get("peak_rss_mib"),
-                st.get("wall_s_when_computed")) for n, st in prov.get("stages", {}).items()])
+                st.get("wall_s_when_computed")) for n, st in prov.get("stages", {}).items() if done(n)])

@@ -192,6 +192,12 @@ def _particles_run(ctx):
     labels, rows, summary = [], [], []
     for i in range(inp.n_steps):
         seg = ctx.load("segment", i)
+        if i == 0 and not np.any(seg == sec.particle_class):
+            from ..errors import InputError
+
+            raise InputError(f"particles.particle_class={sec.particle_class} is not in the T0 segmentation (its "
+                             f"classes: {', '.join(str(int(c)) for c in np.unique(seg))}); set it to the label "
+                             "value of the particle phase")
         parts = label_particles(seg, particle_class=sec.particle_class, voxel_size_nm=vs, split=sec.split,
                                 min_volume_nm3=sec.min_voxels * float(np.prod(vs)))
         table = particle_properties(parts.labels, voxel_size_nm=vs)
