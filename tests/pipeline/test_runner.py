@@ -108,6 +108,8 @@ def test_edited_input_recomputes_what_reads_it(tmp_path, phantom_dir, experiment
     res = run_experiment(load_experiment(exp), out)
     assert _statuses(res) == {"quantify": "cached", "dvc": "partly cached", "strain": "computed"}, res.stages[1]
     assert res.stages[1].computed_steps == ("T2",) and res.stages[1].cached_steps == ("T1",)
+    assert res.stages[1].reasons == ("T2: input T2 changed (content fingerprint)",)
+    assert res.stages[2].reasons == ("needed stage dvc was recomputed",)
 
 
 def test_sigkill_during_dvc_then_resume_gives_identical_tables(tmp_path, experiment_file, reference_run):

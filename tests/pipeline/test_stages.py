@@ -206,6 +206,7 @@ def test_fewer_steps_and_a_removed_stage_leave_no_stale_results(tmp_path, full_r
     assert list(_table(out, "particles_summary")["step"]) == ["T0", "T1"]
     html = (out / "report.html").read_text()
     assert "Residual maps" not in html and "Segmentation" in html
+    assert "stage residual: off in this experiment file" in (out / "log.txt").read_text()
 
 
 def test_tables_without_pyarrow_are_csv_only(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from .runner import (
     stage_keys,
     why_recomputed,
 )
+from .stages import STAGES
 
 __all__ = ["DEPENDENCIES", "run_experiment"]
 
@@ -270,6 +271,10 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
         stages = {s.name: s for s in _enabled(exp, inp)}
         ctx = _light_ctx(exp, inp, out, None)
         ctx = _light_ctx(exp, inp, out, _loader(out, lambda: ctx, stages))
+        for name in (s.name for s in STAGES if s.name not in stages):
+            if _marker(out, name).exists():
+                say(f"stage {name}: off in this experiment file (results of an earlier run kept on disk, "
+                    "left out of the report and provenance)")
         runs = tuple(_run_stage(s, ctx, keys[s.name], out, say) for s in stages.values())
         _provenance(exp, inp, fps, keys, runs, out, source)
         report = render_report(out)
