@@ -1,9 +1,9 @@
 """The renderer of a synthetic experiment: labels, grey images and neutron volumes on demand.
 
 :class:`_Engine` builds the random microstructure and deformation model of one
-:class:`~tomo4d.phantom.params.PhantomParams` (:mod:`tomo4d.phantom._model` and the modules it names), the misalignment and
-local drift of the LQ training scan, and renders volumes whole (values never depend on chunking),
-keeping the last few in a small LRU cache.  It is the only mutable object of the phantom: the
+:class:`~tomo4d.phantom.params.PhantomParams` (:mod:`tomo4d.phantom._model` and the modules it
+names), the misalignment and local drift of the LQ training scan, and renders volumes whole
+(values never depend on chunking), keeping the last few in a small LRU cache.  It is the only mutable object of the phantom: the
 frozen :class:`~tomo4d.phantom.truth.GroundTruth` and the :class:`SyntheticExperiment` hold it
 and ask it for volumes.  Rendering is described in :mod:`tomo4d.phantom.experiment`.
 """
