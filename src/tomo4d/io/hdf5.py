@@ -104,15 +104,13 @@ def read_hdf5(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
     path : Path
     dataset : str, optional
         Dataset path (default ``/entry/data/data``, or the only 3D dataset of the file).
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The dataset, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------

@@ -100,15 +100,13 @@ def read_vol(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
     ----------
     path : Path
         The ``.vol`` file; its info file is ``NAME.vol.info`` or ``NAME.info`` beside it.
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The .vol voxels, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------
@@ -158,15 +156,13 @@ def read_raw(path: Path, *, shape=None, dtype=None, offset: int = 0, byte_order:
     offset : int
         Bytes to skip at the start.
     byte_order : {"little", "big", "native"}
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The raw voxels, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------

@@ -40,15 +40,13 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
     Parameters
     ----------
     folder : Path
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The slices, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------

@@ -258,15 +258,13 @@ def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
     ----------
     path : Path
         The ``.tif``/``.tiff`` file.
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The stack, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------

@@ -92,15 +92,13 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
         The store (folder).
     dataset : str, optional
         Array or resolution level inside a group (default: OME-Zarr level 0, or the only array).
-    voxel_size_nm : float or (z, y, x) float, optional
-        Overrides the voxel size stored in the file.
-    chunks : "auto", int or (z, y, x)
-        Dask chunking; ``"auto"`` follows the storage layout.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
 
     Returns
     -------
     Volume
-        Lazy (dask-backed) volume with axes ``(z, y, x)``; nothing but headers is read yet.
+        The array, lazily (dask), axes ``(z, y, x)``.
 
     Raises
     ------
