@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 
-from tomo4d.phantom import Phase, make_experiment
-from tomo4d.phantom import _model as M
+from tomo4d.phantom import Phase, _deform, _microstructure, _render, make_experiment
 
 
 def _setup(exp, grid, step):
     eng = exp._engine
-    ref = M.deform_inverse(eng.model, step, M.grid_points(eng.layout, grid))
-    phase, pid = M.material(eng.model, step, ref)
+    ref = _deform.deform_inverse(eng.model, step, _microstructure.grid_points(eng.layout, grid))
+    phase, pid = _microstructure.material(eng.model, step, ref)
     return eng, ref, phase, pid
 
 
@@ -18,7 +17,7 @@ def test_one_subsample_reproduces_point_sampling(exp):
     """The compiled kernel at one sub-sample (the voxel centre) makes the same decisions as material()."""
     eng, ref, phase, pid = _setup(exp, "hq", 2)
     table = eng.grey_table()
-    img = M.render_grey(eng.model, 2, ref, phase, pid, table, supersampling=1)
+    img = _render.render_grey(eng.model, 2, ref, phase, pid, table, supersampling=1)
     assert np.array_equal(img, table[phase])
 
 
@@ -30,8 +29,8 @@ def test_compiled_and_numpy_paths_agree(exp):
     table = eng.grey_table()
     crop, inner = (slice(18, 36),) * 3, (slice(1, -1),) * 3   # crop edges lack neighbours: excluded
     args = (eng.model, 2, ref[crop], phase[crop], pid[crop], table)
-    fast = M.render_grey(*args, supersampling=3)[inner]
-    slow = M.render_grey(*args, supersampling=3, use_numba=False)[inner]
+    fast = _render.render_grey(*args, supersampling=3)[inner]
+    slow = _render.render_grey(*args, supersampling=3, use_numba=False)[inner]
     point = table[phase[crop]][inner]
     assert np.mean(fast != point) > 0.2                 # the supersampling changes many voxels
     d = np.abs(fast - slow)
@@ -71,7 +70,7 @@ def test_images_average_labels_at_interfaces_only(exp):
     grey = eng.volume_grey("hq", 1)
     lab = exp.truth.labels(1)
     table = eng.grey_table()
-    uniform = ~M._mixed_voxels(lab)
+    uniform = ~_render._mixed_voxels(lab)
     assert uniform.mean() > 0.2
     assert np.array_equal(grey[uniform], table[lab][uniform])
     mixed = ~uniform

@@ -6,6 +6,9 @@ suffix, or from the content when the suffix says nothing.  Reading is lazy
 writers stream slab by slab, so volumes larger than memory convert in bounded
 memory.  Writes are atomic and never overwrite an input.
 
+Each format is one entry of the registry in :mod:`tomo4d.io._formats` (suffixes, content
+sniffing, compressions, reader, writer, sidecars); a new format is one module plus one entry.
+
 ================  ===================================  ===========================
 format            paths                                voxel size read from
 ================  ===================================  ===========================
@@ -29,34 +32,14 @@ import numpy as np
 
 from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
+from . import _formats
 from ._atomic import (OWNER_MARKER, atomic_output, check_not_input, check_outputs, clean_stale_partials,
                       prepare_folder, replaceable, scratch_path, sidecars)
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "slices", "hdf5", "zarr", "vol", "raw")
-_SUFFIXES = {
-    ".tif": "tiff", ".tiff": "tiff", ".btf": "tiff", ".tf8": "tiff",
-    ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".nxs": "hdf5", ".nx5": "hdf5", ".he5": "hdf5",
-    ".zarr": "zarr", ".vol": "vol", ".raw": "raw", ".bin": "raw", ".dat": "raw",
-}
-_COMPRESSION = {
-    "tiff": ("none", "zlib", "zstd", "lzw"), "slices": ("none", "zlib", "zstd", "lzw"),
-    "hdf5": ("gzip", "lzf", "none"), "zarr": ("zstd", "lz4", "gzip", "none"), "vol": ("none",), "raw": ("none",),
-}
-
-
-def _sniff(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return None
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    return None
+#: names of the formats of the registry (:mod:`tomo4d.io._formats`)
+FORMATS = tuple(f.name for f in _formats.REGISTRY)
 
 
 def detect_format(path, *, for_writing: bool = False) -> str:
@@ -68,37 +51,46 @@ def detect_format(path, *, for_writing: bool = False) -> str:
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    known = _formats.SUFFIXES
     if for_writing:
-        if suffix in _SUFFIXES:
-            return _SUFFIXES[suffix]
+        if suffix in known:
+            return known[suffix]
         if suffix == "":
-            return "slices"
+            return _formats.plain_folder_format()
         raise InputError(
             f"cannot tell the output format of {str(p)!r} from its suffix {suffix!r}; use one of "
-            f"{', '.join(sorted(_SUFFIXES))}, no suffix for a slice folder, or format=..."
+            f"{', '.join(sorted(known))}, no suffix for a slice folder, or format=..."
         )
     if not p.exists():
         raise InputError(f"input {str(p)!r} does not exist; check the path")
     if p.is_dir():
-        if any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray")):
-            return "zarr"
-        if suffix == ".zarr":
-            raise FormatError(f"{str(p)!r} looks like a Zarr store but has no zarr.json/.zgroup/.zarray")
-        return "slices"
-    if suffix in _SUFFIXES:
-        fmt = _SUFFIXES[suffix]
-        sniffed = _sniff(p)
-        if fmt in ("tiff", "hdf5") and sniffed not in (None, fmt):
+        return _folder_format(p, suffix)
+    if suffix in known:
+        fmt = known[suffix]
+        sniffed = _formats.sniff(p)
+        if _formats.get_format(fmt).magic and sniffed not in (None, fmt):
             log.info("%s has suffix %s but %s content; reading as %s", p, suffix, sniffed, sniffed)
             return sniffed
         return fmt
-    sniffed = _sniff(p)
+    sniffed = _formats.sniff(p)
     if sniffed:
         return sniffed
     raise FormatError(
-        f"unknown format of {str(p)!r}; tomo4d reads {', '.join(sorted(_SUFFIXES))}, Zarr stores and "
+        f"unknown format of {str(p)!r}; tomo4d reads {', '.join(sorted(known))}, Zarr stores and "
         "folders of TIFF slices (for other raw data give the .raw suffix with shape and dtype)"
     )
+
+
+def _folder_format(p: Path, suffix: str) -> str:
+    """Format of the folder ``p``: the one whose marker files it holds, else a slice folder."""
+    fmt = _formats.folder_format(p)
+    if fmt is not None:
+        return fmt
+    named = _formats.SUFFIXES.get(suffix)
+    if named is not None and _formats.get_format(named).folder_markers:
+        f = _formats.get_format(named)
+        raise FormatError(f"{str(p)!r} looks like a {f.label} store but has no {'/'.join(f.folder_markers)}")
+    return _formats.plain_folder_format()
 
 
 def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks="auto",
@@ -134,29 +126,15 @@ def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks=
         raise InputError(f"input {str(p)!r} does not exist; check the path")
     fmt = format or detect_format(p)
     check_choice("format", fmt, FORMATS)
-    if dataset is not None and fmt not in ("hdf5", "zarr"):
-        raise InputError(f"dataset={show(dataset)} only applies to HDF5 and Zarr inputs, not {fmt}; drop it")
-    if (shape is not None or dtype is not None) and fmt != "raw":
-        raise InputError(f"shape/dtype only apply to raw inputs, not {fmt} ({str(p)!r}); drop them")
-    kw = dict(voxel_size_nm=voxel_size_nm, chunks=chunks)
-    if fmt == "tiff":
-        from .tiff import read_tiff
-        vol = read_tiff(p, **kw)
-    elif fmt == "slices":
-        from .slices import read_slice_folder
-        vol = read_slice_folder(p, **kw)
-    elif fmt == "hdf5":
-        from .hdf5 import read_hdf5
-        vol = read_hdf5(p, dataset=dataset, **kw)
-    elif fmt == "zarr":
-        from .zarrio import read_zarr
-        vol = read_zarr(p, dataset=dataset, **kw)
-    elif fmt == "vol":
-        from .raw import read_vol
-        vol = read_vol(p, **kw)
-    else:
-        from .raw import read_raw
-        vol = read_raw(p, shape=shape, dtype=dtype, offset=offset, byte_order=byte_order, **kw)
+    entry = _formats.get_format(fmt)
+    given = {"dataset": dataset, "shape": shape, "dtype": dtype, "offset": offset, "byte_order": byte_order}
+    if dataset is not None and "dataset" not in entry.read_options:
+        raise InputError(f"dataset={show(dataset)} only applies to "
+                         f"{_formats.labels(_formats.formats_with('dataset', reading=True))} inputs, not {fmt}; drop it")
+    if (shape is not None or dtype is not None) and "shape" not in entry.read_options:
+        raise InputError(f"shape/dtype only apply to {_formats.labels(_formats.formats_with('shape', reading=True))} "
+                         f"inputs, not {fmt} ({str(p)!r}); drop them")
+    vol = entry.read(p, **{k: given[k] for k in entry.read_options}, voxel_size_nm=voxel_size_nm, chunks=chunks)
     log.debug("opened %s as %s: %r", p, fmt, vol)
     return vol
 
@@ -205,15 +183,18 @@ def save_volume(volume, path, *, dataset: str | None = None, compression: str | 
     p = Path(path)
     fmt = format or detect_format(p, for_writing=True)
     check_choice("format", fmt, FORMATS)
-    comp = compression or _COMPRESSION[fmt][0]
-    check_choice(f"compression (for {fmt})", comp, _COMPRESSION[fmt])
-    if dataset is not None and fmt not in ("hdf5", "zarr"):
-        raise InputError(f"dataset={dataset!r} only applies to HDF5 and Zarr outputs, not {fmt}; drop it")
+    entry = _formats.get_format(fmt)
+    comp = compression or entry.compressions[0]
+    check_choice(f"compression (for {fmt})", comp, entry.compressions)
+    if dataset is not None and "dataset" not in entry.write_options:
+        raise InputError(f"dataset={dataset!r} only applies to "
+                         f"{_formats.labels(_formats.formats_with('dataset', reading=False))} outputs, not {fmt}; "
+                         "drop it")
     from .._validate import check_int
 
     levels = check_int("levels", levels, minimum=1)
     if levels > 1:
-        if fmt != "zarr":
+        if "levels" not in entry.write_options:
             raise InputError(f"levels={levels} needs an OME-Zarr output (.ome.zarr), not {fmt}; drop levels or "
                              "write .ome.zarr")
         most = max(int(np.floor(np.log2(max(min(vol.shape), 1)))) + 1, 1)
@@ -221,45 +202,32 @@ def save_volume(volume, path, *, dataset: str | None = None, compression: str | 
             raise InputError(f"levels={levels} is too many for a volume of shape {tuple(vol.shape)}: each level "
                              f"halves it and the smallest side allows at most {most}; give levels between 1 and "
                              f"{most}")
-    inputs = [vol.source]
-    if fmt == "vol":
-        from .raw import write_vol
-
-        info = p.with_name(p.name + ".info")
-        check_not_input(info, inputs)
-        from ._common import write_sidecar
-
-        side = p.with_name(p.name + ".json")
-        with atomic_output(p, overwrite=overwrite, inputs=inputs) as tmp, \
-                atomic_output(info, overwrite=overwrite, inputs=inputs) as tmp_info, \
-                atomic_output(side, overwrite=True, inputs=inputs) as tmp_side:
-            write_vol(vol, tmp, tmp_info, progress=progress)
-            write_sidecar(tmp_side, vol.header())
-        if vol.dtype != np.float32:
-            log.info("%s: .vol stores float32; %s data converted", p, vol.dtype)
-        return p
-    with atomic_output(p, overwrite=overwrite, inputs=inputs) as tmp:
-        if fmt == "tiff":
-            from .tiff import write_tiff
-            write_tiff(vol, tmp, compression=comp, progress=progress)
-        elif fmt == "slices":
-            from .slices import write_slice_folder
-            write_slice_folder(vol, tmp, compression=comp, progress=progress)
-        elif fmt == "hdf5":
-            from .hdf5 import write_hdf5
-            write_hdf5(vol, tmp, dataset=dataset, compression=comp, progress=progress)
-        elif fmt == "zarr":
-            from .zarrio import write_zarr
-            write_zarr(vol, tmp, dataset=dataset, compression=comp, levels=levels, progress=progress)
-        else:
-            from ._common import write_sidecar
-            from .raw import write_raw
-            header = write_raw(vol, tmp, progress=progress)
-    if fmt == "raw":
-        side = p.with_name(p.name + ".json")
-        with atomic_output(side, overwrite=True, inputs=inputs) as tmp_side:
-            write_sidecar(tmp_side, header)
+    _write(entry, vol, p, overwrite=overwrite, progress=progress,
+           options={"compression": comp, "dataset": dataset, "levels": levels})
     return p
+
+
+def _write(entry, vol: Volume, p: Path, *, overwrite: bool, progress, options: dict) -> None:
+    """Write ``vol`` to ``p`` and its sidecars with the registry entry's writer, all atomically."""
+    from contextlib import ExitStack
+
+    from ._common import write_sidecar
+
+    inputs = [vol.source]
+    sides = entry.sidecar_paths(p)
+    for side in sides:
+        check_not_input(side, inputs)
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output(p, overwrite=overwrite, inputs=inputs))
+        tmps = {s: stack.enter_context(atomic_output(side, overwrite=overwrite or s == _formats.HEADER_SIDECAR,
+                                                     inputs=inputs))
+                for s, side in zip(entry.sidecars, sides)}
+        header = entry.write(vol, tmp, *(t for s, t in tmps.items() if s != _formats.HEADER_SIDECAR),
+                             progress=progress, **{k: options[k] for k in entry.write_options})
+        if _formats.HEADER_SIDECAR in tmps:
+            write_sidecar(tmps[_formats.HEADER_SIDECAR], header if header is not None else vol.header())
+    if entry.storage_dtype is not None and vol.dtype != np.dtype(entry.storage_dtype):
+        log.info("%s: .%s stores %s; %s data converted", p, entry.name, entry.storage_dtype, vol.dtype)
 
 
 @dataclass(frozen=True)

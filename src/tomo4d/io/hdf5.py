@@ -97,6 +97,28 @@ class _H5Array:
 
 
 def read_hdf5(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open a 3D dataset of an HDF5/NeXus file lazily.
+
+    Parameters
+    ----------
+    path : Path
+    dataset : str, optional
+        Dataset path (default ``/entry/data/data``, or the only 3D dataset of the file).
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The dataset, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    InputError
+        No such dataset, or no default and not exactly one 3D dataset (choose with ``dataset``).
+    FormatError
+        The file cannot be read, or the dataset is not a 3D numeric volume.
+    """
     import dask.array as da
 
     with _open(path) as f:
@@ -122,6 +144,20 @@ def read_hdf5(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
 
 
 def write_hdf5(volume: Volume, tmp: Path, *, dataset=None, compression: str = "gzip", progress=None) -> None:
+    """Write ``volume`` to dataset ``dataset`` (default ``/entry/data/data``) of a new HDF5 file, chunked.
+
+    The voxel size is stored as ``voxel_size_nm`` (and NeXus ``element_size_um``) attributes.
+
+    Parameters
+    ----------
+    volume : Volume
+    tmp : Path
+        File to create (the temporary of :func:`~tomo4d.io.atomic_output`).
+    dataset : str, optional
+    compression : {"gzip", "lzf", "none"}
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+    """
     name = dataset or DEFAULT_DATASET
     shape = volume.shape
     chunks = storage_chunks(shape, volume.dtype.itemsize)

@@ -94,6 +94,25 @@ def _info_int(info: dict, key: str, path: Path) -> int:
 
 
 def read_vol(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open a PyHST ``.vol`` file (float32) with its ``.vol.info`` description lazily.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.vol`` file; its info file is ``NAME.vol.info`` or ``NAME.info`` beside it.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The .vol voxels, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    FormatError
+        No info file, or one without sizes or voxel size (give ``voxel_size_nm`` then).
+    """
     ipath = info_path(path)
     if ipath is None:
         raise FormatError(
@@ -126,6 +145,30 @@ def read_vol(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
 
 def read_raw(path: Path, *, shape=None, dtype=None, offset: int = 0, byte_order: str = "little",
              voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open headerless raw voxels (C order, z slowest) lazily.
+
+    Parameters
+    ----------
+    path : Path
+    shape : (z, y, x) int, optional
+    dtype : numpy dtype or str, optional
+        Needed unless the ``NAME.json`` sidecar tomo4d writes describes the file.
+    offset : int
+        Bytes to skip at the start.
+    byte_order : {"little", "big", "native"}
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The raw voxels, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    InputError
+        No shape/dtype and no sidecar, or an invalid dtype, offset or byte order.
+    """
     side = read_sidecar(path.with_name(path.name + ".json"))
     raw_info = (side or {}).get("raw", {})
     shape = shape if shape is not None else raw_info.get("shape")
@@ -164,7 +207,17 @@ def _write_binary(volume: Volume, tmp: Path, dtype: np.dtype, progress) -> tuple
 
 
 def write_vol(volume: Volume, tmp: Path, tmp_info: Path, *, progress=None) -> None:
-    """Write float32 little-endian ``.vol`` data to ``tmp`` and its info text to ``tmp_info``."""
+    """Write float32 little-endian ``.vol`` data to ``tmp`` and its info text to ``tmp_info``.
+
+    Parameters
+    ----------
+    volume : Volume
+        Converted to float32.
+    tmp, tmp_info : Path
+        The ``.vol`` and ``.vol.info`` files to create (temporaries of :func:`~tomo4d.io.atomic_output`).
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+    """
     lo, hi = _write_binary(volume, tmp, np.dtype("<f4"), progress)
     nz, ny, nx = volume.shape
     vz, vy, vx = volume.voxel_size_nm
@@ -182,7 +235,22 @@ def write_vol(volume: Volume, tmp: Path, tmp_info: Path, *, progress=None) -> No
 
 
 def write_raw(volume: Volume, tmp: Path, *, progress=None) -> dict:
-    """Write C-order little-endian voxels; return the sidecar content."""
+    """Write C-order little-endian voxels; return the sidecar content.
+
+    Parameters
+    ----------
+    volume : Volume
+    tmp : Path
+        The file to create (the temporary of :func:`~tomo4d.io.atomic_output`).
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+
+    Returns
+    -------
+    dict
+        The tomo4d header plus a ``raw`` entry (shape, dtype, byte order, offset): the
+        ``NAME.json`` sidecar that lets :func:`read_raw` open the file without arguments.
+    """
     dt = volume.dtype.newbyteorder("<")
     _write_binary(volume, tmp, dt, progress)
     header = volume.header()

@@ -33,6 +33,26 @@ def list_slices(folder: Path) -> list[Path]:
 
 
 def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open a folder of 2D TIFF slices (natural sort order) as a lazy volume.
+
+    The voxel size comes from the folder's ``tomo4d.json``, else the first slice's tags.
+
+    Parameters
+    ----------
+    folder : Path
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The slices, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    FormatError
+        No slices, or slices of different shapes or dtypes.
+    """
     files = list_slices(folder)
     if not files:
         raise FormatError(f"folder {str(folder)!r} contains no .tif/.tiff slices; give a folder of 2D TIFF slices")
@@ -90,6 +110,19 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
 
 def write_slice_folder(volume: Volume, tmp: Path, *, compression: str = "none", progress=None,
                        prefix: str = "slice_") -> None:
+    """Write ``volume`` as a folder of 2D TIFF slices (``prefix00000.tif`` ...) plus ``tomo4d.json``.
+
+    Parameters
+    ----------
+    volume : Volume
+    tmp : Path
+        Folder to create (the temporary of :func:`~tomo4d.io.atomic_output`).
+    compression : {"none", "zlib", "zstd", "lzw"}
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+    prefix : str
+        File name of each slice before its zero-padded index.
+    """
     tmp.mkdir(parents=True)
     nz = volume.shape[0]
     width = max(5, len(str(nz - 1)))

@@ -249,6 +249,28 @@ def _header(tif: tifffile.TiffFile) -> dict | None:
 
 
 def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open a 3D TIFF stack (BigTIFF, ImageJ hyperstacks) lazily.
+
+    The voxel size comes from tomo4d's own header tag, else the ImageJ ``spacing`` and
+    resolution tags.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.tif``/``.tiff`` file.
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The stack, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    FormatError
+        The file is damaged, truncated or holds no 3D stack (the message says how to fix it).
+    """
     with _tifffile_errors(path) as log, _open(path) as tif:
         series = checked_series(tif, path, log)
         if series is None:
@@ -304,6 +326,20 @@ def open_image(path: Path) -> np.ndarray:
 
 
 def write_tiff(volume: Volume, tmp: Path, *, compression: str = "none", progress=None) -> None:
+    """Write ``volume`` as one TIFF stack to ``tmp``, slab by slab.
+
+    ImageJ-compatible (uint8, uint16, float32, uncompressed, < 4 GiB), else BigTIFF; tomo4d's
+    header (voxel size, metadata) goes in a private tag.
+
+    Parameters
+    ----------
+    volume : Volume
+    tmp : Path
+        Where to write (the temporary of :func:`~tomo4d.io.atomic_output`).
+    compression : {"none", "zlib", "zstd", "lzw"}
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+    """
     data = volume.data
     dtype = volume.dtype
     big = volume.nbytes > _BIG

@@ -84,6 +84,29 @@ class _ZarrChunks:
 
 
 def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") -> Volume:
+    """Open a Zarr array or OME-Zarr group lazily.
+
+    Parameters
+    ----------
+    path : Path
+        The store (folder).
+    dataset : str, optional
+        Array or resolution level inside a group (default: OME-Zarr level 0, or the only array).
+    voxel_size_nm, chunks
+        As for :func:`tomo4d.io.open_volume`.
+
+    Returns
+    -------
+    Volume
+        The array, lazily (dask), axes ``(z, y, x)``.
+
+    Raises
+    ------
+    InputError
+        No such array or level, or a group whose array must be chosen with ``dataset``.
+    FormatError
+        The store cannot be read, or the array is not a 3D numeric volume.
+    """
     import dask.array as da
     import zarr
     from dask.base import tokenize
@@ -160,7 +183,21 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
 
 def write_zarr(volume: Volume, tmp: Path, *, dataset=None, compression: str = "zstd", levels: int = 1,
                progress=None) -> None:
-    """Write an OME-Zarr 0.5 group (``dataset`` names a plain array inside a group instead)."""
+    """Write an OME-Zarr 0.5 group (``dataset`` names a plain array inside a group instead).
+
+    Parameters
+    ----------
+    volume : Volume
+    tmp : Path
+        Store to create (the temporary of :func:`~tomo4d.io.atomic_output`).
+    dataset : str, optional
+        Name of a plain array inside the group instead of the OME-Zarr levels.
+    compression : {"zstd", "lz4", "gzip", "none"}
+    levels : int
+        OME-Zarr resolution levels (2x binning each).
+    progress : callable(done, total), optional
+        Called after each slab with the number of z-slices written.
+    """
     import zarr
 
     root = zarr.open_group(str(tmp), mode="w", zarr_format=3)

@@ -10,8 +10,10 @@ particle, blur and noise levels.  See :mod:`tomo4d.phantom.experiment` for frame
 Modules: :mod:`~tomo4d.phantom.params` (parameters, validation, constants, grids),
 :mod:`~tomo4d.phantom._engine` (the renderer and its caches), :mod:`~tomo4d.phantom.truth`
 (:class:`GroundTruth`), :mod:`~tomo4d.phantom.experiment` (:class:`SyntheticExperiment`,
-:func:`make_experiment`, save/load); the microstructure and deformation model is
-:mod:`~tomo4d.phantom._model`, the finite-strain truth :mod:`~tomo4d.phantom._finite`.
+:func:`make_experiment`, save/load); the model is :mod:`~tomo4d.phantom._model` (types, phases,
+constants), :mod:`~tomo4d.phantom._microstructure`, :mod:`~tomo4d.phantom._deform`,
+:mod:`~tomo4d.phantom._render` and :mod:`~tomo4d.phantom._kernels` (numba); the finite-strain
+truth is :mod:`~tomo4d.phantom._finite`.
 Points are mapped through a Phi with :func:`tomo4d.register.apply_phi_to_points`.
 """
 

@@ -1,9 +1,9 @@
 """The renderer of a synthetic experiment: labels, grey images and neutron volumes on demand.
 
 :class:`_Engine` builds the random microstructure and deformation model of one
-:class:`~tomo4d.phantom.params.PhantomParams` (:mod:`tomo4d.phantom._model`), the misalignment and
-local drift of the LQ training scan, and renders volumes whole (values never depend on chunking),
-keeping the last few in a small LRU cache.  It is the only mutable object of the phantom: the
+:class:`~tomo4d.phantom.params.PhantomParams` (:mod:`tomo4d.phantom._model` and the modules it
+names), the misalignment and local drift of the LQ training scan, and renders volumes whole
+(values never depend on chunking), keeping the last few in a small LRU cache.  It is the only mutable object of the phantom: the
 frozen :class:`~tomo4d.phantom.truth.GroundTruth` and the :class:`SyntheticExperiment` hold it
 and ask it for volumes.  Rendering is described in :mod:`tomo4d.phantom.experiment`.
 """
@@ -15,8 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _model as M
-from ._model import Phase
+from ._deform import deform_inverse, make_steps
+from ._microstructure import grid_points, make_fields, make_particles, material
+from ._model import (
+    LI_IN_ELECTROLYTE_MOL_L,
+    LI_IN_LITHIATED_SI_MOL_L,
+    Layout,
+    Model,
+    Phase,
+)
+from ._render import render_grey
 from .params import (
     _KIND_IDS,
     AVOGADRO,
@@ -73,7 +81,7 @@ class _Engine:
         hz = p.shape[0] * p.hq_voxel_nm
         r = p.lq_voxel_nm / p.hq_voxel_nm
         hq_off = tuple(float(round(n * (r - 1) / 2.0) * p.hq_voxel_nm) for n in p.shape)
-        self.layout = M.Layout(
+        self.layout = Layout(
             shape=p.shape, hq_voxel_nm=p.hq_voxel_nm, lq_voxel_nm=p.lq_voxel_nm,
             lq_extent_nm=tuple(float(n * p.lq_voxel_nm) for n in p.shape), hq_offset_nm=hq_off,
             z_collector_nm=hq_off[0] + 0.08 * hz, anode_thickness_nm=p.anode_thickness_nm,
@@ -101,15 +109,15 @@ class _Engine:
         # particles whose centre lies this far outside the LQ field can still be imaged (in-plane
         # strain, misalignment of the LQ training scan, irregular shapes up to 2.2 x 1.5 radii)
         margin = 3.5 * p.particle_radius_nm + 0.03 * max(lay.lq_extent_nm) + p.misalignment_shift_nm
-        parts = M.make_particles(rng, lay, si_fraction=p.si_volume_fraction, radius_nm=p.particle_radius_nm,
+        parts = make_particles(rng, lay, si_fraction=p.si_volume_fraction, radius_nm=p.particle_radius_nm,
                                  radius_sigma=p.radius_sigma, core_shell_fraction=p.core_shell_fraction,
                                  cracked_fraction=p.cracked_fraction, margin_nm=margin)
-        fields = M.make_fields(rng, lay, porosity=p.matrix_porosity, pore_size_nm=p.pore_size_nm,
+        fields = make_fields(rng, lay, porosity=p.matrix_porosity, pore_size_nm=p.pore_size_nm,
                                fibre_fraction=p.separator_solid_fraction, fibre_radius_nm=p.fibre_radius_nm,
                                margin_nm=margin)
-        steps = M.make_steps(parts, p.soc_schedule, expansion=p.expansion, in_plane_ratio=p.in_plane_ratio,
+        steps = make_steps(parts, p.soc_schedule, expansion=p.expansion, in_plane_ratio=p.in_plane_ratio,
                              residual_fraction=p.residual_fraction, particle_swelling=p.particle_swelling)
-        return M.Model(lay, parts, fields, steps, p.expansion_gradient)
+        return Model(lay, parts, fields, steps, p.expansion_gradient)
 
     def _make_misalignment(self, rng):
         """4x4 affine (sample frame, nm): LQ-scan position -> sample position, about the LQ centre."""
@@ -160,19 +168,19 @@ class _Engine:
 
     # -- labels -------------------------------------------------------------------------------
     def _reference_positions(self, model, grid, step, misaligned):
-        pts = M.grid_points(self.layout, grid)
+        pts = grid_points(self.layout, grid)
         if misaligned:
             m = self.misalign
             pts = pts @ m[:3, :3].T + m[:3, 3]
             pts = pts + self.drift(pts)
-        return M.deform_inverse(model, step, pts)
+        return deform_inverse(model, step, pts)
 
     def _model_of(self, sample):
         return self.model if sample == "series" else self.pair_model
 
     def _labels_from(self, key, ref):
         _, grid, step, sample, misaligned = key
-        out = M.material(self._model_of(sample), step, ref)
+        out = material(self._model_of(sample), step, ref)
         if grid == "hq" and sample == "series" and not misaligned:
             self.phase_counts_hq[step] = np.bincount(out[0].ravel(), minlength=len(Phase))
         return out
@@ -200,7 +208,7 @@ class _Engine:
             model = self._model_of(sample)
             ref = self._reference_positions(model, grid, step, misaligned)
             phase, pid = self._cached(key, lambda: self._labels_from(key, ref))
-            return M.render_grey(model, step, ref, phase, pid, table, supersampling=k)
+            return render_grey(model, step, ref, phase, pid, table, supersampling=k)
         return self._cached(("grey",) + key[1:], compute)
 
     def silicon_volumes_nm3(self):
@@ -255,8 +263,8 @@ class _Engine:
 
     def li_concentration(self, phase):
         c = np.zeros(len(Phase), np.float32)
-        c[Phase.LITHIATED_SILICON] = M.LI_IN_LITHIATED_SI_MOL_L
-        c[Phase.PORE] = M.LI_IN_ELECTROLYTE_MOL_L
+        c[Phase.LITHIATED_SILICON] = LI_IN_LITHIATED_SI_MOL_L
+        c[Phase.PORE] = LI_IN_ELECTROLYTE_MOL_L
         return c[phase]
 
     def neutron_mu_table(self, li6_fraction=None):
@@ -267,8 +275,8 @@ class _Engine:
         t = np.zeros(len(Phase), np.float64)
         for ph, v in NEUTRON_MU_BACKGROUND.items():
             t[ph] = v
-        t[Phase.LITHIATED_SILICON] += M.LI_IN_LITHIATED_SI_MOL_L * per_mol_l
-        t[Phase.PORE] += M.LI_IN_ELECTROLYTE_MOL_L * per_mol_l
+        t[Phase.LITHIATED_SILICON] += LI_IN_LITHIATED_SI_MOL_L * per_mol_l
+        t[Phase.PORE] += LI_IN_ELECTROLYTE_MOL_L * per_mol_l
         return t.astype(np.float32), float(per_mol_l)
 
     def neutron(self, step):

@@ -1,7 +1,7 @@
 """The phantom's deformation in finite-strain measures: F, Hencky strain, det F - 1, regional means.
 
 The phantom maps a reference (T0) point X to ``x = G(P(X))``: ``P`` composes each particle's
-local swelling map, ``G`` is the electrode-scale map (:func:`tomo4d.phantom._model._global_forward`)
+local swelling map, ``G`` is the electrode-scale map (:func:`tomo4d.phantom._deform._global_forward`)
 
     z' = z + e t0 (s + g (s^2 - s)),   s = (z - z_cc) / t0 in [0, 1],
     (y', x') = axis + ((y, x) - axis) (1 + p s),
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _model as M
+from ._deform import deform_forward
 
 REGIONS = ("collector side", "separator side", "anode")
 
@@ -43,7 +43,7 @@ def deformation_gradient(model, step: int, pts: np.ndarray, *, h_nm: float = 1.0
     for j in range(3):
         e = np.zeros(3)
         e[j] = h_nm
-        F[..., j] = (M.deform_forward(model, step, pts + e) - M.deform_forward(model, step, pts - e)) / (2 * h_nm)
+        F[..., j] = (deform_forward(model, step, pts + e) - deform_forward(model, step, pts - e)) / (2 * h_nm)
     return F
 
 

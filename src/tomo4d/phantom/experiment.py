@@ -47,7 +47,7 @@ from .._validate import check_int, show
 from ..errors import FormatError, InputError
 from ..io import atomic_output, open_volume, save_volume
 from ..volume import Volume, VolumeMetadata
-from . import _model as M
+from ._deform import deform_forward
 from ._engine import _Engine
 from ._model import LithiationMode, Phase
 
@@ -265,7 +265,7 @@ class SyntheticExperiment:
                     stride = 4 if fields == "coarse" else 1
                     g = truth.lq_grid
                     pos = g.positions_nm()[::stride, ::stride, ::stride]
-                    u = M.deform_forward(self._engine.model, s, pos) - pos
+                    u = deform_forward(self._engine.model, s, pos) - pos
                     np.savez_compressed(tmp / "truth" / f"displacement_{name}.npz",
                                         positions_nm=pos.astype(np.float32), displacement_nm=u.astype(np.float32))
                 done += 1

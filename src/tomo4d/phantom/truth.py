@@ -18,7 +18,7 @@ import numpy as np
 from .._validate import check_int, check_number, show
 from ..errors import InputError
 from . import _finite
-from . import _model as M
+from ._deform import deform_forward, deform_inverse
 from ._model import LithiationMode, Phase
 from .params import EDGE_10_90_PER_SIGMA, NEUTRON_MU_BACKGROUND, GridSpec
 
@@ -199,20 +199,20 @@ class GroundTruth:
         if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
             raise InputError(f"points_zyx_nm must be a finite (N, 3) array of (z, y, x) nm, got shape {pts.shape}")
         s = self._step(step)
-        return M.deform_forward(self._engine.model, s, pts) - pts
+        return deform_forward(self._engine.model, s, pts) - pts
 
     def inverse_displacement(self, step, points_zyx_nm) -> np.ndarray:
         """v(x, t) (nm) such that the material at deformed position x came from x + v (T0)."""
         pts = np.asarray(points_zyx_nm, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise InputError(f"points_zyx_nm must be an (N, 3) array, got shape {pts.shape}")
-        return M.deform_inverse(self._engine.model, self._step(step), pts) - pts
+        return deform_inverse(self._engine.model, self._step(step), pts) - pts
 
     def displacement_field(self, step, *, grid: str = "lq") -> np.ndarray:
         """u(X, t) at every voxel centre X of ``grid`` (reference configuration), shape (3, z, y, x), nm, float32."""
         g = self._grid(grid)
         pts = self._engine.grids[g].positions_nm()
-        u = M.deform_forward(self._engine.model, self._step(step), pts) - pts
+        u = deform_forward(self._engine.model, self._step(step), pts) - pts
         return np.moveaxis(u, -1, 0).astype(np.float32)
 
     def deformation_gradient(self, step, points_zyx_nm, *, h_nm: float = 1.0) -> np.ndarray:
@@ -328,7 +328,7 @@ def _thickness(engine) -> tuple[list[float], list[float]]:
     base = np.stack([np.full(yy.size, lay.z_separator_nm), yy.ravel(), xx.ravel()], -1)
     means, stds = [], []
     for s in range(engine.params.n_steps):
-        z = M.deform_forward(engine.model, s, base)[:, 0] - lay.z_collector_nm
+        z = deform_forward(engine.model, s, base)[:, 0] - lay.z_collector_nm
         means.append(float(z.mean()))
         stds.append(float(z.std()))
     return means, stds

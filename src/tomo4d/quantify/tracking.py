@@ -23,6 +23,8 @@ trackers, Jaqaman et al., Nat. Methods 2008): without it the assignment maximise
 first, and one particle leaving the view shifts a whole chain of neighbours onto each other.
 
 Particles of step n left unmatched start new tracks (e.g. entering the field of view).
+The matching of two steps (:func:`link_particles`: candidates, costs, assignment) lives in
+:mod:`tomo4d.quantify._linking`.
 """
 
 from __future__ import annotations
@@ -33,18 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_number, show
+from .._validate import check_number
 from ..errors import InputError
 from ._common import as_labels, step_names, voxel_size
+from ._linking import _centroids, link_particles
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Tracks", "track_particles", "link_particles", "field_uncertainty"]
 
-#: cost of a pair that is not a candidate (never chosen)
-_FORBIDDEN = 1e6
-#: cost of leaving a particle unmatched, relative to the dearest candidate pair of its component
-_ALTERNATIVE = 1.05
 #: search radius around a field-driven prediction: base + this many local field uncertainties, px
 _RADIUS_BASE_PX = 2.0
 _RADIUS_SIGMAS = 3.0
@@ -121,187 +120,6 @@ class Tracks:
     def summary(self) -> dict:
         return {"n_tracks": self.n_tracks, "n_complete": int(self.complete.sum()),
                 "n_started_at_first_step": int((self.first_step == 0).sum())}
-
-
-def _centroids(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(present labels, voxel counts, centroids (n, 3) px) of a compact particle label volume."""
-    count, sums, _ = _counts_and_sums_light(lab, int(lab.max()) + 1 if lab.size else 1)
-    present = np.flatnonzero(count[1:]) + 1
-    return present, count[present], sums[present] / count[present][:, None]
-
-
-def _counts_and_sums_light(lab: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, None]:
-    nz, ny, nx = lab.shape
-    count = np.zeros(n_bins, np.int64)
-    sums = np.zeros((n_bins, 3))
-    yy = np.arange(ny, dtype=np.float64)[:, None]
-    xx = np.arange(nx, dtype=np.float64)[None, :]
-    for z in range(nz):
-        s = lab[z].reshape(-1)
-        c = np.bincount(s, minlength=n_bins)
-        count += c
-        sums[:, 0] += z * c
-        sums[:, 1] += np.bincount(s, weights=np.broadcast_to(yy, (ny, nx)).reshape(-1), minlength=n_bins)
-        sums[:, 2] += np.bincount(s, weights=np.broadcast_to(xx, (ny, nx)).reshape(-1), minlength=n_bins)
-    return count, sums, None
-
-
-def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.ndarray, *,
-                   src_ids: np.ndarray, search_radius_factor: float = 1.0,
-                   search_radius_px=None, hypothesis_penalty=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Match particles of ``src_labels`` (ids ``src_ids``) to particles of ``dst_labels``.
-
-    Parameters
-    ----------
-    src_labels, dst_labels : (z, y, x) int arrays
-        Particle labels of the source and destination steps (same grid).
-    shift_px : (len(src_ids), 3) or (len(src_ids), k, 3) float
-        Predicted motion of each source particle from source to destination, px; with a middle
-        axis, ``k`` alternative predictions (motion hypotheses, e.g. the DVC field and "did not
-        move"): every hypothesis proposes candidates and a pair costs its cheapest hypothesis.
-    src_ids : (n,) int
-        Source labels to match (others are ignored).
-    search_radius_factor : float
-        Destination particles whose centre lies within this many equivalent radii of the
-        predicted centre are candidates even without overlap.
-    search_radius_px : (len(src_ids),) float, optional
-        Per-source search radius in px instead (e.g. from the local uncertainty of a DVC field);
-        NaN entries fall back to ``search_radius_factor`` equivalent radii.  Sources given a radius
-        get overlap candidates only for destination particles covered at least half by the
-        predicted voxels (a fragment cut by the border), not for every touching neighbour.
-    hypothesis_penalty : (k,) float, optional
-        Cost added to pairs proposed by each hypothesis (default 0 for the first, 0.25 for the
-        others: the first is the preferred prediction).
-
-    Returns
-    -------
-    (src (m,), dst (m,), cost (m,))
-        Matched source labels, destination labels and pair costs (one-to-one).
-    """
-    from scipy import sparse
-    from scipy.optimize import linear_sum_assignment
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    src_ids = np.asarray(src_ids, np.int64)
-    shift_px = np.asarray(shift_px, float)
-    if shift_px.ndim == 2:
-        shift_px = shift_px[:, None, :]
-    if shift_px.ndim != 3 or shift_px.shape[0] != src_ids.size or shift_px.shape[2] != 3:
-        raise InputError(f"shift_px has shape {shift_px.shape}; give ({src_ids.size}, 3) or ({src_ids.size}, k, 3) "
-                         "predicted motions (px) for the source ids")
-    n_h = shift_px.shape[1]
-    if hypothesis_penalty is None:
-        pen = np.r_[0.0, np.full(n_h - 1, 0.25)]
-    else:
-        pen = np.asarray(hypothesis_penalty, float).ravel()
-        if pen.size != n_h or not np.all(np.isfinite(pen)) or np.any(pen < 0):
-            raise InputError(f"hypothesis_penalty={show(hypothesis_penalty)} needs {n_h} finite values >= 0 (one per "
-                             "motion hypothesis of shift_px)")
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    if src_ids.size == 0:
-        return empty
-    ns = int(src_labels.max()) + 1
-    nd = int(dst_labels.max()) + 1
-    if nd <= 1:
-        return empty
-    # row index of each source label (-1: not tracked)
-    row = np.full(ns, -1, np.int64)
-    row[src_ids] = np.arange(src_ids.size)
-    z, y, x = np.nonzero(src_labels)
-    r = row[src_labels[z, y, x]]
-    keep = r >= 0
-    z, y, x, r = z[keep], y[keep], x[keep], r[keep]
-    size_src = np.bincount(r, minlength=src_ids.size)
-    # destination sizes and centres
-    dcount, dsums, _ = _counts_and_sums_light(dst_labels.astype(np.intp, copy=False), nd)
-    dpresent = np.flatnonzero(dcount[1:]) + 1
-    dcent = np.full((nd, 3), np.nan)
-    dcent[dpresent] = dsums[dpresent] / dcount[dpresent][:, None]
-    scount = np.maximum(size_src, 1).astype(float)
-    scent0 = np.stack([np.bincount(r, weights=c, minlength=src_ids.size) for c in (z, y, x)], 1) / scount[:, None]
-    eq_r = np.cbrt(3.0 * scount / (4.0 * np.pi))
-    radius = float(search_radius_factor) * eq_r
-    tight = np.zeros(src_ids.size, bool)
-    if search_radius_px is not None:
-        given = np.asarray(search_radius_px, float).reshape(-1)
-        if given.size != src_ids.size or np.any(given < 0):
-            raise InputError(f"search_radius_px needs {src_ids.size} values >= 0 (NaN: the default), one per source id")
-        tight = ~np.isnan(given)
-        radius = np.where(tight, given, radius)
-    tree = cKDTree(dcent[dpresent])
-    best_key, best_cost = [], []
-    for h in range(n_h):
-        shift = shift_px[:, h, :]
-        ok_h = np.all(np.isfinite(shift), axis=1)
-        shift = np.where(ok_h[:, None], shift, 0.0)
-        shift_i = np.round(shift).astype(np.int64)
-        # overlap of the shifted source voxels with the destination particles
-        zz, yy, xx = z + shift_i[r, 0], y + shift_i[r, 1], x + shift_i[r, 2]
-        inside = ((zz >= 0) & (zz < dst_labels.shape[0]) & (yy >= 0) & (yy < dst_labels.shape[1])
-                  & (xx >= 0) & (xx < dst_labels.shape[2]) & ok_h[r])
-        d = np.zeros_like(r)
-        d[inside] = dst_labels[zz[inside], yy[inside], xx[inside]]
-        hit = d > 0
-        pairs, inter = np.unique(r[hit] * nd + d[hit], return_counts=True)
-        pr, pd = pairs // nd, pairs % nd
-        scent = scent0 + shift
-        near = tree.query_ball_point(scent, r=radius)
-        near = [v if ok_h[i] else [] for i, v in enumerate(near)]
-        nr = np.repeat(np.arange(src_ids.size), [len(v) for v in near])
-        nd_ = dpresent[np.concatenate([np.asarray(v, np.int64) for v in near])] if nr.size else np.zeros(0, np.int64)
-        k2 = np.unique(np.concatenate([pr * nd + pd, nr * nd + nd_]))
-        cr, cd = k2 // nd, k2 % nd
-        inter_all = np.zeros(k2.size)
-        inter_all[np.searchsorted(k2, pairs)] = inter
-        iou = inter_all / (size_src[cr] + dcount[cd] - inter_all)
-        dist = np.linalg.norm(dcent[cd] - scent[cr], axis=1)
-        # with a per-source radius, an overlap alone proposes a particle only if the prediction covers
-        # most of it (a fragment of the particle cut by the border), not a touching neighbour
-        keep = ~tight[cr] | (dist <= radius[cr]) | (inter_all >= 0.5 * dcount[cd])
-        best_key.append(k2[keep])
-        best_cost.append(((1.0 - iou) + dist / (2.0 * eq_r[cr])
-                          + np.abs(np.log(dcount[cd] / np.maximum(size_src[cr], 1))) + pen[h])[keep])
-    key = np.concatenate(best_key)
-    cst = np.concatenate(best_cost)
-    o = np.lexsort((cst, key))
-    key, cst = key[o], cst[o]
-    if key.size == 0:
-        return empty
-    first = np.r_[True, key[1:] != key[:-1]]
-    k2, cost = key[first], cst[first]
-    cr, cd = k2 // nd, k2 % nd
-    # sparse bipartite graph -> connected components -> exact assignment in each
-    n_r, n_d = src_ids.size, nd
-    g = sparse.coo_matrix((np.ones(k2.size), (cr, n_r + cd)), shape=(n_r + n_d, n_r + n_d)).tocsr()
-    n_comp, comp = connected_components(g, directed=False)
-    ccomp = comp[cr]
-    order = np.argsort(ccomp, kind="stable")
-    bounds = np.flatnonzero(np.diff(ccomp[order])) + 1
-    out_s, out_d, out_c = [], [], []
-    for grp in np.split(order, bounds):
-        if grp.size == 0:
-            continue
-        rows, ri = np.unique(cr[grp], return_inverse=True)
-        cols, ci = np.unique(cd[grp], return_inverse=True)
-        if rows.size == 1 or cols.size == 1:
-            j = grp[np.argmin(cost[grp])]
-            out_s.append(src_ids[cr[j]])
-            out_d.append(cd[j])
-            out_c.append(cost[j])
-            continue
-        # each row may also stay unmatched (its own dummy column) at 1.05 x the component's dearest pair:
-        # with forbidden entries alone the assignment maximises the number of links first and shifts a
-        # whole chain of particles onto their neighbours (cost 2-5 each) to link one more
-        m = np.full((rows.size, cols.size + rows.size), _FORBIDDEN)
-        m[ri, ci] = cost[grp]
-        m[np.arange(rows.size), cols.size + np.arange(rows.size)] = _ALTERNATIVE * cost[grp].max()
-        a, b = linear_sum_assignment(m)
-        ok = b < cols.size
-        out_s.extend(src_ids[rows[a[ok]]])
-        out_d.extend(cols[b[ok]])
-        out_c.extend(m[a[ok], b[ok]])
-    return np.asarray(out_s, np.int64), np.asarray(out_d, np.int64), np.asarray(out_c, float)
 
 
 def field_uncertainty(field, points_zyx_px) -> tuple[np.ndarray, np.ndarray]:
@@ -447,6 +265,30 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     names = step_names(len(items), names)
     predict = _predictor(displacement, len(items))
     n_steps = len(items)
+    labs, values = _compact_series(items)
+    hist = _History(n_steps, float(np.prod(vs)) / 1e9)
+    for i, n, c in zip(*_centroids(labs[0])):
+        hist.start(0, i, c, n, c.copy())
+    if progress is not None:
+        progress(1, n_steps)
+    for s in range(1, n_steps):
+        d_ids, d_cnt, d_cen = _centroids(labs[s])
+        new_links, matched_dst = _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty)
+        pos = {int(k): j for j, k in enumerate(d_ids)}
+        for t, (db, cc) in new_links.items():
+            j = pos[db]
+            hist.record(t, s, db, d_cen[j], d_cnt[j], cc)
+        # unmatched particles of this step start new tracks
+        for j, k in enumerate(d_ids):
+            if int(k) not in matched_dst:
+                hist.start(s, k, d_cen[j], d_cnt[j], _reference_position(predict, s, d_cen[j]))
+        if progress is not None:
+            progress(s + 1, n_steps)
+    return hist.tracks(names, values, vs)
+
+
+def _compact_series(items) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Compact (1..n) particle labels of every step and the original value of each compact label."""
     from .particles import _sequential
 
     labs, values = [], []
@@ -457,82 +299,86 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     for i, a in enumerate(labs[1:], 1):
         if a.shape != labs[0].shape:
             raise InputError(f"label_series[{i}] has shape {a.shape}, T0 has {labs[0].shape}; use one voxel grid")
-    ids, cnt, cen = _centroids(labs[0])
-    # track state (lists grow when new particles appear)
-    lab_hist = [np.zeros(n_steps, np.int64) for _ in ids]
-    cen_hist = [np.full((n_steps, 3), np.nan) for _ in ids]
-    vol_hist = [np.full(n_steps, np.nan) for _ in ids]
-    cost_hist = [np.full(n_steps, np.nan) for _ in ids]
-    first = [0] * len(ids)
-    x0 = [c.copy() for c in cen]  # T0-referenced position for the field
-    vox_um3 = float(np.prod(vs)) / 1e9
-    for t, (i, n, c) in enumerate(zip(ids, cnt, cen)):
-        lab_hist[t][0], cen_hist[t][0], vol_hist[t][0], cost_hist[t][0] = i, c, n * vox_um3, 0.0
-    if progress is not None:
-        progress(1, n_steps)
-    last_seen = np.zeros(len(ids), np.int64)
-    for s in range(1, n_steps):
-        dst = labs[s]
-        d_ids, d_cnt, d_cen = _centroids(dst)
-        live = np.arange(len(lab_hist))
-        # group the live tracks by the step they were last seen at (usually s - 1)
-        matched_dst = set()
-        new_links = {}
-        for src_step in np.unique(last_seen[live])[::-1]:
-            tr = live[last_seen[live] == src_step]
-            tr = np.array([t for t in tr if t not in new_links], np.int64)
-            if tr.size == 0:
-                continue
-            src_lab = np.array([lab_hist[t][src_step] for t in tr])
-            pos_src = np.array([cen_hist[t][src_step] for t in tr])
-            vol_src = np.array([vol_hist[t][src_step] for t in tr]) / vox_um3
-            hyp, pens, radius = _hypotheses(predict, s, int(src_step), np.array([x0[t] for t in tr]), pos_src,
-                                            fallback_penalty, search_radius_factor * np.cbrt(0.75 * vol_src / np.pi))
-            dst_masked = dst if not matched_dst else np.where(np.isin(dst, list(matched_dst)), 0, dst)
-            a, b, c = link_particles(labs[src_step], dst_masked, hyp, src_ids=src_lab,
-                                     search_radius_factor=search_radius_factor, search_radius_px=radius,
-                                     hypothesis_penalty=pens)
-            lookup = dict(zip(src_lab.tolist(), tr.tolist()))
-            for sa, db, cc in zip(a.tolist(), b.tolist(), c.tolist()):
-                new_links[lookup[sa]] = (db, cc)
-                matched_dst.add(db)
-        pos = {int(k): j for j, k in enumerate(d_ids)}
-        for t, (db, cc) in new_links.items():
-            j = pos[db]
-            lab_hist[t][s], cen_hist[t][s], vol_hist[t][s], cost_hist[t][s] = db, d_cen[j], d_cnt[j] * vox_um3, cc
-            last_seen[t] = s
-        # unmatched particles of this step start new tracks
-        fresh = [j for j, k in enumerate(d_ids) if int(k) not in matched_dst]
-        for j in fresh:
-            h = np.zeros(n_steps, np.int64)
-            h[s] = d_ids[j]
-            lab_hist.append(h)
-            ch = np.full((n_steps, 3), np.nan)
-            ch[s] = d_cen[j]
-            cen_hist.append(ch)
-            vh = np.full(n_steps, np.nan)
-            vh[s] = d_cnt[j] * vox_um3
-            vol_hist.append(vh)
-            kh = np.full(n_steps, np.nan)
-            kh[s] = 0.0
-            cost_hist.append(kh)
-            first.append(s)
-            # reference position for the field: invert the prediction approximately (fixed point)
-            p = d_cen[j].copy()
-            if predict is not None:
-                for _ in range(5):
-                    q = d_cen[j] - predict(s, p[None])[0][0]
-                    p = q if np.all(np.isfinite(q)) else p
-            x0.append(p)
-        last_seen = np.concatenate([last_seen, np.full(len(fresh), s, np.int64)])
-        if progress is not None:
-            progress(s + 1, n_steps)
-    scale = np.asarray(vs) / 1e3
-    lab_out = np.stack(lab_hist) if lab_hist else np.zeros((0, n_steps), np.int64)
-    for s in range(n_steps):  # back to the original label values
-        lab_out[:, s] = values[s][lab_out[:, s]]
-    return Tracks(step_names=names, label=lab_out,
-                  centroid_um=(np.stack(cen_hist) * scale) if cen_hist else np.zeros((0, n_steps, 3)),
-                  volume_um3=np.stack(vol_hist) if vol_hist else np.zeros((0, n_steps)),
-                  cost=np.stack(cost_hist) if cost_hist else np.zeros((0, n_steps)),
-                  first_step=np.asarray(first, np.int64), voxel_size_nm=vs)
+    return labs, values
+
+
+class _History:
+    """Growing per-track histories (label, centre px, volume um^3, link cost over the steps), the
+    step each track starts and was last seen at, and its T0-referenced position for the field."""
+
+    def __init__(self, n_steps: int, vox_um3: float):
+        self.n_steps, self.vox_um3 = n_steps, vox_um3
+        self.label, self.centre, self.volume, self.cost = [], [], [], []
+        self.first, self.x0, self.last_seen = [], [], []
+
+    def start(self, step, label, centre, n_voxels, x0) -> None:
+        """A new track found first at ``step``."""
+        n = self.n_steps
+        self.label.append(np.zeros(n, np.int64))
+        self.centre.append(np.full((n, 3), np.nan))
+        self.volume.append(np.full(n, np.nan))
+        self.cost.append(np.full(n, np.nan))
+        self.first.append(step)
+        self.x0.append(x0)
+        self.last_seen.append(step)
+        self.record(len(self.label) - 1, step, label, centre, n_voxels, 0.0)
+
+    def record(self, t, step, label, centre, n_voxels, cost) -> None:
+        """Track ``t`` found at ``step``."""
+        self.label[t][step], self.centre[t][step] = label, centre
+        self.volume[t][step], self.cost[t][step] = n_voxels * self.vox_um3, cost
+        self.last_seen[t] = step
+
+    def tracks(self, names, values, vs) -> Tracks:
+        n_steps = self.n_steps
+        scale = np.asarray(vs) / 1e3
+        lab_out = np.stack(self.label) if self.label else np.zeros((0, n_steps), np.int64)
+        for s in range(n_steps):  # back to the original label values
+            lab_out[:, s] = values[s][lab_out[:, s]]
+        return Tracks(step_names=names, label=lab_out,
+                      centroid_um=(np.stack(self.centre) * scale) if self.centre else np.zeros((0, n_steps, 3)),
+                      volume_um3=np.stack(self.volume) if self.volume else np.zeros((0, n_steps)),
+                      cost=np.stack(self.cost) if self.cost else np.zeros((0, n_steps)),
+                      first_step=np.asarray(self.first, np.int64), voxel_size_nm=vs)
+
+
+def _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty) -> tuple[dict, set]:
+    """Links of the live tracks into step ``s``: {track: (label at s, cost)}, and the labels taken.
+
+    The tracks are grouped by the step they were last seen at (usually ``s - 1``), latest first;
+    each group is matched to the particles of step ``s`` that earlier groups left free."""
+    dst = labs[s]
+    last_seen = np.asarray(hist.last_seen, np.int64)
+    live = np.arange(len(last_seen))
+    matched_dst = set()
+    new_links = {}
+    for src_step in np.unique(last_seen[live])[::-1]:
+        tr = live[last_seen[live] == src_step]
+        tr = np.array([t for t in tr if t not in new_links], np.int64)
+        if tr.size == 0:
+            continue
+        src_lab = np.array([hist.label[t][src_step] for t in tr])
+        pos_src = np.array([hist.centre[t][src_step] for t in tr])
+        vol_src = np.array([hist.volume[t][src_step] for t in tr]) / hist.vox_um3
+        hyp, pens, radius = _hypotheses(predict, s, int(src_step), np.array([hist.x0[t] for t in tr]), pos_src,
+                                        fallback_penalty, search_radius_factor * np.cbrt(0.75 * vol_src / np.pi))
+        dst_masked = dst if not matched_dst else np.where(np.isin(dst, list(matched_dst)), 0, dst)
+        a, b, c = link_particles(labs[src_step], dst_masked, hyp, src_ids=src_lab,
+                                 search_radius_factor=search_radius_factor, search_radius_px=radius,
+                                 hypothesis_penalty=pens)
+        lookup = dict(zip(src_lab.tolist(), tr.tolist()))
+        for sa, db, cc in zip(a.tolist(), b.tolist(), c.tolist()):
+            new_links[lookup[sa]] = (db, cc)
+            matched_dst.add(db)
+    return new_links, matched_dst
+
+
+def _reference_position(predict, step, centre) -> np.ndarray:
+    """T0-referenced position of a particle first seen at ``step``: the prediction inverted
+    approximately (5 fixed-point iterations; the centre itself without a field)."""
+    p = centre.copy()
+    if predict is not None:
+        for _ in range(5):
+            q = centre - predict(step, p[None])[0][0]
+            p = q if np.all(np.isfinite(q)) else p
+    return p

@@ -1,0 +1,226 @@
+"""Matching the particles of two steps: candidate pairs from motion hypotheses, then an exact
+assignment per connected component of the sparse candidate graph (see :mod:`tomo4d.quantify.tracking`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import show
+from ..errors import InputError
+
+#: cost of a pair that is not a candidate (never chosen)
+_FORBIDDEN = 1e6
+#: cost of leaving a particle unmatched, relative to the dearest candidate pair of its component
+_ALTERNATIVE = 1.05
+
+
+def _counts_and_sums_light(lab: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, None]:
+    nz, ny, nx = lab.shape
+    count = np.zeros(n_bins, np.int64)
+    sums = np.zeros((n_bins, 3))
+    yy = np.arange(ny, dtype=np.float64)[:, None]
+    xx = np.arange(nx, dtype=np.float64)[None, :]
+    for z in range(nz):
+        s = lab[z].reshape(-1)
+        c = np.bincount(s, minlength=n_bins)
+        count += c
+        sums[:, 0] += z * c
+        sums[:, 1] += np.bincount(s, weights=np.broadcast_to(yy, (ny, nx)).reshape(-1), minlength=n_bins)
+        sums[:, 2] += np.bincount(s, weights=np.broadcast_to(xx, (ny, nx)).reshape(-1), minlength=n_bins)
+    return count, sums, None
+
+
+def _centroids(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(present labels, voxel counts, centroids (n, 3) px) of a compact particle label volume."""
+    count, sums, _ = _counts_and_sums_light(lab, int(lab.max()) + 1 if lab.size else 1)
+    present = np.flatnonzero(count[1:]) + 1
+    return present, count[present], sums[present] / count[present][:, None]
+
+
+def _hypothesis_shifts(shift_px, n_src, hypothesis_penalty) -> tuple[np.ndarray, np.ndarray]:
+    """``shift_px`` as (n_src, k, 3) and the penalty of each of its ``k`` hypotheses."""
+    shift_px = np.asarray(shift_px, float)
+    if shift_px.ndim == 2:
+        shift_px = shift_px[:, None, :]
+    if shift_px.ndim != 3 or shift_px.shape[0] != n_src or shift_px.shape[2] != 3:
+        raise InputError(f"shift_px has shape {shift_px.shape}; give ({n_src}, 3) or ({n_src}, k, 3) "
+                         "predicted motions (px) for the source ids")
+    n_h = shift_px.shape[1]
+    if hypothesis_penalty is None:
+        return shift_px, np.r_[0.0, np.full(n_h - 1, 0.25)]
+    pen = np.asarray(hypothesis_penalty, float).ravel()
+    if pen.size != n_h or not np.all(np.isfinite(pen)) or np.any(pen < 0):
+        raise InputError(f"hypothesis_penalty={show(hypothesis_penalty)} needs {n_h} finite values >= 0 (one per "
+                         "motion hypothesis of shift_px)")
+    return shift_px, pen
+
+
+class _Sources:
+    """Voxels, sizes, centres, equivalent radii and search radii of the source particles (rows)."""
+
+    def __init__(self, src_labels, ns, src_ids, search_radius_factor, search_radius_px):
+        row = np.full(ns, -1, np.int64)   # row index of each source label (-1: not tracked)
+        row[src_ids] = np.arange(src_ids.size)
+        z, y, x = np.nonzero(src_labels)
+        r = row[src_labels[z, y, x]]
+        keep = r >= 0
+        self.z, self.y, self.x, self.r = z[keep], y[keep], x[keep], r[keep]
+        self.size = np.bincount(self.r, minlength=src_ids.size)
+        scount = np.maximum(self.size, 1).astype(float)
+        self.centre = np.stack([np.bincount(self.r, weights=c, minlength=src_ids.size)
+                                for c in (self.z, self.y, self.x)], 1) / scount[:, None]
+        self.eq_r = np.cbrt(3.0 * scount / (4.0 * np.pi))
+        self.radius = float(search_radius_factor) * self.eq_r
+        self.tight = np.zeros(src_ids.size, bool)
+        if search_radius_px is not None:
+            given = np.asarray(search_radius_px, float).reshape(-1)
+            if given.size != src_ids.size or np.any(given < 0):
+                raise InputError(f"search_radius_px needs {src_ids.size} values >= 0 (NaN: the default), "
+                                 "one per source id")
+            self.tight = ~np.isnan(given)
+            self.radius = np.where(self.tight, given, self.radius)
+
+
+def _hypothesis_pairs(src, dst_labels, nd, dcount, dcent, dpresent, tree, shift, pen):
+    """Candidate pair keys ``row * nd + dst`` of one motion hypothesis ``shift`` (n, 3) and their costs."""
+    n_src = src.size.size
+    ok_h = np.all(np.isfinite(shift), axis=1)
+    shift = np.where(ok_h[:, None], shift, 0.0)
+    shift_i = np.round(shift).astype(np.int64)
+    z, y, x, r = src.z, src.y, src.x, src.r
+    # overlap of the shifted source voxels with the destination particles
+    zz, yy, xx = z + shift_i[r, 0], y + shift_i[r, 1], x + shift_i[r, 2]
+    inside = ((zz >= 0) & (zz < dst_labels.shape[0]) & (yy >= 0) & (yy < dst_labels.shape[1])
+              & (xx >= 0) & (xx < dst_labels.shape[2]) & ok_h[r])
+    d = np.zeros_like(r)
+    d[inside] = dst_labels[zz[inside], yy[inside], xx[inside]]
+    hit = d > 0
+    pairs, inter = np.unique(r[hit] * nd + d[hit], return_counts=True)
+    pr, pd = pairs // nd, pairs % nd
+    scent = src.centre + shift
+    near = tree.query_ball_point(scent, r=src.radius)
+    near = [v if ok_h[i] else [] for i, v in enumerate(near)]
+    nr = np.repeat(np.arange(n_src), [len(v) for v in near])
+    nd_ = dpresent[np.concatenate([np.asarray(v, np.int64) for v in near])] if nr.size else np.zeros(0, np.int64)
+    k2 = np.unique(np.concatenate([pr * nd + pd, nr * nd + nd_]))
+    cr, cd = k2 // nd, k2 % nd
+    inter_all = np.zeros(k2.size)
+    inter_all[np.searchsorted(k2, pairs)] = inter
+    iou = inter_all / (src.size[cr] + dcount[cd] - inter_all)
+    dist = np.linalg.norm(dcent[cd] - scent[cr], axis=1)
+    # with a per-source radius, an overlap alone proposes a particle only if the prediction covers
+    # most of it (a fragment of the particle cut by the border), not a touching neighbour
+    keep = ~src.tight[cr] | (dist <= src.radius[cr]) | (inter_all >= 0.5 * dcount[cd])
+    cost = ((1.0 - iou) + dist / (2.0 * src.eq_r[cr])
+            + np.abs(np.log(dcount[cd] / np.maximum(src.size[cr], 1))) + pen)[keep]
+    return k2[keep], cost
+
+
+def _candidate_pairs(src, dst_labels, nd, shift_px, pen):
+    """Candidate pairs over all hypotheses, each at its cheapest: (row (m,), dst (m,), cost (m,))."""
+    from scipy.spatial import cKDTree
+
+    dcount, dsums, _ = _counts_and_sums_light(dst_labels.astype(np.intp, copy=False), nd)
+    dpresent = np.flatnonzero(dcount[1:]) + 1
+    dcent = np.full((nd, 3), np.nan)
+    dcent[dpresent] = dsums[dpresent] / dcount[dpresent][:, None]
+    tree = cKDTree(dcent[dpresent])
+    best_key, best_cost = [], []
+    for h in range(shift_px.shape[1]):
+        k, c = _hypothesis_pairs(src, dst_labels, nd, dcount, dcent, dpresent, tree, shift_px[:, h, :], pen[h])
+        best_key.append(k)
+        best_cost.append(c)
+    key = np.concatenate(best_key)
+    cst = np.concatenate(best_cost)
+    o = np.lexsort((cst, key))
+    key, cst = key[o], cst[o]
+    first = np.r_[True, key[1:] != key[:-1]] if key.size else np.zeros(0, bool)
+    k2 = key[first]
+    return k2 // nd, k2 % nd, cst[first]
+
+
+def _assign(cr, cd, cost, src_ids, nd):
+    """One-to-one links from candidate pairs: sparse bipartite graph -> connected components ->
+    exact assignment in each (every row may also stay unmatched)."""
+    from scipy import sparse
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse.csgraph import connected_components
+
+    n_r, n_d = src_ids.size, nd
+    g = sparse.coo_matrix((np.ones(cr.size), (cr, n_r + cd)), shape=(n_r + n_d, n_r + n_d)).tocsr()
+    _, comp = connected_components(g, directed=False)
+    ccomp = comp[cr]
+    order = np.argsort(ccomp, kind="stable")
+    bounds = np.flatnonzero(np.diff(ccomp[order])) + 1
+    out_s, out_d, out_c = [], [], []
+    for grp in np.split(order, bounds):
+        if grp.size == 0:
+            continue
+        rows, ri = np.unique(cr[grp], return_inverse=True)
+        cols, ci = np.unique(cd[grp], return_inverse=True)
+        if rows.size == 1 or cols.size == 1:
+            j = grp[np.argmin(cost[grp])]
+            out_s.append(src_ids[cr[j]])
+            out_d.append(cd[j])
+            out_c.append(cost[j])
+            continue
+        # each row may also stay unmatched (its own dummy column) at 1.05 x the component's dearest pair:
+        # with forbidden entries alone the assignment maximises the number of links first and shifts a
+        # whole chain of particles onto their neighbours (cost 2-5 each) to link one more
+        m = np.full((rows.size, cols.size + rows.size), _FORBIDDEN)
+        m[ri, ci] = cost[grp]
+        m[np.arange(rows.size), cols.size + np.arange(rows.size)] = _ALTERNATIVE * cost[grp].max()
+        a, b = linear_sum_assignment(m)
+        ok = b < cols.size
+        out_s.extend(src_ids[rows[a[ok]]])
+        out_d.extend(cols[b[ok]])
+        out_c.extend(m[a[ok], b[ok]])
+    return np.asarray(out_s, np.int64), np.asarray(out_d, np.int64), np.asarray(out_c, float)
+
+
+def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.ndarray, *,
+                   src_ids: np.ndarray, search_radius_factor: float = 1.0,
+                   search_radius_px=None, hypothesis_penalty=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match particles of ``src_labels`` (ids ``src_ids``) to particles of ``dst_labels``.
+
+    Parameters
+    ----------
+    src_labels, dst_labels : (z, y, x) int arrays
+        Particle labels of the source and destination steps (same grid).
+    shift_px : (len(src_ids), 3) or (len(src_ids), k, 3) float
+        Predicted motion of each source particle from source to destination, px; with a middle
+        axis, ``k`` alternative predictions (motion hypotheses, e.g. the DVC field and "did not
+        move"): every hypothesis proposes candidates and a pair costs its cheapest hypothesis.
+    src_ids : (n,) int
+        Source labels to match (others are ignored).
+    search_radius_factor : float
+        Destination particles whose centre lies within this many equivalent radii of the
+        predicted centre are candidates even without overlap.
+    search_radius_px : (len(src_ids),) float, optional
+        Per-source search radius in px instead (e.g. from the local uncertainty of a DVC field);
+        NaN entries fall back to ``search_radius_factor`` equivalent radii.  Sources given a radius
+        get overlap candidates only for destination particles covered at least half by the
+        predicted voxels (a fragment cut by the border), not for every touching neighbour.
+    hypothesis_penalty : (k,) float, optional
+        Cost added to pairs proposed by each hypothesis (default 0 for the first, 0.25 for the
+        others: the first is the preferred prediction).
+
+    Returns
+    -------
+    (src (m,), dst (m,), cost (m,))
+        Matched source labels, destination labels and pair costs (one-to-one).
+    """
+    src_ids = np.asarray(src_ids, np.int64)
+    shift_px, pen = _hypothesis_shifts(shift_px, src_ids.size, hypothesis_penalty)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    if src_ids.size == 0:
+        return empty
+    ns = int(src_labels.max()) + 1
+    nd = int(dst_labels.max()) + 1
+    if nd <= 1:
+        return empty
+    src = _Sources(src_labels, ns, src_ids, search_radius_factor, search_radius_px)
+    cr, cd, cost = _candidate_pairs(src, dst_labels, nd, shift_px, pen)
+    if cr.size == 0:
+        return empty
+    return _assign(cr, cd, cost, src_ids, nd)
