@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._validate import voxel_size
 from ._paths import declare_paths
 from ._util import emit, json_option, map_option, option_group, overwrite_option, parse_triple, progress_bar, relabel
 
@@ -37,8 +38,6 @@ def _open_all(paths, voxel_size, output=None):
 
 
 def _voxel(vols, vs):
-    from ..quantify._common import voxel_size
-
     return voxel_size(vs, *vols)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from .._array import as_float32
 from .._validate import check_finite, check_finite_chunk, check_int, check_number, show
 from ..errors import InputError
+from ..io import lazy_from_slices
 from .data import upsample2_xy, upsample2_z_window
 
 log = logging.getLogger(__name__)
@@ -325,8 +326,6 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
         Shape ``(2z, 2y, 2x)`` (``(z, 2y, 2x)`` without ``z_interp``), voxel size halved,
         provenance extended with the model, steps and seed.
     """
-    from ..io._lazy import lazy_from_slices
-
     check_model(model)
     vol = _input_volume(volume)
     check_input(model, vol, check_voxel_size=check_voxel_size)

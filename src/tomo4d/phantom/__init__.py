@@ -1,5 +1,10 @@
 """Synthetic in-situ battery experiments with exact ground truth.
 
+The main one of tomo4d's three synthetic-data generators (the test and demo backbone: every stage,
+with truth); :mod:`tomo4d.segment.synthetic` (sphere images for fast segmentation tests) and
+:mod:`tomo4d.neutron.synthetic` (a layered solid-state cell for the joint X-ray/neutron analysis)
+stay beside it for what it does not make.
+
 :func:`make_experiment` builds a :class:`SyntheticExperiment`: a silicon-anode electrode
 (copper collector on top at small z, polydisperse irregular Si particles in a porous
 carbon-binder matrix, fibrous separator at the bottom) imaged as a high/low-quality training pair,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_number, show
+from .._validate import as_image, check_number, show
 from ..errors import InputError
-from ._common import as_image3d, as_labels, step_names, voxel_size
+from ._common import as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def align_steps(images: Sequence, *, mask, voxel_size_nm=None, names: Sequence[s
         raise InputError("images is empty; give one volume per time step")
     vs = voxel_size(voxel_size_nm, *items)
     names = step_names(len(items), names)
-    ref = as_image3d(items[0], name="images[0]")
+    ref = as_image(items[0], name="images[0]")
     m = np.asarray(mask)
     if m.shape != ref.shape:
         raise InputError(f"mask has shape {m.shape}; it must match the volumes {ref.shape}")
@@ -142,7 +142,7 @@ def align_steps(images: Sequence, *, mask, voxel_size_nm=None, names: Sequence[s
     if progress is not None:
         progress(1, len(items))
     for i in range(1, len(items)):
-        mov = as_image3d(items[i], name=f"images[{i}]")
+        mov = as_image(items[i], name=f"images[{i}]")
         if mov.shape != ref.shape:
             raise InputError(f"images[{i}] has shape {mov.shape}, T0 has {ref.shape}; give volumes on one grid")
         regs.append(register(ref, mov, mask=m, rigid=True, binning=binning))

@@ -24,8 +24,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._validate import check_int, check_number
-from ._global import Registration, as_image, as_mask, bin_volume, check_same_shape
+from .._array import bin_volume
+from .._validate import as_image, as_mask, check_int, check_number, check_same_shape
+from ._global import Registration
 
 log = logging.getLogger(__name__)
 

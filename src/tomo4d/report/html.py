@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._version import __version__
+from ..io import atomic_output
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
 color:#222;padding:0 1em}
@@ -108,8 +111,6 @@ class Report:
         return self
 
     def html(self) -> str:
-        from .. import __version__
-
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -119,8 +120,6 @@ class Report:
         )
 
     def save(self, path, *, overwrite: bool = True) -> Path:
-        from ..io._atomic import atomic_output
-
         path = Path(path)
         with atomic_output(path, overwrite=overwrite) as tmp:
             tmp.write_text(self.html(), encoding="utf-8")
