@@ -20,11 +20,18 @@ Modules: :mod:`~tomo4d.phantom.params` (parameters, validation, constants, grids
 Points are mapped through a Phi with :func:`tomo4d.register.apply_phi_to_points`.
 """
 
-from ._finite import AnodeStrainTruth
-from ._model import LithiationMode, Phase
-from .experiment import SyntheticExperiment, make_experiment
-from .params import GridSpec, PhantomParams, default_soc_schedule
-from .truth import GroundTruth
+from __future__ import annotations
 
-__all__ = ["make_experiment", "SyntheticExperiment", "GroundTruth", "PhantomParams", "GridSpec",
-           "Phase", "LithiationMode", "default_soc_schedule", "AnodeStrainTruth"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "AnodeStrainTruth": "_finite",
+    "LithiationMode": "_model", "Phase": "_model",
+    "SyntheticExperiment": "experiment", "make_experiment": "experiment",
+    "GridSpec": "params", "PhantomParams": "params", "default_soc_schedule": "params",
+    "GroundTruth": "truth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
