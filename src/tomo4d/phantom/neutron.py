@@ -15,12 +15,14 @@ import numpy as np
 from .._validate import check_number, show
 from ..errors import InputError
 from ._model import LI_IN_ELECTROLYTE_MOL_L, LI_IN_LITHIATED_SI_MOL_L, Phase
-from .params import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
-
-SIGMA_LI6_B = 940.0          # absorption at 1.798 A (2200 m/s), barn
-SIGMA_LI7_B = 0.0454
-THERMAL_WAVELENGTH_A = 1.798
-AVOGADRO = 6.02214076e23
+from .params import (
+    AVOGADRO,
+    SIGMA_LI6_B,
+    SIGMA_LI6_SCATTER_B,
+    SIGMA_LI7_B,
+    SIGMA_LI7_SCATTER_B,
+    THERMAL_WAVELENGTH_A,
+)
 
 #: (lattice parameter A, atoms per cell, coherent length fm, absorption b at 1.798 A, incoherent b,
 #:  fractional basis) of the crystalline phases.
@@ -157,7 +159,7 @@ def transmission_spectra(experiment, step=0, *, regions=None, wavelengths_a=None
     wavelengths_a : array, optional
         Default 1 to 7 A in 600 steps.
     li6_fraction : float, optional
-        6Li atom fraction (default: the experiment's ``li6_fraction``, natural 0.075).
+        6Li atom fraction (default: the experiment's ``li6_fraction``, natural 0.0759).
     path_length_mm : float
         Sample thickness along the beam with the region's composition.
 
