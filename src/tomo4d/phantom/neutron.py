@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erfc
 
 from .._validate import check_number, show
 from ..errors import InputError
@@ -53,8 +54,6 @@ def bragg_cross_section_b(crystal: str, wavelengths_a, *, resolution: float = 0.
     sigma(l) = l^2 / (2 V0 N) * sum_hkl |F_hkl|^2 d_hkl over reflections with 2 d_hkl > l; each edge
     is smoothed by a Gaussian of relative width ``resolution``.
     """
-    from scipy.special import erfc
-
     if crystal not in _CRYSTALS:
         raise InputError(f"crystal={show(crystal)} is not known; use one of {', '.join(_CRYSTALS)}")
     a, n_atoms, b_fm, _, _, basis = _CRYSTALS[crystal]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .._array import bin_volume
 from .._validate import (
@@ -18,7 +21,15 @@ from .._validate import (
     show,
 )
 from ..errors import InputError
-from .phi import PhiParts, check_phi, decompose_phi, polar_decomposition, recentre_phi
+from ..io import atomic_output
+from .phi import (
+    PhiParts,
+    check_phi,
+    decompose_phi,
+    polar_decomposition,
+    recentre_phi,
+    rotation_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +99,12 @@ class Registration:
 
     def save(self, path, *, overwrite: bool = False, inputs=()) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        import json
-
-        from ..io import atomic_output
-
         with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path) -> Registration:
         """Read a JSON file written by :meth:`save` (or any JSON with ``phi``)."""
-        import json
-        from pathlib import Path
-
         try:
             d = json.loads(Path(path).read_text())
             phi = check_phi(d["phi"])
@@ -141,8 +145,6 @@ def _rigid_columns(g: np.ndarray, r: np.ndarray) -> np.ndarray:
 def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
     m = np.eye(4)
     if rigid:
-        from .phi import rotation_matrix
-
         m[:3, :3] = rotation_matrix(np.rad2deg(dp[:3]))
         m[:3, 3] = dp[3:]
     else:
@@ -154,8 +156,6 @@ def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
 def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
               rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
               photometric: bool) -> tuple[np.ndarray, bool, int, float, float]:
-    from scipy import ndimage
-
     shape = np.asarray(fixed.shape)
     c = (shape - 1.0) / 2.0
     sel = np.zeros(fixed.shape, bool)
