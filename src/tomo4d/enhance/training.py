@@ -30,7 +30,15 @@ from ..io import atomic_output
 from ..volume import as_volume
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
-from .model import (CONFIG_FILE, EnhanceModel, ModelInfo, read_json, read_safetensors, save_model, _write_json)
+from .model import (
+    CONFIG_FILE,
+    EnhanceModel,
+    ModelInfo,
+    _write_json,
+    read_json,
+    read_safetensors,
+    save_model,
+)
 from .sample import restore_slices
 
 log = logging.getLogger(__name__)
