@@ -66,7 +66,7 @@ def train_models(work: Path, what: list[str], threads: int) -> dict[str, Path]:
     import numpy as np
 
     from tomo4d.segment import FeatureSpec, UNetConfig, torch_threads, train_pixel_classifier, train_unet
-    from tomo4d.segment import _synthetic as syn
+    from tomo4d.segment import synthetic as syn
 
     s = syn.spheres((64, 128, 128), n_particles=120, radius=(4.0, 9.0), seed=0)
     np.save(work / "base.npy", s.image)

@@ -99,9 +99,9 @@ def test_every_stage_refuses_nan_voxels_with_the_same_message(stage):
 
         call, name = (lambda: noise_floor(good, a)), "scan_b"
     elif stage == "quantify":
-        from tomo4d.quantify._common import as_image3d
+        from tomo4d._validate import as_image
 
-        call, name = (lambda: as_image3d(a, name="image")), "image"
+        call, name = (lambda: as_image(a, name="image")), "image"
     elif stage == "neutron":
         from tomo4d.neutron import (
             lithium_concentration,

@@ -1,4 +1,4 @@
-"""Small array helpers shared by every stage: float policy and chunk iteration."""
+"""Small array helpers shared by every stage: float policy, chunk iteration and block binning."""
 
 from __future__ import annotations
 
@@ -60,3 +60,15 @@ def slab_depth(shape, itemsize: int, *, target_bytes: int = 64 * 2**20, multiple
     if multiple > 1:
         depth = max((depth // multiple) * multiple, multiple)
     return int(min(depth, max(shape[0], 1)))
+
+
+def bin_volume(a: np.ndarray, b: int) -> np.ndarray:
+    """Block-mean binning by ``b`` along every axis (trailing voxels that do not fill a block are dropped).
+
+    ``b = 1`` returns ``a`` itself; otherwise the result is float32 of shape ``a.shape // b``.
+    """
+    if b == 1:
+        return a
+    s = [n // b for n in a.shape]
+    c = a[: s[0] * b, : s[1] * b, : s[2] * b]
+    return c.reshape(s[0], b, s[1], b, s[2], b).mean(axis=(1, 3, 5), dtype=np.float32)

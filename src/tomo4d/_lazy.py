@@ -1,4 +1,9 @@
-"""Lazy public attributes for sub-packages (PEP 562): import a submodule on first use."""
+"""Lazy public attributes for sub-packages (PEP 562): import a submodule on first use.
+
+Every ``tomo4d`` sub-package ``__init__`` uses :func:`lazy_exports`, so that importing a package
+imports none of its submodules (nor torch, numba, scikit-learn or matplotlib behind them) until
+one of its names is used.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,14 @@ def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict) -> t
     Use in a package ``__init__``::
 
         __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+    A name equal to the name of its own submodule (``tomo4d.dvc.correlate``, the function in
+    the module ``correlate``) is bound at once: importing that submodule later would otherwise
+    make the package attribute the module instead of the function.
     """
+    for name, module in exports.items():
+        if name == module:
+            namespace[name] = getattr(importlib.import_module(f"{package}.{module}"), name)
 
     def __getattr__(name):
         module = exports.get(name)

@@ -14,6 +14,11 @@ Policies decided here, once for every stage:
   message says how to mask or fill them.
 * **labels**: non-negative integers (integral floats accepted), optionally from
   a stated set of expected values (:func:`check_labels`).
+* **images**: 3D ``(z, y, x)``, numeric, finite, computed in float32 (:func:`as_image`);
+  two images compared voxel by voxel have the same shape (:func:`check_same_shape`);
+  a mask has the image's shape and keeps at least one voxel (:func:`as_mask`).
+* **voxel sizes**: the argument, else the first Volume that knows its size, else an
+  error (:func:`voxel_size`): no quantity in nm is computed from a guessed size.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 
 import numpy as np
 
+from ._array import as_float32, to_numpy
 from .errors import InputError
 
 
@@ -185,8 +191,6 @@ def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix:
         Non-numeric, grey-value (non-integer), non-finite or negative labels, a wrong shape or
         dimension, values outside ``expected``, or (``instances``) a binary mask of many objects.
     """
-    from ._array import to_numpy
-
     data = labels.data if hasattr(labels, "voxel_size_nm") and hasattr(labels, "data") else labels
     if data is None or isinstance(data, (str, bytes, bool, numbers.Number)):
         raise InputError(f"{name}={show(data)} is not a label image; give an integer array or Volume "
@@ -254,7 +258,63 @@ def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix:
     return arr
 
 
+def _unwrap(obj):
+    """The array of a :class:`~tomo4d.volume.Volume` (recognised by its attributes), else ``obj``."""
+    return obj.data if hasattr(obj, "voxel_size_nm") and hasattr(obj, "data") else obj
 
+
+def as_image(obj, *, name: str) -> np.ndarray:
+    """Return a 3D ``(z, y, x)`` image (array, dask array or Volume) as float32 numpy; refuse other shapes, non-numbers, NaN/Inf."""
+    a = np.asarray(to_numpy(_unwrap(obj)))
+    if a.ndim != 3:
+        raise InputError(f"{name} has shape {a.shape}; give a 3D (z, y, x) volume")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
+    check_finite(name, a)
+    return as_float32(a)
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, names=("fixed", "moving")) -> None:
+    """Refuse two images compared voxel by voxel (named ``names``) whose shapes differ."""
+    if a.shape != b.shape:
+        raise InputError(f"{names[0]} has shape {a.shape} but {names[1]} has shape {b.shape}; they must be "
+                         "the same (crop or resample one of them first)")
+
+
+def as_mask(mask, shape, *, name: str = "mask") -> np.ndarray | None:
+    """Return ``mask`` (array or Volume; ``None`` passes) as bool of ``shape``; refuse another shape or an empty mask."""
+    if mask is None:
+        return None
+    m = np.asarray(to_numpy(_unwrap(mask)))
+    if m.shape != tuple(shape):
+        raise InputError(f"{name} has shape {m.shape} but the volume has shape {tuple(shape)}; give a boolean "
+                         "mask of the same shape")
+    m = m.astype(bool)
+    if not m.any():
+        raise InputError(f"{name} excludes every voxel; give a mask with True where the sample is")
+    return m
+
+
+def voxel_size(voxel_size_nm, *objs) -> tuple[float, float, float]:
+    """Return the voxel size ``(z, y, x)`` in nm: the argument, else the first Volume's known size; else refuse.
+
+    Quantities in physical units need it, so an unknown size is an error, never a guess.
+    """
+    if voxel_size_nm is None:
+        for o in objs:
+            if hasattr(o, "voxel_size_nm") and getattr(o, "voxel_size_known", False):
+                return tuple(float(v) for v in o.voxel_size_nm)
+        raise InputError("voxel_size_nm is not known; pass voxel_size_nm=(z, y, x) in nm (or a Volume that "
+                         "carries it; --voxel-size on the command line)")
+    try:
+        vs = np.atleast_1d(np.asarray(voxel_size_nm, dtype=np.float64))
+    except (TypeError, ValueError):
+        vs = np.zeros(0)
+    if vs.size == 1:
+        vs = np.repeat(vs, 3)
+    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise InputError(f"voxel_size_nm={show(voxel_size_nm)} must be one positive number or three (z, y, x), in nm")
+    return tuple(float(v) for v in vs)
 
 
 def check_device(name: str, device, *, option: str = "--device"):

@@ -16,7 +16,7 @@ from tomo4d.neutron import (align_modalities, attenuation_from_phases, fit_li6_f
                             layer_lithium, lithium_concentration, segment_joint_phases, segmentation_accuracy,
                             theoretical_lithium_calibration)
 from tomo4d.phantom import Phase, make_experiment
-from tomo4d.register._global import bin_volume
+from tomo4d._array import bin_volume
 from tomo4d.phantom.neutron import li_free_attenuation_spectra, transmission_spectra
 
 

@@ -90,11 +90,12 @@ def test_neutron_contrast_follows_li_content(exp):
         li = gaussian_filter(binned(t.li_concentration(s, grid="lq")), sigma, mode="nearest").ravel()
         bg = gaussian_filter(binned(bg_table[t.labels(s, grid="lq")]), sigma, mode="nearest").ravel()
         coef, *_ = np.linalg.lstsq(np.stack([li, bg, np.ones_like(li)], 1), mu, rcond=None)
-        # slope per mol/L of Li equals the 6Li/7Li-weighted cross-section (natural Li: 0.0425 1/cm per mol/L)
+        # slope per mol/L of Li equals the 6Li/7Li-weighted cross-section (natural Li: 0.0438 1/cm per mol/L)
         assert coef[0] == pytest.approx(t.li_per_mol_l_neutron_mu, rel=0.05)
         assert coef[1] == pytest.approx(1.0, abs=0.05)
-    # natural Li at 1.798 A: 70.54 b absorption + 1.37 b bound scattering (periodictable agrees)
-    assert t.li_per_mol_l_neutron_mu == pytest.approx(6.022e20 * (70.54 + 1.37) * 1e-24, rel=0.002)
+    # natural Li (6Li fraction 0.0759) at 1.798 A: 0.0759 * 940 + 0.9241 * 0.0454 = 71.39 b absorption
+    # + 1.37 b bound scattering (periodictable agrees)
+    assert t.li_per_mol_l_neutron_mu == pytest.approx(6.022e20 * (71.39 + 1.37) * 1e-24, rel=0.002)
     from tomo4d.neutron import theoretical_lithium_calibration
 
     k = theoretical_lithium_calibration(li6_fraction=t.li6_fraction).slope_cm2_per_mol * 1e-3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tomo4d.segment import _synthetic as syn
+from tomo4d.segment import synthetic as syn
 
 
 @pytest.fixture(scope="session")

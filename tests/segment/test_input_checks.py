@@ -11,7 +11,7 @@ from tomo4d.errors import InputError
 
 @pytest.fixture(scope="module")
 def forest():
-    from tomo4d.segment import _synthetic as syn
+    from tomo4d.segment import synthetic as syn
     from tomo4d.segment import train_pixel_classifier
 
     b = syn.spheres((16, 32, 32), n_particles=5, radius=(4.0, 6.0), seed=3)

@@ -44,7 +44,7 @@ def test_tiled_inference_is_seamless(unet, shape):
     """Small overlapping tiles give the same probabilities as one whole-slice tile (up to blending)."""
     from dataclasses import replace
 
-    from tomo4d.segment import _synthetic as syn
+    from tomo4d.segment import synthetic as syn
 
     img = syn.spheres((1,) + shape, n_particles=40, radius=(4.0, 7.0), seed=5).image[0]
     whole = type(unet)(unet.network, classes=unet.classes, norm=unet.norm,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import click
+from pathlib import Path
 
+import click
+import numpy as np
+
+from .._validate import voxel_size
+from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, map_option, option_group, overwrite_option, parse_triple, progress_bar, relabel
 
@@ -18,10 +23,6 @@ _table_options = option_group(
 
 
 def _check_output(output):
-    from pathlib import Path
-
-    from ..errors import InputError
-
     if output is not None and Path(output).suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"cannot write a table to {output!r}: use a .csv or .parquet suffix")
 
@@ -37,8 +38,6 @@ def _open_all(paths, voxel_size, output=None):
 
 
 def _voxel(vols, vs):
-    from ..quantify._common import voxel_size
-
     return voxel_size(vs, *vols)
 
 
@@ -113,8 +112,6 @@ def phases(labels, region, label_map, voxel_size, output, overwrite, as_json):
 @_table_options
 def particles(labels, cracks, voxel_size, output, overwrite, as_json):
     """Per-particle geometry of a particle LABELS volume (0 = background)."""
-    import numpy as np
-
     from ..quantify import detect_cracks, particle_properties, size_distribution
 
     vols, vs = _open_all([labels], voxel_size, output)
@@ -181,8 +178,6 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
 @_table_options
 def regions(fields, labels_path, layers, components, small_strain, label_map, voxel_size, output, overwrite, as_json):
     """Finite-strain statistics per electrode layer and step from DVC fields (Hencky zz, det F - 1)."""
-    import numpy as np
-
     from ..dvc import strain_field
     from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
     from ..quantify import electrode_thickness, regional_strain_series

@@ -11,20 +11,24 @@ or as keyword shortcuts.  The compiled kernels (numba) and torch are imported
 only when a correlation runs.
 """
 
-from .compose import compose_fields, deform_field_points
-from .correlate import correlate
-from .field import DisplacementField, NodeStatus, node_grid
-from .options import CorrelationOptions, PsfCompensation
-from .postprocess import correct_curvature, flag_outliers, replace_bad_nodes
-from .pyramid import correlate_pyramid
-from .residual import ResidualMap, noise_floor, residual_map
-from .finite import equivalent_strain, green_lagrange, hencky, principal_stretches, small_strain, volumetric_strain
-from .strain import RegionStats, StrainField, regional_strain, strain_field, strain_histogram
+from __future__ import annotations
 
-__all__ = [
-    "DisplacementField", "NodeStatus", "node_grid", "correlate", "correlate_pyramid", "CorrelationOptions",
-    "PsfCompensation", "flag_outliers", "correct_curvature",
-    "replace_bad_nodes", "compose_fields", "deform_field_points", "StrainField", "strain_field",
-    "RegionStats", "regional_strain", "strain_histogram", "ResidualMap", "residual_map", "noise_floor",
-    "small_strain", "green_lagrange", "hencky", "principal_stretches", "equivalent_strain", "volumetric_strain",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "compose_fields": "compose", "deform_field_points": "compose",
+    "correlate": "correlate",
+    "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",
+    "CorrelationOptions": "options", "PsfCompensation": "options",
+    "correct_curvature": "postprocess", "flag_outliers": "postprocess", "replace_bad_nodes": "postprocess",
+    "correlate_pyramid": "pyramid",
+    "ResidualMap": "residual", "noise_floor": "residual", "residual_map": "residual",
+    "equivalent_strain": "finite", "green_lagrange": "finite", "hencky": "finite", "principal_stretches": "finite",
+    "small_strain": "finite", "volumetric_strain": "finite",
+    "RegionStats": "strain", "StrainField": "strain", "regional_strain": "strain", "strain_field": "strain",
+    "strain_histogram": "strain",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

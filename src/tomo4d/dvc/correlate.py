@@ -26,9 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._validate import check_int, show
+from .._validate import as_image, as_mask, check_int, check_same_shape, show
 from ..errors import InputError
-from ..register._global import as_image, as_mask, check_same_shape
 from ..register.phi import check_phi
 from ._backend import NodeState, select_backend
 from ._solve import Prepared, solve_plain, solve_psf

@@ -17,9 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_int, check_number, show
+from .._validate import (
+    as_image,
+    as_mask,
+    check_int,
+    check_number,
+    check_same_shape,
+    show,
+)
 from ..errors import InputError
-from ..register._global import as_image, as_mask, check_same_shape
 from .field import DisplacementField
 
 __all__ = ["ResidualMap", "residual_map", "noise_floor"]

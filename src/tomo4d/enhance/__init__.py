@@ -17,30 +17,21 @@ Main entry points (torch is imported only when they are used)::
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "config", "NetworkConfig": "config", "PRESETS": "config",
     "Scaling": "data", "TrainingPair": "data", "prepare_pair": "data", "upsample2_xy": "data",
-    "upsample2_axis": "data", "fov_mask": "data", "bicubic_volume": "baselines", "baseline_config": "baselines",
+    "upsample2_axis": "data", "fov_mask": "data",
+    "bicubic_volume": "baselines", "baseline_config": "baselines",
     "EnhanceModel": "model", "ModelInfo": "model", "load_model": "model", "save_model": "model",
     "train": "training", "train_on_pair": "training", "TrainResult": "training", "Trainer": "training",
     "enhance_volume": "sample", "enhance_slices": "sample", "restore_slices": "sample",
-    "enhance_with_uncertainty": "uncertainty", "UncertaintyResult": "uncertainty",
-    "data_consistency": "uncertainty",
+    "enhance_with_uncertainty": "uncertainty", "UncertaintyResult": "uncertainty", "data_consistency": "uncertainty",
     "sweep_steps": "evaluation", "SweepResult": "evaluation", "evaluate": "evaluation",
     "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'tomo4d.enhance' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

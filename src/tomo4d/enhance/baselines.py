@@ -12,6 +12,7 @@ import numpy as np
 
 from .._array import as_float32
 from ..errors import check_choice
+from ..volume import as_volume
 from .config import TrainConfig
 from .data import upsample2_axis, upsample2_xy
 
@@ -22,8 +23,6 @@ def bicubic_volume(volume, *, z_interp: bool = True):
     Returns a float32 in-memory :class:`~tomo4d.Volume` with the voxel size halved
     (in-plane only without ``z_interp``).
     """
-    from ..volume import as_volume
-
     vol = as_volume(volume)
     a = as_float32(vol.numpy())
     if z_interp:

@@ -15,10 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .._validate import show
+from .._validate import check_path, show
 from ..errors import InputError
 
 PRESETS = ("tiny", "small", "reference")
@@ -234,8 +241,6 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_json(cls, path) -> TrainConfig:
         """Read a JSON file; a ``"preset"`` key selects the preset the other keys override."""
-        from .._validate import check_path
-
         p = Path(check_path("config", path))
         if not p.is_file():
             what = "is a folder" if p.is_dir() else "does not exist"

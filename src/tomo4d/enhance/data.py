@@ -14,10 +14,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .._array import as_float32
 from .._validate import check_finite, check_number, show
 from ..errors import InputError
+from ..register import apply_phi
+from ..register import register as _register
+from ..register.phi import polar_decomposition
+from ..volume import as_volume
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +186,6 @@ def _coarse_translation(hq: np.ndarray, lq_up: np.ndarray) -> tuple[np.ndarray, 
     Normalised cross-correlation computed by FFT at a binned resolution; the
     score is the correlation coefficient at the best position (0 = no overlap).
     """
-    from scipy import ndimage
-
     b = max(1, int(min(hq.shape) // 32))
     f = ndimage.zoom(hq, 1 / b, order=1) if b > 1 else hq
     m = ndimage.zoom(lq_up, 1 / b, order=1) if b > 1 else lq_up
@@ -252,8 +255,6 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     data) are masked, a rigid registration gives the start of an affine one,
     and the affine result is kept only if its stretch stays within ``max_strain``.
     """
-    from ..volume import as_volume
-
     lq, hq = as_volume(lq), as_volume(hq)
     for name, v in (("lq", lq), ("hq", hq)):
         if len(v.shape) != 3:
@@ -294,11 +295,6 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
             raise InputError(f"phi0 must be a 4x4 matrix, got shape {phi.shape}")
         how = "given"
     if register:
-        try:
-            from ..register import apply_phi
-        except ImportError:  # pragma: no cover - depends on the registration issue
-            raise InputError("register=True needs tomo4d.register, which is not installed; "
-                             "pass register=False (--no-register) with an aligned pair") from None
         lq_crop = _resample(lq_up, phi, hq_a.shape, order=3)
         ones = np.ones_like(lq_crop)
         fmask = fov_mask(hq_a.shape[1:])[None].repeat(hq_a.shape[0], 0) if fov else np.ones(hq_a.shape, bool)
@@ -372,8 +368,6 @@ class LqHqAlignment:
 
 
 def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.gaussian_filter(a, sigma, mode="nearest").astype(np.float32) if sigma > 0 else a
 
 
@@ -420,9 +414,6 @@ def register_lq_hq(hq: np.ndarray, lq_crop: np.ndarray, *, mask: np.ndarray | No
     -------
     LqHqAlignment
     """
-    from ..register import register as _register
-    from ..register.phi import polar_decomposition
-
     if smoothing == "auto":
         sigma = estimate_blur_sigma(hq, lq_crop, mask)
     else:
@@ -471,8 +462,6 @@ def _ncc(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
 def _resample(image: np.ndarray, phi: np.ndarray, shape, *, order: int = 3, cval: float | None = None) -> np.ndarray:
     """Sample ``image`` at ``phi(x)`` for every voxel x of a grid of ``shape`` (translation in phi[:3, 3]
     is relative to the grid corner when phi's linear part is the identity)."""
-    from scipy import ndimage
-
     lin = phi[:3, :3]
     off = phi[:3, 3]
     mode = "nearest" if cval is None else "constant"

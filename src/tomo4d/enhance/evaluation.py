@@ -12,9 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from .._validate import check_int, show
-from ..errors import InputError
+from ..errors import InputError, check_choice
+from ..quality import compare, psnr, ssim
+from .data import prepare_pair
+from .sample import check_model, restore_slices
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,6 @@ log = logging.getLogger(__name__)
 def _model_output(model, lq_up: np.ndarray, *, steps: int, seed: int, tile: int, overlap: int,
                   slice_ids=None) -> np.ndarray:
     """Run ``model`` on up-sampled LQ slices (input units) -> HQ units."""
-    from .sample import restore_slices
-
     info = model.info
     out = restore_slices(model, info.lq_scaling.forward(lq_up), steps=steps, seed=seed, slice_ids=slice_ids,
                          tile=tile, overlap=overlap)
@@ -68,8 +70,6 @@ class SweepResult:
 
 
 def _pair_for(model, lq, hq, *, register, phi0, pair):
-    from .data import prepare_pair
-
     if pair is not None:
         return pair
     return prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=model.info.config.val_fraction)
@@ -95,10 +95,6 @@ def sweep_steps(model, lq, hq, *, steps: Sequence[int] = tuple(range(1, 31)), re
     pair : TrainingPair, optional
         An already prepared pair (skips the alignment).
     """
-    from ..quality import psnr, ssim
-
-    from .sample import check_model
-
     check_model(model)
     if model.one_step:
         raise InputError(f"the {model.objective} model works in one step; sweep an InDI model")
@@ -210,12 +206,6 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     -------
     EvaluationResult
     """
-    from ..errors import check_choice
-    from ..quality import compare
-    from .data import prepare_pair
-
-    from .sample import check_model
-
     check_choice("slices", slices, ("validation", "all"))
     models = dict(models or {})
     for name, m in models.items():
@@ -266,7 +256,6 @@ def evaluation_figure(result: EvaluationResult, *, roi: int | None = None):
     Returns a matplotlib :class:`~matplotlib.figure.Figure` (object API, no pyplot).
     """
     from matplotlib.figure import Figure
-    from scipy import ndimage
 
     names = list(result.images)
     k = len(result.slices) // 2

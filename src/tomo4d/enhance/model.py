@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_device, show
+from .._validate import check_device, check_path, show
+from .._version import __version__
 from ..errors import FormatError, InputError
+from ..io import atomic_output
 from .config import TrainConfig
 from .data import Scaling
 
@@ -67,8 +69,6 @@ class ModelInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from .. import __version__
-
         return {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -214,8 +214,6 @@ def save_model(model: EnhanceModel, path, *, metrics: dict | None = None, overwr
     """Write ``weights.safetensors``, ``config.json`` and ``metrics.json`` into ``path`` (each atomically)."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_output
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
@@ -228,8 +226,6 @@ def save_model(model: EnhanceModel, path, *, metrics: dict | None = None, overwr
 
 
 def _write_json(path: Path, obj, *, overwrite: bool = True) -> None:
-    from ..io import atomic_output
-
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
 
@@ -260,7 +256,6 @@ def load_model(path, *, device: str | None = None) -> EnhanceModel:
         version, or ``weights.safetensors`` is not a safetensors file or does not fit the
         configuration.
     """
-    from .._validate import check_path
     from .network import InDINet
 
     dev = check_device("device", device)

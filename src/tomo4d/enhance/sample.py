@@ -14,6 +14,7 @@ depends only on ``(seed, slice index)``, never on the tiling or batching.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -24,7 +25,10 @@ import numpy as np
 from .._array import as_float32
 from .._validate import check_finite, check_finite_chunk, check_int, check_number, show
 from ..errors import InputError
+from ..io import lazy_from_slices
+from ..volume import Volume, as_volume
 from .data import upsample2_xy, upsample2_z_window
+from .model import EnhanceModel
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,6 @@ def check_tiling(tile: int, overlap: int) -> None:
 
 def check_model(model, name: str = "model"):
     """Refuse anything that is not an :class:`~tomo4d.enhance.EnhanceModel`."""
-    from .model import EnhanceModel
-
     if not isinstance(model, EnhanceModel):
         raise InputError(f"{name} is {show(model) if model is None else type(model).__name__}, not an enhancement "
                          "model; load one with tomo4d.enhance.load_model(path)")
@@ -99,8 +101,6 @@ def check_steps(model, steps, name: str = "steps") -> int:
 
 def _input_volume(volume, name: str = "volume"):
     """``volume`` as a Volume; refuse what is not a 3D image (``None``, strings, ...)."""
-    from ..volume import Volume, as_volume
-
     if not isinstance(volume, Volume) and not (hasattr(volume, "shape") and hasattr(volume, "dtype")):
         raise InputError(f"{name} is {show(volume) if volume is None or isinstance(volume, (str, int, float)) else type(volume).__name__}, "
                          "not a volume; give a tomo4d.Volume (tomo4d.io.open_volume(path)) or a 3D array")
@@ -325,8 +325,6 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
         Shape ``(2z, 2y, 2x)`` (``(z, 2y, 2x)`` without ``z_interp``), voxel size halved,
         provenance extended with the model, steps and seed.
     """
-    from ..io._lazy import lazy_from_slices
-
     check_model(model)
     vol = _input_volume(volume)
     check_input(model, vol, check_voxel_size=check_voxel_size)
@@ -362,9 +360,5 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     extra = dict(meta.extra)
     extra["enhance"] = {"model": model.name, "objective": model.objective, "steps": 1 if one else steps,
                         "seed": seed, "tile": tile, "overlap": overlap, "z_interp": z_interp}
-    import dataclasses
-
     meta = dataclasses.replace(meta, extra=extra)
-    from ..volume import Volume
-
     return Volume(data, new_vs, meta, voxel_size_known=vol.voxel_size_known)

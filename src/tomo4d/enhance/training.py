@@ -8,21 +8,38 @@ checkpoint ends with exactly the weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
+import datetime as _dt
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-from .._validate import check_device, check_finite, show
+from .._figure import figure_png
+from .._validate import check_device, check_finite, check_path, show
+from .._version import __version__
 from ..errors import FormatError, InputError, OverwriteError
+from ..io import atomic_output
+from ..volume import as_volume
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
-from .model import (CONFIG_FILE, EnhanceModel, ModelInfo, read_json, read_safetensors, save_model, _write_json)
+from .model import (
+    CONFIG_FILE,
+    EnhanceModel,
+    ModelInfo,
+    _write_json,
+    read_json,
+    read_safetensors,
+    save_model,
+)
+from .sample import restore_slices
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +256,6 @@ class Trainer:
 
     # -- divergence guard ---------------------------------------------------------------
     def _state(self) -> dict:
-        import copy
-
         return copy.deepcopy({name: obj.state_dict() for name, obj in
                               (("net", self.net), ("opt", self.opt), ("disc", self.disc), ("optd", self.opt_d))
                               if obj is not None})
@@ -268,8 +283,6 @@ class Trainer:
     # -- validation -------------------------------------------------------------------
     def validate(self, *, max_slices: int = 4) -> tuple[float, float]:
         """(PSNR of the model output, PSNR of the bicubic LQ) on held-out slices, dB."""
-        from .sample import restore_slices
-
         zs = self.val_slices[:: max(1, len(self.val_slices) // max_slices)][:max_slices]
         model = EnhanceModel(self.net, _stub_info(self.cfg))
         self.net.eval()
@@ -295,8 +308,6 @@ class Trainer:
     def save_checkpoint(self, folder: Path) -> None:
         """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``folder`` (atomically)."""
         from safetensors.torch import save_file
-
-        from ..io import atomic_output
 
         folder.mkdir(parents=True, exist_ok=True)
         groups = {name: opt.state_dict()["param_groups"] for name, opt in (("opt", self.opt), ("optd", self.opt_d))
@@ -412,9 +423,6 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     progress : callable(done, total), optional
         Called after every step with the number of steps done.
     """
-    from .._validate import check_path
-    from ..volume import as_volume
-
     check_device("device", device)
     cfg = config or TrainConfig.preset("small")
     if not isinstance(cfg, TrainConfig):
@@ -439,11 +447,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
                   overwrite: bool = False, device: str | None = None,
                   progress: Callable[[int, int], None] | None = None, provenance: dict | None = None) -> TrainResult:
     """Train on an already prepared :class:`~tomo4d.enhance.data.TrainingPair` (see :func:`train`)."""
-    import datetime as _dt
-
     import torch
-
-    from .. import __version__
 
     t_start = time.perf_counter()
     check_device("device", device)
@@ -456,8 +460,6 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
         raise OverwriteError(f"model folder {str(out)!r} already holds a trained model; choose another folder "
                              "or pass overwrite=True (--overwrite)")
     if overwrite and ckdir.exists():
-        import shutil
-
         shutil.rmtree(ckdir)
     train_mask = pair.mask[list(pair.train_slices)]
     lq_scaling = Scaling.from_data(pair.lq[list(pair.train_slices)], percentiles=cfg.percentiles, mask=train_mask)
@@ -524,8 +526,6 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     except Exception as exc:  # a plot must never lose a trained model
         log.warning("could not draw the training curve: %s", exc)
     if ckdir.exists():
-        import shutil
-
         shutil.rmtree(ckdir, ignore_errors=True)
     return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
                        trainer.device.type, rollbacks)
@@ -536,8 +536,6 @@ def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray)
 
     Used by the data-consistency map to degrade an enhanced image back to LQ.
     """
-    from scipy import ndimage
-
     zs = np.linspace(0, hq.shape[0] - 1, min(4, hq.shape[0])).astype(int)
     a, b, m = hq[zs], lq[zs], mask[zs]
     a0, b0 = a[m], b[m]
@@ -554,8 +552,6 @@ def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray)
 
 
 def _write_log(path: Path, records: list[dict]) -> None:
-    from ..io import atomic_output
-
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
@@ -563,9 +559,6 @@ def _write_log(path: Path, records: list[dict]) -> None:
 def write_curve(path: Path, records: list[dict]) -> Path:
     """Plot training loss and validation PSNR against the step (PNG, atomic)."""
     from matplotlib.figure import Figure
-
-    from ..io import atomic_output
-    from ..report.html import figure_png
 
     steps = [r["step"] for r in records if "loss" in r]
     loss = [r["loss"] for r in records if "loss" in r]

@@ -15,12 +15,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .._array import as_float32
 from .._validate import check_int
 from ..errors import InputError
+from ..volume import Volume
+from .data import upsample2_axis, upsample2_xy
+from .sample import _input_volume, check_model, check_steps, enhance_volume
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,6 @@ class UncertaintyResult:
 
 def degrade(enhanced_hq_units: np.ndarray, model, *, z_binned: bool = True) -> np.ndarray:
     """Degrade an enhanced volume back to LQ: blur (trained sigma), 2x binning, LQ intensity units."""
-    from scipy import ndimage
-
     info = model.info
     sigma = float(info.provenance.get("degradation_sigma_px", 1.0))
     a = info.hq_scaling.forward(as_float32(enhanced_hq_units))
@@ -90,8 +93,6 @@ def data_consistency(enhanced, lq, model, *, z_interp: bool = True) -> np.ndarra
 
 
 def _noise_std(a: np.ndarray) -> float:
-    from scipy import ndimage
-
     lap = a - ndimage.uniform_filter(a, (1, 3, 3))
     return float(1.4826 * np.median(np.abs(lap - np.median(lap))) * 1.06)
 
@@ -100,8 +101,6 @@ def _allocate(shape, spill_dir, name):
     """A float32 array of ``shape``: in memory, or a ``.npy`` memory map in ``spill_dir``."""
     if spill_dir is None:
         return np.empty(shape, np.float32)
-    from pathlib import Path
-
     d = Path(spill_dir)
     d.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(d / f"{name}.npy", mode="w+", dtype=np.float32, shape=tuple(shape))
@@ -143,10 +142,6 @@ def enhance_with_uncertainty(model, volume, *, n_samples: int = 4, steps: int | 
     The 99th percentiles of the summary are taken over a regular subsample of at most 4 million
     voxels.
     """
-    from ..volume import Volume
-    from .data import upsample2_axis, upsample2_xy
-    from .sample import _input_volume, check_model, check_steps, enhance_volume
-
     check_model(model)
     n_samples = check_int("n_samples", n_samples, minimum=2)    # a spread needs two samples (4-8 is typical)
     steps = check_steps(model, steps)

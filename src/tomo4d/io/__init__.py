@@ -34,7 +34,8 @@ from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
 from . import _formats
 from ._atomic import (OWNER_MARKER, atomic_output, check_not_input, check_outputs, clean_stale_partials,
-                      prepare_folder, replaceable, scratch_path, sidecars)
+                      prepare_folder, replaceable, scratch_path, sidecars, write_marker)
+from ._lazy import lazy_from_slices
 
 log = logging.getLogger(__name__)
 
@@ -287,4 +288,5 @@ def convert(src, dst, *, voxel_size_nm=None, dataset: str | None = None, out_dat
 
 __all__ = ["FORMATS", "open_volume", "open_image", "save_volume", "detect_format", "volume_info",
            "VolumeInfo", "convert", "atomic_output", "check_not_input", "check_outputs", "prepare_folder",
-           "replaceable", "sidecars", "clean_stale_partials", "scratch_path", "OWNER_MARKER"]
+           "replaceable", "sidecars", "clean_stale_partials", "scratch_path", "OWNER_MARKER", "write_marker",
+           "lazy_from_slices"]

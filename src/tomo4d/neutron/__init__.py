@@ -24,40 +24,33 @@ Per-region fits return arrays with a boolean ``ok`` mask and never raise for
 one failed fit.  ``periodictable`` and scikit-learn are imported only when used.
 """
 
-from .bragg import (PARAMETER_NAMES, BraggEdgeFit, LatticeStrain, bragg_edge_model, cubic_d_spacing, edge_profile,
-                    fit_bragg_edge, lattice_strain)
-from .geometry import (NeutronPlan, NeutronSetup, ResolutionPlan, XrayPlan, XraySetup, neutron_resolution_um,
-                       plan_resolution, xray_resolution_um)
-from .isotopes import (IsotopeExchange, Li6FractionFit, fit_li6_fraction, isotope_exchange, li_attenuation_per_cm,
-                       non_lithium_attenuation_per_cm)
-from .joint import (AlignedPair, JointHistogram, JointPhases, align_modalities, joint_histogram, resample_to_grid,
-                    segment_joint_phases, segmentation_accuracy)
-from .lithium import (LayerLithium, LiCalibration, LiConcentration, RegionValues, attenuation_from_phases,
-                      calibrate_lithium, layer_lithium, lithium_concentration,
-                      region_values, theoretical_lithium_calibration)
-from .normalize import attenuation_coefficient, normalize_transmission, transmission_sigma
-from .spectra import (H_OVER_MN_ANGSTROM_M_PER_S, Spectra, macro_pixel_spectra, read_spectrum_csv, rebin_spectra,
-                      region_spectra, tof_to_wavelength, wavelength_to_tof)
-from .xs import (AVOGADRO_PER_MOL, NATURAL_LI6_FRACTION, THERMAL_WAVELENGTH_ANGSTROM, CrossSection,
-                 attenuation_from_composition, formula_cross_section, li_concentration_from_composition,
-                 li_cross_section, molar_mass_g_per_mol)
+from __future__ import annotations
 
-__all__ = [
-    "PARAMETER_NAMES", "BraggEdgeFit", "LatticeStrain", "bragg_edge_model", "cubic_d_spacing", "edge_profile",
-    "fit_bragg_edge", "lattice_strain",
-    "NeutronPlan", "NeutronSetup", "ResolutionPlan", "XrayPlan", "XraySetup", "neutron_resolution_um",
-    "plan_resolution", "xray_resolution_um",
-    "IsotopeExchange", "Li6FractionFit", "fit_li6_fraction", "isotope_exchange", "li_attenuation_per_cm",
-    "non_lithium_attenuation_per_cm",
-    "AlignedPair", "JointHistogram", "JointPhases", "align_modalities", "joint_histogram", "resample_to_grid",
-    "segment_joint_phases", "segmentation_accuracy",
-    "LayerLithium", "LiCalibration", "LiConcentration", "RegionValues", "attenuation_from_phases",
-    "calibrate_lithium", "layer_lithium", "lithium_concentration",
-    "region_values", "theoretical_lithium_calibration",
-    "attenuation_coefficient", "normalize_transmission", "transmission_sigma",
-    "H_OVER_MN_ANGSTROM_M_PER_S", "Spectra", "macro_pixel_spectra", "read_spectrum_csv", "rebin_spectra",
-    "region_spectra", "tof_to_wavelength", "wavelength_to_tof",
-    "AVOGADRO_PER_MOL", "NATURAL_LI6_FRACTION", "THERMAL_WAVELENGTH_ANGSTROM", "CrossSection",
-    "attenuation_from_composition", "formula_cross_section", "li_concentration_from_composition",
-    "li_cross_section", "molar_mass_g_per_mol",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "PARAMETER_NAMES": "bragg", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
+    "cubic_d_spacing": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
+    "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
+    "XraySetup": "geometry", "neutron_resolution_um": "geometry", "plan_resolution": "geometry",
+    "xray_resolution_um": "geometry",
+    "IsotopeExchange": "isotopes", "Li6FractionFit": "isotopes", "fit_li6_fraction": "isotopes",
+    "isotope_exchange": "isotopes", "li_attenuation_per_cm": "isotopes", "non_lithium_attenuation_per_cm": "isotopes",
+    "AlignedPair": "joint", "JointHistogram": "joint", "JointPhases": "joint", "align_modalities": "joint",
+    "joint_histogram": "joint", "resample_to_grid": "joint", "segment_joint_phases": "joint",
+    "segmentation_accuracy": "joint",
+    "LayerLithium": "lithium", "LiCalibration": "lithium", "LiConcentration": "lithium", "RegionValues": "lithium",
+    "attenuation_from_phases": "lithium", "calibrate_lithium": "lithium", "layer_lithium": "lithium",
+    "lithium_concentration": "lithium", "region_values": "lithium", "theoretical_lithium_calibration": "lithium",
+    "attenuation_coefficient": "normalize", "normalize_transmission": "normalize", "transmission_sigma": "normalize",
+    "H_OVER_MN_ANGSTROM_M_PER_S": "spectra", "Spectra": "spectra", "macro_pixel_spectra": "spectra",
+    "read_spectrum_csv": "spectra", "rebin_spectra": "spectra", "region_spectra": "spectra",
+    "tof_to_wavelength": "spectra", "wavelength_to_tof": "spectra",
+    "AVOGADRO_PER_MOL": "xs", "NATURAL_LI6_FRACTION": "xs", "THERMAL_WAVELENGTH_ANGSTROM": "xs", "CrossSection": "xs",
+    "attenuation_from_composition": "xs", "formula_cross_section": "xs", "li_concentration_from_composition": "xs",
+    "li_cross_section": "xs", "molar_mass_g_per_mol": "xs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

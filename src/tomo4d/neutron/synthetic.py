@@ -1,5 +1,9 @@
 """A small layered solid-state cell with known phases, for demonstrations and tests of the joint analysis.
 
+One of tomo4d's three synthetic-data generators, kept because the joint X-ray/neutron analysis
+needs a cell the others do not make (cathode | solid electrolyte | Li metal, each phase's values
+chosen by the caller); the in-situ silicon-anode experiment is :mod:`tomo4d.phantom`.
+
 Layers along z (the electrode-thickness axis): cathode (with spherical pores) | solid electrolyte |
 Li-metal anode | gap.  The X-ray and neutron values of each phase are the caller's choice (e.g. from
 :func:`tomo4d.neutron.attenuation_from_composition`).

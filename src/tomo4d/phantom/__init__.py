@@ -1,5 +1,10 @@
 """Synthetic in-situ battery experiments with exact ground truth.
 
+The main one of tomo4d's three synthetic-data generators (the test and demo backbone: every stage,
+with truth); :mod:`tomo4d.segment.synthetic` (sphere images for fast segmentation tests) and
+:mod:`tomo4d.neutron.synthetic` (a layered solid-state cell for the joint X-ray/neutron analysis)
+stay beside it for what it does not make.
+
 :func:`make_experiment` builds a :class:`SyntheticExperiment`: a silicon-anode electrode
 (copper collector on top at small z, polydisperse irregular Si particles in a porous
 carbon-binder matrix, fibrous separator at the bottom) imaged as a high/low-quality training pair,
@@ -17,11 +22,18 @@ truth is :mod:`~tomo4d.phantom._finite`.
 Points are mapped through a Phi with :func:`tomo4d.register.apply_phi_to_points`.
 """
 
-from ._finite import AnodeStrainTruth
-from ._model import LithiationMode, Phase
-from .experiment import SyntheticExperiment, make_experiment
-from .params import GridSpec, PhantomParams, default_soc_schedule
-from .truth import GroundTruth
+from __future__ import annotations
 
-__all__ = ["make_experiment", "SyntheticExperiment", "GroundTruth", "PhantomParams", "GridSpec",
-           "Phase", "LithiationMode", "default_soc_schedule", "AnodeStrainTruth"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "AnodeStrainTruth": "_finite",
+    "LithiationMode": "_model", "Phase": "_model",
+    "SyntheticExperiment": "experiment", "make_experiment": "experiment",
+    "GridSpec": "params", "PhantomParams": "params", "default_soc_schedule": "params",
+    "GroundTruth": "truth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -390,7 +390,7 @@ def make_experiment(*, shape=(64, 64, 64), n_steps: int = 7, seed: int = 0, **op
           ``pair_drift_length_nm``, 3000), ``series_sample`` ("same" or "twin": the series images a
           second sample with the same statistics), ``step_interval_s`` (3600).
         - neutron: ``neutron_bin`` (4: neutron voxel = 4 LQ voxels), ``neutron_blur_sigma_nm`` (500),
-          ``neutron_noise`` (0.05 1/cm), ``li6_fraction`` (0.075).
+          ``neutron_noise`` (0.05 1/cm), ``li6_fraction`` (0.0759, natural lithium).
         - ``supersampling`` (3): sub-samples per axis of a voxel at an interface, for the
           partial-volume (voxel-averaged) grey values of the images; 1 = point sampling (faster,
           aliased); labels are always point sampled at the voxel centres.

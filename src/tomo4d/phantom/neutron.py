@@ -11,16 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erfc
 
 from .._validate import check_number, show
 from ..errors import InputError
 from ._model import LI_IN_ELECTROLYTE_MOL_L, LI_IN_LITHIATED_SI_MOL_L, Phase
-from .params import SIGMA_LI6_SCATTER_B, SIGMA_LI7_SCATTER_B
-
-SIGMA_LI6_B = 940.0          # absorption at 1.798 A (2200 m/s), barn
-SIGMA_LI7_B = 0.0454
-THERMAL_WAVELENGTH_A = 1.798
-AVOGADRO = 6.02214076e23
+from .params import (
+    AVOGADRO,
+    SIGMA_LI6_B,
+    SIGMA_LI6_SCATTER_B,
+    SIGMA_LI7_B,
+    SIGMA_LI7_SCATTER_B,
+    THERMAL_WAVELENGTH_A,
+)
 
 #: (lattice parameter A, atoms per cell, coherent length fm, absorption b at 1.798 A, incoherent b,
 #:  fractional basis) of the crystalline phases.
@@ -51,8 +54,6 @@ def bragg_cross_section_b(crystal: str, wavelengths_a, *, resolution: float = 0.
     sigma(l) = l^2 / (2 V0 N) * sum_hkl |F_hkl|^2 d_hkl over reflections with 2 d_hkl > l; each edge
     is smoothed by a Gaussian of relative width ``resolution``.
     """
-    from scipy.special import erfc
-
     if crystal not in _CRYSTALS:
         raise InputError(f"crystal={show(crystal)} is not known; use one of {', '.join(_CRYSTALS)}")
     a, n_atoms, b_fm, _, _, basis = _CRYSTALS[crystal]
@@ -157,7 +158,7 @@ def transmission_spectra(experiment, step=0, *, regions=None, wavelengths_a=None
     wavelengths_a : array, optional
         Default 1 to 7 A in 600 steps.
     li6_fraction : float, optional
-        6Li atom fraction (default: the experiment's ``li6_fraction``, natural 0.075).
+        6Li atom fraction (default: the experiment's ``li6_fraction``, natural 0.0759).
     path_length_mm : float
         Sample thickness along the beam with the region's composition.
 

@@ -18,6 +18,11 @@ import psutil
 
 from .._validate import check_int, check_number, show
 from ..errors import InputError
+from ..neutron.xs import (
+    AVOGADRO_PER_MOL,
+    NATURAL_LI6_FRACTION,
+    THERMAL_WAVELENGTH_ANGSTROM,
+)
 from . import _model as M
 from ._model import Phase
 
@@ -33,14 +38,16 @@ DEFAULT_GREY = {Phase.PORE: 0.10, Phase.MATRIX: 0.28, Phase.SILICON: 0.62, Phase
 #: Neutron attenuation (1/cm, at 1.8 A) of each phase without its lithium (deuterated electrolyte).
 NEUTRON_MU_BACKGROUND = {Phase.PORE: 0.10, Phase.MATRIX: 0.30, Phase.SILICON: 0.12,
                          Phase.LITHIATED_SILICON: 0.06, Phase.COLLECTOR: 1.00, Phase.SEPARATOR: 0.45}
-NATURAL_LI6_FRACTION = 0.075
+#: natural 6Li atom fraction (``NATURAL_LI6_FRACTION``), the thermal wavelength and Avogadro's
+#: number come from :mod:`tomo4d.neutron.xs`, their one source
+THERMAL_WAVELENGTH_A = THERMAL_WAVELENGTH_ANGSTROM
+AVOGADRO = AVOGADRO_PER_MOL
+#: 6Li and 7Li absorption at 1.798 A (2200 m/s), barn
 SIGMA_LI6_B = 940.0
 SIGMA_LI7_B = 0.0454
 #: bound-atom total scattering of 6Li and 7Li, barn (Sears 1992), added to their absorption
 SIGMA_LI6_SCATTER_B = 0.97
 SIGMA_LI7_SCATTER_B = 1.40
-THERMAL_WAVELENGTH_A = 1.798
-AVOGADRO = 6.02214076e23
 
 
 @dataclass(frozen=True)

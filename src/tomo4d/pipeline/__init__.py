@@ -7,35 +7,21 @@
 - :func:`render_report`: ``OUT/report.html`` from the saved outputs.
 """
 
-from .demo import DemoResult, StageResult, run_demo
-from .execute import run_experiment
-from .experiment import Experiment, experiment_schema, load_experiment, parse_experiment
-from .run_report import render_report
-from .runner import (
-           Plan,
-           RunResult,
-           StageRun,
-           StageStatus,
-           is_run_folder,
-           plan_experiment,
-)
-from .template import experiment_template
+from __future__ import annotations
 
-__all__ = [
-           "DemoResult",
-           "Experiment",
-           "Plan",
-           "RunResult",
-           "StageResult",
-           "StageRun",
-           "StageStatus",
-           "experiment_schema",
-           "experiment_template",
-           "is_run_folder",
-           "load_experiment",
-           "parse_experiment",
-           "plan_experiment",
-           "render_report",
-           "run_demo",
-           "run_experiment",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "DemoResult": "demo", "StageResult": "demo", "run_demo": "demo",
+    "run_experiment": "execute",
+    "Experiment": "experiment", "experiment_schema": "experiment", "load_experiment": "experiment",
+    "parse_experiment": "experiment",
+    "render_report": "run_report",
+    "Plan": "runner", "RunResult": "runner", "StageRun": "runner", "StageStatus": "runner", "is_run_folder": "runner",
+    "plan_experiment": "runner",
+    "experiment_template": "template",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from ..register._global import bin_volume
+from .._array import bin_volume
 
 log = logging.getLogger(__name__)
 

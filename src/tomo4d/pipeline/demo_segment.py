@@ -119,7 +119,7 @@ def _phantom_inputs(ctx, exp):
 
 
 def _standin(ctx):
-    from ..segment import _synthetic as syn
+    from ..segment import synthetic as syn
     from ..volume import Volume, VolumeMetadata
 
     s = syn.spheres((20, 80, 80), n_particles=30, radius=(4.0, 8.0), seed=ctx.seed)

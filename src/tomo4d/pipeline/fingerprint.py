@@ -57,7 +57,7 @@ def _folder_digest(path: Path, h) -> None:
 
 def fingerprint(path) -> str:
     """Content fingerprint of a file or folder (see the module documentation)."""
-    from ..io._atomic import sidecars
+    from ..io import sidecars
 
     p = Path(path)
     h = hashlib.sha256()

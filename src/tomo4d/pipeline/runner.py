@@ -105,7 +105,7 @@ class RunResult:
 
 def is_run_folder(path) -> bool:
     """True if ``path`` is a run folder written by :func:`run_experiment` (resumable)."""
-    from ..io._atomic import OWNER_MARKER
+    from ..io import OWNER_MARKER
 
     p = Path(path)
     try:
@@ -121,7 +121,7 @@ def claim_run_folder(path, *, overwrite: bool = False, inputs=()) -> Path:
     Any other existing folder is refused; with ``overwrite`` one that tomo4d wrote (for
     something else) is replaced, a folder tomo4d did not write never is.
     """
-    from ..io._atomic import check_not_input, prepare_folder, replaceable, write_marker
+    from ..io import check_not_input, prepare_folder, replaceable, write_marker
 
     p = Path(path)
     check_not_input(p, inputs, name="run folder")

@@ -20,16 +20,22 @@ of returning NaN.
 ========================  =====================================================
 """
 
-from ._common import SliceStatistics, fov_mask
-from .compare import METRICS, QualityRow, QualityTable, compare
-from .contrast import CnrClasses, cnr, cnr_classes
-from .edges import FWHM_PER_SIGMA, EdgeProfile, EdgeResolution, edge_resolution
-from .fidelity import psnr, psnr_slices, ssim, ssim_map, ssim_slices
-from .label_edges import LabelEdges, edges_from_labels
-from .plot import edge_profile_figure, save_edge_profiles
-from .sift import SiftResult, sift_matches
+from __future__ import annotations
 
-__all__ = ["psnr", "ssim", "psnr_slices", "ssim_slices", "ssim_map", "SliceStatistics", "sift_matches",
-           "SiftResult", "edge_resolution", "EdgeResolution", "EdgeProfile", "edges_from_labels", "LabelEdges", "FWHM_PER_SIGMA", "cnr",
-           "cnr_classes", "CnrClasses", "fov_mask", "compare", "QualityTable", "QualityRow", "METRICS",
-           "edge_profile_figure", "save_edge_profiles"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "SliceStatistics": "_common", "fov_mask": "_common",
+    "METRICS": "compare", "QualityRow": "compare", "QualityTable": "compare", "compare": "compare",
+    "CnrClasses": "contrast", "cnr": "contrast", "cnr_classes": "contrast",
+    "FWHM_PER_SIGMA": "edges", "EdgeProfile": "edges", "EdgeResolution": "edges", "edge_resolution": "edges",
+    "psnr": "fidelity", "psnr_slices": "fidelity", "ssim": "fidelity", "ssim_map": "fidelity",
+    "ssim_slices": "fidelity",
+    "LabelEdges": "label_edges", "edges_from_labels": "label_edges",
+    "edge_profile_figure": "plot", "save_edge_profiles": "plot",
+    "SiftResult": "sift", "sift_matches": "sift",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

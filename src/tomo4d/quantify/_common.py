@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._array import to_numpy
-from .._validate import check_finite, check_int, check_labels, check_number, show
+from .._validate import check_int, check_labels, check_number, show, voxel_size
 from ..errors import InputError
 
-__all__ = ["PhaseCodes", "as_labels", "voxel_size", "as_image3d", "check_int", "check_fraction"]
+__all__ = ["PhaseCodes", "as_labels", "voxel_size", "check_int", "check_fraction"]
 
 
 @dataclass(frozen=True)
@@ -76,45 +75,6 @@ def as_labels(obj, *, name: str, ndim: int = 3, phases: PhaseCodes | None = None
                                 "the codes of your segmentation")
     return check_labels(name, obj, ndim=ndim, instances=instances,
                         role=role or ("particle labels are expected" if instances else "labels are expected"))
-
-
-def as_image3d(obj, *, name: str) -> np.ndarray:
-    """A float32 3D numpy image from an array or a Volume (NaN/inf rejected)."""
-    from ..volume import Volume
-
-    data = obj.data if isinstance(obj, Volume) else obj
-    a = np.asarray(to_numpy(data))
-    if a.ndim != 3:
-        raise InputError(f"{name} has shape {a.shape}; give a 3D (z, y, x) volume")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
-    a = a.astype(np.float32, copy=False)
-    check_finite(name, a)
-    return a
-
-
-def voxel_size(voxel_size_nm, *objs) -> tuple[float, float, float]:
-    """Voxel size (z, y, x) in nm: the argument, else the first Volume's known size.
-
-    Raises :class:`InputError` when neither gives one: quantities in physical units need it.
-    """
-    from ..volume import Volume
-
-    if voxel_size_nm is None:
-        for o in objs:
-            if isinstance(o, Volume) and o.voxel_size_known:
-                return tuple(float(v) for v in o.voxel_size_nm)
-        raise InputError("voxel_size_nm is not known; pass voxel_size_nm=(z, y, x) in nm (or a Volume that "
-                         "carries it; --voxel-size on the command line)")
-    try:
-        vs = np.atleast_1d(np.asarray(voxel_size_nm, dtype=np.float64))
-    except (TypeError, ValueError):
-        vs = np.zeros(0)
-    if vs.size == 1:
-        vs = np.repeat(vs, 3)
-    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel_size_nm={show(voxel_size_nm)} must be one positive number or three (z, y, x), in nm")
-    return tuple(float(v) for v in vs)
 
 
 def check_fraction(name: str, value, *, open_low: bool = False) -> float:

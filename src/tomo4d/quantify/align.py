@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from .._validate import check_number, show
+from .._validate import as_image, check_number, show
 from ..errors import InputError
-from ._common import as_image3d, as_labels, step_names, voxel_size
+from ..register import Registration, apply_phi, decompose_phi, register
+from ._common import as_labels, step_names, voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,6 @@ class TimeAlignment:
 
     def aligned(self, volume, step: int, *, order: int = 1):
         """``volume`` of step ``step`` resampled onto T0 (order 0 for label volumes)."""
-        from ..register import apply_phi
-
         return apply_phi(volume, self.registrations[step].phi, order=order)
 
     def to_columns(self) -> dict[str, np.ndarray]:
@@ -87,8 +87,6 @@ def collector_band(labels, *, collector=(4,), band_nm: float = 500.0, electrode_
         Depth of the electrode band above the collector, nm (0: collector only).
     voxel_size_nm : float or (3,) float, optional
     """
-    from scipy import ndimage
-
     lab = as_labels(labels, name="labels")
     vs = voxel_size(voxel_size_nm, labels)
     check_number("band_nm", band_nm, minimum=0.0, exclusive_minimum=True)
@@ -123,14 +121,12 @@ def align_steps(images: Sequence, *, mask, voxel_size_nm=None, names: Sequence[s
     -------
     TimeAlignment
     """
-    from ..register import Registration, decompose_phi, register
-
     items = list(images)
     if not items:
         raise InputError("images is empty; give one volume per time step")
     vs = voxel_size(voxel_size_nm, *items)
     names = step_names(len(items), names)
-    ref = as_image3d(items[0], name="images[0]")
+    ref = as_image(items[0], name="images[0]")
     m = np.asarray(mask)
     if m.shape != ref.shape:
         raise InputError(f"mask has shape {m.shape}; it must match the volumes {ref.shape}")
@@ -142,7 +138,7 @@ def align_steps(images: Sequence, *, mask, voxel_size_nm=None, names: Sequence[s
     if progress is not None:
         progress(1, len(items))
     for i in range(1, len(items)):
-        mov = as_image3d(items[i], name=f"images[{i}]")
+        mov = as_image(items[i], name=f"images[{i}]")
         if mov.shape != ref.shape:
             raise InputError(f"images[{i}] has shape {mov.shape}, T0 has {ref.shape}; give volumes on one grid")
         regs.append(register(ref, mov, mask=m, rigid=True, binning=binning))

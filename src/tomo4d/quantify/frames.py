@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_number, show
+from .._validate import as_image, check_number, show
 from ..errors import InputError
-from ._common import as_image3d, voxel_size
+from ._common import voxel_size
 from .tracking import Tracks
 
 __all__ = ["ParticleFrames", "particle_frames"]
@@ -80,7 +80,7 @@ def particle_frames(volumes: Sequence, tracks: Tracks, track: int, *, size_um: f
     for s, vol in enumerate(items):
         if not np.all(np.isfinite(cen[s])):
             continue
-        a = as_image3d(vol, name=f"volumes[{s}]")
+        a = as_image(vol, name=f"volumes[{s}]")
         c = np.round(cen[s] * 1e3 / vs).astype(int)
         o = c - half
         origin[s] = o

@@ -7,13 +7,18 @@ mapping FIXED voxel coordinates to MOVING ones, so that
 ``apply_phi(moving, reg.phi)`` reproduces ``fixed``.
 """
 
-from ._global import Registration, register
-from .multimodal import register_multimodal
-from .phi import (PhiParts, apply_phi, apply_phi_to_points, compose_phi, decompose_phi, identity_phi,
-                  invert_phi, make_phi, recentre_phi, rotation_matrix, rotation_vector_deg)
+from __future__ import annotations
 
-__all__ = [
-    "Registration", "register", "register_multimodal", "PhiParts", "apply_phi", "apply_phi_to_points",
-    "compose_phi", "decompose_phi", "identity_phi", "invert_phi", "make_phi", "recentre_phi",
-    "rotation_matrix", "rotation_vector_deg",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "Registration": "_global", "register": "_global",
+    "register_multimodal": "multimodal",
+    "PhiParts": "phi", "apply_phi": "phi", "apply_phi_to_points": "phi", "compose_phi": "phi", "decompose_phi": "phi",
+    "identity_phi": "phi", "invert_phi": "phi", "make_phi": "phi", "recentre_phi": "phi", "rotation_matrix": "phi",
+    "rotation_vector_deg": "phi",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

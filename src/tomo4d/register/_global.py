@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-from .._array import as_float32
-from .._validate import check_finite, check_int, check_number, show
+from .._array import bin_volume
+from .._validate import (
+    as_image,
+    as_mask,
+    check_int,
+    check_number,
+    check_same_shape,
+    show,
+)
 from ..errors import InputError
-from .phi import PhiParts, check_phi, decompose_phi, polar_decomposition, recentre_phi
+from ..io import atomic_output
+from .phi import (
+    PhiParts,
+    check_phi,
+    decompose_phi,
+    polar_decomposition,
+    recentre_phi,
+    rotation_matrix,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Registration", "register", "bin_volume", "as_image", "check_same_shape"]
+__all__ = ["Registration", "register"]
 
 
 @dataclass(frozen=True)
@@ -81,19 +99,12 @@ class Registration:
 
     def save(self, path, *, overwrite: bool = False, inputs=()) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        import json
-
-        from ..io import atomic_output
-
         with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path) -> Registration:
         """Read a JSON file written by :meth:`save` (or any JSON with ``phi``)."""
-        import json
-        from pathlib import Path
-
         try:
             d = json.loads(Path(path).read_text())
             phi = check_phi(d["phi"])
@@ -104,47 +115,6 @@ class Registration:
                    centre_zyx_px=tuple(d.get("centre_zyx_px", (0.0, 0.0, 0.0))),
                    delta_phi_norm=float(d.get("delta_phi_norm", float("nan"))),
                    levels=tuple(d.get("levels", ())), method=str(d.get("method", "gauss-newton")))
-
-
-def as_image(obj, *, name: str) -> np.ndarray:
-    """A 3D float32 numpy image from a Volume or an array; NaN/inf rejected."""
-    from ..volume import Volume
-
-    a = obj.numpy() if isinstance(obj, Volume) else np.asarray(obj)
-    if a.ndim != 3:
-        raise InputError(f"{name} has shape {a.shape}; give a 3D (z, y, x) volume")
-    check_finite(name, a)
-    return as_float32(a)
-
-
-def check_same_shape(a: np.ndarray, b: np.ndarray, names=("fixed", "moving")) -> None:
-    if a.shape != b.shape:
-        raise InputError(f"{names[0]} has shape {a.shape} but {names[1]} has shape {b.shape}; they must be "
-                         "the same (crop or resample one of them first)")
-
-
-def as_mask(mask, shape, *, name: str = "mask") -> np.ndarray | None:
-    if mask is None:
-        return None
-    from ..volume import Volume
-
-    m = np.asarray(mask.numpy() if isinstance(mask, Volume) else mask)
-    if m.shape != tuple(shape):
-        raise InputError(f"{name} has shape {m.shape} but the volume has shape {tuple(shape)}; give a boolean "
-                         "mask of the same shape")
-    m = m.astype(bool)
-    if not m.any():
-        raise InputError(f"{name} excludes every voxel; give a mask with True where the sample is")
-    return m
-
-
-def bin_volume(a: np.ndarray, b: int) -> np.ndarray:
-    """Block-mean binning by ``b`` along every axis (trailing voxels that do not fill a block are dropped)."""
-    if b == 1:
-        return a
-    s = [n // b for n in a.shape]
-    c = a[: s[0] * b, : s[1] * b, : s[2] * b]
-    return c.reshape(s[0], b, s[1], b, s[2], b).mean(axis=(1, 3, 5), dtype=np.float32)
 
 
 def _phi_to_level(phi_full: np.ndarray, c_full: np.ndarray, b: int, shape_full) -> np.ndarray:
@@ -175,8 +145,6 @@ def _rigid_columns(g: np.ndarray, r: np.ndarray) -> np.ndarray:
 def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
     m = np.eye(4)
     if rigid:
-        from .phi import rotation_matrix
-
         m[:3, :3] = rotation_matrix(np.rad2deg(dp[:3]))
         m[:3, 3] = dp[3:]
     else:
@@ -188,8 +156,6 @@ def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
 def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
               rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
               photometric: bool) -> tuple[np.ndarray, bool, int, float, float]:
-    from scipy import ndimage
-
     shape = np.asarray(fixed.shape)
     c = (shape - 1.0) / 2.0
     sel = np.zeros(fixed.shape, bool)

@@ -23,9 +23,11 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
+from scipy import ndimage as ndi
 
-from .._validate import check_int, check_number
-from ._global import Registration, as_image, as_mask, bin_volume, check_same_shape
+from .._array import bin_volume
+from .._validate import as_image, as_mask, check_int, check_number, check_same_shape
+from ._global import Registration
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,6 @@ def _refine_subpixel(f, m, valid, s0, *, bins: int, sigma: float, need: float, s
                      sweeps: int = 2):
     """(translation, NMI evaluations) near the integer optimum ``s0`` (see the module docstring); None if
     the interior region is too small."""
-    from scipy import ndimage as ndi
-
     # a region inside both images, clear of the smoothing's edge effects (+-1 px of search, 2 sigma)
     margin = 2 + int(np.ceil(2 * sigma))
     lo = np.maximum(0, -s0) + margin

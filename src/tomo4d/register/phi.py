@@ -32,9 +32,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
+from .._array import as_float32
 from .._validate import check_int, show
 from ..errors import InputError
+from ..volume import Volume, _check_data
 
 __all__ = [
     "PhiParts", "identity_phi", "make_phi", "compose_phi", "invert_phi", "recentre_phi",
@@ -238,11 +241,6 @@ def apply_phi(image, phi, *, order: int = 3, centre=None, output_shape=None, mod
     ``moving`` brought onto ``fixed``.  To move ``fixed`` onto ``moving`` use
     ``apply_phi(fixed, invert_phi(reg.phi))``.
     """
-    from scipy import ndimage
-
-    from .._array import as_float32
-    from ..volume import Volume, _check_data
-
     p = check_phi(phi)
     if p.ndim != 2:
         raise InputError(f"phi has shape {show(p.shape)}; apply_phi takes one (4, 4) Phi")

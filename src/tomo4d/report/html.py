@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .._figure import figure_png
+from .._version import __version__
+from ..io import atomic_output
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -26,16 +29,6 @@ text-align:left}th{background:#eef}td.num{text-align:right;font-variant-numeric:
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figcaption{font-size:.85em;color:#555;
 max-width:600px}img{max-width:100%}.meta{color:#666;font-size:.85em}pre{background:#f6f6fa;padding:.6em}
 """
-
-
-def figure_png(fig, *, dpi: int = 100) -> bytes:
-    """Render a matplotlib :class:`~matplotlib.figure.Figure` to PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def slice_figure(images: Sequence[np.ndarray], titles: Sequence[str], *, cmap: str = "gray",
@@ -108,8 +101,6 @@ class Report:
         return self
 
     def html(self) -> str:
-        from .. import __version__
-
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -119,8 +110,6 @@ class Report:
         )
 
     def save(self, path, *, overwrite: bool = True) -> Path:
-        from ..io._atomic import atomic_output
-
         path = Path(path)
         with atomic_output(path, overwrite=overwrite) as tmp:
             tmp.write_text(self.html(), encoding="utf-8")

@@ -35,10 +35,10 @@ _EXPORTS = {
     "ClassScores": "evaluate", "SegmentationScores": "evaluate", "ParticleScores": "evaluate",
     "InputScores": "evaluate", "InputComparison": "evaluate", "evaluate_segmentation": "evaluate",
     "match_particles": "evaluate", "boundary_scores": "evaluate", "compare_inputs": "evaluate",
-    "UNetConfig": "unet", "UNetSegmenter": "unet", "train_unet": "unet", "StepModels": "unet",
+    "UNetConfig": "unet", "UNetSegmenter": "unet", "train_unet": "unet", "StepModels": "models",
     "torch_threads": "unet",
-    "load_model": "files", "read_image": "files", "read_labels": "files", "save_labels": "files",
-    "model_kind": "files",
+    "load_model": "models", "model_kind": "models",
+    "read_image": "files", "read_labels": "files", "save_labels": "files",
 }
 
 __all__ = sorted(_EXPORTS)

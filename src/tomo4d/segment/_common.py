@@ -7,7 +7,7 @@ import numpy as np
 from .._array import to_numpy
 from .._validate import check_labels as _check_labels
 from ..errors import InputError
-from ..volume import Volume
+from ..volume import Volume, normalise_voxel_size
 
 
 def image_array(image, *, name: str = "image"):
@@ -27,8 +27,6 @@ def image_array(image, *, name: str = "image"):
 def voxel_size_of(image, voxel_size_nm=None) -> tuple[float, float, float] | None:
     """Voxel size (z, y, x) in nm: explicit argument, else the Volume's if known, else None."""
     if voxel_size_nm is not None:
-        from ..volume import normalise_voxel_size
-
         return normalise_voxel_size(voxel_size_nm)
     if isinstance(image, Volume) and image.voxel_size_known:
         return image.voxel_size_nm

@@ -23,9 +23,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._array import to_numpy
-from .._validate import show_values, check_int, check_labels, check_number, show
-from ..errors import InputError
+from .._validate import check_int, check_labels, check_number, show, show_values
+from ..errors import InputError, check_choice
 from ..volume import Volume
+from .forest import train_pixel_classifier
+from .instances import label_particles
+from .predict import predict_labels
+from .unet import train_unet
 
 
 @dataclass(frozen=True)
@@ -378,8 +382,6 @@ def compare_inputs(images: Mapping[str, object], labels, truth, *, method: str =
     -------
     InputComparison
     """
-    from ..errors import check_choice
-
     check_choice("method", method, ("rf", "unet"))
     if not images:
         raise InputError("images is empty; give at least one named image, e.g. {'LQ': lq, 'InDI': enhanced}")
@@ -389,22 +391,14 @@ def compare_inputs(images: Mapping[str, object], labels, truth, *, method: str =
     results = []
     for name, img in images.items():
         if method == "rf":
-            from .forest import train_pixel_classifier
-
             model = train_pixel_classifier(img, lab, seed=seed, voxel_size_nm=voxel_size_nm,
                                            **dict(train_options or {}))
         else:
-            from .unet import train_unet
-
             model = train_unet(img, lab, seed=seed, **dict(train_options or {}))
-        from .predict import predict_labels
-
         pred = predict_labels(model, img)
         scores = evaluate_segmentation(pred, truth, region=region, voxel_size_nm=voxel_size_nm)
         parts = None
         if true_particles is not None and particle_class is not None:
-            from .instances import label_particles
-
             pl = label_particles(pred, particle_class=particle_class, voxel_size_nm=voxel_size_nm,
                                  **dict(particle_options or {}))
             parts = match_particles(pl.labels, true_particles)

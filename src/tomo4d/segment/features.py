@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._array import as_float32
+from .._array import as_float32, to_numpy
 from .._validate import show
 from ..errors import InputError
 
@@ -286,8 +286,6 @@ def features_of_slab(source, z0: int, z1: int, spec: FeatureSpec) -> np.ndarray:
     -------
     numpy.ndarray, float32, shape ``(z1 - z0, y, x, spec.n_features)``
     """
-    from .._array import to_numpy
-
     nz = int(source.shape[0])
     hz = feature_halo(spec)[0]
     a0, a1 = max(0, z0 - hz), min(nz, z1 + hz)

@@ -1,4 +1,4 @@
-"""Files of the segmentation stage: models, images (2D or 3D) and label volumes.
+"""Files of the segmentation stage: images (2D or 3D) and label volumes (models: :mod:`~tomo4d.segment.models`).
 
 Label volumes are plain integer arrays (0 = background/unlabelled), written
 as TIFF or (OME-)Zarr with :func:`tomo4d.io.save_volume`, so napari opens
@@ -11,63 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
-from ..errors import FormatError, InputError
+from ..errors import InputError
+from ..io import open_image, open_volume, save_volume
 from ..volume import Volume, VolumeMetadata
-
-_SAFETENSORS_MAX_HEADER = 100 * 2**20
-
-
-def model_kind(path) -> str:
-    """``"rf"`` (pixel classifier, ``.npz``), ``"unet"`` (``.safetensors``) or ``"steps"`` (folder)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"model {str(p)!r} does not exist; check the path")
-    if p.is_dir():
-        if (p / "index.json").is_file():
-            return "steps"
-        raise FormatError(f"{str(p)!r} is a folder without index.json; not a tomo4d model")
-    with open(p, "rb") as fh:
-        head = fh.read(9)
-    if head[:4] == b"PK\x03\x04":
-        return "rf"
-    if len(head) == 9:
-        n = int.from_bytes(head[:8], "little")
-        if 0 < n < _SAFETENSORS_MAX_HEADER and head[8:9] == b"{":
-            return "unet"
-    raise FormatError(f"{str(p)!r} is neither a tomo4d pixel classifier (.npz) nor a U-Net (.safetensors)")
-
-
-def load_model(path, *, device: str | None = None):
-    """Load a pixel classifier, a U-Net or a folder of per-time-step models (no pickle).
-
-    Parameters
-    ----------
-    path : path-like
-        Written by ``.save()`` of :class:`PixelClassifier`, :class:`UNetSegmenter`
-        or :class:`StepModels`.
-    device : str, optional
-        U-Net only: ``"cpu"`` or ``"cuda"`` (default: the GPU when present).
-    """
-    kind = model_kind(path)
-    if kind == "rf":
-        from .forest import PixelClassifier
-
-        return PixelClassifier.load(path)
-    if kind == "unet":
-        from .unet import UNetSegmenter
-
-        return UNetSegmenter.load(path, device=device)
-    from .unet import StepModels
-
-    return StepModels.load(path)
 
 
 def _is_2d_tiff(p: Path) -> bool:
     if p.suffix.lower() not in (".tif", ".tiff") or not p.is_file():
         return False
-    import tifffile
-
     try:
         with tifffile.TiffFile(p) as tif:
             shape = tif.series[0].shape
@@ -79,8 +32,6 @@ def _is_2d_tiff(p: Path) -> bool:
 
 def read_image(path, *, voxel_size_nm=None) -> Volume:
     """Open a 3D volume (lazy, any tomo4d format) or a 2D TIFF as a ``(1, y, x)`` Volume."""
-    from ..io import open_image, open_volume
-
     p = Path(path)
     if _is_2d_tiff(p):
         img = open_image(p)
@@ -122,8 +73,6 @@ def save_labels(labels, path, *, voxel_size_nm=None, name: str = "labels", overw
         ``.tif``/``.tiff`` or ``.zarr``/``.ome.zarr`` (any :func:`tomo4d.io.save_volume` format).
     voxel_size_nm : float or (z, y, x), optional
     """
-    from ..io import save_volume
-
     data = labels.data if isinstance(labels, Volume) else labels
     if not hasattr(data, "dtype"):
         data = np.asarray(data)
@@ -140,4 +89,4 @@ def save_labels(labels, path, *, voxel_size_nm=None, name: str = "labels", overw
     return save_volume(vol, path, overwrite=overwrite, progress=progress)
 
 
-__all__ = ["model_kind", "load_model", "read_image", "read_labels", "save_labels"]
+__all__ = ["read_image", "read_labels", "save_labels"]

@@ -37,9 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from .._validate import check_finite, show
+from .._version import __version__
 from ..errors import FormatError, InputError
-from .features import FeatureSpec, feature_halo, feature_names, features_of_slab
+from ..io import atomic_output
 from ._common import check_labels, image_array, voxel_size_of
+from .features import FeatureSpec, feature_halo, feature_names, features_of_slab
+from .predict import predict_labels, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -121,28 +124,20 @@ class PixelClassifier:
 
     def predict_proba(self, image, **kwargs) -> np.ndarray:
         """Shortcut for :func:`tomo4d.segment.predict_proba` (``(C, *image.shape)`` float32)."""
-        from .predict import predict_proba
-
         return predict_proba(self, image, **kwargs)
 
     def predict(self, image, **kwargs) -> np.ndarray:
         """Shortcut for :func:`tomo4d.segment.predict_labels`."""
-        from .predict import predict_labels
-
         return predict_labels(self, image, **kwargs)
 
     # -- persistence -------------------------------------------------------
     def meta(self) -> dict:
-        from .. import __version__
-
         return {"format": FORMAT, "version": VERSION, "classes": list(self.classes),
                 "features": self.features.to_dict(), "feature_names": list(feature_names(self.features)),
                 "n_trees": self.n_trees, "training": self.training, "tomo4d_version": __version__}
 
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write the model to ``path`` (``.npz``, see the module docstring), atomically."""
-        from ..io import atomic_output
-
         path = Path(path)
         f = self._forest
         meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode("utf-8"), dtype=np.uint8)

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -37,9 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .._array import as_float32, to_numpy
-from .._validate import check_finite, show
+from .._validate import check_device, check_finite, show
+from .._version import __version__
 from ..errors import FormatError, InputError
+from ..io import atomic_output
 from ._common import check_labels, image_array
+from .predict import predict_labels, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,6 @@ def torch_threads(n: int | None):
 
 
 def _device(config: UNetConfig):
-    from .._validate import check_device
-
     return check_device("UNetConfig.device", config.device)
 
 
@@ -319,14 +319,10 @@ class UNetSegmenter:
 
     def predict_proba(self, image, **kwargs) -> np.ndarray:
         """Shortcut for :func:`tomo4d.segment.predict_proba`."""
-        from .predict import predict_proba
-
         return predict_proba(self, image, **kwargs)
 
     def predict(self, image, **kwargs) -> np.ndarray:
         """Shortcut for :func:`tomo4d.segment.predict_labels`."""
-        from .predict import predict_labels
-
         return predict_labels(self, image, **kwargs)
 
     def to(self, device) -> UNetSegmenter:
@@ -336,8 +332,6 @@ class UNetSegmenter:
 
     # -- persistence -------------------------------------------------------
     def meta(self) -> dict:
-        from .. import __version__
-
         return {"format": FORMAT, "version": VERSION, "classes": list(self.classes),
                 "config": self.config.to_dict(), "norm": list(self.norm), "training": self.training,
                 "tomo4d_version": __version__}
@@ -345,8 +339,6 @@ class UNetSegmenter:
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write weights and metadata to one ``.safetensors`` file, atomically."""
         from safetensors.torch import save_file
-
-        from ..io import atomic_output
 
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
@@ -544,84 +536,4 @@ def _train_unet(image, labels, *, config, init, seed, time_limit_s, progress) ->
     return UNetSegmenter(net, classes=classes, config=config, norm=norm, training=training)
 
 
-class StepModels:
-    """Separate segmentation models for ranges of time steps.
-
-    Contrast changes with lithiation, so the reference study trained one
-    network for early and one for late steps.  ``ranges[i] = (first, last)``
-    (inclusive step indices) selects ``models[i]``; ranges must not overlap,
-    and every model must have the same classes.
-
-    Parameters
-    ----------
-    ranges : sequence of (int, int)
-    models : sequence of PixelClassifier or UNetSegmenter
-    """
-
-    def __init__(self, ranges: Sequence[tuple[int, int]], models: Sequence):
-        if len(ranges) != len(models) or not models:
-            raise InputError(f"give one model per range; got {len(ranges)} ranges and {len(models)} models")
-        rs = []
-        for r in ranges:
-            a, b = (int(v) for v in r)
-            if b < a:
-                raise InputError(f"range {r!r} is empty; give (first, last) with first <= last")
-            rs.append((a, b))
-        order = sorted(range(len(rs)), key=lambda i: rs[i][0])
-        for i, j in zip(order, order[1:]):
-            if rs[j][0] <= rs[i][1]:
-                raise InputError(f"step ranges {rs[i]} and {rs[j]} overlap; each step must have one model")
-        classes = tuple(models[0].classes)
-        for m in models[1:]:
-            if tuple(m.classes) != classes:
-                raise InputError(f"models have different classes ({classes} vs {tuple(m.classes)}); every time "
-                                 "range must segment the same classes")
-        self.ranges = tuple(rs)
-        self.models = tuple(models)
-        self.classes = classes
-
-    def model_for(self, step: int):
-        """The model whose range contains ``step``."""
-        for (a, b), m in zip(self.ranges, self.models):
-            if a <= int(step) <= b:
-                return m
-        raise InputError(f"no model covers time step {show(step)}; ranges: {list(self.ranges)}")
-
-    def predict_labels(self, image, *, step: int, **kwargs):
-        """Labels of ``image`` (time step ``step``) with that step's model."""
-        from .predict import predict_labels
-
-        return predict_labels(self.model_for(step), image, **kwargs)
-
-    def save(self, folder, *, overwrite: bool = False) -> Path:
-        """Write ``folder/index.json`` and one model file per range."""
-        from ..io import atomic_output
-
-        folder = Path(folder)
-        with atomic_output(folder, overwrite=overwrite) as tmp:
-            tmp.mkdir()
-            entries = []
-            for i, ((a, b), m) in enumerate(zip(self.ranges, self.models)):
-                name = f"model_{i}_{a}-{b}" + (".safetensors" if m.kind == "unet" else ".npz")
-                m.save(tmp / name)
-                entries.append({"first": a, "last": b, "file": name, "kind": m.kind})
-            (tmp / "index.json").write_text(json.dumps({"format": "tomo4d.step_models", "version": 1,
-                                                        "models": entries}, indent=1))
-        return folder
-
-    @classmethod
-    def load(cls, folder) -> StepModels:
-        from .files import load_model
-
-        folder = Path(folder)
-        idx = folder / "index.json"
-        if not idx.is_file():
-            raise InputError(f"{str(folder)!r} has no index.json; not a tomo4d step-models folder")
-        entries = json.loads(idx.read_text())["models"]
-        for e in entries:
-            if Path(e["file"]).name != e["file"]:
-                raise FormatError(f"{str(idx)!r}: model file {e['file']!r} must lie inside the folder")
-        return cls([(e["first"], e["last"]) for e in entries], [load_model(folder / e["file"]) for e in entries])
-
-
-__all__ = ["UNetConfig", "UNetSegmenter", "train_unet", "build_network", "StepModels", "torch_threads"]
+__all__ = ["UNetConfig", "UNetSegmenter", "train_unet", "build_network", "torch_threads"]

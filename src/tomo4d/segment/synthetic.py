@@ -1,5 +1,9 @@
 """Small synthetic volumes with exact labels, for tests, the demo fallback and benchmarks.
 
+One of tomo4d's three synthetic-data generators, kept for what the others cannot do: a
+segmentation test image in well under a second, with exact phase and particle labels (touching
+spheres split as a watershed would); the in-situ battery experiment is :mod:`tomo4d.phantom`.
+
 Spheres ("particles", some touching) in a grey matrix with dark pores, blurred
 and noisy.  Phase labels: 1 = matrix (carbon-binder/electrolyte), 2 =
 particles, 3 = pores.  Particle labels: 1..n, touching spheres split along
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+
+__all__ = ["MATRIX", "PARTICLE", "PORE", "SyntheticSegmentation", "scribbles", "spheres"]
 
 MATRIX, PARTICLE, PORE = 1, 2, 3
 
