@@ -47,7 +47,9 @@ def _row(exp, grid, step, field, truth_means, hw):
     pos_nm = np.asarray(grid.origin_nm) + field.positions_zyx_px * grid.voxel_size_nm
     z, zc, th0 = pos_nm[:, 0], t.z_collector_nm, t.thickness_nm[0]
     half = hw * grid.voxel_size_nm
-    inside = (z - half >= zc) & (z + half < zc + th0)
+    shape = np.asarray(field.volume_shape_zyx or (0, 0, 0))
+    in_yx = np.all((field.positions_zyx_px[:, 1:] >= hw) & (field.positions_zyx_px[:, 1:] <= shape[1:] - 1 - hw), axis=1)
+    inside = (z - half >= zc) & (z + half < zc + th0) & in_yx  # windows wholly inside the T0 anode
     sides = {"collector": inside & (z < zc + th0 / 2), "separator": inside & (z >= zc + th0 / 2)}
     converged = field.status == 0  # replaced (interpolated) and out-of-view nodes did not converge
     u_true = t.displacement(step, pos_nm) / grid.voxel_size_nm
@@ -90,15 +92,24 @@ def main(argv=None):
     ap.add_argument("--spacing", type=int, default=6)
     ap.add_argument("--half-window", type=int, default=6)
     ap.add_argument("--smooth", type=float, default=1.0)
-    ap.add_argument("--start", choices=["chain", "truth"], default="chain")
+    ap.add_argument("--start", choices=["chain", "truth", "affine"], default="chain",
+                    help="chain: previous step's field; truth: the exact field; affine: a global affine "
+                         "registration (tomo4d.register) of the pair")
     ap.add_argument("--param", action="append", default=[], help="Phantom parameter KEY=VALUE (JSON value).")
     ap.add_argument("--exclude-above", type=float, default=None,
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
                          "--exclude-dilate voxels: correlate on what does not change grey level.")
     ap.add_argument("--exclude-dilate", type=int, default=2)
+    ap.add_argument("--method", choices=["local", "global"], default="local",
+                    help="local: correlate (windows); global: correlate_global (regularised control grid)")
+    ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
+    ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
+    ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
+    ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
+    ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    from tomo4d.dvc import correlate
+    from tomo4d.dvc import correlate, correlate_global
     from tomo4d.phantom import make_experiment
 
     params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in a.param)}
@@ -117,11 +128,29 @@ def main(argv=None):
         bright = ndimage.gaussian_filter(series[0], 1.0) > a.exclude_above
         mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
         kw["mask"] = mask
+    if a.method == "global":
+        a.half_window = a.spacing
+        kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
+        for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma)):
+            if v is not None:
+                kw[k] = v
+        if mask is not None:
+            kw["mask"] = mask
+    steps = range(1, len(series)) if a.steps is None else [int(v) for v in a.steps.split(",")]
     rows, prev = [], None
-    for n in range(1, len(series)):
+    for n in steps:
         t0 = time.perf_counter()
         init = _truth_field(exp, grid, n, a.spacing, a.half_window, series[0].shape) if a.start == "truth" else prev
-        field = correlate(series[0], series[n], initial=init, search_radius_px=4 if init is None else 0, **kw)
+        phi0 = None
+        if a.start == "affine":
+            from tomo4d.register import register
+
+            init, phi0 = None, register(series[0], series[n]).phi
+        if a.method == "global":
+            field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
+        else:
+            field = correlate(series[0], series[n], initial=init, phi0=phi0,
+                              search_radius_px=4 if init is None and phi0 is None else 0, **kw)
         prev = field
         r = _row(exp, grid, n, field, truth_means, a.half_window) | {"seconds": time.perf_counter() - t0}
         rows.append(r)

@@ -1,6 +1,6 @@
-"""Local digital volume correlation: node grids, batched correlation, pyramids,
-outlier replacement, composition of fields, finite strain (:mod:`tomo4d.dvc.finite`) and
-residual maps.
+"""Digital volume correlation: node grids, batched local correlation, pyramids, global
+(regularised) correlation (:func:`correlate_global`), outlier replacement, composition of fields,
+finite strain (:mod:`tomo4d.dvc.finite`) and residual maps.
 
 Fields are :class:`DisplacementField` objects: node positions ``(N, 3)`` (px,
 z, y, x) in the reference, one Phi per node ``(N, 4, 4)`` about the node
@@ -22,6 +22,7 @@ _EXPORTS = {
     "CorrelationOptions": "options", "PsfCompensation": "options",
     "correct_curvature": "postprocess", "flag_outliers": "postprocess", "replace_bad_nodes": "postprocess",
     "correlate_pyramid": "pyramid",
+    "GlobalOptions": "global_dvc", "correlate_global": "global_dvc", "control_grid": "global_dvc",
     "ResidualMap": "residual", "noise_floor": "residual", "residual_map": "residual",
     "equivalent_strain": "finite", "green_lagrange": "finite", "hencky": "finite", "principal_stretches": "finite",
     "small_strain": "finite", "volumetric_strain": "finite",

@@ -1,0 +1,214 @@
+"""The torch minimisation behind :func:`tomo4d.dvc.correlate_global` (imported only when it runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as tf
+
+from .global_dvc import _PSF_STACK, GlobalOptions, control_grid
+
+
+@dataclass
+class Solution:
+    u_nodes: np.ndarray              # (gz, gy, gx, 3) px, finest grid
+    support_in_mask: np.ndarray      # (gz, gy, gx) fraction of each node's support inside the mask
+    support_out_of_view: np.ndarray  # (gz, gy, gx) fraction of its masked support mapped outside the deformed
+    level_notes: list
+    converged: bool
+
+
+@dataclass
+class _Level:
+    binning: int
+    spacing: int
+    origin: np.ndarray
+    grid_shape: tuple
+    ref: torch.Tensor        # (D, H, W)
+    dfm: torch.Tensor        # (D, H, W) or a z-blur stack (K, D, H, W)
+    mask: torch.Tensor       # (D, H, W) bool
+    ctrl: torch.Tensor       # (1, D, H, W, 3) normalised control-grid coordinates of the voxels (x, y, z order)
+    base: torch.Tensor       # (D, H, W, 3) normalised voxel coordinates in the deformed volume (x, y, z order)
+    scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _bin(vol: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return vol
+    sh = [(n // f) * f for n in vol.shape]
+    v = vol[: sh[0], : sh[1], : sh[2]]
+    return v.reshape(sh[0] // f, f, sh[1] // f, f, sh[2] // f, f).mean(axis=(1, 3, 5))
+
+
+def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
+    """(..., 3) z, y, x px -> grid_sample's (..., 3) x, y, z in [-1, 1] (align_corners=True)."""
+    n = torch.tensor([max(int(s) - 1, 1) for s in shape], dtype=points_px.dtype, device=points_px.device)
+    return (2 * points_px / n - 1).flip(-1)
+
+
+def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
+    s = opts.node_spacing * f
+    _, gs, origin = control_grid(ref.shape, s)
+    r = torch.from_numpy(np.ascontiguousarray(_bin(ref, f), np.float32)).to(dev)
+    d_np = np.ascontiguousarray(_bin(dfm, f), np.float32)
+    if opts.psf_sigma_px > 0:
+        from scipy.ndimage import gaussian_filter1d
+
+        d_np = np.stack([gaussian_filter1d(d_np, sg, axis=0, mode="nearest") if sg > 0 else d_np
+                         for sg in _PSF_STACK])
+    d = torch.from_numpy(d_np).to(dev)
+    m = torch.ones(r.shape, dtype=torch.bool, device=dev) if msk is None else \
+        torch.from_numpy(_bin(msk.astype(np.float32), f) > 0.5).to(dev)
+    axes = [torch.arange(n, dtype=torch.float32, device=dev) for n in r.shape]
+    vox = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)            # level px
+    full = vox * f + (f - 1) / 2.0                                          # full-resolution px
+    c = (full - torch.tensor(origin, dtype=torch.float32, device=dev)) / s  # control-grid units
+    ctrl = _normalised(c, gs)[None]
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in r.shape], device=dev)
+    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale)
+
+
+def _dense(P: torch.Tensor, lv: _Level) -> torch.Tensor:
+    """Control values (C, gz, gy, gx) -> dense (C, D, H, W) by trilinear interpolation."""
+    return tf.grid_sample(P[None], lv.ctrl, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _sample_deformed(lv: _Level, u_full: torch.Tensor, weights):
+    """J at x + u(x) (u in full-resolution px, (3, D, H, W)); and the inside-the-volume flag."""
+    g = lv.base + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
+    inside = (g.abs() <= 1 + lv.scale.flip(-1) / 2).all(-1)  # within the edge voxels (+- 0.5 px)
+    if weights is None:
+        v = tf.grid_sample(lv.dfm[None, None], g[None], mode="bilinear", padding_mode="border", align_corners=True)
+        return v[0, 0], inside
+    v = tf.grid_sample(lv.dfm[None], g[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
+    return (v * weights).sum(0), inside
+
+
+def _laplacian(P: torch.Tensor) -> torch.Tensor:
+    lap = torch.zeros_like(P)
+    for a in (1, 2, 3):
+        if P.shape[a] >= 3:
+            lap = lap + P.roll(1, a) + P.roll(-1, a) - 2 * P
+    sl = tuple(slice(1, -1) if P.shape[a] >= 3 else slice(None) for a in (1, 2, 3))
+    return lap[(slice(None),) + sl]
+
+
+def _grad2(P: torch.Tensor) -> torch.Tensor:
+    return sum((P.diff(dim=a) ** 2).mean() for a in (1, 2, 3) if P.shape[a] > 1)
+
+
+def _psf_weights(lv: _Level, U: torch.Tensor, opts: GlobalOptions):
+    """Per-voxel weights (K, D, H, W) over the z-blur stack for the current stretch along z."""
+    if opts.psf_sigma_px <= 0:
+        return None
+    with torch.no_grad():
+        uz = _dense(U[:1], lv)[0] / lv.binning
+        lz = 1 + torch.gradient(uz, dim=0)[0]
+        need = (opts.psf_sigma_px / lv.binning) * torch.sqrt(torch.clamp(lz ** 2 - 1, min=0))
+        sg = torch.tensor(_PSF_STACK, device=need.device)
+        need = torch.clamp(need, max=float(sg[-1]))
+        k = torch.clamp(torch.searchsorted(sg, need.contiguous()) - 1, 0, len(sg) - 2)
+        t = torch.clamp((need - sg[k]) / (sg[k + 1] - sg[k]), 0, 1)
+        w = torch.zeros((len(sg),) + tuple(need.shape), device=need.device)
+        w.scatter_(0, k[None], (1 - t)[None])
+        w.scatter_add_(0, (k + 1)[None], t[None])
+    return w
+
+
+def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
+    U = U.clone().requires_grad_(True)
+    params = [U]
+    if opts.grey_fields:
+        A = A.clone().requires_grad_(True)
+        B = B.clone().requires_grad_(True)
+        params += [A, B]
+    var = float(lv.ref[lv.mask].var()) or 1.0
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=opts.max_iterations, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=opts.tolerance)
+    last = {}
+
+    def closure():
+        opt.zero_grad()
+        jw, inside = _sample_deformed(lv, _dense(U, lv), weights)
+        m = inside & lv.mask
+        model = _dense(B, lv)[0] * lv.ref + _dense(A, lv)[0]
+        data = ((jw - model)[m] ** 2).sum() / (var * max(int(m.sum()), 1))
+        loss = data + opts.regularisation * (_laplacian(U) ** 2).mean()
+        if opts.grey_fields:
+            loss = loss + opts.grey_regularisation * (_grad2(A) + _grad2(B))
+        loss.backward()
+        last["data"], last["loss"] = float(data.detach()), float(loss.detach())
+        return loss
+
+    opt.step(closure)
+    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+    return U.detach(), A.detach(), B.detach(), n_iter, last
+
+
+def _transfer(P: torch.Tensor, src_origin, src_spacing, src_gs, dst_origin, dst_spacing, dst_gs):
+    """Sample control values (C, g...) of one grid at the nodes of another (trilinear, clamped)."""
+    dev = P.device
+    axes = [torch.tensor(dst_origin[a] + dst_spacing * np.arange(dst_gs[a]), dtype=torch.float32, device=dev)
+            for a in range(3)]
+    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+    c = (pts - torch.tensor(src_origin, dtype=torch.float32, device=dev)) / src_spacing
+    g = _normalised(c, src_gs)[None]
+    return tf.grid_sample(P[None], g, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _support_fractions(lv: _Level, U, weights):
+    """Per finest-level node: fraction of its support in the mask, and of that mapped out of view."""
+    with torch.no_grad():
+        _, inside = _sample_deformed(lv, _dense(U, lv), weights)
+        s = lv.spacing
+        m = lv.mask.float()[None, None]
+        out = (lv.mask & ~inside).float()[None, None]
+        k = 2 * s + 1
+        pm = tf.avg_pool3d(m, k, stride=1, padding=s, count_include_pad=False)[0, 0]
+        po = tf.avg_pool3d(out, k, stride=1, padding=s, count_include_pad=False)[0, 0]
+        idx = [torch.as_tensor((lv.origin[a] + s * np.arange(lv.grid_shape[a])).astype(np.int64)) for a in range(3)]
+        pm = pm[idx[0]][:, idx[1]][:, :, idx[2]]
+        po = po[idx[0]][:, idx[1]][:, :, idx[2]]
+        frac_out = torch.where(pm > 0, po / pm.clamp(min=1e-12), torch.zeros_like(po))
+    return pm.cpu().numpy(), frac_out.cpu().numpy()
+
+
+def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solution:
+    """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid."""
+    dev = _device(opts.device)
+    fs = [2 ** k for k in reversed(range(opts.levels)) if min(n // 2 ** k for n in ref.shape) >= 8
+          and min(n // 2 ** k for n in ref.shape) >= 2 * opts.node_spacing]
+    fs = fs or [1]
+    fine_gs = u0_nodes.shape[:3]
+    prev = (torch.from_numpy(np.ascontiguousarray(np.moveaxis(u0_nodes, -1, 0), np.float32)).to(dev),
+            origin, opts.node_spacing, fine_gs)
+    A = B = None
+    notes, n_iter, lv = [], 0, None
+    for f in fs:
+        lv = _level(ref, dfm, msk, f, opts, dev)
+        U = _transfer(prev[0], prev[1], prev[2], prev[3], lv.origin, lv.spacing, lv.grid_shape)
+        if A is None:
+            A = torch.zeros((1,) + lv.grid_shape, device=dev)
+            B = torch.ones((1,) + lv.grid_shape, device=dev)
+        else:
+            A = _transfer(A, prev[1], prev[2], prev[3], lv.origin, lv.spacing, lv.grid_shape)
+            B = _transfer(B, prev[1], prev[2], prev[3], lv.origin, lv.spacing, lv.grid_shape)
+        passes = 2 if opts.psf_sigma_px > 0 else 1
+        for _ in range(passes):
+            weights = _psf_weights(lv, U, opts)
+            U, A, B, n_iter, last = _minimise(lv, U, A, B, opts, weights)
+        notes.append({"binning": f, "node_spacing_px": lv.spacing, "iterations": n_iter,
+                      "objective": round(last.get("loss", float("nan")), 8),
+                      "data_term": round(last.get("data", float("nan")), 8)})
+        prev = (U, lv.origin, lv.spacing, lv.grid_shape)
+    in_mask, out_view = _support_fractions(lv, U, _psf_weights(lv, U, opts))
+    u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
+    return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations)

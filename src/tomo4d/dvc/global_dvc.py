@@ -1,0 +1,274 @@
+"""Global (regularised) DVC: one continuous displacement field for the whole volume.
+
+Local DVC (:func:`~tomo4d.dvc.correlate`) matches every window on its own; it fails where a
+window holds too little texture that survives between the states, which is what lithiating
+silicon does at 40-60 % expansion (the particles lose their contrast, the matrix is nearly
+featureless after the blur): on the phantom's default series at T3 only 42 % of the anode's
+nodes converge, even started at the exact field (``benchmarks/RESULTS.md``, issue 15).
+
+:func:`correlate_global` instead measures the nodal displacements of a trilinear control
+grid (node spacing ``s``) *together*, minimising over the whole (masked) volume
+
+    sum_x [J(x + u(x)) - b(x) I(x) - a(x)]^2 / var(I)  +  w * mean |Laplacian(u)|^2 (grid)
+    + w_g * mean |grad a|^2 + |grad b|^2 (grid)
+
+with ``I`` the reference, ``J`` the deformed volume, and ``a``, ``b`` brightness and contrast
+fields on the same grid, estimated jointly with the displacement (the grey-level correction
+of the silicon-anode study's lithiating particles).  Textureless regions borrow from their
+neighbours through the regularisation instead of diverging, so every node is measured.
+With ``psf_sigma_px`` the deformed volume is compared after an extra blur along z that
+undoes the sharpening that stretching brings to features blurred by the same PSF before the
+stretch (the blur of a feature stretched by ``lambda`` is compensated by ``sigma *
+sqrt(lambda^2 - 1)`` in the deformed frame; ``lambda`` from the current field).
+
+The minimisation is L-BFGS (torch, CPU or GPU) over a pyramid of binned volumes and control
+grids (spacing ``s * 2^k`` at binning ``2^k``), coarse to fine; an initial field (e.g. the
+previous time step's) gives the capture range that 40-60 % expansion needs.
+
+Memory: about 30 float32 values per voxel of the finest level (dense field, sampling
+coordinates, gradients), i.e. ~2 GiB for 256^3; a chunked (out-of-core) version is not built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .._validate import as_image, as_mask, check_int, check_number, check_same_shape, show
+from ..errors import InputError
+from .correlate import _voxel_sizes
+from .field import DisplacementField, NodeStatus
+
+__all__ = ["GlobalOptions", "correlate_global", "control_grid"]
+
+log = logging.getLogger(__name__)
+
+#: z-blur widths (deformed-frame px of the level) of the stack the PSF compensation blends between
+_PSF_STACK = (0.0, 0.75, 1.5, 2.25, 3.0, 4.0, 5.0, 6.5)
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """Options of :func:`correlate_global`; every value checked on construction.
+
+    Attributes
+    ----------
+    node_spacing : int
+        Control-grid spacing of the finest level, px (>= 2).  The measured field is trilinear
+        between nodes, so strain is resolved at about this length.
+    levels : int
+        Pyramid levels (>= 1): level ``k`` bins the volumes by ``2^k`` and uses a control grid
+        of spacing ``node_spacing * 2^k``; levels whose binned volume would be smaller than 8
+        voxels along an axis are skipped.
+    regularisation : float
+        Weight of the squared Laplacian of the nodal displacements (>= 0), relative to the data
+        term normalised by the reference's variance.  Larger: smoother fields, less noise,
+        particle-scale swelling smoothed away.
+    grey_fields : bool
+        Estimate brightness and contrast fields jointly (True), or assume the grey levels of a
+        material point do not change (False: plain SSD).
+    grey_regularisation : float
+        Weight of the squared gradients of the brightness and contrast fields (>= 0).
+    psf_sigma_px : float
+        Gaussian PSF of the scans, px (>= 0; 0: no blur compensation).  For stretches >= 1
+        along z only; in-plane and compressive blur differences are not compensated.
+    max_iterations : int
+        L-BFGS iterations per level (>= 1).
+    tolerance : float
+        Relative change of the objective below which a level stops (> 0).
+    out_of_view_fraction : float
+        A node whose support (the voxels within one spacing of it) has more than this
+        fraction of its masked voxels mapped outside the deformed volume is ``OUT_OF_VIEW``.
+    mask_fraction : float
+        A node whose support has less than this fraction of voxels inside the mask is
+        ``OUTSIDE_MASK`` (its value is only the regularisation's interpolation).
+    threads : int, optional
+        torch CPU threads during the call (restored afterwards); default: torch's.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    """
+
+    node_spacing: int = 4
+    levels: int = 3
+    regularisation: float = 0.05
+    grey_fields: bool = True
+    grey_regularisation: float = 1.0
+    psf_sigma_px: float = 0.0
+    max_iterations: int = 100
+    tolerance: float = 1e-7
+    out_of_view_fraction: float = 0.05
+    mask_fraction: float = 0.2
+    threads: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check_int("node_spacing", self.node_spacing, minimum=2)
+        check_int("levels", self.levels, minimum=1, maximum=6)
+        check_number("regularisation", self.regularisation, minimum=0)
+        if not isinstance(self.grey_fields, bool):
+            raise InputError(f"grey_fields={show(self.grey_fields)} is not a bool; give True or False")
+        check_number("grey_regularisation", self.grey_regularisation, minimum=0)
+        check_number("psf_sigma_px", self.psf_sigma_px, minimum=0, maximum=20)
+        check_int("max_iterations", self.max_iterations, minimum=1)
+        check_number("tolerance", self.tolerance, minimum=0, exclusive_minimum=True)
+        check_number("out_of_view_fraction", self.out_of_view_fraction, minimum=0, maximum=1)
+        check_number("mask_fraction", self.mask_fraction, minimum=0, maximum=1)
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1)
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise InputError(f"device={show(self.device)} is not known; give 'cpu', 'cuda' or 'auto'")
+
+
+def control_grid(shape, node_spacing: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """Nodes of a control grid of integer spacing centred in a volume of ``shape``.
+
+    Returns ``(positions (N, 3) px, grid_shape, origin (3,) px)``; node ``(i, j, k)`` sits at
+    ``origin + (i, j, k) * node_spacing``, all nodes inside the volume.
+    """
+    s = int(node_spacing)
+    gs = tuple(max(2, (int(n) - 1) // s + 1) for n in shape)
+    origin = np.array([max(0, ((int(n) - 1) - (g - 1) * s) // 2) for n, g in zip(shape, gs)], float)
+    axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
+    pos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return pos, gs, origin
+
+
+def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: DisplacementField | None = None,
+                     options: GlobalOptions | None = None, **shortcuts) -> DisplacementField:
+    """Global DVC: a regularised trilinear displacement field, reference -> deformed.
+
+    Parameters
+    ----------
+    reference, deformed : array-like or Volume, shape (z, y, x)
+        Same shape and voxel size.
+    mask : array-like of bool, optional
+        Reference voxels whose grey levels are matched (e.g. the electrode); the field is
+        measured inside and regularised across the rest.
+    phi0 : array-like (4, 4), optional
+        Global affine initial guess about the volume centre (e.g. ``tomo4d.register(...).phi``);
+        the capture range for 40-60 % axial stretch.  ``initial``, when given, wins.
+    initial : DisplacementField, optional
+        Starting field (any grid of these volumes), e.g. the previous time step's; without it
+        the coarsest level starts from zero, which captures displacements of about
+        ``node_spacing * 2^(levels-1)`` px.
+    options : GlobalOptions, optional
+        Or keyword shortcuts of its fields (``node_spacing=6``, ``psf_sigma_px=2.8``, ...).
+
+    Returns
+    -------
+    DisplacementField
+        On the control grid (``node_spacing_px`` = ``half_window_px`` = the spacing): per node
+        the displacement and the deformation gradient from central differences of the nodal
+        values; status ``CONVERGED``, ``OUTSIDE_MASK`` or ``OUT_OF_VIEW``.  ``notes`` hold the
+        method, options, objective and iterations per level.  A warning is issued (and
+        ``notes["converged"]`` is False) when the finest level hit ``max_iterations``.
+    """
+    opts = _resolve(options, shortcuts)
+    voxel = _voxel_sizes(reference, deformed)
+    ref = as_image(reference, name="reference")
+    dfm = as_image(deformed, name="deformed")
+    check_same_shape(ref, dfm, ("reference", "deformed"))
+    msk = as_mask(mask, ref.shape)
+    too_small = [a for a in range(3) if ref.shape[a] < 2 * opts.node_spacing]
+    if too_small:
+        a = too_small[0]
+        raise InputError(f"node_spacing={opts.node_spacing} is too large for the volume along {'zyx'[a]} "
+                         f"({ref.shape[a]} voxels): give at most {ref.shape[a] // 2}")
+    pos, gs, origin = control_grid(ref.shape, opts.node_spacing)
+    u0 = _initial_nodes(initial, phi0, pos, ref.shape)
+    t0 = time.perf_counter()
+    with _torch_threads(opts.threads):
+        from ._global_solver import solve_pyramid
+
+        sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts)
+    status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
+    phis = _phis(sol.u_nodes, opts.node_spacing)
+    notes = {"method": "global", "options": asdict(opts), "levels": sol.level_notes,
+             "converged": bool(sol.converged), "seconds": round(time.perf_counter() - t0, 3),
+             "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist()}
+    if not sol.converged:
+        warnings.warn(f"global DVC: the finest level stopped at max_iterations={opts.max_iterations} before the "
+                      "objective settled; the field may not be final (raise max_iterations)", RuntimeWarning,
+                      stacklevel=2)
+    field = DisplacementField(positions_zyx_px=pos, phi=phis, status=status.ravel(), grid_shape=gs,
+                              node_spacing_px=(opts.node_spacing,) * 3, half_window_px=(opts.node_spacing,) * 3,
+                              voxel_size_nm=tuple(float(v) for v in voxel), notes=notes)
+    log.info("global DVC %d nodes in %.2f s: %s", field.n_nodes, notes["seconds"], field.status_counts())
+    return field
+
+
+def _resolve(options, shortcuts) -> GlobalOptions:
+    if options is not None and not isinstance(options, GlobalOptions):
+        raise InputError(f"options={show(options)} is not a GlobalOptions; build one with tomo4d.dvc.GlobalOptions(...)")
+    base = options or GlobalOptions()
+    if not shortcuts:
+        return base
+    import dataclasses
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(GlobalOptions)]
+    for k in shortcuts:
+        if k not in names:
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"{k}= is not an option of correlate_global{hint}; options: {', '.join(names)}")
+    return dataclasses.replace(base, **shortcuts)
+
+
+def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:
+    """Initial displacement (N, 3) px at the control nodes: ``initial``, else ``phi0``, else zero."""
+    if initial is None and phi0 is None:
+        return np.zeros_like(pos)
+    if initial is None:
+        from ..register.phi import check_phi
+
+        g = check_phi(phi0, name="phi0")
+        c = (np.asarray(shape, float) - 1.0) / 2.0
+        return (pos - c) @ g[:3, :3].T + c + g[:3, 3] - pos
+    from .correlate import _check_initial
+
+    _check_initial(initial, shape)
+    ok = initial.usable
+    if not ok.any():
+        raise InputError("initial has no usable node (every node failed); give a measured field or omit initial")
+    u, _ = initial.interpolate(pos, order=1)
+    return np.asarray(u, float)
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _statuses(in_mask, out_of_view, opts: GlobalOptions) -> np.ndarray:
+    status = np.full(in_mask.shape, NodeStatus.CONVERGED, np.int8)
+    status[in_mask < opts.mask_fraction] = NodeStatus.OUTSIDE_MASK
+    status[(in_mask >= opts.mask_fraction) & (out_of_view > opts.out_of_view_fraction)] = NodeStatus.OUT_OF_VIEW
+    return status
+
+
+def _phis(u_nodes: np.ndarray, spacing: int) -> np.ndarray:
+    """Per-node Phi (N, 4, 4): translation = displacement, F = I + central differences of the nodes."""
+    gs = u_nodes.shape[:3]
+    grad = np.stack([np.gradient(u_nodes, float(spacing), axis=a) if gs[a] > 1 else np.zeros_like(u_nodes)
+                     for a in range(3)], axis=-1)  # (..., 3 components, 3 axes)
+    n = int(np.prod(gs))
+    phis = np.tile(np.eye(4), (n, 1, 1))
+    phis[:, :3, :3] += grad.reshape(n, 3, 3)
+    phis[:, :3, 3] = u_nodes.reshape(n, 3)
+    return phis
