@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tomo4d.dvc import DisplacementField, GlobalOptions, NodeStatus, correlate_global, strain_field
+from tomo4d.dvc import (
+    DisplacementField,
+    GlobalOptions,
+    NodeStatus,
+    correlate_global,
+    strain_field,
+)
 from tomo4d.errors import InputError
 
 pytest.importorskip("torch")

@@ -39,7 +39,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._validate import as_image, as_mask, check_int, check_number, check_same_shape, show
+from .._validate import (
+    as_image,
+    as_mask,
+    check_int,
+    check_number,
+    check_same_shape,
+    show,
+)
 from ..errors import InputError
 from .correlate import _voxel_sizes
 from .field import DisplacementField, NodeStatus
