@@ -1,0 +1,153 @@
+"""Every GPU figure tomo4d reports, measured in one process (run by ``benchmarks/gpu_check.sh``).
+
+Prints one JSON line per figure and writes them all to ``--out``.  Each part is independent: a
+failure is recorded with its error and the next part runs.  Figures (wall time, CUDA synchronised):
+
+- ``dvc_local_torch``: :func:`tomo4d.dvc.correlate`, torch backend on the GPU, a 512^3 smooth random
+  texture shifted by a known sub-pixel translation, ~10^5 nodes (issue 15 goal: >= 10^4 nodes/s),
+  with the median error against the known shift;
+- ``dvc_global``: :func:`tomo4d.dvc.correlate_global` on the GPU, 256^3 texture stretched 20 % along z
+  with a grey-level ramp, node spacing 4 (seconds and median error);
+- ``indi_slices``: InDI enhancement of 2048^2 slices at 10 steps, untrained ``reference``-preset
+  network (throughput does not depend on the weights), slices/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+
+import numpy as np
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _texture(n, seed=0):
+    import torch
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    a = torch.randn((1, 1, n, n, n), device="cuda", generator=g)
+    k = torch.exp(-0.5 * (torch.arange(-4, 5, device="cuda", dtype=torch.float32) / 1.5) ** 2)
+    k = k / k.sum()
+    for dim in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + dim] = 9
+        a = torch.nn.functional.conv3d(a, k.view(shape), padding=[4 if d == dim else 0 for d in range(3)])
+    a = (a - a.mean()) / a.std() * 1000 + 5000
+    return a[0, 0]
+
+
+def _warp(vol, disp):
+    """vol (D, H, W) cuda; disp(zyx grid) -> (3, D, H, W) px; returns D with D(x + u(x)) ~ vol(x) (u small)."""
+    import torch
+
+    D, H, W = vol.shape
+    axes = [torch.arange(n, device=vol.device, dtype=torch.float32) for n in vol.shape]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    pts = torch.stack([z, y, x])
+    src = pts.clone()
+    for _ in range(20):  # fixed point: src = x - u(src)
+        src = pts - disp(src)
+    g = torch.stack([src[2] / (W - 1), src[1] / (H - 1), src[0] / (D - 1)], -1) * 2 - 1
+    return torch.nn.functional.grid_sample(vol[None, None], g[None], mode="bilinear", padding_mode="border",
+                                           align_corners=True)[0, 0]
+
+
+def dvc_local(n=512, spacing=11, hw=10):
+    from tomo4d.dvc import correlate
+
+    ref = _texture(n)
+    shift = (0.3, -0.4, 0.25)
+    dfm = _warp(ref, lambda p: p * 0 + __import__("torch").tensor(shift, device=p.device).view(3, 1, 1, 1))
+    r, d = ref.cpu().numpy(), dfm.cpu().numpy()
+    correlate(r[:96, :96, :96], d[:96, :96, :96], node_spacing=spacing, half_window=hw, backend="torch",
+              device="cuda", order=1)  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    f = correlate(r, d, node_spacing=spacing, half_window=hw, backend="torch", device="cuda", order=1)
+    _sync()
+    dt = time.perf_counter() - t0
+    err = np.linalg.norm(f.displacement_zyx_px[f.usable] - np.asarray(shift), axis=1)
+    return {"volume": f"{n}^3", "nodes": f.n_nodes, "seconds": dt, "nodes_per_s": f.n_nodes / dt,
+            "median_error_px": float(np.median(err)), "usable": float(f.usable.mean())}
+
+
+def dvc_global(n=256, spacing=4):
+    import torch
+
+    from tomo4d.dvc import correlate_global
+
+    ref = _texture(n, seed=1)
+    strain = 0.2
+    dfm = _warp(ref, lambda p: torch.stack([strain * (p[0] - n / 2), 0 * p[1], 0 * p[2]]))
+    z = torch.linspace(0, 1, n, device="cuda").view(n, 1, 1)
+    dfm = (dfm - 5000) * (1 - 0.4 * z) + 5000 + 300 * z
+    r, d = ref.cpu().numpy(), dfm.cpu().numpy()
+    phi0 = np.eye(4)
+    phi0[0, 0] = 1 + strain
+    phi0[0, 3] = strain * 0.5
+    _sync()
+    t0 = time.perf_counter()
+    f = correlate_global(r, d, phi0=phi0, node_spacing=spacing, device="cuda")
+    _sync()
+    dt = time.perf_counter() - t0
+    pos = f.positions_zyx_px
+    true = np.stack([strain * (pos[:, 0] - n / 2), 0 * pos[:, 1], 0 * pos[:, 2]], 1)
+    ok = f.usable
+    return {"volume": f"{n}^3", "nodes": f.n_nodes, "seconds": dt, "levels": f.notes["levels"],
+            "median_error_px": float(np.median(np.linalg.norm(f.displacement_zyx_px[ok] - true[ok], axis=1)))}
+
+
+def indi_slices(size=2048, steps=10, n_slices=4):
+    import torch
+
+    from tomo4d.enhance import ModelInfo, Scaling, TrainConfig
+    from tomo4d.enhance.model import EnhanceModel
+    from tomo4d.enhance.network import InDINet
+    from tomo4d.enhance.sample import restore_slices
+
+    cfg = TrainConfig.preset("reference")
+    torch.manual_seed(0)
+    model = EnhanceModel(InDINet(cfg.network).eval(),
+                         ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+    model.to("cuda")
+    img = np.random.default_rng(0).uniform(-1, 1, (n_slices, size, size)).astype(np.float32)
+    restore_slices(model, img[:1, :256, :256], steps=1)
+    _sync()
+    t0 = time.perf_counter()
+    restore_slices(model, img, steps=steps, tile=1024, overlap=64)
+    _sync()
+    dt = time.perf_counter() - t0
+    return {"slice": f"{size}x{size}", "steps": steps, "slices": n_slices, "seconds": dt,
+            "slices_per_s": n_slices / dt}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="gpu_figures.json")
+    ap.add_argument("--only", default="dvc_local,dvc_global,indi_slices")
+    a = ap.parse_args(argv)
+    import torch
+
+    rows = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__}
+    print(json.dumps(rows), flush=True)
+    for name in a.only.split(","):
+        try:
+            rows[name] = globals()[name]()
+        except Exception as e:  # record and go on: one prepared call measures everything it can
+            rows[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
+        print(json.dumps({name: rows[name]}, default=float), flush=True)
+        with open(a.out, "w") as fh:
+            json.dump(rows, fh, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
