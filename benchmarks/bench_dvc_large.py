@@ -92,9 +92,10 @@ def main(argv=None):
     ap.add_argument("--spacing", type=int, default=6)
     ap.add_argument("--half-window", type=int, default=6)
     ap.add_argument("--smooth", type=float, default=1.0)
-    ap.add_argument("--start", choices=["chain", "truth", "affine"], default="chain",
-                    help="chain: previous step's field; truth: the exact field; affine: a global affine "
-                         "registration (tomo4d.register) of the pair")
+    ap.add_argument("--start", choices=["chain", "truth", "affine", "chain-affine"], default="chain",
+                    help="chain: previous step's field (the first step: integer search); truth: the exact "
+                         "field; affine: a global affine registration (tomo4d.register) of the pair; "
+                         "chain-affine: previous step's field, the first step affine (the runner's default)")
     ap.add_argument("--param", action="append", default=[], help="Phantom parameter KEY=VALUE (JSON value).")
     ap.add_argument("--exclude-above", type=float, default=None,
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
@@ -142,7 +143,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         init = _truth_field(exp, grid, n, a.spacing, a.half_window, series[0].shape) if a.start == "truth" else prev
         phi0 = None
-        if a.start == "affine":
+        if a.start == "affine" or (a.start == "chain-affine" and prev is None):
             from tomo4d.register import register
 
             init, phi0 = None, register(series[0], series[n]).phi

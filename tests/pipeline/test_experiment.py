@@ -135,3 +135,16 @@ def test_truth_and_repeat_inputs_are_checked(tmp_path, phantom_dir):
                              "truth": {"labels": [str(phantom_dir / "truth" / "labels_hq_T0.tif")]}}))
     with pytest.raises(InputError, match="truth.labels has 1 files but inputs.series has 3 steps"):
         plan_experiment(load_experiment(p))
+
+
+def test_dvc_global_method_and_its_options():
+    from tomo4d.dvc import GlobalOptions
+
+    exp = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 6,
+                                            "global_options": {"levels": 2, "regularisation": 0.1}}})
+    assert exp.dvc.global_dvc_options() == GlobalOptions(node_spacing=6, levels=2, regularisation=0.1)
+    msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"regularization": 0.1}}})
+    assert "regularization= is not an option of dvc.global_options" in msg and "did you mean 'regularisation'" in msg
+    msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"levels": 0}}})
+    assert "levels=0" in msg
+    assert "method" in _refused({**GOOD, "dvc": {"method": "fem"}})

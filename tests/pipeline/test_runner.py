@@ -196,3 +196,22 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
     exp2.write_text(exp2.read_text().replace("[TODO, TODO, TODO]", "[0, 60, 120]").replace(
         "voxel_size_nm: TODO", "voxel_size_nm: 50"))
     assert main(["run", str(exp2), "--check"]) == 0
+
+
+def test_dvc_stage_global_method(tmp_path, phantom_dir):
+    """method: global runs correlate_global per step (affine start, then chained) and strain follows."""
+    from tomo4d.dvc import DisplacementField
+
+    from .conftest import EXPERIMENT
+
+    text = EXPERIMENT.format(iterations=30).replace(
+        "  max_iterations: 30\n", "  max_iterations: 30\n  method: global\n  global_options: {levels: 2, max_iterations: 40}\n")
+    exp_file = phantom_dir / "global.yaml"
+    exp_file.write_text(text)
+    out = tmp_path / "run"
+    run_experiment(load_experiment(exp_file), out, source=exp_file)
+    for step in ("T1", "T2"):
+        f = DisplacementField.load(next((out / "fields").glob(f"dvc_T0_*{step}*.h5")))
+        assert f.notes["method"] == "global" and f.usable.mean() > 0.5
+        assert np.median(f.displacement_zyx_px[f.usable, 0]) > 0.1  # the anode expands along z
+    assert (out / "tables" / "strain_summary.csv").exists()

@@ -32,6 +32,8 @@ coordinates, gradients), i.e. ~2 GiB for 256^3; a chunked (out-of-core) version 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import logging
 import time
 import warnings
@@ -51,7 +53,7 @@ from ..errors import InputError
 from .correlate import _voxel_sizes
 from .field import DisplacementField, NodeStatus
 
-__all__ = ["GlobalOptions", "correlate_global", "control_grid"]
+__all__ = ["GlobalOptions", "correlate_global", "control_grid", "resolve_global_options"]
 
 log = logging.getLogger(__name__)
 
@@ -212,19 +214,20 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
 def _resolve(options, shortcuts) -> GlobalOptions:
     if options is not None and not isinstance(options, GlobalOptions):
         raise InputError(f"options={show(options)} is not a GlobalOptions; build one with tomo4d.dvc.GlobalOptions(...)")
-    base = options or GlobalOptions()
-    if not shortcuts:
-        return base
-    import dataclasses
-    import difflib
+    return resolve_global_options(options or GlobalOptions(), shortcuts, name="correlate_global")
 
+
+def resolve_global_options(base: GlobalOptions, changes: dict, *, name: str) -> GlobalOptions:
+    """``base`` with ``changes`` (option name -> value); an unknown name is refused with the closest one."""
+    if not changes:
+        return base
     names = [f.name for f in dataclasses.fields(GlobalOptions)]
-    for k in shortcuts:
+    for k in changes:
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
+            close = difflib.get_close_matches(str(k), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(f"{k}= is not an option of correlate_global{hint}; options: {', '.join(names)}")
-    return dataclasses.replace(base, **shortcuts)
+            raise InputError(f"{k}= is not an option of {name}{hint}; options: {', '.join(names)}")
+    return dataclasses.replace(base, **changes)
 
 
 def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:

@@ -82,6 +82,16 @@ _DVC_OWN = {
     "psf_sigma_px": (float | None, Field(None, ge=0, allow_inf_nan=False,
                                          description="Gaussian PSF sigma of the scans, px, to compensate blur "
                                                      "at large strain (tomo4d.dvc.PsfCompensation); null: off.")),
+    "method": (Literal["local", "global"], Field("local", description=(
+        "local: one window per node (tomo4d.dvc.correlate, the options of this section); global: one "
+        "regularised field with joint grey-level correction (tomo4d.dvc.correlate_global, the options "
+        "under global_options), measured more accurate at 30-50 % expansion with lithiation (RESULTS.md)."))),
+    "global_options": (dict, Field(default_factory=dict, description=(
+        "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
+        "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default."))),
+    "affine_start": (bool, Field(True, description=(
+        "Start the first step (and every step when from_previous is false) from a global affine "
+        "registration of the pair (tomo4d.register): the capture range for 40-60 % axial stretch."))),
 }
 
 
@@ -112,6 +122,8 @@ def _check_option(cls, value, info):
 def _check_all(self):
     try:
         self.correlation_options()
+        if self.method == "global":
+            self.global_dvc_options()
     except InputError as exc:
         raise ValueError(str(exc)) from None
     return self
@@ -126,6 +138,14 @@ class _DvcBase(StrictModel):
         from ..dvc import CorrelationOptions
 
         return CorrelationOptions(**{k: getattr(self, k) for k in _OPTION_NAMES})
+
+    def global_dvc_options(self):
+        """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` (node spacing from the section)."""
+        from ..dvc import GlobalOptions
+        from ..dvc.global_dvc import resolve_global_options
+
+        return resolve_global_options(GlobalOptions(node_spacing=self.node_spacing), self.global_options,
+                                      name="dvc.global_options")
 
     def correlate_kwargs(self) -> dict:
         """Keyword arguments of :func:`tomo4d.dvc.correlate` (without the volumes and ``initial``)."""

@@ -104,13 +104,20 @@ def _field_path(out: Path, ctx, step: int) -> Path:
 
 
 def _dvc_step(ctx, step, previous):
-    from ..dvc import correlate
+    from ..dvc import correlate, correlate_global
 
     sec, inp = ctx.experiment.dvc, ctx.inputs
     ref, deformed = _read(inp.series[0]), _read(inp.series[step])
-    initial = previous if sec.from_previous else None
-    return correlate(ref, deformed, initial=initial, search_radius_px=0 if initial is not None else sec.search_radius_px,
-                     **sec.correlate_kwargs())
+    initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
+    phi0 = None
+    if initial is None and sec.affine_start:
+        from ..register import register
+
+        phi0 = register(ref, deformed).phi
+    if sec.method == "global":
+        return correlate_global(ref, deformed, initial=initial, phi0=phi0, options=sec.global_dvc_options())
+    radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
+    return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, **sec.correlate_kwargs())
 
 
 def _dvc_save(field, out, ctx, step):
