@@ -4,6 +4,9 @@ The :class:`Trainer` owns the network, optimiser(s) and random generator; it
 checkpoints all of them (safetensors + JSON, atomically) every
 ``checkpoint_every`` steps, so that an interrupted run resumed from its last
 checkpoint ends with exactly the weights of an uninterrupted run.
+
+(~580 lines on purpose: the Trainer's state - network, optimisers, generator, checkpoints - and the
+training entry points that drive it must change together for the bit-exact resume to hold.)
 """
 
 from __future__ import annotations

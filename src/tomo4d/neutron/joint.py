@@ -28,10 +28,10 @@ __all__ = ["resample_to_grid", "AlignedPair", "align_modalities", "JointHistogra
 
 
 def _vs(name, v):
-    from ..volume import _check_voxel_size
+    from ..volume import normalise_voxel_size
 
     try:
-        return np.asarray(_check_voxel_size(v), dtype=np.float64)
+        return np.asarray(normalise_voxel_size(v), dtype=np.float64)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
 

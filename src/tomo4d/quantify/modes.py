@@ -221,26 +221,7 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     names = step_names(len(items), names)
     if method not in ("auto", "threshold", "profile"):
         raise InputError(f"method={method!r} is not supported; use 'auto', 'threshold' or 'profile'")
-    arrs = []
-    for i, a in enumerate(items):
-        a = np.asarray(a.numpy() if hasattr(a, "numpy") else a)
-        if a.shape != lab.shape:
-            raise InputError(f"changes[{i}] has shape {a.shape}; it must match the labels {lab.shape} (T0 frame)")
-        check_finite(f"changes[{i}]", a)
-        arrs.append(a)
-    inside = lab > 0
-    boolean = all(a.dtype == bool for a in arrs)
-    if boolean:
-        thr = float("nan")
-    elif threshold is None:
-        from skimage.filters import threshold_otsu
-
-        pool = np.concatenate([a[inside].astype(np.float32) for a in arrs])
-        thr = float(threshold_otsu(pool)) if pool.size and pool.max() > pool.min() else float("inf")
-    else:
-        thr = float(threshold)
-        if not np.isfinite(thr):
-            raise InputError(f"threshold={show(threshold)} must be a finite residual level")
+    arrs, inside, boolean, thr = _checked_changes(items, lab, threshold)
     profile = method == "profile" or (method == "auto" and not boolean)
     if profile:
         if boolean:
@@ -252,27 +233,8 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
             min_res = float(min_residual)
             if not np.isfinite(min_res) or min_res < 0:
                 raise InputError(f"min_residual={show(min_residual)} must be a finite residual level >= 0")
-    # depth rank of every particle voxel within its particle
-    depth = particle_depth(lab, voxel_size_nm=vs)
-    idx = np.flatnonzero(inside.ravel())
-    pl = lab.ravel()[idx].astype(np.int64)
-    dv = depth.ravel()[idx]
-    order = np.lexsort((dv, pl))
-    pl_s = pl[order]
-    counts = np.bincount(pl_s)
-    present = np.flatnonzero(counts)
-    start = np.concatenate([[0], np.cumsum(counts)])[:-1]
-    rank = np.arange(pl_s.size) - start[pl_s]
-    q = np.empty(pl.size)
-    q[order] = (rank + 0.5) / counts[pl_s]
-    dmax = np.zeros(counts.size)
-    np.maximum.at(dmax, pl, dv)
-    dnorm = dv / np.maximum(dmax[pl], 1e-12)
+    idx, pc, q, dnorm, present, size = _depth_ranks(lab, inside, vs)
     n_p = present.size
-    col = np.zeros(counts.size, np.int64)
-    col[present] = np.arange(n_p)
-    pc = col[pl]
-    size = counts[present].astype(float)
     frac = np.zeros((len(arrs), n_p))
     score = np.full((len(arrs), n_p), np.nan)
     mdepth = np.full((len(arrs), n_p), np.nan)
@@ -324,3 +286,50 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
             mode[p] = CORE_SHELL if np.median(v) >= shell_threshold else NETWORK
     return LithiationModes(label=present.astype(np.int64), step_names=names, changed_fraction=frac, shell_score=score,
                            mean_depth=mdepth, step_mode=step_mode, mode=mode, threshold=thr)
+
+
+def _checked_changes(items, lab, threshold):
+    """The change maps as arrays of the labels' shape, and the residual level of a changed voxel."""
+    arrs = []
+    for i, a in enumerate(items):
+        a = np.asarray(a.numpy() if hasattr(a, "numpy") else a)
+        if a.shape != lab.shape:
+            raise InputError(f"changes[{i}] has shape {a.shape}; it must match the labels {lab.shape} (T0 frame)")
+        check_finite(f"changes[{i}]", a)
+        arrs.append(a)
+    inside = lab > 0
+    boolean = all(a.dtype == bool for a in arrs)
+    if boolean:
+        thr = float("nan")
+    elif threshold is None:
+        from skimage.filters import threshold_otsu
+
+        pool = np.concatenate([a[inside].astype(np.float32) for a in arrs])
+        thr = float(threshold_otsu(pool)) if pool.size and pool.max() > pool.min() else float("inf")
+    else:
+        thr = float(threshold)
+        if not np.isfinite(thr):
+            raise InputError(f"threshold={show(threshold)} must be a finite residual level")
+    return arrs, inside, boolean, thr
+
+
+def _depth_ranks(lab, inside, vs):
+    """Per particle voxel (flat index ``idx``): particle column, depth quantile, normalised depth."""
+    depth = particle_depth(lab, voxel_size_nm=vs)
+    idx = np.flatnonzero(inside.ravel())
+    pl = lab.ravel()[idx].astype(np.int64)
+    dv = depth.ravel()[idx]
+    order = np.lexsort((dv, pl))
+    pl_s = pl[order]
+    counts = np.bincount(pl_s)
+    present = np.flatnonzero(counts)
+    start = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    rank = np.arange(pl_s.size) - start[pl_s]
+    q = np.empty(pl.size)
+    q[order] = (rank + 0.5) / counts[pl_s]
+    dmax = np.zeros(counts.size)
+    np.maximum.at(dmax, pl, dv)
+    dnorm = dv / np.maximum(dmax[pl], 1e-12)
+    col = np.zeros(counts.size, np.int64)
+    col[present] = np.arange(present.size)
+    return idx, col[pl], q, dnorm, present, counts[present].astype(float)

@@ -1,5 +1,8 @@
 """Attention residual U-Net for phase segmentation from a few fully labelled slices.
 
+(~540 lines on purpose: the network, its tiled inference and its training share the configuration
+and the tile geometry; split, each half would re-derive them.)
+
 Network (2D, applied to ``(y, x)`` slices; ``f`` = ``base_filters``)::
 
     x --res(1->f)--> e0 --pool,res--> e1 (2f) ... --pool,res--> bottleneck (f*2**depth)
