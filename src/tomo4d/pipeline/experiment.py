@@ -41,6 +41,7 @@ from .sections import (
     StrictModel,
     TruthSection,
 )
+from .sections_enhance import EnhanceSection, TrainingPairInput
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -63,6 +64,8 @@ class Inputs(StrictModel):
                                         description="Voxel size, nm; overrides the files' (null: from the files).")
     repeat: str | None = Field(None, description="A repeated scan of T0 with no change in between: the noise "
                                                  "floor of the residual maps (null: none).")
+    training_pair: TrainingPairInput | None = Field(None, description="LQ/HQ scans of one region: the training "
+                                                                      "data of the enhance stages (null: none).")
 
     @field_validator("state_of_charge")
     @classmethod
@@ -94,6 +97,8 @@ class Experiment(StrictModel):
                                                              "label volumes of every step.")
     particles: ParticlesSection | None = Field(None, description="Particles per step and tracks (needs segment).")
     residual: ResidualSection | None = Field(None, description="Residual maps T0 -> Tn (needs dvc).")
+    enhance: EnhanceSection | None = Field(None, description="InDI trained on inputs.training_pair, every step of "
+                                                             "inputs.series (LQ) enhanced (first in the workflow).")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
@@ -105,6 +110,14 @@ class Experiment(StrictModel):
         if self.segment is not None and self.segment.labels is None and self.inputs.labels is None:
             raise ValueError("the segment section needs training labels: set segment.labels (a label volume of T0, "
                              "0 = unlabelled) or inputs.labels")
+        if self.enhance is not None and self.inputs.training_pair is None:
+            raise ValueError("the enhance section needs inputs.training_pair ({lq: ..., hq: ...}); add it or remove "
+                             "the enhance section")
+        if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and (
+                self.residual is not None or (self.particles is not None and self.particles.use_dvc)):
+            raise ValueError("enhance.apply_to_series puts the DVC fields on the enhanced grid (twice finer), but the "
+                             "residual stage and particles.use_dvc work on the inputs.series grid; set "
+                             "enhance.apply_to_series: false, or remove residual and set particles.use_dvc: false")
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")

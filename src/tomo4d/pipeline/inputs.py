@@ -46,6 +46,10 @@ class ResolvedInputs:
         Repeated T0 scan (noise floor of the residual maps).
     truth_labels, truth_particles : tuple of Path
         Ground-truth phase and particle labels, one per step (or none).
+    training_pair : (Path, Path) or None
+        LQ and HQ scans of the enhance stages (:mod:`.inputs_enhance`).
+    truth_hq : tuple of Path
+        HQ scans of the in-situ steps (``enhance.truth_hq``), one per step (or none).
     """
 
     series: tuple[Path, ...]
@@ -60,6 +64,8 @@ class ResolvedInputs:
     repeat: Path | None = None
     truth_labels: tuple[Path, ...] = ()
     truth_particles: tuple[Path, ...] = ()
+    training_pair: tuple[Path, Path] | None = None
+    truth_hq: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -68,6 +74,7 @@ class ResolvedInputs:
     def files(self) -> tuple[Path, ...]:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
         extra = tuple(p for p in (self.segment_labels, self.repeat) if p is not None)
+        extra += tuple(self.training_pair or ()) + self.truth_hq
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles))
 
 
@@ -156,11 +163,14 @@ def resolve_inputs(exp) -> ResolvedInputs:
             _same_grid(_open(p, f"truth.{kind}[{i}] ({names[i]})", inp.voxel_size_nm), ref,
                        f"truth.{kind}[{i}] ({names[i]})", p, series[i])
         truth[kind] = files
+    from .inputs_enhance import resolve_enhance_inputs
+
+    pair, truth_hq = resolve_enhance_inputs(exp, names, ref)
     return ResolvedInputs(series=series, labels=labels, names=names, time_s=tuple(inp.time_s),
                           state_of_charge=None if inp.state_of_charge is None else tuple(inp.state_of_charge),
                           shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm),
                           segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
-                          truth_particles=truth["particles"])
+                          truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq)
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .run_report_enhance import enhance_section
 from .run_report_sections import (
     particles_section,
     provenance_section,
@@ -119,7 +120,8 @@ def _strain_section(rep, out: Path, info: dict) -> None:
 
 
 #: report section of each stage, in workflow order
-SECTIONS = (("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
+SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out, info, _figure)),
+            ("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
             ("quantify", _quantify_section), ("strain", _strain_section),
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
             ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)))

@@ -25,6 +25,7 @@ import numpy as np
 
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
+from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 
@@ -106,8 +107,8 @@ def _field_path(out: Path, ctx, step: int) -> Path:
 def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
-    sec, inp = ctx.experiment.dvc, ctx.inputs
-    ref, deformed = _read(inp.series[0]), _read(inp.series[step])
+    sec = ctx.experiment.dvc
+    ref, deformed = _read(series_volume(ctx, 0)), _read(series_volume(ctx, step))  # enhanced: enhance.apply_to_series
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
     if initial is None and sec.affine_start:
@@ -131,13 +132,14 @@ def _dvc_load(out, ctx, step):
 
 
 DVC = Stage(
-    name="dvc", needs=(), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
+    name="dvc", needs=("enhance",), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
     outputs="fields/dvc_T0_<step>.h5",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**_section_options(exp, "dvc"), "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
-    run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load)
+    run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load,
+    reads=lambda exp, need: exp.enhance is not None and exp.enhance.apply_to_series)
 
 
 # -- strain ---------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def _strain_run(ctx):
     thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None
     if thickness is not None and strains:
-        vs = inp.voxel_size_nm[0]
+        vs = inp.voxel_size_nm[0] / analysis_scale(ctx)  # the fields' grid (enhanced: twice finer)
         regional = regional_strain_series(
             list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
@@ -203,7 +205,7 @@ STRAIN = Stage(
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
+STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
 
 
 def stage_by_name(name: str) -> Stage:

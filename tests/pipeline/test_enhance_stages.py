@@ -1,0 +1,157 @@
+"""The enhance stages (register_pair, train, enhance, enhance_quality) on the 32^3 phantom's LQ/HQ pair.
+
+The ``tiny`` preset with a few training steps: the stages run and their outputs load, a second run is
+cached, an edited training option recomputes train and what follows but not register_pair, a SIGKILL
+during training resumes from the Trainer's checkpoint, --check refuses a pair whose fields cannot overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tomo4d.errors import InputError
+from tomo4d.pipeline import (
+    load_experiment,
+    parse_experiment,
+    plan_experiment,
+    run_experiment,
+)
+
+ENHANCE = """\
+name: phantom-enhance
+inputs:
+  series: series/T*.tif
+  time_s: [0, 3600, 7200]
+  training_pair: {{lq: lq.tif, hq: {hq}}}
+enhance:
+  preset: tiny
+  train: {{steps: {steps}, checkpoint_every: 2, crop: 16}}
+  steps: 2
+  tile: 64
+  overlap: 8
+  truth_hq: series_hq/T*.tif
+"""
+
+STAGES = ("register_pair", "train", "enhance", "enhance_quality")
+
+
+def _write(phantom_dir: Path, name: str, steps: int = 6, hq: str = "hq.tif") -> Path:
+    p = phantom_dir / name
+    p.write_text(ENHANCE.format(steps=steps, hq=hq))
+    return p
+
+
+def _statuses(res) -> dict:
+    return {s.name: s.status for s in res.stages}
+
+
+@pytest.fixture(scope="module")
+def enhance_run(phantom_dir, tmp_path_factory):
+    exp = _write(phantom_dir, "enhance.yaml")
+    out = tmp_path_factory.mktemp("enhance") / "run"
+    return out, run_experiment(load_experiment(exp), out), exp
+
+
+def test_enhance_stages_write_outputs_that_load(enhance_run):
+    from tomo4d.enhance import load_model
+    from tomo4d.io import open_volume
+    from tomo4d.quantify import read_table
+
+    out, res, _ = enhance_run
+    assert _statuses(res) == dict.fromkeys(STAGES, "computed")
+    tr = json.loads((out / "models" / "enhance_pair_transform.json").read_text())
+    assert np.asarray(tr["phi_hq_to_lq_up"]).shape == (4, 4)
+    pq = json.loads((out / "models" / "enhance_pair_quality.json").read_text())
+    assert pq["ncc"] > 0.5 and 0 < pq["covered_fraction"] <= 1
+    model = load_model(out / "models" / "indi")
+    assert model.objective == "indi"
+    assert not (out / "models" / "indi" / "checkpoints").exists()  # removed once the model is saved
+    for name in ("T0", "T1", "T2"):
+        v = open_volume(out / "volumes" / f"enhanced_{name}.ome.zarr")
+        assert v.shape == (64, 64, 64) and v.voxel_size_nm == (50.0, 50.0, 50.0)
+        assert np.isfinite(v.numpy()).all()
+    q = read_table(out / "tables" / "enhance_quality.csv")
+    assert list(q["step"]) == ["pair", "T0", "T1", "T2"]
+    assert np.isfinite(q["psnr_db_InDI"]).all() and np.isfinite(q["ssim_InDI"][1:]).all()
+    html = (out / "report.html").read_text()
+    assert "InDI enhancement" in html and "CNR HQ (truth)" in html
+    assert (out / "figures" / "enhanced_slices.png").exists()
+
+
+def test_second_run_is_cached_and_an_edited_training_option_recomputes_downstream(enhance_run, phantom_dir,
+                                                                                  tmp_path):
+    out0, _, exp = enhance_run
+    out = tmp_path / "run"
+    shutil.copytree(out0, out)
+    res = run_experiment(load_experiment(exp), out)
+    assert _statuses(res) == dict.fromkeys(STAGES, "cached")
+    edited = _write(phantom_dir, "enhance_edited.yaml", steps=7)
+    res = run_experiment(load_experiment(edited), out)
+    st = _statuses(res)
+    assert st["register_pair"] == "cached"
+    assert st["train"] == st["enhance"] == st["enhance_quality"] == "computed"
+    why = {s.name: s.reasons for s in res.stages}
+    assert "enhance.train.steps changed 6 -> 7" in why["train"]
+    assert json.loads((out / "models" / "indi" / "metrics.json").read_text())["steps"] == 7
+
+
+def test_sigkill_during_training_resumes_from_the_checkpoint(enhance_run, tmp_path):
+    from safetensors.numpy import load_file
+
+    out0, _, exp = enhance_run
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    code = "import sys; from tomo4d.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", str(exp), "-o", str(out), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = out / "models" / "indi" / "checkpoints" / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / ".tomo4d" / "done" / "train.json").exists()
+    res = run_experiment(load_experiment(exp), out)
+    assert _statuses(res)["register_pair"] == "cached" and _statuses(res)["train"] == "computed"
+    metrics = json.loads((out / "models" / "indi" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] >= 2 and metrics["steps"] == 6  # resumed, not restarted
+    a, b = (load_file(d / "models" / "indi" / "weights.safetensors") for d in (out, out0))
+    for k in a:  # the resumed weights are those of the uninterrupted run (up to thread-order rounding)
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_check_refuses_a_pair_whose_fields_cannot_overlap(phantom_dir, capsys):
+    from tomo4d.cli import main
+    from tomo4d.io import save_volume
+    from tomo4d.volume import Volume
+
+    big = phantom_dir / "hq_big.tif"
+    save_volume(Volume(np.zeros((80, 80, 80), np.float32), (50.0, 50.0, 50.0)), big, overwrite=True)
+    exp = _write(phantom_dir, "enhance_bad.yaml", hq="hq_big.tif")
+    with pytest.raises(InputError, match=r"lq\.tif.*hq_big\.tif.*do not overlap"):
+        plan_experiment(load_experiment(exp))
+    assert main(["run", str(exp), "--check"]) != 0
+    assert "do not overlap" in capsys.readouterr().err
+
+
+def test_experiment_file_checks_of_the_enhance_section(phantom_dir):
+    base = {"inputs": {"series": "series/T*.tif", "time_s": [0, 1, 2]}}
+    with pytest.raises(InputError, match="enhance section needs inputs.training_pair"):
+        parse_experiment({**base, "enhance": {}}, base_dir=phantom_dir)
+    pair = {"inputs": {**base["inputs"], "training_pair": {"lq": "lq.tif", "hq": "hq.tif"}}}
+    with pytest.raises(InputError, match="stepz is not a field"):
+        parse_experiment({**pair, "enhance": {"train": {"stepz": 3}}}, base_dir=phantom_dir)
+    with pytest.raises(InputError, match="apply_to_series puts the DVC fields"):
+        parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
+    exp = parse_experiment({**pair, "enhance": {"preset": "tiny", "train": {"steps": 3}}}, base_dir=phantom_dir)
+    assert exp.enhance.train_config().steps == 3
