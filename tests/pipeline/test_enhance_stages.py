@@ -155,3 +155,26 @@ def test_experiment_file_checks_of_the_enhance_section(phantom_dir):
         parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
     exp = parse_experiment({**pair, "enhance": {"preset": "tiny", "train": {"steps": 3}}}, base_dir=phantom_dir)
     assert exp.enhance.train_config().steps == 3
+
+
+def test_dvc_reads_the_enhanced_series_with_apply_to_series(enhance_run, phantom_dir, tmp_path):
+    out0, _, exp = enhance_run
+    out = tmp_path / "run"
+    shutil.copytree(out0, out)
+    dvc = "dvc: {node_spacing: 12, half_window: 6, max_iterations: 3, tolerance_px: 0.1}\n"
+    p = phantom_dir / "enhance_dvc.yaml"
+    p.write_text(exp.read_text() + dvc)
+    res = run_experiment(load_experiment(p), out)
+    st = _statuses(res)
+    assert all(st[s] == "cached" for s in STAGES) and st["dvc"] == "computed"
+    from tomo4d.dvc import DisplacementField
+
+    field = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
+    assert field.positions_zyx_px.max() > 40  # nodes on the 64^3 enhanced grid, not the 32^3 series
+    marker = json.loads((out / ".tomo4d" / "done" / "dvc" / "T1.json").read_text())
+    assert "enhance" in marker["basis"]["needs"]
+    p.write_text(exp.read_text().replace("  steps: 2\n", "  steps: 2\n  apply_to_series: false\n") + dvc)
+    res = run_experiment(load_experiment(p), out)
+    st = _statuses(res)
+    assert st["train"] == "cached" and st["dvc"] == "computed"  # the series read changed: dvc again
+    assert DisplacementField.load(out / "fields" / "dvc_T0_T1.h5").positions_zyx_px.max() < 32
