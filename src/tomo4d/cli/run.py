@@ -27,6 +27,10 @@ def _experiment_inputs(params) -> list[str]:
         out += [str(e.resolve(p)) for p in (e.inputs.repeat, e.segment and e.segment.labels) if p]
         for value in (e.truth.labels, e.truth.particles) if e.truth is not None else ():
             out += [str(p) for p in expand_files(e, value, "truth")] if value is not None else []
+        if e.inputs.training_pair is not None:  # the enhance stages' LQ/HQ pair and HQ truth
+            out += [str(e.resolve(p)) for p in (e.inputs.training_pair.lq, e.inputs.training_pair.hq)]
+        if e.enhance is not None and e.enhance.truth_hq is not None:
+            out += [str(p) for p in expand_files(e, e.enhance.truth_hq, "enhance.truth_hq")]
     except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
         pass
     return out
@@ -44,6 +48,8 @@ def _plan_lines(plan):
         yield f"  series  {p}"
     for p in inp.labels:
         yield f"  labels  {p}"
+    if inp.training_pair is not None:  # checked: both open, LQ voxel = 2 x HQ voxel, the HQ field fits the LQ one
+        yield f"  training pair  lq {inp.training_pair[0]}  hq {inp.training_pair[1]}"
     yield f"output: {plan.out if plan.out is not None else '(give -o OUT to see what is done)'}"
     for s in plan.stages:
         if not s.enabled:
