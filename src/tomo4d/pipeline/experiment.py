@@ -8,6 +8,9 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       state_of_charge: [0.0, 0.5, 0.85]
       labels: labels/T*.tif           # optional: phase labels per step, or one file (T0)
       voxel_size_nm: 50               # optional: overrides the files' voxel size
+      training_pair: {lq: pair/lq.tif, hq: pair/hq.tif}   # optional: LQ/HQ scans of one region (enhance)
+    enhance: {preset: small, train: {steps: 2000}, steps: 8}   # InDI trained on the pair, inputs.series (LQ)
+                                      # enhanced; apply_to_series (default): dvc reads the enhanced series
     quantify: {}                      # present: the stage runs (defaults of every option)
     dvc:
       node_spacing: 8

@@ -1,4 +1,5 @@
-"""The stages: ``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
+"""The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_quality`` (first; :mod:`.stages_enhance`),
+``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
 ``strain``, ``residual`` (:mod:`.stages_residual`).
 
 Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
@@ -9,7 +10,8 @@ Options of each stage are given to the cache key as a flat mapping of dotted exp
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
-  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5``.
+  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5``. With
+  ``enhance.apply_to_series`` it correlates the enhanced volumes (``volumes/enhanced_<step>.ome.zarr``).
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)

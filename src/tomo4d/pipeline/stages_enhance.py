@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fingerprint import fingerprint
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 
@@ -164,7 +164,7 @@ def _train_run(ctx):
     folder = ctx.out / MODEL_DIR
     phi = ctx.load("register_pair")
     ident = {"config": cfg.to_dict(), "phi_hq_to_lq_up": np.round(phi, 9).tolist(),
-             "pair": hashlib.sha256(json.dumps([str(p) for p in ctx.inputs.training_pair]).encode()).hexdigest()}
+             "pair": [fingerprint(p) for p in ctx.inputs.training_pair]}  # content: another pair starts over
     ident = json.loads(json.dumps(ident))
     if _claim_model_dir(folder, ident):  # finished before the run was killed (model saved, marker not yet)
         return folder
