@@ -101,6 +101,8 @@ def main(argv=None):
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
                          "--exclude-dilate voxels: correlate on what does not change grey level.")
     ap.add_argument("--exclude-dilate", type=int, default=2)
+    ap.add_argument("--exclude-in-anode", action="store_true",
+                    help="--exclude-above only inside the T0 anode band (keeps the collector)")
     ap.add_argument("--method", choices=["local", "global"], default="local",
                     help="local: correlate (windows); global: correlate_global (regularised control grid)")
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
@@ -127,6 +129,11 @@ def main(argv=None):
         from scipy import ndimage
 
         bright = ndimage.gaussian_filter(series[0], 1.0) > a.exclude_above
+        if a.exclude_in_anode:  # only the anode's bright voxels (its silicon); the collector stays in
+            t = exp.truth
+            z_nm = grid.origin_nm[0] + np.arange(series[0].shape[0]) * grid.voxel_size_nm
+            band = (z_nm >= t.z_collector_nm) & (z_nm < t.z_collector_nm + t.thickness_nm[0])
+            bright &= band[:, None, None]
         mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
         kw["mask"] = mask
     if a.method == "global":
