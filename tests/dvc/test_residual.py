@@ -34,3 +34,16 @@ def test_residual_bad_input(texture):
         residual_map(texture, texture, object())
     with pytest.raises(InputError, match="statistic"):
         noise_floor(texture, texture, statistic="max")
+
+
+def test_residual_of_a_field_without_usable_node_is_a_clear_error():
+    from tomo4d.dvc import DisplacementField, NodeStatus, node_grid, residual_map
+    from tomo4d.errors import InputError
+
+    vol = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
+    pos, gs = node_grid(vol.shape, node_spacing=8, half_window=4)
+    failed = DisplacementField(pos.astype(float), np.tile(np.eye(4), (len(pos), 1, 1)),
+                               np.full(len(pos), NodeStatus.DIVERGED, np.int8), grid_shape=gs,
+                               node_spacing_px=(8,) * 3, half_window_px=(4,) * 3)
+    with pytest.raises(InputError, match="no usable node"):
+        residual_map(vol, vol, failed)

@@ -355,6 +355,10 @@ class DisplacementField:
         shape = tuple(int(s) for s in shape)
         if self.grid_shape is None:
             raise InputError("dense_displacement needs a field on a regular grid")
+        if not self.usable.any():
+            raise InputError(f"the field has no usable node (statuses: {self.status_counts()}); a displacement at "
+                             "every voxel cannot be interpolated from it: correlate again (initial guess, a "
+                             "pyramid, larger windows) or use a field with measured nodes")
         u = _fill_from_neighbours(self.positions_zyx_px, self.displacement_zyx_px, self.usable)
         g = u.reshape(tuple(self.grid_shape) + (3,))
         pad = 8
