@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .._validate import show
 from ..errors import InputError
 from .sections import (
+    AlignSection,
     DvcSection,
     ParticlesSection,
     QuantifySection,
@@ -87,6 +88,8 @@ class Experiment(StrictModel):
 
     name: str = Field("experiment", description="Title of the report.")
     inputs: Inputs
+    align: AlignSection | None = Field(None, description="Rigid alignment of every step onto T0 on the current "
+                                                         "collector; later stages read the aligned series.")
     quantify: QuantifySection | None = Field(None, description="Thickness and phase volumes per step "
                                                                "(of inputs.labels, else of the segment stage).")
     dvc: DvcSection | None = Field(None, description="Local DVC T0 -> Tn, finite strain, regional statistics.")

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .series import series_path
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
+from .stages_align import ALIGN
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 
@@ -106,8 +108,8 @@ def _field_path(out: Path, ctx, step: int) -> Path:
 def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
-    sec, inp = ctx.experiment.dvc, ctx.inputs
-    ref, deformed = _read(inp.series[0]), _read(inp.series[step])
+    sec = ctx.experiment.dvc
+    ref, deformed = _read(series_path(ctx, 0)), _read(series_path(ctx, step))  # aligned when align ran
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
     if initial is None and sec.affine_start:
@@ -131,7 +133,7 @@ def _dvc_load(out, ctx, step):
 
 
 DVC = Stage(
-    name="dvc", needs=(), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
+    name="dvc", needs=("align",), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
     outputs="fields/dvc_T0_<step>.h5",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**_section_options(exp, "dvc"), "inputs.names": exp.inputs.names},
@@ -203,7 +205,7 @@ STRAIN = Stage(
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
+STAGES: tuple[Stage, ...] = (ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
 
 
 def stage_by_name(name: str) -> Stage:
