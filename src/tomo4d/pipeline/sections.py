@@ -89,6 +89,9 @@ _DVC_OWN = {
     "global_options": (dict, Field(default_factory=dict, description=(
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default."))),
+    "vtk": (bool, Field(True, description=(
+        "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
+        "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
     "affine_start": (bool, Field(True, description=(
         "Start the first step (and every step when from_previous is false) from a global affine "
         "registration of the pair (tomo4d.register): the capture range for 40-60 % axial stretch."))),

@@ -9,9 +9,11 @@ Options of each stage are given to the cache key as a flat mapping of dotted exp
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
-  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5``.
+  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk`` for
+  ParaView with ``dvc.vtk``, :mod:`.vtk_export`); reads the aligned series when ``align`` runs
+  (:func:`.series.series_path`).
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
-  ``fields/strain_T0_<step>.h5`` and ``tables/strain_summary``; with labels (``quantify``) the
+  ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
   -> ``tables/regional_strain``.
 """
@@ -29,6 +31,7 @@ from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
+from .vtk_export import write_dvc_vtk, write_strain_vtk
 
 __all__ = ["STAGES", "stage_by_name"]
 
@@ -123,7 +126,10 @@ def _dvc_step(ctx, step, previous):
 
 
 def _dvc_save(field, out, ctx, step):
-    return (rel(out, field.save(_field_path(out, ctx, step), overwrite=True)),)
+    paths = (rel(out, field.save(_field_path(out, ctx, step), overwrite=True)),)
+    if ctx.experiment.dvc.vtk:  # ParaView (tomo4d.pipeline.vtk_export)
+        paths += (write_dvc_vtk(field, out, ctx.inputs.names[step]),)
+    return paths
 
 
 def _dvc_load(out, ctx, step):
@@ -134,7 +140,7 @@ def _dvc_load(out, ctx, step):
 
 DVC = Stage(
     name="dvc", needs=("align",), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
-    outputs="fields/dvc_T0_<step>.h5",
+    outputs="fields/dvc_T0_<step>.h5 (+ .vtk)",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**_section_options(exp, "dvc"), "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
@@ -164,9 +170,9 @@ def _strain_run(ctx):
     from ..quantify import regional_strain_series
 
     inp = ctx.inputs
-    rows, strains = [], {}
+    rows, strains, fields = [], {}, {}
     for i in range(1, inp.n_steps):
-        field = ctx.load("dvc", i)
+        field = fields[inp.names[i]] = ctx.load("dvc", i)
         try:
             strains[i] = strain_field(field)
         except InputError as exc:  # no usable node: the step is reported, not hidden
@@ -181,13 +187,16 @@ def _strain_run(ctx):
             list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
             n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
-    return {inp.names[i]: s for i, s in strains.items()}, summary, regional
+    vtk = fields if ctx.experiment.dvc.vtk else None  # the fields' grids, for fields/strain_T0_<step>.vtk
+    return {inp.names[i]: s for i, s in strains.items()}, summary, regional, vtk
 
 
 def _strain_save(result, out):
-    strains, summary, regional = result
+    strains, summary, regional, vtk = result
     paths = tuple(rel(out, s.save(out / "fields" / f"strain_T0_{name}.h5", overwrite=True))
                   for name, s in strains.items())
+    if vtk is not None:
+        paths += tuple(write_strain_vtk(vtk[name], s, out, name) for name, s in strains.items())
     paths += _tables(summary, out, "strain_summary")
     if regional is not None:
         paths += _tables(regional, out, "regional_strain")
@@ -197,9 +206,10 @@ def _strain_save(result, out):
 STRAIN = Stage(
     name="strain", needs=("dvc", "quantify"), per_step=False,
     description="finite strain per step, regional statistics with labels",
-    outputs="fields/strain_T0_<step>.h5, tables/strain_summary, tables/regional_strain",
+    outputs="fields/strain_T0_<step>.h5 (+ .vtk), tables/strain_summary, tables/regional_strain",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {"quantify.n_layers": exp.quantify.n_layers if exp.quantify is not None else None,
+                         "dvc.vtk": exp.dvc.vtk,
                          "inputs.time_s": exp.inputs.time_s, "inputs.state_of_charge": exp.inputs.state_of_charge,
                          "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
