@@ -79,6 +79,7 @@ def test_align_recovers_a_known_rigid_phi_and_dvc_reads_the_aligned_volume(moved
     assert np.median(u) < 0.3, np.median(u)
     marker = json.loads((out / ".tomo4d" / "done" / "dvc" / "T1.json").read_text())
     assert "align" in marker["basis"]["needs"]
+    assert "Alignment" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_align_option_change_recomputes_align_and_dvc(moved_experiment, tmp_path):

@@ -28,7 +28,7 @@ from ..errors import InputError
 from .series import aligned_path, series_path
 from .stage import Stage, rel
 
-__all__ = ["ALIGN", "AlignStep", "detect_collector", "reference_slab"]
+__all__ = ["ALIGN", "AlignStep", "align_section", "detect_collector", "load_alignment", "reference_slab"]
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +145,22 @@ ALIGN = Stage(
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_align_step, save_step=_align_save, load_step=load_alignment)
+
+
+def align_section(rep, out: Path, info: dict) -> None:
+    """The report's section of the align stage, from ``fields/align_<step>.json`` alone."""
+    rows = []
+    for name in info["names"][1:]:
+        p = _phi_path(out, name)
+        if not p.is_file():
+            continue
+        d = json.loads(p.read_text(encoding="utf-8"))
+        t = d.get("translation_px", [np.nan] * 3)
+        rows.append((name, *(float(v) for v in t), float(d.get("rotation_angle_deg", np.nan)),
+                     float(d.get("residual", np.nan)), bool(d.get("converged", False)),
+                     "{}-{}".format(*d.get("reference_slab_z_px", ("?", "?")))))
+    rep.section("Alignment", f"Every step rigidly registered onto {info['names'][0]} on the current collector "
+                             "(the reference slab, z px), then resampled onto its grid (fields/align_<step>.json, "
+                             "volumes/aligned_<step>.ome.zarr); later stages read the aligned series.")
+    rep.table(["step", "t_z (px)", "t_y (px)", "t_x (px)", "rotation (deg)", "residual", "converged",
+               "reference z (px)"], rows, caption="Phi maps T0 voxels to the step's voxels (about the volume centre).")
