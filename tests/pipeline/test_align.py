@@ -73,6 +73,9 @@ def test_align_recovers_a_known_rigid_phi_and_dvc_reads_the_aligned_volume(moved
     assert np.allclose(phi[:3, 3], expected[:3, 3], atol=0.15), phi
     assert np.allclose(phi[:3, :3], expected[:3, :3], atol=0.005), phi
     assert (out / "volumes" / "aligned_T1.ome.zarr").is_dir()
+    c = np.asarray(info["reference_centre_zyx_px"])  # (3.5, 15.5, 15.5): the slab's centre, moved by expected
+    assert np.allclose(info["reference_displacement_zyx_px"], expected[:3, :3] @ (c - 15.5) + 15.5 + expected[:3, 3]
+                       - c, atol=0.15)
     # dvc correlated T0 with the aligned volume: (almost) no displacement left, not the ~2 px shift
     field = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
     u = np.linalg.norm(field.displacement_zyx_px[field.usable], axis=1)
