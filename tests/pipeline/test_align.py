@@ -100,9 +100,14 @@ def test_align_option_change_recomputes_align_and_dvc(moved_experiment, tmp_path
 
 def test_align_collector_outside_the_volume_is_refused(phantom_dir, moved_experiment, tmp_path):
     from tomo4d.errors import InputError
-    from tomo4d.pipeline import load_experiment, run_experiment
+    from tomo4d.pipeline import load_experiment, plan_experiment, run_experiment
 
     p = phantom_dir / "bad_align.yaml"
     p.write_text(ALIGN_EXPERIMENT.format(extra="").replace("[0, 4]", "[10, 40]"))
     with pytest.raises(InputError, match="collector_z"):
         run_experiment(load_experiment(p), tmp_path / "run")
+    with pytest.raises(InputError, match="collector_z"):  # refused by --check too (plan_experiment)
+        plan_experiment(load_experiment(p))
+    p.write_text(ALIGN_EXPERIMENT.format(extra="").replace("[0, 4]", "[4, 2]"))
+    with pytest.raises(InputError, match="align.collector_z"):
+        load_experiment(p)
