@@ -70,7 +70,7 @@ def _plan_lines(plan):
 @click.option("--check", is_flag=True, help="Validate the file and its inputs, print the plan; compute nothing.")
 @click.option("--schema", is_flag=True, help="Print the JSON schema of experiment files.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder tomo4d wrote that is not a run.")
-@click.option("--quiet", is_flag=True, help="No progress lines (the log is still written to OUT/log.txt).")
+@click.option("--quiet", is_flag=True, help="No progress display or lines (the log is still written to OUT/log.txt).")
 def run(experiment, out_dir, check, schema, overwrite, quiet):
     """Run the experiment file EXPERIMENT into the run folder OUT (resumes; skips what is done)."""
     from ..errors import InputError
@@ -93,8 +93,10 @@ def run(experiment, out_dir, check, schema, overwrite, quiet):
         return
     if out_dir is None:
         raise InputError("give the run folder with -o OUT (a new folder, or an earlier run to resume)")
-    res = run_experiment(exp, out_dir, overwrite=overwrite, source=experiment,
-                         progress=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    from ..pipeline.progress import run_progress
+
+    with run_progress(quiet=quiet) as progress:  # stderr: a live display on a terminal, else plain lines
+        res = run_experiment(exp, out_dir, overwrite=overwrite, source=experiment, progress=progress)
     for s in res.stages:
         steps = f" (computed {', '.join(s.computed_steps) or '-'}; cached {', '.join(s.cached_steps) or '-'})" \
             if s.computed_steps or s.cached_steps else ""

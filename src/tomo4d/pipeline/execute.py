@@ -97,6 +97,12 @@ class _RunLog:
         if self.progress is not None:
             self.progress(msg)
 
+    def event(self, kind: str, **info) -> None:
+        """A structured progress event for a display (:mod:`tomo4d.pipeline.progress`); plain callables skip it."""
+        hook = getattr(self.progress, "event", None)
+        if hook is not None:
+            hook(kind, **info)
+
 
 @contextmanager
 def _locked(out: Path):
@@ -140,6 +146,7 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
         if _is_done(out, marker, key):
             cached.append(name)
             say(f"stage {s.name}: step {name} cached")
+            say.event("step", stage=s.name, step=name)
             outputs += json.loads(marker.read_text())["outputs"]
             previous = s.load_step(out, ctx, i) if s.chained and n + 1 < len(steps) \
                 and not _is_done(out, _marker(out, s.name, inp.names[steps[n + 1]]), keys["steps"][steps[n + 1]]) \
@@ -149,12 +156,14 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
         reasons += [f"{name}: {w}" for w in why]
         _invalidate(out, marker)
         t0 = time.perf_counter()
+        say.event("step_start", stage=s.name, step=name)
         result = s.run_step(ctx, i, previous)
         paths = s.save_step(result, out, ctx, i)
         _write_marker(marker, key, paths, time.perf_counter() - t0, basis=keys["step_basis"][i],
                       peak_rss_mib=peak_rss_mib())
         say(f"stage {s.name}: step {name} computed in {time.perf_counter() - t0:.2f} s because {'; '.join(why)}")
         computed.append(name)
+        say.event("step", stage=s.name, step=name)
         outputs += paths
         previous = result
     return tuple(outputs), tuple(computed), tuple(cached), tuple(reasons)
@@ -162,8 +171,10 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
 
 def _run_stage(s, ctx, keys, out, say) -> StageRun:
     marker = _marker(out, s.name)
+    say.event("stage", name=s.name, steps=tuple(ctx.inputs.names[i] for i in keys["steps"]))
     if _is_done(out, marker, keys["key"]):
         say(f"stage {s.name}: cached")
+        say.event("stage_done", name=s.name)
         cached = tuple(ctx.inputs.names[i] for i in keys["steps"])
         return StageRun(s.name, "cached", (), cached, 0.0, (), _read_marker(marker).get("peak_rss_mib"))
     why = why_recomputed(_read_marker(marker), keys["basis"], out)
@@ -182,6 +193,7 @@ def _run_stage(s, ctx, keys, out, say) -> StageRun:
     wall, peak = time.perf_counter() - t0, peak_rss_mib()
     _write_marker(marker, keys["key"], paths, wall, basis=keys["basis"], peak_rss_mib=peak)
     say(f"stage {s.name}: done in {wall:.2f} s")
+    say.event("stage_done", name=s.name)
     return StageRun(s.name, "partly cached" if cached else "computed", computed, cached, wall, why, peak)
 
 
@@ -251,7 +263,8 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     source : path-like, optional
         The experiment file (fingerprinted into provenance.json).
     progress : callable(str), optional
-        Called with every log line (stage started, step cached or computed, ...).
+        Called with every log line (stage started, step cached or computed, ...); its ``event`` method,
+        when it has one, with structured events (:mod:`tomo4d.pipeline.progress`).
 
     Returns
     -------
@@ -269,6 +282,7 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
         fps = _fingerprints(inp)
         keys = stage_keys(exp, inp, fps)
         stages = {s.name: s for s in _enabled(exp, inp)}
+        say.event("run", stages=list(stages))
         ctx = _light_ctx(exp, inp, out, None)
         ctx = _light_ctx(exp, inp, out, _loader(out, lambda: ctx, stages))
         for name in (s.name for s in STAGES if s.name not in stages):

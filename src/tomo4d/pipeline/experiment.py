@@ -36,6 +36,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .._validate import show
 from ..errors import InputError
 from .sections import (
+    AlignSection,
     DvcSection,
     ParticlesSection,
     QuantifySection,
@@ -93,6 +94,8 @@ class Experiment(StrictModel):
 
     name: str = Field("experiment", description="Title of the report.")
     inputs: Inputs
+    align: AlignSection | None = Field(None, description="Rigid alignment of every step onto T0 on the current "
+                                                         "collector; later stages read the aligned series.")
     quantify: QuantifySection | None = Field(None, description="Thickness and phase volumes per step "
                                                                "(of inputs.labels, else of the segment stage).")
     dvc: DvcSection | None = Field(None, description="Local DVC T0 -> Tn, finite strain, regional statistics.")
@@ -121,6 +124,9 @@ class Experiment(StrictModel):
             raise ValueError("enhance.apply_to_series puts the DVC fields on the enhanced grid (twice finer), but the "
                              "residual stage and particles.use_dvc work on the inputs.series grid; set "
                              "enhance.apply_to_series: false, or remove residual and set particles.use_dvc: false")
+        if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and self.align is not None:
+            raise ValueError("enhance.apply_to_series and align together are not supported yet (the enhanced series "
+                             "is not aligned); set enhance.apply_to_series: false or remove the align section")
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")

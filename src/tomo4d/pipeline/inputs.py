@@ -150,6 +150,10 @@ def resolve_inputs(exp) -> ResolvedInputs:
             raise InputError(f"inputs.labels[{i}] ({names[i]}, {str(p)!r}) has shape {show(lab.shape)} but its image "
                              f"{str(series[i])!r} has {show(ref.shape)}; labels must be on their image's voxel grid")
     seg, repeat = _segment_labels(exp, labels, series, ref), None
+    cz = exp.align.collector_z if getattr(exp, "align", None) is not None else None
+    if cz is not None and cz[1] > ref.shape[0]:
+        raise InputError(f"align.collector_z={list(cz)} reaches past the {ref.shape[0]} z slices of "
+                         f"{str(series[0])!r}; give a range [start, stop) inside 0..{ref.shape[0]}")
     if inp.repeat is not None:
         repeat = exp.resolve(inp.repeat)
         _same_grid(_open(repeat, "inputs.repeat", inp.voxel_size_nm), ref, "inputs.repeat", repeat, series[0])

@@ -22,6 +22,7 @@ from .run_report_sections import (
     segment_section,
 )
 from .stage_io import read_table_of
+from .stages_align import align_section
 
 __all__ = ["render_report"]
 
@@ -97,7 +98,7 @@ def _strain_section(rep, out: Path, info: dict) -> None:
     summ = _table(out, "strain_summary")
     rep.section("Local DVC and finite strain",
                 "Each step correlated against T0 (fields/dvc_T0_<step>.h5); finite strain from the displacement "
-                "gradients (fields/strain_T0_<step>.h5): Hencky axial ln U_zz and volumetric det F - 1 over the "
+                "gradients (fields/strain_T0_<step>.h5; .vtk files for ParaView beside them): Hencky axial ln U_zz and volumetric det F - 1 over the "
                 "usable nodes.")
     if summ is None:
         return
@@ -121,7 +122,7 @@ def _strain_section(rep, out: Path, info: dict) -> None:
 
 #: report section of each stage, in workflow order
 SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out, info, _figure)),
-            ("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
+            ("align", align_section), ("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
             ("quantify", _quantify_section), ("strain", _strain_section),
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
             ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)))

@@ -27,7 +27,7 @@ from pydantic import (
 
 from ..errors import InputError
 
-__all__ = ["DvcSection", "ParticlesSection", "QuantifySection", "ResidualSection", "SegmentSection", "StrictModel",
+__all__ = ["AlignSection", "DvcSection", "ParticlesSection", "QuantifySection", "ResidualSection", "SegmentSection", "StrictModel",
            "TruthSection", "dataclass_doc"]
 
 
@@ -89,6 +89,9 @@ _DVC_OWN = {
     "global_options": (dict, Field(default_factory=dict, description=(
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default."))),
+    "vtk": (bool, Field(True, description=(
+        "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
+        "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
     "affine_start": (bool, Field(True, description=(
         "Start the first step (and every step when from_previous is false) from a global affine "
         "registration of the pair (tomo4d.register): the capture range for 40-60 % axial stretch."))),
@@ -218,3 +221,31 @@ class TruthSection(StrictModel):
 
     labels: list[str] | str | None = Field(None, description="True phase labels, one per step (list or glob).")
     particles: list[str] | str | None = Field(None, description="True particle labels, one per step (list or glob).")
+
+
+class AlignSection(StrictModel):
+    """Rigid alignment of every step onto T0 on the current collector (tomo4d.register, rigid=True)."""
+
+    collector_z: list[int] | None = Field(None, min_length=2, max_length=2, description=(
+        "z range [start, stop) of the current collector in T0, px; null: detected as the brightest slab of "
+        "T0's mean grey level per z slice (tomo4d.pipeline.stages_align.detect_collector)."))
+    margin_px: int = Field(4, ge=0, description=(
+        "The reference region is the collector widened by this many slices on each side, so that its faces and "
+        "the electrode texture next to it fix all six rigid parameters (a featureless foil fixes only three)."))
+    binning: list[int] = Field([4, 2, 1], min_length=1, description="Registration binning factors, coarse to fine.")
+    max_iterations: int = Field(50, ge=1, description="Gauss-Newton iterations per binning level.")
+    order: int = Field(3, ge=0, le=5, description="Interpolation order of the aligned volumes (3: cubic).")
+
+    @field_validator("collector_z")
+    @classmethod
+    def _range(cls, v):
+        if v is not None and not 0 <= v[0] < v[1]:
+            raise ValueError(f"collector_z={v!r} must be [start, stop) with 0 <= start < stop, px")
+        return v
+
+    @field_validator("binning")
+    @classmethod
+    def _factors(cls, v):
+        if any(b < 1 for b in v):
+            raise ValueError(f"binning={v!r}: factors must be positive integers, coarse to fine")
+        return v

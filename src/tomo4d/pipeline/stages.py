@@ -10,10 +10,12 @@ Options of each stage are given to the cache key as a flat mapping of dotted exp
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
-  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5``. With
-  ``enhance.apply_to_series`` it correlates the enhanced volumes (``volumes/enhanced_<step>.ome.zarr``).
+  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk`` for
+  ParaView with ``dvc.vtk``, :mod:`.vtk_export`). With ``enhance.apply_to_series`` it correlates the
+  enhanced volumes (``volumes/enhanced_<step>.ome.zarr``), else the aligned series when ``align`` runs
+  (:func:`.series.series_path`).
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
-  ``fields/strain_T0_<step>.h5`` and ``tables/strain_summary``; with labels (``quantify``) the
+  ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
   -> ``tables/regional_strain``.
 """
@@ -25,11 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .series import series_path
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
+from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
+from .vtk_export import write_dvc_vtk, write_strain_vtk
 
 __all__ = ["STAGES", "stage_by_name"]
 
@@ -106,11 +111,18 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
+def _dvc_volume(ctx, step: int):
+    """The enhanced volume with ``enhance.apply_to_series`` (the experiment refuses it with ``align``), else the
+    aligned one when ``align`` runs, else the input scan."""
+    enhanced = series_volume(ctx, step)
+    return enhanced if enhanced != ctx.inputs.series[step] else series_path(ctx, step)
+
+
 def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
     sec = ctx.experiment.dvc
-    ref, deformed = _read(series_volume(ctx, 0)), _read(series_volume(ctx, step))  # enhanced: enhance.apply_to_series
+    ref, deformed = _read(_dvc_volume(ctx, 0)), _read(_dvc_volume(ctx, step))
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
     if initial is None and sec.affine_start:
@@ -124,7 +136,10 @@ def _dvc_step(ctx, step, previous):
 
 
 def _dvc_save(field, out, ctx, step):
-    return (rel(out, field.save(_field_path(out, ctx, step), overwrite=True)),)
+    paths = (rel(out, field.save(_field_path(out, ctx, step), overwrite=True)),)
+    if ctx.experiment.dvc.vtk:  # ParaView (tomo4d.pipeline.vtk_export)
+        paths += (write_dvc_vtk(field, out, ctx.inputs.names[step]),)
+    return paths
 
 
 def _dvc_load(out, ctx, step):
@@ -134,8 +149,9 @@ def _dvc_load(out, ctx, step):
 
 
 DVC = Stage(
-    name="dvc", needs=("enhance",), per_step=True, chained=True, description="local DVC T0 -> Tn, one field per step",
-    outputs="fields/dvc_T0_<step>.h5",
+    name="dvc", needs=("enhance", "align"), per_step=True, chained=True,
+    description="DVC T0 -> Tn, one field per step",
+    outputs="fields/dvc_T0_<step>.h5 (+ .vtk)",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**_section_options(exp, "dvc"), "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
@@ -166,9 +182,9 @@ def _strain_run(ctx):
     from ..quantify import regional_strain_series
 
     inp = ctx.inputs
-    rows, strains = [], {}
+    rows, strains, fields = [], {}, {}
     for i in range(1, inp.n_steps):
-        field = ctx.load("dvc", i)
+        field = fields[inp.names[i]] = ctx.load("dvc", i)
         try:
             strains[i] = strain_field(field)
         except InputError as exc:  # no usable node: the step is reported, not hidden
@@ -183,13 +199,16 @@ def _strain_run(ctx):
             list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
             n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
-    return {inp.names[i]: s for i, s in strains.items()}, summary, regional
+    vtk = fields if ctx.experiment.dvc.vtk else None  # the fields' grids, for fields/strain_T0_<step>.vtk
+    return {inp.names[i]: s for i, s in strains.items()}, summary, regional, vtk
 
 
 def _strain_save(result, out):
-    strains, summary, regional = result
+    strains, summary, regional, vtk = result
     paths = tuple(rel(out, s.save(out / "fields" / f"strain_T0_{name}.h5", overwrite=True))
                   for name, s in strains.items())
+    if vtk is not None:
+        paths += tuple(write_strain_vtk(vtk[name], s, out, name) for name, s in strains.items())
     paths += _tables(summary, out, "strain_summary")
     if regional is not None:
         paths += _tables(regional, out, "regional_strain")
@@ -199,15 +218,16 @@ def _strain_save(result, out):
 STRAIN = Stage(
     name="strain", needs=("dvc", "quantify"), per_step=False,
     description="finite strain per step, regional statistics with labels",
-    outputs="fields/strain_T0_<step>.h5, tables/strain_summary, tables/regional_strain",
+    outputs="fields/strain_T0_<step>.h5 (+ .vtk), tables/strain_summary, tables/regional_strain",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {"quantify.n_layers": exp.quantify.n_layers if exp.quantify is not None else None,
+                         "dvc.vtk": exp.dvc.vtk,
                          "inputs.time_s": exp.inputs.time_s, "inputs.state_of_charge": exp.inputs.state_of_charge,
                          "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
+STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
 
 
 def stage_by_name(name: str) -> Stage:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .series import series_path
 from .stage import Stage
 from .stage_io import read_volume, save_float_volume, write_tables
 
@@ -55,7 +56,7 @@ def _residual_run(ctx):
 
     sec, inp = ctx.experiment.residual, ctx.inputs
     vs_override = ctx.experiment.inputs.voxel_size_nm
-    ref = read_volume(inp.series[0], vs_override).numpy().astype(np.float32)
+    ref = read_volume(series_path(ctx, 0), vs_override).numpy().astype(np.float32)
     noise = 0.0
     if inp.repeat is not None:
         rep = read_volume(inp.repeat, vs_override).numpy().astype(np.float32)
@@ -69,7 +70,7 @@ def _residual_run(ctx):
             log.warning("residual of %s: the DVC field has no usable node; no residual map", inp.names[i])
             rows.append({**row, **dict.fromkeys(_NUMBERS, np.nan), "noise_floor": noise, "sigma_px": sec.sigma_px})
             continue
-        deformed = read_volume(inp.series[i], vs_override).numpy().astype(np.float32)
+        deformed = read_volume(series_path(ctx, i), vs_override).numpy().astype(np.float32)
         rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order)
         row.update(rm.to_dict())
         maps.append((inp.names[i], rm))
@@ -102,7 +103,7 @@ def _files(inp, step) -> dict:
 
 
 RESIDUAL = Stage(
-    name="residual", needs=("dvc",), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
+    name="residual", needs=("dvc", "align"), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
     outputs="volumes/residual_T0_<step>.ome.zarr, tables/residual_summary",
     enabled=lambda exp, inp: exp.residual is not None and exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**{f"residual.{k}": v for k, v in exp.residual.model_dump().items()},

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .series import series_path
 from .stage import Stage, rel
 from .stage_io import load_labels, read_volume, save_label_volume, write_tables
 
@@ -89,8 +90,8 @@ def _segment_step(ctx, step, previous):
         train_pixel_classifier,
     )
 
-    sec, inp = ctx.experiment.segment, ctx.inputs
-    image = open_volume(inp.series[step], voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy: read by slabs
+    sec = ctx.experiment.segment
+    image = open_volume(series_path(ctx, step), voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy (slabs)
     offset, region = (1 if sec.slices is not None else 0), None
     if step == 0:
         train, offset, region = _training_labels(ctx)
@@ -118,7 +119,7 @@ def _segment_save(result, out, ctx, step):
 
 
 SEGMENT = Stage(
-    name="segment", needs=(), per_step=True, description="pixel classifier trained on T0 labels, every step",
+    name="segment", needs=("align",), per_step=True, description="pixel classifier trained on T0 labels, every step",
     outputs="models/segment_pixel_classifier.npz, volumes/segment_<step>.ome.zarr, tables/segment_<step>",
     enabled=lambda exp, inp: exp.segment is not None,
     options=lambda exp: {**_opts(exp, "segment"), "inputs.names": exp.inputs.names},

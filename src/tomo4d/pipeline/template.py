@@ -103,6 +103,8 @@ def experiment_template(scans, *, relative_to=None) -> str:
     lines += [
         "",
         "# Stages run when their section is present; every option and its default: tomo4d run --schema",
+        "# align:                   # rigid alignment of every step onto T0 on the current collector",
+        "#   collector_z: null      # [start, stop) px of the collector in T0 (null: the brightest slab)",
         *(["quantify:", "  thickness: true", "  phases: true"] if labels is not None else
           ["# quantify:          # needs inputs.labels or the segment section", "#   thickness: true"]),
         "dvc:",
