@@ -148,3 +148,10 @@ def test_dvc_global_method_and_its_options():
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"levels": 0}}})
     assert "levels=0" in msg
     assert "method" in _refused({**GOOD, "dvc": {"method": "fem"}})
+
+
+def test_enhanced_series_and_align_together_are_refused():
+    data = {"inputs": {**GOOD["inputs"], "training_pair": {"lq": "lq.tif", "hq": "hq.tif"}},
+            "enhance": {"preset": "tiny"}, "align": {}, "dvc": {}}
+    msg = _refused(data)
+    assert "enhance.apply_to_series and align together are not supported yet" in msg
