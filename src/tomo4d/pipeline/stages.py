@@ -157,7 +157,7 @@ DVC = Stage(
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load,
-    reads=lambda exp, need: exp.enhance is not None and exp.enhance.apply_to_series)
+    reads=lambda exp, need: need == "align" or (exp.enhance is not None and exp.enhance.apply_to_series))
 
 
 # -- strain ---------------------------------------------------------------------------------------
