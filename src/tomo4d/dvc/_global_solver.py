@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as tf
 
+from .._validate import check_device
 from .global_dvc import _PSF_STACK, GlobalOptions, control_grid
 
 
@@ -35,9 +36,7 @@ class _Level:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return check_device("device", name)
 
 
 def _bin(vol: np.ndarray, f: int) -> np.ndarray:

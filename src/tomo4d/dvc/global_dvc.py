@@ -99,7 +99,8 @@ class GlobalOptions:
     threads : int, optional
         torch CPU threads during the call (restored afterwards); default: torch's.
     device : str
-        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); checked against the
+        torch build and the GPUs present when the correlation runs (``tomo4d._validate.check_device``).
     """
 
     node_spacing: int = 4
@@ -129,8 +130,8 @@ class GlobalOptions:
         check_number("mask_fraction", self.mask_fraction, minimum=0, maximum=1)
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1)
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise InputError(f"device={show(self.device)} is not known; give 'cpu', 'cuda' or 'auto'")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise InputError(f"device={show(self.device)} is not a device name; give 'cpu', 'cuda', 'cuda:N' or 'auto'")
 
 
 def control_grid(shape, node_spacing: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
