@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as tf
 
+from .._array import bin_volume
 from .._validate import check_device
 from .global_dvc import _PSF_STACK, GlobalOptions, control_grid
 
@@ -39,14 +40,6 @@ def _device(name: str) -> torch.device:
     return check_device("device", name)
 
 
-def _bin(vol: np.ndarray, f: int) -> np.ndarray:
-    if f == 1:
-        return vol
-    sh = [(n // f) * f for n in vol.shape]
-    v = vol[: sh[0], : sh[1], : sh[2]]
-    return v.reshape(sh[0] // f, f, sh[1] // f, f, sh[2] // f, f).mean(axis=(1, 3, 5))
-
-
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
     """(..., 3) z, y, x px -> grid_sample's (..., 3) x, y, z in [-1, 1] (align_corners=True)."""
     n = torch.tensor([max(int(s) - 1, 1) for s in shape], dtype=points_px.dtype, device=points_px.device)
@@ -56,8 +49,8 @@ def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
 def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
     s = opts.node_spacing * f
     _, gs, origin = control_grid(ref.shape, s)
-    r = torch.from_numpy(np.ascontiguousarray(_bin(ref, f), np.float32)).to(dev)
-    d_np = np.ascontiguousarray(_bin(dfm, f), np.float32)
+    r = torch.from_numpy(np.ascontiguousarray(bin_volume(ref, f), np.float32)).to(dev)
+    d_np = np.ascontiguousarray(bin_volume(dfm, f), np.float32)
     if opts.psf_sigma_px > 0:
         from scipy.ndimage import gaussian_filter1d
 
@@ -65,7 +58,7 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
                          for sg in _PSF_STACK])
     d = torch.from_numpy(d_np).to(dev)
     m = torch.ones(r.shape, dtype=torch.bool, device=dev) if msk is None else \
-        torch.from_numpy(_bin(msk.astype(np.float32), f) > 0.5).to(dev)
+        torch.from_numpy(bin_volume(msk.astype(np.float32), f) > 0.5).to(dev)
     axes = [torch.arange(n, dtype=torch.float32, device=dev) for n in r.shape]
     vox = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)            # level px
     full = vox * f + (f - 1) / 2.0                                          # full-resolution px
