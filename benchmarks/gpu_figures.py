@@ -61,11 +61,14 @@ def _warp(vol, disp):
 
 
 def dvc_local(n=512, spacing=11, hw=10):
+    import torch
+
     from tomo4d.dvc import correlate
 
     ref = _texture(n)
     shift = (0.3, -0.4, 0.25)
-    dfm = _warp(ref, lambda p: p * 0 + __import__("torch").tensor(shift, device=p.device).view(3, 1, 1, 1))
+    t = torch.tensor(shift, device="cuda").view(3, 1, 1, 1)
+    dfm = _warp(ref, lambda p: torch.zeros_like(p) + t)
     r, d = ref.cpu().numpy(), dfm.cpu().numpy()
     correlate(r[:96, :96, :96], d[:96, :96, :96], node_spacing=spacing, half_window=hw, backend="torch",
               device="cuda", order=1)  # warm-up

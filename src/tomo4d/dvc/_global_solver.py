@@ -36,10 +36,6 @@ class _Level:
     scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
 
 
-def _device(name: str) -> torch.device:
-    return check_device("device", name)
-
-
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
     """(..., 3) z, y, x px -> grid_sample's (..., 3) x, y, z in [-1, 1] (align_corners=True)."""
     n = torch.tensor([max(int(s) - 1, 1) for s in shape], dtype=points_px.dtype, device=points_px.device)
@@ -175,7 +171,7 @@ def _support_fractions(lv: _Level, U, weights):
 
 def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solution:
     """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid."""
-    dev = _device(opts.device)
+    dev = check_device("device", opts.device)
     fs = [2 ** k for k in reversed(range(opts.levels)) if min(n // 2 ** k for n in ref.shape) >= 8
           and min(n // 2 ** k for n in ref.shape) >= 2 * opts.node_spacing]
     fs = fs or [1]

@@ -31,7 +31,6 @@ coordinates, gradients), i.e. ~2 GiB for 256^3; a chunked (out-of-core) version 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import logging
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._threads import torch_threads
 from .._validate import (
     as_image,
     as_mask,
@@ -192,7 +192,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     pos, gs, origin = control_grid(ref.shape, opts.node_spacing)
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
     t0 = time.perf_counter()
-    with _torch_threads(opts.threads):
+    with torch_threads(opts.threads):
         from ._global_solver import solve_pyramid
 
         sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts)
@@ -236,11 +236,10 @@ def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:
     if initial is None and phi0 is None:
         return np.zeros_like(pos)
     if initial is None:
-        from ..register.phi import check_phi
+        from ..register.phi import apply_phi_to_points, check_phi
 
-        g = check_phi(phi0, name="phi0")
-        c = (np.asarray(shape, float) - 1.0) / 2.0
-        return (pos - c) @ g[:3, :3].T + c + g[:3, 3] - pos
+        centre = (np.asarray(shape, float) - 1.0) / 2.0
+        return apply_phi_to_points(pos, check_phi(phi0, name="phi0"), centre=centre) - pos
     from .correlate import _check_initial
 
     _check_initial(initial, shape)
@@ -249,21 +248,6 @@ def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:
         raise InputError("initial has no usable node (every node failed); give a measured field or omit initial")
     u, _ = initial.interpolate(pos, order=1)
     return np.asarray(u, float)
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _statuses(in_mask, out_of_view, opts: GlobalOptions) -> np.ndarray:

@@ -32,13 +32,13 @@ import json
 import logging
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from .._array import as_float32, to_numpy
+from .._threads import torch_threads
 from .._validate import check_device, check_finite, show
 from .._version import __version__
 from ..errors import FormatError, InputError
@@ -139,27 +139,6 @@ def _torch():
     import torch
 
     return torch
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Context manager: run torch with ``n`` intra-op threads, restoring the previous number after.
-
-    ``None`` changes nothing.  On a shared machine, 1 thread is often much
-    faster for these small networks than oversubscribed cores.
-    """
-    if n is None:
-        yield
-        return
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"threads={show(n)} must be None or an integer >= 1")
-    torch = _torch()
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _device(config: UNetConfig):
