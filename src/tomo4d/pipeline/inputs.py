@@ -50,6 +50,8 @@ class ResolvedInputs:
         LQ and HQ scans of the enhance stages (:mod:`.inputs_enhance`).
     truth_hq : tuple of Path
         HQ scans of the in-situ steps (``enhance.truth_hq``), one per step (or none).
+    truth_displacement : tuple of Path
+        True displacement T0 -> Tn (``truth.displacement``, :mod:`.truth_fields`), one per step (or none).
     """
 
     series: tuple[Path, ...]
@@ -66,6 +68,7 @@ class ResolvedInputs:
     truth_particles: tuple[Path, ...] = ()
     training_pair: tuple[Path, Path] | None = None
     truth_hq: tuple[Path, ...] = ()
+    truth_displacement: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -75,7 +78,8 @@ class ResolvedInputs:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
         extra = tuple(p for p in (self.segment_labels, self.repeat) if p is not None)
         extra += tuple(self.training_pair or ()) + self.truth_hq
-        return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles))
+        return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
+                                   + self.truth_displacement))
 
 
 def natural_key(path) -> list:
@@ -174,7 +178,8 @@ def resolve_inputs(exp) -> ResolvedInputs:
                           state_of_charge=None if inp.state_of_charge is None else tuple(inp.state_of_charge),
                           shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm),
                           segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
-                          truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq)
+                          truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
+                          truth_displacement=_truth_displacement(exp, names))
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:
@@ -197,3 +202,17 @@ def _segment_labels(exp, labels, series, ref) -> Path | None:
         raise InputError(f"segment.slices has {bad[0]}, outside 0..{size - 1} (axis {sec.slice_axis} of "
                          f"{str(path)!r}, shape {show(ref.shape)}); give slice indices inside the volume")
     return path
+
+
+def _truth_displacement(exp, names) -> tuple[Path, ...]:
+    """``truth.displacement``: one readable .npz per step (:func:`.truth_fields.check_truth_displacement`)."""
+    from .truth_fields import check_truth_displacement
+
+    value = exp.truth.displacement if exp.truth is not None else None
+    files = () if value is None else expand_files(exp, value, "truth.displacement")
+    if len(files) not in (0, len(names)):
+        raise InputError(f"truth.displacement has {len(files)} files but inputs.series has {len(names)} steps; "
+                         "give one per step (T0's is the zero field)")
+    for i, p in enumerate(files):
+        check_truth_displacement(p, f"truth.displacement[{i}] ({names[i]})")
+    return files

@@ -52,8 +52,8 @@ def _vs_time(x, series: dict, ylabel: str, xlabel: str):
 
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot(1, 1, 1)
-    for label, y in series.items():
-        ax.plot(x, y, "o-", label=label)
+    for label, y in series.items():  # truth dashed
+        ax.plot(x, y, "o--" if "truth" in label or label == "true" else "o-", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if len(series) > 1:
@@ -102,22 +102,49 @@ def _strain_section(rep, out: Path, info: dict) -> None:
                 "usable nodes.")
     if summ is None:
         return
+    truth = "median_error_px" in summ
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
-    rep.table(keys, [tuple(summ[k][i] for k in keys) for i in range(len(summ["step"]))])
-    _figure(rep, _vs_time(_axis(info, summ["step"]), {"ln U_zz": summ["hencky_zz_mean"],
-                                                      "det F - 1": summ["volumetric_mean"]},
-                          "mean strain", "time (h)"), out, "strain_mean", "Mean finite strain vs time")
+    keys += ["hencky_zz_mean_true", "volumetric_mean_true", "median_error_px"] if truth else []
+    rep.table(keys, [tuple(summ[k][i] for k in keys) for i in range(len(summ["step"]))],
+              caption="With truth.displacement: the true field sampled at the same nodes, its strain by the same "
+                      "operator (_true), and the median |u - u_true| over the usable nodes, px of the analysis grid."
+              if truth else "")
+    curves = {"ln U_zz": summ["hencky_zz_mean"], "det F - 1": summ["volumetric_mean"]}
+    if truth:
+        curves.update({"ln U_zz (truth)": summ["hencky_zz_mean_true"], "det F - 1 (truth)": summ["volumetric_mean_true"]})
+    _figure(rep, _vs_time(_axis(info, summ["step"]), curves, "mean strain", "time (h)"), out, "strain_mean",
+            "Mean finite strain vs time")
     reg = _table(out, "regional_strain")
     if reg is not None:
-        sel = reg["component"] == "hencky_zz"
-        rep.table(["step", "region", "nodes", "mean ln U_zz", "median", "std"],
-                  [(reg["step"][i], reg["region"][i], reg["n_nodes"][i], reg["strain_mean"][i],
-                    reg["strain_median"][i], reg["strain_std"][i]) for i in np.flatnonzero(sel)],
-                  caption="Axial finite strain by layer of the T0 anode (collector side first).")
-        series = {str(r): reg["strain_mean"][sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
-        steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
-        _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz", "time (h)"), out, "strain_regions",
-                "Mean axial strain vs time by layer")
+        _regional(rep, out, info, reg, _table(out, "regional_strain_truth"))
+
+
+def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
+    """Axial strain by layer of the T0 anode, with the true field's beside it when known."""
+    sel = reg["component"] == "hencky_zz"
+    rows, cols = np.flatnonzero(sel), ["step", "region", "nodes", "mean ln U_zz", "median", "std"]
+    tsel = None if true is None else true["component"] == "hencky_zz"
+    if tsel is not None and np.count_nonzero(tsel) != len(rows):
+        tsel = None  # another layout (should not happen): show the measurement alone
+    if tsel is not None:
+        cols += ["true mean ln U_zz", "error"]
+    table = []
+    for k, i in enumerate(rows):
+        row = (reg["step"][i], reg["region"][i], reg["n_nodes"][i], reg["strain_mean"][i], reg["strain_median"][i],
+               reg["strain_std"][i])
+        if tsel is not None:
+            t = true["strain_mean"][np.flatnonzero(tsel)[k]]
+            row += (t, reg["strain_mean"][i] - t)
+        table.append(row)
+    rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first)"
+              + ("; the true field's at the same nodes beside it." if tsel is not None else "."))
+    series = {str(r): reg["strain_mean"][sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
+    if tsel is not None:
+        series.update({f"{r} (truth)": true["strain_mean"][tsel & (true["region"] == r)]
+                       for r in dict.fromkeys(true["region"][tsel])})
+    steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
+    _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz", "time (h)"), out, "strain_regions",
+            "Mean axial strain vs time by layer" + (" (measured and true)" if tsel is not None else ""))
 
 
 #: report section of each stage, in workflow order

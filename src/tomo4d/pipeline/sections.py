@@ -221,6 +221,12 @@ class TruthSection(StrictModel):
 
     labels: list[str] | str | None = Field(None, description="True phase labels, one per step (list or glob).")
     particles: list[str] | str | None = Field(None, description="True particle labels, one per step (list or glob).")
+    displacement: list[str] | str | None = Field(None, description=(
+        "True displacement T0 -> Tn, one .npz per step (list or glob): arrays positions_nm (nz, ny, nx, 3) "
+        "and displacement_nm (nz, ny, nx, 3) on a regular grid whose first point is the centre of voxel "
+        "(0, 0, 0) of inputs.series (the phantom's truth/displacement_T*.npz). The strain stage samples it "
+        "at the DVC nodes and reports the displacement error and the true strain in the same measures "
+        "(tomo4d.pipeline.truth_fields)."))
 
 
 class AlignSection(StrictModel):

@@ -199,12 +199,47 @@ def _strain_run(ctx):
             list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
             n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
+    truth = _truth_strain(ctx, fields, strains, summary, thickness)
     vtk = fields if ctx.experiment.dvc.vtk else None  # the fields' grids, for fields/strain_T0_<step>.vtk
-    return {inp.names[i]: s for i, s in strains.items()}, summary, regional, vtk
+    return {inp.names[i]: s for i, s in strains.items()}, summary, (regional, truth), vtk
+
+
+def _truth_strain(ctx, fields, strains, summary, thickness):
+    """With ``truth.displacement``: error and true strain at the same nodes (:mod:`.truth_fields`), added to
+    ``summary`` in place; returns the true regional statistics (or None)."""
+    from ..dvc import strain_field
+    from ..quantify import regional_strain_series
+    from .truth_fields import truth_field, truth_strain
+
+    inp = ctx.inputs
+    if not inp.truth_displacement:
+        return None
+    scale, vs = analysis_scale(ctx), inp.voxel_size_nm[0]
+    err, cols, true_strains = [], {f"{c}_mean_true": [] for c in ("hencky_zz", "volumetric")}, {}
+    for i in range(1, inp.n_steps):
+        field = fields[inp.names[i]]
+        tf = truth_field(field, inp.truth_displacement[i], voxel_size_nm=vs, scale=scale,
+                         key=f"truth.displacement[{i}]")
+        ok = field.usable
+        d = np.linalg.norm(field.displacement_zyx_px - tf.displacement_zyx_px, axis=1)[ok]
+        err.append(float(np.median(d)) if d.size else np.nan)
+        st = truth_strain(tf, strains[i]) if i in strains else strain_field(tf)
+        true_strains[i] = st
+        for c in ("hencky_zz", "volumetric"):
+            vals = st.component(c)[st.valid]
+            cols[f"{c}_mean_true"].append(float(np.mean(vals)) if vals.size else np.nan)
+    summary["median_error_px"] = np.asarray(err)
+    summary.update({k: np.asarray(v) for k, v in cols.items()})
+    if thickness is None or not strains:
+        return None
+    return regional_strain_series(
+        [true_strains[i] for i in strains], collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 * scale / vs,
+        separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 * scale / vs,
+        n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
 
 
 def _strain_save(result, out):
-    strains, summary, regional, vtk = result
+    strains, summary, (regional, regional_truth), vtk = result
     paths = tuple(rel(out, s.save(out / "fields" / f"strain_T0_{name}.h5", overwrite=True))
                   for name, s in strains.items())
     if vtk is not None:
@@ -212,6 +247,8 @@ def _strain_save(result, out):
     paths += _tables(summary, out, "strain_summary")
     if regional is not None:
         paths += _tables(regional, out, "regional_strain")
+    if regional_truth is not None:
+        paths += _tables(regional_truth, out, "regional_strain_truth")
     return paths
 
 
@@ -224,7 +261,8 @@ STRAIN = Stage(
                          "dvc.vtk": exp.dvc.vtk,
                          "inputs.time_s": exp.inputs.time_s, "inputs.state_of_charge": exp.inputs.state_of_charge,
                          "inputs.names": exp.inputs.names},
-    input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
+    input_files=lambda inp, step: {f"truth.displacement[{i}]": p for i, p in enumerate(inp.truth_displacement)},
+    run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
 STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)

@@ -1,0 +1,128 @@
+"""truth.displacement: a known field sampled at the DVC nodes; the strain stage's error and true strain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tomo4d.errors import InputError
+from tomo4d.pipeline import load_experiment, run_experiment
+from tomo4d.pipeline.truth_fields import check_truth_displacement, truth_field, truth_strain
+
+
+def _stretch_npz(path, *, shape=(20, 12, 12), stride=2, vs=100.0, a=0.2):
+    """u_z = a * z (nm, z from voxel 0's centre) on every ``stride``-th voxel of a ``shape`` grid."""
+    idx = np.stack(np.meshgrid(*[np.arange(0, s, stride) for s in shape], indexing="ij"), -1).astype(float)
+    pos = idx * vs + 1234.0  # any origin: the first point is voxel (0, 0, 0)
+    u = np.zeros_like(pos)
+    u[..., 0] = a * idx[..., 0] * vs
+    np.savez(path, positions_nm=pos, displacement_nm=u)
+    return path
+
+
+def _nodes(shape=(20, 12, 12), spacing=3):
+    from tomo4d.dvc import DisplacementField
+    from tomo4d.dvc.field import node_grid
+
+    pos, gs = node_grid(shape, node_spacing=spacing, half_window=3)
+    phi = np.tile(np.eye(4), (len(pos), 1, 1))
+    return DisplacementField(pos.astype(float), phi, np.zeros(len(pos), np.int8), grid_shape=gs,
+                             node_spacing_px=(spacing,) * 3, half_window_px=(3,) * 3)
+
+
+def test_truth_field_uniform_stretch(tmp_path):
+    from tomo4d.dvc import strain_field
+
+    path = _stretch_npz(tmp_path / "u.npz")
+    f = _nodes()
+    t = truth_field(f, path, voxel_size_nm=100.0)
+    z = f.positions_zyx_px[:, 0]
+    inside = z <= 18  # the truth grid's last z sample is voxel 18: beyond it the field is held constant
+    np.testing.assert_allclose(t.displacement_zyx_px[inside, 0], 0.2 * z[inside], atol=1e-9)
+    np.testing.assert_allclose(t.displacement_zyx_px[:, 1:], 0.0, atol=1e-12)
+    st = truth_strain(t, strain_field(t))
+    hz = st.component("hencky_zz")[st.valid & (st.positions_zyx_px[..., 0] < 16)]
+    np.testing.assert_allclose(hz, np.log(1.2), atol=1e-9)
+
+
+def test_truth_field_on_the_enhanced_grid(tmp_path):
+    """Node j of a x2 grid sits at series coordinate (j + 0.5) / 2 - 0.5; displacement in its (half) px."""
+    path = _stretch_npz(tmp_path / "u.npz", shape=(20, 12, 12), stride=1)
+    f = _nodes(shape=(36, 20, 20), spacing=4)
+    t = truth_field(f, path, voxel_size_nm=100.0, scale=2)
+    zs = (f.positions_zyx_px[:, 0] + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(t.displacement_zyx_px[:, 0], 2 * 0.2 * zs, atol=1e-9)
+
+
+def test_bad_truth_files(tmp_path):
+    np.savez(tmp_path / "bad.npz", positions_nm=np.zeros((4, 4, 4, 3)))
+    with pytest.raises(InputError, match="truth.displacement.*displacement_nm"):
+        check_truth_displacement(tmp_path / "bad.npz", "truth.displacement[1]")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    with pytest.raises(InputError, match=r"truth.displacement\[1\].*junk.npz"):
+        check_truth_displacement(tmp_path / "junk.npz", "truth.displacement[1]")
+    with pytest.raises(InputError, match="does not exist"):
+        check_truth_displacement(tmp_path / "missing.npz", "truth.displacement[1]")
+
+
+@pytest.fixture(scope="module")
+def truth_dir(phantom_dir):
+    """The conftest phantom's true displacement on its HQ grid (the runner tests correlate series_hq)."""
+    from tomo4d.phantom import make_experiment
+
+    exp = make_experiment(shape=(32, 32, 32), n_steps=3, seed=0)
+    d = phantom_dir / "truth_hq_u"
+    d.mkdir(exist_ok=True)
+    g = exp.truth.hq_grid
+    pos = g.positions_nm()
+    for s, name in enumerate(exp.truth.step_names):
+        u = np.moveaxis(exp.truth.displacement_field(s, grid="hq"), 0, -1)
+        np.savez(d / f"u_{name}.npz", positions_nm=pos, displacement_nm=u)
+    return exp, d
+
+
+def test_strain_stage_reports_truth(truth_dir, experiment_file, tmp_path):
+    from tomo4d.dvc import DisplacementField, StrainField, strain_field
+    from tomo4d.quantify import read_table
+
+    exp, d = truth_dir
+    p = experiment_file(iterations=30, name="truth_u.yaml")
+    p.write_text(p.read_text() + "truth:\n  displacement: truth_hq_u/u_T*.npz\n")
+    out = tmp_path / "run"
+    run_experiment(load_experiment(p), out, source=p)
+    s = read_table(out / "tables" / "strain_summary.csv")
+    g = exp.truth.hq_grid
+    for k, name in enumerate(s["step"]):
+        step = exp.truth.step_names.index(str(name))
+        f = DisplacementField.load(out / "fields" / f"dvc_T0_{name}.h5")
+        pos_nm = np.asarray(g.origin_nm) + f.positions_zyx_px * g.voxel_size_nm
+        exact = exp.truth.displacement(step, pos_nm) / g.voxel_size_nm  # the model itself, not the file
+        assert s["hencky_zz_mean_true"][k] > 0.02  # the phantom swells; known even where the DVC failed
+        if not f.usable.any():
+            assert np.isnan(s["median_error_px"][k])
+            continue
+        err = np.median(np.linalg.norm(f.displacement_zyx_px - exact, axis=1)[f.usable])
+        assert s["median_error_px"][k] == pytest.approx(err, abs=0.02)  # trilinear from a 50 nm grid
+        sf = out / "fields" / f"strain_T0_{name}.h5"
+        if not sf.exists():  # no usable node in this step: the truth is still reported (over every node)
+            continue
+        # independently: the model's own displacement at the nodes (not the file), the same node-difference
+        # operator, the same valid nodes; only the trilinear sampling of the 50 nm truth grid differs
+        phi = np.tile(np.eye(4), (f.n_nodes, 1, 1))
+        phi[:, :3, 3] = exact
+        direct = strain_field(f.with_(phi=phi, status=np.zeros(f.n_nodes, np.int8)))
+        valid = StrainField.load(sf).valid & direct.valid
+        assert s["hencky_zz_mean_true"][k] == pytest.approx(float(np.mean(direct.component("hencky_zz")[valid])),
+                                                            abs=0.005)
+    reg = read_table(out / "tables" / "regional_strain_truth.csv")
+    assert set(reg["region"]) == set(read_table(out / "tables" / "regional_strain.csv")["region"])
+    assert "true mean ln U_zz" in (out / "report.html").read_text()
+
+
+def test_truth_displacement_count_refused(experiment_file, truth_dir):
+    p = experiment_file(iterations=30, name="truth_u_bad.yaml")
+    p.write_text(p.read_text() + "truth:\n  displacement: [truth_hq_u/u_T0.npz, truth_hq_u/u_T1.npz]\n")
+    from tomo4d.pipeline.inputs import resolve_inputs
+
+    with pytest.raises(InputError, match="truth.displacement has 2 files but inputs.series has 3 steps"):
+        resolve_inputs(load_experiment(p))
