@@ -221,6 +221,8 @@ class TruthSection(StrictModel):
 
     labels: list[str] | str | None = Field(None, description="True phase labels, one per step (list or glob).")
     particles: list[str] | str | None = Field(None, description="True particle labels, one per step (list or glob).")
+    li_concentration_mol_l: list[float] | None = Field(None, description=(
+        "True mean Li concentration of the neutron layer (neutron.layer_phases), mol/L, one per step."))
 
 
 class AlignSection(StrictModel):
