@@ -121,9 +121,10 @@ def test_layer_lithium_against_truth(neutron_run, phantom_dir):
         {p.name for p in (out / "figures").iterdir()}
 
 
-def test_rerun_is_cached_and_li6_edit_recomputes_the_neutron_stages_only(neutron_run, tmp_path):
+def test_rerun_is_cached_and_li6_edit_recomputes_the_neutron_stages_only(neutron_run, tmp_path, capsys):
     import shutil
 
+    from tomo4d.cli import main
     from tomo4d.quantify import read_table
 
     exp_file, out, _, _ = neutron_run
@@ -136,6 +137,9 @@ def test_rerun_is_cached_and_li6_edit_recomputes_the_neutron_stages_only(neutron
     doc["neutron"]["li6_fraction"] = 0.5
     edited = exp_file.with_name("neutron_li6.yaml")
     edited.write_text(__import__("yaml").safe_dump(doc))
+    assert main(["run", str(edited), "--check", "-o", str(run2)]) == 0  # the plan names the edit
+    plan = capsys.readouterr().out
+    assert "neutron.li6_fraction changed 0.0759 -> 0.5" in plan and "neutron volumes: shape (8, 8, 8)" in plan
     res = run_experiment(load_experiment(edited), run2, source=edited)
     assert _statuses(res) == {"quantify": "cached", "neutron": "computed", "neutron_layer": "computed"}
     assert any("neutron.li6_fraction" in r for r in res.stages[1].reasons), res.stages[1].reasons
@@ -156,7 +160,8 @@ def _refused(exp, tmp_path, match: str):
     assert not out.exists()  # nothing written
 
 
-def test_bad_neutron_inputs_are_refused_before_anything_is_written(tmp_path, phantom_dir):
+def test_bad_neutron_inputs_are_refused_before_anything_is_written(tmp_path, phantom_dir, capsys):
+    from tomo4d.cli import main
     from tomo4d.io import open_volume, save_volume
 
     sec = _section(phantom_dir)
@@ -165,6 +170,8 @@ def test_bad_neutron_inputs_are_refused_before_anything_is_written(tmp_path, pha
     _refused(load_experiment(missing), tmp_path, r"inputs.neutron\[1\] \(T1\): input .*no.tif' does not exist")
     two = _write(phantom_dir, "n_two.yaml", sec, inputs={"neutron": n[:2]})
     _refused(load_experiment(two), tmp_path, "inputs.neutron has 2 files but inputs.series has 3 steps")
+    assert main(["run", str(two), "--check"]) == 2
+    assert "inputs.neutron has 2 files" in capsys.readouterr().err
     fov = _write(phantom_dir, "n_fov.yaml", sec, inputs={"neutron_voxel_size_nm": 300})
     _refused(load_experiment(fov), tmp_path, r"inputs.neutron\[0\] \(T0, .*T0.tif'\): its field of view "
                                              r"\(2400, 2400, 2400\) nm .* does not match the X-ray field \(3200, 3200, 3200\)")
