@@ -41,16 +41,17 @@ def _layer(rep, out: Path, info: dict, figure, vs_time) -> None:
 
 def _li_map(rep, out: Path, info: dict, figure) -> None:
     from ..io import open_volume
-    from ..report import slice_figure
+    from ..neutron.plot import concentration_figure
 
     n = _last(out, info["names"], "volumes/li_concentration_{}.ome.zarr")
     if n is None:
         return
     v = open_volume(out / "volumes" / f"li_concentration_{n}.ome.zarr").numpy()
     k = v.shape[2] // 2
-    figure(rep, slice_figure([v[:, :, k]], [f"{n}: Li (mol/L), x = {k} (z down)"], cmap="magma", robust=False),
-           out, "neutron_li_map", f"Li concentration of {n} on the neutron grid, middle zy section "
-                                  f"(volumes/li_concentration_{n}.ome.zarr; z: electrode thickness).")
+    figure(rep, concentration_figure(v[:, :, k] / np.float32(1e3), title=f"{n} Li, x = {k}, z down"), out,
+           "neutron_li_map",
+           f"Li concentration of {n} on the neutron grid (mol/cm³ = 1000 mol/L), middle zy section "
+           f"(volumes/li_concentration_{n}.ome.zarr, mol/L; z: electrode thickness).")
 
 
 def _joint(rep, out: Path, info: dict, figure) -> None:
