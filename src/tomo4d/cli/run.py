@@ -31,6 +31,8 @@ def _experiment_inputs(params) -> list[str]:
             out += [str(e.resolve(p)) for p in (e.inputs.training_pair.lq, e.inputs.training_pair.hq)]
         if e.enhance is not None and e.enhance.truth_hq is not None:
             out += [str(p) for p in expand_files(e, e.enhance.truth_hq, "enhance.truth_hq")]
+        if e.inputs.neutron is not None:  # the neutron stage's attenuation volumes
+            out += [str(p) for p in expand_files(e, e.inputs.neutron, "inputs.neutron")]
     except Exception:  # noqa: BLE001, S110 - an unreadable file is reported by the command itself
         pass
     return out
@@ -50,6 +52,11 @@ def _plan_lines(plan):
         yield f"  labels  {p}"
     if inp.training_pair is not None:  # checked: both open, LQ voxel = 2 x HQ voxel, the HQ field fits the LQ one
         yield f"  training pair  lq {inp.training_pair[0]}  hq {inp.training_pair[1]}"
+    if inp.neutron:  # checked: one per step, same shape, field = the series' field within a neutron voxel
+        nvs = ", ".join(f"{v:g}" for v in inp.neutron_voxel_size_nm)
+        yield f"  neutron volumes: shape {inp.neutron_shape}, voxel ({nvs}) nm, field matches the series"
+        for p in inp.neutron:
+            yield f"  neutron {p}"
     yield f"output: {plan.out if plan.out is not None else '(give -o OUT to see what is done)'}"
     for s in plan.stages:
         if not s.enabled:

@@ -3,7 +3,8 @@
 =====================  =====================================================================
 planning               :func:`plan_resolution`, :func:`neutron_resolution_um`, :func:`xray_resolution_um`
 normalisation          :func:`normalize_transmission`, :func:`transmission_sigma`,
-                       :func:`attenuation_coefficient` (Beer-Lambert, 1/cm)
+                       :func:`attenuation_coefficient` (Beer-Lambert, 1/cm),
+                       :func:`estimate_noise_per_cm` (voxel noise of an attenuation volume)
 cross sections         :func:`formula_cross_section`, :func:`attenuation_from_composition`,
                        :func:`li_concentration_from_composition` (``periodictable`` data)
 lithium                :func:`calibrate_lithium`, :func:`theoretical_lithium_calibration`,
@@ -13,7 +14,8 @@ wavelength-resolved    :func:`tof_to_wavelength`, :func:`rebin_spectra`, :func:`
                        :func:`macro_pixel_spectra`, :func:`read_spectrum_csv`
 isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
 Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`
-joint X-ray/neutron    :func:`align_modalities`, :func:`joint_histogram`, :func:`segment_joint_phases`
+joint X-ray/neutron    :func:`align_modalities`, :func:`bin_to_grid`, :func:`joint_histogram`,
+                       :func:`segment_joint_phases` (:meth:`JointPhases.to_columns`)
 figures                :mod:`tomo4d.neutron.plot`
 =====================  =====================================================================
 
@@ -36,13 +38,13 @@ _EXPORTS = {
     "xray_resolution_um": "geometry",
     "IsotopeExchange": "isotopes", "Li6FractionFit": "isotopes", "fit_li6_fraction": "isotopes",
     "isotope_exchange": "isotopes", "li_attenuation_per_cm": "isotopes", "non_lithium_attenuation_per_cm": "isotopes",
-    "AlignedPair": "joint", "JointHistogram": "joint", "JointPhases": "joint", "align_modalities": "joint",
+    "AlignedPair": "joint", "bin_to_grid": "joint", "JointHistogram": "joint", "JointPhases": "joint", "align_modalities": "joint",
     "joint_histogram": "joint", "resample_to_grid": "joint", "segment_joint_phases": "joint",
     "segmentation_accuracy": "joint",
     "LayerLithium": "lithium", "LiCalibration": "lithium", "LiConcentration": "lithium", "RegionValues": "lithium",
     "attenuation_from_phases": "lithium", "calibrate_lithium": "lithium", "layer_lithium": "lithium",
     "lithium_concentration": "lithium", "region_values": "lithium", "theoretical_lithium_calibration": "lithium",
-    "attenuation_coefficient": "normalize", "normalize_transmission": "normalize", "transmission_sigma": "normalize",
+    "attenuation_coefficient": "normalize", "estimate_noise_per_cm": "normalize", "normalize_transmission": "normalize", "transmission_sigma": "normalize",
     "H_OVER_MN_ANGSTROM_M_PER_S": "spectra", "Spectra": "spectra", "macro_pixel_spectra": "spectra",
     "read_spectrum_csv": "spectra", "rebin_spectra": "spectra", "region_spectra": "spectra",
     "tof_to_wavelength": "spectra", "wavelength_to_tof": "spectra",

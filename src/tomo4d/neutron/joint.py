@@ -23,7 +23,7 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resample_to_grid", "AlignedPair", "align_modalities", "JointHistogram", "joint_histogram",
+__all__ = ["bin_to_grid", "resample_to_grid", "AlignedPair", "align_modalities", "JointHistogram", "joint_histogram",
            "JointPhases", "segment_joint_phases", "segmentation_accuracy"]
 
 
@@ -83,6 +83,34 @@ def resample_to_grid(image, *, voxel_size_nm, target_voxel_size_nm, target_shape
     out = ndimage.map_coordinates(a, [zz, yy, xx], order=int(order), mode="nearest", prefilter=order > 1,
                                   output=np.float32)
     return out
+
+
+def bin_to_grid(image, bin_factor) -> np.ndarray:
+    """Block mean of a fine ``(z, y, x)`` volume onto a grid ``bin_factor`` times coarser (same corner).
+
+    The X-ray volume on the neutron voxels (for the joint histogram): each output voxel is the mean
+    of its ``bin_factor`` block; trailing voxels that do not fill a block are dropped (output shape
+    ``image.shape // bin_factor``), as in :func:`~tomo4d.neutron.attenuation_from_phases`.
+
+    Parameters
+    ----------
+    image : array or Volume
+    bin_factor : int or (3,) int
+        Fine voxels per coarse voxel along each axis.
+
+    Returns
+    -------
+    numpy.ndarray (float32)
+    """
+    a = _arr3("image", image)
+    b = (bin_factor,) * 3 if np.ndim(bin_factor) == 0 else tuple(bin_factor)
+    if len(b) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in b):
+        raise InputError(f"bin_factor={show(bin_factor)} must be a positive integer or three of them (z, y, x)")
+    n = tuple(s // f for s, f in zip(a.shape, b))
+    if min(n) < 1:
+        raise InputError(f"bin_factor={show(bin_factor)} is larger than the image {a.shape}; the result would be empty")
+    c = a[: n[0] * b[0], : n[1] * b[1], : n[2] * b[2]]
+    return c.reshape(n[0], b[0], n[1], b[1], n[2], b[2]).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +250,16 @@ class JointPhases:
     covariances: np.ndarray
     weights: np.ndarray
     converged: bool
+
+    def to_columns(self) -> dict:
+        """Per phase: ``phase`` (1..k), ``mean_a``, ``mean_b`` (input units), ``weight`` (mixture weight) and
+        ``voxel_fraction`` (share of the segmented voxels assigned to it)."""
+        k = len(self.weights)
+        counts = np.bincount(np.asarray(self.labels, np.int64).ravel(), minlength=k + 1)[1:k + 1]
+        total = max(int(counts.sum()), 1)
+        return {"phase": np.arange(1, k + 1), "mean_a": np.asarray(self.means[:, 0], float),
+                "mean_b": np.asarray(self.means[:, 1], float), "weight": np.asarray(self.weights, float),
+                "voxel_fraction": counts / total}
 
 
 def segment_joint_phases(a, b, *, n_phases: int, mask=None, seed: int = 0, max_samples: int = 200_000,

@@ -24,7 +24,7 @@ from ._checks import check_transmission
 
 log = logging.getLogger(__name__)
 
-__all__ = ["normalize_transmission", "attenuation_coefficient", "transmission_sigma"]
+__all__ = ["normalize_transmission", "attenuation_coefficient", "estimate_noise_per_cm", "transmission_sigma"]
 
 
 def _broadcast(name: str, a: np.ndarray, shape) -> np.ndarray:
@@ -158,3 +158,34 @@ def attenuation_coefficient(transmission, *, thickness_cm: float, min_transmissi
     if n_clip:
         log.info("%d transmission values below %g clipped (opaque)", n_clip, floor)
     return (-np.log(np.maximum(t, floor)) / d).astype(np.float32)
+
+
+def estimate_noise_per_cm(mu) -> float:
+    """Standard deviation of the voxel noise of an attenuation volume (1/cm), from neighbour differences.
+
+    White noise of standard deviation ``s`` gives differences of neighbouring voxels of standard
+    deviation ``s sqrt(2)``; the spread is measured robustly along each axis (1.4826 x the median
+    absolute deviation), so that the few differences across phase boundaries do not count, and the
+    median of the three axes is kept (a layered cell's layers disturb only the differences across
+    them).  Smooth structure (blurred by the neutron PSF) adds little; structure finer than a voxel
+    along every axis adds to the estimate (an upper bound then).
+
+    Parameters
+    ----------
+    mu : (z, y, x) array
+        Attenuation coefficients (e.g. a reconstructed neutron tomogram), 1/cm; every axis >= 2.
+
+    Returns
+    -------
+    float
+    """
+    m = np.asarray(mu, dtype=np.float64)
+    if m.ndim != 3 or min(m.shape) < 2:
+        raise InputError(f"mu has shape {m.shape}; give a (z, y, x) volume at least 2 voxels along every axis")
+    if not np.all(np.isfinite(m)):
+        raise InputError("mu contains NaN or infinite values; fill them first (e.g. numpy.nan_to_num)")
+    per_axis = []
+    for a in range(3):
+        d = np.diff(m, axis=a).ravel()
+        per_axis.append(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return float(np.median(per_axis))

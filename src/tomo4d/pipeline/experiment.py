@@ -9,6 +9,7 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       labels: labels/T*.tif           # optional: phase labels per step, or one file (T0)
       voxel_size_nm: 50               # optional: overrides the files' voxel size
       training_pair: {lq: pair/lq.tif, hq: pair/hq.tif}   # optional: LQ/HQ scans of one region (enhance)
+      neutron: neutron/T*.tif         # optional: neutron attenuation (1/cm) per step, over the series' field
     enhance: {preset: small, train: {steps: 2000}, steps: 8}   # InDI trained on the pair, inputs.series (LQ)
                                       # enhanced; apply_to_series (default): dvc reads the enhanced series
     quantify: {}                      # present: the stage runs (defaults of every option)
@@ -18,6 +19,11 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
     segment: {labels: labels/T0_scribbles.tif}   # pixel classifier trained on T0, applied to every step
     particles: {particle_class: 2}    # particles per step + tracks (with the DVC fields)
     residual: {sigma_px: 2}           # residual maps (noise floor from inputs.repeat)
+    neutron:                          # Li concentration from inputs.neutron (labels: inputs.labels or segment)
+      li_free_mu_per_cm: {0: 0.10, 1: 0.30, 2: 0.12, 3: 0.06, 4: 1.0, 5: 0.45}   # label -> Li-free mu, 1/cm
+      layer_phases: [1, 2, 3]         # the anode: its mean Li concentration per step
+      psf_sigma_nm: 500               # neutron blur; li6_fraction (natural), wavelength_angstrom (1.798)
+    truth: {li_concentration_mol_l: [0.33, 4.97, 8.98]}   # optional: true layer Li, mol/L, per step
 
 A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
 values are refused with the key path, the value and the closest valid key.
@@ -46,6 +52,7 @@ from .sections import (
     TruthSection,
 )
 from .sections_enhance import EnhanceSection, TrainingPairInput
+from .sections_neutron import NeutronSection, check_neutron
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -70,6 +77,10 @@ class Inputs(StrictModel):
                                                  "floor of the residual maps (null: none).")
     training_pair: TrainingPairInput | None = Field(None, description="LQ/HQ scans of one region: the training "
                                                                       "data of the enhance stages (null: none).")
+    neutron: list[str] | str | None = Field(None, description="Neutron attenuation volumes (1/cm), one per step (a "
+                                                              "list or a glob) over the series' field (null: none).")
+    neutron_voxel_size_nm: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "Voxel size of the neutron volumes, nm; overrides the files' (null: from the files)."))
 
     @field_validator("state_of_charge")
     @classmethod
@@ -105,6 +116,8 @@ class Experiment(StrictModel):
     residual: ResidualSection | None = Field(None, description="Residual maps T0 -> Tn (needs dvc).")
     enhance: EnhanceSection | None = Field(None, description="InDI trained on inputs.training_pair, every step of "
                                                              "inputs.series (LQ) enhanced (first in the workflow).")
+    neutron: NeutronSection | None = Field(None, description="Li concentration from inputs.neutron and the phase "
+                                                             "labels; joint X-ray/neutron histogram and phases.")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
@@ -127,6 +140,7 @@ class Experiment(StrictModel):
         if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and self.align is not None:
             raise ValueError("enhance.apply_to_series and align together are not supported yet (the enhanced series "
                              "is not aligned); set enhance.apply_to_series: false or remove the align section")
+        check_neutron(self)
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")

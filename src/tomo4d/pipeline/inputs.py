@@ -52,6 +52,10 @@ class ResolvedInputs:
         HQ scans of the in-situ steps (``enhance.truth_hq``), one per step (or none).
     truth_displacement : tuple of Path
         True displacement T0 -> Tn (``truth.displacement``, :mod:`.truth_fields`), one per step (or none).
+    neutron : tuple of Path
+        Neutron attenuation volumes (1/cm), one per step (or none; :mod:`.inputs_neutron`).
+    neutron_voxel_size_nm, neutron_shape : (3,) or None
+        Their voxel size (nm) and shape.
     """
 
     series: tuple[Path, ...]
@@ -69,6 +73,9 @@ class ResolvedInputs:
     training_pair: tuple[Path, Path] | None = None
     truth_hq: tuple[Path, ...] = ()
     truth_displacement: tuple[Path, ...] = ()
+    neutron: tuple[Path, ...] = ()
+    neutron_voxel_size_nm: tuple[float, float, float] | None = None
+    neutron_shape: tuple[int, int, int] | None = None
 
     @property
     def n_steps(self) -> int:
@@ -77,7 +84,7 @@ class ResolvedInputs:
     def files(self) -> tuple[Path, ...]:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
         extra = tuple(p for p in (self.segment_labels, self.repeat) if p is not None)
-        extra += tuple(self.training_pair or ()) + self.truth_hq
+        extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
                                    + self.truth_displacement))
 
@@ -172,14 +179,17 @@ def resolve_inputs(exp) -> ResolvedInputs:
                        f"truth.{kind}[{i}] ({names[i]})", p, series[i])
         truth[kind] = files
     from .inputs_enhance import resolve_enhance_inputs
+    from .inputs_neutron import resolve_neutron_inputs
 
     pair, truth_hq = resolve_enhance_inputs(exp, names, ref)
+    neutron, neutron_vs, neutron_shape = resolve_neutron_inputs(exp, names, ref, series)
     return ResolvedInputs(series=series, labels=labels, names=names, time_s=tuple(inp.time_s),
                           state_of_charge=None if inp.state_of_charge is None else tuple(inp.state_of_charge),
                           shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm),
                           segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
                           truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
-                          truth_displacement=_truth_displacement(exp, names))
+                          truth_displacement=_truth_displacement(exp, names),
+                          neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape)
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:

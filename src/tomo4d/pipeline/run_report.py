@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from .run_report_enhance import enhance_section
+from .run_report_neutron import neutron_section
 from .run_report_sections import (
     particles_section,
     provenance_section,
@@ -152,7 +153,8 @@ SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out,
             ("align", align_section), ("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
             ("quantify", _quantify_section), ("strain", _strain_section),
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
-            ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)))
+            ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)),
+            ("neutron", lambda rep, out, info: neutron_section(rep, out, info, _figure, _vs_time)))
 
 
 def render_report(out) -> Path:

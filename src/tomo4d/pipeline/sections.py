@@ -227,6 +227,8 @@ class TruthSection(StrictModel):
         "(0, 0, 0) of inputs.series (the phantom's truth/displacement_T*.npz). The strain stage samples it "
         "at the DVC nodes and reports the displacement error and the true strain in the same measures "
         "(tomo4d.pipeline.truth_fields)."))
+    li_concentration_mol_l: list[float] | None = Field(None, description=(
+        "True mean Li concentration of the neutron layer (neutron.layer_phases), mol/L, one per step."))
 
 
 class AlignSection(StrictModel):

@@ -1,6 +1,7 @@
 """The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_quality`` (first; :mod:`.stages_enhance`),
 ``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
-``strain``, ``residual`` (:mod:`.stages_residual`).
+``strain``, ``residual`` (:mod:`.stages_residual`), ``neutron`` and ``neutron_layer`` (:mod:`.stages_neutron`:
+Li concentration from ``inputs.neutron`` and the phase labels, the layer's mean per step, joint X-ray/neutron phases).
 
 Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
 (``dvc.node_spacing``, ``inputs.names``), so a recomputation names the key that changed.
@@ -32,6 +33,7 @@ from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
+from .stages_neutron import NEUTRON_STAGES
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 from .vtk_export import write_dvc_vtk, write_strain_vtk
@@ -265,7 +267,8 @@ STRAIN = Stage(
     run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
+STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES,
+                             *NEUTRON_STAGES)
 
 
 def stage_by_name(name: str) -> Stage:
