@@ -46,6 +46,7 @@ from .sections import (
     TruthSection,
 )
 from .sections_enhance import EnhanceSection, TrainingPairInput
+from .sections_lithiation import LithiationSection, lithiation_needs
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -105,6 +106,8 @@ class Experiment(StrictModel):
     residual: ResidualSection | None = Field(None, description="Residual maps T0 -> Tn (needs dvc).")
     enhance: EnhanceSection | None = Field(None, description="InDI trained on inputs.training_pair, every step of "
                                                              "inputs.series (LQ) enhanced (first in the workflow).")
+    lithiation: LithiationSection | None = Field(None, description="Lithiation mode per particle and particle-centred "
+                                                                   "frames (needs particles and residual).")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
@@ -130,6 +133,7 @@ class Experiment(StrictModel):
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")
+        lithiation_needs(self)
         return self
 
     def resolve(self, path) -> Path:

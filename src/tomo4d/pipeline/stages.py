@@ -32,6 +32,7 @@ from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
+from .stages_lithiation import LITHIATION
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 from .vtk_export import write_dvc_vtk, write_strain_vtk
@@ -227,7 +228,7 @@ STRAIN = Stage(
     input_files=lambda inp, step: {}, run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES)
+STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES, LITHIATION)
 
 
 def stage_by_name(name: str) -> Stage:
