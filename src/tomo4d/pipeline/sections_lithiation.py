@@ -20,7 +20,7 @@ class LithiationSection(StrictModel):
         "of the residual inside the particles)."))
     exclude_border: bool = Field(True, description="Leave particles cut by the field-of-view border undetermined.")
     n_frames: int = Field(3, ge=0, description=(
-        "Particle-centred frames of this many tracks (the longest ones, largest first) -> "
+        "Particle-centred frames of this many tracks (the longest ones, those not cut by the border, then the largest, first) -> "
         "volumes/particle_frames.npz; 0: none."))
     frame_size_um: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
         "Edge of the frames, um (null: 2.5 equivalent diameters of the largest framed particle)."))

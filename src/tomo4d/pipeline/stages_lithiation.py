@@ -143,20 +143,24 @@ def _modes(ctx, lab0: np.ndarray, tracks) -> dict:
     return cols
 
 
-def _chosen_tracks(tracks, n: int) -> np.ndarray:
-    """The ``n`` longest tracks (found at most steps), the largest (mean volume) first among equals."""
+def _chosen_tracks(tracks, n: int, lab0: np.ndarray) -> np.ndarray:
+    """The ``n`` longest tracks (found at most steps); among equals those not cut by the border at T0, then the
+    largest (mean volume)."""
     found = np.count_nonzero(tracks.label > 0, axis=1)
     vol = np.nanmean(np.where(tracks.label > 0, tracks.volume_um3, np.nan), axis=1)
-    return np.lexsort((-np.nan_to_num(vol), -found))[:n]
+    faces = np.unique(np.concatenate([lab0[0].ravel(), lab0[-1].ravel(), lab0[:, 0].ravel(), lab0[:, -1].ravel(),
+                                      lab0[:, :, 0].ravel(), lab0[:, :, -1].ravel()]))
+    cut = np.isin(tracks.label[:, 0], faces[faces > 0])
+    return np.lexsort((-np.nan_to_num(vol), cut, -found))[:n]
 
 
-def _frames(ctx, tracks, modes: dict) -> dict | None:
+def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
     from ..quantify import particle_frames
 
     sec, inp = ctx.experiment.lithiation, ctx.inputs
     if tracks is None or sec.n_frames == 0 or tracks.n_tracks == 0:
         return None
-    chosen = _chosen_tracks(tracks, sec.n_frames)
+    chosen = _chosen_tracks(tracks, sec.n_frames, lab0)
     size = sec.frame_size_um
     if size is None:  # 2.5 equivalent diameters of the largest framed particle
         v = np.nanmax(np.where(tracks.label[chosen] > 0, tracks.volume_um3[chosen], np.nan))
@@ -182,7 +186,7 @@ def _lithiation_run(ctx):
     tracks = tracks_from_table(tr, inp.names, inp.voxel_size_nm) if tr is not None else None
     modes = _modes(ctx, lab0, tracks)
     counts = _counts(modes, list(dict.fromkeys(modes["step"].tolist())), "true_mode" in modes)
-    return LithiationResult(modes=modes, counts=counts, frames=_frames(ctx, tracks, modes))
+    return LithiationResult(modes=modes, counts=counts, frames=_frames(ctx, tracks, modes, lab0))
 
 
 def _lithiation_save(result, out):
