@@ -171,3 +171,20 @@ def test_report_sections_and_every_number_has_a_unit(lith_run):
                                "b_um": np.arange(20.0)})
     assert rows == [("t", "a_um", "um", "1, 2"), ("t", "b_um", "um", "20 values: min 0, median 9.5, max 19")]
     assert "<td>thickness_mean_um</td><td>um</td>" in html.replace("\n", "")
+
+
+def test_section_needs_are_refused_with_the_fix(phantom_dir):
+    from tomo4d.errors import InputError
+    from tomo4d.pipeline import parse_experiment
+
+    base = {"inputs": {"series": "series_hq/T*.tif", "time_s": [0, 1, 2]}, "dvc": {},
+            "segment": {"labels": "truth/labels_hq_T0.tif"}, "particles": {}, "residual": {}, "lithiation": {}}
+    assert parse_experiment(base, base_dir=phantom_dir).lithiation.n_frames == 3
+    for change, words in (({"residual": None}, "needs the residual section"),
+                          ({"particles": None}, "needs the particles section"),
+                          ({"residual": {"save_volumes": False}}, "residual.save_volumes: true"),
+                          ({"lithiation": {"truth_modes": "truth/particles.csv"}}, "needs truth.particles"),
+                          ({"lithiation": {"n_frame": 2}}, "did you mean 'n_frames'")):
+        data = {k: v for k, v in {**base, **change}.items() if v is not None}
+        with pytest.raises(InputError, match=words.replace("(", r"\(").replace(".", r"\.")):
+            parse_experiment(data, base_dir=phantom_dir)
