@@ -166,10 +166,12 @@ def test_report_sections_and_every_number_has_a_unit(lith_run):
     assert column_unit("thickness_mean_um") == "um" and column_unit("time_s") == "s"
     assert column_unit("li_concentration_mol_l") == "mol/L" and column_unit("true_rnl") == "1"
     assert column_unit("n_particles") == "count" and column_unit("some_new_score") == UNKNOWN
+    assert column_unit("track") == "id" and column_unit("true_id") == "id"
     # one row per (table, column): a per-step table lists its values, a long one min / median / max
-    rows = table_numbers("t", {"step": np.array(["T0", "T1"]), "a_um": np.array([1.0, 2.0]),
-                               "b_um": np.arange(20.0)})
+    rows = table_numbers("t", {"a_um": np.array([1.0, 2.0]), "b_um": np.arange(20.0)})
     assert rows == [("t", "a_um", "um", "1, 2"), ("t", "b_um", "um", "20 values: min 0, median 9.5, max 19")]
+    rows = table_numbers("t", {"step": np.array(["T0", "T1"]), "a_um": np.array([1.0, 2.0])})
+    assert rows == [("t", "a_um", "um", "T0: 1, T1: 2")]
     assert "<td>thickness_mean_um</td><td>um</td>" in html.replace("\n", "")
 
 

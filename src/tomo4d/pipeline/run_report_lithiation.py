@@ -78,15 +78,18 @@ def lithiation_section(rep, out: Path, info: dict, figure) -> None:
 
 
 def table_numbers(name: str, t: dict) -> list[tuple]:
-    """``(table, column, unit, values)`` of every numeric column: all values, or min / median / max when long."""
+    """``(table, column, unit, values)`` of every numeric column: all values (named by their step in a table of one
+    row per step), or min / median / max when long."""
     rows = []
+    steps = [str(x) for x in t.get("step", ())]
+    per_step = len(steps) == len(set(steps)) > 0  # one row per step: values named by their step
     for col, v in t.items():
         v = np.asarray(v)
         if v.dtype.kind not in "iuf" or v.size == 0:
             continue
         f = v.astype(float)
         if f.size <= MAX_VALUES:
-            text = ", ".join(f"{x:.4g}" for x in f)
+            text = ", ".join(f"{steps[i]}: {x:.4g}" if per_step else f"{x:.4g}" for i, x in enumerate(f))
         else:
             ok = f[np.isfinite(f)]
             text = (f"{f.size} values: min {ok.min():.4g}, median {np.median(ok):.4g}, max {ok.max():.4g}"
@@ -118,5 +121,5 @@ def numbers_section(rep, out: Path, stages) -> None:
         return
     rep.section("All numbers", "Every numeric column of the saved tables (Parquet + CSV under tables/), with its "
                                f"unit ('1': dimensionless; 'unit?': not known). Up to {MAX_VALUES} values are listed "
-                               "in row order (per step for the per-step tables), longer columns as min / median / max.")
+                               "(named by their step in the tables of one row per step), longer columns as min / median / max.")
     rep.table(["table", "column", "unit", "values"], rows)

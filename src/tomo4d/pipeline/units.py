@@ -9,7 +9,7 @@ A column's unit comes, in this order, from:
 3. its prefix: ``n_`` is a count, ``true_<name>`` has the unit of ``<name>``, ``psnr_db_`` is dB,
    ``ssim_`` / ``cnr_`` / ``fraction_`` are dimensionless.
 
-"1" is dimensionless; a column none of these rules knows is ``"unit?"`` (the tests refuse one in the tables
+"1" is dimensionless, "id" a label or index; a column none of these rules knows is ``"unit?"`` (the tests refuse one in the tables
 of the full experiment, so a new column needs its unit here).
 """
 
@@ -24,8 +24,6 @@ SUFFIXES = (("_mol_l", "mol/L"), ("_db", "dB"), ("_h", "h"), ("_mib", "MiB"), ("
             ("_accuracy", "1"), ("_share", "1"))
 
 _DIMENSIONLESS = (
-    # labels and ids
-    "label", "track", "class", "true_id", "step_index",
     # fractions, scores, ratios (segment, particles, phases, thickness, lithiation)
     "volume_fraction", "dice", "iou", "boundary_f1", "accuracy", "precision", "recall", "f1", "link_accuracy",
     "sphericity", "mean_sphericity", "rnl", "expansion", "state_of_charge", "agreement", "cost",
@@ -39,6 +37,7 @@ _GREY = ("noise_floor", "mean_before_floor", "residual_mean", "residual_max", "r
 
 #: explicit units of column names that carry none in their name
 UNITS: dict[str, str] = {**dict.fromkeys(_DIMENSIONLESS, "1"), **dict.fromkeys(_GREY, "grey level"),
+                         **dict.fromkeys(("label", "track", "class", "true_id"), "id"),
                          "n_voxels": "voxels", "sigma_px": "px"}
 
 
