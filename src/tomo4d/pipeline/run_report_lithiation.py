@@ -64,9 +64,13 @@ def lithiation_section(rep, out: Path, info: dict, figure) -> None:
             for i in range(len(c["step"]))]
     cap = "Particles per mode at each step and overall (step 'all')."
     if truth:
+        allr = (c["step"] == "all") & (c["mode"] != "undetermined")
         agree = c["agreement"][c["step"] == "all"]
+        true_cs, true_net = int(c["n_true_core_shell"][allr].sum()), int(c["n_true_network"][allr].sum())
+        base = max(true_cs, true_net) / max(true_cs + true_net, 1)  # always answering the commoner true mode
         cap += (" Truth (lithiation.truth_modes): the true particle covering most of each measured one at T0; "
-                f"agreement of the classified particles with their true mode: {float(agree[0]):.2f}"
+                f"agreement of the {true_cs + true_net} classified particles with their true mode: "
+                f"{float(agree[0]):.2f} (answering the commoner true mode for all: {base:.2f})."
                 if agree.size and np.isfinite(agree[0]) else " No classified particle has a true match.")
     rep.table(head, rows, caption=cap)
     if (out / FRAMES).is_file():
