@@ -52,6 +52,7 @@ from .sections import (
     TruthSection,
 )
 from .sections_enhance import EnhanceSection, TrainingPairInput
+from .sections_lithiation import LithiationSection, lithiation_needs
 from .sections_neutron import NeutronSection, check_neutron
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
@@ -118,6 +119,8 @@ class Experiment(StrictModel):
                                                              "inputs.series (LQ) enhanced (first in the workflow).")
     neutron: NeutronSection | None = Field(None, description="Li concentration from inputs.neutron and the phase "
                                                              "labels; joint X-ray/neutron histogram and phases.")
+    lithiation: LithiationSection | None = Field(None, description="Lithiation mode per particle and particle-centred "
+                                                                   "frames (needs particles and residual).")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
@@ -144,6 +147,7 @@ class Experiment(StrictModel):
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")
+        lithiation_needs(self)
         return self
 
     def resolve(self, path) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .run_report_enhance import enhance_section
 from .run_report_neutron import neutron_section
+from .run_report_lithiation import lithiation_section, numbers_section
 from .run_report_sections import (
     particles_section,
     provenance_section,
@@ -154,6 +155,7 @@ SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out,
             ("quantify", _quantify_section), ("strain", _strain_section),
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
             ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)),
+            ("lithiation", lambda rep, out, info: lithiation_section(rep, out, info, _figure)),
             ("neutron", lambda rep, out, info: neutron_section(rep, out, info, _figure, _vs_time)))
 
 
@@ -180,6 +182,7 @@ def render_report(out) -> Path:
     for stage, section in SECTIONS:
         if _done(out, stage) and stage in info.get("stages", ()):  # stages of the last run only, never stale ones
             section(rep, out, info)
+    numbers_section(rep, out, [s for s in info.get("stages", ()) if _done(out, s)])  # every table, with units
     provenance_section(rep, out, lambda stage: _done(out, stage))
     missing = [s for s in info.get("stages", ()) if not _done(out, s)]
     if missing:

@@ -34,6 +34,7 @@ from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
 from .stages_neutron import NEUTRON_STAGES
+from .stages_lithiation import LITHIATION
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 from .vtk_export import write_dvc_vtk, write_strain_vtk
@@ -267,7 +268,7 @@ STRAIN = Stage(
     run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES,
+STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES, LITHIATION,
                              *NEUTRON_STAGES)
 
 

@@ -117,6 +117,8 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "# particles: {}            # particles per step and tracks with the DVC fields (needs segment)",
         "residual: {}               # residual maps T0 -> Tn (noise floor from inputs.repeat)" if repeat else
         "# residual: {}             # residual maps T0 -> Tn (set inputs.repeat for the noise floor)",
+        "# lithiation: {}           # mode per particle (core-shell / network), particle-centred frames "
+        "(needs particles, residual)",
         "",
     ]
     text = "\n".join(lines)
