@@ -157,3 +157,28 @@ def test_out_of_core_output(blobs, blob_forest, tmp_path):
     np.testing.assert_array_equal(np.asarray(out), predict_labels(blob_forest, blobs.image))
     with pytest.raises(InputError, match="out has shape"):
         predict_labels(blob_forest, blobs.image, out=np.zeros((2, 2, 2), np.uint8))
+
+
+def test_train_on_several_images_pools_their_labels():
+    """A class labelled in only one of two images is learnt; the list must pair images and labels."""
+    import numpy as np
+    import pytest
+
+    from tomo4d.errors import InputError
+    from tomo4d.segment import predict_labels, train_pixel_classifier
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.05, (4, 24, 24)).astype(np.float32)
+    b = a.copy()
+    a[:, :, 12:] += 1.0  # image a: classes 1 (dark) and 2 (mid)
+    b[:, :, 12:] += 2.0  # image b: classes 1 (dark) and 3 (bright), absent from a
+    la = np.zeros(a.shape, np.uint8)
+    la[1, :, :12], la[1, :, 12:] = 1, 2
+    lb = np.zeros(b.shape, np.uint8)
+    lb[1, :, :12], lb[1, :, 12:] = 1, 3
+    model = train_pixel_classifier([a, b], [la, lb], n_trees=8)
+    assert tuple(model.classes) == (1, 2, 3)
+    assert np.mean(predict_labels(model, b)[:, :, 14:] == 3) > 0.95
+    assert np.mean(predict_labels(model, a)[:, :, 14:] == 2) > 0.95
+    with pytest.raises(InputError, match="labels has 1"):
+        train_pixel_classifier([a, b], [la], n_trees=2)

@@ -40,8 +40,8 @@ class ResolvedInputs:
     dtype : str
     voxel_size_nm : (3,) float
         From the files, or the experiment's override.
-    segment_labels : Path or None
-        Training labels of the segment stage (T0's voxel grid).
+    segment_labels : tuple of (int, Path)
+        Training labels of the segment stage: (step, label file) pairs, each on its step's voxel grid.
     repeat : Path or None
         Repeated T0 scan (noise floor of the residual maps).
     truth_labels, truth_particles : tuple of Path
@@ -66,7 +66,7 @@ class ResolvedInputs:
     shape: tuple[int, int, int]
     dtype: str
     voxel_size_nm: tuple[float, float, float]
-    segment_labels: Path | None = None
+    segment_labels: tuple[tuple[int, Path], ...] = ()
     repeat: Path | None = None
     truth_labels: tuple[Path, ...] = ()
     truth_particles: tuple[Path, ...] = ()
@@ -83,7 +83,7 @@ class ResolvedInputs:
 
     def files(self) -> tuple[Path, ...]:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
-        extra = tuple(p for p in (self.segment_labels, self.repeat) if p is not None)
+        extra = tuple(p for _, p in self.segment_labels) + ((self.repeat,) if self.repeat is not None else ())
         extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
                                    + self.truth_displacement))
@@ -198,20 +198,34 @@ def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:
                          f"{show(ref.shape)}; it must be on its image's voxel grid")
 
 
-def _segment_labels(exp, labels, series, ref) -> Path | None:
-    """The segment stage's training labels, checked against T0's shape (and the slice indices against it)."""
+def _segment_labels(exp, labels, series, ref) -> tuple[tuple[int, Path], ...]:
+    """The segment stage's training labels ``((step, path), ...)``, each checked against the series' shape (and
+    the slice indices against it)."""
     sec = exp.segment
     if sec is None:
-        return None
-    key = "segment.labels" if sec.labels is not None else "inputs.labels[0]"
-    path = exp.resolve(sec.labels) if sec.labels is not None else labels[0]
-    _same_grid(_open(path, key, exp.inputs.voxel_size_nm), ref, key, path, series[0])
+        return ()
+    if sec.labels is None:
+        files, key = (labels[0],), "inputs.labels"
+    else:
+        files, key = tuple(exp.resolve(v) for v in ([sec.labels] if isinstance(sec.labels, str) else sec.labels)), \
+            "segment.labels"
+    steps = list(sec.label_steps) if sec.label_steps is not None else list(range(len(files)))
+    if len(steps) != len(files) or len(set(steps)) != len(steps):
+        raise InputError(f"segment.label_steps={show(sec.label_steps)} must name one distinct step per file of "
+                         f"{key} ({len(files)} files)")
+    bad = [s for s in steps if not 0 <= s < len(series)]
+    if bad:
+        raise InputError(f"segment.label_steps has {bad[0]}, but inputs.series has steps 0..{len(series) - 1}; "
+                         "give the index of the step each label file labels")
+    for i, (step, path) in enumerate(zip(steps, files)):
+        k = f"{key}[{i}]" if len(files) > 1 or key == "inputs.labels" else key
+        _same_grid(_open(path, k, exp.inputs.voxel_size_nm), ref, k, path, series[step])
     size = ref.shape[sec.slice_axis]
     bad = [s for s in sec.slices or () if not 0 <= s < size]
     if bad:
         raise InputError(f"segment.slices has {bad[0]}, outside 0..{size - 1} (axis {sec.slice_axis} of "
-                         f"{str(path)!r}, shape {show(ref.shape)}); give slice indices inside the volume")
-    return path
+                         f"{str(files[0])!r}, shape {show(ref.shape)}); give slice indices inside the volume")
+    return tuple(zip(steps, files))
 
 
 def _truth_displacement(exp, names) -> tuple[Path, ...]:

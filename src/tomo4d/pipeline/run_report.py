@@ -108,8 +108,9 @@ def _strain_section(rep, out: Path, info: dict) -> None:
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
     keys += ["hencky_zz_mean_true", "volumetric_mean_true", "median_error_px"] if truth else []
     rep.table(keys, [tuple(summ[k][i] for k in keys) for i in range(len(summ["step"]))],
-              caption="With truth.displacement: the true field sampled at the same nodes, its strain by the same "
-                      "operator (_true), and the median |u - u_true| over the usable nodes, px of the analysis grid."
+              caption="With truth.displacement: the true field sampled at the nodes, its strain by the same "
+                      "operator over the nodes the measurement has (_true), and the median |u - u_true| over the "
+                      "usable nodes, px of the analysis grid."
               if truth else "")
     curves = {"ln U_zz": summ["hencky_zz_mean"], "det F - 1": summ["volumetric_mean"]}
     if truth:
@@ -139,7 +140,8 @@ def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
             row += (t, reg["strain_mean"][i] - t)
         table.append(row)
     rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first)"
-              + ("; the true field's at the same nodes beside it." if tsel is not None else "."))
+              + ("; beside it the true field's over every node of the layer (what the layer did) and the "
+                 "difference." if tsel is not None else "."))
     series = {str(r): reg["strain_mean"][sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
     if tsel is not None:
         series.update({f"{r} (truth)": true["strain_mean"][tsel & (true["region"] == r)]

@@ -168,10 +168,15 @@ DvcSection = create_model(
 
 
 class SegmentSection(StrictModel):
-    """Pixel classifier (tomo4d.segment) trained on labelled T0 voxels, applied to every step."""
+    """Pixel classifier (tomo4d.segment) trained on labelled voxels of T0 (and of other steps), applied to every step."""
 
-    labels: str | None = Field(None, description="Label volume of the T0 scan (0 = unlabelled, 1, 2, ... classes); "
-                                                 "null: the first file of inputs.labels.")
+    labels: str | list[str] | None = Field(None, description=(
+        "Label volume of the T0 scan (0 = unlabelled, 1, 2, ... classes), or a list of label volumes of the steps "
+        "in label_steps (e.g. T0 and the last step, where phases absent at T0 such as lithiated silicon appear); "
+        "null: the first file of inputs.labels."))
+    label_steps: list[int] | None = Field(None, description=(
+        "The step (index into inputs.series) each file of `labels` labels; null: 0 for one file, 0, 1, ... for "
+        "a list."))
     slices: list[int] | None = Field(None, description="Indices of fully labelled slices of `labels` along "
                                                        "slice_axis; only those are used and every value, 0 "
                                                        "included, is a class. null: 0 = unlabelled.")

@@ -208,8 +208,9 @@ def _strain_run(ctx):
 
 
 def _truth_strain(ctx, fields, strains, summary, thickness):
-    """With ``truth.displacement``: error and true strain at the same nodes (:mod:`.truth_fields`), added to
-    ``summary`` in place; returns the true regional statistics (or None)."""
+    """With ``truth.displacement`` (:mod:`.truth_fields`): the median displacement error and the mean true strain
+    over the nodes the measurement has (``*_true``), added to ``summary`` in place; returns the true regional
+    statistics over every node of each layer (what the layer truly did, or None)."""
     from ..dvc import strain_field
     from ..quantify import regional_strain_series
     from .truth_fields import truth_field, truth_strain
@@ -226,17 +227,18 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
         ok = field.usable
         d = np.linalg.norm(field.displacement_zyx_px - tf.displacement_zyx_px, axis=1)[ok]
         err.append(float(np.median(d)) if d.size else np.nan)
-        st = truth_strain(tf, strains[i]) if i in strains else strain_field(tf)
-        true_strains[i] = st
+        true_strains[i] = strain_field(tf)  # the layers' true strain: every node of the truth
+        st = truth_strain(tf, strains[i]) if i in strains else None  # the nodes the measurement has
         for c in ("hencky_zz", "volumetric"):
-            vals = st.component(c)[st.valid]
+            vals = st.component(c)[st.valid] if st is not None else np.zeros(0)
             cols[f"{c}_mean_true"].append(float(np.mean(vals)) if vals.size else np.nan)
     summary["median_error_px"] = np.asarray(err)
     summary.update({k: np.asarray(v) for k, v in cols.items()})
     if thickness is None or not strains:
         return None
     return regional_strain_series(
-        [true_strains[i] for i in strains], collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 * scale / vs,
+        [true_strains[i] for i in strains],  # the steps of the measured table, so that the rows match
+        collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 * scale / vs,
         separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 * scale / vs,
         n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
 

@@ -1,12 +1,14 @@
 """The ``segment`` and ``particles`` stages.
 
 * ``segment`` (per step): a pixel classifier (:func:`tomo4d.segment.train_pixel_classifier`,
-  multiscale features + random forest) is trained at step T0 on its labelled voxels
+  multiscale features + random forest) is trained (with step T0) on the labelled voxels of T0
   (``segment.labels``, 0 = unlabelled; or the fully labelled ``segment.slices`` of it, where every
-  value is a class) and saved to ``models/segment_pixel_classifier.npz``; every step is then
+  value is a class), pooled with those of further steps (a list of label files and
+  ``segment.label_steps``: phases that appear only later, such as lithiated silicon, need a labelled
+  later step), and saved to ``models/segment_pixel_classifier.npz``; every step is then
   predicted with it (:func:`tomo4d.segment.predict_labels`) -> ``volumes/segment_<step>.ome.zarr``
   and ``tables/segment_<step>`` (voxels per class; with ``truth.labels`` Dice, IoU and boundary F1
-  per class, at T0 on the voxels not used for training).
+  per class, on a labelled step only over the voxels not used for training).
 * ``particles`` (once, after segment and dvc): particles of the particle class per step
   (:func:`tomo4d.segment.label_particles`), their geometry (:func:`tomo4d.quantify.particle_properties`)
   and tracks (:func:`tomo4d.quantify.track_particles`, with the DVC fields T0 -> Tn as motion
@@ -47,12 +49,12 @@ def _opts(exp, section: str) -> dict:
     return {f"{section}.{k}": v for k, v in sec.model_dump().items()}
 
 
-def _training_labels(ctx):
-    """(training labels, value offset, region not used for training) of T0."""
+def _training_labels(ctx, path):
+    """(training labels, value offset, region not used for training) of one label file."""
     from ..segment import read_labels
 
     sec = ctx.experiment.segment
-    lab = read_labels(ctx.inputs.segment_labels)
+    lab = read_labels(path)
     if sec.slices is None:
         return lab, 0, lab == 0
     train = np.zeros(lab.shape, np.int32)
@@ -60,6 +62,26 @@ def _training_labels(ctx):
     idx[sec.slice_axis] = sorted(set(sec.slices))
     train[tuple(idx)] = lab[tuple(idx)].astype(np.int32) + 1  # every value is a class: 0 becomes 1
     return train, 1, train == 0
+
+
+def _image(ctx, step: int):
+    from ..io import open_volume
+
+    return open_volume(series_path(ctx, step), voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy (slabs)
+
+
+def _train(ctx):
+    """The pixel classifier trained on every labelled step (``segment.labels`` / ``label_steps``), pooled."""
+    from ..segment import FeatureSpec, train_pixel_classifier
+
+    sec = ctx.experiment.segment
+    images, labels = [], []
+    for step, path in ctx.inputs.segment_labels:
+        images.append(_image(ctx, step))
+        labels.append(_training_labels(ctx, path)[0])
+    return train_pixel_classifier(images if len(images) > 1 else images[0], labels if len(labels) > 1 else labels[0],
+                                  features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
+                                  n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
 
 
 def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
@@ -82,26 +104,15 @@ def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
 
 
 def _segment_step(ctx, step, previous):
-    from ..io import open_volume
-    from ..segment import (
-        FeatureSpec,
-        PixelClassifier,
-        predict_labels,
-        train_pixel_classifier,
-    )
+    from ..segment import PixelClassifier, predict_labels
 
     sec = ctx.experiment.segment
-    image = open_volume(series_path(ctx, step), voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy (slabs)
+    model = _train(ctx) if step == 0 else PixelClassifier.load(ctx.out / MODEL)
     offset, region = (1 if sec.slices is not None else 0), None
-    if step == 0:
-        train, offset, region = _training_labels(ctx)
-        model = train_pixel_classifier(image, train, features=FeatureSpec(sigmas=tuple(sec.sigmas),
-                                                                          ndim=sec.feature_ndim),
-                                       n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class,
-                                       seed=sec.seed)
-    else:
-        model = PixelClassifier.load(ctx.out / MODEL)
-    pred = predict_labels(model, image)
+    labelled = dict(ctx.inputs.segment_labels)
+    if step in labelled:  # score only the voxels not used for training
+        region = _training_labels(ctx, labelled[step])[2]
+    pred = predict_labels(model, _image(ctx, step))
     pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
     classes = [c - offset for c in model.classes]
     return SegmentStep(labels=pred, classes=_class_table(ctx, step, pred, classes, region),
@@ -119,11 +130,13 @@ def _segment_save(result, out, ctx, step):
 
 
 SEGMENT = Stage(
-    name="segment", needs=("align",), per_step=True, description="pixel classifier trained on T0 labels, every step",
+    name="segment", needs=("align",), per_step=True,
+    description="pixel classifier trained on labelled steps (T0), every step",
     outputs="models/segment_pixel_classifier.npz, volumes/segment_<step>.ome.zarr, tables/segment_<step>",
     enabled=lambda exp, inp: exp.segment is not None,
     options=lambda exp: {**_opts(exp, "segment"), "inputs.names": exp.inputs.names},
-    input_files=lambda inp, step: {"T0": inp.series[0], "segment.labels": inp.segment_labels,
+    input_files=lambda inp, step: {**{f"segment.labels (step {i})": p for i, p in inp.segment_labels},
+                                   **{inp.names[i]: inp.series[i] for i, _ in inp.segment_labels},
                                    inp.names[step]: inp.series[step],
                                    **({f"truth.labels[{step}]": inp.truth_labels[step]} if inp.truth_labels else {})},
     steps=lambda ctx: tuple(range(ctx.inputs.n_steps)),

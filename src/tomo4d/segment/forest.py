@@ -266,10 +266,12 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
 
     Parameters
     ----------
-    image : Volume or array_like, shape (y, x) or (z, y, x)
-        Grey values.  A lazy (dask) volume is read only around labelled slices.
-    labels : Volume or array_like of int, same shape
-        0 = unlabelled, 1, 2, ... = classes (at least two classes).
+    image : Volume or array_like, shape (y, x) or (z, y, x); or a list of them
+        Grey values.  A lazy (dask) volume is read only around labelled slices.  A list trains one
+        classifier on the labelled voxels of several images (e.g. time steps in which different phases
+        are present); every image must share the voxel size.
+    labels : Volume or array_like of int, same shape (a list of the same length for a list of images)
+        0 = unlabelled, 1, 2, ... = classes (at least two classes over all images).
     features : FeatureSpec, optional
         Feature set; default :class:`FeatureSpec()` (slice-wise).  Its
         ``voxel_ratio`` is replaced by the image's voxel size when known.
@@ -299,9 +301,8 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    data = image_array(image)
-    check_finite("image", data)
-    lab, classes = check_labels(labels, data.shape)
+    pairs = _pairs(image, labels)
+    data = image_array(pairs[0][0])
     for name, v in (("n_trees", n_trees), ("min_samples_leaf", min_samples_leaf),
                     ("max_samples_per_class", max_samples_per_class)):
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -309,13 +310,13 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     if max_depth is not None and (not isinstance(max_depth, (int, np.integer)) or max_depth < 1):
         raise InputError(f"max_depth={show(max_depth)} must be None or an integer >= 1")
     spec = features or FeatureSpec()
-    vs = voxel_size_of(image, voxel_size_nm)
+    vs = voxel_size_of(pairs[0][0], voxel_size_nm)
     if vs is not None:
         spec = FeatureSpec.for_voxel_size(vs, sigmas=spec.sigmas, kinds=spec.kinds, ndim=spec.ndim,
                                           truncate=spec.truncate, include_raw=spec.include_raw)
     if data.ndim == 2 and spec.ndim == 3:
         raise InputError("features.ndim=3 needs a 3D (z, y, x) image; use FeatureSpec(ndim=2) for a 2D slice")
-    x, y = labelled_samples(data, lab, spec, progress=progress)
+    x, y, classes = _samples(pairs, spec, progress)
     rng = np.random.default_rng(seed)
     keep = []
     counts = {}
@@ -336,10 +337,45 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     forest = forest_from_sklearn(rf)
     training = {"samples_per_class": counts, "voxel_size_nm": list(vs) if vs else None, "seed": int(seed),
                 "n_trees": int(n_trees), "max_depth": max_depth, "min_samples_leaf": int(min_samples_leaf),
-                "image_shape": list(data.shape)}
+                "image_shape": list(data.shape), "n_images": len(pairs)}
     log.info("pixel classifier: %d trees, %d nodes, %d samples", n_trees, forest.left.size, y.size)
     model = PixelClassifier(forest, classes=[int(c) for c in rf.classes_], features=spec, training=training)
     return model
+
+
+def _pairs(image, labels) -> list:
+    """``[(image, labels), ...]`` of one pair or of two equal-length lists."""
+    if isinstance(image, (list, tuple)):
+        if not isinstance(labels, (list, tuple)) or len(labels) != len(image) or not image:
+            n = len(labels) if isinstance(labels, (list, tuple)) else "not a list"
+            raise InputError(f"image is a list of {len(image)} volumes but labels has {n}; give one label "
+                             "volume per image")
+        return list(zip(image, labels))
+    return [(image, labels)]
+
+
+def _samples(pairs, spec, progress):
+    """Features and classes of the labelled voxels of every (image, labels) pair, pooled."""
+    xs, ys, vs0 = [], [], voxel_size_of(pairs[0][0], None)
+    for k, (image, labels) in enumerate(pairs):
+        key = "image" if len(pairs) == 1 else f"image[{k}]"
+        data = image_array(image)
+        check_finite(key, data)
+        vs = voxel_size_of(image, None)
+        if vs is not None and vs0 is not None and not np.allclose(vs, vs0, rtol=1e-6):
+            raise InputError(f"{key} has voxel size {show(list(vs))} nm but image[0] has {show(list(vs0))}; the "
+                             "training images must share the voxel size")
+        lab = check_labels(labels, data.shape, name="labels" if len(pairs) == 1 else f"labels[{k}]",
+                           need_classes=2 if len(pairs) == 1 else 1)[0]
+        x, y = labelled_samples(data, lab, spec, progress=progress)
+        xs.append(x)
+        ys.append(y)
+    y = np.concatenate(ys)
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise InputError(f"labels hold a single class ({show(classes.tolist())}) over all training images; label "
+                         "at least two classes")
+    return np.concatenate(xs), y, classes
 
 
 __all__ = ["PixelClassifier", "train_pixel_classifier", "labelled_samples", "forest_from_sklearn"]

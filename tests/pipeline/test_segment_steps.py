@@ -1,0 +1,70 @@
+"""segment.labels of several steps: a phase absent at T0 (lithiated silicon) is learnt from a later step."""
+
+from __future__ import annotations
+
+import pytest
+
+from tomo4d.errors import InputError
+from tomo4d.pipeline import load_experiment, run_experiment
+from tomo4d.pipeline.inputs import resolve_inputs
+
+EXPERIMENT = """\
+name: segment-steps
+inputs:
+  series: series_hq/T*.tif
+  time_s: [0, 3600, 7200]
+segment:
+  labels: {labels}
+  {steps}
+  slices: [4, 12, 20, 28]
+  slice_axis: 1
+  n_trees: 8
+truth:
+  labels: truth/labels_hq_T*.tif
+"""
+
+
+def _write(phantom_dir, name, labels, steps=""):
+    p = phantom_dir / name
+    p.write_text(EXPERIMENT.format(labels=labels, steps=steps))
+    return p
+
+
+def _dice(out, step: str, cls: int) -> float:
+    from tomo4d.quantify import read_table
+
+    t = read_table(out / "tables" / f"segment_{step}.csv")
+    rows = [i for i, c in enumerate(t["class"]) if int(c) == cls]
+    return float(t["dice"][rows[0]]) if rows else 0.0
+
+
+def test_a_later_labelled_step_teaches_the_phase_t0_lacks(phantom_dir, tmp_path):
+    from tomo4d.phantom import Phase
+
+    li = int(Phase.LITHIATED_SILICON)
+    only_t0 = _write(phantom_dir, "seg_t0.yaml", "truth/labels_hq_T0.tif")
+    both = _write(phantom_dir, "seg_t0_t2.yaml", "[truth/labels_hq_T0.tif, truth/labels_hq_T2.tif]",
+                  "label_steps: [0, 2]")
+    run_experiment(load_experiment(only_t0), tmp_path / "a", source=only_t0)
+    run_experiment(load_experiment(both), tmp_path / "b", source=both)
+    assert _dice(tmp_path / "a", "T2", li) == 0.0  # never seen: never predicted
+    # learnt from T2's four planes, scored on T2's other voxels; T1 (not labelled) gets it too. The bar is that
+    # of this 32^3 noisy phantom with 8 trees, where even T0's silicon reaches Dice 0.71 (measured: lithiated
+    # silicon 0.56 at T2, 0.32 at T1; 0 without the T2 labels)
+    assert _dice(tmp_path / "b", "T2", li) > 0.45
+    assert _dice(tmp_path / "b", "T1", li) > 0.25
+    assert _dice(tmp_path / "b", "T0", int(Phase.SILICON)) > 0.6
+
+
+def test_label_steps_are_checked(phantom_dir):
+    bad = _write(phantom_dir, "seg_bad1.yaml", "[truth/labels_hq_T0.tif, truth/labels_hq_T2.tif]", "label_steps: [0]")
+    with pytest.raises(InputError, match="segment.label_steps.*one distinct step per file"):
+        resolve_inputs(load_experiment(bad))
+    bad = _write(phantom_dir, "seg_bad2.yaml", "[truth/labels_hq_T0.tif, truth/labels_hq_T2.tif]",
+                 "label_steps: [0, 5]")
+    with pytest.raises(InputError, match="segment.label_steps has 5"):
+        resolve_inputs(load_experiment(bad))
+    bad = _write(phantom_dir, "seg_bad3.yaml", "[truth/labels_hq_T0.tif, neutron/T2.tif]",
+                 "label_steps: [0, 2]")
+    with pytest.raises(InputError, match=r"segment.labels\[1\]"):
+        resolve_inputs(load_experiment(bad))
