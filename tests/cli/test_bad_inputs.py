@@ -62,7 +62,7 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("demo",): {
         "non-finite": NA("no input"), "bad-labels": NO_LABELS,
         "out-of-range": [(["{out.d}", "--seed", "-1"], "seed")],
-        "unparsable": [(["{out.d}", "--stage", "bogus"], "bogus")],
+        "unparsable": [(["{out.d}", "--seed", "abc"], "seed")],
         "corrupt-file": NA("no input"), "device": NO_DEVICE},
     ("phantom",): {
         "non-finite": NA("no input"), "bad-labels": NO_LABELS,

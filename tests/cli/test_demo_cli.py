@@ -1,40 +1,92 @@
-"""`tomo4d demo` runs the stages and writes a report."""
+"""`tomo4d demo`: the phantom writes an experiment file beside its scans and the runner runs it."""
 
 from __future__ import annotations
+
+import pytest
 
 from tomo4d.cli import main
 
 
-def test_demo_io_stage_writes_report(tmp_path, capsys):
-    out = tmp_path / "demo"
-    rc = main(["demo", str(out), "--stage", "io"])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.err
-    html = (out / "report.html").read_text()
-    assert "Volume I/O" in html and "MISMATCH" not in cap.out and "all identical" in cap.out
-    # refuses to replace without --overwrite, replaces with it
-    assert main(["demo", str(out), "--stage", "io"]) == 2
-    assert main(["demo", str(out), "--stage", "io", "--overwrite"]) == 0
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    """The demo on a small phantom (48 x 32 x 32, 3 steps, InDI trained 10 steps): the same code path."""
+    from tomo4d.pipeline import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return run_demo(out, shape=(48, 32, 32), n_steps=3, train_steps=10)
+
+
+def test_demo_is_an_ordinary_experiment(small_demo):
+    from tomo4d.pipeline import load_experiment
+    from tomo4d.pipeline.inputs import resolve_inputs
+
+    res = small_demo
+    exp = load_experiment(res.experiment_file)  # the file a user would edit, valid as written
+    inp = resolve_inputs(exp)
+    # the series mixes formats, as a real one may
+    assert [p.name for p in inp.series] == ["T0.tif", "T1.h5", "T2.ome.zarr"]
+    ran = {s.name: s.status for s in res.run.stages}
+    assert set(ran) == {"register_pair", "train", "enhance", "enhance_quality", "segment", "quantify", "dvc",
+                        "strain", "residual", "particles", "lithiation", "neutron", "neutron_layer"}
+    assert set(ran.values()) == {"computed"}
+    html = res.report_path.read_text()
+    for section in ("InDI enhancement", "Segmentation", "Quantification", "finite strain", "Residual maps",
+                    "Particles and tracks", "Lithiation modes", "Neutron", "All numbers"):
+        assert section in html, section
+    # every stage with a truth shows it beside the measurement
+    for truth in ("true mean ln U_zz", "CNR HQ (truth)", "true particles"):
+        assert truth in html, truth
+
+
+def test_demo_truth_numbers_are_the_phantoms(small_demo):
+    """The demo's truth entries come from the phantom, not from the run: the strain truth grows with the
+    phantom's swelling, and the anode's true Li concentration rises with the state of charge."""
+    import json
+
+    from tomo4d.pipeline import load_experiment
+    from tomo4d.quantify import read_table
+
+    res = small_demo
+    doc = json.loads((res.out_dir / "data" / "experiment.json").read_text())
+    exp = load_experiment(res.experiment_file)
+    li = exp.truth.li_concentration_mol_l
+    assert li[0] < 0.5 * li[1] < li[2]
+    reg = read_table(res.run.out / "tables" / "regional_strain_truth.csv")
+    hz = {(str(st), str(r)): v for st, r, c, v in zip(reg["step"], reg["region"], reg["component"],
+                                                       reg["strain_mean"]) if c == "hencky_zz"}
+    # the phantom's anode swells with the state of charge, more on the separator side
+    assert 0 < hz["T1", "collector side"] < hz["T2", "collector side"] < hz["T2", "separator side"]
+    mean_t2 = (hz["T2", "collector side"] + hz["T2", "separator side"]) / 2
+    assert mean_t2 == pytest.approx(doc["truth"]["mean_axial_strain"][2], rel=0.3)  # ln(1 + e) vs e, node grid
+
+
+def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):
+    res = small_demo
+    assert main(["run", str(res.experiment_file), "-o", str(res.run.out), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln and not ln.startswith(("report:", " "))]
+    assert lines and all(" cached " in ln for ln in lines), out
 
 
 def test_demo_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("data")
-    assert main(["demo", str(tmp_path), "--overwrite", "--stage", "io"]) == 2
+    assert main(["demo", str(tmp_path), "--overwrite", "--quiet"]) == 2
+    assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "data"
 
 
-def test_unknown_stage(tmp_path, capsys):
-    assert main(["demo", str(tmp_path / "d"), "--stage", "nonsense"]) == 2
-    assert "nonsense" in capsys.readouterr().err
-
-
-def test_bad_stage_is_refused_before_anything_is_deleted(tmp_path, capsys):
+def test_demo_refuses_an_existing_folder_without_overwrite(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", str(out), "--stage", "io"]) == 0
-    before = sorted(p.name for p in out.rglob("*"))
-    assert main(["demo", str(out), "--overwrite", "--stage", "bogus"]) == 2
-    assert "bogus" in capsys.readouterr().err
-    assert sorted(p.name for p in out.rglob("*")) == before
+    out.mkdir()
+    (out / "x").write_text("y")
+    assert main(["demo", str(out), "--quiet"]) == 2
+    assert (out / "x").read_text() == "y"
+
+
+def test_demo_bad_seed(tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "d"), "--seed", "-1", "--quiet"]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_phantom_and_demo_follow_one_folder_rule(tmp_path, capsys):
@@ -43,30 +95,7 @@ def test_phantom_and_demo_follow_one_folder_rule(tmp_path, capsys):
     user.mkdir()
     (user / "notes.txt").write_text("mine")
     for args in (["phantom", str(user), "--shape", "24", "--steps", "2", "--fields", "none", "--overwrite"],
-                 ["demo", str(user), "--stage", "io", "--overwrite"]):
+                 ["demo", str(user), "--overwrite", "--quiet"]):
         assert main(args) == 2
         assert "did not write" in capsys.readouterr().err
         assert (user / "notes.txt").read_text() == "mine"
-    ph = tmp_path / "ph"
-    args = ["phantom", str(ph), "--shape", "24", "--steps", "2", "--fields", "none"]
-    assert main(args) == 0
-    assert main(args) == 2
-    assert main([*args, "--overwrite"]) == 0
-
-
-def test_demo_dvc_and_quantify_stages_produce_finite_strain(tmp_path, capsys):
-    """The DVC and quantify stages run through the CLI and save finite strain tables (a grid check that
-    refused the demo's own fields once broke them with no test noticing)."""
-    import csv
-    import math
-
-    out = tmp_path / "demo"
-    assert main(["demo", str(out), "--stage", "phantom", "--stage", "dvc", "--stage", "quantify"]) == 0, \
-        capsys.readouterr().err
-    assert (out / "dvc" / "field_T0_T3.h5").is_file()
-    with open(out / "quantify" / "regional_strain.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["component"] == "hencky_zz"]
-    last = {r["region"]: float(r["strain_mean"]) for r in rows if r["step"] == rows[-1]["step"]}
-    assert set(last) == {"collector side", "separator side"} and all(math.isfinite(v) for v in last.values())
-    assert last["separator side"] > last["collector side"] > 0.1  # the anode swells, more on the separator side
-    assert "Local DVC" in (out / "report.html").read_text()

@@ -23,7 +23,7 @@ from tomo4d.cli._paths import leaf_commands
 BASE = {
     ("info",): ["{in:path}"],
     ("convert",): ["{in:src}", "{out:dst}"],
-    ("demo",): ["{out:out_dir}", "--stage", "io"],
+    ("demo",): ["{out:out_dir}", "--quiet"],
     ("phantom",): ["{out:out_dir}"],
     ("quality",): ["{in:reference}", "{in:images}", "--mask", "{in:mask_path}", "--profiles",
                    "{out:profiles_path}", "--figure", "{out:figure_path}"],

@@ -64,16 +64,3 @@ def test_cli_phantom_bad_parameter(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tomo4d: error: shape=")
 
-
-def test_demo_stage(tmp_path):
-    from tomo4d.pipeline.demo import DemoContext
-    from tomo4d.pipeline.demo_phantom import stage_phantom
-    from tomo4d.report import Report
-
-    ctx = DemoContext(out_dir=tmp_path, report=Report("t"), seed=0)
-    summary = stage_phantom(ctx)
-    assert "particles" in summary
-    exp = ctx.store["experiment"]
-    assert ctx.store["hq"].shape == (96, 96, 96) and exp.n_steps == 4
-    assert exp.truth.particle_radius_nm.mean() > 600  # particles large against the blur (meaningful demo)
-    assert any("Synthetic" in p for p in ctx.report.parts)

@@ -1,4 +1,4 @@
-"""``tomo4d demo``."""
+"""``tomo4d demo``: the phantom writes an experiment, ``tomo4d run`` runs it (:mod:`tomo4d.pipeline.demo`)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ from ._paths import declare_paths
 @click.command()
 @click.argument("out_dir", default="tomo4d-demo", type=click.Path(path_type=str))
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo output folder.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic experiment.")
-@click.option("--stage", "stages", multiple=True, help="Run only this stage (repeatable).")
-def demo(out_dir, overwrite, seed, stages):
-    """Run every stage on the built-in synthetic experiment and write an HTML report."""
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic experiment and of the run.")
+@click.option("--quiet", is_flag=True, help="No progress display or lines (the run's log is in OUT/run/log.txt).")
+def demo(out_dir, overwrite, seed, quiet):
+    """Write a synthetic in-situ experiment (scans, truth, experiment.yaml) into OUT_DIR and run it.
+
+    The same as `tomo4d run OUT_DIR/experiment.yaml -o OUT_DIR/run`: the report is OUT_DIR/run/report.html.
+    """
     from ..pipeline import run_demo
+    from ..pipeline.progress import run_progress
 
-    def progress(name, i, n):
-        click.echo(f"[{i + 1}/{n}] {name} ...", err=True)
-
-    res = run_demo(out_dir, overwrite=overwrite, seed=seed, stages=list(stages) or None, progress=progress)
-    for s in res.stages:
-        click.echo(f"{s.name:<12} {s.seconds:7.1f} s  {s.summary}")
+    with run_progress(quiet=quiet) as progress:
+        res = run_demo(out_dir, overwrite=overwrite, seed=seed, progress=progress)
+    click.echo(f"{'phantom':<15} {'written':<13} {res.phantom_s:7.1f} s  ({res.out_dir / 'data'})")
+    for s in res.run.stages:
+        click.echo(f"{s.name:<15} {s.status:<13} {s.wall_s:7.1f} s")
+    click.echo(f"experiment: {res.experiment_file}")
     click.echo(f"report: {res.report_path}  (total {res.seconds:.1f} s)")

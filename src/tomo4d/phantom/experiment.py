@@ -211,7 +211,7 @@ class SyntheticExperiment:
         Layout: ``experiment.json`` (parameters + ground-truth numbers + file index), ``hq.tif``,
         ``lq.tif``, ``repeat.tif``, ``repeat_hq.tif``, ``series/T*.tif``, ``series_hq/T*.tif``,
         ``neutron/T*.tif``, ``truth/labels_{hq,lq}_T*.tif`` (uint8 :class:`Phase`),
-        ``truth/particles_hq_T*.tif`` (int32 ids), ``truth/particles.csv`` (per particle: mode, radius,
+        ``truth/particles_{hq,lq}_T*.tif`` (int32 ids), ``truth/particles.csv`` (per particle: mode, radius,
         lithiated fraction per step) and ``truth/displacement_T*.npz`` (u in nm on the LQ grid,
         every 4th voxel for ``fields="coarse"``, every voxel for ``"full"``, none for ``"none"``).
 
@@ -257,9 +257,10 @@ class SyntheticExperiment:
                 for g in ("hq", "lq"):
                     save_volume(Volume(truth.labels(s, grid=g), (self._engine.layout.voxel_nm(g),) * 3, meta),
                                 tmp / "truth" / f"labels_{g}_{name}.tif")
-                save_volume(Volume(truth.particle_labels(s, grid="hq"), (self.params.hq_voxel_nm,) * 3,
-                                   dataclasses.replace(meta, name=f"particle labels {name}")),
-                            tmp / "truth" / f"particles_hq_{name}.tif")
+                for g in ("hq", "lq"):
+                    save_volume(Volume(truth.particle_labels(s, grid=g), (self._engine.layout.voxel_nm(g),) * 3,
+                                       dataclasses.replace(meta, name=f"particle labels {name}")),
+                                tmp / "truth" / f"particles_{g}_{name}.tif")
                 done += 2
                 if fields != "none":
                     stride = 4 if fields == "coarse" else 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "DemoResult": "demo", "StageResult": "demo", "run_demo": "demo",
+    "DemoResult": "demo", "demo_experiment_text": "demo", "run_demo": "demo",
     "run_experiment": "execute",
     "Experiment": "experiment", "experiment_schema": "experiment", "load_experiment": "experiment",
     "parse_experiment": "experiment",

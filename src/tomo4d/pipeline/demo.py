@@ -1,127 +1,201 @@
-"""The built-in demo: every stage of tomo4d on a small example, with an HTML report.
+"""The built-in demo: an ordinary experiment, run by the runner.
 
-Each stage is a function ``stage(ctx) -> str`` (a one-line summary) that may
-write files under ``ctx.out_dir`` and add a section to ``ctx.report``.  Stages
-share what they produce through ``ctx.store``.  New stages join
-:data:`DEMO_STAGES`; the whole demo must stay under 10 minutes on 2 CPU cores.
+``tomo4d demo OUT`` (:func:`run_demo`):
+
+1. the phantom (:func:`tomo4d.phantom.make_experiment`) writes its scans and truth under ``OUT/data``
+   (:meth:`~tomo4d.phantom.SyntheticExperiment.save`); two in-situ steps are converted to HDF5 and
+   OME-Zarr, so the series mixes formats as a real one may;
+2. an experiment file ``OUT/experiment.yaml`` is written for them (:func:`demo_experiment_text`): every
+   stage, with the phantom's truth (phase and particle labels, displacement fields, HQ scans of the
+   in-situ steps) in its ``truth`` section;
+3. ``tomo4d run OUT/experiment.yaml -o OUT/run`` runs it (:func:`~tomo4d.pipeline.run_experiment`) and
+   renders ``OUT/run/report.html``, where every measured number sits beside its truth.
+
+Nothing here computes a result: what the demo shows is what the runner computes for any experiment.
+Run it again (``tomo4d run OUT/experiment.yaml -o OUT/run``) and every stage is cached; edit the file and
+only what the edit invalidates is recomputed.  ``make demo`` must stay under 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..report import Report
+from .._validate import check_int
+from ..io import open_volume, prepare_folder, save_volume
 
-log = logging.getLogger(__name__)
+__all__ = ["DEMO_SHAPE", "DEMO_STEPS", "DemoResult", "demo_experiment_text", "run_demo"]
 
-
-@dataclass(frozen=True)
-class StageResult:
-    """One stage of the demo: its name, wall time in s and a one-line summary."""
-
-    name: str
-    seconds: float
-    summary: str
+#: HQ voxels of the demo phantom (its LQ in-situ scans have the same shape over twice the field); 96 along z
+#: makes the anode 21.6 LQ voxels thick, room for DVC windows of 13 voxels
+DEMO_SHAPE = (96, 64, 64)
+#: time steps of the demo (T0 .. T3)
+DEMO_STEPS = 4
+#: in-situ steps written in another format than TIFF: step -> suffix
+_FORMATS = {1: ".h5", 2: ".ome.zarr"}
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo produced: output folder, report file and per-stage results."""
+    """What the demo produced: its folder, the experiment file, the run's outcome and wall times (s)."""
 
     out_dir: Path
-    report_path: Path
-    stages: tuple[StageResult, ...]
+    experiment_file: Path
+    run: object
+    phantom_s: float
+
+    @property
+    def report_path(self) -> Path:
+        return self.run.report
 
     @property
     def seconds(self) -> float:
-        return sum(s.seconds for s in self.stages)
+        return self.phantom_s + self.run.wall_s
 
 
-@dataclass
-class DemoContext:
-    """State shared by the demo stages."""
-
-    out_dir: Path
-    report: Report
-    seed: int = 0
-    store: dict[str, Any] = field(default_factory=dict)
-
-    def path(self, *parts: str) -> Path:
-        p = self.out_dir.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-
-#: (name, "module:function") of every demo stage, in order; modules are relative to
-#: ``tomo4d.pipeline`` and imported only when their stage runs.
-DEMO_STAGES: list[tuple[str, str]] = [
-    ("phantom", "demo_phantom:stage_phantom"),
-    ("io", "demo_io:stage_io"),
-    ("quality", "demo_quality:stage_quality"),
-    ("neutron", "demo_neutron:stage_neutron"),
-    ("enhance", "demo_enhance:stage_enhance"),
-    ("dvc", "demo_dvc:stage_dvc"),
-    ("segment", "demo_segment:stage_segment"),
-    ("quantify", "demo_quantify:stage_quantify"),
-]
+def _series_files(data: Path, names) -> list[str]:
+    """The in-situ LQ series, steps of :data:`_FORMATS` converted from the phantom's TIFF (then removed)."""
+    files = []
+    for i, name in enumerate(names):
+        tif = data / "series" / f"{name}.tif"
+        suffix = _FORMATS.get(i)
+        if suffix is None:
+            files.append(tif.relative_to(data.parent).as_posix())
+            continue
+        target = data / "series" / f"{name}{suffix}"
+        save_volume(open_volume(tif).compute(), target)
+        tif.unlink()
+        files.append(target.relative_to(data.parent).as_posix())
+    return files
 
 
-def _load(target: str) -> Callable[[DemoContext], str]:
-    import importlib
+def demo_experiment_text(doc: dict, series: list[str], true_li: list[float], *, seed: int = 0,
+                         train_steps: int = 200) -> str:
+    """The demo's experiment file (YAML with comments) for the phantom saved under ``data/``.
 
-    module, func = target.split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), func)
+    ``doc`` is the phantom's ``data/experiment.json``; ``series`` the in-situ files (relative to the file);
+    ``true_li`` the true Li concentration of the anode layer per step (:func:`_true_layer_li`); ``seed``
+    the seed of every random choice of the run; ``train_steps`` InDI's training steps.
+    """
+    t = doc["truth"]
+    names = [f"T{i}" for i in range(len(series))]
+    # four fully labelled xz planes of T0 train the segmentation ("a handful of labelled slices")
+    ny = doc["params"]["shape"][1]
+    planes = sorted({int(ny * f) for f in (0.125, 0.375, 0.625, 0.875)})
+    crop = min(48, *(s // 2 for s in doc["params"]["shape"][1:]))  # training crop, HQ px (the preset's 64 is 2.6x dearer per step)
+    phases = t["phases"]
+    mu0 = {phases[k]: round(float(v), 5) for k, v in t["neutron_mu_li_free_per_cm"].items()}
+    layer = [phases[k] for k in ("MATRIX", "SILICON", "LITHIATED_SILICON")]
+    return f"""\
+# tomo4d demo experiment, written by `tomo4d demo` beside the phantom's scans (data/).
+# Run it again with: tomo4d run experiment.yaml -o run   (cached stages are skipped)
+name: tomo4d demo (synthetic Si anode, {len(series)} steps)
+inputs:
+  series: [{', '.join(series)}]   # any format open_volume reads
+  time_s: {json.dumps([float(v) for v in t['time_s']])}
+  state_of_charge: {json.dumps([float(v) for v in t['state_of_charge']])}
+  repeat: data/repeat.tif          # T0 scanned twice: the noise floor of the residual maps
+  training_pair: {{lq: data/lq.tif, hq: data/hq.tif}}   # InDI's training data (LQ 100 nm, HQ 50 nm)
+  neutron: data/neutron/T*.tif     # neutron attenuation (1/cm), 4x coarser voxels over the same field
+enhance:
+  preset: small
+  train: {{steps: {train_steps}, crop: {crop}, val_every: 0, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo
+  steps: 6
+  seed: {seed}
+  apply_to_series: false           # the analysis stages read the LQ series
+  truth_hq: data/series_hq/T*.tif  # HQ scans of the in-situ steps: quality against truth
+segment:                           # lithiated silicon appears after T0: label a plane set of the last step too
+  labels: [data/truth/labels_lq_T0.tif, data/truth/labels_lq_{names[-1]}.tif]
+  label_steps: [0, {len(series) - 1}]
+  slices: {json.dumps(planes)}       # only these xz planes of each labelled step are used for training
+  slice_axis: 1
+  seed: {seed}
+quantify: {{}}
+dvc:
+  node_spacing: 4
+  half_window: 6
+  smooth_sigma_px: 1.0
+  tolerance_px: 0.01
+  max_iterations: 100
+  grey_model: znssd                # lithiated silicon loses X-ray attenuation between the scans
+particles: {{}}                    # silicon particles (phase 2), tracked with the DVC fields
+residual: {{}}
+lithiation: {{truth_modes: data/truth/particles.csv}}
+neutron:
+  li_free_mu_per_cm: {json.dumps(mu0)}   # Li-free attenuation of each X-ray phase, 1/cm
+  layer_phases: {json.dumps(layer)}      # the anode: matrix, silicon, lithiated silicon
+  psf_sigma_nm: {float(t['neutron_blur_sigma_nm'])}
+  joint_phases: 4
+truth:                             # the phantom's truth, shown beside every measured number
+  labels: data/truth/labels_lq_T*.tif
+  particles: data/truth/particles_lq_T*.tif
+  displacement: data/truth/displacement_T*.npz
+  li_concentration_mol_l: {json.dumps([round(v, 4) for v in true_li])}
+"""
 
 
-def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, stages: list[str] | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
-    """Run the demo stages into ``out_dir`` and write ``out_dir/report.html``.
+def _true_layer_li(data: Path, doc: dict) -> list[float]:
+    """True mean Li (mol/L) of the anode layer per step, over the neutron slabs the neutron stage averages.
+
+    The phantom's Li concentration per phase on its true LQ labels, block-averaged onto the neutron grid,
+    through :func:`tomo4d.neutron.layer_lithium` with the stage's layer phases and margin (3 PSF sigma).
+    """
+    import numpy as np
+
+    from ..neutron import LiConcentration, bin_to_grid, layer_lithium, theoretical_lithium_calibration
+
+    t = doc["truth"]
+    b = int(doc["params"]["neutron_bin"])
+    c_of = np.zeros(max(t["phases"].values()) + 1)
+    for name, c in t["li_concentration_mol_l"].items():
+        c_of[t["phases"][name]] = c
+    layer = [t["phases"][k] for k in ("MATRIX", "SILICON", "LITHIATED_SILICON")]
+    margin_px = 3 * float(t["neutron_blur_sigma_nm"]) / (b * float(doc["params"]["lq_voxel_nm"]))
+    out = []
+    for name in t["steps"]:
+        lab = open_volume(data / "truth" / f"labels_lq_{name}.tif").numpy()
+        c = bin_to_grid(c_of[lab], b) / np.float32(1e3)  # mol/L -> mol/cm^3
+        li = LiConcentration(c, np.zeros_like(c), theoretical_lithium_calibration())
+        out.append(float(layer_lithium(li, lab, layer, bin_factor=b, margin_px=margin_px).concentration_mol_l))
+    return out
+
+
+def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, progress: Callable | None = None,
+             shape=DEMO_SHAPE, n_steps: int = DEMO_STEPS, train_steps: int = 200) -> DemoResult:
+    """Write the demo experiment into ``out_dir`` and run it (module docstring).
 
     Parameters
     ----------
     out_dir : path-like
-        Output folder; must not exist unless ``overwrite`` is set.
+        Output folder; must not exist unless ``overwrite`` is set (and then only a folder tomo4d wrote).
     overwrite : bool
-        Replace an existing output folder.
+        Replace an earlier demo folder.
     seed : int
-        Seed of every random choice (the demo is reproducible).
-    stages : list of str, optional
-        Run only these stages (by name); default all.
-    progress : callable(stage_name, index, n_stages), optional
-        Called before each stage.
+        Seed of the phantom and of every random choice of the run (the demo is reproducible).
+    progress : callable, optional
+        The runner's progress callback (:func:`tomo4d.pipeline.progress.run_progress`).
+    shape, n_steps, train_steps
+        Size of the phantom and InDI's training steps (tests use a smaller, shorter one).
     """
-    from .._validate import check_int
-    from ..errors import InputError
-    from ..io import prepare_folder
+    from ..phantom import make_experiment
+    from .execute import run_experiment
+    from .experiment import load_experiment
 
     check_int("seed", seed, minimum=0)
-    known = [name for name, _ in DEMO_STAGES]
-    if stages is not None:
-        unknown = sorted(set(stages) - set(known))
-        if unknown:
-            raise InputError(f"unknown demo stage(s) {', '.join(map(repr, unknown))}; available: {', '.join(known)}")
-    # everything is validated: only now may an earlier demo folder be replaced (never a user's folder)
-    out = prepare_folder(out_dir, overwrite=overwrite, kind="demo")
-    selected = [(n, f) for n, f in DEMO_STAGES if stages is None or n in stages]
-    report = Report("tomo4d demo report")
-    ctx = DemoContext(out_dir=out, report=report, seed=seed)
-    results = []
-    for i, (name, fn) in enumerate(selected):
-        if progress is not None:
-            progress(name, i, len(selected))
-        t0 = time.perf_counter()
-        summary = _load(fn)(ctx)
-        dt = time.perf_counter() - t0
-        log.info("demo stage %s: %.1f s: %s", name, dt, summary)
-        results.append(StageResult(name, dt, summary))
-    report.section("Run summary")
-    report.table(["stage", "time (s)", "summary"], [(r.name, r.seconds, r.summary) for r in results])
-    # the summary goes first: move it to the top of the report
-    report.parts = report.parts[-2:] + report.parts[:-2]
-    path = report.save(out / "report.html")
-    return DemoResult(out, path, tuple(results))
+    check_int("n_steps", n_steps, minimum=2)
+    check_int("train_steps", train_steps, minimum=1)
+    out = prepare_folder(out_dir, overwrite=overwrite, kind="demo")  # everything is validated: claim the folder
+    t0 = time.perf_counter()
+    exp = make_experiment(shape=tuple(shape), n_steps=n_steps, seed=seed)
+    data = exp.save(out / "data", fields="full")
+    doc = json.loads((data / "experiment.json").read_text(encoding="utf-8"))
+    series = _series_files(data, doc["truth"]["steps"])
+    exp_file = out / "experiment.yaml"
+    exp_file.write_text(demo_experiment_text(doc, series, _true_layer_li(data, doc), seed=seed,
+                                            train_steps=train_steps), encoding="utf-8")
+    phantom_s = time.perf_counter() - t0
+    res = run_experiment(load_experiment(exp_file), out / "run", source=exp_file, progress=progress)
+    return DemoResult(out_dir=out, experiment_file=exp_file, run=res, phantom_s=phantom_s)
