@@ -3,6 +3,9 @@
 The ``tiny`` preset with a few training steps: the stages run and their outputs load, a second run is
 cached, an edited training option recomputes train and what follows but not register_pair, a SIGKILL
 during training resumes from the Trainer's checkpoint, --check refuses a pair whose fields cannot overlap.
+enhance_quality measures the five metrics (edge FWHM NaN with its reason where the 32^3 phantom has no
+isolated edges; on a 48^3 phantom with large particles bicubic and InDI are blurrier than HQ, as the
+phantom's true blur says) and saves the LQ / InDI / HQ regions of interest that the report draws.
 """
 
 from __future__ import annotations
@@ -84,8 +87,85 @@ def test_enhance_stages_write_outputs_that_load(enhance_run):
     assert list(q["step"]) == ["pair", "T0", "T1", "T2"]
     assert np.isfinite(q["psnr_db_InDI"]).all() and np.isfinite(q["ssim_InDI"][1:]).all()
     html = (out / "report.html").read_text()
-    assert "InDI enhancement" in html and "CNR HQ (truth)" in html
+    assert "InDI enhancement" in html and "CNR HQ (truth)" in html and "edge FWHM HQ (nm, truth)" in html
     assert (out / "figures" / "enhanced_slices.png").exists()
+
+
+def test_enhance_quality_has_the_five_metrics_and_nan_with_a_reason(enhance_run):
+    from tomo4d.quantify import read_table
+
+    out, _, _ = enhance_run
+    q = read_table(out / "tables" / "enhance_quality.csv")
+    for name in ("bicubic", "InDI"):
+        for col in ("psnr_db", "ssim", "sift_matches"):
+            assert f"{col}_{name}" in q
+    for name in ("bicubic", "InDI", "HQ"):
+        for col in ("edge_fwhm_nm", "edge_fwhm_std_nm", "edge_count", "cnr", "edge_note"):
+            assert f"{col}_{name}" in q
+        fwhm, note = q[f"edge_fwhm_nm_{name}"][1:], q[f"edge_note_{name}"][1:]
+        # 32^3 phantom: particles hardly larger than the blur, no isolated edges -> NaN with the reason, never a number
+        assert all(np.isfinite(f) == (str(n) == "measured") for f, n in zip(fwhm, note))
+        assert all("passed the checks" in str(n) or "remain after" in str(n) for f, n in zip(fwhm, note)
+                   if not np.isfinite(f))
+        assert np.all(q[f"cnr_{name}"][1:] > 0.5)
+    sift = np.concatenate([q["sift_matches_bicubic"][1:], q["sift_matches_InDI"][1:]])
+    assert np.all((sift >= 0) & (sift == np.round(sift)) & (sift < 500))
+    assert list(q["slices"][1:]) == ["6 12 18 24"] * 3  # 4 slices in the central 60 % of 32
+
+
+def test_enhance_quality_saves_regions_of_interest_that_the_report_draws(enhance_run, tmp_path):
+    from tomo4d.io import open_volume
+    from tomo4d.pipeline.run_report import render_report
+    from tomo4d.pipeline.stages_enhance import read_rois
+
+    out0, _, exp = enhance_run
+    out = tmp_path / "run"
+    shutil.copytree(out0, out)
+    rois = read_rois(out)
+    assert list(rois) == ["pair", "T0", "T1", "T2"]
+    for step, r in rois.items():
+        assert r["HQ"].shape == r["bicubic"].shape == r["InDI"].shape == (32, 32)  # 64 px, at most the slice
+        assert all(np.isfinite(r[k]).all() for k in ("HQ", "bicubic", "InDI"))
+        z, y0, x0 = r["origin_zyx"]
+        hq = open_volume(exp.parent / ("hq.tif" if step == "pair" else f"series_hq/{step}.tif")).numpy()
+        np.testing.assert_array_equal(r["HQ"], hq[z, y0:y0 + 32, x0:x0 + 32])  # on the HQ grid, HQ's own voxels
+        corr = np.corrcoef([r["InDI"].ravel(), r["bicubic"].ravel(), r["HQ"].ravel()])
+        assert corr[0, 1] > 0.3, (step, corr)  # InDI of the same place as bicubic (the pair's: an LQ crop)
+        assert corr[0, 2] > corr[1, 2], (step, corr)  # and closer to HQ than bicubic
+    (out / "figures" / "enhance_roi.png").unlink()
+    (out / "report.html").unlink()
+    render_report(out)  # from the saved outputs alone
+    assert (out / "figures" / "enhance_roi.png").stat().st_size > 1000
+    assert "Regions of interest on the HQ grid" in (out / "report.html").read_text()
+
+
+def test_edge_fwhm_of_bicubic_and_indi_is_larger_than_hq(enhance_run, phantom_dir, tmp_path):
+    """48^3 phantom, one step, large particles and a light blur (true FWHM HQ 141 nm, LQ 330 nm): edges measurable;
+    the fixture's model (same 50/100 nm voxels) enhances it."""
+    from tomo4d.phantom import make_experiment
+    from tomo4d.quantify import read_table
+
+    out0, _, _ = enhance_run
+    big = tmp_path / "big"
+    make_experiment(shape=(48, 48, 48), n_steps=1, seed=0, particle_radius_nm=500.0, anode_thickness_nm=1368.0,
+                    hq_blur_sigma_nm=60.0, lq_blur_sigma_nm=140.0).save(big, fields="none")
+    text = (ENHANCE.format(steps=6, hq="hq.tif").replace("series/T*.tif", f"{big}/series/T*.tif")
+            .replace("series_hq/T*.tif", f"{big}/series_hq/T*.tif").replace("[0, 3600, 7200]", "[0]")
+            .replace("  steps: 2\n", "  steps: 1\n"))
+    p = phantom_dir / "enhance_edges.yaml"
+    p.write_text(text)
+    out = tmp_path / "run"
+    shutil.copytree(out0, out)
+    res = run_experiment(load_experiment(p), out)
+    assert _statuses(res)["train"] == "cached" and _statuses(res)["enhance_quality"] == "computed"
+    q = read_table(out / "tables" / "enhance_quality.csv")
+    fwhm = {n: float(q[f"edge_fwhm_nm_{n}"][1]) for n in ("HQ", "bicubic", "InDI")}
+    assert all(q[f"edge_count_{n}"][1] >= 3 for n in fwhm), fwhm
+    truth = json.loads((big / "experiment.json").read_text())["params"]
+    true_hq = 2.3548 * truth["hq_blur_sigma_nm"]  # FWHM of the Gaussian PSF
+    assert 0.6 * true_hq < fwhm["HQ"] < 1.6 * true_hq, fwhm
+    assert fwhm["bicubic"] > 1.3 * fwhm["HQ"] and fwhm["InDI"] > 1.3 * fwhm["HQ"], fwhm  # LQ is blurrier
+    assert fwhm["bicubic"] < 1.5 * 2.3548 * truth["lq_blur_sigma_nm"], fwhm
 
 
 def test_second_run_is_cached_and_an_edited_training_option_recomputes_downstream(enhance_run, phantom_dir,

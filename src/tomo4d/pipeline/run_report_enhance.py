@@ -1,5 +1,6 @@
 """Report section of the enhance stages, from saved outputs only (``models/enhance_pair_*.json``,
-``models/indi/metrics.json``, ``tables/enhance_quality``, ``volumes/enhanced_<step>.ome.zarr``)."""
+``models/indi/metrics.json``, ``tables/enhance_quality``, ``tables/enhance_roi.npz``,
+``volumes/enhanced_<step>.ome.zarr``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .stage_io import read_table_of
+from .stages_enhance import ROI_PX, read_rois
 
-__all__ = ["enhance_section"]
+__all__ = ["enhance_section", "roi_figure"]
 
 
 def _json(path: Path) -> dict:
@@ -34,6 +36,49 @@ def _slices(out: Path, names):
     return imgs, titles
 
 
+_COLUMNS = (("step", "step"), ("psnr_db_bicubic", "PSNR bicubic (dB)"), ("psnr_db_InDI", "PSNR InDI (dB)"),
+            ("ssim_bicubic", "SSIM bicubic"), ("ssim_InDI", "SSIM InDI"), ("sift_matches_bicubic", "SIFT bicubic"),
+            ("sift_matches_InDI", "SIFT InDI"), ("edge_fwhm_nm_bicubic", "edge FWHM bicubic (nm)"),
+            ("edge_fwhm_nm_InDI", "edge FWHM InDI (nm)"), ("edge_fwhm_nm_HQ", "edge FWHM HQ (nm, truth)"),
+            ("cnr_bicubic", "CNR bicubic"), ("cnr_InDI", "CNR InDI"), ("cnr_HQ", "CNR HQ (truth)"))
+
+
+def _quality_table(rep, q: dict) -> None:
+    n = len(q["step"])
+    rows = [tuple(q[k][i] if k in q else float("nan") for k, _ in _COLUMNS) for i in range(n)]
+    notes = sorted({f"{q['step'][i]} {name}: {str(q[f'edge_note_{name}'][i]).split(';')[0]}" for i in range(n) for name in
+                    ("bicubic", "InDI", "HQ") if f"edge_note_{name}" in q and q["step"][i] != "pair"
+                    and str(q[f"edge_note_{name}"][i]) != "measured"})
+    slices = sorted({str(s) for s, st in zip(q.get("slices", ()), q["step"]) if st != "pair"})
+    rep.table([h for _, h in _COLUMNS], rows,
+              caption="Measured (bicubic LQ, InDI) beside the HQ truth, on the HQ grid through the pair transform "
+                      "(tables/enhance_quality): PSNR and SSIM against HQ, SIFT congruent features with HQ, edge "
+                      "resolution as the mean FWHM of edge-profile derivatives, CNR between the Otsu classes of HQ. "
+                      + (f"SIFT and edges on z slices {'; '.join(slices)}. " if slices else "")
+                      + "'pair': held-out slices of the training pair, PSNR from training."
+                      + ("" if n > 1 else " No HQ scans of the in-situ steps (enhance.truth_hq): pair only.")
+                      + (" Edge FWHM not measurable (nan; full reasons in the edge_note_* columns): " + "; ".join(notes) + "."
+                         if notes else ""))
+
+
+def roi_figure(rois: dict, *, size: float = 2.2):
+    """Rows = steps, columns = bicubic | InDI | HQ, one grey scale per row (HQ's 0.5/99.5 percentiles)."""
+    from matplotlib.figure import Figure
+
+    cols = ("bicubic", "InDI", "HQ")
+    fig = Figure(figsize=(size * len(cols), size * len(rois)))
+    for i, (step, r) in enumerate(rois.items()):
+        lo, hi = np.percentile(r["HQ"], [0.5, 99.5])
+        z, y0, x0 = (int(v) for v in r["origin_zyx"])
+        for j, name in enumerate(cols):
+            ax = fig.add_subplot(len(rois), len(cols), i * len(cols) + j + 1)
+            ax.imshow(r[name], cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+            ax.set_title(f"{step} {name}" + (f" (z {z}, y {y0}, x {x0})" if j == 0 else ""), fontsize=8)
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
 def enhance_section(rep, out: Path, info: dict, figure) -> None:
     """InDI enhancement: the pair's registration, the training, quality of bicubic and InDI against HQ."""
     from ..report import slice_figure
@@ -52,14 +97,14 @@ def enhance_section(rep, out: Path, info: dict, figure) -> None:
                 + ("The dvc stage read the enhanced series." if apply else "Later stages read inputs.series."))
     q = read_table_of(out, "enhance_quality")
     if q is not None:
-        cols = [("step", "step"), ("psnr_db_bicubic", "PSNR bicubic (dB)"), ("psnr_db_InDI", "PSNR InDI (dB)"),
-                ("ssim_bicubic", "SSIM bicubic"), ("ssim_InDI", "SSIM InDI"), ("cnr_bicubic", "CNR bicubic"),
-                ("cnr_InDI", "CNR InDI"), ("cnr_HQ", "CNR HQ (truth)")]
-        truth = len(q["step"]) > 1
-        rep.table([h for _, h in cols], [tuple(q[k][i] for k, _ in cols) for i in range(len(q["step"]))],
-                  caption="Measured (bicubic LQ, InDI) beside the HQ truth, on the HQ grid through the pair transform "
-                          "(tables/enhance_quality). 'pair': held-out slices of the training pair, PSNR from training."
-                          + ("" if truth else " No HQ scans of the in-situ steps (enhance.truth_hq): pair only."))
+        _quality_table(rep, q)
+    rois = read_rois(out)
+    if rois:
+        figure(rep, roi_figure(rois), out, "enhance_roi",
+               "Regions of interest on the HQ grid, one row per step (pair: the training pair): bicubic LQ | InDI | "
+               "HQ, the same grey scale in a row (HQ's 0.5-99.5 percentiles). Each is the window of at most "
+               f"{ROI_PX} x {ROI_PX} HQ pixels with the largest gradient magnitude of the middle z slice "
+               "(tables/enhance_roi.npz).")
     imgs, titles = _slices(out, info["names"])
     if imgs:
         figure(rep, slice_figure(imgs, titles), out, "enhanced_slices", "InDI-enhanced series, middle xy slice")

@@ -14,10 +14,15 @@
 * ``enhance`` (per step): every step of ``inputs.series`` (LQ) enhanced
   (:func:`tomo4d.enhance.enhance_volume`, z interpolated: twice finer along every axis) ->
   ``volumes/enhanced_<step>.ome.zarr``.
-* ``enhance_quality``: PSNR / SSIM / CNR of the bicubic LQ and of InDI against HQ
-  (:func:`tomo4d.quality.compare`), on the HQ grid through the pair transform: for each step with
-  an HQ scan (``enhance.truth_hq``), and the held-out slices of the training pair (PSNR, from
-  training) -> ``tables/enhance_quality``.
+* ``enhance_quality``: the five image-quality metrics (:func:`tomo4d.quality.compare`: PSNR, SSIM,
+  SIFT congruent features, edge resolution as FWHM in nm, CNR) of the bicubic LQ and of InDI against
+  HQ, with the edge FWHM and CNR of HQ itself, on the HQ grid through the pair transform, for each
+  step with an HQ scan (``enhance.truth_hq``); SIFT and edges on the 4 z slices of
+  :func:`quality_slices`.  An edge FWHM that cannot be measured (too few isolated edges) is NaN with
+  the reason in ``edge_note_<image>``.  The training pair's row has the held-out PSNR from training
+  -> ``tables/enhance_quality``.  Regions of interest (:func:`roi_box`: the 64 x 64 HQ-pixel window
+  with most edges of the middle slice) of bicubic / InDI / HQ on the HQ grid, per step with an HQ
+  scan and for the training pair (InDI of an LQ crop around it) -> ``tables/enhance_roi.npz``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 
 __all__ = ["ENHANCE", "ENHANCE_QUALITY", "ENHANCE_STAGES", "REGISTER_PAIR", "TRAIN", "analysis_scale",
-           "enhanced_path", "series_volume"]
+           "enhanced_path", "quality_slices", "read_rois", "roi_box",
+           "series_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +239,60 @@ ENHANCE = Stage(
 # -- enhance_quality --------------------------------------------------------------------------------
 
 _NAN = float("nan")
+QUALITY_TABLE = "enhance_quality"
+ROI_FILE = "tables/enhance_roi.npz"
+#: side of the regions of interest, HQ pixels (the whole slice when the HQ grid is smaller)
+ROI_PX = 64
+#: the three images of each comparison: the reference (HQ) first
+IMAGES = ("HQ", "bicubic", "InDI")
+#: edge detection options (as the demo ``quality`` stage): at most 60 candidate profiles over the slices
+EDGE_OPTIONS = {"max_edges": 60}
 
 
-def _step_quality(ctx, step: int, model, phi) -> dict:
-    """PSNR / SSIM / CNR of bicubic and InDI against the step's HQ scan, on the HQ grid."""
+def quality_slices(nz: int) -> tuple[int, ...]:
+    """The z slices of SIFT and edge resolution: 4 evenly spaced in the central 60 % of the HQ grid (as the demo
+    ``quality`` stage), away from the top and bottom where the pair transform leaves HQ voxels uncovered."""
+    return tuple(sorted({int(v) for v in np.linspace(0.2 * nz, 0.8 * nz - 1, 4)}))
+
+
+def roi_box(hq: np.ndarray, mask: np.ndarray, size: int = ROI_PX) -> tuple[int, int, int, int]:
+    """``(z, y0, x0, side)`` of the region of interest: on the middle z slice of ``hq``, the ``side`` x ``side``
+    window (``size``, at most the slice) with the largest summed gradient magnitude (Gaussian, sigma 1 px) inside
+    ``mask``: the region with most edges."""
+    from scipy import ndimage
+
+    k = hq.shape[0] // 2
+    side = int(min(size, *hq.shape[1:]))
+    g = ndimage.gaussian_gradient_magnitude(hq[k].astype(np.float32), 1.0) * mask[k]
+    c = np.pad(g.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # summed-area table
+    sums = c[side:, side:] - c[:-side, side:] - c[side:, :-side] + c[:-side, :-side]
+    y0, x0 = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return k, int(y0), int(x0), side
+
+
+def _roi_of(images: dict, box) -> dict:
+    k, y0, x0, s = box
+    return {n: np.asarray(images[n][k, y0:y0 + s, x0:x0 + s], np.float32) for n in IMAGES} | \
+        {"origin_zyx": np.array([k, y0, x0])}
+
+
+def _quality_columns(table) -> dict:
+    """The metric columns of one comparison (units in the names; NaN and the reason where not measurable)."""
+    row = {}
+    for name in IMAGES:
+        r = table.row(name)
+        if name != "HQ":
+            row.update({f"psnr_db_{name}": _num(r.psnr_db), f"ssim_{name}": _num(r.ssim),
+                        f"sift_matches_{name}": _num(r.sift_matches)})
+        row.update({f"edge_fwhm_nm_{name}": _num(r.fwhm_mean_nm), f"edge_fwhm_std_nm_{name}": _num(r.fwhm_std_nm),
+                    f"edge_count_{name}": _num(r.n_edges), f"cnr_{name}": _num(r.cnr),
+                    f"edge_note_{name}": table.edge_errors.get(name, "measured")})
+    return row
+
+
+def _step_quality(ctx, step: int, model, phi) -> tuple[dict, dict]:
+    """All five metrics of bicubic and InDI against the step's HQ scan (edge FWHM and CNR of HQ too), on the HQ
+    grid; and the step's region of interest."""
     from ..enhance import prepare_pair
     from ..enhance.data import _resample
     from ..quality import compare
@@ -248,39 +304,99 @@ def _step_quality(ctx, step: int, model, phi) -> dict:
     pr = prepare_pair(lq, hq, register=False, phi0=phi)
     bicubic = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(pr.lq))  # HQ grey levels, metric-fair
     indi = _resample(read_volume(enhanced_path(ctx.out, inp.names[step])).numpy(), phi, pr.hq.shape, order=3)
+    slices = quality_slices(pr.hq.shape[0])
     table = compare(pr.hq, {"bicubic": bicubic, "InDI": indi}, voxel_size_nm=pr.hq_voxel_size_nm, mask=pr.mask,
-                    metrics=("psnr", "ssim", "cnr"), reference_name="HQ")
-    row = {"step": inp.names[step], "where": "in-situ step vs its HQ scan (enhance.truth_hq)"}
-    for name in ("bicubic", "InDI"):
-        r = table.row(name)
-        row.update({f"psnr_db_{name}": _num(r.psnr_db), f"ssim_{name}": _num(r.ssim), f"cnr_{name}": _num(r.cnr)})
-    row["cnr_HQ"] = _num(table.row("HQ").cnr)
-    return row
+                    reference_name="HQ", slices=slices, edge_options=EDGE_OPTIONS)
+    row = {"step": inp.names[step], "where": "in-situ step vs its HQ scan (enhance.truth_hq)",
+           "slices": " ".join(map(str, slices)), **_quality_columns(table)}
+    images = {"HQ": pr.hq, "bicubic": bicubic, "InDI": indi}
+    return row, _roi_of(images, roi_box(pr.hq, pr.mask))
+
+
+def _pair_roi(ctx, model, phi) -> dict:
+    """The region of interest of the training pair: InDI of an LQ crop around it (the enhance stage enhances the
+    series only), sampled on the HQ grid like the steps."""
+    from scipy import ndimage
+
+    from ..enhance import enhance_volume, prepare_pair
+
+    sec = ctx.experiment.enhance
+    lq, hq = _pair_volumes(ctx.inputs)
+    pr = prepare_pair(lq, hq, register=False, phi0=phi)
+    k, y0, x0, s = box = roi_box(pr.hq, pr.mask)
+    zyx = np.stack(np.meshgrid([k], np.arange(y0, y0 + s), np.arange(x0, x0 + s), indexing="ij")).reshape(3, -1)
+    up = phi[:3, :3] @ zyx + phi[:3, 3:4]  # voxels of the LQ up-sampled x2 (sample j at LQ j/2 - 0.25)
+    margin = 6  # LQ voxels beyond the ROI: the cubic samples and the network's context
+    lo = np.maximum(np.floor(up.min(1) / 2 - 0.25).astype(int) - margin, 0)
+    hi = np.minimum(np.ceil(up.max(1) / 2 - 0.25).astype(int) + margin + 1, lq.shape)
+    crop = lq.crop(*(slice(a, b) for a, b in zip(lo, hi)))
+    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap).numpy()
+    roi_indi = ndimage.map_coordinates(indi.astype(np.float32), up - 2 * lo[:, None], order=3, mode="nearest")
+    bicubic = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(pr.lq[k, y0:y0 + s, x0:x0 + s]))
+    return {"HQ": np.asarray(pr.hq[k, y0:y0 + s, x0:x0 + s], np.float32), "bicubic": bicubic.astype(np.float32),
+            "InDI": roi_indi.reshape(s, s), "origin_zyx": np.array(box[:3])}
 
 
 def _num(v) -> float:
     return _NAN if v is None else float(v)
 
 
+def _pair_row(ctx) -> dict:
+    """The training pair: held-out PSNR from training; the other metrics are measured on the in-situ steps."""
+    metrics = _read_json(ctx.out / MODEL_DIR / "metrics.json")
+    row = {"step": "pair", "where": "held-out slices of the training pair (PSNR in [-1, 1] units, from training)",
+           "slices": "held-out"}
+    for name in IMAGES:
+        if name != "HQ":
+            row.update({f"psnr_db_{name}": _NAN, f"ssim_{name}": _NAN, f"sift_matches_{name}": _NAN})
+        row.update({f"edge_fwhm_nm_{name}": _NAN, f"edge_fwhm_std_nm_{name}": _NAN, f"edge_count_{name}": _NAN,
+                    f"cnr_{name}": _NAN, f"edge_note_{name}": "not measured on the training pair"})
+    row["psnr_db_bicubic"], row["psnr_db_InDI"] = _num(metrics.get("val_psnr_lq_db")), _num(metrics.get("val_psnr_db"))
+    return row
+
+
 def _quality_run(ctx):
     inp = ctx.inputs
-    metrics = _read_json(ctx.out / MODEL_DIR / "metrics.json")
-    rows = [{"step": "pair", "where": "held-out slices of the training pair (PSNR in [-1, 1] units, from training)",
-             "psnr_db_bicubic": _num(metrics.get("val_psnr_lq_db")), "ssim_bicubic": _NAN, "cnr_bicubic": _NAN,
-             "psnr_db_InDI": _num(metrics.get("val_psnr_db")), "ssim_InDI": _NAN, "cnr_InDI": _NAN, "cnr_HQ": _NAN}]
-    if inp.truth_hq:
-        model, phi = ctx.load("train"), ctx.load("register_pair")
-        rows += [_step_quality(ctx, i, model, phi) for i in range(inp.n_steps)]
-    return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    model, phi = ctx.load("train"), ctx.load("register_pair")
+    rows, rois = [_pair_row(ctx)], {"pair": _pair_roi(ctx, model, phi)}
+    for i in range(inp.n_steps if inp.truth_hq else 0):
+        row, rois[inp.names[i]] = _step_quality(ctx, i, model, phi)
+        rows.append(row)
+    return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}, rois
+
+
+def _quality_save(result, out) -> tuple[str, ...]:
+    from ..io import atomic_output
+
+    table, rois = result
+    arrays = {"steps": np.asarray(list(rois)), "images": np.asarray(IMAGES), "roi_rule": np.asarray(roi_box.__doc__)}
+    for step, r in rois.items():
+        arrays.update({f"{step}__{k}": v for k, v in r.items()})
+    with atomic_output(out / ROI_FILE, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return (*write_tables(table, out, QUALITY_TABLE), ROI_FILE)
+
+
+def read_rois(out: Path) -> dict | None:
+    """``{step: {"HQ", "bicubic", "InDI": 2D array, "origin_zyx": (z, y0, x0)}}`` of ``tables/enhance_roi.npz``,
+    or None."""
+    p = Path(out) / ROI_FILE
+    if not p.is_file():
+        return None
+    with np.load(p) as z:
+        return {str(s): {k: z[f"{s}__{k}"] for k in (*IMAGES, "origin_zyx")} for s in z["steps"]}
 
 
 ENHANCE_QUALITY = Stage(
     name="enhance_quality", needs=("register_pair", "train", "enhance"), per_step=False,
-    description="PSNR / SSIM / CNR of bicubic LQ and InDI against HQ", outputs="tables/enhance_quality",
-    enabled=_on, options=lambda exp: {"enhance.truth_hq": exp.enhance.truth_hq, "inputs.names": exp.inputs.names},
+    description="PSNR / SSIM / SIFT / edge FWHM / CNR of bicubic LQ and InDI against HQ; LQ / InDI / HQ regions "
+    "of interest", outputs=f"tables/{QUALITY_TABLE}, {ROI_FILE}", enabled=_on,
+    options=lambda exp: {"enhance.truth_hq": exp.enhance.truth_hq, "inputs.names": exp.inputs.names,
+                         **{f"enhance.{k}": getattr(exp.enhance, k) for k in ("steps", "seed", "tile", "overlap")},
+                         "enhance_quality.metrics": "psnr ssim sift edge cnr + roi"},
     input_files=lambda inp, step: {f"enhance.truth_hq[{i}]": p for i, p in enumerate(inp.truth_hq)},
-    run=_quality_run, save=lambda table, out: write_tables(table, out, "enhance_quality"),
-    load=lambda out: read_table_of(out, "enhance_quality"))
+    run=_quality_run, save=_quality_save, load=lambda out: read_table_of(out, QUALITY_TABLE))
 
 #: the enhance stages, in workflow order (before every analysis stage)
 ENHANCE_STAGES = (REGISTER_PAIR, TRAIN, ENHANCE, ENHANCE_QUALITY)
