@@ -43,6 +43,8 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     phantom's swelling, and the anode's true Li concentration rises with the state of charge."""
     import json
 
+    import numpy as np
+
     from tomo4d.pipeline import load_experiment
     from tomo4d.quantify import read_table
 
@@ -54,10 +56,12 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     reg = read_table(res.run.out / "tables" / "regional_strain_truth.csv")
     hz = {(str(st), str(r)): v for st, r, c, v in zip(reg["step"], reg["region"], reg["component"],
                                                        reg["strain_mean"]) if c == "hencky_zz"}
-    # the phantom's anode swells with the state of charge, more on the separator side
-    assert 0 < hz["T1", "collector side"] < hz["T2", "collector side"] < hz["T2", "separator side"]
+    # the phantom's anode swells with the state of charge (on this small phantom the anode is 3 node planes
+    # thick: node differences straddle the interfaces, so the two sides are not compared here)
+    for side in ("collector side", "separator side"):
+        assert 0.05 < hz["T1", side] < hz["T2", side]
     mean_t2 = (hz["T2", "collector side"] + hz["T2", "separator side"]) / 2
-    assert mean_t2 == pytest.approx(doc["truth"]["mean_axial_strain"][2], rel=0.3)  # ln(1 + e) vs e, node grid
+    assert mean_t2 == pytest.approx(np.log1p(doc["truth"]["mean_axial_strain"][2]), rel=0.3)
 
 
 def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):

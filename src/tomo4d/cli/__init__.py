@@ -93,6 +93,11 @@ def _run(args, *, debug: bool) -> int:
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, like every other bad input (the command's --help says more)
+        words = exc.ctx.command_path.split(" ")[1:] if exc.ctx is not None else []
+        click.echo(f"tomo4d: error: {exc.format_message().rstrip('.')}; see tomo4d {' '.join([*words, '--help'])}",
+                   err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
