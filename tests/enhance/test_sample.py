@@ -39,9 +39,9 @@ def test_z_interpolation_equals_cubic_upsampling_of_the_slice_stack(model, synth
 
 
 def test_streaming_writes_in_bounded_memory(model, synth_pair, tmp_path):
+    from tomo4d.enhance import enhance_volume
     from tomo4d.enhance.sample import _SliceEngine
     from tomo4d.io import open_volume, save_volume
-    from tomo4d.enhance import enhance_volume
 
     lq, _ = synth_pair
     out = enhance_volume(model, lq, steps=2, group=2)
