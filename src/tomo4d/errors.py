@@ -7,7 +7,10 @@ The command-line interface turns these into a one-line message and a non-zero
 exit status (a traceback only with ``--debug``).
 """
 
+# ``_validate`` is imported inside the checks: it imports this module (a cycle at the top).
 from __future__ import annotations
+
+import math
 
 
 class Tomo4dError(Exception):
@@ -41,8 +44,6 @@ def check_choice(name: str, value, choices) -> None:
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
     """Raise :class:`InputError` unless ``value`` is a finite number > 0 (or >= 0)."""
-    import math
-
     from ._validate import show
 
     try:

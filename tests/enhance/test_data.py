@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from tomo4d import InputError, Volume
-from tomo4d.enhance.data import (Scaling, check_voxel_sizes, fov_mask, prepare_pair, upsample2_axis, upsample2_xy,
-                                 upsample2_z_window)
+from tomo4d.enhance.data import (
+    Scaling,
+    check_voxel_sizes,
+    fov_mask,
+    prepare_pair,
+    upsample2_axis,
+    upsample2_xy,
+    upsample2_z_window,
+)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

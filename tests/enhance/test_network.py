@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomo4d.enhance.config import NetworkConfig, TrainConfig  # noqa: E402
+from tomo4d.enhance.data import Scaling  # noqa: E402
 from tomo4d.enhance.model import EnhanceModel, ModelInfo  # noqa: E402
 from tomo4d.enhance.network import InDINet, receptive_radius  # noqa: E402
-from tomo4d.enhance.data import Scaling  # noqa: E402
 
 NETS = [NetworkConfig(base_filters=4, depth=1, dilations=(2,), time_dim=8, first_kernel=5),
         NetworkConfig(base_filters=4, depth=2, dilations=(2, 3), time_dim=8)]

@@ -28,6 +28,26 @@ def test_enhance_volume_shape_voxel_size_provenance(model, synth_pair):
     np.testing.assert_array_equal(arr, again)
 
 
+def test_enhance_volume_does_not_depend_on_the_torch_threads_of_the_dask_workers(model, synth_pair):
+    """torch's CPU results change with its thread count, a per-OS-thread setting (OpenMP): a dask worker
+    left on another count than the caller (by earlier work in that thread) must not change the output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import torch
+
+    from tomo4d._threads import torch_threads
+    from tomo4d.enhance import enhance_volume
+
+    lq, _ = synth_pair
+    with torch_threads(2):
+        ref = enhance_volume(model, lq, steps=3, seed=5, tile=64, overlap=16).data.compute(scheduler="synchronous")
+        with ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            with dask.config.set(pool=pool, scheduler="threads"):
+                out = enhance_volume(model, lq, steps=3, seed=5, tile=64, overlap=16).numpy()
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_z_interpolation_equals_cubic_upsampling_of_the_slice_stack(model, synth_pair):
     from tomo4d.enhance import enhance_volume, upsample2_axis
 
@@ -39,9 +59,9 @@ def test_z_interpolation_equals_cubic_upsampling_of_the_slice_stack(model, synth
 
 
 def test_streaming_writes_in_bounded_memory(model, synth_pair, tmp_path):
+    from tomo4d.enhance import enhance_volume
     from tomo4d.enhance.sample import _SliceEngine
     from tomo4d.io import open_volume, save_volume
-    from tomo4d.enhance import enhance_volume
 
     lq, _ = synth_pair
     out = enhance_volume(model, lq, steps=2, group=2)

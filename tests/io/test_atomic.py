@@ -38,11 +38,11 @@ def _leftovers(folder):
 
 @pytest.mark.parametrize("name", TARGETS)
 def test_interrupted_write_leaves_no_output(tmp_path, name, monkeypatch):
-    import tomo4d._array as arr
-
     # write in slabs of 4 slices, so the failure at z = 20 comes after five slabs were written: every
     # writer module holds its own reference to slab_depth (HDF5 and Zarr take it through storage_chunks)
     import importlib
+
+    import tomo4d._array as arr
 
     for mod in ("_common", "tiff", "slices", "raw", "_lazy"):
         monkeypatch.setattr(importlib.import_module(f"tomo4d.io.{mod}"), "slab_depth", lambda *a, **k: 4)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from tomo4d.neutron import (attenuation_from_composition, bragg_edge_model, li_attenuation_per_cm,
-                            li_concentration_from_composition, molar_mass_g_per_mol)
+from tomo4d.neutron import (
+    attenuation_from_composition,
+    bragg_edge_model,
+    li_attenuation_per_cm,
+    li_concentration_from_composition,
+    molar_mass_g_per_mol,
+)
 from tomo4d.neutron.synthetic import layered_cell_labels
 
 #: LLZO garnet electrolyte: composition and density (g/cm^3).

@@ -7,8 +7,14 @@ import pytest
 from neutron_synth import TRUE_EDGE, bragg_spectrum, poisson_transmission
 
 from tomo4d import InputError
-from tomo4d.neutron import (bragg_edge_model, cubic_d_spacing, edge_profile, fit_bragg_edge, lattice_strain,
-                            read_spectrum_csv)
+from tomo4d.neutron import (
+    bragg_edge_model,
+    cubic_d_spacing,
+    edge_profile,
+    fit_bragg_edge,
+    lattice_strain,
+    read_spectrum_csv,
+)
 
 FE_A = 2.8665  # bcc iron lattice parameter, Å (room temperature)
 

@@ -6,10 +6,15 @@ from neutron_synth import PHASES, joint_phantom
 from scipy import stats
 
 from tomo4d import InputError
-from tomo4d.neutron import (align_modalities, joint_histogram, resample_to_grid, segment_joint_phases,
-                            segmentation_accuracy)
-from tomo4d.neutron.plot import joint_histogram_figure
 from tomo4d._array import bin_volume
+from tomo4d.neutron import (
+    align_modalities,
+    joint_histogram,
+    resample_to_grid,
+    segment_joint_phases,
+    segmentation_accuracy,
+)
+from tomo4d.neutron.plot import joint_histogram_figure
 
 
 def _majority2(lab):

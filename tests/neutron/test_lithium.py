@@ -5,9 +5,17 @@ import pytest
 from neutron_synth import LI_METAL_MOL_PER_CM3, LLZO, LLZO_DENSITY, li_phantom
 
 from tomo4d import InputError
-from tomo4d.neutron import (LiConcentration, attenuation_from_composition, calibrate_lithium, formula_cross_section,
-                            li_concentration_from_composition, li_cross_section, lithium_concentration,
-                            region_values, theoretical_lithium_calibration)
+from tomo4d.neutron import (
+    LiConcentration,
+    attenuation_from_composition,
+    calibrate_lithium,
+    formula_cross_section,
+    li_concentration_from_composition,
+    li_cross_section,
+    lithium_concentration,
+    region_values,
+    theoretical_lithium_calibration,
+)
 
 
 def test_reference_cross_sections():

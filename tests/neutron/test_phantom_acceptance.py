@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tomo4d.neutron import (align_modalities, attenuation_from_phases, fit_li6_fraction, isotope_exchange,
-                            layer_lithium, lithium_concentration, segment_joint_phases, segmentation_accuracy,
-                            theoretical_lithium_calibration)
-from tomo4d.phantom import Phase, make_experiment
 from tomo4d._array import bin_volume
+from tomo4d.neutron import (
+    align_modalities,
+    attenuation_from_phases,
+    fit_li6_fraction,
+    isotope_exchange,
+    layer_lithium,
+    lithium_concentration,
+    segment_joint_phases,
+    segmentation_accuracy,
+    theoretical_lithium_calibration,
+)
+from tomo4d.phantom import Phase, make_experiment
 from tomo4d.phantom.neutron import li_free_attenuation_spectra, transmission_spectra
 
 
@@ -128,7 +136,6 @@ def test_joint_xray_neutron_segmentation_on_the_phantom():
     b = exp.params.neutron_bin
     xray = exp.series[2].compute().data
     neutron = exp.neutron_series[2].compute().data
-    shape = neutron.shape
     phases = [Phase.MATRIX, Phase.SILICON, Phase.LITHIATED_SILICON, Phase.COLLECTOR, Phase.SEPARATOR]
     lab = _coarse_phases(tr.labels(2, grid="lq"))
     share = np.stack([bin_volume((lab == p).astype(np.float32), b) for p in phases])

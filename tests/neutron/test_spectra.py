@@ -5,8 +5,15 @@ import pytest
 
 from tomo4d import InputError
 from tomo4d.errors import FormatError
-from tomo4d.neutron import (H_OVER_MN_ANGSTROM_M_PER_S, macro_pixel_spectra, read_spectrum_csv, rebin_spectra,
-                            region_spectra, tof_to_wavelength, wavelength_to_tof)
+from tomo4d.neutron import (
+    H_OVER_MN_ANGSTROM_M_PER_S,
+    macro_pixel_spectra,
+    read_spectrum_csv,
+    rebin_spectra,
+    region_spectra,
+    tof_to_wavelength,
+    wavelength_to_tof,
+)
 
 
 def test_thermal_neutrons_are_1798_angstrom():

@@ -4,9 +4,9 @@ import pickle
 
 import numpy as np
 import pytest
-from scipy.ndimage import map_coordinates, minimum_filter, maximum_filter
-from scipy.special import erf
+from scipy.ndimage import map_coordinates, maximum_filter, minimum_filter
 from scipy.optimize import curve_fit
+from scipy.special import erf
 
 from tomo4d import InputError
 from tomo4d.phantom import LithiationMode, Phase, make_experiment

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
-from tomo4d.quantify import (detect_cracks, link_particles, particle_frames, particle_properties, size_distribution,
-                             track_particles)
+from tomo4d.quantify import (
+    detect_cracks,
+    link_particles,
+    particle_frames,
+    particle_properties,
+    size_distribution,
+    track_particles,
+)
 
 
 def _ball(r, pad=3, vs=(1.0, 1.0, 1.0)):

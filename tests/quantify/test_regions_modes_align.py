@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
-from tomo4d.quantify import (align_steps, particle_properties, collector_band, electrode_thickness, lithiation_modes, particle_depth,
-                             read_table, regional_strain_series, write_table)
+from tomo4d.quantify import (
+    align_steps,
+    collector_band,
+    electrode_thickness,
+    lithiation_modes,
+    particle_depth,
+    particle_properties,
+    read_table,
+    regional_strain_series,
+    write_table,
+)
 
 
 def _interfaces_px(case):

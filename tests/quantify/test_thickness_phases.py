@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
-from tomo4d.quantify import (PhaseCodes, axial_profile, electrode_mask, electrode_thickness, phase_series,
-                             phase_volumes, thickness_series)
+from tomo4d.quantify import (
+    PhaseCodes,
+    axial_profile,
+    electrode_mask,
+    electrode_thickness,
+    phase_series,
+    phase_volumes,
+    thickness_series,
+)
 
 
 def _slab(shape, z_c, z_s, vs, seed=0):

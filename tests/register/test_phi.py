@@ -7,8 +7,17 @@ import pytest
 
 from tomo4d import Volume
 from tomo4d.errors import InputError
-from tomo4d.register import (apply_phi, apply_phi_to_points, compose_phi, decompose_phi, invert_phi, make_phi,
-                             recentre_phi, rotation_matrix, rotation_vector_deg)
+from tomo4d.register import (
+    apply_phi,
+    apply_phi_to_points,
+    compose_phi,
+    decompose_phi,
+    invert_phi,
+    make_phi,
+    recentre_phi,
+    rotation_matrix,
+    rotation_vector_deg,
+)
 from tomo4d.register.phi import polar_decomposition
 
 PHIS = [

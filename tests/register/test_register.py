@@ -7,8 +7,7 @@ import pytest
 
 from tomo4d import Volume
 from tomo4d.errors import InputError
-from tomo4d.register import (Registration, apply_phi, compose_phi, decompose_phi, invert_phi, make_phi,
-                             register)
+from tomo4d.register import Registration, apply_phi, compose_phi, decompose_phi, invert_phi, make_phi, register
 
 
 def _deformed(fixed, phi):

@@ -25,8 +25,16 @@ import pytest
 
 phantom = pytest.importorskip("tomo4d.phantom")
 
-from tomo4d.segment import (FeatureSpec, compare_inputs, evaluate_segmentation, label_particles,  # noqa: E402
-                            match_particles, predict_labels, remove_small_objects, train_pixel_classifier)
+from tomo4d.segment import (  # noqa: E402
+    FeatureSpec,
+    compare_inputs,
+    evaluate_segmentation,
+    label_particles,
+    match_particles,
+    predict_labels,
+    remove_small_objects,
+    train_pixel_classifier,
+)
 
 SPEC = FeatureSpec(sigmas=(1.0, 3.0, 6.0), kinds=("intensity", "gradient", "hessian"), ndim=3)
 TRAIN = {"features": SPEC, "n_trees": 16, "max_samples_per_class": 5000}

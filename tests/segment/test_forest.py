@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import FormatError, InputError
-from tomo4d.segment import (FeatureSpec, PixelClassifier, evaluate_segmentation, load_model, predict_labels,
-                            predict_lazy, predict_proba, train_pixel_classifier)
+from tomo4d.segment import (
+    FeatureSpec,
+    PixelClassifier,
+    evaluate_segmentation,
+    load_model,
+    predict_labels,
+    predict_lazy,
+    predict_proba,
+    train_pixel_classifier,
+)
 from tomo4d.segment.forest import forest_from_sklearn
 
 

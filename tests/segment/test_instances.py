@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
-from tomo4d.segment import (connected_components, label_particles, match_particles, remove_small_objects,
-                            split_touching)
+from tomo4d.segment import connected_components, label_particles, match_particles, remove_small_objects, split_touching
 
 
 def _two_spheres(voxel=(50.0, 50.0, 50.0), r_nm=400.0, gap=0.8, shape_nm=(1200.0, 1200.0, 2200.0)):

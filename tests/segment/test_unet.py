@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from tomo4d.errors import FormatError, InputError
-from tomo4d.segment import (StepModels, UNetConfig, evaluate_segmentation, load_model, predict_labels,
-                            predict_proba, train_unet)
+from tomo4d.segment import (
+    StepModels,
+    UNetConfig,
+    evaluate_segmentation,
+    load_model,
+    predict_labels,
+    predict_proba,
+    train_unet,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,6 +14,7 @@ import sys
 import click
 
 from .. import __version__
+from .._interrupt import exit_status, handling_interrupts
 from ..errors import Tomo4dError
 
 #: name -> "module:attribute" of each sub-command (module relative to tomo4d.cli).
@@ -73,8 +74,6 @@ def main(argv=None) -> int:
     swallowed the KeyboardInterrupt (see :mod:`tomo4d._interrupt`); an output being
     written is then discarded, never published half-written.
     """
-    from .._interrupt import exit_status, handling_interrupts
-
     args = list(sys.argv[1:] if argv is None else argv)
     with handling_interrupts():
         status = _run(args, debug="--debug" in args)
@@ -86,8 +85,6 @@ def main(argv=None) -> int:
 
 
 def _run(args, *, debug: bool) -> int:
-    from .._interrupt import exit_status
-
     try:
         cli.main(args=args, prog_name="tomo4d", standalone_mode=False)
         return 0

@@ -9,6 +9,8 @@ on the command (``command.tomo4d_paths``) so the tests can enumerate every comma
 and prove the rule for each; a command without a declaration fails those tests.
 """
 
+# ``tomo4d.io`` is imported inside the function that needs it: every command module imports this one,
+# so `tomo4d --help` would pay its import (~15 ms, measured, issue 17).
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,7 @@
 """``tomo4d info`` and ``tomo4d convert``."""
 
+# Library imports stay inside the commands: `tomo4d --help` imports every command module, and the
+# library packages cost 15-340 ms each to import (measured, issue 17); core ones sit at the top.
 from __future__ import annotations
 
 import click

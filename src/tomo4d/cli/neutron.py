@@ -1,11 +1,17 @@
 """``tomo4d neutron``: resolution planner, normalisation, Bragg edges, isotopes, lithium maps."""
 
+# Library imports stay inside the commands: `tomo4d --help` imports every command module, and the
+# library packages cost 15-340 ms each to import (measured, issue 17); core ones sit at the top.
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+import numpy as np
 
+from .._validate import check_labels
+from ..errors import FormatError, InputError
+from ..volume import Volume, VolumeMetadata
 from ._paths import declare_paths
 from ._util import emit, json_option
 
@@ -20,8 +26,6 @@ def _table(header, rows):
 
 
 def _pair(text, *, name):
-    from ..errors import InputError
-
     try:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
@@ -31,9 +35,6 @@ def _pair(text, *, name):
 
 def _load_array(path: str):
     """A 2D TIFF image or any volume tomo4d reads, as a numpy array; plus the source path."""
-    import numpy as np
-
-    from ..errors import FormatError
     from ..io import open_image, open_volume
 
     p = Path(path)
@@ -46,10 +47,7 @@ def _load_array(path: str):
 
 
 def _save(array, path: str, *, overwrite: bool, name: str) -> Path:
-    import numpy as np
-
     from ..io import save_volume
-    from ..volume import Volume, VolumeMetadata
 
     a = np.asarray(array, dtype=np.float32)
     vol = Volume(a[None] if a.ndim == 2 else a, metadata=VolumeMetadata(name=name, modality="neutron",
@@ -81,7 +79,6 @@ def neutron():
 def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_mm, detector_res_um, pixel_um, so_mm,
          sd_mm, min_so_mm, spot_um, as_json):
     """Which resolution a neutron (R = l / (L/D)) and X-ray (R = P / M, M = SD/SO) geometry reaches."""
-    from ..errors import InputError
     from ..neutron import NeutronSetup, XraySetup, plan_resolution
 
     n_given = [v is not None for v in (collimation_ratio, sample_detector_mm)]
@@ -119,9 +116,6 @@ def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_m
 @json_option
 def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background, thickness_cm, overwrite, as_json):
     """Open-beam/dark correction of SAMPLE into OUTPUT (transmission or attenuation, float32)."""
-    import numpy as np
-
-    from ..errors import InputError
     from ..neutron import attenuation_coefficient, normalize_transmission
 
     region = None
@@ -158,7 +152,6 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
 @json_option
 def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite, as_json):
     """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma])."""
-    from ..errors import InputError
     from ..neutron import cubic_d_spacing, fit_bragg_edge, read_spectrum_csv
 
     sp = read_spectrum_csv(spectrum)
@@ -234,10 +227,13 @@ def _bragg_rows(fit, expected, d):
 @json_option
 def isotopes(spectrum, composition, density, thickness_cm, no_background, as_json):
     """6Li fraction from an attenuation (or transmission) SPECTRUM of a phase of known composition."""
-    import numpy as np
-
-    from ..neutron import (attenuation_coefficient, fit_li6_fraction, li_concentration_from_composition,
-                           non_lithium_attenuation_per_cm, read_spectrum_csv)
+    from ..neutron import (
+        attenuation_coefficient,
+        fit_li6_fraction,
+        li_concentration_from_composition,
+        non_lithium_attenuation_per_cm,
+        read_spectrum_csv,
+    )
 
     sp = read_spectrum_csv(spectrum)
     mu, sig = sp.values, sp.sigma
@@ -286,14 +282,11 @@ def isotopes(spectrum, composition, density, thickness_cm, no_background, as_jso
 def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, sigma_output, overwrite, as_json):
     """Li concentration map (mol/cm^3) from a neutron attenuation volume MU_VOLUME (1/cm)."""
 
-    from ..errors import InputError
     from ..neutron import calibrate_lithium, lithium_concentration, region_values, theoretical_lithium_calibration
 
     mu = _load_array(mu_volume)
     labels = None
     if labels_path:
-        from .._validate import check_labels
-
         labels = check_labels(f"--labels ({labels_path})", _load_array(labels_path), shape=mu.shape,
                               role="neutron lithium expects region labels")
     if refs:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
+from .._threads import torch_threads
 from .._validate import check_finite, check_finite_chunk, check_int, check_number, show
 from ..errors import InputError
 from ..io import lazy_from_slices
@@ -231,6 +232,13 @@ class _SliceEngine:
         self.lock = threading.Lock()
         self.progress = progress
         self.done: set[int] = set()
+        # torch's CPU results depend on its intra-op thread count, which (OpenMP backend) is a setting of
+        # each OS thread: the dask worker threads computing the slices may carry another count than the
+        # caller.  Every slice runs on the caller's count, so the output does not depend on which worker
+        # computes it (bitwise reproducible in the seed).
+        import torch
+
+        self.threads = torch.get_num_threads()
 
     def get(self, ks: list[int]) -> list[np.ndarray]:
         with self.lock:
@@ -243,7 +251,8 @@ class _SliceEngine:
                 if self.check:
                     check_finite_chunk("volume", slab, idx[0])
                 slab = slab[[k - idx[0] for k in idx]]
-                out = enhance_slices(self.model, slab, slice_ids=idx, **self.kw)
+                with torch_threads(self.threads):
+                    out = enhance_slices(self.model, slab, slice_ids=idx, **self.kw)
                 for k, o in zip(idx, out):
                     self.cache[k] = o
                     self.done.add(k)

@@ -512,7 +512,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     tail = [r["loss"] for r in trainer.log if "loss" in r][-max(1, len(trainer.log) // 10):]
     final_loss = float(np.mean(tail))
     prov = dict(provenance or {})
-    prov.update({"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    prov.update({"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "tomo4d_version": __version__, "steps_trained": trainer.step, "seed": cfg.seed,
                  "device": trainer.device.type, "torch_version": torch.__version__,
                  "degradation_sigma_px": estimate_degradation_sigma(pair.lq, pair.hq, pair.mask)})

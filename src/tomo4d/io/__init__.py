@@ -25,16 +25,29 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_int, check_path, show
 from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
 from . import _formats
-from ._atomic import (OWNER_MARKER, atomic_output, check_not_input, check_outputs, clean_stale_partials,
-                      prepare_folder, replaceable, scratch_path, sidecars, write_marker)
+from ._atomic import (
+    OWNER_MARKER,
+    atomic_output,
+    check_not_input,
+    check_outputs,
+    clean_stale_partials,
+    prepare_folder,
+    replaceable,
+    scratch_path,
+    sidecars,
+    write_marker,
+)
+from ._common import write_sidecar
 from ._lazy import lazy_from_slices
 
 log = logging.getLogger(__name__)
@@ -120,8 +133,6 @@ def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks=
     Volume
         Lazy (dask-backed) volume with axes ``(z, y, x)``.
     """
-    from .._validate import check_path, show
-
     p = Path(check_path("path", path))
     if not p.exists():
         raise InputError(f"input {str(p)!r} does not exist; check the path")
@@ -142,7 +153,6 @@ def open_volume(path, *, voxel_size_nm=None, dataset: str | None = None, chunks=
 
 def open_image(path) -> np.ndarray:
     """Read a single 2D image (TIFF) as a numpy array."""
-    from .._validate import check_path
     from .tiff import open_image as _open_image
 
     p = Path(check_path("path", path))
@@ -191,7 +201,6 @@ def save_volume(volume, path, *, dataset: str | None = None, compression: str | 
         raise InputError(f"dataset={dataset!r} only applies to "
                          f"{_formats.labels(_formats.formats_with('dataset', reading=False))} outputs, not {fmt}; "
                          "drop it")
-    from .._validate import check_int
 
     levels = check_int("levels", levels, minimum=1)
     if levels > 1:
@@ -210,10 +219,6 @@ def save_volume(volume, path, *, dataset: str | None = None, compression: str | 
 
 def _write(entry, vol: Volume, p: Path, *, overwrite: bool, progress, options: dict) -> None:
     """Write ``vol`` to ``p`` and its sidecars with the registry entry's writer, all atomically."""
-    from contextlib import ExitStack
-
-    from ._common import write_sidecar
-
     inputs = [vol.source]
     sides = entry.sidecar_paths(p)
     for side in sides:
@@ -250,15 +255,11 @@ class VolumeInfo:
     metadata: dict
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
 def volume_info(path, *, dataset: str | None = None, n_sample_slices: int = 8, **open_kw) -> VolumeInfo:
     """Describe a volume file reading only a few evenly spaced z-slices."""
-    from .._validate import check_int, check_path
-
     p = Path(check_path("path", path))
     n_sample_slices = check_int("n_sample_slices", n_sample_slices, minimum=1)
     fmt = open_kw.pop("format", None) or detect_format(p)

@@ -41,7 +41,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._interrupt import raise_if_interrupted
+from .._version import __version__
 from ..errors import OutputError, OverwriteError
+from ._formats import SUFFIXES, get_format
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,13 @@ def _remove(path: Path) -> None:
 
 
 def sidecars(path) -> tuple[Path, ...]:
-    """Files that belong to the volume file ``path`` (read or written with it): ``.vol.info``, ``.json``."""
+    """Files that belong to the volume file ``path`` (read or written with it): ``.vol.info``, ``.json``.
+
+    The sidecars of the format its suffix names in the format registry (:mod:`tomo4d.io._formats`).
+    """
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".vol":
-        return (p.with_name(p.name + ".info"), p.with_name(p.name + ".json"))
-    if suffix in (".raw", ".bin", ".dat"):
-        return (p.with_name(p.name + ".json"),)
-    return ()
+    name = SUFFIXES.get(p.suffix.lower())
+    return get_format(name).sidecar_paths(p) if name is not None else ()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -273,8 +274,6 @@ def scratch_path(path) -> Path:
 
 def write_marker(folder, *, kind: str) -> None:
     """Mark ``folder`` as written by tomo4d (:data:`OWNER_MARKER`, JSON)."""
-    from .._version import __version__
-
     info = {"written_by": "tomo4d", "version": __version__, "kind": kind,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (Path(folder) / OWNER_MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .._array import slab_depth
-
 from ..errors import FormatError, InputError
 
 log = logging.getLogger("tomo4d.io")

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .._array import slab_depth
+from .._validate import show
+from ..errors import InputError
 
 
 def _normalise_key(key, ndim: int):
@@ -59,9 +61,6 @@ def resolve_chunks(chunks, shape, dtype, *, native=None):
     along z to about 64 MiB slabs for slice-based storage; an int is a cube
     edge; a tuple is used as is (``-1`` meaning the whole axis).
     """
-    from .._validate import show
-    from ..errors import InputError
-
     if chunks is None or chunks == "auto":
         if native is not None:
             return tuple(int(c) for c in native)

@@ -365,7 +365,7 @@ def write_tiff(volume: Volume, tmp: Path, *, compression: str = "none", progress
 
     def pages():
         for z0, slab in iter_slabs(data, depth):
-            for i, page in enumerate(slab):
+            for page in slab:
                 yield np.ascontiguousarray(page)
             if progress is not None:
                 progress(min(z0 + len(slab), total), total)

@@ -20,6 +20,7 @@ from .._array import iter_slabs
 from ..errors import FormatError, InputError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, parse_header, require_3d, storage_chunks, unit_to_nm
+from ._lazy import resolve_chunks
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 
@@ -175,8 +176,6 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
     if tuple(arr.shape) != shape:
         data = data.reshape(shape)
     if chunks != "auto":
-        from ._lazy import resolve_chunks
-
         data = data.rechunk(resolve_chunks(chunks, shape, dtype))
     return volume_from_header(data, header, source=path, voxel_size_nm=voxel_size_nm)
 

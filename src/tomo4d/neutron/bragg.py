@@ -45,6 +45,7 @@ A. J. Kropff, J. R. Granada, R. E. Mayer, "A model for the pulse shape of
 neutrons emerging from a moderator", Nucl. Instrum. Methods 198 (1982) 515-521.
 """
 
+# ``_bragg_fit`` is imported inside fit_bragg_edge: it imports this module (a cycle at the top).
 from __future__ import annotations
 
 import logging
@@ -54,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import show
-from ..errors import InputError
+from ..errors import InputError, check_choice
 from ._checks import as_sigma, as_spectra, as_wavelength, check_transmission, positive_float
 
 log = logging.getLogger(__name__)
@@ -357,7 +358,6 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
     else:
         p_init = None
     positive_float("min_significance", min_significance, allow_zero=True)
-    from ..errors import check_choice
 
     check_choice("profile", profile, ("tail", "gaussian"))
     free = np.ones(7, bool)

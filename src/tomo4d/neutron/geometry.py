@@ -17,7 +17,7 @@ All lengths: distances in mm, resolutions and pixels in um.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import InputError
 from ._checks import positive_float
@@ -238,8 +238,6 @@ class ResolutionPlan:
         return ("modality", "now (um)", "best (um)", "reachable", "binding constraint", "advice")
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return {"target_um": self.target_um, "neutron": asdict(self.neutron) if self.neutron else None,
                 "xray": asdict(self.xray) if self.xray else None}
 

@@ -32,7 +32,13 @@ import numpy as np
 from .._validate import as_numbers, show
 from ..errors import InputError
 from ._checks import as_sigma, as_spectra, as_wavelength, positive_float
-from .xs import AVOGADRO_PER_MOL, BARN_CM2, formula_cross_section
+from .xs import (
+    AVOGADRO_PER_MOL,
+    BARN_CM2,
+    attenuation_from_composition,
+    formula_cross_section,
+    li_concentration_from_composition,
+)
 
 __all__ = ["li_attenuation_per_cm", "non_lithium_attenuation_per_cm", "Li6FractionFit", "fit_li6_fraction", "IsotopeExchange", "isotope_exchange"]
 
@@ -237,8 +243,6 @@ def non_lithium_attenuation_per_cm(formula: str, *, density_g_per_cm3: float, wa
     7Li minus that 7Li's own contribution (1/v absorption and scattering of every other
     element, from ``periodictable``).
     """
-    from .xs import attenuation_from_composition, li_concentration_from_composition
-
     w = as_wavelength(wavelength_angstrom, min_points=1)
     total = attenuation_from_composition(formula, density_g_per_cm3=density_g_per_cm3, wavelength_angstrom=w,
                                          li6_fraction=0.0)

@@ -10,6 +10,8 @@ clusters in that plane, found by a Gaussian mixture (scikit-learn) fitted on
 standardised values.  Axes ``(z, y, x)``.
 """
 
+# ``tomo4d.register`` is imported inside align_modalities: it loads scipy.ndimage (~0.2 s), which
+# the rest of tomo4d.neutron does not need.
 from __future__ import annotations
 
 import logging
@@ -20,6 +22,7 @@ import numpy as np
 from .._array import as_float32
 from .._validate import show
 from ..errors import InputError
+from ..volume import Volume, normalise_voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,6 @@ __all__ = ["bin_to_grid", "resample_to_grid", "AlignedPair", "align_modalities",
 
 
 def _vs(name, v):
-    from ..volume import normalise_voxel_size
-
     try:
         return np.asarray(normalise_voxel_size(v), dtype=np.float64)
     except InputError as exc:
@@ -37,8 +38,6 @@ def _vs(name, v):
 
 
 def _arr3(name, a):
-    from ..volume import Volume
-
     x = a.numpy() if isinstance(a, Volume) else np.asarray(a)
     if x.ndim != 3:
         raise InputError(f"{name} has shape {x.shape}; give a 3D (z, y, x) volume")

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .._validate import check_finite, check_int, check_labels, check_number, show, show_values
 from ..errors import InputError
 from ._checks import fraction, positive_float
-from .xs import (AVOGADRO_PER_MOL, BARN_CM2, NATURAL_LI6_FRACTION, THERMAL_WAVELENGTH_ANGSTROM,
-                 li_cross_section)
+from .xs import AVOGADRO_PER_MOL, BARN_CM2, NATURAL_LI6_FRACTION, THERMAL_WAVELENGTH_ANGSTROM, li_cross_section
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,6 @@ class LiCalibration:
         return self.slope_cm2_per_mol / AVOGADRO_PER_MOL / BARN_CM2
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         d = asdict(self)
         d["effective_cross_section_barn"] = self.effective_cross_section_barn
         return d

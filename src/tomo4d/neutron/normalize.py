@@ -18,8 +18,8 @@ import logging
 
 import numpy as np
 
-from .._validate import check_number, show
-from ..errors import InputError
+from .._validate import check_finite, check_number, show
+from ..errors import InputError, check_choice
 from ._checks import check_transmission
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,12 @@ def normalize_transmission(sample, open_beam, dark=None, *, sample_dose=None, op
     numpy.ndarray (float32)
         Transmission, the sample's shape.
     """
-    from ..errors import check_choice
-
     check_choice("invalid", invalid, ("raise", "nan"))
     s = np.asarray(sample, dtype=np.float64)
     if s.ndim < 1 or s.size == 0:
         raise InputError(f"sample has shape {s.shape}; give an image, a stack or spectra")
     ob = _broadcast("open_beam", np.asarray(open_beam, dtype=np.float64), s.shape)
     dk = 0.0 if dark is None else _broadcast("dark", np.asarray(dark, dtype=np.float64), s.shape)
-    from .._validate import check_finite
 
     for name, a in (("sample", s), ("open_beam", ob), ("dark", dk)):
         check_finite(name, a)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, InputError
 from .._validate import as_numbers, check_number, show
+from ..errors import FormatError, InputError, check_choice
 from ._checks import as_sigma, as_spectra, as_wavelength
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,6 @@ def rebin_spectra(wavelength_angstrom, values, sigma=None, *, factor: int | None
     Spectra
         New centres (mean wavelength of the merged bins), values and sigma.
     """
-    from ..errors import check_choice
-
     check_choice("mode", mode, ("mean", "sum"))
     w = as_wavelength(wavelength_angstrom)
     v = as_spectra(values, w.size, name="values")
@@ -189,8 +187,6 @@ def region_spectra(cube, labels, *, wavelength_axis: int = -1, statistic: str = 
     spectra : (k, n) float64
         One spectrum per region, wavelength last.
     """
-    from ..errors import check_choice
-
     check_choice("statistic", statistic, ("mean", "sum"))
     c = _move(cube, wavelength_axis).astype(np.float64, copy=False)
     lab = np.asarray(labels)
@@ -220,8 +216,6 @@ def macro_pixel_spectra(cube, *, size: int, wavelength_axis: int = -1, statistic
     separately, then normalise) or averaged (``"mean"``); a border smaller than
     ``size`` is dropped.  Returns ``(ny // size, nx // size, n)`` float64.
     """
-    from ..errors import check_choice
-
     check_choice("statistic", statistic, ("mean", "sum"))
     c = _move(cube, wavelength_axis).astype(np.float64, copy=False)
     if c.ndim != 3:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ._deform import deform_forward
 
 REGIONS = ("collector side", "separator side", "anode")
@@ -96,8 +97,6 @@ class AnodeStrainTruth:
 
     def value(self, region: str, component: str = "hencky_zz") -> np.ndarray:
         """(n_steps,) mean of ``component`` (``hencky_zz/yy/xx``, ``volumetric``) in ``region``."""
-        from ..errors import InputError
-
         if region not in self.region_names:
             raise InputError(f"region {region!r} is not known; use one of {', '.join(self.region_names)}")
         if component not in ("hencky_zz", "hencky_yy", "hencky_xx", "volumetric"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_output
 from .edges import EdgeResolution
 
 
@@ -61,8 +62,6 @@ def save_edge_profiles(results, path, *, overwrite: bool = False) -> Path:
 
     The file is written atomically (:func:`tomo4d.io.atomic_output`).
     """
-    from ..io import atomic_output
-
     res = _as_mapping(results)
     path = Path(path)
     lines = ["image,edge,z,y_px,x_px,fwhm_nm,distance_nm,value,fitted,derivative"]

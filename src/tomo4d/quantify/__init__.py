@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-
 _EXPORTS = {
     "PhaseCodes": "_common",
     "TimeAlignment": "align", "align_steps": "align", "collector_band": "align",

@@ -33,6 +33,7 @@ planes cross the centre; partial volume even lowers the residual of the surface 
 is decisive when the particle's mean residual reaches ``min_residual``.
 """
 
+# ``tomo4d.dvc`` is imported inside the functions that need it: it loads scipy.ndimage (~0.25 s).
 from __future__ import annotations
 
 import logging

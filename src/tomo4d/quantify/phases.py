@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._common import PhaseCodes, as_labels, step_names, voxel_size
+from .thickness import electrode_mask, electrode_thickness
 
 __all__ = ["PhaseVolumes", "PhaseSeries", "phase_volumes", "phase_series"]
 
@@ -87,7 +88,6 @@ def _region(region, lab, vs, phases):
     if isinstance(region, str):
         if region != "electrode":
             raise InputError(f"region={region!r} is not supported; use None (whole volume), 'electrode' or a mask")
-        from .thickness import electrode_mask, electrode_thickness
 
         return electrode_mask(electrode_thickness(lab, voxel_size_nm=vs, phases=phases), lab.shape)
     m = np.asarray(region)

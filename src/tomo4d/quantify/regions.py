@@ -15,6 +15,7 @@ strain) and the histogram component ``zz``; the table columns (``step, region, c
 strain_mean, ...``) are unchanged, ``component`` now reads ``hencky_zz`` etc.
 """
 
+# ``tomo4d.dvc`` is imported inside the functions that need it: it loads scipy.ndimage (~0.25 s).
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
 from .._validate import check_number, show
+from ..errors import InputError
 from ._common import check_int, step_names
 
 __all__ = ["RegionalStrain", "regional_strain_series", "layer_names"]

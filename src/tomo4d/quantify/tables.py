@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_output
 
 __all__ = ["write_table", "read_table", "column_units"]
 
@@ -56,8 +57,6 @@ def write_table(table, path, *, overwrite: bool = False, inputs=()) -> Path:
     inputs : iterable of path-like
         Paths that must not be overwritten.
     """
-    from ..io import atomic_output
-
     cols = _columns(table)
     p = Path(path)
     suffix = p.suffix.lower()

@@ -27,6 +27,7 @@ The matching of two steps (:func:`link_particles`: candidates, costs, assignment
 :mod:`tomo4d.quantify._linking`.
 """
 
+# ``tomo4d.dvc`` is imported inside the functions that need it: it loads scipy.ndimage (~0.25 s).
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ from .._validate import check_number
 from ..errors import InputError
 from ._common import as_labels, step_names, voxel_size
 from ._linking import _centroids, link_particles
+from .particles import _sequential
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +291,6 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
 
 def _compact_series(items) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Compact (1..n) particle labels of every step and the original value of each compact label."""
-    from .particles import _sequential
-
     labs, values = [], []
     for i, a in enumerate(items):
         compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]", instances=True))

@@ -184,7 +184,7 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     hi = shape - 1.0 - margin
     converged, it, dnorm, resid = False, 0, float("inf"), float("nan")
     t_std = float(t_vals.std()) or 1.0
-    for it in range(1, max_iterations + 1):
+    for it in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the iteration count)
         y = xc @ phi[:3, :3].T + c + phi[:3, 3]
         valid = np.all((y >= margin) & (y <= hi), axis=1)
         if valid.sum() < 64:

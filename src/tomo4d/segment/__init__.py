@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-
 _EXPORTS = {
     "FeatureSpec": "features", "FEATURE_KINDS": "features", "compute_features": "features",
     "feature_names": "features", "feature_halo": "features", "features_of_slab": "features",

@@ -48,7 +48,7 @@ class Particles:
 
 def _mask(segmentation, particle_class) -> np.ndarray:
     data = segmentation.data if isinstance(segmentation, Volume) else segmentation
-    if getattr(data, "dtype", None) == bool:
+    if getattr(data, "dtype", None) == np.bool_:
         arr = to_numpy(data)
         if arr.ndim not in (2, 3):
             raise InputError(f"segmentation must be 2D or 3D, got shape {arr.shape}")
