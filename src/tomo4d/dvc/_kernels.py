@@ -319,7 +319,7 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         oov = np.nan
         buf = np.empty(count if znssd else 0)
         seen = np.zeros(count if znssd else 0, np.bool_)
-        for it in range(1, max_iterations + 1):
+        for it in range(1, max_iterations + 1):  # noqa: B007 (it is read after the loop)
             if znssd:
                 ssq, nv = _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
                                               bvec, buf, seen, tmean, tstd)

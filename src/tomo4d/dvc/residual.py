@@ -126,7 +126,7 @@ def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: flo
     warped = np.empty_like(ref)
     nz = ref.shape[0]
     y, x = np.meshgrid(np.arange(ref.shape[1]), np.arange(ref.shape[2]), indexing="ij")
-    for i, z0 in enumerate(range(0, nz, slab)):
+    for z0 in range(0, nz, slab):
         z1 = min(z0 + slab, nz)
         u = field.dense_displacement(ref.shape, z_range=(z0, z1))
         zz = np.arange(z0, z1)[:, None, None] + u[0]

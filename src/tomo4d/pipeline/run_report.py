@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 from .run_report_enhance import enhance_section
-from .run_report_neutron import neutron_section
 from .run_report_lithiation import lithiation_section, numbers_section
+from .run_report_neutron import neutron_section
 from .run_report_sections import (
     particles_section,
     provenance_section,

@@ -33,8 +33,8 @@ from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
-from .stages_neutron import NEUTRON_STAGES
 from .stages_lithiation import LITHIATION
+from .stages_neutron import NEUTRON_STAGES
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 from .vtk_export import write_dvc_vtk, write_strain_vtk
