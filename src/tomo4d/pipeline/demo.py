@@ -121,6 +121,7 @@ dvc:
   tolerance_px: 0.01
   max_iterations: 100
   grey_model: znssd                # lithiated silicon loses X-ray attenuation between the scans
+  mask: electrode                  # windows at least half inside the T0 electrode (quantify's interfaces)
 particles: {{}}                    # silicon particles (phase 2), tracked with the DVC fields
 residual: {{}}
 lithiation: {{truth_modes: data/truth/particles.csv}}

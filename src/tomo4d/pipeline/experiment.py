@@ -143,6 +143,9 @@ class Experiment(StrictModel):
         if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and self.align is not None:
             raise ValueError("enhance.apply_to_series and align together are not supported yet (the enhanced series "
                              "is not aligned); set enhance.apply_to_series: false or remove the align section")
+        if self.dvc is not None and self.dvc.mask == "electrode" and self.quantify is None:
+            raise ValueError("dvc.mask: electrode takes the T0 interfaces from the quantify stage; add quantify: {} "
+                             "(with inputs.labels or a segment section), or set dvc.mask: none")
         check_neutron(self)
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:

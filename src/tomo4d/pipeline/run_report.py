@@ -117,9 +117,39 @@ def _strain_section(rep, out: Path, info: dict) -> None:
         curves.update({"ln U_zz (truth)": summ["hencky_zz_mean_true"], "det F - 1 (truth)": summ["volumetric_mean_true"]})
     _figure(rep, _vs_time(_axis(info, summ["step"]), curves, "mean strain", "time (h)"), out, "strain_mean",
             "Mean finite strain vs time")
+    _strain_maps(rep, out, [str(n) for n in summ["step"]])
     reg = _table(out, "regional_strain")
     if reg is not None:
         _regional(rep, out, info, reg, _table(out, "regional_strain_truth"))
+
+
+def _strain_maps(rep, out: Path, steps) -> None:
+    """ln U_zz on the central xz plane of the node grid of each step (fields/strain_T0_<step>.h5), one colour scale."""
+    from matplotlib.figure import Figure
+
+    from ..dvc import StrainField
+
+    maps = []
+    for name in steps:
+        path = out / "fields" / f"strain_T0_{name}.h5"
+        if path.exists():
+            st = StrainField.load(path)
+            hz = np.where(st.valid, st.component("hencky_zz"), np.nan)
+            maps.append((name, hz[:, hz.shape[1] // 2, :]))
+    finite = [m[np.isfinite(m)] for _, m in maps]
+    if not maps or not any(f.size for f in finite):
+        return
+    vmax = max(float(np.percentile(np.abs(f), 99)) for f in finite if f.size) or 1.0
+    fig = Figure(figsize=(2.6 * len(maps) + 0.8, 2.8))
+    for i, (name, m) in enumerate(maps):
+        ax = fig.add_subplot(1, len(maps), i + 1)
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"ln U_zz T0->{name}", fontsize=9)
+        ax.set_xlabel("x node")
+        ax.set_ylabel("z node")
+    fig.colorbar(im, ax=fig.axes, shrink=0.8)
+    _figure(rep, fig, out, "strain_maps", "Hencky axial strain ln U_zz on the central xz plane of the node grid "
+            "(z down; unusable nodes blank)")
 
 
 def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:

@@ -92,6 +92,11 @@ _DVC_OWN = {
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
         "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
+    "mask": (Literal["none", "electrode"], Field("none", description=(
+        "electrode: correlate only the T0 electrode, the z band between the collector and the separator interfaces "
+        "of the quantify stage's T0 thickness (windows with less than mask_fraction inside are OUTSIDE_MASK), so "
+        "that windows straddling the interfaces do not bias the anode's nodes; needs the quantify section. none: "
+        "the whole volume."))),
     "affine_start": (bool, Field(True, description=(
         "Start the first step (and every step when from_previous is false) from a global affine "
         "registration of the pair (tomo4d.register): the capture range for 40-60 % axial stretch."))),

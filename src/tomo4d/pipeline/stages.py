@@ -121,11 +121,22 @@ def _dvc_volume(ctx, step: int):
     return enhanced if enhanced != ctx.inputs.series[step] else series_path(ctx, step)
 
 
+def _electrode_mask(ctx, shape) -> np.ndarray:
+    """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
+    separator interfaces, on the analysis grid of shape ``shape``."""
+    t = ctx.load("quantify")
+    vs = ctx.inputs.voxel_size_nm[0] / analysis_scale(ctx)
+    z = np.arange(shape[0])
+    band = (z >= float(t["collector_z_um"][0]) * 1e3 / vs) & (z < float(t["separator_z_um"][0]) * 1e3 / vs)
+    return np.broadcast_to(band[:, None, None], shape)
+
+
 def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
     sec = ctx.experiment.dvc
     ref, deformed = _read(_dvc_volume(ctx, 0)), _read(_dvc_volume(ctx, step))
+    mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
     if initial is None and sec.affine_start:
@@ -133,9 +144,11 @@ def _dvc_step(ctx, step, previous):
 
         phi0 = register(ref, deformed).phi
     if sec.method == "global":
-        return correlate_global(ref, deformed, initial=initial, phi0=phi0, options=sec.global_dvc_options())
+        return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
+                                options=sec.global_dvc_options())
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
-    return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, **sec.correlate_kwargs())
+    return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
+                     **sec.correlate_kwargs())
 
 
 def _dvc_save(field, out, ctx, step):
@@ -152,7 +165,7 @@ def _dvc_load(out, ctx, step):
 
 
 DVC = Stage(
-    name="dvc", needs=("enhance", "align"), per_step=True, chained=True,
+    name="dvc", needs=("enhance", "align", "quantify"), per_step=True, chained=True,
     description="DVC T0 -> Tn, one field per step",
     outputs="fields/dvc_T0_<step>.h5 (+ .vtk)",
     enabled=lambda exp, inp: exp.dvc is not None and inp.n_steps >= 2,
@@ -160,7 +173,9 @@ DVC = Stage(
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load,
-    reads=lambda exp, need: need == "align" or (exp.enhance is not None and exp.enhance.apply_to_series))
+    reads=lambda exp, need: need == "align" or (need == "enhance" and exp.enhance is not None
+                                                and exp.enhance.apply_to_series)
+    or (need == "quantify" and exp.dvc.mask == "electrode"))
 
 
 # -- strain ---------------------------------------------------------------------------------------
