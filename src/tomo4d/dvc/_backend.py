@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import show
+from ..errors import InputError
 from .field import NodeStatus
 from .options import CorrelationOptions
 
@@ -136,8 +138,6 @@ class Backend:
 
 def select_backend(options: CorrelationOptions) -> Backend:
     """The backend of ``options.backend`` (``auto``: torch on an available CUDA GPU, else numba)."""
-    from .._validate import show
-    from ..errors import InputError
 
     backend = options.backend
     if backend == "auto":

@@ -17,6 +17,8 @@ the constant reference one).
 
 from __future__ import annotations
 
+import ctypes
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -398,7 +400,6 @@ def _openmp():
     """The GNU OpenMP runtime, or None.  Numba's ``omp`` threading layer sets the calling thread's
     OpenMP thread count on every parallel launch, and torch (same ``libgomp.so.1``) reads it: without
     restoring it, a DVC call would leave torch running on numba's thread count."""
-    import ctypes
 
     try:
         return ctypes.CDLL("libgomp.so.1")

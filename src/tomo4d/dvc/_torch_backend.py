@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_device
 from .field import NodeStatus
 
 K_CONVERGED = int(NodeStatus.CONVERGED)
@@ -31,7 +32,6 @@ POINTS_PER_BATCH = 1 << 20
 
 def resolve_device(device):
     """A ``torch.device``: ``device`` as given, default CUDA when available, else CPU (the shared check)."""
-    from .._validate import check_device
 
     return check_device("device", device)
 

@@ -29,6 +29,7 @@ import numpy as np
 from .._validate import as_image, as_mask, check_int, check_same_shape, show
 from ..errors import InputError
 from ..register.phi import check_phi
+from ..volume import Volume
 from ._backend import NodeState, select_backend
 from ._solve import Prepared, solve_plain, solve_psf
 from .field import DisplacementField, NodeStatus, _triple, node_grid
@@ -149,7 +150,6 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
 
 def _voxel_sizes(reference, deformed) -> tuple[float, float, float]:
     """The reference's voxel size (1 px = 1 unit for arrays); Volumes of known, different sizes refused."""
-    from ..volume import Volume
 
     if isinstance(reference, Volume) and isinstance(deformed, Volume) and reference.voxel_size_known \
             and deformed.voxel_size_known \

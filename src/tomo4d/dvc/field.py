@@ -45,6 +45,7 @@ import numpy as np
 
 from .._validate import check_int, show
 from ..errors import FormatError, InputError
+from ..io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,6 @@ class DisplacementField:
     # -- I/O ---------------------------------------------------------------------------
     def save(self, path, *, overwrite: bool = False, inputs=()) -> Path:
         """Write to ``.h5``/``.hdf5`` (native), ``.vtk`` (ParaView) or ``.tsv`` (SPAM), atomically."""
-        from ..io import atomic_output
 
         path = Path(path)
         suffix = path.suffix.lower()
@@ -394,7 +394,6 @@ class DisplacementField:
 
     def to_vtk(self, path, *, scalars: dict | None = None, overwrite: bool = False) -> Path:
         """Export as legacy VTK structured points, with extra per-node ``scalars`` ``{name: (N,)}``."""
-        from ..io import atomic_output
 
         with atomic_output(path, overwrite=overwrite) as tmp:
             tmp.write_text(self._vtk_text(scalars))

@@ -7,11 +7,12 @@ a new one (fields are never modified); what was done is counted in ``notes``.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from .field import DisplacementField, NodeStatus
+from .field import DisplacementField, NodeStatus, _fill_from_neighbours, _idw
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ def correct_curvature(field: DisplacementField) -> DisplacementField:
     usable neighbours) is subtracted at usable nodes.  Needs >= 3 nodes per axis;
     ``notes["curvature_correction"]`` says whether it was applied.
     """
-    from .field import _fill_from_neighbours
 
     if field.grid_shape is None or min(field.grid_shape) < 3 or not field.usable.any():
         return field.with_(notes={**field.notes, "curvature_correction": False})
@@ -64,7 +64,6 @@ def flag_outliers(field: DisplacementField, *, threshold: float = 3.0, epsilon_p
     ``|u - median(pred)| / (median |pred - median(pred)| + epsilon_px) > threshold``
     for any component.  Needs a regular grid; other fields are returned unchanged.
     """
-    import warnings
 
     if field.grid_shape is None:
         return field
@@ -132,7 +131,6 @@ def replace_bad_nodes(field: DisplacementField, *, statuses: Sequence[NodeStatus
         them per original status, ``notes["n_replaced"]`` in all and
         ``notes["not_replaced_out_of_view"]`` those refused as out of view.
     """
-    from .field import _idw
 
     bad = np.isin(field.status, [int(s) for s in statuses])
     good = field.converged

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..io import atomic_output
 from . import finite
-from .field import DisplacementField
+from .field import DisplacementField, _fill_from_neighbours
 
 __all__ = ["StrainField", "strain_field", "RegionStats", "regional_strain", "strain_histogram",
            "DEFAULT_COMPONENTS", "SMALL_COMPONENTS"]
@@ -161,7 +162,6 @@ class StrainField:
         "tomo4d.strain_field"``, ``version = 2``, ``gradient``."""
         import h5py
 
-        from ..io import atomic_output
 
         with atomic_output(path, overwrite=overwrite) as tmp:
             with h5py.File(tmp, "w") as f:
@@ -197,7 +197,6 @@ class StrainField:
                overwrite: bool = False) -> Path:
         """Legacy VTK structured points (ParaView): ``components`` as scalars (NaN written as 0),
         ``valid`` (0/1) and the direction of ``lambda_1`` as vectors, in (x, y, z) order, px."""
-        from ..io import atomic_output
 
         values = {str(c): self.component(c) for c in components}
         gz, gy, gx = self.valid.shape
@@ -237,7 +236,6 @@ def strain_field(field: DisplacementField, *, gradient: str = "nodes") -> Strain
     -------
     StrainField
     """
-    from .field import _fill_from_neighbours
 
     if not isinstance(field, DisplacementField):
         raise InputError("strain_field needs a DisplacementField")

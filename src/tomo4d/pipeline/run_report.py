@@ -54,8 +54,12 @@ def _vs_time(x, series: dict, ylabel: str, xlabel: str):
 
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot(1, 1, 1)
-    for label, y in series.items():  # truth dashed
-        ax.plot(x, y, "o--" if "truth" in label or label == "true" else "o-", label=label)
+    colours = {}
+    for label, y in series.items():  # a truth dashed, in the colour of its measurement ("X" and "X (truth)")
+        truth = "truth" in label or label == "true"
+        base = next(iter(series)) if label == "true" else label.replace(" (truth)", "")  # "true": of the first
+        c = colours.setdefault(base, f"C{len(colours)}")
+        ax.plot(x, y, "o--" if truth else "o-", color=c, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if len(series) > 1:
