@@ -68,3 +68,29 @@ def test_label_steps_are_checked(phantom_dir):
                  "label_steps: [0, 2]")
     with pytest.raises(InputError, match=r"segment.labels\[1\]"):
         resolve_inputs(load_experiment(bad))
+
+
+def test_particles_of_several_classes_survive_lithiation(phantom_dir, tmp_path):
+    """particles.particle_class [2, 3] (silicon + lithiated silicon) keeps a lithiating particle one particle:
+    at the last step its detection recall beats that of silicon alone, whose particles dissolve into shells."""
+    from tomo4d.quantify import read_table
+
+    extra = "particles: {{particle_class: {c}, track: false}}\ntruth:\n  labels: truth/labels_hq_T*.tif\n" \
+            "  particles: truth/particles_hq_T*.tif\n"
+    recall = {}
+    for name, c in (("si", "2"), ("si_li", "[2, 3]")):
+        p = _write(phantom_dir, f"seg_p_{name}.yaml", "[truth/labels_hq_T0.tif, truth/labels_hq_T2.tif]",
+                   "label_steps: [0, 2]")
+        text = p.read_text().split("truth:")[0] + extra.format(c=c)
+        p.write_text(text)
+        run_experiment(load_experiment(p), tmp_path / name, source=p)
+        recall[name] = read_table(tmp_path / name / "tables" / "particles_summary.csv")["recall"]
+    assert recall["si_li"][-1] > recall["si"][-1] + 0.1, recall
+    assert recall["si_li"][0] == pytest.approx(recall["si"][0], abs=0.15)  # T0: no lithiated silicon yet
+
+
+def test_particle_class_list_is_checked(phantom_dir):
+    p = _write(phantom_dir, "seg_p_bad.yaml", "truth/labels_hq_T0.tif")
+    p.write_text(p.read_text().split("truth:")[0] + "particles: {particle_class: [2, 2]}\n")
+    with pytest.raises(InputError, match="particle_class"):
+        load_experiment(p)

@@ -122,7 +122,7 @@ dvc:
   max_iterations: 100
   grey_model: znssd                # lithiated silicon loses X-ray attenuation between the scans
   mask: electrode                  # windows at least half inside the T0 electrode (quantify's interfaces)
-particles: {{}}                    # silicon particles (phase 2), tracked with the DVC fields
+particles: {{particle_class: [2, 3]}}   # silicon + lithiated silicon: a particle stays one while it lithiates
 residual: {{}}
 lithiation: {{truth_modes: data/truth/particles.csv}}
 neutron:

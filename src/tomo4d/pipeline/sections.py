@@ -205,8 +205,22 @@ class SegmentSection(StrictModel):
 class ParticlesSection(StrictModel):
     """Particles of the segmentation per step, their geometry, and tracks (with the DVC fields when run)."""
 
-    particle_class: int = Field(2, ge=0, description="Label value of the particle phase in the segmentation "
-                                                     "(2: silicon in tomo4d's phase codes).")
+    particle_class: int | list[int] = Field(2, description=(
+        "Label value of the particle phase in the segmentation (2: silicon in tomo4d's phase codes), or the list "
+        "of values that together make a particle ([2, 3]: silicon and lithiated silicon, so that a particle "
+        "stays one particle while it lithiates)."))
+
+    @field_validator("particle_class")
+    @classmethod
+    def _classes(cls, v):
+        values = [v] if isinstance(v, int) else v
+        if not values or any(c < 0 for c in values) or len(set(values)) != len(values):
+            raise ValueError(f"particle_class={v!r} must be a label value >= 0 or a list of distinct ones")
+        return v
+
+    def particle_classes(self) -> list[int]:
+        """The label values that make a particle."""
+        return [self.particle_class] if isinstance(self.particle_class, int) else list(self.particle_class)
     min_voxels: int = Field(8, ge=1, description="Particles with fewer voxels are removed.")
     split: bool = Field(True, description="Separate touching particles (distance watershed).")
     track: bool = Field(True, description="Track the particles through the steps (tables/tracks).")

@@ -205,14 +205,14 @@ def _particles_run(ctx):
     vs = inp.voxel_size_nm
     labels, rows, summary = [], [], []
     for i in range(inp.n_steps):
-        seg = ctx.load("segment", i)
-        if i == 0 and not np.any(seg == sec.particle_class):
+        solid = np.isin(ctx.load("segment", i), sec.particle_classes())  # every class of a particle
+        if i == 0 and not solid.any():
             from ..errors import InputError
 
             raise InputError(f"particles.particle_class={sec.particle_class} is not in the T0 segmentation (its "
-                             f"classes: {', '.join(str(int(c)) for c in np.unique(seg))}); set it to the label "
-                             "value of the particle phase")
-        parts = label_particles(seg, particle_class=sec.particle_class, voxel_size_nm=vs, split=sec.split,
+                             f"classes: {', '.join(str(int(c)) for c in np.unique(ctx.load('segment', 0)))}); set "
+                             "it to the label value(s) of the particle phase")
+        parts = label_particles(solid.astype(np.uint8), particle_class=1, voxel_size_nm=vs, split=sec.split,
                                 min_volume_nm3=sec.min_voxels * float(np.prod(vs)))
         table = particle_properties(parts.labels, voxel_size_nm=vs)
         labels.append(parts.labels)
