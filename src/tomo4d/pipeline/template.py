@@ -112,13 +112,21 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "  half_window: null   # px (null: node_spacing)",
         "  grey_model: ssd     # znssd when the grey levels change between the steps",
         "  smooth_sigma_px: 1.0",
-        "# segment:                 # pixel classifier trained on labelled voxels of T0, applied to every step",
+        "#   mask: electrode        # correlate the T0 electrode only (needs quantify)",
+        "# segment:                 # pixel classifier trained on labelled voxels, applied to every step",
         "#   labels: T0_labels.tif  # 0 = unlabelled; or fully labelled slices of it: slices: [..], slice_axis: 0",
-        "# particles: {}            # particles per step and tracks with the DVC fields (needs segment)",
+        "#   # labels: [T0_labels.tif, T5_labels.tif] with label_steps: [0, 5]: phases T0 lacks (lithiated Si)",
+        "# particles:               # particles per step and tracks with the DVC fields (needs segment)",
+        "#   particle_class: [2, 3] # label values of a particle (silicon + lithiated silicon)",
         "residual: {}               # residual maps T0 -> Tn (noise floor from inputs.repeat)" if repeat else
         "# residual: {}             # residual maps T0 -> Tn (set inputs.repeat for the noise floor)",
         "# lithiation: {}           # mode per particle (core-shell / network), particle-centred frames "
         "(needs particles, residual)",
+        "# enhance:                 # InDI: needs inputs.training_pair: {lq: LQ scan, hq: HQ scan of the same region}",
+        "#   preset: small",
+        "# neutron:                 # needs inputs.neutron: neutron attenuation volumes (1/cm), one per step",
+        "#   li_free_mu_per_cm: {1: 0.35, 2: 0.12}   # Li-free attenuation of each X-ray phase label, 1/cm",
+        "#   layer_phases: [1, 2]   # the label values of the Li-bearing layer",
         "",
     ]
     text = "\n".join(lines)
