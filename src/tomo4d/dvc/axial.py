@@ -28,7 +28,14 @@ import time
 
 import numpy as np
 
-from .._validate import as_image, as_mask, check_int, check_number, check_same_shape, show
+from .._validate import (
+    as_image,
+    as_mask,
+    check_int,
+    check_number,
+    check_same_shape,
+    show,
+)
 from ..errors import InputError
 from .field import DisplacementField, NodeStatus
 
