@@ -15,7 +15,8 @@ then whether the issue's acceptance (per-side ln U_zz and volumetric within 0.02
 <= 0.3 px, >= 90 % converged, separator side > collector side) holds at every step.
 
     .venv/bin/python benchmarks/bench_dvc_large.py [--shape 96] [--series hq] [--grey-model znssd]
-        [--psf-sigma 2.8] [--spacing 6] [--half-window 6] [--start chain|truth] [--param key=value ...]
+        [--psf-sigma 2.8] [--spacing 6] [--half-window 6] [--start chain|truth|affine|chain-affine|axial] [--tiles 3x3]
+        [--param key=value ...]
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def _row(exp, grid, step, field, truth_means, hw):
     return row
 
 
+def _deconvolve(volume, sigma_px, iterations):
+    """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back)."""
+    from skimage.restoration import richardson_lucy
+
+    r = int(np.ceil(3 * sigma_px))
+    g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma_px ** 2))
+    psf = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    lo, span = float(volume.min()), float(np.ptp(volume)) or 1.0
+    pos = (volume - lo) / span + 0.05
+    out = richardson_lucy(pos, psf / psf.sum(), num_iter=iterations, clip=False)
+    return ((out - 0.05) * span + lo).astype(np.float32)
+
+
 def _truth_means(exp):
     a = exp.truth.anode_finite_strain()  # columns: collector side, separator side, anode
     return {"hencky_zz_collector": a.hencky_zz[:, 0], "hencky_zz_separator": a.hencky_zz[:, 1],
@@ -95,10 +109,12 @@ def main(argv=None):
     ap.add_argument("--spacing", type=int, default=6)
     ap.add_argument("--half-window", type=int, default=6)
     ap.add_argument("--smooth", type=float, default=1.0)
-    ap.add_argument("--start", choices=["chain", "truth", "affine", "chain-affine"], default="chain",
+    ap.add_argument("--start", choices=["chain", "truth", "affine", "chain-affine", "axial"], default="chain",
                     help="chain: previous step's field (the first step: integer search); truth: the exact "
                          "field; affine: a global affine registration (tomo4d.register) of the pair; "
-                         "chain-affine: previous step's field, the first step affine (the runner's default)")
+                         "chain-affine: previous step's field, the first step affine (the runner's default); "
+                         "axial: tomo4d.dvc.axial_profile_start of the pair (a z-only map, --tiles profiles)")
+    ap.add_argument("--tiles", default="1x1", help="axial start: lateral tiles YxX (e.g. 3x3)")
     ap.add_argument("--param", action="append", default=[], help="Phantom parameter KEY=VALUE (JSON value).")
     ap.add_argument("--exclude-above", type=float, default=None,
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
@@ -113,6 +129,9 @@ def main(argv=None):
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
+    ap.add_argument("--deconvolve", type=int, default=0,
+                    help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
+    ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from tomo4d.dvc import correlate, correlate_global
@@ -148,6 +167,9 @@ def main(argv=None):
         if mask is not None:
             kw["mask"] = mask
     steps = range(1, len(series)) if a.steps is None else [int(v) for v in a.steps.split(",")]
+    if a.deconvolve:  # only the volumes used
+        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve) if i == 0 or i in steps else v
+                  for i, v in enumerate(series)]
     rows, prev = [], None
     for n in steps:
         t0 = time.perf_counter()
@@ -157,6 +179,11 @@ def main(argv=None):
             from tomo4d.register import register
 
             init, phi0 = None, register(series[0], series[n]).phi
+        if a.start == "axial":
+            from tomo4d.dvc import axial_profile_start
+
+            tiles = tuple(int(v) for v in a.tiles.split("x"))
+            init = axial_profile_start(series[0], series[n], tiles=tiles, mask=mask)
         if a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
         else:
