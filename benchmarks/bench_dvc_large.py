@@ -61,6 +61,8 @@ def _row(exp, grid, step, field, truth_means, hw):
     row = {"step": t.step_names[step], "soc": float(t.state_of_charge[step]), "anode_nodes": int(inside.sum()),
            "converged": float(np.mean(converged[inside])) if inside.any() else float("nan"),
            "median_error_px": float(np.median(err[inside & field.usable])) if (inside & field.usable).any()
+           else float("nan"), "median_error_z_px": float(np.median(np.abs(field.displacement_zyx_px[:, 0] - u_true[:, 0])
+                                                                  [inside & field.usable])) if (inside & field.usable).any()
            else float("nan"), "out_of_view": int((field.status == 8).sum())}
     h_true = t.hencky_strain(step, pos_nm)[:, 0, 0]  # exact, sampled at the same nodes
     for side, sel in sides.items():
@@ -72,6 +74,19 @@ def _row(exp, grid, step, field, truth_means, hw):
     row["volumetric"] = float(np.mean(vol[s])) if s.any() else float("nan")
     row["volumetric_truth"] = float(truth_means["volumetric_anode"][step])
     return row
+
+
+def _affine_field(phi0, shape, spacing):
+    """The global affine ``phi0`` (about the volume centre) on the control grid of ``spacing``."""
+    from tomo4d.dvc import DisplacementField, control_grid
+    from tomo4d.register.phi import apply_phi_to_points
+
+    pos, gs, _ = control_grid(shape, spacing)
+    u = apply_phi_to_points(pos, phi0, centre=(np.asarray(shape, float) - 1) / 2) - pos
+    phi = np.tile(np.asarray(phi0, float), (len(pos), 1, 1))
+    phi[:, :3, 3] = u
+    return DisplacementField(pos, phi, np.zeros(len(pos), np.int8), grid_shape=gs, node_spacing_px=(spacing,) * 3,
+                             half_window_px=(spacing,) * 3, notes={"volume_shape_zyx": list(shape)})
 
 
 def _deconvolve(volume, sigma_px, iterations):
@@ -122,8 +137,9 @@ def main(argv=None):
     ap.add_argument("--exclude-dilate", type=int, default=2)
     ap.add_argument("--exclude-in-anode", action="store_true",
                     help="--exclude-above only inside the T0 anode band (keeps the collector)")
-    ap.add_argument("--method", choices=["local", "global"], default="local",
-                    help="local: correlate (windows); global: correlate_global (regularised control grid)")
+    ap.add_argument("--method", choices=["local", "global", "none"], default="local",
+                    help="local: correlate (windows); global: correlate_global (regularised control grid); "
+                         "none: no correlation, the start field itself is scored (--start affine|axial|truth)")
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
@@ -158,7 +174,7 @@ def main(argv=None):
             bright &= band[:, None, None]
         mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
         kw["mask"] = mask
-    if a.method == "global":
+    if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma)):
@@ -184,7 +200,9 @@ def main(argv=None):
 
             tiles = tuple(int(v) for v in a.tiles.split("x"))
             init = axial_profile_start(series[0], series[n], tiles=tiles, mask=mask)
-        if a.method == "global":
+        if a.method == "none":
+            field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
+        elif a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
@@ -194,7 +212,7 @@ def main(argv=None):
         rows.append(r)
         if not a.json:
             print(f"{r['step']} SoC {r['soc']:.2f}: converged {r['converged']:.2f} of {r['anode_nodes']} anode nodes, "
-                  f"median |u err| {r['median_error_px']:.3f} px; ln U_zz collector {r['hencky_zz_collector']:.3f} "
+                  f"median |u err| {r['median_error_px']:.3f} px (z {r['median_error_z_px']:.3f}); ln U_zz collector {r['hencky_zz_collector']:.3f} "
                   f"(truth {r['hencky_zz_collector_truth']:.3f}), separator {r['hencky_zz_separator']:.3f} "
                   f"(truth {r['hencky_zz_separator_truth']:.3f}; at these nodes {r['hencky_zz_collector_truth_nodes']:.3f}, "
                   f"{r['hencky_zz_separator_truth_nodes']:.3f}); det F - 1 {r['volumetric']:.3f} "
