@@ -19,6 +19,11 @@ left anywhere in the slab decides it.  Coarse to fine: Gaussian-smoothed volumes
 with knots 4, 2, 1 times ``knot_spacing``, then the lateral tiles started from the single profile.
 The result is a :class:`DisplacementField` to pass as ``initial`` to :func:`correlate_global` or
 :func:`correlate`.  Lateral displacements are left at zero.
+
+Measured on the phantom's default HQ series (``benchmarks/RESULTS.md``, issue 15, seventh session): the start
+alone is 2-3x closer to the truth than the global affine (median 0.33 / 0.94 px at T1 / T3 against 0.57 /
+1.64 px); give :func:`correlate_global` ``levels=1`` with it (its coarse levels undo the start), and
+deconvolve both scans first where the PSF is known (T1 0.23 px, T3 0.65-0.69 px).
 """
 
 from __future__ import annotations
