@@ -15,7 +15,8 @@ then whether the issue's acceptance (per-side ln U_zz and volumetric within 0.02
 <= 0.3 px, >= 90 % converged, separator side > collector side) holds at every step.
 
     .venv/bin/python benchmarks/bench_dvc_large.py [--shape 96] [--series hq] [--grey-model znssd]
-        [--psf-sigma 2.8] [--spacing 6] [--half-window 6] [--start chain|truth] [--param key=value ...]
+        [--psf-sigma 2.8] [--spacing 6] [--half-window 6] [--start chain|truth|affine|chain-affine|axial] [--tiles 3x3]
+        [--param key=value ...]
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _row(exp, grid, step, field, truth_means, hw):
     row = {"step": t.step_names[step], "soc": float(t.state_of_charge[step]), "anode_nodes": int(inside.sum()),
            "converged": float(np.mean(converged[inside])) if inside.any() else float("nan"),
            "median_error_px": float(np.median(err[inside & field.usable])) if (inside & field.usable).any()
+           else float("nan"), "median_error_z_px": float(np.median(np.abs(field.displacement_zyx_px[:, 0] - u_true[:, 0])
+                                                                  [inside & field.usable])) if (inside & field.usable).any()
            else float("nan"), "out_of_view": int((field.status == 8).sum())}
     h_true = t.hencky_strain(step, pos_nm)[:, 0, 0]  # exact, sampled at the same nodes
     for side, sel in sides.items():
@@ -71,6 +74,32 @@ def _row(exp, grid, step, field, truth_means, hw):
     row["volumetric"] = float(np.mean(vol[s])) if s.any() else float("nan")
     row["volumetric_truth"] = float(truth_means["volumetric_anode"][step])
     return row
+
+
+def _affine_field(phi0, shape, spacing):
+    """The global affine ``phi0`` (about the volume centre) on the control grid of ``spacing``."""
+    from tomo4d.dvc import DisplacementField, control_grid
+    from tomo4d.register.phi import apply_phi_to_points
+
+    pos, gs, _ = control_grid(shape, spacing)
+    u = apply_phi_to_points(pos, phi0, centre=(np.asarray(shape, float) - 1) / 2) - pos
+    phi = np.tile(np.asarray(phi0, float), (len(pos), 1, 1))
+    phi[:, :3, 3] = u
+    return DisplacementField(pos, phi, np.zeros(len(pos), np.int8), grid_shape=gs, node_spacing_px=(spacing,) * 3,
+                             half_window_px=(spacing,) * 3, notes={"volume_shape_zyx": list(shape)})
+
+
+def _deconvolve(volume, sigma_px, iterations):
+    """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back)."""
+    from skimage.restoration import richardson_lucy
+
+    r = int(np.ceil(3 * sigma_px))
+    g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma_px ** 2))
+    psf = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    lo, span = float(volume.min()), float(np.ptp(volume)) or 1.0
+    pos = (volume - lo) / span + 0.05
+    out = richardson_lucy(pos, psf / psf.sum(), num_iter=iterations, clip=False)
+    return ((out - 0.05) * span + lo).astype(np.float32)
 
 
 def _truth_means(exp):
@@ -95,10 +124,12 @@ def main(argv=None):
     ap.add_argument("--spacing", type=int, default=6)
     ap.add_argument("--half-window", type=int, default=6)
     ap.add_argument("--smooth", type=float, default=1.0)
-    ap.add_argument("--start", choices=["chain", "truth", "affine", "chain-affine"], default="chain",
+    ap.add_argument("--start", choices=["chain", "truth", "affine", "chain-affine", "axial"], default="chain",
                     help="chain: previous step's field (the first step: integer search); truth: the exact "
                          "field; affine: a global affine registration (tomo4d.register) of the pair; "
-                         "chain-affine: previous step's field, the first step affine (the runner's default)")
+                         "chain-affine: previous step's field, the first step affine (the runner's default); "
+                         "axial: tomo4d.dvc.axial_profile_start of the pair (a z-only map, --tiles profiles)")
+    ap.add_argument("--tiles", default="1x1", help="axial start: lateral tiles YxX (e.g. 3x3)")
     ap.add_argument("--param", action="append", default=[], help="Phantom parameter KEY=VALUE (JSON value).")
     ap.add_argument("--exclude-above", type=float, default=None,
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
@@ -106,13 +137,17 @@ def main(argv=None):
     ap.add_argument("--exclude-dilate", type=int, default=2)
     ap.add_argument("--exclude-in-anode", action="store_true",
                     help="--exclude-above only inside the T0 anode band (keeps the collector)")
-    ap.add_argument("--method", choices=["local", "global"], default="local",
-                    help="local: correlate (windows); global: correlate_global (regularised control grid)")
+    ap.add_argument("--method", choices=["local", "global", "none"], default="local",
+                    help="local: correlate (windows); global: correlate_global (regularised control grid); "
+                         "none: no correlation, the start field itself is scored (--start affine|axial|truth)")
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
+    ap.add_argument("--deconvolve", type=int, default=0,
+                    help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
+    ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from tomo4d.dvc import correlate, correlate_global
@@ -139,7 +174,7 @@ def main(argv=None):
             bright &= band[:, None, None]
         mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
         kw["mask"] = mask
-    if a.method == "global":
+    if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma)):
@@ -148,6 +183,9 @@ def main(argv=None):
         if mask is not None:
             kw["mask"] = mask
     steps = range(1, len(series)) if a.steps is None else [int(v) for v in a.steps.split(",")]
+    if a.deconvolve:  # only the volumes used
+        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve) if i == 0 or i in steps else v
+                  for i, v in enumerate(series)]
     rows, prev = [], None
     for n in steps:
         t0 = time.perf_counter()
@@ -157,7 +195,14 @@ def main(argv=None):
             from tomo4d.register import register
 
             init, phi0 = None, register(series[0], series[n]).phi
-        if a.method == "global":
+        if a.start == "axial":
+            from tomo4d.dvc import axial_profile_start
+
+            tiles = tuple(int(v) for v in a.tiles.split("x"))
+            init = axial_profile_start(series[0], series[n], tiles=tiles, mask=mask)
+        if a.method == "none":
+            field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
+        elif a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
@@ -167,7 +212,7 @@ def main(argv=None):
         rows.append(r)
         if not a.json:
             print(f"{r['step']} SoC {r['soc']:.2f}: converged {r['converged']:.2f} of {r['anode_nodes']} anode nodes, "
-                  f"median |u err| {r['median_error_px']:.3f} px; ln U_zz collector {r['hencky_zz_collector']:.3f} "
+                  f"median |u err| {r['median_error_px']:.3f} px (z {r['median_error_z_px']:.3f}); ln U_zz collector {r['hencky_zz_collector']:.3f} "
                   f"(truth {r['hencky_zz_collector_truth']:.3f}), separator {r['hencky_zz_separator']:.3f} "
                   f"(truth {r['hencky_zz_separator_truth']:.3f}; at these nodes {r['hencky_zz_collector_truth_nodes']:.3f}, "
                   f"{r['hencky_zz_separator_truth_nodes']:.3f}); det F - 1 {r['volumetric']:.3f} "

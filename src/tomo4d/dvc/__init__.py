@@ -16,6 +16,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "axial_profile_start": "axial",
     "compose_fields": "compose", "deform_field_points": "compose",
     "correlate": "correlate",
     "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",
