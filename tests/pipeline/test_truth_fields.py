@@ -156,3 +156,31 @@ def test_dvc_electrode_mask_needs_quantify(phantom_dir):
     p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {mask: electrode}\n")
     with pytest.raises(InputError, match="dvc.mask: electrode.*quantify"):
         load_experiment(p)
+
+
+def test_dvc_axial_start_and_deconvolution(experiment_file, tmp_path, truth_dir):
+    """dvc.axial_start and dvc.deconvolve_*: the run uses them (the first step differs from the affine start's)
+    and editing them recomputes dvc and strain only."""
+    from tomo4d.dvc import DisplacementField
+
+    base = experiment_file(iterations=30, name="axial_base.yaml")
+    p = experiment_file(iterations=30, name="axial.yaml")
+    p.write_text(p.read_text() + "  axial_start: true\n  deconvolve_iterations: 5\n  deconvolve_psf_sigma_px: 1.5\n")
+    out = tmp_path / "run"
+    run_experiment(load_experiment(base), tmp_path / "base", source=base)
+    run_experiment(load_experiment(p), out, source=p)
+    a = DisplacementField.load(tmp_path / "base" / "fields" / "dvc_T0_T1.h5")
+    b = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
+    assert not np.allclose(a.displacement_zyx_px, b.displacement_zyx_px)
+    p.write_text(p.read_text().replace("deconvolve_iterations: 5", "deconvolve_iterations: 6"))
+    res = run_experiment(load_experiment(p), out, source=p)
+    st = {s.name: s.status for s in res.stages}
+    assert st["quantify"] == "cached" and st["dvc"] == "computed" and st["strain"] == "computed"
+    assert any("dvc.deconvolve_iterations changed 5 -> 6" in r for s in res.stages for r in s.reasons)
+
+
+def test_dvc_deconvolution_needs_its_psf(phantom_dir):
+    p = phantom_dir / "deconv_bad.yaml"
+    p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {deconvolve_iterations: 10}\n")
+    with pytest.raises(InputError, match="deconvolve_psf_sigma_px"):
+        load_experiment(p)

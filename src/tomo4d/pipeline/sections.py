@@ -97,6 +97,18 @@ _DVC_OWN = {
         "of the quantify stage's T0 thickness (windows with less than mask_fraction inside are OUTSIDE_MASK), so "
         "that windows straddling the interfaces do not bias the anode's nodes; needs the quantify section. none: "
         "the whole volume."))),
+    "axial_start": (bool, Field(False, description=(
+        "Start the first step (and every step without a usable previous field) from tomo4d.dvc.axial_profile_start: "
+        "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "
+        "differently), instead of the single affine; with method: global use global_options {levels: 1}, "
+        "whose coarse levels would undo it (benchmarks/RESULTS.md, 'An axial-profile start')."))),
+    "deconvolve_iterations": (int, Field(0, ge=0, le=200, description=(
+        "Richardson-Lucy iterations (tomo4d.dvc.deconvolve) applied to both scans before correlation, with "
+        "the PSF deconvolve_psf_sigma_px; 0: off. The blur is the largest single DVC error at battery "
+        "expansions; 10-20 measured best on the phantom."))),
+    "deconvolve_psf_sigma_px": (float | None, Field(None, gt=0, allow_inf_nan=False, description=(
+        "Gaussian PSF sigma of the scans for deconvolve_iterations, px of the analysis grid (e.g. from an edge "
+        "measurement: FWHM / 2.355)."))),
     "affine_start": (bool, Field(True, description=(
         "Start the first step (and every step when from_previous is false) from a global affine "
         "registration of the pair (tomo4d.register): the capture range for 40-60 % axial stretch."))),
@@ -128,6 +140,9 @@ def _check_option(cls, value, info):
 
 
 def _check_all(self):
+    if self.deconvolve_iterations and self.deconvolve_psf_sigma_px is None:
+        raise ValueError(f"dvc.deconvolve_iterations={self.deconvolve_iterations} needs the scans' PSF: set "
+                         "dvc.deconvolve_psf_sigma_px (px), or deconvolve_iterations: 0")
     try:
         self.correlation_options()
         if self.method == "global":

@@ -137,12 +137,22 @@ def _dvc_step(ctx, step, previous):
     sec = ctx.experiment.dvc
     ref, deformed = _read(_dvc_volume(ctx, 0)), _read(_dvc_volume(ctx, step))
     mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
+    if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
+        from ..dvc import deconvolve
+
+        ref, deformed = (deconvolve(v, psf_sigma_px=sec.deconvolve_psf_sigma_px, iterations=sec.deconvolve_iterations)
+                         for v in (ref, deformed))
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
-    if initial is None and sec.affine_start:
+    if initial is None and (sec.affine_start or sec.axial_start):
         from ..register import register
 
-        phi0 = register(ref, deformed).phi
+        phi0 = register(ref, deformed).phi if sec.affine_start else None
+        if sec.axial_start:
+            from ..dvc import axial_profile_start
+
+            initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
+                                                node_spacing=sec.node_spacing), None
     if sec.method == "global":
         return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                 options=sec.global_dvc_options())
