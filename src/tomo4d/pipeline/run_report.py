@@ -161,26 +161,26 @@ def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
     sel = reg["component"] == "hencky_zz"
     rows, cols = np.flatnonzero(sel), ["step", "region", "nodes", "mean ln U_zz", "median", "std"]
     tsel = None if true is None else true["component"] == "hencky_zz"
-    if tsel is not None and np.count_nonzero(tsel) != len(rows):
-        tsel = None  # another layout (should not happen): show the measurement alone
+    known = {} if tsel is None else {(str(true["step"][i]), str(true["region"][i])): float(true["strain_mean"][i])
+                                     for i in np.flatnonzero(tsel)}  # by (step, region): every step has a truth
     if tsel is not None:
         cols += ["true mean ln U_zz", "error"]
     table = []
-    for k, i in enumerate(rows):
+    for i in rows:
         row = (reg["step"][i], reg["region"][i], reg["n_nodes"][i], reg["strain_mean"][i], reg["strain_median"][i],
                reg["strain_std"][i])
         if tsel is not None:
-            t = true["strain_mean"][np.flatnonzero(tsel)[k]]
+            t = known.get((str(reg["step"][i]), str(reg["region"][i])), float("nan"))
             row += (t, reg["strain_mean"][i] - t)
         table.append(row)
     rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first)"
               + ("; beside it the true field's over every node of the layer (what the layer did) and the "
                  "difference." if tsel is not None else "."))
     series = {str(r): reg["strain_mean"][sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
-    if tsel is not None:
-        series.update({f"{r} (truth)": true["strain_mean"][tsel & (true["region"] == r)]
-                       for r in dict.fromkeys(true["region"][tsel])})
     steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
+    if tsel is not None:  # the curves share the measured steps
+        series.update({f"{r} (truth)": np.asarray([known.get((str(s), str(r)), np.nan) for s in steps])
+                       for r in dict.fromkeys(true["region"][tsel])})
     _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz", "time (h)"), out, "strain_regions",
             "Mean axial strain vs time by layer" + (" (measured and true)" if tsel is not None else ""))
 

@@ -259,13 +259,13 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
             cols[f"{c}_mean_true"].append(float(np.mean(vals)) if vals.size else np.nan)
     summary["median_error_px"] = np.asarray(err)
     summary.update({k: np.asarray(v) for k, v in cols.items()})
-    if thickness is None or not strains:
+    if thickness is None:
         return None
     return regional_strain_series(
-        [true_strains[i] for i in strains],  # the steps of the measured table, so that the rows match
+        list(true_strains.values()),  # every step: the truth is known even where the DVC failed
         collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 * scale / vs,
         separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 * scale / vs,
-        n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
+        n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in true_strains])
 
 
 def _strain_save(result, out):
