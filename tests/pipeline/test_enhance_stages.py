@@ -231,8 +231,10 @@ def test_experiment_file_checks_of_the_enhance_section(phantom_dir):
     pair = {"inputs": {**base["inputs"], "training_pair": {"lq": "lq.tif", "hq": "hq.tif"}}}
     with pytest.raises(InputError, match="stepz is not a field"):
         parse_experiment({**pair, "enhance": {"train": {"stepz": 3}}}, base_dir=phantom_dir)
-    with pytest.raises(InputError, match="apply_to_series puts the DVC fields"):
-        parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
+    exp = parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
+    assert exp.residual is not None  # the residual stage works on the enhanced series (enhance_repeat)
+    with pytest.raises(InputError, match="apply_to_series and align together"):
+        parse_experiment({**pair, "enhance": {}, "align": {}}, base_dir=phantom_dir)
     exp = parse_experiment({**pair, "enhance": {"preset": "tiny", "train": {"steps": 3}}}, base_dir=phantom_dir)
     assert exp.enhance.train_config().steps == 3
 

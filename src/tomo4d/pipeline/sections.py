@@ -207,7 +207,8 @@ class ParticlesSection(StrictModel):
 
     particle_class: int = Field(2, ge=0, description="Label value of the particle phase in the segmentation "
                                                      "(2: silicon in tomo4d's phase codes).")
-    min_voxels: int = Field(8, ge=1, description="Particles with fewer voxels are removed.")
+    min_voxels: int = Field(8, ge=1, description="Particles smaller than this many inputs.series voxels are removed "
+                                                 "(the same volume on the enhanced series: 8x as many of its voxels).")
     split: bool = Field(True, description="Separate touching particles (distance watershed).")
     track: bool = Field(True, description="Track the particles through the steps (tables/tracks).")
     use_dvc: bool = Field(True, description="Predict each particle's motion with the DVC field when the dvc "
