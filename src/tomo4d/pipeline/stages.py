@@ -1,20 +1,29 @@
-"""The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_quality`` (first; :mod:`.stages_enhance`),
-``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
-``strain``, ``residual`` (:mod:`.stages_residual`), ``neutron`` and ``neutron_layer`` (:mod:`.stages_neutron`:
-Li concentration from ``inputs.neutron`` and the phase labels, the layer's mean per step, joint X-ray/neutron phases).
+"""The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_repeat``, ``enhance_quality`` (first;
+:mod:`.stages_enhance`), ``align`` (:mod:`.stages_align`), ``segment`` and ``particles`` (:mod:`.stages_segment`),
+``quantify``, ``dvc`` (per step), ``strain``, ``residual`` (:mod:`.stages_residual`), ``lithiation``
+(:mod:`.stages_lithiation`), ``neutron`` and ``neutron_layer`` (:mod:`.stages_neutron`: Li concentration from
+``inputs.neutron`` and the phase labels, the layer's mean per step, joint X-ray/neutron phases).
 
 Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
 (``dvc.node_spacing``, ``inputs.names``), so a recomputation names the key that changed.
+
+Which series and grid the analysis stages work on is one rule (:mod:`.series`): with ``enhance.apply_to_series``
+every stage reading grey volumes (segment, dvc, residual, lithiation frames, neutron joint phases) reads the
+enhanced series ``volumes/enhanced_<step>.ome.zarr`` (twice finer along every axis, voxel halved), else the
+aligned series when ``align`` runs, else ``inputs.series``.  Label files on the ``inputs.series`` grid
+(``inputs.labels``, ``segment.labels``, ``truth.labels``, ``truth.particles``) are repeated x2 per axis onto the
+enhanced grid (exact nearest neighbour), so every label volume, field and map of a run shares one grid; tables
+are in physical units (nm, um) and do not depend on it.  These stages list ``enhance`` in their ``needs`` (read
+only with ``apply_to_series``): editing an enhance option recomputes them; stages that read only label files
+carry ``analysis_scale`` among their options.
 
 * ``quantify``: electrode thickness and phase volumes of the label series (``inputs.labels``, else the
   ``segment`` stage's labels)
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
-* ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
-  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk`` for
-  ParaView with ``dvc.vtk``, :mod:`.vtk_export`). With ``enhance.apply_to_series`` it correlates the
-  enhanced volumes (``volumes/enhanced_<step>.ome.zarr``), else the aligned series when ``align`` runs
-  (:func:`.series.series_path`).
+* ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
+  each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
+  for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
