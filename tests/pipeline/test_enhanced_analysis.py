@@ -2,7 +2,7 @@
 
 On the 32^3 phantom's LQ series (100 nm voxels; ``truth/labels_lq_T*``) with the tiny InDI model of
 ``conftest.enhance_run`` (its run folder copied, so that register_pair / train / enhance are cached):
-segment, quantify, dvc, strain, residual (noise floor on the enhanced repeat scan) and particles run on
+segment, quantify, dvc, strain, residual (noise floor on the enhanced repeat scan), particles and lithiation run on
 the 64^3 enhanced grid (50 nm voxels); the same experiment with ``apply_to_series: false`` runs them on
 the 32^3 LQ grid.  Thickness in um agrees between the two within one LQ voxel, and with the phantom's
 truth at T0; Dice is scored against the truth repeated onto the enhanced grid; editing ``enhance.steps``
@@ -30,6 +30,7 @@ segment:
   n_trees: 4
 particles: {}
 residual: {}
+lithiation: {n_frames: 2, truth_modes: truth/particles.csv}
 truth:
   labels: truth/labels_lq_T*.tif
   particles: truth/particles_lq_T*.tif
@@ -83,7 +84,7 @@ def test_analysis_stages_run_on_the_enhanced_grid(analysis_runs):
     st = _statuses(res)
     assert all(st[s] == "cached" for s in ("register_pair", "train", "enhance")), st
     assert all(st[s] == "computed" for s in ("enhance_repeat", "segment", "quantify", "dvc", "strain", "residual",
-                                             "particles")), st
+                                             "particles", "lithiation")), st
     for name in ("segment_T1", "particles_T2", "repeat_enhanced"):
         v = open_volume(out / "volumes" / f"{name}.ome.zarr")
         assert v.shape == (64, 64, 64) and v.voxel_size_nm == (50.0, 50.0, 50.0), name
@@ -94,7 +95,10 @@ def test_analysis_stages_run_on_the_enhanced_grid(analysis_runs):
     assert field.positions_zyx_px.max() > 40 and field.usable.any()
     rs = read_table(out / "tables" / "residual_summary.csv")
     assert np.all(rs["repeat_scan"]) and np.all(rs["noise_floor"] > 0)
-    for stage, step in (("segment", "/T0"), ("dvc", "/T1"), ("residual", "")):
+    with np.load(out / "volumes" / "particle_frames.npz") as z:  # cut out of the enhanced series
+        assert tuple(z["voxel_size_nm"]) == (50.0, 50.0, 50.0) and z["grey"].shape[:2] == (2, 3)
+    assert read_table(out / "tables" / "lithiation_mode_counts.csv") is not None
+    for stage, step in (("segment", "/T0"), ("dvc", "/T1"), ("residual", ""), ("lithiation", "")):
         marker = json.loads((out / ".tomo4d" / "done" / f"{stage}{step}.json").read_text())
         assert "enhance" in marker["basis"]["needs"], stage
     lq_out = analysis_runs[False][0]
@@ -137,7 +141,7 @@ def test_dice_is_scored_against_the_truth_on_the_enhanced_grid(analysis_runs, ph
 
 def test_editing_enhance_steps_invalidates_the_stages_that_read_it(analysis_runs):
     for apply, reading in ((True, {"enhance", "enhance_repeat", "enhance_quality", "segment", "quantify", "dvc",
-                                   "strain", "residual", "particles"}),
+                                   "strain", "residual", "particles", "lithiation"}),
                            (False, {"enhance", "enhance_quality"})):
         out, _, p = analysis_runs[apply]
         edited = p.with_name(f"enhanced_analysis_{apply}_edited.yaml")
