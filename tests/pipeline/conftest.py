@@ -80,3 +80,31 @@ def full_experiment_file(phantom_dir):
         return p
 
     return make
+
+
+#: the enhance stages on the phantom's LQ series and pair (tiny InDI preset, a few training steps)
+ENHANCE = """\
+name: phantom-enhance
+inputs:
+  series: series/T*.tif
+  time_s: [0, 3600, 7200]
+  training_pair: {{lq: lq.tif, hq: {hq}}}
+enhance:
+  preset: tiny
+  train: {{steps: {steps}, checkpoint_every: 2, crop: 16}}
+  steps: 2
+  tile: 64
+  overlap: 8
+  truth_hq: series_hq/T*.tif
+"""
+
+
+@pytest.fixture(scope="session")
+def enhance_run(phantom_dir, tmp_path_factory):
+    """``(out, result, experiment file)``: the enhance stages run once (tests copy ``out`` to build on it)."""
+    from tomo4d.pipeline import load_experiment, run_experiment
+
+    exp = phantom_dir / "enhance.yaml"
+    exp.write_text(ENHANCE.format(steps=6, hq="hq.tif"))
+    out = tmp_path_factory.mktemp("enhance") / "run"
+    return out, run_experiment(load_experiment(exp), out), exp

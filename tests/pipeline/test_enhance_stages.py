@@ -30,25 +30,12 @@ from tomo4d.pipeline import (
     run_experiment,
 )
 
-ENHANCE = """\
-name: phantom-enhance
-inputs:
-  series: series/T*.tif
-  time_s: [0, 3600, 7200]
-  training_pair: {{lq: lq.tif, hq: {hq}}}
-enhance:
-  preset: tiny
-  train: {{steps: {steps}, checkpoint_every: 2, crop: 16}}
-  steps: 2
-  tile: 64
-  overlap: 8
-  truth_hq: series_hq/T*.tif
-"""
-
 STAGES = ("register_pair", "train", "enhance", "enhance_quality")
 
 
 def _write(phantom_dir: Path, name: str, steps: int = 6, hq: str = "hq.tif") -> Path:
+    from .conftest import ENHANCE
+
     p = phantom_dir / name
     p.write_text(ENHANCE.format(steps=steps, hq=hq))
     return p
@@ -56,13 +43,6 @@ def _write(phantom_dir: Path, name: str, steps: int = 6, hq: str = "hq.tif") -> 
 
 def _statuses(res) -> dict:
     return {s.name: s.status for s in res.stages}
-
-
-@pytest.fixture(scope="module")
-def enhance_run(phantom_dir, tmp_path_factory):
-    exp = _write(phantom_dir, "enhance.yaml")
-    out = tmp_path_factory.mktemp("enhance") / "run"
-    return out, run_experiment(load_experiment(exp), out), exp
 
 
 def test_enhance_stages_write_outputs_that_load(enhance_run):
@@ -144,6 +124,8 @@ def test_edge_fwhm_of_bicubic_and_indi_is_larger_than_hq(enhance_run, phantom_di
     the fixture's model (same 50/100 nm voxels) enhances it."""
     from tomo4d.phantom import make_experiment
     from tomo4d.quantify import read_table
+
+    from .conftest import ENHANCE
 
     out0, _, _ = enhance_run
     big = tmp_path / "big"
@@ -231,8 +213,10 @@ def test_experiment_file_checks_of_the_enhance_section(phantom_dir):
     pair = {"inputs": {**base["inputs"], "training_pair": {"lq": "lq.tif", "hq": "hq.tif"}}}
     with pytest.raises(InputError, match="stepz is not a field"):
         parse_experiment({**pair, "enhance": {"train": {"stepz": 3}}}, base_dir=phantom_dir)
-    with pytest.raises(InputError, match="apply_to_series puts the DVC fields"):
-        parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
+    exp = parse_experiment({**pair, "enhance": {}, "dvc": {}, "residual": {}}, base_dir=phantom_dir)
+    assert exp.residual is not None  # the residual stage works on the enhanced series (enhance_repeat)
+    with pytest.raises(InputError, match="apply_to_series and align together"):
+        parse_experiment({**pair, "enhance": {}, "align": {}}, base_dir=phantom_dir)
     exp = parse_experiment({**pair, "enhance": {"preset": "tiny", "train": {"steps": 3}}}, base_dir=phantom_dir)
     assert exp.enhance.train_config().steps == 3
 

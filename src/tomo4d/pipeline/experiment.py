@@ -11,7 +11,9 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       training_pair: {lq: pair/lq.tif, hq: pair/hq.tif}   # optional: LQ/HQ scans of one region (enhance)
       neutron: neutron/T*.tif         # optional: neutron attenuation (1/cm) per step, over the series' field
     enhance: {preset: small, train: {steps: 2000}, steps: 8}   # InDI trained on the pair, inputs.series (LQ)
-                                      # enhanced; apply_to_series (default): dvc reads the enhanced series
+                                      # enhanced; apply_to_series (default): every analysis stage (segment,
+                                      # quantify, dvc, particles, residual, lithiation, neutron) reads the
+                                      # enhanced series, twice finer; label files are repeated x2 onto it
     quantify: {}                      # present: the stage runs (defaults of every option)
     dvc:
       node_spacing: 8
@@ -135,14 +137,10 @@ class Experiment(StrictModel):
         if self.enhance is not None and self.inputs.training_pair is None:
             raise ValueError("the enhance section needs inputs.training_pair ({lq: ..., hq: ...}); add it or remove "
                              "the enhance section")
-        if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and (
-                self.residual is not None or (self.particles is not None and self.particles.use_dvc)):
-            raise ValueError("enhance.apply_to_series puts the DVC fields on the enhanced grid (twice finer), but the "
-                             "residual stage and particles.use_dvc work on the inputs.series grid; set "
-                             "enhance.apply_to_series: false, or remove residual and set particles.use_dvc: false")
-        if self.enhance is not None and self.enhance.apply_to_series and self.dvc is not None and self.align is not None:
+        if self.enhance is not None and self.enhance.apply_to_series and self.align is not None:
             raise ValueError("enhance.apply_to_series and align together are not supported yet (the enhanced series "
-                             "is not aligned); set enhance.apply_to_series: false or remove the align section")
+                             "is not aligned: the analysis stages would read unaligned enhanced volumes); set "
+                             "enhance.apply_to_series: false or remove the align section")
         if self.dvc is not None and self.dvc.mask == "electrode" and self.quantify is None:
             raise ValueError("dvc.mask: electrode takes the T0 interfaces from the quantify stage; add quantify: {} "
                              "(with inputs.labels or a segment section), or set dvc.mask: none")

@@ -94,7 +94,8 @@ def enhance_section(rep, out: Path, info: dict, figure) -> None:
                 "models/enhance_pair_transform.json). InDI trained "
                 f"{met.get('steps', '?')} steps (resumed from step {met.get('resumed_from_step', 0)}; models/indi/), "
                 "every step of inputs.series enhanced (volumes/enhanced_<step>.ome.zarr). "
-                + ("The dvc stage read the enhanced series." if apply else "Later stages read inputs.series."))
+                + ("The analysis stages read the enhanced series (twice finer)." if apply
+                   else "Later stages read inputs.series."))
     q = read_table_of(out, "enhance_quality")
     if q is not None:
         _quality_table(rep, q)

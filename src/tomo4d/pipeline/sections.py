@@ -236,7 +236,9 @@ class ParticlesSection(StrictModel):
     def particle_classes(self) -> list[int]:
         """The label values that make a particle."""
         return [self.particle_class] if isinstance(self.particle_class, int) else list(self.particle_class)
-    min_voxels: int = Field(8, ge=1, description="Particles with fewer voxels are removed.")
+
+    min_voxels: int = Field(8, ge=1, description="Particles smaller than this many inputs.series voxels are removed "
+                                                 "(the same volume on the enhanced series: 8x as many of its voxels).")
     split: bool = Field(True, description="Separate touching particles (distance watershed).")
     track: bool = Field(True, description="Track the particles through the steps (tables/tracks).")
     use_dvc: bool = Field(True, description="Predict each particle's motion with the DVC field when the dvc "

@@ -6,10 +6,14 @@ validated by ``TrainConfig`` itself (its message, under the key ``enhance``), so
 accepts exactly what :func:`tomo4d.enhance.train` accepts.
 
 Which series is enhanced: ``inputs.series`` (the in-situ scans, LQ: the voxel size of
-``training_pair.lq``).  Which series the later stages read: with ``apply_to_series: true`` the
-``dvc`` stage reads the enhanced volumes ``volumes/enhanced_<step>.ome.zarr`` (twice finer, voxel
-size halved) instead of ``inputs.series``; with ``false`` (or without this section) every stage
-reads ``inputs.series``.
+``training_pair.lq``).  Which series the later stages read (:mod:`.series`): with ``apply_to_series: true``
+every analysis stage (segment, quantify, dvc, strain, particles, residual, lithiation, neutron) works on
+the enhanced volumes ``volumes/enhanced_<step>.ome.zarr`` (twice finer, voxel size halved): label files
+given on the ``inputs.series`` grid are repeated x2 per axis onto it (each plane of ``segment.slices``
+covers two enhanced planes), ``dvc`` node spacing and windows are enhanced px, and the repeat scan is
+enhanced too (``enhance_repeat``) for the residual noise floor.  With ``false`` (or without this section)
+every stage reads ``inputs.series``.  ``align`` with ``apply_to_series`` is refused (the enhanced series
+is not aligned).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ class TrainingPairInput(StrictModel):
 
 class EnhanceSection(StrictModel):
     """InDI enhancement (tomo4d.enhance): LQ registered onto HQ, InDI trained on the pair, every step of
-    inputs.series (LQ) enhanced. With apply_to_series the dvc stage reads the enhanced volumes
-    (volumes/enhanced_<step>.ome.zarr) instead of inputs.series."""
+    inputs.series (LQ) enhanced. With apply_to_series every analysis stage reads the enhanced volumes
+    (volumes/enhanced_<step>.ome.zarr, twice finer) instead of inputs.series."""
 
     preset: Literal["tiny", "small", "reference"] = Field("small", description="TrainConfig preset "
                                                           "(tomo4d.enhance.TrainConfig.preset).")
@@ -45,8 +49,9 @@ class EnhanceSection(StrictModel):
                                   "(e.g. {steps: 500, checkpoint_every: 50}); validated by TrainConfig.")
     steps: int | None = Field(None, ge=1, le=200, description="InDI sampling steps (null: the model's "
                                                               "recommended steps, its val_steps).")
-    apply_to_series: bool = Field(True, description="The dvc stage reads the enhanced series instead of "
-                                                    "inputs.series.")
+    apply_to_series: bool = Field(True, description="The analysis stages (segment, quantify, dvc, particles, "
+                                  "residual, lithiation, neutron) work on the enhanced series (twice finer; label "
+                                  "files repeated x2 onto it) instead of inputs.series.")
     refine_registration: bool = Field(True, description="Refine the LQ->HQ alignment with tomo4d.register (else the coarse "
                                              "translation only).")
     seed: int = Field(0, ge=0, description="Noise seed of InDI sampling.")

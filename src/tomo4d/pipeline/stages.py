@@ -1,20 +1,29 @@
-"""The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_quality`` (first; :mod:`.stages_enhance`),
-``segment`` and ``particles`` (:mod:`.stages_segment`), ``quantify``, ``dvc`` (per step),
-``strain``, ``residual`` (:mod:`.stages_residual`), ``neutron`` and ``neutron_layer`` (:mod:`.stages_neutron`:
-Li concentration from ``inputs.neutron`` and the phase labels, the layer's mean per step, joint X-ray/neutron phases).
+"""The stages: ``register_pair``, ``train``, ``enhance``, ``enhance_repeat``, ``enhance_quality`` (first;
+:mod:`.stages_enhance`), ``align`` (:mod:`.stages_align`), ``segment`` and ``particles`` (:mod:`.stages_segment`),
+``quantify``, ``dvc`` (per step), ``strain``, ``residual`` (:mod:`.stages_residual`), ``lithiation``
+(:mod:`.stages_lithiation`), ``neutron`` and ``neutron_layer`` (:mod:`.stages_neutron`: Li concentration from
+``inputs.neutron`` and the phase labels, the layer's mean per step, joint X-ray/neutron phases).
 
 Options of each stage are given to the cache key as a flat mapping of dotted experiment-file keys
 (``dvc.node_spacing``, ``inputs.names``), so a recomputation names the key that changed.
+
+Which series and grid the analysis stages work on is one rule (:mod:`.series`): with ``enhance.apply_to_series``
+every stage reading grey volumes (segment, dvc, residual, lithiation frames, neutron joint phases) reads the
+enhanced series ``volumes/enhanced_<step>.ome.zarr`` (twice finer along every axis, voxel halved), else the
+aligned series when ``align`` runs, else ``inputs.series``.  Label files on the ``inputs.series`` grid
+(``inputs.labels``, ``segment.labels``, ``truth.labels``, ``truth.particles``) are repeated x2 per axis onto the
+enhanced grid (exact nearest neighbour), so every label volume, field and map of a run shares one grid; tables
+are in physical units (nm, um) and do not depend on it.  These stages list ``enhance`` in their ``needs`` (read
+only with ``apply_to_series``): editing an enhance option recomputes them; stages that read only label files
+carry ``analysis_scale`` among their options.
 
 * ``quantify``: electrode thickness and phase volumes of the label series (``inputs.labels``, else the
   ``segment`` stage's labels)
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
-* ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`), each step
-  started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk`` for
-  ParaView with ``dvc.vtk``, :mod:`.vtk_export`). With ``enhance.apply_to_series`` it correlates the
-  enhanced volumes (``volumes/enhanced_<step>.ome.zarr``), else the aligned series when ``align`` runs
-  (:func:`.series.series_path`).
+* ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
+  each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
+  for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
@@ -28,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .series import series_path
+from .series import analysis_labels, analysis_scale, analysis_voxel_size_nm, read_series, reads_series
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
-from .stages_enhance import ENHANCE_STAGES, analysis_scale, series_volume
+from .stages_enhance import ENHANCE_STAGES
 from .stages_lithiation import LITHIATION
 from .stages_neutron import NEUTRON_STAGES
 from .stages_residual import RESIDUAL
@@ -52,31 +61,26 @@ def _section_options(exp, section: str) -> dict:
     return {f"{section}.{k}": v for k, v in getattr(exp, section).model_dump().items()}
 
 
-def _read(path: Path):
-    from ..io import open_volume
-
-    return open_volume(path).numpy()
-
-
 # -- quantify -------------------------------------------------------------------------------------
 
 def _quantify_run(ctx):
     from ..quantify import phase_series, thickness_series
 
     inp, sec = ctx.inputs, ctx.experiment.quantify
-    labels = [_read(p) for p in inp.labels] if inp.labels else \
+    vs = analysis_voxel_size_nm(ctx)  # label files repeated onto the analysis grid (:mod:`.series`)
+    labels = [analysis_labels(ctx, p) for p in inp.labels] if inp.labels else \
         [ctx.load("segment", i) for i in range(inp.n_steps)]  # no label files: the segment stage's labels
     names = inp.names[:len(labels)]
-    th = thickness_series(labels, voxel_size_nm=inp.voxel_size_nm, smooth_nm=sec.smooth_nm, names=names) \
+    th = thickness_series(labels, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names) \
         if sec.thickness or ctx.experiment.dvc is not None else None
-    ph = phase_series(labels, voxel_size_nm=inp.voxel_size_nm, names=names) if sec.phases else None
+    ph = phase_series(labels, voxel_size_nm=vs, names=names) if sec.phases else None
     if inp.truth_labels and not inp.labels:  # measured from the segmentation: the truth beside it
-        truth = [_read(p) for p in inp.truth_labels]
+        truth = [analysis_labels(ctx, p) for p in inp.truth_labels]
         if th is not None:
-            tt = thickness_series(truth, voxel_size_nm=inp.voxel_size_nm, smooth_nm=sec.smooth_nm, names=names)
+            tt = thickness_series(truth, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names)
             th = {**th.to_columns(), "true_thickness_mean_um": tt.mean_um, "true_expansion": tt.expansion}
         if ph is not None:
-            ph = {**ph.to_columns(), "true_rnl": phase_series(truth, voxel_size_nm=inp.voxel_size_nm, names=names).rnl}
+            ph = {**ph.to_columns(), "true_rnl": phase_series(truth, voxel_size_nm=vs, names=names).rnl}
     return th, ph
 
 
@@ -99,7 +103,7 @@ QUANTIFY = Stage(
     outputs="tables/thickness, tables/phases",
     enabled=lambda exp, inp: exp.quantify is not None and (bool(inp.labels) or exp.segment is not None),
     options=lambda exp: {**_section_options(exp, "quantify"), "dvc": "present" if exp.dvc is not None else "absent",
-                         "inputs.labels": exp.inputs.labels,
+                         "inputs.labels": exp.inputs.labels, "analysis_scale": analysis_scale(exp),
                          "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {**{f"labels[{i}]": p for i, p in enumerate(inp.labels)},
                                    **({f"truth.labels[{i}]": p for i, p in enumerate(inp.truth_labels)}
@@ -114,18 +118,11 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _dvc_volume(ctx, step: int):
-    """The enhanced volume with ``enhance.apply_to_series`` (the experiment refuses it with ``align``), else the
-    aligned one when ``align`` runs, else the input scan."""
-    enhanced = series_volume(ctx, step)
-    return enhanced if enhanced != ctx.inputs.series[step] else series_path(ctx, step)
-
-
 def _electrode_mask(ctx, shape) -> np.ndarray:
     """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
     separator interfaces, on the analysis grid of shape ``shape``."""
     t = ctx.load("quantify")
-    vs = ctx.inputs.voxel_size_nm[0] / analysis_scale(ctx)
+    vs = analysis_voxel_size_nm(ctx)[0]
     z = np.arange(shape[0])
     band = (z >= float(t["collector_z_um"][0]) * 1e3 / vs) & (z < float(t["separator_z_um"][0]) * 1e3 / vs)
     return np.broadcast_to(band[:, None, None], shape)
@@ -135,7 +132,7 @@ def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
     sec = ctx.experiment.dvc
-    ref, deformed = _read(_dvc_volume(ctx, 0)), _read(_dvc_volume(ctx, step))
+    ref, deformed = read_series(ctx, 0).numpy(), read_series(ctx, step).numpy()  # the analysis series
     mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
@@ -183,9 +180,7 @@ DVC = Stage(
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load,
-    reads=lambda exp, need: need == "align" or (need == "enhance" and exp.enhance is not None
-                                                and exp.enhance.apply_to_series)
-    or (need == "quantify" and exp.dvc.mask == "electrode"))
+    reads=lambda exp, need: reads_series(exp, need) if need != "quantify" else exp.dvc.mask == "electrode")
 
 
 # -- strain ---------------------------------------------------------------------------------------
@@ -222,7 +217,7 @@ def _strain_run(ctx):
     thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None
     if thickness is not None and strains:
-        vs = inp.voxel_size_nm[0] / analysis_scale(ctx)  # the fields' grid (enhanced: twice finer)
+        vs = analysis_voxel_size_nm(ctx)[0]  # the fields' grid (enhanced: twice finer)
         regional = regional_strain_series(
             list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
@@ -243,7 +238,7 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
     inp = ctx.inputs
     if not inp.truth_displacement:
         return None
-    scale, vs = analysis_scale(ctx), inp.voxel_size_nm[0]
+    scale, vs = analysis_scale(ctx.experiment), inp.voxel_size_nm[0]
     err, cols, true_strains = [], {f"{c}_mean_true": [] for c in ("hencky_zz", "volumetric")}, {}
     for i in range(1, inp.n_steps):
         field = fields[inp.names[i]]

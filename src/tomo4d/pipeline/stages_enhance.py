@@ -13,7 +13,11 @@
   config or pair starts over.
 * ``enhance`` (per step): every step of ``inputs.series`` (LQ) enhanced
   (:func:`tomo4d.enhance.enhance_volume`, z interpolated: twice finer along every axis) ->
-  ``volumes/enhanced_<step>.ome.zarr``.
+  ``volumes/enhanced_<step>.ome.zarr``.  The analysis stages read them with ``enhance.apply_to_series``
+  (:mod:`.series`: the analysis series and grid).
+* ``enhance_repeat``: with ``apply_to_series``, a ``residual`` section and ``inputs.repeat``, the repeat scan
+  enhanced the same way (same model, steps and seed) -> ``volumes/repeat_enhanced.ome.zarr``, so that the
+  residual stage's noise floor is measured on the same kind of image as its maps.
 * ``enhance_quality``: the five image-quality metrics (:func:`tomo4d.quality.compare`: PSNR, SSIM,
   SIFT congruent features, edge resolution as FWHM in nm, CNR) of the bicubic LQ and of InDI against
   HQ, with the edge FWHM and CNR of HQ itself, on the HQ grid through the pair transform, for each
@@ -35,12 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from .fingerprint import fingerprint
+from .series import analysis_enhanced, enhanced_path, enhanced_repeat_path
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 
-__all__ = ["ENHANCE", "ENHANCE_QUALITY", "ENHANCE_STAGES", "REGISTER_PAIR", "TRAIN", "analysis_scale",
-           "enhanced_path", "quality_slices", "read_rois", "roi_box",
-           "series_volume"]
+__all__ = ["ENHANCE", "ENHANCE_QUALITY", "ENHANCE_REPEAT", "ENHANCE_STAGES", "REGISTER_PAIR", "TRAIN",
+           "enhanced_path", "quality_slices", "read_rois", "roi_box"]
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +71,6 @@ def _write_json(path: Path, obj) -> Path:
 
 def _read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def enhanced_path(out: Path, name: str) -> Path:
-    """The enhanced volume of step ``name`` in the run folder ``out``."""
-    return Path(out) / "volumes" / f"enhanced_{name}.ome.zarr"
-
-
-def series_volume(ctx, step: int) -> Path:
-    """The volume of ``step`` that the analysis stages read: the enhanced one when the enhance stage runs with
-    ``apply_to_series``, else ``inputs.series[step]``."""
-    sec = ctx.experiment.enhance
-    if sec is not None and sec.apply_to_series and ctx.inputs.training_pair is not None:
-        return enhanced_path(ctx.out, ctx.inputs.names[step])
-    return ctx.inputs.series[step]
-
-
-def analysis_scale(ctx) -> int:
-    """Voxels of the analysis grid per voxel of ``inputs.series``: 2 when the dvc stage reads the enhanced series."""
-    return 2 if series_volume(ctx, 0) != ctx.inputs.series[0] else 1
 
 
 # -- register_pair ----------------------------------------------------------------------------------
@@ -234,6 +219,43 @@ ENHANCE = Stage(
     input_files=lambda inp, step: {inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(ctx.inputs.n_steps)),
     run_step=_enhance_step, save_step=_enhance_save, load_step=_enhance_load)
+
+
+def _repeat_on(exp, inp) -> bool:
+    """The residual stage reads the enhanced series and has a repeat scan: enhance it the same way."""
+    return (_on(exp, inp) and analysis_enhanced(exp) and inp.repeat is not None and exp.residual is not None
+            and exp.dvc is not None and inp.n_steps >= 2)
+
+
+def _repeat_run(ctx):
+    from ..enhance import enhance_volume
+    from ..io import open_volume
+
+    sec = ctx.experiment.enhance
+    vol = open_volume(ctx.inputs.repeat, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
+    return enhance_volume(ctx.load("train"), vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+
+
+def _open(path: Path):
+    from ..io import open_volume
+
+    return open_volume(path)
+
+
+def _repeat_save(vol, out):
+    from ..io import save_volume
+
+    return (rel(out, save_volume(vol, enhanced_repeat_path(out), overwrite=True)),)
+
+
+ENHANCE_REPEAT = Stage(
+    name="enhance_repeat", needs=("train",), per_step=False,
+    description="the repeat scan (inputs.repeat) enhanced like the series: the residual stage's noise floor",
+    outputs="volumes/repeat_enhanced.ome.zarr", enabled=_repeat_on,
+    options=lambda exp: {**{f"enhance.{k}": getattr(exp.enhance, k) for k in ("steps", "seed", "tile", "overlap")},
+                         "inputs.voxel_size_nm": exp.inputs.voxel_size_nm},
+    input_files=lambda inp, step: {"inputs.repeat": inp.repeat},
+    run=_repeat_run, save=_repeat_save, load=lambda out: _open(enhanced_repeat_path(out)))
 
 
 # -- enhance_quality --------------------------------------------------------------------------------
@@ -399,4 +421,4 @@ ENHANCE_QUALITY = Stage(
     run=_quality_run, save=_quality_save, load=lambda out: read_table_of(out, QUALITY_TABLE))
 
 #: the enhance stages, in workflow order (before every analysis stage)
-ENHANCE_STAGES = (REGISTER_PAIR, TRAIN, ENHANCE, ENHANCE_QUALITY)
+ENHANCE_STAGES = (REGISTER_PAIR, TRAIN, ENHANCE, ENHANCE_REPEAT, ENHANCE_QUALITY)

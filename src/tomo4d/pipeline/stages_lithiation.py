@@ -16,6 +16,9 @@
   mass at that step (:func:`tomo4d.quantify.particle_frames`), -> ``volumes/particle_frames.npz``
   (``grey`` and ``labels``: (n tracks, n steps, z, y, x), NaN / -1 outside the view or where the track was
   lost; ``track``, ``label`` (n, n_steps), ``centre_um``, ``origin_px``, ``size_um``, ``steps``, ``mode``).
+
+On the analysis series and grid (:mod:`.series`): with ``enhance.apply_to_series`` the frames are cut out of
+the enhanced series (twice finer; ``voxel_size_nm`` in the .npz says which).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .series import series_path
+from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series
 from .stage import Stage, rel
-from .stage_io import load_labels, read_table_of, read_volume, write_tables
+from .stage_io import load_labels, read_table_of, write_tables
 
 __all__ = ["FRAMES", "LITHIATION", "LithiationResult", "tracks_from_table"]
 
@@ -83,7 +86,7 @@ def _truth_modes(ctx, lab0: np.ndarray, labels: np.ndarray) -> dict | None:
     if bad:
         raise InputError(f"lithiation.truth_modes: mode {bad[0]!r} is not known; use core_shell or network")
     ids = np.asarray(table["id"]).astype(np.int64)
-    dom = _dominant(lab0, read_volume(inp.truth_particles[0]).numpy())
+    dom = _dominant(lab0, analysis_labels(ctx, inp.truth_particles[0]))
     true_id = np.asarray([dom.get(int(k), 0) for k in labels], np.int64)
     row = {int(i): r for r, i in enumerate(ids)}
     where = np.asarray([row.get(int(i), -1) for i in true_id])
@@ -125,7 +128,7 @@ def _modes(ctx, lab0: np.ndarray, tracks) -> dict:
     if not steps:  # every DVC field without a usable node: no residual map (a zero map decides no particle)
         log.warning("lithiation: no residual map (the DVC fields have no usable node); every mode is undetermined")
     maps = [load_labels(ctx.out, f"residual_T0_{n}") for n in steps] or [np.zeros(lab0.shape, np.float32)]
-    res = lithiation_modes(lab0, maps, voxel_size_nm=inp.voxel_size_nm, shell_threshold=sec.shell_threshold,
+    res = lithiation_modes(lab0, maps, voxel_size_nm=analysis_voxel_size_nm(ctx), shell_threshold=sec.shell_threshold,
                            min_residual=sec.min_residual, exclude_border=sec.exclude_border, method="profile",
                            names=steps or [inp.names[0]])
     cols = res.to_columns()
@@ -165,10 +168,11 @@ def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
     if size is None:  # 2.5 equivalent diameters of the largest framed particle
         v = np.nanmax(np.where(tracks.label[chosen] > 0, tracks.volume_um3[chosen], np.nan))
         size = 2.5 * float(np.cbrt(6.0 * v / np.pi))
-    grey = [read_volume(series_path(ctx, i)).numpy() for i in range(inp.n_steps)]
+    vs = analysis_voxel_size_nm(ctx)
+    grey = [read_series(ctx, i).numpy() for i in range(inp.n_steps)]
     labs = [load_labels(ctx.out, f"particles_{n}") for n in inp.names]
-    g = [particle_frames(grey, tracks, int(t), size_um=size, voxel_size_nm=inp.voxel_size_nm) for t in chosen]
-    lb = [particle_frames(labs, tracks, int(t), size_um=size, voxel_size_nm=inp.voxel_size_nm) for t in chosen]
+    g = [particle_frames(grey, tracks, int(t), size_um=size, voxel_size_nm=vs) for t in chosen]
+    lb = [particle_frames(labs, tracks, int(t), size_um=size, voxel_size_nm=vs) for t in chosen]
     by_track = dict(zip(modes["track"].tolist(), modes["mode"].tolist()))
     return {"grey": np.stack([f.frames for f in g]).astype(np.float32),
             "labels": np.stack([np.nan_to_num(f.frames, nan=-1) for f in lb]).astype(np.int32),
@@ -176,14 +180,14 @@ def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
             "centre_um": np.stack([f.centre_um for f in g]), "origin_px": np.stack([f.origin_px for f in g]),
             "size_um": np.float64(size), "steps": np.asarray(inp.names),
             "mode": np.asarray([by_track.get(int(t), "not at T0") for t in chosen]),
-            "voxel_size_nm": np.asarray(inp.voxel_size_nm, float)}
+            "voxel_size_nm": np.asarray(vs, float)}
 
 
 def _lithiation_run(ctx):
     inp = ctx.inputs
     lab0 = load_labels(ctx.out, f"particles_{inp.names[0]}")
     tr = read_table_of(ctx.out, "tracks")
-    tracks = tracks_from_table(tr, inp.names, inp.voxel_size_nm) if tr is not None else None
+    tracks = tracks_from_table(tr, inp.names, analysis_voxel_size_nm(ctx)) if tr is not None else None
     modes = _modes(ctx, lab0, tracks)
     counts = _counts(modes, list(dict.fromkeys(modes["step"].tolist())), "true_mode" in modes)
     return LithiationResult(modes=modes, counts=counts, frames=_frames(ctx, tracks, modes, lab0))
@@ -218,7 +222,7 @@ def _options(exp) -> dict:
 
 
 LITHIATION = Stage(
-    name="lithiation", needs=("particles", "residual", "align"), per_step=False,
+    name="lithiation", needs=("particles", "residual", "enhance", "align"), per_step=False,
     description="lithiation mode per T0 particle from the residual maps; particle-centred frames of the longest tracks",
     outputs=f"tables/lithiation_modes, tables/lithiation_mode_counts, {FRAMES}",
     enabled=lambda exp, inp: (getattr(exp, "lithiation", None) is not None and exp.particles is not None
@@ -227,4 +231,4 @@ LITHIATION = Stage(
     options=_options,
     input_files=lambda inp, step: {**{n: p for n, p in zip(inp.names, inp.series)},
                                    **({"truth.particles[0]": inp.truth_particles[0]} if inp.truth_particles else {})},
-    run=_lithiation_run, save=_lithiation_save)
+    run=_lithiation_run, save=_lithiation_save, reads=reads_series)

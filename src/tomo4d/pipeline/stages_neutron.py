@@ -17,6 +17,11 @@
 * ``neutron_layer`` (once, cheap): the layer rows of every step in one table, with the truth
   (``truth.li_concentration_mol_l``) and the error beside -> ``tables/neutron_layer``.
 
+Both on the analysis series and grid (:mod:`.series`): with ``enhance.apply_to_series`` the labels (label files
+repeated x2 per axis, or the segment stage's) and the X-ray scan of the joint phases are the enhanced grid's, and
+a neutron voxel is ``2 b`` of their voxels per axis.  (With ``align`` the joint phases read the scans as given:
+the neutron volumes are not aligned either.)
+
 Wavelength-resolved data (Bragg edges, the 6Li fraction from time-of-flight spectra:
 :func:`tomo4d.neutron.fit_bragg_edge`, :func:`tomo4d.neutron.fit_li6_fraction`) would plug in before
 ``neutron``: a fitted 6Li fraction per step would replace ``neutron.li6_fraction`` in its calibration.
@@ -31,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .series import analysis_enhanced, analysis_labels, analysis_scale, series_path, series_voxel_override
 from .stage import Stage, rel
 from .stage_io import read_table_of, read_volume, save_float_volume, write_tables
 
@@ -55,7 +61,7 @@ def _opts(exp) -> dict:
 def _labels(ctx, step: int) -> np.ndarray:
     inp = ctx.inputs
     if inp.labels:
-        return read_volume(inp.labels[step], ctx.experiment.inputs.voxel_size_nm).numpy()
+        return analysis_labels(ctx, inp.labels[step])  # on the analysis grid, as the segment stage's
     return ctx.load("segment", step)
 
 
@@ -102,7 +108,8 @@ def _joint(ctx, step, mu, b):
     from ..neutron import bin_to_grid, joint_histogram, segment_joint_phases
 
     sec, inp = ctx.experiment.neutron, ctx.inputs
-    xray = read_volume(inp.series[step], ctx.experiment.inputs.voxel_size_nm).numpy()
+    # the enhanced series with apply_to_series, else the scan itself (the neutron volume is not aligned either)
+    xray = read_volume(series_path(ctx, step, before="align"), series_voxel_override(ctx.experiment)).numpy()
     n, mu = _common(mu, xray.shape, b)
     xb = bin_to_grid(xray, b)[: n[0], : n[1], : n[2]]
     hist = joint_histogram(xb, mu, bins=sec.joint_bins)
@@ -126,7 +133,8 @@ def _neutron_step(ctx, step, previous):
     if bad:
         raise InputError(f"inputs.neutron[{step}] ({inp.names[step]}, {str(inp.neutron[step])!r}) has {bad} NaN or "
                          "infinite voxels; fill them (e.g. with the surrounding attenuation) first")
-    b = neutron_bin_factor(inp.neutron_voxel_size_nm, inp.voxel_size_nm)
+    scale = analysis_scale(ctx.experiment)  # analysis voxels per neutron voxel: the series' bin factor x scale
+    b = tuple(scale * v for v in neutron_bin_factor(inp.neutron_voxel_size_nm, inp.voxel_size_nm))
     noise = sec.noise_sigma_per_cm if sec.noise_sigma_per_cm is not None else estimate_noise_per_cm(mu)
     li = row = joint = hist = None
     if sec.li_free_mu_per_cm is not None:
@@ -170,18 +178,26 @@ def _uses_segment(exp) -> bool:
     return exp.neutron.li_free_mu_per_cm is not None and exp.inputs.labels is None
 
 
+def _reads(exp, need: str) -> bool:
+    """The segment stage's labels for the Li concentration without label files; the series for the joint phases."""
+    if need == "segment":
+        return _uses_segment(exp)
+    return exp.neutron.joint_phases > 0 and analysis_enhanced(exp)  # need == "enhance"
+
+
 NEUTRON = Stage(
-    name="neutron", needs=("segment",), per_step=True,
+    name="neutron", needs=("enhance", "segment"), per_step=True,
     description="Li concentration from neutron attenuation, layer mean, joint X-ray/neutron phases per step",
     outputs="volumes/li_concentration_<step>.ome.zarr, tables/neutron_layer_<step>, tables/neutron_joint_<step>",
     enabled=lambda exp, inp: exp.neutron is not None and bool(inp.neutron),
     options=lambda exp: {**_opts(exp), "inputs.labels": exp.inputs.labels, "inputs.names": exp.inputs.names,
                          "inputs.time_s": exp.inputs.time_s, "inputs.voxel_size_nm": exp.inputs.voxel_size_nm,
-                         "inputs.neutron_voxel_size_nm": exp.inputs.neutron_voxel_size_nm},
+                         "inputs.neutron_voxel_size_nm": exp.inputs.neutron_voxel_size_nm,
+                         "analysis_scale": analysis_scale(exp)},
     input_files=_neutron_files, steps=lambda ctx: tuple(range(ctx.inputs.n_steps)),
     run_step=_neutron_step, save_step=_neutron_save,
     load_step=lambda out, ctx, step: read_table_of(out, f"neutron_layer_{ctx.inputs.names[step]}"),
-    reads=lambda exp, need: _uses_segment(exp))
+    reads=_reads)
 
 
 # -- neutron_layer --------------------------------------------------------------------------------

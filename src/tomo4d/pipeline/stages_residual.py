@@ -7,7 +7,9 @@ absolute, and the noise floor is removed: the same quantity between T0 and a rep
 ``volumes/residual_T0_<step>.ome.zarr`` (float32, grey levels) and ``tables/residual_summary``
 (noise floor, mean before the floor, fraction above it, mean and max of the map; with
 ``truth.labels`` the mean residual inside the truly lithiated silicon beside the mean elsewhere,
-and the true lithiated fraction).
+and the true lithiated fraction).  On the analysis series and grid (:mod:`.series`): with
+``enhance.apply_to_series`` the enhanced series, its maps twice finer, and the noise floor measured on
+the enhanced repeat scan (``enhance_repeat`` stage), the same kind of image.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .series import series_path
+from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series, repeat_path
 from .stage import Stage
 from .stage_io import read_volume, save_float_volume, write_tables
 
@@ -42,7 +44,7 @@ class ResidualResult:
 def _truth_row(ctx, step: int, residual: np.ndarray) -> dict:
     from ..quantify import PhaseCodes
 
-    truth = read_volume(ctx.inputs.truth_labels[step]).numpy()
+    truth = analysis_labels(ctx, ctx.inputs.truth_labels[step])
     lith = np.isin(truth, PhaseCodes().lithiated)
     if residual is None:
         residual = np.full(truth.shape, np.nan, np.float32)
@@ -55,11 +57,11 @@ def _residual_run(ctx):
     from ..dvc import noise_floor, residual_map
 
     sec, inp = ctx.experiment.residual, ctx.inputs
-    vs_override = ctx.experiment.inputs.voxel_size_nm
-    ref = read_volume(series_path(ctx, 0), vs_override).numpy().astype(np.float32)
-    noise = 0.0
-    if inp.repeat is not None:
-        rep = read_volume(inp.repeat, vs_override).numpy().astype(np.float32)
+    ref = read_series(ctx, 0).numpy().astype(np.float32)
+    noise, repeat = 0.0, repeat_path(ctx)
+    if repeat is not None:  # on the analysis grid: enhanced like the series with apply_to_series
+        rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm)
+        rep = rep.numpy().astype(np.float32)
         noise = noise_floor(ref, rep, sigma_px=sec.sigma_px, statistic=sec.statistic)
     maps, rows = [], []
     for i in range(1, inp.n_steps):
@@ -70,7 +72,7 @@ def _residual_run(ctx):
             log.warning("residual of %s: the DVC field has no usable node; no residual map", inp.names[i])
             rows.append({**row, **dict.fromkeys(_NUMBERS, np.nan), "noise_floor": noise, "sigma_px": sec.sigma_px})
             continue
-        deformed = read_volume(series_path(ctx, i), vs_override).numpy().astype(np.float32)
+        deformed = read_series(ctx, i).numpy().astype(np.float32)
         rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order)
         row.update(rm.to_dict())
         maps.append((inp.names[i], rm))
@@ -81,7 +83,7 @@ def _residual_run(ctx):
             rm = by_name.get(r["step"])
             r.update(_truth_row(ctx, inp.names.index(r["step"]), rm.residual if rm is not None else None))
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
-    return ResidualResult(maps=tuple(maps), summary=summary, voxel_size_nm=inp.voxel_size_nm,
+    return ResidualResult(maps=tuple(maps), summary=summary, voxel_size_nm=analysis_voxel_size_nm(ctx),
                           save_volumes=sec.save_volumes)
 
 
@@ -103,9 +105,9 @@ def _files(inp, step) -> dict:
 
 
 RESIDUAL = Stage(
-    name="residual", needs=("dvc", "align"), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
+    name="residual", needs=("enhance", "enhance_repeat", "dvc", "align"), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
     outputs="volumes/residual_T0_<step>.ome.zarr, tables/residual_summary",
     enabled=lambda exp, inp: exp.residual is not None and exp.dvc is not None and inp.n_steps >= 2,
     options=lambda exp: {**{f"residual.{k}": v for k, v in exp.residual.model_dump().items()},
                          "inputs.names": exp.inputs.names, "inputs.time_s": exp.inputs.time_s},
-    input_files=_files, run=_residual_run, save=_residual_save)
+    input_files=_files, run=_residual_run, save=_residual_save, reads=reads_series)

@@ -15,6 +15,11 @@
   prediction when the dvc stage runs) -> ``volumes/particles_<step>.ome.zarr``, ``tables/particles``,
   ``tables/particles_summary`` (with ``truth.particles``: detection precision/recall/F1 and the
   fraction of track links that follow one true particle) and ``tables/tracks``.
+
+Both work on the analysis series and grid (:mod:`.series`): with ``enhance.apply_to_series`` the classifier is
+trained and applied on the enhanced series (labels of ``segment.labels`` / ``inputs.labels`` and the truth
+repeated x2 per axis, each plane of ``segment.slices`` covering two enhanced planes), the label volumes are
+twice finer and ``particles.min_voxels`` still counts ``inputs.series`` voxels (the same physical size).
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .series import series_path
+from .series import (
+    analysis_labels,
+    analysis_scale,
+    analysis_voxel_size_nm,
+    read_series,
+    reads_series,
+    to_analysis_grid,
+)
 from .stage import Stage, rel
-from .stage_io import load_labels, read_volume, save_label_volume, write_tables
+from .stage_io import load_labels, save_label_volume, write_tables
 
 __all__ = ["PARTICLES", "SEGMENT", "ParticlesResult", "SegmentStep"]
 
@@ -50,24 +62,25 @@ def _opts(exp, section: str) -> dict:
 
 
 def _training_labels(ctx, path):
-    """(training labels, value offset, region not used for training) of one label file."""
+    """(training labels, value offset, region not used for training) of one label file, on the analysis grid
+    (each labelled plane of ``segment.slices`` covers ``scale`` analysis planes)."""
     from ..segment import read_labels
 
-    sec = ctx.experiment.segment
+    sec, scale = ctx.experiment.segment, analysis_scale(ctx.experiment)
     lab = read_labels(path)
     if sec.slices is None:
+        lab = to_analysis_grid(lab, scale)
         return lab, 0, lab == 0
     train = np.zeros(lab.shape, np.int32)
     idx = [slice(None)] * 3
     idx[sec.slice_axis] = sorted(set(sec.slices))
     train[tuple(idx)] = lab[tuple(idx)].astype(np.int32) + 1  # every value is a class: 0 becomes 1
+    train = to_analysis_grid(train, scale)
     return train, 1, train == 0
 
 
 def _image(ctx, step: int):
-    from ..io import open_volume
-
-    return open_volume(series_path(ctx, step), voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)  # lazy (slabs)
+    return read_series(ctx, step)  # the analysis series, lazy (slabs)
 
 
 def _train(ctx):
@@ -92,9 +105,9 @@ def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
             "n_voxels": np.asarray([np.count_nonzero(pred == c) for c in classes], np.int64)}
     cols["volume_fraction"] = cols["n_voxels"] / pred.size
     if inp.truth_labels:
-        truth = read_volume(inp.truth_labels[step]).numpy()
+        truth = analysis_labels(ctx, inp.truth_labels[step])
         sc = evaluate_segmentation(pred, truth, classes=list(classes), region=region,
-                                   voxel_size_nm=inp.voxel_size_nm)
+                                   voxel_size_nm=analysis_voxel_size_nm(ctx))
         by = {c.label: c for c in sc.classes}
         cols["true_volume_fraction"] = np.asarray([np.count_nonzero(truth == c) / truth.size for c in classes])
         for name in ("dice", "iou", "boundary_f1"):
@@ -124,13 +137,13 @@ def _segment_save(result, out, ctx, step):
     paths = ()
     if result.model is not None:
         paths += (rel(out, result.model.save(out / MODEL, overwrite=True)),)
-    paths += (save_label_volume(result.labels, out, f"segment_{name}", ctx.inputs.voxel_size_nm,
+    paths += (save_label_volume(result.labels, out, f"segment_{name}", analysis_voxel_size_nm(ctx),
                                 f"segmentation {name}"),)
     return paths + write_tables(result.classes, out, f"segment_{name}")
 
 
 SEGMENT = Stage(
-    name="segment", needs=("align",), per_step=True,
+    name="segment", needs=("enhance", "align"), per_step=True,
     description="pixel classifier trained on labelled steps (T0), every step",
     outputs="models/segment_pixel_classifier.npz, volumes/segment_<step>.ome.zarr, tables/segment_<step>",
     enabled=lambda exp, inp: exp.segment is not None,
@@ -141,7 +154,7 @@ SEGMENT = Stage(
                                    **({f"truth.labels[{step}]": inp.truth_labels[step]} if inp.truth_labels else {})},
     steps=lambda ctx: tuple(range(ctx.inputs.n_steps)),
     run_step=_segment_step, save_step=_segment_save,
-    load_step=lambda out, ctx, step: load_labels(out, f"segment_{ctx.inputs.names[step]}"))
+    load_step=lambda out, ctx, step: load_labels(out, f"segment_{ctx.inputs.names[step]}"), reads=reads_series)
 
 
 # -- particles ------------------------------------------------------------------------------------
@@ -180,8 +193,8 @@ def _truth_columns(ctx, labels, tracks, min_voxels: int) -> dict:
     cols: dict = {k: [] for k in ("n_true", "precision", "recall", "f1", "n_links", "link_accuracy")}
     dom = []
     for i, lab in enumerate(labels):
-        truth, _ = remove_small_objects(read_volume(inp.truth_particles[i]).numpy().astype(np.int64),
-                                        min_voxels=min_voxels)
+        truth, _ = remove_small_objects(analysis_labels(ctx, inp.truth_particles[i]).astype(np.int64),
+                                        min_voxels=min_voxels * analysis_scale(ctx.experiment) ** 3)
         sc = match_particles(lab, truth)
         for k in ("n_true", "precision", "recall", "f1"):
             cols[k].append(getattr(sc, k))
@@ -202,7 +215,7 @@ def _particles_run(ctx):
     from ..segment import label_particles
 
     sec, inp, exp = ctx.experiment.particles, ctx.inputs, ctx.experiment
-    vs = inp.voxel_size_nm
+    vs = analysis_voxel_size_nm(ctx)  # the segmentation's grid (enhanced: twice finer)
     labels, rows, summary = [], [], []
     for i in range(inp.n_steps):
         solid = np.isin(ctx.load("segment", i), sec.particle_classes())  # every class of a particle
@@ -213,7 +226,7 @@ def _particles_run(ctx):
                              f"classes: {', '.join(str(int(c)) for c in np.unique(ctx.load('segment', 0)))}); set "
                              "it to the label value(s) of the particle phase")
         parts = label_particles(solid.astype(np.uint8), particle_class=1, voxel_size_nm=vs, split=sec.split,
-                                min_volume_nm3=sec.min_voxels * float(np.prod(vs)))
+                                min_volume_nm3=sec.min_voxels * float(np.prod(inp.voxel_size_nm)))  # series voxels
         table = particle_properties(parts.labels, voxel_size_nm=vs)
         labels.append(parts.labels)
         cols = table.to_columns()
@@ -253,7 +266,7 @@ def _particles_files(inp, step) -> dict:
 
 
 PARTICLES = Stage(
-    name="particles", needs=("segment", "dvc"), per_step=False,
+    name="particles", needs=("segment", "dvc"), per_step=False,  # segment covers the series read
     description="particles per step, geometry, tracks (DVC-predicted when dvc runs)",
     outputs="volumes/particles_<step>.ome.zarr, tables/particles, tables/particles_summary, tables/tracks",
     enabled=lambda exp, inp: exp.particles is not None and exp.segment is not None,
