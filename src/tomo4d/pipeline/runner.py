@@ -232,6 +232,20 @@ def _light_ctx(exp, inp, out=None, load=None):
     return StageContext(experiment=exp, inputs=inp, out=out, load=load)
 
 
+def _run_context(exp, inp, out: Path) -> StageContext:
+    """The context the stages of a run see: its ``load`` reads the saved outputs of the enabled stages in ``out``
+    (built the same way in the client and in a cluster's worker, :mod:`tomo4d.pipeline.distributed`)."""
+    stages = {s.name: s for s in _enabled(exp, inp)}
+    ctx = None
+
+    def load(name, step=None):
+        s = stages[name]
+        return s.load(out) if step is None else s.load_step(out, ctx, step)
+
+    ctx = _light_ctx(exp, inp, out, load)
+    return ctx
+
+
 def _marker(out: Path, stage: str, step: str | None = None) -> Path:
     d = out / STATE_DIR / "done"
     return d / stage / f"{step}.json" if step is not None else d / f"{stage}.json"
