@@ -102,7 +102,7 @@ def _distributed_logs(option: str | None):
 @click.option("--schema", is_flag=True, help="Print the JSON schema of experiment files.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder tomo4d wrote that is not a run.")
 @click.option("--quiet", is_flag=True, help="No progress display or lines (the log is still written to OUT/log.txt).")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=int, default=None, metavar="N",
               help="Run on a local Dask cluster of N worker processes (1 thread each), closed after; needs the "
                    "cluster extra: pip install 'tomo4d[cluster]'.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
