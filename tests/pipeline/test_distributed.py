@@ -202,6 +202,10 @@ def test_killed_worker_then_rerun_resumes_with_identical_results(segment_referen
     monkeypatch.setenv(TEST_DELAY_ENV, "segment/T2=60")  # read by the workers (started below)
     cluster, client = _cluster(**{"distributed.scheduler.allowed-failures": 0})
     try:
+        from tomo4d.pipeline.distributed import check_shared_folder
+
+        with pytest.raises(InputError, match=r"not visible to 2 of the 2 Dask workers .* file system they share"):
+            check_shared_folder(client, tmp_path / "elsewhere")
         kill = _kill_worker_running(client, "tomo4d-segment-T2", after=out / ".tomo4d/done/segment/T1.json")
         t0 = time.monotonic()
         with pytest.raises(Exception, match="KilledWorker|worker|died"):

@@ -31,7 +31,7 @@ from .execute import _stale_steps, compute_step, reset_peak_memory
 from .runner import _invalidate, _is_done, _marker, _read_marker, _run_context, why_recomputed
 from .stages import stage_by_name
 
-__all__ = ["EXTRA", "TEST_DELAY_ENV", "cluster_client", "describe_client", "require_distributed",
+__all__ = ["EXTRA", "TEST_DELAY_ENV", "check_shared_folder", "cluster_client", "describe_client", "require_distributed",
            "run_steps_on_cluster"]
 
 #: the optional dependencies of cluster runs (pyproject.toml)
@@ -109,6 +109,16 @@ def describe_client(client) -> str:
         return f"Dask scheduler {info.get('address', '?')}, {n} workers, {threads} threads"
     except Exception as exc:  # noqa: BLE001 - a description only
         return f"Dask client ({exc})"
+
+
+def check_shared_folder(client, out) -> None:
+    """InputError unless every worker of ``client`` sees the run folder ``out`` (a shared file system)."""
+    seen = client.run(os.path.isdir, str(out))
+    blind = sorted(w for w, ok in seen.items() if not ok)
+    if blind:
+        raise InputError(f"run folder {str(out)!r} is not visible to {len(blind)} of the {len(seen)} Dask workers "
+                         f"({', '.join(blind[:3])}{' ...' if len(blind) > 3 else ''}); the workers write the steps' "
+                         "outputs there: put it on a file system they share, under the same path")
 
 
 def _test_delay(stage: str, step: str) -> None:

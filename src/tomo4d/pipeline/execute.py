@@ -262,9 +262,10 @@ def _local_dask(client):
     return local_dask()
 
 
-def _describe(client) -> str:
-    from .distributed import describe_client
+def _describe(client, out: Path) -> str:
+    from .distributed import check_shared_folder, describe_client
 
+    check_shared_folder(client, out)
     return describe_client(client)
 
 
@@ -319,7 +320,7 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
                 say(f"stage {name}: off in this experiment file (results of an earlier run kept on disk, "
                     "left out of the report and provenance)")
         if client is not None:
-            say(f"cluster: {_describe(client)}")
+            say(f"cluster: {_describe(client, out)}")
         runs = tuple(_run_stage(s, ctx, keys[s.name], out, say, client) for s in stages.values())
         _provenance(exp, inp, fps, keys, runs, out, source)
         report = render_report(out)
