@@ -132,6 +132,8 @@ def test_segment_steps_on_a_local_cluster_equal_the_single_process_run(segment_r
     pids = {int(x.split(")")[0]) for x in log.split("(worker pid ")[1:]}
     assert len(log.split("(worker pid ")) == 4 and os.getpid() not in pids  # T0, T1, T2 computed by workers
     prov = json.loads((out / "provenance.json").read_text())
+    assert prov["executor"].startswith("Dask scheduler tcp://") and json.loads(
+        (ref / "provenance.json").read_text())["executor"] == "this process"
     assert prov["stages"]["segment"]["outputs"] == json.loads((ref / "provenance.json").read_text()
                                                               )["stages"]["segment"]["outputs"]
     res = run_experiment(load_experiment(p), out, source=p)  # resumed without a cluster: everything cached

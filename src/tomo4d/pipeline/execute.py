@@ -219,7 +219,7 @@ def _versions() -> dict:
     return out
 
 
-def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
+def _provenance(exp, inp, fps, keys, runs, out: Path, source, executor: str = "this process") -> None:
     from ..io import atomic_output
 
     stages = {}
@@ -232,6 +232,7 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
             "experiment_fingerprint": None if source is None else _fp(source),
             "inputs": {str(p): fps[str(p)] for p in inp.files()}, "steps": list(inp.names),
             "options": exp.options(), "versions": _versions(), "seeds": _seeds(exp), "memory": _memory_source(),
+            "executor": executor,
             "stages": stages,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_output(out / "provenance.json", overwrite=True) as tmp:
@@ -319,10 +320,11 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
             if _marker(out, name).exists():
                 say(f"stage {name}: off in this experiment file (results of an earlier run kept on disk, "
                     "left out of the report and provenance)")
+        executor = "this process" if client is None else _describe(client, out)
         if client is not None:
-            say(f"cluster: {_describe(client, out)}")
+            say(f"cluster: {executor}")
         runs = tuple(_run_stage(s, ctx, keys[s.name], out, say, client) for s in stages.values())
-        _provenance(exp, inp, fps, keys, runs, out, source)
+        _provenance(exp, inp, fps, keys, runs, out, source, executor)
         report = render_report(out)
         say(f"report {report.name} written; run finished in {time.perf_counter() - t0:.1f} s")
     return RunResult(out=out, stages=runs, report=report, wall_s=time.perf_counter() - t0)
