@@ -191,3 +191,23 @@ def test_one_cycle_schedule():
     lrs = [one_cycle_lr(s, 100, max_lr=1e-3, warmup_fraction=0.1) for s in range(101)]
     assert abs(max(lrs) - 1e-3) < 1e-9 and int(np.argmax(lrs)) == 10
     assert lrs[0] == pytest.approx(4e-5) and lrs[-1] == pytest.approx(1e-7)
+
+
+def test_trainer_leaves_torch_global_random_state_alone(tiny_config):
+    """The initial weights come from ``config.seed`` (the same as after ``torch.manual_seed``), and torch's
+    global random state is as before the call (a Dask worker runs many calls in one process)."""
+    import torch
+
+    from tomo4d.enhance.network import InDINet
+    from tomo4d.enhance.training import Trainer
+
+    lq = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48)).astype(np.float32)
+    torch.manual_seed(1234)
+    state = torch.random.get_rng_state()
+    tr = Trainer(lq, np.clip(lq * 1.2, -1, 1), np.ones(lq.shape, bool), [0, 1, 2, 3, 4], [5], tiny_config,
+                 device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(tiny_config.seed)
+    ref = InDINet(tiny_config.network)
+    for (ka, va), (kb, vb) in zip(tr.net.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -73,6 +75,25 @@ def _plan_lines(plan):
             yield f"            to run because {'; '.join(s.reasons)}"
 
 
+@contextmanager
+def _distributed_logs(option: str | None):
+    """With a cluster (``option``), Dask distributed's INFO lines (cluster start, connections) only with -v: its
+    logger is set to the command's level for the run and restored after."""
+    if option is None:
+        yield
+        return
+    from ..pipeline.distributed import require_distributed
+
+    require_distributed(option)  # its import configures its logger: first
+    logger = logging.getLogger("distributed")
+    old = logger.level
+    logger.setLevel(max(logging.getLogger().getEffectiveLevel(), logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 @declare_paths(inputs=("experiment", _experiment_inputs), outputs=("out_dir",), resumable=("out_dir",))
 @click.command()
 @click.argument("experiment", required=False, type=click.Path(path_type=str))
@@ -81,8 +102,18 @@ def _plan_lines(plan):
 @click.option("--schema", is_flag=True, help="Print the JSON schema of experiment files.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder tomo4d wrote that is not a run.")
 @click.option("--quiet", is_flag=True, help="No progress display or lines (the log is still written to OUT/log.txt).")
-def run(experiment, out_dir, check, schema, overwrite, quiet):
-    """Run the experiment file EXPERIMENT into the run folder OUT (resumes; skips what is done)."""
+@click.option("--workers", type=int, default=None, metavar="N",
+              help="Run on a local Dask cluster of N worker processes (1 thread each), closed after; needs the "
+                   "cluster extra: pip install 'tomo4d[cluster]'.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on an existing Dask cluster, e.g. tcp://HOST:8786 (examples/cluster/ for SLURM); needs the "
+                   "cluster extra. The run folder must be on a file system the workers share.")
+def run(experiment, out_dir, check, schema, overwrite, quiet, workers, scheduler):
+    """Run the experiment file EXPERIMENT into the run folder OUT (resumes; skips what is done).
+
+    With --workers or --scheduler the time steps of the per-step stages that are not chained (align, segment,
+    enhance, neutron) run as tasks on a Dask distributed cluster, each writing its own outputs; the rest runs here.
+    """
     from ..pipeline import (
         experiment_schema,
         load_experiment,
@@ -102,10 +133,13 @@ def run(experiment, out_dir, check, schema, overwrite, quiet):
         return
     if out_dir is None:
         raise InputError("give the run folder with -o OUT (a new folder, or an earlier run to resume)")
+    from ..pipeline.distributed import cluster_client
     from ..pipeline.progress import run_progress
 
-    with run_progress(quiet=quiet) as progress:  # stderr: a live display on a terminal, else plain lines
-        res = run_experiment(exp, out_dir, overwrite=overwrite, source=experiment, progress=progress)
+    option = f"--workers {workers}" if workers is not None else None if scheduler is None else "--scheduler"
+    with _distributed_logs(option), cluster_client(workers=workers, scheduler=scheduler) as client, \
+            run_progress(quiet=quiet) as progress:  # stderr: a live display on a terminal, else plain lines
+        res = run_experiment(exp, out_dir, overwrite=overwrite, source=experiment, progress=progress, client=client)
     for s in res.stages:
         steps = f" (computed {', '.join(s.computed_steps) or '-'}; cached {', '.join(s.cached_steps) or '-'})" \
             if s.computed_steps or s.cached_steps else ""

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._figure import figure_png
+from .._threads import torch_seeded
 from .._validate import check_device, check_finite, check_path, show
 from .._version import __version__
 from ..errors import FormatError, InputError, OverwriteError
@@ -151,12 +152,13 @@ class Trainer:
             raise InputError(f"crop={c} is larger than the slices ({lq.shape[1]} x {lq.shape[2]} on the HQ grid); "
                              "choose a smaller crop in the config")
         self.device = check_device("device", device)
-        torch.manual_seed(config.seed)
-        self.net = InDINet(config.network).to(self.device)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
         self.disc = self.opt_d = None
-        if config.objective == "gan":
-            self.disc = PatchDiscriminator(max(8, config.network.base_filters)).to(self.device)
+        with torch_seeded(config.seed):  # the initial weights; torch's global random state left as it was
+            self.net = InDINet(config.network).to(self.device)
+            if config.objective == "gan":
+                self.disc = PatchDiscriminator(max(8, config.network.base_filters)).to(self.device)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+        if self.disc is not None:
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=config.max_lr, betas=(0.5, 0.999))
         self.rng = np.random.default_rng(config.seed)
         self.step = 0

@@ -23,9 +23,9 @@ from .runner import (
     _fingerprints,
     _invalidate,
     _is_done,
-    _light_ctx,
     _marker,
     _read_marker,
+    _run_context,
     _write_marker,
     claim_run_folder,
     stage_keys,
@@ -118,13 +118,6 @@ def _locked(out: Path):
         yield
 
 
-def _loader(out, ctx_of, stages):
-    def load(name, step=None):
-        s = stages[name]
-        return s.load(out) if step is None else s.load_step(out, ctx_of(), step)
-    return load
-
-
 def _stale_steps(s, ctx, out) -> None:
     """Markers and outputs of steps that are no longer in the series (never mixed into this run)."""
     d = out / STATE_DIR / "done" / s.name
@@ -132,6 +125,17 @@ def _stale_steps(s, ctx, out) -> None:
     for m in sorted(d.glob("*.json")) if d.is_dir() else ():
         if m.stem not in names:
             _invalidate(out, m)
+
+
+def compute_step(s, ctx, i: int, previous, *, key: str, basis: dict):
+    """Compute step ``i`` of the per-step stage ``s``, write its outputs and then its done-marker (both atomic:
+    a repeated call writes the same outputs under the same names); ``(result, paths, wall_s, peak_rss_mib)``."""
+    t0 = time.perf_counter()
+    result = s.run_step(ctx, i, previous)
+    paths = s.save_step(result, ctx.out, ctx, i)
+    wall, peak = time.perf_counter() - t0, peak_rss_mib()
+    _write_marker(_marker(ctx.out, s.name, ctx.inputs.names[i]), key, paths, wall, basis=basis, peak_rss_mib=peak)
+    return result, paths, wall, peak
 
 
 def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
@@ -155,13 +159,9 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
         why = why_recomputed(_read_marker(marker), keys["step_basis"][i], out)
         reasons += [f"{name}: {w}" for w in why]
         _invalidate(out, marker)
-        t0 = time.perf_counter()
         say.event("step_start", stage=s.name, step=name)
-        result = s.run_step(ctx, i, previous)
-        paths = s.save_step(result, out, ctx, i)
-        _write_marker(marker, key, paths, time.perf_counter() - t0, basis=keys["step_basis"][i],
-                      peak_rss_mib=peak_rss_mib())
-        say(f"stage {s.name}: step {name} computed in {time.perf_counter() - t0:.2f} s because {'; '.join(why)}")
+        result, paths, wall, _ = compute_step(s, ctx, i, previous, key=key, basis=keys["step_basis"][i])
+        say(f"stage {s.name}: step {name} computed in {wall:.2f} s because {'; '.join(why)}")
         computed.append(name)
         say.event("step", stage=s.name, step=name)
         outputs += paths
@@ -169,7 +169,7 @@ def _run_steps(s, ctx, keys, out, say) -> tuple[tuple, tuple, tuple, tuple]:
     return tuple(outputs), tuple(computed), tuple(cached), tuple(reasons)
 
 
-def _run_stage(s, ctx, keys, out, say) -> StageRun:
+def _run_stage(s, ctx, keys, out, say, client=None) -> StageRun:
     marker = _marker(out, s.name)
     say.event("stage", name=s.name, steps=tuple(ctx.inputs.names[i] for i in keys["steps"]))
     if _is_done(out, marker, keys["key"]):
@@ -185,12 +185,20 @@ def _run_stage(s, ctx, keys, out, say) -> StageRun:
     t0 = time.perf_counter()
     reset_peak_memory()
     say(f"stage {s.name}: running because {'; '.join(why)}")
-    if s.per_step:
+    step_peak = None
+    if s.per_step and client is not None and not s.chained:  # the steps as tasks on the cluster
+        from .distributed import run_steps_on_cluster
+
+        paths, computed, cached, step_why, step_peak = run_steps_on_cluster(s, ctx, keys, out, say, client)
+        why = step_why if cached and step_why else why
+    elif s.per_step:
         paths, computed, cached, step_why = _run_steps(s, ctx, keys, out, say)
         why = step_why if cached and step_why else why
     else:
         paths, computed, cached = s.save(s.run(ctx), out), (), ()
     wall, peak = time.perf_counter() - t0, peak_rss_mib()
+    if step_peak is not None:  # the largest of the client's and the workers' (per task) peaks
+        peak = step_peak if peak is None else max(peak, step_peak)
     _write_marker(marker, keys["key"], paths, wall, basis=keys["basis"], peak_rss_mib=peak)
     say(f"stage {s.name}: done in {wall:.2f} s")
     say.event("stage_done", name=s.name)
@@ -211,7 +219,7 @@ def _versions() -> dict:
     return out
 
 
-def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
+def _provenance(exp, inp, fps, keys, runs, out: Path, source, executor: str = "this process") -> None:
     from ..io import atomic_output
 
     stages = {}
@@ -224,6 +232,7 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source) -> None:
             "experiment_fingerprint": None if source is None else _fp(source),
             "inputs": {str(p): fps[str(p)] for p in inp.files()}, "steps": list(inp.names),
             "options": exp.options(), "versions": _versions(), "seeds": _seeds(exp), "memory": _memory_source(),
+            "executor": executor,
             "stages": stages,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_output(out / "provenance.json", overwrite=True) as tmp:
@@ -243,13 +252,31 @@ def _seeds(exp) -> dict:
     return out
 
 
+def _local_dask(client):
+    """With a client: the stages that run here keep dask's local scheduler (:func:`.distributed.local_dask`)."""
+    if client is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from .distributed import local_dask
+
+    return local_dask()
+
+
+def _describe(client, out: Path) -> str:
+    from .distributed import check_shared_folder, describe_client
+
+    check_shared_folder(client, out)
+    return describe_client(client)
+
+
 def _fp(path):
     from .fingerprint import fingerprint
 
     return fingerprint(path)
 
 
-def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=None) -> RunResult:
+def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=None, client=None) -> RunResult:
     """Run every enabled stage of ``exp`` into the run folder ``out``, skipping what is done.
 
     Parameters
@@ -265,6 +292,11 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     progress : callable(str), optional
         Called with every log line (stage started, step cached or computed, ...); its ``event`` method,
         when it has one, with structured events (:mod:`tomo4d.pipeline.progress`).
+    client : distributed.Client, optional
+        A Dask distributed client (:func:`tomo4d.pipeline.distributed.cluster_client` makes one): the steps of
+        the per-step stages that are not chained run as tasks on its cluster, each task writing its step's
+        outputs and done-marker itself (:mod:`tomo4d.pipeline.distributed`); the other stages run here, in order.
+        None (default): everything runs in this process.
 
     Returns
     -------
@@ -277,20 +309,22 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     inp = resolve_inputs(exp)
     out = claim_run_folder(out, overwrite=overwrite, inputs=[*inp.files(), *([source] if source else [])])
     say = _RunLog(out / "log.txt", progress)
-    with _locked(out):
+    with _locked(out), _local_dask(client):
         say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted")
         fps = _fingerprints(inp)
         keys = stage_keys(exp, inp, fps)
         stages = {s.name: s for s in _enabled(exp, inp)}
         say.event("run", stages=list(stages))
-        ctx = _light_ctx(exp, inp, out, None)
-        ctx = _light_ctx(exp, inp, out, _loader(out, lambda: ctx, stages))
+        ctx = _run_context(exp, inp, out)
         for name in (s.name for s in STAGES if s.name not in stages):
             if _marker(out, name).exists():
                 say(f"stage {name}: off in this experiment file (results of an earlier run kept on disk, "
                     "left out of the report and provenance)")
-        runs = tuple(_run_stage(s, ctx, keys[s.name], out, say) for s in stages.values())
-        _provenance(exp, inp, fps, keys, runs, out, source)
+        executor = "this process" if client is None else _describe(client, out)
+        if client is not None:
+            say(f"cluster: {executor}")
+        runs = tuple(_run_stage(s, ctx, keys[s.name], out, say, client) for s in stages.values())
+        _provenance(exp, inp, fps, keys, runs, out, source, executor)
         report = render_report(out)
         say(f"report {report.name} written; run finished in {time.perf_counter() - t0:.1f} s")
     return RunResult(out=out, stages=runs, report=report, wall_s=time.perf_counter() - t0)

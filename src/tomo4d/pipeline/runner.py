@@ -9,7 +9,9 @@ holds its key, and whose outputs all exist, is skipped; any other is recomputed 
 marker and outputs are removed, so old and new results never mix.  Markers are written only
 after the outputs they list, atomically: a run killed at any moment (SIGKILL included) and run
 again recomputes exactly what was not finished.  Stages and steps run one after the other in
-this process (no parallel execution yet).
+this process; with a Dask distributed client (``run_experiment(client=...)``, ``tomo4d run --workers N`` or
+``--scheduler ADDRESS``) the steps of the per-step stages that are not chained run as tasks on its cluster,
+each writing its outputs and marker the same way (:mod:`tomo4d.pipeline.distributed`).
 
 Each marker also holds the basis of its key (input fingerprints, options as dotted experiment-file
 keys, the keys of the needed stages, the previous step's key, the tomo4d version), so a
@@ -230,6 +232,20 @@ def why_recomputed(marker: dict | None, basis: dict, out: Path | None = None) ->
 
 def _light_ctx(exp, inp, out=None, load=None):
     return StageContext(experiment=exp, inputs=inp, out=out, load=load)
+
+
+def _run_context(exp, inp, out: Path) -> StageContext:
+    """The context the stages of a run see: its ``load`` reads the saved outputs of the enabled stages in ``out``
+    (built the same way in the client and in a cluster's worker, :mod:`tomo4d.pipeline.distributed`)."""
+    stages = {s.name: s for s in _enabled(exp, inp)}
+    ctx = None
+
+    def load(name, step=None):
+        s = stages[name]
+        return s.load(out) if step is None else s.load_step(out, ctx, step)
+
+    ctx = _light_ctx(exp, inp, out, load)
+    return ctx
 
 
 def _marker(out: Path, stage: str, step: str | None = None) -> Path:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .._array import as_float32, to_numpy
-from .._threads import torch_threads
+from .._threads import torch_seeded, torch_threads
 from .._validate import check_device, check_finite, show
 from .._version import __version__
 from ..errors import FormatError, InputError
@@ -458,8 +458,7 @@ def _train_unet(image, labels, *, config, init, seed, time_limit_s, progress) ->
     weights /= weights.sum()
     rng = np.random.default_rng(seed)
     device = _device(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with torch_seeded(int(seed)):  # torch's global random state left as it was
         net = build_network(len(classes), config)
     if init is not None:
         net.load_state_dict(init.network.state_dict())
