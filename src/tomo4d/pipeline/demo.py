@@ -85,6 +85,7 @@ def demo_experiment_text(doc: dict, series: list[str], true_li: list[float], *, 
     # four fully labelled xz planes of T0 train the segmentation ("a handful of labelled slices")
     ny = doc["params"]["shape"][1]
     planes = sorted({int(ny * f) for f in (0.125, 0.375, 0.625, 0.875)})
+    psf_px = round(float(t["lq_blur_sigma_nm"]) / float(doc["params"]["lq_voxel_nm"]), 3)  # the LQ scans' PSF
     crop = min(48, *(s // 2 for s in doc["params"]["shape"][1:]))  # training crop, HQ px (the preset's 64 is 2.6x dearer per step)
     phases = t["phases"]
     mu0 = {phases[k]: round(float(v), 5) for k, v in t["neutron_mu_li_free_per_cm"].items()}
@@ -114,14 +115,15 @@ segment:                           # lithiated silicon appears after T0: label a
   slice_axis: 1
   seed: {seed}
 quantify: {{}}
-dvc:
+dvc:                               # the route measured most accurate at battery expansions (RESULTS.md, issue 15)
   node_spacing: 4
-  half_window: 6
-  smooth_sigma_px: 1.0
-  tolerance_px: 0.01
-  max_iterations: 100
-  grey_model: znssd                # lithiated silicon loses X-ray attenuation between the scans
-  mask: electrode                  # windows at least half inside the T0 electrode (quantify's interfaces)
+  method: global                   # one regularised field with brightness/contrast fields (lithiation)
+  global_options: {{levels: 1}}      # coarse levels would undo the axial start
+  axial_start: true                # a non-uniform stretch along z fitted first, every step
+  from_previous: false
+  deconvolve_iterations: 20        # Richardson-Lucy with the scans' PSF: blur is the largest DVC error
+  deconvolve_psf_sigma_px: {psf_px}
+  mask: electrode                  # the T0 electrode only (quantify's interfaces)
 particles: {{particle_class: [2, 3]}}   # silicon + lithiated silicon: a particle stays one while it lithiates
 residual: {{}}
 lithiation: {{truth_modes: data/truth/particles.csv}}
