@@ -123,6 +123,7 @@ def _final_names(out: Path) -> set:
 
 def test_segment_steps_on_a_local_cluster_equal_the_single_process_run(segment_reference, tmp_path):
     """``tomo4d run --workers 2``: a LocalCluster of 2 processes; the segment steps are its tasks."""
+    pytest.importorskip("distributed")
     p, ref = segment_reference
     out = tmp_path / "cluster"
     assert main(["run", str(p), "-o", str(out), "--workers", "2", "--quiet"]) == 0
@@ -258,6 +259,7 @@ def test_killed_worker_is_retried_by_the_cluster(segment_reference, tmp_path, mo
 def test_full_experiment_on_a_local_cluster_equals_the_single_process_run(full_experiment_file, tmp_path):
     """quantify + segment + dvc + strain + residual + particles: every table and field bit-identical (10 s here
     once numba's cache is warm; the first run on a machine compiles the DVC kernels, ~1 min)."""
+    pytest.importorskip("distributed")
     from tomo4d.pipeline.distributed import cluster_client
 
     p = full_experiment_file(name="full_cluster.yaml")
