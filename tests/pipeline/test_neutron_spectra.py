@@ -121,7 +121,7 @@ def test_li6_fraction_of_the_anode_within_one_percentage_point(phantom_dir, spec
     from tomo4d.pipeline.stage_io import read_table_of
 
     # what the user knows: the layer's Li (e.g. from the neutron stage) and its Li-free attenuation at 1.798 Å
-    sec = {"li6": {"li_concentration_mol_l": spectra["li_mol_l"], "li_free_mu_per_cm": spectra["li_free"][2],
+    sec = {"li6": {"li_concentration_mol_l": spectra["li_mol_l"], "li_free_mu_per_cm": spectra["li_free"],
                    "path_length_mm": 3.0}}
     p = _write(phantom_dir, f"spectra_{key}.yaml", f"spectra/{key}_T*.csv", sec, {"li6_fraction": li6})
     out = tmp_path / "run"
@@ -166,3 +166,48 @@ def test_bad_inputs_are_refused_with_the_key(phantom_dir, spectra):
     (phantom_dir / "bad.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match="no neutron_spectra section"):
         load_experiment(phantom_dir / "bad.yaml")
+
+
+def test_li6_with_the_neutron_stage_layer_li(phantom_dir, spectra, tmp_path):
+    """``from_neutron_layer``: each step's Li from the neutron stage's layer table; spectra of those layer rows."""
+    from tomo4d.phantom import make_experiment
+    from tomo4d.phantom.neutron import li_free_attenuation_spectra, transmission_spectra
+    from tomo4d.pipeline.stage_io import read_table_of
+
+    from .test_neutron_stage import _section
+
+    doc = {"name": "spectra-layer",
+           "inputs": {"series": "series/T*.tif", "time_s": [0, 3600, 7200], "labels": "truth/labels_lq_T*.tif",
+                      "neutron": "neutron/T*.tif"},
+           "neutron": {**_section(phantom_dir), "joint_phases": 0}}
+    p = phantom_dir / "spectra_layer.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    run_experiment(load_experiment(p), out)
+    layer = read_table_of(out, "neutron_layer")
+    exp, rng, li_free = make_experiment(shape=(32, 32, 32), n_steps=3, seed=0), np.random.default_rng(1), []
+    for step in range(3):  # the spectra cross the layer's z slabs (4 LQ voxels per neutron voxel)
+        z0, n = 4 * int(layer["first_slab"][step]), 4 * int(layer["n_slabs"][step])
+        mask = np.zeros((32, 32, 32), bool)
+        mask[z0:z0 + n] = True
+        sp = transmission_spectra(exp, step, regions={"layer": mask}, wavelengths_a=LAM, path_length_mm=3.0)
+        counts = np.maximum(rng.poisson(N0 * sp.transmission[0]), 1)
+        t = counts / (rng.poisson(4 * N0, size=LAM.size) / 4.0)
+        np.savetxt(phantom_dir / "spectra" / f"layer_T{step}.csv", np.column_stack([LAM, t]), delimiter=",")
+        # the user's reference of the Li-free layer in the fitted range: its 1/v part (a constant is fitted)
+        w = LAM[(LAM >= 4.4) & (LAM <= 6.1)]
+        ref = sp.phase_fractions[0] @ li_free_attenuation_spectra(w)
+        li_free.append(float(np.linalg.lstsq(np.column_stack([w / 1.798, np.ones_like(w)]), ref, rcond=None)[0][0]))
+    doc["inputs"]["neutron_spectra"] = "spectra/layer_T*.csv"
+    # the layer with its margin holds the copper collector: fit beyond its last Bragg edge (4.17 Å), below Si's (6.27)
+    doc["neutron_spectra"] = {"li6": {"from_neutron_layer": True, "li_free_mu_per_cm": li_free,
+                                      "path_length_mm": 3.0, "wavelength_range_angstrom": [4.4, 6.1]}}
+    doc["truth"] = {"li6_fraction": 0.0759}
+    p.write_text(yaml.safe_dump(doc))
+    res = run_experiment(load_experiment(p), out)
+    assert {s.name: s.status for s in res.stages} == {"neutron": "cached", "neutron_layer": "cached",
+                                                       "neutron_spectra": "computed"}
+    t = read_table_of(out, "neutron_li6")
+    np.testing.assert_allclose(t["li_mol_l"], layer["li_mol_l"])
+    for i in (1, 2):  # the layer's Li within 5 % of the truth: the 6Li fraction within 1 pp
+        assert abs(t["li6_fraction"][i] - 0.0759) < 0.01, (i, t["li6_fraction"][i], t["li_mol_l"][i])

@@ -50,6 +50,7 @@ def _check_lengths(exp, n: int) -> None:
     lists = {}
     if sec.li6 is not None:
         lists["neutron_spectra.li6.li_concentration_mol_l"] = sec.li6.li_concentration_mol_l
+        lists["neutron_spectra.li6.li_free_mu_per_cm"] = sec.li6.li_free_mu_per_cm
     if truth is not None:
         lists["truth.li6_fraction"] = truth.li6_fraction
         for k, v in (truth.lattice_strain or {}).items():

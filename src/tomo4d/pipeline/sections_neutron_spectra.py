@@ -70,9 +70,10 @@ class Li6Options(StrictModel):
     from_neutron_layer: bool = Field(False, description=(
         "Take each step's Li concentration from the neutron stage's layer table (tables/neutron_layer: needs the "
         "neutron section with layer_phases); the spectra must then cross that layer."))
-    li_free_mu_per_cm: float | None = Field(None, ge=0, allow_inf_nan=False, description=(
-        "Attenuation of the region without its lithium at the thermal wavelength 1.798 Å, 1/cm, taken as 1/v "
-        "(proportional to the wavelength); a wavelength-independent part is fitted as background. Null: 0."))
+    li_free_mu_per_cm: float | list[float] | None = Field(None, description=(
+        "Attenuation of the region without its lithium at the thermal wavelength 1.798 Å, 1/cm (one number, or one "
+        "per step: the region's composition changes as it lithiates), taken as 1/v (proportional to the "
+        "wavelength); a wavelength-independent part is fitted as background. Null: 0."))
     path_length_mm: float = Field(gt=0, allow_inf_nan=False, description=(
         "Thickness of the region along the beam, mm: mu = -ln T / path length."))
     wavelength_range_angstrom: list[float] | None = Field(None, min_length=2, max_length=2, description=(
@@ -84,6 +85,14 @@ class Li6Options(StrictModel):
         for c in [v] if isinstance(v, (int, float)) else v or ():
             if not (math.isfinite(c) and c > 0):
                 raise ValueError(f"li_concentration_mol_l has {c!r}; give Li concentrations > 0, mol/L")
+        return v
+
+    @field_validator("li_free_mu_per_cm")
+    @classmethod
+    def _non_negative(cls, v):
+        for m in [v] if isinstance(v, (int, float)) else v or ():
+            if not (math.isfinite(m) and m >= 0):
+                raise ValueError(f"li_free_mu_per_cm has {m!r}; give attenuations >= 0, 1/cm")
         return v
 
     @field_validator("wavelength_range_angstrom")

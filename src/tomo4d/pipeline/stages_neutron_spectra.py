@@ -9,7 +9,7 @@ Once over every step (cheap: one-dimensional fits).  Each step's transmission sp
   :func:`tomo4d.neutron.lattice_strain`) -> ``tables/neutron_bragg`` (one row per step and reflection;
   NaN where the fit failed: no significant edge, or it left the window).
 * ``neutron_spectra.li6``: ``mu = -ln T / L`` (sigma ``sigma_T / (T L)``) and the Li-free attenuation
-  ``li_free_mu_per_cm x lambda / 1.798 Å`` (1/v) give the 6Li fraction with a constant background
+  ``li_free_mu_per_cm x lambda / 1.798 Å`` (1/v; one number or one per step) give the 6Li fraction with a constant background
   (:func:`tomo4d.neutron.fit_li6_fraction`) at the step's Li concentration (the section's, or the
   ``neutron_layer`` stage's layer Li) -> ``tables/neutron_li6`` (NaN where the step has no lithium).
 
@@ -60,7 +60,7 @@ def _bragg(sec, name, sp, saved) -> list[dict]:
     return rows
 
 
-def _li6(sec, name, sp, c_mol_l) -> dict:
+def _li6(sec, name, sp, c_mol_l, li_free) -> dict:
     from ..neutron import fit_li6_fraction
 
     li6 = sec.li6
@@ -72,7 +72,7 @@ def _li6(sec, name, sp, c_mol_l) -> dict:
     L = li6.path_length_mm * 0.1
     mu = -np.log(t[keep]) / L
     sig = None if sp.sigma is None else sp.sigma[keep] / t[keep] / L
-    other = (li6.li_free_mu_per_cm or 0.0) * w[keep] / THERMAL_WAVELENGTH_ANGSTROM
+    other = li_free * w[keep] / THERMAL_WAVELENGTH_ANGSTROM
     row = {"step": name, "li_mol_l": c_mol_l, "li6_fraction": np.nan, "li6_fraction_sigma": np.nan,
            "background_per_cm": np.nan, "chi2_reduced": np.nan}
     if not (np.isfinite(c_mol_l) and c_mol_l > 0):
@@ -106,6 +106,7 @@ def _run(ctx):
     if sec.li6 is not None:
         conc = per_step(sec.li6.li_concentration_mol_l, n) if not sec.li6.from_neutron_layer else \
             [float(v) for v in ctx.load("neutron_layer")["li_mol_l"]]
+        li_free = per_step(sec.li6.li_free_mu_per_cm, n) or [0.0] * n
     saved, b_rows, l_rows = {}, [], []
     for i, (name, path) in enumerate(zip(inp.names, inp.neutron_spectra)):
         sp = read_step_spectrum(path, f"inputs.neutron_spectra[{i}] ({name})")
@@ -116,7 +117,7 @@ def _run(ctx):
         if sec.bragg is not None:
             b_rows += _bragg(sec, name, sp, saved)
         if sec.li6 is not None:
-            l_rows.append(_li6(sec, name, sp, conc[i]))
+            l_rows.append(_li6(sec, name, sp, conc[i], li_free[i]))
     bragg = _columns(b_rows) if b_rows else None
     li6 = _columns(l_rows) if l_rows else None
     _with_truth(ctx, bragg, li6)
