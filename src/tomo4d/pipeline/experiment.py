@@ -56,6 +56,7 @@ from .sections import (
 from .sections_enhance import EnhanceSection, TrainingPairInput
 from .sections_lithiation import LithiationSection, lithiation_needs
 from .sections_neutron import NeutronSection, check_neutron
+from .sections_neutron_spectra import NeutronSpectraSection, check_neutron_spectra
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -84,6 +85,9 @@ class Inputs(StrictModel):
                                                               "list or a glob) over the series' field (null: none).")
     neutron_voxel_size_nm: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
         "Voxel size of the neutron volumes, nm; overrides the files' (null: from the files)."))
+    neutron_spectra: list[str] | str | None = Field(None, description=(
+        "Neutron transmission spectra, one per step (a list or a glob; CSV: wavelength Å, transmission[, sigma]) "
+        "of the neutron_spectra section (null: none)."))
 
     @field_validator("state_of_charge")
     @classmethod
@@ -121,6 +125,8 @@ class Experiment(StrictModel):
                                                              "inputs.series (LQ) enhanced (first in the workflow).")
     neutron: NeutronSection | None = Field(None, description="Li concentration from inputs.neutron and the phase "
                                                              "labels; joint X-ray/neutron histogram and phases.")
+    neutron_spectra: NeutronSpectraSection | None = Field(None, description=(
+        "Bragg edges (lattice strain) and the 6Li fraction from inputs.neutron_spectra."))
     lithiation: LithiationSection | None = Field(None, description="Lithiation mode per particle and particle-centred "
                                                                    "frames (needs particles and residual).")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
@@ -145,6 +151,7 @@ class Experiment(StrictModel):
             raise ValueError("dvc.mask: electrode takes the T0 interfaces from the quantify stage; add quantify: {} "
                              "(with inputs.labels or a segment section), or set dvc.mask: none")
         check_neutron(self)
+        check_neutron_spectra(self)
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")

@@ -56,6 +56,8 @@ class ResolvedInputs:
         Neutron attenuation volumes (1/cm), one per step (or none; :mod:`.inputs_neutron`).
     neutron_voxel_size_nm, neutron_shape : (3,) or None
         Their voxel size (nm) and shape.
+    neutron_spectra : tuple of Path
+        Transmission spectra, one per step (or none; :mod:`.inputs_neutron_spectra`).
     """
 
     series: tuple[Path, ...]
@@ -76,6 +78,7 @@ class ResolvedInputs:
     neutron: tuple[Path, ...] = ()
     neutron_voxel_size_nm: tuple[float, float, float] | None = None
     neutron_shape: tuple[int, int, int] | None = None
+    neutron_spectra: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -84,7 +87,7 @@ class ResolvedInputs:
     def files(self) -> tuple[Path, ...]:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
         extra = tuple(p for _, p in self.segment_labels) + ((self.repeat,) if self.repeat is not None else ())
-        extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron
+        extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron + self.neutron_spectra
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
                                    + self.truth_displacement))
 
@@ -180,6 +183,7 @@ def resolve_inputs(exp) -> ResolvedInputs:
         truth[kind] = files
     from .inputs_enhance import resolve_enhance_inputs
     from .inputs_neutron import resolve_neutron_inputs
+    from .inputs_neutron_spectra import resolve_neutron_spectra
 
     pair, truth_hq = resolve_enhance_inputs(exp, names, ref)
     neutron, neutron_vs, neutron_shape = resolve_neutron_inputs(exp, names, ref, series)
@@ -189,7 +193,8 @@ def resolve_inputs(exp) -> ResolvedInputs:
                           segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
                           truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
                           truth_displacement=_truth_displacement(exp, names),
-                          neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape)
+                          neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape,
+                          neutron_spectra=resolve_neutron_spectra(exp, names))
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:

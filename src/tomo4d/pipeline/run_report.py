@@ -17,6 +17,7 @@ from ..errors import InputError
 from .run_report_enhance import enhance_section
 from .run_report_lithiation import lithiation_section, numbers_section
 from .run_report_neutron import neutron_section
+from .run_report_neutron_spectra import neutron_spectra_section
 from .run_report_sections import (
     particles_section,
     provenance_section,
@@ -192,7 +193,8 @@ SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out,
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),
             ("particles", lambda rep, out, info: particles_section(rep, out, info, _figure, _vs_time)),
             ("lithiation", lambda rep, out, info: lithiation_section(rep, out, info, _figure)),
-            ("neutron", lambda rep, out, info: neutron_section(rep, out, info, _figure, _vs_time)))
+            ("neutron", lambda rep, out, info: neutron_section(rep, out, info, _figure, _vs_time)),
+            ("neutron_spectra", lambda rep, out, info: neutron_spectra_section(rep, out, info, _figure)))
 
 
 def render_report(out) -> Path:

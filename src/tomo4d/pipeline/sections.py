@@ -270,6 +270,10 @@ class TruthSection(StrictModel):
         "(tomo4d.pipeline.truth_fields)."))
     li_concentration_mol_l: list[float] | None = Field(None, description=(
         "True mean Li concentration of the neutron layer (neutron.layer_phases), mol/L, one per step."))
+    li6_fraction: float | list[float] | None = Field(None, description=(
+        "True 6Li atom fraction of the lithium the spectra cross (neutron_spectra.li6): one number, or one per step."))
+    lattice_strain: dict[str, float | list[float]] | None = Field(None, description=(
+        "True lattice strain per Bragg reflection (neutron_spectra.bragg name -> one number, or one per step)."))
 
 
 class AlignSection(StrictModel):

@@ -21,7 +21,7 @@ UNKNOWN = "unit?"
 
 #: suffixes beyond the library's (tomo4d.quantify.tables): unit of a column name ending in them
 SUFFIXES = (("_mol_l", "mol/L"), ("_db", "dB"), ("_h", "h"), ("_mib", "MiB"), ("_fraction", "1"),
-            ("_accuracy", "1"), ("_share", "1"))
+            ("_accuracy", "1"), ("_share", "1"), ("_angstrom", "Å"), ("_per_cm", "1/cm"), ("_pp", "percentage points"))
 
 _DIMENSIONLESS = (
     # fractions, scores, ratios (segment, particles, phases, thickness, lithiation)
@@ -31,6 +31,8 @@ _DIMENSIONLESS = (
     # strains (ln U, det F - 1)
     "hencky_zz_mean", "hencky_zz_median", "volumetric_mean", "volumetric_median", "strain_mean", "strain_median",
     "strain_std", "strain_p05", "strain_p95",
+    # neutron spectra (lattice strain, 6Li fraction, fit quality)
+    "strain", "strain_sigma", "li6_fraction_sigma", "chi2_reduced",
 )
 _GREY = ("noise_floor", "mean_before_floor", "residual_mean", "residual_max", "residual_mean_true_lithiated",
          "residual_mean_elsewhere", "residual_rms")
