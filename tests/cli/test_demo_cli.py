@@ -27,11 +27,12 @@ def test_demo_is_an_ordinary_experiment(small_demo):
     assert [p.name for p in inp.series] == ["T0.tif", "T1.h5", "T2.ome.zarr"]
     ran = {s.name: s.status for s in res.run.stages}
     assert set(ran) == {"register_pair", "train", "enhance", "enhance_quality", "segment", "quantify", "dvc",
-                        "strain", "residual", "particles", "lithiation", "neutron", "neutron_layer"}
+                        "strain", "residual", "particles", "lithiation", "neutron", "neutron_layer",
+                        "neutron_spectra"}
     assert set(ran.values()) == {"computed"}
     html = res.report_path.read_text()
     for section in ("InDI enhancement", "Segmentation", "Quantification", "finite strain", "Residual maps",
-                    "Particles and tracks", "Lithiation modes", "Neutron", "All numbers"):
+                    "Particles and tracks", "Lithiation modes", "Neutron", "Neutron: spectra", "All numbers"):
         assert section in html, section
     # every stage with a truth shows it beside the measurement
     for truth in ("true mean ln U_zz", "CNR HQ (truth)", "true particles"):

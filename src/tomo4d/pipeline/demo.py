@@ -101,6 +101,7 @@ inputs:
   repeat: data/repeat.tif          # T0 scanned twice: the noise floor of the residual maps
   training_pair: {{lq: data/lq.tif, hq: data/hq.tif}}   # InDI's training data (LQ 100 nm, HQ 50 nm)
   neutron: data/neutron/T*.tif     # neutron attenuation (1/cm), 4x coarser voxels over the same field
+  neutron_spectra: data/spectra/collector_T*.csv   # time-of-flight transmission of the Cu collector
 enhance:
   preset: small
   train: {{steps: {train_steps}, crop: {crop}, val_every: 0, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo
@@ -132,11 +133,16 @@ neutron:
   layer_phases: {json.dumps(layer)}      # the anode: matrix, silicon, lithiated silicon
   psf_sigma_nm: {float(t['neutron_blur_sigma_nm'])}
   joint_phases: 4
+neutron_spectra:                   # Bragg edges of the Cu collector: lattice strain per step
+  bragg:
+    - {{name: Cu111, lattice_parameter_angstrom: 3.615, hkl: [1, 1, 1], profile: gaussian}}
+    - {{name: Cu200, lattice_parameter_angstrom: 3.615, hkl: [2, 0, 0], profile: gaussian}}
 truth:                             # the phantom's truth, shown beside every measured number
   labels: data/truth/labels_lq_T*.tif
   particles: data/truth/particles_lq_T*.tif
   displacement: data/truth/displacement_T*.npz
   li_concentration_mol_l: {json.dumps([round(v, 4) for v in true_li])}
+  lattice_strain: {{Cu111: 0.0, Cu200: 0.0}}
 """
 
 
@@ -164,6 +170,27 @@ def _true_layer_li(data: Path, doc: dict) -> list[float]:
         li = LiConcentration(c, np.zeros_like(c), theoretical_lithium_calibration())
         out.append(float(layer_lithium(li, lab, layer, bin_factor=b, margin_px=margin_px).concentration_mol_l))
     return out
+
+
+def _write_spectra(exp, data: Path, *, seed: int) -> None:
+    """Time-of-flight transmission spectra of the Cu collector (its Bragg edges) of every step, as a beamline
+    would deliver them: Poisson counts of 1e5 per bin (open beam 4e5), 1-7 A in 600 bins, a 3 mm path
+    (:func:`tomo4d.phantom.neutron.transmission_spectra`), CSV: wavelength, transmission, sigma."""
+    import numpy as np
+
+    from ..phantom.neutron import transmission_spectra
+
+    lam, n0 = np.linspace(1.0, 7.0, 600), 1e5
+    rng = np.random.default_rng(seed)
+    (data / "spectra").mkdir()
+    for step, name in enumerate(exp.truth.step_names):
+        sp = transmission_spectra(exp, step, wavelengths_a=lam, path_length_mm=3.0)
+        i = sp.region_names.index("collector")
+        counts = np.maximum(rng.poisson(n0 * sp.transmission[i]), 1)
+        t = counts / (rng.poisson(4 * n0, size=lam.size) / 4.0)
+        sigma = t * np.sqrt(1.0 / counts + 1.0 / (4 * n0))
+        np.savetxt(data / "spectra" / f"collector_{name}.csv", np.column_stack([lam, t, sigma]), delimiter=",",
+                   header="wavelength,transmission,sigma", comments="")
 
 
 def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, progress: Callable | None = None,
@@ -194,6 +221,7 @@ def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, progress: Calla
     t0 = time.perf_counter()
     exp = make_experiment(shape=tuple(shape), n_steps=n_steps, seed=seed)
     data = exp.save(out / "data", fields="full")
+    _write_spectra(exp, data, seed=seed)
     doc = json.loads((data / "experiment.json").read_text(encoding="utf-8"))
     series = _series_files(data, doc["truth"]["steps"])
     exp_file = out / "experiment.yaml"
