@@ -41,3 +41,16 @@ def small_volume(rng):
     meta = VolumeMetadata(name="test volume", time_step="T2", time_s=3600.0, state_of_charge=0.5,
                           modality="xray", provenance=("made by a test",))
     return Volume(data, (100.0, 50.0, 50.0), meta)
+
+
+@pytest.fixture
+def default_sigint():
+    """SIGINT on Python's default handler for the test (a job started in the background by a non-interactive
+    shell inherits SIGINT ignored), restored after."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

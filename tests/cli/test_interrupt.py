@@ -12,7 +12,7 @@ from tomo4d.cli import main
 from tomo4d.io import save_volume
 
 
-def test_interrupt_swallowed_during_a_write_still_exits_130(tmp_path, monkeypatch, capsys):
+def test_interrupt_swallowed_during_a_write_still_exits_130(tmp_path, monkeypatch, capsys, default_sigint):
     import tomo4d.io.hdf5 as hdf5
 
     src = tmp_path / "in.tif"

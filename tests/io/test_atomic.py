@@ -216,7 +216,7 @@ def test_os_errors_name_the_output_not_the_temporary(tmp_path):
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
-def test_swallowed_interrupt_still_aborts_the_write(tmp_path):
+def test_swallowed_interrupt_still_aborts_the_write(tmp_path, default_sigint):
     """h5py's weakref callbacks eat KeyboardInterrupt: the recorded signal must still abort."""
     import signal
 
