@@ -166,6 +166,7 @@ def test_report_sections_and_every_number_has_a_unit(lith_run):
     assert column_unit("thickness_mean_um") == "um" and column_unit("time_s") == "s"
     assert column_unit("li_concentration_mol_l") == "mol/L" and column_unit("true_rnl") == "1"
     assert column_unit("n_particles") == "count" and column_unit("some_new_score") == UNKNOWN
+    assert column_unit("li_per_cm_per_mol_l") == "(1/cm) per (mol/L)"  # not mol/L from its suffix
     assert column_unit("track") == "id" and column_unit("true_id") == "id"
     # one row per (table, column): a per-step table lists its values, a long one min / median / max
     rows = table_numbers("t", {"a_um": np.array([1.0, 2.0]), "b_um": np.arange(20.0)})

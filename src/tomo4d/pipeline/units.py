@@ -40,7 +40,8 @@ _GREY = ("noise_floor", "mean_before_floor", "residual_mean", "residual_max", "r
 #: explicit units of column names that carry none in their name
 UNITS: dict[str, str] = {**dict.fromkeys(_DIMENSIONLESS, "1"), **dict.fromkeys(_GREY, "grey level"),
                          **dict.fromkeys(("label", "track", "class", "true_id"), "id"),
-                         "n_voxels": "voxels", "sigma_px": "px"}
+                         "n_voxels": "voxels", "sigma_px": "px",
+                         "li_per_cm_per_mol_l": "(1/cm) per (mol/L)"}  # the Li calibration: mu per concentration
 
 
 def column_unit(name: str) -> str:
