@@ -63,6 +63,13 @@ def segment_section(rep, out: Path, info: dict, figure) -> None:
                "Segmentation, middle xy slice of each step")
 
 
+def _columns_table(rep, table: dict, keys, caption: str) -> None:
+    """One row per step of ``table`` with the ``(column, header)`` pairs of ``keys`` that it has."""
+    keys = [(k, h) for k, h in keys if k in table]
+    rep.table([h for _, h in keys], [tuple(table[k][i] for k, _ in keys) for i in range(len(table["step"]))],
+              caption=caption)
+
+
 def particles_section(rep, out: Path, info: dict, figure, vs_time) -> None:
     s = read_table_of(out, "particles_summary")
     rep.section("Particles and tracks", "Particles of the particle class in each step's segmentation (tables/particles, "
@@ -75,10 +82,8 @@ def particles_section(rep, out: Path, info: dict, figure, vs_time) -> None:
             ("median_equivalent_diameter_um", "median diameter (um)"), ("mean_sphericity", "mean sphericity"),
             ("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("n_tracks_found", "tracks found"),
             ("link_accuracy", "links on one true particle")]
-    keys = [(k, h) for k, h in keys if k in s]
-    rep.table([h for _, h in keys], [tuple(s[k][i] for k, _ in keys) for i in range(len(s["step"]))],
-              caption="Measured beside true (truth.particles; detection matched at IoU >= 0.5, links from each "
-                      "track's first step)." if truth else "No truth given: measured only.")
+    _columns_table(rep, s, keys, "Measured beside true (truth.particles; detection matched at IoU >= 0.5, links "
+                   "from each track's first step)." if truth else "No truth given: measured only.")
     series = {"measured": s["n_particles"], **({"true": s["n_true"]} if truth else {})}
     x = np.asarray(info["time_s"], float)[[info["names"].index(str(n)) for n in s["step"]]] / 3600.0
     figure(rep, vs_time(x, series, "particles", "time (h)"), out, "particles_count", "Number of particles vs time")
@@ -104,10 +109,8 @@ def residual_section(rep, out: Path, info: dict, figure) -> None:
             ("mean_before_floor", "mean before floor"), ("fraction_above_floor", "fraction above floor"),
             ("residual_mean", "mean residual"), ("residual_mean_true_lithiated", "mean in true lithiated Si"),
             ("residual_mean_elsewhere", "mean elsewhere"), ("true_lithiated_fraction", "true lithiated fraction")]
-    keys = [(k, h) for k, h in keys if k in s]
-    rep.table([h for _, h in keys], [tuple(s[k][i] for k, _ in keys) for i in range(len(s["step"]))],
-              caption="Grey levels. With truth: the residual inside the truly lithiated silicon beside elsewhere "
-                      "(lithiation should stand out)." if "true_lithiated_fraction" in s else "Grey levels.")
+    _columns_table(rep, s, keys, "Grey levels. With truth: the residual inside the truly lithiated silicon beside "
+                   "elsewhere (lithiation should stand out)." if "true_lithiated_fraction" in s else "Grey levels.")
     imgs, titles = _mid_slices(out, list(s["step"]), "residual_T0_")
     if imgs:
         figure(rep, slice_figure(imgs, titles, cmap="magma"), out, "residual_slices",
