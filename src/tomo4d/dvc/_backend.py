@@ -69,7 +69,9 @@ class NodeProblem:
         spline coefficients (``options.order == 3``)."""
         from scipy import ndimage
 
-        grad = np.stack(np.gradient(reference)).astype(np.float32)
+        grad = np.empty((3,) + reference.shape, np.float32)   # filled axis by axis: no 3-array transient
+        for a in range(3):
+            grad[a] = np.gradient(reference, axis=a)
         coef = (ndimage.spline_filter(deformed, order=3, output=np.float32, mode="mirror") if options.order == 3
                 else deformed)
         return cls(reference=reference, gradient=grad, mask=np.ascontiguousarray(mask, np.bool_), deformed=deformed,

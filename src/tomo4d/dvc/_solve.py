@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backend import Backend, NodeProblem, NodeState
+from ._batches import SPLINE_MARGIN, Sources, node_boxes, plan_batches, reference_std
 from .field import NodeStatus
 from .options import CorrelationOptions, PsfCompensation
 
@@ -22,11 +23,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """The checked inputs of one correlation (volumes pre-smoothed, grid laid out)."""
+    """The checked inputs of one correlation: the volumes as given (read box by box), the node grid."""
 
-    reference: np.ndarray
-    deformed: np.ndarray
-    mask: np.ndarray | None
+    sources: Sources
     positions: np.ndarray
     grid_shape: tuple[int, int, int]
     node_spacing: tuple[int, int, int]
@@ -34,43 +33,162 @@ class Prepared:
     voxel_size_nm: tuple[float, float, float]
 
     @property
-    def kernel_mask(self) -> np.ndarray:
-        """The mask the kernels read (all True without a mask)."""
-        return np.ones(self.reference.shape, np.bool_) if self.mask is None else self.mask
+    def shape(self) -> tuple[int, int, int]:
+        return self.sources.shape
 
 
-def solve_plain(prep: Prepared, options: CorrelationOptions, backend: Backend, state: NodeState, active: np.ndarray,
-                progress: Callable[[int, int], None] | None) -> None:
-    """Solve the ``active`` nodes on the volumes as given, in chunks so that progress can be reported."""
-    problem = NodeProblem.build(prep.reference, prep.deformed, prep.kernel_mask, prep.positions, prep.half_window,
-                                options)
-    order_idx = np.nonzero(active)[0]
-    chunk = max(256, len(order_idx) // 8 + 1)        # each chunk is one parallel batch
+@dataclass
+class Screening:
+    """What the batched pass found before solving: statuses, the nodes solved, the mask cover per node."""
+
+    status: np.ndarray
+    active: np.ndarray
+    inside: np.ndarray
+    start_phis: np.ndarray
+    box_lo: np.ndarray
+    box_hi: np.ndarray
+    refetched: int = 0
+    batches: int = 0
+    largest_box_voxels: int = 0
+
+
+def _reach(options: CorrelationOptions, half_window, search_radius: int) -> float:
+    """How far beyond its initial warped window a node may read the deformed volume, px (module
+    notes of :mod:`._batches`)."""
+    hw = np.asarray(half_window, float)
+    move = float(hw.max()) if options.max_displacement_px is None else float(options.max_displacement_px)
+    spline = 2 + SPLINE_MARGIN if options.order == 3 else 2
+    return move + search_radius + np.ceil(0.25 * hw.max()) + spline
+
+
+def solve_batches(prep: Prepared, options: CorrelationOptions, backend: Backend, state: NodeState, *,
+                  search_radius: int, solve: bool, budget_bytes: float,
+                  progress: Callable[[int, int], None] | None) -> Screening:
+    """Screen (mask, texture), search (integer shifts) and, if ``solve``, solve every node, batch by
+    batch of the node grid (:mod:`._batches`); ``state`` is updated in place."""
+    n = len(prep.positions)
+    scr = Screening(status=np.full(n, NodeStatus.NOT_CONVERGED, np.int8), active=np.zeros(n, bool),
+                    inside=np.ones(n), start_phis=state.phis.copy(), box_lo=np.zeros((n, 3), np.int64),
+                    box_hi=np.zeros((n, 3), np.int64))
+    gstd = reference_std(prep.sources, budget_bytes) or 1.0
+    reach = _reach(options, prep.half_window, search_radius)
+    lo, hi = node_boxes(prep.positions, state.phis, prep.half_window, prep.shape, reach_deformed=reach)
+    batches = plan_batches(lo, hi, prep.grid_shape, budget_bytes=budget_bytes)
+    scr.batches, scr.largest_box_voxels = len(batches), max(b.voxels for b in batches)
     done = 0
-    for start in range(0, len(order_idx), chunk):
-        sel = np.zeros(problem.n_nodes, np.bool_)
-        sel[order_idx[start:start + chunk]] = True
-        backend.solve(problem, state, sel)
-        done += int(sel.sum())
+    for b in batches:
+        _solve_batch(prep, options, backend, state, scr, b, gstd, search_radius, solve)
+        done += len(b.nodes)
         if progress is not None:
-            progress(done, len(order_idx))
+            progress(done, n)
+    if solve:
+        _resolve_edge_nodes(prep, options, backend, state, scr, reach)
+    return scr
+
+
+def _solve_batch(prep, options, backend, state, scr: Screening, batch, gstd, search_radius, solve) -> None:
+    ref, dfm, msk = prep.sources.read(batch.lo, batch.hi)
+    local = prep.positions[batch.nodes] - batch.lo
+    st, act, ins = screen_nodes(ref, msk, local, prep.half_window, options, gstd,
+                                masked=prep.sources.mask is not None)
+    scr.status[batch.nodes], scr.active[batch.nodes], scr.inside[batch.nodes] = st, act, ins
+    scr.box_lo[batch.nodes], scr.box_hi[batch.nodes] = batch.lo, batch.hi
+    if not act.any():
+        return
+    sub = NodeState.start(state.phis[batch.nodes])
+    if search_radius > 0:
+        integer_search(ref, dfm, local, prep.half_window, sub.phis, act, search_radius)
+    scr.start_phis[batch.nodes] = sub.phis
+    if solve:
+        problem = NodeProblem.build(ref, dfm, msk, local, prep.half_window, options)
+        backend.solve(problem, sub, act)
+    state.put(batch.nodes, sub)
+
+
+def _resolve_edge_nodes(prep, options, backend, state, scr: Screening, reach) -> None:
+    """Solve again, in a box around its start and its solution, any node whose final window reaches
+    its batch's box edge inside the volume (it may have read less than the whole volume gives)."""
+    nodes = np.nonzero(scr.active)[0]
+    if not len(nodes) or scr.batches == 1:
+        return
+    phis = state.phis[nodes]
+    ok = np.all(np.isfinite(phis), axis=(1, 2))
+    phis = np.where(ok[:, None, None], phis, scr.start_phis[nodes])
+    spline = 2 + SPLINE_MARGIN if options.order == 3 else 2
+    lo, hi = node_boxes(prep.positions[nodes], phis, prep.half_window, prep.shape, reach_deformed=spline)
+    redo = np.any((lo < scr.box_lo[nodes]) | (hi > scr.box_hi[nodes]), axis=1)
+    for k, lo_k, hi_k in zip(nodes[redo], lo[redo], hi[redo]):
+        slo, shi = node_boxes(prep.positions[k:k + 1], scr.start_phis[k:k + 1], prep.half_window, prep.shape,
+                              reach_deformed=reach)
+        box_lo, box_hi = np.minimum(lo_k - reach, slo[0]).clip(0), np.maximum(hi_k + reach, shi[0])
+        box_hi = np.minimum(box_hi, np.asarray(prep.shape)).astype(np.int64)
+        box_lo = box_lo.astype(np.int64)
+        ref, dfm, msk = prep.sources.read(box_lo, box_hi)
+        problem = NodeProblem.build(ref, dfm, msk, prep.positions[k:k + 1] - box_lo, prep.half_window, options)
+        sub = NodeState.start(scr.start_phis[k:k + 1])
+        backend.solve(problem, sub, np.ones(1, np.bool_))
+        state.put(np.array([k]), sub)
+    scr.refetched = int(redo.sum())
+
+
+def screen_nodes(ref, msk, positions, half_window, options: CorrelationOptions, gstd: float, *, masked: bool):
+    """``(status, active, inside)`` of nodes at ``positions`` of the crop ``ref``/``msk``: skipped for the
+    mask (``OUTSIDE_MASK``: less than ``mask_fraction`` of the window inside) or the texture
+    (``LOW_TEXTURE``: window std below ``min_texture`` x the whole reference's ``gstd``)."""
+    hw = half_window
+    n = len(positions)
+    status = np.full(n, NodeStatus.NOT_CONVERGED, np.int8)
+    active = np.ones(n, bool)
+    inside = np.ones(n)
+    for k, p in enumerate(positions):
+        s = tuple(slice(p[i] - hw[i], p[i] + hw[i] + 1) for i in range(3))
+        if masked:
+            inside[k] = msk[s].mean()
+            if inside[k] < options.mask_fraction:
+                status[k] = NodeStatus.OUTSIDE_MASK
+                active[k] = False
+                continue
+        w = ref[s] if not masked else ref[s][msk[s]]
+        if w.std() < options.min_texture * gstd:
+            status[k] = NodeStatus.LOW_TEXTURE
+            active[k] = False
+    return status, active, inside
+
+
+def integer_search(ref, deformed, positions, half_window, phis, active, radius) -> None:
+    """Refine the translation of each active node by the best integer shift (normalised
+    cross-correlation) within ``radius`` of its initial guess; ``phis`` updated in place."""
+    from skimage.feature import match_template
+
+    hw = np.asarray(half_window)
+    r = int(radius)
+    shape = np.asarray(ref.shape)
+    for n in np.nonzero(active)[0]:
+        p = positions[n]
+        t0 = np.round(phis[n, :3, 3]).astype(int)
+        lo_c = np.maximum(p - hw + t0 - r, 0)
+        hi_c = np.minimum(p + hw + t0 + r + 1, shape)
+        if np.any(hi_c - lo_c < 2 * hw + 1):
+            continue
+        win = ref[p[0] - hw[0]:p[0] + hw[0] + 1, p[1] - hw[1]:p[1] + hw[1] + 1, p[2] - hw[2]:p[2] + hw[2] + 1]
+        cc = match_template(deformed[lo_c[0]:hi_c[0], lo_c[1]:hi_c[1], lo_c[2]:hi_c[2]], win)
+        k = np.unravel_index(int(np.argmax(cc)), cc.shape)
+        phis[n, :3, 3] = lo_c + np.asarray(k) - (p - hw)
 
 
 def solve_psf(prep: Prepared, options: CorrelationOptions, psf: PsfCompensation, backend: Backend, state: NodeState,
-              active: np.ndarray, *, plain_first: bool, progress: Callable[[int, int], None] | None) -> dict:
-    """PSF-compensated passes (see :mod:`tomo4d.dvc.psf`), after a plain pass when ``plain_first``
-    (F must come from somewhere: a plain pass, or the initial field).  Returns notes."""
+              active: np.ndarray, start_phis: np.ndarray, progress: Callable[[int, int], None] | None) -> dict:
+    """PSF-compensated passes (see :mod:`tomo4d.dvc.psf`) from ``state`` (a plain pass, or the initial
+    field: F must come from somewhere), each node restarting from ``start_phis`` where its F is unusable.
+    Each group of nodes with equal blurs reads its own box.  Returns notes."""
     from .psf import psf_covariance
 
     cov = psf_covariance(psf.psf_sigma_px, options.smooth_sigma_px)
-    start_phis = state.phis.copy()
-    if plain_first:
-        solve_plain(prep, options, backend, state, active, None)
     notes = {}
     for _ in range(psf.passes):
         notes = _psf_pass(prep, options, backend, state, active, start_phis, cov, psf.tolerance_px2)
     if progress is not None:
-        progress(int(active.sum()), int(active.sum()))
+        progress(len(prep.positions), len(prep.positions))
     return notes
 
 
@@ -122,7 +240,7 @@ def _group_box(prep: Prepared, nodes, start, bd_g, br_g):
     hi = np.maximum((pos + hw).max(0), warped.reshape(-1, 3).max(0))
     reach = 4.0 * np.sqrt(max(np.linalg.eigvalsh(bd_g).max(), np.linalg.eigvalsh(br_g).max(), 0.0)) + 6
     lo = np.maximum(np.floor(lo - reach), 0).astype(np.int64)
-    hi = np.minimum(np.ceil(hi + reach) + 1, np.asarray(prep.reference.shape)).astype(np.int64)
+    hi = np.minimum(np.ceil(hi + reach) + 1, np.asarray(prep.shape)).astype(np.int64)
     return lo, hi
 
 
@@ -136,14 +254,12 @@ def _psf_pass(prep: Prepared, options: CorrelationOptions, backend: Backend, sta
     start, f = _local_f(state, idx, start_phis, prep.grid_shape)
     bd, br = compensating_blurs(f, cov)
     groups = group_nodes(bd, br, tolerance_px2)
-    kmask = prep.kernel_mask
     for g in groups:
         nodes = idx[g]
         bd_g, br_g = bd[g].mean(0), br[g].mean(0)
         lo, hi = _group_box(prep, nodes, start[g], bd_g, br_g)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        problem = NodeProblem.build(blur_covariance(prep.reference[box], br_g),
-                                    blur_covariance(prep.deformed[box], bd_g), kmask[box],
+        ref, dfm, msk = prep.sources.read(lo, hi)
+        problem = NodeProblem.build(blur_covariance(ref, br_g), blur_covariance(dfm, bd_g), msk,
                                     prep.positions[nodes] - lo, prep.half_window, options)
         sub = NodeState.start(start[g])
         backend.solve(problem, sub, np.ones(len(nodes), np.bool_))

@@ -13,9 +13,11 @@ replaced by interpolation from converged neighbours, and counted in
 ``field.notes``.
 
 :func:`correlate` reads as its steps: check the inputs (:func:`_prepare`), the
-initial guess (:func:`_initial_guess`), screen nodes by mask and texture
-(:func:`_screen_nodes`), solve (:mod:`._solve`: plain and PSF passes), map the
-statuses (:func:`_node_statuses`), post-process (:func:`_postprocess`).
+initial guess (:func:`_initial_guess`), then batch by batch of the node grid
+(:mod:`._batches`: each batch reads only its box of the volumes, so numpy, dask,
+Zarr or HDF5 volumes larger than memory correlate within ``chunk_budget_mb``)
+screen nodes by mask and texture, search and solve (:mod:`._solve`; then the PSF
+passes), map the statuses (:func:`_node_statuses`), post-process (:func:`_postprocess`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._validate import as_image, as_mask, check_int, check_same_shape, show
+from .._array import is_lazy
+from .._validate import as_mask, check_finite, check_int, check_same_shape, show
 from ..errors import InputError
 from ..register.phi import check_phi
 from ..volume import Volume
 from ._backend import NodeState, select_backend
-from ._solve import Prepared, solve_plain, solve_psf
+from ._batches import BYTES_PER_VOXEL, Sources
+from ._solve import Prepared, solve_batches, solve_psf
 from .field import DisplacementField, NodeStatus, _triple, node_grid
 from .options import CorrelationOptions, PsfCompensation, resolve_options
 from .postprocess import correct_curvature, flag_outliers, replace_bad_nodes
@@ -121,22 +125,25 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
     prep = _prepare(reference, deformed, mask, node_spacing, half_window, opts)
     t_start = time.perf_counter()
     phis = _initial_guess(prep, phi0, initial)
-    status, active = _screen_nodes(prep, opts)
-    if search_radius_px > 0:
-        _integer_search(prep, phis, active, search_radius_px)
     backend = select_backend(opts)
     state = NodeState.start(phis)
+    budget = opts.chunk_budget_mb * 2**20
+    scr = solve_batches(prep, opts, backend, state, search_radius=search_radius_px,
+                        solve=psf is None or initial is None, budget_bytes=budget,
+                        progress=progress if psf is None else None)
+    status, active = scr.status, scr.active
+    if not active.any():
+        _no_node(prep, opts, scr)
     psf_notes = {}
-    if psf is None:
-        solve_plain(prep, opts, backend, state, active, progress)
-    else:
-        psf_notes = solve_psf(prep, opts, psf, backend, state, active, plain_first=initial is None,
-                              progress=progress)
+    if psf is not None:
+        psf_notes = solve_psf(prep, opts, psf, backend, state, active, scr.start_phis, progress)
     status, phis = _node_statuses(status, active, state)
     seconds = time.perf_counter() - t_start
     n_active = int(active.sum())
     notes = {"seconds": seconds, "nodes_per_second": n_active / max(seconds, 1e-9), "correlated_nodes": n_active,
-             "backend": backend.name, **psf_notes, "volume_shape_zyx": [int(v) for v in prep.reference.shape],
+             "backend": backend.name, **psf_notes, "volume_shape_zyx": [int(v) for v in prep.shape],
+             "batches": scr.batches, "batch_box_mib": scr.largest_box_voxels * BYTES_PER_VOXEL / 2**20,
+             "batch_resolved_nodes": scr.refetched,
              **_status_notes(status, active)}
     field = DisplacementField(positions_zyx_px=prep.positions.astype(float), phi=phis, status=status,
                               grid_shape=prep.grid_shape, node_spacing_px=prep.node_spacing,
@@ -160,29 +167,56 @@ def _voxel_sizes(reference, deformed) -> tuple[float, float, float]:
     return reference.voxel_size_nm if isinstance(reference, Volume) else (1.0, 1.0, 1.0)
 
 
-def _prepare(reference, deformed, mask, node_spacing, half_window, opts: CorrelationOptions) -> Prepared:
-    """Check the volumes, mask and grid; pre-smooth; lay out the nodes."""
-    voxel = _voxel_sizes(reference, deformed)
-    ref = as_image(reference, name="reference")
-    dfm = as_image(deformed, name="deformed")
-    check_same_shape(ref, dfm, ("reference", "deformed"))
-    msk = as_mask(mask, ref.shape)
-    if opts.smooth_sigma_px > 0:
-        from scipy import ndimage
+def _source(obj, name: str):
+    """A volume as given (numpy or lazy, unconverted): 3D and numeric; numpy is checked for NaN/Inf here,
+    a lazy volume box by box as it is read."""
+    a = obj.data if hasattr(obj, "voxel_size_nm") and hasattr(obj, "data") else obj
+    if not is_lazy(a):
+        a = np.asarray(a)
+    if len(a.shape) != 3:
+        raise InputError(f"{name} has shape {tuple(a.shape)}; give a 3D (z, y, x) volume")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
+    if not is_lazy(a):
+        check_finite(name, a)
+    return a
 
-        ref = ndimage.gaussian_filter(ref, opts.smooth_sigma_px)
-        dfm = ndimage.gaussian_filter(dfm, opts.smooth_sigma_px)
+
+def _mask_source(mask, shape):
+    """The mask as given (lazy stays lazy): same shape as the volumes and not empty."""
+    if mask is None:
+        return None
+    m = mask.data if hasattr(mask, "voxel_size_nm") and hasattr(mask, "data") else mask
+    if not is_lazy(m):
+        return as_mask(m, shape)
+    if tuple(m.shape) != tuple(shape):
+        raise InputError(f"mask has shape {tuple(m.shape)} but the volume has shape {tuple(shape)}; give a boolean "
+                         "mask of the same shape")
+    if not bool(m.astype(bool).any().compute()):
+        raise InputError("mask excludes every voxel; give a mask with True where the sample is")
+    return m
+
+
+def _prepare(reference, deformed, mask, node_spacing, half_window, opts: CorrelationOptions) -> Prepared:
+    """Check the volumes, mask and grid (volumes stay as given: batches read and smooth their boxes)."""
+    voxel = _voxel_sizes(reference, deformed)
+    ref = _source(reference, "reference")
+    dfm = _source(deformed, "deformed")
+    check_same_shape(ref, dfm, ("reference", "deformed"))
+    shape = tuple(int(v) for v in ref.shape)
+    msk = _mask_source(mask, shape)
     sp = _triple(node_spacing, "node_spacing")
-    too_far = [a for a in range(3) if sp[a] > ref.shape[a]]
+    too_far = [a for a in range(3) if sp[a] > shape[a]]
     if too_far:
         a = too_far[0]
         raise InputError(f"node_spacing={show(node_spacing)} is larger than the volume along {'zyx'[a]} "
-                         f"({sp[a]} px > {ref.shape[a]} voxels, shape {ref.shape}); give a node spacing in px "
-                         f"(voxels), at most {min(ref.shape)}")
+                         f"({sp[a]} px > {shape[a]} voxels, shape {shape}); give a node spacing in px "
+                         f"(voxels), at most {min(shape)}")
     hw = _triple(sp if half_window is None else half_window, "half_window")
-    positions, grid_shape = node_grid(ref.shape, node_spacing=sp, half_window=hw)
-    return Prepared(reference=ref, deformed=dfm, mask=msk, positions=positions, grid_shape=grid_shape,
-                    node_spacing=sp, half_window=hw, voxel_size_nm=tuple(float(v) for v in voxel))
+    positions, grid_shape = node_grid(shape, node_spacing=sp, half_window=hw)
+    return Prepared(sources=Sources(ref, dfm, msk, opts.smooth_sigma_px), positions=positions,
+                    grid_shape=grid_shape, node_spacing=sp, half_window=hw,
+                    voxel_size_nm=tuple(float(v) for v in voxel))
 
 
 def _check_initial(initial, shape) -> None:
@@ -208,68 +242,32 @@ def _initial_guess(prep: Prepared, phi0, initial) -> np.ndarray:
     phis = np.tile(np.eye(4), (len(positions), 1, 1))
     if phi0 is not None:
         g = check_phi(phi0, name="phi0")
-        c = (np.asarray(prep.reference.shape, float) - 1.0) / 2.0
+        c = (np.asarray(prep.shape, float) - 1.0) / 2.0
         phis[:, :3, :3] = g[:3, :3]
         phis[:, :3, 3] = (positions - c) @ g[:3, :3].T + c + g[:3, 3] - positions
     if initial is not None:
-        _check_initial(initial, prep.reference.shape)
+        _check_initial(initial, prep.shape)
         u, f = initial.interpolate(positions.astype(float))
         phis[:, :3, :3] = f
         phis[:, :3, 3] = u
     return phis
 
 
-def _screen_nodes(prep: Prepared, opts: CorrelationOptions) -> tuple[np.ndarray, np.ndarray]:
-    """``(status, active)``: nodes skipped for the mask (``OUTSIDE_MASK``) or texture (``LOW_TEXTURE``)."""
-    ref, msk, hw = prep.reference, prep.mask, prep.half_window
+def _no_node(prep: Prepared, opts: CorrelationOptions, scr) -> None:
+    """Raise the error of a correlation in which no node can be correlated, saying why."""
     n = len(prep.positions)
-    status = np.full(n, NodeStatus.NOT_CONVERGED, np.int8)
-    active = np.ones(n, bool)
-    inside = np.ones(n)
-    gstd = float(ref.std()) or 1.0
-    for k, p in enumerate(prep.positions):
-        s = tuple(slice(p[i] - hw[i], p[i] + hw[i] + 1) for i in range(3))
-        if msk is not None:
-            inside[k] = msk[s].mean()
-            if inside[k] < opts.mask_fraction:
-                status[k] = NodeStatus.OUTSIDE_MASK
-                active[k] = False
-                continue
-        w = ref[s] if msk is None else ref[s][msk[s]]
-        if w.std() < opts.min_texture * gstd:
-            status[k] = NodeStatus.LOW_TEXTURE
-            active[k] = False
-    if active.any():
-        return status, active
+    status = scr.status
     n_mask = int((status == NodeStatus.OUTSIDE_MASK).sum())
     if n_mask == n:
+        m = prep.sources.mask
+        cover = float(m.mean().compute() if is_lazy(m) else np.mean(m))
         raise InputError(f"no node can be correlated: the mask selects none of the {n} nodes (each needs "
                          f"mask_fraction={show(opts.mask_fraction)} of its window inside the mask; the mask covers "
-                         f"{100 * msk.mean():.3g} % of the volume and at most {100 * inside.max():.3g} % of a "
+                         f"{100 * cover:.3g} % of the volume and at most {100 * scr.inside.max():.3g} % of a "
                          "window); check the mask, or lower mask_fraction or the node spacing")
     raise InputError(f"no node can be correlated: {n_mask} of {n} outside the mask, "
                      f"{int((status == NodeStatus.LOW_TEXTURE).sum())} without texture; check the mask or lower "
                      "min_texture/mask_fraction")
-
-
-def _integer_search(prep: Prepared, phis, active, radius) -> None:
-    """Refine the translation of each active node by the best integer shift (normalised cross-correlation)."""
-    from skimage.feature import match_template
-
-    ref, deformed, hw = prep.reference, prep.deformed, np.asarray(prep.half_window)
-    r = int(radius)
-    shape = np.asarray(ref.shape)
-    for n in np.nonzero(active)[0]:
-        p = prep.positions[n]
-        t0 = np.round(phis[n, :3, 3]).astype(int)
-        lo_c = np.maximum(p - hw + t0 - r, 0)
-        hi_c = np.minimum(p + hw + t0 + r + 1, shape)
-        if np.any(hi_c - lo_c < 2 * hw + 1):
-            continue
-        win = ref[p[0] - hw[0]:p[0] + hw[0] + 1, p[1] - hw[1]:p[1] + hw[1] + 1, p[2] - hw[2]:p[2] + hw[2] + 1]
-        cc = match_template(deformed[lo_c[0]:hi_c[0], lo_c[1]:hi_c[1], lo_c[2]:hi_c[2]], win)
-        k = np.unravel_index(int(np.argmax(cc)), cc.shape)
-        phis[n, :3, 3] = lo_c + np.asarray(k) - (p - hw)
 
 
 def _node_statuses(status, active, state: NodeState) -> tuple[np.ndarray, np.ndarray]:

@@ -88,6 +88,13 @@ class CorrelationOptions:
         correlation starts, so that building options never imports torch).
     threads : int, optional
         Numba threads for the call (default all; restored afterwards).
+    chunk_budget_mb : float
+        Working memory of one batch of nodes, MiB (> 0): the node grid is cut into
+        blocks whose box of the volumes (windows, their images, search and
+        interpolation reach) costs at most this (about 40 bytes per voxel of the
+        box); volumes given lazily (dask, Zarr, HDF5) are only read box by box.
+        Results equal the whole-volume solution (B-spline coefficients to float32
+        rounding).  Default 1024 MiB: a 512^3 pair correlates in one or a few batches.
     """
 
     order: int = 3
@@ -106,6 +113,7 @@ class CorrelationOptions:
     backend: str = "auto"
     device: object = None
     threads: int | None = None
+    chunk_budget_mb: float = 1024.0
 
     def __post_init__(self):
         if self.order not in (1, 3) or isinstance(self.order, (bool, np.bool_)):
@@ -123,6 +131,8 @@ class CorrelationOptions:
             "switch_px": check_number("switch_px", self.switch_px, minimum=0.0),
             "curvature_correction": _check_bool("curvature_correction", self.curvature_correction),
             "smooth_sigma_px": check_number("smooth_sigma_px", self.smooth_sigma_px, minimum=0.0),
+            "chunk_budget_mb": check_number("chunk_budget_mb", self.chunk_budget_mb, minimum=0.0,
+                                            exclusive_minimum=True),
         }
         if self.max_displacement_px is not None:
             checked["max_displacement_px"] = check_number("max_displacement_px", self.max_displacement_px,
