@@ -215,3 +215,24 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir):
         assert f.notes["method"] == "global" and f.usable.mean() > 0.5
         assert np.median(f.displacement_zyx_px[f.usable, 0]) > 0.1  # the anode expands along z
     assert (out / "tables" / "strain_summary.csv").exists()
+
+
+def test_dvc_stage_local_route_reads_node_batches(experiment_file, tmp_path):
+    """Without a whole-volume start (affine_start: false), the local DVC stage reads the stored series batch by
+    batch (dvc.chunk_budget_mb) and gives the field of an in-memory correlation of the same scans."""
+    from tomo4d.dvc import DisplacementField, correlate
+    from tomo4d.io import open_volume
+
+    p = experiment_file(iterations=30, name="batches.yaml")
+    p.write_text(p.read_text() + "  affine_start: false\n  search_radius_px: 2\n  chunk_budget_mb: 1\n")
+    out = tmp_path / "run"
+    run_experiment(load_experiment(p), out, source=p)
+    f = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
+    assert f.notes["batches"] > 1
+    scans = sorted((p.parent / "series_hq").glob("T*.tif"))
+    ref, dfm = (open_volume(s).numpy() for s in scans[:2])
+    whole = correlate(ref, dfm, node_spacing=4, half_window=6, smooth_sigma_px=1.0, tolerance_px=0.01,
+                      max_iterations=30, search_radius_px=2)
+    assert whole.notes["batches"] == 1
+    np.testing.assert_array_equal(f.status, whole.status)
+    assert np.abs(f.displacement_zyx_px - whole.displacement_zyx_px).max() < 1e-6

@@ -133,14 +133,21 @@ def _dvc_step(ctx, step, previous):
     from ..dvc import correlate, correlate_global
 
     sec = ctx.experiment.dvc
-    ref, deformed = read_series(ctx, 0).numpy(), read_series(ctx, step).numpy()  # the analysis series
+    ref, deformed = read_series(ctx, 0), read_series(ctx, step)  # the analysis series, lazily
     mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
+    initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
+    whole = (sec.deconvolve_iterations or sec.method == "global"
+             or (initial is None and (sec.affine_start or sec.axial_start)))
+    if not whole:  # local DVC reads its node batches' boxes (dvc.chunk_budget_mb) from the stored volumes
+        radius = 0 if initial is not None else sec.search_radius_px
+        return correlate(ref.data, deformed.data, initial=initial, search_radius_px=radius, mask=mask,
+                         **sec.correlate_kwargs())
+    ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
 
         ref, deformed = (deconvolve(v, psf_sigma_px=sec.deconvolve_psf_sigma_px, iterations=sec.deconvolve_iterations)
                          for v in (ref, deformed))
-    initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     phi0 = None
     if initial is None and (sec.affine_start or sec.axial_start):
         from ..register import register
