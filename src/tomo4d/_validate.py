@@ -274,6 +274,41 @@ def as_image(obj, *, name: str) -> np.ndarray:
     return as_float32(a)
 
 
+def as_lazy_image(obj, *, name: str):
+    """Return a 3D ``(z, y, x)`` image (array, dask array or Volume) as given, for chunk-by-chunk readers:
+    a dask array stays lazy (its NaN/Inf are refused chunk by chunk as read, :func:`check_finite_chunk`),
+    anything else becomes numpy, checked whole.  Not converted to float32."""
+    from ._array import is_lazy
+
+    a = _unwrap(obj)
+    if not is_lazy(a):
+        a = np.asarray(a)
+    if len(a.shape) != 3:
+        raise InputError(f"{name} has shape {tuple(a.shape)}; give a 3D (z, y, x) volume")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
+    if not is_lazy(a):
+        check_finite(name, a)
+    return a
+
+
+def as_lazy_mask(mask, shape, *, name: str = "mask"):
+    """:func:`as_mask` for chunk-by-chunk readers: a dask mask stays lazy (its shape and emptiness checked)."""
+    from ._array import is_lazy
+
+    if mask is None:
+        return None
+    m = _unwrap(mask)
+    if not is_lazy(m):
+        return as_mask(m, shape, name=name)
+    if tuple(m.shape) != tuple(shape):
+        raise InputError(f"{name} has shape {tuple(m.shape)} but the volume has shape {tuple(shape)}; give a boolean "
+                         "mask of the same shape")
+    if not bool(m.astype(bool).any().compute()):
+        raise InputError(f"{name} excludes every voxel; give a mask with True where the sample is")
+    return m
+
+
 def check_same_shape(a: np.ndarray, b: np.ndarray, names=("fixed", "moving")) -> None:
     """Refuse two images compared voxel by voxel (named ``names``) whose shapes differ."""
     if a.shape != b.shape:

@@ -47,3 +47,41 @@ def test_residual_of_a_field_without_usable_node_is_a_clear_error():
                                node_spacing_px=(8,) * 3, half_window_px=(4,) * 3)
     with pytest.raises(InputError, match="no usable node"):
         residual_map(vol, vol, failed)
+
+
+def _whole_volume_residual(ref, dfm, field, sigma, noise):
+    """The map computed on whole volumes at once (the definition the slab-wise map must equal)."""
+    from scipy import ndimage
+
+    coef = ndimage.spline_filter(dfm, order=3, output=np.float32, mode="mirror")
+    u = field.dense_displacement(ref.shape)
+    grid = np.meshgrid(*[np.arange(n) for n in ref.shape], indexing="ij")
+    warped = ndimage.map_coordinates(coef, np.stack([g + d for g, d in zip(grid, u)]), order=3, mode="mirror",
+                                     prefilter=False)
+    return np.clip(np.abs(ndimage.gaussian_filter(warped - ref, sigma)) - np.float32(noise), 0, None)
+
+
+def test_slab_wise_map_equals_the_whole_volume_and_reads_lazily(texture, warp, tmp_path):
+    """Slabs (with the blur's halo) and boxes of the deformed volume (a stretch that pulls points past the top
+    edge, mirrored) give the whole-volume map; dask inputs written slab by slab into a Zarr array give the same."""
+    da = pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+
+    dfm = warp(texture, lambda x: np.stack([0.08 * (x[0] - 10), 0.5 + 0 * x[1], -0.7 + 0 * x[2]]))
+    field = correlate(texture, dfm, node_spacing=8, half_window=8)
+    mask = np.zeros(texture.shape, bool)
+    mask[10:50] = True
+    whole = _whole_volume_residual(texture, dfm, field, 2.0, 5.0)
+    res = residual_map(texture, dfm, field, noise=5.0, slab=7, mask=mask)
+    assert np.abs(res.residual - whole).max() < 1e-5 * np.abs(whole).max()  # B-spline boxes: float32 rounding
+    assert res.mean_before_floor == pytest.approx(float(_before_floor(texture, dfm, field)[mask].mean()), rel=1e-5)
+    store = zarr.open(str(tmp_path / "res.zarr"), mode="w", shape=texture.shape, chunks=(7, 60, 60), dtype="f4")
+    lazy = residual_map(da.from_array(texture, chunks=(13, 31, 60)), da.from_array(dfm, chunks=(17, 60, 29)), field,
+                        noise=5.0, slab=7, mask=da.from_array(mask, chunks=20), out=store)
+    assert lazy.residual is store
+    np.testing.assert_array_equal(np.asarray(store[:]), res.residual)
+    assert lazy.mean_before_floor == res.mean_before_floor and lazy.fraction_above_floor == res.fraction_above_floor
+
+
+def _before_floor(ref, dfm, field):
+    return _whole_volume_residual(ref, dfm, field, 2.0, 0.0)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._array import is_lazy
-from .._validate import as_mask, check_finite, check_int, check_same_shape, show
+from .._validate import as_lazy_image, as_lazy_mask, check_int, check_same_shape, show
 from ..errors import InputError
 from ..register.phi import check_phi
 from ..volume import Volume
@@ -167,44 +167,14 @@ def _voxel_sizes(reference, deformed) -> tuple[float, float, float]:
     return reference.voxel_size_nm if isinstance(reference, Volume) else (1.0, 1.0, 1.0)
 
 
-def _source(obj, name: str):
-    """A volume as given (numpy or lazy, unconverted): 3D and numeric; numpy is checked for NaN/Inf here,
-    a lazy volume box by box as it is read."""
-    a = obj.data if hasattr(obj, "voxel_size_nm") and hasattr(obj, "data") else obj
-    if not is_lazy(a):
-        a = np.asarray(a)
-    if len(a.shape) != 3:
-        raise InputError(f"{name} has shape {tuple(a.shape)}; give a 3D (z, y, x) volume")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise InputError(f"{name} has dtype {a.dtype}; give a numeric volume")
-    if not is_lazy(a):
-        check_finite(name, a)
-    return a
-
-
-def _mask_source(mask, shape):
-    """The mask as given (lazy stays lazy): same shape as the volumes and not empty."""
-    if mask is None:
-        return None
-    m = mask.data if hasattr(mask, "voxel_size_nm") and hasattr(mask, "data") else mask
-    if not is_lazy(m):
-        return as_mask(m, shape)
-    if tuple(m.shape) != tuple(shape):
-        raise InputError(f"mask has shape {tuple(m.shape)} but the volume has shape {tuple(shape)}; give a boolean "
-                         "mask of the same shape")
-    if not bool(m.astype(bool).any().compute()):
-        raise InputError("mask excludes every voxel; give a mask with True where the sample is")
-    return m
-
-
 def _prepare(reference, deformed, mask, node_spacing, half_window, opts: CorrelationOptions) -> Prepared:
     """Check the volumes, mask and grid (volumes stay as given: batches read and smooth their boxes)."""
     voxel = _voxel_sizes(reference, deformed)
-    ref = _source(reference, "reference")
-    dfm = _source(deformed, "deformed")
+    ref = as_lazy_image(reference, name="reference")
+    dfm = as_lazy_image(deformed, name="deformed")
     check_same_shape(ref, dfm, ("reference", "deformed"))
     shape = tuple(int(v) for v in ref.shape)
-    msk = _mask_source(mask, shape)
+    msk = as_lazy_mask(mask, shape)
     sp = _triple(node_spacing, "node_spacing")
     too_far = [a for a in range(3) if sp[a] > shape[a]]
     if too_far:

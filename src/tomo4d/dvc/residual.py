@@ -17,9 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._array import as_float32, is_lazy
 from .._validate import (
     as_image,
+    as_lazy_image,
+    as_lazy_mask,
     as_mask,
+    check_finite_chunk,
     check_int,
     check_number,
     check_same_shape,
@@ -83,14 +87,17 @@ def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: 
 
 
 def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: float = 2.0,
-                 noise: float = 0.0, mask=None, order: int = 3, slab: int = 32,
+                 noise: float = 0.0, mask=None, order: int = 3, slab: int = 32, out=None,
                  progress: Callable[[int, int], None] | None = None) -> ResidualMap:
-    """Grey-level residual after correcting the motion measured by ``field``.
+    """Grey-level residual after correcting the motion measured by ``field``, slab by slab.
 
     Parameters
     ----------
-    reference, deformed : (z, y, x) array or Volume
-        The volumes the field was measured between (same shape).
+    reference, deformed : (z, y, x) array, dask array or Volume
+        The volumes the field was measured between (same shape).  Lazy volumes
+        (dask over Zarr, HDF5, TIFF) are read slab by slab: a reference slab
+        with the blur's halo, and of the deformed volume only the box that the
+        slab's warped voxels reach (plus the B-spline's margin).
     field : DisplacementField
         Reference -> deformed field on a regular grid.
     sigma_px : float
@@ -102,41 +109,91 @@ def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: flo
     order : int
         Interpolation order of ``deformed`` (3 cubic).
     slab : int
-        Slices processed at a time (bounds the memory of the dense displacement).
+        Slices produced at a time: with ``out`` the peak memory is a few slabs
+        (plus their halo and the deformed box), not the volume.
+    out : array-like, optional
+        Where to write the map, slab by slab (a Zarr or HDF5 dataset, a memmap:
+        anything of the volume's shape supporting ``out[z0:z1] = ...``); default
+        a new float32 array.  ``ResidualMap.residual`` is ``out``.
     progress : callable(done, total), optional
 
     Returns
     -------
     ResidualMap
+        Equal to the whole-volume computation: exactly but for the B-spline
+        coefficients of the deformed box (to float32 rounding).
     """
-    from scipy import ndimage
-
-    ref = as_image(reference, name="reference")
-    dfm = as_image(deformed, name="deformed")
+    ref = as_lazy_image(reference, name="reference")
+    dfm = as_lazy_image(deformed, name="deformed")
     check_same_shape(ref, dfm, ("reference", "deformed"))
-    m = as_mask(mask, ref.shape)
+    shape = tuple(int(v) for v in ref.shape)
+    m = as_lazy_mask(mask, shape)
     if not isinstance(field, DisplacementField):
         raise InputError("field must be a DisplacementField (load one with DisplacementField.load)")
-    field.check_volume_shape(ref.shape, names="reference and deformed")
+    field.check_volume_shape(shape, names="reference and deformed")
     sigma_px = check_number("sigma_px", sigma_px, minimum=0.0)
     noise = check_number("noise", noise, minimum=0.0)
     order = check_int("order", order, minimum=0, maximum=5)
     slab = check_int("slab", slab, minimum=1)
-    coef = ndimage.spline_filter(dfm, order=order, output=np.float32, mode="mirror") if order > 1 else dfm
-    warped = np.empty_like(ref)
-    nz = ref.shape[0]
-    y, x = np.meshgrid(np.arange(ref.shape[1]), np.arange(ref.shape[2]), indexing="ij")
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif tuple(getattr(out, "shape", ())) != shape:
+        raise InputError(f"out has shape {tuple(getattr(out, 'shape', ()))}; give an array of the volumes' shape "
+                         f"{shape}")
+    halo = int(4.0 * sigma_px + 0.5) if sigma_px > 0 else 0     # scipy's gaussian_filter radius (truncate 4)
+    total, above, count = 0.0, 0, 0
+    nz = shape[0]
     for z0 in range(0, nz, slab):
         z1 = min(z0 + slab, nz)
-        u = field.dense_displacement(ref.shape, z_range=(z0, z1))
-        zz = np.arange(z0, z1)[:, None, None] + u[0]
-        coords = np.stack([zz, y[None] + u[1], x[None] + u[2]])
-        warped[z0:z1] = ndimage.map_coordinates(coef, coords, order=order, mode="mirror", prefilter=False)
+        a0, a1 = max(z0 - halo, 0), min(z1 + halo, nz)
+        diff = _warped_slab(dfm, field, shape, a0, a1, order) - _read(ref, (slice(a0, a1),), "reference", a0)
+        d = _blur_abs(diff, sigma_px)[z0 - a0:z0 - a0 + (z1 - z0)]
+        v = d if m is None else d[_read(m, (slice(z0, z1),), "mask", z0).astype(bool)]
+        total, above, count = total + float(v.sum(dtype=np.float64)), above + int((v > noise).sum()), count + v.size
+        out[z0:z1] = np.clip(d - np.float32(noise), 0, None).astype(np.float32)
         if progress is not None:
             progress(z1, nz)
-    diff = warped - ref
-    d = np.abs(ndimage.gaussian_filter(diff, sigma_px)) if sigma_px > 0 else np.abs(diff)
-    v = d if m is None else d[m]
-    res = np.clip(d - np.float32(noise), 0, None).astype(np.float32)
-    return ResidualMap(residual=res, noise_floor=float(noise), sigma_px=float(sigma_px),
-                       mean_before_floor=float(v.mean()), fraction_above_floor=float((v > noise).mean()))
+    return ResidualMap(residual=out, noise_floor=float(noise), sigma_px=float(sigma_px),
+                       mean_before_floor=total / max(count, 1), fraction_above_floor=above / max(count, 1))
+
+
+def _read(source, box, name: str, z0: int) -> np.ndarray:
+    """A box of a numpy or lazy volume as numpy float32 (bool stays bool); lazy boxes checked for NaN/Inf."""
+    a = source[box]
+    if is_lazy(a):
+        a = np.asarray(a.compute())
+        check_finite_chunk(name, a, z0)
+    a = np.asarray(a)
+    return a if a.dtype == bool else as_float32(a)
+
+
+def _blur_abs(diff: np.ndarray, sigma_px: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return np.abs(ndimage.gaussian_filter(diff, sigma_px)) if sigma_px > 0 else np.abs(diff)
+
+
+def _warped_slab(dfm, field: DisplacementField, shape, z0: int, z1: int, order: int) -> np.ndarray:
+    """``deformed(x + u(x))`` for the reference slices ``z0 .. z1 - 1``, reading only the box of the deformed
+    volume that those points (mirrored into the volume as scipy's ``mirror`` mode does) and the B-spline's
+    support and prefilter margin reach."""
+    from scipy import ndimage
+
+    from ._batches import SPLINE_MARGIN
+
+    u = field.dense_displacement(shape, z_range=(z0, z1))
+    grid = np.meshgrid(np.arange(z0, z1), np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    coords = np.stack([g + du for g, du in zip(grid, u)])
+    n = np.asarray(shape, float)[:, None]
+    flat = coords.reshape(3, -1)
+    # scipy's mirror mode: a point beyond an edge reads the mirror image of the spline, i.e. its value at the
+    # mirrored point; sampling at the mirrored points keeps every read inside the volume, so a box edge inside
+    # the volume is never a boundary
+    mirrored = np.clip(np.where(flat < 0, -flat, np.where(flat > n - 1, 2 * (n - 1) - flat, flat)), 0, n - 1)
+    reach = (2 + SPLINE_MARGIN) if order > 1 else 1
+    lo = np.maximum(np.floor(mirrored.min(1)) - reach, 0).astype(int)
+    hi = np.minimum(np.ceil(mirrored.max(1)) + reach + 1, n[:, 0]).astype(int)
+    box = _read(dfm, tuple(slice(a, b) for a, b in zip(lo, hi)), "deformed", int(lo[0]))
+    coef = ndimage.spline_filter(box, order=order, output=np.float32, mode="mirror") if order > 1 else box
+    local = mirrored.reshape(coords.shape) - lo[:, None, None, None]
+    return ndimage.map_coordinates(coef, local, order=order, mode="mirror", prefilter=False)

@@ -57,12 +57,12 @@ def _residual_run(ctx):
     from ..dvc import noise_floor, residual_map
 
     sec, inp = ctx.experiment.residual, ctx.inputs
-    ref = read_series(ctx, 0).numpy().astype(np.float32)
+    ref = read_series(ctx, 0).data  # lazily: residual_map reads slabs and boxes
     noise, repeat = 0.0, repeat_path(ctx)
     if repeat is not None:  # on the analysis grid: enhanced like the series with apply_to_series
         rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm)
-        rep = rep.numpy().astype(np.float32)
-        noise = noise_floor(ref, rep, sigma_px=sec.sigma_px, statistic=sec.statistic)
+        noise = noise_floor(read_series(ctx, 0).numpy().astype(np.float32), rep.numpy().astype(np.float32),
+                            sigma_px=sec.sigma_px, statistic=sec.statistic)
     maps, rows = [], []
     for i in range(1, inp.n_steps):
         field = ctx.load("dvc", i)
@@ -72,7 +72,7 @@ def _residual_run(ctx):
             log.warning("residual of %s: the DVC field has no usable node; no residual map", inp.names[i])
             rows.append({**row, **dict.fromkeys(_NUMBERS, np.nan), "noise_floor": noise, "sigma_px": sec.sigma_px})
             continue
-        deformed = read_series(ctx, i).numpy().astype(np.float32)
+        deformed = read_series(ctx, i).data
         rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order)
         row.update(rm.to_dict())
         maps.append((inp.names[i], rm))
