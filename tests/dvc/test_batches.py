@@ -101,3 +101,25 @@ def test_peak_memory_follows_the_budget_not_the_volume():
     ok = field.status == NodeStatus.CONVERGED
     assert ok.mean() > 0.9
     assert np.abs(field.displacement_zyx_px[ok] - [0.7, 0.0, 0.0]).max() < 0.05
+
+
+@pytest.mark.slow
+def test_node_batches_as_tasks_of_a_local_cluster(pair, tmp_path):
+    """With a Dask distributed client and volumes in Zarr, each batch is a task of the cluster (2 worker
+    processes) reading its own box: the field equals the one solved here."""
+    distributed = pytest.importorskip("distributed")
+    ref, dfm = pair
+    paths = []
+    for name, v in (("ref", ref), ("dfm", dfm)):
+        da.from_array(v, chunks=(16, 29, 25)).to_zarr(str(tmp_path / f"{name}.zarr"))
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    lazy = [da.from_zarr(p) for p in paths]
+    kw = dict(KW, chunk_budget_mb=2, threads=1)
+    here = correlate(*lazy, **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client:
+        there = correlate(*lazy, client=client, **kw)
+        ran = client.run_on_scheduler(lambda dask_scheduler: "batch_task" in dask_scheduler.task_prefixes)
+    assert here.notes["batches"] > 1 and ran
+    np.testing.assert_array_equal(there.status, here.status)
+    np.testing.assert_array_equal(there.phi, here.phi)

@@ -63,9 +63,11 @@ def _reach(options: CorrelationOptions, half_window, search_radius: int) -> floa
 
 def solve_batches(prep: Prepared, options: CorrelationOptions, backend: Backend, state: NodeState, *,
                   search_radius: int, solve: bool, budget_bytes: float,
-                  progress: Callable[[int, int], None] | None) -> Screening:
+                  progress: Callable[[int, int], None] | None, client=None) -> Screening:
     """Screen (mask, texture), search (integer shifts) and, if ``solve``, solve every node, batch by
-    batch of the node grid (:mod:`._batches`); ``state`` is updated in place."""
+    batch of the node grid (:mod:`._batches`); ``state`` is updated in place.  With a Dask distributed
+    ``client`` and lazy volumes, every batch is a task (:func:`batch_task`) that reads its own box from
+    the store; only its nodes' results (a few hundred bytes a node) come back."""
     n = len(prep.positions)
     scr = Screening(status=np.full(n, NodeStatus.NOT_CONVERGED, np.int8), active=np.zeros(n, bool),
                     inside=np.ones(n), start_phis=state.phis.copy(), box_lo=np.zeros((n, 3), np.int64),
@@ -75,10 +77,12 @@ def solve_batches(prep: Prepared, options: CorrelationOptions, backend: Backend,
     lo, hi = node_boxes(prep.positions, state.phis, prep.half_window, prep.shape, reach_deformed=reach)
     batches = plan_batches(lo, hi, prep.grid_shape, budget_bytes=budget_bytes)
     scr.batches, scr.largest_box_voxels = len(batches), max(b.voxels for b in batches)
+    jobs = [(b.nodes, (prep.sources, prep.positions[b.nodes], state.phis[b.nodes], b.lo, b.hi, prep.half_window,
+                       options, gstd, search_radius, solve)) for b in batches]
     done = 0
-    for b in batches:
-        _solve_batch(prep, options, backend, state, scr, b, gstd, search_radius, solve)
-        done += len(b.nodes)
+    for nodes, res in _results(jobs, client if prep.sources.lazy else None, backend):
+        _merge(scr, state, nodes, res)
+        done += len(nodes)
         if progress is not None:
             progress(done, n)
     if solve:
@@ -86,23 +90,65 @@ def solve_batches(prep: Prepared, options: CorrelationOptions, backend: Backend,
     return scr
 
 
-def _solve_batch(prep, options, backend, state, scr: Screening, batch, gstd, search_radius, solve) -> None:
-    ref, dfm, msk = prep.sources.read(batch.lo, batch.hi)
-    local = prep.positions[batch.nodes] - batch.lo
-    st, act, ins = screen_nodes(ref, msk, local, prep.half_window, options, gstd,
-                                masked=prep.sources.mask is not None)
-    scr.status[batch.nodes], scr.active[batch.nodes], scr.inside[batch.nodes] = st, act, ins
-    scr.box_lo[batch.nodes], scr.box_hi[batch.nodes] = batch.lo, batch.hi
-    if not act.any():
+def _results(jobs, client, backend):
+    """``(nodes, BatchResult)`` of every job: here, in order, or as tasks of ``client`` as they finish."""
+    if client is None:
+        for nodes, args in jobs:
+            yield nodes, run_batch(*args, backend=backend)
         return
-    sub = NodeState.start(state.phis[batch.nodes])
-    if search_radius > 0:
-        integer_search(ref, dfm, local, prep.half_window, sub.phis, act, search_radius)
-    scr.start_phis[batch.nodes] = sub.phis
-    if solve:
-        problem = NodeProblem.build(ref, dfm, msk, local, prep.half_window, options)
-        backend.solve(problem, sub, act)
-    state.put(batch.nodes, sub)
+    from distributed import as_completed
+
+    futures = {client.submit(batch_task, *args, pure=False): nodes for nodes, args in jobs}
+    for fut in as_completed(list(futures), loop=client.loop):  # the client need not be the default one
+        yield futures[fut], fut.result()
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """What one batch found: screening, the start after the integer search, and the solved state."""
+
+    status: np.ndarray
+    active: np.ndarray
+    inside: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    start_phis: np.ndarray
+    state: NodeState
+
+
+def _merge(scr: Screening, state: NodeState, nodes, res: BatchResult) -> None:
+    scr.status[nodes], scr.active[nodes], scr.inside[nodes] = res.status, res.active, res.inside
+    scr.box_lo[nodes], scr.box_hi[nodes] = res.lo, res.hi
+    if res.active.any():
+        scr.start_phis[nodes] = res.start_phis
+        state.put(nodes, res.state)
+
+
+def batch_task(*args) -> BatchResult:
+    """:func:`run_batch` as a cluster task: its box read on the worker's own synchronous scheduler (never
+    through the cluster), with the backend of its options."""
+    import dask
+
+    from ._backend import select_backend
+
+    with dask.config.set(scheduler="sync"):
+        return run_batch(*args, backend=select_backend(args[6]))
+
+
+def run_batch(sources: Sources, positions, phis, lo, hi, half_window, options: CorrelationOptions, gstd: float,
+              search_radius: int, solve: bool, *, backend: Backend) -> BatchResult:
+    """Screen, search and (if ``solve``) solve the nodes at ``positions`` (volume px) from ``phis``,
+    reading only the box ``[lo, hi)`` of the volumes."""
+    ref, dfm, msk = sources.read(lo, hi)
+    local = positions - lo
+    st, act, ins = screen_nodes(ref, msk, local, half_window, options, gstd, masked=sources.mask is not None)
+    sub = NodeState.start(phis)
+    if act.any() and search_radius > 0:
+        integer_search(ref, dfm, local, half_window, sub.phis, act, search_radius)
+    start = sub.phis.copy()
+    if act.any() and solve:
+        backend.solve(NodeProblem.build(ref, dfm, msk, local, half_window, options), sub, act)
+    return BatchResult(st, act, ins, np.asarray(lo), np.asarray(hi), start, sub)
 
 
 def _resolve_edge_nodes(prep, options, backend, state, scr: Screening, reach) -> None:

@@ -53,7 +53,7 @@ FAILED_WARNING_FRACTION = 0.5
 def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=None, phi0=None,
               initial: DisplacementField | None = None, search_radius_px: int = 0,
               options: CorrelationOptions | None = None, psf: PsfCompensation | None = None,
-              progress: Callable[[int, int], None] | None = None, **shortcuts) -> DisplacementField:
+              progress: Callable[[int, int], None] | None = None, client=None, **shortcuts) -> DisplacementField:
     """Local DVC: one affine Phi per node of a regular grid, reference -> deformed.
 
     Parameters
@@ -93,6 +93,11 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
         2.8 px, supersampled phantom: 0.096 -> 0.023 px; benchmarks/RESULTS.md).
     progress : callable(done, total), optional
         Called with the number of nodes solved.
+    client : distributed.Client, optional
+        With lazy volumes (dask over Zarr, HDF5, TIFF on a file system every
+        worker sees), each node batch is a task on this Dask cluster: it reads
+        its own box and returns only its nodes' results.  In-memory volumes are
+        solved here (shipping them to every task would cost more than it saves).
     **shortcuts
         Any field of :class:`CorrelationOptions` as a keyword (``order=1``,
         ``max_iterations=20``, ``backend="torch"``, ...), and ``psf_sigma_px``,
@@ -130,7 +135,7 @@ def correlate(reference, deformed, *, node_spacing=10, half_window=None, mask=No
     budget = opts.chunk_budget_mb * 2**20
     scr = solve_batches(prep, opts, backend, state, search_radius=search_radius_px,
                         solve=psf is None or initial is None, budget_bytes=budget,
-                        progress=progress if psf is None else None)
+                        progress=progress if psf is None else None, client=client)
     status, active = scr.status, scr.active
     if not active.any():
         _no_node(prep, opts, scr)

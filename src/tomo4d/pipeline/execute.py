@@ -315,7 +315,7 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
         keys = stage_keys(exp, inp, fps)
         stages = {s.name: s for s in _enabled(exp, inp)}
         say.event("run", stages=list(stages))
-        ctx = _run_context(exp, inp, out)
+        ctx = _run_context(exp, inp, out, client)
         for name in (s.name for s in STAGES if s.name not in stages):
             if _marker(out, name).exists():
                 say(f"stage {name}: off in this experiment file (results of an earlier run kept on disk, "

@@ -230,11 +230,11 @@ def why_recomputed(marker: dict | None, basis: dict, out: Path | None = None) ->
     return tuple(out_reasons) or ("cache key changed",)
 
 
-def _light_ctx(exp, inp, out=None, load=None):
-    return StageContext(experiment=exp, inputs=inp, out=out, load=load)
+def _light_ctx(exp, inp, out=None, load=None, client=None):
+    return StageContext(experiment=exp, inputs=inp, out=out, load=load, client=client)
 
 
-def _run_context(exp, inp, out: Path) -> StageContext:
+def _run_context(exp, inp, out: Path, client=None) -> StageContext:
     """The context the stages of a run see: its ``load`` reads the saved outputs of the enabled stages in ``out``
     (built the same way in the client and in a cluster's worker, :mod:`tomo4d.pipeline.distributed`)."""
     stages = {s.name: s for s in _enabled(exp, inp)}
@@ -244,7 +244,7 @@ def _run_context(exp, inp, out: Path) -> StageContext:
         s = stages[name]
         return s.load(out) if step is None else s.load_step(out, ctx, step)
 
-    ctx = _light_ctx(exp, inp, out, load)
+    ctx = _light_ctx(exp, inp, out, load, client)
     return ctx
 
 

@@ -30,12 +30,16 @@ class StageContext:
         The run folder.
     load : callable(stage_name, step=None) -> object
         Loads a saved output of a needed stage (a whole-stage result, or one step's).
+    client : distributed.Client, optional
+        The run's Dask cluster, for a stage that runs here but cuts its own work into chunk tasks
+        (the local DVC's node batches); None without a cluster and inside a cluster's task.
     """
 
     experiment: object
     inputs: object
     out: Path
     load: Callable
+    client: object = None
 
 
 @dataclass(frozen=True)

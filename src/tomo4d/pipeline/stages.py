@@ -119,14 +119,16 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _electrode_mask(ctx, shape) -> np.ndarray:
+def _electrode_mask(ctx, shape):
     """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
     separator interfaces, on the analysis grid of shape ``shape``."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
     z = np.arange(shape[0])
     band = (z >= float(t["collector_z_um"][0]) * 1e3 / vs) & (z < float(t["separator_z_um"][0]) * 1e3 / vs)
-    return np.broadcast_to(band[:, None, None], shape)
+    import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
+
+    return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
 
 
 def _dvc_step(ctx, step, previous):
@@ -141,7 +143,7 @@ def _dvc_step(ctx, step, previous):
     if not whole:  # local DVC reads its node batches' boxes (dvc.chunk_budget_mb) from the stored volumes
         radius = 0 if initial is not None else sec.search_radius_px
         return correlate(ref.data, deformed.data, initial=initial, search_radius_px=radius, mask=mask,
-                         **sec.correlate_kwargs())
+                         client=ctx.client, **sec.correlate_kwargs())
     ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
