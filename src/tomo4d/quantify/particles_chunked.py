@@ -228,7 +228,7 @@ def _final_lut(sizes, pairs, total, min_voxels) -> tuple[np.ndarray, int, int]:
 
 
 def label_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=None, min_voxels: int = 0,
-                            connectivity: int = 1, out: SlabStore | None = None,
+                            connectivity: int = 1, out: SlabStore | None = None, publish: bool = True,
                             chunk_budget_mb=None) -> ChunkedParticles:
     """Connected particles of a (lazy) phase segmentation, slab by slab, and their geometry.
 
@@ -244,7 +244,8 @@ def label_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=
     connectivity : int
         1 faces, 2 + edges, 3 + corners (as :func:`tomo4d.segment.connected_components`).
     out : SlabStore, optional
-        Where the labels (int32) go, slab by slab, resumable, published at the end; default: returned in memory.
+        Where the labels (int32) go, slab by slab, resumable, published at the end (with ``publish``; else call
+        ``out.publish()``); default: returned in memory.
     chunk_budget_mb : float, optional
         Working memory of one slab, MiB.
     """
@@ -260,7 +261,9 @@ def label_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=
                                                         chunk_budget_mb=chunk_budget_mb)
     sizes, pairs, offsets, total = _provisional(data, plan, classes, st)
     lut, n_kept, n_removed = _final_lut(sizes, pairs, total, min_voxels)
-    return _write_pass(data, plan, classes, st, lut, offsets, out, shape, vs, n_kept, n_removed)
+    res = _write_pass(data, plan, classes, st, lut, offsets, out, shape, vs, n_kept, n_removed)
+    return res if out is None or not publish else ChunkedParticles(
+        labels=None, path=out.publish(), n_particles=n_kept, n_removed=n_removed, table=res.table, n_slabs=len(plan))
 
 
 def _write_pass(data, plan, classes, st, lut, offsets, out, shape, vs, n_kept, n_removed) -> ChunkedParticles:
@@ -283,6 +286,5 @@ def _write_pass(data, plan, classes, st, lut, offsets, out, shape, vs, n_kept, n
         mom.add(z0, lab)
         if result is not None:
             result[z0:z1] = lab
-    path = out.publish() if out is not None else None
-    return ChunkedParticles(labels=result, path=path, n_particles=n_kept, n_removed=n_removed,
+    return ChunkedParticles(labels=result, path=None, n_particles=n_kept, n_removed=n_removed,
                             table=mom.table(vs), n_slabs=len(plan))
