@@ -20,7 +20,8 @@ carry ``analysis_scale`` among their options.
 * ``quantify``: electrode thickness and phase volumes of the label series (``inputs.labels``, else the
   ``segment`` stage's labels)
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
-  ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
+  ``tables/thickness`` and ``tables/phases`` (Parquet + CSV); a label volume over ``chunk_budget_mb`` is read slab
+  by slab (:mod:`tomo4d.quantify.chunked`, identical results).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
   each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.

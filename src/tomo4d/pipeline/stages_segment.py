@@ -20,6 +20,11 @@ Both work on the analysis series and grid (:mod:`.series`): with ``enhance.apply
 trained and applied on the enhanced series (labels of ``segment.labels`` / ``inputs.labels`` and the truth
 repeated x2 per axis, each plane of ``segment.slices`` covering two enhanced planes), the label volumes are
 twice finer and ``particles.min_voxels`` still counts ``inputs.series`` voxels (the same physical size).
+
+Out of core (:mod:`.chunked`): a step whose working set exceeds ``chunk_budget_mb`` is predicted slab by slab into
+the progress store of its label volume (resumable; bit-identical labels), and with ``particles.split: false`` its
+particles are labelled slab by slab (components merged exactly across slab faces) and measured from per-slab
+moments; tracking and the truth scores still load the label volumes.
 """
 
 from __future__ import annotations
