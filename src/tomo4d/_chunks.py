@@ -153,8 +153,11 @@ class SlabStore:
             except (OSError, ValueError):
                 same = False
             if same:
-                self._array = zarr.open_group(str(self.progress / "store"), mode="r+")["0"]
-                return self
+                try:
+                    self._array = zarr.open_group(str(self.progress / "store"), mode="r+")["0"]
+                    return self
+                except Exception:  # noqa: BLE001 - a damaged leftover is discarded, the slabs written again
+                    pass
             shutil.rmtree(self.progress)
         (self.progress / "done").mkdir(parents=True)
         root = zarr.open_group(str(self.progress / "store"), mode="w", zarr_format=3)

@@ -56,7 +56,6 @@ def _fit_stream(walk, score, shape, start=None):
 
     ``score(z0, lab) -> (float32 slab score, bool (ny, nx) 'column has the phase' of this slab)``.
     """
-    nz = shape[0]
     ny_nx = shape[1:]
 
     def prefix(carry, s):
@@ -101,7 +100,6 @@ def _fit_stream(walk, score, shape, start=None):
         l_ = z0 + 1 + (at.shape[0] - 1 - np.argmax(at[::-1], axis=0))
         first = np.where((first < 0) & anyat, f, first)
         last = np.where(anyat, l_, last)
-    del nz
     return 0.5 * (first + last) - 0.5, best > tol, has
 
 
