@@ -105,3 +105,17 @@ def test_streamed_run_killed_mid_stage_resumes(phantom_dir, reference, tmp_path,
     run_experiment(load_experiment(p), out, source=p)
     assert not progress.exists()
     _same(_results(reference), _results(out))
+
+
+@pytest.mark.slow
+def test_streamed_stages_on_a_local_cluster(phantom_dir, reference, tmp_path):
+    """The streamed segment steps as tasks of a 2-process LocalCluster: the same results."""
+    pytest.importorskip("distributed")
+    from tomo4d.pipeline.distributed import cluster_client
+
+    p = _file(phantom_dir, "chunk_budget_mb: 0.5\n", "chunked_cluster.yaml")
+    out = tmp_path / "run"
+    with cluster_client(workers=2) as client:
+        run_experiment(load_experiment(p), out, source=p, client=client)
+    assert "(worker pid " in (out / "log.txt").read_text()
+    _same(_results(reference), _results(out))

@@ -181,3 +181,21 @@ def test_chunked_labels_to_store_resume_and_memory(tmp_path):
     assert peak < 0.5 * volume_bytes, (peak, volume_bytes)  # far below the in-memory working set
     assert peak < 3 * budget * 2**20, peak  # set by the budget
     _same_table(got.table, particle_properties(ref.labels, voxel_size_nm=VS))
+
+
+def test_thickness_chunked_memory_set_by_budget(tmp_path):
+    from tomo4d.io import save_volume
+    from tomo4d.volume import Volume
+
+    lab = np.concatenate([_electrode(shape=(53, 64, 64))] * 2)  # 106 x 64 x 64
+    save_volume(Volume(lab, VS), tmp_path / "lab.ome.zarr")
+    lazy = open_volume(tmp_path / "lab.ome.zarr", chunks=(4, 64, 64))  # read slab by slab from the store
+    tracemalloc.start()
+    electrode_thickness(lab, voxel_size_nm=VS)
+    whole = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    got = electrode_thickness_chunked(lazy, voxel_size_nm=VS, chunk_budget_mb=0.5)
+    chunked = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chunked < 2.5 * 2**20 < 0.25 * whole, (chunked, whole)  # budget 0.5 MiB + the store reads
+    np.testing.assert_array_equal(got.separator_z_nm, electrode_thickness(lab, voxel_size_nm=VS).separator_z_nm)

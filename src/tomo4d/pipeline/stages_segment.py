@@ -265,6 +265,9 @@ def _particles_run(ctx):
             rows.append({"step": np.asarray([inp.names[i]] * len(table)), **table.to_columns()})
             summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
             continue
+        if sec.split and streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):
+            log.warning("particles %s: over chunk_budget_mb, but particles.split: true (the distance watershed) needs "
+                        "the whole volume in memory; set particles.split: false to stream it", inp.names[i])
         solid = np.isin(ctx.load("segment", i), sec.particle_classes())  # every class of a particle
         if i == 0 and not solid.any():
             from ..errors import InputError
