@@ -130,6 +130,10 @@ class Experiment(StrictModel):
     lithiation: LithiationSection | None = Field(None, description="Lithiation mode per particle and particle-centred "
                                                                    "frames (needs particles and residual).")
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
+    chunk_budget_mb: float = Field(512.0, gt=0, allow_inf_nan=False, description=(
+        "Working memory of one chunk, MiB: the segment, quantify and particles stages stream a volume slab by slab "
+        "(resumable, results identical to the in-memory ones) when its working set exceeds this (out of core). "
+        "Not in the cache keys: it changes memory, not results."))
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
     @model_validator(mode="after")

@@ -20,7 +20,8 @@ carry ``analysis_scale`` among their options.
 * ``quantify``: electrode thickness and phase volumes of the label series (``inputs.labels``, else the
   ``segment`` stage's labels)
   (:func:`tomo4d.quantify.thickness_series`, :func:`~tomo4d.quantify.phase_series`) ->
-  ``tables/thickness`` and ``tables/phases`` (Parquet + CSV).
+  ``tables/thickness`` and ``tables/phases`` (Parquet + CSV); a label volume over ``chunk_budget_mb`` is read slab
+  by slab (:mod:`tomo4d.quantify.chunked`, identical results).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
   each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .series import analysis_labels, analysis_scale, analysis_voxel_size_nm, read_series, reads_series
+from .series import analysis_scale, analysis_voxel_size_nm, read_series, reads_series
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
@@ -66,23 +67,37 @@ def _section_options(exp, section: str) -> dict:
 
 def _quantify_run(ctx):
     from ..quantify import phase_series, thickness_series
+    from .chunked import budget_mb, lazy_labels, lazy_segment
 
     inp, sec = ctx.inputs, ctx.experiment.quantify
     vs = analysis_voxel_size_nm(ctx)  # label files repeated onto the analysis grid (:mod:`.series`)
-    labels = [analysis_labels(ctx, p) for p in inp.labels] if inp.labels else \
-        [ctx.load("segment", i) for i in range(inp.n_steps)]  # no label files: the segment stage's labels
+    labels = [lazy_labels(ctx, p) for p in inp.labels] if inp.labels else \
+        [lazy_segment(ctx, i) for i in range(inp.n_steps)]  # no label files: the segment stage's labels
+    labels = [_in_memory_or_lazy(ctx, a) for a in labels]  # over chunk_budget_mb: streamed slab by slab
     names = inp.names[:len(labels)]
-    th = thickness_series(labels, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names) \
+    budget = budget_mb(ctx)
+    th = thickness_series(labels, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names, chunk_budget_mb=budget) \
         if sec.thickness or ctx.experiment.dvc is not None else None
-    ph = phase_series(labels, voxel_size_nm=vs, names=names) if sec.phases else None
+    ph = phase_series(labels, voxel_size_nm=vs, names=names, chunk_budget_mb=budget) if sec.phases else None
     if inp.truth_labels and not inp.labels:  # measured from the segmentation: the truth beside it
-        truth = [analysis_labels(ctx, p) for p in inp.truth_labels]
+        truth = [_in_memory_or_lazy(ctx, lazy_labels(ctx, p)) for p in inp.truth_labels]
         if th is not None:
-            tt = thickness_series(truth, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names)
+            tt = thickness_series(truth, voxel_size_nm=vs, smooth_nm=sec.smooth_nm, names=names,
+                                  chunk_budget_mb=budget)
             th = {**th.to_columns(), "true_thickness_mean_um": tt.mean_um, "true_expansion": tt.expansion}
         if ph is not None:
-            ph = {**ph.to_columns(), "true_rnl": phase_series(truth, voxel_size_nm=vs, names=names).rnl}
+            ph = {**ph.to_columns(),
+                  "true_rnl": phase_series(truth, voxel_size_nm=vs, names=names, chunk_budget_mb=budget).rnl}
     return th, ph
+
+
+def _in_memory_or_lazy(ctx, data):
+    """``data`` loaded (numpy) when its working set fits ``chunk_budget_mb``, else left lazy (read slab by slab)."""
+    from .._array import to_numpy
+    from ..quantify.chunked import BYTES_PER_VOXEL
+    from .chunked import streams
+
+    return data if streams(ctx, data.shape, BYTES_PER_VOXEL) else to_numpy(data)
 
 
 def _quantify_save(result, out):

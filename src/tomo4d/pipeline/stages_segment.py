@@ -20,6 +20,11 @@ Both work on the analysis series and grid (:mod:`.series`): with ``enhance.apply
 trained and applied on the enhanced series (labels of ``segment.labels`` / ``inputs.labels`` and the truth
 repeated x2 per axis, each plane of ``segment.slices`` covering two enhanced planes), the label volumes are
 twice finer and ``particles.min_voxels`` still counts ``inputs.series`` voxels (the same physical size).
+
+Out of core (:mod:`.chunked`): a step whose working set exceeds ``chunk_budget_mb`` is predicted slab by slab into
+the progress store of its label volume (resumable; bit-identical labels), and with ``particles.split: false`` its
+particles are labelled slab by slab (components merged exactly across slab faces) and measured from per-slab
+moments; tracking and the truth scores still load the label volumes.
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._chunks import SlabStore
+from ..quantify.particles_chunked import BYTES_PER_VOXEL as PARTICLE_BYTES_PER_VOXEL
+from .chunked import budget_mb, lazy_segment, segment_path, streams
 from .series import (
     analysis_labels,
     analysis_scale,
     analysis_voxel_size_nm,
     read_series,
     reads_series,
+    series_path,
     to_analysis_grid,
 )
 from .stage import Stage, rel
@@ -51,9 +60,10 @@ MODEL = "models/segment_pixel_classifier.npz"
 class SegmentStep:
     """One step of the segment stage: its labels, its class table, and (T0 only) the trained model."""
 
-    labels: np.ndarray
+    labels: np.ndarray | None
     classes: dict
     model: object | None = None
+    stored: object | None = None  # streamed (over chunk_budget_mb): the StoredPrediction to publish
 
 
 def _opts(exp, section: str) -> dict:
@@ -125,11 +135,37 @@ def _segment_step(ctx, step, previous):
     labelled = dict(ctx.inputs.segment_labels)
     if step in labelled:  # score only the voxels not used for training
         region = _training_labels(ctx, labelled[step])[2]
-    pred = predict_labels(model, _image(ctx, step))
-    pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
+    image = _image(ctx, step)
     classes = [c - offset for c in model.classes]
+    if streams(ctx, image.shape, model.bytes_per_slice(*image.shape[1:]) / (image.shape[1] * image.shape[2])):
+        return _segment_streamed(ctx, step, model, image, offset, classes, region)
+    pred = predict_labels(model, image)
+    pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
     return SegmentStep(labels=pred, classes=_class_table(ctx, step, pred, classes, region),
                        model=model if step == 0 else None)
+
+
+def _segment_streamed(ctx, step, model, image, offset, classes, region):
+    """The step predicted slab by slab into ``volumes/segment_<step>.ome.zarr``'s progress store (resumable,
+    published by the save; :func:`tomo4d.segment.predict_chunked.predict_to_store`), the class table from the
+    per-slab counts (with ``truth.labels`` the scores still need the labels in memory)."""
+    from ..segment.predict_chunked import predict_to_store
+
+    src = series_path(ctx, step)
+    st = src.stat()
+    res = predict_to_store(model, image, segment_path(ctx.out, ctx.inputs.names[step]),
+                           voxel_size_nm=analysis_voxel_size_nm(ctx), chunk_budget_mb=budget_mb(ctx),
+                           key=f"{src}:{st.st_size}:{st.st_mtime_ns}", offset=offset,
+                           name=f"segmentation {ctx.inputs.names[step]}", publish=False)
+    log.info("segment %s: streamed in %d slabs (%d resumed)", ctx.inputs.names[step], res.n_slabs, res.n_resumed)
+    if ctx.inputs.truth_labels:
+        pred = res.store.read(0, image.shape[0])
+        table = _class_table(ctx, step, pred, classes, region)
+    else:
+        n = np.asarray(res.counts, np.int64)
+        table = {"step": np.asarray([ctx.inputs.names[step]] * len(classes)), "class": np.asarray(classes, np.int64),
+                 "n_voxels": n, "volume_fraction": n / int(np.prod(image.shape))}
+    return SegmentStep(labels=None, classes=table, model=model if step == 0 else None, stored=res)
 
 
 def _segment_save(result, out, ctx, step):
@@ -137,8 +173,11 @@ def _segment_save(result, out, ctx, step):
     paths = ()
     if result.model is not None:
         paths += (rel(out, result.model.save(out / MODEL, overwrite=True)),)
-    paths += (save_label_volume(result.labels, out, f"segment_{name}", analysis_voxel_size_nm(ctx),
-                                f"segmentation {name}"),)
+    if result.stored is not None:  # streamed: every slab is in the progress store
+        paths += (rel(out, result.stored.store.publish()),)
+    else:
+        paths += (save_label_volume(result.labels, out, f"segment_{name}", analysis_voxel_size_nm(ctx),
+                                    f"segmentation {name}"),)
     return paths + write_tables(result.classes, out, f"segment_{name}")
 
 
@@ -168,6 +207,7 @@ class ParticlesResult:
     summary: dict
     tracks: object | None
     voxel_size_nm: tuple[float, float, float]
+    stores: tuple = ()  # per step: the SlabStore of a streamed step's labels (published by the save), or None
 
 
 def _dominant(pred: np.ndarray, truth: np.ndarray) -> dict[int, int]:
@@ -218,6 +258,16 @@ def _particles_run(ctx):
     vs = analysis_voxel_size_nm(ctx)  # the segmentation's grid (enhanced: twice finer)
     labels, rows, summary = [], [], []
     for i in range(inp.n_steps):
+        seg = lazy_segment(ctx, i)
+        if not sec.split and streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):  # out of core, slab by slab
+            store, table = _particles_streamed(ctx, i, seg, vs)
+            labels.append(store)
+            rows.append({"step": np.asarray([inp.names[i]] * len(table)), **table.to_columns()})
+            summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
+            continue
+        if sec.split and streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):
+            log.warning("particles %s: over chunk_budget_mb, but particles.split: true (the distance watershed) needs "
+                        "the whole volume in memory; set particles.split: false to stream it", inp.names[i])
         solid = np.isin(ctx.load("segment", i), sec.particle_classes())  # every class of a particle
         if i == 0 and not solid.any():
             from ..errors import InputError
@@ -232,6 +282,10 @@ def _particles_run(ctx):
         cols = table.to_columns()
         rows.append({"step": np.asarray([inp.names[i]] * len(table)), **cols})
         summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
+    stores = tuple(a if isinstance(a, SlabStore) else None for a in labels)
+    if (sec.track or inp.truth_particles) and any(isinstance(a, SlabStore) for a in labels):
+        log.warning("particles: tracking and the truth scores need every step's labels in memory")
+        labels = [a.read(0, a.shape[0]) if isinstance(a, SlabStore) else a for a in labels]
     fields = [ctx.load("dvc", i) for i in range(1, inp.n_steps)] \
         if sec.use_dvc and exp.dvc is not None and inp.n_steps >= 2 else None
     if fields is not None:  # a field without a usable node predicts nothing: that step is tracked without it
@@ -247,12 +301,41 @@ def _particles_run(ctx):
     if inp.truth_particles:
         summ.update(_truth_columns(ctx, labels, tracks, sec.min_voxels))
     particles = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    return ParticlesResult(labels=tuple(labels), particles=particles, summary=summ, tracks=tracks, voxel_size_nm=vs)
+    return ParticlesResult(labels=tuple(labels), particles=particles, summary=summ, tracks=tracks, voxel_size_nm=vs,
+                           stores=stores)
+
+
+def _particles_streamed(ctx, i, seg, vs):
+    """Step ``i``'s particles labelled slab by slab (connected components merged across slab faces,
+    :func:`tomo4d.quantify.particles_chunked.label_particles_chunked`) into the progress store of
+    ``volumes/particles_<step>.ome.zarr`` (published by the save), and their table."""
+    import math
+
+    from .._chunks import plan_slabs
+    from ..errors import InputError
+    from ..quantify.particles_chunked import label_particles_chunked
+
+    sec, inp = ctx.experiment.particles, ctx.inputs
+    min_vox = int(math.ceil(sec.min_voxels * float(np.prod(inp.voxel_size_nm)) / float(np.prod(vs)) - 1e-9))
+    plan = plan_slabs(seg.shape, bytes_per_voxel=PARTICLE_BYTES_PER_VOXEL, chunk_budget_mb=budget_mb(ctx))
+    store = SlabStore(ctx.out / "volumes" / f"particles_{inp.names[i]}.ome.zarr", shape=seg.shape, dtype=np.int32,
+                      slabs=plan, voxel_size_nm=vs, name=f"particles {inp.names[i]}",
+                      key=f"{segment_path(ctx.out, inp.names[i]).stat().st_mtime_ns}:{sec.particle_classes()}:{min_vox}")
+    res = label_particles_chunked(seg, particle_class=sec.particle_classes(), voxel_size_nm=vs, min_voxels=min_vox,
+                                  out=store, publish=False)
+    if i == 0 and res.n_particles == 0 and res.n_removed == 0:
+        raise InputError(f"particles.particle_class={sec.particle_class} is not in the T0 segmentation; set it to "
+                         "the label value(s) of the particle phase")
+    return store, res.table
 
 
 def _particles_save(result, out):
     paths = ()
-    for name, lab in zip(result.summary["step"], result.labels):
+    stores = result.stores or (None,) * len(result.labels)
+    for name, lab, store in zip(result.summary["step"], result.labels, stores):
+        if store is not None:  # streamed: every slab is in the progress store
+            paths += (rel(out, store.publish()),)
+            continue
         paths += (save_label_volume(lab.astype(np.int32), out, f"particles_{name}", result.voxel_size_nm,
                                     f"particles {name}"),)
     paths += write_tables(result.particles, out, "particles") + write_tables(result.summary, out, "particles_summary")

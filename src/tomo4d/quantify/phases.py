@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._common import PhaseCodes, as_labels, step_names, voxel_size
-from .thickness import electrode_mask, electrode_thickness
+from .thickness import _streams, electrode_mask, electrode_thickness
 
 __all__ = ["PhaseVolumes", "PhaseSeries", "phase_volumes", "phase_series"]
 
@@ -129,7 +129,7 @@ def phase_volumes(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes
 
 def phase_series(label_series: Sequence, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(), region=None,
                  names: Sequence[str] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> PhaseSeries:
+                 progress: Callable[[int, int], None] | None = None, chunk_budget_mb=None) -> PhaseSeries:
     """:func:`phase_volumes` of every step and the relative non-lithiated silicon volume (RNL).
 
     Parameters
@@ -142,6 +142,9 @@ def phase_series(label_series: Sequence, *, voxel_size_nm=None, phases: PhaseCod
     names : sequence of str, optional
         Step names (default ``T0, T1, ...``).
     progress : callable(done, total), optional
+    chunk_budget_mb : float, optional
+        A step whose working set exceeds this (MiB) is counted slab by slab
+        (:func:`tomo4d.quantify.chunked.phase_volumes_chunked`, exact); None: every step in memory.
 
     Returns
     -------
@@ -154,7 +157,13 @@ def phase_series(label_series: Sequence, *, voxel_size_nm=None, phases: PhaseCod
     names = step_names(len(items), names)
     res = []
     for i, lab in enumerate(items):
-        res.append(phase_volumes(lab, voxel_size_nm=vs, phases=phases, region=region))
+        if chunk_budget_mb is not None and _streams(lab, chunk_budget_mb):
+            from .chunked import phase_volumes_chunked
+
+            res.append(phase_volumes_chunked(lab, voxel_size_nm=vs, phases=phases, region=region,
+                                             chunk_budget_mb=chunk_budget_mb))
+        else:
+            res.append(phase_volumes(lab, voxel_size_nm=vs, phases=phases, region=region))
         if progress is not None:
             progress(i + 1, len(items))
     vol = np.stack([r.volume_um3 for r in res])

@@ -237,7 +237,7 @@ def electrode_mask(thickness: Thickness, shape) -> np.ndarray:
 
 def thickness_series(label_series: Sequence, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(),
                      smooth_nm: float = 400.0, names: Sequence[str] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> ThicknessSeries:
+                     progress: Callable[[int, int], None] | None = None, chunk_budget_mb=None) -> ThicknessSeries:
     """:func:`electrode_thickness` of every step (same voxel grid) and the expansion relative to the first.
 
     Parameters
@@ -249,6 +249,9 @@ def thickness_series(label_series: Sequence, *, voxel_size_nm=None, phases: Phas
     names : sequence of str, optional
         Step names (default ``T0, T1, ...``).
     progress : callable(done, total), optional
+    chunk_budget_mb : float, optional
+        A step whose working set exceeds this (MiB) is read slab by slab
+        (:func:`tomo4d.quantify.chunked.electrode_thickness_chunked`, bit-identical); None: every step in memory.
 
     Returns
     -------
@@ -261,12 +264,27 @@ def thickness_series(label_series: Sequence, *, voxel_size_nm=None, phases: Phas
     names = step_names(len(items), names)
     steps = []
     for i, lab in enumerate(items):
-        steps.append(electrode_thickness(lab, voxel_size_nm=vs, phases=phases, smooth_nm=smooth_nm))
+        if chunk_budget_mb is not None and _streams(lab, chunk_budget_mb):
+            from .chunked import electrode_thickness_chunked
+
+            steps.append(electrode_thickness_chunked(lab, voxel_size_nm=vs, phases=phases, smooth_nm=smooth_nm,
+                                                     chunk_budget_mb=chunk_budget_mb))
+        else:
+            steps.append(electrode_thickness(lab, voxel_size_nm=vs, phases=phases, smooth_nm=smooth_nm))
         if progress is not None:
             progress(i + 1, len(items))
     mean = np.array([t.mean_um for t in steps])
     std = np.array([t.std_um for t in steps])
     return ThicknessSeries(step_names=names, steps=tuple(steps), mean_um=mean, std_um=std, expansion=mean / mean[0] - 1.0)
+
+
+def _streams(labels, chunk_budget_mb) -> bool:
+    """The label volume's in-memory working set exceeds ``chunk_budget_mb``: read it slab by slab."""
+    from .._chunks import fits_budget
+    from .chunked import BYTES_PER_VOXEL
+
+    shape = getattr(getattr(labels, "data", labels), "shape", None)
+    return shape is not None and len(shape) == 3 and not fits_budget(shape, BYTES_PER_VOXEL, chunk_budget_mb)
 
 
 def axial_profile(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes()) -> AxialProfile:

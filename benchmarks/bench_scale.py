@@ -1,0 +1,191 @@
+"""Benchmark (issue 18, skeleton): out-of-core segment -> thickness/phases -> particles at growing sizes.
+
+A synthetic uint16 electrode (collector, porous anode with silicon spheres, separator; grey values per phase plus
+noise) is generated lazily, slab by slab, straight to OME-Zarr (it is never in memory), with its true labels.  Each
+stage then runs in its own Python process (so that its peak RSS is its own), reading its input lazily and writing
+its output slab by slab under ``--budget-mb``:
+
+* ``train``: the pixel classifier (slice-wise 2D features, sigmas 1 and 2.5; a 3D forest runs at ~50 k voxels/s
+  here) on 5 labelled z planes of a 64-slice crop;
+* ``segment``: :func:`tomo4d.segment.predict_chunked.predict_to_store`;
+* ``quantify``: :func:`tomo4d.quantify.chunked.electrode_thickness_chunked` and ``phase_volumes_chunked``;
+* ``particles``: :func:`tomo4d.quantify.particles_chunked.label_particles_chunked` (connected components merged
+  across slab faces, geometry from per-slab moments) into a label store.
+
+Usage::
+
+    python benchmarks/bench_scale.py --sizes 128 256 [--budget-mb 256] [--workdir benchmarks/_work_scale]
+
+Prints one JSON line per (size, stage): wall and CPU time (s), peak RSS (MiB); and the segmentation's accuracy
+against the true labels (sampled planes).  Not done yet: align and DVC stages, the LocalCluster comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CHILD = r"""
+import json, os, resource, sys, time
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import bench_scale as b
+t0, c0 = time.perf_counter(), time.process_time()
+stage, work, size, budget = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+info = getattr(b, "stage_" + stage)(work, size, budget) or {}
+info.update(stage=stage, size=size, budget_mb=budget, wall_s=round(time.perf_counter() - t0, 2),
+            cpu_s=round(time.process_time() - c0, 2),
+            peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+print(json.dumps(info))
+"""
+
+VS = (100.0, 100.0, 100.0)
+CELL = 16  # sphere lattice cell, voxels
+
+def _gen_slab(n):
+    return max(1, 2**22 // (n * n))  # slices of ~4 M voxels per generated slab
+
+
+def _hash(*a):
+    h = np.uint64(1469598103934665603)
+    for v in a:
+        h = (h ^ np.asarray(v, np.uint64)) * np.uint64(1099511628211)
+    return h
+
+
+def _labels_slab(z0, z1, n):
+    """True phase labels of slices [z0, z1) of the size-n synthetic electrode (codes of tomo4d.phantom.Phase)."""
+    z, y, x = np.ogrid[z0:z1, 0:n, 0:n]
+    zc, zs = int(0.1 * n), int(0.8 * n)
+    cz, cy, cx = z // CELL, y // CELL, x // CELL
+    h = _hash(cz, cy, cx)
+    r = 3.0 + (h % np.uint64(5)).astype(np.float32)
+    off = ((h >> np.uint64(8)) % np.uint64(5)).astype(np.float32) - 2.0
+    d2 = (z - cz * CELL - CELL / 2 + off) ** 2 + (y - cy * CELL - CELL / 2) ** 2 + (x - cx * CELL - CELL / 2 - off) ** 2
+    pore = (_hash(z, y, x) % np.uint64(100)) < np.uint64(30)
+    lab = np.where(pore, 0, 1).astype(np.uint8)
+    lab[np.broadcast_to(d2 < r * r, lab.shape)] = 2
+    zz = np.broadcast_to(z, lab.shape)
+    lab[zz < zc] = 4
+    lab[(zz >= zs) & ~pore] = 5
+    lab[(zz >= zs) & pore] = 0
+    return lab
+
+
+GREY = np.array([8000, 20000, 32000, 26000, 52000, 14000], np.float32)
+
+
+def _image_slab(z0, z1, n):
+    lab = _labels_slab(z0, z1, n)
+    rng = np.random.default_rng(z0)
+    return np.clip(GREY[lab] + rng.normal(0, 2500, lab.shape), 0, 65535).astype(np.uint16)
+
+
+def _lazy(fn, n, dtype):
+    import dask
+    import dask.array as da
+
+    g = _gen_slab(n)
+    parts = [da.from_delayed(dask.delayed(fn)(z0, min(z0 + g, n), n), shape=(min(g, n - z0), n, n),
+                             dtype=dtype) for z0 in range(0, n, g)]
+    return da.concatenate(parts)
+
+
+def _p(work, name):
+    return Path(work) / name
+
+
+def stage_generate(work, n, budget):
+    import dask
+
+    from tomo4d.io import save_volume
+    from tomo4d.volume import Volume
+
+    with dask.config.set(scheduler="synchronous"):
+        save_volume(Volume(_lazy(_image_slab, n, np.uint16), VS), _p(work, "image.ome.zarr"), overwrite=True)
+    return {"gib": round(n ** 3 * 2 / 2**30, 3)}
+
+
+def stage_train(work, n, budget):
+    from tomo4d.segment import FeatureSpec, train_pixel_classifier
+
+    m = min(n, 128)  # 5 labelled z planes (collector, anode, separator) of m x m
+    zs = np.linspace(0, n - 1, 5).astype(int)
+    img = np.stack([_image_slab(z, z + 1, n)[0, :m, :m] for z in zs])
+    lab = np.stack([_labels_slab(z, z + 1, n)[0, :m, :m] for z in zs]).astype(np.int32) + 1
+    model = train_pixel_classifier(img, lab, features=FeatureSpec(sigmas=(1.0, 2.5), ndim=2), n_trees=16,
+                                   max_samples_per_class=5000, seed=0)
+    model.save(_p(work, "model.npz"), overwrite=True)
+    return {"classes": [int(c) for c in model.classes]}
+
+
+def stage_segment(work, n, budget):
+    from tomo4d.io import open_volume
+    from tomo4d.segment import PixelClassifier
+    from tomo4d.segment.predict_chunked import predict_to_store
+
+    model = PixelClassifier.load(_p(work, "model.npz"))
+    res = predict_to_store(model, open_volume(_p(work, "image.ome.zarr")), _p(work, "seg.ome.zarr"),
+                           voxel_size_nm=VS, chunk_budget_mb=budget, offset=1)
+    seg = open_volume(res.path)
+    zs = np.linspace(0, n - 1, 9).astype(int)
+    acc = np.mean([np.mean(np.asarray(seg.data[z]) == _labels_slab(z, z + 1, n)[0]) for z in zs])
+    return {"n_slabs": res.n_slabs, "accuracy_sampled": round(float(acc), 4)}
+
+
+def stage_quantify(work, n, budget):
+    from tomo4d.io import open_volume
+    from tomo4d.quantify.chunked import electrode_thickness_chunked, phase_volumes_chunked
+
+    seg = open_volume(_p(work, "seg.ome.zarr"))
+    th = electrode_thickness_chunked(seg, chunk_budget_mb=budget)
+    ph = phase_volumes_chunked(seg, chunk_budget_mb=budget)
+    return {"thickness_mean_um": round(th.mean_um, 3), "true_thickness_um": round((int(0.8 * n) - int(0.1 * n)) * 0.1, 3),
+            "silicon_fraction": round(float(ph.fraction[2]), 4)}
+
+
+def stage_particles(work, n, budget):
+    from tomo4d._chunks import SlabStore, plan_slabs
+    from tomo4d.io import open_volume
+    from tomo4d.quantify.particles_chunked import BYTES_PER_VOXEL, label_particles_chunked
+
+    seg = open_volume(_p(work, "seg.ome.zarr"))
+    plan = plan_slabs(seg.shape, bytes_per_voxel=BYTES_PER_VOXEL, chunk_budget_mb=budget)
+    store = SlabStore(_p(work, "particles.ome.zarr"), shape=seg.shape, dtype=np.int32, slabs=plan, voxel_size_nm=VS,
+                      key="bench")
+    res = label_particles_chunked(seg, particle_class=2, min_voxels=8, out=store)
+    return {"n_particles": res.n_particles, "n_slabs": res.n_slabs}
+
+
+STAGES = ("generate", "train", "segment", "quantify", "particles")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--budget-mb", type=float, default=256.0)
+    ap.add_argument("--workdir", default="benchmarks/_work_scale")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args(argv)
+    for n in a.sizes:
+        work = Path(a.workdir) / str(n)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        for stage in STAGES:
+            r = subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).resolve()), stage, str(work), str(n),
+                                str(a.budget_mb)], capture_output=True, text=True)
+            if r.returncode:
+                sys.exit(f"{stage} at {n}^3 failed:\n{r.stderr[-3000:]}")
+            print(r.stdout.strip().splitlines()[-1], flush=True)
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Thickness and phase volumes of label volumes larger than memory: z-slabs with per-slab partial sums.
+
+Each function reads the labels slab by slab (:func:`tomo4d._chunks.plan_slabs`; a lazy Volume from
+:func:`tomo4d.io.open_volume` reads only the slab's slices) and equals its in-memory version:
+
+* :func:`phase_volumes_chunked` (:func:`~tomo4d.quantify.phase_volumes`): voxel counts per label are
+  integers summed over the slabs: exact;
+* :func:`electrode_thickness_chunked` (:func:`~tomo4d.quantify.electrode_thickness`): the interface step fit
+  is a running prefix sum along z, carried from slab to slab in the same order of float64 additions as the
+  whole-volume ``cumsum`` (the lateral smoothing acts within each z slice: no halo), so the interfaces are
+  bit-identical; it costs 7 reads of the labels (maximum, then plateau, of each of the three step fits,
+  and one pass for the bulk solid fractions) instead of one.
+
+Peak memory is one slab's working set (about :data:`BYTES_PER_VOXEL` bytes per voxel), set by
+``chunk_budget_mb``, plus a few ``(ny, nx)`` maps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .._chunks import plan_slabs, read_slab, volume_data
+from .._validate import check_number
+from ..errors import InputError
+from ._common import PhaseCodes, as_labels, voxel_size
+from .phases import PhaseVolumes
+from .thickness import Thickness, _isin, _lateral_mean
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BYTES_PER_VOXEL", "electrode_thickness_chunked", "phase_volumes_chunked"]
+
+#: working memory per voxel of a slab (labels up to 8 bytes, float32 score, float64 prefix sums, masks)
+BYTES_PER_VOXEL = 32
+
+
+def _slabs(labels, phases, chunk_budget_mb, role):
+    """Generator factory: each call yields ``(z0, z1, labels slab)``, checked as :func:`as_labels` checks."""
+    data = volume_data(labels)
+    if getattr(data, "ndim", 0) != 3:
+        raise InputError(f"labels has shape {tuple(getattr(data, 'shape', ()))}; give a 3D (z, y, x) label volume")
+    plan = plan_slabs(data.shape, bytes_per_voxel=BYTES_PER_VOXEL, chunk_budget_mb=chunk_budget_mb)
+
+    def walk():
+        for z0, z1 in plan:
+            block, _ = read_slab(data, z0, z1)
+            yield z0, z1, as_labels(block, name="labels", phases=phases, role=role)
+
+    return tuple(int(s) for s in data.shape), walk
+
+
+def _fit_stream(walk, score, shape, start=None):
+    """:func:`tomo4d.quantify.thickness._step_fit` over slabs: ``(pos, found, any_mask)`` bit-identical to it.
+
+    ``score(z0, lab) -> (float32 slab score, bool (ny, nx) 'column has the phase' of this slab)``.
+    """
+    ny_nx = shape[1:]
+
+    def prefix(carry, s):
+        ext = np.empty((s.shape[0] + 1,) + ny_nx, np.float64)
+        ext[0] = carry
+        ext[1:] = s
+        return np.cumsum(ext, axis=0)  # ext[0] + s[0] + s[1] ... in the whole volume's order
+
+    def shifted(pre, k0, base):
+        if start is None:
+            return pre
+        k = np.arange(k0, k0 + pre.shape[0])[:, None, None]
+        hit = k == start[None]
+        if hit.any():
+            base[...] = np.where(hit.any(axis=0), np.sum(np.where(hit, pre, 0.0), axis=0), base)
+        return np.where(k >= start[None], pre - base[None], -np.inf)
+
+    # pass 1: the maximum of the prefix sums per column, the largest |score|, which columns hold the phase
+    carry, base = np.zeros(ny_nx), np.zeros(ny_nx)
+    best = shifted(np.zeros((1,) + ny_nx), 0, base)[0]
+    amax, has = 0.0, np.zeros(ny_nx, bool)
+    for z0, _, lab in walk():
+        s, present = score(z0, lab)
+        amax = max(amax, float(np.abs(s).max(initial=0.0)))
+        has |= present
+        pre = prefix(carry, s)
+        carry = pre[-1].copy()
+        best = np.maximum(best, shifted(pre[1:], z0 + 1, base).max(axis=0))
+    tol = 1e-9 * max(1.0, amax)
+    # pass 2: first and last k on the plateau (within tol of the maximum)
+    carry, base = np.zeros(ny_nx), np.zeros(ny_nx)
+    at0 = shifted(np.zeros((1,) + ny_nx), 0, base)[0] >= best - tol
+    first = np.where(at0, 0, -1)
+    last = np.where(at0, 0, -1)
+    for z0, _, lab in walk():
+        s, _ = score(z0, lab)
+        pre = prefix(carry, s)
+        carry = pre[-1].copy()
+        at = shifted(pre[1:], z0 + 1, base) >= best[None] - tol
+        anyat = at.any(axis=0)
+        f = z0 + 1 + np.argmax(at, axis=0)
+        l_ = z0 + 1 + (at.shape[0] - 1 - np.argmax(at[::-1], axis=0))
+        first = np.where((first < 0) & anyat, f, first)
+        last = np.where(anyat, l_, last)
+    return 0.5 * (first + last) - 0.5, best > tol, has
+
+
+def electrode_thickness_chunked(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(),
+                                smooth_nm: float = 400.0, chunk_budget_mb=None) -> Thickness:
+    """:func:`~tomo4d.quantify.electrode_thickness` read slab by slab (bit-identical; see the module notes).
+
+    Parameters
+    ----------
+    labels : (z, y, x) int array, dask array or Volume (lazy: read slab by slab)
+    voxel_size_nm, phases, smooth_nm
+        As in :func:`~tomo4d.quantify.electrode_thickness`.
+    chunk_budget_mb : float, optional
+        Working memory of one slab, MiB (default :data:`tomo4d._chunks.DEFAULT_CHUNK_BUDGET_MB`).
+    """
+    if not isinstance(phases, PhaseCodes):
+        raise InputError("phases must be a PhaseCodes instance (tomo4d.quantify.PhaseCodes)")
+    shape, walk = _slabs(labels, phases, chunk_budget_mb, "electrode_thickness expects phase labels")
+    vs = voxel_size(voxel_size_nm, labels)
+    check_number("smooth_nm", smooth_nm, minimum=0.0)
+    px = max(1, int(round(float(smooth_nm) / vs[1])))
+
+    def collector(z0, lab):
+        col = _isin(lab, phases.collector)
+        return _lateral_mean(np.where(col, 1.0, -1.0).astype(np.float32), px), col.any(axis=0)
+
+    zc, has_c, any_c = _fit_stream(walk, collector, shape)
+    has_c &= any_c
+
+    def anode_sep(z0, lab, wa=None, ws=None):
+        anode = _isin(lab, phases.anode).astype(np.float32)
+        sep = _isin(lab, phases.separator).astype(np.float32)
+        if wa is not None:
+            anode, sep = anode / wa, sep / ws
+        return _lateral_mean(anode - sep, px), anode.any(axis=0)
+
+    start = np.clip(np.round(zc + 0.5), 0, shape[0]).astype(np.intp)
+    zs, has_a, any_a = _fit_stream(walk, anode_sep, shape, start)
+    margin = 2 + px // 2
+    n = np.zeros(4, np.int64)  # anode voxels in the anode bulk, bulk voxels, separator voxels in its bulk, bulk
+    for z0, z1, lab in walk():
+        z = np.arange(z0, z1)[:, None, None]
+        in_a = (z >= start[None] + margin) & (z < zs[None] - margin)
+        in_s = z > zs[None] + margin
+        n += [np.count_nonzero(_isin(lab, phases.anode) & in_a), np.count_nonzero(in_a),
+              np.count_nonzero(_isin(lab, phases.separator) & in_s), np.count_nonzero(in_s)]
+    phi_a = float(n[0]) / float(n[1]) if n[1] else 0.0
+    phi_s = float(n[2]) / float(n[3]) if n[3] else 0.0
+    if phi_a > 0.05 and phi_s > 0.05:
+        wa, ws = np.float32(phi_a), np.float32(phi_s)
+        zs, _, _ = _fit_stream(walk, lambda z0, lab: anode_sep(z0, lab, wa, ws), shape, start)
+    has_a &= any_a
+    valid = has_c & has_a
+    zc_nm = np.where(valid, zc * vs[0], np.nan)
+    zs_nm = np.where(valid, zs * vs[0], np.nan)
+    t = (zs_nm - zc_nm) / 1e3
+    v = t[valid]
+    if v.size == 0:
+        log.warning("no column has both a collector and an anode: thickness undefined")
+        mean = std = med = float("nan")
+    else:
+        mean, std, med = float(v.mean()), float(v.std()), float(np.median(v))
+    return Thickness(collector_z_nm=zc_nm, separator_z_nm=zs_nm, thickness_um=t, mean_um=mean, std_um=std,
+                     median_um=med, valid_fraction=float(valid.mean()), voxel_size_nm=vs)
+
+
+def phase_volumes_chunked(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(), region=None,
+                          smooth_nm: float = 400.0, chunk_budget_mb=None) -> PhaseVolumes:
+    """:func:`~tomo4d.quantify.phase_volumes` from per-slab voxel counts (exact).
+
+    ``region``: None, ``"electrode"`` (between the interfaces of :func:`electrode_thickness_chunked`) or a
+    (z, y, x) bool array (numpy or lazy, read slab by slab).
+    """
+    shape, walk = _slabs(labels, phases, chunk_budget_mb, "phase_volumes expects phase labels")
+    vs = voxel_size(voxel_size_nm, labels)
+    th = mask = None
+    if isinstance(region, str):
+        if region != "electrode":
+            raise InputError(f"region={region!r} is not supported; use None (whole volume), 'electrode' or a mask")
+        th = electrode_thickness_chunked(labels, voxel_size_nm=vs, phases=phases, smooth_nm=smooth_nm,
+                                         chunk_budget_mb=chunk_budget_mb)
+        lo = np.nan_to_num(th.collector_z_nm, nan=np.inf)[None]
+        hi = np.nan_to_num(th.separator_z_nm, nan=-np.inf)[None]
+    elif region is not None:
+        mask = volume_data(region)
+        if tuple(mask.shape) != shape:
+            raise InputError(f"region mask has shape {tuple(mask.shape)}; it must match the labels {shape}")
+    counts = np.zeros(1, np.int64)
+    total = 0
+    for z0, z1, lab in walk():
+        if th is not None:
+            z = np.arange(z0, z1)[:, None, None] * th.voxel_size_nm[0]
+            vals = lab[(z > lo) & (z < hi)]
+        elif mask is not None:
+            vals = lab[read_slab(mask, z0, z1)[0].astype(bool)]
+        else:
+            vals = lab.ravel()
+        c = np.bincount(vals.astype(np.int64, copy=False).ravel(), minlength=1)
+        if c.size > counts.size:
+            counts = np.concatenate([counts, np.zeros(c.size - counts.size, np.int64)])
+        counts[:c.size] += c
+        total += int(vals.size)
+    voxel_um3 = float(np.prod(vs)) / 1e9
+    names = phases.names()
+    vol = np.array([sum(int(counts[c]) for c in codes if c < counts.size) for codes in names.values()], float) * voxel_um3
+    tot = float(total) * voxel_um3
+    frac = vol / tot if tot > 0 else np.full(len(names), np.nan)
+    return PhaseVolumes(phase_names=tuple(names), volume_um3=vol, fraction=frac, region_volume_um3=tot)
