@@ -33,6 +33,7 @@ carry ``analysis_scale`` among their options.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -155,10 +156,13 @@ def _dvc_step(ctx, step, previous):
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     whole = (sec.deconvolve_iterations or sec.method == "global"
              or (initial is None and (sec.affine_start or sec.axial_start)))
-    if not whole:  # local DVC reads its node batches' boxes (dvc.chunk_budget_mb) from the stored volumes
+    if not whole:  # local DVC reads its node batches' boxes (chunk_budget_mb) from the stored volumes
         radius = 0 if initial is not None else sec.search_radius_px
+        kw = sec.correlate_kwargs()
+        if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
+            kw["options"] = dataclasses.replace(kw["options"], chunk_budget_mb=ctx.experiment.chunk_budget_mb)
         return correlate(ref.data, deformed.data, initial=initial, search_radius_px=radius, mask=mask,
-                         client=ctx.client, **sec.correlate_kwargs())
+                         client=ctx.client, **kw)
     ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
