@@ -102,6 +102,24 @@ def _support_truth(exp, grid, step, field, *, tent: bool, support: int):
     return out
 
 
+def _print_profile(exp, grid, step, field):
+    """Per z row of usable nodes: mean measured u_z, true u_z, their difference, and the median lateral error."""
+    pos_nm = np.asarray(grid.origin_nm) + field.positions_zyx_px * grid.voxel_size_nm
+    u_true = exp.truth.displacement(step, pos_nm) / grid.voxel_size_nm
+    z = field.positions_zyx_px[:, 0]
+    zc = (exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
+    zs = zc + exp.truth.thickness_nm[0] / grid.voxel_size_nm
+    print(f"# z rows (T0 collector/anode interface at z = {zc:.1f} px, anode/separator at {zs:.1f} px)")
+    for zz in np.unique(z):
+        s = (z == zz) & field.usable
+        if not s.any():
+            continue
+        d = field.displacement_zyx_px[s] - u_true[s]
+        print(f"z {zz:5.1f}: u_z measured {field.displacement_zyx_px[s, 0].mean():7.3f} true {u_true[s, 0].mean():7.3f} "
+              f"diff {d[:, 0].mean():+.3f} (rms {np.sqrt((d[:, 0] ** 2).mean()):.3f}); lateral median "
+              f"{np.median(np.linalg.norm(d[:, 1:], axis=1)):.3f}", flush=True)
+
+
 def _affine_field(phi0, shape, spacing):
     """The global affine ``phi0`` (about the volume centre) on the control grid of ``spacing``."""
     from tomo4d.dvc import DisplacementField, control_grid
@@ -175,6 +193,8 @@ def main(argv=None):
                     help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
     ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print, per z row of nodes, the mean measured and true u_z and u_y, x error (px)")
     a = ap.parse_args(argv)
     from tomo4d.dvc import correlate, correlate_global
     from tomo4d.phantom import make_experiment
@@ -234,6 +254,8 @@ def main(argv=None):
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
                               search_radius_px=4 if init is None and phi0 is None else 0, **kw)
         prev = field
+        if a.profile:
+            _print_profile(exp, grid, n, field)
         r = _row(exp, grid, n, field, truth_means, a.half_window, tent=a.method in ("global", "none")) | {
             "seconds": time.perf_counter() - t0}
         rows.append(r)
