@@ -1,6 +1,7 @@
 """Benchmarks of tomo4d.enhance (not tests).
 
-    .venv/bin/python benchmarks/bench_enhance.py speed      # CPU time per 512^2 slice at 10 steps
+    .venv/bin/python benchmarks/bench_enhance.py speed [PRESET] [STEPS] [SIZES]
+        # per-step cost vs one forward pass (1 torch thread; CPU and wall s), new and old tiling
     .venv/bin/python benchmarks/bench_enhance.py synthetic  # acceptance on the phantom experiment
     .venv/bin/python benchmarks/bench_enhance.py real       # acceptance on snow_xct_100.tif
     .venv/bin/python benchmarks/bench_enhance.py memory [SLICES_LIST] [NY]  # peak RSS of streamed apply
@@ -41,25 +42,70 @@ def _untrained_model(preset: str):
 
     cfg = TrainConfig.preset(preset)
     torch.manual_seed(0)
-    return EnhanceModel(InDINet(cfg.network).eval(),
-                        ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
+    net = InDINet(cfg.network).eval().to(memory_format=torch.channels_last)   # as load_model sets it
+    return EnhanceModel(net, ModelInfo(cfg, Scaling(-1, 1), Scaling(-1, 1), "float32", (100.0,) * 3, (50.0,) * 3))
 
 
-def bench_speed(presets=("small", "reference"), steps: int = 10):
-    """Seconds per 512 x 512 up-sampled slice (256^2 LQ) with an untrained network of each preset."""
+def bench_speed(presets=("small",), steps: int = 3, sizes="512,2048", reps: int = 3):
+    """Per-InDI-step cost against one forward pass of the same network on the same slice (issue 20).
+
+    One torch thread (stated in the output; restored after).  For each slice size: A/B alternating, ``reps``
+    repetitions, medians: one forward pass of the whole slice (``net(x, t)``, channels-last weights as
+    :func:`tomo4d.enhance.load_model` sets them), ``restore_slices`` with ``steps`` steps (per step), and
+    the tiling before issue 20 (4 px border, fixed-stride 512^2 tiles; the copy kept in
+    tests/enhance/test_tiling.py).  CPU seconds (``time.process_time``) and wall seconds, labelled.
+    """
     import torch
 
     from tomo4d.enhance.sample import restore_slices
 
-    for name in presets:
-        model = _untrained_model(name)
-        img = np.random.default_rng(0).uniform(-1, 1, (1, 512, 512)).astype(np.float32)
-        restore_slices(model, img[:, :64, :64], steps=1)  # warm-up
-        t0 = time.perf_counter()
-        restore_slices(model, img, steps=steps, tile=512, overlap=64)
-        dt = time.perf_counter() - t0
-        _emit(bench="enhance_slice_cpu", preset=name, slice="512x512", steps=steps, seconds=dt,
-              threads=torch.get_num_threads(), params=sum(p.numel() for p in model.net.parameters()))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enhance"))
+    from test_tiling import _legacy_restore
+
+    presets = presets.split(",") if isinstance(presets, str) else presets
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in presets:
+            model = _untrained_model(name)
+            for n in [int(v) for v in str(sizes).split(",")]:
+                _step_cost(model, name, n, steps, reps, restore_slices, _legacy_restore)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _step_cost(model, name, n, steps, reps, restore_slices, legacy):
+    import torch
+
+    img = np.random.default_rng(0).uniform(-1, 1, (1, n, n)).astype(np.float32)
+    xt = torch.from_numpy(img[:, None]).contiguous(memory_format=torch.channels_last)
+    tt = torch.ones(1)
+    restore_slices(model, img[:, :64, :64], steps=1)  # warm-up
+
+    def forward():
+        with torch.inference_mode():
+            model.net(xt, tt)
+
+    runs = {"forward": forward,
+            "step_new": lambda: restore_slices(model, img, steps=steps, tile=512, overlap=64),
+            "step_old": lambda: legacy(model, img, steps=steps, seed=0, tile=512, overlap=64)}
+    cpu = {k: [] for k in runs}
+    wall = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, f in runs.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            f()
+            div = 1 if k == "forward" else steps
+            cpu[k].append((time.process_time() - c0) / div)
+            wall[k].append((time.perf_counter() - w0) / div)
+    med = {k: float(np.median(v)) for k, v in cpu.items()}
+    medw = {k: float(np.median(v)) for k, v in wall.items()}
+    _emit(bench="enhance_step_cost", preset=name, slice=f"{n}x{n}", torch_threads=torch.get_num_threads(), reps=reps,
+          forward_cpu_s=med["forward"], step_cpu_s=med["step_new"], step_old_cpu_s=med["step_old"],
+          forward_wall_s=medw["forward"], step_wall_s=medw["step_new"], step_old_wall_s=medw["step_old"],
+          step_over_forward_cpu=med["step_new"] / med["forward"],
+          old_step_over_forward_cpu=med["step_old"] / med["forward"],
+          params=sum(p.numel() for p in model.net.parameters()))
 
 
 def _memory_child(n_slices: int, ny: int, workdir: str):

@@ -30,6 +30,7 @@ from ..io import lazy_from_slices
 from ..volume import Volume, as_volume
 from .data import upsample2_xy, upsample2_z_window
 from .model import EnhanceModel
+from .steps import model_steps
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,12 @@ def check_model(model, name: str = "model"):
     return model
 
 
-def check_steps(model, steps, name: str = "steps") -> int:
-    """The InDI step count: the model's recommended one for ``None``, else an integer >= 1 (never replaced)."""
+def check_steps(model, steps, name: str = "steps", *, rule: str | None = None) -> int:
+    """The InDI step count: ``steps`` when given (an integer >= 1, never replaced), else the N recommended by
+    the model's validation sweep (by ``rule``, default the rule chosen at training); a model folder without
+    a sweep uses its stored default and warns (:func:`tomo4d.enhance.steps.model_steps`)."""
     if steps is None:
-        return int(model.info.recommended_steps)
+        return model_steps(model, None, rule)[0]
     return check_int(name, steps, minimum=1)
 
 
@@ -257,27 +260,36 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
 
 
 def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0, slice_ids=None,
-                   tile: int = 512, overlap: int = 64, batch: int = 4) -> np.ndarray:
+                   tile: int = 512, overlap: int = 64, batch: int = 4, rule: str | None = None,
+                   consistency: bool = False) -> np.ndarray:
     """Enhance LQ xy-slices ``(S, y, x)`` (input units) -> ``(S, 2y, 2x)`` float32 in HQ units.
 
     Up-samples x2 (bicubic), maps to [-1, 1] with the model's LQ scaling, runs
-    :func:`restore_slices`, maps back with the HQ scaling.
+    :func:`restore_slices`, maps back with the HQ scaling.  ``steps`` default: the model's
+    recommendation by ``rule``.  ``consistency=True`` projects the output onto the LQ constraint
+    (:func:`tomo4d.enhance.steps.project_onto_lq`: degraded back, it reproduces these LQ slices).
     """
     info = check_model(model).info
-    steps = check_steps(model, steps)
-    up = upsample2_xy(as_float32(lq_slices))
+    steps = check_steps(model, steps, rule=rule)
+    lq = as_float32(lq_slices)
+    up = upsample2_xy(lq)
     norm = info.lq_scaling.forward(up)
     out = restore_slices(model, norm, steps=steps, seed=seed, slice_ids=slice_ids, tile=tile, overlap=overlap,
                          batch=batch)
-    return info.hq_scaling.inverse(out)
+    out = info.hq_scaling.inverse(out)
+    if consistency:
+        from .steps import project_onto_lq
+
+        out = project_onto_lq(out, lq, model)
+    return out
 
 
 class _SliceEngine:
     """Enhances LQ slices on demand, keeping a small window of them (bounded memory), thread-safe."""
 
-    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress):
+    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress, consistency=False):
         self.model, self.lq = model, lq_data
-        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch)
+        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch, consistency=consistency)
         self.n = int(lq_data.shape[0])
         self.group = int(group)
         self.check = not isinstance(lq_data, np.ndarray)    # numpy input is checked up front
@@ -351,8 +363,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
 
 def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, tile: int = 512,
                    overlap: int = 64, batch: int = 4, z_interp: bool = True, out_dtype=None,
-                   check_voxel_size: bool = True, group: int = 4,
-                   progress: Callable[[int, int], None] | None = None):
+                   check_voxel_size: bool = True, group: int = 4, rule: str | None = None,
+                   consistency: bool = False, progress: Callable[[int, int], None] | None = None):
     """Enhance an LQ volume slice by slice, streaming: returns a lazy (dask) :class:`~tomo4d.Volume`.
 
     Nothing is computed until the result is written (:func:`tomo4d.io.save_volume`
@@ -365,9 +377,15 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     volume : Volume
         LQ volume of the dtype and voxel size the model was trained on.
     steps : int, optional
-        InDI steps (default: the model's recommended steps).
+        InDI steps (default: the N recommended by the model's validation sweep, by ``rule``; a
+        model folder without a sweep uses its stored default and warns).
     seed : int
         Noise seed (the output is a deterministic function of it).
+    rule : {"balanced", "distortion", "sharpness"}, optional
+        Recommendation rule of the sweep (default: the one chosen at training;
+        :mod:`tomo4d.enhance.steps`).  Ignored when ``steps`` is given.
+    consistency : bool
+        Project every enhanced slice onto the LQ constraint (:func:`tomo4d.enhance.steps.project_onto_lq`).
     tile, overlap, batch : int
         Tiling of each (up-sampled) slice and tiles per network call.
     z_interp : bool
@@ -391,16 +409,18 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     vol = _input_volume(volume)
     check_input(model, vol, check_voxel_size=check_voxel_size)
     check_tiling(tile, overlap)
-    steps = check_steps(model, steps)
+    given = steps is not None
+    steps, steps_from = model_steps(model, steps, rule)
     batch = check_int("batch", batch, minimum=1)
     group = check_int("group", group, minimum=1)
+    consistency = bool(consistency)
     seed = check_int("seed", seed, minimum=0)
     if isinstance(vol.data, np.ndarray):
         check_finite("volume", vol.data)     # in memory: checked up front; lazy input: chunk by chunk
     dt = np.dtype(out_dtype) if out_dtype is not None else (vol.dtype if np.issubdtype(vol.dtype, np.integer)
                                                              else np.dtype(np.float32))
     engine = _SliceEngine(model, vol.data, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
-                          group=group, progress=progress)
+                          group=group, progress=progress, consistency=consistency)
     nz, ny, nx = vol.shape
     shape = (2 * nz if z_interp else nz, 2 * ny, 2 * nx)
 
@@ -421,6 +441,7 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     meta = vol.metadata.with_step(step_txt + (", z interpolated x2 (cubic)" if z_interp else ""))
     extra = dict(meta.extra)
     extra["enhance"] = {"model": model.name, "objective": model.objective, "steps": 1 if one else steps,
+                        "steps_from": "given" if given else steps_from, "consistency_projection": consistency,
                         "seed": seed, "tile": tile, "overlap": overlap, "z_interp": z_interp}
     meta = dataclasses.replace(meta, extra=extra)
     return Volume(data, new_vs, meta, voxel_size_known=vol.voxel_size_known)

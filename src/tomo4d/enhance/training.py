@@ -12,6 +12,7 @@ training entry points that drive it must change together for the bit-exact resum
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -44,12 +45,14 @@ from .model import (
     save_model,
 )
 from .sample import restore_slices
+from .steps import save_sweep, validation_sweep, write_sweep_figure
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"
+SWEEP_FIGURE = "step_sweep.png"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class TrainResult:
     rollbacks : int
         Times the divergence guard restored a healthy state (each halved the learning rate;
         the events are in the training log).
+    recommended_steps : int
+        InDI steps recommended by the validation sweep (1 for the one-step baselines).
+    step_rule : str or None
+        Rule of that recommendation (None without a sweep).
     """
 
     model_dir: Path
@@ -88,6 +95,8 @@ class TrainResult:
     seconds: float
     device: str
     rollbacks: int = 0
+    recommended_steps: int = 1
+    step_rule: str | None = None
 
 
 def one_cycle_lr(step: int, total: int, *, max_lr: float, warmup_fraction: float) -> float:
@@ -521,10 +530,22 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     info = ModelInfo(cfg, lq_scaling, hq_scaling, input_dtype, pair.lq_voxel_size_nm, pair.hq_voxel_size_nm,
                      cfg.val_steps if cfg.objective == "indi" else 1, prov)
     model = EnhanceModel(trainer.net.eval(), info)
+    sweep = None
+    if cfg.objective == "indi":    # the step count chosen by validation on the held-out slices
+        sweep = validation_sweep(model, pair, steps=cfg.sweep_steps, rule=cfg.step_rule, seed=12345)
+        info = dataclasses.replace(info, recommended_steps=sweep.recommended_steps)
+        model = EnhanceModel(model.net, info, sweep=sweep)
     rollbacks = sum(1 for r in trainer.log if "event" in r)
     metrics = {"val_psnr_db": val, "val_psnr_lq_db": val_lq, "final_loss": final_loss, "steps": trainer.step,
-               "val_steps": info.recommended_steps, "rollbacks": rollbacks}
+               "val_steps": cfg.val_steps, "recommended_steps": info.recommended_steps,
+               "step_rule": cfg.step_rule if sweep is not None else None, "rollbacks": rollbacks}
     save_model(model, out, metrics=metrics, overwrite=True)
+    if sweep is not None:
+        save_sweep(sweep, out)
+        try:
+            write_sweep_figure(out / SWEEP_FIGURE, sweep)
+        except Exception as exc:  # a plot must never lose a trained model
+            log.warning("could not draw the step sweep: %s", exc)
     _write_log(out / LOG_FILE, trainer.log)
     try:
         write_curve(out / CURVE_FILE, trainer.log)
@@ -533,7 +554,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     if ckdir.exists():
         shutil.rmtree(ckdir, ignore_errors=True)
     return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
-                       trainer.device.type, rollbacks)
+                       trainer.device.type, rollbacks, int(info.recommended_steps),
+                       cfg.step_rule if sweep is not None else None)
 
 
 def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray) -> float:
