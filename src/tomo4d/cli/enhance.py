@@ -21,9 +21,18 @@ RULE_CHOICES = ("balanced", "distortion", "sharpness")   # tomo4d.enhance.steps.
 
 
 def _open(path, voxel_size):
-    from ..io import open_volume
+    """A volume, or a 2D image (TIFF) as a stack of one slice (for the slices route)."""
+    from ..io import open_image, open_volume
 
-    return open_volume(path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
+    vs = parse_triple(voxel_size, name="--voxel-size")
+    try:
+        return open_volume(path, voxel_size_nm=vs)
+    except InputError as exc:
+        if "holds a 2D image" not in str(exc):
+            raise
+    from ..volume import Volume
+
+    return Volume(open_image(path)[None], vs)
 
 
 def _config(config, preset, steps, seed, rule=None):
@@ -83,14 +92,17 @@ def enhance():
               help="Rule that recommends the InDI step count from the validation sweep (default: the config's, "
                    "balanced).")
 @click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
+@click.option("--route", default="auto", show_default=True, type=click.Choice(["auto", "volume", "slices"]),
+              help="volume: 3D pair (LQ 2x coarser along z, y, x); slices: registered 2D slice pairs or one 2D pair "
+                   "(LQ 2x coarser in-plane); auto: slices when LQ and HQ have one slice per slice.")
 @click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
 @click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @json_option
-def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register, lq_voxel_size, hq_voxel_size,
-          device, no_resume, overwrite, as_json):
+def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register, route, lq_voxel_size,
+          hq_voxel_size, device, no_resume, overwrite, as_json):
     """Train a model on one LQ/HQ pair (up-sample, register, mask, split, train)."""
     from ..enhance import baseline_config
     from ..enhance import train as _train
@@ -101,7 +113,7 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
     lq_v, hq_v = _open(lq, lq_voxel_size), _open(hq, hq_voxel_size)
     with progress_bar(f"training {objective}") as progress:
         res = _train(lq_v, hq_v, out, config=cfg, register=not no_register, resume=not no_resume,
-                     overwrite=overwrite, device=device, progress=progress)
+                     overwrite=overwrite, device=device, route=route, progress=progress)
     emit(res.__dict__, as_json=as_json,
          text=f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
               f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB"
@@ -125,6 +137,9 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
 @click.option("--tile", default=512, show_default=True, help="Tile side (pixels of the up-sampled slice).")
 @click.option("--overlap", default=64, show_default=True, help="Tile overlap (pixels).")
 @click.option("--no-z-interp", is_flag=True, help="Keep the LQ slice spacing (no cubic interpolation along z).")
+@click.option("--slices/--volume", "slices", default=None,
+              help="SRC is a 2D image or a stack of independent slices (no z interpolation, z voxel size not "
+                   "checked) / a volume.  Default: slices for a model trained on slice pairs.")
 @click.option("--samples", default=1, show_default=True,
               help="K > 1: also write the spread of K samples and the data-consistency map beside the output.")
 @click.option("--voxel-size", default=None, help="Override the input voxel size (nm).")
@@ -132,8 +147,8 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
 @json_option
-def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap, no_z_interp, samples, voxel_size,
-          no_voxel_check, device, overwrite, as_json):
+def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap, no_z_interp, slices, samples,
+          voxel_size, no_voxel_check, device, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
     from ..io import save_volume, scratch_path
@@ -157,8 +172,9 @@ def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap,
         spill = scratch_path(p)  # removed below, or by the next write of DST if this run is killed
         try:
             with progress_bar("enhancing (samples)") as progress:
+                flat = slices if slices is not None else m.info.provenance.get("route") == "slices"
                 res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
-                                               overlap=overlap, batch=batch, z_interp=not no_z_interp,
+                                               overlap=overlap, batch=batch, z_interp=not (no_z_interp or flat),
                                                check_voxel_size=not no_voxel_check, spill_dir=spill,
                                                progress=progress)
             save_volume(res.mean, dst, overwrite=overwrite)
@@ -170,7 +186,7 @@ def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap,
     else:
         enh = enhance_volume(m, vol, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
                              z_interp=not no_z_interp, check_voxel_size=not no_voxel_check, rule=rule,
-                             consistency=consistency)
+                             consistency=consistency, slices=slices)
         with progress_bar(f"enhancing {src}") as progress:
             save_volume(enh, dst, overwrite=overwrite, progress=progress)
         e = enh.metadata.extra["enhance"]

@@ -284,6 +284,18 @@ def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0,
     return out
 
 
+def enhance_image(model, image, *, steps: int | None = None, seed: int = 0, tile: int = 512, overlap: int = 64,
+                  batch: int = 4, rule: str | None = None, consistency: bool = False) -> np.ndarray:
+    """Enhance one 2D LQ image ``(y, x)`` (input units) -> ``(2y, 2x)`` float32 in HQ units (see
+    :func:`enhance_slices`)."""
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise InputError(f"image has shape {a.shape}; give a 2D image (y, x) (enhance_volume takes stacks)")
+    check_finite("image", a)
+    return enhance_slices(model, a[None], steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
+                          rule=rule, consistency=consistency)[0]
+
+
 class _SliceEngine:
     """Enhances LQ slices on demand, keeping a small window of them (bounded memory), thread-safe."""
 
@@ -342,8 +354,9 @@ class _SliceEngine:
         return np.stack(out)
 
 
-def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
-    """Raise :class:`InputError` if ``volume`` is not something ``model`` was trained on."""
+def check_input(model, volume, *, check_voxel_size: bool = True, slices: bool = False) -> None:
+    """Raise :class:`InputError` if ``volume`` is not something ``model`` was trained on (``slices``: independent
+    slices, the z voxel size is not compared)."""
     info = model.info
     if str(volume.dtype) != info.input_dtype:
         raise InputError(
@@ -353,6 +366,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
         )
     if check_voxel_size and volume.voxel_size_known:
         vs, ref = np.asarray(volume.voxel_size_nm), np.asarray(info.lq_voxel_size_nm)
+        if slices:
+            vs, ref = vs[1:], ref[1:]
         if np.any(np.abs(vs / ref - 1) > 0.05):
             raise InputError(
                 f"volume voxel size {show(tuple(vs))} nm differs from the LQ voxel size the model was trained on "
@@ -364,7 +379,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
 def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, tile: int = 512,
                    overlap: int = 64, batch: int = 4, z_interp: bool = True, out_dtype=None,
                    check_voxel_size: bool = True, group: int = 4, rule: str | None = None,
-                   consistency: bool = False, progress: Callable[[int, int], None] | None = None):
+                   consistency: bool = False, slices: bool | None = None,
+                   progress: Callable[[int, int], None] | None = None):
     """Enhance an LQ volume slice by slice, streaming: returns a lazy (dask) :class:`~tomo4d.Volume`.
 
     Nothing is computed until the result is written (:func:`tomo4d.io.save_volume`
@@ -386,6 +402,10 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
         :mod:`tomo4d.enhance.steps`).  Ignored when ``steps`` is given.
     consistency : bool
         Project every enhanced slice onto the LQ constraint (:func:`tomo4d.enhance.steps.project_onto_lq`).
+    slices : bool, optional
+        The volume is a stack of independent 2D slices: no z interpolation, the z voxel size is kept
+        and not compared with the model's.  Default: True for a model trained on slice pairs
+        (``route="slices"``), else False.
     tile, overlap, batch : int
         Tiling of each (up-sampled) slice and tiles per network call.
     z_interp : bool
@@ -407,7 +427,11 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     """
     check_model(model)
     vol = _input_volume(volume)
-    check_input(model, vol, check_voxel_size=check_voxel_size)
+    if slices is None:
+        slices = model.info.provenance.get("route") == "slices"
+    if slices:
+        z_interp = False
+    check_input(model, vol, check_voxel_size=check_voxel_size, slices=bool(slices))
     check_tiling(tile, overlap)
     given = steps is not None
     steps, steps_from = model_steps(model, steps, rule)

@@ -32,7 +32,6 @@ from .._validate import check_device, check_finite, check_path, show
 from .._version import __version__
 from ..errors import FormatError, InputError, OverwriteError
 from ..io import atomic_output
-from ..volume import as_volume
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
 from .model import (
@@ -410,7 +409,7 @@ def _stub_info(cfg: TrainConfig) -> ModelInfo:
 
 def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool = True, phi0=None,
           fov: bool = True, resume: bool = True, overwrite: bool = False, device: str | None = None,
-          progress: Callable[[int, int], None] | None = None) -> TrainResult:
+          route: str = "auto", progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train an enhancement model on one LQ/HQ pair and write the model folder.
 
     Parameters
@@ -434,6 +433,9 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
         Replace an existing finished model (or discard its checkpoint).
     device : str, optional
         ``"cuda"`` or ``"cpu"``; default cuda when available (mixed precision).
+    route : {"auto", "volume", "slices"}
+        3D pair, or 2D slice pairs (a stack, or one pair cut into strips of twice the crop);
+        see :func:`tomo4d.enhance.prepare_pair`.
     progress : callable(done, total), optional
         Called after every step with the number of steps done.
     """
@@ -442,13 +444,16 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     if not isinstance(cfg, TrainConfig):
         raise InputError(f"config={show(cfg)} is not a TrainConfig; build one with TrainConfig.preset(...) or "
                          "TrainConfig.from_json(path)")
-    lq, hq = as_volume(lq), as_volume(hq)
+    from .slice_pairs import as_slice_volume
+
+    lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
     out = Path(check_path("out_dir", out_dir))
     for src in (lq.source, hq.source):
         if src is not None and (out.resolve() == Path(src).resolve() or Path(src).resolve() in out.resolve().parents):
             raise OverwriteError(f"model folder {str(out)!r} would overwrite the input {str(src)!r}; choose another")
-    pair = prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=cfg.val_fraction, fov=fov)
-    provenance = {"lq": str(lq.source) if lq.source else lq.metadata.name,
+    pair = prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=cfg.val_fraction, fov=fov, route=route,
+                        strip=2 * cfg.crop)
+    provenance = {"route": pair.route,"lq": str(lq.source) if lq.source else lq.metadata.name,
                   "hq": str(hq.source) if hq.source else hq.metadata.name,
                   "registration": pair.registration, "phi_hq_to_lq_up": pair.phi.tolist(),
                   "train_slices": [int(pair.train_slices[0]), int(pair.train_slices[-1])],
@@ -523,6 +528,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     tail = [r["loss"] for r in trainer.log if "loss" in r][-max(1, len(trainer.log) // 10):]
     final_loss = float(np.mean(tail))
     prov = dict(provenance or {})
+    prov.setdefault("route", pair.route)
     prov.update({"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "tomo4d_version": __version__, "steps_trained": trainer.step, "seed": cfg.seed,
                  "device": trainer.device.type, "torch_version": torch.__version__,
