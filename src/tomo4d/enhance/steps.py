@@ -4,7 +4,9 @@ Training ends with :func:`validation_sweep`: for every N of ``TrainConfig.sweep_
 restores the held-out validation slices of the pair, and the output is judged
 
 * against HQ: PSNR (dB, HQ's robust 0.1-99.9 percentile range), mean SSIM, edge FWHM (nm, automatic
-  edges of :func:`tomo4d.quality.edge_resolution`, per slice, pooled);
+  edges of :func:`tomo4d.quality.edge_resolution`, per slice, pooled; when HQ itself has fewer than 5
+  measurable edges with the default options, e.g. pixel-sharp thin layers, the whole sweep uses
+  :data:`THIN_EDGES`, recorded in ``hq["edge_options"]``);
 * against LQ (data consistency): the output degraded back with the LQ forward model (Gaussian blur of the
   pair's estimated sigma, 2x2 in-plane binning, the model's intensity maps) minus the LQ input
   (itself binned 2x2 from the pair's up-sampled LQ on the HQ grid), in units of the LQ noise
@@ -261,18 +263,31 @@ def project_onto_lq(hq_units: np.ndarray, lq: np.ndarray, model, *, iterations: 
     return info.hq_scaling.inverse(x.astype(np.float32))
 
 
-def _fwhm(stack: np.ndarray, mask: np.ndarray, vs) -> float:
+#: edge options for thin structures (layers of a few pixels), used for a whole sweep when HQ's own edges fail
+#: the defaults (e.g. pixel-sharp edges of thin electrode layers): shorter plateaus, looser isolation test
+THIN_EDGES = {"min_half_length_px": 3.0, "max_window_change": 0.3}
+
+
+def _fwhm(stack: np.ndarray, mask: np.ndarray, vs, options: dict | None = None) -> float:
     """Mean edge FWHM (nm) of automatic edges, slice by slice (2D), pooled; NaN below 5 edges."""
     from ..quality import edge_resolution
 
     vals: list[float] = []
     for k in range(stack.shape[0]):
         try:
-            r = edge_resolution(stack[k], voxel_size_nm=tuple(vs), mask=mask[k], max_half_length_px=40.0)
+            r = edge_resolution(stack[k], voxel_size_nm=tuple(vs), mask=mask[k], max_half_length_px=40.0,
+                                **(options or {}))
         except InputError:
             continue
         vals.extend(float(v) for v in r.fwhm_nm)
     return float(np.mean(vals)) if len(vals) >= 5 else float("nan")
+
+
+def edge_options_for(ref: np.ndarray, mask: np.ndarray, vs) -> tuple[dict, str]:
+    """The edge options of a sweep: the defaults, or :data:`THIN_EDGES` when HQ has too few default edges."""
+    if math.isfinite(_fwhm(ref, mask, vs)):
+        return {}, "default"
+    return dict(THIN_EDGES), "thin structures (" + ", ".join(f"{k}={v}" for k, v in THIN_EDGES.items()) + ")"
 
 
 class _Judge:
@@ -289,6 +304,7 @@ class _Judge:
         self.offset = float(np.median(r_hq)) if r_hq.size else 0.0
         mad = float(np.median(np.abs(r_hq - self.offset))) if r_hq.size else 0.0
         self.noise = max(1.4826 * mad, 1e-12)
+        self.edge_options, self.edge_note = edge_options_for(ref, mask, vs)
 
     def consistency(self, img) -> tuple[float, float]:
         r = (degrade_slices(img, self.model) - self.y - self.offset)[self.mb] / self.noise
@@ -305,7 +321,7 @@ class _Judge:
             out["psnr_db"] = float(psnr(self.ref, img, data_range=self.range, mask=m))
             out["ssim"] = float(np.mean([ssim(self.ref[k], img[k], data_range=self.range, mask=m[k])
                                          for k in range(img.shape[0])]))
-        out["fwhm_nm"] = _fwhm(img, m, self.vs)
+        out["fwhm_nm"] = _fwhm(img, m, self.vs, self.edge_options)
         out["consistency_rms"], out["inconsistent_fraction"] = self.consistency(img)
         return out
 
@@ -346,7 +362,8 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
             curves[k].append(v)
         if progress is not None:
             progress(i + 1, len(steps))
-    sw = StepSweep(steps, *(tuple(curves[k]) for k in curves), bicubic=judge(bic), hq=judge(ref, fidelity=False),
+    sw = StepSweep(steps, *(tuple(curves[k]) for k in curves), bicubic=judge(bic),
+                   hq={**judge(ref, fidelity=False), "edge_options": judge.edge_note},
                    lq_noise=float(judge.noise), slices=tuple(int(z) for z in zs), rule=rule, recommended_steps=1,
                    recommended={}, consistency_projection=bool(consistency))
     rec = {r: recommend(sw, r) for r in RULES}
