@@ -388,6 +388,8 @@ def sweep_figure(sw: StepSweep):
         ax.set_xlabel("InDI steps N")
         ax.set_ylabel(label)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(list(sw.steps), [str(n) for n in sw.steps], fontsize=7)
+        ax.minorticks_off()
         if j == 0:
             ax.legend(fontsize=7)
     fig.suptitle(f"validation sweep: N = {sw.recommended_steps} ({sw.rule}); " +
