@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from .._array import as_float32
-from .._validate import check_finite, check_int, check_number, show
+from .._validate import check_finite, check_int, check_number
 from ..errors import InputError, check_choice
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,3 @@ def as_slice_volume(image, voxel_size_nm=None, *, name: str = "image"):
     if voxel_size_nm is None:
         return as_volume(a)
     return Volume(a, voxel_size_nm)
-
-
-def _show(v) -> str:
-    return show(v)
