@@ -63,12 +63,15 @@ def test_enhance_stages_write_outputs_that_load(enhance_run):
         v = open_volume(out / "volumes" / f"enhanced_{name}.ome.zarr")
         assert v.shape == (64, 64, 64) and v.voxel_size_nm == (50.0, 50.0, 50.0)
         assert np.isfinite(v.numpy()).all()
+        # enhance.steps: 2 is given here; without it the stage uses the sweep's N (model.sweep, issue 19)
+        assert v.metadata.extra["enhance"]["steps"] == 2 and model.sweep is not None
     q = read_table(out / "tables" / "enhance_quality.csv")
     assert list(q["step"]) == ["pair", "T0", "T1", "T2"]
     assert np.isfinite(q["psnr_db_InDI"]).all() and np.isfinite(q["ssim_InDI"][1:]).all()
     html = (out / "report.html").read_text()
     assert "InDI enhancement" in html and "CNR HQ (truth)" in html and "edge FWHM HQ (nm, truth)" in html
     assert (out / "figures" / "enhanced_slices.png").exists()
+    assert "Validation sweep on the held-out slices" in html and (out / "figures" / "enhance_step_sweep.png").exists()
 
 
 def test_enhance_quality_has_the_five_metrics_and_nan_with_a_reason(enhance_run):

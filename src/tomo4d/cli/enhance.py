@@ -17,18 +17,29 @@ from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, parse_triple, progress_bar
 
+RULE_CHOICES = ("balanced", "distortion", "sharpness")   # tomo4d.enhance.steps.RULES (not imported: cheap --help)
+
 
 def _open(path, voxel_size):
-    from ..io import open_volume
+    """A volume, or a 2D image (TIFF) as a stack of one slice (for the slices route)."""
+    from ..io import open_image, open_volume
 
-    return open_volume(path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
+    vs = parse_triple(voxel_size, name="--voxel-size")
+    try:
+        return open_volume(path, voxel_size_nm=vs)
+    except InputError as exc:
+        if "holds a 2D image" not in str(exc):
+            raise
+    from ..volume import Volume
+
+    return Volume(open_image(path)[None], vs)
 
 
-def _config(config, preset, steps, seed):
+def _config(config, preset, steps, seed, rule=None):
     from ..enhance import TrainConfig
 
     cfg = TrainConfig.from_json(config) if config else TrainConfig.preset(preset)
-    updates = {}
+    updates = {"step_rule": rule} if rule else {}
     if steps is not None:
         updates["steps"] = steps
     if seed is not None:
@@ -77,29 +88,37 @@ def enhance():
               help="InDI, or a one-step baseline with the same network.")
 @click.option("--steps", default=None, type=int, help="Override the number of optimiser steps.")
 @click.option("--seed", default=None, type=int, help="Override the seed.")
+@click.option("--rule", default=None, type=click.Choice(RULE_CHOICES),
+              help="Rule that recommends the InDI step count from the validation sweep (default: the config's, "
+                   "balanced).")
 @click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
+@click.option("--route", default="auto", show_default=True, type=click.Choice(["auto", "volume", "slices"]),
+              help="volume: 3D pair (LQ 2x coarser along z, y, x); slices: registered 2D slice pairs or one 2D pair "
+                   "(LQ 2x coarser in-plane); auto: slices when LQ and HQ have one slice per slice.")
 @click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
 @click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @json_option
-def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_voxel_size, hq_voxel_size, device,
-          no_resume, overwrite, as_json):
+def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register, route, lq_voxel_size,
+          hq_voxel_size, device, no_resume, overwrite, as_json):
     """Train a model on one LQ/HQ pair (up-sample, register, mask, split, train)."""
     from ..enhance import baseline_config
     from ..enhance import train as _train
 
-    cfg = _config(config, preset, steps, seed)
+    cfg = _config(config, preset, steps, seed, rule)
     if objective != "indi":
         cfg = baseline_config(cfg, objective)
     lq_v, hq_v = _open(lq, lq_voxel_size), _open(hq, hq_voxel_size)
     with progress_bar(f"training {objective}") as progress:
         res = _train(lq_v, hq_v, out, config=cfg, register=not no_register, resume=not no_resume,
-                     overwrite=overwrite, device=device, progress=progress)
+                     overwrite=overwrite, device=device, route=route, progress=progress)
     emit(res.__dict__, as_json=as_json,
          text=f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
-              f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB")
+              f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB"
+              + (f"; recommended InDI steps {res.recommended_steps} (validation sweep, {res.step_rule}: "
+                 f"{res.model_dir}/step_sweep.json)" if res.step_rule else ""))
 
 
 @declare_paths(inputs=("model", "src"), outputs=("dst",), derived=_apply_derived)
@@ -107,12 +126,20 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("src", type=click.Path(path_type=str))
 @click.argument("dst", type=click.Path(path_type=str))
-@click.option("--steps", default=None, type=int, help="InDI steps (default: the model's recommendation).")
+@click.option("--steps", default=None, type=int,
+              help="InDI steps (default: the N recommended by the model's validation sweep).")
+@click.option("--rule", default=None, type=click.Choice(RULE_CHOICES),
+              help="Recommendation rule of the sweep (default: the one chosen at training).")
+@click.option("--consistency", is_flag=True,
+              help="Project every enhanced slice onto the LQ constraint (degraded back, it reproduces the input).")
 @click.option("--seed", default=0, show_default=True, help="Noise seed.")
 @click.option("--batch", default=4, show_default=True, help="Tiles per network call.")
 @click.option("--tile", default=512, show_default=True, help="Tile side (pixels of the up-sampled slice).")
 @click.option("--overlap", default=64, show_default=True, help="Tile overlap (pixels).")
 @click.option("--no-z-interp", is_flag=True, help="Keep the LQ slice spacing (no cubic interpolation along z).")
+@click.option("--slices/--volume", "slices", default=None,
+              help="SRC is a 2D image or a stack of independent slices (no z interpolation, z voxel size not "
+                   "checked) / a volume.  Default: slices for a model trained on slice pairs.")
 @click.option("--samples", default=1, show_default=True,
               help="K > 1: also write the spread of K samples and the data-consistency map beside the output.")
 @click.option("--voxel-size", default=None, help="Override the input voxel size (nm).")
@@ -120,8 +147,8 @@ def train(lq, hq, out, config, preset, objective, steps, seed, no_register, lq_v
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
 @json_option
-def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, samples, voxel_size, no_voxel_check,
-          device, overwrite, as_json):
+def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap, no_z_interp, slices, samples,
+          voxel_size, no_voxel_check, device, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
     from ..io import save_volume, scratch_path
@@ -132,6 +159,12 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
     vol = _open(src, voxel_size)
     out = {"output": str(dst)}
     if samples > 1:
+        if consistency:
+            raise InputError("--consistency works on single outputs; drop it or use --samples 1")
+        if steps is None:
+            from ..enhance.sample import check_steps
+
+            steps = check_steps(m, None, rule=rule)
         p = Path(dst)
         spread, cons = _sample_maps(dst)  # declared outputs: checked against the inputs before any work
         # the three maps stream slab by slab into memory maps beside the output (bounded memory),
@@ -139,8 +172,9 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
         spill = scratch_path(p)  # removed below, or by the next write of DST if this run is killed
         try:
             with progress_bar("enhancing (samples)") as progress:
+                flat = slices if slices is not None else m.info.provenance.get("route") == "slices"
                 res = enhance_with_uncertainty(m, vol, n_samples=samples, steps=steps, seed=seed, tile=tile,
-                                               overlap=overlap, batch=batch, z_interp=not no_z_interp,
+                                               overlap=overlap, batch=batch, z_interp=not (no_z_interp or flat),
                                                check_voxel_size=not no_voxel_check, spill_dir=spill,
                                                progress=progress)
             save_volume(res.mean, dst, overwrite=overwrite)
@@ -151,13 +185,16 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
         out.update(spread=str(spread), consistency=str(cons), **res.summary())
     else:
         enh = enhance_volume(m, vol, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
-                             z_interp=not no_z_interp, check_voxel_size=not no_voxel_check)
+                             z_interp=not no_z_interp, check_voxel_size=not no_voxel_check, rule=rule,
+                             consistency=consistency, slices=slices)
         with progress_bar(f"enhancing {src}") as progress:
             save_volume(enh, dst, overwrite=overwrite, progress=progress)
-        out.update(shape=list(enh.shape), voxel_size_nm=list(enh.voxel_size_nm))
+        e = enh.metadata.extra["enhance"]
+        out.update(shape=list(enh.shape), voxel_size_nm=list(enh.voxel_size_nm), steps=e["steps"],
+                   steps_from=e["steps_from"])
 
     def lines():
-        yield f"wrote {dst}"
+        yield f"wrote {dst}" + (f" ({out['steps']} InDI steps: {out['steps_from']})" if "steps" in out else "")
         if samples > 1:
             yield (f"spread {out['spread']} (mean {out['spread_mean']:.4g}, p99 {out['spread_p99']:.4g}); "
                    f"data consistency {out['consistency']} (mean {out['consistency_mean']:.4g} vs bicubic "
@@ -171,22 +208,36 @@ def apply(model, src, dst, steps, seed, batch, tile, overlap, no_z_interp, sampl
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--lq", required=True, type=click.Path(path_type=str))
 @click.option("--hq", required=True, type=click.Path(path_type=str))
-@click.option("--max-steps", default=30, show_default=True, help="Try 1..MAX_STEPS InDI steps.")
+@click.option("--max-steps", default=16, show_default=True, help="Try 1..MAX_STEPS InDI steps (at most 50).")
+@click.option("--rule", default="balanced", show_default=True, type=click.Choice(RULE_CHOICES),
+              help="How N is recommended from the curve (tomo4d.enhance.steps).")
+@click.option("--consistency", is_flag=True, help="Project every output onto the LQ constraint before judging it.")
 @click.option("--no-register", is_flag=True, help="Skip the sub-pixel registration (rigid, then affine if its stretch is < 1 %; pair already aligned).")
 @json_option
-def sweep(model, lq, hq, max_steps, no_register, as_json):
-    """Quality against the number of InDI steps on the held-out slices; recommends N."""
+def sweep(model, lq, hq, max_steps, rule, consistency, no_register, as_json):
+    """Quality against the number of InDI steps on the held-out slices (PSNR, SSIM, edge FWHM against HQ; data
+    consistency against LQ); recommends N."""
     from ..enhance import load_model, sweep_steps
 
+    check_int("--max-steps", max_steps, minimum=1)
     m = load_model(model)
     with progress_bar("sweeping steps") as progress:
-        res = sweep_steps(m, _open(lq, None), _open(hq, None), steps=range(1, max_steps + 1),
-                          register=not no_register, progress=progress)
-    emit(res.to_dict, as_json=as_json, text=[
-        f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'sharpness/HQ':>12}",
-        *(f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {h:>12.3f}"
-          for n, p, s, h in zip(res.steps, res.psnr_db, res.ssim, res.sharpness_ratio)),
-        f"bicubic PSNR {res.psnr_bicubic_db:.2f} dB; recommended steps: {res.recommended_steps}"])
+        res = sweep_steps(m, _open(lq, None), _open(hq, None), steps=range(1, max_steps + 1), rule=rule,
+                          consistency=consistency, register=not no_register, progress=progress)
+    emit(res.to_dict, as_json=as_json, text=sweep_lines(res))
+
+
+def sweep_lines(res) -> list[str]:
+    """The sweep as a text table (also used by ``train``)."""
+    head = f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'FWHM (nm)':>9}  {'cons. RMS':>9}  {'> 3 sigma':>9}"
+    rows = [f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {f:>9.1f}  {c:>9.2f}  {q:>8.1f}%" for n, p, s, f, c, q in res.rows()]
+    b, h = res.bicubic, res.hq
+    return [head, *rows,
+            f"bicubic: PSNR {b['psnr_db']:.2f} dB, SSIM {b['ssim']:.3f}, FWHM {b['fwhm_nm']:.1f} nm, "
+            f"{100 * b['inconsistent_fraction']:.1f}% > 3 sigma; HQ: FWHM {h['fwhm_nm']:.1f} nm, "
+            f"{100 * h['inconsistent_fraction']:.1f}% > 3 sigma (sigma_n = {res.lq_noise:.4g} LQ grey values)",
+            f"recommended steps: {res.recommended_steps} ({res.rule}); "
+            + ", ".join(f"{r}: {n}" for r, n in res.recommended.items())]
 
 
 @declare_paths(inputs=("lq", "hq", _models_in), outputs=("out",), derived=_evaluate_derived, resumable=("out",))

@@ -11,7 +11,8 @@ Main entry points (torch is imported only when they are used)::
     model = load_model(model_dir)
     enhance_volume(model, lq_volume, steps=8)                        -> lazy Volume (2x finer)
     enhance_with_uncertainty(model, lq_volume, n_samples=4)          -> UncertaintyResult
-    sweep_steps(model, lq, hq)                                        -> SweepResult
+    sweep_steps(model, lq, hq)                                        -> StepSweep
+    model.sweep                          the validation sweep stored by train (recommended N by rule)
     evaluate(lq, hq, models={...})                                    -> EvaluationResult
 """
 
@@ -26,10 +27,13 @@ _EXPORTS = {
     "bicubic_volume": "baselines", "baseline_config": "baselines",
     "EnhanceModel": "model", "ModelInfo": "model", "load_model": "model", "save_model": "model",
     "train": "training", "train_on_pair": "training", "TrainResult": "training", "Trainer": "training",
-    "enhance_volume": "sample", "enhance_slices": "sample", "restore_slices": "sample",
+    "enhance_volume": "sample", "enhance_slices": "sample", "enhance_image": "sample",
+    "prepare_slice_pair": "slice_pairs", "restore_slices": "sample",
     "enhance_with_uncertainty": "uncertainty", "UncertaintyResult": "uncertainty", "data_consistency": "uncertainty",
     "sweep_steps": "evaluation", "SweepResult": "evaluation", "evaluate": "evaluation",
     "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
+    "StepSweep": "steps", "validation_sweep": "steps", "recommend": "steps", "load_sweep": "steps",
+    "project_onto_lq": "steps", "sweep_figure": "steps", "RULES": "steps",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -27,6 +27,7 @@ from pydantic import (
 
 from .._validate import check_path, show
 from ..errors import InputError
+from .steps import DEFAULT_SWEEP, MAX_SWEEP_STEPS
 
 PRESETS = ("tiny", "small", "reference")
 OBJECTIVES = ("indi", "regression", "gan")
@@ -154,7 +155,12 @@ class TrainConfig(BaseModel):
     val_every : int
         Validation every this many steps (0: only at the end).
     val_steps : int
-        InDI steps used for the validation metrics.
+        InDI steps used for the validation metrics during training.
+    sweep_steps : tuple of int
+        Step counts of the validation sweep that ends an InDI training (1..50; see
+        :mod:`tomo4d.enhance.steps`); the model's recommended N comes from it.
+    step_rule : {"balanced", "distortion", "sharpness"}
+        Rule that picks the recommended N from the sweep (:func:`tomo4d.enhance.steps.recommend`).
     checkpoint_every : int
         Checkpoint every this many steps (0: never).
     percentiles : (float, float)
@@ -183,9 +189,18 @@ class TrainConfig(BaseModel):
     val_fraction: Real = Field(0.1, gt=0, lt=0.9)
     val_every: Int = Field(0, ge=0)
     val_steps: Int = Field(8, ge=1, le=200)
+    sweep_steps: tuple[Int, ...] = DEFAULT_SWEEP
+    step_rule: Literal["balanced", "distortion", "sharpness"] = "balanced"
     checkpoint_every: Int = Field(200, ge=0)
     percentiles: tuple[Real, Real] = (0.1, 99.9)
     seed: Int = Field(0, ge=0)
+
+    @field_validator("sweep_steps")
+    @classmethod
+    def _sweep(cls, v):
+        if not v or any(not 1 <= int(n) <= MAX_SWEEP_STEPS for n in v):
+            raise ValueError(f"sweep_steps must be 1 or more step counts in 1..{MAX_SWEEP_STEPS}")
+        return tuple(sorted({int(n) for n in v}))
 
     @model_validator(mode="after")
     def _check(self):

@@ -22,7 +22,6 @@ from ..errors import InputError
 from ..register import apply_phi
 from ..register import register as _register
 from ..register.phi import polar_decomposition
-from ..volume import as_volume
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +151,8 @@ class TrainingPair:
         How ``phi`` was obtained (``"tomo4d.register"``, ``"given"``, ``"none"``).
     hq_voxel_size_nm, lq_voxel_size_nm : (float, float, float)
         Voxel sizes of the inputs.
+    route : {"volume", "slices"}
+        3D pair, or independent 2D slice pairs (:mod:`tomo4d.enhance.slice_pairs`).
     """
 
     lq: np.ndarray
@@ -163,6 +164,7 @@ class TrainingPair:
     registration: str
     hq_voxel_size_nm: tuple[float, float, float]
     lq_voxel_size_nm: tuple[float, float, float]
+    route: str = "volume"
 
 
 def check_voxel_sizes(lq_vs, hq_vs, *, tolerance: float = 0.05) -> None:
@@ -216,7 +218,7 @@ def _coarse_translation(hq: np.ndarray, lq_up: np.ndarray) -> tuple[np.ndarray, 
 
 def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: float = 0.1,
                  fov: bool = True, min_overlap_score: float = 0.3, smoothing: float | str = "auto",
-                 max_strain: float = 0.01) -> TrainingPair:
+                 max_strain: float = 0.01, route: str = "auto", strip: int = 64) -> TrainingPair:
     """Up-sample LQ x2, align it onto HQ, resample it on the HQ grid, mask, split slices.
 
     Parameters
@@ -244,6 +246,14 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     max_strain : float
         Largest stretch (relative to the rigid solution) accepted from the affine
         registration; beyond it the rigid solution is used (see :func:`register_lq_hq`).
+    route : {"auto", "volume", "slices"}
+        ``"volume"``: a 3D pair, LQ 2x coarser along z, y and x (this function's steps below).
+        ``"slices"``: registered 2D slice pairs, LQ 2x coarser in-plane only, one LQ slice per HQ
+        slice, or a single pair (:func:`tomo4d.enhance.slice_pairs.prepare_slice_pair`; no sub-pixel
+        registration).  ``"auto"``: ``"slices"`` when the pair has one LQ slice per HQ slice and equal
+        z voxel sizes (or one slice), else ``"volume"``.
+    strip : int
+        Slices route, single slice: rows of the strips it is cut into (the last ones validate).
 
     Notes
     -----
@@ -255,10 +265,16 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     data) are masked, a rigid registration gives the start of an affine one,
     and the affine result is kept only if its stretch stays within ``max_strain``.
     """
-    lq, hq = as_volume(lq), as_volume(hq)
+    from .slice_pairs import as_slice_volume, prepare_slice_pair, resolve_route
+
     for name, v in (("lq", lq), ("hq", hq)):
-        if len(v.shape) != 3:
-            raise InputError(f"{name} (--{name}) has shape {v.shape}; give a 3D volume (z, y, x)")
+        if getattr(v, "ndim", 3) == 2 and route == "volume":
+            raise InputError(f"{name} (--{name}) is a 2D image of shape {v.shape}: a 2D pair; route='volume' needs "
+                             "3D volumes (z, y, x): use route='slices' (--route slices)")
+    lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
+    if resolve_route(route, lq, hq) == "slices":
+        return prepare_slice_pair(lq, hq, phi0=phi0, val_fraction=val_fraction, fov=fov, strip=strip,
+                                  min_overlap_score=min_overlap_score)
     check_voxel_sizes(lq.voxel_size_nm, hq.voxel_size_nm)
     lq_ext, hq_ext = np.asarray(lq.extent_nm), np.asarray(hq.extent_nm)
     if np.any(hq.shape < np.asarray((5, 8, 8))):

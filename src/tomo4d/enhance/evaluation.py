@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .._validate import check_int, show
+from .._validate import check_int
 from ..errors import InputError, check_choice
-from ..quality import compare, psnr, ssim
+from ..quality import compare
 from .data import prepare_pair
 from .sample import check_model, restore_slices
+from .steps import DEFAULT_SWEEP, StepSweep, check_sweep_steps, model_steps, validation_sweep
 
 log = logging.getLogger(__name__)
 
@@ -32,41 +33,8 @@ def _model_output(model, lq_up: np.ndarray, *, steps: int, seed: int, tile: int,
     return info.hq_scaling.inverse(out)
 
 
-def _sharpness(a: np.ndarray, mask: np.ndarray) -> float:
-    gy, gx = np.gradient(a.astype(np.float64), axis=(-2, -1))
-    return float(np.mean(np.hypot(gy, gx)[mask]))
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """Quality against the number of InDI steps on held-out slices.
-
-    Attributes
-    ----------
-    steps : tuple of int
-        Step counts tried.
-    psnr_db : tuple of float
-        PSNR (dB) against HQ for each step count (HQ intensity range).
-    ssim : tuple of float
-        Mean SSIM against HQ.
-    sharpness_ratio : tuple of float
-        Mean gradient magnitude of the output over that of HQ (1 = as sharp as HQ;
-        < 1 smoother; > 1 noise or ringing).
-    psnr_bicubic_db : float
-        PSNR of plain bicubic up-sampling.
-    recommended_steps : int
-        Among the step counts within 1 dB of the best PSNR, the one whose sharpness is closest to HQ's.
-    """
-
-    steps: tuple[int, ...]
-    psnr_db: tuple[float, ...]
-    ssim: tuple[float, ...]
-    sharpness_ratio: tuple[float, ...]
-    psnr_bicubic_db: float
-    recommended_steps: int
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+#: the sweep's result (the name before issue 19)
+SweepResult = StepSweep
 
 
 def _pair_for(model, lq, hq, *, register, phi0, pair):
@@ -75,10 +43,14 @@ def _pair_for(model, lq, hq, *, register, phi0, pair):
     return prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=model.info.config.val_fraction)
 
 
-def sweep_steps(model, lq, hq, *, steps: Sequence[int] = tuple(range(1, 31)), register: bool = True, phi0=None,
+def sweep_steps(model, lq, hq, *, steps: Sequence[int] = DEFAULT_SWEEP, register: bool = True, phi0=None,
                 max_slices: int = 4, seed: int = 0, tile: int = 512, overlap: int = 64, pair=None,
-                progress: Callable[[int, int], None] | None = None) -> SweepResult:
+                rule: str = "balanced", consistency: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> StepSweep:
     """Measure quality against the number of InDI steps on the pair's validation slices and recommend N.
+
+    The sweep that training stores in the model folder (:func:`tomo4d.enhance.steps.validation_sweep`:
+    PSNR, SSIM, edge FWHM against HQ, data consistency against LQ), run on any pair.
 
     Parameters
     ----------
@@ -87,42 +59,26 @@ def sweep_steps(model, lq, hq, *, steps: Sequence[int] = tuple(range(1, 31)), re
     lq, hq : Volume
         The pair (the training pair: its held-out slices are used).
     steps : sequence of int
-        Step counts to try (default 1..30).
+        Step counts to try (1..50).
     register, phi0
         Alignment of the pair, as in :func:`tomo4d.enhance.train`.
     max_slices : int
         Validation slices used (evenly spread).
     pair : TrainingPair, optional
         An already prepared pair (skips the alignment).
+    rule : {"balanced", "distortion", "sharpness"}
+        Rule of ``recommended_steps``.
+    consistency : bool
+        Project the outputs onto the LQ constraint before judging them.
     """
     check_model(model)
     if model.one_step:
         raise InputError(f"the {model.objective} model works in one step; sweep an InDI model")
-    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
-        raise InputError(f"steps={show(steps)} is not a sequence; give step counts, e.g. (1, 2, 4, 8)")
-    steps = tuple(sorted({check_int(f"steps[{i}]", s, minimum=1) for i, s in enumerate(steps)}))
-    if not steps:
-        raise InputError("steps is empty; give step counts >= 1 to try, e.g. (1, 2, 4, 8)")
+    steps = check_sweep_steps(steps, "steps")
     max_slices = check_int("max_slices", max_slices, minimum=1)
     pr = _pair_for(model, lq, hq, register=register, phi0=phi0, pair=pair)
-    zs = list(pr.val_slices[:: max(1, len(pr.val_slices) // max_slices)][:max_slices])
-    ref, lq_up, m = pr.hq[zs], pr.lq[zs], pr.mask[zs]
-    rng_ = float(np.percentile(ref[m], 99.9) - np.percentile(ref[m], 0.1))
-    sharp_ref = _sharpness(ref, m)
-    lq_hq_units = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(lq_up))
-    p_bic = psnr(ref, lq_hq_units, data_range=rng_, mask=m)
-    ps, ss, sh = [], [], []
-    for i, n in enumerate(steps):
-        out = _model_output(model, lq_up, steps=n, seed=seed, tile=tile, overlap=overlap, slice_ids=zs)
-        ps.append(float(psnr(ref, out, data_range=rng_, mask=m)))
-        ss.append(float(np.mean([ssim(ref[k], out[k], data_range=rng_, mask=m[k]) for k in range(len(zs))])))
-        sh.append(_sharpness(out, m) / sharp_ref)
-        if progress is not None:
-            progress(i + 1, len(steps))
-    best = max(ps)
-    ok = [i for i, p in enumerate(ps) if p >= best - 1.0]
-    rec = steps[min(ok, key=lambda i: abs(sh[i] - 1.0))]
-    return SweepResult(steps, tuple(ps), tuple(ss), tuple(sh), float(p_bic), int(rec))
+    return validation_sweep(model, pr, steps=steps, rule=rule, max_slices=max_slices, seed=seed, tile=tile,
+                            overlap=overlap, consistency=consistency, progress=progress)
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,7 +188,7 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
 
     images = {"LQ": to_hq(_nearest_lq(lq_up)), "bicubic": to_hq(lq_up)}
     for name, model in models.items():
-        n = 1 if model.one_step else (model.info.recommended_steps if steps is None else steps)
+        n = 1 if model.one_step else model_steps(model, steps)[0]
         images[name] = _model_output(model, lq_up, steps=n, seed=seed, tile=tile, overlap=overlap, slice_ids=zs)
     vs = tuple(float(v) for v in pr.hq_voxel_size_nm)
     mid = list(range(len(zs)))

@@ -6,6 +6,8 @@ A model directory holds::
     config.json           format version, training config, intensity scalings, input dtype,
                           voxel sizes, recommended steps, provenance
     metrics.json          final validation metrics
+    step_sweep.json       quality against the InDI step count on the validation slices, recommended N
+                          (models trained before it lack it: they use recommended_steps, with a warning)
     training_log.jsonl    one JSON record per logged step (optional for loading)
     training_curve.png    loss and validation curves (optional for loading)
 """
@@ -176,12 +178,16 @@ class EnhanceModel:
         Configuration, scalings, dtype, voxel sizes, provenance.
     path : pathlib.Path, optional
         Folder it was loaded from.
+    sweep : StepSweep, optional
+        The validation sweep over the InDI step count (``step_sweep.json``; None for models
+        trained before it, which then use ``info.recommended_steps`` with a warning).
     """
 
-    def __init__(self, net, info: ModelInfo, path: Path | None = None):
+    def __init__(self, net, info: ModelInfo, path: Path | None = None, sweep=None):
         self.net = net
         self.info = info
         self.path = path
+        self.sweep = sweep
 
     @property
     def objective(self) -> str:
@@ -256,7 +262,10 @@ def load_model(path, *, device: str | None = None) -> EnhanceModel:
         version, or ``weights.safetensors`` is not a safetensors file or does not fit the
         configuration.
     """
+    import torch
+
     from .network import InDINet
+    from .steps import load_sweep
 
     dev = check_device("device", device)
     p = Path(check_path("model", path))
@@ -286,8 +295,10 @@ def load_model(path, *, device: str | None = None) -> EnhanceModel:
                           f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the training diverged or the "
                           f"file is damaged; {_FIX}")
     net.eval()
-    net.to(dev)
-    return EnhanceModel(net, info, p)
+    # channels-last weights: ~1.3-1.5x faster convolutions on CPU (measured, benchmarks/RESULTS.md); the input
+    # tiles follow (sample._Tiler)
+    net.to(dev, memory_format=torch.channels_last)
+    return EnhanceModel(net, info, p, sweep=load_sweep(p) if info.config.objective == "indi" else None)
 
 
 def read_json(path: Path, *, what: str, fix: str):

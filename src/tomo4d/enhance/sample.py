@@ -30,6 +30,7 @@ from ..io import lazy_from_slices
 from ..volume import Volume, as_volume
 from .data import upsample2_xy, upsample2_z_window
 from .model import EnhanceModel
+from .steps import model_steps
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,37 @@ class TileGrid:
     ramp: int
 
 
-def _starts(n: int, tile: int, stride: int) -> tuple[int, ...]:
-    if n <= tile:
-        return (0,)
-    s = list(range(0, n - tile, stride))
-    s.append(n - tile)
-    return tuple(sorted(set(s)))
+def _axis_tiles(n: int, tile: int, overlap: int, multiple: int) -> tuple[int, tuple[int, ...]]:
+    """(tile length, starts) covering ``n`` pixels (a multiple of ``multiple``) once plus the overlap.
+
+    The fewest tiles of at most ``tile`` pixels (rounded to ``multiple``) that overlap by at least ``overlap``;
+    the tiles are then shrunk to share the length evenly, so the work is ``n`` plus the overlaps only.
+    Starts are multiples of ``multiple`` (the network is equivariant to such shifts only).
+    """
+    t_max = max(multiple, (int(tile) // multiple) * multiple)
+    if n <= t_max:
+        return n, (0,)
+    k = max(2, -(-(n - overlap) // max(t_max - overlap, 1)))
+    while True:
+        t = -(-(n + (k - 1) * overlap) // k)
+        t = -(-t // multiple) * multiple
+        for _ in range(8):  # rounding the starts to the multiple may need a slightly longer tile
+            starts = sorted({min(int(round(i * (n - t) / (k - 1) / multiple)) * multiple, n - t) for i in range(k)})
+            if all(t - (b - a) >= overlap for a, b in zip(starts, starts[1:])):
+                return t, tuple(starts)
+            t += multiple
+        k += 1
 
 
 def tile_grid(shape_yx, *, tile: int, overlap: int, multiple: int) -> TileGrid:
-    """Tile layout for a padded slice of ``shape_yx`` (both multiples of ``multiple``)."""
+    """Tile layout for a padded slice of ``shape_yx`` (both multiples of ``multiple``): every pixel processed
+    once plus the overlaps (no tile reaches past the slice)."""
     ny, nx = shape_yx
-    t = max(multiple, (int(tile) // multiple) * multiple)
-    ty, tx = min(t, ny), min(t, nx)
-    stride = max(multiple, ((t - int(overlap)) // multiple) * multiple)
+    ty, sy = _axis_tiles(int(ny), tile, int(overlap), multiple)
+    tx, sx = _axis_tiles(int(nx), tile, int(overlap), multiple)
     margin = int(overlap) // 4
     ramp = max(int(overlap) - 2 * margin, 1)
-    return TileGrid(_starts(ny, ty, stride), _starts(nx, tx, stride), ty, tx, margin, ramp)
+    return TileGrid(sy, sx, ty, tx, margin, ramp)
 
 
 def _weight_1d(n: int, lo_inner: bool, hi_inner: bool, margin: int, ramp: int) -> np.ndarray:
@@ -93,10 +108,12 @@ def check_model(model, name: str = "model"):
     return model
 
 
-def check_steps(model, steps, name: str = "steps") -> int:
-    """The InDI step count: the model's recommended one for ``None``, else an integer >= 1 (never replaced)."""
+def check_steps(model, steps, name: str = "steps", *, rule: str | None = None) -> int:
+    """The InDI step count: ``steps`` when given (an integer >= 1, never replaced), else the N recommended by
+    the model's validation sweep (by ``rule``, default the rule chosen at training); a model folder without
+    a sweep uses its stored default and warns (:func:`tomo4d.enhance.steps.model_steps`)."""
     if steps is None:
-        return int(model.info.recommended_steps)
+        return model_steps(model, None, rule)[0]
     return check_int(name, steps, minimum=1)
 
 
@@ -109,19 +126,81 @@ def _input_volume(volume, name: str = "volume"):
 
 
 def _pad_amounts(n: int, multiple: int, border: int) -> tuple[int, int]:
+    """A reflected ``border`` (the network's edge context, as in training crops cut from inside a slice) plus what
+    brings the length to a multiple of ``2**depth``."""
     total = n + 2 * border
     extra = (-total) % multiple
     return border, border + extra
 
 
 def _pad(a: np.ndarray, pads) -> np.ndarray:
+    if not any(p for pp in pads for p in pp):
+        return a
     mode = "reflect" if all(p < s for p, s in zip([max(p) for p in pads[-2:]], a.shape[-2:])) else "edge"
     return np.pad(a, [(0, 0)] * (a.ndim - 2) + list(pads), mode=mode)
+
+
+class _Tiler:
+    """Runs the network on every tile of a stack of padded slices and blends the outputs (one InDI step)."""
+
+    def __init__(self, net, shape_syx, *, tile: int, overlap: int, batch: int, multiple: int):
+        import torch
+
+        S, PY, PX = shape_syx
+        self.net, self.batch = net, batch
+        self.dev = next(net.parameters()).device
+        self.grid = g = tile_grid((PY, PX), tile=tile, overlap=overlap, multiple=multiple)
+        self.single = len(g.starts_y) == 1 and len(g.starts_x) == 1
+        self.tiles = [(s, sy, sx) for s in range(S) for sy in g.starts_y for sx in g.starts_x]
+        # channels-last: measured ~1.3x faster per forward pass on CPU (benchmarks/RESULTS.md)
+        self.fmt = torch.channels_last
+        if self.single:
+            return
+        wy = {sy: _weight_1d(g.tile_y, sy > 0, sy + g.tile_y < PY, g.margin, g.ramp) for sy in g.starts_y}
+        wx = {sx: _weight_1d(g.tile_x, sx > 0, sx + g.tile_x < PX, g.margin, g.ramp) for sx in g.starts_x}
+        self.w = {(sy, sx): np.outer(wy[sy], wx[sx]).astype(np.float32) for sy in g.starts_y for sx in g.starts_x}
+        wsum = np.zeros((PY, PX), np.float64)
+        for (sy, sx), w in self.w.items():
+            wsum[sy:sy + g.tile_y, sx:sx + g.tile_x] += w
+        if np.any(wsum <= 0):
+            raise InputError(f"overlap={overlap} leaves gaps between tiles of {tile}; increase the overlap")
+        self.inv_wsum = (1.0 / wsum).astype(np.float32)
+
+    def _run(self, inp: np.ndarray, t: float) -> np.ndarray:
+        import torch
+
+        xt = torch.from_numpy(inp[:, None]).to(self.dev).contiguous(memory_format=self.fmt)
+        tt = torch.full((inp.shape[0],), t, device=self.dev)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+            out = self.net(xt, tt)
+        return out.float().cpu().numpy()[:, 0]
+
+    def predict(self, x: np.ndarray, t: float) -> np.ndarray:
+        """F(x, t) for the stack ``x`` (S, PY, PX), float32."""
+        g = self.grid
+        if self.single:
+            return np.concatenate([self._run(x[b0:b0 + self.batch], t) for b0 in range(0, x.shape[0], self.batch)])
+        pred = np.zeros(x.shape, np.float32)
+        for b0 in range(0, len(self.tiles), self.batch):
+            chunk = self.tiles[b0:b0 + self.batch]
+            out = self._run(np.stack([x[s, sy:sy + g.tile_y, sx:sx + g.tile_x] for s, sy, sx in chunk]), t)
+            for (s, sy, sx), o in zip(chunk, out):
+                pred[s, sy:sy + g.tile_y, sx:sx + g.tile_x] += o * self.w[sy, sx]
+        pred *= self.inv_wsum
+        return pred
 
 
 def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, slice_ids=None,
                    tile: int = 512, overlap: int = 64, batch: int = 4, noise_std: float | None = None) -> np.ndarray:
     """InDI-restore a stack of up-sampled, normalised slices ``(S, Y, X)`` -> ``(S, Y, X)`` in [-1, 1].
+
+    Slices are padded by a reflected border of ``2**depth`` pixels and up to a multiple of ``2**depth``
+    (what the network needs); a slice no larger than ``tile`` is one tile (its padding included), a
+    larger one is cut into the fewest tiles that overlap by at least ``overlap`` and share its length
+    evenly: every pixel is processed once plus the overlaps (issue 20: a 512^2 slice used to run as four
+    512^2 tiles).  Tiles of all
+    slices are batched together, ``batch`` per network call, under ``torch.inference_mode`` in
+    channels-last memory format.
 
     Parameters
     ----------
@@ -137,9 +216,9 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     slice_ids : sequence of int, optional
         Global index of every slice (default 0..S-1).
     tile, overlap : int
-        Tile side and overlap (pixels of the up-sampled slice).
+        Largest tile side and least overlap (pixels of the up-sampled slice).
     batch : int
-        Tiles per network call.
+        Tiles (or whole slices) per network call.
     noise_std : float, optional
         Initial noise (default: the model's training ``noise_std``; 0 for the one-step baselines).
     """
@@ -160,43 +239,20 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     ids = list(range(a.shape[0])) if slice_ids is None else [int(i) for i in slice_ids]
     mult = cfg.network.multiple
     S, Y, X = a.shape
-    border = mult
-    pads = (_pad_amounts(Y, mult, border), _pad_amounts(X, mult, border))
+    pads = (_pad_amounts(Y, mult, mult), _pad_amounts(X, mult, mult))
     x = _pad(a, pads)
     if noise_std > 0:
         noise = np.stack([np.random.default_rng([int(seed), i]).standard_normal(x.shape[1:], dtype=np.float32)
                           for i in ids])
         x = x + np.float32(noise_std) * noise
-    grid = tile_grid(x.shape[1:], tile=tile, overlap=overlap, multiple=mult)
-    PY, PX = x.shape[1:]
-    wy = {sy: _weight_1d(grid.tile_y, sy > 0, sy + grid.tile_y < PY, grid.margin, grid.ramp) for sy in grid.starts_y}
-    wx = {sx: _weight_1d(grid.tile_x, sx > 0, sx + grid.tile_x < PX, grid.margin, grid.ramp) for sx in grid.starts_x}
-    tiles = [(s, sy, sx) for s in range(S) for sy in grid.starts_y for sx in grid.starts_x]
-    wsum = np.zeros((PY, PX), np.float64)
-    for sy in grid.starts_y:
-        for sx in grid.starts_x:
-            wsum[sy:sy + grid.tile_y, sx:sx + grid.tile_x] += np.outer(wy[sy], wx[sx])
-    if np.any(wsum <= 0):
-        raise InputError(f"overlap={overlap} leaves gaps between tiles of {tile}; increase the overlap")
-    net = model.net
-    dev = next(net.parameters()).device
-    use_amp = dev.type == "cuda"
-    x = x.astype(np.float32)
+    x = np.ascontiguousarray(x, np.float32)
+    # the tile size counts slice pixels: the few pixels of padding never split a slice into more tiles
+    grow = max(x.shape[1] - Y, x.shape[2] - X)
+    tiler = _Tiler(model.net, x.shape, tile=tile + grow, overlap=overlap, batch=batch, multiple=mult)
     with torch.inference_mode():
         for k in range(steps, 0, -1):
             t = k / steps
-            pred = np.zeros(x.shape, np.float64)
-            for b0 in range(0, len(tiles), batch):
-                chunk = tiles[b0:b0 + batch]
-                inp = np.stack([x[s, sy:sy + grid.tile_y, sx:sx + grid.tile_x] for s, sy, sx in chunk])[:, None]
-                xt = torch.from_numpy(inp).to(dev)
-                tt = torch.full((len(chunk),), t, device=dev)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    out = net(xt, tt)
-                out = out.float().cpu().numpy()[:, 0]
-                for (s, sy, sx), o in zip(chunk, out):
-                    pred[s, sy:sy + grid.tile_y, sx:sx + grid.tile_x] += o * np.outer(wy[sy], wx[sx])
-            pred = (pred / wsum).astype(np.float32)
+            pred = tiler.predict(x, t)
             frac = np.float32((1.0 / steps) / t)
             x = frac * pred + (np.float32(1) - frac) * x
     (py0, _), (px0, _) = pads
@@ -204,27 +260,48 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
 
 
 def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0, slice_ids=None,
-                   tile: int = 512, overlap: int = 64, batch: int = 4) -> np.ndarray:
+                   tile: int = 512, overlap: int = 64, batch: int = 4, rule: str | None = None,
+                   consistency: bool = False) -> np.ndarray:
     """Enhance LQ xy-slices ``(S, y, x)`` (input units) -> ``(S, 2y, 2x)`` float32 in HQ units.
 
     Up-samples x2 (bicubic), maps to [-1, 1] with the model's LQ scaling, runs
-    :func:`restore_slices`, maps back with the HQ scaling.
+    :func:`restore_slices`, maps back with the HQ scaling.  ``steps`` default: the model's
+    recommendation by ``rule``.  ``consistency=True`` projects the output onto the LQ constraint
+    (:func:`tomo4d.enhance.steps.project_onto_lq`: degraded back, it reproduces these LQ slices).
     """
     info = check_model(model).info
-    steps = check_steps(model, steps)
-    up = upsample2_xy(as_float32(lq_slices))
+    steps = check_steps(model, steps, rule=rule)
+    lq = as_float32(lq_slices)
+    up = upsample2_xy(lq)
     norm = info.lq_scaling.forward(up)
     out = restore_slices(model, norm, steps=steps, seed=seed, slice_ids=slice_ids, tile=tile, overlap=overlap,
                          batch=batch)
-    return info.hq_scaling.inverse(out)
+    out = info.hq_scaling.inverse(out)
+    if consistency:
+        from .steps import project_onto_lq
+
+        out = project_onto_lq(out, lq, model)
+    return out
+
+
+def enhance_image(model, image, *, steps: int | None = None, seed: int = 0, tile: int = 512, overlap: int = 64,
+                  batch: int = 4, rule: str | None = None, consistency: bool = False) -> np.ndarray:
+    """Enhance one 2D LQ image ``(y, x)`` (input units) -> ``(2y, 2x)`` float32 in HQ units (see
+    :func:`enhance_slices`)."""
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise InputError(f"image has shape {a.shape}; give a 2D image (y, x) (enhance_volume takes stacks)")
+    check_finite("image", a)
+    return enhance_slices(model, a[None], steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
+                          rule=rule, consistency=consistency)[0]
 
 
 class _SliceEngine:
     """Enhances LQ slices on demand, keeping a small window of them (bounded memory), thread-safe."""
 
-    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress):
+    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress, consistency=False):
         self.model, self.lq = model, lq_data
-        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch)
+        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch, consistency=consistency)
         self.n = int(lq_data.shape[0])
         self.group = int(group)
         self.check = not isinstance(lq_data, np.ndarray)    # numpy input is checked up front
@@ -277,8 +354,9 @@ class _SliceEngine:
         return np.stack(out)
 
 
-def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
-    """Raise :class:`InputError` if ``volume`` is not something ``model`` was trained on."""
+def check_input(model, volume, *, check_voxel_size: bool = True, slices: bool = False) -> None:
+    """Raise :class:`InputError` if ``volume`` is not something ``model`` was trained on (``slices``: independent
+    slices, the z voxel size is not compared)."""
     info = model.info
     if str(volume.dtype) != info.input_dtype:
         raise InputError(
@@ -288,6 +366,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
         )
     if check_voxel_size and volume.voxel_size_known:
         vs, ref = np.asarray(volume.voxel_size_nm), np.asarray(info.lq_voxel_size_nm)
+        if slices:
+            vs, ref = vs[1:], ref[1:]
         if np.any(np.abs(vs / ref - 1) > 0.05):
             raise InputError(
                 f"volume voxel size {show(tuple(vs))} nm differs from the LQ voxel size the model was trained on "
@@ -298,7 +378,8 @@ def check_input(model, volume, *, check_voxel_size: bool = True) -> None:
 
 def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, tile: int = 512,
                    overlap: int = 64, batch: int = 4, z_interp: bool = True, out_dtype=None,
-                   check_voxel_size: bool = True, group: int = 4,
+                   check_voxel_size: bool = True, group: int = 4, rule: str | None = None,
+                   consistency: bool = False, slices: bool | None = None,
                    progress: Callable[[int, int], None] | None = None):
     """Enhance an LQ volume slice by slice, streaming: returns a lazy (dask) :class:`~tomo4d.Volume`.
 
@@ -312,9 +393,19 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     volume : Volume
         LQ volume of the dtype and voxel size the model was trained on.
     steps : int, optional
-        InDI steps (default: the model's recommended steps).
+        InDI steps (default: the N recommended by the model's validation sweep, by ``rule``; a
+        model folder without a sweep uses its stored default and warns).
     seed : int
         Noise seed (the output is a deterministic function of it).
+    rule : {"balanced", "distortion", "sharpness"}, optional
+        Recommendation rule of the sweep (default: the one chosen at training;
+        :mod:`tomo4d.enhance.steps`).  Ignored when ``steps`` is given.
+    consistency : bool
+        Project every enhanced slice onto the LQ constraint (:func:`tomo4d.enhance.steps.project_onto_lq`).
+    slices : bool, optional
+        The volume is a stack of independent 2D slices: no z interpolation, the z voxel size is kept
+        and not compared with the model's.  Default: True for a model trained on slice pairs
+        (``route="slices"``), else False.
     tile, overlap, batch : int
         Tiling of each (up-sampled) slice and tiles per network call.
     z_interp : bool
@@ -336,18 +427,24 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     """
     check_model(model)
     vol = _input_volume(volume)
-    check_input(model, vol, check_voxel_size=check_voxel_size)
+    if slices is None:
+        slices = model.info.provenance.get("route") == "slices"
+    if slices:
+        z_interp = False
+    check_input(model, vol, check_voxel_size=check_voxel_size, slices=bool(slices))
     check_tiling(tile, overlap)
-    steps = check_steps(model, steps)
+    given = steps is not None
+    steps, steps_from = model_steps(model, steps, rule)
     batch = check_int("batch", batch, minimum=1)
     group = check_int("group", group, minimum=1)
+    consistency = bool(consistency)
     seed = check_int("seed", seed, minimum=0)
     if isinstance(vol.data, np.ndarray):
         check_finite("volume", vol.data)     # in memory: checked up front; lazy input: chunk by chunk
     dt = np.dtype(out_dtype) if out_dtype is not None else (vol.dtype if np.issubdtype(vol.dtype, np.integer)
                                                              else np.dtype(np.float32))
     engine = _SliceEngine(model, vol.data, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
-                          group=group, progress=progress)
+                          group=group, progress=progress, consistency=consistency)
     nz, ny, nx = vol.shape
     shape = (2 * nz if z_interp else nz, 2 * ny, 2 * nx)
 
@@ -368,6 +465,7 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     meta = vol.metadata.with_step(step_txt + (", z interpolated x2 (cubic)" if z_interp else ""))
     extra = dict(meta.extra)
     extra["enhance"] = {"model": model.name, "objective": model.objective, "steps": 1 if one else steps,
+                        "steps_from": "given" if given else steps_from, "consistency_projection": consistency,
                         "seed": seed, "tile": tile, "overlap": overlap, "z_interp": z_interp}
     meta = dataclasses.replace(meta, extra=extra)
     return Volume(data, new_vs, meta, voxel_size_known=vol.voxel_size_known)

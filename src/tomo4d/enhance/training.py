@@ -12,6 +12,7 @@ training entry points that drive it must change together for the bit-exact resum
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -31,7 +32,6 @@ from .._validate import check_device, check_finite, check_path, show
 from .._version import __version__
 from ..errors import FormatError, InputError, OverwriteError
 from ..io import atomic_output
-from ..volume import as_volume
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
 from .model import (
@@ -44,12 +44,14 @@ from .model import (
     save_model,
 )
 from .sample import restore_slices
+from .steps import save_sweep, validation_sweep, write_sweep_figure
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"
+SWEEP_FIGURE = "step_sweep.png"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class TrainResult:
     rollbacks : int
         Times the divergence guard restored a healthy state (each halved the learning rate;
         the events are in the training log).
+    recommended_steps : int
+        InDI steps recommended by the validation sweep (1 for the one-step baselines).
+    step_rule : str or None
+        Rule of that recommendation (None without a sweep).
     """
 
     model_dir: Path
@@ -88,6 +94,8 @@ class TrainResult:
     seconds: float
     device: str
     rollbacks: int = 0
+    recommended_steps: int = 1
+    step_rule: str | None = None
 
 
 def one_cycle_lr(step: int, total: int, *, max_lr: float, warmup_fraction: float) -> float:
@@ -401,7 +409,7 @@ def _stub_info(cfg: TrainConfig) -> ModelInfo:
 
 def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool = True, phi0=None,
           fov: bool = True, resume: bool = True, overwrite: bool = False, device: str | None = None,
-          progress: Callable[[int, int], None] | None = None) -> TrainResult:
+          route: str = "auto", progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train an enhancement model on one LQ/HQ pair and write the model folder.
 
     Parameters
@@ -425,6 +433,9 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
         Replace an existing finished model (or discard its checkpoint).
     device : str, optional
         ``"cuda"`` or ``"cpu"``; default cuda when available (mixed precision).
+    route : {"auto", "volume", "slices"}
+        3D pair, or 2D slice pairs (a stack, or one pair cut into strips of twice the crop);
+        see :func:`tomo4d.enhance.prepare_pair`.
     progress : callable(done, total), optional
         Called after every step with the number of steps done.
     """
@@ -433,13 +444,16 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     if not isinstance(cfg, TrainConfig):
         raise InputError(f"config={show(cfg)} is not a TrainConfig; build one with TrainConfig.preset(...) or "
                          "TrainConfig.from_json(path)")
-    lq, hq = as_volume(lq), as_volume(hq)
+    from .slice_pairs import as_slice_volume
+
+    lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
     out = Path(check_path("out_dir", out_dir))
     for src in (lq.source, hq.source):
         if src is not None and (out.resolve() == Path(src).resolve() or Path(src).resolve() in out.resolve().parents):
             raise OverwriteError(f"model folder {str(out)!r} would overwrite the input {str(src)!r}; choose another")
-    pair = prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=cfg.val_fraction, fov=fov)
-    provenance = {"lq": str(lq.source) if lq.source else lq.metadata.name,
+    pair = prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=cfg.val_fraction, fov=fov, route=route,
+                        strip=2 * cfg.crop)
+    provenance = {"route": pair.route,"lq": str(lq.source) if lq.source else lq.metadata.name,
                   "hq": str(hq.source) if hq.source else hq.metadata.name,
                   "registration": pair.registration, "phi_hq_to_lq_up": pair.phi.tolist(),
                   "train_slices": [int(pair.train_slices[0]), int(pair.train_slices[-1])],
@@ -514,6 +528,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     tail = [r["loss"] for r in trainer.log if "loss" in r][-max(1, len(trainer.log) // 10):]
     final_loss = float(np.mean(tail))
     prov = dict(provenance or {})
+    prov.setdefault("route", pair.route)
     prov.update({"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "tomo4d_version": __version__, "steps_trained": trainer.step, "seed": cfg.seed,
                  "device": trainer.device.type, "torch_version": torch.__version__,
@@ -521,10 +536,22 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     info = ModelInfo(cfg, lq_scaling, hq_scaling, input_dtype, pair.lq_voxel_size_nm, pair.hq_voxel_size_nm,
                      cfg.val_steps if cfg.objective == "indi" else 1, prov)
     model = EnhanceModel(trainer.net.eval(), info)
+    sweep = None
+    if cfg.objective == "indi":    # the step count chosen by validation on the held-out slices
+        sweep = validation_sweep(model, pair, steps=cfg.sweep_steps, rule=cfg.step_rule, seed=12345)
+        info = dataclasses.replace(info, recommended_steps=sweep.recommended_steps)
+        model = EnhanceModel(model.net, info, sweep=sweep)
     rollbacks = sum(1 for r in trainer.log if "event" in r)
     metrics = {"val_psnr_db": val, "val_psnr_lq_db": val_lq, "final_loss": final_loss, "steps": trainer.step,
-               "val_steps": info.recommended_steps, "rollbacks": rollbacks}
+               "val_steps": cfg.val_steps, "recommended_steps": info.recommended_steps,
+               "step_rule": cfg.step_rule if sweep is not None else None, "rollbacks": rollbacks}
     save_model(model, out, metrics=metrics, overwrite=True)
+    if sweep is not None:
+        save_sweep(sweep, out)
+        try:
+            write_sweep_figure(out / SWEEP_FIGURE, sweep)
+        except Exception as exc:  # a plot must never lose a trained model
+            log.warning("could not draw the step sweep: %s", exc)
     _write_log(out / LOG_FILE, trainer.log)
     try:
         write_curve(out / CURVE_FILE, trainer.log)
@@ -533,7 +560,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     if ckdir.exists():
         shutil.rmtree(ckdir, ignore_errors=True)
     return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
-                       trainer.device.type, rollbacks)
+                       trainer.device.type, rollbacks, int(info.recommended_steps),
+                       cfg.step_rule if sweep is not None else None)
 
 
 def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray) -> float:

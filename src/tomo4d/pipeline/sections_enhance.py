@@ -47,8 +47,9 @@ class EnhanceSection(StrictModel):
                                                           "(tomo4d.enhance.TrainConfig.preset).")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields overriding the preset "
                                   "(e.g. {steps: 500, checkpoint_every: 50}); validated by TrainConfig.")
-    steps: int | None = Field(None, ge=1, le=200, description="InDI sampling steps (null: the model's "
-                                                              "recommended steps, its val_steps).")
+    steps: int | None = Field(None, ge=1, le=200, description="InDI sampling steps (null: the N recommended by "
+                              "the validation sweep that ends the training, rule train.step_rule; the report "
+                              "shows the curve).")
     apply_to_series: bool = Field(True, description="The analysis stages (segment, quantify, dvc, particles, "
                                   "residual, lithiation, neutron) work on the enhanced series (twice finer; label "
                                   "files repeated x2 onto it) instead of inputs.series.")
