@@ -105,7 +105,7 @@ inputs:
 enhance:
   preset: small
   train: {{steps: {train_steps}, crop: {crop}, val_every: 0, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo
-  steps: 6
+  # steps: not set: the number of InDI steps recommended by the training's validation sweep (balanced rule)
   seed: {seed}
   apply_to_series: false           # the analysis stages read the LQ series
   truth_hq: data/series_hq/T*.tif  # HQ scans of the in-situ steps: quality against truth
