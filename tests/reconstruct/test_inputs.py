@@ -1,0 +1,152 @@
+"""Projection readers (NXtomo, TIFF) and the bad inputs of issue 22: each a clear error or a counted warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("algotom")
+
+from tomo4d.errors import InputError  # noqa: E402
+from tomo4d.reconstruct import (  # noqa: E402
+    Projections,
+    ReconstructOptions,
+    open_projections,
+    reconstruct,
+    simulate_scan,
+    transmission,
+)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return simulate_scan((2, 48), n_angles=90, center_offset=1.5, photons=2e4, margin=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def direct(scan):
+    return reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center))
+
+
+def write_nxtomo(path, scan, *, angles=None):
+    import h5py
+
+    stack = np.concatenate([scan.darks, scan.flats, scan.projections]).astype(np.uint16)
+    keys = np.r_[np.full(len(scan.darks), 2), np.full(len(scan.flats), 1), np.zeros(len(scan.projections))]
+    ang = np.r_[np.zeros(len(scan.darks) + len(scan.flats)), scan.angles_deg] if angles is None else angles
+    with h5py.File(path, "w") as h5:
+        det = h5.create_group("entry/instrument/detector")
+        det["data"] = stack
+        det["image_key"] = keys.astype(np.int32)
+        det["x_pixel_size"] = 1e-6
+        det["x_pixel_size"].attrs["units"] = "m"
+        h5["entry/sample/rotation_angle"] = ang
+        h5["entry/sample/rotation_angle"].attrs["units"] = "degree"
+
+
+def test_nxtomo_reads_flats_darks_angles_by_image_key(tmp_path, scan, direct):
+    write_nxtomo(tmp_path / "scan.nxs", scan)
+    proj = open_projections(tmp_path / "scan.nxs")
+    assert proj.shape == scan.projections.shape
+    assert proj.pixel_size_nm == pytest.approx(1000.0)
+    np.testing.assert_allclose(proj.flat, scan.flats.mean(0), rtol=1e-6)
+    rec = reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    np.testing.assert_allclose(rec.volume.data, direct.volume.data, atol=1e-6)
+    assert rec.volume.voxel_size_nm == (1000.0,) * 3
+    assert "scan.nxs" in rec.volume.metadata.provenance[0]
+
+
+def test_tiff_stack_with_flats_darks_and_angle_list(tmp_path, scan, direct):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "proj.tif", scan.projections.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "flats.tif", scan.flats.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "darks.tif", scan.darks.astype(np.uint16))
+    (tmp_path / "angles.txt").write_text("\n".join(f"{a:.6f}" for a in scan.angles_deg))
+    proj = open_projections(tmp_path / "proj.tif", flats=tmp_path / "flats.tif", darks=tmp_path / "darks.tif",
+                            angles=tmp_path / "angles.txt", pixel_size_nm=1000.0)
+    rec = reconstruct(proj, options=ReconstructOptions(center=scan.center, slab_rows=1))
+    np.testing.assert_allclose(rec.volume.data, direct.volume.data, atol=1e-5)
+
+
+def test_missing_flats_refused_unless_asked(scan):
+    proj = dataclasses.replace(scan.as_projections(), flat=None)
+    with pytest.raises(InputError, match="no flats.*allow_missing_flats"):
+        reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    proj = dataclasses.replace(scan.as_projections(), dark=None)
+    with pytest.raises(InputError, match="no darks"):
+        reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    ok = reconstruct(scan.as_projections(clean=True), options=ReconstructOptions(center=scan.center,
+                                                                                  allow_missing_flats=True))
+    assert np.isfinite(ok.volume.data).all()
+
+
+def test_angle_count_must_match(scan, tmp_path):
+    proj = dataclasses.replace(scan.as_projections(), angles_deg=scan.angles_deg[:-3])
+    with pytest.raises(InputError, match="87 angles for 90 projections"):
+        reconstruct(proj)
+    write_nxtomo(tmp_path / "bad.nxs", scan, angles=scan.angles_deg[:-1])
+    with pytest.raises(InputError, match="angles for 90 projections"):
+        reconstruct(open_projections(tmp_path / "bad.nxs"))
+
+
+def test_detector_size_mismatch_refused(scan):
+    proj = dataclasses.replace(scan.as_projections(), flat=scan.flats.mean(0)[:, :-2])
+    with pytest.raises(InputError, match="flats have detector size"):
+        reconstruct(proj)
+
+
+def test_short_coverage_warns_with_the_coverage(scan):
+    keep = scan.angles_deg < 150
+    proj = Projections(scan.projections[keep], None, scan.flats.mean(0), scan.darks.mean(0),
+                       scan.angles_deg[keep], 1000.0, "short")
+    with pytest.warns(UserWarning, match=r"cover 150\.0 degrees"):
+        rec = reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    assert rec.coverage_deg == pytest.approx(150.0)
+    assert any("150.0" in w for w in rec.warnings)
+
+
+def test_non_finite_after_log_clipped_and_counted(scan):
+    counts = scan.projections.copy()
+    counts[3, 0, 20] = np.nan
+    counts[5, 1, 30] = 0.0  # below the dark: negative transmission
+    flat = scan.flats.mean(0).copy()
+    dark = scan.darks.mean(0)
+    flat[0, 40] = dark[0, 40]  # a dead pixel: flat == dark, 0/0 in every projection
+    proj = Projections(counts, None, flat, dark, scan.angles_deg, 1000.0, "dead")
+    with pytest.warns(UserWarning, match=r"92 transmissions were not finite"):
+        rec = reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    assert rec.n_clipped == 92  # 90 projections of the dead pixel + the NaN + the zero
+    assert np.isfinite(rec.volume.data).all()
+    assert rec.volume.metadata.extra["reconstruction"]["n_clipped"] == 92
+
+
+def test_transmission_counts_what_it_clips():
+    raw = np.array([[[10.0, 0.0, np.nan, 5.0]]], np.float32)
+    t, n = transmission(raw, np.full((1, 4), 10.0, np.float32), np.zeros((1, 4), np.float32), 1e-6)
+    assert n == 2
+    np.testing.assert_allclose(t, [[[1.0, 1e-6, 1e-6, 0.5]]])
+
+
+def test_no_warning_on_good_data(scan):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center, rows=(0, 1)))
+
+
+def test_engine_missing_is_a_clear_error(monkeypatch, scan):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name.startswith("algotom"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(InputError, match=r"tomo4d\[reconstruct\]"):
+        reconstruct(scan.as_projections())
