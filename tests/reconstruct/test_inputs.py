@@ -31,23 +31,7 @@ def direct(scan):
     return reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center))
 
 
-def write_nxtomo(path, scan, *, angles=None):
-    import h5py
-
-    stack = np.concatenate([scan.darks, scan.flats, scan.projections]).astype(np.uint16)
-    keys = np.r_[np.full(len(scan.darks), 2), np.full(len(scan.flats), 1), np.zeros(len(scan.projections))]
-    ang = np.r_[np.zeros(len(scan.darks) + len(scan.flats)), scan.angles_deg] if angles is None else angles
-    with h5py.File(path, "w") as h5:
-        det = h5.create_group("entry/instrument/detector")
-        det["data"] = stack
-        det["image_key"] = keys.astype(np.int32)
-        det["x_pixel_size"] = 1e-6
-        det["x_pixel_size"].attrs["units"] = "m"
-        h5["entry/sample/rotation_angle"] = ang
-        h5["entry/sample/rotation_angle"].attrs["units"] = "degree"
-
-
-def test_nxtomo_reads_flats_darks_angles_by_image_key(tmp_path, scan, direct):
+def test_nxtomo_reads_flats_darks_angles_by_image_key(tmp_path, scan, direct, write_nxtomo):
     write_nxtomo(tmp_path / "scan.nxs", scan)
     proj = open_projections(tmp_path / "scan.nxs")
     assert proj.shape == scan.projections.shape
@@ -84,7 +68,7 @@ def test_missing_flats_refused_unless_asked(scan):
     assert np.isfinite(ok.volume.data).all()
 
 
-def test_angle_count_must_match(scan, tmp_path):
+def test_angle_count_must_match(scan, tmp_path, write_nxtomo):
     proj = dataclasses.replace(scan.as_projections(), angles_deg=scan.angles_deg[:-3])
     with pytest.raises(InputError, match="87 angles for 90 projections"):
         reconstruct(proj)
