@@ -13,11 +13,12 @@ and reconstructs slab by slab into a :class:`~tomo4d.volume.Volume` with provena
 from .core import coverage_deg, phase_retrieve, reconstruct, transmission
 from .options import FILTERS, RING_METHODS, PaganinOptions, Reconstruction, ReconstructOptions
 from .readers import Projections, open_projections, read_angles, read_nxtomo, read_tiff_projections
-from .simulate import SimulatedScan, cells_phantom, phase_contrast_projection, simulate_scan
+from .simulate import SimulatedScan, cells_phantom, phase_contrast_projection, save_nxtomo, simulate_scan
 
 __all__ = [
     "FILTERS", "RING_METHODS", "PaganinOptions", "Projections", "Reconstruction", "ReconstructOptions",
     "SimulatedScan", "cells_phantom", "coverage_deg", "open_projections", "phase_contrast_projection",
-    "phase_retrieve", "read_angles", "read_nxtomo", "read_tiff_projections", "reconstruct", "simulate_scan",
+    "phase_retrieve", "read_angles", "read_nxtomo", "read_tiff_projections", "reconstruct", "save_nxtomo",
+    "simulate_scan",
     "transmission",
 ]

@@ -135,3 +135,29 @@ def phase_contrast_projection(thickness_a_nm: np.ndarray, thickness_b_nm: np.nda
     out = out[pad[0][0]:pad[0][0] + ta.shape[0], pad[1][0]:pad[1][0] + ta.shape[1]]
     h, w = out.shape[0] // oversample, out.shape[1] // oversample
     return out[:h * oversample, :w * oversample].reshape(h, oversample, w, oversample).mean(axis=(1, 3))
+
+
+def save_nxtomo(scan: SimulatedScan, path, *, overwrite: bool = False):
+    """Write ``scan`` as an NXtomo file (darks, flats, projections with image_key 2, 1, 0; angles in degrees;
+    x_pixel_size in m), atomically.  Returns the path."""
+    import h5py
+
+    from ..io import atomic_output
+
+    stack = np.concatenate([scan.darks, scan.flats, scan.projections])
+    stack = np.clip(np.rint(stack), 0, 65535).astype(np.uint16)
+    keys = np.r_[np.full(len(scan.darks), 2), np.full(len(scan.flats), 1), np.zeros(len(scan.projections))]
+    angles = np.r_[np.zeros(len(scan.darks) + len(scan.flats)), scan.angles_deg]
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            entry = h5.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            entry["definition"] = "NXtomo"
+            det = h5.create_group("entry/instrument/detector")
+            det.create_dataset("data", data=stack, chunks=(1, *stack.shape[1:]))
+            det["image_key"] = keys.astype(np.int32)
+            det["x_pixel_size"] = scan.pixel_size_nm * 1e-9
+            det["x_pixel_size"].attrs["units"] = "m"
+            h5["entry/sample/rotation_angle"] = angles
+            h5["entry/sample/rotation_angle"].attrs["units"] = "degree"
+    return path
