@@ -57,7 +57,7 @@ def test_stage_reconstructs_against_truth(rec_run, proj_dir):
     assert t["n_clipped"][0] == 0 and t["coverage_deg"][0] == pytest.approx(180.0)
     assert t["psnr_db"][0] > 20.0 and abs(t["mean_relative_error"][0]) < 0.05
     assert [c for c in t if column_unit(c) == "unit?" and c != "scan"] == []
-    vol = open_volume(out / "reconstruct" / "scanA.tif")
+    vol = open_volume(out / "volumes" / "reconstructed_scanA.ome.zarr")
     assert vol.shape == (2, 72, 72) and vol.voxel_size_nm == pytest.approx((1000.0,) * 3)
     assert "algotom" in " ".join(vol.metadata.provenance)
     html = (out / "report.html").read_text()

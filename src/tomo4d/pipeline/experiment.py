@@ -27,7 +27,7 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       layer_phases: [1, 2, 3]         # the anode: its mean Li concentration per step
       psf_sigma_nm: 500               # neutron blur; li6_fraction (natural), wavelength_angstrom (1.798)
     truth: {li_concentration_mol_l: [0.33, 4.97, 8.98]}   # optional: true layer Li, mol/L, per step
-    reconstruct: {}                   # FBP of inputs.projections (NXtomo files) -> reconstruct/<stem>.tif
+    reconstruct: {}                   # FBP of inputs.projections (NXtomo files) -> volumes/reconstructed_<stem>.ome.zarr
 
 A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
 values are refused with the key path, the value and the closest valid key.

@@ -1,5 +1,5 @@
 """Report section of the ``reconstruct`` stage, from saved outputs only (``tables/reconstruct``,
-``reconstruct/<scan>.tif``)."""
+``volumes/reconstructed_<scan>.ome.zarr``)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def reconstruct_section(rep, out: Path, info: dict, figure) -> None:
     rep.section("Reconstruction from projections",
                 "Every NXtomo file of inputs.projections: flat/dark normalisation, -log (non-positive and non-finite "
                 "transmissions clipped and counted), optional Paganin, ring removal and parallel-beam FBP by the "
-                "algotom engine (tomo4d.reconstruct), slab by slab; volumes in reconstruct/, provenance in their "
+                "algotom engine (tomo4d.reconstruct), slab by slab; volumes/reconstructed_<scan>.ome.zarr, provenance in their "
                 "metadata.")
     truth = "psnr_db" in t
     rows = [(t["scan"][i], f"{t['center_px'][i]:.2f}" + (" (found)" if int(t["center_found"][i]) else ""),
@@ -46,7 +46,7 @@ def reconstruct_section(rep, out: Path, info: dict, figure) -> None:
     rep.table(["scan", "centre (px)", "clipped", "coverage (deg)", "slices", "width (px)", "time (s)"]
               + (["PSNR vs truth (dB)", "mean error (%)"] if truth else []), rows,
               caption="tables/reconstruct" + ("; truth: reconstruct.truth (the true attenuation)." if truth else "."))
-    first = out / "reconstruct" / f"{t['scan'][0]}.tif"
+    first = out / "volumes" / f"reconstructed_{t['scan'][0]}.ome.zarr"
     if first.exists():
         figure(rep, _slice_figure(open_volume(first), str(t["scan"][0])), out, "reconstruct_slice",
                f"Middle slice of the reconstruction of {t['scan'][0]}.")

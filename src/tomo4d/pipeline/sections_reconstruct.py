@@ -3,7 +3,7 @@
 Needs ``inputs.projections`` (NXtomo files: projections, flats and darks by ``image_key``, rotation
 angles; one file per scan, a list or a glob).  Each scan is reconstructed with
 :func:`tomo4d.reconstruct.reconstruct` (the algotom engine, ``pip install tomo4d[reconstruct]``) into
-``reconstruct/<file stem>.tif``; ``tables/reconstruct`` lists the centre, clipped values, coverage and,
+``volumes/reconstructed_<file stem>.ome.zarr``; ``tables/reconstruct`` lists the centre, clipped values, coverage and,
 with ``truth``, the PSNR against the true attenuation volume.
 """
 

@@ -1,7 +1,7 @@
 """The ``reconstruct`` stage: every NXtomo file of ``inputs.projections`` -> a volume (issue 22).
 
 Once over the scans (:func:`tomo4d.reconstruct.reconstruct`, the algotom engine; slab by slab), each
-written to ``reconstruct/<file stem>.tif`` with its provenance (engine, version, parameters).  The
+written to ``volumes/reconstructed_<file stem>.ome.zarr`` with its provenance (engine, version, parameters).  The
 table ``tables/reconstruct``: one row per scan, the centre used (found or given), the clipped
 transmissions, the angular coverage, the wall time and, with ``reconstruct.truth``, the PSNR and the
 mean relative error against the true attenuation volume.  Warnings (short coverage, clipped values)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def reconstructed_path(out: Path, projection_file: Path) -> Path:
     """Where the stage writes the volume of ``projection_file``."""
-    return Path(out) / "reconstruct" / f"{Path(projection_file).stem}.tif"
+    return Path(out) / "volumes" / f"reconstructed_{Path(projection_file).stem}.ome.zarr"
 
 
 def resolve_projections(exp) -> tuple[Path, ...]:
@@ -44,7 +44,7 @@ def resolve_projections(exp) -> tuple[Path, ...]:
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         raise InputError(f"inputs.projections has files of the same name {stems}: their volumes would share "
-                         "reconstruct/<name>.tif; rename them")
+                         "volumes/reconstructed_<name>.ome.zarr; rename them")
     truth = _truth_files(exp, len(files))
     for i, p in enumerate(files):
         key = f"inputs.projections[{i}]"
@@ -132,7 +132,7 @@ def _input_files(inp, step) -> dict:
 RECONSTRUCT = Stage(
     name="reconstruct", needs=(), per_step=False,
     description="FBP of every scan of inputs.projections (algotom engine): flat/dark, -log, centre, rings",
-    outputs="reconstruct/<scan>.tif, tables/reconstruct",
+    outputs="volumes/reconstructed_<scan>.ome.zarr, tables/reconstruct",
     enabled=lambda exp, inp: exp.reconstruct is not None and bool(inp.projections),
     options=_options, input_files=_input_files,
     run=_run, save=_save, load=lambda out: read_table_of(out, "reconstruct"))
