@@ -100,35 +100,44 @@ def timed(fn, repeat):
     return out, float(np.median(walls)), float(np.median(cpus))
 
 
+def fshift(s, d):
+    """Sinogram columns moved by ``d`` px (Fourier shift: exact for band-limited data)."""
+    f = np.fft.fftfreq(s.shape[1])
+    return np.real(np.fft.ifft(np.fft.fft(s, axis=1) * np.exp(-2j * np.pi * f * d)[None], axis=1)).astype(np.float32)
+
+
 def engines(size, angles):
-    center = (size - 1) / 2.0  # skimage radon's axis for an even width sits at size//2; see below
+    """Each engine with the data's axis moved to where the engine expects it.
+
+    The data's axis is column ``size / 2 - 0.25`` (radon's axis, fine pixel ``size`` of the twice finer grid);
+    skimage expects ``size // 2``, astra ``(size - 1) / 2``, algotom takes the axis as a parameter.  Each
+    engine's image grid is centred on the axis; the truth grid (2x2-binned fine pixels) sits a quarter
+    pixel off it for every engine alike."""
+    axis = size / 2 - 0.25
     out = {}
     try:
         from skimage.transform import iradon
 
         theta = np.rad2deg(angles)
-        out["skimage iradon (ramp)"] = lambda s: iradon(s.T, theta=theta, filter_name="ramp", circle=True)
+        out["skimage iradon (ramp)"] = lambda s: iradon(fshift(s, size // 2 - axis).T, theta=theta,
+                                                        filter_name="ramp", circle=True)
     except ImportError:
         pass
     try:
         from algotom.rec import reconstruction as arec
 
         corr = (len(angles) - 1) / len(angles)  # algotom weights by pi/(n-1); angles have no end point
-        c = size // 2
         out["algotom fbp (numba CPU, ramp)"] = lambda s: arec.fbp_reconstruction(
-            s, c, angles=angles, filter_name=None, apply_log=False, gpu=False, ratio=None)[::-1] * corr
+            s, axis, angles=angles, filter_name=None, apply_log=False, gpu=False, ratio=None)[::-1] * corr
         out["algotom dfi (direct Fourier)"] = lambda s: arec.dfi_reconstruction(
-            s, c, angles=angles, filter_name=None, apply_log=False, ratio=None)[::-1]
+            s, axis, angles=angles, filter_name=None, apply_log=False, ratio=None)[::-1]
     except ImportError:
         pass
     try:
         import astra
 
         def astra_fbp(s):
-            # astra's detector centre is column (n - 1) / 2, radon's n // 2: move the data by -0.5 px (Fourier
-            # shift, exact for band-limited data) so that both put the axis at the same place
-            f = np.fft.fftfreq(s.shape[1])
-            s = np.real(np.fft.ifft(np.fft.fft(s, axis=1) * np.exp(1j * np.pi * f)[None], axis=1)).astype(np.float32)
+            s = fshift(s, (size - 1) / 2 - axis)
             vg = astra.create_vol_geom(size, size)
             pg = astra.create_proj_geom("parallel", 1.0, size, -angles)
             pid = astra.create_projector("linear", pg, vg)
@@ -148,7 +157,6 @@ def engines(size, angles):
         out["astra FBP (CPU, linear, ram-lak)"] = astra_fbp
     except ImportError:
         pass
-    del center
     return out
 
 
@@ -166,6 +174,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--phantom", choices=("cells", "shepp"), default="cells")
     ap.add_argument("--blur", type=float, default=0.0, help="cells: Gaussian blur of the phantom, fine px")
+    ap.add_argument("--fbp-only", action="store_true", help="skip the ring-removal and centre comparisons")
     a = ap.parse_args(argv)
     truth, sino, striped, angles, cols = make_data(a.size, a.angles, kind=a.phantom, blur=a.blur)
     eng = engines(a.size, angles)
@@ -184,12 +193,14 @@ def main(argv=None):
                         "cpu_s": round(float(np.median(rows[name]["cpu"])), 4)}
     extra = {}
     try:
+        if a.fbp_only:  # no algotom extras requested: the same path as without algotom
+            raise ImportError
         from algotom.prep import calculation as acalc
         from algotom.prep import removal as arem
         from algotom.rec import reconstruction as arec
 
         corr = (len(angles) - 1) / len(angles)
-        c = a.size // 2
+        c = a.size / 2 - 0.25  # the data's axis (see engines)
 
         def fbp(s):
             return orient(arec.fbp_reconstruction(s, c, angles=angles, filter_name=None, apply_log=False,

@@ -42,9 +42,10 @@ class SimulatedScan:
 
 
 def cells_phantom(shape, *, seed: int = 0, n_particles: int | None = None, fill: float = 0.7,
-                  matrix: float = 0.02, particle: float = 0.06) -> np.ndarray:
+                  matrix: float = 0.02, particle: float = 0.06, radius=(0.02, 0.06)) -> np.ndarray:
     """``(z, W, W)`` attenuation per pixel at twice the resolution of ``shape`` (z, W): an electrode-like
-    cylinder (``matrix``) of ``fill`` times the width, with spherical particles (``particle``) and pores (0)."""
+    cylinder (``matrix``) of ``fill`` times the width, with spherical particles (``particle``) and pores (0) of
+    radii ``radius`` (fractions of the width)."""
     nz, w = check_int("shape z", shape[0], minimum=1), check_int("shape width", shape[1], minimum=16)
     rng = np.random.default_rng(seed)
     f = 2 * w
@@ -54,7 +55,7 @@ def cells_phantom(shape, *, seed: int = 0, n_particles: int | None = None, fill:
     out[:, np.hypot(y, x) < fill * f / 2] = matrix
     n = n_particles if n_particles is not None else max(int(0.6 * nz * (fill * w) ** 2 / 64), 8)
     for _ in range(n):
-        r = rng.uniform(0.02, 0.06) * f
+        r = rng.uniform(*radius) * f
         a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, fill * f / 2 - r)
         cz = rng.uniform(0, nz)
         value = particle if rng.random() < 0.8 else 0.0
@@ -70,7 +71,9 @@ def simulate_scan(shape=(8, 96), *, n_angles: int = 180, center_offset: float = 
                   psf_px: float = 0.0, phantom: np.ndarray | None = None) -> SimulatedScan:
     """Projections of :func:`cells_phantom` (or ``phantom`` at twice the resolution) with flats, darks, noise.
 
-    The detector is ``W + 2 * margin`` columns; the axis sits at column ``(W + 2 margin) // 2 + center_offset``
+    The detector is ``ncol = W + 2 * margin`` columns; the axis sits at column ``(ncol - 0.5) / 2 + center_offset``
+    (radon's axis is the fine pixel ``ncol`` of the twice finer grid, whose centre is a quarter of a detector
+    pixel left of the detector's middle; the truth grid shares that quarter-pixel offset from the axis)
     (|offset| must stay under ``margin``).  ``photons`` per pixel in the flat (Poisson), ``n_stripes`` detector
     columns whose gain drifted by +-``stripe_gain`` after the flats were taken (the flat
     correction leaves them: stripes, rings); ``psf_px`` a Gaussian detector blur, angles over [0, 180) without end point.
@@ -105,7 +108,7 @@ def simulate_scan(shape=(8, 96), *, n_angles: int = 180, center_offset: float = 
     darks = rng.poisson(dark_level, (n_darks, nz, ncol)).astype(np.float32)
     counts = rng.poisson(photons * gain * clean).astype(np.float32) + rng.poisson(dark_level, clean.shape)
     return SimulatedScan(projections=counts, flats=flats, darks=darks, angles_deg=theta, truth=truth,
-                         center=ncol // 2 + float(center_offset), clean=clean, stripe_columns=np.sort(cols),
+                         center=(ncol - 0.5) / 2 + float(center_offset), clean=clean, stripe_columns=np.sort(cols),
                          pixel_size_nm=float(pixel_size_nm))
 
 
