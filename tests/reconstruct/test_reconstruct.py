@@ -170,3 +170,22 @@ def test_slabs_match_one_pass_with_paganin():
     one = np.asarray(reconstruct(s.as_projections(), options=ReconstructOptions(slab_rows=24, **kw)).volume.data)
     slabs = np.asarray(reconstruct(s.as_projections(), options=ReconstructOptions(slab_rows=4, **kw)).volume.data)
     assert np.abs(slabs - one).max() < 0.01 * np.ptp(one)
+
+
+def test_result_does_not_depend_on_numba_threads(scan):
+    # algotom's CPU back-projector races with > 1 numba thread; the glue runs it on one (engine.one_numba_thread)
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here (NUMBA_NUM_THREADS=1): no race to show")
+    opts = ReconstructOptions(center=scan.center, rows=(0, 1))
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = np.asarray(reconstruct(scan.as_projections(), options=opts).volume.data)
+        numba.set_num_threads(2)
+        two = [np.asarray(reconstruct(scan.as_projections(), options=opts).volume.data) for _ in range(3)]
+        assert numba.get_num_threads() == 2  # restored
+    finally:
+        numba.set_num_threads(old)
+    for t in two:
+        np.testing.assert_array_equal(t, one)

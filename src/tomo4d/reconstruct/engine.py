@@ -8,6 +8,8 @@ The engine was chosen by measurement (benchmarks/RESULTS.md, issue 22).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..errors import InputError
@@ -76,6 +78,24 @@ def find_center(sinogram: np.ndarray, search: float) -> float:
                                             stop=stop, step=0.25, ncore=1))
 
 
+@contextmanager
+def one_numba_thread():
+    """numba on one thread for the call, its previous count restored after (numba's setting is per thread).
+
+    algotom 1.7's CPU back-projector (``back_projection_cpu``) adds into the image from a ``prange`` over the
+    angles: with more than one numba thread the additions race (measured: errors up to 16 % of the image
+    maximum with 2 threads, different each run), so the engine's FBP always runs on one thread here.
+    """
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
 def fbp(sinograms: np.ndarray, center: float, angles_deg: np.ndarray, filter_name: str) -> np.ndarray:
     """Parallel-beam FBP of attenuation sinograms ``(angle, row, column)`` -> slices ``(row, y, x)``.
 
@@ -86,10 +106,11 @@ def fbp(sinograms: np.ndarray, center: float, angles_deg: np.ndarray, filter_nam
     n = sinograms.shape[0]
     angles = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
     span = np.pi if n < 2 else float(np.ptp(angles)) * n / (n - 1)
-    rec = reconstruction.fbp_reconstruction(np.ascontiguousarray(sinograms, dtype=np.float32), float(center),
-                                            angles=angles.astype(np.float32), ratio=None,
-                                            filter_name=None if filter_name == "ramp" else filter_name,
-                                            apply_log=False, gpu=False, ncore=1)
+    with one_numba_thread():
+        rec = reconstruction.fbp_reconstruction(np.ascontiguousarray(sinograms, dtype=np.float32), float(center),
+                                                angles=angles.astype(np.float32), ratio=None,
+                                                filter_name=None if filter_name == "ramp" else filter_name,
+                                                apply_log=False, gpu=False, ncore=1)
     rec = np.asarray(rec, dtype=np.float32)
     if rec.ndim == 2:
         rec = rec[:, None, :]
