@@ -134,3 +134,22 @@ def test_engine_missing_is_a_clear_error(monkeypatch, scan):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(InputError, match=r"tomo4d\[reconstruct\]"):
         reconstruct(scan.as_projections())
+
+
+def test_nxtomo_with_flats_between_projections(tmp_path, scan, direct):
+    # flats taken half-way through the scan: the projections are not one contiguous block of the dataset
+    import h5py
+
+    h = len(scan.projections) // 2
+    parts = [(scan.darks, 2), (scan.flats[:5], 1), (scan.projections[:h], 0), (scan.flats[5:], 1),
+             (scan.projections[h:], 0)]
+    with h5py.File(tmp_path / "mid.nxs", "w") as f:
+        f["entry/instrument/detector/data"] = np.concatenate([p for p, _ in parts]).astype(np.uint16)
+        f["entry/instrument/detector/image_key"] = np.concatenate([np.full(len(p), k) for p, k in parts])
+        f["entry/sample/rotation_angle"] = np.concatenate(
+            [np.zeros(len(scan.darks) + 5), scan.angles_deg[:h], np.zeros(len(scan.flats) - 5), scan.angles_deg[h:]])
+    proj = open_projections(tmp_path / "mid.nxs", pixel_size_nm=1000.0)
+    rec = reconstruct(proj, options=ReconstructOptions(center=scan.center))
+    np.testing.assert_allclose(rec.volume.data, direct.volume.data, atol=1e-6)
+    with pytest.raises(InputError, match="drop flats"):
+        open_projections(tmp_path / "mid.nxs", flats="f.tif")

@@ -7,6 +7,7 @@ reconstruction reads one slab of detector rows at a time.  Flats and darks are a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,13 @@ class Projections:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Projections of detector rows ``[start, stop)`` as float32 ``(n, stop - start, cols)``."""
-        if self.index is None:
+        idx = self.index
+        if idx is None:
             block = self.data[:, start:stop, :]
+        elif len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+            block = self.data[int(idx[0]):int(idx[0]) + len(idx), start:stop, :]  # one hyperslab, not a point list
         else:
-            block = self.data[self.index, start:stop, :]
+            block = self.data[idx, start:stop, :]
         return np.asarray(block, dtype=np.float32)
 
 
@@ -203,19 +207,22 @@ def read_tiff_projections(projections, *, flats=None, darks=None, angles=None, a
                        angles_deg=ang, pixel_size_nm=vs, source=str(projections))
 
 
-def open_projections(path, **kw) -> Projections:
-    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``) or TIFF (stack or slice folder), by the path."""
+def open_projections(path, *, flats=None, darks=None, angles=None, angle_range_deg: float = 180.0,
+                     pixel_size_nm: float | None = None, data_path: str | None = None) -> Projections:
+    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``) or TIFF (stack or slice folder), by the path.
+
+    NXtomo files carry their flats, darks and angles (``image_key``, ``rotation_angle``): giving them again is
+    refused.  ``pixel_size_nm`` overrides the file's.
+    """
     suffix = Path(path).suffix.lower()
     if suffix in (".nxs", ".h5", ".hdf5", ".hdf", ".nx"):
-        extra = set(kw) - {"data_path"}
-        if extra - {"angles", "flats", "darks", "pixel_size_nm", "angle_range_deg"} or any(
-                kw.get(k) is not None for k in ("flats", "darks", "angles")):
-            raise InputError(f"{str(path)!r} is NXtomo: flats, darks and angles come from the file (image_key, "
-                             "rotation_angle); drop --flats/--darks/--angles")
-        proj = read_nxtomo(path, data_path=kw.get("data_path"))
-        if kw.get("pixel_size_nm") is not None:
-            proj = Projections(proj.data, proj.index, proj.flat, proj.dark, proj.angles_deg,
-                               kw["pixel_size_nm"], proj.source)
+        given = [name for name, v in (("flats", flats), ("darks", darks), ("angles", angles)) if v is not None]
+        if given:
+            raise InputError(f"{str(path)!r} is NXtomo: its flats, darks and angles come from the file (image_key, "
+                             f"rotation_angle); drop {', '.join(given)}")
+        proj = read_nxtomo(path, data_path=data_path)
+        if pixel_size_nm is not None:
+            proj = dataclasses.replace(proj, pixel_size_nm=float(pixel_size_nm))
         return proj
-    kw.pop("data_path", None)
-    return read_tiff_projections(path, **kw)
+    return read_tiff_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
+                                 pixel_size_nm=pixel_size_nm)
