@@ -240,7 +240,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
                          (["{grey}", "{out.tif}", "--flats", "{small}", "--darks", "{small}"], "detector size")],
         "unparsable": [(["{grey}", "{out.tif}", "--no-flats", "--rows", "a:b"], "--rows"),
                        (["{grey}", "{out.tif}", "--no-flats", "--angles", "{spectrum}"], "angle list"),
-                       (["{grey}", "{out.tif}", "--no-flats", "--paganin", "170"], "--energy-kev")],
+                       (["{grey}", "{out.tif}", "--no-flats", "--paganin", "170"], "--energy-kev"),
+                       (["{grey}", "{out.tif}", "--no-flats", "--uint16", "0.1"], "--uint16")],
         "corrupt-file": [(["{trunc}", "{out.tif}", "--no-flats"], TRUNC)], "device": NO_DEVICE},
     ("report",): {
         "non-finite": NA("reads the saved tables of a run folder"), "bad-labels": NO_LABELS,

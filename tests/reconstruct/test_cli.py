@@ -32,6 +32,14 @@ def test_cli_nxtomo_to_tiff_with_found_centre(tmp_path, scan, capsys, write_nxto
     assert "algotom" in " ".join(vol.metadata.provenance)
     # the output exists: refused without --overwrite, nothing replaced
     assert main(["reconstruct", str(tmp_path / "scan.nxs"), str(out)]) == 2
+    # 16-bit with a stated range
+    u16 = tmp_path / "rec16.tif"
+    assert main(["reconstruct", str(tmp_path / "scan.nxs"), str(u16), "--center", str(info["center"]),
+                 "--uint16=-0.05,0.15", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_out_of_range"] == 0
+    v16 = open_volume(u16).numpy()
+    assert v16.dtype == np.uint16
+    np.testing.assert_allclose(-0.05 + v16 * 0.2 / 65535, ref.volume.data, atol=0.2 / 65535)
 
 
 def test_cli_tiff_with_flats_darks_angles_rings_and_paganin(tmp_path, scan, capsys):

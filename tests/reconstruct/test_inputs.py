@@ -153,3 +153,19 @@ def test_nxtomo_with_flats_between_projections(tmp_path, scan, direct):
     np.testing.assert_allclose(rec.volume.data, direct.volume.data, atol=1e-6)
     with pytest.raises(InputError, match="drop flats"):
         open_projections(tmp_path / "mid.nxs", flats="f.tif")
+
+
+def test_uint16_output_with_stated_range(scan, direct):
+    ref = np.asarray(direct.volume.data)
+    lo, hi = float(ref.min()), float(ref.max())
+    rec = reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center, uint16_range=(lo, hi)))
+    u = np.asarray(rec.volume.data)
+    assert u.dtype == np.uint16 and rec.n_out_of_range == 0
+    np.testing.assert_allclose(lo + u * (hi - lo) / 65535, ref, atol=(hi - lo) / 65535)
+    assert rec.volume.metadata.extra["reconstruction"]["parameters"]["uint16_range"] == [lo, hi]
+    with pytest.warns(UserWarning, match="outside uint16_range"):
+        tight = reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center,
+                                                                              uint16_range=(0.0, 0.5 * hi)))
+    assert tight.n_out_of_range == int(np.count_nonzero((ref < 0) | (ref > 0.5 * hi)))
+    with pytest.raises(InputError, match="lo < hi"):
+        ReconstructOptions(uint16_range=(1.0, 0.0))

@@ -20,6 +20,16 @@ def _pair(text, *, name):
     return lo, hi
 
 
+def _range(text):
+    from ..errors import InputError
+
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise InputError(f"--uint16={text!r} must be LO,HI (attenuation per voxel), e.g. -0.01,0.08") from None
+    return lo, hi
+
+
 @declare_paths(inputs=("projections", "flats", "darks", "angles"), outputs=("output",))
 @click.command()
 @click.argument("projections", type=click.Path(path_type=str))
@@ -46,11 +56,13 @@ def _pair(text, *, name):
 @click.option("--distance-m", type=float, default=None, help="Paganin: propagation distance, m.")
 @click.option("--rows", default=None, help="Detector rows START:STOP to reconstruct (default all).")
 @click.option("--slab-rows", type=int, default=32, show_default=True, help="Rows per slab (bounds the memory).")
+@click.option("--uint16", "uint16_range", default=None, metavar="LO,HI",
+              help="Write uint16: attenuation per voxel LO -> 0, HI -> 65535 (outside: clipped and counted).")
 @overwrite_option
 @json_option
 def reconstruct(projections, output, flats, darks, angles, angle_range, dataset, no_flats, pixel_size, center,
                 center_search, rings, ring_size, filter_name, paganin, energy_kev, distance_m, rows, slab_rows,
-                overwrite, as_json):
+                uint16_range, overwrite, as_json):
     """Reconstruct PROJECTIONS (NXtomo .nxs/.h5, or a TIFF stack/folder) into the volume OUTPUT (any format)."""
     import warnings
 
@@ -66,7 +78,8 @@ def reconstruct(projections, output, flats, darks, angles, angle_range, dataset,
         pag = PaganinOptions(paganin, energy_kev, distance_m)
     opts = ReconstructOptions(center=center, center_search=center_search, rings=rings, ring_size=ring_size,
                               filter=filter_name, paganin=pag, pixel_size_nm=pixel_size, slab_rows=slab_rows,
-                              allow_missing_flats=no_flats, rows=_pair(rows, name="--rows") if rows else None)
+                              allow_missing_flats=no_flats, rows=_pair(rows, name="--rows") if rows else None,
+                              uint16_range=_range(uint16_range) if uint16_range else None)
     proj = open_projections(projections, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range,
                             pixel_size_nm=pixel_size, data_path=dataset)
     with warnings.catch_warnings(record=True):

@@ -41,6 +41,9 @@ class ReconstructSection(StrictModel):
     slab_rows: int = Field(32, ge=1, description="Detector rows reconstructed at a time (bounds the memory).")
     allow_missing_flats: bool = Field(False, description=(
         "Accept files without flats or darks (their projections already flat-corrected transmissions)."))
+    uint16_range: list[float] | None = Field(None, min_length=2, max_length=2, description=(
+        "Write uint16 volumes: [lo, hi] attenuation per voxel -> 0..65535 (outside clipped and counted); null: "
+        "float32."))
     truth: list[str] | str | None = Field(None, description=(
         "True attenuation volumes (mu x voxel), one per scan on the reconstruction grid: PSNR in the table."))
 
@@ -52,7 +55,8 @@ class ReconstructSection(StrictModel):
                                                                self.paganin.distance_m)
         return ReconstructOptions(center=self.center, rings=self.rings, ring_size=self.ring_size, filter=self.filter,
                                   paganin=pag, pixel_size_nm=self.pixel_size_nm, slab_rows=self.slab_rows,
-                                  allow_missing_flats=self.allow_missing_flats)
+                                  allow_missing_flats=self.allow_missing_flats,
+                                  uint16_range=None if self.uint16_range is None else tuple(self.uint16_range))
 
 
 def check_reconstruct(exp) -> None:

@@ -43,6 +43,14 @@ def transmission(raw: np.ndarray, flat, dark, floor: float) -> tuple[np.ndarray,
     return t.astype(np.float32, copy=False), n_bad
 
 
+def to_uint16(values: np.ndarray, value_range) -> tuple[np.ndarray, int]:
+    """``values`` mapped linearly from ``value_range`` (lo, hi) onto 0..65535, clipped; the clipped count."""
+    lo, hi = value_range
+    scaled = (np.asarray(values, np.float64) - lo) * (65535.0 / (hi - lo))
+    n = int(np.count_nonzero((scaled < 0) | (scaled > 65535)))
+    return np.rint(np.clip(scaled, 0, 65535)).astype(np.uint16), n
+
+
 def paganin_margin(ratio: float) -> int:
     """Rows read beyond a slab so the Paganin filter (width ~ sqrt(ratio) px) sees its neighbourhood."""
     return int(min(max(4 * math.ceil(math.sqrt(max(ratio, 0.0))), 8), 512))
@@ -119,18 +127,25 @@ def reconstruct(proj: Projections, *, options: ReconstructOptions | None = None,
     t0 = time.perf_counter()
     center, found = _centre(proj, opts, ratio, (r0, r1))
     width = proj.shape[2]
-    out = np.empty((r1 - r0, width, width), np.float32)
-    n_clipped = 0
+    out = np.empty((r1 - r0, width, width), np.float32 if opts.uint16_range is None else np.uint16)
+    n_clipped = n_range = 0
     for s in range(r0, r1, opts.slab_rows):
         e = min(s + opts.slab_rows, r1)
         sino, n_bad = _slab_attenuation(proj, s, e, opts, ratio)
         n_clipped += n_bad
-        out[s - r0:e - r0] = engine.fbp(sino, center, proj.angles_deg, opts.filter)
+        rec = engine.fbp(sino, center, proj.angles_deg, opts.filter)
+        if opts.uint16_range is None:
+            out[s - r0:e - r0] = rec
+        else:
+            out[s - r0:e - r0], n = to_uint16(rec, opts.uint16_range)
+            n_range += n
         if progress is not None:
             progress(e - r0, r1 - r0)
     if n_clipped:
         notes.append(f"{n_clipped} transmissions were not finite or <= {opts.min_transmission:g} before -log "
                      "(dead pixels, flat <= dark, or zero counts); set to that floor")
+    if n_range:
+        notes.append(f"{n_range} voxels were outside uint16_range={list(opts.uint16_range)} and clipped to it")
     for text in notes:
         warnings.warn(f"reconstruct: {text}", stacklevel=2)
     version = engine.engine_version()
@@ -139,11 +154,13 @@ def reconstruct(proj: Projections, *, options: ReconstructOptions | None = None,
     meta = VolumeMetadata(name=name, modality="xray", provenance=(
         f"reconstruct {proj.source} with {version}: {params}",),
         extra={"reconstruction": {"engine": version, "parameters": params, "n_clipped": n_clipped,
+                                  "n_out_of_range": n_range,
                                   "coverage_deg": coverage_deg(proj.angles_deg),
                                   "seconds": round(time.perf_counter() - t0, 3)}})
     vol = Volume(out, voxel_size_nm=vs, metadata=meta)
     return Reconstruction(volume=vol, center=center, center_found=found, n_clipped=n_clipped,
-                          coverage_deg=coverage_deg(proj.angles_deg), engine=version, warnings=tuple(notes))
+                          coverage_deg=coverage_deg(proj.angles_deg), engine=version, warnings=tuple(notes),
+                          n_out_of_range=n_range)
 
 
 def phase_retrieve(transmission_image: np.ndarray, paganin, pixel_size_nm: float, *,

@@ -82,6 +82,9 @@ class ReconstructOptions:
         Transmissions at or below this (or not finite) are set to it before ``-log`` and counted.
     rows : (int, int) or None
         Detector rows ``[start, stop)`` to reconstruct (default all).
+    uint16_range : (float, float) or None
+        Write uint16 instead of float32: ``lo`` -> 0, ``hi`` -> 65535 (attenuation per voxel), values outside
+        clipped and counted; the range is kept in the provenance.  Halves the output memory.
     """
 
     center: float | None = None
@@ -96,6 +99,7 @@ class ReconstructOptions:
     allow_missing_flats: bool = False
     min_transmission: float = 1e-6
     rows: tuple[int, int] | None = None
+    uint16_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.center is not None:
@@ -119,12 +123,22 @@ class ReconstructOptions:
             if len(self.rows) != 2 or not 0 <= int(self.rows[0]) < int(self.rows[1]):
                 raise InputError(f"rows={show(self.rows)} must be (start, stop) with 0 <= start < stop")
             object.__setattr__(self, "rows", (int(self.rows[0]), int(self.rows[1])))
+        if self.uint16_range is not None:
+            try:
+                lo, hi = (float(v) for v in self.uint16_range)
+            except (TypeError, ValueError):
+                raise InputError(f"uint16_range={show(self.uint16_range)} must be (lo, hi), attenuation per voxel") \
+                    from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise InputError(f"uint16_range={show(self.uint16_range)} must be finite with lo < hi")
+            object.__setattr__(self, "uint16_range", (lo, hi))
 
     def to_dict(self) -> dict:
         """JSON-able parameters (for provenance)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["paganin"] = None if self.paganin is None else dict(vars(self.paganin))
         d["rows"] = None if self.rows is None else list(self.rows)
+        d["uint16_range"] = None if self.uint16_range is None else list(self.uint16_range)
         return d
 
 
@@ -149,6 +163,8 @@ class Reconstruction:
         ``"algotom <version>"``.
     warnings : tuple of str
         The warnings raised (also issued with :func:`warnings.warn`).
+    n_out_of_range : int
+        Voxels clipped to ``uint16_range`` (0 for float32 output).
     """
 
     volume: Volume
@@ -158,8 +174,10 @@ class Reconstruction:
     coverage_deg: float
     engine: str
     warnings: tuple[str, ...] = ()
+    n_out_of_range: int = 0
 
     def summary(self) -> dict:
         return {"shape": list(self.volume.shape), "voxel_size_nm": list(self.volume.voxel_size_nm),
                 "center": self.center, "center_found": self.center_found, "n_clipped": self.n_clipped,
-                "coverage_deg": self.coverage_deg, "engine": self.engine, "warnings": list(self.warnings)}
+                "coverage_deg": self.coverage_deg, "engine": self.engine, "warnings": list(self.warnings),
+                "n_out_of_range": self.n_out_of_range}
