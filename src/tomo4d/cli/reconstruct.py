@@ -41,6 +41,8 @@ def _range(text):
 @click.option("--angle-range", default=180.0, show_default=True, help="TIFF input without --angles: degrees covered.")
 @click.option("--dataset", default=None, help="NXtomo input: the projection dataset (default: found).")
 @click.option("--no-flats", is_flag=True, help="Accept projections without flats/darks (already flat-corrected).")
+@click.option("--drift", is_flag=True,
+              help="NXtomo with flats/darks before and after the scan: interpolate them per projection.")
 @click.option("--pixel-size", type=float, default=None, metavar="NM", help="Detector pixel at the sample, nm.")
 @click.option("--center", type=float, default=None, help="Rotation axis, detector column (default: found).")
 @click.option("--center-search", type=float, default=None, metavar="PX",
@@ -60,7 +62,7 @@ def _range(text):
               help="Write uint16: attenuation per voxel LO -> 0, HI -> 65535 (outside: clipped and counted).")
 @overwrite_option
 @json_option
-def reconstruct(projections, output, flats, darks, angles, angle_range, dataset, no_flats, pixel_size, center,
+def reconstruct(projections, output, flats, darks, angles, angle_range, dataset, no_flats, drift, pixel_size, center,
                 center_search, rings, ring_size, filter_name, paganin, energy_kev, distance_m, rows, slab_rows,
                 uint16_range, overwrite, as_json):
     """Reconstruct PROJECTIONS (NXtomo .nxs/.h5, or a TIFF stack/folder) into the volume OUTPUT (any format)."""
@@ -78,7 +80,7 @@ def reconstruct(projections, output, flats, darks, angles, angle_range, dataset,
         pag = PaganinOptions(paganin, energy_kev, distance_m)
     opts = ReconstructOptions(center=center, center_search=center_search, rings=rings, ring_size=ring_size,
                               filter=filter_name, paganin=pag, pixel_size_nm=pixel_size, slab_rows=slab_rows,
-                              allow_missing_flats=no_flats, rows=_pair(rows, name="--rows") if rows else None,
+                              allow_missing_flats=no_flats, drift=drift, rows=_pair(rows, name="--rows") if rows else None,
                               uint16_range=_range(uint16_range) if uint16_range else None)
     proj = open_projections(projections, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range,
                             pixel_size_nm=pixel_size, data_path=dataset)

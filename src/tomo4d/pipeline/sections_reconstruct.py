@@ -41,6 +41,8 @@ class ReconstructSection(StrictModel):
     slab_rows: int = Field(32, ge=1, description="Detector rows reconstructed at a time (bounds the memory).")
     allow_missing_flats: bool = Field(False, description=(
         "Accept files without flats or darks (their projections already flat-corrected transmissions)."))
+    drift: bool = Field(False, description=(
+        "Interpolate flats and darks taken before and after the projections, per projection (linear drift)."))
     uint16_range: list[float] | None = Field(None, min_length=2, max_length=2, description=(
         "Write uint16 volumes: [lo, hi] attenuation per voxel -> 0..65535 (outside clipped and counted); null: "
         "float32."))
@@ -55,7 +57,7 @@ class ReconstructSection(StrictModel):
                                                                self.paganin.distance_m)
         return ReconstructOptions(center=self.center, rings=self.rings, ring_size=self.ring_size, filter=self.filter,
                                   paganin=pag, pixel_size_nm=self.pixel_size_nm, slab_rows=self.slab_rows,
-                                  allow_missing_flats=self.allow_missing_flats,
+                                  allow_missing_flats=self.allow_missing_flats, drift=self.drift,
                                   uint16_range=None if self.uint16_range is None else tuple(self.uint16_range))
 
 

@@ -65,6 +65,9 @@ def _slab_attenuation(proj: Projections, start: int, stop: int, opts: Reconstruc
     raw = proj.rows(lo, hi)
     flat = None if proj.flat is None else proj.flat[lo:hi]
     dark = None if proj.dark is None else proj.dark[lo:hi]
+    if opts.drift:  # flats/darks interpolated per projection between those before and after the scan
+        flat = proj.flat_drift.rows(lo, hi) if proj.flat_drift is not None else flat
+        dark = proj.dark_drift.rows(lo, hi) if proj.dark_drift is not None else dark
     t, n_bad = transmission(raw, flat, dark, opts.min_transmission)
     if ratio:
         pad = min(max(m, 16), 256)
@@ -105,6 +108,9 @@ def _check_geometry(proj: Projections, opts: ReconstructOptions) -> tuple[tuple[
     if cov < MIN_COVERAGE_DEG:
         notes.append(f"the angles cover {cov:.1f} degrees, less than the 180 a parallel-beam FBP needs: "
                      "expect limited-angle streaks")
+    if opts.drift and proj.flat_drift is None and proj.dark_drift is None:
+        raise InputError("drift=True needs flats or darks taken both before and after the projections (NXtomo "
+                         f"image_key 1/2 at both ends); {proj.source or 'these projections'} has none; drop drift")
     if opts.paganin is not None and (opts.pixel_size_nm or proj.pixel_size_nm) is None:
         raise InputError("Paganin phase retrieval needs the pixel size; give pixel_size_nm (--pixel-size)")
     if opts.center is not None and not 0 <= opts.center <= proj.shape[2] - 1:

@@ -82,6 +82,9 @@ class ReconstructOptions:
         Transmissions at or below this (or not finite) are set to it before ``-log`` and counted.
     rows : (int, int) or None
         Detector rows ``[start, stop)`` to reconstruct (default all).
+    drift : bool
+        Correct a linear drift of the flats and darks: each projection divided by the flat (minus the dark)
+        interpolated between those taken before and after it (NXtomo files with flats/darks at both ends).
     uint16_range : (float, float) or None
         Write uint16 instead of float32: ``lo`` -> 0, ``hi`` -> 65535 (attenuation per voxel), values outside
         clipped and counted; the range is kept in the provenance.  Halves the output memory.
@@ -99,6 +102,7 @@ class ReconstructOptions:
     allow_missing_flats: bool = False
     min_transmission: float = 1e-6
     rows: tuple[int, int] | None = None
+    drift: bool = False
     uint16_range: tuple[float, float] | None = None
 
     def __post_init__(self):

@@ -28,6 +28,24 @@ _LENGTH_NM = {"m": 1e9, "mm": 1e6, "um": 1e3, "micron": 1e3, "µm": 1e3, "nm": 1
 
 
 @dataclass(frozen=True, eq=False)
+class Drift:
+    """Flats (or darks) taken before and after the projections, for a linear drift correction.
+
+    ``before``/``after`` are the averaged images ``(rows, cols)``; ``weight`` is, per projection, its position
+    between the two acquisitions (0 at the ``before`` images, 1 at the ``after`` ones).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    weight: np.ndarray
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """The interpolated image of every projection for rows ``[start, stop)``: ``(n, stop - start, cols)``."""
+        b, a = self.before[start:stop], self.after[start:stop]
+        return (b[None] + self.weight[:, None, None].astype(np.float32) * (a - b)[None]).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
 class Projections:
     """Projections ``(angle, row, column)`` with their flats, darks and angles.
 
@@ -44,6 +62,8 @@ class Projections:
     pixel_size_nm : float or None
     source : str
         Where they were read from (for provenance).
+    flat_drift, dark_drift : Drift or None
+        Flats/darks taken before and after the projections (NXtomo), for ``ReconstructOptions(drift=True)``.
     """
 
     data: Any
@@ -53,6 +73,8 @@ class Projections:
     angles_deg: np.ndarray
     pixel_size_nm: float | None = None
     source: str = ""
+    flat_drift: Drift | None = None
+    dark_drift: Drift | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -117,6 +139,19 @@ def _mean_images(ds, idx) -> np.ndarray | None:
     return (out / len(idx)).astype(np.float32)
 
 
+def _drift(ds, idx, proj_idx) -> Drift | None:
+    """Images ``idx`` split at the middle projection into before/after groups; None unless both exist."""
+    if len(proj_idx) < 2:
+        return None
+    mid = np.median(proj_idx)
+    before, after = idx[idx < mid], idx[idx > mid]
+    if len(before) == 0 or len(after) == 0:
+        return None
+    pb, pa = float(before.mean()), float(after.mean())
+    weight = np.clip((proj_idx - pb) / (pa - pb), 0.0, 1.0)
+    return Drift(_mean_images(ds, before), _mean_images(ds, after), weight)
+
+
 def read_nxtomo(path, *, data_path: str | None = None) -> Projections:
     """Open an NXtomo file: projections, flats and darks by ``image_key``, ``rotation_angle`` in degrees.
 
@@ -154,9 +189,10 @@ def read_nxtomo(path, *, data_path: str | None = None) -> Projections:
     if units.startswith("rad"):
         angles = np.rad2deg(angles)
     ppath = _first(h5, _PIXEL_PATHS)
-    return Projections(data=ds, index=proj_idx, flat=_mean_images(ds, np.flatnonzero(keys == KEY_FLAT)),
-                       dark=_mean_images(ds, np.flatnonzero(keys == KEY_DARK)), angles_deg=angles,
-                       pixel_size_nm=_length_nm(h5[ppath]) if ppath else None, source=str(p))
+    flats, darks = np.flatnonzero(keys == KEY_FLAT), np.flatnonzero(keys == KEY_DARK)
+    return Projections(data=ds, index=proj_idx, flat=_mean_images(ds, flats), dark=_mean_images(ds, darks),
+                       angles_deg=angles, pixel_size_nm=_length_nm(h5[ppath]) if ppath else None, source=str(p),
+                       flat_drift=_drift(ds, flats, proj_idx), dark_drift=_drift(ds, darks, proj_idx))
 
 
 def read_angles(path_or_values, n: int | None = None) -> np.ndarray:
