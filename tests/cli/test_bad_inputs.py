@@ -232,6 +232,17 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
                        (["{exp_syntax}", "--check"], "not valid YAML")],
         "corrupt-file": [(["{exp_trunc}", "--check"], TRUNC)],
         "device": [(["{exp_device}", "--check"], "backend='torch'")]},
+    ("reconstruct",): {
+        "non-finite": NA("non-finite or non-positive transmissions are clipped and counted (a warning, issue 22)"),
+        "bad-labels": NO_LABELS,
+        "out-of-range": [(["{grey}", "{out.tif}", "--no-flats", "--ring-size", "4"], "ring_size"),
+                         (["{grey}", "{out.tif}", "--no-flats", "--center", "99"], "center=99"),
+                         (["{grey}", "{out.tif}", "--flats", "{small}", "--darks", "{small}"], "detector size")],
+        "unparsable": [(["{grey}", "{out.tif}", "--no-flats", "--rows", "a:b"], "--rows"),
+                       (["{grey}", "{out.tif}", "--no-flats", "--angles", "{spectrum}"], "angle list"),
+                       (["{grey}", "{out.tif}", "--no-flats", "--paganin", "170"], "--energy-kev"),
+                       (["{grey}", "{out.tif}", "--no-flats", "--uint16", "0.1"], "--uint16")],
+        "corrupt-file": [(["{trunc}", "{out.tif}", "--no-flats"], TRUNC)], "device": NO_DEVICE},
     ("report",): {
         "non-finite": NA("reads the saved tables of a run folder"), "bad-labels": NO_LABELS,
         "out-of-range": NA("no numeric option"),

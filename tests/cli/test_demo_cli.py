@@ -28,11 +28,12 @@ def test_demo_is_an_ordinary_experiment(small_demo):
     ran = {s.name: s.status for s in res.run.stages}
     assert set(ran) == {"register_pair", "train", "enhance", "enhance_quality", "segment", "quantify", "dvc",
                         "strain", "residual", "particles", "lithiation", "neutron", "neutron_layer",
-                        "neutron_spectra"}
+                        "neutron_spectra", "reconstruct"}
     assert set(ran.values()) == {"computed"}
     html = res.report_path.read_text()
     for section in ("InDI enhancement", "Segmentation", "Quantification", "finite strain", "Residual maps",
-                    "Particles and tracks", "Lithiation modes", "Neutron", "Neutron: spectra", "All numbers"):
+                    "Particles and tracks", "Lithiation modes", "Neutron", "Neutron: spectra",
+                    "Reconstruction from projections", "All numbers"):
         assert section in html, section
     # every stage with a truth shows it beside the measurement
     for truth in ("true mean ln U_zz", "CNR HQ (truth)", "true particles"):

@@ -48,6 +48,8 @@ BASE = {
     ("quantify", "regions"): ["--field", "{in:fields}", "--labels", "{in:labels_path}", "-o", "{out:output}"],
     ("quantify", "modes"): ["{in:particles_t0}", "{in:residuals}", "-o", "{out:output}"],
     ("neutron", "plan"): ["--target-um", "5"],
+    ("reconstruct",): ["{in:projections}", "{out:output}", "--flats", "{in:flats}", "--darks", "{in:darks}",
+                       "--angles", "{in:angles}"],
     ("run",): ["{in:experiment}", "-o", "{out:out_dir}"],
     ("report",): ["{out:out_dir}"],
     ("init",): ["{in:scans}", "-o", "{out:output}"],

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "residual": "dvc:residual",
     "segment": "segment:segment",
     "quantify": "quantify:quantify",
+    "reconstruct": "reconstruct:reconstruct",
     "run": "run:run",
     "report": "run:report",
     "init": "run:init",

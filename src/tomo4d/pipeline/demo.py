@@ -102,6 +102,7 @@ inputs:
   training_pair: {{lq: data/lq.tif, hq: data/hq.tif}}   # InDI's training data (LQ 100 nm, HQ 50 nm)
   neutron: data/neutron/T*.tif     # neutron attenuation (1/cm), 4x coarser voxels over the same field
   neutron_spectra: data/spectra/collector_T*.csv   # time-of-flight transmission of the Cu collector
+  projections: data/projections/T0_slab.nxs   # NXtomo projections of a T0 slab (reconstruct)
 enhance:
   preset: small
   train: {{steps: {train_steps}, crop: {crop}, val_every: 0, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo
@@ -137,6 +138,9 @@ neutron_spectra:                   # Bragg edges of the Cu collector: lattice st
   bragg:
     - {{name: Cu111, lattice_parameter_angstrom: 3.615, hkl: [1, 1, 1], profile: gaussian}}
     - {{name: Cu200, lattice_parameter_angstrom: 3.615, hkl: [2, 0, 0], profile: gaussian}}
+reconstruct:                       # FBP of inputs.projections (algotom engine), centre found
+  rings: none
+  truth: data/truth/attenuation_T0_slab.tif   # the attenuation the projections were made of
 truth:                             # the phantom's truth, shown beside every measured number
   labels: data/truth/labels_lq_T*.tif
   particles: data/truth/particles_lq_T*.tif
@@ -193,6 +197,31 @@ def _write_spectra(exp, data: Path, *, seed: int) -> None:
                    header="wavelength,transmission,sigma", comments="")
 
 
+def _write_projections(data: Path, *, seed: int, rows: int = 8) -> None:
+    """Projections of a slab of ``rows`` z slices of the HQ T0 scan (grey level -> attenuation up to 0.05 per
+    pixel), 120 angles over 180 degrees, flats, darks, Poisson noise (2e4 photons), the axis 2.5 px off centre
+    (:func:`tomo4d.reconstruct.simulate_scan`), as NXtomo ``data/projections/T0_slab.nxs``; the true attenuation
+    on the reconstruction grid as ``data/truth/attenuation_T0_slab.tif``."""
+    import numpy as np
+
+    from ..reconstruct import save_nxtomo, simulate_scan
+    from ..volume import Volume
+
+    hq = open_volume(data / "hq.tif")
+    z0 = max(hq.shape[0] // 2 - rows // 2, 0)
+    grey = np.asarray(hq.data[z0:z0 + rows], dtype=np.float32)
+    mu = 0.05 * np.clip(grey, 0, None) / max(float(grey.max()), 1e-6)
+    fine = np.repeat(np.repeat(np.repeat(mu, 2, axis=0), 2, axis=1), 2, axis=2)
+    margin = max(hq.shape[2] // 4, 8)
+    scan = simulate_scan(phantom=fine, n_angles=120, center_offset=2.5, photons=2e4, margin=margin, seed=seed,
+                         pixel_size_nm=float(hq.voxel_size_nm[2]))
+    (data / "projections").mkdir()
+    save_nxtomo(scan, data / "projections" / "T0_slab.nxs")
+    truth = np.pad(scan.truth, ((0, 0), (margin, margin), (margin, margin)))
+    save_volume(Volume(truth.astype(np.float32), voxel_size_nm=hq.voxel_size_nm[2]),
+                data / "truth" / "attenuation_T0_slab.tif")
+
+
 def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, progress: Callable | None = None,
              shape=DEMO_SHAPE, n_steps: int = DEMO_STEPS, train_steps: int = 200) -> DemoResult:
     """Write the demo experiment into ``out_dir`` and run it (module docstring).
@@ -222,6 +251,7 @@ def run_demo(out_dir, *, overwrite: bool = False, seed: int = 0, progress: Calla
     exp = make_experiment(shape=tuple(shape), n_steps=n_steps, seed=seed)
     data = exp.save(out / "data", fields="full")
     _write_spectra(exp, data, seed=seed)
+    _write_projections(data, seed=seed)
     doc = json.loads((data / "experiment.json").read_text(encoding="utf-8"))
     series = _series_files(data, doc["truth"]["steps"])
     exp_file = out / "experiment.yaml"

@@ -10,6 +10,7 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       voxel_size_nm: 50               # optional: overrides the files' voxel size
       training_pair: {lq: pair/lq.tif, hq: pair/hq.tif}   # optional: LQ/HQ scans of one region (enhance)
       neutron: neutron/T*.tif         # optional: neutron attenuation (1/cm) per step, over the series' field
+      projections: proj/*.nxs         # optional: NXtomo projections, one file per scan (reconstruct section)
     enhance: {preset: small, train: {steps: 2000}, steps: 8}   # InDI trained on the pair, inputs.series (LQ)
                                       # enhanced; apply_to_series (default): every analysis stage (segment,
                                       # quantify, dvc, particles, residual, lithiation, neutron) reads the
@@ -26,6 +27,7 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       layer_phases: [1, 2, 3]         # the anode: its mean Li concentration per step
       psf_sigma_nm: 500               # neutron blur; li6_fraction (natural), wavelength_angstrom (1.798)
     truth: {li_concentration_mol_l: [0.33, 4.97, 8.98]}   # optional: true layer Li, mol/L, per step
+    reconstruct: {}                   # FBP of inputs.projections (NXtomo files) -> volumes/reconstructed_<stem>.ome.zarr
 
 A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
 values are refused with the key path, the value and the closest valid key.
@@ -57,6 +59,7 @@ from .sections_enhance import EnhanceSection, TrainingPairInput
 from .sections_lithiation import LithiationSection, lithiation_needs
 from .sections_neutron import NeutronSection, check_neutron
 from .sections_neutron_spectra import NeutronSpectraSection, check_neutron_spectra
+from .sections_reconstruct import ReconstructSection, check_reconstruct
 
 __all__ = ["TODO", "Experiment", "Inputs", "experiment_schema", "load_experiment", "parse_experiment"]
 
@@ -88,6 +91,9 @@ class Inputs(StrictModel):
     neutron_spectra: list[str] | str | None = Field(None, description=(
         "Neutron transmission spectra, one per step (a list or a glob; CSV: wavelength Å, transmission[, sigma]) "
         "of the neutron_spectra section (null: none)."))
+    projections: list[str] | str | None = Field(None, description=(
+        "NXtomo projection files (image_key, rotation_angle), one per scan (a list or a glob): the input of the "
+        "reconstruct section (null: none)."))
 
     @field_validator("state_of_charge")
     @classmethod
@@ -129,6 +135,8 @@ class Experiment(StrictModel):
         "Bragg edges (lattice strain) and the 6Li fraction from inputs.neutron_spectra."))
     lithiation: LithiationSection | None = Field(None, description="Lithiation mode per particle and particle-centred "
                                                                    "frames (needs particles and residual).")
+    reconstruct: ReconstructSection | None = Field(None, description=(
+        "FBP of every scan of inputs.projections (algotom engine, optional extra tomo4d[reconstruct])."))
     truth: TruthSection | None = Field(None, description="Ground truth shown beside the measurements (phantoms).")
     chunk_budget_mb: float = Field(512.0, gt=0, allow_inf_nan=False, description=(
         "Working memory of one chunk, MiB: the segment, quantify and particles stages stream a volume slab by slab "
@@ -156,6 +164,7 @@ class Experiment(StrictModel):
                              "(with inputs.labels or a segment section), or set dvc.mask: none")
         check_neutron(self)
         check_neutron_spectra(self)
+        check_reconstruct(self)
         for sec, need in (("particles", "segment"), ("residual", "dvc")):
             if getattr(self, sec) is not None and getattr(self, need) is None:
                 raise ValueError(f"the {sec} section needs the {need} section; add {need}: {{}} or remove {sec}")

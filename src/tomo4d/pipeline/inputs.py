@@ -58,6 +58,8 @@ class ResolvedInputs:
         Their voxel size (nm) and shape.
     neutron_spectra : tuple of Path
         Transmission spectra, one per step (or none; :mod:`.inputs_neutron_spectra`).
+    projections : tuple of Path
+        NXtomo projection files of the reconstruct stage (or none; :mod:`.stages_reconstruct`).
     """
 
     series: tuple[Path, ...]
@@ -79,6 +81,7 @@ class ResolvedInputs:
     neutron_voxel_size_nm: tuple[float, float, float] | None = None
     neutron_shape: tuple[int, int, int] | None = None
     neutron_spectra: tuple[Path, ...] = ()
+    projections: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -88,6 +91,7 @@ class ResolvedInputs:
         """Every input file (series, labels, segment labels, repeat scan, truth)."""
         extra = tuple(p for _, p in self.segment_labels) + ((self.repeat,) if self.repeat is not None else ())
         extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron + self.neutron_spectra
+        extra += self.projections
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
                                    + self.truth_displacement))
 
@@ -184,6 +188,7 @@ def resolve_inputs(exp) -> ResolvedInputs:
     from .inputs_enhance import resolve_enhance_inputs
     from .inputs_neutron import resolve_neutron_inputs
     from .inputs_neutron_spectra import resolve_neutron_spectra
+    from .stages_reconstruct import resolve_projections
 
     pair, truth_hq = resolve_enhance_inputs(exp, names, ref)
     neutron, neutron_vs, neutron_shape = resolve_neutron_inputs(exp, names, ref, series)
@@ -194,7 +199,7 @@ def resolve_inputs(exp) -> ResolvedInputs:
                           truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
                           truth_displacement=_truth_displacement(exp, names),
                           neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape,
-                          neutron_spectra=resolve_neutron_spectra(exp, names))
+                          neutron_spectra=resolve_neutron_spectra(exp, names), projections=resolve_projections(exp))
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:

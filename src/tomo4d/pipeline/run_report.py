@@ -18,6 +18,7 @@ from .run_report_enhance import enhance_section
 from .run_report_lithiation import lithiation_section, numbers_section
 from .run_report_neutron import neutron_section
 from .run_report_neutron_spectra import neutron_spectra_section
+from .run_report_reconstruct import reconstruct_section
 from .run_report_sections import (
     particles_section,
     provenance_section,
@@ -187,7 +188,8 @@ def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
 
 
 #: report section of each stage, in workflow order
-SECTIONS = (("enhance_quality", lambda rep, out, info: enhance_section(rep, out, info, _figure)),
+SECTIONS = (("reconstruct", lambda rep, out, info: reconstruct_section(rep, out, info, _figure)),
+            ("enhance_quality", lambda rep, out, info: enhance_section(rep, out, info, _figure)),
             ("align", align_section), ("segment", lambda rep, out, info: segment_section(rep, out, info, _figure)),
             ("quantify", _quantify_section), ("strain", _strain_section),
             ("residual", lambda rep, out, info: residual_section(rep, out, info, _figure)),

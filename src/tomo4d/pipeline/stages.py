@@ -47,6 +47,7 @@ from .stages_enhance import ENHANCE_STAGES
 from .stages_lithiation import LITHIATION
 from .stages_neutron import NEUTRON_STAGES
 from .stages_neutron_spectra import NEUTRON_SPECTRA
+from .stages_reconstruct import RECONSTRUCT
 from .stages_residual import RESIDUAL
 from .stages_segment import PARTICLES, SEGMENT
 from .vtk_export import write_dvc_vtk, write_strain_vtk
@@ -319,8 +320,8 @@ STRAIN = Stage(
     run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (*ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES, LITHIATION,
-                             *NEUTRON_STAGES, NEUTRON_SPECTRA)
+STAGES: tuple[Stage, ...] = (RECONSTRUCT, *ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES,
+                             LITHIATION, *NEUTRON_STAGES, NEUTRON_SPECTRA)
 
 
 def stage_by_name(name: str) -> Stage:

@@ -41,7 +41,8 @@ _GREY = ("noise_floor", "mean_before_floor", "residual_mean", "residual_max", "r
 UNITS: dict[str, str] = {**dict.fromkeys(_DIMENSIONLESS, "1"), **dict.fromkeys(_GREY, "grey level"),
                          **dict.fromkeys(("label", "track", "class", "true_id"), "id"),
                          "n_voxels": "voxels", "sigma_px": "px",
-                         "li_per_cm_per_mol_l": "(1/cm) per (mol/L)"}  # the Li calibration: mu per concentration
+                         "li_per_cm_per_mol_l": "(1/cm) per (mol/L)",  # the Li calibration: mu per concentration
+                         "center_found": "1", "mean_relative_error": "1"}  # reconstruct: a 0/1 flag, a ratio
 
 
 def column_unit(name: str) -> str:

@@ -1,0 +1,180 @@
+"""Projections -> Volume, slab by slab: flat/dark, Paganin, -log, centre, rings, FBP (algotom)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume, VolumeMetadata
+from . import engine
+from .options import Reconstruction, ReconstructOptions
+from .readers import Projections, check_projections
+
+log = logging.getLogger(__name__)
+
+#: coverage below this many degrees (span plus one step) is warned about for parallel beam
+MIN_COVERAGE_DEG = 180.0 - 1e-3
+
+
+def coverage_deg(angles_deg: np.ndarray) -> float:
+    """Angular range covered: the span of the (sorted) angles plus one mean step."""
+    a = np.sort(np.asarray(angles_deg, dtype=np.float64))
+    n = len(a)
+    return float(np.ptp(a) * n / (n - 1)) if n > 1 else 0.0
+
+
+def transmission(raw: np.ndarray, flat, dark, floor: float) -> tuple[np.ndarray, int]:
+    """``(raw - dark) / (flat - dark)`` with non-finite and values <= ``floor`` set to ``floor``; their count."""
+    if flat is None:
+        t = raw.astype(np.float32, copy=True)
+    else:
+        d = np.zeros_like(flat) if dark is None else dark
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (raw - d) / (flat - d)
+    bad = ~(t > floor) | ~np.isfinite(t)  # NaN compares False: caught by the first test
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        t[bad] = floor
+    return t.astype(np.float32, copy=False), n_bad
+
+
+def to_uint16(values: np.ndarray, value_range) -> tuple[np.ndarray, int]:
+    """``values`` mapped linearly from ``value_range`` (lo, hi) onto 0..65535, clipped; the clipped count."""
+    lo, hi = value_range
+    scaled = (np.asarray(values, np.float64) - lo) * (65535.0 / (hi - lo))
+    n = int(np.count_nonzero((scaled < 0) | (scaled > 65535)))
+    return np.rint(np.clip(scaled, 0, 65535)).astype(np.uint16), n
+
+
+def paganin_margin(ratio: float) -> int:
+    """Rows read beyond a slab so the Paganin filter (width ~ sqrt(ratio) px) sees its neighbourhood."""
+    return int(min(max(4 * math.ceil(math.sqrt(max(ratio, 0.0))), 8), 512))
+
+
+def _slab_attenuation(proj: Projections, start: int, stop: int, opts: ReconstructOptions,
+                      ratio: float | None) -> tuple[np.ndarray, int]:
+    """-log transmission sinograms of rows ``[start, stop)``: ``(angle, row, column)`` and the clipped count."""
+    rows = proj.shape[1]
+    m = paganin_margin(ratio) if ratio else 0
+    lo, hi = max(start - m, 0), min(stop + m, rows)
+    raw = proj.rows(lo, hi)
+    flat = None if proj.flat is None else proj.flat[lo:hi]
+    dark = None if proj.dark is None else proj.dark[lo:hi]
+    if opts.drift:  # flats/darks interpolated per projection between those before and after the scan
+        flat = proj.flat_drift.rows(lo, hi) if proj.flat_drift is not None else flat
+        dark = proj.dark_drift.rows(lo, hi) if proj.dark_drift is not None else dark
+    t, n_bad = transmission(raw, flat, dark, opts.min_transmission)
+    if ratio:
+        pad = min(max(m, 16), 256)
+        for i in range(t.shape[0]):
+            t[i] = np.maximum(engine.paganin(t[i], ratio, pad), opts.min_transmission)
+    t = t[:, start - lo:stop - lo]
+    if opts.rings != "none":
+        for r in range(t.shape[1]):
+            t[:, r] = np.maximum(engine.remove_rings(np.ascontiguousarray(t[:, r]), opts.rings, opts.ring_size),
+                                 opts.min_transmission)
+    return -np.log(t), n_bad
+
+
+def _centre(proj, opts, ratio, row_range) -> tuple[float, bool]:
+    if opts.center is not None:
+        return float(opts.center), False
+    r0, r1 = row_range
+    n_rows = min(opts.center_rows, r1 - r0)
+    picks = np.unique(np.linspace(r0, r1 - 1, n_rows + 2)[1:-1].round().astype(int)) if n_rows > 1 else \
+        np.array([(r0 + r1) // 2])
+    width = proj.shape[2]
+    search = opts.center_search if opts.center_search is not None else width / 4
+    found = []
+    for r in picks:
+        sino, _ = _slab_attenuation(proj, int(r), int(r) + 1, opts, ratio)
+        found.append(engine.find_center(sino[:, 0], search))
+    return float(np.median(found)), True
+
+
+def _check_geometry(proj: Projections, opts: ReconstructOptions) -> tuple[tuple[int, int], list[str]]:
+    check_projections(proj, allow_missing_flats=opts.allow_missing_flats)
+    rows = proj.shape[1]
+    r0, r1 = opts.rows if opts.rows is not None else (0, rows)
+    if r1 > rows:
+        raise InputError(f"rows={opts.rows} goes past the detector's {rows} rows; use a stop <= {rows}")
+    notes = []
+    cov = coverage_deg(proj.angles_deg)
+    if cov < MIN_COVERAGE_DEG:
+        notes.append(f"the angles cover {cov:.1f} degrees, less than the 180 a parallel-beam FBP needs: "
+                     "expect limited-angle streaks")
+    if opts.drift and proj.flat_drift is None and proj.dark_drift is None:
+        raise InputError("drift=True needs flats or darks taken both before and after the projections (NXtomo "
+                         f"image_key 1/2 at both ends); {proj.source or 'these projections'} has none; drop drift")
+    if opts.paganin is not None and (opts.pixel_size_nm or proj.pixel_size_nm) is None:
+        raise InputError("Paganin phase retrieval needs the pixel size; give pixel_size_nm (--pixel-size)")
+    if opts.center is not None and not 0 <= opts.center <= proj.shape[2] - 1:
+        raise InputError(f"center={opts.center} is outside the detector's columns 0..{proj.shape[2] - 1}")
+    return (r0, r1), notes
+
+
+def reconstruct(proj: Projections, *, options: ReconstructOptions | None = None, progress=None,
+                name: str = "") -> Reconstruction:
+    """Reconstruct ``proj`` slab by slab with the engine (algotom) into a float32 Volume.
+
+    Memory: one slab of projections (``slab_rows`` rows, plus the Paganin margin) and the output volume.
+    ``progress(done_rows, total_rows)`` is called after each slab.
+    """
+    opts = options or ReconstructOptions()
+    engine.engine_modules()
+    (r0, r1), notes = _check_geometry(proj, opts)
+    pixel_nm = opts.pixel_size_nm or proj.pixel_size_nm
+    ratio = opts.paganin.ratio(pixel_nm) if opts.paganin is not None else None
+    t0 = time.perf_counter()
+    center, found = _centre(proj, opts, ratio, (r0, r1))
+    width = proj.shape[2]
+    out = np.empty((r1 - r0, width, width), np.float32 if opts.uint16_range is None else np.uint16)
+    n_clipped = n_range = 0
+    for s in range(r0, r1, opts.slab_rows):
+        e = min(s + opts.slab_rows, r1)
+        sino, n_bad = _slab_attenuation(proj, s, e, opts, ratio)
+        n_clipped += n_bad
+        rec = engine.fbp(sino, center, proj.angles_deg, opts.filter)
+        if opts.uint16_range is None:
+            out[s - r0:e - r0] = rec
+        else:
+            out[s - r0:e - r0], n = to_uint16(rec, opts.uint16_range)
+            n_range += n
+        if progress is not None:
+            progress(e - r0, r1 - r0)
+    if n_clipped:
+        notes.append(f"{n_clipped} transmissions were not finite or <= {opts.min_transmission:g} before -log "
+                     "(dead pixels, flat <= dark, or zero counts); set to that floor")
+    if n_range:
+        notes.append(f"{n_range} voxels were outside uint16_range={list(opts.uint16_range)} and clipped to it")
+    for text in notes:
+        warnings.warn(f"reconstruct: {text}", stacklevel=2)
+    version = engine.engine_version()
+    params = opts.to_dict() | {"center": center, "center_found": found}
+    vs = (pixel_nm,) * 3 if pixel_nm else None
+    meta = VolumeMetadata(name=name, modality="xray", provenance=(
+        f"reconstruct {proj.source} with {version}: {params}",),
+        extra={"reconstruction": {"engine": version, "parameters": params, "n_clipped": n_clipped,
+                                  "n_out_of_range": n_range,
+                                  "coverage_deg": coverage_deg(proj.angles_deg),
+                                  "seconds": round(time.perf_counter() - t0, 3)}})
+    vol = Volume(out, voxel_size_nm=vs, metadata=meta)
+    return Reconstruction(volume=vol, center=center, center_found=found, n_clipped=n_clipped,
+                          coverage_deg=coverage_deg(proj.angles_deg), engine=version, warnings=tuple(notes),
+                          n_out_of_range=n_range)
+
+
+def phase_retrieve(transmission_image: np.ndarray, paganin, pixel_size_nm: float, *,
+                   floor: float = 1e-6) -> np.ndarray:
+    """Paganin retrieval of one flat-corrected projection: ``-log`` of the low-passed transmission (``mu T``)."""
+    t = np.asarray(transmission_image, dtype=np.float32)
+    if t.ndim != 2:
+        raise InputError(f"transmission_image has shape {t.shape}; give one 2D projection (rows, cols)")
+    ratio = paganin.ratio(pixel_size_nm)
+    pad = min(max(paganin_margin(ratio), 16), 256)
+    return -np.log(np.maximum(engine.paganin(t, ratio, pad), floor))
