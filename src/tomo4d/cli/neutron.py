@@ -75,11 +75,18 @@ def neutron():
 @click.option("--min-so-mm", type=float, default=0.0, show_default=True,
               help="Closest the sample can get to the X-ray source, mm.")
 @click.option("--spot-um", type=float, default=0.0, show_default=True, help="X-ray focal spot size, um.")
+@click.option("--beamline", type=click.Choice(["next", "odin"], case_sensitive=False), default=None,
+              help="Nominal geometry of ILL NeXT (neutron + X-ray) or ESS ODIN (neutron); the default when no "
+                   "geometry is given is next. Explicit --ld/--sample-detector-mm or --pixel-um/--so-mm/--sd-mm "
+                   "replace that modality's preset.")
 @json_option
 def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_mm, detector_res_um, pixel_um, so_mm,
-         sd_mm, min_so_mm, spot_um, as_json):
-    """Which resolution a neutron (R = l / (L/D)) and X-ray (R = P / M, M = SD/SO) geometry reaches."""
-    from ..neutron import NeutronSetup, XraySetup, plan_resolution
+         sd_mm, min_so_mm, spot_um, beamline, as_json):
+    """Which resolution a neutron (R = l / (L/D)) and X-ray (R = P / M, M = SD/SO) geometry reaches.
+
+    Without a geometry the nominal NeXT (ILL) set-up is planned (stated in the output).
+    """
+    from ..neutron import NeutronSetup, XraySetup, beamline_setup, plan_resolution
 
     n_given = [v is not None for v in (collimation_ratio, sample_detector_mm)]
     x_given = [v is not None for v in (pixel_um, so_mm, sd_mm)]
@@ -92,13 +99,27 @@ def plan(target_um, collimation_ratio, sample_detector_mm, min_sample_detector_m
                        detector_resolution_um=detector_res_um) if all(n_given) else None)
     xs = (XraySetup(detector_pixel_um=pixel_um, source_sample_distance_mm=so_mm, source_detector_distance_mm=sd_mm,
                     min_source_sample_distance_mm=min_so_mm, source_spot_um=spot_um) if all(x_given) else None)
+    preset = None
+    if beamline is not None or (ns is None and xs is None):
+        preset = (beamline or "next").lower()
+        pn, px = beamline_setup(preset)
+        ns = ns if ns is not None else pn
+        xs = xs if xs is not None else px
     result = plan_resolution(target_um, neutron=ns, xray=xs)
+
+    def payload():
+        d = result.to_dict()
+        d["beamline_preset"] = preset
+        return d
 
     def lines():
         yield f"target resolution: {target_um:g} um"
+        if preset is not None:
+            yield (f"geometry: nominal {preset} preset (tomo4d.neutron.BEAMLINES; give --ld/--sample-detector-mm, "
+                   "--pixel-um/--so-mm/--sd-mm for yours)")
         yield from _table(result.header(), result.table_rows())
 
-    emit(result.to_dict, as_json=as_json, text=lines())
+    emit(payload, as_json=as_json, text=lines())
 
 
 @declare_paths(inputs=("sample", "open_beam", "dark"), outputs=("output",))
@@ -146,22 +167,23 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
 @click.option("--profile", type=click.Choice(["tail", "gaussian"]), default="tail", show_default=True,
               help="Edge broadening: Gaussian with exponential tail (Santisteban/Kropff) or Gaussian only.")
 @click.option("--lattice", type=float, default=None, help="Cubic lattice parameter a, Å (gives the expected edge).")
-@click.option("--hkl", default="1,1,0", show_default=True, help="Plane family h,k,l with --lattice.")
+@click.option("--hkl", default="110", show_default=True,
+              help="Plane family with --lattice: 110, 1,1,0 or '1 1 0' (minus signs: 1-10).")
 @click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str), help="Write a PNG of the fit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --figure.")
 @json_option
 def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite, as_json):
     """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma])."""
-    from ..neutron import cubic_d_spacing, fit_bragg_edge, read_spectrum_csv
+    from ..neutron import cubic_d_spacing, fit_bragg_edge, parse_hkl, read_spectrum_csv
 
     sp = read_spectrum_csv(spectrum)
     win = _pair(window, name="--window") if window else None
     expected = None
     if lattice is not None:
         try:
-            h = tuple(int(v) for v in hkl.split(","))
-        except ValueError:
-            raise InputError(f"--hkl={hkl!r} must be three integers h,k,l") from None
+            h = parse_hkl(hkl)
+        except InputError as exc:
+            raise InputError(f"--hkl: {exc}") from None
         expected = 2 * cubic_d_spacing(lattice, h)
         if guess is None and win is not None and win[0] < expected < win[1]:
             guess = expected

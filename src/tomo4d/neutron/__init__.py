@@ -32,8 +32,8 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "PARAMETER_NAMES": "bragg", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
-    "cubic_d_spacing": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
-    "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
+    "cubic_d_spacing": "bragg", "parse_hkl": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
+    "BEAMLINES": "geometry", "beamline_setup": "geometry", "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
     "XraySetup": "geometry", "neutron_resolution_um": "geometry", "plan_resolution": "geometry",
     "xray_resolution_um": "geometry",
     "IsotopeExchange": "isotopes", "Li6FractionFit": "isotopes", "fit_li6_fraction": "isotopes",

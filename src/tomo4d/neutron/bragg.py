@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ from ._checks import as_sigma, as_spectra, as_wavelength, check_transmission, po
 
 log = logging.getLogger(__name__)
 
-__all__ = ["edge_profile", "bragg_edge_model", "BraggEdgeFit", "fit_bragg_edge", "cubic_d_spacing",
+__all__ = ["edge_profile", "bragg_edge_model", "BraggEdgeFit", "fit_bragg_edge", "cubic_d_spacing", "parse_hkl",
            "lattice_strain", "LatticeStrain", "PARAMETER_NAMES"]
 
 #: Order of the seven model parameters in :attr:`BraggEdgeFit.parameters`.
@@ -236,13 +237,35 @@ class LatticeStrain:
         return self.strain * 1e6
 
 
-def cubic_d_spacing(lattice_parameter_angstrom: float, hkl) -> float:
-    """Plane spacing ``a / sqrt(h^2 + k^2 + l^2)`` of a cubic lattice, Å (e.g. bcc Fe (110): 2.027 Å)."""
-    a = positive_float("lattice_parameter_angstrom", lattice_parameter_angstrom)
+def parse_hkl(hkl) -> tuple[int, int, int]:
+    """Miller indices ``(h, k, l)`` from three integers or a string ``"110"``, ``"1,1,0"``, ``"1 1 0"``, ``"-1 1 0"``.
+
+    The compact form (no separators) takes one digit per index, with an optional minus sign
+    before each (``"1-10"`` is ``(1, -1, 0)``); indices of two digits need separators.
+    """
+    vals = hkl
+    if isinstance(hkl, str):
+        text = hkl.strip().strip("()[]{}").strip()
+        if re.search(r"[\s,;]", text):
+            vals = re.split(r"[\s,;]+", text)
+        elif re.fullmatch(r"(-?\d){3}", text):
+            vals = re.findall(r"-?\d", text)
     try:
-        h, k, l_ = (int(v) for v in hkl)
+        out = tuple(int(v) for v in vals)
+        if isinstance(vals, (str, bytes)) or len(out) != 3:
+            raise ValueError
     except (TypeError, ValueError):
-        raise InputError(f"hkl={show(hkl)} must be three integers, e.g. (1, 1, 0)") from None
+        raise InputError(f"hkl={show(hkl)} must be three integers: (1, 1, 0), '110', '1,1,0' or '1 1 0'") from None
+    return out
+
+
+def cubic_d_spacing(lattice_parameter_angstrom: float, hkl) -> float:
+    """Plane spacing ``a / sqrt(h^2 + k^2 + l^2)`` of a cubic lattice, Å (e.g. bcc Fe (110): 2.027 Å).
+
+    ``hkl``: three integers or a string accepted by :func:`parse_hkl` (``"110"``, ``"1,1,0"``, ``"1 1 0"``).
+    """
+    a = positive_float("lattice_parameter_angstrom", lattice_parameter_angstrom)
+    h, k, l_ = parse_hkl(hkl)
     n = h * h + k * k + l_ * l_
     if n == 0:
         raise InputError("hkl=(0, 0, 0) is not a lattice plane; give e.g. (1, 1, 0)")
