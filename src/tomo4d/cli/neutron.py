@@ -166,13 +166,15 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
 @click.option("--guess", type=float, default=None, help="Start value of the edge position, Å.")
 @click.option("--profile", type=click.Choice(["tail", "gaussian"]), default="tail", show_default=True,
               help="Edge broadening: Gaussian with exponential tail (Santisteban/Kropff) or Gaussian only.")
+@click.option("--position", type=click.Choice(["midpoint", "onset"]), default="midpoint", show_default=True,
+              help="Edge position for d spacing and strain: half height of the edge, or the tail model's onset.")
 @click.option("--lattice", type=float, default=None, help="Cubic lattice parameter a, Å (gives the expected edge).")
 @click.option("--hkl", default="110", show_default=True,
               help="Plane family with --lattice: 110, 1,1,0 or '1 1 0' (minus signs: 1-10).")
 @click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str), help="Write a PNG of the fit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --figure.")
 @json_option
-def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite, as_json):
+def bragg(spectrum, window, guess, profile, position, lattice, hkl, figure_path, overwrite, as_json):
     """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma])."""
     from ..neutron import cubic_d_spacing, fit_bragg_edge, parse_hkl, read_spectrum_csv
 
@@ -188,11 +190,12 @@ def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite
         if guess is None and win is not None and win[0] < expected < win[1]:
             guess = expected
     fit = fit_bragg_edge(sp.wavelength_angstrom, sp.values, sp.sigma, window_angstrom=win, edge_guess_angstrom=guess,
-                         profile=profile)
+                         profile=profile, position=position)
     d = fit.to_dict()
     if expected is not None:
         d["expected_edge_angstrom"] = expected
         d["midpoint_minus_expected_angstrom"] = float(fit.edge_midpoint_angstrom) - expected
+        d["edge_minus_expected_angstrom"] = float(fit.edge_angstrom) - expected
         if fit.ok:
             st = fit.strain(expected / 2)
             d["strain"] = float(st.strain)
@@ -222,19 +225,20 @@ def bragg(spectrum, window, guess, profile, lattice, hkl, figure_path, overwrite
 
 def _bragg_rows(fit, expected, d):
     """Rows (quantity, value, sigma, unit) of a fitted Bragg edge for ``tomo4d neutron bragg``."""
-    rows = [("edge position (onset) lambda_hkl", f"{float(fit.edge_position_angstrom):.5f}",
-             f"{float(fit.edge_position_sigma_angstrom):.5f}", "Å"),
-            ("edge midpoint", f"{float(fit.edge_midpoint_angstrom):.5f}",
-             f"{float(fit.edge_midpoint_sigma_angstrom):.5f}", "Å"),
-            ("d spacing (lambda_hkl / 2)", f"{float(fit.d_spacing_angstrom):.5f}",
-             f"{float(fit.d_spacing_sigma_angstrom):.5f}", "Å"),
-            ("width sigma", f"{float(fit.edge_width_angstrom):.5f}", f"{float(fit.edge_width_sigma_angstrom):.5f}", "Å"),
-            ("tail tau", f"{float(fit.edge_tail_angstrom):.5f}", "", "Å"),
+    f = lambda a: f"{float(a):.5f}"  # noqa: E731
+    rows = [(f"edge position ({fit.position})", f(fit.edge_angstrom), f(fit.edge_sigma_angstrom), "Å"),
+            ("edge onset lambda_hkl (model)", f(fit.edge_position_angstrom), f(fit.edge_position_sigma_angstrom), "Å"),
+            ("edge midpoint (half height)", f(fit.edge_midpoint_angstrom), f(fit.edge_midpoint_sigma_angstrom), "Å"),
+            (f"d spacing ({fit.position} / 2)", f(fit.d_spacing_angstrom), f(fit.d_spacing_sigma_angstrom), "Å"),
+            ("width sigma", f(fit.edge_width_angstrom), f(fit.edge_width_sigma_angstrom), "Å"),
+            ("tail tau", f(fit.edge_tail_angstrom), "", "Å"),
             ("height", f"{float(fit.edge_height):.4f}", f"{float(fit.edge_height_sigma):.4f}", "transmission"),
             ("reduced chi2", f"{float(fit.chi2_reduced):.3f}", "", "")]
     if expected is not None:
         rows.append(("expected edge 2 d_hkl", f"{expected:.5f}", "", "Å"))
-        rows.append(("midpoint - expected", f"{d['midpoint_minus_expected_angstrom']:+.5f}", "", "Å"))
+        rows.append((f"edge ({fit.position}) - expected", f"{d['edge_minus_expected_angstrom']:+.5f}", "", "Å"))
+        if "strain" in d:
+            rows.append(("strain (edge / 2 - d0) / d0", f"{d['strain']:+.2e}", f"{d['strain_sigma']:.1e}", ""))
     return rows
 
 

@@ -109,6 +109,15 @@ def _fit_one(w, t, s, p0, *, free, absolute_sigma, max_nfev, min_significance):
     stage[:4] = False
     solve(stage)  # edge parameters first, the straight lines fixed
     r, idx = solve(free)
+    # sigma and tau trade off on noisy edges: one driven onto its lower bound leaves a singular covariance.
+    # It is then fixed (tau = 0: the Gaussian edge; sigma where it is: a sharp tailed edge) and the rest refitted
+    # (below a tenth of a bin neither is resolved).
+    pinned = [j for j in (5, 6) if free[j] and p[j] < 0.1 * dw]
+    if pinned:
+        free = free.copy()
+        free[pinned] = False
+        p[6] = 0.0 if 6 in pinned else p[6]
+        r, idx = solve(free)
     k = idx.size
     dof = max(w.size - k, 1)
     chi2 = float(np.sum(r.fun ** 2) / dof)

@@ -137,7 +137,8 @@ class BraggEdgeFit:
     Attributes
     ----------
     edge_position_angstrom, edge_position_sigma_angstrom : array
-        Edge position ``lambda_hkl`` and its standard uncertainty, Å.
+        Model parameter ``lambda_hkl`` (the onset of a tailed edge, the centre of a Gaussian one) and its
+        standard uncertainty, Å.  The reported position is :attr:`edge_angstrom` (see ``position``).
     edge_width_angstrom, edge_width_sigma_angstrom : array
         Gaussian broadening ``sigma`` and its uncertainty, Å.
     edge_tail_angstrom : array
@@ -165,6 +166,16 @@ class BraggEdgeFit:
         Number of wavelength bins inside the window.
     profile : str
         ``"tail"`` (Gaussian with exponential tail) or ``"gaussian"``.
+    position : str
+        Which position :attr:`edge_angstrom`, :attr:`d_spacing_angstrom` and :meth:`strain` use:
+        ``"midpoint"`` (default: half height of the broadened edge; independent of how the
+        broadening splits into ``sigma`` and ``tau``, within 0.0014 Å of 2 d110 on the measured iron
+        powder) or ``"onset"`` (the tail model's ``lambda_hkl``, 0.011 Å below 2 d110 there: it equals
+        2 d only if the wavelength scale was calibrated to the moderator pulse's onset).
+
+    Conventions: ``edge_position_angstrom`` is always the model parameter ``lambda_hkl`` (the onset of
+    the Santisteban/Kropff edge; the centre of a ``"gaussian"`` edge) and ``edge_midpoint_angstrom``
+    always the half-height wavelength; with ``profile="gaussian"`` they coincide.
     """
 
     edge_position_angstrom: np.ndarray
@@ -182,21 +193,33 @@ class BraggEdgeFit:
     window_angstrom: tuple[float, float]
     n_points: int
     profile: str = "tail"
+    position: str = "midpoint"
+
+    @property
+    def edge_angstrom(self) -> np.ndarray:
+        """The reported edge position ``2 d_hkl`` under :attr:`position` (midpoint or onset), Å."""
+        return self.edge_midpoint_angstrom if self.position == "midpoint" else self.edge_position_angstrom
+
+    @property
+    def edge_sigma_angstrom(self) -> np.ndarray:
+        """Standard uncertainty of :attr:`edge_angstrom`, Å."""
+        return (self.edge_midpoint_sigma_angstrom if self.position == "midpoint"
+                else self.edge_position_sigma_angstrom)
 
     @property
     def d_spacing_angstrom(self) -> np.ndarray:
-        """Lattice spacing ``d_hkl = lambda_hkl / 2``, Å (Bragg's law at 2 theta = 180 deg)."""
-        return self.edge_position_angstrom / 2.0
+        """Lattice spacing ``d_hkl = edge / 2`` (:attr:`edge_angstrom`), Å (Bragg's law at 2 theta = 180 deg)."""
+        return self.edge_angstrom / 2.0
 
     @property
     def d_spacing_sigma_angstrom(self) -> np.ndarray:
         """Uncertainty of :attr:`d_spacing_angstrom`, Å."""
-        return self.edge_position_sigma_angstrom / 2.0
+        return self.edge_sigma_angstrom / 2.0
 
     def strain(self, d0_angstrom: float) -> LatticeStrain:
-        """Lattice strain ``(d - d0) / d0`` against the unstrained spacing ``d0_angstrom`` (Å)."""
-        return lattice_strain(self.edge_position_angstrom, d0_angstrom=d0_angstrom,
-                              edge_sigma_angstrom=self.edge_position_sigma_angstrom, ok=self.ok)
+        """Lattice strain ``(d - d0) / d0`` of :attr:`edge_angstrom` against the unstrained spacing ``d0_angstrom``."""
+        return lattice_strain(self.edge_angstrom, d0_angstrom=d0_angstrom, edge_sigma_angstrom=self.edge_sigma_angstrom,
+                              ok=self.ok)
 
     def model(self, wavelength_angstrom, index=()) -> np.ndarray:
         """The fitted transmission of spectrum ``index`` at ``wavelength_angstrom`` (NaN if not ok)."""
@@ -212,6 +235,9 @@ class BraggEdgeFit:
             "edge_width_sigma_angstrom", "edge_tail_angstrom", "edge_midpoint_angstrom",
             "edge_midpoint_sigma_angstrom", "edge_height", "edge_height_sigma",
             "chi2_reduced", "ok")}
+        d["position"] = self.position
+        d["edge_angstrom"] = np.asarray(self.edge_angstrom).tolist()
+        d["edge_sigma_angstrom"] = np.asarray(self.edge_sigma_angstrom).tolist()
         d["d_spacing_angstrom"] = np.asarray(self.d_spacing_angstrom).tolist()
         d["d_spacing_sigma_angstrom"] = np.asarray(self.d_spacing_sigma_angstrom).tolist()
         d["parameters"] = np.asarray(self.parameters).tolist()
@@ -299,8 +325,8 @@ def lattice_strain(edge_position_angstrom, *, d0_angstrom: float, edge_sigma_ang
 
 
 def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angstrom=None,
-                   edge_guess_angstrom: float | None = None, profile: str = "tail", initial_parameters=None,
-                   min_significance: float = 3.0, max_nfev: int = 400) -> BraggEdgeFit:
+                   edge_guess_angstrom: float | None = None, profile: str = "tail", position: str = "midpoint",
+                   initial_parameters=None, min_significance: float = 3.0, max_nfev: int = 400) -> BraggEdgeFit:
     """Fit one Bragg edge in each transmission spectrum.
 
     Parameters
@@ -325,6 +351,12 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
         wavelengths (Santisteban et al. 2001; the pulse shape of Kropff et al. 1982),
         seven parameters.  ``"gaussian"``: symmetric error-function edge (``tau = 0``),
         six parameters; its edge position equals the midpoint.
+    position : {"midpoint", "onset"}
+        The edge position that :attr:`BraggEdgeFit.edge_angstrom`, ``d_spacing_angstrom`` and
+        ``strain`` use (both are always reported; see :class:`BraggEdgeFit`).  ``"midpoint"``: where
+        the broadened edge reaches half its height, the convention of erf/derivative edge finders
+        and unbiased for a symmetric instrument response or a wavelength scale calibrated on the
+        same convention.  ``"onset"``: the tail model's ``lambda_hkl``.
     initial_parameters : (7,) array, optional
         Start values of all parameters (order :data:`PARAMETER_NAMES`), e.g. from a fit of
         the summed spectrum; overrides the automatic guesses.
@@ -383,6 +415,7 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
     positive_float("min_significance", min_significance, allow_zero=True)
 
     check_choice("profile", profile, ("tail", "gaussian"))
+    check_choice("position", position, ("midpoint", "onset"))
     free = np.ones(7, bool)
     free[6] = profile == "tail"
 
@@ -439,5 +472,6 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
     return BraggEdgeFit(
         edge_position_angstrom=rs(P[:, 4]), edge_position_sigma_angstrom=rs(E[:, 4]),
         edge_width_angstrom=rs(P[:, 5]), edge_width_sigma_angstrom=rs(E[:, 5]), edge_tail_angstrom=rs(P[:, 6]),
-        edge_midpoint_angstrom=rs(MID), edge_midpoint_sigma_angstrom=rs(MIDS), edge_height=rs(H), edge_height_sigma=rs(HS), parameters=rs(P), chi2_reduced=rs(C), ok=rs(OK),
-        window_angstrom=(lo, hi), n_points=n, profile=profile)
+        edge_midpoint_angstrom=rs(MID), edge_midpoint_sigma_angstrom=rs(MIDS), edge_height=rs(H),
+        edge_height_sigma=rs(HS), parameters=rs(P), chi2_reduced=rs(C), ok=rs(OK),
+        window_angstrom=(lo, hi), n_points=n, profile=profile, position=position)
