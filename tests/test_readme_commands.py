@@ -109,6 +109,31 @@ def _li_spectrum(ws: Path):
     (ws / "spectrum.csv").write_text("wl,mu,err\n" + "\n".join(f"{a:.5f},{b:.6f},{e:.6f}" for a, b, e in zip(w, mu, s)))
 
 
+def _raw_counts(ws: Path):
+    """counts.csv / ob.csv: raw ToF counts (L = 9 m, 10 us bins) of the iron powder and the open beam.
+
+    With ../shared/data: the measured open beam and Poisson counts of the measured iron transmission;
+    else a synthetic open beam and Fe (110) edge."""
+    from tomo4d.neutron import bragg_edge_model, read_spectrum_csv, tof_bin_wavelengths
+
+    rng = np.random.default_rng(3)
+    ob_real = REAL_IRON.parent / "openbeam_tof_counts.csv"
+    if REAL_IRON.is_file() and ob_real.is_file():
+        ob = np.genfromtxt(ob_real, delimiter=",", skip_header=1)[:, 2]
+        wl = tof_bin_wavelengths(ob.size, flight_path_m=9.0, bin_width_us=10.0)
+        fe = read_spectrum_csv(REAL_IRON)
+        t = np.interp(wl, fe.wavelength_angstrom, fe.values, left=np.nan)
+    else:
+        wl = tof_bin_wavelengths(2400, flight_path_m=9.0, bin_width_us=10.0)
+        ob = 1e5 * np.exp(-0.5 * ((wl - 3.0) / 1.5) ** 2) + 100
+        t = bragg_edge_model(wl, edge_angstrom=4.0538, width_angstrom=0.008, tail_angstrom=0.015, a0=0.9,
+                             b0_per_angstrom=0.02, a_hkl=0.3, b_hkl_per_angstrom=0.01)
+    keep = np.flatnonzero(np.isfinite(t))
+    counts = rng.poisson(ob[keep] * t[keep])
+    (ws / "counts.csv").write_text(",stack,counts\n" + "".join(f"{k + 1},{k + 1},{c}\n" for k, c in zip(keep, counts)))
+    (ws / "ob.csv").write_text(",stack,counts\n" + "".join(f"{k + 1},{k + 1},{ob[k]:.0f}\n" for k in keep))
+
+
 def _phantom(ws: Path) -> Path:
     """The README's own phantom command (run once: by the first command needing its volumes, or by itself)."""
     exp = ws / "exp"
@@ -180,6 +205,7 @@ def _scans(ws: Path, name: str):
 
 MAKERS = {
     "iron.csv": lambda ws, n: _iron(ws), "spectrum.csv": lambda ws, n: _li_spectrum(ws),
+    "counts.csv": lambda ws, n: _raw_counts(ws), "ob.csv": lambda ws, n: _raw_counts(ws),
     "scan.tif": _copy("hq.tif"), "scan.h5": _scan_h5, "slices/": _slices, "scan.vol": _vol,
     "hq.tif": _copy("hq.tif"), "lq.tif": _copy("lq.tif"), "lq_up.tif": _copy("lq.tif"), "indi.tif": _blurred,
     "T0.tif": _copy("series_hq/T0.tif"), "T1.tif": _copy("series_hq/T1.tif"), "T3.tif": _copy("series_hq/T3.tif"),
@@ -189,7 +215,7 @@ MAKERS = {
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",
             "T1_indi.tif", "seg_model/", "T1_labels.tif", "T1_particles.tif", "edges.png", "experiment.yaml",
-            "scan.ome.zarr", "out_dir", "OUT"}
+            "scan.ome.zarr", "out_dir", "OUT", "trans.csv"}
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +257,8 @@ def test_readme_command_runs_as_written(cmd, workspace, monkeypatch, capsys):
     assert rc == 0, f"{cmd}\n{cap.err[-2000:]}"
     if cmd.startswith("tomo4d neutron bragg"):
         assert "midpoint" in cap.out and "NOT ok" not in cap.out, cap.out
+        edge = next(ln for ln in cap.out.splitlines() if ln.startswith("edge (midpoint) - expected"))
+        assert abs(float(edge.split()[4])) < 0.002, edge  # Fe(110): 2 d110 = 4.0538 Å
     if cmd.startswith("tomo4d neutron plan"):
         assert "neutron" in cap.out and "preset" in cap.out, cap.out
 
