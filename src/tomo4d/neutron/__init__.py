@@ -16,7 +16,8 @@ raw time of flight     :func:`tof_bin_wavelengths`, :func:`read_tof_counts_csv`,
                        (Poisson errors, bad open-beam bins masked), :func:`overlap_correction`,
                        :func:`histogram_events` (NeXus NXevent_data -> ToF stack)
 isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
-Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`
+Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`,
+                       :func:`fit_bragg_edge_map` (vectorised per-pixel maps, shared broadening)
 joint X-ray/neutron    :func:`align_modalities`, :func:`bin_to_grid`, :func:`joint_histogram`,
                        :func:`segment_joint_phases` (:meth:`JointPhases.to_columns`)
 figures                :mod:`tomo4d.neutron.plot`
@@ -34,7 +35,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "PARAMETER_NAMES": "bragg", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
+    "PARAMETER_NAMES": "bragg", "fit_bragg_edge_map": "bragg_map", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
     "cubic_d_spacing": "bragg", "parse_hkl": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
     "BEAMLINES": "geometry", "beamline_setup": "geometry", "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
     "XraySetup": "geometry", "neutron_resolution_um": "geometry", "plan_resolution": "geometry",
