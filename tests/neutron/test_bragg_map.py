@@ -70,3 +70,12 @@ def test_map_bad_input():
         fit_bragg_edge_map(W, t, sig, window_angstrom=(3.7, 4.4), chunk=0)
     with pytest.raises(InputError, match="window_angstrom"):
         fit_bragg_edge_map(W, t, sig, window_angstrom=4.0)
+
+
+def test_threads_give_the_same_map():
+    rng = np.random.default_rng(4)
+    t, sig, _, _ = _strain_map(rng, ny=8, nx=8)
+    one = fit_bragg_edge_map(W, t, sig, window_angstrom=(3.7, 4.4), chunk=16)
+    two = fit_bragg_edge_map(W, t, sig, window_angstrom=(3.7, 4.4), chunk=16, workers=2)
+    assert np.array_equal(one.ok, two.ok)
+    assert np.array_equal(one.edge_angstrom[one.ok], two.edge_angstrom[two.ok])

@@ -134,7 +134,8 @@ def _aligned_reference(w, T, S, q, *, profile, position, min_significance, iters
 
 def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_angstrom,
                        edge_guess_angstrom: float | None = None, profile: str = "tail", position: str = "midpoint",
-                       min_significance: float = 3.0, chunk: int = 4096, max_iterations: int = 40) -> BraggEdgeFit:
+                       min_significance: float = 3.0, chunk: int = 4096, max_iterations: int = 40,
+                       workers: int = 1) -> BraggEdgeFit:
     """Fit one Bragg edge in every spectrum of a map at once; width and tail shared (the instrument's).
 
     Parameters
@@ -154,6 +155,9 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         Spectra per batch (memory ~ 100 x chunk x n bytes).
     max_iterations : int
         Levenberg-Marquardt iterations per batch.
+    workers : int
+        Threads fitting batches in parallel (numpy and scipy.special release the GIL); results do not
+        depend on it.
 
     Returns
     -------
@@ -171,6 +175,8 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         raise InputError(f"window_angstrom={show(window_angstrom)} must be two wavelengths (lo, hi) in Å") from None
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise InputError(f"chunk={show(chunk)} must be an integer >= 1")
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"workers={show(workers)} must be an integer >= 1")
     positive_float("min_significance", min_significance, allow_zero=True)
     sel = (w_all >= lo) & (w_all <= hi)
     w = w_all[sel]
@@ -198,9 +204,10 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
     P = np.full((m, 5), np.nan)
     E = np.full((m, 5), np.nan)
     C = np.full(m, np.nan)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        for a in range(0, m, int(chunk)):
-            b = min(a + int(chunk), m)
+
+    def run(a):
+        b = min(a + int(chunk), m)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             Sc = S[a:b] if absolute else np.ones((b - a, n))
             p0 = np.repeat(q[None, :5], b - a, axis=0)
             p, cov, cost = _lm_chunk(w, T[a:b], Sc, p0, s_w, t_w, float(w[0]), float(w[-1]), max_iterations)
@@ -209,6 +216,17 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
             P[a:b], C[a:b] = p, chi2
             E[a:b] = np.sqrt(np.clip(np.einsum("mkk->mk", cov), 0, None) * scale[:, None])
             E[a:b][~np.all(np.isfinite(cov), axis=(1, 2))] = np.nan
+
+    starts = range(0, m, int(chunk))
+    if workers > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+            list(pool.map(run, starts))
+    else:
+        for a in starts:
+            run(a)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         a0, b0, ah, bh, e = P.T
         outer = np.exp(-(a0 + b0 * e))
         inner = np.exp(-(ah + bh * e))
