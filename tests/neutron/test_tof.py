@@ -185,3 +185,24 @@ def test_cli_raw_counts_normalize_and_bragg(tmp_path, capsys):
                "9", "--bin-width", "10", "--window", "4.5,5.0", "--json"])
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and d["ok"] is False and np.isnan(d["edge_angstrom"])
+
+
+def test_cli_normalize_tof_stack_folders(tmp_path, capsys):
+    """Histogrammed ToF stacks as folders of one TIFF per bin; dead open-beam pixels masked and counted."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    for name, n in (("s", 12), ("o", 12), ("o_short", 11)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            img = rng.poisson(50 if name == "s" else 100, (6, 7)).astype(np.float32)
+            if name == "o":
+                img[0, 0] = 0
+            tifffile.imwrite(tmp_path / name / f"tof_{i:05d}.tif", img)
+    rc = main(["neutron", "normalize", str(tmp_path / "s"), str(tmp_path / "o"), str(tmp_path / "t.tif")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "12 of 504 pixels: masked" in err, err
+    t = tifffile.imread(tmp_path / "t.tif")
+    assert t.shape == (12, 6, 7) and np.isnan(t[:, 0, 0]).all() and abs(np.nanmean(t) - 0.5) < 0.02
+    rc = main(["neutron", "normalize", str(tmp_path / "s"), str(tmp_path / "o_short"), str(tmp_path / "t2.tif")])
+    assert rc == 2 and "12 images (ToF bins) but OPEN_BEAM 11" in capsys.readouterr().err
