@@ -206,3 +206,29 @@ def test_cli_normalize_tof_stack_folders(tmp_path, capsys):
     assert t.shape == (12, 6, 7) and np.isnan(t[:, 0, 0]).all() and abs(np.nanmean(t) - 0.5) < 0.02
     rc = main(["neutron", "normalize", str(tmp_path / "s"), str(tmp_path / "o_short"), str(tmp_path / "t2.tif")])
     assert rc == 2 and "12 images (ToF bins) but OPEN_BEAM 11" in capsys.readouterr().err
+
+
+def test_cli_isotopes_from_raw_counts(tmp_path, capsys):
+    from tomo4d.neutron import (
+        li_attenuation_per_cm,
+        li_concentration_from_composition,
+        non_lithium_attenuation_per_cm,
+    )
+
+    rng = np.random.default_rng(5)
+    k = np.arange(1, 1201)
+    wl = tof_bin_wavelengths(k, flight_path_m=9.0, bin_width_us=10.0)
+    c = li_concentration_from_composition("Li7La3Zr2O12", density_g_per_cm3=5.1)
+    mu = li_attenuation_per_cm(wl, li_concentration_mol_per_cm3=c, li6_fraction=0.30) + \
+        non_lithium_attenuation_per_cm("Li7La3Zr2O12", density_g_per_cm3=5.1, wavelength_angstrom=wl)
+    ob = rng.poisson(5e4, k.size).astype(float)
+    _write_counts(tmp_path / "s.csv", rng.poisson(5e4 * np.exp(-mu * 0.05)))
+    _write_counts(tmp_path / "o.csv", ob)
+    rc = main(["neutron", "isotopes", str(tmp_path / "s.csv"), "--open-beam", str(tmp_path / "o.csv"),
+               "--flight-path", "9", "--bin-width", "10", "--thickness-cm", "0.05", "--composition", "Li7La3Zr2O12",
+               "--density", "5.1", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["ok"] and abs(d["li6_fraction"] - 0.30) < 3 * d["li6_fraction_sigma"] + 0.005, d
+    rc = main(["neutron", "isotopes", str(tmp_path / "s.csv"), "--open-beam", str(tmp_path / "o.csv"),
+               "--flight-path", "9", "--bin-width", "10", "--composition", "Li", "--density", "0.534"])
+    assert rc == 2 and "--thickness-cm" in capsys.readouterr().err
