@@ -149,6 +149,19 @@ def _copy(src: str):
     return make
 
 
+#: The enhancement/segmentation inputs are the phantom's central 64^3 (the InDI commands cost minutes per
+#: 100^3 volume on 2 CPU cores); registration, DVC and conversions use the whole 96^3 volumes.
+CROP = (slice(16, 80),) * 3
+
+
+def _crop(src: str):
+    def make(ws: Path, name: str):
+        import tifffile
+
+        tifffile.imwrite(ws / name, _tif(ws, src)[CROP])
+    return make
+
+
 def _tif(ws: Path, name: str):
     import tifffile
 
@@ -181,13 +194,13 @@ def _blurred(ws: Path, name: str):
     import tifffile
     from scipy.ndimage import gaussian_filter
 
-    tifffile.imwrite(ws / name, gaussian_filter(_tif(ws, "hq.tif"), 1.0).astype(np.float32))
+    tifffile.imwrite(ws / name, gaussian_filter(_tif(ws, "hq.tif")[CROP], 1.0).astype(np.float32))
 
 
 def _scribbles(ws: Path, name: str):
     import tifffile
 
-    lab = _tif(ws, "truth/labels_hq_T0.tif")
+    lab = _tif(ws, "truth/labels_hq_T0.tif")[CROP]
     keep = np.zeros(lab.shape, bool)
     keep[::8, ::3, ::3] = True
     tifffile.imwrite(ws / name, np.where(keep, lab, 0).astype(np.uint8))
@@ -207,10 +220,10 @@ MAKERS = {
     "iron.csv": lambda ws, n: _iron(ws), "spectrum.csv": lambda ws, n: _li_spectrum(ws),
     "counts.csv": lambda ws, n: _raw_counts(ws), "ob.csv": lambda ws, n: _raw_counts(ws),
     "scan.tif": _copy("hq.tif"), "scan.h5": _scan_h5, "slices/": _slices, "scan.vol": _vol,
-    "hq.tif": _copy("hq.tif"), "lq.tif": _copy("lq.tif"), "lq_up.tif": _copy("lq.tif"), "indi.tif": _blurred,
+    "hq.tif": _crop("hq.tif"), "lq.tif": _crop("lq.tif"), "lq_up.tif": _crop("lq.tif"), "indi.tif": _blurred,
     "T0.tif": _copy("series_hq/T0.tif"), "T1.tif": _copy("series_hq/T1.tif"), "T3.tif": _copy("series_hq/T3.tif"),
-    "T0_repeat.tif": _copy("repeat_hq.tif"), "T1_lq.tif": _copy("series/T1.tif"),
-    "scribbles.tif": _scribbles, "truth_labels.tif": _copy("truth/labels_lq_T1.tif"), "scans/": _scans,
+    "T0_repeat.tif": _copy("repeat_hq.tif"), "T1_lq.tif": _crop("series/T1.tif"),
+    "scribbles.tif": _scribbles, "truth_labels.tif": _crop("truth/labels_lq_T1.tif"), "scans/": _scans,
 }
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",

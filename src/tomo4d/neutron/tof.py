@@ -336,6 +336,9 @@ def raw_transmission_spectrum(sample_csv, open_beam_csv, *, flight_path_m: float
     warns += list(tr.warnings)
     lo, hi = WAVELENGTH_RANGE_ANGSTROM
     keep = tr.valid & (wl >= lo) & (wl <= hi) & (tr.transmission >= 0)
+    n_neg = int(np.count_nonzero(tr.valid & (tr.transmission < 0)))
+    if n_neg:
+        warns.append(f"sample minus dark < 0 in {n_neg} of {wl.size} bins: dropped")
     if keep.sum() < 2:
         raise InputError(f"no usable ToF bins: {int(tr.n_masked)} masked open-beam bins, wavelengths "
                          f"{wl.min():.4g}..{wl.max():.4g} Å; check the files, --flight-path and --bin-width")
