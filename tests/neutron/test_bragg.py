@@ -99,14 +99,21 @@ def test_iron_powder_110_edge_matches_the_lattice_parameter(real_file):
     spec = read_spectrum_csv(real_file("iron_powder_transmission.csv"))
     expected = 2 * cubic_d_spacing(FE_A, "110")
     assert expected == pytest.approx(4.0538, abs=1e-4)
-    fit = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=(3.8, 4.4))
+    fit = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=(3.8, 4.4),
+                         baseline="quadratic")
     assert bool(fit.ok)
     mid, mid_sig = float(fit.edge_midpoint_angstrom), float(fit.edge_midpoint_sigma_angstrom)
     assert float(fit.edge_angstrom) == mid
-    assert abs(mid - expected) < 0.002, (mid, expected)  # measured +0.0014 Å
-    assert 0 < mid_sig < 0.002
-    # strain of the unstrained powder: +3.4e-4 measured (the issue asks for 3e-4: not met, see RESULTS.md)
-    assert abs(float(fit.strain(expected / 2).strain)) < 4e-4
+    assert abs(mid - expected) < 0.002, (mid, expected)  # measured +0.0006 +- 0.0006 Å (quadratic baselines)
+    assert 0 < mid_sig < 0.002 and abs(mid - expected) < 1.5 * mid_sig  # bias below its uncertainty
+    # strain of the unstrained powder within 3e-4 (issue 21): +1.5e-4 measured, -0.7e-4..+2.2e-4 over windows
+    for window in ((3.8, 4.4), (3.9, 4.25), (3.7, 4.5), (3.6, 4.6)):
+        f = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=window,
+                           baseline="quadratic")
+        assert abs(float(f.strain(expected / 2).strain)) < 3e-4, window
+    # straight baselines (the default): +0.0014 Å (strain +3.4e-4), drifting with the window
+    lin = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=(3.8, 4.4))
+    assert 0.001 < float(lin.edge_angstrom) - expected < 0.002
     # the onset is 0.011 Å low: the strain through it would read -2.8e-3
     assert float(fit.edge_position_angstrom) - expected < -0.008
     # the onset (lambda_hkl of the tail model) lies ~0.7 tau below the midpoint
@@ -119,13 +126,15 @@ def test_iron_powder_110_edge_matches_the_lattice_parameter(real_file):
     assert abs(float(g.edge_position_angstrom) - mid) < 3 * (mid_sig + float(g.edge_position_sigma_angstrom))
 
 
-@pytest.mark.parametrize("hkl,window", [("200", (2.7, 3.05)), ("211", (2.2, 2.5))])
-def test_iron_powder_200_and_211_edges_are_found(real_file, hkl, window):
+@pytest.mark.parametrize("hkl,window", [("200", (2.6, 3.1)), ("211", (2.15, 2.55))])
+@pytest.mark.parametrize("baseline", ["quadratic", "linear"])
+def test_iron_powder_200_and_211_edges_are_found(real_file, hkl, window, baseline):
     spec = read_spectrum_csv(real_file("iron_powder_transmission.csv"))
     expected = 2 * cubic_d_spacing(FE_A, hkl)
-    fit = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=window)
-    assert bool(fit.ok) and float(fit.edge_height) > 5 * float(fit.edge_height_sigma)
-    assert abs(float(fit.edge_angstrom) - expected) < 0.008  # measured +0.004 (200), +0.006 (211)
+    fit = fit_bragg_edge(spec.wavelength_angstrom, spec.values, spec.sigma, window_angstrom=window, baseline=baseline)
+    # weak edges: curved baselines cost significance (height 6.9 (200) and 8.4 (211) sigma; linear 18 and 27)
+    assert bool(fit.ok) and float(fit.edge_height) > (6 if baseline == "quadratic" else 15) * float(fit.edge_height_sigma)
+    assert abs(float(fit.edge_angstrom) - expected) < 0.008  # measured +0.004 to +0.005 (200), +0.006 (211)
 
 
 def test_strain_map_of_macro_pixels_with_failed_fits_flagged():

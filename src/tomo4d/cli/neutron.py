@@ -266,6 +266,8 @@ def _normalize_spectrum(sample, open_beam, output, raw, sample_dose, ob_dose, th
 @click.option("--guess", type=float, default=None, help="Start value of the edge position, Å.")
 @click.option("--profile", type=click.Choice(["tail", "gaussian"]), default="tail", show_default=True,
               help="Edge broadening: Gaussian with exponential tail (Santisteban/Kropff) or Gaussian only.")
+@click.option("--baseline", type=click.Choice(["linear", "quadratic"]), default="linear", show_default=True,
+              help="Exponents of T above/below the edge: straight lines, or curved (windows wider than ~0.4 Å).")
 @click.option("--position", type=click.Choice(["midpoint", "onset"]), default="midpoint", show_default=True,
               help="Edge position for d spacing and strain: half height of the edge, or the tail model's onset.")
 @click.option("--lattice", type=float, default=None, help="Cubic lattice parameter a, Å (gives the expected edge).")
@@ -274,8 +276,8 @@ def _normalize_spectrum(sample, open_beam, output, raw, sample_dose, ob_dose, th
 @click.option("--figure", "figure_path", default=None, type=click.Path(path_type=str), help="Write a PNG of the fit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --figure.")
 @json_option
-def bragg(spectrum, open_beam, flight_path, bin_width, delay_us, overlap_triggers, window, guess, profile, position,
-          lattice, hkl, figure_path, overwrite, as_json):
+def bragg(spectrum, open_beam, flight_path, bin_width, delay_us, overlap_triggers, window, guess, profile, baseline,
+          position, lattice, hkl, figure_path, overwrite, as_json):
     """Fit a Bragg edge in a transmission SPECTRUM (CSV: wavelength Å, transmission[, sigma]).
 
     With --open-beam, SPECTRUM holds raw sample counts per ToF bin (stack/bin, counts), normalised by the
@@ -296,7 +298,7 @@ def bragg(spectrum, open_beam, flight_path, bin_width, delay_us, overlap_trigger
         if guess is None and win is not None and win[0] < expected < win[1]:
             guess = expected
     fit = fit_bragg_edge(sp.wavelength_angstrom, sp.values, sp.sigma, window_angstrom=win, edge_guess_angstrom=guess,
-                         profile=profile, position=position)
+                         profile=profile, position=position, baseline=baseline)
     d = fit.to_dict()
     d["warnings"] = list(warns)
     if expected is not None:

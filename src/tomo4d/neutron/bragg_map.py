@@ -239,7 +239,7 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
     if n_bad:
         log.info("Bragg-edge map: %d of %d spectra not ok (flagged)", n_bad, m)
     nan = np.nan
-    full = np.concatenate([P, np.tile([s_w, t_w], (m, 1))], axis=1)
+    full = np.concatenate([P, np.tile([s_w, t_w, 0.0, 0.0], (m, 1))], axis=1)
     full[~ok] = nan
     rs = lambda v: np.where(ok, v, nan).reshape(batch)  # noqa: E731
     return BraggEdgeFit(
@@ -247,5 +247,5 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         edge_width_angstrom=rs(np.full(m, s_w)), edge_width_sigma_angstrom=np.full(batch, nan),
         edge_tail_angstrom=rs(np.full(m, t_w)), edge_midpoint_angstrom=rs(e + mid_offset),
         edge_midpoint_sigma_angstrom=rs(E[:, 4]), edge_height=rs(height), edge_height_sigma=rs(h_sig),
-        parameters=full.reshape(batch + (7,)), chi2_reduced=C.reshape(batch), ok=ok.reshape(batch),
+        parameters=full.reshape(batch + (9,)), chi2_reduced=C.reshape(batch), ok=ok.reshape(batch),
         window_angstrom=(float(w[0]), float(w[-1])), n_points=n, profile=profile, position=position)
