@@ -54,8 +54,10 @@ BASE = {
     ("report",): ["{out:out_dir}"],
     ("init",): ["{in:scans}", "-o", "{out:output}"],
     ("neutron", "normalize"): ["{in:sample}", "{in:open_beam}", "{out:output}", "--dark", "{in:dark}"],
-    ("neutron", "bragg"): ["{in:spectrum}", "--figure", "{out:figure_path}"],
-    ("neutron", "isotopes"): ["{in:spectrum}", "--composition", "Li", "--density", "0.534"],
+    ("neutron", "bragg"): ["{in:spectrum}", "--open-beam", "{in:open_beam}", "--flight-path", "9", "--bin-width", "10",
+                           "--figure", "{out:figure_path}"],
+    ("neutron", "isotopes"): ["{in:spectrum}", "--open-beam", "{in:open_beam}", "--flight-path", "9", "--bin-width",
+                              "10", "--thickness-cm", "0.1", "--composition", "Li", "--density", "0.534"],
     ("neutron", "lithium"): ["{in:mu_volume}", "{out:output}", "--labels", "{in:labels_path}", "--sigma-output",
                              "{out:sigma_output}"],
 }

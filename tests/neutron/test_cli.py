@@ -90,8 +90,44 @@ def test_normalize_and_lithium(capsys, tmp_path):
     assert np.allclose(got[0], np.log(2), atol=1e-5) and np.allclose(got[1], np.log(4), atol=1e-5)
 
 
+def test_plan_without_geometry_uses_the_stated_beamline_preset(capsys):
+    from tomo4d.neutron import BEAMLINES, NeutronSetup, neutron_resolution_um
+
+    rc, out, err = _run(capsys, ["plan", "--target-um", "5"])
+    assert rc == 0, err
+    assert "nominal next preset" in out and "neutron" in out and "x-ray" in out
+    rc, out, err = _run(capsys, ["plan", "--target-um", "5", "--beamline", "odin", "--json"])
+    d = json.loads(out)
+    assert rc == 0 and d["beamline_preset"] == "odin" and d["xray"] is None
+    g = NeutronSetup(**BEAMLINES["odin"][0])
+    assert d["neutron"]["current_resolution_um"] == pytest.approx(neutron_resolution_um(
+        sample_detector_distance_mm=g.sample_detector_distance_mm, collimation_ratio=g.collimation_ratio,
+        detector_resolution_um=g.detector_resolution_um))
+    # an explicit neutron geometry replaces the preset's neutron part only
+    rc, out, _ = _run(capsys, ["plan", "--target-um", "50", "--beamline", "next", "--ld", "500",
+                               "--sample-detector-mm", "10", "--json"])
+    d = json.loads(out)
+    assert d["neutron"]["current_resolution_um"] == pytest.approx(20.0) and d["xray"] is not None
+
+
+@pytest.mark.parametrize("hkl", ["110", "1,1,0", "1 1 0", "(1, 1, 0)"])
+def test_bragg_hkl_forms(capsys, tmp_path, hkl):
+    from tomo4d.neutron import bragg_edge_model
+
+    w = np.linspace(3.6, 4.5, 300)
+    t = bragg_edge_model(w, edge_angstrom=4.0538, width_angstrom=0.01, tail_angstrom=0.01, a0=0.5,
+                         b0_per_angstrom=0.02, a_hkl=0.3, b_hkl_per_angstrom=0.01)
+    p = tmp_path / "s.csv"
+    p.write_text("wl,trans,err\n" + "\n".join(f"{a},{b},0.002" for a, b in zip(w, t)))
+    rc, out, err = _run(capsys, ["bragg", str(p), "--window", "3.8,4.4", "--lattice", "2.8665", "--hkl", hkl,
+                                 "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["expected_edge_angstrom"] == pytest.approx(4.0538, abs=1e-4)
+    rc, _, err = _run(capsys, ["bragg", str(p), "--lattice", "2.8665", "--hkl", "11"])
+    assert rc == 2 and "--hkl" in err and "three integers" in err
+
+
 @pytest.mark.parametrize("args,match", [
-    (["plan", "--target-um", "5"], "needs a geometry"),
     (["plan", "--target-um", "5", "--pixel-um", "50"], "--so-mm"),
     (["bragg", "missing.csv"], "does not exist"),
     (["bragg", "__REV__"], "not strictly increasing"),

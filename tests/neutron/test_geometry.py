@@ -83,3 +83,17 @@ def test_neutron_sample_close_to_detector_and_collimation():
 def test_bad_geometry(make):
     with pytest.raises(InputError):
         make()
+
+
+def test_beamline_presets_and_spot_binding_at_the_largest_magnification():
+    from tomo4d.errors import InputError
+    from tomo4d.neutron import beamline_setup
+
+    n, x = beamline_setup("NeXT")
+    assert isinstance(n, NeutronSetup) and isinstance(x, XraySetup)
+    assert beamline_setup("odin")[1] is None
+    with pytest.raises(InputError, match="next, odin"):
+        beamline_setup("sans2d")
+    # 127 um pixel, 5 um spot, M at most 60: the penumbra (4.9 um) outweighs the pixel (2.1 um)
+    plan = plan_resolution(5.0, xray=x)
+    assert not plan.xray.reachable and plan.xray.binding_constraint == "source spot"

@@ -12,8 +12,12 @@ lithium                :func:`calibrate_lithium`, :func:`theoretical_lithium_cal
                        :func:`attenuation_from_phases` (Li-free matrix map from an X-ray phase map)
 wavelength-resolved    :func:`tof_to_wavelength`, :func:`rebin_spectra`, :func:`region_spectra`,
                        :func:`macro_pixel_spectra`, :func:`read_spectrum_csv`
+raw time of flight     :func:`tof_bin_wavelengths`, :func:`read_tof_counts_csv`, :func:`normalize_tof_counts`
+                       (Poisson errors, bad open-beam bins masked), :func:`overlap_correction`,
+                       :func:`histogram_events` (NeXus NXevent_data -> ToF stack)
 isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
-Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`
+Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`,
+                       :func:`fit_bragg_edge_map` (vectorised per-pixel maps, shared broadening)
 joint X-ray/neutron    :func:`align_modalities`, :func:`bin_to_grid`, :func:`joint_histogram`,
                        :func:`segment_joint_phases` (:meth:`JointPhases.to_columns`)
 figures                :mod:`tomo4d.neutron.plot`
@@ -31,9 +35,9 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "PARAMETER_NAMES": "bragg", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
-    "cubic_d_spacing": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
-    "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
+    "PARAMETER_NAMES": "bragg", "fit_bragg_edge_map": "bragg_map", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
+    "cubic_d_spacing": "bragg", "parse_hkl": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
+    "BEAMLINES": "geometry", "beamline_setup": "geometry", "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
     "XraySetup": "geometry", "neutron_resolution_um": "geometry", "plan_resolution": "geometry",
     "xray_resolution_um": "geometry",
     "IsotopeExchange": "isotopes", "Li6FractionFit": "isotopes", "fit_li6_fraction": "isotopes",
@@ -48,6 +52,9 @@ _EXPORTS = {
     "H_OVER_MN_ANGSTROM_M_PER_S": "spectra", "Spectra": "spectra", "macro_pixel_spectra": "spectra",
     "read_spectrum_csv": "spectra", "rebin_spectra": "spectra", "region_spectra": "spectra",
     "tof_to_wavelength": "spectra", "wavelength_to_tof": "spectra",
+    "TofCounts": "tof", "TofTransmission": "tof", "WAVELENGTH_RANGE_ANGSTROM": "tof", "histogram_events": "tof",
+    "normalize_tof_counts": "tof", "overlap_correction": "tof", "read_tof_counts_csv": "tof",
+    "tof_bin_wavelengths": "tof", "wavelength_range_warnings": "tof", "raw_transmission_spectrum": "tof",
     "AVOGADRO_PER_MOL": "xs", "NATURAL_LI6_FRACTION": "xs", "THERMAL_WAVELENGTH_ANGSTROM": "xs", "CrossSection": "xs",
     "attenuation_from_composition": "xs", "formula_cross_section": "xs", "li_concentration_from_composition": "xs",
     "li_cross_section": "xs", "molar_mass_g_per_mol": "xs",

@@ -64,7 +64,7 @@ def _initial(w, t, s, edge):
         ah, bh = 0.1, 0.0
     else:
         ah, bh = ln
-    return np.array([a0, b0, ah, bh, edge, width0, width0])
+    return np.array([a0, b0, ah, bh, edge, width0, width0, 0.0, 0.0])
 
 
 def _midpoint(p: np.ndarray) -> float:
@@ -90,8 +90,9 @@ def _fit_one(w, t, s, p0, *, free, absolute_sigma, max_nfev, min_significance):
     p[5] = np.clip(p[5], 2 * wmin, 0.9 * wmax)
     p[6] = np.clip(p[6], 2 * wmin, 0.9 * wmax) if free[6] else 0.0
     p[4] = np.clip(p[4], lo + 0.01 * span, hi - 0.01 * span)
-    lb_all = np.array([-np.inf, -np.inf, -np.inf, -np.inf, lo, wmin, wmin])
-    ub_all = np.array([np.inf, np.inf, np.inf, np.inf, hi, wmax, wmax])
+    lb_all = np.array([-np.inf, -np.inf, -np.inf, -np.inf, lo, wmin, wmin, -np.inf, -np.inf])
+    ub_all = np.array([np.inf, np.inf, np.inf, np.inf, hi, wmax, wmax, np.inf, np.inf])
+    p[7:] = np.where(free[7:], p[7:], 0.0)
 
     def solve(mask):
         idx = np.flatnonzero(mask)
@@ -107,29 +108,41 @@ def _fit_one(w, t, s, p0, *, free, absolute_sigma, max_nfev, min_significance):
 
     stage = free.copy()
     stage[:4] = False
+    stage[7:] = False
     solve(stage)  # edge parameters first, the straight lines fixed
     r, idx = solve(free)
+    # sigma and tau trade off on noisy edges: one driven onto its lower bound leaves a singular covariance.
+    # It is then fixed (tau = 0: the Gaussian edge; sigma where it is: a sharp tailed edge) and the rest refitted
+    # (below a tenth of a bin neither is resolved).
+    pinned = [j for j in (5, 6) if free[j] and p[j] < 0.1 * dw]
+    if pinned:
+        free = free.copy()
+        free[pinned] = False
+        p[6] = 0.0 if 6 in pinned else p[6]
+        r, idx = solve(free)
     k = idx.size
     dof = max(w.size - k, 1)
     chi2 = float(np.sum(r.fun ** 2) / dof)
-    cov = np.full((7, 7), np.nan)
+    cov = np.full((9, 9), np.nan)
     try:
         c = np.linalg.inv(r.jac.T @ r.jac) * (max(chi2, 1.0) if absolute_sigma else chi2)
-        cov = np.zeros((7, 7))
+        cov = np.zeros((9, 9))
         cov[np.ix_(idx, idx)] = c
     except np.linalg.LinAlgError:
         pass
     finite = bool(np.all(np.isfinite(cov)))
-    perr = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(7, np.nan)
+    perr = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(9, np.nan)
     a0, b0, ah, bh, edge = p[:5]
-    outer = math.exp(-(a0 + b0 * edge))
-    inner = math.exp(-(ah + bh * edge))
+    c0, ch = p[7], p[8]
+    outer = math.exp(-(a0 + (b0 + c0 * edge) * edge))
+    inner = math.exp(-(ah + (bh + ch * edge) * edge))
     height = outer * (1.0 - inner)
     grad = np.array([-height, -height * edge, outer * inner, outer * inner * edge,
-                     -b0 * height + outer * inner * bh, 0.0, 0.0])
+                     -(b0 + 2 * c0 * edge) * height + outer * inner * (bh + 2 * ch * edge), 0.0, 0.0,
+                     -height * edge ** 2, outer * inner * edge ** 2])
     h_sig = float(np.sqrt(max(grad @ cov @ grad, 0.0))) if finite else float("nan")
     mid = _midpoint(p)
-    gm = np.zeros(7)
+    gm = np.zeros(9)
     gm[4] = 1.0
     for j in (5, 6):
         if free[j]:

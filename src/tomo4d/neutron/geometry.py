@@ -23,7 +23,7 @@ from ..errors import InputError
 from ._checks import positive_float
 
 __all__ = ["neutron_resolution_um", "xray_resolution_um", "NeutronSetup", "XraySetup", "NeutronPlan", "XrayPlan",
-           "ResolutionPlan", "plan_resolution"]
+           "ResolutionPlan", "plan_resolution", "BEAMLINES", "beamline_setup"]
 
 
 def _quad(*terms: float) -> float:
@@ -294,7 +294,8 @@ def _plan_xray(target: float, g: XraySetup) -> XrayPlan:
         binding = "source-sample distance"
         advice = (f"met at M = {m_now:.3g}" if now <= target else
                   f"bring the sample closer to the source: SO <= {so_max:.4g} mm (M >= {m_req:.3g})")
-    elif spot > 0 and m_opt < m_max and _xray_res(p, spot, m_opt) > target:
+    elif spot > 0 and (m_opt < m_max and _xray_res(p, spot, m_opt) > target
+                       or spot * (m_best - 1.0) >= p):  # the penumbra outweighs the pixel at the best M
         binding = "source spot"
         advice = f"the {spot:.3g} um focal spot limits the resolution to {best:.3g} um: use a smaller spot"
     else:
@@ -339,3 +340,33 @@ def plan_resolution(target_um: float, *, neutron: NeutronSetup | None = None,
         raise InputError(f"xray={xray!r} must be an XraySetup")
     return ResolutionPlan(target, _plan_neutron(target, neutron) if neutron else None,
                           _plan_xray(target, xray) if xray else None)
+
+
+#: Nominal geometries of the beamlines this toolkit is used at, for planning without measured values.
+#: They are round, typical settings (not certified instrument data): give your own set-up for real planning.
+#: ``next``: ILL NeXT (Grenoble), neutron pinhole camera with L/D 333 (30 mm pinhole at 10 m; smaller pinholes
+#: raise it), sample 20 mm (at best 10 mm) from a fine scintillator of 10 um resolution, and its cone-beam X-ray
+#: line, 127 um flat-panel pixel, SD 1200 mm, SO 200 mm (at best 20 mm), 5 um focal spot.
+#: ``odin``: ESS ODIN, L/D 1000 (10 mm pinhole at 10 m), sample 20 mm (at best 10 mm) from a detector of 20 um
+#: resolution; no X-ray line.
+BEAMLINES = {
+    "next": (dict(collimation_ratio=333.0, sample_detector_distance_mm=20.0, min_sample_detector_distance_mm=10.0,
+                  detector_resolution_um=10.0),
+             dict(detector_pixel_um=127.0, source_sample_distance_mm=200.0, source_detector_distance_mm=1200.0,
+                  min_source_sample_distance_mm=20.0, source_spot_um=5.0)),
+    "odin": (dict(collimation_ratio=1000.0, sample_detector_distance_mm=20.0, min_sample_detector_distance_mm=10.0,
+                  detector_resolution_um=20.0), None),
+}
+
+
+def beamline_setup(name: str) -> tuple[NeutronSetup | None, XraySetup | None]:
+    """The nominal neutron and X-ray geometries of a beamline in :data:`BEAMLINES` (``"next"``, ``"odin"``).
+
+    Returns ``(NeutronSetup, XraySetup or None)``; see :data:`BEAMLINES` for the values and their origin.
+    """
+    key = str(name).strip().lower()
+    if key not in BEAMLINES:
+        raise InputError(f"beamline={name!r} is not known; choose one of {', '.join(sorted(BEAMLINES))} "
+                         "or give the geometry (NeutronSetup / XraySetup)")
+    n, x = BEAMLINES[key]
+    return NeutronSetup(**n), (XraySetup(**x) if x is not None else None)

@@ -41,8 +41,11 @@ def _h_over_mn() -> float:
 H_OVER_MN_ANGSTROM_M_PER_S = _h_over_mn()
 
 
-def tof_to_wavelength(tof_s, *, flight_path_m: float, offset_s: float = 0.0) -> np.ndarray:
+def tof_to_wavelength(tof_s, *, flight_path_m: float, delay_us: float = 0.0, offset_s: float = 0.0) -> np.ndarray:
     """Neutron wavelength, Å, from time of flight ``tof_s`` (s): ``h (t - t0) / (m_n L)``.
+
+    ``t0 = delay_us * 1e-6 + offset_s`` (the trigger delay in microseconds, or an offset in seconds).
+    For counts per ToF bin numbered 1..n with a bin width see :func:`tomo4d.neutron.tof_bin_wavelengths`.
 
     Parameters
     ----------
@@ -50,16 +53,18 @@ def tof_to_wavelength(tof_s, *, flight_path_m: float, offset_s: float = 0.0) -> 
         Times of flight, s (after the source pulse or trigger).
     flight_path_m : float
         Source (moderator/chopper) to detector distance ``L``, m.
+    delay_us : float
+        Trigger delay subtracted from every time, microseconds.
     offset_s : float
-        Time offset ``t0`` subtracted from every time, s.
+        Further time offset subtracted from every time, s.
     """
     L = check_number("flight_path_m", flight_path_m, minimum=0, exclusive_minimum=True)
-    t0 = check_number("offset_s", offset_s)
+    t0 = check_number("offset_s", offset_s) + 1e-6 * check_number("delay_us", delay_us)
     t = as_numbers("tof_s", tof_s) - t0
     if not np.all(np.isfinite(t)):
         raise InputError("tof_s contains NaN or infinite values")
     if np.any(t <= 0):
-        raise InputError(f"tof_s - offset_s must be > 0 (min {t.min():.4g} s); check the offset and the time unit "
+        raise InputError(f"tof_s - delay must be > 0 (min {t.min():.4g} s); check the offset and the time unit "
                          "(seconds)")
     return H_OVER_MN_ANGSTROM_M_PER_S * t / L
 
@@ -72,8 +77,6 @@ def wavelength_to_tof(wavelength_angstrom, *, flight_path_m: float, offset_s: fl
     if np.any(~np.isfinite(w)) or np.any(w <= 0):
         raise InputError("wavelength_angstrom must be finite and > 0")
     return w * L / H_OVER_MN_ANGSTROM_M_PER_S + t0
-
-
 
 
 @dataclass(frozen=True)

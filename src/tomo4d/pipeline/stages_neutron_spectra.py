@@ -50,8 +50,8 @@ def _bragg(sec, name, sp, saved) -> list[dict]:
         fit = fit_bragg_edge(w, t, sp.sigma, window_angstrom=win, edge_guess_angstrom=2.0 * d0, profile=r.profile)
         st = fit.strain(d0)
         rows.append({"step": name, "reflection": r.name, "hkl": "".join(str(h) for h in r.hkl),
-                     "d0_angstrom": d0, "edge_angstrom": float(fit.edge_position_angstrom),
-                     "edge_sigma_angstrom": float(fit.edge_position_sigma_angstrom),
+                     "d0_angstrom": d0, "edge_angstrom": float(fit.edge_angstrom),
+                     "edge_sigma_angstrom": float(fit.edge_sigma_angstrom),
                      "width_angstrom": float(fit.edge_width_angstrom), "strain": float(st.strain),
                      "strain_sigma": float(st.strain_sigma), "chi2_reduced": float(fit.chi2_reduced)})
         wm = np.linspace(win[0], win[1], 200)
