@@ -1,0 +1,210 @@
+"""Compiled (numba) kernels of the global Gauss-Newton registration, imported lazily by ``_global``.
+
+Neither kernel stores a Jacobian: the affine Jacobian of a voxel is ``g_i u_j`` (the fixed gradient
+``g`` times the centred coordinates ``u = (z, y, x, 1)``), so along one row of x only ``x`` changes and
+the sums over the row reduce to sums of ``g_i v`` and ``g_i v x`` (``v``: the warped moving grey, the
+fixed grey or 1), expanded with the row's ``z`` and ``y`` afterwards.  Partial sums are kept per z slice
+(``prange``) and added in numpy, so results do not depend on the thread count.  Arrays must be
+C-contiguous float32 (the caller makes them so: one compiled signature for every call).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# per-slice outputs of ``warp_sums``: N, Sw, Sww, Swt, St, Stt, then (v, i, j) v in (w, t, 1), g_i, u_j
+N_PHOTO = 6
+N_SUMS = N_PHOTO + 3 * 3 * 4
+
+
+@njit(cache=True, inline="always")
+def _mirror(i, n):
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    i = abs(i) % period
+    if i >= n:
+        i = period - i
+    return i
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _weights(order, t, w):
+    """Interpolation weights of fractional position ``t`` into ``w`` (4,): cubic B-spline or linear."""
+    if order == 3:
+        g = 1.0 - t
+        w[0] = g * g * g / 6.0
+        w[3] = t * t * t / 6.0
+        w[1] = 2.0 / 3.0 - 0.5 * t * t * (2.0 - t)
+        w[2] = 1.0 - w[0] - w[1] - w[3]
+    else:
+        w[0] = 0.0
+        w[1] = 1.0 - t
+        w[2] = t
+        w[3] = 0.0
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _row4(flat, o, x0, x1, x2, x3):
+    return x0 * flat[o] + x1 * flat[o + 1] + x2 * flat[o + 2] + x3 * flat[o + 3]
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _cubic_interior(flat, sz, sy, o, wz, wy, wx):
+    """Cubic B-spline sum over the 4x4x4 coefficients from flat offset ``o`` (all inside the volume)."""
+    x0, x1, x2, x3 = wx[0], wx[1], wx[2], wx[3]
+    s = 0.0
+    for a in range(4):
+        oa = o + a * sz
+        s += wz[a] * (wy[0] * _row4(flat, oa, x0, x1, x2, x3) + wy[1] * _row4(flat, oa + sy, x0, x1, x2, x3)
+                      + wy[2] * _row4(flat, oa + 2 * sy, x0, x1, x2, x3)
+                      + wy[3] * _row4(flat, oa + 3 * sy, x0, x1, x2, x3))
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def _interpolate_mirror(flat, shape, order, bz, by, bx, wz, wy, wx):
+    """Interpolation near the border: every tap index mirrored into the volume."""
+    nz, ny, nx = shape
+    lo = 0 if order == 3 else 1
+    hi = 4 if order == 3 else 3
+    s = 0.0
+    for a in range(lo, hi):
+        oz = _mirror(bz + a, nz) * ny * nx
+        sa = 0.0
+        for b in range(lo, hi):
+            o = oz + _mirror(by + b, ny) * nx
+            sb = 0.0
+            for c in range(lo, hi):
+                sb += wx[c] * flat[o + _mirror(bx + c, nx)]
+            sa += wy[b] * sb
+        s += wz[a] * sa
+    return s
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _interpolate(flat, shape, order, pz, py, px, wz, wy, wx):
+    """Interpolate the C-ordered volume ``flat`` (1-D view) of ``shape`` at (pz, py, px), mirror boundary."""
+    nz, ny, nx = shape
+    fz, fy, fx = np.floor(pz), np.floor(py), np.floor(px)
+    _weights(order, pz - fz, wz)
+    _weights(order, py - fy, wy)
+    _weights(order, px - fx, wx)
+    bz, by, bx = int(fz) - 1, int(fy) - 1, int(fx) - 1
+    if bz >= 0 and by >= 0 and bx >= 0 and bz + 3 < nz and by + 3 < ny and bx + 3 < nx:
+        sy = nx
+        sz = ny * nx
+        o = bz * sz + by * sy + bx
+        if order == 3:
+            return _cubic_interior(flat, sz, sy, o, wz, wy, wx)
+        o += sz + sy + 1
+        tz, ty, tx = wz[2], wy[2], wx[2]
+        c00 = flat[o] + tx * (flat[o + 1] - flat[o])
+        c01 = flat[o + sy] + tx * (flat[o + sy + 1] - flat[o + sy])
+        c10 = flat[o + sz] + tx * (flat[o + sz + 1] - flat[o + sz])
+        c11 = flat[o + sz + sy] + tx * (flat[o + sz + sy + 1] - flat[o + sz + sy])
+        c0 = c00 + ty * (c01 - c00)
+        return c0 + tz * (c10 + ty * (c11 - c10) - c0)
+    return _interpolate_mirror(flat, shape, order, bz, by, bx, wz, wy, wx)
+
+
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def warp_sums(coef, fixed, gz, gy, gx, sel, mat, off, lo, hi, order, shift, out):
+    """Sums of one Gauss-Newton iteration, per z slice into ``out`` (nz, N_SUMS) float64.
+
+    The moving voxel of fixed voxel ``x`` is ``mat @ x + off``; a voxel counts when ``sel`` and its moving
+    position lies in ``[lo, hi]`` along every axis.  ``w`` (moving, interpolated from ``coef``) and ``t``
+    (fixed) are taken minus ``shift`` (numerical conditioning of the grey-level sums).
+    """
+    nz, ny, nx = fixed.shape
+    cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
+    flat = coef.ravel()
+    shape = coef.shape
+    for k in prange(nz):
+        acc = np.zeros(N_SUMS)
+        row = np.zeros((3, 3, 2))                    # (v, i, [sum g_i v, sum g_i v x])
+        wz, wy, wx = np.empty(4), np.empty(4), np.empty(4)
+        uz = k - cz
+        for j in range(ny):
+            uy = j - cy
+            row[:] = 0.0
+            bz = mat[0, 0] * k + mat[0, 1] * j + off[0]
+            by = mat[1, 0] * k + mat[1, 1] * j + off[1]
+            bx = mat[2, 0] * k + mat[2, 1] * j + off[2]
+            for i in range(nx):
+                if not sel[k, j, i]:
+                    continue
+                pz = bz + mat[0, 2] * i
+                py = by + mat[1, 2] * i
+                px = bx + mat[2, 2] * i
+                if pz < lo[0] or pz > hi[0] or py < lo[1] or py > hi[1] or px < lo[2] or px > hi[2]:
+                    continue
+                w = _interpolate(flat, shape, order, pz, py, px, wz, wy, wx) - shift
+                t = fixed[k, j, i] - shift
+                acc[0] += 1.0
+                acc[1] += w
+                acc[2] += w * w
+                acc[3] += w * t
+                acc[4] += t
+                acc[5] += t * t
+                ux = i - cx
+                g0, g1, g2 = gz[k, j, i], gy[k, j, i], gx[k, j, i]
+                for v in range(3):
+                    val = w if v == 0 else (t if v == 1 else 1.0)
+                    row[v, 0, 0] += g0 * val
+                    row[v, 0, 1] += g0 * val * ux
+                    row[v, 1, 0] += g1 * val
+                    row[v, 1, 1] += g1 * val * ux
+                    row[v, 2, 0] += g2 * val
+                    row[v, 2, 1] += g2 * val * ux
+            for v in range(3):
+                for g in range(3):
+                    base = N_PHOTO + (v * 3 + g) * 4
+                    acc[base] += row[v, g, 0] * uz
+                    acc[base + 1] += row[v, g, 0] * uy
+                    acc[base + 2] += row[v, g, 1]
+                    acc[base + 3] += row[v, g, 0]
+        out[k, :] = acc
+
+
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def hessian_moments(gz, gy, gx, sel, out):
+    """Per z slice into ``out`` (nz, 3, 3, 4, 4) float64: ``sum g_i g_k u_j u_l`` over ``sel``."""
+    nz, ny, nx = gz.shape
+    cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
+    for k in prange(nz):
+        acc = np.zeros((3, 3, 4, 4))
+        row = np.zeros((3, 3, 3))                    # (i, k, [sum p, sum p x, sum p x^2]), p = g_i g_k
+        g = np.empty(3)
+        u = np.empty(4)
+        u[0] = k - cz
+        u[3] = 1.0
+        for j in range(ny):
+            u[1] = j - cy
+            row[:] = 0.0
+            for i in range(nx):
+                if not sel[k, j, i]:
+                    continue
+                x = i - cx
+                g[0], g[1], g[2] = gz[k, j, i], gy[k, j, i], gx[k, j, i]
+                for a in range(3):
+                    for b in range(a, 3):
+                        p = g[a] * g[b]
+                        row[a, b, 0] += p
+                        row[a, b, 1] += p * x
+                        row[a, b, 2] += p * x * x
+            for a in range(3):
+                for b in range(a, 3):
+                    s0, s1, s2 = row[a, b, 0], row[a, b, 1], row[a, b, 2]
+                    for jj in range(4):
+                        for ll in range(4):
+                            # moments of u_jj u_ll: x enters through s1 (once) or s2 (twice)
+                            nxp = (jj == 2) + (ll == 2)
+                            c = 1.0
+                            if jj != 2:
+                                c *= u[jj]
+                            if ll != 2:
+                                c *= u[ll]
+                            acc[a, b, jj, ll] += c * (s0 if nxp == 0 else (s1 if nxp == 1 else s2))
+        out[k] = acc
