@@ -188,7 +188,7 @@ def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
 
 
 def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool):
-    """Selected voxels, fixed gradients, the inverse Gauss-Newton matrix and grey statistics of one level."""
+    """Selected voxels, the inverse Gauss-Newton matrix and the grey mean and std of one level."""
     sel = np.zeros(fixed.shape, bool)
     sel[1:-1, 1:-1, 1:-1] = True
     if mask is not None:
@@ -198,9 +198,8 @@ def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool):
     n = int(np.count_nonzero(sel))
     if n < 64:
         raise InputError(f"only {n} voxels to register at this level; enlarge the mask or the volume")
-    grads = [np.ascontiguousarray(g, dtype=np.float32) for g in np.gradient(fixed)]
     moments = np.empty((fixed.shape[0], 3, 3, 4, 4))
-    _kernels.hessian_moments(*grads, sel, moments)
+    _kernels.hessian_moments(fixed, sel, moments)
     hess = _hessian(moments.sum(axis=0))
     if rigid:
         basis = _rigid_basis()
@@ -214,7 +213,7 @@ def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool):
         raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
                          "give a textured region or a larger mask")
     vals = fixed[sel]
-    return sel, grads, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
+    return sel, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
 
 
 def _grey_fit(s: np.ndarray, photometric: bool) -> tuple[float, float, float]:
@@ -240,7 +239,7 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     shape = np.asarray(fixed.shape)
     c = (shape - 1.0) / 2.0
     fixed = np.ascontiguousarray(fixed, dtype=np.float32)
-    sel, grads, hinv, shift, t_std = _level_setup(fixed, mask, rigid)
+    sel, hinv, shift, t_std = _level_setup(fixed, mask, rigid)
     basis = _rigid_basis() if rigid else None
     if order > 1:
         coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror")
@@ -251,11 +250,11 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     lo = np.full(3, float(margin))
     hi = shape - 1.0 - margin
     sums = np.empty((fixed.shape[0], _kernels.N_SUMS))
-    converged, it, dnorm, resid = False, 0, float("inf"), float("nan")
+    converged, it, dnorm, resid, prev = False, 0, float("inf"), float("nan"), float("inf")
     for it in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the iteration count)
         mat = np.ascontiguousarray(phi[:3, :3])
         off = c + phi[:3, 3] - mat @ c
-        _kernels.warp_sums(coeffs, fixed, *grads, sel, mat, off, lo, hi, order, shift, sums)
+        _kernels.warp_sums(coeffs, fixed, sel, mat, off, lo, hi, order, shift, sums)
         s = sums.sum(axis=0)
         if s[0] < 64:
             log.warning("registration moved the volume out of the field of view; stopping")
@@ -274,16 +273,20 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
         if not np.isfinite(dnorm):
             raise InputError("registration diverged (non-finite update); check the inputs overlap "
                              "or give phi0")
-        if dnorm < tolerance_px:
+        # converged: the update is below the tolerance, or the updates contract fast enough that all the
+        # later ones together (geometric series of the observed ratio) are predicted to be below it
+        ratio = dnorm / prev if 0.0 < prev < float("inf") else 1.0
+        if dnorm < tolerance_px or (ratio < 0.5 and dnorm * ratio / (1.0 - ratio) < tolerance_px):
             converged = True
             break
+        prev = dnorm
     return phi, converged, it, resid, dnorm
 
 
 MIN_VOXELS_PER_AXIS = 8
 """Smallest number of voxels per axis of a (binned) registration level."""
 
-COARSE_TOLERANCE_PX = 0.05
+COARSE_TOLERANCE_PX = 0.02
 """Tolerance (full-resolution px) of the levels before the finest: they only start the next level."""
 
 
@@ -320,7 +323,11 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         Per level.
     tolerance_px : float
         Stop a level when an update moves the volume by less than this (px,
-        translation plus motion of the volume edge caused by the change of F).
+        translation plus motion of the volume edge caused by the change of F), or
+        when the last two updates contract so that all later ones together are
+        predicted to move it by less (geometric series of their ratio, when
+        below 0.5).  Levels before the finest stop at
+        ``max(tolerance_px, COARSE_TOLERANCE_PX)``: they only start the next one.
     margin_px : int
         Voxels mapped closer than this to the border of ``moving`` are ignored.
     photometric : bool

@@ -30,6 +30,14 @@ def _mirror(i, n):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _gradient(a, k, j, i):
+    """Central-difference gradient (float32, as ``numpy.gradient``) of ``a`` at an interior voxel."""
+    h = np.float32(0.5)
+    return ((a[k + 1, j, i] - a[k - 1, j, i]) * h, (a[k, j + 1, i] - a[k, j - 1, i]) * h,
+            (a[k, j, i + 1] - a[k, j, i - 1]) * h)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _weights(order, t, w):
     """Interpolation weights of fractional position ``t`` into ``w`` (4,): cubic B-spline or linear."""
     if order == 3:
@@ -110,12 +118,13 @@ def _interpolate(flat, shape, order, pz, py, px, wz, wy, wx):
 
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def warp_sums(coef, fixed, gz, gy, gx, sel, mat, off, lo, hi, order, shift, out):
+def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, out):
     """Sums of one Gauss-Newton iteration, per z slice into ``out`` (nz, N_SUMS) float64.
 
     The moving voxel of fixed voxel ``x`` is ``mat @ x + off``; a voxel counts when ``sel`` and its moving
     position lies in ``[lo, hi]`` along every axis.  ``w`` (moving, interpolated from ``coef``) and ``t``
-    (fixed) are taken minus ``shift`` (numerical conditioning of the grey-level sums).
+    (fixed) are taken minus ``shift`` (numerical conditioning of the grey-level sums).  ``sel`` must be
+    False on the border of the volume (the fixed gradient is a central difference).
     """
     nz, ny, nx = fixed.shape
     cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
@@ -149,7 +158,7 @@ def warp_sums(coef, fixed, gz, gy, gx, sel, mat, off, lo, hi, order, shift, out)
                 acc[4] += t
                 acc[5] += t * t
                 ux = i - cx
-                g0, g1, g2 = gz[k, j, i], gy[k, j, i], gx[k, j, i]
+                g0, g1, g2 = _gradient(fixed, k, j, i)
                 for v in range(3):
                     val = w if v == 0 else (t if v == 1 else 1.0)
                     row[v, 0, 0] += g0 * val
@@ -169,9 +178,10 @@ def warp_sums(coef, fixed, gz, gy, gx, sel, mat, off, lo, hi, order, shift, out)
 
 
 @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def hessian_moments(gz, gy, gx, sel, out):
-    """Per z slice into ``out`` (nz, 3, 3, 4, 4) float64: ``sum g_i g_k u_j u_l`` over ``sel``."""
-    nz, ny, nx = gz.shape
+def hessian_moments(fixed, sel, out):
+    """Per z slice into ``out`` (nz, 3, 3, 4, 4) float64: ``sum g_i g_k u_j u_l`` over ``sel`` (False on
+    the border), ``g`` the central-difference gradient of ``fixed``."""
+    nz, ny, nx = fixed.shape
     cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
     for k in prange(nz):
         acc = np.zeros((3, 3, 4, 4))
@@ -187,7 +197,7 @@ def hessian_moments(gz, gy, gx, sel, out):
                 if not sel[k, j, i]:
                     continue
                 x = i - cx
-                g[0], g[1], g[2] = gz[k, j, i], gy[k, j, i], gx[k, j, i]
+                g[0], g[1], g[2] = _gradient(fixed, k, j, i)
                 for a in range(3):
                     for b in range(a, 3):
                         p = g[a] * g[b]
