@@ -11,7 +11,10 @@ on every parallel launch, which torch reads from the same runtime) for a call, r
 from __future__ import annotations
 
 import ctypes
+import math
+import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -87,3 +90,30 @@ def numba_threads(n: int | None):
         numba.set_num_threads(before)
         if omp is not None and omp.omp_get_max_threads() != omp_before:
             omp.omp_set_num_threads(omp_before)
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by the cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``) quota, or None."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (rounded up), >= 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None and quota > 0:
+        n = min(n, math.ceil(quota))
+    return max(1, n)

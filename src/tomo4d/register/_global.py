@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._array import bin_volume
-from .._threads import numba_threads
+from .._threads import available_cpus
 from .._validate import (
     as_image,
     as_mask,
@@ -187,7 +188,22 @@ def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
     return m
 
 
-def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool):
+class _Slabs:
+    """Runs a slice kernel ``fn(*args, k0, k1, out)`` over z slabs, on ``pool`` when there is one."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, n: int):
+        self.pool, self.n = pool, n
+
+    def __call__(self, fn, nz: int, *args) -> None:
+        out = args[-1]
+        if self.pool is None or nz < 2 * self.n:
+            fn(*args[:-1], 0, nz, out)
+            return
+        edges = np.linspace(0, nz, 2 * self.n + 1).astype(int)   # 2 slabs a thread: some balance
+        list(self.pool.map(lambda k: fn(*args[:-1], int(edges[k]), int(edges[k + 1]), out), range(2 * self.n)))
+
+
+def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool, slabs: _Slabs):
     """Selected voxels, the inverse Gauss-Newton matrix and the grey mean and std of one level."""
     sel = np.zeros(fixed.shape, bool)
     sel[1:-1, 1:-1, 1:-1] = True
@@ -199,7 +215,7 @@ def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool):
     if n < 64:
         raise InputError(f"only {n} voxels to register at this level; enlarge the mask or the volume")
     moments = np.empty((fixed.shape[0], 3, 3, 4, 4))
-    _kernels.hessian_moments(fixed, sel, moments)
+    slabs(_kernels.hessian_moments, fixed.shape[0], fixed, sel, moments)
     hess = _hessian(moments.sum(axis=0))
     if rigid:
         basis = _rigid_basis()
@@ -233,13 +249,13 @@ def _grey_fit(s: np.ndarray, photometric: bool) -> tuple[float, float, float]:
 
 def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
               rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
-              photometric: bool) -> tuple[np.ndarray, bool, int, float, float]:
+              photometric: bool, slabs: _Slabs) -> tuple[np.ndarray, bool, int, float, float]:
     from . import _kernels
 
     shape = np.asarray(fixed.shape)
     c = (shape - 1.0) / 2.0
     fixed = np.ascontiguousarray(fixed, dtype=np.float32)
-    sel, hinv, shift, t_std = _level_setup(fixed, mask, rigid)
+    sel, hinv, shift, t_std = _level_setup(fixed, mask, rigid, slabs)
     basis = _rigid_basis() if rigid else None
     if order > 1:
         coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror")
@@ -254,7 +270,7 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     for it in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the iteration count)
         mat = np.ascontiguousarray(phi[:3, :3])
         off = c + phi[:3, 3] - mat @ c
-        _kernels.warp_sums(coeffs, fixed, sel, mat, off, lo, hi, order, shift, sums)
+        slabs(_kernels.warp_sums, fixed.shape[0], coeffs, fixed, sel, mat, off, lo, hi, order, shift, sums)
         s = sums.sum(axis=0)
         if s[0] < 64:
             log.warning("registration moved the volume out of the field of view; stopping")
@@ -336,8 +352,8 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     progress : callable(done, total), optional
         Called after each level.
     threads : int, optional
-        Threads of the compiled kernels (None: all numba may use); the caller's numba and OpenMP
-        thread counts are restored after the call.
+        Threads of the compiled kernels (slabs of z slices on a thread pool of this call; no global
+        thread setting is changed).  None: the CPUs this process may use (affinity, cgroup quota).
 
     Returns
     -------
@@ -377,14 +393,19 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     if rigid:
         rot, _ = polar_decomposition(phi[:3, :3])
         phi[:3, :3] = rot
-    with numba_threads(threads):
+    n_threads = available_cpus() if threads is None else check_int("threads", threads, minimum=1)
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    try:
         return _register_levels(f, m, msk, phi, levels, rigid=rigid, order=order, max_iterations=max_iterations,
                                 tolerance_px=tolerance_px, margin_px=margin_px, photometric=photometric,
-                                progress=progress)
+                                progress=progress, pool=pool, n_threads=n_threads)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def _register_levels(f, m, msk, phi, levels, *, rigid, order, max_iterations, tolerance_px, margin_px,
-                     photometric, progress) -> Registration:
+                     photometric, progress, pool, n_threads) -> Registration:
     c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
     total_it, converged, resid, dnorm = 0, False, float("nan"), float("nan")
     for i, b in enumerate(levels):
@@ -397,7 +418,7 @@ def _register_levels(f, m, msk, phi, levels, *, rigid, order, max_iterations, to
         tol = tolerance_px if i == len(levels) - 1 else max(tolerance_px, COARSE_TOLERANCE_PX)
         pb, converged, it, resid, dnorm = _gn_level(
             fb, mb, mkb, pb, rigid=rigid, order=order, max_iterations=max_iterations,
-            tolerance_px=tol / b, margin=margin_px, photometric=photometric)
+            tolerance_px=tol / b, margin=margin_px, photometric=photometric, slabs=_Slabs(pool, n_threads))
         phi = _phi_from_level(pb, c_full, b, f.shape)
         total_it += it
         log.debug("register level bin %d: %d iterations, residual %.4f, last update %.2e px", b, it, resid, dnorm)

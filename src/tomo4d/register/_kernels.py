@@ -4,21 +4,22 @@ Neither kernel stores a Jacobian: the affine Jacobian of a voxel is ``g_i u_j`` 
 ``g`` times the centred coordinates ``u = (z, y, x, 1)``), so along one row of x only ``x`` changes and
 the sums over the row reduce to sums of ``g_i v`` and ``g_i v x`` (``v``: the warped moving grey, the
 fixed grey or 1), expanded with the row's ``z`` and ``y`` afterwards.  Partial sums are kept per z slice
-(``prange``) and added in numpy, so results do not depend on the thread count.  Arrays must be
+and added in numpy, so results do not depend on how the slices are shared among threads: the kernels
+release the GIL and the caller runs slabs of slices on its own thread pool.  Arrays must be
 C-contiguous float32 (the caller makes them so: one compiled signature for every call).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # per-slice outputs of ``warp_sums``: N, Sw, Sww, Swt, St, Stt, then (v, i, j) v in (w, t, 1), g_i, u_j
 N_PHOTO = 6
 N_SUMS = N_PHOTO + 3 * 3 * 4
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mirror(i, n):
     if n == 1:
         return 0
@@ -117,9 +118,9 @@ def _interpolate(flat, shape, order, pz, py, px, wz, wy, wx):
     return _interpolate_mirror(flat, shape, order, bz, by, bx, wz, wy, wx)
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, out):
-    """Sums of one Gauss-Newton iteration, per z slice into ``out`` (nz, N_SUMS) float64.
+@njit(cache=True, fastmath=True, nogil=True)
+def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, k0, k1, out):
+    """Sums of one Gauss-Newton iteration, per z slice ``k0 <= k < k1`` into ``out`` (nz, N_SUMS) float64.
 
     The moving voxel of fixed voxel ``x`` is ``mat @ x + off``; a voxel counts when ``sel`` and its moving
     position lies in ``[lo, hi]`` along every axis.  ``w`` (moving, interpolated from ``coef``) and ``t``
@@ -130,7 +131,7 @@ def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, out):
     cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
     flat = coef.ravel()
     shape = coef.shape
-    for k in prange(nz):
+    for k in range(k0, k1):
         acc = np.zeros(N_SUMS)
         row = np.zeros((3, 3, 2))                    # (v, i, [sum g_i v, sum g_i v x])
         wz, wy, wx = np.empty(4), np.empty(4), np.empty(4)
@@ -177,13 +178,13 @@ def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, out):
         out[k, :] = acc
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def hessian_moments(fixed, sel, out):
-    """Per z slice into ``out`` (nz, 3, 3, 4, 4) float64: ``sum g_i g_k u_j u_l`` over ``sel`` (False on
+@njit(cache=True, fastmath=True, nogil=True)
+def hessian_moments(fixed, sel, k0, k1, out):
+    """Per z slice ``k0 <= k < k1`` into ``out`` (nz, 3, 3, 4, 4) float64: ``sum g_i g_k u_j u_l`` over ``sel`` (False on
     the border), ``g`` the central-difference gradient of ``fixed``."""
     nz, ny, nx = fixed.shape
     cz, cy, cx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
-    for k in prange(nz):
+    for k in range(k0, k1):
         acc = np.zeros((3, 3, 4, 4))
         row = np.zeros((3, 3, 3))                    # (i, k, [sum p, sum p x, sum p x^2]), p = g_i g_k
         g = np.empty(3)
