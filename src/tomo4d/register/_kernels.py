@@ -39,37 +39,26 @@ def _gradient(a, k, j, i):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _weights(order, t, w):
-    """Interpolation weights of fractional position ``t`` into ``w`` (4,): cubic B-spline or linear."""
+def _weights(order, t):
+    """The four interpolation weights of fractional position ``t``: cubic B-spline or linear (middle two)."""
     if order == 3:
         g = 1.0 - t
-        w[0] = g * g * g / 6.0
-        w[3] = t * t * t / 6.0
-        w[1] = 2.0 / 3.0 - 0.5 * t * t * (2.0 - t)
-        w[2] = 1.0 - w[0] - w[1] - w[3]
-    else:
-        w[0] = 0.0
-        w[1] = 1.0 - t
-        w[2] = t
-        w[3] = 0.0
+        w0 = g * g * g / 6.0
+        w3 = t * t * t / 6.0
+        w1 = 2.0 / 3.0 - 0.5 * t * t * (2.0 - t)
+        return (w0, w1, 1.0 - w0 - w1 - w3, w3)
+    return (0.0, 1.0 - t, t, 0.0)
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _row4(flat, o, x0, x1, x2, x3):
-    return x0 * flat[o] + x1 * flat[o + 1] + x2 * flat[o + 2] + x3 * flat[o + 3]
+def _row4(flat, o, wx):
+    return wx[0] * flat[o] + wx[1] * flat[o + 1] + wx[2] * flat[o + 2] + wx[3] * flat[o + 3]
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _cubic_interior(flat, sz, sy, o, wz, wy, wx):
-    """Cubic B-spline sum over the 4x4x4 coefficients from flat offset ``o`` (all inside the volume)."""
-    x0, x1, x2, x3 = wx[0], wx[1], wx[2], wx[3]
-    s = 0.0
-    for a in range(4):
-        oa = o + a * sz
-        s += wz[a] * (wy[0] * _row4(flat, oa, x0, x1, x2, x3) + wy[1] * _row4(flat, oa + sy, x0, x1, x2, x3)
-                      + wy[2] * _row4(flat, oa + 2 * sy, x0, x1, x2, x3)
-                      + wy[3] * _row4(flat, oa + 3 * sy, x0, x1, x2, x3))
-    return s
+def _plane(flat, o, sy, wy, wx):
+    return (wy[0] * _row4(flat, o, wx) + wy[1] * _row4(flat, o + sy, wx) + wy[2] * _row4(flat, o + 2 * sy, wx)
+            + wy[3] * _row4(flat, o + 3 * sy, wx))
 
 
 @njit(cache=True, fastmath=True)
@@ -93,20 +82,19 @@ def _interpolate_mirror(flat, shape, order, bz, by, bx, wz, wy, wx):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _interpolate(flat, shape, order, pz, py, px, wz, wy, wx):
+def _interpolate(flat, shape, order, pz, py, px):
     """Interpolate the C-ordered volume ``flat`` (1-D view) of ``shape`` at (pz, py, px), mirror boundary."""
     nz, ny, nx = shape
     fz, fy, fx = np.floor(pz), np.floor(py), np.floor(px)
-    _weights(order, pz - fz, wz)
-    _weights(order, py - fy, wy)
-    _weights(order, px - fx, wx)
+    wz, wy, wx = _weights(order, pz - fz), _weights(order, py - fy), _weights(order, px - fx)
     bz, by, bx = int(fz) - 1, int(fy) - 1, int(fx) - 1
     if bz >= 0 and by >= 0 and bx >= 0 and bz + 3 < nz and by + 3 < ny and bx + 3 < nx:
         sy = nx
         sz = ny * nx
         o = bz * sz + by * sy + bx
         if order == 3:
-            return _cubic_interior(flat, sz, sy, o, wz, wy, wx)
+            return (wz[0] * _plane(flat, o, sy, wy, wx) + wz[1] * _plane(flat, o + sz, sy, wy, wx)
+                    + wz[2] * _plane(flat, o + 2 * sz, sy, wy, wx) + wz[3] * _plane(flat, o + 3 * sz, sy, wy, wx))
         o += sz + sy + 1
         tz, ty, tx = wz[2], wy[2], wx[2]
         c00 = flat[o] + tx * (flat[o + 1] - flat[o])
@@ -116,6 +104,64 @@ def _interpolate(flat, shape, order, pz, py, px, wz, wy, wx):
         c0 = c00 + ty * (c01 - c00)
         return c0 + tz * (c10 + ty * (c11 - c10) - c0)
     return _interpolate_mirror(flat, shape, order, bz, by, bx, wz, wy, wx)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _row_sums(flat, shape, fixed, sel, k, j, mat, off, lo, hi, order, shift, cx, acc):
+    """One row of ``warp_sums``: photometric sums into ``acc[:6]``; returns the 18 row sums of ``g_i v`` and
+    ``g_i v x`` for v = w, t, 1 (scalars, so that they stay in registers)."""
+    bz = mat[0, 0] * k + mat[0, 1] * j + off[0]
+    by = mat[1, 0] * k + mat[1, 1] * j + off[1]
+    bx = mat[2, 0] * k + mat[2, 1] * j + off[2]
+    n = sw = sww = swt = st = stt = 0.0
+    a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = 0.0          # sum g_i w, sum g_i t, sum g_i
+    d0 = d1 = d2 = e0 = e1 = e2 = f0 = f1 = f2 = 0.0          # the same times x
+    for i in range(fixed.shape[2]):
+        if not sel[k, j, i]:
+            continue
+        pz = bz + mat[0, 2] * i
+        py = by + mat[1, 2] * i
+        px = bx + mat[2, 2] * i
+        if pz < lo[0] or pz > hi[0] or py < lo[1] or py > hi[1] or px < lo[2] or px > hi[2]:
+            continue
+        w = _interpolate(flat, shape, order, pz, py, px) - shift
+        t = fixed[k, j, i] - shift
+        n += 1.0
+        sw += w
+        sww += w * w
+        swt += w * t
+        st += t
+        stt += t * t
+        ux = i - cx
+        h = np.float32(0.5)
+        g0 = (fixed[k + 1, j, i] - fixed[k - 1, j, i]) * h
+        g1 = (fixed[k, j + 1, i] - fixed[k, j - 1, i]) * h
+        g2 = (fixed[k, j, i + 1] - fixed[k, j, i - 1]) * h
+        a0 += g0 * w
+        a1 += g1 * w
+        a2 += g2 * w
+        b0 += g0 * t
+        b1 += g1 * t
+        b2 += g2 * t
+        c0 += g0
+        c1 += g1
+        c2 += g2
+        d0 += g0 * w * ux
+        d1 += g1 * w * ux
+        d2 += g2 * w * ux
+        e0 += g0 * t * ux
+        e1 += g1 * t * ux
+        e2 += g2 * t * ux
+        f0 += g0 * ux
+        f1 += g1 * ux
+        f2 += g2 * ux
+    acc[0] += n
+    acc[1] += sw
+    acc[2] += sww
+    acc[3] += swt
+    acc[4] += st
+    acc[5] += stt
+    return (a0, a1, a2, b0, b1, b2, c0, c1, c2), (d0, d1, d2, e0, e1, e2, f0, f1, f2)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
@@ -133,48 +179,16 @@ def warp_sums(coef, fixed, sel, mat, off, lo, hi, order, shift, k0, k1, out):
     shape = coef.shape
     for k in range(k0, k1):
         acc = np.zeros(N_SUMS)
-        row = np.zeros((3, 3, 2))                    # (v, i, [sum g_i v, sum g_i v x])
-        wz, wy, wx = np.empty(4), np.empty(4), np.empty(4)
         uz = k - cz
         for j in range(ny):
             uy = j - cy
-            row[:] = 0.0
-            bz = mat[0, 0] * k + mat[0, 1] * j + off[0]
-            by = mat[1, 0] * k + mat[1, 1] * j + off[1]
-            bx = mat[2, 0] * k + mat[2, 1] * j + off[2]
-            for i in range(nx):
-                if not sel[k, j, i]:
-                    continue
-                pz = bz + mat[0, 2] * i
-                py = by + mat[1, 2] * i
-                px = bx + mat[2, 2] * i
-                if pz < lo[0] or pz > hi[0] or py < lo[1] or py > hi[1] or px < lo[2] or px > hi[2]:
-                    continue
-                w = _interpolate(flat, shape, order, pz, py, px, wz, wy, wx) - shift
-                t = fixed[k, j, i] - shift
-                acc[0] += 1.0
-                acc[1] += w
-                acc[2] += w * w
-                acc[3] += w * t
-                acc[4] += t
-                acc[5] += t * t
-                ux = i - cx
-                g0, g1, g2 = _gradient(fixed, k, j, i)
-                for v in range(3):
-                    val = w if v == 0 else (t if v == 1 else 1.0)
-                    row[v, 0, 0] += g0 * val
-                    row[v, 0, 1] += g0 * val * ux
-                    row[v, 1, 0] += g1 * val
-                    row[v, 1, 1] += g1 * val * ux
-                    row[v, 2, 0] += g2 * val
-                    row[v, 2, 1] += g2 * val * ux
-            for v in range(3):
-                for g in range(3):
-                    base = N_PHOTO + (v * 3 + g) * 4
-                    acc[base] += row[v, g, 0] * uz
-                    acc[base + 1] += row[v, g, 0] * uy
-                    acc[base + 2] += row[v, g, 1]
-                    acc[base + 3] += row[v, g, 0]
+            s, sx = _row_sums(flat, shape, fixed, sel, k, j, mat, off, lo, hi, order, shift, cx, acc)
+            for q in range(9):                        # q = v * 3 + i: v in (w, t, 1), gradient component i
+                base = N_PHOTO + q * 4
+                acc[base] += s[q] * uz
+                acc[base + 1] += s[q] * uy
+                acc[base + 2] += sx[q]
+                acc[base + 3] += s[q]
         out[k, :] = acc
 
 
