@@ -69,6 +69,9 @@ class NodeProblem:
         spline coefficients (``options.order == 3``)."""
         from scipy import ndimage
 
+        # C-contiguous float32 at the kernel boundary: one compiled signature (a view would compile again)
+        reference = np.ascontiguousarray(reference, np.float32)
+        deformed = np.ascontiguousarray(deformed, np.float32)
         grad = np.stack(np.gradient(reference)).astype(np.float32)
         coef = (ndimage.spline_filter(deformed, order=3, output=np.float32, mode="mirror") if options.order == 3
                 else deformed)
