@@ -241,9 +241,11 @@ def labelled_samples(image, labels: np.ndarray, spec: FeatureSpec, *, max_slab_b
     zs = np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))
     per_slice = int(np.prod(src.shape[1:])) * 4 * (spec.n_features + 2)
     max_depth = max(1, max_slab_bytes // max(per_slice, 1))
+    # a slab costs its slices plus a z halo on each side: labelled slices closer than two halos share one slab
+    gap = 1 + (2 * feature_halo(spec)[0] if spec.ndim == 3 and src.ndim == 3 else 0)
     runs: list[tuple[int, int]] = []
     for z in zs:
-        if runs and runs[-1][1] == z and runs[-1][1] - runs[-1][0] < max_depth:
+        if runs and z - runs[-1][1] < gap and z + 1 - runs[-1][0] <= max_depth:
             runs[-1] = (runs[-1][0], z + 1)
         else:
             runs.append((int(z), int(z) + 1))
