@@ -130,6 +130,8 @@ def test_bad_input(texture, case, match):
     ({"max_iterations": 0}, r"max_iterations=0 is out of range"),
     ({"tolerance_px": np.float64("nan")}, r"tolerance_px=nan is not finite"),
     ({"margin_px": -1}, r"margin_px=-1 is out of range"),
+    ({"threads": 0}, r"threads=0 is out of range"),
+    ({"threads": 1.5}, r"threads=1.5 is not an integer"),
 ])
 def test_register_refuses_a_binning_or_option_it_would_replace(texture, kw, pattern):
     with pytest.raises(InputError, match=pattern) as err:
@@ -177,3 +179,19 @@ def test_cli_register_refuses_a_binning_larger_than_the_volume(tmp_path, texture
     assert len(err) == 1 and "finest factor 64 leaves 0 voxels" in err[0] and "(48, 52, 56)" in err[0]
     assert main(["register", str(a), str(a), "-o", str(out), "--multimodal", "--search", "-3"]) == 2
     assert "search_px=-3 is out of range" in capsys.readouterr().err
+
+
+def test_register_threads_give_the_same_result_and_default_to_the_usable_cpus(texture):
+    """Slabs of z slices on 1, 2 or 3 threads: the per-slice sums make the result independent of the split."""
+    import os
+
+    from scipy import ndimage as ndi
+
+    from tomo4d._threads import available_cpus
+
+    moved = ndi.shift(texture, (0.6, -0.4, 0.3), order=3, mode="mirror")
+    regs = [register(texture, moved, threads=n) for n in (1, 2, 3)]
+    for r in regs[1:]:
+        np.testing.assert_array_equal(r.phi, regs[0].phi)
+    np.testing.assert_allclose(regs[0].translation_px, [0.6, -0.4, 0.3], atol=0.02)
+    assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))

@@ -190,3 +190,38 @@ def test_train_on_several_images_pools_their_labels():
     assert np.mean(predict_labels(model, a)[:, :, 14:] == 2) > 0.95
     with pytest.raises(InputError, match="labels has 1"):
         train_pixel_classifier([a, b], [la], n_trees=2)
+
+
+def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeypatch):
+    """One feature pass for training and prediction of the same image, the labels of the two-pass path (up to
+    float rounding of the features), the two-pass fallback above the memory budget and for a lazy image."""
+    from tomo4d.segment import features as feat_mod
+    from tomo4d.segment import forest as forest_mod
+    from tomo4d.segment import train_and_predict
+
+    calls = {"full": 0, "slab": 0}
+    full, slab = feat_mod.compute_features, forest_mod.features_of_slab
+
+    def count_full(*a, **k):
+        calls["full"] += 1
+        return full(*a, **k)
+
+    def count_slab(*a, **k):
+        calls["slab"] += 1
+        return slab(*a, **k)
+
+    monkeypatch.setattr(feat_mod, "compute_features", count_full)
+    monkeypatch.setattr(forest_mod, "features_of_slab", count_slab)
+    monkeypatch.setattr(feat_mod, "features_of_slab", count_slab)
+    model, labels = train_and_predict(blobs.image, blob_scribbles, n_trees=8, seed=1)
+    assert calls == {"full": 1, "slab": 0}
+    two_pass = predict_labels(train_pixel_classifier(blobs.image, blob_scribbles, n_trees=8, seed=1), blobs.image)
+    assert np.mean(labels == two_pass) > 0.995
+    assert np.mean(labels == blobs.phases) > 0.95
+    assert labels.dtype == two_pass.dtype and list(model.classes) == [1, 2, 3]
+    calls.update(full=0, slab=0)
+    _, fallback = train_and_predict(blobs.image, blob_scribbles, n_trees=8, seed=1, max_feature_bytes=1000)
+    assert calls["full"] == 0 and calls["slab"] > 1
+    np.testing.assert_array_equal(fallback, two_pass)
+    with pytest.raises(InputError, match="one image"):
+        train_and_predict([blobs.image], [blob_scribbles])

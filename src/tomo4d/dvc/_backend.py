@@ -69,6 +69,9 @@ class NodeProblem:
         spline coefficients (``options.order == 3``)."""
         from scipy import ndimage
 
+        # C-contiguous float32 at the kernel boundary: one compiled signature (a view would compile again)
+        reference = np.ascontiguousarray(reference, np.float32)
+        deformed = np.ascontiguousarray(deformed, np.float32)
         grad = np.empty((3,) + reference.shape, np.float32)   # filled axis by axis: no 3-array transient
         for a in range(3):
             grad[a] = np.gradient(reference, axis=a)

@@ -93,16 +93,19 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
     shape = (len(files), *shape2d)
 
     def read(indices: list[int]) -> np.ndarray:
-        out = []
-        for i in indices:
+        out = np.empty((len(indices), *shape2d), dtype)        # each slice decoded straight into its plane
+        for j, i in enumerate(indices):
             try:
-                out.append(tifffile.imread(files[i]).reshape(shape2d))
+                try:
+                    tifffile.imread(files[i], out=out[j])
+                except ValueError:                             # another dtype or page layout: decode, then cast
+                    out[j] = tifffile.imread(files[i]).reshape(shape2d)
             except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as exc:
                 raise FormatError(
                     f"slice {str(files[i])!r} could not be read ({exc}); the file is damaged or changed since "
                     "the folder was opened: re-copy or re-export it"
                 ) from None
-        return np.stack(out)
+        return out
 
     data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
     return volume_from_header(data, header, source=folder, voxel_size_nm=voxel_size_nm)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from .._array import bin_volume
+from .._threads import available_cpus
 from .._validate import (
     as_image,
     as_mask,
@@ -24,6 +25,7 @@ from ..errors import InputError
 from ..io import atomic_output
 from .phi import (
     PhiParts,
+    _skew,
     check_phi,
     decompose_phi,
     polar_decomposition,
@@ -117,6 +119,23 @@ class Registration:
                    levels=tuple(d.get("levels", ())), method=str(d.get("method", "gauss-newton")))
 
 
+def _bin(a: np.ndarray, b: int) -> np.ndarray:
+    """Block mean by ``b`` (as ``tomo4d._array.bin_volume``) by strided float32 sums: no reshaped
+    multi-axis reduction (several times slower)."""
+    if b == 1:
+        return a
+    out = None
+    for ax in range(3):
+        n = (a.shape[ax] // b) * b
+        src = a if out is None else out
+        acc = np.array(src[(slice(None),) * ax + (slice(0, n, b),)], dtype=np.float32)
+        for i in range(1, b):
+            acc += src[(slice(None),) * ax + (slice(i, n, b),)]
+        out = acc
+    out *= np.float32(1.0 / b**3)
+    return out
+
+
 def _phi_to_level(phi_full: np.ndarray, c_full: np.ndarray, b: int, shape_full) -> np.ndarray:
     """Phi about the full-resolution centre -> Phi about the centre of the ``b``-binned grid."""
     crop = np.asarray([(n // b) * b for n in shape_full], float)
@@ -134,12 +153,44 @@ def _phi_from_level(phi_b: np.ndarray, c_full: np.ndarray, b: int, shape_full) -
     return recentre_phi(p, c_crop, c_full)
 
 
-def _rigid_columns(g: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Jacobian columns of a small rotation vector w: d(g . (w x r))/dw = r x g (z, y, x components)."""
-    rz, ry, rx = r[:, 0], r[:, 1], r[:, 2]
-    gz, gy, gx = g[:, 0], g[:, 1], g[:, 2]
-    # w x r = (wx ry - wy rx, wz rx - wx rz, wy rz - wz ry) in (z, y, x) components (see phi._skew)
-    return np.stack([gy * rx - gx * ry, gx * rz - gz * rx, gz * ry - gy * rz], axis=1)
+N_PHOTO = 6
+"""Photometric sums leading the kernel's per-slice output (see :mod:`tomo4d.register._kernels`)."""
+
+
+def _param_index(i: int, j: int) -> int:
+    """Index of the affine parameter ``dF[i, j]`` (j < 3) or ``dt[i]`` (j == 3) in the 12-vector."""
+    return 3 * i + j if j < 3 else 9 + i
+
+
+def _rigid_basis() -> np.ndarray:
+    """(12, 6): affine parameters of a small rotation vector (rad, z y x) and a translation."""
+    t = np.zeros((12, 6))
+    for k in range(3):
+        t[:9, k] = _skew(np.eye(3)[k]).ravel()
+        t[9 + k, 3 + k] = 1.0
+    return t
+
+
+def _hessian(moments: np.ndarray) -> np.ndarray:
+    """The 12x12 affine Gauss-Newton matrix from ``sum g_a g_b u_j u_l`` (3, 3, 4, 4) (a <= b filled)."""
+    h = np.zeros((12, 12))
+    for a in range(3):
+        for b in range(3):
+            m = moments[a, b] if a <= b else moments[b, a].T
+            for j in range(4):
+                for l in range(4):  # noqa: E741
+                    h[_param_index(a, j), _param_index(b, l)] = m[j, l]
+    return h
+
+
+def _unpack(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``J^T w``, ``J^T t`` and ``J^T 1`` (12,) each from the kernel's per-voxel sums."""
+    jt = sums[N_PHOTO:].reshape(3, 3, 4)
+    out = np.zeros((3, 12))
+    for i in range(3):
+        for j in range(4):
+            out[:, _param_index(i, j)] = jt[:, i, j]
+    return out[0], out[1], out[2]
 
 
 def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
@@ -153,57 +204,98 @@ def _increment_matrix(dp: np.ndarray, rigid: bool) -> np.ndarray:
     return m
 
 
-def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
-              rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
-              photometric: bool) -> tuple[np.ndarray, bool, int, float, float]:
-    shape = np.asarray(fixed.shape)
-    c = (shape - 1.0) / 2.0
+class _Slabs:
+    """Runs a slice kernel ``fn(*args, k0, k1, out)`` over z slabs, on ``pool`` when there is one."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, n: int):
+        self.pool, self.n = pool, n
+
+    def __call__(self, fn, nz: int, *args) -> None:
+        out = args[-1]
+        if self.pool is None or nz < 2 * self.n:
+            fn(*args[:-1], 0, nz, out)
+            return
+        edges = np.linspace(0, nz, 2 * self.n + 1).astype(int)   # 2 slabs a thread: some balance
+        list(self.pool.map(lambda k: fn(*args[:-1], int(edges[k]), int(edges[k + 1]), out), range(2 * self.n)))
+
+
+def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool, slabs: _Slabs):
+    """Selected voxels, the inverse Gauss-Newton matrix and the grey mean and std of one level."""
     sel = np.zeros(fixed.shape, bool)
     sel[1:-1, 1:-1, 1:-1] = True
     if mask is not None:
         sel &= mask
-    idx = np.nonzero(sel)
-    if idx[0].size < 64:
-        raise InputError(f"only {idx[0].size} voxels to register at this level; enlarge the mask or the volume")
-    x = np.stack(idx, axis=1).astype(np.float64)
-    xc = x - c
-    t_vals = fixed[idx].astype(np.float64)
-    grads = np.stack([g[idx] for g in np.gradient(fixed)], axis=1).astype(np.float64)
+    from . import _kernels
+
+    n = int(np.count_nonzero(sel))
+    if n < 64:
+        raise InputError(f"only {n} voxels to register at this level; enlarge the mask or the volume")
+    moments = np.empty((fixed.shape[0], 3, 3, 4, 4))
+    slabs(_kernels.hessian_moments, fixed.shape[0], fixed, sel, moments)
+    hess = _hessian(moments.sum(axis=0))
     if rigid:
-        jac = np.concatenate([_rigid_columns(grads, xc), grads], axis=1)
-    else:
-        jac = np.concatenate([(grads[:, :, None] * xc[:, None, :]).reshape(-1, 9), grads], axis=1)
-    hess = jac.T @ jac
+        basis = _rigid_basis()
+        hess = basis.T @ hess @ basis
     try:
         hinv = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
         raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
                          "give a textured region or a larger mask") from None
-    coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror") if order > 1 else moving
-    radius = float(np.max(np.abs(xc))) if xc.size else 1.0
+    if not np.all(np.isfinite(hinv)):
+        raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
+                         "give a textured region or a larger mask")
+    vals = fixed[sel]
+    return sel, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
+
+
+def _grey_fit(s: np.ndarray, photometric: bool) -> tuple[float, float, float]:
+    """Gain, offset and sum of squared residuals ``sum ((w - off) / gain - t)^2`` from the photometric sums."""
+    n, sw, sww, swt, st, stt = s[:N_PHOTO]
+    gain, off = 1.0, 0.0
+    if photometric:
+        var_t = stt - st * st / n
+        cov = swt - sw * st / n
+        gain = cov / var_t if var_t > 0 else 1.0
+        if not np.isfinite(gain) or gain <= 1e-6:
+            gain = 1.0
+        off = (sw - gain * st) / n
+    ss = (sww - 2 * off * sw + n * off * off) / gain**2 - 2 * (swt - off * st) / gain + stt
+    return gain, off, max(float(ss), 0.0)
+
+
+def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, phi: np.ndarray, *,
+              rigid: bool, order: int, max_iterations: int, tolerance_px: float, margin: int,
+              photometric: bool, slabs: _Slabs) -> tuple[np.ndarray, bool, int, float, float]:
+    from . import _kernels
+
+    shape = np.asarray(fixed.shape)
+    c = (shape - 1.0) / 2.0
+    fixed = np.ascontiguousarray(fixed, dtype=np.float32)
+    sel, hinv, shift, t_std = _level_setup(fixed, mask, rigid, slabs)
+    basis = _rigid_basis() if rigid else None
+    if order > 1:
+        coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror")
+    else:
+        coeffs = np.ascontiguousarray(moving, dtype=np.float32)
+    radius = max(float(np.max(np.abs(np.flatnonzero(sel.any(axis=tuple(b for b in range(3) if b != a))) - c[a])))
+                 for a in range(3))
+    lo = np.full(3, float(margin))
     hi = shape - 1.0 - margin
-    converged, it, dnorm, resid = False, 0, float("inf"), float("nan")
-    t_std = float(t_vals.std()) or 1.0
+    sums = np.empty((fixed.shape[0], _kernels.N_SUMS))
+    converged, it, dnorm, resid, prev = False, 0, float("inf"), float("nan"), float("inf")
     for it in range(1, max_iterations + 1):  # noqa: B007 (read after the loop: the iteration count)
-        y = xc @ phi[:3, :3].T + c + phi[:3, 3]
-        valid = np.all((y >= margin) & (y <= hi), axis=1)
-        if valid.sum() < 64:
+        mat = np.ascontiguousarray(phi[:3, :3])
+        off = c + phi[:3, 3] - mat @ c
+        slabs(_kernels.warp_sums, fixed.shape[0], coeffs, fixed, sel, mat, off, lo, hi, order, shift, sums)
+        s = sums.sum(axis=0)
+        if s[0] < 64:
             log.warning("registration moved the volume out of the field of view; stopping")
             break
-        w = ndimage.map_coordinates(coeffs, y.T, order=order, mode="mirror", prefilter=False).astype(np.float64)
-        if photometric:
-            tv, wv = t_vals[valid], w[valid]
-            a = np.cov(wv, tv)
-            gain = a[0, 1] / a[1, 1] if a[1, 1] > 0 else 1.0
-            if not np.isfinite(gain) or gain <= 1e-6:
-                gain = 1.0
-            off = wv.mean() - gain * tv.mean()
-            r = (w - off) / gain - t_vals
-        else:
-            r = w - t_vals
-        r[~valid] = 0.0
-        resid = float(np.sqrt(np.mean(r[valid] ** 2)) / t_std)
-        dp = hinv @ (jac.T @ r)
+        gain, off_grey, ss = _grey_fit(s, photometric)
+        resid = float(np.sqrt(ss / s[0]) / t_std)
+        jtw, jtt, jt1 = _unpack(s)
+        grad = (jtw - off_grey * jt1) / gain - jtt
+        dp = hinv @ (grad if basis is None else basis.T @ grad)
         inc = _increment_matrix(dp, rigid)
         phi = phi @ np.linalg.inv(inc)
         if rigid:
@@ -213,19 +305,27 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
         if not np.isfinite(dnorm):
             raise InputError("registration diverged (non-finite update); check the inputs overlap "
                              "or give phi0")
-        if dnorm < tolerance_px:
+        # converged: the update is below the tolerance, or the updates contract fast enough that all the
+        # later ones together (geometric series of the observed ratio) are predicted to be below it
+        ratio = dnorm / prev if 0.0 < prev < float("inf") else 1.0
+        if dnorm < tolerance_px or (ratio < 0.5 and dnorm * ratio / (1.0 - ratio) < tolerance_px):
             converged = True
             break
+        prev = dnorm
     return phi, converged, it, resid, dnorm
 
 
 MIN_VOXELS_PER_AXIS = 8
 """Smallest number of voxels per axis of a (binned) registration level."""
 
+COARSE_TOLERANCE_PX = 0.02
+"""Tolerance (full-resolution px) of the levels before the finest: they only start the next level."""
+
 
 def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binning: Sequence[int] = (4, 2, 1),
-             order: int = 3, max_iterations: int = 50, tolerance_px: float = 1e-4, margin_px: int = 1,
-             photometric: bool = True, progress: Callable[[int, int], None] | None = None) -> Registration:
+             order: int = 3, max_iterations: int = 50, tolerance_px: float = 1e-3, margin_px: int = 1,
+             photometric: bool = True, progress: Callable[[int, int], None] | None = None,
+             threads: int | None = None) -> Registration:
     """Register ``moving`` onto ``fixed`` with one affine (or rigid) Phi.
 
     Minimises ``sum_x (moving(phi(x)) - fixed(x))^2`` over the fixed voxels
@@ -255,7 +355,12 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         Per level.
     tolerance_px : float
         Stop a level when an update moves the volume by less than this (px,
-        translation plus motion of the volume edge caused by the change of F).
+        translation plus motion of the volume edge caused by the change of F), or
+        when the last two updates contract so that all later ones together are
+        predicted to move it by less (geometric series of their ratio, when
+        below 0.5).  The default 0.001 px is well below the accuracy of a
+        registration (interpolation error, noise).  Levels before the finest stop at
+        ``max(tolerance_px, COARSE_TOLERANCE_PX)``: they only start the next one.
     margin_px : int
         Voxels mapped closer than this to the border of ``moving`` are ignored.
     photometric : bool
@@ -263,6 +368,9 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         every iteration (different exposure, reconstruction scaling).
     progress : callable(done, total), optional
         Called after each level.
+    threads : int, optional
+        Threads of the compiled kernels (slabs of z slices on a thread pool of this call; no global
+        thread setting is changed).  None: the CPUs this process may use (affinity, cgroup quota).
 
     Returns
     -------
@@ -298,21 +406,36 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
                          f"factors <= {largest} (e.g. binning=(1,))")
     # coarser levels that would be too small are skipped (the schedule actually used is Registration.levels)
     levels = [b for b in levels if b <= largest]
-    c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
     phi = np.eye(4) if phi0 is None else check_phi(phi0, name="phi0").copy()
     if rigid:
         rot, _ = polar_decomposition(phi[:3, :3])
         phi[:3, :3] = rot
+    n_threads = available_cpus() if threads is None else check_int("threads", threads, minimum=1)
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    try:
+        return _register_levels(f, m, msk, phi, levels, rigid=rigid, order=order, max_iterations=max_iterations,
+                                tolerance_px=tolerance_px, margin_px=margin_px, photometric=photometric,
+                                progress=progress, pool=pool, n_threads=n_threads)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _register_levels(f, m, msk, phi, levels, *, rigid, order, max_iterations, tolerance_px, margin_px,
+                     photometric, progress, pool, n_threads) -> Registration:
+    c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
     total_it, converged, resid, dnorm = 0, False, float("nan"), float("nan")
     for i, b in enumerate(levels):
-        fb, mb = bin_volume(f, b), bin_volume(m, b)
-        mkb = None if msk is None else bin_volume(msk.astype(np.float32), b) > 0.5
+        fb, mb = _bin(f, b), _bin(m, b)
+        mkb = None if msk is None else _bin(msk.astype(np.float32), b) > 0.5
         if mkb is not None and mkb.sum() < 64:
             mkb = None if b > 1 else mkb
         pb = _phi_to_level(phi, c_full, b, f.shape)
+        # a coarse level only brings the next one into its quadratic basin: a looser tolerance
+        tol = tolerance_px if i == len(levels) - 1 else max(tolerance_px, COARSE_TOLERANCE_PX)
         pb, converged, it, resid, dnorm = _gn_level(
             fb, mb, mkb, pb, rigid=rigid, order=order, max_iterations=max_iterations,
-            tolerance_px=tolerance_px / b, margin=margin_px, photometric=photometric)
+            tolerance_px=tol / b, margin=margin_px, photometric=photometric, slabs=_Slabs(pool, n_threads))
         phi = _phi_from_level(pb, c_full, b, f.shape)
         total_it += it
         log.debug("register level bin %d: %d iterations, residual %.4f, last update %.2e px", b, it, resid, dnorm)

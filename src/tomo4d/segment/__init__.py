@@ -27,7 +27,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "FeatureSpec": "features", "FEATURE_KINDS": "features", "compute_features": "features",
     "feature_names": "features", "feature_halo": "features", "features_of_slab": "features",
-    "PixelClassifier": "forest", "train_pixel_classifier": "forest",
+    "PixelClassifier": "forest", "train_pixel_classifier": "forest", "train_and_predict": "forest",
     "predict_proba": "predict", "predict_labels": "predict", "predict_lazy": "predict",
     "Particles": "instances", "connected_components": "instances", "remove_small_objects": "instances",
     "split_touching": "instances", "label_particles": "instances",

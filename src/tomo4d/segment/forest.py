@@ -241,9 +241,11 @@ def labelled_samples(image, labels: np.ndarray, spec: FeatureSpec, *, max_slab_b
     zs = np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))
     per_slice = int(np.prod(src.shape[1:])) * 4 * (spec.n_features + 2)
     max_depth = max(1, max_slab_bytes // max(per_slice, 1))
+    # a slab costs its slices plus a z halo on each side: labelled slices closer than two halos share one slab
+    gap = 1 + (2 * feature_halo(spec)[0] if spec.ndim == 3 and src.ndim == 3 else 0)
     runs: list[tuple[int, int]] = []
     for z in zs:
-        if runs and runs[-1][1] == z and runs[-1][1] - runs[-1][0] < max_depth:
+        if runs and z - runs[-1][1] < gap and z + 1 - runs[-1][0] <= max_depth:
             runs[-1] = (runs[-1][0], z + 1)
         else:
             runs.append((int(z), int(z) + 1))
@@ -263,6 +265,9 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
                            max_samples_per_class: int = 20_000, balance_classes: bool = True,
                            voxel_size_nm=None, seed: int = 0, progress=None) -> PixelClassifier:
     """Train a random-forest pixel classifier from sparse labels (scribbles).
+
+    To label every voxel of the training image too, :func:`train_and_predict` computes its features
+    once for both.
 
     Parameters
     ----------
@@ -299,6 +304,61 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
     InputError
         Labels of another shape, no labelled voxel, a single class, bad options.
     """
+    return _train(image, labels, features=features, n_trees=n_trees, max_depth=max_depth,
+                  min_samples_leaf=min_samples_leaf, max_samples_per_class=max_samples_per_class,
+                  balance_classes=balance_classes, voxel_size_nm=voxel_size_nm, seed=seed, progress=progress)
+
+
+def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, **options):
+    """Train a pixel classifier on the scribbles of ``image`` and label every voxel of that image, computing
+    its feature stack once (not once for the labelled slabs and again for the prediction).
+
+    Parameters
+    ----------
+    image, labels
+        As in :func:`train_pixel_classifier` (one image, not a list).
+    max_feature_bytes : int
+        The whole feature stack (voxels x features x 4 bytes) is kept only up to this size; a larger (or
+        lazy) image falls back to :func:`train_pixel_classifier` then :func:`predict_labels`, slab by slab.
+    **options
+        Keyword options of :func:`train_pixel_classifier`.
+
+    Returns
+    -------
+    (PixelClassifier, numpy.ndarray)
+        The model and the labels of every voxel (values of ``model.classes``, the smallest unsigned dtype),
+        as :func:`predict_labels` gives them up to float rounding of the features.
+    """
+    from ._common import label_dtype
+    from .features import compute_features
+
+    if isinstance(image, (list, tuple)):
+        raise InputError("train_and_predict takes one image; for a list use train_pixel_classifier")
+    data = image_array(image)
+    kept: list[np.ndarray] = []
+
+    def stacks_for(spec: FeatureSpec):
+        if isinstance(data, np.ndarray) and data.size * spec.n_features * 4 <= max_feature_bytes:
+            kept.append(compute_features(data, spec))
+            return kept
+        return None
+
+    model = _train(image, labels, stacks_for=stacks_for, **options)
+    if not kept:
+        return model, predict_labels(model, image)
+    feats = kept.pop()
+    classes = np.asarray(model.classes, dtype=label_dtype(model.classes))
+    out = np.empty(data.shape, classes.dtype)
+    step = max(1, 2**24 // max(1, int(np.prod(data.shape[1:])) * len(classes)))   # ~64 MiB of probabilities
+    for z0 in range(0, data.shape[0], step):
+        out[z0:z0 + step] = classes[np.argmax(model.proba_of_features(feats[z0:z0 + step]), axis=-1)]
+    return model, out
+
+
+def _train(image, labels, *, features: FeatureSpec | None = None, n_trees: int = 32, max_depth: int | None = None,
+           min_samples_leaf: int = 1, max_samples_per_class: int = 20_000, balance_classes: bool = True,
+           voxel_size_nm=None, seed: int = 0, progress=None, stacks_for=None) -> PixelClassifier:
+    """:func:`train_pixel_classifier`; ``stacks_for(spec)`` may return the feature stack of every image."""
     from sklearn.ensemble import RandomForestClassifier
 
     pairs = _pairs(image, labels)
@@ -316,7 +376,7 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
                                           truncate=spec.truncate, include_raw=spec.include_raw)
     if data.ndim == 2 and spec.ndim == 3:
         raise InputError("features.ndim=3 needs a 3D (z, y, x) image; use FeatureSpec(ndim=2) for a 2D slice")
-    x, y, classes = _samples(pairs, spec, progress)
+    x, y, classes = _samples(pairs, spec, progress, None if stacks_for is None else stacks_for(spec))
     rng = np.random.default_rng(seed)
     keep = []
     counts = {}
@@ -354,8 +414,9 @@ def _pairs(image, labels) -> list:
     return [(image, labels)]
 
 
-def _samples(pairs, spec, progress):
-    """Features and classes of the labelled voxels of every (image, labels) pair, pooled."""
+def _samples(pairs, spec, progress, stacks=None):
+    """Features and classes of the labelled voxels of every (image, labels) pair, pooled (taken from
+    ``stacks``, the feature stack of every image, when given)."""
     xs, ys, vs0 = [], [], voxel_size_of(pairs[0][0], None)
     for k, (image, labels) in enumerate(pairs):
         key = "image" if len(pairs) == 1 else f"image[{k}]"
@@ -367,7 +428,11 @@ def _samples(pairs, spec, progress):
                              "training images must share the voxel size")
         lab = check_labels(labels, data.shape, name="labels" if len(pairs) == 1 else f"labels[{k}]",
                            need_classes=2 if len(pairs) == 1 else 1)[0]
-        x, y = labelled_samples(data, lab, spec, progress=progress)
+        if stacks is None:
+            x, y = labelled_samples(data, lab, spec, progress=progress)
+        else:
+            sel = lab > 0
+            x, y = stacks[k][sel], lab[sel]
         xs.append(x)
         ys.append(y)
     y = np.concatenate(ys)
@@ -378,4 +443,5 @@ def _samples(pairs, spec, progress):
     return np.concatenate(xs), y, classes
 
 
-__all__ = ["PixelClassifier", "train_pixel_classifier", "labelled_samples", "forest_from_sklearn"]
+__all__ = ["PixelClassifier", "train_pixel_classifier", "train_and_predict", "labelled_samples",
+           "forest_from_sklearn"]
