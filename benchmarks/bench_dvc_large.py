@@ -186,6 +186,7 @@ def main(argv=None):
                          "none: no correlation, the start field itself is scored (--start affine|axial|truth)")
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
+    ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
@@ -223,7 +224,8 @@ def main(argv=None):
     if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
-        for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma)):
+        for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
+                     ("max_iterations", a.max_iter)):
             if v is not None:
                 kw[k] = v
         if mask is not None:

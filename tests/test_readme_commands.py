@@ -30,6 +30,7 @@ def readme_commands(text: str | None = None) -> list[str]:
     """``tomo4d ...`` lines of the README's code blocks (fenced or indented), comments stripped, in order."""
     text = README.read_text() if text is None else text
     out, fenced = [], False
+    text = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
     for line in text.splitlines():
         if line.strip().startswith("```"):
             fenced = not fenced
@@ -71,14 +72,14 @@ def test_every_readme_command_has_a_recipe():
     assert "tomo4d neutron plan --target-um 5" in cmds
     for c in cmds:
         if _skip_reason(c) is None:
-            names = [t for t in shlex.split(c) if "=" not in t and re.search(r"\.(tif|h5|csv|vol|zarr|yaml|json|vtk|png)$|/$", t)]
+            names = [t for t in shlex.split(c) if "=" not in t and re.search(r"\.(tif|h5|nxs|txt|csv|vol|zarr|yaml|json|vtk|png)$|/$", t)]
             for n in names:
                 assert n in MAKERS or n in PRODUCED, f"README command {c!r}: no recipe for input {n!r}"
 
 
 def test_extraction_reads_fenced_and_indented_blocks():
-    text = "x\n```bash\ntomo4d a b   # note\nls\n```\n\n    tomo4d c d  # e\n- tomo4d not code\n"
-    assert readme_commands(text) == ["tomo4d a b", "tomo4d c d"]
+    text = "x\n```bash\ntomo4d a b   # note\nls\n```\n\n    tomo4d c d  # e\n- tomo4d not code\n    tomo4d e \\\n    f\n"
+    assert readme_commands(text) == ["tomo4d a b", "tomo4d c d", "tomo4d e f"]
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -209,6 +210,21 @@ def _scribbles(ws: Path, name: str):
     tifffile.imwrite(ws / name, np.where(keep, lab, 0).astype(np.uint8))
 
 
+def _projections(ws: Path, name: str):
+    """A small simulated scan (2 rows x 48 px, 90 angles): NXtomo, or TIFF projections/flats/darks + angles."""
+    import tifffile
+
+    from tomo4d.reconstruct import save_nxtomo, simulate_scan
+
+    scan = simulate_scan((2, 48), n_angles=90, center_offset=-2.25, photons=2e4, margin=12, seed=4)
+    if name.endswith(".nxs"):
+        save_nxtomo(scan, ws / name)
+        return
+    for n, a in (("proj.tif", scan.projections), ("flats.tif", scan.flats), ("darks.tif", scan.darks)):
+        tifffile.imwrite(ws / n, a.astype(np.uint16))
+    (ws / "angles.txt").write_text(" ".join(map(str, scan.angles_deg)))
+
+
 def _scans(ws: Path, name: str):
     import tifffile
 
@@ -227,11 +243,13 @@ MAKERS = {
     "T0.tif": _copy("series_hq/T0.tif"), "T1.tif": _copy("series_hq/T1.tif"), "T3.tif": _copy("series_hq/T3.tif"),
     "T0_repeat.tif": _copy("repeat_hq.tif"), "T1_lq.tif": _crop("series/T1.tif"),
     "scribbles.tif": _scribbles, "truth_labels.tif": _copy("truth/labels_hq_T1.tif"), "scans/": _scans,
+    "scan.nxs": _projections, "proj.tif": _projections, "flats.tif": _projections, "darks.tif": _projections,
+    "angles.txt": _projections,
 }
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",
             "T1_indi.tif", "seg_model/", "T1_labels.tif", "T1_particles.tif", "edges.png", "experiment.yaml",
-            "scan.ome.zarr", "out_dir", "OUT", "trans.csv"}
+            "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "rec.tif"}
 
 
 @pytest.fixture(scope="module")
