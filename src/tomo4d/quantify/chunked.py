@@ -26,7 +26,7 @@ from .._validate import check_number
 from ..errors import InputError
 from ._common import PhaseCodes, as_labels, voxel_size
 from .phases import PhaseVolumes
-from .thickness import Thickness, _isin, _lateral_mean
+from .thickness import Thickness, _isin, _lateral_mean, thickness_from_interfaces
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +152,7 @@ def electrode_thickness_chunked(labels, *, voxel_size_nm=None, phases: PhaseCode
         wa, ws = np.float32(phi_a), np.float32(phi_s)
         zs, _, _ = _fit_stream(walk, lambda z0, lab: anode_sep(z0, lab, wa, ws), shape, start)
     has_a &= any_a
-    valid = has_c & has_a
-    zc_nm = np.where(valid, zc * vs[0], np.nan)
-    zs_nm = np.where(valid, zs * vs[0], np.nan)
-    t = (zs_nm - zc_nm) / 1e3
-    v = t[valid]
-    if v.size == 0:
-        log.warning("no column has both a collector and an anode: thickness undefined")
-        mean = std = med = float("nan")
-    else:
-        mean, std, med = float(v.mean()), float(v.std()), float(np.median(v))
-    return Thickness(collector_z_nm=zc_nm, separator_z_nm=zs_nm, thickness_um=t, mean_um=mean, std_um=std,
-                     median_um=med, valid_fraction=float(valid.mean()), voxel_size_nm=vs)
+    return thickness_from_interfaces(zc, zs, has_c & has_a, vs)
 
 
 def phase_volumes_chunked(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(), region=None,

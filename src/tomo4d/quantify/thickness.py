@@ -210,7 +210,11 @@ def electrode_thickness(labels, *, voxel_size_nm=None, phases: PhaseCodes = Phas
                           smooth_px)
         zs, _ = _step_fit(s, start)
     has_a &= anode.any(axis=0)
-    valid = has_c & has_a
+    return thickness_from_interfaces(zc, zs, has_c & has_a, vs)
+
+
+def thickness_from_interfaces(zc, zs, valid, vs) -> Thickness:
+    """The :class:`Thickness` of per-column interface slices ``zc``/``zs`` (px) where ``valid``."""
     zc_nm = np.where(valid, zc * vs[0], np.nan)
     zs_nm = np.where(valid, zs * vs[0], np.nan)
     t = (zs_nm - zc_nm) / 1e3
