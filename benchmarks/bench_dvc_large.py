@@ -187,6 +187,7 @@ def main(argv=None):
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
+    ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
@@ -247,7 +248,7 @@ def main(argv=None):
             from tomo4d.dvc import axial_profile_start
 
             tiles = tuple(int(v) for v in a.tiles.split("x"))
-            init = axial_profile_start(series[0], series[n], tiles=tiles, mask=mask)
+            init = axial_profile_start(series[0], series[n], tiles=tiles, mask=mask, lateral=a.lateral)
         if a.method == "none":
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":

@@ -102,3 +102,34 @@ def test_bad_options(texture, kw, match):
 def test_bad_pair(texture):
     with pytest.raises(InputError, match="shape"):
         axial_profile_start(texture, texture[:50])
+
+
+def _s(z):
+    """In-plane scale of the electrode growing from 0 below Z0 to 2 % above Z1 (the phantom's lateral expansion)."""
+    return 0.02 * np.clip((z - Z0) / (Z1 - Z0), 0.0, 1.0)
+
+
+def _u_expanding(points):
+    c = 59.0 / 2
+    s = _s(points[0])
+    return np.stack([_w(points[0]), s * (points[1] - c), s * (points[2] - c)])
+
+
+def test_lateral_scale_follows_the_in_plane_expansion(texture, warp):
+    """lateral=True fits s(z) with w(z): the lateral displacement (up to 0.6 px at the edges) is recovered, and
+    without it the start has none."""
+    ref, dfm = texture, _relit(warp(texture, _u_expanding))
+    field = axial_profile_start(ref, dfm, knot_spacing=4, lateral=True)
+    pos = field.positions_zyx_px
+    true = _u_expanding(pos.T).T
+    inside = (pos[:, 0] + true[:, 0] < 57) & (pos[:, 0] >= 2)
+    lat_err = np.linalg.norm(field.displacement_zyx_px[:, 1:] - true[:, 1:], axis=1)[inside]
+    lat_true = np.linalg.norm(true[:, 1:], axis=1)[inside]
+    assert np.median(lat_err) < 0.35 * np.median(lat_true), (np.median(lat_err), np.median(lat_true))
+    assert np.median(np.abs(field.displacement_zyx_px[inside, 0] - true[inside, 0])) < 0.15
+    s = np.asarray(field.notes["axial_profile"]["lateral_scale"])
+    knots = np.asarray(field.notes["axial_profile"]["knots_z_px"])
+    top = (knots > Z1 + 4) & (knots + _w(knots) < 55)
+    assert np.all(np.abs(s[top] - 0.02) < 0.006), s[top]
+    plain = axial_profile_start(ref, dfm, knot_spacing=4)
+    assert np.allclose(plain.displacement_zyx_px[:, 1:], 0) and plain.notes["axial_profile"]["lateral_scale"] is None
