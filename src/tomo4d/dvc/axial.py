@@ -303,12 +303,19 @@ def _fit_tile(i_t, j_t, m_t, phi, knots, wk, reg, greg, iterations, var):
         grad = np.concatenate([phi.T @ sums["gr"], -phi.T @ sums["r"], -phi.T @ sums["ir"]])
         return cost, h + r_mat, grad + r_mat @ dp
 
+    # keep the map monotone: 1 + w' > 0.2
+    p, cost = _levenberg_marquardt(evaluate, p, iterations, lambda t: np.all(np.diff(phi @ t[:k]) > -0.8))
+    return p[:k], cost
+
+
+def _levenberg_marquardt(evaluate, p, iterations, admissible):
+    """Minimise ``evaluate(p, full) -> (cost, H, grad)`` from ``p`` (steps refused unless ``admissible``);
+    returns (p, cost)."""
     cost, h, grad = evaluate(p, True)
     mu = 1e-3
     for _ in range(iterations):
-        step = np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-12), -grad)
-        trial = p + step
-        if np.all(np.diff(phi @ trial[:k]) > -0.8):  # keep the map monotone: 1 + w' > 0.2
+        trial = p + np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-12), -grad)
+        if admissible(trial):
             c_new, _, _ = evaluate(trial, False)
             if c_new < cost:
                 done = cost - c_new < 1e-9 * max(cost, 1e-30)
@@ -320,7 +327,7 @@ def _fit_tile(i_t, j_t, m_t, phi, knots, wk, reg, greg, iterations, var):
         mu *= 4
         if mu > 1e6:
             break
-    return p[:k], cost
+    return p, cost
 
 
 def _blend_tiles(w_tiles, knots, shape, tiles, pos) -> np.ndarray:
@@ -398,21 +405,6 @@ def _fit_lateral(i_s, j_s, m_s, phi, knots, wk, sk, reg, greg, iterations, var):
                 h[v * k:(v + 1) * k, u * k:(u + 1) * k] = blk.T
         return cost, h + r_mat, grad + r_mat @ dp
 
-    cost, h, grad = evaluate(p, True)
-    mu = 1e-3
-    for _ in range(iterations):
-        step = np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-12), -grad)
-        trial = p + step
-        if np.all(np.diff(phi @ trial[:k]) > -0.8) and np.all(np.abs(phi @ trial[k:2 * k]) < 0.5):
-            c_new, _, _ = evaluate(trial, False)
-            if c_new < cost:
-                done = cost - c_new < 1e-9 * max(cost, 1e-30)
-                p, mu = trial, max(mu / 3, 1e-7)
-                cost, h, grad = evaluate(p, True)
-                if done:
-                    break
-                continue
-        mu *= 4
-        if mu > 1e6:
-            break
+    p, cost = _levenberg_marquardt(evaluate, p, iterations, lambda t: np.all(np.diff(phi @ t[:k]) > -0.8)
+                                   and np.all(np.abs(phi @ t[k:2 * k]) < 0.5))
     return p[:k], p[k:2 * k], cost
