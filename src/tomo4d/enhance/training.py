@@ -5,7 +5,7 @@ checkpoints all of them (safetensors + JSON, atomically) every
 ``checkpoint_every`` steps, so that an interrupted run resumed from its last
 checkpoint ends with exactly the weights of an uninterrupted run.
 
-(~580 lines on purpose: the Trainer's state - network, optimisers, generator, checkpoints - and the
+(~615 lines on purpose: the Trainer's state - network, optimisers, generator, checkpoints - and the
 training entry points that drive it must change together for the bit-exact resume to hold.)
 """
 
