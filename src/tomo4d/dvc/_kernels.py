@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._kernels import mirror_index as _mirror
 from .field import NodeStatus
 
 # the status codes the kernel writes: NodeStatus values, as plain ints frozen into the compiled code
@@ -31,17 +32,6 @@ K_NOT_CONVERGED = int(NodeStatus.NOT_CONVERGED)
 K_DIVERGED = int(NodeStatus.DIVERGED)
 K_SINGULAR = int(NodeStatus.LOW_TEXTURE)          # singular Hessian: too little texture in the window
 K_OUT_OF_VIEW = int(NodeStatus.OUT_OF_VIEW)
-
-
-@njit(cache=True, inline="always")
-def _mirror(i, n):
-    if n == 1:
-        return 0
-    period = 2 * n - 2
-    i = abs(i) % period
-    if i >= n:
-        i = period - i
-    return i
 
 
 @njit(cache=True, fastmath=True, inline="always")

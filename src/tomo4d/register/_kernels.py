@@ -14,20 +14,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._kernels import mirror_index as _mirror
+
 # per-slice outputs of ``warp_sums``: N, Sw, Sww, Swt, St, Stt, then (v, i, j) v in (w, t, 1), g_i, u_j
 N_PHOTO = 6
 N_SUMS = N_PHOTO + 3 * 3 * 4
-
-
-@njit(cache=True)
-def _mirror(i, n):
-    if n == 1:
-        return 0
-    period = 2 * n - 2
-    i = abs(i) % period
-    if i >= n:
-        i = period - i
-    return i
 
 
 @njit(cache=True, fastmath=True, inline="always")
