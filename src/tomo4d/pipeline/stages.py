@@ -216,6 +216,8 @@ DVC = Stage(
 # -- strain ---------------------------------------------------------------------------------------
 
 def _summary_row(inp, i, field, st):
+    from ..dvc import beyond_validated_range
+
     counts = field.status_counts()
     usable = int(np.count_nonzero(field.usable))
     row = {"step": inp.names[i], "time_s": inp.time_s[i],
@@ -226,6 +228,8 @@ def _summary_row(inp, i, field, st):
         vals = st.component(comp)[st.valid] if st is not None else np.zeros(0)
         row[f"{comp}_mean"] = float(np.mean(vals)) if vals.size else np.nan
         row[f"{comp}_median"] = float(np.median(vals)) if vals.size else np.nan
+    # 1: the strain lies beyond the range where the DVC is validated against a known truth (flagged, not hidden)
+    row["beyond_validated_range"] = int(st is not None and beyond_validated_range(st))
     return row
 
 
@@ -243,6 +247,9 @@ def _strain_run(ctx):
         except InputError as exc:  # no usable node: the step is reported, not hidden
             log.warning("strain of %s: %s", inp.names[i], exc)
         rows.append(_summary_row(inp, i, field, strains.get(i)))
+        if rows[-1]["beyond_validated_range"]:
+            log.warning("strain of %s lies beyond the range where the DVC is validated (see the report): flagged "
+                        "in tables/strain_summary (beyond_validated_range)", inp.names[i])
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None
