@@ -204,6 +204,7 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
     P = np.full((m, 5), np.nan)
     E = np.full((m, 5), np.nan)
     C = np.full(m, np.nan)
+    HV = np.full(m, np.nan)  # variance of a_hkl + b_hkl * edge (full covariance: a and b are correlated)
 
     def run(a):
         b = min(a + int(chunk), m)
@@ -216,6 +217,8 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
             P[a:b], C[a:b] = p, chi2
             E[a:b] = np.sqrt(np.clip(np.einsum("mkk->mk", cov), 0, None) * scale[:, None])
             E[a:b][~np.all(np.isfinite(cov), axis=(1, 2))] = np.nan
+            e = p[:, 4]
+            HV[a:b] = (cov[:, 2, 2] + 2 * e * cov[:, 2, 3] + e * e * cov[:, 3, 3]) * scale
 
     starts = range(0, m, int(chunk))
     if workers > 1 and len(starts) > 1:
@@ -231,8 +234,8 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         outer = np.exp(-(a0 + b0 * e))
         inner = np.exp(-(ah + bh * e))
         height = outer * (1.0 - inner)
-        # the height's uncertainty from the dominant terms (a_hkl, b_hkl at the edge), diagonal only
-        h_sig = outer * inner * np.hypot(E[:, 2], E[:, 3] * e)
+        # the height's uncertainty from the dominant terms (a_hkl + b_hkl * edge, with their covariance)
+        h_sig = outer * inner * np.sqrt(np.clip(HV, 0, None))
         ok = (np.all(np.isfinite(P), 1) & np.all(np.isfinite(E), 1) & (E[:, 4] > 0) & (e > e_lo) & (e < e_hi)
               & (height > 0) & (height >= min_significance * h_sig) & (E[:, 4] < (w[-1] - w[0]) / 4))
     n_bad = int((~ok).sum())
