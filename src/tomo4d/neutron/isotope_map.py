@@ -256,6 +256,8 @@ def fit_isotope_map(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li_
         raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
     if mu.ndim < 2:
         mu = mu[None]
+    if mu_sigma_per_cm is not None and np.shape(mu_sigma_per_cm) == mu.shape:  # masked bins may carry NaN sigma
+        mu_sigma_per_cm = np.where(np.isnan(mu), 1.0, np.asarray(mu_sigma_per_cm, np.float64))
     sig = as_sigma(mu_sigma_per_cm, mu.shape, name="mu_sigma_per_cm")
     check_int("chunk", chunk, minimum=1)
     b = check_int("bin_factor", bin_factor, minimum=1)
