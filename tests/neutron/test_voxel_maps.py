@@ -120,3 +120,25 @@ def test_cli_maps_from_band_volumes_writes_loadable_maps(data, tmp_path, capsys)
     assert "--overwrite" in capsys.readouterr().err
     assert main(["neutron", "maps", str(src), str(tmp_path / "m2.npz"), "--li6", "0.5", "--both"]) == 2
     assert "one of" in capsys.readouterr().err
+
+
+def test_cli_maps_from_fits_tof_stacks(data, tmp_path, capsys):
+    d = data
+    sample, ob = d.tof_counts(0)
+    dirs = []
+    for name, stack in (("s", sample), ("o", ob[:-1])):
+        f = tmp_path / name
+        f.mkdir()
+        for i, im in enumerate(stack):
+            write_fits_image(f / f"img_{i:05d}.fits", im.astype(np.uint16))
+        dirs.append(str(f))
+    args = ["--flight-path", str(d.flight_path_m), "--bin-width", str(d.bin_width_us), "--thickness-cm",
+            str(d.path_length_cm), "--first-bin", str(int(d.bins[0])), "--li6", "0.5"]
+    out = tmp_path / "px.npz"
+    assert main(["neutron", "maps", dirs[0], str(out), "--open-beam", dirs[1], *args]) == 2
+    err = capsys.readouterr().err
+    assert "200 ToF bins but the open beam 199" in err and len(err.strip().splitlines()) == 1
+    write_fits_image(tmp_path / "o" / f"img_{199:05d}.fits", ob[-1].astype(np.uint16))
+    assert main(["neutron", "maps", dirs[0], str(out), "--open-beam", dirs[1], *args]) == 0
+    m = VoxelMaps.load(out)
+    assert m.isotopes.mode == "concentration" and m.isotopes.li_concentration_mol_per_cm3.shape == sample.shape[1:]

@@ -242,7 +242,8 @@ def fit_isotope_map(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li_
     fit_background : bool
         Also fit a constant ``mu_bg``.
     bin_factor : int
-        Macro-pixel binning of the spatial axes before fitting (1: none).
+        Macro-pixel binning of every axis but the wavelength before fitting (1: none); fit a time
+        series ``(t, z, y, x, n)`` step by step when binning, or the time axis is binned too.
     chunk : int
         Spectra solved per batch (memory ~ 40 x chunk x n bytes).
 
