@@ -143,3 +143,22 @@ def test_cli_maps_from_fits_tof_stacks(data, tmp_path, capsys):
     assert main(["neutron", "maps", dirs[0], str(out), "--open-beam", dirs[1], *args]) == 0
     m = VoxelMaps.load(out)
     assert m.isotopes.mode == "concentration" and m.isotopes.li_concentration_mol_per_cm3.shape == sample.shape[1:]
+
+
+def test_per_band_noise_estimated_from_the_volumes_keeps_the_errors_calibrated(data):
+    from tomo4d.neutron import band_noise_per_cm
+
+    d = data
+    est = band_noise_per_cm(d.mu_per_cm[1])
+    assert np.median(est / d.sigma_per_cm) == pytest.approx(1.0, abs=0.1)
+    spatial = band_noise_per_cm(d.mu_per_cm[1], method="spatial")  # structure finer than a voxel inflates it
+    assert np.median(spatial / d.sigma_per_cm) > 1.5
+    mu, other = _spectra(d, 1)
+    c = _known_concentration(d, 1)
+    has = c > 0
+    m = fit_voxel_maps(d.wavelengths_angstrom, mu, None, li_concentration_mol_per_cm3=np.where(has, c, 1),
+                       other_mu_per_cm=other)
+    r = m.isotopes
+    sel = has & r.ok
+    z = (r.li6_fraction - d.li6_fraction[1])[sel] / r.li6_fraction_sigma[sel]
+    assert np.std(z) == pytest.approx(1.0, abs=0.15)

@@ -12,9 +12,9 @@ Attenuation spectra enter the edge fit as the transmission of a reference thickn
 default; thinner references make the edge fit of the summed spectrum fail).
 
 Per-voxel uncertainty of a reconstruction: the maps propagate the given per-band sigma (per voxel or
-per band).  Without one, each band's noise is estimated from its own volume
-(:func:`~tomo4d.neutron.estimate_noise_per_cm`, neighbour differences: white noise, one level per band);
-with those sigmas the uncertainties are additionally scaled by ``max(1, chi2_reduced)``.
+per band).  Without one, one white-noise level per band is estimated from the volumes
+(:func:`band_noise_per_cm`: second differences across neighbouring bands, where the smooth wavelength
+dependence of the attenuation cancels); the uncertainties are scaled by ``max(1, chi2_reduced)``.
 """
 
 from __future__ import annotations
@@ -158,22 +158,35 @@ def _median(a) -> float | None:
     return float(np.median(a)) if a.size else None
 
 
-def band_noise_per_cm(mu_bands) -> np.ndarray:
+def band_noise_per_cm(mu_bands, *, method: str = "spectral") -> np.ndarray:
     """Voxel noise of each band's reconstruction, 1/cm: ``(n,)`` from ``(n, z, y, x)`` volumes.
 
-    :func:`~tomo4d.neutron.estimate_noise_per_cm` of each band (white noise from neighbour differences;
-    NaN voxels filled with the band's median first).
+    ``"spectral"`` (default): independent noise in each band, smooth structure along the wavelength;
+    the second difference ``mu[b-1] - 2 mu[b] + mu[b+1]`` removes every term linear in the wavelength
+    (1/v absorption, scattering) and has variance ``~6 sigma_b^2`` where sigma varies slowly between bands;
+    its robust spread over the voxels (1.4826 x MAD, so that the few Bragg-edge bands do not count) gives
+    ``sigma_b`` (end bands take their neighbour's).  ``"spatial"``: each band on its own with
+    :func:`~tomo4d.neutron.estimate_noise_per_cm` (neighbour differences in space; structure finer than a
+    voxel inflates it: 2.3x on the 5D phantom's 16^3 grid, against 1.0x for ``"spectral"``).
     """
     from .normalize import estimate_noise_per_cm
 
     v = np.asarray(mu_bands, np.float64)
-    if v.ndim != 4:
-        raise InputError(f"mu_bands has shape {v.shape}; give per-band volumes (band, z, y, x)")
-    out = []
-    for b in v:
-        fill = np.nanmedian(b) if np.isfinite(b).any() else 0.0
-        out.append(estimate_noise_per_cm(np.where(np.isfinite(b), b, fill)))
-    s = np.asarray(out)
+    if v.ndim != 4 or v.shape[0] < 3:
+        raise InputError(f"mu_bands has shape {v.shape}; give per-band volumes (band, z, y, x) with >= 3 bands")
+    if method == "spectral":
+        d2 = (v[:-2] - 2 * v[1:-1] + v[2:]).reshape(v.shape[0] - 2, -1)
+        med = np.nanmedian(d2, axis=1, keepdims=True)
+        s = 1.4826 * np.nanmedian(np.abs(d2 - med), axis=1) / np.sqrt(6.0)
+        s = np.concatenate([s[:1], s, s[-1:]])
+    elif method == "spatial":
+        out = []
+        for b in v:
+            fill = np.nanmedian(b) if np.isfinite(b).any() else 0.0
+            out.append(estimate_noise_per_cm(np.where(np.isfinite(b), b, fill)))
+        s = np.asarray(out)
+    else:
+        raise InputError(f"method={show(method)} is not known; use 'spectral' or 'spatial'")
     if not np.all(s > 0):
         raise InputError("a band's volume has no measurable noise (constant?); give the per-band sigma explicitly")
     return s
