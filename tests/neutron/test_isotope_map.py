@@ -74,6 +74,10 @@ def test_nan_bins_are_ignored_and_all_nan_is_flagged():
     r = fit_isotope_map(W, mu, sig, li_concentration_mol_per_cm3=0.05)
     assert r.ok[0, 0] and not r.ok[1, 1] and np.isnan(r.li6_fraction[1, 1])
     assert abs(r.li6_fraction[0, 0] - f[0, 0]) < 5 * r.li6_fraction_sigma[0, 0]
+    c = np.full(f.shape, 0.05)
+    c[2, 3] = 0.0                                           # no lithium there: flagged, not fitted
+    r = fit_isotope_map(W, mu, sig, li_concentration_mol_per_cm3=c)
+    assert not r.ok[2, 3] and np.isnan(r.li6_fraction[2, 3]) and r.ok[3, 3]
 
 
 def test_save_load_round_trip(tmp_path):
@@ -92,6 +96,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize("kw, match", [
     (dict(li_concentration_mol_per_cm3=0.05, li6_fraction=0.1), "not both"),
     (dict(li_concentration_mol_per_cm3=0.0), "> 0"),
+    (dict(li_concentration_mol_per_cm3=np.full((4, 5), -1.0)), "> 0"),
     (dict(li6_fraction=1.5), r"\[0, 1\]"),
     (dict(li_concentration_mol_per_cm3=np.ones((3, 3))), "shape"),
     (dict(li_concentration_mol_per_cm3=0.05, other_mu_per_cm=np.ones(7)), "other_mu_per_cm"),

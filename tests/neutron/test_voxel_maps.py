@@ -46,7 +46,7 @@ def test_per_voxel_li6_fraction_within_one_point_where_counts_allow(data, step):
     c = _known_concentration(d, step)
     np.testing.assert_allclose(c, d.li_concentration_mol_per_cm3[step], rtol=1e-9, atol=1e-12)
     has = c > 0
-    r = fit_isotope_map(d.wavelengths_angstrom, mu, d.sigma_per_cm, li_concentration_mol_per_cm3=np.where(has, c, 1),
+    r = fit_isotope_map(d.wavelengths_angstrom, mu, d.sigma_per_cm, li_concentration_mol_per_cm3=c,
                         other_mu_per_cm=other)
     truth = d.li6_fraction[step]
     sel = has & r.ok
@@ -94,7 +94,7 @@ def test_radiography_tof_counts_give_per_pixel_li6_maps(data, tmp_path):
     t = d.radiography_truth(0)
     c = t["li_concentration_mol_per_cm3"]
     has = c > 0
-    r = fit_isotope_map(w, mu, sig, li_concentration_mol_per_cm3=np.where(has, c, 1),
+    r = fit_isotope_map(w, mu, sig, li_concentration_mol_per_cm3=c,
                         other_mu_per_cm=np.moveaxis(t["other_mu_per_cm"], 0, -1))
     sel = has & r.ok
     z = (r.li6_fraction - t["li6_fraction"])[sel] / r.li6_fraction_sigma[sel]
@@ -109,7 +109,7 @@ def test_cli_maps_from_band_volumes_writes_loadable_maps(data, tmp_path, capsys)
     cu = d.copper_fraction[0] > 0.99
     src = tmp_path / "bands.npz"
     np.savez(src, wavelength_angstrom=d.wavelengths_angstrom, mu_per_cm=d.mu_per_cm[0],
-             sigma_per_cm=d.sigma_per_cm, li_concentration_mol_per_cm3=np.where(c > 0, c, 1.0),
+             sigma_per_cm=d.sigma_per_cm, li_concentration_mol_per_cm3=c,
              other_mu_per_cm=d.other_mu_per_cm[0], crystal_mask=cu)
     out = tmp_path / "maps.npz"
     assert main(["neutron", "maps", str(src), str(out), "--bragg-window", "3.85,4.5", "--lattice", "3.615",
@@ -156,7 +156,7 @@ def test_per_band_noise_estimated_from_the_volumes_keeps_the_errors_calibrated(d
     mu, other = _spectra(d, 1)
     c = _known_concentration(d, 1)
     has = c > 0
-    m = fit_voxel_maps(d.wavelengths_angstrom, mu, None, li_concentration_mol_per_cm3=np.where(has, c, 1),
+    m = fit_voxel_maps(d.wavelengths_angstrom, mu, None, li_concentration_mol_per_cm3=c,
                        other_mu_per_cm=other)
     r = m.isotopes
     sel = has & r.ok

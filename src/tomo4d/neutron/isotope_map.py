@@ -165,9 +165,9 @@ def _per_spectrum(name, value, batch, *, positive=False, fraction=False):
     if not np.all(np.isfinite(a)):
         raise InputError(f"{name} holds NaN or infinite values; give finite values (mask voxels with no lithium "
                          "with a small positive concentration and ignore them, or leave them out)")
-    if positive and np.any(a <= 0):
-        raise InputError(f"{name} must be > 0 everywhere (min {show(float(a.min()))}); the 6Li fraction of no "
-                         "lithium is undefined: give a positive concentration and ignore those voxels")
+    if positive and (np.any(a < 0) or (a.ndim == 0 and a <= 0)):
+        raise InputError(f"{name} must be > 0 (a map may hold 0 where there is no lithium: those spectra are "
+                         f"flagged, not fitted); min {show(float(a.min()))}")
     if fraction and (np.any(a < 0) or np.any(a > 1)):
         raise InputError(f"{name} must lie in [0, 1] (the 6Li atom fraction, e.g. 0.0759 for natural Li)")
     if a.ndim == 0:
@@ -233,7 +233,8 @@ def fit_isotope_map(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li_
         Per-bin standard uncertainty, 1/cm (for reconstructed volumes: the per-voxel noise of each band's
         reconstruction, see :func:`tomo4d.neutron.estimate_noise_per_cm`).
     li_concentration_mol_per_cm3 : float or array, optional
-        Known Li concentration (scalar or one per spectrum): fit the 6Li fraction (mode ``"fraction"``).
+        Known Li concentration (scalar or one per spectrum): fit the 6Li fraction (mode ``"fraction"``);
+        spectra with 0 (no lithium) are flagged (``ok`` False).
     li6_fraction : float or array, optional
         Known 6Li fraction: fit the Li concentration (mode ``"concentration"``).  Neither: fit both
         (mode ``"both"``, needs ``fit_background=False``).
