@@ -44,6 +44,7 @@ NONFINITE = "non-finite"
 NO_LABELS = NA("takes no label image")
 NO_DEVICE = NA("runs on the CPU only")
 NO_IMAGE = NA("reads no grey-value image")
+TOF = ["--flight-path", "10", "--bin-width", "500", "--thickness-cm", "0.2", "--li6", "0.0759"]  # neutron maps
 
 TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("info",): {
@@ -252,6 +253,14 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "non-finite": NA("reads headers only"), "bad-labels": NO_LABELS, "out-of-range": NA("no numeric option"),
         "unparsable": [(["{grey}", "-o", "{out.yaml}"], "is not a folder")],
         "corrupt-file": [(["{truncdir}", "-o", "{out.yaml}"], TRUNC)], "device": NO_DEVICE},
+    ("neutron", "maps"): {
+        "non-finite": [(["{nan}", "{out.npz}", "--open-beam", "{grey}", *TOF], NONFINITE)],
+        "bad-labels": NO_LABELS,
+        "out-of-range": [(["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--bin", "0"], "bin"),
+                         (["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--li6", "2"], "li6")],
+        "unparsable": [(["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--bragg-window", "a"],
+                        "--bragg-window"), (["{spectrum}", "{out.npz}", "--li6", "0.1"], "npz")],
+        "corrupt-file": [(["{trunc}", "{out.npz}", "--open-beam", "{grey}", *TOF], TRUNC)], "device": NO_DEVICE},
     ("neutron", "lithium"): {
         "non-finite": [(["{nan}", "{out.tif}"], NONFINITE)],
         "bad-labels": [(["{grey}", "{out.tif}", "--labels", "{greylab}"], "labels")],
