@@ -157,3 +157,26 @@ def test_phantom_xray_neutron_rigid_within_a_quarter_pixel_and_a_tenth_degree(ph
     err_deg = reg.rotation_deg - np.asarray(rot)
     assert np.abs(err_px).max() < 0.25 and np.abs(err_deg).max() < 0.1, (err_px, err_deg)
     assert np.all(np.abs(err_deg) < 4 * reg.rotation_sigma_deg + 0.005), (err_deg, reg.rotation_sigma_deg)
+
+
+def test_cli_multimodal_reports_rotation_translation_and_sigmas(blob_pair, tmp_path, capsys):
+    import json
+
+    from tomo4d.cli import main
+    from tomo4d.io import save_volume
+    from tomo4d.volume import Volume
+
+    lab, sharp = blob_pair
+    coarse = _coarse(lab, [0.2, 1.5, 0.9, 0.4], rng=np.random.default_rng(3))
+    f = save_volume(Volume(coarse, voxel_size_nm=VF), tmp_path / "neutron.tif")
+    m = save_volume(Volume(sharp, voxel_size_nm=VM), tmp_path / "xray.tif")
+    labels = save_volume(Volume(lab, voxel_size_nm=VM), tmp_path / "labels.tif")
+    out = tmp_path / "reg.json"
+    assert main(["register", str(f), str(m), "--multimodal", "--moving-labels", str(labels), "--fixed-psf-nm", "500",
+                 "--transform", "translation", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "+-" in text and "rotation" in text and "extra blur" in text
+    d = json.loads(out.read_text())
+    assert d["method"] == "resolution-model" and d["transform"] == "translation"
+    assert np.abs(d["translation_px"]).max() < 0.05 and len(d["translation_sigma_px"]) == 3
+    assert ModalityRegistration.load(out).n_voxels == d["n_voxels"]

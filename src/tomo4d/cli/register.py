@@ -19,9 +19,9 @@ from ._util import emit, json_option, open_array, parse_ints, progress_bar
 @click.option("--multimodal", is_flag=True, help="Different modalities (e.g. FIXED neutron, MOVING X-ray): the coarse FIXED "
               "image is modelled from MOVING (grey-level mapping or phase fractions, voxel box, extra PSF); rigid by "
               "default, with uncertainties (see --transform).")
-@click.option("--transform", type=click.Choice(["rigid", "affine", "translation"]), default="rigid", show_default=True,
-              help="--multimodal: transform; 'translation': the mutual-information translation search alone (same "
-                   "shape and voxel size).")
+@click.option("--transform", type=click.Choice(["rigid", "affine", "translation", "mi-translation"]), default="rigid",
+              show_default=True, help="--multimodal: transform of the model; 'mi-translation': the former mutual-"
+                                      "information translation search alone (same shape and voxel size).")
 @click.option("--fixed-voxel-nm", type=float, default=None, help="--multimodal: FIXED voxel size, nm (default: the file's).")
 @click.option("--moving-voxel-nm", type=float, default=None, help="--multimodal: MOVING voxel size, nm (default: the file's).")
 @click.option("--fixed-psf-nm", type=float, default=None, help="--multimodal: Gaussian PSF sigma of FIXED beyond its voxel, nm "
@@ -43,7 +43,7 @@ def register(fixed, moving, output, rigid, multimodal, transform, fixed_voxel_nm
     f, m = open_array(fixed), open_array(moving)
     msk = open_array(mask, mask=True)
     with progress_bar("registering", enabled=not as_json) as progress:
-        if multimodal and transform != "translation":
+        if multimodal and transform != "mi-translation":
             reg = _modalities(f, m, msk, moving_labels, transform=transform, fixed_voxel_nm=fixed_voxel_nm,
                               moving_voxel_nm=moving_voxel_nm, fixed_psf_nm=fixed_psf_nm, moving_psf_nm=moving_psf_nm,
                               search_px=search_px)
