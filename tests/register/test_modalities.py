@@ -180,3 +180,18 @@ def test_cli_multimodal_reports_rotation_translation_and_sigmas(blob_pair, tmp_p
     assert d["method"] == "resolution-model" and d["transform"] == "translation"
     assert np.abs(d["translation_px"]).max() < 0.05 and len(d["translation_sigma_px"]) == 3
     assert ModalityRegistration.load(out).n_voxels == d["n_voxels"]
+
+
+def test_align_modalities_rigid_uses_the_resolution_model(blob_pair):
+    from tomo4d.neutron import align_modalities
+
+    lab, sharp = blob_pair
+    coarse = _coarse(lab, [0.2, 1.5, 0.9, 0.4], rng=np.random.default_rng(4))
+    pair = align_modalities(sharp, coarse, fixed_voxel_size_nm=VM, moving_voxel_size_nm=VF, transform="rigid",
+                            moving_psf_sigma_nm=500.0, fixed_labels=lab, search_px=2)
+    assert pair.registered and isinstance(pair.registration, ModalityRegistration)
+    # truth: identity (the coarse volume was rendered from the same field, first corners together)
+    assert np.abs(pair.phi[:3, 3]).max() < 0.2 and np.abs(pair.phi[:3, :3] - np.eye(3)).max() < 0.005
+    assert pair.moving.shape == sharp.shape
+    with pytest.raises(InputError, match="transform"):
+        align_modalities(sharp, coarse, fixed_voxel_size_nm=VM, moving_voxel_size_nm=VF, transform="shear")
