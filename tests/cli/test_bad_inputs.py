@@ -81,7 +81,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "non-finite": [(["{grey}", "{nan}"], NONFINITE)],
         "bad-labels": NA("--mask takes any non-zero values"),
         "out-of-range": [(["{grey}", "{grey}", "--binning", "64"], "binning"),
-                         (["{grey}", "{grey}", "--multimodal", "--search", "-3"], "search")],
+                         (["{grey}", "{grey}", "--multimodal", "--search", "-3"], "search"),
+                         (["{grey}", "{grey}", "--multimodal", "--fixed-psf-nm", "-5"], "fixed_psf_sigma_nm")],
         "unparsable": [(["{grey}", "{grey}", "--binning", "a,b"], "--binning")],
         "corrupt-file": [(["{trunc}", "{grey}"], TRUNC)], "device": NO_DEVICE},
     ("dvc",): {
