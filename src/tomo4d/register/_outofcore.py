@@ -9,8 +9,8 @@ level of the binning schedule is one of:
   the coarsest given level does not fit, coarser factors (x2) are put in front until one does: the pyramid's
   coarse end always sees the whole volume.
 * **sampled** (it does not fit): sub-boxes spread evenly over the fixed volume (over the mask's bounding box),
-  as many as fit half the budget.  Each box keeps its fixed voxels (1-voxel halo for the central-difference
-  gradient) and the moving box that the current estimate maps it into, widened by the cubic support, a slack
+  as many as fit the budget beside the read of one.  Each box keeps its fixed voxels (1-voxel halo for the
+  central-difference gradient) and the moving box that the current estimate maps it into, widened by the cubic support, a slack
   for the updates and :data:`SPLINE_MARGIN` voxels so that the B-spline prefilter of the box equals the whole
   volume's to ~1e-7 (the prefilter's impulse response decays as 0.268^n).  A moving box that the estimate
   leaves is read again.  The Gauss-Newton sums of every box are taken about the level's centre (the box sums
@@ -111,18 +111,20 @@ def _axis_starts(r0: int, r1: int, s: int, k: int) -> list[int]:
     return [int(round(v)) for v in np.linspace(r0, r1 - s, k)]
 
 
-def layout(region_lo, region_hi, budget: int, order: int, b: int, itemsize: int, *, box_px: int = BOX_PX,
-           max_boxes: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Boxes ``[(lo, hi), ...]`` (level voxels, interior) spread over the region, kept within half the budget."""
+def layout(region_lo, region_hi, budget: int, order: int, b: int, itemsize: int, *, shape_b=None,
+           box_px: int = BOX_PX, max_boxes: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Boxes ``[(lo, hi), ...]`` (level voxels, interior) spread over the region: the boxes kept and the read of
+    one within the budget (a moving box is at most the level's ``shape_b``)."""
     ext = np.asarray(region_hi) - np.asarray(region_lo)
     pad = 2 * (SLACK + 3 + (SPLINE_MARGIN if order > 1 else 0))
     best = None
     s = int(min(box_px, ext.max()))
     while True:  # the side (box_px, halved down to 16) sampling most voxels; MIN_BOXES boxes when possible
         side = np.minimum(s, ext)
-        kept = np.prod(side + 2) * 5.0 + np.prod(side + pad) * 4.0
-        read = np.prod((side + pad) * b) * (itemsize + 8.0)
-        n = int(budget // 2 // kept) if read <= budget // 2 else 0
+        mov = side + pad if shape_b is None else np.minimum(side + pad, shape_b)
+        kept = np.prod(side + 2) * 5.0 + np.prod(mov) * 4.0
+        read = np.prod(mov * b) * (itemsize + 4.0) + np.prod(mov) * 4.0  # block, float32 copy; coefficients
+        n = max(int((budget - read) // kept), 0)  # the boxes kept, and the transient read of one
         n = min(n, int(np.prod([-(-int(e) // int(d)) for e, d in zip(ext, side)])))
         if max_boxes is not None:
             n = min(n, int(max_boxes))
@@ -235,7 +237,7 @@ def _boxes(f, m, msk, b: int, budget: int, order: int, *, box_px: int, max_boxes
         r0 = np.maximum(r0, msk_bbox[0] // b)
         r1 = np.minimum(r1, -(-msk_bbox[1] // b))
     itemsize = max(np.dtype(f.dtype).itemsize, np.dtype(m.dtype).itemsize)
-    spots = layout(r0, r1, budget, order, b, itemsize, box_px=box_px, max_boxes=max_boxes)
+    spots = layout(r0, r1, budget, order, b, itemsize, shape_b=shape_b, box_px=box_px, max_boxes=max_boxes)
     boxes = [_Box(f, m, msk, lo, hi, b, shape_b, c) for lo, hi in spots]
     if msk is not None and b > 1 and sum(int(bx.sel.sum()) for bx in boxes) < 64:
         boxes = [_Box(f, m, None, lo, hi, b, shape_b, c) for lo, hi in spots]  # as the in-memory level
@@ -308,3 +310,37 @@ def register_levels(f, m, msk, phi, levels, *, budget: int, rigid, order, max_it
                           centre_zyx_px=tuple(float(v) for v in c_full), delta_phi_norm=float(dnorm),
                           levels=tuple(levels), method="gauss-newton",
                           extra={"out_of_core": {"chunk_budget_mb": budget / 2**20, "levels": how}})
+
+
+#: working memory of :func:`apply_phi_slab` per output voxel: the output (float32) and the moving box it samples
+#: (input, float32 copy, float64 prefilter), for small rotations
+APPLY_BYTES_PER_VOXEL = 4.0 + 2 * (8.0 + 8.0)
+
+
+def apply_phi_slab(image, phi, z0: int, z1: int, *, order: int = 3) -> np.ndarray:
+    """Slices ``[z0, z1)`` of ``apply_phi(image, phi, order=order)`` (mode ``"nearest"``, the image's grid and
+    centre), reading only the box of ``image`` they sample (lazy input: dask or a lazy Volume's data).
+
+    The box is widened by the interpolation support and, for ``order > 1``, :data:`SPLINE_MARGIN` voxels: the
+    B-spline prefilter of the box equals the whole image's to ~1e-7 of its grey range (the prefilter's
+    response decays as 0.268^n), so slabs written one after the other reproduce :func:`apply_phi` to that
+    accuracy (integer outputs, rounded: identical but for the rare voxel at a rounding boundary).
+    """
+    from .phi import check_phi
+
+    p = check_phi(phi)
+    data = image.data if hasattr(image, "voxel_size_nm") and hasattr(image, "data") else image
+    shape = np.asarray(data.shape, int)
+    c = (shape - 1.0) / 2.0
+    f = p[:3, :3]
+    off = c + p[:3, 3] - f @ c
+    corners = np.array([[z, y, x] for z in (z0, z1 - 1) for y in (0, shape[1] - 1) for x in (0, shape[2] - 1)],
+                       float)
+    pos = corners @ f.T + off
+    sp = SPLINE_MARGIN if order > 1 else 0
+    lo = np.clip(np.floor(pos.min(axis=0)).astype(int) - (2 + sp), 0, shape - 1)
+    hi = np.clip(np.ceil(pos.max(axis=0)).astype(int) + (3 + sp), lo + 1, shape)
+    box = np.asarray(_read(data, lo, hi, "image"), np.float32)
+    return ndimage.affine_transform(box, f, offset=f @ np.array([z0, 0.0, 0.0]) + off - lo,
+                                    output_shape=(int(z1 - z0), int(shape[1]), int(shape[2])), order=int(order),
+                                    mode="nearest", output=np.float32, prefilter=order > 1)
