@@ -124,3 +124,9 @@ def test_out_of_core_refuses_nan_as_read(pair):
     bad[20, 5, 5] = np.nan
     with pytest.raises(InputError, match="moving.*NaN"):
         register(da.from_array(fixed, chunks=8), da.from_array(bad, chunks=8), threads=1, chunk_budget_mb=1.0)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, "lots", float("nan")])
+def test_register_refuses_a_bad_budget(pair, bad):
+    with pytest.raises(InputError, match="chunk_budget_mb"):
+        register(*pair, chunk_budget_mb=bad)

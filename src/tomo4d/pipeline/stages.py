@@ -25,6 +25,8 @@ carry ``analysis_scale`` among their options.
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
   each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
+  Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``)
+  and the node batches read lazily.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
