@@ -50,7 +50,10 @@ def test_streamed_binning_is_bit_identical(texture):
 def test_boxes_tiling_the_volume_give_the_in_memory_result(pair, monkeypatch):
     """Every level on sub-boxes that tile it: the summed normal equations are the in-memory ones (to rounding)."""
     fixed, moving = pair
+    from tomo4d.register import _kernels
+
     ref = register(fixed, moving, threads=1)
+    compiled = {n: len(getattr(_kernels, n).signatures) for n in ("warp_sums", "hessian_moments")}
     monkeypatch.setattr(oc, "level_fits", lambda shape, b, budget: False)
     got = oc.register_levels(da.from_array(fixed, chunks=16), da.from_array(moving, chunks=16), None, np.eye(4),
                              [4, 2, 1], budget=2**30, rigid=False, order=3, max_iterations=50, tolerance_px=1e-3,
@@ -59,6 +62,8 @@ def test_boxes_tiling_the_volume_give_the_in_memory_result(pair, monkeypatch):
     assert [r["route"] for r in routes] == ["sampled"] * 3 and routes[-1]["boxes"] > 8
     assert _corner_error(got.phi, ref.phi, fixed.shape) < 1e-5
     assert got.iterations == ref.iterations
+    # the boxes reuse the kernels' compiled signatures (no recompilation per call pattern)
+    assert compiled == {n: len(getattr(_kernels, n).signatures) for n in compiled}
 
 
 def test_a_budget_below_the_volume_streams_and_agrees(pair):
