@@ -321,13 +321,14 @@ class _SliceEngine:
         with self.lock:
             missing = sorted(k for k in set(ks) if k not in self.cache)
             while missing:
-                k0 = missing[0]
+                # whole groups on fixed boundaries: a slice is always enhanced in the same batch of slices, so the
+                # result does not depend on the order slices are asked for (dask threads, slab plans)
+                k0 = missing[0] // self.group * self.group
                 k1 = min(self.n, k0 + self.group)
-                idx = [k for k in range(k0, k1) if k not in self.cache]
-                slab = np.asarray(self.lq[idx[0]:idx[-1] + 1])
+                idx = list(range(k0, k1))
+                slab = np.asarray(self.lq[k0:k1])
                 if self.check:
-                    check_finite_chunk("volume", slab, idx[0])
-                slab = slab[[k - idx[0] for k in idx]]
+                    check_finite_chunk("volume", slab, k0)
                 with torch_threads(self.threads):
                     out = enhance_slices(self.model, slab, slice_ids=idx, **self.kw)
                 for k, o in zip(idx, out):

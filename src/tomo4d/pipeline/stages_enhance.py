@@ -13,7 +13,8 @@
   config or pair starts over.
 * ``enhance`` (per step): every step of ``inputs.series`` (LQ) enhanced
   (:func:`tomo4d.enhance.enhance_volume`, z interpolated: twice finer along every axis) ->
-  ``volumes/enhanced_<step>.ome.zarr``.  The analysis stages read them with ``enhance.apply_to_series``
+  ``volumes/enhanced_<step>.ome.zarr``; an output over ``chunk_budget_mb`` is written slab by slab into a resumable
+  store (:func:`tomo4d.enhance.stream.enhance_to_store`, the same voxels).  The analysis stages read them with ``enhance.apply_to_series``
   (:mod:`.series`: the analysis series and grid).
 * ``enhance_repeat``: with ``apply_to_series``, a ``residual`` section and ``inputs.repeat``, the repeat scan
   enhanced the same way (same model, steps and seed) -> ``volumes/repeat_enhanced.ome.zarr``, so that the
@@ -189,20 +190,45 @@ TRAIN = Stage(
 
 # -- enhance ----------------------------------------------------------------------------------------
 
-def _enhance_step(ctx, step, previous):
+def _enhanced(ctx, src: Path, dst: Path):
+    """``src`` enhanced: a lazy Volume (written by the save), or over ``chunk_budget_mb`` the
+    :class:`~tomo4d.enhance.stream.StoredEnhancement` written slab by slab into ``dst``'s progress store
+    (resumable, published by the save; the same voxels)."""
     from ..enhance import enhance_volume
+    from ..enhance.stream import enhance_to_store
     from ..io import open_volume
+    from .chunked import budget_mb, streams
 
-    sec, inp = ctx.experiment.enhance, ctx.inputs
+    sec = ctx.experiment.enhance
     model = ctx.load("train")
-    vol = open_volume(inp.series[step], voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(model, vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    vol = open_volume(src, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
+    kw = dict(steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    out_shape = (2 * vol.shape[0], 2 * vol.shape[1], 2 * vol.shape[2])
+    if not streams(ctx, out_shape, vol.dtype.itemsize + 8.0):
+        return enhance_volume(model, vol, **kw)
+    st = Path(src).stat()
+    stamp = ctx.out / MODEL_DIR / "run_key.json"  # the training that made the model
+    key = f"{src}:{st.st_size}:{st.st_mtime_ns}:{stamp.read_text() if stamp.is_file() else ''}"
+    res = enhance_to_store(model, vol, dst, chunk_budget_mb=budget_mb(ctx), key=key, publish=False, **kw)
+    log.info("enhance %s: streamed in %d slabs (%d resumed)", Path(src).name, res.n_slabs, res.n_resumed)
+    return res
+
+
+def _save_enhanced(result, path: Path) -> Path:
+    from ..enhance.stream import StoredEnhancement
+    from ..io import save_volume
+
+    if isinstance(result, StoredEnhancement):
+        return result.store.publish()
+    return save_volume(result, path, overwrite=True)
+
+
+def _enhance_step(ctx, step, previous):
+    return _enhanced(ctx, ctx.inputs.series[step], enhanced_path(ctx.out, ctx.inputs.names[step]))
 
 
 def _enhance_save(vol, out, ctx, step):
-    from ..io import save_volume
-
-    return (rel(out, save_volume(vol, enhanced_path(out, ctx.inputs.names[step]), overwrite=True)),)
+    return (rel(out, _save_enhanced(vol, enhanced_path(out, ctx.inputs.names[step]))),)
 
 
 def _enhance_load(out, ctx, step):
@@ -228,12 +254,7 @@ def _repeat_on(exp, inp) -> bool:
 
 
 def _repeat_run(ctx):
-    from ..enhance import enhance_volume
-    from ..io import open_volume
-
-    sec = ctx.experiment.enhance
-    vol = open_volume(ctx.inputs.repeat, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(ctx.load("train"), vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    return _enhanced(ctx, ctx.inputs.repeat, enhanced_repeat_path(ctx.out))
 
 
 def _open(path: Path):
@@ -243,9 +264,7 @@ def _open(path: Path):
 
 
 def _repeat_save(vol, out):
-    from ..io import save_volume
-
-    return (rel(out, save_volume(vol, enhanced_repeat_path(out), overwrite=True)),)
+    return (rel(out, _save_enhanced(vol, enhanced_repeat_path(out))),)
 
 
 ENHANCE_REPEAT = Stage(

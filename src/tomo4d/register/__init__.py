@@ -13,8 +13,10 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "Registration": "_global", "register": "_global",
-    "register_multimodal": "multimodal", "register_modalities": "modalities", "ModalityRegistration": "modalities",
+    "Registration": "_global", "register": "_global", "LEVEL_BYTES_PER_VOXEL": "_global",
+    "APPLY_BYTES_PER_VOXEL": "_outofcore",
+    "register_multimodal": "multimodal", "apply_phi_slab": "_outofcore",
+    "register_modalities": "modalities", "ModalityRegistration": "modalities",
     "PhiParts": "phi", "apply_phi": "phi", "apply_phi_to_points": "phi", "compose_phi": "phi", "decompose_phi": "phi",
     "identity_phi": "phi", "invert_phi": "phi", "make_phi": "phi", "recentre_phi": "phi", "rotation_matrix": "phi",
     "rotation_vector_deg": "phi",
