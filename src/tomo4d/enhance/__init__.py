@@ -14,6 +14,8 @@ Main entry points (torch is imported only when they are used)::
     sweep_steps(model, lq, hq)                                        -> StepSweep
     model.sweep                          the validation sweep stored by train (recommended N by rule)
     evaluate(lq, hq, models={...})                                    -> EvaluationResult
+    hallucination_report({"InDI": out, "bicubic": bic, "HQ": hq}, true_particles)  -> HallucinationReport
+    spread_error_correlation(spread, enhanced, hq)                    -> SpreadErrorCorrelation
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ _EXPORTS = {
     "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
     "StepSweep": "steps", "validation_sweep": "steps", "recommend": "steps", "load_sweep": "steps",
     "project_onto_lq": "steps", "sweep_figure": "steps", "RULES": "steps",
+    "hallucination_report": "hallucination", "HallucinationReport": "hallucination",
+    "HallucinationOptions": "hallucination", "spread_error_correlation": "hallucination",
+    "SpreadErrorCorrelation": "hallucination", "spread_error_figure": "hallucination",
 }
 
 __all__ = sorted(_EXPORTS)
