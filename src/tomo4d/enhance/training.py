@@ -520,6 +520,7 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     if not isinstance(cfg, TrainConfig):
         raise InputError(f"config={show(cfg)} is not a TrainConfig; build one with TrainConfig.preset(...) or "
                          "TrainConfig.from_json(path)")
+    check_precision("config.precision", cfg.precision, check_device("device", device))   # before the pair work
     from .slice_pairs import as_slice_volume
 
     lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
@@ -545,8 +546,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     import torch
 
     t_start = time.perf_counter()
-    check_device("device", device)
     cfg = config
+    check_precision("config.precision", cfg.precision, check_device("device", device))
     out = Path(out_dir)
     ckdir = out / CHECKPOINT_DIR
     check_finite("pair.lq (the registered LQ of --lq)", pair.lq)

@@ -133,12 +133,17 @@ def _training_pair(ctx, val_fraction: float):
 def _claim_model_dir(folder: Path, ident: dict) -> bool:
     """Keep ``folder`` (a checkpoint or a finished model) only if it was trained for ``ident``; True if the
     model in it is finished."""
+    from ..enhance import TrainConfig
     from ..enhance.model import CONFIG_FILE
+    from ..errors import InputError
 
     stamp = folder / "run_key.json"
     try:
-        same = _read_json(stamp) == ident
-    except (OSError, ValueError):
+        old = _read_json(stamp)
+        # a key written before a TrainConfig field existed: that field at its default
+        old["config"] = TrainConfig.from_dict(old["config"]).to_dict()
+        same = old == ident
+    except (OSError, ValueError, KeyError, TypeError, InputError):
         same = False
     if folder.exists() and not same:
         shutil.rmtree(folder)
@@ -196,7 +201,8 @@ def _enhance_step(ctx, step, previous):
     sec, inp = ctx.experiment.enhance, ctx.inputs
     model = ctx.load("train")
     vol = open_volume(inp.series[step], voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(model, vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    return enhance_volume(model, vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+                          precision=sec.train_config().precision)     # inference in the training's precision
 
 
 def _enhance_save(vol, out, ctx, step):
@@ -233,7 +239,8 @@ def _repeat_run(ctx):
 
     sec = ctx.experiment.enhance
     vol = open_volume(ctx.inputs.repeat, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(ctx.load("train"), vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    return enhance_volume(ctx.load("train"), vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+                          precision=sec.train_config().precision)
 
 
 def _open(path: Path):
@@ -352,7 +359,8 @@ def _pair_roi(ctx, model, phi) -> dict:
     lo = np.maximum(np.floor(up.min(1) / 2 - 0.25).astype(int) - margin, 0)
     hi = np.minimum(np.ceil(up.max(1) / 2 - 0.25).astype(int) + margin + 1, lq.shape)
     crop = lq.crop(*(slice(a, b) for a, b in zip(lo, hi)))
-    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap).numpy()
+    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+                          precision=sec.train_config().precision).numpy()
     roi_indi = ndimage.map_coordinates(indi.astype(np.float32), up - 2 * lo[:, None], order=3, mode="nearest")
     bicubic = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(pr.lq[k, y0:y0 + s, x0:x0 + s]))
     return {"HQ": np.asarray(pr.hq[k, y0:y0 + s, x0:x0 + s], np.float32), "bicubic": bicubic.astype(np.float32),
