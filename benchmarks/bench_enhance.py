@@ -472,13 +472,13 @@ def bench_training(train_steps: int = 300, val_every: int = 25, timed_steps: int
     (crop 64, batch 4) in fp32 and bf16 on the snow pair, ``reps`` alternating timings of ``timed_steps``
     steps after 2 warm-up steps, medians, wall and CPU s labelled; one validation's cost; (2) the small preset
     (crop 48, as :func:`bench_real`) trained ``train_steps`` steps with ``val_every``: the validation curve,
-    the under-training verdict, wall and CPU s."""
+    the under-training verdict, wall and CPU s.  ``timed_steps=0`` skips (1), ``train_steps=0`` skips (2) (they
+    can run as two processes).  bf16 on a CPU without bf16 instructions (AVX2 only) is emulated: slow."""
     import tempfile
 
     import torch
 
-    from tomo4d.enhance import Scaling, TrainConfig, prepare_pair, train
-    from tomo4d.enhance.training import Trainer
+    from tomo4d.enhance import TrainConfig, train
     from tomo4d.enhance.validation_curve import load_curve
 
     if not (REAL / "snow_xct_100.tif").is_file():
@@ -488,34 +488,10 @@ def bench_training(train_steps: int = 300, val_every: int = 25, timed_steps: int
     torch.set_num_threads(1)
     try:
         lq, hq = _snow_pair(np.random.default_rng(0))
-        pair = prepare_pair(lq, hq, register=False, fov=False, val_fraction=0.1, route="volume")
-        tr_ = list(pair.train_slices)
-        sl, sh = (Scaling.from_data(a[tr_], percentiles=(0.1, 99.9)) for a in (pair.lq, pair.hq))
-        trainers = {p: Trainer(sl.forward(pair.lq), sh.forward(pair.hq), pair.mask, pair.train_slices,
-                               pair.val_slices, TrainConfig.preset("small", precision=p), device="cpu")
-                    for p in ("fp32", "bf16")}
-        for t in trainers.values():
-            t.train_step(), t.train_step()
-        wall: dict[str, list] = {}
-        cpu: dict[str, list] = {}
-        for _ in range(reps):
-            for p, t in trainers.items():
-                c0, w0 = time.process_time(), time.perf_counter()
-                for _ in range(timed_steps):
-                    t.train_step()
-                wall.setdefault(p, []).append(timed_steps / (time.perf_counter() - w0))
-                cpu.setdefault(p, []).append(timed_steps / (time.process_time() - c0))
-        val_s = {}
-        for p, t in trainers.items():
-            w0 = time.perf_counter()
-            t.validate()
-            val_s[p] = time.perf_counter() - w0
-        med = {p: float(np.median(v)) for p, v in wall.items()}
-        _emit(bench="train_speed", preset="small", crop=64, batch=4, torch_threads=torch.get_num_threads(),
-              steps_per_wall_s=med, steps_per_cpu_s={p: float(np.median(v)) for p, v in cpu.items()},
-              bf16_over_fp32_wall=med["bf16"] / med["fp32"], validation_wall_s=val_s,
-              val_slices=min(4, len(pair.val_slices)), val_steps=8)
-        del trainers
+        if timed_steps:
+            _bench_train_speed(lq, hq, timed_steps, reps)
+        if not train_steps:
+            return
         cfg = TrainConfig.preset("small", steps=train_steps, crop=48, checkpoint_every=0, val_fraction=0.1,
                                  val_every=val_every)
         with tempfile.TemporaryDirectory() as d:
@@ -531,6 +507,42 @@ def bench_training(train_steps: int = 300, val_every: int = 25, timed_steps: int
               recommended_steps=res.recommended_steps)
     finally:
         torch.set_num_threads(threads)
+
+
+def _bench_train_speed(lq, hq, timed_steps, reps):
+    """Part (1) of :func:`bench_training`."""
+    import torch
+
+    from tomo4d.enhance import Scaling, TrainConfig, prepare_pair
+    from tomo4d.enhance.training import Trainer
+
+    pair = prepare_pair(lq, hq, register=False, fov=False, val_fraction=0.1, route="volume")
+    tr_ = list(pair.train_slices)
+    sl, sh = (Scaling.from_data(a[tr_], percentiles=(0.1, 99.9)) for a in (pair.lq, pair.hq))
+    trainers = {p: Trainer(sl.forward(pair.lq), sh.forward(pair.hq), pair.mask, pair.train_slices,
+                           pair.val_slices, TrainConfig.preset("small", precision=p), device="cpu")
+                for p in ("fp32", "bf16")}
+    for t in trainers.values():
+        t.train_step(), t.train_step()
+    wall: dict[str, list] = {}
+    cpu: dict[str, list] = {}
+    for _ in range(reps):
+        for p, t in trainers.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(timed_steps):
+                t.train_step()
+            wall.setdefault(p, []).append(timed_steps / (time.perf_counter() - w0))
+            cpu.setdefault(p, []).append(timed_steps / (time.process_time() - c0))
+    val_s = {}
+    for p, t in trainers.items():
+        w0 = time.perf_counter()
+        t.validate()
+        val_s[p] = time.perf_counter() - w0
+    med = {p: float(np.median(v)) for p, v in wall.items()}
+    _emit(bench="train_speed", preset="small", crop=64, batch=4, torch_threads=torch.get_num_threads(),
+          steps_per_wall_s=med, steps_per_cpu_s={p: float(np.median(v)) for p, v in cpu.items()},
+          bf16_over_fp32_wall=med["bf16"] / med["fp32"], validation_wall_s=val_s,
+          val_slices=min(4, len(pair.val_slices)), val_steps=8)
 
 
 if __name__ == "__main__":
