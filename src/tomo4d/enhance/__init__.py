@@ -13,6 +13,7 @@ Main entry points (torch is imported only when they are used)::
     enhance_with_uncertainty(model, lq_volume, n_samples=4)          -> UncertaintyResult
     sweep_steps(model, lq, hq)                                        -> StepSweep
     model.sweep                          the validation sweep stored by train (recommended N by rule)
+    load_curve(model_dir)                the validation PSNR/SSIM against the training step -> ValidationCurve
     evaluate(lq, hq, models={...})                                    -> EvaluationResult
 """
 
@@ -34,6 +35,7 @@ _EXPORTS = {
     "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
     "StepSweep": "steps", "validation_sweep": "steps", "recommend": "steps", "load_sweep": "steps",
     "project_onto_lq": "steps", "sweep_figure": "steps", "RULES": "steps",
+    "ValidationCurve": "validation_curve", "load_curve": "validation_curve", "PRECISIONS": "precision",
 }
 
 __all__ = sorted(_EXPORTS)
