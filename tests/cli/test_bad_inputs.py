@@ -114,7 +114,9 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "out-of-range": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--steps", "0"], "steps")],
         "unparsable": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--config", "{spectrum}"], "config")],
         "corrupt-file": [(["--lq", "{trunc}", "--hq", "{hq}", "-o", "{out.d}"], TRUNC)],
-        "device": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cuda"], "cuda")]},
+        "device": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cuda"], "cuda"),
+                   (["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cpu", "--precision", "fp16"],
+                    "fp16")]},
     ("enhance", "apply"): {
         "non-finite": [(["{enh}", "{lqnan}", "{out.tif}"], NONFINITE)],
         "bad-labels": NO_LABELS,
@@ -123,7 +125,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
                          (["{enh}", "{lq}", "{out.tif}", "--steps", "0"], "steps")],
         "unparsable": [(["{spectrum}", "{lq}", "{out.tif}"], "{spectrum}")],
         "corrupt-file": [(["{enh}", "{trunc}", "{out.tif}"], TRUNC)],
-        "device": [(["{enh}", "{lq}", "{out.tif}", "--device", "cuda"], "cuda")]},
+        "device": [(["{enh}", "{lq}", "{out.tif}", "--device", "cuda"], "cuda"),
+                   (["{enh}", "{lq}", "{out.tif}", "--device", "cpu", "--precision", "fp16"], "fp16")]},
     ("enhance", "sweep"): {
         "non-finite": [(["{enh}", "--lq", "{lqnan}", "--hq", "{hq}"], NONFINITE)],
         "bad-labels": NO_LABELS,

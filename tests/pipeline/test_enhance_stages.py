@@ -72,6 +72,10 @@ def test_enhance_stages_write_outputs_that_load(enhance_run):
     assert "InDI enhancement" in html and "CNR HQ (truth)" in html and "edge FWHM HQ (nm, truth)" in html
     assert (out / "figures" / "enhanced_slices.png").exists()
     assert "Validation sweep on the held-out slices" in html and (out / "figures" / "enhance_step_sweep.png").exists()
+    # issue 19: validation PSNR/SSIM against the training step (val_every 2 of 6 steps), beside the sweep
+    assert "Validation during training (every 2 training steps" in html
+    assert (out / "figures" / "enhance_validation_curve.png").exists()
+    assert json.loads((out / "models" / "indi" / "validation_curve.json").read_text())["steps"] == [2, 4, 6]
 
 
 def test_enhance_quality_has_the_five_metrics_and_nan_with_a_reason(enhance_run):

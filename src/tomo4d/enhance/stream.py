@@ -50,7 +50,7 @@ def enhance_to_store(model, volume, path, *, chunk_budget_mb=None, key: str = ""
                      steps: int | None = None, seed: int = 0, tile: int = 512, overlap: int = 64, batch: int = 4,
                      group: int = 4, z_interp: bool = True, out_dtype=None, check_voxel_size: bool = True,
                      rule: str | None = None, consistency: bool = False, slices: bool | None = None,
-                     progress=None) -> StoredEnhancement:
+                     precision: str | None = None, progress=None) -> StoredEnhancement:
     """Enhance ``volume`` (:func:`tomo4d.enhance.enhance_volume`, same options) slab by slab into ``path``.
 
     Parameters
@@ -72,7 +72,7 @@ def enhance_to_store(model, volume, path, *, chunk_budget_mb=None, key: str = ""
 
     vol = enhance_volume(model, volume, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
                          z_interp=z_interp, out_dtype=out_dtype, check_voxel_size=check_voxel_size, group=group,
-                         rule=rule, consistency=consistency, slices=slices)
+                         rule=rule, consistency=consistency, slices=slices, precision=precision)
     shape = tuple(int(s) for s in vol.shape)
     lq = volume.data if hasattr(volume, "voxel_size_nm") and hasattr(volume, "data") else volume
     left = budget_bytes(chunk_budget_mb) - engine_bytes(lq.shape[1:], group)

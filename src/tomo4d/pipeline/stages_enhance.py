@@ -134,12 +134,17 @@ def _training_pair(ctx, val_fraction: float):
 def _claim_model_dir(folder: Path, ident: dict) -> bool:
     """Keep ``folder`` (a checkpoint or a finished model) only if it was trained for ``ident``; True if the
     model in it is finished."""
+    from ..enhance import TrainConfig
     from ..enhance.model import CONFIG_FILE
+    from ..errors import InputError
 
     stamp = folder / "run_key.json"
     try:
-        same = _read_json(stamp) == ident
-    except (OSError, ValueError):
+        old = _read_json(stamp)
+        # a key written before a TrainConfig field existed: that field at its default
+        old["config"] = TrainConfig.from_dict(old["config"]).to_dict()
+        same = old == ident
+    except (OSError, ValueError, KeyError, TypeError, InputError):
         same = False
     if folder.exists() and not same:
         shutil.rmtree(folder)
@@ -202,7 +207,8 @@ def _enhanced(ctx, src: Path, dst: Path):
     sec = ctx.experiment.enhance
     model = ctx.load("train")
     vol = open_volume(src, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    kw = dict(steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    kw = dict(steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+              precision=sec.train_config().precision)  # inference in the training's precision
     out_shape = (2 * vol.shape[0], 2 * vol.shape[1], 2 * vol.shape[2])
     if not streams(ctx, out_shape, vol.dtype.itemsize + 8.0):
         return enhance_volume(model, vol, **kw)
@@ -371,7 +377,8 @@ def _pair_roi(ctx, model, phi) -> dict:
     lo = np.maximum(np.floor(up.min(1) / 2 - 0.25).astype(int) - margin, 0)
     hi = np.minimum(np.ceil(up.max(1) / 2 - 0.25).astype(int) + margin + 1, lq.shape)
     crop = lq.crop(*(slice(a, b) for a, b in zip(lo, hi)))
-    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap).numpy()
+    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+                          precision=sec.train_config().precision).numpy()
     roi_indi = ndimage.map_coordinates(indi.astype(np.float32), up - 2 * lo[:, None], order=3, mode="nearest")
     bicubic = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(pr.lq[k, y0:y0 + s, x0:x0 + s]))
     return {"HQ": np.asarray(pr.hq[k, y0:y0 + s, x0:x0 + s], np.float32), "bicubic": bicubic.astype(np.float32),
