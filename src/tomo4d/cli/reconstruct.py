@@ -60,6 +60,8 @@ def _range(text):
 @click.option("--slab-rows", type=int, default=32, show_default=True, help="Rows per slab (bounds the memory).")
 @click.option("--uint16", "uint16_range", default=None, metavar="LO,HI",
               help="Write uint16: attenuation per voxel LO -> 0, HI -> 65535 (outside: clipped and counted).")
+@click.option("--geometry", type=click.Choice(["parallel", "cone"]), default="parallel", show_default=True,
+              help="Beam geometry; cone is refused (the algotom engine has no cone-beam FBP) with what supports it.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Slabs reconstructed at once by that many worker processes (the engine runs on one thread each).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -68,7 +70,7 @@ def _range(text):
 @json_option
 def reconstruct(projections, output, flats, darks, angles, angle_range, dataset, no_flats, drift, pixel_size, center,
                 center_search, rings, ring_size, filter_name, paganin, energy_kev, distance_m, rows, slab_rows,
-                uint16_range, workers, scheduler, overwrite, as_json):
+                uint16_range, geometry, workers, scheduler, overwrite, as_json):
     """Reconstruct PROJECTIONS (NXtomo .nxs/.h5, or a TIFF stack/folder) into the volume OUTPUT (any format).
 
     The slabs are streamed into OUTPUT as they are done (memory bounded by --slab-rows, not by the volume),
@@ -88,7 +90,7 @@ def reconstruct(projections, output, flats, darks, angles, angle_range, dataset,
     opts = ReconstructOptions(center=center, center_search=center_search, rings=rings, ring_size=ring_size,
                               filter=filter_name, paganin=pag, pixel_size_nm=pixel_size, slab_rows=slab_rows,
                               allow_missing_flats=no_flats, drift=drift, rows=_pair(rows, name="--rows") if rows else None,
-                              uint16_range=_range(uint16_range) if uint16_range else None)
+                              uint16_range=_range(uint16_range) if uint16_range else None, geometry=geometry)
     proj = open_projections(projections, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range,
                             pixel_size_nm=pixel_size, data_path=dataset)
     if workers < 1:

@@ -46,6 +46,9 @@ class ReconstructSection(StrictModel):
     uint16_range: list[float] | None = Field(None, min_length=2, max_length=2, description=(
         "Write uint16 volumes: [lo, hi] attenuation per voxel -> 0..65535 (outside clipped and counted); null: "
         "float32."))
+    geometry: Literal["parallel", "cone"] = Field("parallel", description=(
+        "Beam geometry; cone is refused (the algotom engine has no cone-beam reconstruction; RTK, astra or TIGRE "
+        "would be needed)."))
     truth: list[str] | str | None = Field(None, description=(
         "True attenuation volumes (mu x voxel), one per scan on the reconstruction grid: PSNR in the table."))
 
@@ -68,6 +71,10 @@ def check_reconstruct(exp) -> None:
     if exp.inputs.projections is None:
         raise ValueError("the reconstruct section needs inputs.projections (NXtomo files, one per scan); add them "
                          "or remove the reconstruct section")
+    if exp.reconstruct.geometry == "cone":
+        from ..reconstruct.options import CONE_BEAM_MESSAGE
+
+        raise ValueError(f"reconstruct.{CONE_BEAM_MESSAGE}")
     if exp.reconstruct.ring_size % 2 == 0:
         raise ValueError(f"reconstruct.ring_size={exp.reconstruct.ring_size} must be odd; use "
                          f"{exp.reconstruct.ring_size + 1}")

@@ -249,11 +249,14 @@ def read_tiff_projections(projections, *, flats=None, darks=None, angles=None, a
 
 def open_projections(path, *, flats=None, darks=None, angles=None, angle_range_deg: float = 180.0,
                      pixel_size_nm: float | None = None, data_path: str | None = None) -> Projections:
-    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``) or TIFF (stack or slice folder), by the path.
+    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``), ESRF EDF (``.edf`` files, a glob or a folder of them) or TIFF
+    (stack or slice folder), by the path.
 
     NXtomo files carry their flats, darks and angles (``image_key``, ``rotation_angle``): giving them again is
     refused.  ``pixel_size_nm`` overrides the file's.
     """
+    from .edf import is_edf, read_edf_projections
+
     opener = {"path": str(path), "flats": flats, "darks": darks, "angles": angles, "angle_range_deg": angle_range_deg,
               "pixel_size_nm": pixel_size_nm, "data_path": data_path}
     opener = {k: (str(v) if isinstance(v, Path) else v) for k, v in opener.items()}
@@ -266,6 +269,9 @@ def open_projections(path, *, flats=None, darks=None, angles=None, angle_range_d
         proj = read_nxtomo(path, data_path=data_path)
         if pixel_size_nm is not None:
             proj = dataclasses.replace(proj, pixel_size_nm=float(pixel_size_nm))
+    elif is_edf(path):
+        proj = read_edf_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
+                                    pixel_size_nm=pixel_size_nm)
     else:
         proj = read_tiff_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
                                      pixel_size_nm=pixel_size_nm)
