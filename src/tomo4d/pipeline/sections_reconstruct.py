@@ -49,6 +49,10 @@ class ReconstructSection(StrictModel):
     geometry: Literal["parallel", "cone"] = Field("parallel", description=(
         "Beam geometry; cone is refused (the algotom engine has no cone-beam reconstruction; RTK, astra or TIGRE "
         "would be needed)."))
+    as_series: bool = Field(False, description=(
+        "The reconstructed scans are the in-situ series: inputs.projections holds one file per time step, in time "
+        "order, and inputs.series is left out; the downstream stages (segment, dvc, ...) read "
+        "volumes/reconstructed_<stem>.ome.zarr, keyed by their content."))
     truth: list[str] | str | None = Field(None, description=(
         "True attenuation volumes (mu x voxel), one per scan on the reconstruction grid: PSNR in the table."))
 
@@ -65,7 +69,15 @@ class ReconstructSection(StrictModel):
 
 
 def check_reconstruct(exp) -> None:
-    """The section needs ``inputs.projections``; an even ring_size is refused here (the key path named)."""
+    """The section needs ``inputs.projections``; ``inputs.series`` is given unless ``as_series``; an even ring_size
+    and a cone beam are refused here (the key path named)."""
+    as_series = exp.reconstruct is not None and exp.reconstruct.as_series
+    if exp.inputs.series is None and not as_series:
+        raise ValueError("inputs.series is missing: give the volume files of the time steps, or reconstruct them from "
+                         "inputs.projections with reconstruct: {as_series: true}")
+    if as_series and exp.inputs.series is not None:
+        raise ValueError("reconstruct.as_series makes the reconstructed scans the series: leave inputs.series out (or "
+                         "set as_series: false)")
     if exp.reconstruct is None:
         return
     if exp.inputs.projections is None:
