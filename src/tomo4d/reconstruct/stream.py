@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +70,19 @@ def _close(proj: Projections) -> None:
 
 def _key(proj: Projections, opts: ReconstructOptions, pl: Plan) -> str:
     """Identifies the computation (a progress store of another one is discarded, never resumed)."""
-    src = proj.opener or {"source": proj.source, "shape": list(proj.shape)}
+    if proj.opener is None:  # in-memory projections: nothing identifies them cheaply, so never resume
+        return uuid.uuid4().hex[:16]
+    src = proj.opener
     stamp = []
     for k in ("path", "flats", "darks", "angles"):
-        v = src.get(k) if isinstance(src, dict) else None
+        v = src.get(k)
         if isinstance(v, str) and Path(v).exists():
             st = Path(v).stat()
             stamp.append([v, st.st_size, st.st_mtime_ns])
-    text = json.dumps([src, stamp, opts.to_dict(), pl.center, list(pl.rows)], sort_keys=True, default=str)
+    from .engine import engine_version
+
+    text = json.dumps([src, stamp, opts.to_dict(), pl.center, list(pl.rows), engine_version()], sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,7 +108,7 @@ def _compute(args: tuple, todo: list[int], *, workers: int, client, progress, to
         order = {f.key: j for j, f in enumerate(futures)}
         results: list = [None] * len(futures)
         done = total - sum(sizes)
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # this client (it need not be the default one)
             j = order[fut.key]
             results[j] = fut.result()
             done += sizes[j]
