@@ -168,7 +168,8 @@ def run(scan: Path, out: Path, extra: list[str]) -> dict:
         info = json.loads(stdout[stdout.index("{"):])
         result.update({k: info.get(k) for k in ("shape", "center", "center_found", "n_clipped", "workers",
                                                  "engine", "warnings")})
-        result["output_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        result["output_bytes"] = out.stat().st_size if out.is_file() else \
+            sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     except Exception as exc:  # noqa: BLE001 - report what failed with the figures
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["stderr_tail"] = stderr[-3000:]
