@@ -143,3 +143,29 @@ def test_output_checks(nxs, tmp_path):
         reconstruct_to(proj, out, options=OPTS)
     with pytest.raises(InputError, match="workers"):
         reconstruct_to(proj, tmp_path / "x.tif", options=OPTS, workers=0)
+
+
+def test_worker_reopens_tiff_and_edf_projections(scan, tmp_path):
+    """What a worker process receives (portable) opens the same projections again, for every input format."""
+    import pickle
+
+    from tomo4d.io import save_volume
+    from tomo4d.reconstruct.edf import write_edf
+    from tomo4d.reconstruct.readers import portable, reopen
+
+    save_volume(scan.projections.astype(np.uint16), tmp_path / "p.tif")
+    save_volume(scan.flats.astype(np.uint16), tmp_path / "f.tif")
+    save_volume(scan.darks.astype(np.uint16), tmp_path / "d.tif")
+    (tmp_path / "edf").mkdir()
+    for i, p in enumerate(scan.projections.astype(np.uint16)):
+        write_edf(tmp_path / "edf" / f"p{i}.edf", p)
+    write_edf(tmp_path / "f.edf", scan.flats.astype(np.uint16))
+    write_edf(tmp_path / "d.edf", scan.darks.astype(np.uint16))
+    cases = ((tmp_path / "p.tif", tmp_path / "f.tif", tmp_path / "d.tif"),
+             (tmp_path / "edf", tmp_path / "f.edf", tmp_path / "d.edf"))
+    for path, flats, darks in cases:
+        proj = open_projections(path, flats=flats, darks=darks)
+        again = reopen(pickle.loads(pickle.dumps(portable(proj))))
+        np.testing.assert_array_equal(again.rows(3, 7), proj.rows(3, 7))
+        np.testing.assert_array_equal(again.flat, proj.flat)
+        np.testing.assert_array_equal(again.angles_deg, proj.angles_deg)
