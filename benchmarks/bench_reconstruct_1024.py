@@ -166,7 +166,7 @@ def run(scan: Path, out: Path, extra: list[str]) -> dict:
             result["true_axis_column"] = float(h5["entry"].attrs["true_axis_column"])
         result["input_bytes"] = scan.stat().st_size
         info = json.loads(stdout[stdout.index("{"):])
-        result.update({k: info.get(k) for k in ("shape", "center", "center_found", "n_clipped", "workers",
+        result.update({k: info.get(k) for k in ("shape", "center", "center_found", "n_clipped", "workers", "slab_processes",
                                                  "engine", "warnings")})
         result["output_bytes"] = out.stat().st_size if out.is_file() else \
             sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

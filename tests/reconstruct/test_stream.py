@@ -61,6 +61,26 @@ def test_worker_processes_give_the_serial_result(nxs, tmp_path):
                               progress=lambda d, t: seen.append((d, t)))
     np.testing.assert_array_equal(parallel.volume.numpy(), serial.volume.numpy())
     assert seen[-1] == (12, 12) and len(seen) == 3
+    meta = parallel.volume.metadata.extra["reconstruction"]
+    assert meta["workers"] == 2 and 1 <= meta["slab_processes"] <= 2
+
+
+def test_slab_tasks_are_not_batched_onto_one_process(nxs, tmp_path, monkeypatch):
+    """dask's process scheduler batches 6 ready tasks per submission by default: one process would run them all."""
+    import dask
+
+    import tomo4d.reconstruct.stream as stream
+
+    seen, real = {}, dask.compute
+
+    def compute(*tasks, **kw):
+        seen.update(kw, n=len(tasks))
+        return real(*tasks, scheduler="sync")
+
+    monkeypatch.setattr(dask, "compute", compute)
+    rec = stream.reconstruct_to(open_projections(nxs), tmp_path / "r.ome.zarr", options=OPTS, workers=2)
+    assert seen == {"scheduler": "processes", "num_workers": 2, "chunksize": 1, "n": 3}
+    assert rec.volume.shape == (12, 72, 72)
 
 
 @pytest.mark.slow

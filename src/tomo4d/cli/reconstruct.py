@@ -105,7 +105,9 @@ def reconstruct(projections, output, flats, darks, angles, angle_range, dataset,
     path = output
     for text in rec.warnings:
         click.echo(f"tomo4d: warning: {text}", err=True)
-    info = {"output": str(path), **rec.summary(), "workers": workers if scheduler is None else scheduler}
+    done_by = rec.volume.metadata.extra.get("reconstruction", {}).get("slab_processes")
+    info = {"output": str(path), **rec.summary(), "workers": workers if scheduler is None else scheduler,
+            "slab_processes": done_by}
     emit(info, as_json=as_json, text=f"wrote {path}: {' x '.join(map(str, rec.volume.shape))} voxels of "
                                       f"{rec.volume.voxel_size_nm[0]:g} nm, centre {rec.center:.2f}"
                                       f"{' (found)' if rec.center_found else ''}, {rec.engine}")

@@ -57,7 +57,7 @@ def slab_task(args: tuple, i: int) -> tuple[int, int]:
     finally:
         if proj is not spec:
             _close(proj)
-    _write_counts(store, i, (n_bad, n_range))  # before the slab's done-marker: a done slab always has its counts
+    _write_counts(store, i, (n_bad, n_range, os.getpid()))  # before the done-marker: a done slab has its counts
     store.write(i, block)
     return n_bad, n_range
 
@@ -127,8 +127,8 @@ def _compute(args: tuple, todo: list[int], *, workers: int, client, progress, to
                 if progress is not None:
                     progress(state["done"], total)
 
-    with _Progress():
-        return list(dask.compute(*tasks, scheduler="processes", num_workers=workers))
+    with _Progress():  # chunksize 1: dask's default (6) would hand a batch of up to 6 slabs to one process
+        return list(dask.compute(*tasks, scheduler="processes", num_workers=workers, chunksize=1))
 
 
 def reconstruct_to(proj: Projections, output, *, options: ReconstructOptions | None = None, workers: int = 1,
@@ -192,10 +192,11 @@ def reconstruct_to(proj: Projections, output, *, options: ReconstructOptions | N
              sizes=[slabs[i][1] - slabs[i][0] for i in todo])
     counts = [_read_counts(store, i) for i in range(len(slabs))]
     n_clipped, n_range = (int(sum(c[k] for c in counts)) for k in (0, 1))
+    n_proc = len({c[2] for c in counts if len(c) > 2})  # processes that reconstructed slabs (this run or before)
     lazy = open_volume(store.progress / "store")
     rec = finish(proj, opts, pl, lazy.data, n_clipped=n_clipped, n_range=n_range, seconds=time.perf_counter() - t0,
                  name=name, extra={"workers": workers if client is None else "distributed",
-                                   "slab_rows": opts.slab_rows})
+                                   "slab_processes": n_proc, "slab_rows": opts.slab_rows})
     if fmt == "zarr":
         _set_header(store, rec)
         store.publish(overwrite=overwrite)
@@ -220,7 +221,8 @@ def _write_counts(store, i: int, counts) -> None:
     os.replace(tmp, path)
 
 
-def _read_counts(store, i: int) -> tuple[int, int]:
+def _read_counts(store, i: int) -> tuple[int, ...]:
+    """``(n_clipped, n_out_of_range, pid of the process that wrote the slab)``."""
     return tuple(json.loads(_counts_path(store, i).read_text(encoding="utf-8")))
 
 
