@@ -262,7 +262,7 @@ MAKERS = {
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",
             "T1_indi.tif", "seg_model/", "T1_labels.tif", "T1_particles.tif", "edges.png", "experiment.yaml",
-            "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "rec.tif"}
+            "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "scan_rec.tif", "rec.tif"}
 
 
 @pytest.fixture(scope="module")
