@@ -42,6 +42,22 @@ def test_bragg_on_the_iron_csv(capsys, real_file, tmp_path):
     assert rc == 0 and "edge midpoint" in out and "d spacing" in out
 
 
+@pytest.mark.parametrize("baseline, bias", [("auto", False), ("linear", True)])
+def test_bragg_default_gives_the_unstrained_powder_zero_strain(capsys, real_file, baseline, bias):
+    """The README's command (window 3.8-4.4 Å, Fe 110): by default (auto: curved baselines where the edge fit is ok)
+    the unstrained powder's strain is within 3e-4 of zero and its bias within 1.5 sigma (measured +1.5e-4); straight
+    baselines read +3.4e-4 (issue 21)."""
+    p = real_file("iron_powder_transmission.csv")
+    rc, out, err = _run(capsys, ["bragg", str(p), "--window", "3.8,4.4", "--lattice", "2.8665", "--hkl", "110",
+                                 "--baseline", baseline, "--json"])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["baseline"] == ("quadratic" if baseline == "auto" else "linear")
+    assert (abs(d["strain"]) > 3e-4) is bias
+    if not bias:
+        assert abs(d["strain"]) < 1.5 * d["strain_sigma"] and abs(d["edge_minus_expected_angstrom"]) < 0.002
+
+
 def test_isotopes_from_csv(capsys, tmp_path):
     rng = np.random.default_rng(0)
     wl, mu, sig, c, other = isotope_spectra(rng, [0.30], counts=5e4)
