@@ -60,12 +60,19 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="tomo4d")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="CPU threads of every compute stage (torch, numba, BLAS, dask); default: the CPUs this process "
+                   "may use (affinity, cgroup quota). Overrides an experiment file's threads.")
 @click.pass_context
-def cli(ctx, debug, verbose):
+def cli(ctx, debug, verbose, threads):
     """tomo4d: 4D tomography of battery cells, from volumes to trustworthy numbers."""
+    from .._threads import compute_threads
+
     level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "threads": threads}
+    if threads is not None:  # without: the stages resolve their own default (tomo4d._threads.resolve_threads)
+        ctx.with_resource(compute_threads(threads))
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._threads import compute_threads, current_threads
 from ..errors import InputError
 from .inputs import resolve_inputs
 from .runner import (
@@ -309,8 +310,9 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     inp = resolve_inputs(exp)
     out = claim_run_folder(out, overwrite=overwrite, inputs=[*inp.files(), *([source] if source else [])])
     say = _RunLog(out / "log.txt", progress)
-    with _locked(out), _local_dask(client):
-        say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted")
+    threads = current_threads() or exp.threads  # tomo4d --threads / tomo4d.threads(n) over the file's threads
+    with _locked(out), _local_dask(client), compute_threads(threads) as n_threads:
+        say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted, {n_threads} CPU thread(s)")
         fps = _fingerprints(inp)
         keys = stage_keys(exp, inp, fps)
         stages = {s.name: s for s in _enabled(exp, inp)}
