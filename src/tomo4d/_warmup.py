@@ -58,7 +58,7 @@ def _segment():
 def _phantom():
     from .phantom import make_experiment
 
-    make_experiment(shape=(16, 16, 16), n_steps=2, seed=1)
+    make_experiment(shape=(24, 24, 24), n_steps=2, seed=1)
 
 
 #: name -> a tiny run of the stage that compiles its kernels
