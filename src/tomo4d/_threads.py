@@ -38,7 +38,7 @@ __all__ = ["available_cpus", "compute_threads", "current_threads", "numba_thread
 
 #: The count stated by the innermost :func:`compute_threads` block (None: none); read from every thread (a
 #: dask worker thread inherits it), restored when the block ends.
-_SETTING: list[int] = []
+_SETTING: list[tuple[object, int]] = []  # (the block's token, its count), innermost last
 _LOCK = threading.Lock()
 
 
@@ -50,7 +50,7 @@ def _check(n) -> int | None:
 
 def current_threads() -> int | None:
     """The count stated by the innermost :func:`compute_threads` block, or None outside any."""
-    return _SETTING[-1] if _SETTING else None
+    return _SETTING[-1][1] if _SETTING else None
 
 
 def resolve_threads(n: int | None = None) -> int:
@@ -81,8 +81,9 @@ def compute_threads(n: int | None = None):
     ...     pass  # train, enhance, correlate ... on one thread
     """
     count = resolve_threads(n)
+    token = object()
     with _LOCK:
-        _SETTING.append(count)
+        _SETTING.append((token, count))
     try:
         with ExitStack() as stack:
             if "torch" in sys.modules:
@@ -93,8 +94,8 @@ def compute_threads(n: int | None = None):
             stack.enter_context(_dask_threads(count))
             yield count
     finally:
-        with _LOCK:
-            _SETTING.pop()
+        with _LOCK:  # its own entry (blocks in two threads may end in any order)
+            _SETTING[:] = [e for e in _SETTING if e[0] is not token]
 
 
 @contextmanager
