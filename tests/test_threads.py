@@ -149,3 +149,21 @@ def test_cli_global_option(capsys):
     assert "--threads" in capsys.readouterr().err
     assert main(["--threads", "1", "info", "--help"]) == 0
     assert current_threads() is None  # the command's block ended with it
+
+
+def test_cli_makes_openmp_threads_wait_passively():
+    """Set before the command loads torch/numba (their OpenMP runtime reads it then); restored after."""
+    import subprocess
+    import sys
+
+    code = ("import os, torch; from tomo4d.cli import main, _run\n"
+            "import tomo4d.cli as c\n"
+            "seen = []\n"
+            "c._run = lambda args, debug: seen.append(os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+            "main(['--version']); print(seen[0], os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["PASSIVE", "None"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["ACTIVE", "ACTIVE"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -81,11 +82,23 @@ def main(argv=None) -> int:
     Ctrl-C and SIGTERM always end the command with 130 (143), even where a library
     swallowed the KeyboardInterrupt (see :mod:`tomo4d._interrupt`); an output being
     written is then discarded, never published half-written.
+
+    OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless the environment says otherwise; read
+    when torch or numba load their OpenMP runtime, in the command): on a shared machine a spinning
+    OpenMP thread whose peer is descheduled made a torch U-Net iteration ~14x slower on 2 threads
+    (benchmarks/bench_threads.py).  The environment is restored when the command ends.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    with handling_interrupts():
-        status = _run(args, debug="--debug" in args)
-        interrupted = exit_status()
+    policy_set = "OMP_WAIT_POLICY" not in os.environ
+    if policy_set:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        with handling_interrupts():
+            status = _run(args, debug="--debug" in args)
+            interrupted = exit_status()
+    finally:
+        if policy_set:
+            os.environ.pop("OMP_WAIT_POLICY", None)
     if interrupted is not None and status != interrupted:
         click.echo("tomo4d: interrupted", err=True)
         return interrupted
