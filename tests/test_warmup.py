@@ -19,6 +19,14 @@ def _modules_with_cached_kernels() -> list[str]:
     return out
 
 
+def _cached(dispatcher) -> bool:
+    """A compiled version of ``dispatcher`` is in numba's on-disk cache (a kernel called only from another
+    kernel is not loaded when its caller comes from the cache, so it shows no signature then)."""
+    cache = getattr(dispatcher, "_cache", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    return index is not None and Path(index).is_file()
+
+
 @pytest.mark.slow
 def test_warm_up_compiles_every_cached_kernel():
     from numba.core.registry import CPUDispatcher
@@ -35,6 +43,6 @@ def test_warm_up_compiles_every_cached_kernel():
         mod = importlib.import_module(name)
         for attr, obj in vars(mod).items():
             if isinstance(obj, CPUDispatcher) and obj.__module__ == name and obj.targetoptions.get("inline") != "always" \
-                    and obj.targetoptions.get("cache", True) and not obj.signatures:
+                    and not (obj.signatures or _cached(obj)):
                 missing.append(f"{name}.{attr}")
     assert not missing, f"kernels not compiled by the warm-up: {missing}"
