@@ -188,6 +188,8 @@ def main(argv=None):
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
     ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
+    ap.add_argument("--continue-reg", type=float, default=None,
+                    help="global: solve again from the result with this regularisation (continuation)")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
@@ -253,6 +255,8 @@ def main(argv=None):
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
+            if a.continue_reg is not None:
+                field = correlate_global(series[0], series[n], initial=field, **(kw | {"regularisation": a.continue_reg}))
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
                               search_radius_px=4 if init is None and phi0 is None else 0, **kw)

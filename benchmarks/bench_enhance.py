@@ -6,6 +6,9 @@
     .venv/bin/python benchmarks/bench_enhance.py real [TRAIN_STEPS] [CASES] [CONSISTENCY 0/1]
         # issue-19 acceptance at the recommended N: snow_xct_100.tif (3D) and cell_xct_slice_1.tif (2D)
     .venv/bin/python benchmarks/bench_enhance.py memory [SLICES_LIST] [NY]  # peak RSS of streamed apply
+    .venv/bin/python benchmarks/bench_enhance.py training [TRAIN_STEPS] [VAL_EVERY] [TIMED_STEPS] [REPS]
+        # issue 19, 1 torch thread: small-preset training steps/s fp32 vs bf16 (alternating, same batches) and
+        # the cost of one validation; then the validation PSNR/SSIM against the step on the snow pair
     .venv/bin/python benchmarks/bench_enhance.py acceptance [TRAIN_STEPS] [INDI_STEPS] [GAN 0/1] [MODEL_DIR] [DRIFT_NM]
         # issue-6 acceptance on a phantom of realistic particle size (128^3, particle radius 1200 nm,
         # twin sample for the in-situ series): InDI / CNN / GAN trained on the pair, judged on T0.
@@ -453,9 +456,99 @@ def _acceptance_report(path, evs, verdicts, *, train_steps, pair_drift_nm, z_cen
     return rep.save(path)
 
 
+def _snow_pair(rng):
+    """The snow pair of :func:`bench_real`: HQ z 0-49 of snow_xct_100.tif (50 nm), LQ degraded (100 nm)."""
+    from tomo4d import Volume
+    from tomo4d.io import open_volume
+
+    hq = open_volume(REAL / "snow_xct_100.tif").numpy().astype(np.float32)
+    n = hq.shape[0] // 2 // 2 * 2
+    tr = hq[:n]
+    return Volume(_degrade_real(tr, rng, axes=(0, 1, 2)), 100.0), Volume(tr, 50.0)
+
+
+def bench_training(train_steps: int = 300, val_every: int = 25, timed_steps: int = 20, reps: int = 3):
+    """Issue 19 on this CPU, one torch thread (stated; restored after): (1) training steps/s of the small preset
+    (crop 64, batch 4) in fp32 and bf16 on the snow pair, ``reps`` alternating timings of ``timed_steps``
+    steps after 2 warm-up steps, medians, wall and CPU s labelled; one validation's cost; (2) the small preset
+    (crop 48, as :func:`bench_real`) trained ``train_steps`` steps with ``val_every``: the validation curve,
+    the under-training verdict, wall and CPU s.  ``timed_steps=0`` skips (1), ``train_steps=0`` skips (2) (they
+    can run as two processes).  bf16 on a CPU without bf16 instructions (AVX2 only) is emulated: slow."""
+    import tempfile
+
+    import torch
+
+    from tomo4d.enhance import TrainConfig, train
+    from tomo4d.enhance.validation_curve import load_curve
+
+    if not (REAL / "snow_xct_100.tif").is_file():
+        _emit(bench="training", skipped="snow_xct_100.tif not available")
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lq, hq = _snow_pair(np.random.default_rng(0))
+        if timed_steps:
+            _bench_train_speed(lq, hq, timed_steps, reps)
+        if not train_steps:
+            return
+        cfg = TrainConfig.preset("small", steps=train_steps, crop=48, checkpoint_every=0, val_fraction=0.1,
+                                 val_every=val_every)
+        with tempfile.TemporaryDirectory() as d:
+            c0, w0 = time.process_time(), time.perf_counter()
+            res = train(lq, hq, Path(d) / "m", config=cfg, register=False, fov=False, route="volume")
+            wall_s, cpu_s = time.perf_counter() - w0, time.process_time() - c0
+            curve = load_curve(res.model_dir)
+        for s_, p_, q_ in zip(curve.steps, curve.psnr_db, curve.ssim):
+            _emit(bench="val_curve", case="snow", step=s_, val_psnr_db=p_, val_ssim=q_)
+        _emit(bench="val_curve_summary", case="snow", steps=res.steps, wall_s=wall_s, cpu_s=cpu_s,
+              torch_threads=torch.get_num_threads(), bicubic_psnr_db=curve.psnr_lq_db, bicubic_ssim=curve.ssim_lq,
+              late_rise_db=curve.late_rise_db, undertrained=curve.undertrained, summary=curve.summary,
+              recommended_steps=res.recommended_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_train_speed(lq, hq, timed_steps, reps):
+    """Part (1) of :func:`bench_training`."""
+    import torch
+
+    from tomo4d.enhance import Scaling, TrainConfig, prepare_pair
+    from tomo4d.enhance.training import Trainer
+
+    pair = prepare_pair(lq, hq, register=False, fov=False, val_fraction=0.1, route="volume")
+    tr_ = list(pair.train_slices)
+    sl, sh = (Scaling.from_data(a[tr_], percentiles=(0.1, 99.9)) for a in (pair.lq, pair.hq))
+    trainers = {p: Trainer(sl.forward(pair.lq), sh.forward(pair.hq), pair.mask, pair.train_slices,
+                           pair.val_slices, TrainConfig.preset("small", precision=p), device="cpu")
+                for p in ("fp32", "bf16")}
+    for t in trainers.values():
+        t.train_step(), t.train_step()
+    wall: dict[str, list] = {}
+    cpu: dict[str, list] = {}
+    for _ in range(reps):
+        for p, t in trainers.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(timed_steps):
+                t.train_step()
+            wall.setdefault(p, []).append(timed_steps / (time.perf_counter() - w0))
+            cpu.setdefault(p, []).append(timed_steps / (time.process_time() - c0))
+    val_s = {}
+    for p, t in trainers.items():
+        w0 = time.perf_counter()
+        t.validate()
+        val_s[p] = time.perf_counter() - w0
+    med = {p: float(np.median(v)) for p, v in wall.items()}
+    _emit(bench="train_speed", preset="small", crop=64, batch=4, torch_threads=torch.get_num_threads(),
+          steps_per_wall_s=med, steps_per_cpu_s={p: float(np.median(v)) for p, v in cpu.items()},
+          bf16_over_fp32_wall=med["bf16"] / med["fp32"], validation_wall_s=val_s,
+          val_slices=min(4, len(pair.val_slices)), val_steps=8)
+
+
 if __name__ == "__main__":
     what = sys.argv[1:2] or ["speed"]
     extra = [a if ("," in a or not a.lstrip("-").isdigit()) else int(a) for a in sys.argv[2:]]
     for w in what:
         {"speed": bench_speed, "synthetic": bench_synthetic, "real": bench_real,
-         "acceptance": bench_acceptance, "memory": bench_memory, "_memory_child": _memory_child}[w](*extra)
+         "acceptance": bench_acceptance, "memory": bench_memory, "_memory_child": _memory_child,
+         "training": bench_training}[w](*extra)

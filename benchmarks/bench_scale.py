@@ -19,7 +19,10 @@ Usage::
 Prints one JSON line per (size, stage): wall and CPU time (s), peak RSS (MiB); and the segmentation's accuracy
 against the true labels (sampled planes).  Then a second step (the anode stretched 10 % along z, fresh noise),
 ``dvc`` (local ZNSSD, node spacing 32, node batches read from Zarr within the budget) and ``strain`` (mean Hencky
-axial strain of the anode's nodes against ln 1.1).  Not done yet: align, the LocalCluster comparison.
+axial strain of the anode's nodes against ln 1.1).  ``generate_reg``, ``register``, ``register_memory``: a smooth
+texture pair related by a known affine (REG_PHI), registered out of core from Zarr (``register(...,
+chunk_budget_mb=budget)``) and, as the peer, loaded whole (in-memory register; its RSS is the whole pair's).
+``--stages`` runs a subset.  Not done yet: align, the LocalCluster comparison.
 """
 
 from __future__ import annotations
@@ -239,7 +242,90 @@ def stage_particles(work, n, budget):
     return {"n_particles": res.n_particles, "n_slabs": res.n_slabs}
 
 
-STAGES = ("generate", "train", "segment", "quantify", "particles", "generate_t1", "dvc", "strain")
+#: the known affine of the registration pair (fixed -> moving voxel coordinates about the centre)
+REG_PHI = dict(translation_px=(1.7, -2.3, 1.1), rotation_deg=(0.6, -0.4, 0.8), strain=(0.006, -0.003, 0.004))
+
+
+def _waves(n_waves=12, seed=3):
+    rng = np.random.default_rng(seed)
+    k = rng.normal(size=(n_waves, 3))
+    k *= (2 * np.pi / rng.uniform(7.0, 30.0, n_waves) / np.linalg.norm(k, axis=1))[:, None]
+    return k, rng.uniform(0, 2 * np.pi, n_waves)
+
+
+def _texture_slab(z0, z1, n, moved=False):
+    """A smooth quasi-random texture (12 plane waves, wavelengths 7-30 px) as uint16 plus noise; ``moved``: the
+    moving volume, ``texture(phi^-1(x))`` (so that REG_PHI is the exact fixed -> moving answer)."""
+    from tomo4d.register import invert_phi, make_phi
+
+    k, ph = _waves()
+    z, y, x = np.meshgrid(np.arange(z0, z1, dtype=np.float64), np.arange(n, dtype=np.float64),
+                          np.arange(n, dtype=np.float64), indexing="ij")
+    if moved:
+        inv = invert_phi(make_phi(**REG_PHI))
+        c = (n - 1) / 2.0
+        u = np.stack([z - c, y - c, x - c])
+        p = np.tensordot(inv[:3, :3], u, axes=1) + c + inv[:3, 3][:, None, None, None]
+        z, y, x = p
+    acc = np.zeros(z.shape, np.float32)
+    for (kz, ky, kx), f in zip(k, ph):
+        acc += np.cos(kz * z + ky * y + kx * x + f).astype(np.float32)
+    rng = np.random.default_rng(z0 + (7 if moved else 0))
+    return np.clip(30000 + 4000 * acc + rng.normal(0, 1000, acc.shape), 0, 65535).astype(np.uint16)
+
+
+def stage_generate_reg(work, n, budget):
+    import dask
+
+    from tomo4d.io import save_volume
+    from tomo4d.volume import Volume
+
+    def moved(z0, z1, n):
+        return _texture_slab(z0, z1, n, moved=True)
+
+    with dask.config.set(scheduler="synchronous"):
+        for name, fn in (("reg_fixed", _texture_slab), ("reg_moving", moved)):
+            save_volume(Volume(_lazy(fn, n, np.uint16), VS), _p(work, f"{name}.ome.zarr"), overwrite=True)
+    return {"gib_pair_float32": round(2 * n ** 3 * 4 / 2**30, 3)}
+
+
+def _corner_error(p, q, n):
+    c = (n - 1) / 2.0
+    cs = np.array([[a, b, d] for a in (0, n - 1) for b in (0, n - 1) for d in (0, n - 1)], float) - c
+    return float(np.abs((cs @ p[:3, :3].T + p[:3, 3]) - (cs @ q[:3, :3].T + q[:3, 3])).max())
+
+
+def stage_register(work, n, budget):
+    """register() of the Zarr pair out of core (chunk_budget_mb = budget), read lazily."""
+    import json
+
+    from tomo4d.io import open_volume
+    from tomo4d.register import make_phi, register
+
+    f, m = open_volume(_p(work, "reg_fixed.ome.zarr")).data, open_volume(_p(work, "reg_moving.ome.zarr")).data
+    reg = register(f, m, chunk_budget_mb=budget, threads=1)
+    _p(work, "reg_ooc.json").write_text(json.dumps(reg.phi.tolist()))
+    return {"levels": [f"{d['binning']}:{d['route']}" + (f"({d['boxes']} boxes)" if "boxes" in d else "")
+                       for d in reg.extra.get("out_of_core", {}).get("levels", [])],
+            "iterations": reg.iterations, "corner_error_vs_truth_px": round(_corner_error(reg.phi, make_phi(**REG_PHI), n), 4)}
+
+
+def stage_register_memory(work, n, budget):
+    """The peer: register() of the same pair loaded whole (numpy), and the out-of-core Phi against it."""
+    import json
+
+    from tomo4d.io import open_volume
+    from tomo4d.register import make_phi, register
+
+    f, m = open_volume(_p(work, "reg_fixed.ome.zarr")).numpy(), open_volume(_p(work, "reg_moving.ome.zarr")).numpy()
+    reg = register(f, m, threads=1)
+    ooc = np.asarray(json.loads(_p(work, "reg_ooc.json").read_text()))
+    return {"iterations": reg.iterations, "corner_error_vs_truth_px": round(_corner_error(reg.phi, make_phi(**REG_PHI), n), 4),
+            "out_of_core_vs_in_memory_px": round(_corner_error(ooc, reg.phi, n), 4)}
+
+
+STAGES = ("generate", "train", "segment", "quantify", "particles", "generate_t1", "dvc", "strain", "generate_reg",
+          "register", "register_memory")
 
 
 def main(argv=None):
@@ -248,12 +334,14 @@ def main(argv=None):
     ap.add_argument("--budget-mb", type=float, default=256.0)
     ap.add_argument("--workdir", default="benchmarks/_work_scale")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="stages to run, in this order (default: all); register_memory loads the pair whole")
     a = ap.parse_args(argv)
     for n in a.sizes:
         work = Path(a.workdir) / str(n)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        for stage in STAGES:
+        for stage in a.stages:
             r = subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).resolve()), stage, str(work), str(n),
                                 str(a.budget_mb)], capture_output=True, text=True)
             if r.returncode:

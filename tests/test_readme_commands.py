@@ -235,6 +235,19 @@ def _scans(ws: Path, name: str):
         tifffile.imwrite(d / f"T{i}.tif", rng.random((16, 16, 16), dtype=np.float32))
 
 
+def _bands(ws: Path, name: str):
+    """Per-band volumes of the 5D phantom (32^3 experiment, neutron grid 8^3, 200 bands) with what a user
+    knows: per-band noise, Li concentration and Li-free attenuation from the X-ray phases, the copper mask."""
+    from tomo4d.phantom import make_experiment
+    from tomo4d.phantom.neutron5d import neutron_5d
+
+    d = neutron_5d(make_experiment(shape=(32, 32, 32), n_steps=2, seed=0), steps=[1])
+    c = d.li_concentration_mol_per_cm3[0]
+    np.savez(ws / name, wavelength_angstrom=d.wavelengths_angstrom, mu_per_cm=d.mu_per_cm[0],
+             sigma_per_cm=d.sigma_per_cm, li_concentration_mol_per_cm3=c,
+             other_mu_per_cm=d.other_mu_per_cm[0], crystal_mask=d.copper_fraction[0] > 0.99)
+
+
 MAKERS = {
     "iron.csv": lambda ws, n: _iron(ws), "spectrum.csv": lambda ws, n: _li_spectrum(ws),
     "counts.csv": lambda ws, n: _raw_counts(ws), "ob.csv": lambda ws, n: _raw_counts(ws),
@@ -244,12 +257,12 @@ MAKERS = {
     "T0_repeat.tif": _copy("repeat_hq.tif"), "T1_lq.tif": _crop("series/T1.tif"),
     "scribbles.tif": _scribbles, "truth_labels.tif": _copy("truth/labels_hq_T1.tif"), "scans/": _scans,
     "scan.nxs": _projections, "proj.tif": _projections, "flats.tif": _projections, "darks.tif": _projections,
-    "angles.txt": _projections,
+    "angles.txt": _projections, "bands.npz": _bands,
 }
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",
             "T1_indi.tif", "seg_model/", "T1_labels.tif", "T1_particles.tif", "edges.png", "experiment.yaml",
-            "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "rec.tif"}
+            "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "scan_rec.tif", "rec.tif"}
 
 
 @pytest.fixture(scope="module")

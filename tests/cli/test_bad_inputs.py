@@ -44,6 +44,7 @@ NONFINITE = "non-finite"
 NO_LABELS = NA("takes no label image")
 NO_DEVICE = NA("runs on the CPU only")
 NO_IMAGE = NA("reads no grey-value image")
+TOF = ["--flight-path", "10", "--bin-width", "500", "--thickness-cm", "0.2", "--li6", "0.0759"]  # neutron maps
 
 TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("info",): {
@@ -80,7 +81,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "non-finite": [(["{grey}", "{nan}"], NONFINITE)],
         "bad-labels": NA("--mask takes any non-zero values"),
         "out-of-range": [(["{grey}", "{grey}", "--binning", "64"], "binning"),
-                         (["{grey}", "{grey}", "--multimodal", "--search", "-3"], "search")],
+                         (["{grey}", "{grey}", "--multimodal", "--search", "-3"], "search"),
+                         (["{grey}", "{grey}", "--multimodal", "--fixed-psf-nm", "-5"], "fixed_psf_sigma_nm")],
         "unparsable": [(["{grey}", "{grey}", "--binning", "a,b"], "--binning")],
         "corrupt-file": [(["{trunc}", "{grey}"], TRUNC)], "device": NO_DEVICE},
     ("dvc",): {
@@ -112,7 +114,9 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "out-of-range": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--steps", "0"], "steps")],
         "unparsable": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--config", "{spectrum}"], "config")],
         "corrupt-file": [(["--lq", "{trunc}", "--hq", "{hq}", "-o", "{out.d}"], TRUNC)],
-        "device": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cuda"], "cuda")]},
+        "device": [(["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cuda"], "cuda"),
+                   (["--lq", "{lq}", "--hq", "{hq}", "-o", "{out.d}", "--device", "cpu", "--precision", "fp16"],
+                    "fp16")]},
     ("enhance", "apply"): {
         "non-finite": [(["{enh}", "{lqnan}", "{out.tif}"], NONFINITE)],
         "bad-labels": NO_LABELS,
@@ -121,7 +125,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
                          (["{enh}", "{lq}", "{out.tif}", "--steps", "0"], "steps")],
         "unparsable": [(["{spectrum}", "{lq}", "{out.tif}"], "{spectrum}")],
         "corrupt-file": [(["{enh}", "{trunc}", "{out.tif}"], TRUNC)],
-        "device": [(["{enh}", "{lq}", "{out.tif}", "--device", "cuda"], "cuda")]},
+        "device": [(["{enh}", "{lq}", "{out.tif}", "--device", "cuda"], "cuda"),
+                   (["{enh}", "{lq}", "{out.tif}", "--device", "cpu", "--precision", "fp16"], "fp16")]},
     ("enhance", "sweep"): {
         "non-finite": [(["{enh}", "--lq", "{lqnan}", "--hq", "{hq}"], NONFINITE)],
         "bad-labels": NO_LABELS,
@@ -237,7 +242,9 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "bad-labels": NO_LABELS,
         "out-of-range": [(["{grey}", "{out.tif}", "--no-flats", "--ring-size", "4"], "ring_size"),
                          (["{grey}", "{out.tif}", "--no-flats", "--center", "99"], "center=99"),
-                         (["{grey}", "{out.tif}", "--flats", "{small}", "--darks", "{small}"], "detector size")],
+                         (["{grey}", "{out.tif}", "--flats", "{small}", "--darks", "{small}"], "detector size"),
+                         (["{grey}", "{out.tif}", "--no-flats", "--workers", "0"], "--workers"),
+                         (["{grey}", "{out.tif}", "--no-flats", "--geometry", "cone"], "itk-rtk")],
         "unparsable": [(["{grey}", "{out.tif}", "--no-flats", "--rows", "a:b"], "--rows"),
                        (["{grey}", "{out.tif}", "--no-flats", "--angles", "{spectrum}"], "angle list"),
                        (["{grey}", "{out.tif}", "--no-flats", "--paganin", "170"], "--energy-kev"),
@@ -252,6 +259,14 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "non-finite": NA("reads headers only"), "bad-labels": NO_LABELS, "out-of-range": NA("no numeric option"),
         "unparsable": [(["{grey}", "-o", "{out.yaml}"], "is not a folder")],
         "corrupt-file": [(["{truncdir}", "-o", "{out.yaml}"], TRUNC)], "device": NO_DEVICE},
+    ("neutron", "maps"): {
+        "non-finite": [(["{nan}", "{out.npz}", "--open-beam", "{grey}", *TOF], NONFINITE)],
+        "bad-labels": NO_LABELS,
+        "out-of-range": [(["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--bin", "0"], "bin"),
+                         (["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--li6", "2"], "li6")],
+        "unparsable": [(["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--bragg-window", "a"],
+                        "--bragg-window"), (["{spectrum}", "{out.npz}", "--li6", "0.1"], "npz")],
+        "corrupt-file": [(["{trunc}", "{out.npz}", "--open-beam", "{grey}", *TOF], TRUNC)], "device": NO_DEVICE},
     ("neutron", "lithium"): {
         "non-finite": [(["{nan}", "{out.tif}"], NONFINITE)],
         "bad-labels": [(["{grey}", "{out.tif}", "--labels", "{greylab}"], "labels")],

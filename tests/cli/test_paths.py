@@ -27,7 +27,8 @@ BASE = {
     ("phantom",): ["{out:out_dir}"],
     ("quality",): ["{in:reference}", "{in:images}", "--mask", "{in:mask_path}", "--profiles",
                    "{out:profiles_path}", "--figure", "{out:figure_path}"],
-    ("register",): ["{in:fixed}", "{in:moving}", "-o", "{out:output}", "--mask", "{in:mask}"],
+    ("register",): ["{in:fixed}", "{in:moving}", "-o", "{out:output}", "--mask", "{in:mask}", "--multimodal",
+                    "--moving-labels", "{in:moving_labels}"],
     ("dvc",): ["{in:ref}", "{in:deformed}", "-o", "{out:output}", "--mask", "{in:mask}", "--phi", "{in:phi_json}",
                "--vtk", "{out:vtk}"],
     ("strain",): ["{in:field_path}", "-o", "{out:output}"],
@@ -58,12 +59,15 @@ BASE = {
                            "--figure", "{out:figure_path}"],
     ("neutron", "isotopes"): ["{in:spectrum}", "--open-beam", "{in:open_beam}", "--flight-path", "9", "--bin-width",
                               "10", "--thickness-cm", "0.1", "--composition", "Li", "--density", "0.534"],
+    ("neutron", "maps"): ["{in:source}", "{out:output}", "--open-beam", "{in:open_beam}", "--flight-path", "10",
+                          "--bin-width", "500", "--thickness-cm", "0.2", "--li6", "0.0759"],
     ("neutron", "lithium"): ["{in:mu_volume}", "{out:output}", "--labels", "{in:labels_path}", "--sigma-output",
                              "{out:sigma_output}"],
 }
 #: output suffix per command where the command insists on one (the check must come before it anyway).
 SUFFIX = {("quantify",): ".csv", ("strain",): ".h5", ("dvc",): ".h5", ("register",): ".json",
-          ("segment", "train"): ".npz", ("neutron", "bragg"): ".png", ("quality",): ".csv"}
+          ("segment", "train"): ".npz", ("neutron", "bragg"): ".png", ("quality",): ".csv",
+          ("neutron", "maps"): ".npz"}
 
 COMMANDS = leaf_commands(cli)
 

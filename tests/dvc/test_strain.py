@@ -197,3 +197,14 @@ def test_hencky_of_inverted_material_is_nan_and_invalid():
                                               positions_zyx_px=np.zeros((2, 2, 2, 3)))
     assert np.isnan(s.hencky[0, 0, 0]).all() and not s.valid[0, 0, 0] and s.valid.sum() == 7
     np.testing.assert_allclose(hencky(F[1, 1, 1]), 0.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("stretch, flagged", [(0.05, False), (0.10, False), (0.20, True), (-0.20, True)])
+def test_strain_beyond_the_validated_range_is_flagged(stretch, flagged):
+    """A uniform axial stretch of ln(1 + s) beyond VALIDATED_AXIAL_HENCKY (0.12) is flagged: 0.05, 0.10 -> ln
+    0.049, 0.095 are inside; 0.20 -> 0.182 and a 20 % compression (|ln 0.8| = 0.223) are not."""
+    from tomo4d.dvc import VALIDATED_AXIAL_HENCKY, beyond_validated_range
+
+    assert VALIDATED_AXIAL_HENCKY == pytest.approx(0.12)
+    s = strain_field(_grid_field(lambda p: np.stack([stretch * (p[:, 0] - 50), 0 * p[:, 0], 0 * p[:, 0]], 1)))
+    assert beyond_validated_range(s) is flagged

@@ -79,3 +79,22 @@ def test_apply_refuses_wrong_dtype(files, trained, tmp_path, capsys):
     f = save_volume(Volume(open_volume(lq).numpy().astype(np.float32), 100.0), tmp_path / "f.tif")
     assert main(["enhance", "apply", str(trained[0]), str(f), str(tmp_path / "o.tif")]) == 2
     assert "dtype" in capsys.readouterr().err
+
+
+def test_train_and_apply_take_precision_and_validation_options(files, tmp_path, capsys):
+    """--precision bf16 (CPU), --val-every, --early-stop-patience reach the config; apply --precision bf16."""
+    lq, hq, _ = files
+    out = tmp_path / "m"
+    assert main(["enhance", "train", "--lq", str(lq), "--hq", str(hq), "-o", str(out), "--preset", "tiny",
+                 "--steps", "6", "--no-register", "--device", "cpu", "--precision", "bf16", "--val-every", "2",
+                 "--early-stop-patience", "5", "--early-stop-min-delta", "0.1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["precision"], cfg["val_every"], cfg["early_stop_patience"], cfg["early_stop_min_delta_db"]) == \
+        ("bf16", 2, 5, 0.1)
+    curve = json.loads((out / "validation_curve.json").read_text())
+    assert curve["steps"] == [2, 4, 6] and curve["precision"] == "bf16" and res["best_step"] in (2, 4, 6)
+    dst = tmp_path / "e.tif"
+    assert main(["enhance", "apply", str(out), str(lq), str(dst), "--steps", "1", "--device", "cpu",
+                 "--precision", "bf16", "--json"]) == 0
+    assert dst.is_file()

@@ -87,3 +87,42 @@ def test_layered_cell_labels_layers_and_pores():
     assert np.array_equal(lab, layered_cell_labels((20, 32, 32), rng=0, n_pores=4))
     with pytest.raises(InputError, match="shape"):
         layered_cell_labels((4, 32, 32))
+
+
+# -- number of phases by BIC -------------------------------------------------------------------------------
+
+_BIC_MEANS = [(0.2, 0.5), (0.8, 0.6), (0.5, 2.0), (0.9, 1.8)]   # (X-ray grey, neutron mu 1/cm) of each phase
+
+
+def _blob_phases(k, rng, shape=(20, 28, 28)):
+    """k phases of equal volume as smooth random blobs, each with its (a, b) mean and Gaussian noise."""
+    from scipy import ndimage as ndi
+
+    f = ndi.gaussian_filter(rng.standard_normal(shape), 2.5)
+    lab = np.searchsorted(np.quantile(f, np.linspace(0, 1, k + 1)[1:-1]), f).astype(np.int16) + 1
+    m = np.asarray(_BIC_MEANS[:k])
+    a = m[lab - 1, 0] + rng.normal(0, 0.06, shape)
+    b = m[lab - 1, 1] + rng.normal(0, 0.15, shape)
+    return a, b, lab
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_bic_chooses_the_number_of_phases(k):
+    a, b, lab = _blob_phases(k, np.random.default_rng(10 + k))
+    ph = segment_joint_phases(a, b, max_phases=6, n_init=1, seed=0)
+    assert ph.criterion == "bic" and ph.candidates == (1, 2, 3, 4, 5, 6)
+    assert ph.n_phases == k, ph.criterion_values
+    assert int(np.argmin(ph.criterion_values)) + 1 == k
+    assert segmentation_accuracy(ph.labels, lab) > 0.99
+    d = ph.criterion_dict()
+    assert d["n_phases"] == k and len(d["criterion_values"]) == 6
+
+
+def test_given_number_of_phases_overrides_bic():
+    a, b, _ = _blob_phases(3, np.random.default_rng(3))
+    ph = segment_joint_phases(a, b, n_phases=2, n_init=1)
+    assert ph.n_phases == 2 and ph.criterion == "given" and ph.criterion_values == ()
+    with pytest.raises(InputError, match="min_phases"):
+        segment_joint_phases(a, b, min_phases=5, max_phases=3)
+    with pytest.raises(InputError, match="max_phases"):
+        segment_joint_phases(a, b, max_phases=0)

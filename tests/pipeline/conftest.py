@@ -91,7 +91,7 @@ inputs:
   training_pair: {{lq: lq.tif, hq: {hq}}}
 enhance:
   preset: tiny
-  train: {{steps: {steps}, checkpoint_every: 2, crop: 16}}
+  train: {{steps: {steps}, checkpoint_every: 2, crop: 16, val_every: 2}}
   steps: 2
   tile: 64
   overlap: 8

@@ -111,3 +111,41 @@ def test_align_collector_outside_the_volume_is_refused(phantom_dir, moved_experi
     p.write_text(ALIGN_EXPERIMENT.format(extra="").replace("[0, 4]", "[4, 2]"))
     with pytest.raises(InputError, match="align.collector_z"):
         load_experiment(p)
+
+
+def _corner_error(p, q, shape) -> float:
+    c = (np.asarray(shape, float) - 1) / 2
+    cs = np.array([[z, y, x] for z in (0, shape[0] - 1) for y in (0, shape[1] - 1) for x in (0, shape[2] - 1)], float)
+    return float(np.abs(((cs - c) @ p[:3, :3].T + p[:3, 3]) - ((cs - c) @ q[:3, :3].T + q[:3, 3])).max())
+
+
+@pytest.mark.slow
+def test_align_and_the_dvc_affine_start_out_of_core_match_the_in_memory_run(phantom_dir, moved_experiment, tmp_path,
+                                                                             caplog):
+    """``chunk_budget_mb`` below the registration's working set (32^3 x 20 bytes = 0.66 MB): align registers out of
+    core (binned levels streamed, the finest on a sampled box: at this size one box holds the whole reference slab)
+    and resamples slab by slab; dvc's affine start registers out of core.  Same Phi (corners within 0.05 px), same
+    aligned voxels (+-1 grey level), same DVC field (0.02 px).  Sampled boxes that do not cover the volume:
+    tests/register/test_register_out_of_core.py."""
+    from tomo4d.dvc import DisplacementField
+    from tomo4d.io import open_volume
+    from tomo4d.pipeline import load_experiment, run_experiment
+
+    ref_out, out = tmp_path / "mem", tmp_path / "ooc"
+    run_experiment(load_experiment(moved_experiment(name="mem.yaml")), ref_out)
+    p = phantom_dir / "ooc.yaml"
+    p.write_text(ALIGN_EXPERIMENT.format(extra="") + "chunk_budget_mb: 0.6\n")
+    with caplog.at_level("INFO", logger="tomo4d"):
+        run_experiment(load_experiment(p), out)
+    assert "resampled in" in caplog.text
+    mem, ooc = (json.loads((o / "fields" / "align_T1.json").read_text()) for o in (ref_out, out))
+    assert "out_of_core" in ooc and ooc["out_of_core"]["levels"][-1]["route"] == "sampled"
+    assert _corner_error(np.asarray(ooc["phi"]), np.asarray(mem["phi"]), (32, 32, 32)) < 0.05
+    assert _corner_error(np.asarray(ooc["phi"]), np.linalg.inv(_known_phi()), (32, 32, 32)) < 0.3
+    a, b = (open_volume(o / "volumes" / "aligned_T1.ome.zarr").numpy().astype(np.float64) for o in (ref_out, out))
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1.0 + 1e-3 * np.abs(a).max()
+    fa, fb = (DisplacementField.load(o / "fields" / "dvc_T0_T1.h5") for o in (ref_out, out))
+    both = fa.usable & fb.usable
+    assert both.mean() > 0.9
+    du = np.abs(fa.displacement_zyx_px[both] - fb.displacement_zyx_px[both])
+    assert np.median(du) < 0.02, np.median(du)

@@ -72,6 +72,10 @@ def test_enhance_stages_write_outputs_that_load(enhance_run):
     assert "InDI enhancement" in html and "CNR HQ (truth)" in html and "edge FWHM HQ (nm, truth)" in html
     assert (out / "figures" / "enhanced_slices.png").exists()
     assert "Validation sweep on the held-out slices" in html and (out / "figures" / "enhance_step_sweep.png").exists()
+    # issue 19: validation PSNR/SSIM against the training step (val_every 2 of 6 steps), beside the sweep
+    assert "Validation during training (every 2 training steps" in html
+    assert (out / "figures" / "enhance_validation_curve.png").exists()
+    assert json.loads((out / "models" / "indi" / "validation_curve.json").read_text())["steps"] == [2, 4, 6]
 
 
 def test_enhance_quality_has_the_five_metrics_and_nan_with_a_reason(enhance_run):
@@ -245,3 +249,30 @@ def test_dvc_reads_the_enhanced_series_with_apply_to_series(enhance_run, phantom
     st = _statuses(res)
     assert st["train"] == "cached" and st["dvc"] == "computed"  # the series read changed: dvc again
     assert DisplacementField.load(out / "fields" / "dvc_T0_T1.h5").positions_zyx_px.max() < 32
+
+
+@pytest.mark.slow
+def test_enhance_over_the_budget_streams_slab_by_slab_with_the_same_voxels(enhance_run, phantom_dir, tmp_path,
+                                                                            caplog):
+    """``chunk_budget_mb`` below an enhanced step (64^3 float32 + working set = 3.1 MB): the enhance stage writes it
+    slab by slab (6 slabs of at most 12 slices) into a resumable store (tomo4d.enhance.stream): the in-memory run's
+    voxels, bit for bit."""
+    from tomo4d.io import open_volume
+
+    out0, _, _ = enhance_run
+    out = tmp_path / "run"
+    shutil.copytree(out0, out)
+    for p in (out / "volumes").glob("enhanced_*.ome.zarr"):
+        shutil.rmtree(p)
+    shutil.rmtree(out / ".tomo4d" / "done" / "enhance")
+    p = _write(phantom_dir, "enhance_budget.yaml")
+    p.write_text(p.read_text() + "chunk_budget_mb: 2.0\n")
+    with caplog.at_level("INFO", logger="tomo4d"):
+        res = run_experiment(load_experiment(p), out)
+    assert _statuses(res)["enhance"] == "computed" and "streamed in 6 slabs" in caplog.text
+    for name in ("T0", "T1", "T2"):
+        a, b = (open_volume(o / "volumes" / f"enhanced_{name}.ome.zarr") for o in (out0, out))
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        ea, eb = (dict(v.metadata.extra["enhance"], model=None) for v in (a, b))  # the model folder was copied
+        assert ea == eb and a.voxel_size_nm == b.voxel_size_nm
+    assert not list((out / "volumes").glob(".*.slabs"))

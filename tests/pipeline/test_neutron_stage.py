@@ -213,3 +213,28 @@ def test_neutron_section_refusals_name_the_key(phantom_dir):
 
     schema = experiment_schema()
     assert "neutron" in schema["properties"] and "li_free_mu_per_cm" in schema["$defs"]["NeutronSection"]["properties"]
+
+
+def test_joint_phases_auto_chooses_k_by_bic_and_reports_the_curve(tmp_path, phantom_dir):
+    from tomo4d.quantify import read_table
+
+    exp_file = _write(phantom_dir, "neutron_auto.yaml", {"joint_phases": "auto", "joint_max_phases": 4},
+                      extra={"quantify": {"thickness": False}})
+    exp = load_experiment(exp_file)
+    assert exp.neutron.joint_phases == "auto" and exp.neutron.joint_enabled()
+    out = tmp_path / "run"
+    run_experiment(exp, out, source=exp_file)
+    with np.load(out / "tables" / "neutron_joint_hist_T2.npz") as z:
+        assert str(z["criterion"]) == "bic" and z["candidates"].tolist() == [1, 2, 3, 4]
+        k = int(np.argmin(z["criterion_values"])) + 1
+        assert z["means"].shape == (k, 2)
+    assert len(read_table(out / "tables" / "neutron_joint_T2.csv")["phase"]) == k
+    assert "chosen by the Bayesian information criterion" in (out / "report.html").read_text()
+
+
+def test_joint_phases_option_is_checked(phantom_dir):
+    good = {"series": ["a.tif", "b.tif"], "time_s": [0, 1], "neutron": "n*.tif"}
+    with pytest.raises(InputError, match="joint_phases"):
+        parse_experiment({"inputs": good, "neutron": {"joint_phases": "many"}})
+    assert parse_experiment({"inputs": good, "neutron": {"joint_phases": 3}}).neutron.joint_phases == 3
+    assert parse_experiment({"inputs": good, "neutron": {}}).neutron.joint_phases == "auto"

@@ -215,6 +215,17 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir):
         assert f.notes["method"] == "global" and f.usable.mean() > 0.5
         assert np.median(f.displacement_zyx_px[f.usable, 0]) > 0.1  # the anode expands along z
     assert (out / "tables" / "strain_summary.csv").exists()
+    # a step whose strain lies beyond the validated range is flagged in the table and cautioned in the report
+    import csv
+
+    from tomo4d.dvc import StrainField, beyond_validated_range
+
+    rows = list(csv.DictReader((out / "tables" / "strain_summary.csv").open()))
+    for r in rows:
+        st = StrainField.load(out / "fields" / f"strain_T0_{r['step']}.h5")
+        assert int(float(r["beyond_validated_range"])) == int(beyond_validated_range(st))
+    flagged = any(int(float(r["beyond_validated_range"])) for r in rows)
+    assert ("beyond the range where the DVC has been validated" in (out / "report.html").read_text()) == flagged
 
 
 def test_dvc_stage_local_route_reads_node_batches(experiment_file, tmp_path):

@@ -197,3 +197,13 @@ def test_flat_drift_interpolated_between_flats_before_and_after(tmp_path, scan, 
     assert err[True] < 0.2 * err[False], err
     with pytest.raises(InputError, match="drift=True needs flats or darks"):
         reconstruct(scan.as_projections(), options=ReconstructOptions(center=scan.center, drift=True))
+
+
+def test_cone_beam_refused_naming_the_engine_and_alternatives():
+    from tomo4d.reconstruct import ReconstructOptions
+
+    with pytest.raises(InputError) as err:
+        ReconstructOptions(geometry="cone")
+    assert "algotom" in str(err.value) and "itk-rtk" in str(err.value) and "astra" in str(err.value)
+    with pytest.raises(InputError, match="geometry"):
+        ReconstructOptions(geometry="fan")

@@ -18,6 +18,7 @@ from ._paths import declare_paths
 from ._util import emit, json_option, parse_triple, progress_bar
 
 RULE_CHOICES = ("balanced", "distortion", "sharpness")   # tomo4d.enhance.steps.RULES (not imported: cheap --help)
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")             # tomo4d.enhance.precision.PRECISIONS
 
 
 def _open(path, voxel_size):
@@ -35,11 +36,14 @@ def _open(path, voxel_size):
     return Volume(open_image(path)[None], vs)
 
 
-def _config(config, preset, steps, seed, rule=None):
+def _config(config, preset, steps, seed, rule=None, **fields):
+    """The training config: ``--config`` or the preset, with the options given on the command line
+    (``fields``: TrainConfig fields, None = not given)."""
     from ..enhance import TrainConfig
 
     cfg = TrainConfig.from_json(config) if config else TrainConfig.preset(preset)
     updates = {"step_rule": rule} if rule else {}
+    updates.update({k: v for k, v in fields.items() if v is not None})
     if steps is not None:
         updates["steps"] = steps
     if seed is not None:
@@ -98,16 +102,28 @@ def enhance():
 @click.option("--lq-voxel-size", default=None, help="Override the LQ voxel size (nm, one value or Z,Y,X).")
 @click.option("--hq-voxel-size", default=None, help="Override the HQ voxel size (nm).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--precision", default=None, type=click.Choice(PRECISION_CHOICES),
+              help="Autocast precision of training (default: the config's, fp32; bf16 on CPU or GPU; fp16 on a "
+                   "GPU only).")
+@click.option("--val-every", default=None, type=int,
+              help="Validate (PSNR/SSIM of the held-out slices) every this many steps (0: at the end only; "
+                   "default: the preset's): the curve in validation_curve.json/png.")
+@click.option("--early-stop-patience", default=None, type=int,
+              help="Stop after this many validations without a gain of more than --early-stop-min-delta dB; the "
+                   "best validated weights are saved (0: off, the default).")
+@click.option("--early-stop-min-delta", default=None, type=float, help="Smallest gain in dB (default 0.05).")
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model folder.")
 @json_option
 def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register, route, lq_voxel_size,
-          hq_voxel_size, device, no_resume, overwrite, as_json):
+          hq_voxel_size, device, precision, val_every, early_stop_patience, early_stop_min_delta, no_resume,
+          overwrite, as_json):
     """Train a model on one LQ/HQ pair (up-sample, register, mask, split, train)."""
     from ..enhance import baseline_config
     from ..enhance import train as _train
 
-    cfg = _config(config, preset, steps, seed, rule)
+    cfg = _config(config, preset, steps, seed, rule, precision=precision, val_every=val_every,
+                  early_stop_patience=early_stop_patience, early_stop_min_delta_db=early_stop_min_delta)
     if objective != "indi":
         cfg = baseline_config(cfg, objective)
     lq_v, hq_v = _open(lq, lq_voxel_size), _open(hq, hq_voxel_size)
@@ -118,7 +134,10 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
          text=f"model written to {res.model_dir} ({res.steps} steps, {res.seconds:.0f} s on {res.device}); "
               f"validation PSNR {res.val_psnr_db:.2f} dB vs bicubic {res.val_psnr_lq_db:.2f} dB"
               + (f"; recommended InDI steps {res.recommended_steps} (validation sweep, {res.step_rule}: "
-                 f"{res.model_dir}/step_sweep.json)" if res.step_rule else ""))
+                 f"{res.model_dir}/step_sweep.json)" if res.step_rule else "")
+              + (f"; stopped early, weights of step {res.best_step}" if res.stopped_early else "")
+              + ("; UNDER-TRAINED: validation still rising at the end, train longer "
+                 f"({res.model_dir}/validation_curve.png)" if res.undertrained else ""))
 
 
 @declare_paths(inputs=("model", "src"), outputs=("dst",), derived=_apply_derived)
@@ -145,17 +164,19 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
 @click.option("--voxel-size", default=None, help="Override the input voxel size (nm).")
 @click.option("--no-voxel-check", is_flag=True, help="Accept a voxel size other than the trained one.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
+              help="Autocast precision of the network (bf16: CPU or GPU; fp16: GPU only).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input).")
 @json_option
 def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap, no_z_interp, slices, samples,
-          voxel_size, no_voxel_check, device, overwrite, as_json):
+          voxel_size, no_voxel_check, device, precision, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
     from ..io import save_volume, scratch_path
 
     check_int("--samples", samples, minimum=1)
 
-    m = load_model(model, device=device)
+    m = load_model(model, device=device, precision=precision)
     vol = _open(src, voxel_size)
     out = {"output": str(dst)}
     if samples > 1:

@@ -472,3 +472,8 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
             yield f"wrote {w}"
 
     emit({"calibration": cal.to_dict(), "regions": regions, "written": written}, as_json=as_json, text=lines())
+
+
+from .neutron_maps import maps as _maps  # noqa: E402  (its own module: cli/neutron.py is near 500 lines)
+
+neutron.add_command(_maps)

@@ -60,18 +60,27 @@ def _range(text):
 @click.option("--slab-rows", type=int, default=32, show_default=True, help="Rows per slab (bounds the memory).")
 @click.option("--uint16", "uint16_range", default=None, metavar="LO,HI",
               help="Write uint16: attenuation per voxel LO -> 0, HI -> 65535 (outside: clipped and counted).")
+@click.option("--geometry", type=click.Choice(["parallel", "cone"]), default="parallel", show_default=True,
+              help="Beam geometry; cone is refused (the algotom engine has no cone-beam FBP) with what supports it.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Slabs reconstructed at once by that many worker processes (the engine runs on one thread each).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the slabs on this Dask scheduler (tcp://HOST:PORT; its workers must see OUTPUT's folder).")
 @overwrite_option
 @json_option
 def reconstruct(projections, output, flats, darks, angles, angle_range, dataset, no_flats, drift, pixel_size, center,
                 center_search, rings, ring_size, filter_name, paganin, energy_kev, distance_m, rows, slab_rows,
-                uint16_range, overwrite, as_json):
-    """Reconstruct PROJECTIONS (NXtomo .nxs/.h5, or a TIFF stack/folder) into the volume OUTPUT (any format)."""
+                uint16_range, geometry, workers, scheduler, overwrite, as_json):
+    """Reconstruct PROJECTIONS (NXtomo .nxs/.h5, or a TIFF stack/folder) into the volume OUTPUT (any format).
+
+    The slabs are streamed into OUTPUT as they are done (memory bounded by --slab-rows, not by the volume),
+    under a hidden temporary name until the volume is complete; a rerun after a crash resumes.
+    """
     import warnings
 
     from ..errors import InputError
-    from ..io import save_volume
-    from ..reconstruct import PaganinOptions, ReconstructOptions, open_projections
-    from ..reconstruct import reconstruct as run
+    from ..pipeline.distributed import cluster_client
+    from ..reconstruct import PaganinOptions, ReconstructOptions, open_projections, reconstruct_to
 
     pag = None
     if paganin is not None:
@@ -81,17 +90,24 @@ def reconstruct(projections, output, flats, darks, angles, angle_range, dataset,
     opts = ReconstructOptions(center=center, center_search=center_search, rings=rings, ring_size=ring_size,
                               filter=filter_name, paganin=pag, pixel_size_nm=pixel_size, slab_rows=slab_rows,
                               allow_missing_flats=no_flats, drift=drift, rows=_pair(rows, name="--rows") if rows else None,
-                              uint16_range=_range(uint16_range) if uint16_range else None)
+                              uint16_range=_range(uint16_range) if uint16_range else None, geometry=geometry)
     proj = open_projections(projections, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range,
                             pixel_size_nm=pixel_size, data_path=dataset)
-    with warnings.catch_warnings(record=True):
+    if workers < 1:
+        raise InputError(f"--workers {workers} must be >= 1 (worker processes)")
+    if scheduler is not None and workers != 1:
+        raise InputError(f"give either --workers {workers} (local processes) or --scheduler {scheduler}, not both")
+    with warnings.catch_warnings(record=True), cluster_client(scheduler=scheduler) as client:
         warnings.simplefilter("always")
         with progress_bar(f"reconstructing {projections}") as progress:
-            rec = run(proj, options=opts, progress=progress)
-    path = save_volume(rec.volume, output, overwrite=overwrite)
+            rec = reconstruct_to(proj, output, options=opts, workers=workers, client=client, overwrite=overwrite,
+                                 progress=progress)
+    path = output
     for text in rec.warnings:
         click.echo(f"tomo4d: warning: {text}", err=True)
-    info = {"output": str(path), **rec.summary()}
+    done_by = rec.volume.metadata.extra.get("reconstruction", {}).get("slab_processes")
+    info = {"output": str(path), **rec.summary(), "workers": workers if scheduler is None else scheduler,
+            "slab_processes": done_by}
     emit(info, as_json=as_json, text=f"wrote {path}: {' x '.join(map(str, rec.volume.shape))} voxels of "
                                       f"{rec.volume.voxel_size_nm[0]:g} nm, centre {rec.center:.2f}"
                                       f"{' (found)' if rec.center_found else ''}, {rec.engine}")

@@ -51,6 +51,9 @@ class ResidualMap:
         Mean blurred absolute residual before removing the floor (inside the mask).
     fraction_above_floor : float
         Fraction of (masked) voxels whose residual exceeds the floor.
+    residual_mean, residual_max : float
+        Mean and maximum of ``residual`` over the whole volume (grey levels), accumulated slab by slab (so a
+        map written into a store need not be read back).
     """
 
     residual: np.ndarray
@@ -58,11 +61,13 @@ class ResidualMap:
     sigma_px: float
     mean_before_floor: float
     fraction_above_floor: float
+    residual_mean: float = float("nan")
+    residual_max: float = float("nan")
 
     def to_dict(self) -> dict:
         return {"noise_floor": self.noise_floor, "sigma_px": self.sigma_px,
                 "mean_before_floor": self.mean_before_floor, "fraction_above_floor": self.fraction_above_floor,
-                "residual_mean": float(self.residual.mean()), "residual_max": float(self.residual.max())}
+                "residual_mean": self.residual_mean, "residual_max": self.residual_max}
 
 
 def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: str = "mean") -> float:
@@ -141,7 +146,7 @@ def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: flo
         raise InputError(f"out has shape {tuple(getattr(out, 'shape', ()))}; give an array of the volumes' shape "
                          f"{shape}")
     halo = int(4.0 * sigma_px + 0.5) if sigma_px > 0 else 0     # scipy's gaussian_filter radius (truncate 4)
-    total, above, count = 0.0, 0, 0
+    total, above, count, r_sum, r_max = 0.0, 0, 0, 0.0, -np.inf
     nz = shape[0]
     for z0 in range(0, nz, slab):
         z1 = min(z0 + slab, nz)
@@ -150,11 +155,14 @@ def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: flo
         d = _blur_abs(diff, sigma_px)[z0 - a0:z0 - a0 + (z1 - z0)]
         v = d if m is None else d[_read(m, (slice(z0, z1),), "mask", z0).astype(bool)]
         total, above, count = total + float(v.sum(dtype=np.float64)), above + int((v > noise).sum()), count + v.size
-        out[z0:z1] = np.clip(d - np.float32(noise), 0, None).astype(np.float32)
+        r = np.clip(d - np.float32(noise), 0, None).astype(np.float32)
+        r_sum, r_max = r_sum + float(r.sum(dtype=np.float64)), max(r_max, float(r.max()))
+        out[z0:z1] = r
         if progress is not None:
             progress(z1, nz)
     return ResidualMap(residual=out, noise_floor=float(noise), sigma_px=float(sigma_px),
-                       mean_before_floor=total / max(count, 1), fraction_above_floor=above / max(count, 1))
+                       mean_before_floor=total / max(count, 1), fraction_above_floor=above / max(count, 1),
+                       residual_mean=r_sum / float(np.prod(shape)), residual_max=r_max)
 
 
 def _read(source, box, name: str, z0: int) -> np.ndarray:

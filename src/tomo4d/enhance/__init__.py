@@ -13,7 +13,10 @@ Main entry points (torch is imported only when they are used)::
     enhance_with_uncertainty(model, lq_volume, n_samples=4)          -> UncertaintyResult
     sweep_steps(model, lq, hq)                                        -> StepSweep
     model.sweep                          the validation sweep stored by train (recommended N by rule)
+    load_curve(model_dir)                the validation PSNR/SSIM against the training step -> ValidationCurve
     evaluate(lq, hq, models={...})                                    -> EvaluationResult
+    hallucination_report({"InDI": out, "bicubic": bic, "HQ": hq}, true_particles)  -> HallucinationReport
+    spread_error_correlation(spread, enhanced, hq)                    -> SpreadErrorCorrelation
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _EXPORTS = {
     "EvaluationResult": "evaluation", "evaluation_figure": "evaluation",
     "StepSweep": "steps", "validation_sweep": "steps", "recommend": "steps", "load_sweep": "steps",
     "project_onto_lq": "steps", "sweep_figure": "steps", "RULES": "steps",
+    "hallucination_report": "hallucination", "HallucinationReport": "hallucination",
+    "HallucinationOptions": "hallucination", "spread_error_correlation": "hallucination",
+    "SpreadErrorCorrelation": "hallucination", "spread_error_figure": "hallucination",
+    "ValidationCurve": "validation_curve", "load_curve": "validation_curve", "PRECISIONS": "precision",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -153,9 +153,19 @@ class TrainConfig(BaseModel):
     val_fraction : float
         Fraction of slices held out for validation (a contiguous block).
     val_every : int
-        Validation every this many steps (0: only at the end).
+        Validation (PSNR and SSIM of up to 4 held-out slices, no gradients) every this many steps (0: only
+        at the end); the curve goes to ``validation_curve.json`` with an under-training flag
+        (:mod:`tomo4d.enhance.validation_curve`).
     val_steps : int
         InDI steps used for the validation metrics during training.
+    early_stop_patience : int
+        Early stopping: stop after this many validations in a row without an improvement of more than
+        ``early_stop_min_delta_db``; the best validated weights are saved (0: off; needs ``val_every``).
+    early_stop_min_delta_db : float
+        Smallest validation-PSNR gain (dB) that counts as an improvement.
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast precision of the network in training (and of its validation):
+        :mod:`tomo4d.enhance.precision` (fp16: CUDA only).
     sweep_steps : tuple of int
         Step counts of the validation sweep that ends an InDI training (1..50; see
         :mod:`tomo4d.enhance.steps`); the model's recommended N comes from it.
@@ -187,8 +197,11 @@ class TrainConfig(BaseModel):
     noise_std: Real = Field(0.01, ge=0)
     gan_weight: Real = Field(0.01, ge=0)
     val_fraction: Real = Field(0.1, gt=0, lt=0.9)
-    val_every: Int = Field(0, ge=0)
+    val_every: Int = Field(100, ge=0)
     val_steps: Int = Field(8, ge=1, le=200)
+    early_stop_patience: Int = Field(0, ge=0)
+    early_stop_min_delta_db: Real = Field(0.05, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     sweep_steps: tuple[Int, ...] = DEFAULT_SWEEP
     step_rule: Literal["balanced", "distortion", "sharpness"] = "balanced"
     checkpoint_every: Int = Field(200, ge=0)
@@ -210,6 +223,8 @@ class TrainConfig(BaseModel):
         lo, hi = self.percentiles
         if not (0 <= lo < hi <= 100):
             raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.early_stop_patience and not self.val_every:
+            raise ValueError("early_stop_patience > 0 needs validations during training: set val_every > 0")
         return self
 
     # -- construction ---------------------------------------------------------------
@@ -300,7 +315,7 @@ _PRESETS = {
     "reference": TrainConfig(),
     "small": TrainConfig(
         network=NetworkConfig(base_filters=16, depth=2, dilations=(2, 4), time_dim=32),
-        steps=600, batch_size=4, crop=64, max_lr=2e-3, checkpoint_every=200, val_every=200,
+        steps=600, batch_size=4, crop=64, max_lr=2e-3, checkpoint_every=200, val_every=50,
     ),
     "tiny": TrainConfig(
         network=NetworkConfig(base_filters=8, depth=1, dilations=(2,), time_dim=16, first_kernel=5),

@@ -8,6 +8,9 @@ A model directory holds::
     metrics.json          final validation metrics
     step_sweep.json       quality against the InDI step count on the validation slices, recommended N
                           (models trained before it lack it: they use recommended_steps, with a warning)
+    validation_curve.json validation PSNR/SSIM against the training step, early stopping, under-training
+                          flag (optional for loading; models trained before it lack it: the report says so)
+    validation_curve.png  its figure
     training_log.jsonl    one JSON record per logged step (optional for loading)
     training_curve.png    loss and validation curves (optional for loading)
 """
@@ -181,13 +184,21 @@ class EnhanceModel:
     sweep : StepSweep, optional
         The validation sweep over the InDI step count (``step_sweep.json``; None for models
         trained before it, which then use ``info.recommended_steps`` with a warning).
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast precision of inference by default (:mod:`tomo4d.enhance.precision`; fp16 needs CUDA);
+        see :meth:`set_precision`.
     """
 
-    def __init__(self, net, info: ModelInfo, path: Path | None = None, sweep=None):
+    def __init__(self, net, info: ModelInfo, path: Path | None = None, sweep=None, precision: str = "fp32"):
+        from .precision import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise InputError(f"precision={show(precision)} is not one of {', '.join(PRECISIONS)}")
         self.net = net
         self.info = info
         self.path = path
         self.sweep = sweep
+        self.precision = precision
 
     @property
     def objective(self) -> str:
@@ -213,6 +224,14 @@ class EnhanceModel:
     def to(self, device) -> EnhanceModel:
         """Move the network to ``device`` (checked: ``"cpu"``, ``"cuda"``, ``"cuda:N"``); returns self."""
         self.net.to(check_device("device", device))
+        return self
+
+    def set_precision(self, precision: str) -> EnhanceModel:
+        """Autocast precision of this model's inference (``"fp32"``, ``"bf16"``; ``"fp16"`` on CUDA only),
+        checked against its device; returns self."""
+        from .precision import check_precision
+
+        self.precision = check_precision("precision", precision, self.device())
         return self
 
 
@@ -246,11 +265,13 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def load_model(path, *, device: str | None = None) -> EnhanceModel:
+def load_model(path, *, device: str | None = None, precision: str = "fp32") -> EnhanceModel:
     """Load a model folder written by :func:`tomo4d.enhance.train` (safetensors only, no pickle).
 
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (default: CUDA when available), checked by
-    :func:`tomo4d._validate.check_device` before anything is read.
+    :func:`tomo4d._validate.check_device` before anything is read.  ``precision``: autocast precision of its
+    inference (``"fp32"`` default, ``"bf16"``, ``"fp16"`` on CUDA only; :mod:`tomo4d.enhance.precision`),
+    checked against the device before anything is read.
 
     Raises
     ------
@@ -265,9 +286,11 @@ def load_model(path, *, device: str | None = None) -> EnhanceModel:
     import torch
 
     from .network import InDINet
+    from .precision import check_precision
     from .steps import load_sweep
 
     dev = check_device("device", device)
+    check_precision("precision", precision, dev)
     p = Path(check_path("model", path))
     if not p.is_dir():
         what = "is a file, not a folder" if p.exists() else "does not exist"
@@ -298,7 +321,8 @@ def load_model(path, *, device: str | None = None) -> EnhanceModel:
     # channels-last weights: ~1.3-1.5x faster convolutions on CPU (measured, benchmarks/RESULTS.md); the input
     # tiles follow (sample._Tiler)
     net.to(dev, memory_format=torch.channels_last)
-    return EnhanceModel(net, info, p, sweep=load_sweep(p) if info.config.objective == "indi" else None)
+    return EnhanceModel(net, info, p, sweep=load_sweep(p) if info.config.objective == "indi" else None,
+                        precision=precision)
 
 
 def read_json(path: Path, *, what: str, fix: str):

@@ -30,6 +30,7 @@ from ..io import lazy_from_slices
 from ..volume import Volume, as_volume
 from .data import upsample2_xy, upsample2_z_window
 from .model import EnhanceModel
+from .precision import autocast, check_precision
 from .steps import model_steps
 
 log = logging.getLogger(__name__)
@@ -143,11 +144,12 @@ def _pad(a: np.ndarray, pads) -> np.ndarray:
 class _Tiler:
     """Runs the network on every tile of a stack of padded slices and blends the outputs (one InDI step)."""
 
-    def __init__(self, net, shape_syx, *, tile: int, overlap: int, batch: int, multiple: int):
+    def __init__(self, net, shape_syx, *, tile: int, overlap: int, batch: int, multiple: int,
+                 precision: str = "fp32"):
         import torch
 
         S, PY, PX = shape_syx
-        self.net, self.batch = net, batch
+        self.net, self.batch, self.precision = net, batch, precision
         self.dev = next(net.parameters()).device
         self.grid = g = tile_grid((PY, PX), tile=tile, overlap=overlap, multiple=multiple)
         self.single = len(g.starts_y) == 1 and len(g.starts_x) == 1
@@ -171,7 +173,7 @@ class _Tiler:
 
         xt = torch.from_numpy(inp[:, None]).to(self.dev).contiguous(memory_format=self.fmt)
         tt = torch.full((inp.shape[0],), t, device=self.dev)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+        with autocast(self.precision, self.dev):
             out = self.net(xt, tt)
         return out.float().cpu().numpy()[:, 0]
 
@@ -191,7 +193,8 @@ class _Tiler:
 
 
 def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, slice_ids=None,
-                   tile: int = 512, overlap: int = 64, batch: int = 4, noise_std: float | None = None) -> np.ndarray:
+                   tile: int = 512, overlap: int = 64, batch: int = 4, noise_std: float | None = None,
+                   precision: str | None = None) -> np.ndarray:
     """InDI-restore a stack of up-sampled, normalised slices ``(S, Y, X)`` -> ``(S, Y, X)`` in [-1, 1].
 
     Slices are padded by a reflected border of ``2**depth`` pixels and up to a multiple of ``2**depth``
@@ -221,6 +224,9 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
         Tiles (or whole slices) per network call.
     noise_std : float, optional
         Initial noise (default: the model's training ``noise_std``; 0 for the one-step baselines).
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Autocast precision of the network (:mod:`tomo4d.enhance.precision`; default: ``model.precision``,
+        fp32 unless set by :func:`~tomo4d.enhance.load_model`; fp16 needs CUDA).
     """
     import torch
 
@@ -236,6 +242,7 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     if noise_std is None:
         noise_std = cfg.noise_std if not model.one_step else 0.0
     noise_std = check_number("noise_std", noise_std, minimum=0.0)
+    precision = check_precision("precision", model.precision if precision is None else precision, model.device())
     ids = list(range(a.shape[0])) if slice_ids is None else [int(i) for i in slice_ids]
     mult = cfg.network.multiple
     S, Y, X = a.shape
@@ -248,7 +255,8 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     x = np.ascontiguousarray(x, np.float32)
     # the tile size counts slice pixels: the few pixels of padding never split a slice into more tiles
     grow = max(x.shape[1] - Y, x.shape[2] - X)
-    tiler = _Tiler(model.net, x.shape, tile=tile + grow, overlap=overlap, batch=batch, multiple=mult)
+    tiler = _Tiler(model.net, x.shape, tile=tile + grow, overlap=overlap, batch=batch, multiple=mult,
+                   precision=precision)
     with torch.inference_mode():
         for k in range(steps, 0, -1):
             t = k / steps
@@ -262,13 +270,14 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
 @torch_threaded
 def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0, slice_ids=None,
                    tile: int = 512, overlap: int = 64, batch: int = 4, rule: str | None = None,
-                   consistency: bool = False) -> np.ndarray:
+                   consistency: bool = False, precision: str | None = None) -> np.ndarray:
     """Enhance LQ xy-slices ``(S, y, x)`` (input units) -> ``(S, 2y, 2x)`` float32 in HQ units.
 
     Up-samples x2 (bicubic), maps to [-1, 1] with the model's LQ scaling, runs
     :func:`restore_slices`, maps back with the HQ scaling.  ``steps`` default: the model's
     recommendation by ``rule``.  ``consistency=True`` projects the output onto the LQ constraint
     (:func:`tomo4d.enhance.steps.project_onto_lq`: degraded back, it reproduces these LQ slices).
+    ``precision``: see :func:`restore_slices`.
     """
     info = check_model(model).info
     steps = check_steps(model, steps, rule=rule)
@@ -276,7 +285,7 @@ def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0,
     up = upsample2_xy(lq)
     norm = info.lq_scaling.forward(up)
     out = restore_slices(model, norm, steps=steps, seed=seed, slice_ids=slice_ids, tile=tile, overlap=overlap,
-                         batch=batch)
+                         batch=batch, precision=precision)
     out = info.hq_scaling.inverse(out)
     if consistency:
         from .steps import project_onto_lq
@@ -286,7 +295,8 @@ def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0,
 
 
 def enhance_image(model, image, *, steps: int | None = None, seed: int = 0, tile: int = 512, overlap: int = 64,
-                  batch: int = 4, rule: str | None = None, consistency: bool = False) -> np.ndarray:
+                  batch: int = 4, rule: str | None = None, consistency: bool = False,
+                  precision: str | None = None) -> np.ndarray:
     """Enhance one 2D LQ image ``(y, x)`` (input units) -> ``(2y, 2x)`` float32 in HQ units (see
     :func:`enhance_slices`)."""
     a = np.asarray(image)
@@ -294,15 +304,17 @@ def enhance_image(model, image, *, steps: int | None = None, seed: int = 0, tile
         raise InputError(f"image has shape {a.shape}; give a 2D image (y, x) (enhance_volume takes stacks)")
     check_finite("image", a)
     return enhance_slices(model, a[None], steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
-                          rule=rule, consistency=consistency)[0]
+                          rule=rule, consistency=consistency, precision=precision)[0]
 
 
 class _SliceEngine:
     """Enhances LQ slices on demand, keeping a small window of them (bounded memory), thread-safe."""
 
-    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress, consistency=False):
+    def __init__(self, model, lq_data, *, steps, seed, tile, overlap, batch, group, progress, consistency=False,
+                 precision=None):
         self.model, self.lq = model, lq_data
-        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch, consistency=consistency)
+        self.kw = dict(steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch, consistency=consistency,
+                       precision=precision)
         self.n = int(lq_data.shape[0])
         self.group = int(group)
         self.check = not isinstance(lq_data, np.ndarray)    # numpy input is checked up front
@@ -320,13 +332,14 @@ class _SliceEngine:
         with self.lock:
             missing = sorted(k for k in set(ks) if k not in self.cache)
             while missing:
-                k0 = missing[0]
+                # whole groups on fixed boundaries: a slice is always enhanced in the same batch of slices, so the
+                # result does not depend on the order slices are asked for (dask threads, slab plans)
+                k0 = missing[0] // self.group * self.group
                 k1 = min(self.n, k0 + self.group)
-                idx = [k for k in range(k0, k1) if k not in self.cache]
-                slab = np.asarray(self.lq[idx[0]:idx[-1] + 1])
+                idx = list(range(k0, k1))
+                slab = np.asarray(self.lq[k0:k1])
                 if self.check:
-                    check_finite_chunk("volume", slab, idx[0])
-                slab = slab[[k - idx[0] for k in idx]]
+                    check_finite_chunk("volume", slab, k0)
                 with torch_threads(self.threads):
                     out = enhance_slices(self.model, slab, slice_ids=idx, **self.kw)
                 for k, o in zip(idx, out):
@@ -378,7 +391,7 @@ def check_input(model, volume, *, check_voxel_size: bool = True, slices: bool = 
 def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, tile: int = 512,
                    overlap: int = 64, batch: int = 4, z_interp: bool = True, out_dtype=None,
                    check_voxel_size: bool = True, group: int = 4, rule: str | None = None,
-                   consistency: bool = False, slices: bool | None = None,
+                   consistency: bool = False, slices: bool | None = None, precision: str | None = None,
                    progress: Callable[[int, int], None] | None = None):
     """Enhance an LQ volume slice by slice, streaming: returns a lazy (dask) :class:`~tomo4d.Volume`.
 
@@ -415,6 +428,8 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
         float32 for float input).
     group : int
         LQ slices enhanced per batch of work (memory: a few groups of up-sampled slices).
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Autocast precision (default ``model.precision``; see :func:`restore_slices`).
     progress : callable(done, total), optional
         Called with the number of LQ slices enhanced.
 
@@ -438,12 +453,13 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     group = check_int("group", group, minimum=1)
     consistency = bool(consistency)
     seed = check_int("seed", seed, minimum=0)
+    precision = check_precision("precision", model.precision if precision is None else precision, model.device())
     if isinstance(vol.data, np.ndarray):
         check_finite("volume", vol.data)     # in memory: checked up front; lazy input: chunk by chunk
     dt = np.dtype(out_dtype) if out_dtype is not None else (vol.dtype if np.issubdtype(vol.dtype, np.integer)
                                                              else np.dtype(np.float32))
     engine = _SliceEngine(model, vol.data, steps=steps, seed=seed, tile=tile, overlap=overlap, batch=batch,
-                          group=group, progress=progress, consistency=consistency)
+                          group=group, progress=progress, consistency=consistency, precision=precision)
     nz, ny, nx = vol.shape
     shape = (2 * nz if z_interp else nz, 2 * ny, 2 * nx)
 
@@ -465,6 +481,6 @@ def enhance_volume(model, volume, *, steps: int | None = None, seed: int = 0, ti
     extra = dict(meta.extra)
     extra["enhance"] = {"model": model.name, "objective": model.objective, "steps": 1 if one else steps,
                         "steps_from": "given" if given else steps_from, "consistency_projection": consistency,
-                        "seed": seed, "tile": tile, "overlap": overlap, "z_interp": z_interp}
+                        "seed": seed, "tile": tile, "overlap": overlap, "z_interp": z_interp, "precision": precision}
     meta = dataclasses.replace(meta, extra=extra)
     return Volume(data, new_vs, meta, voxel_size_known=vol.voxel_size_known)

@@ -5,8 +5,14 @@ checkpoints all of them (safetensors + JSON, atomically) every
 ``checkpoint_every`` steps, so that an interrupted run resumed from its last
 checkpoint ends with exactly the weights of an uninterrupted run.
 
-(~615 lines on purpose: the Trainer's state - network, optimisers, generator, checkpoints - and the
-training entry points that drive it must change together for the bit-exact resume to hold.)
+Validation during training (the PSNR/SSIM curve, the under-training flag and early stopping) is defined in
+:mod:`tomo4d.enhance.validation_curve`; the numeric precision (fp32, bf16, fp16 autocast) in
+:mod:`tomo4d.enhance.precision`.  Both are part of the checkpointed state (the early-stopping counter,
+the best validated weights, the fp16 gradient scaler).
+
+(~700 lines on purpose: the Trainer's state - network, optimisers, generator, early stopping, gradient
+scaler, checkpoints - and the training entry points that drive it must change together for the bit-exact
+resume to hold.)
 """
 
 from __future__ import annotations
@@ -43,14 +49,17 @@ from .model import (
     read_safetensors,
     save_model,
 )
+from .precision import autocast, check_precision, grad_scaler
 from .sample import restore_slices
 from .steps import save_sweep, validation_sweep, write_sweep_figure
+from .validation_curve import CURVE_PNG, EarlyStopping, curve_from_log, save_curve, write_curve_figure
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"
+VAL_KEYS = ("val_psnr_db", "val_ssim", "val_psnr_lq_db", "val_ssim_lq")
 SWEEP_FIGURE = "step_sweep.png"
 
 
@@ -83,6 +92,13 @@ class TrainResult:
         InDI steps recommended by the validation sweep (1 for the one-step baselines).
     step_rule : str or None
         Rule of that recommendation (None without a sweep).
+    stopped_early : bool
+        Early stopping ended the run before ``config.steps``.
+    best_step : int or None
+        Step of the best validated weights (early stopping on; None otherwise).
+    undertrained : bool or None
+        Validation PSNR still rising in the last quarter of the run
+        (:mod:`tomo4d.enhance.validation_curve`; None: not measurable).
     """
 
     model_dir: Path
@@ -96,6 +112,9 @@ class TrainResult:
     rollbacks: int = 0
     recommended_steps: int = 1
     step_rule: str | None = None
+    stopped_early: bool = False
+    best_step: int | None = None
+    undertrained: bool | None = None
 
 
 def one_cycle_lr(step: int, total: int, *, max_lr: float, warmup_fraction: float) -> float:
@@ -160,6 +179,12 @@ class Trainer:
             raise InputError(f"crop={c} is larger than the slices ({lq.shape[1]} x {lq.shape[2]} on the HQ grid); "
                              "choose a smaller crop in the config")
         self.device = check_device("device", device)
+        self.precision = check_precision("config.precision", config.precision, self.device)
+        self.scaler = grad_scaler(self.precision, self.device)     # fp16 on CUDA only
+        self.stopper = EarlyStopping(config.early_stop_patience, config.early_stop_min_delta_db)
+        #: the best validated network weights (kept with early stopping on)
+        self.best_net: dict | None = None
+        self._lq_ssim: float | None = None
         self.disc = self.opt_d = None
         with torch_seeded(config.seed):  # the initial weights; torch's global random state left as it was
             self.net = InDINet(config.network).to(self.device)
@@ -232,9 +257,8 @@ class Trainer:
         lr = self.lr_scale * one_cycle_lr(self.step, cfg.steps, max_lr=cfg.max_lr, warmup_fraction=cfg.warmup_fraction)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        amp = dev.type == "cuda"
         self.net.train()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        with autocast(self.precision, dev):
             pred = self.net(xt, tt).float()
             loss = loss_fn(pred, x, m, kind=cfg.loss, threshold=cfg.loss_threshold)
             if self.disc is not None:
@@ -247,25 +271,38 @@ class Trainer:
         if not bool(torch.isfinite(total)):
             self.step += 1          # no update from a non-finite loss; the guard rolls back
             return float("nan")
-        total.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-        self.opt.step()
+        self._backward_step(total, self.opt, self.net)
         if self.disc is not None:
             for g in self.opt_d.param_groups:
                 g["lr"] = lr
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            with autocast(self.precision, dev):
                 lr_real = self.disc(x).float()
                 lr_fake = self.disc(pred.detach()).float()
                 d_loss = (F.binary_cross_entropy_with_logits(lr_real, torch.ones_like(lr_real))
                           + F.binary_cross_entropy_with_logits(lr_fake, torch.zeros_like(lr_fake)))
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
-            self.opt_d.step()
+            self._backward_step(d_loss, self.opt_d, self.disc)
+        if self.scaler is not None:
+            self.scaler.update()
         self.step += 1
         return float(loss.detach())
+
+    def _backward_step(self, loss, opt, module) -> None:
+        """Backward pass, gradient clipping and optimiser step (through the fp16 gradient scaler if any)."""
+        import torch
+
+        clip = self.cfg.grad_clip
+        if self.scaler is None:
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+            opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        if clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        self.scaler.step(opt)
 
     # -- divergence guard ---------------------------------------------------------------
     def _state(self) -> dict:
@@ -294,15 +331,34 @@ class Trainer:
         return f"{what}: weights of step {step} restored, learning rate x{self.lr_scale:g}"
 
     # -- validation -------------------------------------------------------------------
-    def validate(self, *, max_slices: int = 4) -> tuple[float, float]:
-        """(PSNR of the model output, PSNR of the bicubic LQ) on held-out slices, dB."""
+    def validate(self, *, max_slices: int = 4) -> dict:
+        """PSNR (dB) and SSIM of the model output and of the bicubic LQ on held-out slices (normalised units,
+        data range 2): ``val_psnr_db``, ``val_ssim``, ``val_psnr_lq_db``, ``val_ssim_lq``.
+
+        No gradients (inference mode), the training precision, a fixed noise seed; the trainer's random
+        generator is not touched (the resume stays bit-exact).
+        """
+        from ..quality import ssim
+
         zs = self.val_slices[:: max(1, len(self.val_slices) // max_slices)][:max_slices]
-        model = EnhanceModel(self.net, _stub_info(self.cfg))
+        model = EnhanceModel(self.net, _stub_info(self.cfg), precision=self.precision)
         self.net.eval()
         out = restore_slices(model, self.lq[zs], steps=self.cfg.val_steps, seed=12345, slice_ids=list(zs),
                              tile=max(self.lq.shape[1:]) + 64, overlap=0, batch=len(zs))
-        m = self.mask[zs]
-        return _psnr(out, self.hq[zs], m), _psnr(self.lq[zs], self.hq[zs], m)
+        m, ref = self.mask[zs], self.hq[zs]
+
+        def mean_ssim(img):
+            return float(np.mean([ssim(ref[k], img[k], data_range=2.0, mask=m[k]) for k in range(len(zs))]))
+
+        if self._lq_ssim is None:
+            self._lq_ssim = mean_ssim(self.lq[zs])
+        return {"val_psnr_db": _psnr(out, ref, m), "val_ssim": mean_ssim(out),
+                "val_psnr_lq_db": _psnr(self.lq[zs], ref, m), "val_ssim_lq": self._lq_ssim}
+
+    def track(self, step: int, val: dict) -> None:
+        """Feed a validation to early stopping; keep the weights of the best one (early stopping on)."""
+        if self.stopper.update(step, val["val_psnr_db"]) and self.stopper.on:
+            self.best_net = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
     # -- checkpoints ------------------------------------------------------------------
     def _tensors(self) -> dict:
@@ -316,6 +372,8 @@ class Trainer:
                 for i, st in opt.state_dict()["state"].items():
                     for k, v in st.items():
                         out[f"{name}.state.{i}.{k}"] = v.detach().cpu().contiguous().clone()
+        for k, v in (self.best_net or {}).items():
+            out[f"best.{k}"] = v.detach().cpu().contiguous()
         return out
 
     def save_checkpoint(self, folder: Path) -> None:
@@ -328,7 +386,9 @@ class Trainer:
         with atomic_output(folder / "checkpoint.safetensors", overwrite=True) as tmp:
             save_file(self._tensors(), str(tmp))
         state = {"step": self.step, "config": self.cfg.to_dict(), "rng": self.rng.bit_generator.state,
-                 "param_groups": groups, "log": self.log, "lr_scale": self.lr_scale}
+                 "param_groups": groups, "log": self.log, "lr_scale": self.lr_scale,
+                 "early_stopping": self.stopper.state(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
         _write_json(folder / "checkpoint.json", state)
 
     def load_checkpoint(self, folder: Path) -> int:
@@ -356,7 +416,7 @@ class Trainer:
         if not 0 <= meta["step"] <= self.cfg.steps:
             raise FormatError(f"{str(meta_path)!r} is at step {meta['step']}, outside 0..{self.cfg.steps} of this "
                               f"run; {fix}")
-        if meta["config"] != self.cfg.to_dict():
+        if not _same_config(meta["config"], self.cfg):
             raise InputError(f"the checkpoint in {str(folder)!r} was made with another training config; "
                              "use the same config to resume, or pass overwrite=True (--overwrite) to start over")
         if not tensor_path.is_file():
@@ -400,6 +460,22 @@ class Trainer:
         self.step = int(meta["step"])
         self.log = list(meta["log"])
         self.lr_scale = float(meta.get("lr_scale", 1.0))
+        # checkpoints older than early stopping and precision lack these (they were fp32 without early stopping)
+        if meta.get("early_stopping"):
+            self.stopper.load(meta["early_stopping"])
+        best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+        self.best_net = best or None
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+
+
+def _same_config(saved, cfg: TrainConfig) -> bool:
+    """A checkpoint's config equals ``cfg`` once its missing fields take their defaults (a checkpoint
+    written before a field existed resumes when the run uses that field's default)."""
+    try:
+        return TrainConfig.from_dict(saved).to_dict() == cfg.to_dict()
+    except InputError:
+        return False
 
 
 def _stub_info(cfg: TrainConfig) -> ModelInfo:
@@ -444,6 +520,7 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
     if not isinstance(cfg, TrainConfig):
         raise InputError(f"config={show(cfg)} is not a TrainConfig; build one with TrainConfig.preset(...) or "
                          "TrainConfig.from_json(path)")
+    check_precision("config.precision", cfg.precision, check_device("device", device))   # before the pair work
     from .slice_pairs import as_slice_volume
 
     lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
@@ -470,8 +547,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     import torch
 
     t_start = time.perf_counter()
-    check_device("device", device)
     cfg = config
+    check_precision("config.precision", cfg.precision, check_device("device", device))
     out = Path(out_dir)
     ckdir = out / CHECKPOINT_DIR
     check_finite("pair.lq (the registered LQ of --lq)", pair.lq)
@@ -495,7 +572,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     best = min((r["loss"] for r in trainer.log if "loss" in r and np.isfinite(r["loss"])), default=float("inf"))
     losses: list[float] = []
     recent: list[float] = []        # losses since the last check of the divergence guard
-    while trainer.step < cfg.steps:
+    while trainer.step < cfg.steps and not trainer.stopper.stopped:
         loss = trainer.train_step()
         recent.append(loss)
         if np.isfinite(loss):
@@ -511,28 +588,41 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
                 log.warning("training step %d: %s", s, event)
                 trainer.log.append({"step": s, "event": event,
                                     "window_loss": window if np.isfinite(window) else None})
+        rec = {}
         if s % log_every == 0 or s == cfg.steps:
             rec = {"step": s, "loss": float(np.mean(losses[-log_every:])) if losses else float("nan"),
                    "lr": trainer.lr_scale * one_cycle_lr(s - 1, cfg.steps, max_lr=cfg.max_lr,
                                                          warmup_fraction=cfg.warmup_fraction)}
-            if cfg.val_every and s % cfg.val_every == 0 and s != cfg.steps:
-                rec["val_psnr_db"], rec["val_psnr_lq_db"] = trainer.validate()
+        if cfg.val_every and s % cfg.val_every == 0 and s != cfg.steps:
+            rec = {"step": s, **rec, **trainer.validate()}
+            trainer.track(s, rec)
+        if rec:
             trainer.log.append(rec)
         if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s != cfg.steps:
             trainer.save_checkpoint(ckdir)
         if progress is not None:
             progress(s, cfg.steps)
-    val, val_lq = trainer.validate()
-    last = [r["loss"] for r in trainer.log if "loss" in r]
-    trainer.log.append({"step": trainer.step, "loss": last[-1] if last else float("nan"),
-                        "val_psnr_db": val, "val_psnr_lq_db": val_lq})
+    stopped_early = trainer.step < cfg.steps
+    if stopped_early:          # stopped right after the validation of this step
+        final = {k: trainer.log[-1][k] for k in VAL_KEYS}
+    else:
+        final = trainer.validate()
+        last = [r["loss"] for r in trainer.log if "loss" in r]
+        trainer.log.append({"step": trainer.step, "loss": last[-1] if last else float("nan"), **final})
+    used_best = _keep_best(trainer, final, new=not stopped_early)
+    if used_best:
+        final = next(r for r in trainer.log if r["step"] == trainer.stopper.best_step and "val_psnr_db" in r)
+    val, val_lq = final["val_psnr_db"], final["val_psnr_lq_db"]
+    early = trainer.stopper.report(used_best=used_best, stopped_early=stopped_early)
+    curve = curve_from_log(trainer.log, config=cfg, steps_trained=trainer.step, early_stopping=early)
     tail = [r["loss"] for r in trainer.log if "loss" in r][-max(1, len(trainer.log) // 10):]
     final_loss = float(np.mean(tail))
     prov = dict(provenance or {})
     prov.setdefault("route", pair.route)
     prov.update({"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "tomo4d_version": __version__, "steps_trained": trainer.step, "seed": cfg.seed,
-                 "device": trainer.device.type, "torch_version": torch.__version__,
+                 "device": trainer.device.type, "torch_version": torch.__version__, "precision": cfg.precision,
+                 "early_stopping": early,
                  "degradation_sigma_px": estimate_degradation_sigma(pair.lq, pair.hq, pair.mask)})
     info = ModelInfo(cfg, lq_scaling, hq_scaling, input_dtype, pair.lq_voxel_size_nm, pair.hq_voxel_size_nm,
                      cfg.val_steps if cfg.objective == "indi" else 1, prov)
@@ -545,7 +635,10 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     rollbacks = sum(1 for r in trainer.log if "event" in r)
     metrics = {"val_psnr_db": val, "val_psnr_lq_db": val_lq, "final_loss": final_loss, "steps": trainer.step,
                "val_steps": cfg.val_steps, "recommended_steps": info.recommended_steps,
-               "step_rule": cfg.step_rule if sweep is not None else None, "rollbacks": rollbacks}
+               "step_rule": cfg.step_rule if sweep is not None else None, "rollbacks": rollbacks,
+               "val_ssim": final["val_ssim"], "val_ssim_lq": final["val_ssim_lq"], "precision": cfg.precision,
+               "early_stopping": early, "stopped_early": stopped_early,
+               "late_rise_db": curve.late_rise_db, "undertrained": curve.undertrained}
     save_model(model, out, metrics=metrics, overwrite=True)
     if sweep is not None:
         save_sweep(sweep, out)
@@ -554,15 +647,33 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
         except Exception as exc:  # a plot must never lose a trained model
             log.warning("could not draw the step sweep: %s", exc)
     _write_log(out / LOG_FILE, trainer.log)
+    save_curve(curve, out)
     try:
         write_curve(out / CURVE_FILE, trainer.log)
+        write_curve_figure(out / CURVE_PNG, curve)
     except Exception as exc:  # a plot must never lose a trained model
         log.warning("could not draw the training curve: %s", exc)
     if ckdir.exists():
         shutil.rmtree(ckdir, ignore_errors=True)
     return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
                        trainer.device.type, rollbacks, int(info.recommended_steps),
-                       cfg.step_rule if sweep is not None else None)
+                       cfg.step_rule if sweep is not None else None, stopped_early,
+                       trainer.stopper.best_step if early else None, curve.undertrained)
+
+
+def _keep_best(trainer: Trainer, final: dict, *, new: bool) -> bool:
+    """Early stopping on: the final validation (``new``: not yet tracked) joins the others; when an earlier
+    one was better, its weights replace the final ones.  True when they did."""
+    if not trainer.stopper.on:
+        return False
+    if new:
+        trainer.track(trainer.step, final)
+    if trainer.best_net is None or trainer.stopper.best_step == trainer.step:
+        return False
+    trainer.net.load_state_dict(trainer.best_net)
+    trainer.log.append({"step": trainer.step, "note": f"early stopping: the weights of step "
+                        f"{trainer.stopper.best_step} (validation PSNR {trainer.stopper.best_psnr:.3f} dB) saved"})
+    return True
 
 
 def estimate_degradation_sigma(lq: np.ndarray, hq: np.ndarray, mask: np.ndarray) -> float:

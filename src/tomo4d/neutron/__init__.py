@@ -16,6 +16,11 @@ raw time of flight     :func:`tof_bin_wavelengths`, :func:`read_tof_counts_csv`,
                        (Poisson errors, bad open-beam bins masked), :func:`overlap_correction`,
                        :func:`histogram_events` (NeXus NXevent_data -> ToF stack)
 isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
+per-voxel maps         :func:`fit_isotope_map` (6Li fraction / Li concentration per voxel or pixel, vectorised),
+                       :func:`fit_voxel_maps` (+ Bragg edge and strain where a crystal is, :class:`VoxelMaps`),
+                       :func:`fit_bragg_edge_volume`, :func:`bin_spectra` (macro-pixels)
+ToF stacks             :func:`read_tof_stack` (FITS/TIFF folders), :func:`read_fits_image`,
+                       :func:`tof_stack_attenuation` (per-pixel -ln T / thickness with Poisson errors)
 Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`,
                        :func:`fit_bragg_edge_map` (vectorised per-pixel maps, shared broadening)
 joint X-ray/neutron    :func:`align_modalities`, :func:`bin_to_grid`, :func:`joint_histogram`,
@@ -55,6 +60,11 @@ _EXPORTS = {
     "TofCounts": "tof", "TofTransmission": "tof", "WAVELENGTH_RANGE_ANGSTROM": "tof", "histogram_events": "tof",
     "normalize_tof_counts": "tof", "overlap_correction": "tof", "read_tof_counts_csv": "tof",
     "tof_bin_wavelengths": "tof", "wavelength_range_warnings": "tof", "raw_transmission_spectrum": "tof",
+    "IsotopeMap": "isotope_map", "fit_isotope_map": "isotope_map", "bin_spectra": "isotope_map",
+    "MapOptions": "voxel_maps", "VoxelMaps": "voxel_maps", "fit_voxel_maps": "voxel_maps",
+    "fit_bragg_edge_volume": "voxel_maps", "band_noise_per_cm": "voxel_maps",
+    "read_fits_image": "tof_stack", "write_fits_image": "tof_stack", "read_tof_stack": "tof_stack",
+    "tof_stack_attenuation": "tof_stack",
     "AVOGADRO_PER_MOL": "xs", "NATURAL_LI6_FRACTION": "xs", "THERMAL_WAVELENGTH_ANGSTROM": "xs", "CrossSection": "xs",
     "attenuation_from_composition": "xs", "formula_cross_section": "xs", "li_concentration_from_composition": "xs",
     "li_cross_section": "xs", "molar_mass_g_per_mol": "xs",

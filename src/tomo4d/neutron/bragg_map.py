@@ -134,8 +134,8 @@ def _aligned_reference(w, T, S, q, *, profile, position, min_significance, iters
 
 def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_angstrom,
                        edge_guess_angstrom: float | None = None, profile: str = "tail", position: str = "midpoint",
-                       min_significance: float = 3.0, chunk: int = 4096, max_iterations: int = 40,
-                       workers: int = 1) -> BraggEdgeFit:
+                       min_significance: float = 3.0, map_significance: float = 5.0, chunk: int = 4096,
+                       max_iterations: int = 40, workers: int = 1) -> BraggEdgeFit:
     """Fit one Bragg edge in every spectrum of a map at once; width and tail shared (the instrument's).
 
     Parameters
@@ -151,6 +151,10 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         Wavelength range around the edge, Å.
     edge_guess_angstrom, profile, position, min_significance
         As in :func:`fit_bragg_edge` (the summed spectrum's fit sets ``sigma``, ``tau`` and the start).
+    map_significance : float
+        Edge height, in units of its uncertainty (from the full covariance of ``a_hkl`` and ``b_hkl``),
+        below which a pixel is flagged.  Higher than ``min_significance``: each pixel's edge position is
+        free, so pure noise makes 3-sigma steps somewhere in the window (look-elsewhere).
     chunk : int
         Spectra per batch (memory ~ 100 x chunk x n bytes).
     max_iterations : int
@@ -178,6 +182,7 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InputError(f"workers={show(workers)} must be an integer >= 1")
     positive_float("min_significance", min_significance, allow_zero=True)
+    positive_float("map_significance", map_significance, allow_zero=True)
     sel = (w_all >= lo) & (w_all <= hi)
     w = w_all[sel]
     batch = t_all.shape[:-1]
@@ -204,6 +209,7 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
     P = np.full((m, 5), np.nan)
     E = np.full((m, 5), np.nan)
     C = np.full(m, np.nan)
+    HV = np.full(m, np.nan)  # variance of a_hkl + b_hkl * edge (full covariance: a and b are correlated)
 
     def run(a):
         b = min(a + int(chunk), m)
@@ -216,6 +222,8 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
             P[a:b], C[a:b] = p, chi2
             E[a:b] = np.sqrt(np.clip(np.einsum("mkk->mk", cov), 0, None) * scale[:, None])
             E[a:b][~np.all(np.isfinite(cov), axis=(1, 2))] = np.nan
+            e = p[:, 4]
+            HV[a:b] = (cov[:, 2, 2] + 2 * e * cov[:, 2, 3] + e * e * cov[:, 3, 3]) * scale
 
     starts = range(0, m, int(chunk))
     if workers > 1 and len(starts) > 1:
@@ -231,10 +239,10 @@ def fit_bragg_edge_map(wavelength_angstrom, transmission, sigma=None, *, window_
         outer = np.exp(-(a0 + b0 * e))
         inner = np.exp(-(ah + bh * e))
         height = outer * (1.0 - inner)
-        # the height's uncertainty from the dominant terms (a_hkl, b_hkl at the edge), diagonal only
-        h_sig = outer * inner * np.hypot(E[:, 2], E[:, 3] * e)
+        # the height's uncertainty from the dominant terms (a_hkl + b_hkl * edge, with their covariance)
+        h_sig = outer * inner * np.sqrt(np.clip(HV, 0, None))
         ok = (np.all(np.isfinite(P), 1) & np.all(np.isfinite(E), 1) & (E[:, 4] > 0) & (e > e_lo) & (e < e_hi)
-              & (height > 0) & (height >= min_significance * h_sig) & (E[:, 4] < (w[-1] - w[0]) / 4))
+              & (height > 0) & (height >= map_significance * h_sig) & (E[:, 4] < (w[-1] - w[0]) / 4))
     n_bad = int((~ok).sum())
     if n_bad:
         log.info("Bragg-edge map: %d of %d spectra not ok (flagged)", n_bad, m)

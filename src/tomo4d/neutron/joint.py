@@ -128,6 +128,9 @@ class AlignedPair:
         Voxel size of the common grid, nm.
     nmi : float
         Normalised mutual information after alignment (1 independent, 2 identical).
+    registration : ModalityRegistration or Registration or None
+        The registration found (rotation, translation and their uncertainties for ``transform`` rigid or
+        affine: :class:`tomo4d.register.modalities.ModalityRegistration`); None when ``phi`` was given.
     """
 
     fixed: np.ndarray
@@ -136,19 +139,31 @@ class AlignedPair:
     registered: bool
     voxel_size_nm: tuple
     nmi: float
+    registration: object = None
 
 
 def align_modalities(fixed, moving, *, fixed_voxel_size_nm, moving_voxel_size_nm, phi=None, register: bool = True,
-                     search_px: float = 6.0, order: int = 1) -> AlignedPair:
+                     search_px: float = 6.0, order: int = 1, transform: str = "translation",
+                     moving_psf_sigma_nm: float | None = None, fixed_psf_sigma_nm: float = 0.0,
+                     fixed_labels=None) -> AlignedPair:
     """Bring ``moving`` (e.g. neutron) onto the grid of ``fixed`` (e.g. X-ray) and align it.
 
     ``moving`` is first resampled by the voxel-size ratio (origins at the first voxel
     corner), then moved by ``phi`` (a 4x4 Phi about the fixed centre, fixed -> moving
-    voxel coordinates), or by the translation found by
-    :func:`tomo4d.register.register_multimodal` when ``phi`` is None and ``register``
+    voxel coordinates), or by the transform found when ``phi`` is None and ``register``
     is set, or left as is.  For a coarse neutron volume, pass the X-ray volume already
     binned to a similar voxel size as ``fixed`` (the joint histogram needs similar
     resolutions; upsampling the neutron volume does not add detail).
+
+    Registration: ``transform="rigid"`` or ``"affine"``:
+    :func:`tomo4d.register.modalities.register_modalities` models the (coarser, blurrier) ``moving``
+    volume from ``fixed`` through a fitted grey-level mapping (or the phase fractions of
+    ``fixed_labels``), the voxel box and the extra PSF ``moving_psf_sigma_nm`` beyond ``fixed_psf_sigma_nm``
+    (None: estimated), and reports the rotation, translation and their uncertainties
+    (``AlignedPair.registration``); ``"translation"``: the mutual-information translation search
+    :func:`tomo4d.register.register_multimodal` on the resampled volume (the default, as before: on the
+    two-voxel-size test phantom of tests/neutron/test_joint.py the rigid model missed x by 1.5 px with an
+    estimated PSF; see the design notes of issue 21).
     """
     from ..register import apply_phi
     from ..register.phi import check_phi
@@ -158,16 +173,24 @@ def align_modalities(fixed, moving, *, fixed_voxel_size_nm, moving_voxel_size_nm
     vs_f = _vs("fixed_voxel_size_nm", fixed_voxel_size_nm)
     m_on = resample_to_grid(m, voxel_size_nm=moving_voxel_size_nm, target_voxel_size_nm=vs_f, target_shape=f.shape,
                             order=order)
-    registered = False
+    registered, reg = False, None
     if phi is not None:
         p = check_phi(phi)
-    elif register:
+    elif register and transform == "translation":
         from ..register import register_multimodal
 
         reg = register_multimodal(f, m_on, search_px=search_px)
         p = np.asarray(reg.phi, dtype=np.float64)
         registered = True
         log.info("multimodal registration: translation %s px", np.round(p[:3, 3], 3))
+    elif register:
+        if transform not in ("rigid", "affine"):
+            raise InputError(f"transform={show(transform)} is not known; use translation, rigid or affine")
+        reg = _register_rigid(f, m, vs_f, _vs("moving_voxel_size_nm", moving_voxel_size_nm), transform=transform,
+                              search_px=search_px, moving_psf_sigma_nm=moving_psf_sigma_nm,
+                              fixed_psf_sigma_nm=fixed_psf_sigma_nm, fixed_labels=fixed_labels)
+        p = _phi_on_fixed_grid(reg, f.shape, vs_f)
+        registered = True
     else:
         p = np.eye(4)
     if not np.allclose(p, np.eye(4)):
@@ -175,7 +198,37 @@ def align_modalities(fixed, moving, *, fixed_voxel_size_nm, moving_voxel_size_nm
     from ..register.multimodal import normalised_mutual_information
 
     nmi = float(normalised_mutual_information(f, m_on))
-    return AlignedPair(f, np.asarray(m_on, np.float32), p, registered, tuple(float(v) for v in vs_f), nmi)
+    return AlignedPair(f, np.asarray(m_on, np.float32), p, registered, tuple(float(v) for v in vs_f), nmi, reg)
+
+
+def _register_rigid(f, m, vs_f, vs_m, *, transform, search_px, moving_psf_sigma_nm, fixed_psf_sigma_nm, fixed_labels):
+    """The coarse ``m`` (neutron) modelled from ``f`` (X-ray): :func:`tomo4d.register.modalities.register_modalities`
+    with the roles of its fixed (coarse) and moving (sharp) images."""
+    from ..register.modalities import register_modalities
+
+    reg = register_modalities(m, f, fixed_voxel_size_nm=vs_m, moving_voxel_size_nm=vs_f, transform=transform,
+                              fixed_psf_sigma_nm=moving_psf_sigma_nm, moving_psf_sigma_nm=fixed_psf_sigma_nm,
+                              moving_labels=fixed_labels, search_px=search_px)
+    log.info("multimodal registration: rotation %s +- %s deg, translation %s +- %s nm", np.round(reg.rotation_deg, 3),
+             np.round(reg.rotation_sigma_deg, 3), np.round(reg.translation_nm, 1), np.round(reg.translation_sigma_nm, 1))
+    return reg
+
+
+def _phi_on_fixed_grid(reg, shape, vs_f) -> np.ndarray:
+    """Phi about the fixed centre: fixed voxel -> voxel of the moving volume resampled onto the fixed voxel size.
+
+    ``reg`` maps moving (coarse) positions X_m to fixed ones: X_f = A (X_m - C_m) + C_m + t (nm, first corners at
+    0), so X_m = A^-1 (X_f - C_m - t) + C_m."""
+    A = np.asarray(reg.matrix, float)
+    Ai = np.linalg.inv(A)
+    C_m = np.asarray(reg.fixed_shape, float) * np.asarray(reg.fixed_voxel_size_nm) / 2.0
+    c = (np.asarray(shape, float) - 1.0) / 2.0
+    X_c = (c + 0.5) * vs_f
+    x_m = (Ai @ (X_c - C_m - reg.translation_nm) + C_m) / vs_f - 0.5
+    out = np.eye(4)
+    out[:3, :3] = np.diag(1.0 / vs_f) @ Ai @ np.diag(vs_f)
+    out[:3, 3] = x_m - c
+    return out
 
 
 @dataclass(frozen=True)
@@ -241,6 +294,14 @@ class JointPhases:
         Mixture weights.
     converged : bool
         The EM iterations converged.
+    criterion : str
+        How the number of phases was set: ``"bic"`` (chosen by the Bayesian information criterion over
+        ``candidates``) or ``"given"`` (``n_phases=`` passed).
+    candidates : tuple of int
+        Numbers of phases tried (empty when given).
+    criterion_values : tuple of float
+        BIC of each candidate (``-2 log L + p log n`` on the standardised fitted samples, lower is
+        better; empty when given).
     """
 
     labels: np.ndarray
@@ -249,6 +310,19 @@ class JointPhases:
     covariances: np.ndarray
     weights: np.ndarray
     converged: bool
+    criterion: str = "given"
+    candidates: tuple = ()
+    criterion_values: tuple = ()
+
+    @property
+    def n_phases(self) -> int:
+        """Number of phases (mixture components)."""
+        return int(len(self.weights))
+
+    def criterion_dict(self) -> dict:
+        """``{"criterion", "n_phases", "candidates", "criterion_values"}`` (JSON-ready): how k was chosen."""
+        return {"criterion": self.criterion, "n_phases": self.n_phases, "candidates": [int(k) for k in self.candidates],
+                "criterion_values": [float(v) for v in self.criterion_values]}
 
     def to_columns(self) -> dict:
         """Per phase: ``phase`` (1..k), ``mean_a``, ``mean_b`` (input units), ``weight`` (mixture weight) and
@@ -261,41 +335,77 @@ class JointPhases:
                 "voxel_fraction": counts / total}
 
 
-def segment_joint_phases(a, b, *, n_phases: int, mask=None, seed: int = 0, max_samples: int = 200_000,
-                         n_init: int = 3) -> JointPhases:
+def _fit_mixture(Z, k: int, *, seed: int, n_init: int):
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(n_components=int(k), covariance_type="full", n_init=int(n_init), random_state=int(seed),
+                         reg_covar=1e-5)
+    return gm.fit(Z)
+
+
+def _phase_range(n_phases, max_phases, min_phases):
+    """The candidate numbers of phases: ``(n_phases,)`` when given, else ``min_phases..max_phases``."""
+    if n_phases is not None:
+        if not (isinstance(n_phases, (int, np.integer)) and 1 <= n_phases <= 32):
+            raise InputError(f"n_phases={show(n_phases)} must be an integer in 1..32, or None (chosen by BIC)")
+        return (int(n_phases),)
+    for name, v in (("max_phases", max_phases), ("min_phases", min_phases)):
+        if not (isinstance(v, (int, np.integer)) and 1 <= v <= 32):
+            raise InputError(f"{name}={show(v)} must be an integer in 1..32")
+    if min_phases > max_phases:
+        raise InputError(f"min_phases={min_phases} > max_phases={max_phases}; give min_phases <= max_phases")
+    return tuple(range(int(min_phases), int(max_phases) + 1))
+
+
+def segment_joint_phases(a, b, *, n_phases: int | None = None, max_phases: int = 8, min_phases: int = 1, mask=None,
+                         seed: int = 0, max_samples: int = 200_000, n_init: int = 3) -> JointPhases:
     """Segment phases as a Gaussian mixture of (a, b) voxel values (scikit-learn).
+
+    The number of phases is chosen by the Bayesian information criterion (BIC = -2 log L + p log n,
+    p = 6 k - 1 free parameters of a full-covariance 2D mixture of k components, n fitted voxels):
+    every k in ``min_phases..max_phases`` is fitted and the lowest BIC wins; ``n_phases=`` overrides
+    the choice.  The curve and the choice are in the result (:meth:`JointPhases.criterion_dict`).
+    BIC assumes Gaussian clusters: many partial-volume voxels between phases (interfaces blurred over a
+    few voxels) form bridges that it may fit with extra components; give ``n_phases`` or a mask of
+    the resolved voxels then.
 
     Parameters
     ----------
     a, b : (z, y, x) arrays
         The two modalities on one grid (e.g. X-ray grey value and neutron attenuation).
-    n_phases : int
-        Number of phases (mixture components).
+    n_phases : int, optional
+        Number of phases (mixture components); None: chosen by BIC.
+    max_phases, min_phases : int
+        Range of the BIC choice (1..32).
     mask : bool array, optional
         Voxels to segment.
     seed : int
         Seed of the subsampling and the mixture initialisation.
     max_samples : int
-        The mixture is fitted on at most this many random voxels, then applied to all.
+        The mixtures are fitted (and BIC evaluated) on at most this many random voxels, then applied to all.
     n_init : int
-        Independent initialisations (the best is kept).
+        Independent initialisations per mixture (the best is kept).
     """
-    from sklearn.mixture import GaussianMixture
-
     x, y, sel = _pair(a, b, mask)
-    if not (isinstance(n_phases, (int, np.integer)) and 1 <= n_phases <= 32):
-        raise InputError(f"n_phases={show(n_phases)} must be an integer in 1..32")
-    if not (isinstance(max_samples, (int, np.integer)) and max_samples >= 10 * n_phases):
-        raise InputError(f"max_samples={show(max_samples)} must be an integer >= 10 x n_phases")
+    ks = _phase_range(n_phases, max_phases, min_phases)
+    if not (isinstance(max_samples, (int, np.integer)) and max_samples >= 10 * max(ks)):
+        raise InputError(f"max_samples={show(max_samples)} must be an integer >= 10 x the number of phases ({max(ks)})")
     X = np.stack([x[sel], y[sel]], axis=1)
     mean, std = X.mean(0), X.std(0)
     std[std == 0] = 1.0
     Z = (X - mean) / std
     rng = np.random.default_rng(seed)
     fit_on = Z if Z.shape[0] <= max_samples else Z[rng.choice(Z.shape[0], max_samples, replace=False)]
-    gm = GaussianMixture(n_components=int(n_phases), covariance_type="full", n_init=int(n_init),
-                         random_state=int(seed), reg_covar=1e-5)
-    gm.fit(fit_on)
+    if fit_on.shape[0] < 2 * max(ks):
+        raise InputError(f"{fit_on.shape[0]} voxels cannot fit {max(ks)} phases; give fewer phases or more voxels")
+    fits = [_fit_mixture(fit_on, k, seed=seed, n_init=n_init) for k in ks]
+    if n_phases is None:
+        bic = [float(g.bic(fit_on)) for g in fits]
+        gm = fits[int(np.argmin(bic))]
+        how = "bic"
+        log.info("joint phases: BIC %s over k = %s -> %d phases", np.round(bic, 1).tolist(), list(ks), gm.n_components)
+    else:
+        gm, how, bic, ks = fits[0], "given", [], ()
     means = gm.means_ * std + mean
     covs = gm.covariances_ * np.outer(std, std)[None]
     order = np.lexsort((means[:, 0], means[:, 1]))
@@ -307,7 +417,8 @@ def segment_joint_phases(a, b, *, n_phases: int, mask=None, seed: int = 0, max_s
     best = post.argmax(1)
     lab[sel] = (rank[best] + 1).astype(np.int16)
     prob[sel] = post[np.arange(best.size), best]
-    return JointPhases(lab, prob, means[order], covs[order], gm.weights_[order], bool(gm.converged_))
+    return JointPhases(lab, prob, means[order], covs[order], gm.weights_[order], bool(gm.converged_), criterion=how,
+                       candidates=tuple(int(k) for k in ks), criterion_values=tuple(bic))
 
 
 def segmentation_accuracy(labels, truth, *, mask=None) -> float:

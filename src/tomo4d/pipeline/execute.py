@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .._threads import compute_threads, current_threads
 from ..errors import InputError
+from .fingerprint import fingerprint
 from .inputs import resolve_inputs
 from .runner import (
     STATE_DIR,
@@ -32,7 +33,7 @@ from .runner import (
     stage_keys,
     why_recomputed,
 )
-from .stages import STAGES
+from .stages import STAGES, stage_by_name
 
 __all__ = ["DEPENDENCIES", "run_experiment"]
 
@@ -277,6 +278,18 @@ def _fp(path):
     return fingerprint(path)
 
 
+def _reconstruct_series(exp, inp, out, say, client):
+    """``reconstruct.as_series``: the reconstruct stage run before the others (its key from the projections'
+    fingerprints and its options), then the inputs resolved again on the volumes it wrote.  The stages after it
+    key on those volumes' content fingerprints, so a reconstruction that changes reruns them, one that does not
+    (cached) leaves them cached.  Returns ``((StageRun, keys), inputs)``."""
+    s = stage_by_name("reconstruct")
+    fps = {str(p): fingerprint(p) for p in s.input_files(inp, None).values()}
+    keys = stage_keys(exp, inp, fps, only=("reconstruct",))["reconstruct"]
+    run = _run_stage(s, _run_context(exp, inp, out, client), keys, out, say, client)
+    return (run, keys), resolve_inputs(exp, out=out)
+
+
 def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=None, client=None) -> RunResult:
     """Run every enabled stage of ``exp`` into the run folder ``out``, skipping what is done.
 
@@ -307,14 +320,20 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     from .run_report import render_report
 
     t0 = time.perf_counter()
-    inp = resolve_inputs(exp)
-    out = claim_run_folder(out, overwrite=overwrite, inputs=[*inp.files(), *([source] if source else [])])
+    inp = resolve_inputs(exp, out=out)
+    outside = [f for f in inp.files() if not (inp.series_reconstructed and f in inp.series)]
+    out = claim_run_folder(out, overwrite=overwrite, inputs=[*outside, *([source] if source else [])])
     say = _RunLog(out / "log.txt", progress)
     threads = current_threads() or exp.threads  # tomo4d --threads / tomo4d.threads(n) over the file's threads
     with _locked(out), _local_dask(client), compute_threads(threads) as n_threads:
+        first = None
+        if inp.series_reconstructed:  # the series are reconstructed first; the stages after read them as files
+            first, inp = _reconstruct_series(exp, inp, out, say, client)
         say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted, {n_threads} CPU thread(s)")
         fps = _fingerprints(inp)
         keys = stage_keys(exp, inp, fps)
+        if first is not None:
+            keys["reconstruct"] = first[1]
         stages = {s.name: s for s in _enabled(exp, inp)}
         say.event("run", stages=list(stages))
         ctx = _run_context(exp, inp, out, client)
@@ -325,7 +344,8 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
         executor = "this process" if client is None else _describe(client, out)
         if client is not None:
             say(f"cluster: {executor}")
-        runs = tuple(_run_stage(s, ctx, keys[s.name], out, say, client) for s in stages.values())
+        runs = tuple(first[0] if first is not None and s.name == "reconstruct" else
+                     _run_stage(s, ctx, keys[s.name], out, say, client) for s in stages.values())
         _provenance(exp, inp, fps, keys, runs, out, source, executor)
         report = render_report(out)
         say(f"report {report.name} written; run finished in {time.perf_counter() - t0:.1f} s")

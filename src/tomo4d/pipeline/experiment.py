@@ -28,6 +28,7 @@ Example (paths relative to the experiment file; a glob is ordered naturally, T2 
       psf_sigma_nm: 500               # neutron blur; li6_fraction (natural), wavelength_angstrom (1.798)
     truth: {li_concentration_mol_l: [0.33, 4.97, 8.98]}   # optional: true layer Li, mol/L, per step
     reconstruct: {}                   # FBP of inputs.projections (NXtomo files) -> volumes/reconstructed_<stem>.ome.zarr
+                                      # {as_series: true}: those volumes are the series (inputs.series left out)
 
 A stage runs when its section is present.  Unknown keys, wrong types and out-of-range
 values are refused with the key path, the value and the closest valid key.
@@ -70,8 +71,9 @@ TODO = "TODO"
 class Inputs(StrictModel):
     """The in-situ series and what belongs to it."""
 
-    series: list[str] | str = Field(description="Volume files T0..Tn in time order (any format open_volume "
-                                                "reads), or one glob pattern ordered naturally (T2 before T10).")
+    series: list[str] | str | None = Field(None, description=(
+        "Volume files T0..Tn in time order (any format open_volume reads), or one glob pattern ordered naturally (T2 "
+        "before T10); null only with reconstruct.as_series (the series reconstructed from inputs.projections)."))
     time_s: list[float] = Field(description="Time of each step since the start, s (one per step, increasing).")
     state_of_charge: list[float] | None = Field(None, description="State of charge of each step, 0..1 "
                                                                   "(null if not known).")

@@ -60,6 +60,8 @@ class ResolvedInputs:
         Transmission spectra, one per step (or none; :mod:`.inputs_neutron_spectra`).
     projections : tuple of Path
         NXtomo projection files of the reconstruct stage (or none; :mod:`.stages_reconstruct`).
+    series_reconstructed : bool
+        The series are the reconstruct stage's outputs (``reconstruct.as_series``): run-folder files, not inputs.
     """
 
     series: tuple[Path, ...]
@@ -82,13 +84,14 @@ class ResolvedInputs:
     neutron_shape: tuple[int, int, int] | None = None
     neutron_spectra: tuple[Path, ...] = ()
     projections: tuple[Path, ...] = ()
+    series_reconstructed: bool = False
 
     @property
     def n_steps(self) -> int:
         return len(self.series)
 
     def files(self) -> tuple[Path, ...]:
-        """Every input file (series, labels, segment labels, repeat scan, truth)."""
+        """Every input file (series, labels, segment labels, repeat scan, truth); reconstructed series included."""
         extra = tuple(p for _, p in self.segment_labels) + ((self.repeat,) if self.repeat is not None else ())
         extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron + self.neutron_spectra
         extra += self.projections
@@ -132,8 +135,26 @@ def _check_lengths(inp, n: int, names) -> None:
                              f"({', '.join(names)}); give one value per step")
 
 
-def resolve_inputs(exp) -> ResolvedInputs:
+def _series(exp, out):
+    """The series' files and their opened volumes (or, reconstructed from projections and not written yet, the
+    headers the reconstruct stage will give them)."""
+    inp = exp.inputs
+    if inp.series is None:  # reconstruct.as_series: the reconstruct stage's outputs in the run folder
+        from .stages_reconstruct import reconstructed_series
+
+        series, heads = reconstructed_series(exp, out)
+        if all(p.exists() for p in series):
+            return series, [_open(p, f"reconstructed series[{i}]", inp.voxel_size_nm) for i, p in enumerate(series)]
+        return series, list(heads)
+    series = expand_files(exp, inp.series, "inputs.series")
+    return series, None
+
+
+def resolve_inputs(exp, *, out=None) -> ResolvedInputs:
     """Resolve and check the inputs of ``exp`` (an :class:`~tomo4d.pipeline.Experiment`); reads headers only.
+
+    With ``reconstruct.as_series`` the series are the reconstruct stage's volumes in the run folder ``out``; before
+    they exist, their headers are those the stage will write (from the projections).
 
     Raises
     ------
@@ -143,13 +164,14 @@ def resolve_inputs(exp) -> ResolvedInputs:
         wrong length.
     """
     inp = exp.inputs
-    series = expand_files(exp, inp.series, "inputs.series")
+    series, vols = _series(exp, out)
     n = len(series)
     if n < 1:
         raise InputError("inputs.series is empty; give one volume file per time step")
     names = tuple(inp.names) if inp.names is not None else tuple(f"T{i}" for i in range(n))
     _check_lengths(inp, n, names)
-    vols = [_open(p, f"inputs.series[{i}] ({names[i]})", inp.voxel_size_nm) for i, p in enumerate(series)]
+    if vols is None:
+        vols = [_open(p, f"inputs.series[{i}] ({names[i]})", inp.voxel_size_nm) for i, p in enumerate(series)]
     ref = vols[0]
     for i, v in enumerate(vols[1:], 1):
         for what, a, b in (("shape", v.shape, ref.shape), ("dtype", str(v.dtype), str(ref.dtype)),
@@ -199,7 +221,8 @@ def resolve_inputs(exp) -> ResolvedInputs:
                           truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
                           truth_displacement=_truth_displacement(exp, names),
                           neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape,
-                          neutron_spectra=resolve_neutron_spectra(exp, names), projections=resolve_projections(exp))
+                          neutron_spectra=resolve_neutron_spectra(exp, names), projections=resolve_projections(exp),
+                          series_reconstructed=inp.series is None)
 
 
 def _same_grid(vol, ref, key: str, path: Path, image: Path) -> None:

@@ -1,5 +1,5 @@
 """Report section of the enhance stages, from saved outputs only (``models/enhance_pair_*.json``,
-``models/indi/metrics.json``, ``tables/enhance_quality``, ``tables/enhance_roi.npz``,
+``models/indi/metrics.json``, ``models/indi/step_sweep.json``, ``models/indi/validation_curve.json``, ``tables/enhance_quality``, ``tables/enhance_roi.npz``,
 ``volumes/enhanced_<step>.ome.zarr``)."""
 
 from __future__ import annotations
@@ -89,6 +89,37 @@ def _sweep_part(rep, out: Path, figure) -> None:
            "(dashed) and HQ (dotted) for reference, the recommended N in red.")
 
 
+def _curve_part(rep, out: Path, figure) -> None:
+    """Validation PSNR/SSIM against the training step (models/indi/validation_curve.json): verdict and figure."""
+    from ..enhance.validation_curve import (
+        CURVE_JSON,
+        LATE_FRACTION,
+        UNDERTRAINED_DB,
+        ValidationCurve,
+        curve_figure,
+    )
+    from ..errors import FormatError
+
+    d = _json(out / "models" / "indi" / CURVE_JSON)
+    try:
+        curve = ValidationCurve.from_dict(d) if d else None
+    except FormatError:
+        curve = None
+    if curve is None:
+        rep.text("No validation curve in models/indi (a model trained before it existed, or a damaged file): "
+                 "under-training cannot be judged here; retrain to get it.")
+        return
+    every = f"every {curve.every} training steps and " if curve.every else ""
+    rep.text(f"Validation during training ({every}at the end; models/indi/{CURVE_JSON}): {curve.summary}. "
+             f"Rule: under-trained when the last evaluation beats the best one at or before "
+             f"{100 * LATE_FRACTION:.0f} % of the steps by more than {UNDERTRAINED_DB:g} dB. PSNR/SSIM in the "
+             "normalised units of training (data range 2), "
+             f"{curve.val_steps} InDI steps, precision {curve.precision}.")
+    figure(rep, curve_figure(curve), out, "enhance_validation_curve",
+           "Validation PSNR and SSIM of the held-out slices against the training step (bicubic dashed; the last "
+           f"{100 * (1 - LATE_FRACTION):.0f} % of the run shaded; the best step of early stopping in red).")
+
+
 def roi_figure(rois: dict, *, size: float = 2.2):
     """Rows = steps, columns = bicubic | InDI | HQ, one grey scale per row (HQ's 0.5/99.5 percentiles)."""
     from matplotlib.figure import Figure
@@ -124,6 +155,7 @@ def enhance_section(rep, out: Path, info: dict, figure) -> None:
                 "every step of inputs.series enhanced (volumes/enhanced_<step>.ome.zarr). "
                 + ("The analysis stages read the enhanced series (twice finer)." if apply
                    else "Later stages read inputs.series."))
+    _curve_part(rep, out, figure)
     _sweep_part(rep, out, figure)
     q = read_table_of(out, "enhance_quality")
     if q is not None:

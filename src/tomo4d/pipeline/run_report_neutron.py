@@ -66,6 +66,8 @@ def _joint(rep, out: Path, info: dict, figure) -> None:
         empty = np.zeros((0, 0, 0))
         ph = JointPhases(empty.astype(np.int16), empty.astype(np.float32), z["means"], z["covariances"], z["weights"],
                          True)
+        how = str(z["criterion"]) if "criterion" in z.files else "given"
+        curve = (z["candidates"].tolist(), z["criterion_values"].tolist()) if how == "bic" else ((), ())
     figure(rep, joint_histogram_figure(h, ph, a_label="X-ray grey value (binned to the neutron voxel)"), out,
            "neutron_joint_histogram", f"Joint X-ray/neutron histogram of {n} with the Gaussian-mixture phases "
                                       "(2-sigma ellipses), phases sorted by neutron attenuation.")
@@ -74,6 +76,14 @@ def _joint(rep, out: Path, info: dict, figure) -> None:
         rep.table(["phase", "mean X-ray grey", "mean mu (1/cm)", "voxel fraction (%)"],
                   [(int(t["phase"][i]), t["mean_xray_grey"][i], t["mean_mu_per_cm"][i], 100 * t["voxel_fraction"][i])
                    for i in range(len(t["phase"]))], caption=f"Joint phases of {n} (tables/neutron_joint_{n}).")
+    if how == "bic":
+        k_best = curve[0][int(np.argmin(curve[1]))]
+        rep.table(["phases k", "BIC", "chosen"], [(k, v, "yes" if k == k_best else "") for k, v in zip(*curve)],
+                  caption=f"Number of joint phases of {n} chosen by the Bayesian information criterion (lowest BIC = "
+                          f"-2 log L + p log n on the standardised voxel values): {k_best} (neutron.joint_phases: auto; "
+                          "give a number to override).")
+    else:
+        rep.text(f"Number of joint phases of {n}: {len(ph.weights)}, given (neutron.joint_phases).")
 
 
 def neutron_section(rep, out: Path, info: dict, figure, vs_time) -> None:

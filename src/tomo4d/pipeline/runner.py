@@ -157,12 +157,14 @@ def _basis(files: dict, opts: dict, needs: dict, extra: dict) -> dict:
                                  default=str))
 
 
-def stage_keys(exp, inp: ResolvedInputs, fps: dict) -> dict:
+def stage_keys(exp, inp: ResolvedInputs, fps: dict, *, only=None) -> dict:
     """``{stage: {"key", "basis", "steps": {step index: key}, "step_basis": {step index: basis}}}`` of every
-    enabled stage."""
+    enabled stage (or of the stages named in ``only``)."""
     keys: dict = {}
     extra = {"voxel_size_nm": inp.voxel_size_nm}
     for s in _enabled(exp, inp):
+        if only is not None and s.name not in only:
+            continue
         needs = {n: keys[n]["key"] for n in s.needs if n in keys and (s.reads is None or s.reads(exp, n))}
         opts = s.options(exp)
         if not s.per_step:
@@ -289,8 +291,12 @@ def _invalidate(out: Path, path: Path) -> None:
         _remove(out / o)
 
 
+#: the fingerprint of a reconstructed series volume that the reconstruct stage has not written yet (plans only)
+NOT_YET = "not reconstructed yet"
+
+
 def _fingerprints(inp: ResolvedInputs) -> dict:
-    return {str(p): fingerprint(p) for p in inp.files()}
+    return {str(p): fingerprint(p) if p.exists() or not inp.series_reconstructed else NOT_YET for p in inp.files()}
 
 
 def plan_experiment(exp, out=None) -> Plan:
@@ -298,7 +304,7 @@ def plan_experiment(exp, out=None) -> Plan:
 
     Reads file headers (and, with ``out``, fingerprints the inputs); computes nothing.
     """
-    inp = resolve_inputs(exp)
+    inp = resolve_inputs(exp, out=out)
     out = None if out is None else Path(out)
     keys = stage_keys(exp, inp, _fingerprints(inp)) if out is not None and is_run_folder(out) else None
     rows = []

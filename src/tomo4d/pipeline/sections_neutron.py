@@ -10,6 +10,7 @@ of truth, :data:`tomo4d.neutron.xs.NATURAL_LI6_FRACTION`.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -46,9 +47,12 @@ class NeutronSection(StrictModel):
     fill_threshold: float = Field(0.6, gt=0, le=1, allow_inf_nan=False, description=(
         "A z slab of the neutron grid belongs to the layer when the layer phases fill this share of the fullest "
         "slab's fill (tomo4d.neutron.layer_lithium)."))
-    joint_phases: int = Field(4, ge=0, le=32, description=(
+    joint_phases: Annotated[int, Field(ge=0, le=32)] | Literal["auto"] = Field("auto", description=(
         "Gaussian-mixture phases of the joint X-ray/neutron histogram (X-ray binned to the neutron voxels); "
-        "0: no joint analysis."))
+        "\"auto\": chosen by the Bayesian information criterion among 1..joint_max_phases "
+        "(tomo4d.neutron.segment_joint_phases; the curve is saved with the histogram); 0: no joint analysis."))
+    joint_max_phases: int = Field(8, ge=1, le=32, description=(
+        "Largest number of phases the BIC choice tries (joint_phases: auto)."))
     joint_bins: int = Field(64, ge=8, le=512, description="Bins per axis of the saved joint histogram.")
     seed: int = Field(0, ge=0, description="Seed of the Gaussian mixture's subsampling and initialisation.")
 
@@ -68,6 +72,10 @@ class NeutronSection(StrictModel):
                 raise ValueError(f"li_free_mu_per_cm[{k}]={mu!r} must be a finite attenuation >= 0, 1/cm")
         return v
 
+    def joint_enabled(self) -> bool:
+        """The joint X-ray/neutron phases run (joint_phases "auto" or > 0)."""
+        return self.joint_phases == "auto" or self.joint_phases > 0
+
     def margin_nm(self) -> float:
         return 3.0 * self.psf_sigma_nm if self.layer_margin_nm is None else self.layer_margin_nm
 
@@ -83,9 +91,9 @@ def check_neutron(exp) -> None:
     if sec.li_free_mu_per_cm is None and sec.layer_phases is not None:
         raise ValueError("neutron.layer_phases needs neutron.li_free_mu_per_cm (the Li-free attenuation of every "
                          "phase label, 1/cm); add it or remove layer_phases")
-    if sec.li_free_mu_per_cm is None and sec.joint_phases == 0:
+    if sec.li_free_mu_per_cm is None and not sec.joint_enabled():
         raise ValueError("the neutron section has nothing to compute: give neutron.li_free_mu_per_cm (Li "
-                         "concentration) or neutron.joint_phases > 0 (joint histogram)")
+                         "concentration) or neutron.joint_phases (auto or > 0: joint histogram)")
     if sec.li_free_mu_per_cm is not None and exp.inputs.labels is None and exp.segment is None:
         raise ValueError("the Li concentration of the neutron section needs phase labels: inputs.labels (one "
                          "volume per step) or the segment section; add one, or remove neutron.li_free_mu_per_cm")

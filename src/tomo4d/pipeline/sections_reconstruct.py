@@ -46,6 +46,13 @@ class ReconstructSection(StrictModel):
     uint16_range: list[float] | None = Field(None, min_length=2, max_length=2, description=(
         "Write uint16 volumes: [lo, hi] attenuation per voxel -> 0..65535 (outside clipped and counted); null: "
         "float32."))
+    geometry: Literal["parallel", "cone"] = Field("parallel", description=(
+        "Beam geometry; cone is refused (the algotom engine has no cone-beam reconstruction; RTK, astra or TIGRE "
+        "would be needed)."))
+    as_series: bool = Field(False, description=(
+        "The reconstructed scans are the in-situ series: inputs.projections holds one file per time step, in time "
+        "order, and inputs.series is left out; the downstream stages (segment, dvc, ...) read "
+        "volumes/reconstructed_<stem>.ome.zarr, keyed by their content."))
     truth: list[str] | str | None = Field(None, description=(
         "True attenuation volumes (mu x voxel), one per scan on the reconstruction grid: PSNR in the table."))
 
@@ -62,12 +69,24 @@ class ReconstructSection(StrictModel):
 
 
 def check_reconstruct(exp) -> None:
-    """The section needs ``inputs.projections``; an even ring_size is refused here (the key path named)."""
+    """The section needs ``inputs.projections``; ``inputs.series`` is given unless ``as_series``; an even ring_size
+    and a cone beam are refused here (the key path named)."""
+    as_series = exp.reconstruct is not None and exp.reconstruct.as_series
+    if exp.inputs.series is None and not as_series:
+        raise ValueError("inputs.series is missing: give the volume files of the time steps, or reconstruct them from "
+                         "inputs.projections with reconstruct: {as_series: true}")
+    if as_series and exp.inputs.series is not None:
+        raise ValueError("reconstruct.as_series makes the reconstructed scans the series: leave inputs.series out (or "
+                         "set as_series: false)")
     if exp.reconstruct is None:
         return
     if exp.inputs.projections is None:
         raise ValueError("the reconstruct section needs inputs.projections (NXtomo files, one per scan); add them "
                          "or remove the reconstruct section")
+    if exp.reconstruct.geometry == "cone":
+        from ..reconstruct.options import CONE_BEAM_MESSAGE
+
+        raise ValueError(f"reconstruct.{CONE_BEAM_MESSAGE}")
     if exp.reconstruct.ring_size % 2 == 0:
         raise ValueError(f"reconstruct.ring_size={exp.reconstruct.ring_size} must be odd; use "
                          f"{exp.reconstruct.ring_size + 1}")

@@ -25,6 +25,8 @@ carry ``analysis_scale`` among their options.
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
   each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
+  Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``)
+  and the node batches read lazily.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
@@ -155,14 +157,20 @@ def _dvc_step(ctx, step, previous):
     ref, deformed = read_series(ctx, 0), read_series(ctx, step)  # the analysis series, lazily
     mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
-    whole = (sec.deconvolve_iterations or sec.method == "global"
-             or (initial is None and (sec.affine_start or sec.axial_start)))
+    affine_only = initial is None and sec.affine_start and not sec.axial_start
+    whole = (sec.deconvolve_iterations or sec.method == "global" or (initial is None and sec.axial_start)
+             or (affine_only and not _register_streams(ctx, ref.shape)))
     if not whole:  # local DVC reads its node batches' boxes (chunk_budget_mb) from the stored volumes
-        radius = 0 if initial is not None else sec.search_radius_px
+        phi0 = None
+        if affine_only:  # over the budget: the affine start registered out of core (tomo4d.register)
+            from ..register import register
+
+            phi0 = register(ref.data, deformed.data, chunk_budget_mb=ctx.experiment.chunk_budget_mb).phi
+        radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
         kw = sec.correlate_kwargs()
         if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
             kw["options"] = dataclasses.replace(kw["options"], chunk_budget_mb=ctx.experiment.chunk_budget_mb)
-        return correlate(ref.data, deformed.data, initial=initial, search_radius_px=radius, mask=mask,
+        return correlate(ref.data, deformed.data, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                          client=ctx.client, **kw)
     ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
@@ -186,6 +194,14 @@ def _dvc_step(ctx, step, previous):
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                      **sec.correlate_kwargs())
+
+
+def _register_streams(ctx, shape) -> bool:
+    """The affine start's registration of volumes of ``shape`` exceeds ``chunk_budget_mb`` in memory."""
+    from ..register import LEVEL_BYTES_PER_VOXEL
+    from .chunked import streams
+
+    return streams(ctx, shape, LEVEL_BYTES_PER_VOXEL)
 
 
 def _dvc_save(field, out, ctx, step):
@@ -216,6 +232,8 @@ DVC = Stage(
 # -- strain ---------------------------------------------------------------------------------------
 
 def _summary_row(inp, i, field, st):
+    from ..dvc import beyond_validated_range
+
     counts = field.status_counts()
     usable = int(np.count_nonzero(field.usable))
     row = {"step": inp.names[i], "time_s": inp.time_s[i],
@@ -226,6 +244,8 @@ def _summary_row(inp, i, field, st):
         vals = st.component(comp)[st.valid] if st is not None else np.zeros(0)
         row[f"{comp}_mean"] = float(np.mean(vals)) if vals.size else np.nan
         row[f"{comp}_median"] = float(np.median(vals)) if vals.size else np.nan
+    # 1: the strain lies beyond the range where the DVC is validated against a known truth (flagged, not hidden)
+    row["beyond_validated_range"] = int(st is not None and beyond_validated_range(st))
     return row
 
 
@@ -243,6 +263,9 @@ def _strain_run(ctx):
         except InputError as exc:  # no usable node: the step is reported, not hidden
             log.warning("strain of %s: %s", inp.names[i], exc)
         rows.append(_summary_row(inp, i, field, strains.get(i)))
+        if rows[-1]["beyond_validated_range"]:
+            log.warning("strain of %s lies beyond the range where the DVC is validated (see the report): flagged "
+                        "in tables/strain_summary (beyond_validated_range)", inp.names[i])
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None

@@ -15,6 +15,12 @@ displacement of its centre) and
 ``volumes/aligned_<step>.ome.zarr``.  T0 is the reference and is not rewritten.  Every later stage
 reads the aligned series (:func:`tomo4d.pipeline.series.series_path`).
 
+Out of core (:mod:`.chunked`): when the volumes' registration working set exceeds ``chunk_budget_mb``, T0 and Tn
+are read lazily: the collector profile chunk by chunk, :func:`tomo4d.register.register` with the budget (streamed
+binned levels, the finest on sampled boxes of the reference region), and Tn resampled slab by slab
+(:func:`tomo4d.register.apply_phi_slab`) into a resumable :class:`tomo4d._chunks.SlabStore` published by the save.
+Same Phi within the sampled level's tolerance (tests/pipeline/test_align.py), same voxels to ~1e-7.
+
 Limits: a featureless foil fixes only z and the two tilts, so the other three parameters come from
 the electrode within ``margin_px`` of it, which deforms: on the 32^3 phantom (no rigid motion, 85 %
 SoC) the reference region [0, 8) gives about 0.6-1 px and 0.3-1.2 deg of spurious motion, a known
@@ -46,7 +52,9 @@ class AlignStep:
 
     registration: object
     slab_z: tuple[int, int]
-    aligned: np.ndarray
+    aligned: np.ndarray | None
+    stored: object | None = None  # streamed (over chunk_budget_mb): the SlabStore to publish
+    shape: tuple[int, int, int] = (0, 0, 0)
 
 
 def detect_collector(image: np.ndarray) -> tuple[int, int]:
@@ -58,7 +66,12 @@ def detect_collector(image: np.ndarray) -> tuple[int, int]:
     """
     from scipy import ndimage
 
-    profile = np.asarray(image, np.float64).mean(axis=(1, 2))
+    from .._array import is_lazy
+
+    if is_lazy(image):  # chunk by chunk (out of core)
+        profile = np.asarray(image.astype(np.float64).mean(axis=(1, 2)).compute())
+    else:
+        profile = np.asarray(image, np.float64).mean(axis=(1, 2))
     profile = ndimage.uniform_filter1d(profile, 3, mode="nearest")
     top = int(np.argmax(profile))
     level = 0.5 * (profile[top] + np.median(profile))
@@ -91,29 +104,68 @@ def _as_dtype(data: np.ndarray, dtype) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
-def _read(path: Path, ctx):
+def _open(path: Path, ctx):
     from ..io import open_volume
 
-    return open_volume(path, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm).numpy()
+    return open_volume(path, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
 
 
 def _align_step(ctx, step, previous):
-    from ..register import apply_phi, register
+    from ..register import LEVEL_BYTES_PER_VOXEL, apply_phi, register
+    from .chunked import budget_mb, streams
 
     sec = ctx.experiment.align
-    fixed = _read(series_path(ctx, 0, before="align"), ctx)
-    moving = _read(series_path(ctx, step, before="align"), ctx)
+    fixed = _open(series_path(ctx, 0, before="align"), ctx)
+    moving = _open(series_path(ctx, step, before="align"), ctx)
+    big = streams(ctx, fixed.shape, LEVEL_BYTES_PER_VOXEL)  # out of core: read lazily, written slab by slab
+    if not big:
+        fixed, moving = fixed.numpy(), moving.numpy()
+    else:
+        fixed, moving = fixed.data, moving.data
     z0, z1 = reference_slab(sec, fixed)
-    mask = np.zeros(fixed.shape, bool)
-    mask[z0:z1] = True
+    band = np.zeros(fixed.shape[0], bool)
+    band[z0:z1] = True
+    if big:
+        import dask.array as da
+
+        mask = da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(fixed.shape))
+    else:
+        mask = np.broadcast_to(band[:, None, None], fixed.shape)
     # coarse levels that leave fewer than 4 reference slices (or 8 voxels along an axis) are skipped
     binning = [b for b in sec.binning if b == sec.binning[-1] or (min(fixed.shape) // b >= 8 and (z1 - z0) // b >= 4)]
-    reg = register(fixed, moving, mask=mask, rigid=True, binning=binning, max_iterations=sec.max_iterations)
+    reg = register(fixed, moving, mask=mask, rigid=True, binning=binning, max_iterations=sec.max_iterations,
+                   chunk_budget_mb=budget_mb(ctx) if big else None)
     if not reg.converged:
         log.warning("align %s: rigid registration did not converge (residual %.3f)", ctx.inputs.names[step],
                     reg.residual)
+    if big:
+        return _resample_streamed(ctx, step, moving, reg, (z0, z1))
     aligned = apply_phi(moving, reg.phi, order=sec.order)
-    return AlignStep(registration=reg, slab_z=(z0, z1), aligned=_as_dtype(aligned, moving.dtype))
+    return AlignStep(registration=reg, slab_z=(z0, z1), aligned=_as_dtype(aligned, moving.dtype),
+                     shape=tuple(moving.shape))
+
+
+def _resample_streamed(ctx, step, moving, reg, slab_z) -> AlignStep:
+    """Tn resampled onto T0's grid slab by slab (:func:`tomo4d.register.apply_phi_slab`) into the progress store of
+    ``volumes/aligned_<step>.ome.zarr`` (resumable; published by the save)."""
+    from .._chunks import SlabStore, plan_slabs
+    from ..register import APPLY_BYTES_PER_VOXEL, apply_phi_slab
+    from .chunked import budget_mb
+
+    sec, name = ctx.experiment.align, ctx.inputs.names[step]
+    src = series_path(ctx, step, before="align")
+    st = src.stat()
+    plan = plan_slabs(moving.shape, bytes_per_voxel=APPLY_BYTES_PER_VOXEL, chunk_budget_mb=budget_mb(ctx))
+    key = json.dumps([str(src), st.st_size, st.st_mtime_ns, np.round(reg.phi, 12).tolist(), sec.order])
+    store = SlabStore(aligned_path(ctx.out, name, step), shape=moving.shape, dtype=moving.dtype, slabs=plan,
+                      voxel_size_nm=ctx.inputs.voxel_size_nm, name=f"{name} aligned onto {ctx.inputs.names[0]}",
+                      key=key, modality="unknown").open()
+    resumed = store.n_done()
+    for i, (a, b) in enumerate(plan):
+        if not store.is_done(i):
+            store.write(i, _as_dtype(apply_phi_slab(moving, reg.phi, a, b, order=sec.order), moving.dtype))
+    log.info("align %s: resampled in %d slabs (%d resumed)", name, len(plan), resumed)
+    return AlignStep(registration=reg, slab_z=slab_z, aligned=None, stored=store, shape=tuple(moving.shape))
 
 
 def _phi_path(out: Path, name: str) -> Path:
@@ -126,16 +178,19 @@ def _align_save(result, out, ctx, step):
     from ..volume import Volume, VolumeMetadata
 
     name, reg = ctx.inputs.names[step], result.registration
-    shape = np.asarray(result.aligned.shape, float)
+    shape = np.asarray(result.shape, float)
     ref = np.array([[(result.slab_z[0] + result.slab_z[1] - 1) / 2, (shape[1] - 1) / 2, (shape[2] - 1) / 2]])
     moved = apply_phi_to_points(ref, reg.phi, centre=reg.centre_zyx_px)[0] - ref[0]
     info = {**reg.to_dict(), "reference_slab_z_px": list(result.slab_z), "fixed": ctx.inputs.names[0], "moving": name,
             "reference_centre_zyx_px": ref[0].tolist(), "reference_displacement_zyx_px": moved.tolist()}
     with atomic_output(_phi_path(out, name), overwrite=True) as tmp:
         tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    vol = Volume(result.aligned, ctx.inputs.voxel_size_nm, VolumeMetadata(name=f"{name} aligned onto "
-                                                                             f"{ctx.inputs.names[0]}"))
-    path = save_volume(vol, aligned_path(out, name, step), overwrite=True)
+    if result.stored is not None:  # streamed: every slab is in the progress store
+        path = result.stored.publish()
+    else:
+        vol = Volume(result.aligned, ctx.inputs.voxel_size_nm, VolumeMetadata(name=f"{name} aligned onto "
+                                                                                 f"{ctx.inputs.names[0]}"))
+        path = save_volume(vol, aligned_path(out, name, step), overwrite=True)
     return rel(out, _phi_path(out, name)), rel(out, path)
 
 

@@ -13,7 +13,8 @@
   config or pair starts over.
 * ``enhance`` (per step): every step of ``inputs.series`` (LQ) enhanced
   (:func:`tomo4d.enhance.enhance_volume`, z interpolated: twice finer along every axis) ->
-  ``volumes/enhanced_<step>.ome.zarr``.  The analysis stages read them with ``enhance.apply_to_series``
+  ``volumes/enhanced_<step>.ome.zarr``; an output over ``chunk_budget_mb`` is written slab by slab into a resumable
+  store (:func:`tomo4d.enhance.stream.enhance_to_store`, the same voxels).  The analysis stages read them with ``enhance.apply_to_series``
   (:mod:`.series`: the analysis series and grid).
 * ``enhance_repeat``: with ``apply_to_series``, a ``residual`` section and ``inputs.repeat``, the repeat scan
   enhanced the same way (same model, steps and seed) -> ``volumes/repeat_enhanced.ome.zarr``, so that the
@@ -133,12 +134,17 @@ def _training_pair(ctx, val_fraction: float):
 def _claim_model_dir(folder: Path, ident: dict) -> bool:
     """Keep ``folder`` (a checkpoint or a finished model) only if it was trained for ``ident``; True if the
     model in it is finished."""
+    from ..enhance import TrainConfig
     from ..enhance.model import CONFIG_FILE
+    from ..errors import InputError
 
     stamp = folder / "run_key.json"
     try:
-        same = _read_json(stamp) == ident
-    except (OSError, ValueError):
+        old = _read_json(stamp)
+        # a key written before a TrainConfig field existed: that field at its default
+        old["config"] = TrainConfig.from_dict(old["config"]).to_dict()
+        same = old == ident
+    except (OSError, ValueError, KeyError, TypeError, InputError):
         same = False
     if folder.exists() and not same:
         shutil.rmtree(folder)
@@ -189,20 +195,46 @@ TRAIN = Stage(
 
 # -- enhance ----------------------------------------------------------------------------------------
 
-def _enhance_step(ctx, step, previous):
+def _enhanced(ctx, src: Path, dst: Path):
+    """``src`` enhanced: a lazy Volume (written by the save), or over ``chunk_budget_mb`` the
+    :class:`~tomo4d.enhance.stream.StoredEnhancement` written slab by slab into ``dst``'s progress store
+    (resumable, published by the save; the same voxels)."""
     from ..enhance import enhance_volume
+    from ..enhance.stream import enhance_to_store
     from ..io import open_volume
+    from .chunked import budget_mb, streams
 
-    sec, inp = ctx.experiment.enhance, ctx.inputs
+    sec = ctx.experiment.enhance
     model = ctx.load("train")
-    vol = open_volume(inp.series[step], voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(model, vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    vol = open_volume(src, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
+    kw = dict(steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+              precision=sec.train_config().precision)  # inference in the training's precision
+    out_shape = (2 * vol.shape[0], 2 * vol.shape[1], 2 * vol.shape[2])
+    if not streams(ctx, out_shape, vol.dtype.itemsize + 8.0):
+        return enhance_volume(model, vol, **kw)
+    st = Path(src).stat()
+    stamp = ctx.out / MODEL_DIR / "run_key.json"  # the training that made the model
+    key = f"{src}:{st.st_size}:{st.st_mtime_ns}:{stamp.read_text() if stamp.is_file() else ''}"
+    res = enhance_to_store(model, vol, dst, chunk_budget_mb=budget_mb(ctx), key=key, publish=False, **kw)
+    log.info("enhance %s: streamed in %d slabs (%d resumed)", Path(src).name, res.n_slabs, res.n_resumed)
+    return res
+
+
+def _save_enhanced(result, path: Path) -> Path:
+    from ..enhance.stream import StoredEnhancement
+    from ..io import save_volume
+
+    if isinstance(result, StoredEnhancement):
+        return result.store.publish()
+    return save_volume(result, path, overwrite=True)
+
+
+def _enhance_step(ctx, step, previous):
+    return _enhanced(ctx, ctx.inputs.series[step], enhanced_path(ctx.out, ctx.inputs.names[step]))
 
 
 def _enhance_save(vol, out, ctx, step):
-    from ..io import save_volume
-
-    return (rel(out, save_volume(vol, enhanced_path(out, ctx.inputs.names[step]), overwrite=True)),)
+    return (rel(out, _save_enhanced(vol, enhanced_path(out, ctx.inputs.names[step]))),)
 
 
 def _enhance_load(out, ctx, step):
@@ -228,12 +260,7 @@ def _repeat_on(exp, inp) -> bool:
 
 
 def _repeat_run(ctx):
-    from ..enhance import enhance_volume
-    from ..io import open_volume
-
-    sec = ctx.experiment.enhance
-    vol = open_volume(ctx.inputs.repeat, voxel_size_nm=ctx.experiment.inputs.voxel_size_nm)
-    return enhance_volume(ctx.load("train"), vol, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap)
+    return _enhanced(ctx, ctx.inputs.repeat, enhanced_repeat_path(ctx.out))
 
 
 def _open(path: Path):
@@ -243,9 +270,7 @@ def _open(path: Path):
 
 
 def _repeat_save(vol, out):
-    from ..io import save_volume
-
-    return (rel(out, save_volume(vol, enhanced_repeat_path(out), overwrite=True)),)
+    return (rel(out, _save_enhanced(vol, enhanced_repeat_path(out))),)
 
 
 ENHANCE_REPEAT = Stage(
@@ -352,7 +377,8 @@ def _pair_roi(ctx, model, phi) -> dict:
     lo = np.maximum(np.floor(up.min(1) / 2 - 0.25).astype(int) - margin, 0)
     hi = np.minimum(np.ceil(up.max(1) / 2 - 0.25).astype(int) + margin + 1, lq.shape)
     crop = lq.crop(*(slice(a, b) for a, b in zip(lo, hi)))
-    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap).numpy()
+    indi = enhance_volume(model, crop, steps=sec.steps, seed=sec.seed, tile=sec.tile, overlap=sec.overlap,
+                          precision=sec.train_config().precision).numpy()
     roi_indi = ndimage.map_coordinates(indi.astype(np.float32), up - 2 * lo[:, None], order=3, mode="nearest")
     bicubic = model.info.hq_scaling.inverse(model.info.lq_scaling.forward(pr.lq[k, y0:y0 + s, x0:x0 + s]))
     return {"HQ": np.asarray(pr.hq[k, y0:y0 + s, x0:x0 + s], np.float32), "bicubic": bicubic.astype(np.float32),

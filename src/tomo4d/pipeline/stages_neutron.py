@@ -11,9 +11,11 @@
   ``neutron.layer_phases``, the mean over the layer's z slabs widened by ``layer_margin_nm``
   (:func:`tomo4d.neutron.layer_lithium`) -> ``tables/neutron_layer_<step>``.  With ``joint_phases``,
   the X-ray scan binned onto the neutron grid (:func:`tomo4d.neutron.bin_to_grid`) and the
-  attenuation as a joint histogram with a Gaussian mixture (:func:`tomo4d.neutron.segment_joint_phases`)
+  attenuation as a joint histogram with a Gaussian mixture (:func:`tomo4d.neutron.segment_joint_phases`; the
+  number of phases ``joint_phases`` given, or "auto": chosen by BIC among 1..``joint_max_phases``)
   -> ``tables/neutron_joint_<step>`` (per phase: mean X-ray grey, mean mu, voxel fraction) and
-  ``tables/neutron_joint_hist_<step>.npz`` (counts, edges, phase means and covariances: the figure).
+  ``tables/neutron_joint_hist_<step>.npz`` (counts, edges, phase means and covariances: the figure; the
+  BIC curve: ``criterion``, ``candidates``, ``criterion_values``).
 * ``neutron_layer`` (once, cheap): the layer rows of every step in one table, with the truth
   (``truth.li_concentration_mol_l``) and the error beside -> ``tables/neutron_layer``.
 
@@ -113,13 +115,15 @@ def _joint(ctx, step, mu, b):
     n, mu = _common(mu, xray.shape, b)
     xb = bin_to_grid(xray, b)[: n[0], : n[1], : n[2]]
     hist = joint_histogram(xb, mu, bins=sec.joint_bins)
-    ph = segment_joint_phases(xb, mu, n_phases=sec.joint_phases, seed=sec.seed)
+    k = None if sec.joint_phases == "auto" else int(sec.joint_phases)
+    ph = segment_joint_phases(xb, mu, n_phases=k, max_phases=sec.joint_max_phases, seed=sec.seed)
     cols = ph.to_columns()
     table = {"step": np.asarray([inp.names[step]] * len(cols["phase"])), "phase": cols["phase"],
              "mean_xray_grey": cols["mean_a"], "mean_mu_per_cm": cols["mean_b"], "weight": cols["weight"],
              "voxel_fraction": cols["voxel_fraction"]}
     saved = {"counts": hist.counts, "a_edges": hist.a_edges, "b_edges": hist.b_edges, "means": ph.means,
-             "covariances": ph.covariances, "weights": ph.weights}
+             "covariances": ph.covariances, "weights": ph.weights, "criterion": np.asarray(ph.criterion),
+             "candidates": np.asarray(ph.candidates, np.int64), "criterion_values": np.asarray(ph.criterion_values)}
     return table, saved
 
 
@@ -139,7 +143,7 @@ def _neutron_step(ctx, step, previous):
     li = row = joint = hist = None
     if sec.li_free_mu_per_cm is not None:
         li, row = _lithium(ctx, step, mu, b, noise)
-    if sec.joint_phases > 0:
+    if sec.joint_enabled():
         joint, hist = _joint(ctx, step, mu, b)
     return NeutronStep(li, row, joint, hist, inp.neutron_voxel_size_nm)
 
@@ -182,7 +186,7 @@ def _reads(exp, need: str) -> bool:
     """The segment stage's labels for the Li concentration without label files; the series for the joint phases."""
     if need == "segment":
         return _uses_segment(exp)
-    return exp.neutron.joint_phases > 0 and analysis_enhanced(exp)  # need == "enhance"
+    return exp.neutron.joint_enabled() and analysis_enhanced(exp)  # need == "enhance"
 
 
 NEUTRON = Stage(

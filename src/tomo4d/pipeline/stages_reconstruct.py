@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..errors import InputError
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 
-__all__ = ["RECONSTRUCT", "reconstructed_path", "resolve_projections"]
+__all__ = ["RECONSTRUCT", "PredictedVolume", "reconstructed_path", "reconstructed_series", "resolve_projections"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,35 @@ log = logging.getLogger(__name__)
 def reconstructed_path(out: Path, projection_file: Path) -> Path:
     """Where the stage writes the volume of ``projection_file``."""
     return Path(out) / "volumes" / f"reconstructed_{Path(projection_file).stem}.ome.zarr"
+
+
+@dataclass(frozen=True)
+class PredictedVolume:
+    """The header of a reconstructed scan not written yet (``reconstruct.as_series`` before the stage ran)."""
+
+    shape: tuple[int, int, int]
+    dtype: str
+    voxel_size_nm: tuple[float, float, float]
+
+
+def reconstructed_series(exp, out) -> tuple[tuple[Path, ...], tuple[PredictedVolume, ...]]:
+    """With ``reconstruct.as_series``: the series' files (the stage's outputs in the run folder ``out``) and their
+    headers as the stage will write them (detector rows x width x width; float32 or uint16; the pixel size)."""
+    from ..reconstruct import open_projections
+
+    files = resolve_projections(exp)
+    base = Path(out) if out is not None else Path("<run folder>")
+    sec, heads = exp.reconstruct, []
+    for p in files:
+        proj = open_projections(p)
+        _, rows, width = proj.shape
+        vs = exp.inputs.voxel_size_nm or sec.pixel_size_nm or proj.pixel_size_nm or 1.0
+        heads.append(PredictedVolume((rows, width, width), "float32" if sec.uint16_range is None else "uint16",
+                                     (float(vs),) * 3))
+        close = getattr(getattr(proj.data, "file", None), "close", None)  # an NXtomo file
+        if close is not None:
+            close()
+    return tuple(reconstructed_path(base, p) for p in files), tuple(heads)
 
 
 def resolve_projections(exp) -> tuple[Path, ...]:
@@ -87,7 +117,9 @@ def _against_truth(vol, truth_path: Path) -> tuple[float, float]:
 
 
 def _run(ctx):
-    from ..reconstruct import open_projections, reconstruct
+    """Every scan streamed slab by slab into its final volume (published when complete; the slabs on the run's
+    Dask cluster when there is one); the table returned for :func:`_save`."""
+    from ..reconstruct import open_projections, reconstruct_to
 
     sec = ctx.experiment.reconstruct
     opts = sec.library_options()
@@ -97,7 +129,8 @@ def _run(ctx):
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            rec = reconstruct(open_projections(path), options=opts, name=path.stem)
+            rec = reconstruct_to(open_projections(path), reconstructed_path(ctx.out, path), options=opts,
+                                 name=path.stem, overwrite=True, client=ctx.client)
         for text in rec.warnings:
             log.warning("reconstruct %s: %s", path.name, text)
         row = {"scan": path.stem, "center_px": rec.center, "center_found": int(rec.center_found),
@@ -107,18 +140,14 @@ def _run(ctx):
         if truth:
             row["psnr_db"], row["mean_relative_error"] = _against_truth(rec.volume, truth[i])
         rows.append(row)
-        vols[path] = rec.volume
+        vols[path] = reconstructed_path(ctx.out, path)
     return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}, vols
 
 
 def _save(result, out):
-    from ..io import save_volume
-
-    table, vols = result
+    table, vols = result  # the volumes are written already (streamed by _run)
     paths = write_tables(table, out, "reconstruct")
-    for src, vol in vols.items():
-        paths += (rel(out, save_volume(vol, reconstructed_path(out, src), overwrite=True)),)
-    return paths
+    return paths + tuple(rel(out, p) for p in vols.values())
 
 
 def _options(exp) -> dict:

@@ -7,7 +7,10 @@ absolute, and the noise floor is removed: the same quantity between T0 and a rep
 ``volumes/residual_T0_<step>.ome.zarr`` (float32, grey levels) and ``tables/residual_summary``
 (noise floor, mean before the floor, fraction above it, mean and max of the map; with
 ``truth.labels`` the mean residual inside the truly lithiated silicon beside the mean elsewhere,
-and the true lithiated fraction).  On the analysis series and grid (:mod:`.series`): with
+and the true lithiated fraction).  When a map does not fit the experiment's ``chunk_budget_mb``
+(:data:`RESIDUAL_BYTES_PER_VOXEL` of working memory), it is computed in slabs of that budget and written
+slab by slab into a resumable store under its final name's progress folder (:class:`tomo4d._chunks.SlabStore`),
+published by the save: no step's map is held in memory.  On the analysis series and grid (:mod:`.series`): with
 ``enhance.apply_to_series`` the enhanced series, its maps twice finer, and the noise floor measured on
 the enhanced repeat scan (``enhance_repeat`` stage), the same kind of image.
 """
@@ -20,12 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series, repeat_path
-from .stage import Stage
+from .stage import Stage, rel
 from .stage_io import read_volume, save_float_volume, write_tables
 
-__all__ = ["RESIDUAL", "ResidualResult"]
+__all__ = ["RESIDUAL", "RESIDUAL_BYTES_PER_VOXEL", "ResidualResult"]
 
 log = logging.getLogger(__name__)
+
+#: working memory of :func:`tomo4d.dvc.residual_map` per voxel of a slab: the dense displacement and the
+#: sampling coordinates (float64, 3 + 3 x 8 B each), the index grids (3 x 8 B), the warped slab, the
+#: difference, its blur and the map (float32), with the deformed box and its spline coefficients
+RESIDUAL_BYTES_PER_VOXEL = 120
 
 #: the numbers of ResidualMap.to_dict() (NaN for a step without a map)
 _NUMBERS = ("mean_before_floor", "fraction_above_floor", "residual_mean", "residual_max")
@@ -73,24 +81,70 @@ def _residual_run(ctx):
             rows.append({**row, **dict.fromkeys(_NUMBERS, np.nan), "noise_floor": noise, "sigma_px": sec.sigma_px})
             continue
         deformed = read_series(ctx, i).data
-        rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order)
+        slab, out = _streamed_output(ctx, inp.names[i], tuple(int(v) for v in ref.shape), field, sec, noise)
+        rm = residual_map(ref, deformed, field, sigma_px=sec.sigma_px, noise=noise, order=sec.order,
+                          slab=slab, out=out)
         row.update(rm.to_dict())
         maps.append((inp.names[i], rm))
         rows.append(row)
     if inp.truth_labels:
         by_name = dict(maps)
-        for r in rows:
+        for r in rows:  # (the truth labels are in memory: so may the map be, read back from its store)
             rm = by_name.get(r["step"])
-            r.update(_truth_row(ctx, inp.names.index(r["step"]), rm.residual if rm is not None else None))
+            r.update(_truth_row(ctx, inp.names.index(r["step"]), None if rm is None else np.asarray(rm.residual[:])))
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     return ResidualResult(maps=tuple(maps), summary=summary, voxel_size_nm=analysis_voxel_size_nm(ctx),
                           save_volumes=sec.save_volumes)
+
+
+class _SlabWriter:
+    """``out[z0:z1] = block`` of :func:`tomo4d.dvc.residual_map` as :meth:`SlabStore.write` of the same slab."""
+
+    def __init__(self, store):
+        self.store, self.shape = store, store.shape
+        self._index = {s: i for i, s in enumerate(store.slabs)}
+
+    def __setitem__(self, key, block):
+        self.store.write(self._index[(key.start, key.stop)], block)
+
+    def __getitem__(self, key):
+        z = key if isinstance(key, slice) else slice(None)
+        z0, z1, _ = z.indices(self.shape[0])
+        return self.store.read(z0, z1)
+
+
+def _digest(field, noise: float, sec) -> str:
+    """What a residual map is computed from (a progress store left by another computation is discarded)."""
+    import hashlib
+
+    h = hashlib.sha1(np.ascontiguousarray(field.phi).tobytes())
+    h.update(repr((float(noise), sec.model_dump())).encode())
+    return h.hexdigest()
+
+
+def _streamed_output(ctx, name: str, shape, field, sec, noise: float):
+    """``(slab, out)`` for :func:`residual_map`: the default (32 slices, a new array) when the map fits the
+    budget, else slabs of the budget written into a :class:`SlabStore` of ``volumes/residual_T0_<name>``."""
+    from .._chunks import SlabStore, plan_slabs
+    from .chunked import budget_mb, streams
+
+    if not (sec.save_volumes and streams(ctx, shape, RESIDUAL_BYTES_PER_VOXEL)):
+        return 32, None
+    halo = int(4.0 * sec.sigma_px + 0.5) if sec.sigma_px > 0 else 0
+    plan = plan_slabs(shape, bytes_per_voxel=RESIDUAL_BYTES_PER_VOXEL, chunk_budget_mb=budget_mb(ctx), halo=halo)
+    store = SlabStore(ctx.out / "volumes" / f"residual_T0_{name}.ome.zarr", shape=shape, dtype=np.float32,
+                      slabs=plan, voxel_size_nm=analysis_voxel_size_nm(ctx), name=f"residual T0 -> {name}",
+                      key=_digest(field, noise, sec), modality="unknown").open()
+    return plan[0][1] - plan[0][0], _SlabWriter(store)
 
 
 def _residual_save(result, out):
     paths = ()
     if result.save_volumes:
         for name, rm in result.maps:
+            if isinstance(rm.residual, _SlabWriter):  # streamed: every slab is in the progress store
+                paths += (rel(out, rm.residual.store.publish()),)
+                continue
             paths += (save_float_volume(rm.residual, out, f"residual_T0_{name}", result.voxel_size_nm,
                                         f"residual T0 -> {name}"),)
     return paths + write_tables(result.summary, out, "residual_summary")

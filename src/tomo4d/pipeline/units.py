@@ -42,7 +42,8 @@ UNITS: dict[str, str] = {**dict.fromkeys(_DIMENSIONLESS, "1"), **dict.fromkeys(_
                          **dict.fromkeys(("label", "track", "class", "true_id"), "id"),
                          "n_voxels": "voxels", "sigma_px": "px",
                          "li_per_cm_per_mol_l": "(1/cm) per (mol/L)",  # the Li calibration: mu per concentration
-                         "center_found": "1", "mean_relative_error": "1"}  # reconstruct: a 0/1 flag, a ratio
+                         "center_found": "1", "mean_relative_error": "1",  # reconstruct: a 0/1 flag, a ratio
+                         "beyond_validated_range": "1"}  # strain: a 0/1 flag
 
 
 def column_unit(name: str) -> str:

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -118,55 +119,96 @@ def _check_geometry(proj: Projections, opts: ReconstructOptions) -> tuple[tuple[
     return (r0, r1), notes
 
 
-def reconstruct(proj: Projections, *, options: ReconstructOptions | None = None, progress=None,
-                name: str = "") -> Reconstruction:
-    """Reconstruct ``proj`` slab by slab with the engine (algotom) into a float32 Volume.
+def reconstruct_slab(proj: Projections, start: int, stop: int, center: float, opts: ReconstructOptions,
+                     ratio: float | None) -> tuple[np.ndarray, int, int]:
+    """Detector rows ``[start, stop)`` reconstructed: ``(slices (row, y, x), n_clipped, n_out_of_range)``.
 
-    Memory: one slab of projections (``slab_rows`` rows, plus the Paganin margin) and the output volume.
-    ``progress(done_rows, total_rows)`` is called after each slab.
+    Float32 attenuation per voxel, or uint16 with ``opts.uint16_range``.  Reads only those rows (plus the
+    Paganin margin): what one slab task of :func:`tomo4d.reconstruct.reconstruct_to` does.
     """
-    opts = options or ReconstructOptions()
+    sino, n_bad = _slab_attenuation(proj, start, stop, opts, ratio)
+    rec = engine.fbp(sino, center, proj.angles_deg, opts.filter)
+    if opts.uint16_range is None:
+        return rec, n_bad, 0
+    out, n_range = to_uint16(rec, opts.uint16_range)
+    return out, n_bad, n_range
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every slab of one reconstruction shares: rows, centre, Paganin ratio, voxel size, warnings so far."""
+
+    rows: tuple[int, int]
+    center: float
+    center_found: bool
+    ratio: float | None
+    pixel_size_nm: float | None
+    notes: tuple[str, ...]
+
+    def slabs(self, slab_rows: int) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` detector rows of each slab."""
+        r0, r1 = self.rows
+        return [(s, min(s + slab_rows, r1)) for s in range(r0, r1, slab_rows)]
+
+
+def plan(proj: Projections, opts: ReconstructOptions) -> Plan:
+    """Checks the projections and options, finds the centre (once per scan): the :class:`Plan`."""
     engine.engine_modules()
-    (r0, r1), notes = _check_geometry(proj, opts)
+    rows, notes = _check_geometry(proj, opts)
     pixel_nm = opts.pixel_size_nm or proj.pixel_size_nm
     ratio = opts.paganin.ratio(pixel_nm) if opts.paganin is not None else None
-    t0 = time.perf_counter()
-    center, found = _centre(proj, opts, ratio, (r0, r1))
-    width = proj.shape[2]
-    out = np.empty((r1 - r0, width, width), np.float32 if opts.uint16_range is None else np.uint16)
-    n_clipped = n_range = 0
-    for s in range(r0, r1, opts.slab_rows):
-        e = min(s + opts.slab_rows, r1)
-        sino, n_bad = _slab_attenuation(proj, s, e, opts, ratio)
-        n_clipped += n_bad
-        rec = engine.fbp(sino, center, proj.angles_deg, opts.filter)
-        if opts.uint16_range is None:
-            out[s - r0:e - r0] = rec
-        else:
-            out[s - r0:e - r0], n = to_uint16(rec, opts.uint16_range)
-            n_range += n
-        if progress is not None:
-            progress(e - r0, r1 - r0)
+    center, found = _centre(proj, opts, ratio, rows)
+    return Plan(rows, center, found, ratio, pixel_nm, tuple(notes))
+
+
+def finish(proj: Projections, opts: ReconstructOptions, pl: Plan, data, *, n_clipped: int, n_range: int,
+           seconds: float, name: str = "", extra: dict | None = None) -> Reconstruction:
+    """The :class:`Reconstruction` of ``data`` (numpy or lazy): counted warnings issued, provenance filled."""
+    notes = list(pl.notes)
     if n_clipped:
         notes.append(f"{n_clipped} transmissions were not finite or <= {opts.min_transmission:g} before -log "
                      "(dead pixels, flat <= dark, or zero counts); set to that floor")
     if n_range:
         notes.append(f"{n_range} voxels were outside uint16_range={list(opts.uint16_range)} and clipped to it")
     for text in notes:
-        warnings.warn(f"reconstruct: {text}", stacklevel=2)
+        warnings.warn(f"reconstruct: {text}", stacklevel=3)
     version = engine.engine_version()
-    params = opts.to_dict() | {"center": center, "center_found": found}
-    vs = (pixel_nm,) * 3 if pixel_nm else None
+    params = opts.to_dict() | {"center": pl.center, "center_found": pl.center_found}
     meta = VolumeMetadata(name=name, modality="xray", provenance=(
         f"reconstruct {proj.source} with {version}: {params}",),
         extra={"reconstruction": {"engine": version, "parameters": params, "n_clipped": n_clipped,
-                                  "n_out_of_range": n_range,
-                                  "coverage_deg": coverage_deg(proj.angles_deg),
-                                  "seconds": round(time.perf_counter() - t0, 3)}})
-    vol = Volume(out, voxel_size_nm=vs, metadata=meta)
-    return Reconstruction(volume=vol, center=center, center_found=found, n_clipped=n_clipped,
+                                  "n_out_of_range": n_range, "coverage_deg": coverage_deg(proj.angles_deg),
+                                  "seconds": round(seconds, 3), **(extra or {})}})
+    vs = (pl.pixel_size_nm,) * 3 if pl.pixel_size_nm else None
+    vol = Volume(data, voxel_size_nm=vs, metadata=meta)
+    return Reconstruction(volume=vol, center=pl.center, center_found=pl.center_found, n_clipped=n_clipped,
                           coverage_deg=coverage_deg(proj.angles_deg), engine=version, warnings=tuple(notes),
                           n_out_of_range=n_range)
+
+
+def reconstruct(proj: Projections, *, options: ReconstructOptions | None = None, progress=None,
+                name: str = "") -> Reconstruction:
+    """Reconstruct ``proj`` slab by slab with the engine (algotom) into a float32 Volume in memory.
+
+    Memory: one slab of projections (``slab_rows`` rows, plus the Paganin margin) and the output volume;
+    :func:`tomo4d.reconstruct.reconstruct_to` streams the slabs into a file instead (bounded memory, parallel).
+    ``progress(done_rows, total_rows)`` is called after each slab.
+    """
+    opts = options or ReconstructOptions()
+    t0 = time.perf_counter()
+    pl = plan(proj, opts)
+    r0, r1 = pl.rows
+    width = proj.shape[2]
+    out = np.empty((r1 - r0, width, width), np.float32 if opts.uint16_range is None else np.uint16)
+    n_clipped = n_range = 0
+    for s, e in pl.slabs(opts.slab_rows):
+        out[s - r0:e - r0], n_bad, n = reconstruct_slab(proj, s, e, pl.center, opts, pl.ratio)
+        n_clipped += n_bad
+        n_range += n
+        if progress is not None:
+            progress(e - r0, r1 - r0)
+    return finish(proj, opts, pl, out, n_clipped=n_clipped, n_range=n_range, seconds=time.perf_counter() - t0,
+                  name=name)
 
 
 def phase_retrieve(transmission_image: np.ndarray, paganin, pixel_size_nm: float, *,

@@ -64,6 +64,9 @@ class Projections:
         Where they were read from (for provenance).
     flat_drift, dark_drift : Drift or None
         Flats/darks taken before and after the projections (NXtomo), for ``ReconstructOptions(drift=True)``.
+    opener : dict or None
+        The keyword arguments of :func:`open_projections` that opened them (set by it): a worker process opens
+        its own copy with them (:func:`reopen`) instead of receiving the data.
     """
 
     data: Any
@@ -75,6 +78,7 @@ class Projections:
     source: str = ""
     flat_drift: Drift | None = None
     dark_drift: Drift | None = None
+    opener: dict | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -245,11 +249,17 @@ def read_tiff_projections(projections, *, flats=None, darks=None, angles=None, a
 
 def open_projections(path, *, flats=None, darks=None, angles=None, angle_range_deg: float = 180.0,
                      pixel_size_nm: float | None = None, data_path: str | None = None) -> Projections:
-    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``) or TIFF (stack or slice folder), by the path.
+    """NXtomo (``.nxs``, ``.h5``, ``.hdf5``), ESRF EDF (``.edf`` files, a glob or a folder of them) or TIFF
+    (stack or slice folder), by the path.
 
     NXtomo files carry their flats, darks and angles (``image_key``, ``rotation_angle``): giving them again is
     refused.  ``pixel_size_nm`` overrides the file's.
     """
+    from .edf import is_edf, read_edf_projections
+
+    opener = {"path": str(path), "flats": flats, "darks": darks, "angles": angles, "angle_range_deg": angle_range_deg,
+              "pixel_size_nm": pixel_size_nm, "data_path": data_path}
+    opener = {k: (str(v) if isinstance(v, Path) else v) for k, v in opener.items()}
     suffix = Path(path).suffix.lower()
     if suffix in (".nxs", ".h5", ".hdf5", ".hdf", ".nx"):
         given = [name for name, v in (("flats", flats), ("darks", darks), ("angles", angles)) if v is not None]
@@ -259,6 +269,21 @@ def open_projections(path, *, flats=None, darks=None, angles=None, angle_range_d
         proj = read_nxtomo(path, data_path=data_path)
         if pixel_size_nm is not None:
             proj = dataclasses.replace(proj, pixel_size_nm=float(pixel_size_nm))
-        return proj
-    return read_tiff_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
-                                 pixel_size_nm=pixel_size_nm)
+    elif is_edf(path):
+        proj = read_edf_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
+                                    pixel_size_nm=pixel_size_nm)
+    else:
+        proj = read_tiff_projections(path, flats=flats, darks=darks, angles=angles, angle_range_deg=angle_range_deg,
+                                     pixel_size_nm=pixel_size_nm)
+    return dataclasses.replace(proj, opener=opener)
+
+
+def portable(proj: Projections):
+    """What a slab task in another process receives: the opener (reopened there by :func:`reopen`), or the
+    projections themselves when they were not read by :func:`open_projections` (in-memory arrays)."""
+    return dict(proj.opener) if proj.opener is not None else proj
+
+
+def reopen(spec) -> Projections:
+    """The projections of :func:`portable`'s ``spec`` (opened again from the files, or ``spec`` itself)."""
+    return open_projections(**spec) if isinstance(spec, dict) else spec

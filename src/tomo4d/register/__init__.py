@@ -1,4 +1,5 @@
-"""Registration: deformation functions (Phi algebra), global and multimodal registration.
+"""Registration: deformation functions (Phi algebra), global and multimodal registration (same grid:
+:func:`register_multimodal`; different resolutions, rigid with uncertainties: :func:`register_modalities`).
 
 See :mod:`tomo4d.register.phi` for the Phi convention: a 4x4 homogeneous matrix
 in (z, y, x) order acting about a stated centre, ``x' = F (x - c) + c + t``.
@@ -12,8 +13,10 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "Registration": "_global", "register": "_global",
-    "register_multimodal": "multimodal",
+    "Registration": "_global", "register": "_global", "LEVEL_BYTES_PER_VOXEL": "_global",
+    "APPLY_BYTES_PER_VOXEL": "_outofcore",
+    "register_multimodal": "multimodal", "apply_phi_slab": "_outofcore",
+    "register_modalities": "modalities", "ModalityRegistration": "modalities",
     "PhiParts": "phi", "apply_phi": "phi", "apply_phi_to_points": "phi", "compose_phi": "phi", "decompose_phi": "phi",
     "identity_phi": "phi", "invert_phi": "phi", "make_phi": "phi", "recentre_phi": "phi", "rotation_matrix": "phi",
     "rotation_vector_deg": "phi",

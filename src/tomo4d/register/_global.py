@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,9 +13,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .._chunks import budget_bytes
 from .._threads import resolve_threads
 from .._validate import (
     as_image,
+    as_lazy_image,
+    as_lazy_mask,
     as_mask,
     check_int,
     check_number,
@@ -232,20 +236,25 @@ def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool, slabs:
         raise InputError(f"only {n} voxels to register at this level; enlarge the mask or the volume")
     moments = np.empty((fixed.shape[0], 3, 3, 4, 4))
     slabs(_kernels.hessian_moments, fixed.shape[0], fixed, sel, moments)
-    hess = _hessian(moments.sum(axis=0))
+    hinv = hessian_inverse(moments.sum(axis=0), rigid)
+    vals = fixed[sel]
+    return sel, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
+
+
+def hessian_inverse(moments: np.ndarray, rigid: bool) -> np.ndarray:
+    """Inverse Gauss-Newton matrix (12x12, or 6x6 rigid) from the summed moments (3, 3, 4, 4) of the kernel."""
+    hess = _hessian(moments)
     if rigid:
         basis = _rigid_basis()
         hess = basis.T @ hess @ basis
     try:
         hinv = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
-        raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
-                         "give a textured region or a larger mask") from None
+        hinv = np.full_like(hess, np.nan)
     if not np.all(np.isfinite(hinv)):
         raise InputError("the fixed volume has no texture in the mask (singular Hessian); "
                          "give a textured region or a larger mask")
-    vals = fixed[sel]
-    return sel, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
+    return hinv
 
 
 def _grey_fit(s: np.ndarray, photometric: bool) -> tuple[float, float, float]:
@@ -272,7 +281,6 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
     c = (shape - 1.0) / 2.0
     fixed = np.ascontiguousarray(fixed, dtype=np.float32)
     sel, hinv, shift, t_std = _level_setup(fixed, mask, rigid, slabs)
-    basis = _rigid_basis() if rigid else None
     if order > 1:
         coeffs = ndimage.spline_filter(moving, order=order, output=np.float32, mode="mirror")
     else:
@@ -291,28 +299,51 @@ def _gn_level(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray | None, ph
         if s[0] < 64:
             log.warning("registration moved the volume out of the field of view; stopping")
             break
-        gain, off_grey, ss = _grey_fit(s, photometric)
-        resid = float(np.sqrt(ss / s[0]) / t_std)
-        jtw, jtt, jt1 = _unpack(s)
-        grad = (jtw - off_grey * jt1) / gain - jtt
-        dp = hinv @ (grad if basis is None else basis.T @ grad)
-        inc = _increment_matrix(dp, rigid)
-        phi = phi @ np.linalg.inv(inc)
-        if rigid:
-            rot, _ = polar_decomposition(phi[:3, :3])
-            phi[:3, :3] = rot
-        dnorm = float(np.linalg.norm(inc[:3, 3]) + radius * np.abs(inc[:3, :3] - np.eye(3)).max())
-        if not np.isfinite(dnorm):
-            raise InputError("registration diverged (non-finite update); check the inputs overlap "
-                             "or give phi0")
-        # converged: the update is below the tolerance, or the updates contract fast enough that all the
-        # later ones together (geometric series of the observed ratio) are predicted to be below it
-        ratio = dnorm / prev if 0.0 < prev < float("inf") else 1.0
-        if dnorm < tolerance_px or (ratio < 0.5 and dnorm * ratio / (1.0 - ratio) < tolerance_px):
+        phi, resid, dnorm = gn_update(phi, s, hinv, rigid=rigid, photometric=photometric, t_std=t_std,
+                                      radius=radius)
+        if is_converged(dnorm, prev, tolerance_px):
             converged = True
             break
         prev = dnorm
     return phi, converged, it, resid, dnorm
+
+
+def gn_update(phi: np.ndarray, s: np.ndarray, hinv: np.ndarray, *, rigid: bool, photometric: bool, t_std: float,
+              radius: float) -> tuple[np.ndarray, float, float]:
+    """One inverse-compositional update of ``phi`` from the summed kernel output ``s`` (``N_SUMS``): the new Phi,
+    the relative residual before it and the size of the update (px)."""
+    gain, off_grey, ss = _grey_fit(s, photometric)
+    resid = float(np.sqrt(ss / s[0]) / t_std)
+    jtw, jtt, jt1 = _unpack(s)
+    grad = (jtw - off_grey * jt1) / gain - jtt
+    dp = hinv @ (grad if not rigid else _rigid_basis().T @ grad)
+    inc = _increment_matrix(dp, rigid)
+    phi = phi @ np.linalg.inv(inc)
+    if rigid:
+        rot, _ = polar_decomposition(phi[:3, :3])
+        phi[:3, :3] = rot
+    dnorm = float(np.linalg.norm(inc[:3, 3]) + radius * np.abs(inc[:3, :3] - np.eye(3)).max())
+    if not np.isfinite(dnorm):
+        raise InputError("registration diverged (non-finite update); check the inputs overlap "
+                         "or give phi0")
+    return phi, resid, dnorm
+
+
+def is_converged(dnorm: float, prev: float, tolerance_px: float) -> bool:
+    """The update is below the tolerance, or the updates contract fast enough that all the later ones together
+    (geometric series of the observed ratio) are predicted to be below it."""
+    ratio = dnorm / prev if 0.0 < prev < float("inf") else 1.0
+    return dnorm < tolerance_px or (ratio < 0.5 and dnorm * ratio / (1.0 - ratio) < tolerance_px)
+
+
+LEVEL_BYTES_PER_VOXEL = 20.0
+"""Working memory of an in-memory level per voxel: fixed, moving, spline coefficients (float32), selection, mask
+and the binning temporaries (``register(chunk_budget_mb=...)`` streams above it)."""
+
+
+def _shape(obj) -> tuple[int, ...]:
+    data = obj.data if hasattr(obj, "voxel_size_nm") and hasattr(obj, "data") else obj
+    return tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
 
 
 MIN_VOXELS_PER_AXIS = 8
@@ -325,7 +356,7 @@ COARSE_TOLERANCE_PX = 0.02
 def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binning: Sequence[int] = (4, 2, 1),
              order: int = 3, max_iterations: int = 50, tolerance_px: float = 1e-3, margin_px: int = 1,
              photometric: bool = True, progress: Callable[[int, int], None] | None = None,
-             threads: int | None = None) -> Registration:
+             threads: int | None = None, chunk_budget_mb: float | None = None) -> Registration:
     """Register ``moving`` onto ``fixed`` with one affine (or rigid) Phi.
 
     Minimises ``sum_x (moving(phi(x)) - fixed(x))^2`` over the fixed voxels
@@ -371,6 +402,14 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     threads : int, optional
         Threads of the compiled kernels (slabs of z slices on a thread pool of this call; no global
         thread setting is changed).  None: the ``tomo4d.threads`` setting, else the CPUs this process may use (affinity, cgroup quota).
+    chunk_budget_mb : float, optional
+        Memory budget (MiB).  None: both volumes are loaded whole (lazy ones included).  Given, and the
+        volumes' working set (20 bytes per voxel) exceeds it: out of core (:mod:`tomo4d.register._outofcore`),
+        lazy inputs (dask, :func:`tomo4d.io.open_volume`) read slab by slab or box by box.  Each level whose
+        binned pair fits the budget is binned by streaming and registered whole (identical to in memory);
+        coarser factors (x2) are put in front until one fits; a level that does not fit runs on sub-boxes
+        spread over the volume (mask), as many as fit the budget (the sampled voxels' normal equations;
+        ``Registration.extra["out_of_core"]`` lists each level's route).
 
     Returns
     -------
@@ -378,10 +417,12 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         ``phi`` maps fixed to moving coordinates: ``apply_phi(moving, reg.phi)``
         reproduces ``fixed``.
     """
-    f = as_image(fixed, name="fixed")
-    m = as_image(moving, name="moving")
+    budget = None if chunk_budget_mb is None else budget_bytes(chunk_budget_mb)
+    streamed = budget is not None and math.prod(_shape(fixed)) * LEVEL_BYTES_PER_VOXEL > budget
+    f = (as_lazy_image if streamed else as_image)(fixed, name="fixed")
+    m = (as_lazy_image if streamed else as_image)(moving, name="moving")
     check_same_shape(f, m)
-    msk = as_mask(mask, f.shape)
+    msk = as_lazy_mask(mask, f.shape) if streamed else as_mask(mask, f.shape)
     if rigid not in (True, False):
         raise InputError(f"rigid={show(rigid)} must be True or False")
     if isinstance(binning, (str, bytes)) or not hasattr(binning, "__iter__"):
@@ -412,10 +453,14 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         phi[:3, :3] = rot
     n_threads = resolve_threads(None if threads is None else check_int("threads", threads, minimum=1))
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    kw = dict(rigid=rigid, order=order, max_iterations=max_iterations, tolerance_px=tolerance_px,
+              margin_px=margin_px, photometric=photometric, progress=progress, pool=pool, n_threads=n_threads)
     try:
-        return _register_levels(f, m, msk, phi, levels, rigid=rigid, order=order, max_iterations=max_iterations,
-                                tolerance_px=tolerance_px, margin_px=margin_px, photometric=photometric,
-                                progress=progress, pool=pool, n_threads=n_threads)
+        if streamed:
+            from ._outofcore import register_levels
+
+            return register_levels(f, m, msk, phi, levels, budget=budget, **kw)
+        return _register_levels(f, m, msk, phi, levels, **kw)
     finally:
         if pool is not None:
             pool.shutdown()
