@@ -18,6 +18,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test,reconstruct]"
+	$(BIN)/python -m tomo4d._warmup  # compile the numba kernels once per install (issue 20)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,13 @@ process: run 1 compiles (fresh install), the later ones load the cache.  Each st
 its process: ``first`` (import + cache load or compilation + run) and ``again`` (the run alone); the
 "extra" of a stage is first - again.  Wall and CPU seconds are printed separately.
 
-    .venv/bin/python benchmarks/bench_cold_start.py [--runs 3] [--workdir /tmp/tomo4d_cold]
+``--warmup`` runs ``python -m tomo4d._warmup`` (what ``make install`` runs) once after the install, timed,
+before the runs: run 1 then shows the first use of a warmed-up install.  ``--as-nobody`` runs the warm-up
+and the runs as user ``nobody`` (``setpriv``), for whom the installed package is read-only: numba then caches
+in its user-wide folder under the (writable) empty ``HOME``, the case of a system-wide install.
+
+    .venv/bin/python benchmarks/bench_cold_start.py [--runs 3] [--workdir /tmp/tomo4d_cold] [--warmup]
+        [--as-nobody]
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import site
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CHILD = r'''
@@ -83,6 +91,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/tomo4d_cold")
+    ap.add_argument("--warmup", action="store_true", help="run python -m tomo4d._warmup once before the runs")
+    ap.add_argument("--as-nobody", action="store_true", help="warm-up and runs as user nobody (read-only install)")
     a = ap.parse_args(argv)
     work = Path(a.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -92,15 +102,28 @@ def main(argv=None):
     (work / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "PYTHONPATH"))}
     env.update(HOME=str(work / "home"), OMP_NUM_THREADS="1")
+    user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if a.as_nobody else []
+    if a.as_nobody:
+        os.chown(work / "home", 65534, 65534)
+        os.chmod(work, 0o755)
+    if a.warmup:
+        w, c = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([*user, str(py), "-m", "tomo4d._warmup"], env=env, check=True, cwd=str(work))
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(f"warm-up (python -m tomo4d._warmup{', as nobody' if user else ''}): "
+              f"{time.perf_counter() - w:.1f} s wall, {c1.ru_utime + c1.ru_stime - c.ru_utime - c.ru_stime:.1f} s CPU",
+              flush=True)
+    where = sorted({str(p.parent.relative_to(work)) for p in work.rglob("*.nbi")})
+    print(f"numba cache index folders: {', '.join(where[:6]) or 'none yet'}", flush=True)
     for i in range(a.runs):
-        proc = subprocess.run([str(py), str(work / "child.py")], env=env, capture_output=True, text=True,
+        proc = subprocess.run([*user, str(py), str(work / "child.py")], env=env, capture_output=True, text=True,
                               cwd=str(work))
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])
         d = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(d), flush=True)
         stages = list(dict.fromkeys(k.split()[0] for k in d))
-        label = "fresh install (compiles)" if i == 0 else "cached"
+        label = ("after warm-up" if a.warmup else "fresh install (compiles)") if i == 0 else "cached"
         extra_w = sum(d[f"{s} first"][0] - d[f"{s} again"][0] for s in stages)
         extra_c = sum(d[f"{s} first"][1] - d[f"{s} again"][1] for s in stages)
         cells = "  ".join(f"{s} {d[f'{s} first'][0] - d[f'{s} again'][0]:.1f}/{d[f'{s} first'][1] - d[f'{s} again'][1]:.1f}"

@@ -53,6 +53,28 @@ def iter_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
         yield start, to_numpy(array[start:stop])
 
 
+def prefetched_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`iter_slabs`, the next slab read on a helper thread while the caller works on this one.
+
+    For writers: decoding (reading) the next slab overlaps compressing and writing the current one; at most
+    two slabs are in memory.  An error while reading is raised where that slab is asked for.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = list(slab_bounds(array.shape[0], step))
+    if len(bounds) < 2:
+        yield from iter_slabs(array, step)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tomo4d-read") as pool:
+        nxt = pool.submit(lambda b: to_numpy(array[b[0]:b[1]]), bounds[0])
+        for k, (start, _) in enumerate(bounds):
+            slab = nxt.result()
+            if k + 1 < len(bounds):
+                nxt = pool.submit(lambda b: to_numpy(array[b[0]:b[1]]), bounds[k + 1])
+            yield start, slab
+            del slab
+
+
 def slab_depth(shape, itemsize: int, *, target_bytes: int = 64 * 2**20, multiple: int = 1) -> int:
     """Number of z-slices whose bytes are close to ``target_bytes`` (a multiple of ``multiple``)."""
     per_slice = max(int(np.prod(shape[1:], dtype=np.int64)) * int(itemsize), 1)

@@ -94,3 +94,35 @@ def test_particle_class_list_is_checked(phantom_dir):
     p.write_text(p.read_text().split("truth:")[0] + "particles: {particle_class: [2, 2]}\n")
     with pytest.raises(InputError, match="particle_class"):
         load_experiment(p)
+
+
+def test_t0_features_are_computed_once_with_the_same_labels(phantom_dir, tmp_path, monkeypatch):
+    """The segment stage trains on T0 and predicts it from one feature stack (issue 20): every voxel of every
+    step is featurised once; the labels equal those of the two-pass route (training slabs, then prediction)."""
+    import numpy as np
+
+    from tomo4d.io import open_volume
+    from tomo4d.pipeline import stages_segment
+    from tomo4d.segment import features
+
+    exp = _write(phantom_dir, "seg_once.yaml", "truth/labels_hq_T0.tif")
+    voxels: list[int] = []
+    compute = features._compute
+
+    def counting(block, spec, out, crop):
+        voxels.append(int(np.prod(out.shape[:3])))
+        return compute(block, spec, out, crop)
+
+    monkeypatch.setattr(features, "_compute", counting)
+    once = run_experiment(load_experiment(exp), tmp_path / "once", source=exp).out
+    shape = open_volume(once / "volumes" / "segment_T0.ome.zarr").shape
+    assert sum(voxels) == 3 * int(np.prod(shape))  # T0, T1, T2: once each
+
+    voxels.clear()
+    monkeypatch.setattr(stages_segment, "budget_mb", lambda ctx: 0.0)  # the stack "does not fit": two passes
+    twice = run_experiment(load_experiment(exp), tmp_path / "twice", source=exp).out
+    assert sum(voxels) > 3 * int(np.prod(shape))
+    for step in ("T0", "T1", "T2"):
+        a = open_volume(once / "volumes" / f"segment_{step}.ome.zarr").numpy()
+        b = open_volume(twice / "volumes" / f"segment_{step}.ome.zarr").numpy()
+        np.testing.assert_array_equal(a, b)

@@ -194,7 +194,7 @@ def test_train_on_several_images_pools_their_labels():
 
 def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeypatch):
     """One feature pass for training and prediction of the same image, the labels of the two-pass path (up to
-    float rounding of the features), the two-pass fallback above the memory budget and for a lazy image."""
+    float rounding of the features), the two-pass fallback above the memory budget, a list of images."""
     from tomo4d.segment import features as feat_mod
     from tomo4d.segment import forest as forest_mod
     from tomo4d.segment import train_and_predict
@@ -223,5 +223,8 @@ def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeyp
     _, fallback = train_and_predict(blobs.image, blob_scribbles, n_trees=8, seed=1, max_feature_bytes=1000)
     assert calls["full"] == 0 and calls["slab"] > 1
     np.testing.assert_array_equal(fallback, two_pass)
-    with pytest.raises(InputError, match="one image"):
-        train_and_predict([blobs.image], [blob_scribbles])
+    # a list (the runner's labelled steps): the first image labelled from its one feature pass
+    calls.update(full=0, slab=0)
+    _, listed = train_and_predict([blobs.image], [blob_scribbles], n_trees=8, seed=1)
+    assert calls == {"full": 1, "slab": 0}
+    np.testing.assert_array_equal(listed, labels)

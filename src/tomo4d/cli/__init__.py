@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -60,12 +61,19 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="tomo4d")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="CPU threads of every compute stage (torch, numba, BLAS, dask); default: the CPUs this process "
+                   "may use (affinity, cgroup quota). Overrides an experiment file's threads.")
 @click.pass_context
-def cli(ctx, debug, verbose):
+def cli(ctx, debug, verbose, threads):
     """tomo4d: 4D tomography of battery cells, from volumes to trustworthy numbers."""
+    from .._threads import compute_threads
+
     level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "threads": threads}
+    if threads is not None:  # without: the stages resolve their own default (tomo4d._threads.resolve_threads)
+        ctx.with_resource(compute_threads(threads))
 
 
 def main(argv=None) -> int:
@@ -74,11 +82,23 @@ def main(argv=None) -> int:
     Ctrl-C and SIGTERM always end the command with 130 (143), even where a library
     swallowed the KeyboardInterrupt (see :mod:`tomo4d._interrupt`); an output being
     written is then discarded, never published half-written.
+
+    OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless the environment says otherwise; read
+    when torch or numba load their OpenMP runtime, in the command): on a shared machine a spinning
+    OpenMP thread whose peer is descheduled made a torch U-Net iteration ~14x slower on 2 threads
+    (benchmarks/bench_threads.py).  The environment is restored when the command ends.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    with handling_interrupts():
-        status = _run(args, debug="--debug" in args)
-        interrupted = exit_status()
+    policy_set = "OMP_WAIT_POLICY" not in os.environ
+    if policy_set:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        with handling_interrupts():
+            status = _run(args, debug="--debug" in args)
+            interrupted = exit_status()
+    finally:
+        if policy_set:
+            os.environ.pop("OMP_WAIT_POLICY", None)
     if interrupted is not None and status != interrupted:
         click.echo("tomo4d: interrupted", err=True)
         return interrupted

@@ -51,7 +51,7 @@ def segment():
 @click.option("--trees", default=32, show_default=True, help="rf: number of trees.")
 @click.option("--iterations", default=None, type=int, help="unet: training steps.")
 @click.option("--small", is_flag=True, help="unet: small CPU configuration (8 filters, depth 2).")
-@click.option("--threads", default=None, type=int, help="unet: torch CPU threads.")
+@click.option("--threads", default=None, type=int, help="unet: torch CPU threads (overrides the global tomo4d --threads).")
 @voxel_size_option
 @click.option("--seed", default=0, show_default=True)
 @map_option

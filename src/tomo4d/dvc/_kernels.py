@@ -17,13 +17,11 @@ the constant reference one).
 
 from __future__ import annotations
 
-import ctypes
-
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .._kernels import mirror_index as _mirror
+from .._threads import numba_threads
 from .field import NodeStatus
 
 # the status codes the kernel writes: NodeStatus values, as plain ints frozen into the compiled code
@@ -364,34 +362,16 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
 def solve(problem, state, selection) -> None:
     """Backend entry point: solve the ``selection`` (N,) bool of ``problem`` into ``state`` (in place).
 
-    Runs on ``problem.options.threads`` numba threads (default all) and restores the caller's
+    Runs on ``problem.options.threads`` numba threads (default: ``tomo4d.threads`` / the CPUs this
+    process may use, see :func:`tomo4d._threads.resolve_threads`) and restores the caller's
     thread count afterwards.
     """
     o = problem.options
-    omp = _openmp()                     # read first: numba's first thread call initialises its pool
-    omp_before = omp.omp_get_max_threads() if omp is not None else None
-    before = numba.get_num_threads()
-    top = numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(top if o.threads is None else max(1, min(int(o.threads), top)))
-    try:
+    with numba_threads(o.threads):
         solve_nodes(problem.reference, problem.gradient, problem.mask, problem.deformed, problem.coefficients,
                     int(o.order), float(o.switch_px), problem.positions, problem.half_window, state.phis,
                     np.ascontiguousarray(selection, np.bool_), int(o.max_iterations), float(o.tolerance_px),
                     problem.max_displacement_px, float(o.out_of_view_fraction), o.grey_model == "znssd",
                     state.status, state.iterations,
                     state.residual, state.delta, state.out_of_view)
-    finally:
-        numba.set_num_threads(before)
-        if omp is not None and omp.omp_get_max_threads() != omp_before:
-            omp.omp_set_num_threads(omp_before)
 
-
-def _openmp():
-    """The GNU OpenMP runtime, or None.  Numba's ``omp`` threading layer sets the calling thread's
-    OpenMP thread count on every parallel launch, and torch (same ``libgomp.so.1``) reads it: without
-    restoring it, a DVC call would leave torch running on numba's thread count."""
-
-    try:
-        return ctypes.CDLL("libgomp.so.1")
-    except OSError:                                         # not Linux/GCC: nothing shared to restore
-        return None

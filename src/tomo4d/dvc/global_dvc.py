@@ -97,7 +97,8 @@ class GlobalOptions:
         A node whose support has less than this fraction of voxels inside the mask is
         ``OUTSIDE_MASK`` (its value is only the regularisation's interpolation).
     threads : int, optional
-        torch CPU threads during the call (restored afterwards); default: torch's.
+        torch CPU threads during the call (restored afterwards); default: ``tomo4d.threads``, else the
+        CPUs this process may use.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); checked against the
         torch build and the GPUs present when the correlation runs (``tomo4d._validate.check_device``).

@@ -87,7 +87,8 @@ class CorrelationOptions:
         Torch device, only with the torch backend (checked when the
         correlation starts, so that building options never imports torch).
     threads : int, optional
-        Numba threads for the call (default all; restored afterwards).
+        Numba threads for the call (default: ``tomo4d.threads``, else the CPUs this process may use;
+        restored afterwards).
     chunk_budget_mb : float
         Working memory of one batch of nodes, MiB (> 0): the node grid is cut into
         blocks whose box of the volumes (windows, their images, search and

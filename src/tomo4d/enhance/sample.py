@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._array import as_float32
-from .._threads import torch_threads
+from .._threads import resolve_threads, torch_threaded, torch_threads
 from .._validate import check_finite, check_finite_chunk, check_int, check_number, show
 from ..errors import InputError
 from ..io import lazy_from_slices
@@ -267,6 +267,7 @@ def restore_slices(model, lq_up_norm: np.ndarray, *, steps: int, seed: int = 0, 
     return np.ascontiguousarray(x[:, py0:py0 + Y, px0:px0 + X])
 
 
+@torch_threaded
 def enhance_slices(model, lq_slices, *, steps: int | None = None, seed: int = 0, slice_ids=None,
                    tile: int = 512, overlap: int = 64, batch: int = 4, rule: str | None = None,
                    consistency: bool = False, precision: str | None = None) -> np.ndarray:
@@ -325,9 +326,7 @@ class _SliceEngine:
         # each OS thread: the dask worker threads computing the slices may carry another count than the
         # caller.  Every slice runs on the caller's count, so the output does not depend on which worker
         # computes it (bitwise reproducible in the seed).
-        import torch
-
-        self.threads = torch.get_num_threads()
+        self.threads = resolve_threads(None)    # tomo4d.threads / --threads, else the CPUs this process may use
 
     def get(self, ks: list[int]) -> list[np.ndarray]:
         with self.lock:

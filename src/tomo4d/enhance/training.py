@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._figure import figure_png
-from .._threads import torch_seeded
+from .._threads import torch_seeded, torch_threaded
 from .._validate import check_device, check_finite, check_path, show
 from .._version import __version__
 from ..errors import FormatError, InputError, OverwriteError
@@ -539,6 +539,7 @@ def train(lq, hq, out_dir, *, config: TrainConfig | None = None, register: bool 
                          device=device, progress=progress, provenance=provenance)
 
 
+@torch_threaded  # tomo4d.threads / --threads / the CPUs this process may use; restored after
 def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dtype: str, resume: bool = True,
                   overwrite: bool = False, device: str | None = None,
                   progress: Callable[[int, int], None] | None = None, provenance: dict | None = None) -> TrainResult:

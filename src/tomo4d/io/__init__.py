@@ -280,8 +280,19 @@ def volume_info(path, *, dataset: str | None = None, n_sample_slices: int = 8, *
 def convert(src, dst, *, voxel_size_nm=None, dataset: str | None = None, out_dataset: str | None = None,
             compression: str | None = None, overwrite: bool = False, levels: int = 1, progress=None,
             **open_kw) -> Path:
-    """Stream ``src`` into ``dst`` (any supported formats), chunk by chunk."""
-    vol = open_volume(src, voxel_size_nm=voxel_size_nm, dataset=dataset, **open_kw)
+    """Stream ``src`` into ``dst`` (any supported formats), chunk by chunk.
+
+    A slice folder is streamed without dask: slabs of slices are decoded straight into one buffer each and
+    the next slab is read while the previous one is compressed and written (:func:`read_slice_folder`
+    ``stream=True``; the writers take any array-like that slices into numpy).
+    """
+    p = Path(check_path("src", src))
+    if not open_kw and dataset is None and p.is_dir() and detect_format(p) == "slices":
+        from .slices import read_slice_folder
+
+        vol = read_slice_folder(p, voxel_size_nm=voxel_size_nm, stream=True)
+    else:
+        vol = open_volume(src, voxel_size_nm=voxel_size_nm, dataset=dataset, **open_kw)
     vol = vol.with_metadata(provenance=vol.metadata.provenance + (f"converted from {os.fspath(src)}",))
     return save_volume(vol, dst, dataset=out_dataset, compression=compression, overwrite=overwrite,
                        levels=levels, progress=progress)

@@ -14,7 +14,7 @@ from .._validate import show
 from ..errors import FormatError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, file_token, read_sidecar, write_sidecar
-from ._lazy import lazy_from_slices
+from ._lazy import ZSliceArray, lazy_from_slices
 from .tiff import _tifffile_errors, checked_series, tiff_voxel_size_nm
 
 SUFFIXES = (".tif", ".tiff")
@@ -32,21 +32,27 @@ def list_slices(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream: bool = False) -> Volume:
     """Open a folder of 2D TIFF slices (natural sort order) as a lazy volume.
 
-    The voxel size comes from the folder's ``tomo4d.json``, else the first slice's tags.
+    The voxel size comes from the folder's ``tomo4d.json``, else the first slice's tags.  The first slice
+    is checked in full (:func:`~tomo4d.io.tiff.checked_series`: every page inside the file); every other
+    slice's first page must have the same shape and dtype and its image data must lie inside the file
+    (a slice damaged otherwise is named when it is decoded).
 
     Parameters
     ----------
     folder : Path
     voxel_size_nm, chunks
         As for :func:`tomo4d.io.open_volume`.
+    stream : bool
+        Data as a :class:`~tomo4d.io._lazy.ZSliceArray` (slabs of z-slices read on indexing) instead of
+        dask: for one streaming pass (:func:`tomo4d.io.convert`) without importing dask.
 
     Returns
     -------
     Volume
-        The slices, lazily (dask), axes ``(z, y, x)``.
+        The slices, lazily (dask, or a ZSliceArray with ``stream``), axes ``(z, y, x)``.
 
     Raises
     ------
@@ -61,7 +67,7 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
     for i, f in enumerate(files):
         try:
             with _tifffile_errors(f) as log, tifffile.TiffFile(f) as tif:
-                s = checked_series(tif, f, log)
+                s = checked_series(tif, f, log) if i == 0 else _first_page(tif, f)
                 if s is None:
                     raise FormatError(f"slice {str(f)!r} contains no image data; remove or replace it")
                 shp = tuple(d for d in s.shape if d != 1)
@@ -107,8 +113,21 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto") -> Vol
                 ) from None
         return out
 
-    data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
+    if stream:
+        data = ZSliceArray(read, shape, dtype)
+    else:
+        data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
     return volume_from_header(data, header, source=folder, voxel_size_nm=voxel_size_nm)
+
+
+def _first_page(tif, path: Path):
+    """The first page of a slice after the first (shape, dtype), its image data checked to lie in the file."""
+    page = tif.pages.first
+    size = int(tif.filehandle.size)
+    if page.dtype is None or any(int(o) + int(c) > size for o, c in zip(page.dataoffsets, page.databytecounts)):
+        raise FormatError(f"slice {str(path)!r} is truncated or damaged (its image data run past the end of the "
+                          "file); re-copy or re-export it, or remove it from the folder")
+    return page
 
 
 def write_slice_folder(volume: Volume, tmp: Path, *, compression: str = "none", progress=None,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._array import iter_slabs
+from .._array import prefetched_slabs
 from ..errors import FormatError, InputError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, parse_header, require_3d, storage_chunks, unit_to_nm
@@ -243,7 +243,7 @@ def _write_level(root, name: str, data, compression: str, progress):
     arr = root.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
                             compressors=_codecs(compression), fill_value=0,
                             dimension_names=("z", "y", "x"))
-    for z0, slab in iter_slabs(data, chunks[0]):
+    for z0, slab in prefetched_slabs(data, chunks[0]):
         arr[z0:z0 + len(slab)] = slab
         if progress is not None:
             progress(z0 + len(slab), shape[0])

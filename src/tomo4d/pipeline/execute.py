@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._threads import compute_threads, current_threads
 from ..errors import InputError
 from .fingerprint import fingerprint
 from .inputs import resolve_inputs
@@ -323,11 +324,12 @@ def run_experiment(exp, out, *, overwrite: bool = False, source=None, progress=N
     outside = [f for f in inp.files() if not (inp.series_reconstructed and f in inp.series)]
     out = claim_run_folder(out, overwrite=overwrite, inputs=[*outside, *([source] if source else [])])
     say = _RunLog(out / "log.txt", progress)
-    with _locked(out), _local_dask(client):
+    threads = current_threads() or exp.threads  # tomo4d --threads / tomo4d.threads(n) over the file's threads
+    with _locked(out), _local_dask(client), compute_threads(threads) as n_threads:
         first = None
         if inp.series_reconstructed:  # the series are reconstructed first; the stages after read them as files
             first, inp = _reconstruct_series(exp, inp, out, say, client)
-        say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted")
+        say(f"run of {exp.name!r}: {inp.n_steps} steps, inputs fingerprinted, {n_threads} CPU thread(s)")
         fps = _fingerprints(inp)
         keys = stage_keys(exp, inp, fps)
         if first is not None:

@@ -144,6 +144,10 @@ class Experiment(StrictModel):
         "Working memory of one chunk, MiB: the segment, quantify and particles stages stream a volume slab by slab "
         "(resumable, results identical to the in-memory ones) when its working set exceeds this (out of core). "
         "Not in the cache keys: it changes memory, not results."))
+    threads: int | None = Field(None, ge=1, description=(
+        "CPU threads of every compute stage (torch, numba, BLAS, dask's local scheduler), restored after the run; "
+        "default: the CPUs this process may use (affinity mask, cgroup quota). tomo4d --threads N (or a "
+        "tomo4d.threads(N) block around run_experiment) overrides it. Not in the cache keys: it changes speed."))
     base_dir: str = Field("", exclude=True, description="Folder that relative paths refer to (set on loading).")
 
     @model_validator(mode="after")

@@ -94,17 +94,25 @@ def _image(ctx, step: int):
 
 
 def _train(ctx):
-    """The pixel classifier trained on every labelled step (``segment.labels`` / ``label_steps``), pooled."""
-    from ..segment import FeatureSpec, train_pixel_classifier
+    """(model, labels of T0 or None): the pixel classifier trained on every labelled step (``segment.labels`` /
+    ``label_steps``), pooled.  When T0 is the first labelled step and its whole feature stack fits ``chunk_budget_mb``, T0's
+    features are computed once for the training and its prediction (:func:`tomo4d.segment.train_and_predict`);
+    else the labelled slabs are read for the training and T0 is predicted afterwards (labels None)."""
+    from ..segment import FeatureSpec, train_and_predict, train_pixel_classifier
 
     sec = ctx.experiment.segment
-    images, labels = [], []
-    for step, path in ctx.inputs.segment_labels:
-        images.append(_image(ctx, step))
-        labels.append(_training_labels(ctx, path)[0])
-    return train_pixel_classifier(images if len(images) > 1 else images[0], labels if len(labels) > 1 else labels[0],
-                                  features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
-                                  n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
+    pairs = ctx.inputs.segment_labels
+    images = [_image(ctx, step) for step, _ in pairs]
+    labels = [_training_labels(ctx, path)[0] for _, path in pairs]
+    opts = dict(features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim), n_trees=sec.n_trees,
+                max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
+    one = len(images) == 1
+    if pairs[0][0] == 0:
+        budget = budget_mb(ctx) * 2**20 - images[0].data.size * 4  # the stack besides the float32 image
+        if budget > 0:
+            return train_and_predict(images[0] if one else images, labels[0] if one else labels,
+                                     max_feature_bytes=int(budget), **opts)
+    return train_pixel_classifier(images[0] if one else images, labels[0] if one else labels, **opts), None
 
 
 def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
@@ -130,16 +138,17 @@ def _segment_step(ctx, step, previous):
     from ..segment import PixelClassifier, predict_labels
 
     sec = ctx.experiment.segment
-    model = _train(ctx) if step == 0 else PixelClassifier.load(ctx.out / MODEL)
+    model, pred = _train(ctx) if step == 0 else (PixelClassifier.load(ctx.out / MODEL), None)
     offset, region = (1 if sec.slices is not None else 0), None
     labelled = dict(ctx.inputs.segment_labels)
     if step in labelled:  # score only the voxels not used for training
         region = _training_labels(ctx, labelled[step])[2]
     image = _image(ctx, step)
     classes = [c - offset for c in model.classes]
-    if streams(ctx, image.shape, model.bytes_per_slice(*image.shape[1:]) / (image.shape[1] * image.shape[2])):
-        return _segment_streamed(ctx, step, model, image, offset, classes, region)
-    pred = predict_labels(model, image)
+    if pred is None:
+        if streams(ctx, image.shape, model.bytes_per_slice(*image.shape[1:]) / (image.shape[1] * image.shape[2])):
+            return _segment_streamed(ctx, step, model, image, offset, classes, region)
+        pred = predict_labels(model, image)
     pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
     return SegmentStep(labels=pred, classes=_class_table(ctx, step, pred, classes, region),
                        model=model if step == 0 else None)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._chunks import budget_bytes
-from .._threads import available_cpus
+from .._threads import resolve_threads
 from .._validate import (
     as_image,
     as_lazy_image,
@@ -401,7 +401,7 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
         Called after each level.
     threads : int, optional
         Threads of the compiled kernels (slabs of z slices on a thread pool of this call; no global
-        thread setting is changed).  None: the CPUs this process may use (affinity, cgroup quota).
+        thread setting is changed).  None: the ``tomo4d.threads`` setting, else the CPUs this process may use (affinity, cgroup quota).
     chunk_budget_mb : float, optional
         Memory budget (MiB).  None: both volumes are loaded whole (lazy ones included).  Given, and the
         volumes' working set (20 bytes per voxel) exceeds it: out of core (:mod:`tomo4d.register._outofcore`),
@@ -451,7 +451,7 @@ def register(fixed, moving, *, phi0=None, mask=None, rigid: bool = False, binnin
     if rigid:
         rot, _ = polar_decomposition(phi[:3, :3])
         phi[:3, :3] = rot
-    n_threads = available_cpus() if threads is None else check_int("threads", threads, minimum=1)
+    n_threads = resolve_threads(None if threads is None else check_int("threads", threads, minimum=1))
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
     kw = dict(rigid=rigid, order=order, max_iterations=max_iterations, tolerance_px=tolerance_px,
               margin_px=margin_px, photometric=photometric, progress=progress, pool=pool, n_threads=n_threads)

@@ -17,6 +17,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._threads import numba_threads
+
 
 @njit(cache=True, parallel=True, nogil=True)
 def _eig3(a00, a11, a22, a01, a02, a12, e0, e1, e2):  # pragma: no cover - compiled
@@ -78,7 +80,8 @@ def eigvalsh3(a00, a11, a22, a01, a02, a12) -> tuple[np.ndarray, np.ndarray, np.
     shape = np.shape(a00)
     comps = [np.ascontiguousarray(c, dtype=np.float32).reshape(-1) for c in (a00, a11, a22, a01, a02, a12)]
     out = [np.empty(comps[0].shape, np.float32) for _ in range(3)]
-    _eig3(*comps, *out)
+    with numba_threads(None):    # tomo4d.threads / the CPUs this process may use; restored after
+        _eig3(*comps, *out)
     return tuple(o.reshape(shape) for o in out)  # type: ignore[return-value]
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._threads import numba_threads
+
 
 @njit(cache=True, parallel=True, nogil=True)
 def forest_proba(x, left, right, feature, threshold, value, roots, out):  # pragma: no cover - compiled
@@ -41,6 +43,7 @@ def forest_proba(x, left, right, feature, threshold, value, roots, out):  # prag
 def run(x: np.ndarray, forest) -> np.ndarray:
     """Probabilities (N, C) float32 of the rows of ``x`` (N, F) float32."""
     out = np.empty((x.shape[0], forest.value.shape[1]), np.float32)
-    forest_proba(np.ascontiguousarray(x, dtype=np.float32), forest.left, forest.right, forest.feature,
-                 forest.threshold, forest.value, forest.roots, out)
+    with numba_threads(None):    # tomo4d.threads / the CPUs this process may use; restored after
+        forest_proba(np.ascontiguousarray(x, dtype=np.float32), forest.left, forest.right, forest.feature,
+                     forest.threshold, forest.value, forest.roots, out)
     return out

@@ -316,10 +316,12 @@ def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, **option
     Parameters
     ----------
     image, labels
-        As in :func:`train_pixel_classifier` (one image, not a list).
+        As in :func:`train_pixel_classifier`.  With a list (several labelled images, pooled), every voxel
+        of the first image is labelled; the others are read only around their labelled slices.
     max_feature_bytes : int
-        The whole feature stack (voxels x features x 4 bytes) is kept only up to this size; a larger (or
-        lazy) image falls back to :func:`train_pixel_classifier` then :func:`predict_labels`, slab by slab.
+        The whole feature stack of the (first) image (voxels x features x 4 bytes) is kept only up to this
+        size; a lazy (dask) image within it is read into memory.  A larger image falls back to
+        :func:`train_pixel_classifier` then :func:`predict_labels`, slab by slab.
     **options
         Keyword options of :func:`train_pixel_classifier`.
 
@@ -332,20 +334,20 @@ def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, **option
     from ._common import label_dtype
     from .features import compute_features
 
-    if isinstance(image, (list, tuple)):
-        raise InputError("train_and_predict takes one image; for a list use train_pixel_classifier")
-    data = image_array(image)
+    several = isinstance(image, (list, tuple))
+    first = image[0] if several and len(image) else image
+    data = image_array(first)
     kept: list[np.ndarray] = []
 
     def stacks_for(spec: FeatureSpec):
-        if isinstance(data, np.ndarray) and data.size * spec.n_features * 4 <= max_feature_bytes:
-            kept.append(compute_features(data, spec))
-            return kept
+        if data.size * spec.n_features * 4 <= max_feature_bytes:
+            kept.append(compute_features(np.asarray(data), spec))
+            return kept + [None] * (len(image) - 1 if several else 0)  # the others: their labelled slabs
         return None
 
     model = _train(image, labels, stacks_for=stacks_for, **options)
     if not kept:
-        return model, predict_labels(model, image)
+        return model, predict_labels(model, first)
     feats = kept.pop()
     classes = np.asarray(model.classes, dtype=label_dtype(model.classes))
     out = np.empty(data.shape, classes.dtype)
@@ -416,7 +418,7 @@ def _pairs(image, labels) -> list:
 
 def _samples(pairs, spec, progress, stacks=None):
     """Features and classes of the labelled voxels of every (image, labels) pair, pooled (taken from
-    ``stacks``, the feature stack of every image, when given)."""
+    ``stacks``, the feature stack of each image, where given and not None)."""
     xs, ys, vs0 = [], [], voxel_size_of(pairs[0][0], None)
     for k, (image, labels) in enumerate(pairs):
         key = "image" if len(pairs) == 1 else f"image[{k}]"
@@ -428,7 +430,7 @@ def _samples(pairs, spec, progress, stacks=None):
                              "training images must share the voxel size")
         lab = check_labels(labels, data.shape, name="labels" if len(pairs) == 1 else f"labels[{k}]",
                            need_classes=2 if len(pairs) == 1 else 1)[0]
-        if stacks is None:
+        if stacks is None or stacks[k] is None:
             x, y = labelled_samples(data, lab, spec, progress=progress)
         else:
             sel = lab > 0

@@ -283,7 +283,7 @@ class UNetSegmenter:
         wsum = torch.zeros((H, W), dtype=torch.float32, device=device)
         boxes = [(y0, x0) for y0 in _tile_starts(H, ty, ov) for x0 in _tile_starts(W, tx, ov)]
         src = torch.from_numpy(np.ascontiguousarray(img)).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(None):
             for b in range(0, len(boxes), batch_tiles):
                 chunk = boxes[b:b + batch_tiles]
                 x = torch.stack([src[y0:y0 + ty, x0:x0 + tx] for y0, x0 in chunk])[:, None]
@@ -423,7 +423,8 @@ def train_unet(image, labels, *, config: UNetConfig | None = None, init: UNetSeg
     time_limit_s : float, optional
         Stop early after this many seconds of training.
     threads : int, optional
-        Torch CPU threads during training (restored afterwards); default unchanged.
+        Torch CPU threads during training (restored afterwards); default: ``tomo4d.threads``, else the
+        CPUs this process may use.
     progress : callable(done, total), optional
         Called every 10 iterations.
 
