@@ -29,6 +29,15 @@ def as_wavelength(wavelength_angstrom, *, name: str = "wavelength_angstrom", min
     return w
 
 
+def as_attenuation(mu_per_cm, n_wavelength: int) -> np.ndarray:
+    """``mu_per_cm`` attenuation spectra (:func:`as_spectra`, NaN bins allowed: masked); infinite values
+    (zero transmission) refused."""
+    mu = as_spectra(mu_per_cm, n_wavelength, name="mu_per_cm", allow_nan=True)
+    if np.any(np.isinf(mu)):
+        raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
+    return mu
+
+
 def as_spectra(values, n_wavelength: int, *, name: str, allow_nan: bool = False) -> np.ndarray:
     """Spectra as float64 with the wavelength on the last axis, length ``n_wavelength``."""
     a = np.asarray(values, dtype=np.float64)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._validate import as_numbers, check_int, show
 from ..errors import FormatError, InputError
-from ._checks import as_sigma, as_spectra, as_wavelength
+from ._checks import as_attenuation, as_sigma, as_wavelength
 from .xs import AVOGADRO_PER_MOL, BARN_CM2, formula_cross_section
 
 log = logging.getLogger(__name__)
@@ -253,9 +253,7 @@ def fit_isotope_map(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li_
     IsotopeMap
     """
     w = as_wavelength(wavelength_angstrom, min_points=3)
-    mu = as_spectra(mu_per_cm, w.size, name="mu_per_cm", allow_nan=True)
-    if np.any(np.isinf(mu)):
-        raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
+    mu = as_attenuation(mu_per_cm, w.size)
     if mu.ndim < 2:
         mu = mu[None]
     if mu_sigma_per_cm is not None and np.shape(mu_sigma_per_cm) == mu.shape:  # masked bins may carry NaN sigma

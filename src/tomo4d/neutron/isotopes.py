@@ -31,7 +31,7 @@ import numpy as np
 
 from .._validate import as_numbers, show
 from ..errors import InputError
-from ._checks import as_sigma, as_spectra, as_wavelength, positive_float
+from ._checks import as_attenuation, as_sigma, as_wavelength, positive_float
 from .xs import (
     AVOGADRO_PER_MOL,
     BARN_CM2,
@@ -136,9 +136,7 @@ def fit_li6_fraction(wavelength_angstrom, mu_per_cm, mu_sigma_per_cm=None, *, li
     Li6FractionFit
     """
     w = as_wavelength(wavelength_angstrom, min_points=3)
-    mu = as_spectra(mu_per_cm, w.size, name="mu_per_cm", allow_nan=True)
-    if np.any(np.isinf(mu)):
-        raise InputError("mu_per_cm contains infinite values (zero transmission?); clip the transmission first")
+    mu = as_attenuation(mu_per_cm, w.size)
     sig = as_sigma(mu_sigma_per_cm, mu.shape, name="mu_sigma_per_cm")
     batch = mu.shape[:-1]
     c = as_numbers("li_concentration_mol_per_cm3", li_concentration_mol_per_cm3)
