@@ -4,6 +4,7 @@ by slab into its store (never held whole), equal to the in-memory run's maps and
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tomo4d.pipeline import load_experiment, run_experiment
 
@@ -18,6 +19,7 @@ def _maps(out):
     return {p.name: open_volume(p).numpy() for p in sorted((out / "volumes").glob("residual_T0_*.ome.zarr"))}
 
 
+@pytest.mark.slow  # two runs of a DVC experiment (~1 min idle, 3 min at load)
 def test_residual_maps_streamed_above_the_budget_equal_the_in_memory_maps(phantom_dir, tmp_path, monkeypatch):
     from tomo4d.pipeline import stages_residual
     from tomo4d.pipeline.stage_io import read_table_of
