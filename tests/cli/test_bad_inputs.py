@@ -82,7 +82,9 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "bad-labels": NA("--mask takes any non-zero values"),
         "out-of-range": [(["{grey}", "{grey}", "--binning", "64"], "binning"),
                          (["{grey}", "{grey}", "--multimodal", "--search", "-3"], "search"),
-                         (["{grey}", "{grey}", "--multimodal", "--fixed-psf-nm", "-5"], "fixed_psf_sigma_nm")],
+                         (["{grey}", "{grey}", "--multimodal", "--fixed-psf-nm", "-5"], "fixed_psf_sigma_nm"),
+                         (["{grey}", "{grey}", "--chunk-budget-mb", "0"], "chunk_budget_mb"),
+                         (["{grey}", "{grey}", "--multimodal", "--chunk-budget-mb", "64"], "--chunk-budget-mb")],
         "unparsable": [(["{grey}", "{grey}", "--binning", "a,b"], "--binning")],
         "corrupt-file": [(["{trunc}", "{grey}"], TRUNC)], "device": NO_DEVICE},
     ("dvc",): {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, open_array, parse_ints, progress_bar
 
@@ -32,16 +33,30 @@ from ._util import emit, json_option, open_array, parse_ints, progress_bar
 @click.option("--binning", default="4,2,1", show_default=True, help="Binning levels, coarse to fine.")
 @click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the fixed sample (non-zero = use).")
 @click.option("--search", "search_px", default=12.0, show_default=True, help="--multimodal: search range, px (of FIXED).")
+@click.option("--chunk-budget-mb", type=float, default=None,
+              help="Memory budget, MiB: volumes whose working set (20 bytes per voxel) exceeds it are read slab by "
+                   "slab and the fine levels registered on sampled boxes (out of core; not with --multimodal). "
+                   "Default: both volumes in memory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option
 def register(fixed, moving, output, rigid, multimodal, transform, fixed_voxel_nm, moving_voxel_nm, fixed_psf_nm,
-             moving_psf_nm, moving_labels, binning, mask, search_px, overwrite, as_json):
+             moving_psf_nm, moving_labels, binning, mask, search_px, chunk_budget_mb, overwrite, as_json):
     """Register MOVING onto FIXED: phi maps fixed voxel coordinates to moving ones."""
     from ..register import register as _register
     from ..register import register_multimodal
 
-    f, m = open_array(fixed), open_array(moving)
-    msk = open_array(mask, mask=True)
+    lazy = chunk_budget_mb is not None and not multimodal
+    if lazy:
+        from ..io import open_volume
+
+        f, m = open_volume(fixed), open_volume(moving)      # read slab by slab inside the budget
+        msk = None if mask is None else open_volume(mask).data > 0
+    else:
+        if chunk_budget_mb is not None:
+            raise InputError(f"--chunk-budget-mb={chunk_budget_mb} is for the affine registration; --multimodal "
+                             "registers coarse neutron-sized volumes in memory: drop --chunk-budget-mb")
+        f, m = open_array(fixed), open_array(moving)
+        msk = open_array(mask, mask=True)
     with progress_bar("registering", enabled=not as_json) as progress:
         if multimodal and transform != "mi-translation":
             reg = _modalities(f, m, msk, moving_labels, transform=transform, fixed_voxel_nm=fixed_voxel_nm,
@@ -51,7 +66,7 @@ def register(fixed, moving, output, rigid, multimodal, transform, fixed_voxel_nm
             reg = register_multimodal(f, m, search_px=search_px, mask=msk, progress=progress)
         else:
             reg = _register(f, m, rigid=rigid, binning=parse_ints(binning, name="--binning"), mask=msk,
-                            progress=progress)
+                            progress=progress, chunk_budget_mb=chunk_budget_mb)
     if output:
         reg.save(output, overwrite=overwrite, inputs=[fixed, moving])
     emit(lambda: reg.to_dict() | ({"output": output} if output else {}), as_json=as_json, text=_lines(reg, output))
