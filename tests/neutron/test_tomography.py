@@ -149,3 +149,33 @@ def test_band_choice_and_bad_inputs():
     with pytest.raises(InputError, match="one wavelength per bin"):
         reconstruct_bands(counts, np.ones((10, 2, 16)), wavelength_angstrom=np.linspace(1, 5, 9),
                           angles_deg=np.arange(4) * 45.0, pixel_size_nm=1e4)
+
+
+def test_cli_bands_from_per_angle_tiff_stacks_then_maps(scan, tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from tomo4d.cli import main
+
+    d, tp, bv = scan
+    keep = slice(0, None, 2)                                      # 24 angles: a smaller run of the same route
+    names = []
+    for i, a in enumerate(tp["counts"][keep]):
+        names.append(str(tmp_path / f"angle_{i:03d}.tif"))
+        tifffile.imwrite(names[-1], a)
+    tifffile.imwrite(tmp_path / "ob.tif", tp["open_beam"])
+    angles = ",".join(f"{v:g}" for v in tp["angles_deg"][keep])
+    out = tmp_path / "bands.npz"
+    args = ["neutron", "bands", *names, "-o", str(out), "--open-beam", str(tmp_path / "ob.tif"), "--flight-path", "10",
+            "--bin-width", f"{0.05 * 10 / 3956.034 * 1e6!r}", "--first-bin", "20", "--pixel-size", "20000",
+            "--angles", angles, "--bands", "8", "--open-beam-exposure", "4", "--json"]
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_bands"] == 8 and info["shape"] == [8, 16, 28, 28]
+    back = BandVolumes.load(out)
+    np.testing.assert_allclose(back.wavelength_angstrom[[0, -1]], [1.25, 4.4], atol=0.4)
+    assert main(["neutron", "maps", str(out), str(tmp_path / "maps.npz"), "--li-concentration", "0.0819"]) == 0
+    # bad input: one angle per stack
+    assert main([*args[:-1], "--angles", "0,1", "-o", str(tmp_path / "x.npz")]) == 2
+    assert "one angle per stack" in capsys.readouterr().err
