@@ -59,6 +59,7 @@ def test_registration_uses_the_segment_stages_labels_and_records_it(ph, tmp_path
     # neutron voxel, rotation within 3 sigma (+0.1 degree; sigma ~0.4 degree about z on a 16^3 neutron field)
     out_l, _ = _run(ph, tmp_path, "files", labels="truth/labels_lq_T*.tif")
     r_l = _row(out_l, "T1")
+    assert "label files" in (out_l / "report.html").read_text()
     assert r_l["xray_input"] == "label files" and r_l["transform"] == "rigid"
     rot_l, t_l = _errors(r_l)
     assert np.all(np.abs(t_l) < 0.25), t_l
