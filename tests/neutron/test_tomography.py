@@ -66,6 +66,10 @@ def test_band_volumes_are_attenuation_per_cm_with_calibrated_per_voxel_sigma(sca
     d, tp, bv = scan
     assert bv.mu_per_cm.shape == (N_BANDS, 16, 28, 28) and bv.mu_per_cm.dtype == np.float32
     assert abs(bv.center - tp["center"]) < 0.3          # found once on the white beam by the engine
+    # the phantom's projector conserves each slice's attenuation at every angle (voxel areas inside the strips)
+    mass = d._mu_true(0).sum(axis=(2, 3)) * tp["voxel_size_nm"] * 1e-7          # (bin, z)
+    np.testing.assert_allclose(tp["attenuation"].sum(axis=-1), np.broadcast_to(mass, tp["attenuation"].shape[:-1]),
+                               rtol=1e-4)
     # equal open-beam counts per band, contiguous bins covering the spectrum, wavelengths ascending
     spec = tp["open_beam"].sum(axis=(1, 2))
     per_band = np.array([spec[a:b].sum() for a, b in bv.bins])
