@@ -64,6 +64,20 @@ def test_registration_uses_the_segment_stages_labels_and_records_it(ph, tmp_path
     rot_l, t_l = _errors(r_l)
     assert np.all(np.abs(t_l) < 0.25), t_l
     assert np.all(np.abs(rot_l) < 3 * _rot_sigma(r_l) + 0.1), (rot_l, _rot_sigma(r_l))
+    # a known misalignment: the neutron volumes without their first x slab (the neutron field then starts one
+    # neutron voxel, 400 nm, further along x: X_xray = X_neutron + 400 nm)
+    from tomo4d.io import open_volume, save_volume
+    from tomo4d.volume import Volume
+
+    (ph / "neutron_shift").mkdir(exist_ok=True)
+    for s in ("T0", "T1"):
+        v = open_volume(ph / "neutron" / f"{s}.tif")
+        save_volume(Volume(v.numpy()[:, :, 1:], voxel_size_nm=v.voxel_size_nm), ph / "neutron_shift" / f"{s}.tif",
+                    overwrite=True)
+    out_x, _ = _run(ph, tmp_path, "shifted", labels="truth/labels_lq_T*.tif", neutron="neutron_shift/T*.tif")
+    rot_x, t_x = _errors(_row(out_x, "T1"))
+    assert np.all(np.abs(t_x - [0.0, 0.0, 1.0]) < 0.25), t_x
+    assert np.all(np.abs(rot_x) < 3 * _rot_sigma(_row(out_x, "T1")) + 0.1), rot_x
     # the segment stage's own labels when it runs (random forest on four labelled xz planes of T0 and of T1:
     # lithiated silicon appears only after T0): recorded, and better than the grey values alone
     seg = {"segment": {"labels": ["truth/labels_lq_T0.tif", "truth/labels_lq_T1.tif"], "label_steps": [0, 1],
