@@ -45,6 +45,8 @@ NO_LABELS = NA("takes no label image")
 NO_DEVICE = NA("runs on the CPU only")
 NO_IMAGE = NA("reads no grey-value image")
 TOF = ["--flight-path", "10", "--bin-width", "500", "--thickness-cm", "0.2", "--li6", "0.0759"]  # neutron maps
+BANDS = ["-o", "{out.npz}", "--open-beam", "{grey}", "--flight-path", "10", "--bin-width", "500", "--pixel-size",
+         "20000"]  # neutron bands
 
 TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("info",): {
@@ -269,6 +271,14 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "unparsable": [(["{grey}", "{out.npz}", "--open-beam", "{grey}", *TOF, "--bragg-window", "a"],
                         "--bragg-window"), (["{spectrum}", "{out.npz}", "--li6", "0.1"], "npz")],
         "corrupt-file": [(["{trunc}", "{out.npz}", "--open-beam", "{grey}", *TOF], TRUNC)], "device": NO_DEVICE},
+    ("neutron", "bands"): {
+        "non-finite": [(["{nan}", "{grey}", *BANDS], NONFINITE)],
+        "bad-labels": NO_LABELS,
+        "out-of-range": [(["{grey}", "{grey}", *BANDS, "--bands", "0"], "n_bands"),
+                         (["{grey}", "{grey}", *BANDS, "--pixel-size", "-1"], "pixel_size")],
+        "unparsable": [(["{grey}", "{grey}", *BANDS, "--angles", "a,b"], "--angles"),
+                       (["{grey}", "{grey}", *BANDS, "--band-edges", "x"], "--band-edges")],
+        "corrupt-file": [(["{trunc}", "{grey}", *BANDS], TRUNC)], "device": NO_DEVICE},
     ("neutron", "lithium"): {
         "non-finite": [(["{nan}", "{out.tif}"], NONFINITE)],
         "bad-labels": [(["{grey}", "{out.tif}", "--labels", "{greylab}"], "labels")],

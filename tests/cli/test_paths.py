@@ -61,13 +61,15 @@ BASE = {
                               "10", "--thickness-cm", "0.1", "--composition", "Li", "--density", "0.534"],
     ("neutron", "maps"): ["{in:source}", "{out:output}", "--open-beam", "{in:open_beam}", "--flight-path", "10",
                           "--bin-width", "500", "--thickness-cm", "0.2", "--li6", "0.0759"],
+    ("neutron", "bands"): ["{in:stacks}", "-o", "{out:output}", "--open-beam", "{in:open_beam}", "--dark", "{in:dark}",
+                           "--flight-path", "10", "--bin-width", "500", "--pixel-size", "20000"],
     ("neutron", "lithium"): ["{in:mu_volume}", "{out:output}", "--labels", "{in:labels_path}", "--sigma-output",
                              "{out:sigma_output}"],
 }
 #: output suffix per command where the command insists on one (the check must come before it anyway).
 SUFFIX = {("quantify",): ".csv", ("strain",): ".h5", ("dvc",): ".h5", ("register",): ".json",
           ("segment", "train"): ".npz", ("neutron", "bragg"): ".png", ("quality",): ".csv",
-          ("neutron", "maps"): ".npz"}
+          ("neutron", "maps"): ".npz", ("neutron", "bands"): ".npz"}
 
 COMMANDS = leaf_commands(cli)
 

@@ -485,3 +485,6 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
 from .neutron_maps import maps as _maps  # noqa: E402  (its own module: cli/neutron.py is near 500 lines)
 
 neutron.add_command(_maps)
+from .neutron_bands import bands as _bands  # noqa: E402
+
+neutron.add_command(_bands)

@@ -19,6 +19,8 @@ isotopes               :func:`fit_li6_fraction`, :func:`isotope_exchange`
 per-voxel maps         :func:`fit_isotope_map` (6Li fraction / Li concentration per voxel or pixel, vectorised),
                        :func:`fit_voxel_maps` (+ Bragg edge and strain where a crystal is, :class:`VoxelMaps`),
                        :func:`fit_bragg_edge_volume`, :func:`bin_spectra` (macro-pixels)
+tomography per band    :func:`reconstruct_bands` (ToF projections -> wavelength bands -> FBP per band through
+                       :mod:`tomo4d.reconstruct` -> :class:`BandVolumes`, 1/cm with per-voxel sigma), :func:`band_bins`
 ToF stacks             :func:`read_tof_stack` (FITS/TIFF folders), :func:`read_fits_image`,
                        :func:`tof_stack_attenuation` (per-pixel -ln T / thickness with Poisson errors)
 Bragg edges            :func:`fit_bragg_edge` (Santisteban/Kropff edge), :func:`lattice_strain`,
@@ -65,6 +67,8 @@ _EXPORTS = {
     "fit_bragg_edge_volume": "voxel_maps", "band_noise_per_cm": "voxel_maps",
     "read_fits_image": "tof_stack", "write_fits_image": "tof_stack", "read_tof_stack": "tof_stack",
     "tof_stack_attenuation": "tof_stack",
+    "BandOptions": "tomography", "BandVolumes": "tomography", "band_bins": "tomography",
+    "reconstruct_bands": "tomography",
     "AVOGADRO_PER_MOL": "xs", "NATURAL_LI6_FRACTION": "xs", "THERMAL_WAVELENGTH_ANGSTROM": "xs", "CrossSection": "xs",
     "attenuation_from_composition": "xs", "formula_cross_section": "xs", "li_concentration_from_composition": "xs",
     "li_cross_section": "xs", "molar_mass_g_per_mol": "xs",

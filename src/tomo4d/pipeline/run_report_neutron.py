@@ -1,6 +1,6 @@
 """Report section of the neutron stages, from saved outputs only (``tables/neutron_layer``,
 ``tables/neutron_joint_<step>``, ``tables/neutron_joint_hist_<step>.npz``,
-``volumes/li_concentration_<step>.ome.zarr``)."""
+``volumes/li_concentration_<step>.ome.zarr``, ``tables/neutron_registration_<step>``)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,24 @@ def _joint(rep, out: Path, info: dict, figure) -> None:
         rep.text(f"Number of joint phases of {n}: {len(ph.weights)}, given (neutron.joint_phases).")
 
 
+def _registration(rep, out: Path, info: dict) -> None:
+    rows = []
+    for n in info["names"]:
+        t = read_table_of(out, f"neutron_registration_{n}")
+        if t is None:
+            continue
+        rot = ", ".join(f"{t[f'rotation_{a}_deg'][0]:.2f} +- {t[f'rotation_sigma_{a}_deg'][0]:.2f}" for a in "zyx")
+        tr = ", ".join(f"{t[f'translation_{a}_nm'][0]:.0f} +- {t[f'translation_sigma_{a}_nm'][0]:.0f}" for a in "zyx")
+        rows.append((n, str(t["xray_input"][0]), str(t["transform"][0]), rot, tr, t["residual_per_cm"][0]))
+    if rows:
+        rep.table(["step", "X-ray side", "transform", "rotation z, y, x (deg)", "translation z, y, x (nm)",
+                   "residual (1/cm)"], rows,
+                  caption="X-ray scan registered onto the neutron volume (neutron.registration; "
+                          "tomo4d.register.register_modalities, neutron voxel box and PSF modelled; "
+                          "tables/neutron_registration_<step>). X-ray side: the phase map (label files or the "
+                          "segment stage's labels) or the grey values. Reported, not applied.")
+
+
 def neutron_section(rep, out: Path, info: dict, figure, vs_time) -> None:
     """Neutron: lithium: layer Li vs time (with truth), the Li map of the last step, its joint histogram."""
     sec = info.get("options", {}).get("neutron") or {}
@@ -98,3 +116,4 @@ def neutron_section(rep, out: Path, info: dict, figure, vs_time) -> None:
     _layer(rep, out, info, figure, vs_time)
     _li_map(rep, out, info, figure)
     _joint(rep, out, info, figure)
+    _registration(rep, out, info)

@@ -55,6 +55,18 @@ class NeutronSection(StrictModel):
         "Largest number of phases the BIC choice tries (joint_phases: auto)."))
     joint_bins: int = Field(64, ge=8, le=512, description="Bins per axis of the saved joint histogram.")
     seed: int = Field(0, ge=0, description="Seed of the Gaussian mixture's subsampling and initialisation.")
+    registration: Literal["none", "rigid", "affine", "translation"] = Field("none", description=(
+        "Register each step's X-ray scan onto its neutron volume (tomo4d.register.register_modalities: the neutron "
+        "image predicted from the X-ray through the neutron voxel box and psf_sigma_nm) and report the transform "
+        "with its uncertainty -> tables/neutron_registration_<step>. The X-ray side is the phase map when there is "
+        "one (inputs.labels, else the segment stage's labels: phase-fraction model), else the grey values (a "
+        "fitted grey-level mapping; rotations can be off by ~1 degree where two phases share an X-ray grey); the "
+        "table says which. Reported only: the Li map and the joint phases still assume the fields are aligned."))
+    registration_search_px: float = Field(0.0, ge=0, le=16, allow_inf_nan=False, description=(
+        "Mutual-information translation search before the fit, +- neutron voxels (0: start at the shared first "
+        "corner, which inputs.neutron guarantees within one neutron voxel)."))
+    registration_xray_psf_nm: float = Field(0.0, ge=0, allow_inf_nan=False, description=(
+        "Gaussian PSF of the X-ray scan beyond its voxel, nm (grey-value registration; a phase map is sharp)."))
 
     @field_validator("li_free_mu_per_cm", mode="before")
     @classmethod
@@ -91,9 +103,9 @@ def check_neutron(exp) -> None:
     if sec.li_free_mu_per_cm is None and sec.layer_phases is not None:
         raise ValueError("neutron.layer_phases needs neutron.li_free_mu_per_cm (the Li-free attenuation of every "
                          "phase label, 1/cm); add it or remove layer_phases")
-    if sec.li_free_mu_per_cm is None and not sec.joint_enabled():
+    if sec.li_free_mu_per_cm is None and not sec.joint_enabled() and sec.registration == "none":
         raise ValueError("the neutron section has nothing to compute: give neutron.li_free_mu_per_cm (Li "
-                         "concentration) or neutron.joint_phases (auto or > 0: joint histogram)")
+                         "concentration), neutron.joint_phases (auto or > 0: joint histogram) or neutron.registration")
     if sec.li_free_mu_per_cm is not None and exp.inputs.labels is None and exp.segment is None:
         raise ValueError("the Li concentration of the neutron section needs phase labels: inputs.labels (one "
                          "volume per step) or the segment section; add one, or remove neutron.li_free_mu_per_cm")

@@ -16,6 +16,12 @@
   -> ``tables/neutron_joint_<step>`` (per phase: mean X-ray grey, mean mu, voxel fraction) and
   ``tables/neutron_joint_hist_<step>.npz`` (counts, edges, phase means and covariances: the figure; the
   BIC curve: ``criterion``, ``candidates``, ``criterion_values``).
+  With ``neutron.registration`` (rigid/affine/translation), the step's X-ray scan (as the joint phases read it)
+  registered onto the neutron volume (:func:`tomo4d.register.register_modalities`, fixed = neutron, its
+  voxel box and ``psf_sigma_nm`` modelled; start: the shared first corner) -> ``tables/neutron_registration_
+  <step>`` (rotation, translation, their sigmas, the fitted blur, the residual, and ``xray_input``: which X-ray
+  side was used: ``label files`` (``inputs.labels``), ``segment labels`` (the segment stage's phase map of
+  that scan) or ``grey values``).  The transform is reported, not applied.
 * ``neutron_layer`` (once, cheap): the layer rows of every step in one table, with the truth
   (``truth.li_concentration_mol_l``) and the error beside -> ``tables/neutron_layer``.
 
@@ -54,6 +60,7 @@ class NeutronStep:
     joint: dict | None
     hist: dict | None
     voxel_size_nm: tuple
+    registration: dict | None = None
 
 
 def _opts(exp) -> dict:
@@ -127,6 +134,41 @@ def _joint(ctx, step, mu, b):
     return table, saved
 
 
+def _xray_labels(ctx, step):
+    """The X-ray phase map of ``step`` on the analysis grid and where it came from, or ``(None, "grey values")``."""
+    exp = ctx.experiment
+    if exp.inputs.labels:
+        return analysis_labels(ctx, ctx.inputs.labels[step]), "label files"
+    if exp.segment is not None and exp.align is None:  # with align the segment labels lie on the aligned grid
+        return ctx.load("segment", step), "segment labels"
+    return None, "grey values"
+
+
+def _register(ctx, step, mu, b):
+    """The X-ray scan of ``step`` registered onto its neutron volume (register_modalities): one table row."""
+    from ..register import register_modalities
+
+    sec, inp = ctx.experiment.neutron, ctx.inputs
+    xray = read_volume(series_path(ctx, step, before="align"), series_voxel_override(ctx.experiment)).numpy()
+    labels, source = _xray_labels(ctx, step)
+    vn = tuple(float(v) for v in inp.neutron_voxel_size_nm)
+    vx = tuple(v / f for v, f in zip(vn, b))
+    reg = register_modalities(mu, xray, fixed_voxel_size_nm=vn, moving_voxel_size_nm=vx, transform=sec.registration,
+                              fixed_psf_sigma_nm=sec.psf_sigma_nm if sec.psf_sigma_nm > 0 else None,
+                              moving_psf_sigma_nm=0.0 if labels is not None else sec.registration_xray_psf_nm,
+                              moving_labels=labels, search_px=sec.registration_search_px)
+    row = {"step": inp.names[step], "transform": sec.registration, "xray_input": source}
+    for i, ax in enumerate("zyx"):
+        row[f"rotation_{ax}_deg"] = float(reg.rotation_deg[i])
+        row[f"rotation_sigma_{ax}_deg"] = float(reg.rotation_sigma_deg[i])
+    for i, ax in enumerate("zyx"):
+        row[f"translation_{ax}_nm"] = float(reg.translation_nm[i])
+        row[f"translation_sigma_{ax}_nm"] = float(reg.translation_sigma_nm[i])
+    row.update(blur_sigma_nm=float(reg.blur_sigma_nm), residual_per_cm=float(reg.residual),
+               n_voxels=int(reg.n_voxels), n_iterations=int(reg.iterations))
+    return row
+
+
 def _neutron_step(ctx, step, previous):
     from ..neutron import estimate_noise_per_cm
     from .inputs_neutron import neutron_bin_factor
@@ -145,7 +187,8 @@ def _neutron_step(ctx, step, previous):
         li, row = _lithium(ctx, step, mu, b, noise)
     if sec.joint_enabled():
         joint, hist = _joint(ctx, step, mu, b)
-    return NeutronStep(li, row, joint, hist, inp.neutron_voxel_size_nm)
+    reg = _register(ctx, step, mu, b) if sec.registration != "none" else None
+    return NeutronStep(li, row, joint, hist, inp.neutron_voxel_size_nm, reg)
 
 
 def _hist_path(out: Path, name: str) -> Path:
@@ -167,6 +210,9 @@ def _neutron_save(result, out, ctx, step):
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result.hist)
         paths += (rel(out, _hist_path(out, name)),)
+    if result.registration is not None:
+        paths += write_tables({k: np.asarray([v]) for k, v in result.registration.items()}, out,
+                              f"neutron_registration_{name}")
     return paths
 
 
@@ -179,20 +225,25 @@ def _neutron_files(inp, step) -> dict:
 
 
 def _uses_segment(exp) -> bool:
-    return exp.neutron.li_free_mu_per_cm is not None and exp.inputs.labels is None
+    if exp.inputs.labels is not None:
+        return False
+    registers = exp.neutron.registration != "none" and exp.segment is not None and exp.align is None
+    return exp.neutron.li_free_mu_per_cm is not None or registers
 
 
 def _reads(exp, need: str) -> bool:
     """The segment stage's labels for the Li concentration without label files; the series for the joint phases."""
     if need == "segment":
         return _uses_segment(exp)
-    return exp.neutron.joint_enabled() and analysis_enhanced(exp)  # need == "enhance"
+    series = exp.neutron.joint_enabled() or exp.neutron.registration != "none"
+    return series and analysis_enhanced(exp)  # need == "enhance"
 
 
 NEUTRON = Stage(
     name="neutron", needs=("enhance", "segment"), per_step=True,
     description="Li concentration from neutron attenuation, layer mean, joint X-ray/neutron phases per step",
-    outputs="volumes/li_concentration_<step>.ome.zarr, tables/neutron_layer_<step>, tables/neutron_joint_<step>",
+    outputs="volumes/li_concentration_<step>.ome.zarr, tables/neutron_layer_<step>, tables/neutron_joint_<step>, "
+            "tables/neutron_registration_<step>",
     enabled=lambda exp, inp: exp.neutron is not None and bool(inp.neutron),
     options=lambda exp: {**_opts(exp), "inputs.labels": exp.inputs.labels, "inputs.names": exp.inputs.names,
                          "inputs.time_s": exp.inputs.time_s, "inputs.voxel_size_nm": exp.inputs.voxel_size_nm,
