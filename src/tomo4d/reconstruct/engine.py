@@ -128,19 +128,25 @@ def fbp(sinograms: np.ndarray, center: float, angles_deg: np.ndarray, filter_nam
     """Parallel-beam FBP of attenuation sinograms ``(angle, row, column)`` -> slices ``(row, y, x)``.
 
     algotom weights the back-projection by ``pi / (n - 1)``; the weight is rescaled to the actual mean
-    angular step, so the values are attenuation per pixel whatever the angle list.
+    angular step, so the values are attenuation per pixel whatever the angle list.  One sinogram at a time,
+    each slice written into the output (algotom's 3D path holds the filtered slab, a ``(y, row, x)`` volume and
+    its scaled copy, then the transposed copy: 3-4 slabs of slices more; the same operations, so the same
+    values bit for bit), with the ramp window built once.
     """
     _, _, _, reconstruction = engine_modules()
-    n = sinograms.shape[0]
+    n, n_rows, ncol = sinograms.shape
     angles = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
     span = np.pi if n < 2 else float(np.ptp(angles)) * n / (n - 1)
+    scale = np.float32((n - 1) / np.pi * span / n)
+    name = None if filter_name == "ramp" else filter_name
+    pad = min(int(0.15 * ncol), 150)  # algotom's default padding, given so that the window matches it
+    ramp = reconstruction.make_2d_ramp_window(n, ncol + 2 * pad, name)
+    out = np.empty((n_rows, ncol, ncol), np.float32)
     with one_numba_thread():
-        rec = reconstruction.fbp_reconstruction(np.ascontiguousarray(sinograms, dtype=np.float32), float(center),
-                                                angles=angles.astype(np.float32), ratio=None,
-                                                filter_name=None if filter_name == "ramp" else filter_name,
-                                                apply_log=False, gpu=False, ncore=1)
-    rec = np.asarray(rec, dtype=np.float32)
-    if rec.ndim == 2:
-        rec = rec[:, None, :]
-    rec *= np.float32((n - 1) / np.pi * span / n)
-    return np.ascontiguousarray(np.moveaxis(rec, 1, 0))
+        for r in range(n_rows):
+            rec = reconstruction.fbp_reconstruction(np.ascontiguousarray(sinograms[:, r, :], dtype=np.float32),
+                                                    float(center), angles=angles.astype(np.float32), ratio=None,
+                                                    ramp_win=ramp, filter_name=name, pad=pad, apply_log=False,
+                                                    gpu=False, ncore=1)
+            np.multiply(np.asarray(rec, dtype=np.float32), scale, out=out[r])
+    return out
