@@ -10,6 +10,11 @@ method: process CPU seconds (all of it; and the search alone, without reading th
 centre per row and the median, and the error against the scan's true axis.  ``--old`` adds the peer, measured
 in the same run on the same rows: algotom's ``find_center_vo`` over the whole window (integer steps at full
 size, then 0.25 px steps), i.e. ``engine.find_center`` with the coarse stage switched off.
+
+    python benchmarks/bench_reconstruct_centre.py --synthetic 1024 [--old]
+
+instead searches single sinograms (one row of bench_reconstruct_1024's analytic phantom, 1e4 photons, as many
+angles as columns) with the axis at the middle + 3.3, -20, 17.6, -11.35, 0, 8.8 px: one JSON line per offset.
 """
 
 from __future__ import annotations
@@ -52,12 +57,44 @@ def measure(path: str, label: str, coarse_size: int | None, rows: int) -> dict:
             "cpu_s": round(cpu, 2), "search_cpu_s": round(search_cpu[0], 2), "wall_s": round(wall, 2)}
 
 
+def synthetic(width: int, old: bool) -> None:
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_reconstruct_1024 import line_integrals, phantom
+
+    big_r, spheres = phantom(width, 0)
+    row = width // 2
+    near = spheres[np.abs(spheres[:, 2] - row - 0.5) < spheres[:, 3] + 2].copy()
+    near[:, 2] -= row
+    theta = np.linspace(0, np.pi, width, endpoint=False)
+    for offset in (3.3, -20.0, 17.6, -11.35, 0.0, 8.8):
+        axis = (width - 1) / 2 + offset
+        line = np.stack([line_integrals(t, (1, width), axis, big_r, near)[0] for t in theta])
+        counts = np.random.default_rng(int(abs(offset) * 10)).poisson(1e4 * np.exp(-line))
+        sino = (-np.log(np.maximum(counts, 1) / 1e4)).astype(np.float32)
+        out = {"columns": width, "angles": width, "offset": offset}
+        for label, size in (("coarse_to_fine", None), ("find_center_vo", 10**9))[:2 if old else 1]:
+            t = time.process_time()
+            c = engine.find_center(sino, width / 4, coarse_size=size)
+            out[label] = {"error_px": round(c - axis, 3), "cpu_s": round(time.process_time() - t, 2)}
+        print(json.dumps(out), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scan")
+    ap.add_argument("scan", nargs="?")
+    ap.add_argument("--synthetic", type=int, metavar="WIDTH", help="single analytic sinograms of WIDTH columns")
     ap.add_argument("--old", action="store_true", help="also run algotom's full-size search (the peer; slow)")
     ap.add_argument("--rows", type=int, default=3, help="center_rows (default 3, the package's default)")
     args = ap.parse_args()
+    if args.synthetic:
+        return synthetic(args.synthetic, args.old)
+    if not args.scan:
+        ap.error("give a scan or --synthetic WIDTH")
     new = measure(args.scan, "coarse-to-fine (tomo4d)", None, args.rows)
     print(json.dumps(new), flush=True)
     if args.old:
