@@ -113,6 +113,21 @@ def test_transmission_counts_what_it_clips():
     t, n = transmission(raw, np.full((1, 4), 10.0, np.float32), np.zeros((1, 4), np.float32), 1e-6)
     assert n == 2
     np.testing.assert_allclose(t, [[[1.0, 1e-6, 1e-6, 0.5]]])
+    mine = raw.copy()  # overwrite: the same values, computed in the caller's array
+    t2, n2 = transmission(mine, np.full((1, 4), 10.0, np.float32), np.zeros((1, 4), np.float32), 1e-6, overwrite=True)
+    assert t2 is mine and n2 == n and np.array_equal(t2, t)
+
+
+def test_reconstruction_leaves_in_memory_projections_unchanged(scan):
+    """Slabs are normalised in place: on a copy of the rows, never on the caller's float32 arrays."""
+    clean = scan.as_projections(clean=True)
+    f32 = dataclasses.replace(scan.as_projections(), data=scan.projections.astype(np.float32),
+                              flat=scan.flats.mean(0).astype(np.float32), dark=scan.darks.mean(0).astype(np.float32))
+    for proj, opts in ((clean, ReconstructOptions(center=scan.center, allow_missing_flats=True)),
+                       (f32, ReconstructOptions(center=scan.center))):
+        before = proj.data.copy()
+        reconstruct(proj, options=opts)
+        assert np.array_equal(proj.data, before)
 
 
 def test_no_warning_on_good_data(scan):

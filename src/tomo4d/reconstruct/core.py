@@ -29,15 +29,30 @@ def coverage_deg(angles_deg: np.ndarray) -> float:
     return float(np.ptp(a) * n / (n - 1)) if n > 1 else 0.0
 
 
-def transmission(raw: np.ndarray, flat, dark, floor: float) -> tuple[np.ndarray, int]:
-    """``(raw - dark) / (flat - dark)`` with non-finite and values <= ``floor`` set to ``floor``; their count."""
+def transmission(raw: np.ndarray, flat, dark, floor: float, *, overwrite: bool = False) -> tuple[np.ndarray, int]:
+    """``(raw - dark) / (flat - dark)`` with non-finite and values <= ``floor`` set to ``floor``; their count.
+
+    ``overwrite``: ``raw`` (float32, as :meth:`Projections.rows` returns it) may be overwritten with the result,
+    which saves the slab-sized temporaries (the same float32 operations: the result is identical).
+    """
+    f32 = all(a is None or a.dtype == np.float32 for a in (raw, flat, dark))
     if flat is None:
-        t = raw.astype(np.float32, copy=True)
+        t = raw if overwrite and raw.dtype == np.float32 else raw.astype(np.float32, copy=True)
+    elif overwrite and f32:
+        t = raw
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if dark is not None:
+                np.subtract(t, dark, out=t)
+                np.divide(t, flat - dark, out=t)
+            else:
+                np.divide(t, flat, out=t)
     else:
         d = np.zeros_like(flat) if dark is None else dark
         with np.errstate(divide="ignore", invalid="ignore"):
             t = (raw - d) / (flat - d)
-    bad = ~(t > floor) | ~np.isfinite(t)  # NaN compares False: caught by the first test
+    bad = t > floor  # False for NaN
+    bad &= t < np.inf
+    np.logical_not(bad, out=bad)  # not finite, or <= floor
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         t[bad] = floor
@@ -69,7 +84,7 @@ def _slab_attenuation(proj: Projections, start: int, stop: int, opts: Reconstruc
     if opts.drift:  # flats/darks interpolated per projection between those before and after the scan
         flat = proj.flat_drift.rows(lo, hi) if proj.flat_drift is not None else flat
         dark = proj.dark_drift.rows(lo, hi) if proj.dark_drift is not None else dark
-    t, n_bad = transmission(raw, flat, dark, opts.min_transmission)
+    t, n_bad = transmission(raw, flat, dark, opts.min_transmission, overwrite=True)  # raw is ours
     if ratio:
         pad = min(max(m, 16), 256)
         for i in range(t.shape[0]):
@@ -79,7 +94,9 @@ def _slab_attenuation(proj: Projections, start: int, stop: int, opts: Reconstruc
         for r in range(t.shape[1]):
             t[:, r] = np.maximum(engine.remove_rings(np.ascontiguousarray(t[:, r]), opts.rings, opts.ring_size),
                                  opts.min_transmission)
-    return -np.log(t), n_bad
+    np.log(t, out=t)
+    np.negative(t, out=t)  # -log in place: no slab-sized temporary
+    return t, n_bad
 
 
 def _centre(proj, opts, ratio, row_range) -> tuple[float, bool]:

@@ -86,7 +86,10 @@ class Projections:
         return n, int(self.data.shape[1]), int(self.data.shape[2])
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """Projections of detector rows ``[start, stop)`` as float32 ``(n, stop - start, cols)``."""
+        """Projections of detector rows ``[start, stop)`` as a new float32 array ``(n, stop - start, cols)``.
+
+        Always a copy (never a view of in-memory projections): the reconstruction normalises it in place.
+        """
         idx = self.index
         if idx is None:
             block = self.data[:, start:stop, :]
@@ -94,7 +97,7 @@ class Projections:
             block = self.data[int(idx[0]):int(idx[0]) + len(idx), start:stop, :]  # one hyperslab, not a point list
         else:
             block = self.data[idx, start:stop, :]
-        return np.asarray(block, dtype=np.float32)
+        return np.array(block, dtype=np.float32)  # a copy even of float32 arrays
 
 
 def check_projections(proj: Projections, *, allow_missing_flats: bool) -> None:
