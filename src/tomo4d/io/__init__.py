@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._array import to_numpy
 from .._validate import check_int, check_path, show
 from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
@@ -266,7 +267,7 @@ def volume_info(path, *, dataset: str | None = None, n_sample_slices: int = 8, *
     vol = open_volume(p, dataset=dataset, format=fmt, **open_kw)
     nz = vol.shape[0]
     idx = tuple(sorted({int(round(i)) for i in np.linspace(0, nz - 1, min(n_sample_slices, nz))}))
-    sample = np.stack([np.asarray(vol.data[i]) for i in idx]).astype(np.float64)
+    sample = np.stack([to_numpy(vol.data[i]) for i in idx]).astype(np.float64)
     finite = sample[np.isfinite(sample)]
     lo, hi, mean = ((float(finite.min()), float(finite.max()), float(finite.mean())) if finite.size
                     else (float("nan"),) * 3)
