@@ -121,3 +121,18 @@ def test_zarr_store_equals_zarrs_own_write(tmp_path, dtype):
     assert sorted(mine) == sorted(theirs) and len(mine) == 5                     # one of six chunks empty
     assert mine == theirs
     np.testing.assert_array_equal(open_volume(out).numpy(), vol)
+
+
+@pytest.mark.parametrize("target", ["v.tif", "slices"])
+def test_volume_info_reads_without_dask_and_says_the_same(tmp_path, target):
+    """``tomo4d info`` of a TIFF or slice folder reads its sample slices without importing dask (issue 20: ~1 s
+    of a cold start); the description equals that of the dask-backed volume."""
+    from tomo4d.io import volume_info
+
+    path = save_volume(Volume(DATA, (200.0, 100.0, 100.0)), tmp_path / target)
+    code = ("import sys; from tomo4d.io import volume_info; volume_info(sys.argv[1]); "
+            "print('dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out[-1] == "False"
+    assert volume_info(path) == volume_info(path, chunks="auto")  # chunks given: the dask route
