@@ -40,7 +40,10 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
     The voxel size comes from the folder's ``tomo4d.json``, else the first slice's tags.  The first slice
     is checked in full (:func:`~tomo4d.io.tiff.checked_series`: every page inside the file); every other
     slice's first page must have the same shape and dtype and its image data must lie inside the file
-    (a slice damaged otherwise is named when it is decoded).
+    (a slice damaged otherwise is named when it is decoded).  Those checks of the later slices are made
+    when the volume is opened, or with ``stream`` when each slice is decoded (in the same opening of the
+    file: one streaming pass opens each slice once, and a writer's atomic output leaves nothing when one
+    fails).
 
     Parameters
     ----------
@@ -59,7 +62,7 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
     Raises
     ------
     FormatError
-        No slices, or slices of different shapes or dtypes.
+        No slices, or slices of different shapes or dtypes (with ``stream``: when the odd slice is read).
     """
     files = list_slices(folder)
     if not files:
