@@ -30,10 +30,31 @@ def is_lazy(array) -> bool:
 
 
 def to_numpy(array) -> np.ndarray:
-    """Materialise a numpy or dask array as numpy."""
+    """Materialise a numpy or dask array as numpy (with the scheduler dask would choose, :func:`local_scheduler`)."""
     if is_lazy(array):
-        return np.asarray(array.compute())
+        return np.asarray(array.compute(scheduler=local_scheduler()))
     return np.asarray(array)
+
+
+def local_scheduler():
+    """The scheduler of a dask array's ``compute`` here: ``None`` (dask decides) when dask.distributed is imported
+    or a scheduler is configured (``dask.config``), else dask's threaded scheduler.
+
+    That is what dask would choose, minus its search for a distributed client, which imports dask.distributed
+    (~1 s of CPU, on the first compute of every process, e.g. ``tomo4d info``): without the module imported no
+    client can exist.
+    """
+    import sys
+
+    if "distributed" in sys.modules:
+        return None
+    import dask
+
+    if dask.config.get("scheduler", None) is not None:
+        return None
+    from dask.threaded import get
+
+    return get
 
 
 def slab_bounds(n: int, step: int) -> Iterator[tuple[int, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from tomo4d.errors import InputError
@@ -126,3 +128,55 @@ def test_t0_features_are_computed_once_with_the_same_labels(phantom_dir, tmp_pat
         a = open_volume(once / "volumes" / f"segment_{step}.ome.zarr").numpy()
         b = open_volume(twice / "volumes" / f"segment_{step}.ome.zarr").numpy()
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_every_labelled_steps_features_are_computed_once(phantom_dir, tmp_path, monkeypatch):
+    """With labels at T0 and T2 (issue 20): each step's voxels go through the feature kernel once in all, T2's
+    labelled planes included (they were featurised for the training at T0 and again for T2's prediction)."""
+    import numpy as np
+
+    from tomo4d.io import open_volume
+    from tomo4d.pipeline import stages_segment
+    from tomo4d.segment import features
+
+    exp = _write(phantom_dir, "seg_once_t2.yaml", "[truth/labels_hq_T0.tif, truth/labels_hq_T2.tif]",
+                 "label_steps: [0, 2]")
+    per_step: dict[str, int] = {}
+    compute, run_step = features._compute, stages_segment.SEGMENT.run_step
+    current = ["?"]
+
+    def counting(block, spec, out, crop):
+        per_step[current[0]] = per_step.get(current[0], 0) + int(np.prod(out.shape[:3]))
+        return compute(block, spec, out, crop)
+
+    def step_named(ctx, step, previous):
+        current[0] = ctx.inputs.names[step]
+        return run_step(ctx, step, previous)
+
+    monkeypatch.setattr(features, "_compute", counting)
+    monkeypatch.setitem(stages_segment.SEGMENT.__dict__, "run_step", step_named)  # a frozen dataclass
+    once = run_experiment(load_experiment(exp), tmp_path / "once", source=exp).out
+    n = int(np.prod(open_volume(once / "volumes" / "segment_T0.ome.zarr").shape))
+    # was {T0: 2, T1: 1, T2: 1} volumes: T2's labelled slabs (here all of it: 3D halos) for the training, then T2
+    assert sum(per_step.values()) == 3 * n and per_step.get("T2", 0) == 0, per_step
+    assert not list((once / ".tomo4d" / "segment_handed_on").glob("*"))   # taken by T2
+
+    per_step.clear()   # T2 predicting for itself: the same labels up to float rounding of the features
+    monkeypatch.setattr(stages_segment, "_handed_on", lambda ctx, step: None)
+    alone = run_experiment(load_experiment(exp), tmp_path / "alone", source=exp).out
+    assert per_step["T2"] == n
+    for step in ("T0", "T1", "T2"):
+        a = open_volume(once / "volumes" / f"segment_{step}.ome.zarr").numpy()
+        b = open_volume(alone / "volumes" / f"segment_{step}.ome.zarr").numpy()
+        assert np.mean(a == b) > 0.999, step
+    monkeypatch.undo()
+
+    ctx = SimpleNamespace(out=once, inputs=SimpleNamespace(names=("T0", "T1", "T2")))
+    labels = np.ones((2, 2, 2), np.uint8)
+    stages_segment._hand_on(once, ctx, {2: labels})                  # made by the model in the run folder
+    np.testing.assert_array_equal(stages_segment._handed_on(ctx, 2), labels)
+    stages_segment._hand_on(once, ctx, {2: labels})
+    (once / stages_segment.MODEL).write_bytes(b"another model")       # a model changed since: not taken
+    assert stages_segment._handed_on(ctx, 2) is None
+    assert stages_segment._handed_on(ctx, 2) is None                  # and removed

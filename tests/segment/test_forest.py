@@ -228,3 +228,41 @@ def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeyp
     _, listed = train_and_predict([blobs.image], [blob_scribbles], n_trees=8, seed=1)
     assert calls == {"full": 1, "slab": 0}
     np.testing.assert_array_equal(listed, labels)
+
+
+def test_train_and_predict_every_image_computes_each_images_features_once(blobs, blob_scribbles, monkeypatch):
+    """``every_image``: two labelled images, each featurised once (training and prediction), labels as the
+    two-pass route gives them; over the budget the second image is left to the caller (None)."""
+    from tomo4d.segment import features as feat_mod
+    from tomo4d.segment import forest as forest_mod
+    from tomo4d.segment import train_and_predict
+
+    other = np.ascontiguousarray(blobs.image[::-1])                   # a second "step": the image flipped in z
+    other_scribbles = np.ascontiguousarray(blob_scribbles[::-1])
+    calls = {"full": 0, "slab": 0}
+    full, slab = feat_mod.compute_features, forest_mod.features_of_slab
+
+    def count_full(*a, **k):
+        calls["full"] += 1
+        return full(*a, **k)
+
+    def count_slab(*a, **k):
+        calls["slab"] += 1
+        return slab(*a, **k)
+
+    monkeypatch.setattr(feat_mod, "compute_features", count_full)
+    monkeypatch.setattr(forest_mod, "features_of_slab", count_slab)
+    monkeypatch.setattr(feat_mod, "features_of_slab", count_slab)
+    images, scribbles = [blobs.image, other], [blob_scribbles, other_scribbles]
+    model, (a, b) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True)
+    assert calls == {"full": 2, "slab": 0}
+    two_pass = train_pixel_classifier(images, scribbles, n_trees=8, seed=1)
+    assert np.mean(a == predict_labels(two_pass, blobs.image)) > 0.995
+    assert np.mean(b == predict_labels(two_pass, other)) > 0.995
+    assert np.mean(b == blobs.phases[::-1]) > 0.95
+    calls.update(full=0, slab=0)
+    one_fits = blobs.image.size * model.features.n_features * 6           # 1.5 stacks: T0's stack fits, not both
+    _, (a2, b2) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True,
+                                    max_feature_bytes=one_fits)
+    assert calls["full"] == 1 and b2 is None
+    np.testing.assert_array_equal(a2, a)

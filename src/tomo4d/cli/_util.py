@@ -8,12 +8,13 @@ import json
 from contextlib import contextmanager
 
 import click
-import numpy as np
 
 from ..errors import InputError
 
 
 def _jsonable(o):
+    import numpy as np
+
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -107,6 +108,8 @@ map_option = click.option("--map", "label_map", default=None,
 
 def relabel(arr, text):
     """``arr`` with the ``--map`` pairs ``"SRC:DST,..."`` applied (unchanged without them)."""
+    import numpy as np
+
     if not text:
         return arr
     mapping = {}

@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
-from .._validate import check_number
 from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, open_array, parse_ints, progress_bar
@@ -41,6 +39,8 @@ from ._util import emit, json_option, open_array, parse_ints, progress_bar
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
         backend, device, grey_model, vtk, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
+    import numpy as np
+
     from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
     from ..register import Registration
 
@@ -100,6 +100,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 @json_option
 def strain(field_path, output, split_z, components, small_strain, gradient, overwrite, as_json):
     """Finite strain (F, Hencky, Green-Lagrange, det F - 1, principal stretches) from a displacement FIELD."""
+    from .._validate import check_number
     from ..dvc import DisplacementField, regional_strain, strain_field
     from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 
-from .._validate import check_int
 from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, parse_triple, progress_bar
@@ -171,6 +170,7 @@ def train(lq, hq, out, config, preset, objective, steps, seed, rule, no_register
 def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap, no_z_interp, slices, samples,
           voxel_size, no_voxel_check, device, precision, overwrite, as_json):
     """Enhance the LQ volume SRC into DST (slice-wise, tiled, streamed; 2x finer voxels)."""
+    from .._validate import check_int
     from ..enhance import enhance_volume, enhance_with_uncertainty, load_model
     from ..io import save_volume, scratch_path
 
@@ -238,6 +238,7 @@ def apply(model, src, dst, steps, rule, consistency, seed, batch, tile, overlap,
 def sweep(model, lq, hq, max_steps, rule, consistency, no_register, as_json):
     """Quality against the number of InDI steps on the held-out slices (PSNR, SSIM, edge FWHM against HQ; data
     consistency against LQ); recommends N."""
+    from .._validate import check_int
     from ..enhance import load_model, sweep_steps
 
     check_int("--max-steps", max_steps, minimum=1)

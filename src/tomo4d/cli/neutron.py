@@ -7,11 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
-from .._validate import check_labels
 from ..errors import FormatError, InputError
-from ..volume import Volume, VolumeMetadata
 from ._paths import declare_paths
 from ._util import emit, json_option
 
@@ -35,6 +32,8 @@ def _pair(text, *, name):
 
 def _load_array(path: str):
     """A 2D TIFF image or any volume tomo4d reads, as a numpy array; plus the source path."""
+    import numpy as np
+
     from ..io import open_image, open_volume
 
     p = Path(path)
@@ -47,7 +46,10 @@ def _load_array(path: str):
 
 
 def _save(array, path: str, *, overwrite: bool, name: str) -> Path:
+    import numpy as np
+
     from ..io import save_volume
+    from ..volume import Volume, VolumeMetadata
 
     a = np.asarray(array, dtype=np.float32)
     vol = Volume(a[None] if a.ndim == 2 else a, metadata=VolumeMetadata(name=name, modality="neutron",
@@ -190,6 +192,8 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
     (or wl,mu,err with --thickness-cm) with Poisson errors.  Open-beam pixels/bins <= dark are masked
     (NaN) and counted; an open beam that is zero everywhere is an error.
     """
+    import numpy as np
+
     from ..neutron import attenuation_coefficient, normalize_transmission
 
     if Path(sample).suffix.lower() in (".csv", ".txt"):
@@ -232,6 +236,8 @@ def normalize(sample, open_beam, output, dark, sample_dose, ob_dose, background,
 
 def _normalize_spectrum(sample, open_beam, output, raw, sample_dose, ob_dose, thickness_cm, overwrite, as_json):
     """``neutron normalize`` for raw ToF counts in CSV: writes wl,trans,err (or wl,mu,err)."""
+    import numpy as np
+
     from ..io import atomic_output
     from ..neutron import raw_transmission_spectrum
 
@@ -376,6 +382,8 @@ def isotopes(spectrum, open_beam, flight_path, bin_width, delay_us, overlap_trig
     With --open-beam, SPECTRUM holds raw sample counts per ToF bin; their transmission (needs
     --thickness-cm) is computed with --flight-path and --bin-width.
     """
+    import numpy as np
+
     from ..neutron import (
         attenuation_coefficient,
         fit_li6_fraction,
@@ -438,6 +446,8 @@ def lithium(mu_volume, output, labels_path, refs, wavelength, li6, matrix_mu, si
     mu = _load_array(mu_volume)
     labels = None
     if labels_path:
+        from .._validate import check_labels
+
         labels = check_labels(f"--labels ({labels_path})", _load_array(labels_path), shape=mu.shape,
                               role="neutron lithium expects region labels")
     if refs:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import FormatError, InputError
 from ._paths import declare_paths
@@ -28,6 +27,8 @@ def read_band_volumes(path) -> dict:
     """Per-band volumes from a ``.npz``: ``wavelength_angstrom`` (n,), ``mu_per_cm`` (n, z, y, x) and optional
     ``sigma_per_cm`` ((n,) or (n, z, y, x)), ``li_concentration_mol_per_cm3`` (z, y, x), ``other_mu_per_cm``
     ((n,) or (n, z, y, x)), ``crystal_mask`` (z, y, x); returned with the band axis moved LAST."""
+    import numpy as np
+
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as z:

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import FormatError, InputError
 from ._paths import declare_paths
@@ -75,6 +74,8 @@ def quality(reference, images, voxel_size, mask_path, fov, metrics, cnr_noise, p
     Images must be on the reference's grid (registered, same shape); 2D TIFF
     slices and volumes in any format tomo4d reads are accepted.
     """
+    import numpy as np
+
     from ..quality import compare, edge_profile_figure, fov_mask, save_edge_profiles
 
     ref = _load(reference)

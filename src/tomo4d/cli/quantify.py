@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
-from .._validate import voxel_size
 from ..errors import InputError
 from ._paths import declare_paths
 from ._util import emit, json_option, map_option, option_group, overwrite_option, parse_triple, progress_bar, relabel
@@ -40,6 +38,8 @@ def _open_all(paths, voxel_size, output=None):
 
 
 def _voxel(vols, vs):
+    from .._validate import voxel_size
+
     return voxel_size(vs, *vols)
 
 
@@ -114,6 +114,8 @@ def phases(labels, region, label_map, voxel_size, output, overwrite, as_json):
 @_table_options
 def particles(labels, cracks, voxel_size, output, overwrite, as_json):
     """Per-particle geometry of a particle LABELS volume (0 = background)."""
+    import numpy as np
+
     from ..quantify import detect_cracks, particle_properties, size_distribution
 
     vols, vs = _open_all([labels], voxel_size, output)
@@ -180,6 +182,8 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
 @_table_options
 def regions(fields, labels_path, layers, components, small_strain, label_map, voxel_size, output, overwrite, as_json):
     """Finite-strain statistics per electrode layer and step from DVC fields (Hencky zz, det F - 1)."""
+    import numpy as np
+
     from ..dvc import strain_field
     from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
     from ..quantify import electrode_thickness, regional_strain_series

@@ -9,7 +9,6 @@ from dataclasses import replace
 import click
 
 from ..errors import InputError
-from ..volume import Volume, VolumeMetadata
 from ._paths import declare_paths
 from ._util import (
     emit,
@@ -96,6 +95,7 @@ def train(image_path, labels_path, output, method, sigmas, ndim, trees, iteratio
 def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json):
     """Segment volume SRC with MODEL into label volume DST (TIFF/Zarr), chunk by chunk."""
     from ..segment import load_model, predict_lazy, read_image, save_labels
+    from ..volume import Volume, VolumeMetadata
 
     model = load_model(model_path)
     if model.__class__.__name__ == "StepModels":

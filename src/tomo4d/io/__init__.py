@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._array import to_numpy
 from .._validate import check_int, check_path, show
 from ..errors import FormatError, InputError, check_choice
 from ..volume import Volume, as_volume
@@ -48,7 +49,7 @@ from ._atomic import (
     write_marker,
 )
 from ._common import write_sidecar
-from ._lazy import lazy_from_slices
+from ._lazy import lazy_from_slices, resolve_chunks
 
 log = logging.getLogger(__name__)
 
@@ -263,16 +264,21 @@ def volume_info(path, *, dataset: str | None = None, n_sample_slices: int = 8, *
     p = Path(check_path("path", path))
     n_sample_slices = check_int("n_sample_slices", n_sample_slices, minimum=1)
     fmt = open_kw.pop("format", None) or detect_format(p)
-    vol = open_volume(p, dataset=dataset, format=fmt, **open_kw)
+    chunks = None
+    if fmt in ("tiff", "slices") and dataset is None and not open_kw:  # a few slices: read without dask
+        vol = _formats.get_format(fmt).read(p, stream=True)
+        chunks = resolve_chunks("auto", vol.shape, vol.dtype)           # the dask chunks open_volume gives
+    else:
+        vol = open_volume(p, dataset=dataset, format=fmt, **open_kw)
     nz = vol.shape[0]
     idx = tuple(sorted({int(round(i)) for i in np.linspace(0, nz - 1, min(n_sample_slices, nz))}))
-    sample = np.stack([np.asarray(vol.data[i]) for i in idx]).astype(np.float64)
+    sample = np.stack([to_numpy(vol.data[i]) for i in idx]).astype(np.float64)
     finite = sample[np.isfinite(sample)]
     lo, hi, mean = ((float(finite.min()), float(finite.max()), float(finite.mean())) if finite.size
                     else (float("nan"),) * 3)
     return VolumeInfo(
         path=str(p), format=fmt, shape=vol.shape, dtype=vol.dtype.name, voxel_size_nm=vol.voxel_size_nm,
-        voxel_size_known=vol.voxel_size_known, chunks=vol.chunks, size_bytes=vol.nbytes,
+        voxel_size_known=vol.voxel_size_known, chunks=chunks or vol.chunks, size_bytes=vol.nbytes,
         sample_min=lo, sample_max=hi, sample_mean=mean, sampled_slices=idx, metadata=vol.metadata.to_dict(),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -27,9 +28,10 @@ def natural_key(name: str):
 
 
 def list_slices(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
-             and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    with os.scandir(folder) as it:  # the entries' types come with the listing: no stat per file
+        names = [e.name for e in it if e.name.lower().endswith(SUFFIXES) and not e.name.startswith(".")
+                 and e.is_file()]
+    return [folder / n for n in sorted(names, key=natural_key)]
 
 
 def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream: bool = False) -> Volume:
@@ -38,7 +40,10 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
     The voxel size comes from the folder's ``tomo4d.json``, else the first slice's tags.  The first slice
     is checked in full (:func:`~tomo4d.io.tiff.checked_series`: every page inside the file); every other
     slice's first page must have the same shape and dtype and its image data must lie inside the file
-    (a slice damaged otherwise is named when it is decoded).
+    (a slice damaged otherwise is named when it is decoded).  Those checks of the later slices are made
+    when the volume is opened, or with ``stream`` when each slice is decoded (in the same opening of the
+    file: one streaming pass opens each slice once, and a writer's atomic output leaves nothing when one
+    fails).
 
     Parameters
     ----------
@@ -57,41 +62,22 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
     Raises
     ------
     FormatError
-        No slices, or slices of different shapes or dtypes.
+        No slices, or slices of different shapes or dtypes (with ``stream``: when the odd slice is read).
     """
     files = list_slices(folder)
     if not files:
         raise FormatError(f"folder {str(folder)!r} contains no .tif/.tiff slices; give a folder of 2D TIFF slices")
-    shape2d = dtype = None
-    vs = None
-    for i, f in enumerate(files):
-        try:
-            with _tifffile_errors(f) as log, tifffile.TiffFile(f) as tif:
-                s = checked_series(tif, f, log) if i == 0 else _first_page(tif, f)
-                if s is None:
-                    raise FormatError(f"slice {str(f)!r} contains no image data; remove or replace it")
-                shp = tuple(d for d in s.shape if d != 1)
-                if i == 0:
-                    vs = tiff_voxel_size_nm(tif)
-        except FormatError as exc:
-            raise FormatError(f"slice {i + 1} of {len(files)} in folder {str(folder)!r}: {exc}") from None
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as exc:
-            raise FormatError(
-                f"slice {str(f)!r} is not a readable TIFF ({exc or type(exc).__name__}); the file is damaged "
-                "or truncated: re-copy or re-export it, or remove it from the folder"
-            ) from None
-        if len(shp) != 2:
-            raise FormatError(
-                f"slice {str(f)!r} has shape {show(tuple(s.shape))}; every file in a slice folder must be one "
-                "2D image"
-            )
-        if i == 0:
-            shape2d, dtype = shp, check_numeric(s.dtype, f)
-        elif shp != shape2d or s.dtype != dtype:
-            raise FormatError(
-                f"slice folder {str(folder)!r} mixes shapes or dtypes: {files[0].name!r} is {show(shape2d)} "
-                f"{dtype}, {f.name!r} is {show(shp)} {s.dtype}; all slices must have the same shape and dtype"
-            )
+    shape2d, dtype, vs, single = _check_first(files[0], folder, len(files))
+    later = _LaterSlices(folder, files[0].name, shape2d, dtype)
+    if not stream:          # a lazy volume is checked in full now; one streaming pass checks each slice as it is read
+        for i, f in enumerate(files[1:], start=2):
+            try:
+                with _tifffile_errors(f), tifffile.TiffFile(f) as tif:
+                    later.page(tif, f)
+            except FormatError as exc:
+                raise FormatError(f"slice {i} of {len(files)} in folder {str(folder)!r}: {exc}") from None
+            except _READ_ERRORS as exc:
+                raise _unreadable(f, exc) from None
     header = read_sidecar(folder / SIDECAR)
     if header is None:
         header = {"voxel_size_nm": vs, "voxel_size_known": vs is not None,
@@ -102,11 +88,15 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
         out = np.empty((len(indices), *shape2d), dtype)        # each slice decoded straight into its plane
         for j, i in enumerate(indices):
             try:
-                try:
-                    tifffile.imread(files[i], out=out[j])
-                except ValueError:                             # another dtype or page layout: decode, then cast
-                    out[j] = tifffile.imread(files[i]).reshape(shape2d)
-            except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as exc:
+                with tifffile.TiffFile(files[i]) as tif:
+                    page = later.page(tif, files[i]) if i else tif.pages.first
+                    if single and len(tif.pages) == 1:          # one opening per slice: header, then the data
+                        page.asarray(out=out[j])
+                    else:                                       # another page layout: the first series, cast
+                        out[j] = tif.asarray().reshape(shape2d)
+            except FormatError:
+                raise
+            except _READ_ERRORS as exc:
                 raise FormatError(
                     f"slice {str(files[i])!r} could not be read ({exc}); the file is damaged or changed since "
                     "the folder was opened: re-copy or re-export it"
@@ -118,6 +108,60 @@ def read_slice_folder(folder: Path, *, voxel_size_nm=None, chunks="auto", stream
     else:
         data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-slices-{file_token(folder)}")
     return volume_from_header(data, header, source=folder, voxel_size_nm=voxel_size_nm)
+
+
+_READ_ERRORS = (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error)
+
+
+def _unreadable(f: Path, exc: Exception) -> FormatError:
+    return FormatError(
+        f"slice {str(f)!r} is not a readable TIFF ({exc or type(exc).__name__}); the file is damaged "
+        "or truncated: re-copy or re-export it, or remove it from the folder"
+    )
+
+
+def _check_first(f: Path, folder: Path, n: int):
+    """Shape, dtype, voxel size and "one page" of the first slice, checked in full (every page in the file)."""
+    try:
+        with _tifffile_errors(f) as log, tifffile.TiffFile(f) as tif:
+            s = checked_series(tif, f, log)
+            if s is None:
+                raise FormatError(f"slice {str(f)!r} contains no image data; remove or replace it")
+            vs = tiff_voxel_size_nm(tif)
+            single = len(tif.pages) == 1
+    except FormatError as exc:
+        raise FormatError(f"slice 1 of {n} in folder {str(folder)!r}: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(f, exc) from None
+    shp = tuple(d for d in s.shape if d != 1)
+    if len(shp) != 2:
+        raise FormatError(
+            f"slice {str(f)!r} has shape {show(tuple(s.shape))}; every file in a slice folder must be one 2D image"
+        )
+    return shp, check_numeric(s.dtype, f), vs, single
+
+
+class _LaterSlices:
+    """Checks a slice after the first: its first page has the first slice's shape and dtype, its data in the file."""
+
+    def __init__(self, folder: Path, first: str, shape2d, dtype):
+        self.folder, self.first, self.shape2d, self.dtype = folder, first, shape2d, dtype
+
+    def page(self, tif, path: Path):
+        page = _first_page(tif, path)
+        shp = tuple(d for d in page.shape if d != 1)
+        if len(shp) != 2:
+            raise FormatError(
+                f"slice {str(path)!r} has shape {show(tuple(page.shape))}; every file in a slice folder must be "
+                "one 2D image"
+            )
+        if shp != self.shape2d or page.dtype != self.dtype:
+            raise FormatError(
+                f"slice folder {str(self.folder)!r} mixes shapes or dtypes: {self.first!r} is {show(self.shape2d)} "
+                f"{self.dtype}, {path.name!r} is {show(shp)} {page.dtype}; all slices must have the same shape and "
+                "dtype"
+            )
+        return page
 
 
 def _first_page(tif, path: Path):

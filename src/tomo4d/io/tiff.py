@@ -17,7 +17,7 @@ from .._validate import show
 from ..errors import FormatError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, file_token, parse_header, require_3d, unit_to_nm
-from ._lazy import lazy_from_slices
+from ._lazy import ZSliceArray, lazy_from_slices
 
 #: Private TIFF tag holding the tomo4d JSON header (exact voxel size + metadata).
 HEADER_TAG = 65000
@@ -248,7 +248,7 @@ def _header(tif: tifffile.TiffFile) -> dict | None:
     return parse_header(tag.value) if tag is not None else None
 
 
-def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
+def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto", stream: bool = False) -> Volume:
     """Open a 3D TIFF stack (BigTIFF, ImageJ hyperstacks) lazily.
 
     The voxel size comes from tomo4d's own header tag, else the ImageJ ``spacing`` and
@@ -260,6 +260,9 @@ def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
         The ``.tif``/``.tiff`` file.
     voxel_size_nm, chunks
         As for :func:`tomo4d.io.open_volume`.
+    stream : bool
+        Data as a :class:`~tomo4d.io._lazy.ZSliceArray` (z-slices read on indexing) instead of dask, for a
+        few reads without importing dask (:func:`tomo4d.io.volume_info`).
 
     Returns
     -------
@@ -302,7 +305,10 @@ def read_tiff(path: Path, *, voxel_size_nm=None, chunks="auto") -> Volume:
         except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError) as exc:
             raise _read_error(path, exc) from None
 
-    data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-tiff-{file_token(path)}")
+    if stream:
+        data = ZSliceArray(read, shape, dtype)
+    else:
+        data = lazy_from_slices(read, shape, dtype, chunks, name=f"tomo4d-tiff-{file_token(path)}")
     return volume_from_header(data, header, source=path, voxel_size_nm=voxel_size_nm)
 
 

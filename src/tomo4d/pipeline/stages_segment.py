@@ -64,6 +64,7 @@ class SegmentStep:
     classes: dict
     model: object | None = None
     stored: object | None = None  # streamed (over chunk_budget_mb): the StoredPrediction to publish
+    later: dict | None = None     # T0: {later labelled step: its labels}, predicted from its training features
 
 
 def _opts(exp, section: str) -> dict:
@@ -94,10 +95,12 @@ def _image(ctx, step: int):
 
 
 def _train(ctx):
-    """(model, labels of T0 or None): the pixel classifier trained on every labelled step (``segment.labels`` /
-    ``label_steps``), pooled.  When T0 is the first labelled step and its whole feature stack fits ``chunk_budget_mb``, T0's
-    features are computed once for the training and its prediction (:func:`tomo4d.segment.train_and_predict`);
-    else the labelled slabs are read for the training and T0 is predicted afterwards (labels None)."""
+    """(model, {step: labels}): the pixel classifier trained on every labelled step (``segment.labels`` /
+    ``label_steps``), pooled.  When T0 is the first labelled step and the feature stacks of the labelled steps fit
+    ``chunk_budget_mb`` together, each labelled step's features are computed once for the training and its
+    prediction (:func:`tomo4d.segment.train_and_predict`, ``every_image``), and the labels of every labelled step
+    come back (a later step's are handed to that step, :func:`_hand_on`); with only T0's stack within the budget,
+    T0's labels; else none (the labelled slabs are read for the training and every step is predicted on its own)."""
     from ..segment import FeatureSpec, train_and_predict, train_pixel_classifier
 
     sec = ctx.experiment.segment
@@ -108,11 +111,57 @@ def _train(ctx):
                 max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
     one = len(images) == 1
     if pairs[0][0] == 0:
-        budget = budget_mb(ctx) * 2**20 - images[0].data.size * 4  # the stack besides the float32 image
+        every = sum(im.data.size for im in images) * 4  # the stacks besides the float32 images
+        if budget_mb(ctx) * 2**20 - every > 0 and not one:
+            model, preds = train_and_predict(images, labels, max_feature_bytes=int(budget_mb(ctx) * 2**20 - every),
+                                             every_image=True, **opts)
+            return model, {step: p for (step, _), p in zip(pairs, preds) if p is not None}
+        budget = budget_mb(ctx) * 2**20 - images[0].data.size * 4
         if budget > 0:
-            return train_and_predict(images[0] if one else images, labels[0] if one else labels,
-                                     max_feature_bytes=int(budget), **opts)
-    return train_pixel_classifier(images[0] if one else images, labels[0] if one else labels, **opts), None
+            model, pred = train_and_predict(images[0] if one else images, labels[0] if one else labels,
+                                            max_feature_bytes=int(budget), **opts)
+            return model, {0: pred}
+    return train_pixel_classifier(images[0] if one else images, labels[0] if one else labels, **opts), {}
+
+
+def _handed_path(out, name: str):
+    from .runner import STATE_DIR
+
+    return out / STATE_DIR / "segment_handed_on" / f"{name}.npz"
+
+
+def _model_digest(out) -> str:
+    import hashlib
+
+    return hashlib.sha256((out / MODEL).read_bytes()).hexdigest()
+
+
+def _hand_on(out, ctx, labels: dict) -> None:
+    """Keep the labels T0's training predicted for later labelled steps (with the digest of the model file that
+    made them) for those steps to take (:func:`_handed_on`) instead of computing their features again."""
+    from ..io import atomic_output
+
+    digest = _model_digest(out)
+    for step, pred in labels.items():
+        path = _handed_path(out, ctx.inputs.names[step])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.savez(f, labels=pred, model_sha256=np.asarray(digest))
+
+
+def _handed_on(ctx, step: int):
+    """The labels T0 handed on to ``step`` if they were made by the model now in the run folder (then removed),
+    else None."""
+    path = _handed_path(ctx.out, ctx.inputs.names[step])
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            pred = z["labels"] if str(z["model_sha256"]) == _model_digest(ctx.out) else None
+    except (OSError, ValueError, KeyError):
+        pred = None
+    path.unlink(missing_ok=True)
+    return pred
 
 
 def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
@@ -138,7 +187,12 @@ def _segment_step(ctx, step, previous):
     from ..segment import PixelClassifier, predict_labels
 
     sec = ctx.experiment.segment
-    model, pred = _train(ctx) if step == 0 else (PixelClassifier.load(ctx.out / MODEL), None)
+    if step == 0:
+        model, preds = _train(ctx)
+        pred, later = preds.pop(0, None), preds
+    else:
+        model, later = PixelClassifier.load(ctx.out / MODEL), {}
+        pred = _handed_on(ctx, step)
     offset, region = (1 if sec.slices is not None else 0), None
     labelled = dict(ctx.inputs.segment_labels)
     if step in labelled:  # score only the voxels not used for training
@@ -151,7 +205,7 @@ def _segment_step(ctx, step, previous):
         pred = predict_labels(model, image)
     pred = (pred.astype(np.int64) - offset).astype(pred.dtype)
     return SegmentStep(labels=pred, classes=_class_table(ctx, step, pred, classes, region),
-                       model=model if step == 0 else None)
+                       model=model if step == 0 else None, later=later)
 
 
 def _segment_streamed(ctx, step, model, image, offset, classes, region):
@@ -182,6 +236,8 @@ def _segment_save(result, out, ctx, step):
     paths = ()
     if result.model is not None:
         paths += (rel(out, result.model.save(out / MODEL, overwrite=True)),)
+        if result.later:
+            _hand_on(out, ctx, result.later)
     if result.stored is not None:  # streamed: every slab is in the progress store
         paths += (rel(out, result.stored.store.publish()),)
     else:

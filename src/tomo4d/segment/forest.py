@@ -309,7 +309,7 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
                   balance_classes=balance_classes, voxel_size_nm=voxel_size_nm, seed=seed, progress=progress)
 
 
-def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, **options):
+def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, every_image: bool = False, **options):
     """Train a pixel classifier on the scribbles of ``image`` and label every voxel of that image, computing
     its feature stack once (not once for the labelled slabs and again for the prediction).
 
@@ -322,39 +322,55 @@ def train_and_predict(image, labels, *, max_feature_bytes: int = 2**30, **option
         The whole feature stack of the (first) image (voxels x features x 4 bytes) is kept only up to this
         size; a lazy (dask) image within it is read into memory.  A larger image falls back to
         :func:`train_pixel_classifier` then :func:`predict_labels`, slab by slab.
+    every_image : bool
+        With a list: also label the other images, from their feature stacks, when the stacks of all images
+        fit ``max_feature_bytes`` together (each image's features then computed once); when they do not,
+        the others are left to the caller (None in the list: predicting them here would compute their
+        features a second time anyway, :func:`predict_labels` does that slab by slab).
     **options
         Keyword options of :func:`train_pixel_classifier`.
 
     Returns
     -------
-    (PixelClassifier, numpy.ndarray)
+    (PixelClassifier, numpy.ndarray or list of numpy.ndarray)
         The model and the labels of every voxel (values of ``model.classes``, the smallest unsigned dtype),
-        as :func:`predict_labels` gives them up to float rounding of the features.
+        as :func:`predict_labels` gives them up to float rounding of the features; with ``every_image`` a
+        list, one label volume (or None) per image.
     """
     from ._common import label_dtype
     from .features import compute_features
 
     several = isinstance(image, (list, tuple))
-    first = image[0] if several and len(image) else image
-    data = image_array(first)
-    kept: list[np.ndarray] = []
+    images = list(image) if several else [image]
+    arrays = [image_array(im) for im in images]
+    every = every_image and several
+    kept: list[np.ndarray | None] = []
 
     def stacks_for(spec: FeatureSpec):
-        if data.size * spec.n_features * 4 <= max_feature_bytes:
-            kept.append(compute_features(np.asarray(data), spec))
-            return kept + [None] * (len(image) - 1 if several else 0)  # the others: their labelled slabs
+        whole = arrays if every else arrays[:1]
+        if sum(a.size for a in whole) * spec.n_features * 4 <= max_feature_bytes:
+            kept.extend(compute_features(np.asarray(a), spec) for a in whole)
+            return kept + [None] * (len(arrays) - len(kept))  # the others: their labelled slabs
+        if every and arrays[0].size * spec.n_features * 4 <= max_feature_bytes:
+            kept.append(compute_features(np.asarray(arrays[0]), spec))
+            return kept + [None] * (len(arrays) - 1)
         return None
 
     model = _train(image, labels, stacks_for=stacks_for, **options)
-    if not kept:
-        return model, predict_labels(model, first)
-    feats = kept.pop()
     classes = np.asarray(model.classes, dtype=label_dtype(model.classes))
-    out = np.empty(data.shape, classes.dtype)
-    step = max(1, 2**24 // max(1, int(np.prod(data.shape[1:])) * len(classes)))   # ~64 MiB of probabilities
-    for z0 in range(0, data.shape[0], step):
-        out[z0:z0 + step] = classes[np.argmax(model.proba_of_features(feats[z0:z0 + step]), axis=-1)]
-    return model, out
+    out: list[np.ndarray | None] = []
+    for k, im in enumerate(images[: len(images) if every else 1]):
+        if k >= len(kept) or kept[k] is None:
+            out.append(predict_labels(model, im) if k == 0 else None)
+            continue
+        feats, kept[k] = kept[k], None                        # each stack freed once its image is labelled
+        lab = np.empty(feats.shape[:-1], classes.dtype)
+        step = max(1, 2**24 // max(1, int(np.prod(feats.shape[1:-1])) * len(classes)))   # ~64 MiB of probabilities
+        for z0 in range(0, lab.shape[0], step):
+            lab[z0:z0 + step] = classes[np.argmax(model.proba_of_features(feats[z0:z0 + step]), axis=-1)]
+        del feats
+        out.append(lab)
+    return model, (out if every else out[0])
 
 
 def _train(image, labels, *, features: FeatureSpec | None = None, n_trees: int = 32, max_depth: int | None = None,
