@@ -19,11 +19,15 @@ Without true particles the stage does not run and the report says that hallucina
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .stage import Stage
 from .stage_io import read_table_of, write_tables
 from .stages_enhance import enhanced_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ENHANCE_HALLUCINATION", "HALLUCINATION_TABLE", "SPREAD_TABLE", "SPREAD_SAMPLES", "SPREAD_SLICES"]
 
@@ -99,6 +103,7 @@ def _spread_row(ctx, name: str, model, pr, true, z_range) -> dict:
 
 def _run(ctx):
     from ..enhance import hallucination_report
+    from ..errors import InputError
 
     inp = ctx.inputs
     model, phi = ctx.load("train"), ctx.load("register_pair")
@@ -107,7 +112,11 @@ def _run(ctx):
         pr, images = _step_images(ctx, i, model, phi)
         true = _true_particles(inp.truth_particles_hq[i], pr.hq.shape, f"enhance.truth_particles[{i}] ({name})")
         zs = np.flatnonzero(true.any(axis=(1, 2)))
-        z_range = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, true.shape[0])
+        if zs.size == 0:            # nothing to judge on this step
+            log.warning("enhance_hallucination: %s has no true particle in %s; step skipped", name,
+                        inp.truth_particles_hq[i])
+            continue
+        z_range = (int(zs[0]), int(zs[-1]) + 1)
         region = pr.mask.copy()
         region[:z_range[0]] = region[z_range[1]:] = False
         rep = hallucination_report(images, true, voxel_size_nm=pr.hq_voxel_size_nm, region=region)
@@ -121,6 +130,9 @@ def _run(ctx):
                          "z_first": float(z_range[0]), "z_last": float(z_range[1] - 1)})
         if spread is None:
             spread = _spread_row(ctx, name, model, pr, true, z_range)
+    if not rows:
+        raise InputError("enhance.truth_particles: no step has a true particle (labels > 0) on its HQ grid; give the "
+                         "true particle labels of the in-situ steps, or remove enhance.truth_particles")
     table = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     return table, {k: np.asarray([v]) for k, v in spread.items()}
 
