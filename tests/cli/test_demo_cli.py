@@ -26,7 +26,7 @@ def test_demo_is_an_ordinary_experiment(small_demo):
     # the series mixes formats, as a real one may
     assert [p.name for p in inp.series] == ["T0.tif", "T1.h5", "T2.ome.zarr"]
     ran = {s.name: s.status for s in res.run.stages}
-    assert set(ran) == {"register_pair", "train", "enhance", "enhance_quality", "segment", "quantify", "dvc",
+    assert set(ran) == {"register_pair", "train", "enhance", "enhance_quality", "enhance_hallucination", "segment", "quantify", "dvc",
                         "strain", "residual", "particles", "lithiation", "neutron", "neutron_layer",
                         "neutron_spectra", "reconstruct"}
     assert set(ran.values()) == {"computed"}
@@ -38,6 +38,9 @@ def test_demo_is_an_ordinary_experiment(small_demo):
     # every stage with a truth shows it beside the measurement
     for truth in ("true mean ln U_zz", "CNR HQ (truth)", "true particles"):
         assert truth in html, truth
+    # issue 19: InDI's hallucination audit against the phantom's true particles, and its validation curve
+    assert "Hallucination control against the true particles" in html and "Spread against error" in html
+    assert "Validation during training (every" in html
 
 
 def test_demo_truth_numbers_are_the_phantoms(small_demo):

@@ -17,6 +17,7 @@ Main entry points (torch is imported only when they are used)::
     evaluate(lq, hq, models={...})                                    -> EvaluationResult
     hallucination_report({"InDI": out, "bicubic": bic, "HQ": hq}, true_particles)  -> HallucinationReport
     spread_error_correlation(spread, enhanced, hq)                    -> SpreadErrorCorrelation
+    holdout_split(n_slices, val_fraction)  the validation blocks spread through z, with guards -> HoldoutSplit
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _EXPORTS = {
     "hallucination_report": "hallucination", "HallucinationReport": "hallucination",
     "HallucinationOptions": "hallucination", "spread_error_correlation": "hallucination",
     "SpreadErrorCorrelation": "hallucination", "spread_error_figure": "hallucination",
+    "holdout_split": "holdout", "HoldoutSplit": "holdout",
     "ValidationCurve": "validation_curve", "load_curve": "validation_curve", "PRECISIONS": "precision",
 }
 

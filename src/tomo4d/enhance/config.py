@@ -151,7 +151,8 @@ class TrainConfig(BaseModel):
     gan_weight : float
         Weight of the adversarial loss (objective ``"gan"`` only).
     val_fraction : float
-        Fraction of slices held out for validation (a contiguous block).
+        Fraction of slices held out for validation: short blocks spread through the depth (top, middle,
+        bottom) with guard slices that do not train (:func:`tomo4d.enhance.holdout.holdout_split`).
     val_every : int
         Validation (PSNR and SSIM of up to 4 held-out slices, no gradients) every this many steps (0: only
         at the end); the curve goes to ``validation_curve.json`` with an under-training flag

@@ -17,11 +17,12 @@ import numpy as np
 from scipy import ndimage
 
 from .._array import as_float32
-from .._validate import check_finite, check_number, show
+from .._validate import check_finite, show
 from ..errors import InputError
 from ..register import apply_phi
 from ..register import register as _register
 from ..register.phi import polar_decomposition
+from .holdout import Z_GUARD, HoldoutSplit, holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ class TrainingPair:
         Voxel sizes of the inputs.
     route : {"volume", "slices"}
         3D pair, or independent 2D slice pairs (:mod:`tomo4d.enhance.slice_pairs`).
+    split : HoldoutSplit, optional
+        How the validation slices were chosen (blocks, guard, what a small stack gave up;
+        :mod:`tomo4d.enhance.holdout`).
     """
 
     lq: np.ndarray
@@ -165,6 +169,7 @@ class TrainingPair:
     hq_voxel_size_nm: tuple[float, float, float]
     lq_voxel_size_nm: tuple[float, float, float]
     route: str = "volume"
+    split: HoldoutSplit | None = None
 
 
 def check_voxel_sizes(lq_vs, hq_vs, *, tolerance: float = 0.05) -> None:
@@ -218,7 +223,8 @@ def _coarse_translation(hq: np.ndarray, lq_up: np.ndarray) -> tuple[np.ndarray, 
 
 def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: float = 0.1,
                  fov: bool = True, min_overlap_score: float = 0.3, smoothing: float | str = "auto",
-                 max_strain: float = 0.01, route: str = "auto", strip: int = 64) -> TrainingPair:
+                 max_strain: float = 0.01, route: str = "auto", strip: int = 64, holdout: str = "spread",
+                 guard: int | None = None) -> TrainingPair:
     """Up-sample LQ x2, align it onto HQ, resample it on the HQ grid, mask, split slices.
 
     Parameters
@@ -234,7 +240,8 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
         Known transformation HQ voxel -> up-sampled LQ voxel (origin at voxel 0);
         skips the coarse search and is the registration's start.
     val_fraction : float
-        Fraction of slices held out (a contiguous block at the end of the stack).
+        Fraction of slices held out for validation, in short blocks spread through the depth with
+        ``guard`` slices on each side that do not train (:func:`tomo4d.enhance.holdout.holdout_split`).
     fov : bool
         Mask the circular field of view of both scans.
     min_overlap_score : float
@@ -253,7 +260,13 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
         registration).  ``"auto"``: ``"slices"`` when the pair has one LQ slice per HQ slice and equal
         z voxel sizes (or one slice), else ``"volume"``.
     strip : int
-        Slices route, single slice: rows of the strips it is cut into (the last ones validate).
+        Slices route, single slice: rows of the strips it is cut into (strips spread over the image validate).
+    holdout : {"spread", "end"}
+        ``"end"``: one block at the end of the stack, no guard (the split of models trained before
+        issue 19's session 10; to re-make their validation slices).
+    guard : int, optional
+        Guard slices beside each validation block (default: :data:`~tomo4d.enhance.holdout.Z_GUARD`
+        = 6 on the volume route, 0 on the slices route).
 
     Notes
     -----
@@ -274,14 +287,16 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
     lq, hq = as_slice_volume(lq, name="lq"), as_slice_volume(hq, name="hq")
     if resolve_route(route, lq, hq) == "slices":
         return prepare_slice_pair(lq, hq, phi0=phi0, val_fraction=val_fraction, fov=fov, strip=strip,
-                                  min_overlap_score=min_overlap_score)
+                                  min_overlap_score=min_overlap_score, holdout=holdout, guard=guard or 0)
     check_voxel_sizes(lq.voxel_size_nm, hq.voxel_size_nm)
     lq_ext, hq_ext = np.asarray(lq.extent_nm), np.asarray(hq.extent_nm)
     if np.any(hq.shape < np.asarray((5, 8, 8))):
         raise InputError(f"HQ volume {hq.shape} is too small to train on; give at least 5 x 8 x 8 voxels")
     if np.any(lq.shape < np.asarray((3, 4, 4))):
         raise InputError(f"LQ volume {lq.shape} is too small to train on; give at least 3 x 4 x 4 voxels")
-    val_fraction = check_number("val_fraction", val_fraction, minimum=0, maximum=0.9, exclusive_minimum=True)
+    split = holdout_split(hq.shape[0], val_fraction, guard=Z_GUARD if guard is None else guard, holdout=holdout)
+    if split.note and split.holdout == "spread":
+        log.warning("validation split: %s", split.note)
     hq_a = as_float32(hq.numpy())
     # the pair is checked before any registration or work: NaN would surface as "SVD did not converge"
     check_finite("hq (--hq)", hq_a)
@@ -344,14 +359,8 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
         raise InputError(
             f"LQ and HQ overlap in only {100 * mask.mean():.1f}% of the HQ voxels; they must image the same region"
         )
-    nz = hq_a.shape[0]
-    n_val = max(1, int(round(val_fraction * nz)))
-    if nz - n_val < 1:
-        raise InputError(f"HQ has {nz} slices: too few to hold out {val_fraction:.0%} for validation")
-    train = tuple(range(0, nz - n_val))
-    val = tuple(range(nz - n_val, nz))
-    return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, train, val, phi, how,
-                        hq.voxel_size_nm, lq.voxel_size_nm)
+    return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, split.train, split.val, phi, how,
+                        hq.voxel_size_nm, lq.voxel_size_nm, split=split)
 
 
 @dataclass(frozen=True)

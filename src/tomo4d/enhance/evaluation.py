@@ -40,7 +40,11 @@ SweepResult = StepSweep
 def _pair_for(model, lq, hq, *, register, phi0, pair):
     if pair is not None:
         return pair
-    return prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=model.info.config.val_fraction)
+    info = model.info
+    # the split the model was trained with: models trained before the spread split held out the last slices
+    holdout = "spread" if "holdout" in info.provenance else "end"
+    return prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=info.config.val_fraction,
+                        holdout=holdout, strip=2 * info.config.crop)
 
 
 def sweep_steps(model, lq, hq, *, steps: Sequence[int] = DEFAULT_SWEEP, register: bool = True, phi0=None,
@@ -143,7 +147,8 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     slices : {"validation", "all"}
         Which slices of the pair are evaluated.
     max_slices : int
-        At most this many contiguous slices (centred in the pool) are evaluated.
+        At most this many contiguous slices are evaluated: centred in one validation block (the one
+        nearest ``z_centre``, else the longest) or, with ``slices="all"``, in the stack.
     edge_half_length_px : float
         Longest half edge profile (HQ pixels) of the edge-resolution measurement: at
         least 3.5 sigma of the blurriest (LQ) edge, below the distance between structures.
@@ -171,12 +176,17 @@ def evaluate(lq, hq, *, models: Mapping[str, object] | None = None, steps: int |
     max_slices = check_int("max_slices", max_slices, minimum=1)
     pr = pair if pair is not None else prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=val_fraction)
     pool = list(pr.val_slices) if slices == "validation" else list(range(pr.hq.shape[0]))
-    # a contiguous block (3D edge normals need neighbouring slices), centred in the pool
-    start = max(0, (len(pool) - max_slices) // 2)
+    # a contiguous block (3D edge normals need neighbouring slices): within the validation block nearest
+    # z_centre (else the longest, the first of equals), centred in it
+    runs = np.split(np.asarray(pool), np.flatnonzero(np.diff(pool) != 1) + 1)
     if z_centre is not None:
-        near = int(np.argmin(np.abs(np.asarray(pool) - int(z_centre))))
-        start = int(np.clip(near - max_slices // 2, 0, max(0, len(pool) - max_slices)))
-    zs = pool[start:start + max_slices]
+        run = min(runs, key=lambda r: float(np.abs(r - int(z_centre)).min()))
+        near = int(np.argmin(np.abs(run - int(z_centre))))
+        start = int(np.clip(near - max_slices // 2, 0, max(0, len(run) - max_slices)))
+    else:
+        run = max(runs, key=len)
+        start = max(0, (len(run) - max_slices) // 2)
+    zs = [int(z) for z in run[start:start + max_slices]]
     ref, lq_up, m = pr.hq[zs], pr.lq[zs], pr.mask[zs]
     # LQ and bicubic brought to HQ intensities with the first model's scalings (affine, metric-neutral for SIFT/edges)
     conv = next(iter(models.values()), None)

@@ -3,9 +3,13 @@ and the ``"slices"`` route (registered 2D slice pairs, LQ 2x coarser in-plane on
 
 ``"slices"`` takes a stack of S slice pairs (LQ ``(S, y, x)``, HQ ``(S, 2y, 2x)``, one LQ slice per HQ
 slice) or a single pair (S = 1).  The slices are independent: nothing is interpolated along z and
-the z voxel sizes are not compared.  A stack holds out its last slices for validation; a single
-slice is cut into horizontal strips of ``strip`` rows, and its last strips (the bottom of the image)
-are held out: the model is then validated on a part of the image it never saw.
+the z voxel sizes are not compared.  A stack holds out short blocks of slices spread through it
+(:func:`tomo4d.enhance.holdout.holdout_split`, the split of the volume route, without guard slices by
+default: the slices share no z up-sampling); a single slice is cut into horizontal strips of ``strip``
+rows, and strips spread over the image the same way (the middle one when one is held out) validate:
+the model is then validated on a part of the image it never saw.  The in-plane cubic up-sampling of
+the LQ reaches 2 LQ rows (4 HQ rows) into the neighbouring strip; a training crop beside a validation
+strip can therefore see those rows' LQ, never their HQ.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def _strips(a: np.ndarray, h: int) -> np.ndarray:
 
 
 def prepare_slice_pair(lq, hq, *, phi0=None, val_fraction: float = 0.1, fov: bool = False, strip: int = 64,
-                       min_overlap_score: float = 0.3):
+                       min_overlap_score: float = 0.3, holdout: str = "spread", guard: int = 0):
     """Up-sample LQ slices x2 in-plane, align them on HQ (translation), mask, split (see the module docstring).
 
     Alignment: ``phi0`` when given; none when the up-sampled LQ has HQ's shape (registered pairs); else the
@@ -81,6 +85,7 @@ def prepare_slice_pair(lq, hq, *, phi0=None, val_fraction: float = 0.1, fov: boo
     """
     from ..volume import as_volume
     from .data import TrainingPair, _coarse_translation, _resample, fov_mask, upsample2_xy
+    from .holdout import holdout_split
 
     lq, hq = as_volume(lq), as_volume(hq)
     check_slice_voxel_sizes(lq, hq)
@@ -125,13 +130,15 @@ def prepare_slice_pair(lq, hq, *, phi0=None, val_fraction: float = 0.1, fov: boo
         lq_reg, hq_a, mask = (_strips(a, strip) for a in (lq_reg, hq_a, mask))
         log.info("single slice pair cut into %d strips of %d rows", hq_a.shape[0], strip)
     nz = hq_a.shape[0]
-    n_val = max(1, int(round(val_fraction * nz)))
-    if nz - n_val < 1:
-        raise InputError(f"{nz} slices (or strips) are too few to hold out {val_fraction:.0%} for validation; "
-                         "give more slices or a larger image")
+    if nz < 2:
+        raise InputError(f"{nz} slice is too few to hold out {val_fraction:.0%} for validation; give more slices "
+                         "or a larger image")
+    split = holdout_split(nz, val_fraction, guard=guard, holdout=holdout)
+    if split.note and split.holdout == "spread":
+        log.warning("validation split: %s", split.note)
     vs_hq, vs_lq = tuple(hq.voxel_size_nm), tuple(lq.voxel_size_nm)
-    return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, tuple(range(nz - n_val)), tuple(range(nz - n_val, nz)),
-                        phi, how, vs_hq, (vs_hq[0],) + vs_lq[1:], route="slices")
+    return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, split.train, split.val,
+                        phi, how, vs_hq, (vs_hq[0],) + vs_lq[1:], route="slices", split=split)
 
 
 def as_slice_volume(image, voxel_size_nm=None, *, name: str = "image"):

@@ -335,6 +335,7 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
     onto the LQ constraint (:func:`project_onto_lq`) before it is judged.
     """
     from .._validate import check_int
+    from .holdout import spread_pick
     from .sample import check_model, restore_slices
 
     check_model(model)
@@ -344,7 +345,7 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
     check_choice("rule", rule, RULES)
     max_slices = check_int("max_slices", max_slices, minimum=1)
     val = list(pair.val_slices)
-    zs = val[:: max(1, len(val) // max_slices)][:max_slices]
+    zs = spread_pick(val, max_slices)      # from every validation block (tomo4d.enhance.holdout)
     ref, lq_up, m = pair.hq[zs], pair.lq[zs], pair.mask[zs]
     info = model.info
     vs = tuple(float(v) for v in pair.hq_voxel_size_nm)

@@ -40,6 +40,7 @@ from ..errors import FormatError, InputError, OverwriteError
 from ..io import atomic_output
 from .config import TrainConfig
 from .data import Scaling, TrainingPair, prepare_pair
+from .holdout import spread_pick
 from .model import (
     CONFIG_FILE,
     EnhanceModel,
@@ -340,7 +341,7 @@ class Trainer:
         """
         from ..quality import ssim
 
-        zs = self.val_slices[:: max(1, len(self.val_slices) // max_slices)][:max_slices]
+        zs = np.asarray(spread_pick(self.val_slices, max_slices), int)     # from every validation block
         model = EnhanceModel(self.net, _stub_info(self.cfg), precision=self.precision)
         self.net.eval()
         out = restore_slices(model, self.lq[zs], steps=self.cfg.val_steps, seed=12345, slice_ids=list(zs),
@@ -619,6 +620,8 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     final_loss = float(np.mean(tail))
     prov = dict(provenance or {})
     prov.setdefault("route", pair.route)
+    if pair.split is not None:         # the validation split (tomo4d.enhance.holdout): every held-out slice
+        prov.update({**pair.split.to_dict(), "val_slices": [int(z) for z in pair.val_slices]})
     prov.update({"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "tomo4d_version": __version__, "steps_trained": trainer.step, "seed": cfg.seed,
                  "device": trainer.device.type, "torch_version": torch.__version__, "precision": cfg.precision,

@@ -105,11 +105,12 @@ inputs:
   projections: data/projections/T0_slab.nxs   # NXtomo projections of a T0 slab (reconstruct)
 enhance:
   preset: small
-  train: {{steps: {train_steps}, crop: {crop}, val_every: 0, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo
+  train: {{steps: {train_steps}, crop: {crop}, val_every: {max(1, train_steps // 4)}, checkpoint_every: 50, seed: {seed}}}   # shortened for the demo; the validation curve at 4 points
   # steps: not set: the number of InDI steps recommended by the training's validation sweep (balanced rule)
   seed: {seed}
   apply_to_series: false           # the analysis stages read the LQ series
   truth_hq: data/series_hq/T*.tif  # HQ scans of the in-situ steps: quality against truth
+  truth_particles: data/truth/particles_hq_T*.tif   # true particles on those HQ grids: hallucination audit
 segment:                           # lithiated silicon appears after T0: label a plane set of the last step too
   labels: [data/truth/labels_lq_T0.tif, data/truth/labels_lq_{names[-1]}.tif]
   label_steps: [0, {len(series) - 1}]

@@ -50,6 +50,8 @@ class ResolvedInputs:
         LQ and HQ scans of the enhance stages (:mod:`.inputs_enhance`).
     truth_hq : tuple of Path
         HQ scans of the in-situ steps (``enhance.truth_hq``), one per step (or none).
+    truth_particles_hq : tuple of Path
+        True particle labels on those HQ grids (``enhance.truth_particles``), one per step (or none).
     truth_displacement : tuple of Path
         True displacement T0 -> Tn (``truth.displacement``, :mod:`.truth_fields`), one per step (or none).
     neutron : tuple of Path
@@ -78,6 +80,7 @@ class ResolvedInputs:
     truth_particles: tuple[Path, ...] = ()
     training_pair: tuple[Path, Path] | None = None
     truth_hq: tuple[Path, ...] = ()
+    truth_particles_hq: tuple[Path, ...] = ()
     truth_displacement: tuple[Path, ...] = ()
     neutron: tuple[Path, ...] = ()
     neutron_voxel_size_nm: tuple[float, float, float] | None = None
@@ -93,7 +96,7 @@ class ResolvedInputs:
     def files(self) -> tuple[Path, ...]:
         """Every input file (series, labels, segment labels, repeat scan, truth); reconstructed series included."""
         extra = tuple(p for _, p in self.segment_labels) + ((self.repeat,) if self.repeat is not None else ())
-        extra += tuple(self.training_pair or ()) + self.truth_hq + self.neutron + self.neutron_spectra
+        extra += tuple(self.training_pair or ()) + self.truth_hq + self.truth_particles_hq + self.neutron + self.neutron_spectra
         extra += self.projections
         return tuple(dict.fromkeys(self.series + self.labels + extra + self.truth_labels + self.truth_particles
                                    + self.truth_displacement))
@@ -207,7 +210,7 @@ def resolve_inputs(exp, *, out=None) -> ResolvedInputs:
             _same_grid(_open(p, f"truth.{kind}[{i}] ({names[i]})", inp.voxel_size_nm), ref,
                        f"truth.{kind}[{i}] ({names[i]})", p, series[i])
         truth[kind] = files
-    from .inputs_enhance import resolve_enhance_inputs
+    from .inputs_enhance import resolve_enhance_inputs, resolve_truth_particles_hq
     from .inputs_neutron import resolve_neutron_inputs
     from .inputs_neutron_spectra import resolve_neutron_spectra
     from .stages_reconstruct import resolve_projections
@@ -219,6 +222,7 @@ def resolve_inputs(exp, *, out=None) -> ResolvedInputs:
                           shape=ref.shape, dtype=str(ref.dtype), voxel_size_nm=tuple(ref.voxel_size_nm),
                           segment_labels=seg, repeat=repeat, truth_labels=truth["labels"],
                           truth_particles=truth["particles"], training_pair=pair, truth_hq=truth_hq,
+                          truth_particles_hq=resolve_truth_particles_hq(exp, names, truth_hq),
                           truth_displacement=_truth_displacement(exp, names),
                           neutron=neutron, neutron_voxel_size_nm=neutron_vs, neutron_shape=neutron_shape,
                           neutron_spectra=resolve_neutron_spectra(exp, names), projections=resolve_projections(exp),

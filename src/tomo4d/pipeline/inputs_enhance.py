@@ -72,3 +72,25 @@ def resolve_enhance_inputs(exp, names, ref) -> tuple[tuple[Path, Path] | None, t
             raise InputError(f"enhance.truth_hq[{i}] ({names[i]}, {str(p)!r}) has voxel size {show(v.voxel_size_nm)} "
                              f"nm, not the HQ voxel size {show(hq.voxel_size_nm)} nm of the training pair")
     return (lq_path, hq_path), files
+
+
+def resolve_truth_particles_hq(exp, names, truth_hq) -> tuple[Path, ...]:
+    """``enhance.truth_particles`` of ``exp`` (true particle labels on each truth_hq grid), checked from headers."""
+    from .inputs import expand_files
+
+    sec = exp.enhance
+    if sec is None or sec.truth_particles is None or exp.inputs.training_pair is None:
+        return ()
+    files = expand_files(exp, sec.truth_particles, "enhance.truth_particles")
+    if not truth_hq:
+        raise InputError("enhance.truth_particles is given without enhance.truth_hq: the particles are judged on the "
+                         "HQ scans of the in-situ steps; give enhance.truth_hq too")
+    if len(files) != len(names):
+        raise InputError(f"enhance.truth_particles has {len(files)} files but inputs.series has {len(names)} steps; "
+                         "give one per step")
+    for i, (p, h) in enumerate(zip(files, truth_hq)):
+        v, hv = _open(p, f"enhance.truth_particles[{i}] ({names[i]})"), _open(h, f"enhance.truth_hq[{i}]")
+        if tuple(v.shape) != tuple(hv.shape):
+            raise InputError(f"enhance.truth_particles[{i}] ({names[i]}, {str(p)!r}) has shape {show(v.shape)} but "
+                             f"enhance.truth_hq[{i}] has {show(hv.shape)}; give the particle labels on the HQ grid")
+    return files

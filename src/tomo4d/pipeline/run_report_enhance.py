@@ -1,6 +1,6 @@
 """Report section of the enhance stages, from saved outputs only (``models/enhance_pair_*.json``,
 ``models/indi/metrics.json``, ``models/indi/step_sweep.json``, ``models/indi/validation_curve.json``, ``tables/enhance_quality``, ``tables/enhance_roi.npz``,
-``volumes/enhanced_<step>.ome.zarr``)."""
+``tables/enhance_hallucination``, ``tables/enhance_spread_error``, ``volumes/enhanced_<step>.ome.zarr``)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,43 @@ def _curve_part(rep, out: Path, figure) -> None:
            f"{100 * (1 - LATE_FRACTION):.0f} % of the run shaded; the best step of early stopping in red).")
 
 
+_HALLU = (("step", "step"), ("image", "image"), ("n_particles", "particles"), ("false_rate", "false (%)"),
+          ("missed_rate", "missed (%)"), ("diameter_mae_nm", "size error |d| (nm)"),
+          ("diameter_bias_nm", "size bias (nm)"), ("dice", "Dice of the band"))
+
+
+def _hallucination_part(rep, out: Path) -> None:
+    """False / missed particles and size error against the truth (tables/enhance_hallucination), the spread/error
+    rank correlation (tables/enhance_spread_error); where there is no truth, a sentence saying so."""
+    from .stages_hallucination import HALLUCINATION_TABLE, SPREAD_SAMPLES, SPREAD_TABLE
+
+    h = read_table_of(out, HALLUCINATION_TABLE)
+    if h is None:
+        rep.text("Hallucination not measured: this run has no true particles of the in-situ steps on an HQ grid "
+                 "(enhance.truth_hq with enhance.truth_particles), so false and missed particles and the size "
+                 "error of InDI cannot be judged; the spread/error correlation needs an HQ reference too.")
+        return
+    pct = {"false_rate", "missed_rate"}
+    rows = [tuple(100 * float(h[k][i]) if k in pct else h[k][i] for k, _ in _HALLU) for i in range(len(h["step"]))]
+    n_true = ", ".join(f"{s}: {int(t)}" for s, t in dict(zip(h["step"], h["n_true"])).items())
+    rep.table([c for _, c in _HALLU], rows,
+              caption="Hallucination control against the true particles (tables/enhance_hallucination, "
+                      "tomo4d.enhance.hallucination_report): every image segmented by one grey band fitted on HQ "
+                      f"(band {float(h['band_low'][0]):.4g}..{float(h['band_high'][0]):.4g} on the first step), "
+                      "judged in the field of view within the z range of the true particles. False: output "
+                      "particles less than half within one voxel of a true particle; missed: true particles less "
+                      "than half within one voxel of an output particle; size: equivalent diameter of matched "
+                      f"pairs. True particles per step: {n_true}. HQ's own row is the floor of the rule.")
+    sp = read_table_of(out, SPREAD_TABLE)
+    if sp is not None and len(sp["step"]):
+        rep.text(f"Spread against error ({sp['step'][0]}, HQ slices {int(sp['z_first'][0])}-{int(sp['z_last'][0])}, "
+                 f"{SPREAD_SAMPLES} InDI samples at N = {int(sp['indi_steps'][0])}; tables/{SPREAD_TABLE}): "
+                 f"Spearman rho = {float(sp['rho'][0]):.3f} over {int(sp['n_blocks'][0])} blocks (voxel-wise "
+                 f"{float(sp['rho_voxels'][0]):.3f}); the mean error in the top spread decile is "
+                 f"{float(sp['decile_ratio'][0]):.3g}x the bottom one's. A positive rho: the spread map is higher "
+                 "where the error against HQ is higher.")
+
+
 def roi_figure(rois: dict, *, size: float = 2.2):
     """Rows = steps, columns = bicubic | InDI | HQ, one grey scale per row (HQ's 0.5/99.5 percentiles)."""
     from matplotlib.figure import Figure
@@ -160,6 +197,7 @@ def enhance_section(rep, out: Path, info: dict, figure) -> None:
     q = read_table_of(out, "enhance_quality")
     if q is not None:
         _quality_table(rep, q)
+    _hallucination_part(rep, out)
     rois = read_rois(out)
     if rois:
         figure(rep, roi_figure(rois), out, "enhance_roi",

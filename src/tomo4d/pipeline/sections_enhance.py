@@ -60,6 +60,10 @@ class EnhanceSection(StrictModel):
     overlap: int = Field(32, ge=0, description="Overlap of the tiles, px.")
     truth_hq: list[str] | str | None = Field(None, description="HQ scans of the in-situ steps, one per step (list or "
                                                                "glob): quality truth (phantoms: series_hq/T*.tif).")
+    truth_particles: list[str] | str | None = Field(None, description="True particle labels (integer ids, 0 = none) "
+                                                    "on the grid of each truth_hq scan, one per step (list or glob): "
+                                                    "the hallucination audit of InDI (needs truth_hq; phantoms: "
+                                                    "truth/particles_hq_T*.tif).")
 
     @model_validator(mode="after")
     def _config(self):

@@ -46,6 +46,7 @@ from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
 from .stages_enhance import ENHANCE_STAGES
+from .stages_hallucination import ENHANCE_HALLUCINATION
 from .stages_lithiation import LITHIATION
 from .stages_neutron import NEUTRON_STAGES
 from .stages_neutron_spectra import NEUTRON_SPECTRA
@@ -343,7 +344,7 @@ STRAIN = Stage(
     run=_strain_run, save=_strain_save)
 
 #: every stage, in workflow order
-STAGES: tuple[Stage, ...] = (RECONSTRUCT, *ENHANCE_STAGES, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES,
+STAGES: tuple[Stage, ...] = (RECONSTRUCT, *ENHANCE_STAGES, ENHANCE_HALLUCINATION, ALIGN, SEGMENT, QUANTIFY, DVC, STRAIN, RESIDUAL, PARTICLES,
                              LITHIATION, *NEUTRON_STAGES, NEUTRON_SPECTRA)
 
 

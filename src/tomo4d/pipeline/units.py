@@ -43,7 +43,13 @@ UNITS: dict[str, str] = {**dict.fromkeys(_DIMENSIONLESS, "1"), **dict.fromkeys(_
                          "n_voxels": "voxels", "sigma_px": "px",
                          "li_per_cm_per_mol_l": "(1/cm) per (mol/L)",  # the Li calibration: mu per concentration
                          "center_found": "1", "mean_relative_error": "1",  # reconstruct: a 0/1 flag, a ratio
-                         "beyond_validated_range": "1"}  # strain: a 0/1 flag
+                         "beyond_validated_range": "1",  # strain: a 0/1 flag
+                         # enhance_hallucination (issue 19): rates, rank correlations, HQ grey levels, slices
+                         "false_rate": "1", "missed_rate": "1", "diameter_rel_median": "1", "rho": "1",
+                         "rho_voxels": "1", "p_value": "1", "decile_ratio": "1", "spread_mean": "grey level (HQ)",
+                         "error_mean": "grey level (HQ)", "band_low": "grey level (HQ)",
+                         "band_high": "grey level (HQ)", "z_first": "HQ slice", "z_last": "HQ slice",
+                         "indi_steps": "count"}
 
 
 def column_unit(name: str) -> str:
