@@ -195,24 +195,9 @@ def test_train_on_several_images_pools_their_labels():
 def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeypatch):
     """One feature pass for training and prediction of the same image, the labels of the two-pass path (up to
     float rounding of the features), the two-pass fallback above the memory budget, a list of images."""
-    from tomo4d.segment import features as feat_mod
-    from tomo4d.segment import forest as forest_mod
     from tomo4d.segment import train_and_predict
 
-    calls = {"full": 0, "slab": 0}
-    full, slab = feat_mod.compute_features, forest_mod.features_of_slab
-
-    def count_full(*a, **k):
-        calls["full"] += 1
-        return full(*a, **k)
-
-    def count_slab(*a, **k):
-        calls["slab"] += 1
-        return slab(*a, **k)
-
-    monkeypatch.setattr(feat_mod, "compute_features", count_full)
-    monkeypatch.setattr(forest_mod, "features_of_slab", count_slab)
-    monkeypatch.setattr(feat_mod, "features_of_slab", count_slab)
+    calls = _count_feature_passes(monkeypatch)
     model, labels = train_and_predict(blobs.image, blob_scribbles, n_trees=8, seed=1)
     assert calls == {"full": 1, "slab": 0}
     two_pass = predict_labels(train_pixel_classifier(blobs.image, blob_scribbles, n_trees=8, seed=1), blobs.image)
@@ -233,12 +218,31 @@ def test_train_and_predict_computes_features_once(blobs, blob_scribbles, monkeyp
 def test_train_and_predict_every_image_computes_each_images_features_once(blobs, blob_scribbles, monkeypatch):
     """``every_image``: two labelled images, each featurised once (training and prediction), labels as the
     two-pass route gives them; over the budget the second image is left to the caller (None)."""
-    from tomo4d.segment import features as feat_mod
-    from tomo4d.segment import forest as forest_mod
     from tomo4d.segment import train_and_predict
 
     other = np.ascontiguousarray(blobs.image[::-1])                   # a second "step": the image flipped in z
     other_scribbles = np.ascontiguousarray(blob_scribbles[::-1])
+    calls = _count_feature_passes(monkeypatch)
+    images, scribbles = [blobs.image, other], [blob_scribbles, other_scribbles]
+    model, (a, b) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True)
+    assert calls == {"full": 2, "slab": 0}
+    two_pass = train_pixel_classifier(images, scribbles, n_trees=8, seed=1)
+    assert np.mean(a == predict_labels(two_pass, blobs.image)) > 0.995
+    assert np.mean(b == predict_labels(two_pass, other)) > 0.995
+    assert np.mean(b == blobs.phases[::-1]) > 0.95
+    calls.update(full=0, slab=0)
+    one_fits = blobs.image.size * model.features.n_features * 6           # 1.5 stacks: T0's stack fits, not both
+    _, (a2, b2) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True,
+                                    max_feature_bytes=one_fits)
+    assert calls["full"] == 1 and b2 is None
+    np.testing.assert_array_equal(a2, a)
+
+
+def _count_feature_passes(monkeypatch) -> dict:
+    """Count whole-image and per-slab feature computations (the dict fills as the code runs)."""
+    from tomo4d.segment import features as feat_mod
+    from tomo4d.segment import forest as forest_mod
+
     calls = {"full": 0, "slab": 0}
     full, slab = feat_mod.compute_features, forest_mod.features_of_slab
 
@@ -253,16 +257,4 @@ def test_train_and_predict_every_image_computes_each_images_features_once(blobs,
     monkeypatch.setattr(feat_mod, "compute_features", count_full)
     monkeypatch.setattr(forest_mod, "features_of_slab", count_slab)
     monkeypatch.setattr(feat_mod, "features_of_slab", count_slab)
-    images, scribbles = [blobs.image, other], [blob_scribbles, other_scribbles]
-    model, (a, b) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True)
-    assert calls == {"full": 2, "slab": 0}
-    two_pass = train_pixel_classifier(images, scribbles, n_trees=8, seed=1)
-    assert np.mean(a == predict_labels(two_pass, blobs.image)) > 0.995
-    assert np.mean(b == predict_labels(two_pass, other)) > 0.995
-    assert np.mean(b == blobs.phases[::-1]) > 0.95
-    calls.update(full=0, slab=0)
-    one_fits = blobs.image.size * model.features.n_features * 6           # 1.5 stacks: T0's stack fits, not both
-    _, (a2, b2) = train_and_predict(images, scribbles, n_trees=8, seed=1, every_image=True,
-                                    max_feature_bytes=one_fits)
-    assert calls["full"] == 1 and b2 is None
-    np.testing.assert_array_equal(a2, a)
+    return calls
