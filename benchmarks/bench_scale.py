@@ -22,7 +22,8 @@ against the true labels (sampled planes).  Then a second step (the anode stretch
 axial strain of the anode's nodes against ln 1.1).  ``generate_reg``, ``register``, ``register_memory``: a smooth
 texture pair related by a known affine (REG_PHI), registered out of core from Zarr (``register(...,
 chunk_budget_mb=budget)``) and, as the peer, loaded whole (in-memory register; its RSS is the whole pair's).
-``--stages`` runs a subset.  Not done yet: align, the LocalCluster comparison.
+``--stages`` runs a subset.  The whole experiment (align included) through ``tomo4d run``, on one machine and on
+a LocalCluster with the results compared: ``bench_run_scale.py``.
 """
 
 from __future__ import annotations

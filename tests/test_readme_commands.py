@@ -56,6 +56,9 @@ SKIP = {
 }
 #: Commands that run by default (cheap); everything else not in SKIP is marked slow.
 FAST = ("tomo4d --version", "tomo4d neutron ", "tomo4d run --schema", "tomo4d init ", "tomo4d run experiment.yaml --check")
+#: Commands that train or sample InDI with the README's options (minutes together; the later ones read the model the
+#: first trains): also ``heavy``, outside CI's slow pass (tests/enhance covers the same commands on small data).
+HEAVY = ("tomo4d enhance ",)
 
 
 def _skip_reason(cmd: str) -> str | None:
@@ -275,6 +278,8 @@ def _params():
     for i, c in enumerate(readme_commands()):
         why = _skip_reason(c)
         marks = [pytest.mark.skip(reason=why)] if why else ([] if c.startswith(FAST) else [pytest.mark.slow])
+        if c.startswith(HEAVY):
+            marks.append(pytest.mark.heavy)
         out.append(pytest.param(c, marks=marks, id=f"{i:02d}-{c[7:47]}"))
     return out
 

@@ -6,6 +6,9 @@ import pytest
 
 from tomo4d.cli import main
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):

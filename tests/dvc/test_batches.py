@@ -47,6 +47,7 @@ def test_batches_equal_the_whole_volume(pair, order):
     assert np.abs(cut.phi - whole.phi).max() < 1e-9
 
 
+@pytest.mark.slow
 def test_lazy_volumes_and_mask_read_box_by_box(pair):
     """dask volumes (chunks that do not divide the shape) and a dask mask give the numpy result exactly,
     with the integer search on."""

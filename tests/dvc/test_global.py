@@ -57,6 +57,7 @@ def measured(stretched):
     return correlate_global(ref, dfm, phi0=_phi0(), node_spacing=6, levels=2, threads=1)
 
 
+@pytest.mark.slow
 def test_large_graded_stretch_with_grey_change(measured):
     err, ok = _error(measured)
     assert ok.sum() > 0.55 * measured.n_nodes
@@ -70,6 +71,7 @@ def test_large_graded_stretch_with_grey_change(measured):
     assert np.abs(e[sel] - true[sel]).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_grey_fields_are_what_makes_it_unbiased(stretched, measured):
     ref, dfm = stretched
     plain = correlate_global(ref, dfm, phi0=_phi0(), node_spacing=6, levels=2, threads=1, grey_fields=False)
@@ -78,6 +80,7 @@ def test_grey_fields_are_what_makes_it_unbiased(stretched, measured):
     assert np.median(err_plain[ok]) > 3 * np.median(err[ok2])
 
 
+@pytest.mark.slow
 def test_the_sample_grown_out_of_view_is_flagged(measured):
     """Reference points near the top map beyond the deformed scan (u_z ~ 18 px at z = 50)."""
     z = measured.positions_zyx_px[:, 0]
@@ -91,6 +94,7 @@ def test_the_sample_grown_out_of_view_is_flagged(measured):
     assert np.mean(measured.status[within] == NodeStatus.CONVERGED) > 0.95
 
 
+@pytest.mark.slow
 def test_notes_saved_and_loaded(measured, tmp_path):
     path = measured.save(tmp_path / "g.h5")
     back = DisplacementField.load(path)

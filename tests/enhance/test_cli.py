@@ -11,6 +11,9 @@ pytest.importorskip("torch")
 
 from tomo4d.cli import main  # noqa: E402
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, synth_pair):

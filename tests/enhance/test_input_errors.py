@@ -254,6 +254,7 @@ def test_damaged_checkpoints_name_the_file_and_how_to_start_over(tmp_path, tiny_
     assert str(tmp_path) in msg and "--no-resume" in msg and "--overwrite" in msg, msg
 
 
+@pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint_through_train(tmp_path, synth_pair):
     from tomo4d.enhance import TrainConfig, train
 

@@ -188,6 +188,7 @@ def test_uncertainty_streams_slab_by_slab_with_the_whole_volume_result(model, sy
     assert slabs.consistency_bicubic_mean == pytest.approx(float(ref.mean()), rel=1e-5)   # no network: exact
 
 
+@pytest.mark.slow
 def test_evaluate_centres_the_slice_block_and_uses_label_guided_edges(model, synth_pair):
     """z_centre moves the evaluated block; edge_labels must be on the HQ grid (clear error otherwise)."""
     from tomo4d.enhance import evaluate

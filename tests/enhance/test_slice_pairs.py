@@ -35,6 +35,7 @@ def single_pair_model(tmp_path_factory):
     return d, res
 
 
+@pytest.mark.slow
 def test_a_single_2d_pair_trains_on_strips_and_beats_bicubic_on_an_unseen_image(single_pair_model):
     from tomo4d.enhance import enhance_image, load_model
     from tomo4d.quality import psnr
@@ -54,6 +55,7 @@ def test_a_single_2d_pair_trains_on_strips_and_beats_bicubic_on_an_unseen_image(
     assert psnr(ref, out, data_range=rng) > psnr(ref, bic, data_range=rng) + 1.0
 
 
+@pytest.mark.slow
 def test_a_stack_of_independent_slices_is_enhanced_slice_by_slice(single_pair_model):
     from tomo4d.enhance import enhance_slices, enhance_volume, load_model
 

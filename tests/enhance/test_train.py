@@ -82,6 +82,7 @@ def _weights(d):
     return load_file(str(d / "weights.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["indi", "gan"])
 def test_resume_after_interruption_gives_identical_weights(tmp_path, synth_pair, objective):
     from tomo4d.enhance import TrainConfig, baseline_config, train

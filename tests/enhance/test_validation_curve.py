@@ -10,6 +10,9 @@ import math
 import numpy as np
 import pytest
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("torch")
 
 

@@ -122,6 +122,7 @@ def _coarse_phases(labels):
     return lab
 
 
+@pytest.mark.slow
 def test_joint_xray_neutron_segmentation_on_the_phantom():
     """X-ray LQ + a 200 nm neutron tomogram (bin 2, 200 nm blur) of the lithiated cell (particle radius
     900 nm), 5 phases.

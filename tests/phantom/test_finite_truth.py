@@ -64,6 +64,7 @@ def test_hencky_at_points_on_the_axis(smooth):
     assert g.voxel_size_nm > 0
 
 
+@pytest.mark.slow
 def test_default_phantom_truth(exp):
     """With swelling particles: separator side above collector side, and the whole anode's mean Hencky zz
     below ln(thickness ratio) by the Jensen gap of the particles' local stretches (Jensen: a mean of logs is

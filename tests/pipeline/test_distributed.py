@@ -19,6 +19,9 @@ from tomo4d.cli import main
 from tomo4d.errors import InputError
 from tomo4d.pipeline import load_experiment, run_experiment
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 #: the segment stage (per step, not chained: its steps are the cluster's tasks; T0 trains the classifier)
 SEGMENT_EXPERIMENT = """\
 name: phantom-segment

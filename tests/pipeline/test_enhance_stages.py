@@ -174,6 +174,7 @@ def test_second_run_is_cached_and_an_edited_training_option_recomputes_downstrea
     assert json.loads((out / "models" / "indi" / "metrics.json").read_text())["steps"] == 7
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_from_the_checkpoint(enhance_run, tmp_path):
     from safetensors.numpy import load_file
 

@@ -20,6 +20,9 @@ import pytest
 
 from tomo4d.pipeline import load_experiment, plan_experiment, run_experiment
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 ANALYSIS = """\
 quantify: {}
 dvc: {node_spacing: 8, half_window: 6, smooth_sigma_px: 1.0, max_iterations: 20, tolerance_px: 0.02}

@@ -228,6 +228,7 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir):
     assert ("beyond the range where the DVC has been validated" in (out / "report.html").read_text()) == flagged
 
 
+@pytest.mark.slow
 def test_dvc_stage_local_route_reads_node_batches(experiment_file, tmp_path):
     """Without a whole-volume start (affine_start: false), the local DVC stage reads the stored series batch by
     batch (dvc.chunk_budget_mb) and gives the field of an in-memory correlation of the same scans."""

@@ -93,6 +93,7 @@ def test_cli_user_errors(tifs, capsys):
     assert main(["quality", str(tifs / "hq.tif"), str(tifs / "missing.tif"), "--voxel-size", "5"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_cell_slice(real_file):
     img = tifffile.imread(real_file("cell_xct_slice_1.tif")).astype(np.float32)

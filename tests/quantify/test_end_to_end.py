@@ -14,6 +14,7 @@ def _border_labels(lab):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # over a minute on 2 cores: not in CI's slow pass (-m heavy runs it)
 def test_modes_from_measured_dvc_and_residual_maps_realistic_particles():
     """The real route on particles of realistic size (radius 600 nm = 12 voxels vs a PSF of 2.8 voxels): global
     affine registration, local DVC T0 -> T1 with the PSF option, residual map with the noise floor of the

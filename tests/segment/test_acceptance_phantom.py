@@ -36,6 +36,9 @@ from tomo4d.segment import (  # noqa: E402
     train_pixel_classifier,
 )
 
+# slow (> ~10 s on 2 cores): run by `.ci/run`'s second pass, `make test PYTEST_ARGS="-m slow"`
+pytestmark = pytest.mark.slow
+
 SPEC = FeatureSpec(sigmas=(1.0, 3.0, 6.0), kinds=("intensity", "gradient", "hessian"), ndim=3)
 TRAIN = {"features": SPEC, "n_trees": 16, "max_samples_per_class": 5000}
 MIN_VOXELS = 27
@@ -89,6 +92,7 @@ def test_watershed_on_the_true_mask(case):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # over a minute on 2 cores: not in CI's slow pass (-m heavy runs it)
 def test_hq_segments_better_than_bicubic_lq(case):
     """Same labels and forest on LQ (cubic x2 on the HQ grid): silicon Dice ~0.93 vs HQ 0.98.
 

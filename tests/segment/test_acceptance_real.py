@@ -33,6 +33,7 @@ def test_forest_on_a_quarter(cell):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # over a minute on 2 cores: not in CI's slow pass (-m heavy runs it)
 @pytest.mark.usefixtures("one_torch_thread")
 def test_unet_on_a_quarter(cell):
     img, truth, labels = cell

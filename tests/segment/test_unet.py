@@ -28,7 +28,8 @@ def _slices(blobs, zs=(3, 8, 12)):
 
 
 @pytest.fixture(scope="module")
-def unet(blobs):
+def trained_unet(blobs):
+    """A U-Net trained to segment the blobs (~25 s on 2 cores: only the accuracy test, marked slow, uses it)."""
     from tomo4d.segment import torch_threads
 
     with torch_threads(1):
@@ -36,7 +37,19 @@ def unet(blobs):
                           seed=0)
 
 
-def test_few_slices_segment_blobs(unet, blobs):
+@pytest.fixture(scope="module")
+def unet(blobs):
+    """A briefly trained U-Net: enough for tiling, persistence and the refusals (not for accuracy)."""
+    from tomo4d.segment import torch_threads
+
+    with torch_threads(1):
+        return train_unet(blobs.image, _slices(blobs), config=UNetConfig.small(iterations=20, patch_size=48),
+                          seed=0)
+
+
+@pytest.mark.slow
+def test_few_slices_segment_blobs(trained_unet, blobs):
+    unet = trained_unet
     pred = predict_labels(unet, blobs.image)
     region = np.ones(blobs.phases.shape, bool)
     region[[3, 8, 12]] = False
