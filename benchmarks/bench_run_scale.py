@@ -4,7 +4,7 @@ local Dask cluster, with the peak memory of every process.
 ``generate`` writes a synthetic in-situ series lazily, slab by slab, straight to OME-Zarr (never in memory): the
 electrode of ``bench_scale.py`` (collector, porous anode with silicon spheres on a jittered 16-voxel lattice,
 separator; uint16 grey per phase + noise), step ``i`` with the anode stretched by ``i * stretch`` along z (collector
-fixed, separator carried; fresh noise per step), 100 nm voxels; a T0 label file with 5 fully labelled z planes; and
+fixed, separator carried; linear interpolation between reference slices; fresh noise per step), 100 nm voxels; a T0 label file with 5 fully labelled z planes; and
 the experiment file::
 
     align -> segment (forest, 16 trees, slice-wise 2D features sigmas 1 and 2.5, 5 labelled planes)
@@ -45,10 +45,28 @@ import bench_scale as b  # noqa: E402  (the synthetic electrode's generator)
 VS = 100.0
 
 
+def _reference_zf(z, n, stretch):
+    """The reference z (float) of deformed slice z: the anode [zc, zs) stretched by ``stretch`` along z, the
+    collector fixed, the separator carried as a block (``bench_scale._reference_z`` without the rounding)."""
+    zc, zs = int(0.1 * n), int(0.8 * n)
+    z = np.asarray(z, np.float64)
+    return np.where(z < zc, z, np.where(z < zc + (zs - zc) * (1 + stretch), zc + (z - zc) / (1 + stretch),
+                                        z - (zs - zc) * stretch))
+
+
 def _image_slab(z0, z1, n, step, stretch):
-    lab = b._labels_slab(z0, z1, n, step * stretch)
+    """Slices [z0, z1) of step ``step``: the noise-free T0 grey values pulled back along z with *linear*
+    interpolation between reference slices (a smooth stretch: nearest-slice pulling repeats one slice in
+    1 / stretch, a staircase field), then fresh noise."""
+    zr = np.clip(_reference_zf(np.arange(z0, z1), n, step * stretch), 0, n - 1)
+    lo = np.floor(zr).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    a, c = int(lo.min()), int(hi.max()) + 1
+    grey = b.GREY[b._labels_slab(a, c, n)]
+    f = (zr - lo).astype(np.float32)[:, None, None]
+    img = (1 - f) * grey[lo - a] + f * grey[hi - a]
     rng = np.random.default_rng([step, z0])  # each step its own noise
-    return np.clip(b.GREY[lab] + rng.normal(0, 2500, lab.shape), 0, 65535).astype(np.uint16)
+    return np.clip(img + rng.normal(0, 2500, img.shape), 0, 65535).astype(np.uint16)
 
 
 def _label_planes(n):

@@ -268,6 +268,18 @@ PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual
             "scan.ome.zarr", "out_dir", "OUT", "trans.csv", "scan_rec.ome.zarr", "scan_rec.tif", "rec.tif"}
 
 
+def _indi_stand_in(ws: Path, name: str):
+    """What `enhance apply` writes (the T1 scan on the HQ grid), when the heavy InDI commands did not run."""
+    from tomo4d.io import open_volume, save_volume
+
+    save_volume(open_volume(_phantom(ws) / "series_hq/T1.tif"), ws / name)
+
+
+#: Stand-ins for outputs of the ``heavy`` commands (CI's slow pass leaves those out): made only for a later
+#: command that reads one when the heavy command did not write it.
+STAND_INS = {"T1_indi.ome.zarr": _indi_stand_in}
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return tmp_path_factory.mktemp("readme")
@@ -291,6 +303,8 @@ def test_readme_command_runs_as_written(cmd, workspace, monkeypatch, capsys):
     for a in args:
         if a in MAKERS and not (workspace / a).exists():
             MAKERS[a](workspace, a)
+        if a in STAND_INS and not cmd.startswith(HEAVY) and not (workspace / a).exists():
+            STAND_INS[a](workspace, a)
     if cmd == "tomo4d run experiment.yaml --check":  # fill the template's TODOs as its user would
         y = workspace / "experiment.yaml"
         y.write_text(y.read_text().replace("[TODO, TODO, TODO]", "[0, 3600, 7200]")
