@@ -150,7 +150,7 @@ class _Poller:
                     name = " ".join(p.cmdline()[:4])[-80:]
                 except psutil.Error:
                     continue
-                self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                self.cpu[p.pid] = t.user + t.system  # not children_*: the tree's children are sampled themselves
                 if rss > self.peak.get(p.pid, (0.0, ""))[0]:
                     self.peak[p.pid] = (rss, name)
             self._stop.wait(self.interval)
