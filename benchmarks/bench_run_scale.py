@@ -4,8 +4,8 @@ local Dask cluster, with the peak memory of every process.
 ``generate`` writes a synthetic in-situ series lazily, slab by slab, straight to OME-Zarr (never in memory): the
 electrode of ``bench_scale.py`` (collector, porous anode with silicon spheres on a jittered 16-voxel lattice,
 separator; uint16 grey per phase + noise), step ``i`` with the anode stretched by ``i * stretch`` along z (collector
-fixed, separator carried; linear interpolation between reference slices; fresh noise per step), 100 nm voxels; a T0 label file with 5 fully labelled z planes; and
-the experiment file::
+fixed, separator carried; linear interpolation between reference slices; fresh noise per step), 100 nm voxels; a T0
+label file with 5 fully labelled z planes; and the experiment file::
 
     align -> segment (forest, 16 trees, slice-wise 2D features sigmas 1 and 2.5, 5 labelled planes)
           -> quantify (thickness, phase volumes) -> particles (connected components, no watershed split, no tracking)
@@ -15,7 +15,8 @@ the experiment file::
 ``run`` runs ``tomo4d run`` on it (``--workers N``: a LocalCluster of N processes) while a poller samples the resident
 memory of every process of the run's tree every 0.5 s; it prints one JSON line per stage (wall s and peak RSS from
 the run's provenance) and one for the whole run (wall s, CPU s of the tree, the largest peak RSS of any process).
-``compare`` checks that two run folders hold identical tables (CSV, byte for byte), DVC fields and label volumes.
+``compare`` checks that two run folders hold identical tables (CSV, byte for byte), fields (DVC, strain) and
+volumes (aligned, labels, particles).
 
 Usage::
 
@@ -45,20 +46,11 @@ import bench_scale as b  # noqa: E402  (the synthetic electrode's generator)
 VS = 100.0
 
 
-def _reference_zf(z, n, stretch):
-    """The reference z (float) of deformed slice z: the anode [zc, zs) stretched by ``stretch`` along z, the
-    collector fixed, the separator carried as a block (``bench_scale._reference_z`` without the rounding)."""
-    zc, zs = int(0.1 * n), int(0.8 * n)
-    z = np.asarray(z, np.float64)
-    return np.where(z < zc, z, np.where(z < zc + (zs - zc) * (1 + stretch), zc + (z - zc) / (1 + stretch),
-                                        z - (zs - zc) * stretch))
-
-
 def _image_slab(z0, z1, n, step, stretch):
     """Slices [z0, z1) of step ``step``: the noise-free T0 grey values pulled back along z with *linear*
     interpolation between reference slices (a smooth stretch: nearest-slice pulling repeats one slice in
     1 / stretch, a staircase field), then fresh noise."""
-    zr = np.clip(_reference_zf(np.arange(z0, z1), n, step * stretch), 0, n - 1)
+    zr = np.clip(b._reference_zf(np.arange(z0, z1, dtype=np.float64), n, step * stretch), 0, n - 1)
     lo = np.floor(zr).astype(np.int64)
     hi = np.minimum(lo + 1, n - 1)
     a, c = int(lo.min()), int(hi.max()) + 1

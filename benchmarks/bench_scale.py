@@ -69,12 +69,17 @@ def _hash(*a):
 STRETCH = 0.10
 
 
-def _reference_z(z, n, stretch):
-    """The reference z of deformed slice z (inverse of the anode's axial stretch), nearest voxel."""
+def _reference_zf(z, n, stretch):
+    """The reference z (float) of deformed slice z: the inverse of the anode's axial stretch (collector fixed,
+    separator carried as a block)."""
     zc, zs = int(0.1 * n), int(0.8 * n)
-    zr = np.where(z < zc, z, np.where(z < zc + (zs - zc) * (1 + stretch), zc + (z - zc) / (1 + stretch),
-                                      z - (zs - zc) * stretch))
-    return np.rint(zr).astype(np.int64)
+    return np.where(z < zc, z, np.where(z < zc + (zs - zc) * (1 + stretch), zc + (z - zc) / (1 + stretch),
+                                        z - (zs - zc) * stretch))
+
+
+def _reference_z(z, n, stretch):
+    """The reference z of deformed slice z, nearest voxel."""
+    return np.rint(_reference_zf(z, n, stretch)).astype(np.int64)
 
 
 def _labels_slab(z0, z1, n, stretch=0.0):
