@@ -196,6 +196,15 @@ class SlabStore:
         """Voxels ``[z0, z1)`` of the store being written (slabs already written)."""
         return np.asarray(self._array[z0:z1])
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        """Voxels of the store being written, e.g. ``store[z0:z1]`` (a lazy array to readers such as
+        :func:`read_slab`)."""
+        return np.asarray(self._array[key])
+
     def publish(self, *, overwrite: bool = True) -> Path:
         """Move the complete store to :attr:`path` (atomically); refuses while a slab is missing."""
         from .io import atomic_output

@@ -348,8 +348,8 @@ def _particles_run(ctx):
         rows.append({"step": np.asarray([inp.names[i]] * len(table)), **cols})
         summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
     stores = tuple(a if isinstance(a, SlabStore) else None for a in labels)
-    if (sec.track or inp.truth_particles) and any(isinstance(a, SlabStore) for a in labels):
-        log.warning("particles: tracking and the truth scores need every step's labels in memory")
+    if inp.truth_particles and any(isinstance(a, SlabStore) for a in labels):
+        log.warning("particles: the truth scores need every step's labels in memory")
         labels = [a.read(0, a.shape[0]) if isinstance(a, SlabStore) else a for a in labels]
     fields = [ctx.load("dvc", i) for i in range(1, inp.n_steps)] \
         if sec.use_dvc and exp.dvc is not None and inp.n_steps >= 2 else None
@@ -358,8 +358,9 @@ def _particles_run(ctx):
             if not np.any(f.usable):
                 log.warning("particles: the DVC field T0 -> %s has no usable node; tracked without it", inp.names[i])
         fields = [f if np.any(f.usable) else None for f in fields]
-    tracks = track_particles(labels, displacement=fields, voxel_size_nm=vs, names=inp.names,
-                             search_radius_factor=sec.search_radius_factor) if sec.track else None
+    tracks = track_particles(labels, displacement=fields, voxel_size_nm=vs, names=inp.names,  # stores: slab by slab
+                             search_radius_factor=sec.search_radius_factor,
+                             chunk_budget_mb=budget_mb(ctx)) if sec.track else None
     summ = {k: np.asarray([r[k] for r in summary]) for k in summary[0]}
     if tracks is not None:
         summ["n_tracks_found"] = np.asarray([int(np.count_nonzero(tracks.label[:, i])) for i in range(inp.n_steps)])

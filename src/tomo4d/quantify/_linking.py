@@ -7,34 +7,12 @@ import numpy as np
 
 from .._validate import show
 from ..errors import InputError
+from ._label_source import LabelSource, centroids
 
 #: cost of a pair that is not a candidate (never chosen)
 _FORBIDDEN = 1e6
 #: cost of leaving a particle unmatched, relative to the dearest candidate pair of its component
 _ALTERNATIVE = 1.05
-
-
-def _counts_and_sums_light(lab: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, None]:
-    nz, ny, nx = lab.shape
-    count = np.zeros(n_bins, np.int64)
-    sums = np.zeros((n_bins, 3))
-    yy = np.arange(ny, dtype=np.float64)[:, None]
-    xx = np.arange(nx, dtype=np.float64)[None, :]
-    for z in range(nz):
-        s = lab[z].reshape(-1)
-        c = np.bincount(s, minlength=n_bins)
-        count += c
-        sums[:, 0] += z * c
-        sums[:, 1] += np.bincount(s, weights=np.broadcast_to(yy, (ny, nx)).reshape(-1), minlength=n_bins)
-        sums[:, 2] += np.bincount(s, weights=np.broadcast_to(xx, (ny, nx)).reshape(-1), minlength=n_bins)
-    return count, sums, None
-
-
-def _centroids(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(present labels, voxel counts, centroids (n, 3) px) of a compact particle label volume."""
-    count, sums, _ = _counts_and_sums_light(lab, int(lab.max()) + 1 if lab.size else 1)
-    present = np.flatnonzero(count[1:]) + 1
-    return present, count[present], sums[present] / count[present][:, None]
 
 
 def _hypothesis_shifts(shift_px, n_src, hypothesis_penalty) -> tuple[np.ndarray, np.ndarray]:
@@ -56,19 +34,12 @@ def _hypothesis_shifts(shift_px, n_src, hypothesis_penalty) -> tuple[np.ndarray,
 
 
 class _Sources:
-    """Voxels, sizes, centres, equivalent radii and search radii of the source particles (rows)."""
+    """Sizes, centres, equivalent radii and search radii of the source particles (rows)."""
 
-    def __init__(self, src_labels, ns, src_ids, search_radius_factor, search_radius_px):
-        row = np.full(ns, -1, np.int64)   # row index of each source label (-1: not tracked)
-        row[src_ids] = np.arange(src_ids.size)
-        z, y, x = np.nonzero(src_labels)
-        r = row[src_labels[z, y, x]]
-        keep = r >= 0
-        self.z, self.y, self.x, self.r = z[keep], y[keep], x[keep], r[keep]
-        self.size = np.bincount(self.r, minlength=src_ids.size)
+    def __init__(self, size, sums, src_ids, search_radius_factor, search_radius_px):
+        self.size = size
         scount = np.maximum(self.size, 1).astype(float)
-        self.centre = np.stack([np.bincount(self.r, weights=c, minlength=src_ids.size)
-                                for c in (self.z, self.y, self.x)], 1) / scount[:, None]
+        self.centre = sums / scount[:, None]
         self.eq_r = np.cbrt(3.0 * scount / (4.0 * np.pi))
         self.radius = float(search_radius_factor) * self.eq_r
         self.tight = np.zeros(src_ids.size, bool)
@@ -81,21 +52,71 @@ class _Sources:
             self.radius = np.where(self.tight, given, self.radius)
 
 
-def _hypothesis_pairs(src, dst_labels, nd, dcount, dcent, dpresent, tree, shift, pen):
+class _Overlaps:
+    """Voxel counts of every (source row, destination label) pair under the shifted source voxels, per
+    hypothesis, and the sources' sizes and coordinate sums: one pass over the source slabs, each reading
+    only the destination slices its shifted voxels land in (windows of ``window`` slices)."""
+
+    def __init__(self, src: LabelSource, dst: LabelSource, row, shift_px, window: int):
+        n_src, n_h = shift_px.shape[:2]
+        self.ok = np.all(np.isfinite(shift_px), axis=2)                    # (n_src, k)
+        self.shift_i = np.round(np.where(self.ok[..., None], shift_px, 0.0)).astype(np.int64)
+        self.size = np.zeros(n_src, np.int64)
+        self.sums = np.zeros((n_src, 3))
+        self.nd, self.dst, self.window = dst.n_bins, dst, max(1, int(window))
+        found = [[] for _ in range(n_h)]
+        for z0, z1 in src.slabs():
+            block = src.read(z0, z1)
+            z, y, x = np.nonzero(block)
+            r = row[block[z, y, x]]
+            keep = r >= 0
+            z, y, x, r = z[keep] + z0, y[keep], x[keep], r[keep]
+            self.size += np.bincount(r, minlength=n_src)
+            for j, c in enumerate((z, y, x)):
+                self.sums[:, j] += np.bincount(r, weights=c, minlength=n_src)
+            for h in range(n_h):
+                found[h].append(self._lookup(z, y, x, r, h))
+        self.pairs = [_merge(f) for f in found]
+
+    def _lookup(self, z, y, x, r, h) -> tuple[np.ndarray, np.ndarray]:
+        """(pair keys, voxel counts) of the shifted voxels of one slab under hypothesis ``h``."""
+        s = self.shift_i[:, h]
+        zz, yy, xx = z + s[r, 0], y + s[r, 1], x + s[r, 2]
+        nz, ny, nx = self.dst.shape
+        inside = (zz >= 0) & (zz < nz) & (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx) & self.ok[r, h]
+        zz, yy, xx, rr = zz[inside], yy[inside], xx[inside], r[inside]
+        if not zz.size:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        lo, hi = int(zz.min()), int(zz.max()) + 1
+        if hi - lo > self.window:   # sort the look-ups by destination slice, read window by window
+            o = np.argsort(zz, kind="stable")
+            zz, yy, xx, rr = zz[o], yy[o], xx[o], rr[o]
+        d = np.zeros_like(rr)
+        for a in range(lo, hi, self.window):
+            b = min(a + self.window, hi)
+            sel = slice(*np.searchsorted(zz, [a, b])) if hi - lo > self.window else slice(None)
+            d[sel] = self.dst.read(a, b)[zz[sel] - a, yy[sel], xx[sel]]
+        hit = d > 0
+        return np.unique(rr[hit] * self.nd + d[hit], return_counts=True)
+
+
+def _merge(found) -> tuple[np.ndarray, np.ndarray]:
+    """Pair keys and counts summed over slabs."""
+    if len(found) == 1:
+        return found[0]
+    keys = np.concatenate([k for k, _ in found])
+    counts = np.concatenate([c for _, c in found])
+    u, inv = np.unique(keys, return_inverse=True)
+    return u, np.bincount(inv, weights=counts, minlength=u.size).astype(np.int64)
+
+
+def _hypothesis_pairs(src, ov, h, dcount, dcent, dpresent, tree, shift, pen):
     """Candidate pair keys ``row * nd + dst`` of one motion hypothesis ``shift`` (n, 3) and their costs."""
+    nd = ov.nd
     n_src = src.size.size
-    ok_h = np.all(np.isfinite(shift), axis=1)
+    ok_h = ov.ok[:, h]
     shift = np.where(ok_h[:, None], shift, 0.0)
-    shift_i = np.round(shift).astype(np.int64)
-    z, y, x, r = src.z, src.y, src.x, src.r
-    # overlap of the shifted source voxels with the destination particles
-    zz, yy, xx = z + shift_i[r, 0], y + shift_i[r, 1], x + shift_i[r, 2]
-    inside = ((zz >= 0) & (zz < dst_labels.shape[0]) & (yy >= 0) & (yy < dst_labels.shape[1])
-              & (xx >= 0) & (xx < dst_labels.shape[2]) & ok_h[r])
-    d = np.zeros_like(r)
-    d[inside] = dst_labels[zz[inside], yy[inside], xx[inside]]
-    hit = d > 0
-    pairs, inter = np.unique(r[hit] * nd + d[hit], return_counts=True)
+    pairs, inter = ov.pairs[h]
     pr, pd = pairs // nd, pairs % nd
     scent = src.centre + shift
     near = tree.query_ball_point(scent, r=src.radius)
@@ -116,18 +137,22 @@ def _hypothesis_pairs(src, dst_labels, nd, dcount, dcent, dpresent, tree, shift,
     return k2[keep], cost
 
 
-def _candidate_pairs(src, dst_labels, nd, shift_px, pen):
+def _candidate_pairs(src, ov, dst: LabelSource, shift_px, pen):
     """Candidate pairs over all hypotheses, each at its cheapest: (row (m,), dst (m,), cost (m,))."""
     from scipy.spatial import cKDTree
 
-    dcount, dsums, _ = _counts_and_sums_light(dst_labels.astype(np.intp, copy=False), nd)
-    dpresent = np.flatnonzero(dcount[1:]) + 1
+    nd = ov.nd
+    dpresent, dcnt, dcen = centroids(dst)
+    if dpresent.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    dcount = np.zeros(nd, np.int64)
+    dcount[dpresent] = dcnt
     dcent = np.full((nd, 3), np.nan)
-    dcent[dpresent] = dsums[dpresent] / dcount[dpresent][:, None]
-    tree = cKDTree(dcent[dpresent])
+    dcent[dpresent] = dcen
+    tree = cKDTree(dcen)
     best_key, best_cost = [], []
     for h in range(shift_px.shape[1]):
-        k, c = _hypothesis_pairs(src, dst_labels, nd, dcount, dcent, dpresent, tree, shift_px[:, h, :], pen[h])
+        k, c = _hypothesis_pairs(src, ov, h, dcount, dcent, dpresent, tree, shift_px[:, h, :], pen[h])
         best_key.append(k)
         best_cost.append(c)
     key = np.concatenate(best_key)
@@ -210,17 +235,27 @@ def link_particles(src_labels: np.ndarray, dst_labels: np.ndarray, shift_px: np.
     (src (m,), dst (m,), cost (m,))
         Matched source labels, destination labels and pair costs (one-to-one).
     """
+    from ._label_source import label_source
+
+    return link_sources(label_source(src_labels, name="src_labels"), label_source(dst_labels, name="dst_labels"),
+                        shift_px, src_ids=src_ids, search_radius_factor=search_radius_factor,
+                        search_radius_px=search_radius_px, hypothesis_penalty=hypothesis_penalty)
+
+
+def link_sources(src: LabelSource, dst: LabelSource, shift_px, *, src_ids, search_radius_factor: float = 1.0,
+                 search_radius_px=None, hypothesis_penalty=None, window: int | None = None):
+    """:func:`link_particles` on compact :class:`LabelSource` labels (in memory or read slab by slab;
+    ``window``: destination slices read at once, default all)."""
     src_ids = np.asarray(src_ids, np.int64)
     shift_px, pen = _hypothesis_shifts(shift_px, src_ids.size, hypothesis_penalty)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    if src_ids.size == 0:
+    if src_ids.size == 0 or dst.n_bins <= 1:
         return empty
-    ns = int(src_labels.max()) + 1
-    nd = int(dst_labels.max()) + 1
-    if nd <= 1:
-        return empty
-    src = _Sources(src_labels, ns, src_ids, search_radius_factor, search_radius_px)
-    cr, cd, cost = _candidate_pairs(src, dst_labels, nd, shift_px, pen)
+    row = np.full(src.n_bins, -1, np.int64)   # row index of each source label (-1: not tracked)
+    row[src_ids] = np.arange(src_ids.size)
+    ov = _Overlaps(src, dst, row, shift_px, dst.shape[0] if window is None else window)
+    sources = _Sources(ov.size, ov.sums, src_ids, search_radius_factor, search_radius_px)
+    cr, cd, cost = _candidate_pairs(sources, ov, dst, shift_px, pen)
     if cr.size == 0:
         return empty
-    return _assign(cr, cd, cost, src_ids, nd)
+    return _assign(cr, cd, cost, src_ids, dst.n_bins)

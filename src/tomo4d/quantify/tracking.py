@@ -23,6 +23,11 @@ trackers, Jaqaman et al., Nat. Methods 2008): without it the assignment maximise
 first, and one particle leaving the view shifts a whole chain of neighbours onto each other.
 
 Particles of step n left unmatched start new tracks (e.g. entering the field of view).
+
+Label volumes that are not numpy arrays (Zarr, dask, a lazy Volume) are read slab by slab under
+``chunk_budget_mb`` (:mod:`tomo4d.quantify._label_source`): sizes and centres are per-slab integer sums and the
+overlaps of the shifted source voxels are looked up in windows of the destination, so the tracks are those of
+the in-memory path exactly and the memory is set by the budget, not by the volume.
 The matching of two steps (:func:`link_particles`: candidates, costs, assignment) lives in
 :mod:`tomo4d.quantify._linking`.
 """
@@ -38,9 +43,9 @@ import numpy as np
 
 from .._validate import check_number
 from ..errors import InputError
-from ._common import as_labels, step_names, voxel_size
-from ._linking import _centroids, link_particles
-from .particles import _sequential
+from ._common import step_names, voxel_size
+from ._label_source import LabelSource, centroids, dst_window, is_lazy, label_source
+from ._linking import link_particles, link_sources
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +229,8 @@ def _hypotheses(predict, step, src_step, ref, pos_src, fallback_penalty, default
 
 def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=None,
                     search_radius_factor: float = 1.5, fallback_penalty: float | None = 0.25,
-                    names: Sequence[str] | None = None, progress: Callable[[int, int], None] | None = None) -> Tracks:
+                    names: Sequence[str] | None = None, progress: Callable[[int, int], None] | None = None,
+                    chunk_budget_mb: float | None = None) -> Tracks:
     """Track particles through the steps of a time series of particle labellings.
 
     Parameters
@@ -252,6 +258,10 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
         cost this much more.  ``None``: the field alone everywhere.
     names : sequence of str, optional
     progress : callable(done, total), optional
+    chunk_budget_mb : float, optional
+        Memory budget of one slab (MiB, default 512) for label volumes that are not numpy arrays (Zarr,
+        dask, a lazy Volume): those are read slab by slab (out of core; the tracks equal the in-memory
+        ones exactly); numpy arrays are used whole.
 
     Returns
     -------
@@ -267,15 +277,16 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
     names = step_names(len(items), names)
     predict = _predictor(displacement, len(items))
     n_steps = len(items)
-    labs, values = _compact_series(items)
+    labs = _compact_series(items, chunk_budget_mb)
+    window = dst_window(chunk_budget_mb, labs[0].shape) if any(is_lazy(a) for a in items) else None
     hist = _History(n_steps, float(np.prod(vs)) / 1e9)
-    for i, n, c in zip(*_centroids(labs[0])):
+    for i, n, c in zip(*centroids(labs[0])):
         hist.start(0, i, c, n, c.copy())
     if progress is not None:
         progress(1, n_steps)
     for s in range(1, n_steps):
-        d_ids, d_cnt, d_cen = _centroids(labs[s])
-        new_links, matched_dst = _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty)
+        d_ids, d_cnt, d_cen = centroids(labs[s])
+        new_links, matched_dst = _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty, window)
         pos = {int(k): j for j, k in enumerate(d_ids)}
         for t, (db, cc) in new_links.items():
             j = pos[db]
@@ -286,20 +297,16 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
                 hist.start(s, k, d_cen[j], d_cnt[j], _reference_position(predict, s, d_cen[j]))
         if progress is not None:
             progress(s + 1, n_steps)
-    return hist.tracks(names, values, vs)
+    return hist.tracks(names, [a.values for a in labs], vs)
 
 
-def _compact_series(items) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Compact (1..n) particle labels of every step and the original value of each compact label."""
-    labs, values = [], []
-    for i, a in enumerate(items):
-        compact, vals = _sequential(as_labels(a, name=f"label_series[{i}]", instances=True))
-        labs.append(compact)
-        values.append(vals)
+def _compact_series(items, chunk_budget_mb) -> list[LabelSource]:
+    """Compact (1..n) particle labels of every step (the original value of each: ``.values``)."""
+    labs = [label_source(a, name=f"label_series[{i}]", chunk_budget_mb=chunk_budget_mb) for i, a in enumerate(items)]
     for i, a in enumerate(labs[1:], 1):
         if a.shape != labs[0].shape:
             raise InputError(f"label_series[{i}] has shape {a.shape}, T0 has {labs[0].shape}; use one voxel grid")
-    return labs, values
+    return labs
 
 
 class _History:
@@ -342,7 +349,7 @@ class _History:
                       first_step=np.asarray(self.first, np.int64), voxel_size_nm=vs)
 
 
-def _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty) -> tuple[dict, set]:
+def _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty, window) -> tuple[dict, set]:
     """Links of the live tracks into step ``s``: {track: (label at s, cost)}, and the labels taken.
 
     The tracks are grouped by the step they were last seen at (usually ``s - 1``), latest first;
@@ -362,10 +369,10 @@ def _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty) -
         vol_src = np.array([hist.volume[t][src_step] for t in tr]) / hist.vox_um3
         hyp, pens, radius = _hypotheses(predict, s, int(src_step), np.array([hist.x0[t] for t in tr]), pos_src,
                                         fallback_penalty, search_radius_factor * np.cbrt(0.75 * vol_src / np.pi))
-        dst_masked = dst if not matched_dst else np.where(np.isin(dst, list(matched_dst)), 0, dst)
-        a, b, c = link_particles(labs[src_step], dst_masked, hyp, src_ids=src_lab,
-                                 search_radius_factor=search_radius_factor, search_radius_px=radius,
-                                 hypothesis_penalty=pens)
+        dst_masked = dst.masked(matched_dst) if matched_dst else dst
+        a, b, c = link_sources(labs[src_step], dst_masked, hyp, src_ids=src_lab,
+                               search_radius_factor=search_radius_factor, search_radius_px=radius,
+                               hypothesis_penalty=pens, window=window)
         lookup = dict(zip(src_lab.tolist(), tr.tolist()))
         for sa, db, cc in zip(a.tolist(), b.tolist(), c.tolist()):
             new_links[lookup[sa]] = (db, cc)
