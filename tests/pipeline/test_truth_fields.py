@@ -184,3 +184,22 @@ def test_dvc_deconvolution_needs_its_psf(phantom_dir):
     p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {deconvolve_iterations: 10}\n")
     with pytest.raises(InputError, match="deconvolve_psf_sigma_px"):
         load_experiment(p)
+
+
+def test_dvc_axial_start_streams_over_the_budget(experiment_file, tmp_path, caplog):
+    """Over chunk_budget_mb the axial start is fitted on lateral block means read slab by slab and the local DVC
+    reads its batches lazily: the field agrees with the in-memory run's to a small fraction of a voxel."""
+    from tomo4d.dvc import DisplacementField
+
+    fields = []
+    for budget in ("", "chunk_budget_mb: 0.4\n"):
+        p = experiment_file(iterations=30, name=f"axial_stream{len(fields)}.yaml")
+        p.write_text(budget + p.read_text() + "  axial_start: true\n")
+        with caplog.at_level("INFO", logger="tomo4d"):
+            run_experiment(load_experiment(p), tmp_path / f"r{len(fields)}", source=p)
+        fields.append(DisplacementField.load(tmp_path / f"r{len(fields)}" / "fields" / "dvc_T0_T1.h5"))
+    assert "lateral bin 1" in caplog.text and "lateral bin 2" in caplog.text
+    a, b = fields
+    assert np.array_equal(a.status, b.status) and a.usable.sum() >= 50   # measured: 35 converged + 42 interpolated
+    d = np.linalg.norm(a.displacement_zyx_px[a.usable] - b.displacement_zyx_px[a.usable], axis=1)
+    assert np.median(d) < 0.05, np.median(d)   # measured: 0.0003 px

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from .._chunks import fits_budget, plan_slabs, read_slab, volume_data
 from .._validate import (
     as_image,
     as_mask,
@@ -55,7 +56,7 @@ _STAGES = ((4.0, 4), (2.0, 2), (1.0, 1))
 def axial_profile_start(reference, deformed, *, knot_spacing: int = 4, tiles=(1, 1), regularisation: float = 1.0,
                         grey_regularisation: float = 1.0, iterations: int = 30, phi0=None, mask=None,
                         search_radius_px: int | None = None, node_spacing: int = 4,
-                        lateral: bool = False) -> DisplacementField:
+                        lateral: bool = False, chunk_budget_mb: float | None = None) -> DisplacementField:
     """Axial map ``z -> z + w(z)`` (per lateral tile) as a displacement field, reference -> deformed.
 
     Parameters
@@ -93,6 +94,13 @@ def axial_profile_start(reference, deformed, *, knot_spacing: int = 4, tiles=(1,
         the start improves (0.94 -> 0.89 px; the separator's lateral error 0.5 -> 0.05 px), but the global
         DVC started from it returns to the same field as without (0.65 px): its optimum, not its start,
         lacks the lateral expansion (benchmarks/RESULTS.md, issue 15).
+    chunk_budget_mb : float, optional
+        Memory budget (MiB, default 512) for volumes that are not numpy arrays (Zarr, dask, a lazy Volume):
+        when the fit's working set (:data:`AXIAL_BYTES_PER_VOXEL` per voxel) exceeds it, both volumes (and the
+        mask) are read slab by slab and averaged over ``b x b`` lateral blocks, the smallest ``b`` that fits;
+        z is kept whole.  The axial map commutes with a lateral average, so the fit is the same problem on
+        fewer, less noisy columns (finer lateral texture is averaged away).  ``notes["axial_profile"]
+        ["lateral_bin"]`` records ``b``; numpy arrays are used whole.
 
     Returns
     -------
@@ -109,34 +117,78 @@ def axial_profile_start(reference, deformed, *, knot_spacing: int = 4, tiles=(1,
     check_int("iterations", iterations, minimum=1)
     check_int("node_spacing", node_spacing, minimum=2)
     ty, tx = _check_tiles(tiles)
-    ref = as_image(reference, name="reference").astype(np.float32, copy=False)
-    dfm = as_image(deformed, name="deformed").astype(np.float32, copy=False)
-    check_same_shape(ref, dfm, ("reference", "deformed"))
-    msk = as_mask(mask, ref.shape)
-    if ref.shape[0] < 2 * knot_spacing or ref.shape[1] < ty or ref.shape[2] < tx:
-        raise InputError(f"the volume of shape {ref.shape} is too small for knot_spacing={knot_spacing} and "
+    ref, dfm, msk, b = _inputs(reference, deformed, mask, chunk_budget_mb)
+    shape = ref.shape if b == 1 else tuple(int(v) for v in volume_data(reference).shape)
+    if shape[0] < 2 * knot_spacing or ref.shape[1] < ty or ref.shape[2] < tx:
+        raise InputError(f"the volume of shape {shape} is too small for knot_spacing={knot_spacing} and "
                          f"tiles={show(tiles)}: give a smaller knot_spacing or fewer tiles")
     t0 = time.perf_counter()
-    radius = ref.shape[0] // 4 if search_radius_px is None else check_int("search_radius_px", search_radius_px, minimum=0)
-    w_tiles, knots, cost, s_knots = _solve_stages(ref, dfm, msk, phi0, (ty, tx), knot_spacing, regularisation,
+    radius = shape[0] // 4 if search_radius_px is None else check_int("search_radius_px", search_radius_px, minimum=0)
+    z = np.arange(shape[0], dtype=float)
+    w0 = np.zeros(shape[0]) if phi0 is None else _affine_w(phi0, shape, (1, 1), z)[0, 0]  # the full grid's centre
+    w_tiles, knots, cost, s_knots = _solve_stages(ref, dfm, msk, w0, (ty, tx), knot_spacing, regularisation,
                                                   grey_regularisation, iterations, radius, lateral=bool(lateral))
-    pos, gs, origin = control_grid(ref.shape, node_spacing)
-    w_nodes = _blend_tiles(w_tiles, knots, ref.shape, (ty, tx), pos)
+    pos, gs, origin = control_grid(shape, node_spacing)
+    w_nodes = _blend_tiles(w_tiles, knots, shape, (ty, tx), pos)
     u = np.zeros((len(pos), 3))
     u[:, 0] = w_nodes
     if s_knots is not None:
         s_nodes = np.interp(pos[:, 0], knots, s_knots)
-        u[:, 1:] = s_nodes[:, None] * (pos[:, 1:] - (np.asarray(ref.shape[1:], float) - 1) / 2)
+        u[:, 1:] = s_nodes[:, None] * (pos[:, 1:] - (np.asarray(shape[1:], float) - 1) / 2)
     phis = _phis(u.reshape(gs + (3,)), node_spacing)
-    notes = {"method": "axial_profile", "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist(),
-             "axial_profile": {"knots_z_px": knots.tolist(), "tiles": [ty, tx],
+    notes = {"method": "axial_profile", "volume_shape_zyx": list(shape), "grid_origin_px": origin.tolist(),
+             "axial_profile": {"knots_z_px": knots.tolist(), "tiles": [ty, tx], "lateral_bin": b,
                                "lateral_scale": None if s_knots is None else np.asarray(s_knots).round(5).tolist(),
                                "w_px": np.asarray(w_tiles).round(4).tolist(), "data_cost": cost},
              "seconds": round(time.perf_counter() - t0, 3)}
-    log.info("axial profile start: %d knots x %d tiles in %.2f s", len(knots), ty * tx, notes["seconds"])
+    log.info("axial profile start: %d knots x %d tiles, lateral bin %d, in %.2f s", len(knots), ty * tx, b,
+             notes["seconds"])
     return DisplacementField(positions_zyx_px=pos, phi=phis, status=np.full(len(pos), NodeStatus.CONVERGED, np.int8),
                              grid_shape=gs, node_spacing_px=(node_spacing,) * 3, half_window_px=(node_spacing,) * 3,
                              notes=notes)
+
+
+#: working memory of the fit per voxel (both volumes, their smoothed copies, the slab search's, the mask)
+AXIAL_BYTES_PER_VOXEL = 40
+
+
+def _inputs(reference, deformed, mask, chunk_budget_mb):
+    """(reference, deformed, mask, b): float32 volumes, whole (b = 1), or lazy ones averaged over b x b lateral
+    blocks slab by slab when the whole fit exceeds the budget (mask: blocks entirely inside)."""
+    big = [v for v in (reference, deformed) if not isinstance(volume_data(v), np.ndarray)]
+    b = 1
+    if big:
+        sh = tuple(int(v) for v in volume_data(reference).shape)
+        if len(sh) != 3:
+            raise InputError(f"reference has shape {sh}; give a (z, y, x) volume")
+        if tuple(volume_data(deformed).shape) != sh:
+            raise InputError(f"deformed has shape {tuple(volume_data(deformed).shape)}, reference {sh}; give "
+                             "volumes of one shape")
+        while not fits_budget((sh[0], sh[1] // b, sh[2] // b), AXIAL_BYTES_PER_VOXEL, chunk_budget_mb) \
+                and min(sh[1], sh[2]) // (b + 1) >= 8:
+            b += 1
+    if b == 1:  # whole (a lazy volume within the budget read at once)
+        reference, deformed = (read_slab(volume_data(v), 0, volume_data(v).shape[0])[0]
+                               if any(v is w for w in big) else v for v in (reference, deformed))
+        ref = as_image(reference, name="reference").astype(np.float32, copy=False)
+        dfm = as_image(deformed, name="deformed").astype(np.float32, copy=False)
+        check_same_shape(ref, dfm, ("reference", "deformed"))
+        return ref, dfm, as_mask(mask, ref.shape), 1
+    ref, dfm = (_lateral_mean(volume_data(v), b, chunk_budget_mb) for v in (reference, deformed))
+    msk = None if mask is None else _lateral_mean(volume_data(mask), b, chunk_budget_mb) > 0.999
+    return ref, dfm, msk, b
+
+
+def _lateral_mean(data, b: int, chunk_budget_mb) -> np.ndarray:
+    """``data`` averaged over ``b x b`` lateral blocks (the last partial row/column of blocks dropped), read
+    slab by slab: (nz, ny // b, nx // b) float32."""
+    nz, ny, nx = (int(v) for v in data.shape)
+    out = np.empty((nz, ny // b, nx // b), np.float32)
+    for z0, z1 in plan_slabs(data.shape, bytes_per_voxel=12, chunk_budget_mb=chunk_budget_mb):
+        block, _ = read_slab(data, z0, z1)
+        block = block[:, : ny // b * b, : nx // b * b].astype(np.float32)
+        out[z0:z1] = block.reshape(z1 - z0, ny // b, b, nx // b, b).mean(axis=(2, 4))
+    return out
 
 
 def _check_tiles(tiles) -> tuple[int, int]:
@@ -182,14 +234,14 @@ def _affine_w(phi0, shape, tiles, z) -> np.ndarray:
     return out
 
 
-def _solve_stages(ref, dfm, msk, phi0, tiles, h, reg, greg, iterations, search_radius, lateral=False):
+def _solve_stages(ref, dfm, msk, w0, tiles, h, reg, greg, iterations, search_radius, lateral=False):
     """Coarse-to-fine single profile, then per tile; returns (w knots (ty, tx, K), knots, data cost, s knots or
     None): with ``lateral``, the single profile carries an in-plane scale ``s(z)`` too (:func:`_fit_lateral`)."""
     from scipy import ndimage
 
     nz = ref.shape[0]
     z = np.arange(nz, dtype=float)
-    w_full = np.zeros(nz) if phi0 is None else _affine_w(phi0, ref.shape, (1, 1), z)[0, 0]
+    w_full = np.asarray(w0, float)
     if search_radius:
         w_full = _slab_search(ndimage.gaussian_filter(ref, 1.0), ndimage.gaussian_filter(dfm, 1.0), w_full,
                               2 * h, search_radius)

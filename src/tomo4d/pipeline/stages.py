@@ -25,8 +25,10 @@ carry ``analysis_scale`` among their options.
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
   each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
-  Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``)
-  and the node batches read lazily.
+  Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``),
+  the ``axial_start`` fitted on lateral block means read slab by slab (``axial_profile_start(...,
+  chunk_budget_mb=...)``) and the node batches read lazily; the global method and the PSF deconvolution still
+  take whole volumes.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
@@ -158,15 +160,21 @@ def _dvc_step(ctx, step, previous):
     ref, deformed = read_series(ctx, 0), read_series(ctx, step)  # the analysis series, lazily
     mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
-    affine_only = initial is None and sec.affine_start and not sec.axial_start
-    whole = (sec.deconvolve_iterations or sec.method == "global" or (initial is None and sec.axial_start)
-             or (affine_only and not _register_streams(ctx, ref.shape)))
+    axial = initial is None and sec.axial_start
+    affine_only = initial is None and sec.affine_start and not axial
+    whole = (sec.deconvolve_iterations or sec.method == "global"
+             or ((affine_only or axial) and not _register_streams(ctx, ref.shape)))
     if not whole:  # local DVC reads its node batches' boxes (chunk_budget_mb) from the stored volumes
-        phi0 = None
-        if affine_only:  # over the budget: the affine start registered out of core (tomo4d.register)
+        phi0, budget = None, ctx.experiment.chunk_budget_mb
+        if affine_only or (axial and sec.affine_start):  # over the budget: registered out of core
             from ..register import register
 
-            phi0 = register(ref.data, deformed.data, chunk_budget_mb=ctx.experiment.chunk_budget_mb).phi
+            phi0 = register(ref.data, deformed.data, chunk_budget_mb=budget).phi
+        if axial:  # over the budget: fitted on lateral block means read slab by slab (tomo4d.dvc.axial)
+            from ..dvc import axial_profile_start
+
+            initial, phi0 = axial_profile_start(ref.data, deformed.data, phi0=phi0, mask=mask, chunk_budget_mb=budget,
+                                                node_spacing=sec.node_spacing), None
         radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
         kw = sec.correlate_kwargs()
         if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
