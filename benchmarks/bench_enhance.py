@@ -290,7 +290,8 @@ def bench_real(train_steps: int = 300, cases: str = "snow,cell", consistency: in
 
 def _judge_real(case, model, test, consistency):
     from tomo4d.enhance import enhance_image, evaluate, upsample2_xy
-    from tomo4d.enhance.steps import _fwhm, edge_options_for
+    from tomo4d.enhance.sweep_edges import edge_options_for
+    from tomo4d.enhance.sweep_edges import slice_fwhm as _fwhm
     from tomo4d.quality import psnr
 
     n = model.sweep.recommended_steps

@@ -44,6 +44,53 @@ def test_rules_pick_by_their_documented_criteria():
         recommend(sw, "fastest")
 
 
+def test_rules_use_the_paired_ratio_when_stored():
+    import dataclasses
+
+    from tomo4d.enhance.steps import recommend
+
+    psnr = [24.0, 24.3, 24.0, 23.5, 22.0]
+    frac = [0.01, 0.01, 0.015, 0.05, 0.08]
+    # the unpaired means say N = 4 is closest to HQ; edge for edge N = 1 is (ratio 0.98), the rest over-sharpen
+    sw = dataclasses.replace(_sweep(psnr, [150., 130., 110., 101., 100.], frac),
+                             fwhm_ratio=(0.98, 0.90, 0.86, 0.85, 0.84))
+    assert recommend(sw, "balanced") == recommend(sw, "sharpness") == 1
+    sw = dataclasses.replace(sw, fwhm_ratio=(1.3, 1.1, 1.02, 0.9, 0.8))
+    assert recommend(sw, "balanced") == 3 and recommend(sw, "sharpness") == 3
+
+
+def _discs(shape, centres, radius, sigma, value=1000.0):
+    from scipy import ndimage
+
+    yy, xx = np.indices(shape)
+    a = np.zeros(shape)
+    for cy, cx in centres:
+        a[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = value
+    return ndimage.gaussian_filter(a, sigma)
+
+
+def test_paired_fwhm_measures_the_output_on_hqs_edges():
+    """Edges detected in HQ only; extra sharp structure elsewhere in the output does not enter the figure."""
+    from tomo4d.enhance.sweep_edges import hq_edge_lines, paired_fwhm, slice_fwhm
+
+    shape, vs = (160, 160), (50.0, 50.0, 50.0)
+    big = [(40, 40), (40, 120), (120, 40)]
+    hq = _discs(shape, big, 22, 2.0)[None].astype(np.float32)
+    out = _discs(shape, big, 22, 3.0)
+    # strong, sharper structure where HQ has none (what a model may add): detected on its own it dominates
+    out += _discs(shape, [(100 + 28 * i, 100 + 28 * j) for i in range(3) for j in range(3)], 10, 1.2, 3000.0)
+    out = out[None].astype(np.float32)
+    m = np.ones_like(hq, bool)
+    lines, note = hq_edge_lines(hq, m, vs)
+    assert note == "default" and sum(len(v) for v in lines.values()) >= 10
+    h, o = paired_fwhm(hq, m, lines, vs), paired_fwhm(out, m, lines, vs)
+    ok = np.isfinite(h) & np.isfinite(o)
+    assert ok.sum() >= 10
+    assert np.median(h[ok]) == pytest.approx(2.3548 * 2.0 * 50, rel=0.08)
+    assert np.median(o[ok] / h[ok]) == pytest.approx(1.5, abs=0.1)     # sigma 3 vs 2 on the same edges
+    assert slice_fwhm(out, m, vs) < 0.5 * np.mean(o[ok])   # unpaired: the added structure's edges (measured 146 nm)
+
+
 def test_training_stores_the_sweep_and_apply_uses_its_recommendation(model, trained, synth_pair):
     from tomo4d.enhance import enhance_volume, load_model
     from tomo4d.enhance.steps import RULES, SWEEP_FILE, recommend
