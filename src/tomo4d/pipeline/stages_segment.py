@@ -22,9 +22,10 @@ repeated x2 per axis, each plane of ``segment.slices`` covering two enhanced pla
 twice finer and ``particles.min_voxels`` still counts ``inputs.series`` voxels (the same physical size).
 
 Out of core (:mod:`.chunked`): a step whose working set exceeds ``chunk_budget_mb`` is predicted slab by slab into
-the progress store of its label volume (resumable; bit-identical labels), and with ``particles.split: false`` its
-particles are labelled slab by slab (components merged exactly across slab faces) and measured from per-slab
-moments; tracking and the truth scores still load the label volumes.
+the progress store of its label volume (resumable; bit-identical labels), and its particles are labelled slab by
+slab (components merged exactly across slab faces; with ``particles.split`` the distance watershed one cluster of
+touching particles at a time) and measured from per-slab moments, all equal to the in-memory labels; tracking
+reads the label stores slab by slab; the truth scores still load the label volumes.
 """
 
 from __future__ import annotations
@@ -324,15 +325,12 @@ def _particles_run(ctx):
     labels, rows, summary = [], [], []
     for i in range(inp.n_steps):
         seg = lazy_segment(ctx, i)
-        if not sec.split and streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):  # out of core, slab by slab
+        if streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):  # out of core, slab by slab (split: cluster by cluster)
             store, table = _particles_streamed(ctx, i, seg, vs)
             labels.append(store)
             rows.append({"step": np.asarray([inp.names[i]] * len(table)), **table.to_columns()})
             summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
             continue
-        if sec.split and streams(ctx, seg.shape, PARTICLE_BYTES_PER_VOXEL):
-            log.warning("particles %s: over chunk_budget_mb, but particles.split: true (the distance watershed) needs "
-                        "the whole volume in memory; set particles.split: false to stream it", inp.names[i])
         solid = np.isin(ctx.load("segment", i), sec.particle_classes())  # every class of a particle
         if i == 0 and not solid.any():
             from ..errors import InputError
@@ -373,26 +371,35 @@ def _particles_run(ctx):
 
 def _particles_streamed(ctx, i, seg, vs):
     """Step ``i``'s particles labelled slab by slab (connected components merged across slab faces,
-    :func:`tomo4d.quantify.particles_chunked.label_particles_chunked`) into the progress store of
-    ``volumes/particles_<step>.ome.zarr`` (published by the save), and their table."""
+    :func:`tomo4d.quantify.particles_chunked.label_particles_chunked`; with ``particles.split`` the distance
+    watershed cluster by cluster, :func:`tomo4d.segment.split_chunked.split_particles_chunked`) into the progress
+    store of ``volumes/particles_<step>.ome.zarr`` (published by the save), and their table."""
     import math
 
     from .._chunks import plan_slabs
     from ..errors import InputError
-    from ..quantify.particles_chunked import label_particles_chunked
+    from ..quantify.particles_chunked import label_particles_chunked, particle_properties_chunked
+    from ..segment.split_chunked import split_particles_chunked
 
     sec, inp = ctx.experiment.particles, ctx.inputs
     min_vox = int(math.ceil(sec.min_voxels * float(np.prod(inp.voxel_size_nm)) / float(np.prod(vs)) - 1e-9))
     plan = plan_slabs(seg.shape, bytes_per_voxel=PARTICLE_BYTES_PER_VOXEL, chunk_budget_mb=budget_mb(ctx))
     store = SlabStore(ctx.out / "volumes" / f"particles_{inp.names[i]}.ome.zarr", shape=seg.shape, dtype=np.int32,
                       slabs=plan, voxel_size_nm=vs, name=f"particles {inp.names[i]}",
-                      key=f"{segment_path(ctx.out, inp.names[i]).stat().st_mtime_ns}:{sec.particle_classes()}:{min_vox}")
-    res = label_particles_chunked(seg, particle_class=sec.particle_classes(), voxel_size_nm=vs, min_voxels=min_vox,
-                                  out=store, publish=False)
+                      key=f"{segment_path(ctx.out, inp.names[i]).stat().st_mtime_ns}:{sec.particle_classes()}:{min_vox}"
+                          f":split={sec.split}")
+    if sec.split:
+        res = split_particles_chunked(seg, particle_class=sec.particle_classes(), voxel_size_nm=vs,
+                                      min_voxels=min_vox, out=store, publish=False, chunk_budget_mb=budget_mb(ctx))
+        table = particle_properties_chunked(store, voxel_size_nm=vs, chunk_budget_mb=budget_mb(ctx))
+    else:
+        res = label_particles_chunked(seg, particle_class=sec.particle_classes(), voxel_size_nm=vs,
+                                      min_voxels=min_vox, out=store, publish=False)
+        table = res.table
     if i == 0 and res.n_particles == 0 and res.n_removed == 0:
         raise InputError(f"particles.particle_class={sec.particle_class} is not in the T0 segmentation; set it to "
                          "the label value(s) of the particle phase")
-    return store, res.table
+    return store, table
 
 
 def _particles_save(result, out):

@@ -11,7 +11,8 @@ Two trainable segmenters share one prediction path:
 
 :func:`predict_proba`, :func:`predict_labels` and :func:`predict_lazy` walk a
 (possibly larger-than-memory) volume in z-slabs with the model's halo.
-:func:`label_particles` turns a phase segmentation into particle labels;
+:func:`label_particles` turns a phase segmentation into particle labels (out of core, touching
+particles split cluster by cluster: :func:`split_particles_chunked`);
 :func:`evaluate_segmentation`, :func:`match_particles` and
 :func:`compare_inputs` measure the result.  :func:`load_model`,
 :func:`read_labels` and :func:`save_labels` handle files.
@@ -31,6 +32,7 @@ _EXPORTS = {
     "predict_proba": "predict", "predict_labels": "predict", "predict_lazy": "predict",
     "Particles": "instances", "connected_components": "instances", "remove_small_objects": "instances",
     "split_touching": "instances", "label_particles": "instances",
+    "SplitParticles": "split_chunked", "split_particles_chunked": "split_chunked",
     "ClassScores": "evaluate", "SegmentationScores": "evaluate", "ParticleScores": "evaluate",
     "InputScores": "evaluate", "InputComparison": "evaluate", "evaluate_segmentation": "evaluate",
     "match_particles": "evaluate", "boundary_scores": "evaluate", "compare_inputs": "evaluate",

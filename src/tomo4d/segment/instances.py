@@ -6,8 +6,9 @@ h-maxima of that map (centres that rise at least ``h_nm`` above the neck
 joining them to a neighbour).  Distances honour anisotropic voxels: they are
 computed in nanometres with the voxel size as sampling.
 
-These functions work on in-memory arrays (2D or 3D); particle labelling needs
-the whole connected structure at once.
+These functions work on in-memory arrays (2D or 3D).  The watershed floods one
+cluster of touching particles at a time (:mod:`tomo4d.segment._watershed`), so
+:func:`tomo4d.segment.split_particles_chunked` gives the same labels out of core.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._array import to_numpy
 from .._validate import check_int, check_labels, check_number, show, show_values
 from ..errors import InputError
 from ..volume import Volume
+from ._watershed import split_clusters
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,9 @@ def split_touching(mask, *, voxel_size_nm=None, h_nm: float | None = None, smoot
     numpy.ndarray, int32
         0 background, 1..n particles.
     """
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
     m = np.asarray(to_numpy(mask), dtype=bool)
     spacing = _spacing(voxel_size_nm, m.ndim)
-    h = 0.5 * max(spacing) if h_nm is None else check_number("h_nm", h_nm, minimum=0.0, exclusive_minimum=True)
+    h = split_h(h_nm, spacing)
     smooth_voxels = check_number("smooth_voxels", smooth_voxels, minimum=0.0)
     connectivity = check_int("connectivity", connectivity, minimum=1, maximum=m.ndim)
     if not m.any():
@@ -160,16 +159,12 @@ def split_touching(mask, *, voxel_size_nm=None, h_nm: float | None = None, smoot
     dist = ndi.distance_transform_edt(m, sampling=spacing).astype(np.float32)
     if smooth_voxels > 0:
         dist = ndi.gaussian_filter(dist, smooth_voxels) * m
-    footprint = ndi.generate_binary_structure(m.ndim, int(connectivity))
-    peaks = h_maxima(dist, h, footprint=ndi.generate_binary_structure(m.ndim, m.ndim)).astype(bool) & m
-    markers, _ = ndi.label(peaks, structure=ndi.generate_binary_structure(m.ndim, m.ndim), output=np.int32)
-    lab = watershed(-dist, markers, mask=m, connectivity=footprint)
-    # components without a marker (can happen for tiny specks) keep their own label
-    rest = m & (lab == 0)
-    if rest.any():
-        extra, n_extra = ndi.label(rest, structure=footprint, output=np.int32)
-        lab = np.where(rest, extra + lab.max(), lab)
-    return lab.astype(np.int32, copy=False)
+    return split_clusters(m, dist, h, connectivity)
+
+
+def split_h(h_nm, spacing) -> float:
+    """The h of :func:`split_touching` (nm): ``h_nm`` checked, default half the largest voxel edge."""
+    return 0.5 * max(spacing) if h_nm is None else check_number("h_nm", h_nm, minimum=0.0, exclusive_minimum=True)
 
 
 def label_particles(segmentation, *, particle_class: int | None = None, voxel_size_nm=None,

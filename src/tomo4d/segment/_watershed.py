@@ -1,0 +1,102 @@
+"""The distance watershed of :func:`tomo4d.segment.split_touching`, one cluster of touching particles at a time.
+
+A cluster is a fully connected component of the particle mask; background separates clusters in every
+direction, so a cluster's markers and watershed depend on nothing outside it, provided the tie-breaking does
+not either.  scikit-image's watershed pushes every marker voxel at the same age, so the order in which it
+floods equal values depends on the heap's whole content: run on a whole volume, one cluster's boundaries
+change (by a few voxels) with its neighbours.  So both the in-memory split and the out-of-core one
+(:mod:`tomo4d.segment.split_chunked`) flood each cluster on its own, in a box holding only it: the same
+voxels in the same relative order, hence the same labels however the volume is cut.  Numbering
+(:class:`ClusterIds`): markers in raster order of their first voxel in the volume, then the pieces no marker
+reached in the same order, as one watershed of the whole volume numbers them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def h_maxima(dist: np.ndarray, h: float, footprint) -> np.ndarray:
+    """Maxima of a float distance map that rise at least ``h`` above the saddle to any higher ground: the
+    reconstruction of :func:`skimage.morphology.h_maxima` (float path, same rounding guard) without its early
+    exit when ``h`` exceeds the whole image's range (:func:`cluster_split` applies that rule per cluster)."""
+    from skimage.morphology import reconstruction
+
+    d = np.asarray(dist)
+    resolution = 2 * np.finfo(d.dtype).resolution * np.abs(d)
+    rec = reconstruction(d - h - resolution, d, method="dilation", footprint=footprint)
+    return (d - rec) >= h
+
+
+def cluster_split(mine: np.ndarray, dist: np.ndarray, h: float, connectivity: int):
+    """``(labels, markers, rest)`` of one cluster ``mine`` (bool, in a box) with its distances ``dist`` (0 off
+    the cluster): markers the h-maxima labelled with full connectivity (none when the cluster's distances never
+    reach ``h``: too flat to hold one), labels the watershed of ``-dist`` from them inside the cluster, rest the
+    pieces no marker reached (1..)."""
+    from skimage.segmentation import watershed
+
+    full = ndi.generate_binary_structure(mine.ndim, mine.ndim)
+    footprint = ndi.generate_binary_structure(mine.ndim, int(connectivity))
+    if float(dist[mine].max(initial=0.0)) < h:
+        markers = np.zeros(mine.shape, np.int32)
+    else:
+        markers, _ = ndi.label(h_maxima(dist, h, full) & mine, structure=full, output=np.int32)
+    lab = watershed(-dist, markers, mask=mine, connectivity=footprint) if markers.any() else markers
+    rest, _ = ndi.label(mine & (lab == 0), structure=footprint, output=np.int32)
+    return lab, markers, rest
+
+
+class ClusterIds:
+    """Provisional ids of every marker and markerless piece of the clusters split so far, with the raster
+    index of each one's first voxel in the volume of ``shape``, its kind and size; :meth:`lut` numbers them."""
+
+    def __init__(self, shape):
+        self.shape, self.count = tuple(int(v) for v in shape), 0
+        self.first, self.kind, self.size = [], [], []
+
+    def add(self, mine, lab, markers, rest, origin) -> np.ndarray:
+        """Provisional ids (int64, 0 off the cluster) of one cluster split in its box at ``origin``."""
+        n_m, n_r = int(markers.max(initial=0)), int(rest.max(initial=0))
+        ids = np.zeros(lab.shape, np.int64)
+        ids[mine] = np.where(lab[mine] > 0, self.count + lab[mine], self.count + n_m + rest[mine])
+        for kind, img, n in ((0, markers, n_m), (1, rest, n_r)):
+            if not n:
+                continue
+            flat = np.flatnonzero(img)
+            _, first = np.unique(img.ravel()[flat], return_index=True)
+            coords = np.array(np.unravel_index(flat[first], img.shape)) + np.asarray(origin)[:, None]
+            self.first.append(np.ravel_multi_index(tuple(coords), self.shape))
+            self.kind.append(np.full(n, kind, np.int8))
+        self.size.append(np.bincount(ids[mine] - self.count, minlength=n_m + n_r + 1)[1:])
+        self.count += n_m + n_r
+        return ids
+
+    def lut(self, min_voxels: int = 0) -> tuple[np.ndarray, int, int]:
+        """provisional id -> label (markers by first voxel, then markerless pieces; below ``min_voxels``
+        removed: 0), labels kept, objects removed."""
+        if not self.count:
+            return np.zeros(1, np.int32), 0, 0
+        first, kind = np.concatenate(self.first), np.concatenate(self.kind)
+        size = np.concatenate(self.size)   # all three in id order: per cluster its markers, then its pieces
+        rank = np.lexsort((first, kind))
+        kept = rank[size[rank] >= min_voxels]
+        lut = np.zeros(self.count + 1, np.int32)
+        lut[kept + 1] = np.arange(1, kept.size + 1, dtype=np.int32)
+        return lut, int(kept.size), int(self.count - kept.size)
+
+
+def split_clusters(m: np.ndarray, dist: np.ndarray, h: float, connectivity: int) -> np.ndarray:
+    """The split of a whole in-memory mask, cluster by cluster (int32 labels 1..n)."""
+    full = ndi.generate_binary_structure(m.ndim, m.ndim)
+    clusters, _ = ndi.label(m, structure=full, output=np.int32)
+    ids = ClusterIds(m.shape)
+    prov = np.zeros(m.shape, np.int64)
+    for k, sl in enumerate(ndi.find_objects(clusters), 1):
+        if sl is None:
+            continue
+        mine = clusters[sl] == k
+        d = np.where(mine, dist[sl], 0).astype(dist.dtype)
+        got = ids.add(mine, *cluster_split(mine, d, h, connectivity), tuple(s.start for s in sl))
+        prov[sl][mine] = got[mine]
+    return ids.lut(0)[0][prov]
