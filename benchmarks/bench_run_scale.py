@@ -8,8 +8,8 @@ fixed, separator carried; linear interpolation between reference slices; fresh n
 label file with 5 fully labelled z planes; and the experiment file::
 
     align -> segment (forest, 16 trees, slice-wise 2D features sigmas 1 and 2.5, 5 labelled planes)
-          -> quantify (thickness, phase volumes) -> particles (connected components, no watershed split,
-             tracked along the DVC field; ``--no-track``: not tracked)
+          -> quantify (thickness, phase volumes) -> particles (distance-watershed split cluster by cluster,
+             tracked along the DVC field; ``--no-split`` / ``--no-track``: the runs before session 12)
           -> dvc (local ZNSSD, node spacing 32, half-window 16, each step from its own out-of-core affine start)
           -> strain (finite strain, regional statistics by depth)
 
@@ -25,8 +25,7 @@ Usage::
     python benchmarks/bench_run_scale.py run WORK OUT [--workers 2]
     python benchmarks/bench_run_scale.py compare OUT_A OUT_B
 
-The distance-watershed split still needs every step's labels in memory (the runner says so and the experiment
-here turns it off); everything else, the tracking included, streams under ``chunk_budget_mb``.
+Every stage of this experiment streams under ``chunk_budget_mb`` (the split and the tracking since session 12).
 """
 
 from __future__ import annotations
@@ -85,7 +84,8 @@ def _save(fn, n, dtype, path):
         save_volume(Volume(b._lazy(fn, n, dtype), (VS,) * 3), path, overwrite=True)
 
 
-def generate(work: Path, n: int, steps: int, stretch: float, budget_mb: float, track: bool = True) -> dict:
+def generate(work: Path, n: int, steps: int, stretch: float, budget_mb: float, track: bool = True,
+             split: bool = True) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     series = []
@@ -103,7 +103,7 @@ def generate(work: Path, n: int, steps: int, stretch: float, budget_mb: float, t
         "segment": {"labels": "labels_t0.ome.zarr", "slices": _label_planes(n), "feature_ndim": 2,
                     "sigmas": [1.0, 2.5], "n_trees": 16, "max_samples_per_class": 5000},
         "quantify": {},
-        "particles": {"split": False, "track": bool(track)},
+        "particles": {"split": bool(split), "track": bool(track)},
         "dvc": {"node_spacing": 32, "half_window": 16, "grey_model": "znssd", "from_previous": False},
         "chunk_budget_mb": budget_mb,
     }
@@ -226,6 +226,7 @@ def main(argv=None):
     g.add_argument("--stretch", type=float, default=0.01, help="anode stretch added per step (fraction)")
     g.add_argument("--budget-mb", type=float, default=512.0)
     g.add_argument("--no-track", action="store_true", help="particles not tracked (the runs before session 12)")
+    g.add_argument("--no-split", action="store_true", help="touching particles not split (before session 12)")
     r = sub.add_parser("run")
     r.add_argument("work", type=Path)
     r.add_argument("out", type=Path)
@@ -235,7 +236,7 @@ def main(argv=None):
     c.add_argument("b", type=Path)
     a = ap.parse_args(argv)
     if a.cmd == "generate":
-        res = generate(a.work, a.size, a.steps, a.stretch, a.budget_mb, track=not a.no_track)
+        res = generate(a.work, a.size, a.steps, a.stretch, a.budget_mb, track=not a.no_track, split=not a.no_split)
     elif a.cmd == "run":
         res = run(a.work, a.out, a.workers)
     else:

@@ -13,15 +13,17 @@ one cluster of touching particles at a time, equal to the in-memory labels voxel
      here (:mod:`tomo4d.segment._watershed`: the tie-breaking of scikit-image's watershed depends on its
      whole queue).
 
-2. Clusters in z order are grouped into batches whose grown boxes fit half the budget; a batch reads its z
-   range of the mask and of the cluster labels once, splits each cluster, and stores provisional ids (one per
-   marker and per markerless piece) in a scratch Zarr volume, with each id's first voxel (raster index in the
-   volume) and voxel count.
+2. Clusters are grouped by the 3D cell of their box's first corner (cells sized so that a group's region, the
+   union of its members' grown boxes, fits the budget); a group reads its region of the mask and of the
+   cluster labels once, computes one distance map there (exact for every member), floods each cluster in
+   its own box, and stores provisional ids (one per marker and per markerless piece) in a scratch Zarr
+   volume, with each id's first voxel (raster index in the volume) and voxel count.
 3. Final labels: markers in raster order of their first voxel, then the markerless pieces in the same order
    (the numbering of the in-memory split), objects below ``min_voxels`` removed; written slab by slab.
 
 A cluster larger than the budget is still split whole (its grown box in memory): a cluster spanning the
-volume (a percolating network) cannot be split out of core; ``largest_box_voxels`` says how large it was.
+volume (a percolating network) cannot be split out of core; ``largest_box_voxels`` says how large the largest
+region was.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._chunks import SlabStore, budget_bytes, plan_slabs, read_slab, volume_data
+from .._array import to_numpy
+from .._chunks import SlabStore, budget_bytes, plan_slabs, volume_data
 from .._validate import check_int
 from ..errors import InputError
 from ._watershed import ClusterIds, cluster_split
@@ -42,8 +45,9 @@ from .instances import _spacing, split_h
 
 __all__ = ["SplitParticles", "split_particles_chunked"]
 
-#: bytes per voxel of a batch's z range held at once (mask, cluster labels, provisional ids)
-REGION_BYTES_PER_VOXEL = 13
+#: bytes per voxel of a group's region held at once (mask, cluster labels, the distance transform's float64
+#: distances and int32 feature indices, float32 distances, provisional ids)
+REGION_BYTES_PER_VOXEL = 40
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,9 +78,11 @@ class SplitParticles:
     largest_box_voxels: int
 
 
-def _mask(data, z0, z1, classes) -> np.ndarray:
-    block, _ = read_slab(data, z0, z1)
-    return np.isin(block, classes) if classes is not None else block > 0
+def _read_box(data, box, classes=None) -> np.ndarray:
+    block = np.asarray(to_numpy(data[box]))
+    if classes is None:
+        return block
+    return np.isin(block, classes)
 
 
 def _boxes(table, shape, vs) -> tuple[np.ndarray, np.ndarray]:
@@ -95,44 +101,48 @@ def _boxes(table, shape, vs) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(lo - pad, 0), np.minimum(hi + pad, np.asarray(shape, np.int64))
 
 
-def _batches(lo, hi, plane: int, budget: int) -> list[np.ndarray]:
-    """Consecutive clusters (z order) whose grown boxes' z range fits ``budget`` bytes (at least one each)."""
-    out, start = [], 0
-    n = len(lo)
-    while start < n:
-        z0, z1, end = lo[start, 0], hi[start, 0], start + 1
-        while end < n:
-            a, b = min(z0, lo[end, 0]), max(z1, hi[end, 0])
-            if (b - a) * plane * REGION_BYTES_PER_VOXEL > budget:
-                break
-            z0, z1, end = a, b, end + 1
-        out.append(np.arange(start, end))
-        start = end
+def _groups(bmin, lo, hi, shape, budget: int) -> list[np.ndarray]:
+    """Clusters grouped by the cell (z, y, x) of their box's first corner, cells sized so that a group's region
+    (the union of its members' grown boxes) fits ``budget`` bytes; a group over it is split into its members."""
+    if not len(lo):
+        return []
+    grow = int(np.percentile((hi - lo).max(axis=1), 95))
+    core = np.array([min(64, shape[0]), min(256, shape[1]), min(256, shape[2])], np.int64)
+    while np.prod(core + grow) * REGION_BYTES_PER_VOXEL > budget and core.max() > 8:
+        core[int(np.argmax(core))] //= 2
+    alone = (hi - lo).max(axis=1) > grow           # the largest 5 %: each in its own region
+    out = [np.array([k]) for k in np.flatnonzero(alone)]
+    cell = bmin // core
+    order = np.flatnonzero(~alone)[np.lexsort((cell[~alone, 2], cell[~alone, 1], cell[~alone, 0]))]
+    key = cell[order]
+    cuts = np.flatnonzero(np.any(key[1:] != key[:-1], axis=1)) + 1
+    for g in np.split(order, cuts) if order.size else []:
+        size = np.prod(hi[g].max(axis=0) - lo[g].min(axis=0))
+        out.extend([g] if len(g) == 1 or size * REGION_BYTES_PER_VOXEL <= budget else [g[i:i + 1] for i in range(len(g))])
     return out
 
 
-def _split_batch(data, classes, clusters, ids, lo, hi, vs, h, connectivity, prov: ClusterIds, scratch):
-    """Split the clusters ``ids`` (their grown boxes ``lo``, ``hi``) and merge their provisional ids into
-    ``scratch`` (a Zarr array): returns the largest box (voxels)."""
-    r0, r1 = int(lo[ids, 0].min()), int(hi[ids, 0].max())
-    mask = _mask(data, r0, r1, classes)
-    clus = clusters.read(r0, r1)
-    out = np.zeros(mask.shape, np.int64)
-    largest = 0
+def _split_group(data, classes, clusters, ids, lo, hi, bmin, bmax, vs, h, connectivity, prov: ClusterIds,
+                 scratch) -> int:
+    """Split the clusters ``ids``: one distance map of their region (the union of their grown boxes, where it is
+    exact for each of them), each cluster flooded in its own box; provisional ids merged into ``scratch``.
+    Returns the region's voxels."""
+    r_lo, r_hi = lo[ids].min(axis=0), hi[ids].max(axis=0)
+    region = tuple(slice(int(a), int(b)) for a, b in zip(r_lo, r_hi))
+    mask = _read_box(data, region, classes)
+    clus = _read_box(clusters, region)
+    dist = ndi.distance_transform_edt(mask, sampling=vs).astype(np.float32)
+    del mask
+    out = np.zeros(clus.shape, np.int32)
     for k in ids:
-        box = tuple(slice(int(a) - (r0 if i == 0 else 0), int(b) - (r0 if i == 0 else 0))
-                    for i, (a, b) in enumerate(zip(lo[k], hi[k])))
+        box = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(bmin[k], bmax[k], r_lo))
         mine = clus[box] == k + 1
-        dist = ndi.distance_transform_edt(mask[box], sampling=vs).astype(np.float32)
-        dist[~mine] = 0
-        lab, markers, rest = cluster_split(mine, dist, h, connectivity)
-        origin = (int(lo[k, 0]), int(lo[k, 1]), int(lo[k, 2]))
-        got = prov.add(mine, lab, markers, rest, origin)
+        d = np.where(mine, dist[box], 0).astype(np.float32)
+        got = prov.add(mine, *cluster_split(mine, d, h, connectivity), tuple(int(v) for v in bmin[k]))
         out[box][mine] = got[mine]
-        largest = max(largest, int(mine.size))
-    region = np.asarray(scratch[r0:r1])
-    scratch[r0:r1] = np.where(out > 0, out, region)
-    return largest
+    old = np.asarray(scratch[region])
+    scratch[region] = np.where(out > 0, out, old)
+    return int(out.size)
 
 
 def split_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=None, h_nm: float | None = None,
@@ -193,16 +203,17 @@ def _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, sc
     clusters = SlabStore(scratch / "clusters.ome.zarr", shape=shape, dtype=np.int32, slabs=plan, voxel_size_nm=vs,
                          name="clusters")
     cl = label_chunked(data, particle_class=classes, voxel_size_nm=vs, connectivity=3, out=clusters, publish=False)
-    provisional = zarr.open_array(str(scratch / "provisional.zarr"), mode="w", shape=shape, dtype=np.int64,
-                                  chunks=(max(1, min(64, shape[0])), min(256, shape[1]), min(256, shape[2])),
+    provisional = zarr.open_array(str(scratch / "provisional.zarr"), mode="w", shape=shape, dtype=np.int32,
+                                  chunks=(max(1, min(32, shape[0])), min(128, shape[1]), min(128, shape[2])),
                                   fill_value=0)
     lo, hi = _boxes(cl.table, shape, vs)
+    bmin, bmax = np.asarray(cl.table.bbox_min_px, np.int64), np.asarray(cl.table.bbox_max_px, np.int64)
     prov = ClusterIds(shape)
-    batches = _batches(lo, hi, shape[1] * shape[2], budget_bytes(budget_mb) // 2)
+    batches = _groups(bmin, lo, hi, shape, budget_bytes(budget_mb))
     largest = 0
     for ids in batches:
-        largest = max(largest, _split_batch(data, classes, clusters, ids, lo, hi, vs, h, connectivity, prov,
-                                            provisional))
+        largest = max(largest, _split_group(data, classes, clusters, ids, lo, hi, bmin, bmax, vs, h, connectivity,
+                                            prov, provisional))
     lut, n_kept, n_removed = prov.lut(min_voxels)
     result = np.zeros(shape, np.int32) if out is None else None
     if out is not None:
