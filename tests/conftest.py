@@ -54,3 +54,22 @@ def default_sigint():
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+class _CountingArray:
+    """A (z, y, x) array that is not a numpy array (a lazy volume to the code under test); records the number of
+    slices of every read in ``reads``."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, []
+
+    def __getitem__(self, key):
+        out = np.asarray(self.a[key])
+        self.reads.append(out.shape[0])
+        return out
+
+
+@pytest.fixture(scope="session")
+def counting_array():
+    """``counting_array(a)``: ``a`` as a lazy volume whose reads are recorded (``.reads``: slices per read)."""
+    return _CountingArray

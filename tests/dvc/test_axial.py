@@ -135,18 +135,6 @@ def test_lateral_scale_follows_the_in_plane_expansion(texture, warp):
     assert np.allclose(plain.displacement_zyx_px[:, 1:], 0) and plain.notes["axial_profile"]["lateral_scale"] is None
 
 
-class _Lazy:
-    """A (z, y, x) volume that is not a numpy array; records the slices of every read."""
-
-    def __init__(self, a):
-        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, []
-
-    def __getitem__(self, key):
-        out = np.asarray(self.a[key])
-        self.reads.append(out.shape[0])
-        return out
-
-
 @pytest.fixture(scope="module")
 def coarse_graded(warp):
     """A wider volume (60, 96, 96) of the same texture, graded stretch and grey change."""
@@ -158,10 +146,10 @@ def coarse_graded(warp):
 
 
 @pytest.mark.parametrize("budget_mb, b", [(6.0, 2), (3.0, 3)])
-def test_lazy_volumes_over_the_budget_are_binned_laterally(coarse_graded, budget_mb, b):
+def test_lazy_volumes_over_the_budget_are_binned_laterally(coarse_graded, budget_mb, b, counting_array):
     ref, dfm = coarse_graded
     whole = axial_profile_start(ref, dfm, knot_spacing=4)
-    lazy = [_Lazy(ref), _Lazy(dfm)]
+    lazy = [counting_array(ref), counting_array(dfm)]
     got = axial_profile_start(*lazy, knot_spacing=4, chunk_budget_mb=budget_mb)
     assert got.notes["axial_profile"]["lateral_bin"] == b and whole.notes["axial_profile"]["lateral_bin"] == 1
     assert max(max(v.reads) for v in lazy) < ref.shape[0]          # read slab by slab, never whole
@@ -174,8 +162,8 @@ def test_lazy_volumes_over_the_budget_are_binned_laterally(coarse_graded, budget
     assert np.percentile(e_got, 95) < 0.4
 
 
-def test_lazy_volumes_within_the_budget_are_used_whole(graded):
+def test_lazy_volumes_within_the_budget_are_used_whole(graded, counting_array):
     ref, dfm = graded
     a = axial_profile_start(ref, dfm, knot_spacing=4)
-    b = axial_profile_start(_Lazy(ref), _Lazy(dfm), knot_spacing=4)
+    b = axial_profile_start(counting_array(ref), counting_array(dfm), knot_spacing=4)
     assert np.array_equal(a.phi, b.phi)

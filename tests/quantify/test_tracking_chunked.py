@@ -41,18 +41,6 @@ def _stretch(step, pts):
     return np.asarray(pts, float) * [(1 + STRETCH) ** step - 1, 0, 0]
 
 
-class _Counting:
-    """A lazy (z, y, x) array that records how many slices each read takes."""
-
-    def __init__(self, a):
-        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, []
-
-    def __getitem__(self, key):
-        out = np.asarray(self.a[key])
-        self.reads.append(out.shape[0])
-        return out
-
-
 def _zarr(tmp_path, name, a):
     import zarr
 
@@ -82,9 +70,9 @@ def test_streamed_tracks_equal_in_memory(tmp_path, displacement):
         assert np.array_equal(done, truth[:, order].T)
 
 
-def test_streamed_reads_stay_within_the_budget():
+def test_streamed_reads_stay_within_the_budget(counting_array):
     labs, _ = _series(seed=5)
-    counting = [_Counting(a) for a in labs]
+    counting = [counting_array(a) for a in labs]
     budget = 8 * 64 * SHAPE[1] * SHAPE[2] / 2**20          # slabs of 8 slices, windows of 32
     got = track_particles(counting, displacement=_stretch, voxel_size_nm=50.0, chunk_budget_mb=budget)
     assert max(r for c in counting for r in c.reads) <= 32
