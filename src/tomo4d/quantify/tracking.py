@@ -292,9 +292,10 @@ def track_particles(label_series: Sequence, *, displacement=None, voxel_size_nm=
             j = pos[db]
             hist.record(t, s, db, d_cen[j], d_cnt[j], cc)
         # unmatched particles of this step start new tracks
-        for j, k in enumerate(d_ids):
-            if int(k) not in matched_dst:
-                hist.start(s, k, d_cen[j], d_cnt[j], _reference_position(predict, s, d_cen[j]))
+        new = np.array([j for j, k in enumerate(d_ids) if int(k) not in matched_dst], np.int64)
+        refs = _reference_positions(predict, s, d_cen[new]) if new.size else np.zeros((0, 3))
+        for j, ref in zip(new, refs):
+            hist.start(s, d_ids[j], d_cen[j], d_cnt[j], ref)
         if progress is not None:
             progress(s + 1, n_steps)
     return hist.tracks(names, [a.values for a in labs], vs)
@@ -380,12 +381,13 @@ def _link_step(hist, labs, s, predict, search_radius_factor, fallback_penalty, w
     return new_links, matched_dst
 
 
-def _reference_position(predict, step, centre) -> np.ndarray:
-    """T0-referenced position of a particle first seen at ``step``: the prediction inverted
-    approximately (5 fixed-point iterations; the centre itself without a field)."""
-    p = centre.copy()
+def _reference_positions(predict, step, centres) -> np.ndarray:
+    """T0-referenced positions ``(m, 3)`` of particles first seen at ``step``: the prediction inverted
+    approximately (5 fixed-point iterations, all particles at once: one field evaluation per iteration; the
+    centres themselves without a field).  A row whose iterate is not finite keeps its last finite one."""
+    p = np.array(centres, dtype=np.float64, copy=True).reshape(-1, 3)
     if predict is not None:
         for _ in range(5):
-            q = centre - predict(step, p[None])[0][0]
-            p = q if np.all(np.isfinite(q)) else p
+            q = centres - predict(step, p)[0]
+            p = np.where(np.all(np.isfinite(q), axis=1)[:, None], q, p)
     return p
