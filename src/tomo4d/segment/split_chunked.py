@@ -199,7 +199,10 @@ def _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, sc
     import zarr
 
     scratch.mkdir(parents=True, exist_ok=True)
-    plan = out.slabs if out is not None else plan_slabs(shape, bytes_per_voxel=48, chunk_budget_mb=budget_mb)
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL   # the cluster labelling's slabs
+
+    plan = out.slabs if out is not None else plan_slabs(shape, bytes_per_voxel=BYTES_PER_VOXEL,
+                                                        chunk_budget_mb=budget_mb)
     clusters = SlabStore(scratch / "clusters.ome.zarr", shape=shape, dtype=np.int32, slabs=plan, voxel_size_nm=vs,
                          name="clusters")
     cl = label_chunked(data, particle_class=classes, voxel_size_nm=vs, connectivity=3, out=clusters, publish=False)
