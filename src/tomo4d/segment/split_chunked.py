@@ -199,7 +199,7 @@ def _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, sc
     import zarr
 
     scratch.mkdir(parents=True, exist_ok=True)
-    from ..quantify.particles_chunked import BYTES_PER_VOXEL   # the cluster labelling's slabs
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL  # the cluster labelling's slabs
 
     plan = out.slabs if out is not None else plan_slabs(shape, bytes_per_voxel=BYTES_PER_VOXEL,
                                                         chunk_budget_mb=budget_mb)
