@@ -40,6 +40,10 @@ class LabelSource:
         self.compact = compact                  # data holds compact labels already (in memory)
         self.depth = max(1, int(depth))
         self.hidden = None if hidden is None or not len(hidden) else np.unique(np.asarray(hidden, np.intp))
+        self._visible = None   # per compact label: not hidden (a lookup, not a search per read)
+        if self.hidden is not None:
+            self._visible = np.ones(self.values.size, bool)
+            self._visible[self.hidden] = False
         self._lut = None
 
     @property
@@ -57,8 +61,8 @@ class LabelSource:
         else:
             raw, _ = read_slab(self.data, z0, z1)
             out = self._renumber(raw)
-        if self.hidden is not None:
-            out = np.where(np.isin(out, self.hidden), 0, out)
+        if self._visible is not None:
+            out = np.where(self._visible[out], out, 0)
         return out
 
     def _renumber(self, raw: np.ndarray) -> np.ndarray:

@@ -174,8 +174,6 @@ def split_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=
     chunk_budget_mb : float, optional
         Working memory of a slab / batch, MiB.
     """
-    from ..quantify.particles_chunked import label_particles_chunked
-
     data = volume_data(segmentation)
     if getattr(data, "ndim", 0) != 3:
         raise InputError(f"segmentation has shape {tuple(getattr(data, 'shape', ()))}; give a 3D (z, y, x) volume")
@@ -189,23 +187,22 @@ def split_particles_chunked(segmentation, *, particle_class=None, voxel_size_nm=
     scratch = Path(tempfile.mkdtemp(prefix="tomo4d-split-")) if own else Path(
         scratch_dir if scratch_dir is not None else out.path.parent / f".{out.path.name}.split")
     try:
-        return _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, scratch, chunk_budget_mb,
-                    label_particles_chunked)
+        return _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, scratch, chunk_budget_mb)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, scratch, budget_mb, label_chunked):
+def _run(data, classes, shape, vs, h, connectivity, min_voxels, out, publish, scratch, budget_mb):
     import zarr
 
-    scratch.mkdir(parents=True, exist_ok=True)
-    from ..quantify.particles_chunked import BYTES_PER_VOXEL  # the cluster labelling's slabs
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL, label_particles_chunked
 
+    scratch.mkdir(parents=True, exist_ok=True)
     plan = out.slabs if out is not None else plan_slabs(shape, bytes_per_voxel=BYTES_PER_VOXEL,
                                                         chunk_budget_mb=budget_mb)
     clusters = SlabStore(scratch / "clusters.ome.zarr", shape=shape, dtype=np.int32, slabs=plan, voxel_size_nm=vs,
                          name="clusters")
-    cl = label_chunked(data, particle_class=classes, voxel_size_nm=vs, connectivity=3, out=clusters, publish=False)
+    cl = label_particles_chunked(data, particle_class=classes, voxel_size_nm=vs, connectivity=3, out=clusters, publish=False)
     provisional = zarr.open_array(str(scratch / "provisional.zarr"), mode="w", shape=shape, dtype=np.int32,
                                   chunks=(max(1, min(32, shape[0])), min(128, shape[1]), min(128, shape[2])),
                                   fill_value=0)
