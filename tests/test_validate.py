@@ -119,3 +119,15 @@ def test_every_stage_refuses_nan_voxels_with_the_same_message(stage):
     with pytest.raises(InputError, match=rf"^{name} holds 2 non-finite \(NaN/Inf\) voxels \(0.0488 % of 4096\); "
                                          r"tomo4d refuses them rather than guess"):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.uint32])
+def test_present_values_equals_unique(dtype):
+    from tomo4d._validate import present_values
+
+    rng = np.random.default_rng(3)
+    a = rng.choice([0, 2, 5, 200], size=(7, 9, 11)).astype(dtype)
+    got = present_values(a)
+    np.testing.assert_array_equal(got, np.unique(a))
+    assert got.dtype == a.dtype
+    assert present_values(a[:0]).size == 0

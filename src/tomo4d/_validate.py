@@ -159,6 +159,16 @@ def show_values(values) -> str:
     return f"{len(v)} distinct values from {v[0]} to {v[-1]} ({', '.join(str(x) for x in v[:6])}, ...)"
 
 
+def present_values(arr: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array (a histogram for <= 16-bit unsigned labels: 2.6 ns/voxel
+    against 9.5 for ``np.unique``'s hash on uint8)."""
+    if arr.size == 0:
+        return np.zeros(0, arr.dtype)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(arr.ravel())).astype(arr.dtype)
+    return np.unique(arr)
+
+
 def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix: str | None = None,
                  shape=None, instances: bool = False, ndim=None) -> np.ndarray:
     """Return ``labels`` as an integer numpy array; refuse what cannot be the labels a function expects.
@@ -230,7 +240,7 @@ def check_labels(name: str, labels, *, expected=None, role: str = "labels", fix:
                          "(0 = background, 1, 2, ...): relabel them")
     if expected is not None:
         allowed = {int(k) for k in (expected.keys() if hasattr(expected, "keys") else expected)}
-        found = np.unique(arr) if arr.size else np.zeros(0, arr.dtype)
+        found = present_values(arr)
         extra = [int(v) for v in found if int(v) not in allowed]
         if extra:
             if hasattr(expected, "keys"):

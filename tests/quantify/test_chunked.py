@@ -187,7 +187,7 @@ def test_thickness_chunked_memory_set_by_budget(tmp_path):
     from tomo4d.io import save_volume
     from tomo4d.volume import Volume
 
-    lab = np.concatenate([_electrode(shape=(53, 64, 64))] * 2)  # 106 x 64 x 64
+    lab = np.concatenate([_electrode(shape=(53, 64, 64))] * 4)  # 212 x 64 x 64
     save_volume(Volume(lab, VS), tmp_path / "lab.ome.zarr")
     lazy = open_volume(tmp_path / "lab.ome.zarr", chunks=(4, 64, 64))  # read slab by slab from the store
     tracemalloc.start()

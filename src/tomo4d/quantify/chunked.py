@@ -6,10 +6,10 @@ Each function reads the labels slab by slab (:func:`tomo4d._chunks.plan_slabs`; 
 * :func:`phase_volumes_chunked` (:func:`~tomo4d.quantify.phase_volumes`): voxel counts per label are
   integers summed over the slabs: exact;
 * :func:`electrode_thickness_chunked` (:func:`~tomo4d.quantify.electrode_thickness`): the interface step fit
-  is a running prefix sum along z, carried from slab to slab in the same order of float64 additions as the
-  whole-volume ``cumsum`` (the lateral smoothing acts within each z slice: no halo), so the interfaces are
-  bit-identical; it costs 7 reads of the labels (maximum, then plateau, of each of the three step fits,
-  and one pass for the bulk solid fractions) instead of one.
+  (:mod:`tomo4d.quantify._stepfit`) runs slice by slice in both versions, its prefix sum carried from slab
+  to slab (the lateral smoothing acts within each z slice: no halo), so the interfaces are bit-identical;
+  it costs 7 reads of the labels (maximum, then plateau, of each of the three step fits, and one pass for
+  the bulk solid fractions) instead of one.
 
 Peak memory is one slab's working set (about :data:`BYTES_PER_VOXEL` bytes per voxel), set by
 ``chunk_budget_mb``, plus a few ``(ny, nx)`` maps.
@@ -25,6 +25,7 @@ from .._chunks import plan_slabs, read_slab, volume_data
 from .._validate import check_number
 from ..errors import InputError
 from ._common import PhaseCodes, as_labels, voxel_size
+from ._stepfit import step_fit
 from .phases import PhaseVolumes
 from .thickness import Thickness, _isin, _lateral_mean, thickness_from_interfaces
 
@@ -43,64 +44,32 @@ def _slabs(labels, phases, chunk_budget_mb, role):
         raise InputError(f"labels has shape {tuple(getattr(data, 'shape', ()))}; give a 3D (z, y, x) label volume")
     plan = plan_slabs(data.shape, bytes_per_voxel=BYTES_PER_VOXEL, chunk_budget_mb=chunk_budget_mb)
 
+    checked = [False]  # the values are checked on the first walk; later walks only convert the slabs
+
     def walk():
         for z0, z1 in plan:
             block, _ = read_slab(data, z0, z1)
-            yield z0, z1, as_labels(block, name="labels", phases=phases, role=role)
+            yield z0, z1, as_labels(block, name="labels", phases=None if checked[0] else phases, role=role)
+        checked[0] = True
 
     return tuple(int(s) for s in data.shape), walk
 
 
 def _fit_stream(walk, score, shape, start=None):
-    """:func:`tomo4d.quantify.thickness._step_fit` over slabs: ``(pos, found, any_mask)`` bit-identical to it.
+    """:func:`tomo4d.quantify._stepfit.step_fit` of the slabs' scores: ``(pos, found, any_mask)``.
 
     ``score(z0, lab) -> (float32 slab score, bool (ny, nx) 'column has the phase' of this slab)``.
     """
-    ny_nx = shape[1:]
+    has = np.zeros(shape[1:], bool)
 
-    def prefix(carry, s):
-        ext = np.empty((s.shape[0] + 1,) + ny_nx, np.float64)
-        ext[0] = carry
-        ext[1:] = s
-        return np.cumsum(ext, axis=0)  # ext[0] + s[0] + s[1] ... in the whole volume's order
+    def slabs():
+        for z0, _, lab in walk():
+            s, present = score(z0, lab)
+            has[...] |= present
+            yield z0, s
 
-    def shifted(pre, k0, base):
-        if start is None:
-            return pre
-        k = np.arange(k0, k0 + pre.shape[0])[:, None, None]
-        hit = k == start[None]
-        if hit.any():
-            base[...] = np.where(hit.any(axis=0), np.sum(np.where(hit, pre, 0.0), axis=0), base)
-        return np.where(k >= start[None], pre - base[None], -np.inf)
-
-    # pass 1: the maximum of the prefix sums per column, the largest |score|, which columns hold the phase
-    carry, base = np.zeros(ny_nx), np.zeros(ny_nx)
-    best = shifted(np.zeros((1,) + ny_nx), 0, base)[0]
-    amax, has = 0.0, np.zeros(ny_nx, bool)
-    for z0, _, lab in walk():
-        s, present = score(z0, lab)
-        amax = max(amax, float(np.abs(s).max(initial=0.0)))
-        has |= present
-        pre = prefix(carry, s)
-        carry = pre[-1].copy()
-        best = np.maximum(best, shifted(pre[1:], z0 + 1, base).max(axis=0))
-    tol = 1e-9 * max(1.0, amax)
-    # pass 2: first and last k on the plateau (within tol of the maximum)
-    carry, base = np.zeros(ny_nx), np.zeros(ny_nx)
-    at0 = shifted(np.zeros((1,) + ny_nx), 0, base)[0] >= best - tol
-    first = np.where(at0, 0, -1)
-    last = np.where(at0, 0, -1)
-    for z0, _, lab in walk():
-        s, _ = score(z0, lab)
-        pre = prefix(carry, s)
-        carry = pre[-1].copy()
-        at = shifted(pre[1:], z0 + 1, base) >= best[None] - tol
-        anyat = at.any(axis=0)
-        f = z0 + 1 + np.argmax(at, axis=0)
-        l_ = z0 + 1 + (at.shape[0] - 1 - np.argmax(at[::-1], axis=0))
-        first = np.where((first < 0) & anyat, f, first)
-        last = np.where(anyat, l_, last)
-    return 0.5 * (first + last) - 0.5, best > tol, has
+    pos, found = step_fit(slabs, shape[1:], start)
+    return pos, found, has
 
 
 def electrode_thickness_chunked(labels, *, voxel_size_nm=None, phases: PhaseCodes = PhaseCodes(),

@@ -24,6 +24,7 @@ import numpy as np
 from .._validate import check_number
 from ..errors import InputError
 from ._common import PhaseCodes, as_labels, step_names, voxel_size
+from ._stepfit import step_fit
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class AxialProfile:
 def _isin(a: np.ndarray, values: Sequence[int]) -> np.ndarray:
     if len(values) == 1:
         return a == values[0]
+    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # a lookup table: 2 ns/voxel vs 13-14 for np.isin (uint8)
+        lut = np.zeros(2 ** (8 * a.dtype.itemsize), bool)
+        lut[[v for v in values if 0 <= v < lut.size]] = True
+        return lut[a]
     return np.isin(a, values)
 
 
@@ -134,22 +139,10 @@ def _step_fit(score: np.ndarray, start: np.ndarray | None = None) -> tuple[np.nd
     """Interface index k (between voxel k-1 and k) maximising sum(score[:k]) per column, plateau centre.
 
     ``score`` (nz, ny, nx); ``start`` (ny, nx) int: k is searched in [start, nz].  Returns the
-    boundary position in voxel units (k - 0.5) and a bool "found" (the maximum is > 0).
+    boundary position in voxel units (k - 0.5) and a bool "found" (the maximum is > 0)
+    (:func:`tomo4d.quantify._stepfit.step_fit`, the same code as the slab-by-slab version).
     """
-    nz = score.shape[0]
-    pre = np.zeros((nz + 1,) + score.shape[1:], np.float64)
-    np.cumsum(score, axis=0, out=pre[1:])
-    if start is not None:
-        k = np.arange(nz + 1)[:, None, None]
-        base = np.take_along_axis(pre, start[None].astype(np.intp), axis=0)
-        pre = np.where(k >= start[None], pre - base, -np.inf)
-    best = pre.max(axis=0)
-    tol = 1e-9 * max(1.0, float(np.abs(score).max(initial=0.0)))
-    at = pre >= best[None] - tol
-    first = np.argmax(at, axis=0)
-    last = nz - np.argmax(at[::-1], axis=0)
-    pos = 0.5 * (first + last) - 0.5
-    return pos, best > tol
+    return step_fit(lambda: ((0, score),), score.shape[1:], start)
 
 
 def _lateral_mean(a: np.ndarray, size: int) -> np.ndarray:
