@@ -144,3 +144,14 @@ def test_closed_form_3x3_eigenvalues_match_lapack():
     scale = np.maximum(np.abs(ref).max(axis=-1, keepdims=True), 1e-30)
     assert np.max(np.abs(got - ref) / scale) < 1e-6
     assert np.all(np.diff(got, axis=-1) >= 0)
+
+
+@pytest.mark.parametrize("spec", [FeatureSpec(), FeatureSpec(ndim=2), FeatureSpec(sigmas=(0.7, 3.0), ndim=3)])
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_slab_features_in_parts_are_the_whole_volumes_bits(spec, threads):
+    """A slab cut into parts computed side by side (each with its own halo) holds exactly the whole
+    volume's features, stored channel by channel."""
+    vol = np.random.default_rng(0).normal(size=(40, 33, 29)).astype(np.float32)
+    got = features_of_slab(vol, 5, 31, spec, threads=threads)
+    np.testing.assert_array_equal(got, compute_features(vol, spec)[5:31])
+    assert all(got[..., k].flags.c_contiguous for k in range(spec.n_features))

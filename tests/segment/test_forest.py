@@ -34,8 +34,46 @@ def test_traversal_equals_sklearn(n_classes, max_depth):
     y = (x[:, 0] * 2 + x[:, 1] > 0).astype(int) + (n_classes > 2) * (x[:, 2] > 0.5) * 2
     rf = RandomForestClassifier(n_estimators=9, max_depth=max_depth, random_state=0).fit(x, y)
     xt = rng.normal(size=(2000, 7)).astype(np.float32)
-    ours = _trees.run(xt, forest_from_sklearn(rf))
+    ours = _trees.run(xt, _trees.pack(forest_from_sklearn(rf)))
     np.testing.assert_allclose(ours, rf.predict_proba(xt), atol=1e-6)
+
+
+def _plain_walk(x, f):
+    """One voxel at a time down the flat forest, float64 thresholds (the rule the packed walk must keep)."""
+    out = np.zeros((x.shape[0], f.value.shape[1]), np.float32)
+    for i in range(x.shape[0]):
+        for r in f.roots:
+            node = r
+            while f.left[node] != -1:
+                node = f.left[node] if np.float64(x[i, f.feature[node]]) <= f.threshold[node] else f.right[node]
+            out[i] += f.value[node]
+    return (out.astype(np.float64) * (1.0 / f.roots.shape[0])).astype(np.float32)  # the mean as numba forms it
+
+
+@pytest.mark.parametrize("n", [1, 5, 6, 239, 241, 1000])
+def test_packed_walk_is_bit_identical_to_the_plain_walk(n):
+    """Six voxels side by side, blocks of 240, float32 thresholds rounded down, any input layout: the same
+    bits as the plain walk, also for features equal to a threshold or one float32 step beside it."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tomo4d.segment import _trees
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] ** 2 > 0.5).astype(int) + (x[:, 3] > 0.3) * 2
+    rf = RandomForestClassifier(n_estimators=7, random_state=0).fit(x, y)
+    flat = forest_from_sklearn(rf)
+    xt = rng.normal(size=(n, 5)).astype(np.float32)
+    inner = flat.left != -1
+    hit = rng.choice(np.flatnonzero(inner), size=min(n, inner.sum()), replace=True)
+    for i, node in enumerate(hit[: n // 2]):  # features on, just below and just above a threshold
+        t32 = np.float32(flat.threshold[node])
+        xt[i, flat.feature[node]] = [t32, np.nextafter(t32, np.float32(-np.inf)),
+                                     np.nextafter(t32, np.float32(np.inf))][i % 3]
+    want = _plain_walk(xt, flat)
+    packed = _trees.pack(flat)
+    np.testing.assert_array_equal(_trees.run(xt, packed), want)
+    channel_first = np.moveaxis(np.ascontiguousarray(xt.T), 0, -1)  # the feature stacks' layout
+    np.testing.assert_array_equal(_trees.run(channel_first, packed), want)
 
 
 def test_scribbles_segment_blobs(blobs, blob_forest, blob_scribbles):

@@ -81,6 +81,7 @@ class PixelClassifier:
 
     def __init__(self, forest: _Forest, *, classes, features: FeatureSpec, training: dict | None = None):
         self._forest = forest
+        self._packed = None  # the forest renumbered for prediction (_trees.pack), made on first use
         self.classes = tuple(int(c) for c in classes)
         self.features = features
         self.training = dict(training or {})
@@ -114,7 +115,9 @@ class PixelClassifier:
         f = np.asarray(feats, dtype=np.float32)
         if f.shape[-1] != self.features.n_features:
             raise InputError(f"features have {f.shape[-1]} channels, the model needs {self.features.n_features}")
-        return _trees.run(f.reshape(-1, f.shape[-1]), self._forest).reshape(f.shape[:-1] + (len(self.classes),))
+        if self._packed is None:
+            self._packed = _trees.pack(self._forest)
+        return _trees.run(f.reshape(-1, f.shape[-1]), self._packed).reshape(f.shape[:-1] + (len(self.classes),))
 
     def proba_slab(self, source, z0: int, z1: int) -> np.ndarray:
         """Probabilities ``(C, z1-z0, y, x)`` of slices ``z0:z1`` of ``source`` (reads slab + halo)."""
