@@ -154,3 +154,44 @@ def test_cli_register_with_a_budget_reads_slab_by_slab_and_agrees(tmp_path, pair
     assert [r["route"] for r in saved["out_of_core"]["levels"]][-1] == "sampled"
     assert _corner_error(phi, TRUE, pair[0].shape) < 0.05
     assert np.allclose(np.asarray(got["phi"]), phi)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_spline_coefficients_in_blocks_are_scipys_prefilter(n):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scipy import ndimage
+
+    from tomo4d.register._outofcore import _spline_coefficients
+
+    box = np.random.default_rng(4).normal(size=(9, 14, 11)).astype(np.float32)
+    with ThreadPoolExecutor(n) as ex:
+        got = _spline_coefficients(box, 3, ex, n)
+    want = ndimage.spline_filter(np.pad(box, 12, mode="edge"), 3, output=np.float64, mode="nearest")
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("order", [1, 3])
+def test_apply_phi_slab_equals_the_whole_resampling(threads, order):
+    """Slabs (z-parts side by side) of a lazy image reproduce apply_phi of the whole image."""
+    import dask.array as da
+
+    from tomo4d.register import apply_phi, apply_phi_slab
+
+    rng = np.random.default_rng(5)
+    img = ndimage_smooth(rng.normal(size=(48, 40, 36)).astype(np.float32))
+    phi = np.eye(4)
+    phi[:3, :3] += [[0, 0.01, -0.004], [-0.01, 0, 0.006], [0.004, -0.006, 0]]
+    phi[:3, 3] = [1.3, -0.6, 2.1]
+    whole = apply_phi(img, phi, order=order)
+    lazy = da.from_array(img, chunks=(8, 40, 36))
+    got = np.concatenate([apply_phi_slab(lazy, phi, a, b, order=order, threads=threads)
+                          for a, b in ((0, 13), (13, 14), (14, 48))])
+    np.testing.assert_allclose(got, whole, atol=1e-5 * float(np.ptp(img)))
+
+
+def ndimage_smooth(a):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(a, 1.5)
