@@ -32,3 +32,29 @@ def test_local_scheduler_leaves_a_configured_or_distributed_choice_to_dask(monke
 
         assert local_scheduler() is get
     np.testing.assert_array_equal(to_numpy(da.ones((3, 4), chunks=2)), np.ones((3, 4)))
+
+
+def test_read_box_reads_a_stored_volume_from_its_store(tmp_path, monkeypatch):
+    """A box of a lazy Zarr volume comes from the store itself (no dask graph), equal to dask's read; an
+    array derived from it (a dask expression) still goes through dask."""
+    import tomo4d._array as arr_mod
+    from tomo4d._array import read_box
+    from tomo4d.io import open_volume, save_volume
+    from tomo4d.volume import Volume
+
+    vol = np.random.default_rng(0).integers(0, 9, size=(20, 30, 40)).astype(np.uint16)
+    save_volume(Volume(vol, (1.0, 1.0, 1.0)), tmp_path / "v.ome.zarr")
+    lazy = open_volume(tmp_path / "v.ome.zarr").data
+    keys = [(slice(3, 17), slice(5, 29), slice(0, 40)), slice(2, 5), 7, (slice(0, 20), slice(29, 30))]
+    through_dask = [np.asarray(lazy[k].compute()) for k in keys]
+    calls = []
+    monkeypatch.setattr(arr_mod, "to_numpy", lambda a: calls.append(a) or np.asarray(a.compute()))
+    for k, want in zip(keys, through_dask):
+        got = read_box(lazy, k)
+        assert isinstance(got, np.ndarray) and got.dtype == np.uint16
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, vol[k])
+    assert not calls  # straight from the store
+    np.testing.assert_array_equal(read_box(lazy + 1, (slice(0, 4),)), vol[:4] + 1)
+    assert len(calls) == 1  # a derived array: through dask
+    np.testing.assert_array_equal(read_box(vol, slice(2, 5)), vol[2:5])  # numpy as it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,6 +28,35 @@ def as_float32(array) -> np.ndarray:
 def is_lazy(array) -> bool:
     """True for dask arrays (anything with a ``dask`` graph), False for numpy."""
     return hasattr(array, "dask") and hasattr(array, "compute")
+
+
+#: dask array name -> the store reader it was made from (:func:`lazy_from_reader`); weak: gone with the reader
+_READERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def lazy_from_reader(reader, *, chunks, name: str):
+    """``dask.array.from_array(reader)`` whose boxes :func:`read_box` reads from ``reader`` itself.
+
+    For readers that are safe to call from several threads at once (Zarr): the io layer's stores.
+    """
+    import dask.array as da
+
+    arr = da.from_array(reader, chunks=chunks, asarray=False, fancy=False, name=name,
+                        meta=np.empty((0,) * len(reader.shape), reader.dtype))
+    _READERS[arr.name] = reader
+    return arr
+
+
+def read_box(data, key) -> np.ndarray:
+    """``data[key]`` as numpy.  A lazy volume opened from a store is read straight from the store: building,
+    optimising and running a dask graph for one box cost 3.5x the read itself (35 vs 10 ms for a 60^3 box of a
+    (4, 256, 256)-chunked Zarr label volume, measured); any other lazy array goes through dask."""
+    if is_lazy(data):
+        reader = _READERS.get(getattr(data, "name", None))
+        if reader is not None and tuple(reader.shape) == tuple(data.shape):
+            return np.asarray(reader[key])
+        return to_numpy(data[key])
+    return np.asarray(data[key])
 
 
 def to_numpy(array) -> np.ndarray:
@@ -71,7 +101,7 @@ def iter_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
     which is what makes conversions of volumes larger than memory possible.
     """
     for start, stop in slab_bounds(array.shape[0], step):
-        yield start, to_numpy(array[start:stop])
+        yield start, read_box(array, slice(start, stop))
 
 
 def prefetched_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -87,11 +117,11 @@ def prefetched_slabs(array, step: int) -> Iterator[tuple[int, np.ndarray]]:
         yield from iter_slabs(array, step)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="tomo4d-read") as pool:
-        nxt = pool.submit(lambda b: to_numpy(array[b[0]:b[1]]), bounds[0])
+        nxt = pool.submit(lambda b: read_box(array, slice(b[0], b[1])), bounds[0])
         for k, (start, _) in enumerate(bounds):
             slab = nxt.result()
             if k + 1 < len(bounds):
-                nxt = pool.submit(lambda b: to_numpy(array[b[0]:b[1]]), bounds[k + 1])
+                nxt = pool.submit(lambda b: read_box(array, slice(b[0], b[1])), bounds[k + 1])
             yield start, slab
             del slab
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._array import to_numpy
+from ._array import read_box
 from ._validate import check_number, show
 from .errors import InputError
 
@@ -87,7 +87,7 @@ def read_slab(data, z0: int, z1: int, halo: int = 0) -> tuple[np.ndarray, int]:
     """``(block, lo)``: numpy ``data[max(z0 - halo, 0) : min(z1 + halo, nz)]`` and the offset of ``z0`` in it."""
     nz = int(data.shape[0])
     a, b = max(int(z0) - int(halo), 0), min(int(z1) + int(halo), nz)
-    return np.asarray(to_numpy(data[a:b])), int(z0) - a
+    return read_box(data, slice(a, b)), int(z0) - a
 
 
 def _store_chunks(shape, itemsize: int, depth: int) -> tuple[int, int, int]:

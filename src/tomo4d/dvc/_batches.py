@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._array import as_float32, is_lazy
+from .._array import as_float32, is_lazy, read_box
 from .._validate import check_finite_chunk
 
 #: working bytes per voxel of a batch's box: reference, deformed and B-spline coefficients (3 x 4),
@@ -64,8 +64,7 @@ class Sources:
         h = self._halo()
         elo, ehi = np.maximum(lo - h, 0), np.minimum(hi + h, shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(elo, ehi))
-        a = source[box]
-        a = np.asarray(a.compute() if is_lazy(a) else a)
+        a = read_box(source, box)
         if is_lazy(source):
             check_finite_chunk(name, a, int(elo[0]))
         a = as_float32(a)
@@ -86,8 +85,7 @@ class Sources:
         if self.mask is None:
             msk = np.ones(ref.shape, np.bool_)
         else:
-            m = self.mask[box]
-            msk = np.ascontiguousarray(np.asarray(m.compute() if is_lazy(m) else m), np.bool_)
+            msk = np.ascontiguousarray(read_box(self.mask, box), np.bool_)
         return ref, dfm, msk
 
     def slabs(self, depth: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._array import prefetched_slabs
+from .._array import lazy_from_reader, prefetched_slabs
 from ..errors import FormatError, InputError
 from ..volume import Volume, volume_from_header
 from ._common import check_numeric, parse_header, require_3d, storage_chunks, unit_to_nm
@@ -108,7 +108,6 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
     FormatError
         The store cannot be read, or the array is not a 3D numeric volume.
     """
-    import dask.array as da
     import zarr
     from dask.base import tokenize
 
@@ -171,8 +170,7 @@ def read_zarr(path: Path, *, dataset=None, voxel_size_nm=None, chunks="auto") ->
         header = {"voxel_size_nm": vs, "voxel_size_known": vs is not None, "metadata": {"name": path.stem}}
     elif vs is not None and voxel_size_nm is None:
         header["voxel_size_nm"] = list(vs)
-    data = da.from_array(_ZarrChunks(arr, path), chunks=arr.chunks, asarray=False, fancy=False,
-                         name=f"tomo4d-zarr-{tokenize(arr)}", meta=np.empty((0,) * arr.ndim, dtype))
+    data = lazy_from_reader(_ZarrChunks(arr, path), chunks=arr.chunks, name=f"tomo4d-zarr-{tokenize(arr)}")
     if tuple(arr.shape) != shape:
         data = data.reshape(shape)
     if chunks != "auto":

@@ -28,7 +28,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from .._array import to_numpy
+from .._array import read_box, to_numpy
 from .._validate import check_finite_chunk
 from ..errors import InputError
 from . import _global as g
@@ -63,7 +63,7 @@ def schedule(shape, levels: list[int], budget: int) -> list[int]:
 
 def _read(data, lo, hi, name: str) -> np.ndarray:
     """``data[lo:hi]`` (3 axes) as numpy, NaN/Inf refused chunk by chunk."""
-    block = np.asarray(to_numpy(data[tuple(slice(int(a), int(c)) for a, c in zip(lo, hi))]))
+    block = read_box(data, tuple(slice(int(a), int(c)) for a, c in zip(lo, hi)))
     check_finite_chunk(name, block, int(lo[0]))
     return block
 

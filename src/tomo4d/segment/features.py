@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._array import as_float32, to_numpy
+from .._array import as_float32, read_box
 from .._validate import show
 from ..errors import InputError
 
@@ -332,7 +332,7 @@ def _part(source, z0: int, z1: int, spec: FeatureSpec, out: np.ndarray) -> None:
     nz = int(source.shape[0])
     hz = feature_halo(spec)[0]
     a0, a1 = max(0, z0 - hz), min(nz, z1 + hz)
-    block = as_float32(to_numpy(source[a0:a1]))
+    block = as_float32(read_box(source, slice(a0, a1)))
     crop = (slice(z0 - a0, z0 - a0 + (z1 - z0)), slice(None), slice(None))
     if spec.ndim == 2:
         # slice-wise features: no halo along z is needed at all

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from .._array import to_numpy
+from .._array import read_box
 from .._validate import check_finite, check_finite_chunk, check_int
 from ..errors import InputError
 from ._common import image_array, label_dtype
@@ -50,7 +50,7 @@ class _FiniteSource:
         self.shape, self.dtype, self.ndim = tuple(data.shape), data.dtype, data.ndim
 
     def __getitem__(self, key):
-        block = to_numpy(self.data[key])
+        block = read_box(self.data, key)
         z0 = key.start if isinstance(key, slice) and key.start is not None else 0
         check_finite_chunk(self.name, block, z0)
         return block

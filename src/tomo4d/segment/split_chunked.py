@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._array import to_numpy
+from .._array import read_box
 from .._chunks import SlabStore, budget_bytes, plan_slabs, volume_data
 from .._validate import check_int
 from ..errors import InputError
@@ -79,7 +79,7 @@ class SplitParticles:
 
 
 def _read_box(data, box, classes=None) -> np.ndarray:
-    block = np.asarray(to_numpy(data[box]))
+    block = read_box(data, box)
     if classes is None:
         return block
     return np.isin(block, classes)
