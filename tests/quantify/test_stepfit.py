@@ -26,9 +26,10 @@ def _reference(score, start=None):
     return 0.5 * (first + last) - 0.5, best > tol
 
 
+@pytest.mark.parametrize("threads", [1, 2, 5])
 @pytest.mark.parametrize("with_start", [False, True])
 @pytest.mark.parametrize("cuts", [(0, 40), (0, 7, 8, 23, 40)])
-def test_step_fit_equals_the_whole_volume_formula(with_start, cuts):
+def test_step_fit_equals_the_whole_volume_formula(with_start, cuts, threads):
     rng = np.random.default_rng(5)
     nz, ny, nx = 40, 6, 7
     z = np.arange(nz)[:, None, None]
@@ -44,7 +45,7 @@ def test_step_fit_equals_the_whole_volume_formula(with_start, cuts):
     def slabs():
         return ((a, score[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
 
-    pos, found = step_fit(slabs, (ny, nx), start)
+    pos, found = step_fit(slabs, (ny, nx), start, threads=threads)  # rows in bands walked side by side
     ref_pos, ref_found = _reference(score, start)
     np.testing.assert_array_equal(pos, ref_pos)
     np.testing.assert_array_equal(found, ref_found)

@@ -46,25 +46,65 @@ class _Prefix:
         return np.where(self.start <= k, self.carry - self.base, -np.inf)
 
 
-def step_fit(slabs: Slabs, ny_nx, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Interface position (voxel units, ``k - 0.5``, plateau centre) and "found" (maximum > tol) per column."""
-    ny_nx = tuple(int(n) for n in ny_nx)
-    pre = _Prefix(ny_nx, start)
-    best, amax = pre.first(), 0.0
+def step_fit(slabs: Slabs, ny_nx, start: np.ndarray | None = None, *,
+             threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Interface position (voxel units, ``k - 0.5``, plateau centre) and "found" (maximum > tol) per column.
+
+    Columns are independent: the rows are cut into ``threads`` bands walked side by side (numpy releases the
+    GIL), each slab handed to every band; default :func:`tomo4d.threads` / the CPUs this process may use.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .._threads import resolve_threads
+
+    ny, nx = (int(n) for n in ny_nx)
+    n = max(1, min(resolve_threads(threads), ny))
+    bands = [(ny * i // n, ny * (i + 1) // n) for i in range(n)]
+    with ThreadPoolExecutor(n, thread_name_prefix="tomo4d-stepfit") as ex:
+        best, amax = _maximum(ex, slabs, bands, (ny, nx), start)
+        tol = 1e-9 * max(1.0, amax)
+        first, last = _plateau(ex, slabs, bands, (ny, nx), start, best - tol)
+    return 0.5 * (first + last) - 0.5, best > tol
+
+
+def _prefixes(bands, shape, start) -> list[_Prefix]:
+    return [_Prefix((b1 - b0, shape[1]), None if start is None else start[b0:b1]) for b0, b1 in bands]
+
+
+def _each_band(ex, fn, bands) -> list:
+    return [f.result() for f in [ex.submit(fn, i, b0, b1) for i, (b0, b1) in enumerate(bands)]]
+
+
+def _maximum(ex, slabs, bands, shape, start) -> tuple[np.ndarray, float]:
+    """Pass 1: the largest P(k) per column and the largest |score|."""
+    pres = _prefixes(bands, shape, start)
+    best = np.concatenate([p.first() for p in pres])
+    amax = 0.0
     for z0, s in slabs():
-        amax = max(amax, float(np.abs(s).max(initial=0.0)))
-        for j in range(s.shape[0]):
-            np.maximum(best, pre.step(z0 + 1 + j, s[j]), out=best)
-    tol = 1e-9 * max(1.0, amax)
-    floor = best - tol
-    pre = _Prefix(ny_nx, start)
-    at = pre.first() >= floor
+        def walk(i, b0, b1, z0=z0, s=s):
+            out = best[b0:b1]
+            for j in range(s.shape[0]):
+                np.maximum(out, pres[i].step(z0 + 1 + j, s[j, b0:b1]), out=out)
+            return float(np.abs(s[:, b0:b1]).max(initial=0.0))
+
+        amax = max([amax, *_each_band(ex, walk, bands)])
+    return best, amax
+
+
+def _plateau(ex, slabs, bands, shape, start, floor) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: the first and last k with P(k) >= ``floor`` per column."""
+    pres = _prefixes(bands, shape, start)
+    at = np.concatenate([p.first() for p in pres]) >= floor
     first = np.where(at, 0, -1)
     last = first.copy()
     for z0, s in slabs():
-        for j in range(s.shape[0]):
-            k = z0 + 1 + j
-            at = pre.step(k, s[j]) >= floor
-            np.copyto(first, k, where=at & (first < 0))
-            np.copyto(last, k, where=at)
-    return 0.5 * (first + last) - 0.5, best > tol
+        def walk(i, b0, b1, z0=z0, s=s):
+            f, la, fl = first[b0:b1], last[b0:b1], floor[b0:b1]
+            for j in range(s.shape[0]):
+                k = z0 + 1 + j
+                hit = pres[i].step(k, s[j, b0:b1]) >= fl
+                np.copyto(f, k, where=hit & (f < 0))
+                np.copyto(la, k, where=hit)
+
+        _each_band(ex, walk, bands)
+    return first, last

@@ -58,17 +58,27 @@ def _slabs(labels, phases, chunk_budget_mb, role):
 def _fit_stream(walk, score, shape, start=None):
     """:func:`tomo4d.quantify._stepfit.step_fit` of the slabs' scores: ``(pos, found, any_mask)``.
 
-    ``score(z0, lab) -> (float32 slab score, bool (ny, nx) 'column has the phase' of this slab)``.
+    ``score(z0, lab) -> (float32 slab score, bool (ny, nx) 'column has the phase' of this slab)``, computed
+    on z-parts of each slab side by side (the scores act within z slices: the same values).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .._threads import resolve_threads
+
     has = np.zeros(shape[1:], bool)
+    n = resolve_threads(None)
 
-    def slabs():
-        for z0, _, lab in walk():
-            s, present = score(z0, lab)
-            has[...] |= present
-            yield z0, s
+    with ThreadPoolExecutor(n, thread_name_prefix="tomo4d-score") as ex:
+        def slabs():
+            for z0, _, lab in walk():
+                cuts = [lab.shape[0] * i // n for i in range(n + 1)]
+                parts = [ex.submit(score, z0 + a, lab[a:b]) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+                got = [p.result() for p in parts]
+                for _, present in got:
+                    has[...] |= present
+                yield z0, np.concatenate([g[0] for g in got]) if len(got) > 1 else got[0][0]
 
-    pos, found = step_fit(slabs, shape[1:], start)
+        pos, found = step_fit(slabs, shape[1:], start, threads=n)
     return pos, found, has
 
 
