@@ -153,8 +153,8 @@ class _Poller:
         self._thread.join()
 
 
-def run(work: Path, out: Path, workers: int | None) -> dict:
-    cmd = [str(Path(sys.executable).with_name("tomo4d")), "run", str(work / "experiment.yaml"), "-o", str(out),
+def run(work: Path, out: Path, workers: int | None, experiment: str = "experiment.yaml") -> dict:
+    cmd = [str(Path(sys.executable).with_name("tomo4d")), "run", str(work / experiment), "-o", str(out),
            "--quiet"]
     if workers:
         cmd += ["--workers", str(workers)]
@@ -231,6 +231,7 @@ def main(argv=None):
     r.add_argument("work", type=Path)
     r.add_argument("out", type=Path)
     r.add_argument("--workers", type=int, default=None)
+    r.add_argument("--experiment", default="experiment.yaml", help="experiment file in WORK (e.g. a 2-step copy)")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
@@ -238,7 +239,7 @@ def main(argv=None):
     if a.cmd == "generate":
         res = generate(a.work, a.size, a.steps, a.stretch, a.budget_mb, track=not a.no_track, split=not a.no_split)
     elif a.cmd == "run":
-        res = run(a.work, a.out, a.workers)
+        res = run(a.work, a.out, a.workers, a.experiment)
     else:
         res = compare(a.a, a.b)
     print(json.dumps(res), flush=True)
