@@ -101,3 +101,41 @@ def test_streamed_bad_labels(tmp_path):
     with pytest.raises(InputError, match=r"label_series\[0\] has dtype float32"):
         track_particles([_zarr(tmp_path, "c", labs[0].astype(np.float32)), labs[1]], voxel_size_nm=50.0,
                         chunk_budget_mb=0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_assignment_equals_the_dense_one(seed, monkeypatch):
+    """A component too large for the dense cost matrix is matched on the sparse graph: the same links and
+    costs as the dense assignment, unmatched rows included."""
+    from tomo4d.quantify import _linking
+
+    rng = np.random.default_rng(seed)
+    n_r, n_d = 60, 70
+    cr = np.repeat(np.arange(n_r), 4)
+    cd = (cr + rng.integers(-3, 4, cr.size)) % n_d   # a chain: one connected component
+    key = np.unique(cr * n_d + cd)
+    cr, cd = key // n_d, key % n_d
+    cost = rng.uniform(0.05, 3.0, cr.size)
+    src_ids = np.arange(100, 100 + n_r)
+    dense = _linking._assign(cr, cd, cost, src_ids, n_d)
+    monkeypatch.setattr(_linking, "DENSE_MAX", 0)
+    sparse = _linking._assign(cr, cd, cost, src_ids, n_d)
+    assert 0 < dense[0].size < n_r  # some rows stay unmatched
+    for a, b in zip(dense, sparse):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_assignment_memory_is_set_by_the_pairs(monkeypatch):
+    import tracemalloc
+
+    from tomo4d.quantify import _linking
+
+    n = 4000
+    cr = np.repeat(np.arange(n), 3)
+    cd = cr + np.tile([0, 1, 2], n)
+    cost = np.random.default_rng(0).uniform(0.1, 2.0, cr.size)
+    tracemalloc.start()
+    _linking._assign(cr, cd, cost, np.arange(n), n + 2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # the dense matrix would be 4000 x 8002 x 8 bytes = 256 MB
