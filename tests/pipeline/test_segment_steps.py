@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from tomo4d.errors import InputError
@@ -180,3 +181,28 @@ def test_every_labelled_steps_features_are_computed_once(phantom_dir, tmp_path, 
     (once / stages_segment.MODEL).write_bytes(b"another model")       # a model changed since: not taken
     assert stages_segment._handed_on(ctx, 2) is None
     assert stages_segment._handed_on(ctx, 2) is None                  # and removed
+
+
+def test_training_labels_read_only_the_labelled_planes_into_a_compact_array(tmp_path):
+    """``segment.slices``: the planes are read from the file (not the whole volume) into the smallest unsigned
+    type; the region mask is made only when asked for (the truth scores)."""
+    import tracemalloc
+
+    from tomo4d.pipeline.stages_segment import _training_labels
+    from tomo4d.segment import save_labels
+
+    lab = np.random.default_rng(0).integers(0, 3, size=(64, 128, 128)).astype(np.uint8)
+    path = save_labels(lab, tmp_path / "l.ome.zarr")
+    ctx = SimpleNamespace(experiment=SimpleNamespace(segment=SimpleNamespace(slices=[40, 3], slice_axis=0),
+                                                     enhance=None))
+    _training_labels(ctx, path)  # imports and first-use caches outside the measurement
+    tracemalloc.start()
+    train, offset, region = _training_labels(ctx, path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert train.dtype == np.uint8 and offset == 1 and region is None
+    assert peak < 3 * lab.nbytes, peak  # the array, the chunk the planes are decoded from; no int32 copy
+    want = np.zeros(lab.shape, np.int32)
+    want[[3, 40]] = lab[[3, 40]] + 1
+    np.testing.assert_array_equal(train, want)
+    np.testing.assert_array_equal(_training_labels(ctx, path, region=True)[2], want == 0)

@@ -49,3 +49,17 @@ def test_model_kind(tmp_path, blob_forest):
         model_kind(tmp_path / "folder")
     with pytest.raises(InputError, match="does not exist"):
         model_kind(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_read_label_planes_reads_the_planes_of_the_whole_file(tmp_path, axis):
+    from tomo4d.segment import read_label_planes
+
+    lab = np.random.default_rng(0).integers(0, 4, size=(12, 10, 14)).astype(np.uint8)
+    path = save_labels(lab, tmp_path / "l.ome.zarr")
+    shape, planes = read_label_planes(path, axis, [7, 2])
+    assert shape == lab.shape
+    np.testing.assert_array_equal(planes, np.take(read_labels(path), [7, 2], axis=axis))
+    save_labels(np.full((4, 5, 6), -1, np.int16), tmp_path / "neg.ome.zarr")
+    with pytest.raises(InputError, match="negative"):
+        read_label_planes(tmp_path / "neg.ome.zarr", axis, [1])

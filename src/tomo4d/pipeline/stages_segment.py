@@ -73,22 +73,26 @@ def _opts(exp, section: str) -> dict:
     return {f"{section}.{k}": v for k, v in sec.model_dump().items()}
 
 
-def _training_labels(ctx, path):
-    """(training labels, value offset, region not used for training) of one label file, on the analysis grid
-    (each labelled plane of ``segment.slices`` covers ``scale`` analysis planes)."""
-    from ..segment import read_labels
+def _training_labels(ctx, path, *, region: bool = False):
+    """(training labels, value offset, region not used for training or None) of one label file, on the analysis
+    grid (each labelled plane of ``segment.slices`` covers ``scale`` analysis planes).  With ``segment.slices``
+    only those planes are read and the labels take the smallest unsigned type that holds them: at 1024^3 the
+    whole file as read plus an int32 copy and a mask made the segment stage's peak 4.8 GiB."""
+    from ..segment import read_label_planes, read_labels
 
     sec, scale = ctx.experiment.segment, analysis_scale(ctx.experiment)
-    lab = read_labels(path)
     if sec.slices is None:
-        lab = to_analysis_grid(lab, scale)
-        return lab, 0, lab == 0
-    train = np.zeros(lab.shape, np.int32)
+        lab = to_analysis_grid(read_labels(path), scale)
+        return lab, 0, (lab == 0) if region else None
+    planes_at = sorted(set(sec.slices))
+    shape, planes = read_label_planes(path, sec.slice_axis, planes_at)
+    top = int(planes.max(initial=0)) + 1  # every value is a class: 0 becomes 1
+    train = np.zeros(shape, np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32)
     idx = [slice(None)] * 3
-    idx[sec.slice_axis] = sorted(set(sec.slices))
-    train[tuple(idx)] = lab[tuple(idx)].astype(np.int32) + 1  # every value is a class: 0 becomes 1
+    idx[sec.slice_axis] = planes_at
+    train[tuple(idx)] = planes.astype(train.dtype) + 1
     train = to_analysis_grid(train, scale)
-    return train, 1, train == 0
+    return train, 1, (train == 0) if region else None
 
 
 def _image(ctx, step: int):
@@ -196,8 +200,8 @@ def _segment_step(ctx, step, previous):
         pred = _handed_on(ctx, step)
     offset, region = (1 if sec.slices is not None else 0), None
     labelled = dict(ctx.inputs.segment_labels)
-    if step in labelled:  # score only the voxels not used for training
-        region = _training_labels(ctx, labelled[step])[2]
+    if step in labelled and ctx.inputs.truth_labels:  # score only the voxels not used for training
+        region = _training_labels(ctx, labelled[step], region=True)[2]
     image = _image(ctx, step)
     classes = [c - offset for c in model.classes]
     if pred is None:

@@ -39,7 +39,7 @@ _EXPORTS = {
     "UNetConfig": "unet", "UNetSegmenter": "unet", "train_unet": "unet", "StepModels": "models",
     "torch_threads": "unet",
     "load_model": "models", "model_kind": "models",
-    "read_image": "files", "read_labels": "files", "save_labels": "files",
+    "read_image": "files", "read_label_planes": "files", "read_labels": "files", "save_labels": "files",
 }
 
 __all__ = sorted(_EXPORTS)

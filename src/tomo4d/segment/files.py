@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .._array import to_numpy
 from ..errors import InputError
 from ..io import open_image, open_volume, save_volume
 from ..volume import Volume, VolumeMetadata
@@ -46,8 +47,21 @@ def read_labels(path) -> np.ndarray:
     A 2D file gives ``(1, y, x)``.  Binary masks stored as {0, 255} stay as
     they are (map them with :func:`numpy.where` if needed).
     """
+    return _as_label_array(read_image(path).numpy(), path)
+
+
+def read_label_planes(path, axis: int, indices) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, planes)``: the shape of the label volume ``path`` and only its planes ``indices`` along
+    ``axis`` (read lazily, checked as :func:`read_labels` checks a whole volume): the labelled slices of a
+    1024^3 label file without loading its 1 GiB."""
     vol = read_image(path)
-    arr = vol.numpy()
+    key = [slice(None)] * 3
+    key[int(axis)] = [int(i) for i in indices]
+    planes = vol.data[tuple(key)]
+    return tuple(int(v) for v in vol.shape), _as_label_array(np.asarray(to_numpy(planes)), path)
+
+
+def _as_label_array(arr: np.ndarray, path) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) \
                 and arr.min() >= 0:
@@ -89,4 +103,4 @@ def save_labels(labels, path, *, voxel_size_nm=None, name: str = "labels", overw
     return save_volume(vol, path, overwrite=overwrite, progress=progress)
 
 
-__all__ = ["read_image", "read_labels", "save_labels"]
+__all__ = ["read_image", "read_label_planes", "read_labels", "save_labels"]
