@@ -183,26 +183,38 @@ def test_every_labelled_steps_features_are_computed_once(phantom_dir, tmp_path, 
     assert stages_segment._handed_on(ctx, 2) is None                  # and removed
 
 
-def test_training_labels_read_only_the_labelled_planes_into_a_compact_array(tmp_path):
-    """``segment.slices``: the planes are read from the file (not the whole volume) into the smallest unsigned
-    type; the region mask is made only when asked for (the truth scores)."""
+def test_training_labels_are_read_as_planes_or_slabs_never_as_a_volume(tmp_path):
+    """``segment.slices``: only the planes are read from the file (a source the trainer reads slab by slab,
+    in the smallest unsigned type, 0 made a class); without them the whole file lazily; the unused region only
+    when asked for (the truth scores); on the 2x analysis grid every label voxel covers 2 voxels per axis."""
     import tracemalloc
 
-    from tomo4d.pipeline.stages_segment import _training_labels
-    from tomo4d.segment import save_labels
+    from tomo4d.pipeline.series import to_analysis_grid
+    from tomo4d.pipeline.stages_segment import _training_labels, _unused_region
+    from tomo4d.segment import LabelPlanes, LabelSlabs, save_labels
 
-    lab = np.random.default_rng(0).integers(0, 3, size=(64, 128, 128)).astype(np.uint8)
-    path = save_labels(lab, tmp_path / "l.ome.zarr")
+    lab = np.random.default_rng(0).integers(0, 3, size=(256, 128, 128)).astype(np.uint8)
+    path = save_labels(lab, tmp_path / "l.ome.zarr")  # chunks of 64 planes
     ctx = SimpleNamespace(experiment=SimpleNamespace(segment=SimpleNamespace(slices=[40, 3], slice_axis=0),
                                                      enhance=None))
     _training_labels(ctx, path)  # imports and first-use caches outside the measurement
     tracemalloc.start()
-    train, offset, region = _training_labels(ctx, path)
+    train = _training_labels(ctx, path)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert train.dtype == np.uint8 and offset == 1 and region is None
-    assert peak < 3 * lab.nbytes, peak  # the array, the chunk the planes are decoded from; no int32 copy
+    assert isinstance(train, LabelPlanes) and train.dtype == np.uint8 and train.shape == lab.shape
+    assert peak < 0.7 * lab.nbytes, peak  # the planes and the chunk they are decoded from (0.58); no volume
     want = np.zeros(lab.shape, np.int32)
     want[[3, 40]] = lab[[3, 40]] + 1
-    np.testing.assert_array_equal(train, want)
-    np.testing.assert_array_equal(_training_labels(ctx, path, region=True)[2], want == 0)
+    np.testing.assert_array_equal(train.read(0, 256), want)
+    np.testing.assert_array_equal(train.read(30, 41), want[30:41])
+    np.testing.assert_array_equal(_unused_region(ctx, path), want == 0)
+    ctx.experiment.segment.slices = None
+    whole = _training_labels(ctx, path)
+    assert isinstance(whole, LabelSlabs)
+    np.testing.assert_array_equal(whole.read(5, 9), lab[5:9])
+    ctx.experiment.enhance = SimpleNamespace(scale=2)
+    ctx.experiment.segment.slices = [40, 3]
+    two = _training_labels(ctx, path)
+    assert two.shape == (512, 256, 256)
+    np.testing.assert_array_equal(two.read(5, 82), to_analysis_grid(want, 2)[5:82])

@@ -280,6 +280,7 @@ def _count_feature_passes(monkeypatch) -> dict:
     """Count whole-image and per-slab feature computations (the dict fills as the code runs)."""
     from tomo4d.segment import features as feat_mod
     from tomo4d.segment import forest as forest_mod
+    from tomo4d.segment import samples as samples_mod
 
     calls = {"full": 0, "slab": 0}
     full, slab = feat_mod.compute_features, forest_mod.features_of_slab
@@ -295,4 +296,5 @@ def _count_feature_passes(monkeypatch) -> dict:
     monkeypatch.setattr(feat_mod, "compute_features", count_full)
     monkeypatch.setattr(forest_mod, "features_of_slab", count_slab)
     monkeypatch.setattr(feat_mod, "features_of_slab", count_slab)
+    monkeypatch.setattr(samples_mod, "features_of_slab", count_slab)
     return calls

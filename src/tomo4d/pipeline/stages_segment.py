@@ -25,7 +25,8 @@ Out of core (:mod:`.chunked`): a step whose working set exceeds ``chunk_budget_m
 the progress store of its label volume (resumable; bit-identical labels), and its particles are labelled slab by
 slab (components merged exactly across slab faces; with ``particles.split`` the distance watershed one cluster of
 touching particles at a time) and measured from per-slab moments, all equal to the in-memory labels; tracking
-reads the label stores slab by slab; the truth scores still load the label volumes.
+reads the label stores slab by slab; the training labels are read as planes or slabs, never as a volume
+(:func:`_training_labels`); the truth scores still load the label volumes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from .series import (
     read_series,
     reads_series,
     series_path,
-    to_analysis_grid,
 )
 from .stage import Stage, rel
 from .stage_io import load_labels, save_label_volume, write_tables
@@ -73,26 +73,27 @@ def _opts(exp, section: str) -> dict:
     return {f"{section}.{k}": v for k, v in sec.model_dump().items()}
 
 
-def _training_labels(ctx, path, *, region: bool = False):
-    """(training labels, value offset, region not used for training or None) of one label file, on the analysis
-    grid (each labelled plane of ``segment.slices`` covers ``scale`` analysis planes).  With ``segment.slices``
-    only those planes are read and the labels take the smallest unsigned type that holds them: at 1024^3 the
-    whole file as read plus an int32 copy and a mask made the segment stage's peak 4.8 GiB."""
-    from ..segment import read_label_planes, read_labels
+def _training_labels(ctx, path):
+    """The training labels of one label file on the analysis grid, as a slab source the trainer reads slab by
+    slab (:mod:`tomo4d.segment.training_labels`): with ``segment.slices`` only those planes, every value a class
+    (0 becomes 1); else the whole file, lazily (0 = unlabelled).  Never the whole volume in memory: at 1024^3
+    the file as read plus an int32 copy and a mask made the segment stage's peak 4.8 GiB, and a dense uint8
+    copy is still 8 GiB at 2048^3."""
+    from ..segment import LabelPlanes, LabelSlabs, read_image, read_label_planes
 
     sec, scale = ctx.experiment.segment, analysis_scale(ctx.experiment)
     if sec.slices is None:
-        lab = to_analysis_grid(read_labels(path), scale)
-        return lab, 0, (lab == 0) if region else None
+        return LabelSlabs(read_image(path).data, name=f"segment labels {str(path)!r}", scale=scale)
     planes_at = sorted(set(sec.slices))
     shape, planes = read_label_planes(path, sec.slice_axis, planes_at)
-    top = int(planes.max(initial=0)) + 1  # every value is a class: 0 becomes 1
-    train = np.zeros(shape, np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32)
-    idx = [slice(None)] * 3
-    idx[sec.slice_axis] = planes_at
-    train[tuple(idx)] = planes.astype(train.dtype) + 1
-    train = to_analysis_grid(train, scale)
-    return train, 1, (train == 0) if region else None
+    return LabelPlanes(shape, sec.slice_axis, planes_at, planes, shift=1, scale=scale)
+
+
+def _unused_region(ctx, path) -> np.ndarray:
+    """The voxels of a labelled step not used for training (scored against ``truth.labels``, which loads the
+    label volumes anyway)."""
+    src = _training_labels(ctx, path)
+    return src.read(0, src.shape[0]) == 0
 
 
 def _image(ctx, step: int):
@@ -111,7 +112,7 @@ def _train(ctx):
     sec = ctx.experiment.segment
     pairs = ctx.inputs.segment_labels
     images = [_image(ctx, step) for step, _ in pairs]
-    labels = [_training_labels(ctx, path)[0] for _, path in pairs]
+    labels = [_training_labels(ctx, path) for _, path in pairs]
     opts = dict(features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim), n_trees=sec.n_trees,
                 max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
     one = len(images) == 1
@@ -201,7 +202,7 @@ def _segment_step(ctx, step, previous):
     offset, region = (1 if sec.slices is not None else 0), None
     labelled = dict(ctx.inputs.segment_labels)
     if step in labelled and ctx.inputs.truth_labels:  # score only the voxels not used for training
-        region = _training_labels(ctx, labelled[step], region=True)[2]
+        region = _unused_region(ctx, labelled[step])
     image = _image(ctx, step)
     classes = [c - offset for c in model.classes]
     if pred is None:

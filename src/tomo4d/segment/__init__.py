@@ -39,6 +39,8 @@ _EXPORTS = {
     "UNetConfig": "unet", "UNetSegmenter": "unet", "train_unet": "unet", "StepModels": "models",
     "torch_threads": "unet",
     "load_model": "models", "model_kind": "models",
+    "LabelPlanes": "training_labels", "LabelSlabs": "training_labels", "label_source": "training_labels",
+    "training_samples": "samples", "labelled_samples": "samples",
     "read_image": "files", "read_label_planes": "files", "read_labels": "files", "save_labels": "files",
 }
 

@@ -36,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validate import check_finite, show
+from .._validate import show
 from .._version import __version__
 from ..errors import FormatError, InputError
 from ..io import atomic_output
-from ._common import check_labels, image_array, voxel_size_of
+from ._common import image_array, voxel_size_of
 from .features import FeatureSpec, feature_halo, feature_names, features_of_slab
 from .predict import predict_labels, predict_proba
+from .samples import labelled_samples, training_samples
 
 log = logging.getLogger(__name__)
 
@@ -232,37 +233,6 @@ def forest_from_sklearn(rf) -> _Forest:
     )
 
 
-def labelled_samples(image, labels: np.ndarray, spec: FeatureSpec, *, max_slab_bytes: int = 256 * 2**20,
-                     progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, F)`` and labels ``(N,)`` of every labelled voxel.
-
-    Features are computed only on the z-slabs that contain labels (plus their
-    halo), so scribbles on a few slices of a large lazy volume are cheap.
-    """
-    lab = labels if labels.ndim == 3 else labels[None]
-    src = image if image.ndim == 3 else image[None]
-    zs = np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))
-    per_slice = int(np.prod(src.shape[1:])) * 4 * (spec.n_features + 2)
-    max_depth = max(1, max_slab_bytes // max(per_slice, 1))
-    # a slab costs its slices plus a z halo on each side: labelled slices closer than two halos share one slab
-    gap = 1 + (2 * feature_halo(spec)[0] if spec.ndim == 3 and src.ndim == 3 else 0)
-    runs: list[tuple[int, int]] = []
-    for z in zs:
-        if runs and z - runs[-1][1] < gap and z + 1 - runs[-1][0] <= max_depth:
-            runs[-1] = (runs[-1][0], z + 1)
-        else:
-            runs.append((int(z), int(z) + 1))
-    xs, ys = [], []
-    for i, (z0, z1) in enumerate(runs):
-        feats = features_of_slab(src, z0, z1, spec)
-        sel = lab[z0:z1] > 0
-        xs.append(feats[sel])
-        ys.append(lab[z0:z1][sel])
-        if progress is not None:
-            progress(i + 1, len(runs))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None, n_trees: int = 32,
                            max_depth: int | None = None, min_samples_leaf: int = 1,
                            max_samples_per_class: int = 20_000, balance_classes: bool = True,
@@ -278,8 +248,11 @@ def train_pixel_classifier(image, labels, *, features: FeatureSpec | None = None
         Grey values.  A lazy (dask) volume is read only around labelled slices.  A list trains one
         classifier on the labelled voxels of several images (e.g. time steps in which different phases
         are present); every image must share the voxel size.
-    labels : Volume or array_like of int, same shape (a list of the same length for a list of images)
-        0 = unlabelled, 1, 2, ... = classes (at least two classes over all images).
+    labels : Volume, array_like of int, :class:`~tomo4d.segment.LabelPlanes` or :class:`~tomo4d.segment.LabelSlabs`
+        Same shape (a list of the same length for a list of images); 0 = unlabelled, 1, 2, ... = classes (at
+        least two classes over all images).  Read slab by slab (a lazy volume is never loaded whole): the
+        samples are drawn from per-plane class counts before any feature is computed
+        (:func:`tomo4d.segment.training_samples`).
     features : FeatureSpec, optional
         Feature set; default :class:`FeatureSpec()` (slice-wise).  Its
         ``voxel_ratio`` is replaced by the image's voxel size when known.
@@ -397,18 +370,10 @@ def _train(image, labels, *, features: FeatureSpec | None = None, n_trees: int =
                                           truncate=spec.truncate, include_raw=spec.include_raw)
     if data.ndim == 2 and spec.ndim == 3:
         raise InputError("features.ndim=3 needs a 3D (z, y, x) image; use FeatureSpec(ndim=2) for a 2D slice")
-    x, y, classes = _samples(pairs, spec, progress, None if stacks_for is None else stacks_for(spec))
     rng = np.random.default_rng(seed)
-    keep = []
-    counts = {}
-    for c in classes:
-        idx = np.flatnonzero(y == c)
-        if idx.size > max_samples_per_class:
-            idx = np.sort(rng.choice(idx, size=max_samples_per_class, replace=False))
-        keep.append(idx)
-        counts[str(c)] = int(idx.size)
-    keep_idx = np.concatenate(keep)
-    x, y = x[keep_idx], y[keep_idx]
+    x, y, classes = training_samples(pairs, spec, max_per_class=int(max_samples_per_class), rng=rng,
+                                     progress=progress, stacks=None if stacks_for is None else stacks_for(spec))
+    counts = {str(c): int(np.count_nonzero(y == c)) for c in classes}
     rf = RandomForestClassifier(
         n_estimators=int(n_trees), max_depth=max_depth, min_samples_leaf=int(min_samples_leaf),
         max_features="sqrt", class_weight="balanced" if balance_classes else None,
@@ -433,35 +398,6 @@ def _pairs(image, labels) -> list:
                              "volume per image")
         return list(zip(image, labels))
     return [(image, labels)]
-
-
-def _samples(pairs, spec, progress, stacks=None):
-    """Features and classes of the labelled voxels of every (image, labels) pair, pooled (taken from
-    ``stacks``, the feature stack of each image, where given and not None)."""
-    xs, ys, vs0 = [], [], voxel_size_of(pairs[0][0], None)
-    for k, (image, labels) in enumerate(pairs):
-        key = "image" if len(pairs) == 1 else f"image[{k}]"
-        data = image_array(image)
-        check_finite(key, data)
-        vs = voxel_size_of(image, None)
-        if vs is not None and vs0 is not None and not np.allclose(vs, vs0, rtol=1e-6):
-            raise InputError(f"{key} has voxel size {show(list(vs))} nm but image[0] has {show(list(vs0))}; the "
-                             "training images must share the voxel size")
-        lab = check_labels(labels, data.shape, name="labels" if len(pairs) == 1 else f"labels[{k}]",
-                           need_classes=2 if len(pairs) == 1 else 1)[0]
-        if stacks is None or stacks[k] is None:
-            x, y = labelled_samples(data, lab, spec, progress=progress)
-        else:
-            sel = lab > 0
-            x, y = stacks[k][sel], lab[sel]
-        xs.append(x)
-        ys.append(y)
-    y = np.concatenate(ys)
-    classes = np.unique(y)
-    if classes.size < 2:
-        raise InputError(f"labels hold a single class ({show(classes.tolist())}) over all training images; label "
-                         "at least two classes")
-    return np.concatenate(xs), y, classes
 
 
 __all__ = ["PixelClassifier", "train_pixel_classifier", "train_and_predict", "labelled_samples",
