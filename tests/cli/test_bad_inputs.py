@@ -94,7 +94,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
         "bad-labels": NA("--mask takes any non-zero values"),
         "out-of-range": [(["{grey}", "{grey}", "-o", "{out.h5}", "--node-spacing", "0"], "node_spacing"),
                          (["{grey}", "{grey}", "-o", "{out.h5}", "--search", "-3"], "search"),
-                         (["{grey}", "{grey}", "-o", "{out.h5}", "--smooth", "nan"], "smooth")],
+                         (["{grey}", "{grey}", "-o", "{out.h5}", "--smooth", "nan"], "smooth"),
+                         (["{grey}", "{grey}", "-o", "{out.h5}", "--chunk-budget-mb", "-1"], "--chunk-budget-mb")],
         "unparsable": [(["{grey}", "{grey}", "-o", "{out.h5}", "--pyramid", "a,b"], "--pyramid")],
         "corrupt-file": [(["{grey}", "{trunc}", "-o", "{out.h5}"], TRUNC)],
         "device": [(["{grey}", "{grey}", "-o", "{out.h5}", "--backend", "torch", "--device", "cuda"], "cuda")]},
@@ -162,7 +163,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("segment", "particles"): {
         "non-finite": NA("takes labels: a grey image is the bad-labels class"),
         "bad-labels": [(["{mask255}", "{out.tif}", "--class", "3"], "255"), (["{greylab}", "{out.tif}"], "labels")],
-        "out-of-range": [(["{labels}", "{out.tif}", "--min-volume-nm3", "-1"], "min_volume")],
+        "out-of-range": [(["{labels}", "{out.tif}", "--min-volume-nm3", "-1"], "min_volume"),
+                         (["{labels}", "{out.tif}", "--chunk-budget-mb", "0"], "--chunk-budget-mb")],
         "unparsable": NA("no option takes text"),
         "corrupt-file": [(["{trunc}", "{out.tif}"], TRUNC)], "device": NO_DEVICE},
     ("segment", "evaluate"): {
@@ -174,7 +176,8 @@ TABLE: dict[tuple[str, ...], dict[str, object]] = {
     ("quantify", "thickness"): {
         "non-finite": NA("takes labels: a grey image is the bad-labels class"),
         "bad-labels": [(["{mask255}"], "255"), (["{greylab}"], "labels")],
-        "out-of-range": [(["{labels}", "--smooth", "-1"], "smooth")],
+        "out-of-range": [(["{labels}", "--smooth", "-1"], "smooth"), (["{labels}", "--chunk-budget-mb", "0"],
+                                                                       "--chunk-budget-mb")],
         "unparsable": [(["{labels}", "--voxel-size", "1,2"], "--voxel-size")],
         "corrupt-file": [(["{trunc}"], TRUNC)], "device": NO_DEVICE},
     ("quantify", "phases"): {

@@ -84,3 +84,20 @@ def test_cli_refuses_to_overwrite_input(pair, capsys):
     a, b = pair
     assert main(["dvc", str(a), str(b), "-o", str(a)]) == 2
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch):
+    """Over --chunk-budget-mb the volumes stay on disk (never read whole; node batches read their boxes): the
+    same field."""
+    a, b = pair
+    out = [tmp_path / "whole.h5", tmp_path / "boxes.h5"]
+    for o, budget in zip(out, ("512", "0.3")):
+        if budget == "0.3":
+            monkeypatch.setattr(Volume, "compute", lambda self: pytest.fail("a volume was read whole"))
+        assert main(["dvc", str(a), str(b), "-o", str(o), "--node-spacing", "10", "--half-window", "8",
+                     "--chunk-budget-mb", budget, "--json"]) == 0
+        capsys.readouterr()
+    whole, boxes = (DisplacementField.load(o) for o in out)
+    assert whole.notes["batches"] == 1 and boxes.notes["batches"] > 1
+    np.testing.assert_allclose(boxes.displacement_zyx_px, whole.displacement_zyx_px, atol=1e-6)
+    np.testing.assert_array_equal(boxes.status, whole.status)

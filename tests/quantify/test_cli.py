@@ -95,3 +95,60 @@ def test_phase_commands_relabel_with_map(tmp_path, capsys):
     grey = tmp_path / "grey.tif"
     tifffile.imwrite(grey, mask.astype(np.float32) + 0.5)
     assert main(["quantify", "phases", str(grey), "--voxel-size", "50", "--map", "255:2"]) == 2  # never truncated
+
+
+def _run_json(capsys, args):
+    assert main(args) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+#: per command: the in-memory function a streamed run must not call
+_WHOLE = {"thickness": "tomo4d.quantify.thickness.electrode_thickness", "regions": "tomo4d.quantify.thickness.electrode_thickness",
+          "phases": "tomo4d.quantify.phases.phase_volumes", "particles": "tomo4d.quantify.particle_properties"}
+
+
+@pytest.mark.parametrize("cmd", ["thickness", "phases", "particles", "track", "regions"])
+def test_commands_stream_over_the_budget_with_the_same_results(files, capsys, cmd, monkeypatch):
+    """--chunk-budget-mb below a step's working set: the volumes are read slab by slab (the in-memory route is
+    never taken) and the results equal the in-memory run's."""
+    import tomo4d.quantify
+    from tomo4d._array import is_lazy
+
+    args = {"thickness": ["quantify", "thickness", *files["labels"]],
+            "phases": ["quantify", "phases", *files["labels"], "--region", "electrode"],
+            "particles": ["quantify", "particles", files["particles"][0]],
+            "track": ["quantify", "track", *files["particles"], "--field", files["fields"][0]],
+            "regions": ["quantify", "regions", "--field", files["fields"][0], "--labels", files["labels"][0]]}[cmd]
+    whole = _run_json(capsys, args + ["--json"])
+
+    def refuse(*a, **k):
+        raise AssertionError("the in-memory route was taken")
+
+    if cmd in _WHOLE:
+        monkeypatch.setattr(_WHOLE[cmd], refuse)
+    else:
+        track = tomo4d.quantify.track_particles
+
+        def lazy_only(series, **kw):
+            assert all(is_lazy(a) for a in series) and kw["chunk_budget_mb"] == 2.0
+            return track(series, **kw)
+
+        monkeypatch.setattr(tomo4d.quantify, "track_particles", lazy_only)
+    streamed = _run_json(capsys, args + ["--json", "--chunk-budget-mb", "2"])
+    assert streamed == whole
+
+
+def test_relabel_is_lazy_and_equals_the_in_memory_map():
+    import dask.array as da
+
+    from tomo4d.cli._util import relabel
+
+    a = np.random.default_rng(0).choice([0, 1, 255], size=(6, 8, 8)).astype(np.uint8)
+    lazy = relabel(da.from_array(a, chunks=(2, 8, 8)), "255:2,0:7")
+    assert isinstance(lazy, da.Array) and lazy.dtype == np.uint8
+    np.testing.assert_array_equal(lazy.compute(), relabel(a, "255:2,0:7"))
+
+
+def test_budget_is_checked(files, capsys):
+    assert main(["quantify", "thickness", files["labels"][0], "--chunk-budget-mb", "0"]) == 2
+    assert "--chunk-budget-mb" in capsys.readouterr().err

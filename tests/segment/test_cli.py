@@ -117,3 +117,29 @@ def test_apply_never_overwrites_input(files, capsys):
     assert "overwrite the input" in _err(capsys)
     assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(model)]) == 2
     assert "exists" in _err(capsys)
+
+
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
+def test_particles_stream_over_the_budget_with_the_same_labels(tmp_path, blobs, capsys, split, suffix, monkeypatch):
+    """Over --chunk-budget-mb the particles are labelled slab by slab (the watershed cluster by cluster) into DST
+    (OME-Zarr) or a scratch store converted to DST; labels and counts equal the in-memory command's."""
+    import tomo4d.segment
+    from tomo4d.segment import read_labels, save_labels
+
+    seg = save_labels(blobs.phases, tmp_path / "seg.tif", voxel_size_nm=(60.0, 50.0, 50.0))
+    extra = ["--class", "2", "--min-volume-nm3", "1e6", "--json"] + ([] if split else ["--no-split"])
+    assert main(["segment", "particles", str(seg), str(tmp_path / "whole.tif"), *extra]) == 0
+    whole = json.loads(capsys.readouterr().out)
+
+    def refuse(*a, **k):
+        raise AssertionError("the in-memory route was taken")
+
+    monkeypatch.setattr(tomo4d.segment, "label_particles", refuse)
+    dst = tmp_path / f"streamed{suffix}"
+    assert main(["segment", "particles", str(seg), str(dst), *extra, "--chunk-budget-mb", "0.5"]) == 0, \
+        capsys.readouterr().err
+    streamed = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in streamed.items() if k != "output"} == {k: v for k, v in whole.items() if k != "output"}
+    np.testing.assert_array_equal(read_labels(dst), read_labels(tmp_path / "whole.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["seg.tif", "whole.tif", dst.name])  # no scratch

@@ -106,12 +106,7 @@ map_option = click.option("--map", "label_map", default=None,
                           help="Relabel on reading, SRC:DST pairs, e.g. 0:1,255:2 for a {0,255} mask.")
 
 
-def relabel(arr, text):
-    """``arr`` with the ``--map`` pairs ``"SRC:DST,..."`` applied (unchanged without them)."""
-    import numpy as np
-
-    if not text:
-        return arr
+def _label_map(text) -> dict[int, int]:
     mapping = {}
     for part in str(text).split(","):
         try:
@@ -121,14 +116,54 @@ def relabel(arr, text):
             raise InputError(f"--map={text!r} is not understood; give SRC:DST pairs like 0:1,255:2") from None
     if min(mapping.values()) < 0:
         raise InputError(f"--map={text!r} maps to a negative label; labels are 0 (unlabelled/background), 1, 2, ...")
-    arr = np.asarray(arr)
-    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        return arr  # a grey image is not relabelled: the label check refuses it with its own message
+    return mapping
+
+
+def _relabel_block(arr, mapping: dict, dtype=None):
+    import numpy as np
+
     out = arr.astype(np.int64)
     for a, b in mapping.items():
         out[arr == a] = b
-    top = int(out.max()) if out.size else 0
-    return out.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+    if dtype is None:
+        top = int(out.max()) if out.size else 0
+        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
+    return out.astype(dtype)
+
+
+def relabel(arr, text):
+    """``arr`` with the ``--map`` pairs ``"SRC:DST,..."`` applied (unchanged without them).  A lazy (dask) array
+    stays lazy, mapped block by block into the smallest unsigned type that holds its dtype and the targets."""
+    import numpy as np
+
+    from .._array import is_lazy
+
+    if not text:
+        return arr
+    mapping = _label_map(text)
+    lazy = is_lazy(arr)
+    arr = arr if lazy else np.asarray(arr)
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        return arr  # a grey image is not relabelled: the label check refuses it with its own message
+    if not lazy:
+        return _relabel_block(arr, mapping)
+    top = max(max(mapping.values()), int(np.iinfo(arr.dtype).max) if arr.dtype != bool else 1)
+    dtype = np.dtype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+    return arr.map_blocks(_relabel_block, mapping, dtype, dtype=dtype)
+
+
+#: ``--chunk-budget-mb`` of the commands that read volumes slab by slab (the runner's default budget)
+budget_option = click.option(
+    "--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
+    help="Working memory of one slab, MiB: a volume whose working set exceeds it is read slab by slab "
+         "(larger than memory); the results do not depend on it.")
+
+
+def check_budget(value) -> float:
+    """``--chunk-budget-mb`` checked (a positive number of MiB)."""
+    from .._validate import check_number
+
+    return check_number("--chunk-budget-mb", value, minimum=0.0, exclusive_minimum=True)
 
 
 def parse_ints(text, *, name: str) -> list[int]:
@@ -142,11 +177,13 @@ def parse_ints(text, *, name: str) -> list[int]:
     return vals
 
 
-def open_array(path, *, mask: bool = False):
+def open_array(path, *, mask: bool = False, lazy: bool = False):
     """The volume at ``path`` read into memory (a Volume); with ``mask``, its non-zero voxels (bool numpy,
-    None for no path)."""
+    None for no path); with ``lazy``, left on disk (read chunk by chunk by the command)."""
     from ..io import open_volume
 
+    if lazy:
+        return None if path is None else (open_volume(path).data > 0 if mask else open_volume(path))
     if mask:
         return None if path is None else open_volume(path).compute().numpy() > 0
     return open_volume(path).compute()

@@ -10,7 +10,15 @@ import click
 
 from ..errors import InputError
 from ._paths import declare_paths
-from ._util import emit, json_option, open_array, parse_ints, progress_bar
+from ._util import check_budget, emit, json_option, open_array, parse_ints, progress_bar
+
+
+def _fits(ref, deformed, budget_mb: float) -> bool:
+    """Both volumes as float32 fit the budget (read them whole; else node batches read boxes)."""
+    from .._chunks import fits_budget
+    from ..io import open_volume
+
+    return all(fits_budget(open_volume(p).shape, 4, budget_mb) for p in (ref, deformed))
 
 
 @declare_paths(inputs=("ref", "deformed", "mask", "phi_json"), outputs=("output", "vtk"))
@@ -34,10 +42,13 @@ from ._util import emit, json_option, open_array, parse_ints, progress_bar
 @click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "znssd"]),
               help="znssd: per-window brightness/contrast normalised (grey levels that change between the scans).")
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
+@click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
+              help="Working memory, MiB: volumes larger than it stay on disk and each batch of nodes reads only the "
+                   "box its windows reach (the same field to 1e-9 px); --pyramid and --psf-sigma read them whole.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
-        backend, device, grey_model, vtk, overwrite, as_json):
+        backend, device, grey_model, vtk, chunk_budget_mb, overwrite, as_json):
     """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
     import numpy as np
 
@@ -46,7 +57,9 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
 
     if pyramid and node_spacing is not None:
         raise InputError("give either --pyramid or --node-spacing, not both")
-    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device, grey_model=grey_model)
+    budget = check_budget(chunk_budget_mb)
+    options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device, grey_model=grey_model,
+                                 chunk_budget_mb=budget)
     psf = None
     if psf_sigma:
         try:
@@ -57,7 +70,8 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
             raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
         psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
     levels = parse_ints(pyramid, name="--pyramid") if pyramid else None
-    r, d = open_array(ref), open_array(deformed)
+    lazy = not (levels or psf) and not _fits(ref, deformed, budget)
+    r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     phi0 = None
     if phi_json:
         reg = Registration.load(phi_json)
@@ -65,7 +79,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
         from ..register import recentre_phi
 
         phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
-    msk = open_array(mask, mask=True)
+    msk = open_array(mask, mask=True, lazy=lazy)
     with progress_bar("correlating", enabled=not as_json) as progress:
         if levels:
             field = correlate_pyramid(r, d, pyramid=levels, mask=msk, phi0=phi0, search_radius_px=search_px,

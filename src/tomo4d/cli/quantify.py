@@ -10,7 +10,18 @@ import click
 
 from ..errors import InputError
 from ._paths import declare_paths
-from ._util import emit, json_option, map_option, option_group, overwrite_option, parse_triple, progress_bar, relabel
+from ._util import (
+    budget_option,
+    check_budget,
+    emit,
+    json_option,
+    map_option,
+    option_group,
+    overwrite_option,
+    parse_triple,
+    progress_bar,
+    relabel,
+)
 
 #: --voxel-size, -o/--output, --overwrite and --json of every quantify command.
 _table_options = option_group(
@@ -66,15 +77,18 @@ def quantify():
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--smooth", "smooth_nm", default=400.0, show_default=True, help="Lateral smoothing of interfaces, nm.")
 @map_option
+@budget_option
 @_table_options
-def thickness(labels, smooth_nm, label_map, voxel_size, output, overwrite, as_json):
-    """Anode thickness per step from phase LABELS volumes (T0 first)."""
+def thickness(labels, smooth_nm, label_map, chunk_budget_mb, voxel_size, output, overwrite, as_json):
+    """Anode thickness per step from phase LABELS volumes (T0 first), each read slab by slab when it exceeds
+    --chunk-budget-mb."""
     from ..quantify import thickness_series
 
+    budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all(labels, voxel_size, output)
     with progress_bar("thickness") as progress:
-        ser = thickness_series([relabel(v.numpy(), label_map) for v in vols], voxel_size_nm=_voxel(vols, vs), smooth_nm=smooth_nm,
-                               progress=progress)
+        ser = thickness_series([relabel(v.data, label_map) for v in vols], voxel_size_nm=_voxel(vols, vs),
+                               smooth_nm=smooth_nm, progress=progress, chunk_budget_mb=budget)
     written = _write(ser, output, overwrite, labels)
     emit({"thickness": ser.to_dict(), "output": written}, as_json=as_json, text=[
         *(f"{n}: {m:.3f} +- {s:.3f} um ({100 * e:+.1f} %)"
@@ -88,14 +102,17 @@ def thickness(labels, smooth_nm, label_map, voxel_size, output, overwrite, as_js
 @click.option("--region", type=click.Choice(["all", "electrode"]), default="all", show_default=True,
               help="Count over the whole volume or the anode between its interfaces.")
 @map_option
+@budget_option
 @_table_options
-def phases(labels, region, label_map, voxel_size, output, overwrite, as_json):
-    """Phase volume fractions per step and the relative non-lithiated Si volume (RNL)."""
+def phases(labels, region, label_map, chunk_budget_mb, voxel_size, output, overwrite, as_json):
+    """Phase volume fractions per step and the relative non-lithiated Si volume (RNL), each step read slab by
+    slab when it exceeds --chunk-budget-mb."""
     from ..quantify import phase_series
 
+    budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all(labels, voxel_size, output)
-    ser = phase_series([relabel(v.numpy(), label_map) for v in vols], voxel_size_nm=_voxel(vols, vs),
-                       region=None if region == "all" else "electrode")
+    ser = phase_series([relabel(v.data, label_map) for v in vols], voxel_size_nm=_voxel(vols, vs),
+                       region=None if region == "all" else "electrode", chunk_budget_mb=budget)
     written = _write(ser, output, overwrite, labels)
 
     def lines():
@@ -110,18 +127,26 @@ def phases(labels, region, label_map, voxel_size, output, overwrite, as_json):
 @declare_paths(inputs=("labels",), outputs=("output",))
 @quantify.command()
 @click.argument("labels", type=click.Path(path_type=str))
-@click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps).")
+@click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps; reads the volume "
+              "into memory).")
+@budget_option
 @_table_options
-def particles(labels, cracks, voxel_size, output, overwrite, as_json):
-    """Per-particle geometry of a particle LABELS volume (0 = background)."""
+def particles(labels, cracks, chunk_budget_mb, voxel_size, output, overwrite, as_json):
+    """Per-particle geometry of a particle LABELS volume (0 = background), read slab by slab when it exceeds
+    --chunk-budget-mb (the same table)."""
     import numpy as np
 
+    from .._chunks import fits_budget
     from ..quantify import detect_cracks, particle_properties, size_distribution
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL, particle_properties_chunked
 
+    budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all([labels], voxel_size, output)
-    lab = vols[0].numpy()
     v = _voxel(vols, vs)
-    table = particle_properties(lab, voxel_size_nm=v)
+    whole = cracks or fits_budget(vols[0].shape, BYTES_PER_VOXEL, budget)
+    lab = vols[0].numpy() if whole else None
+    table = particle_properties(lab, voxel_size_nm=v) if whole else \
+        particle_properties_chunked(vols[0].data, voxel_size_nm=v, chunk_budget_mb=budget)
     cols = table.to_columns()
     info = {"particles": table.summary(), "size_distribution": size_distribution(table).to_dict()}
     if cracks:
@@ -149,16 +174,19 @@ def _fields(paths):
 @click.argument("labels", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--field", "fields", multiple=True, type=click.Path(path_type=str),
               help="DVC field T0 -> Tn (.h5/.tsv), one per step after T0, in order.")
+@budget_option
 @_table_options
-def track(labels, fields, voxel_size, output, overwrite, as_json):
-    """Track particles through particle LABELS volumes T0..Tn (predicted by --field when given)."""
+def track(labels, fields, chunk_budget_mb, voxel_size, output, overwrite, as_json):
+    """Track particles through particle LABELS volumes T0..Tn (predicted by --field when given), each step read
+    slab by slab when it exceeds --chunk-budget-mb (the same tracks)."""
     from ..quantify import track_particles
 
+    budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all(labels, voxel_size, output)
     disp = _fields(fields) if fields else None
     with progress_bar("tracking") as progress:
-        tr = track_particles([v.numpy() for v in vols], displacement=disp, voxel_size_nm=_voxel(vols, vs),
-                             progress=progress)
+        tr = track_particles([v.data for v in vols], displacement=disp, voxel_size_nm=_voxel(vols, vs),
+                             progress=progress, chunk_budget_mb=budget)
     written = _write(tr, output, overwrite, list(labels) + list(fields))
     s = tr.summary()
     emit({"tracks": s, "output": written}, as_json=as_json, text=[
@@ -179,19 +207,22 @@ def track(labels, fields, voxel_size, output, overwrite, as_json):
 @click.option("--small-strain", is_flag=True, help="Also report the small-strain small_zz/yy/xx and volumetric_small "
               "(valid only for strains of a few %).")
 @map_option
+@budget_option
 @_table_options
-def regions(fields, labels_path, layers, components, small_strain, label_map, voxel_size, output, overwrite, as_json):
+def regions(fields, labels_path, layers, components, small_strain, label_map, chunk_budget_mb, voxel_size, output,
+            overwrite, as_json):
     """Finite-strain statistics per electrode layer and step from DVC fields (Hencky zz, det F - 1)."""
     import numpy as np
 
     from ..dvc import strain_field
     from ..dvc.strain import DEFAULT_COMPONENTS, SMALL_COMPONENTS
-    from ..quantify import electrode_thickness, regional_strain_series
+    from ..quantify import regional_strain_series, thickness_series
 
     comps = tuple(dict.fromkeys((tuple(components) or DEFAULT_COMPONENTS) + (SMALL_COMPONENTS if small_strain else ())))
     vols, vs = _open_all([labels_path], voxel_size, output)
     v = _voxel(vols, vs)
-    th = electrode_thickness(relabel(vols[0].numpy(), label_map), voxel_size_nm=v)
+    th = thickness_series([relabel(vols[0].data, label_map)], voxel_size_nm=v,
+                          chunk_budget_mb=check_budget(chunk_budget_mb)).steps[0]
     strains = [strain_field(f) for f in _fields(fields)]
     reg = regional_strain_series(strains, collector_z_px=float(np.nanmean(th.collector_z_nm)) / v[0],
                                  separator_z_px=float(np.nanmean(th.separator_z_nm)) / v[0], n_layers=layers,

@@ -11,6 +11,8 @@ import click
 from ..errors import InputError
 from ._paths import declare_paths
 from ._util import (
+    budget_option,
+    check_budget,
     emit,
     json_option,
     map_option,
@@ -124,23 +126,77 @@ def apply(model_path, src, dst, step, slab_depth, voxel_size, overwrite, as_json
 @click.option("--min-volume-nm3", default=0.0, show_default=True, help="Remove smaller objects.")
 @click.option("--h-nm", default=None, type=float, help="Watershed marker depth in nm (default half a voxel).")
 @click.option("--no-split", is_flag=True, help="Connected components only (no watershed).")
+@budget_option
 @voxel_size_option
 @overwrite_option
 @json_option
-def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, voxel_size, overwrite, as_json):
-    """Particle (instance) labels from a phase segmentation LABELS, written to DST."""
+def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, chunk_budget_mb, voxel_size, overwrite,
+              as_json):
+    """Particle (instance) labels from a phase segmentation LABELS, written to DST; a volume whose working set
+    exceeds --chunk-budget-mb is labelled slab by slab (the same labels)."""
+    import math
+
+    import numpy as np
+
+    from .._chunks import fits_budget
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL
     from ..segment import label_particles, read_image, save_labels
 
+    budget = check_budget(chunk_budget_mb)
     vol = read_image(labels_path, voxel_size_nm=parse_triple(voxel_size, name="--voxel-size"))
-    seg = vol.numpy()
-    res = label_particles(seg, particle_class=particle_class, voxel_size_nm=vol.voxel_size_nm,
-                          min_volume_nm3=min_volume_nm3, split=not no_split, h_nm=h_nm)
-    path = save_labels(res.labels, dst, voxel_size_nm=vol.voxel_size_nm, name="particles", overwrite=overwrite)
-    vols = res.volumes_nm3
-    info = {"output": str(path), "n_particles": res.n_particles, "n_removed": res.n_removed,
+    if not fits_budget(vol.shape, BYTES_PER_VOXEL, budget):
+        min_vox = int(math.ceil(float(min_volume_nm3) / float(np.prod(vol.voxel_size_nm)) - 1e-9))
+        path, n, n_removed, vols = _particles_streamed(vol, dst, particle_class=particle_class, min_voxels=min_vox,
+                                                       h_nm=h_nm, split=not no_split, budget=budget,
+                                                       overwrite=overwrite)
+    else:
+        res = label_particles(vol.numpy(), particle_class=particle_class, voxel_size_nm=vol.voxel_size_nm,
+                              min_volume_nm3=min_volume_nm3, split=not no_split, h_nm=h_nm)
+        path = save_labels(res.labels, dst, voxel_size_nm=vol.voxel_size_nm, name="particles", overwrite=overwrite)
+        n, n_removed, vols = res.n_particles, res.n_removed, res.volumes_nm3
+    info = {"output": str(path), "n_particles": n, "n_removed": n_removed,
             "median_volume_nm3": float(sorted(vols)[len(vols) // 2]) if len(vols) else None}
     emit(info, as_json=as_json,
-         text=f"wrote {path}: {res.n_particles} particles ({res.n_removed} small objects removed)")
+         text=f"wrote {path}: {n} particles ({n_removed} small objects removed)")
+
+
+def _particles_streamed(vol, dst, *, particle_class, min_voxels, h_nm, split, budget, overwrite):
+    """(path, n, removed, volumes nm^3) of particles labelled slab by slab (watershed cluster by cluster) into a
+    progress store: DST itself when it is OME-Zarr (published atomically), else a scratch store beside DST
+    converted chunk by chunk."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .._chunks import SlabStore, plan_slabs
+    from ..io import open_volume
+    from ..quantify.particles_chunked import BYTES_PER_VOXEL, label_particles_chunked, particle_properties_chunked
+    from ..segment import save_labels
+    from ..segment.split_chunked import split_particles_chunked
+
+    target = Path(dst)
+    zarr_out = target.name.lower().endswith((".zarr", ".ome.zarr"))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) if not zarr_out else None
+    try:
+        where = target if zarr_out else scratch / "particles.ome.zarr"
+        store = SlabStore(where, shape=vol.shape, dtype=np.int32, voxel_size_nm=vol.voxel_size_nm, name="particles",
+                          slabs=plan_slabs(vol.shape, bytes_per_voxel=BYTES_PER_VOXEL, chunk_budget_mb=budget),
+                          key=f"{particle_class}:{min_voxels}:{h_nm}:split={split}")
+        kw = dict(particle_class=particle_class, voxel_size_nm=vol.voxel_size_nm, min_voxels=min_voxels, out=store,
+                  publish=False)
+        res = split_particles_chunked(vol.data, h_nm=h_nm, chunk_budget_mb=budget,
+                                      scratch_dir=None if scratch is None else scratch / "split", **kw) \
+            if split else label_particles_chunked(vol.data, chunk_budget_mb=budget, **kw)
+        table = particle_properties_chunked(store, voxel_size_nm=vol.voxel_size_nm, chunk_budget_mb=budget)
+        path = store.publish(overwrite=overwrite)
+        if not zarr_out:
+            path = save_labels(open_volume(path), target, name="particles", overwrite=overwrite)
+        return path, res.n_particles, res.n_removed, np.asarray(table.volume_um3) * 1e9
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @declare_paths(inputs=("pred_path", "truth_path"))
