@@ -73,12 +73,18 @@ def _same(a: dict, b: dict) -> None:
             assert a[k] == b[k], k
 
 
-def test_streamed_stages_equal_the_in_memory_run(phantom_dir, reference, tmp_path, caplog):
+def test_streamed_stages_equal_the_in_memory_run(phantom_dir, reference, tmp_path, caplog, monkeypatch):
+    """Tables (with the segmentation truth scores of the streamed steps computed slab by slab) and volumes byte
+    for byte."""
+    from tomo4d.segment import evaluate_chunked
+
+    calls, orig = [], evaluate_chunked.evaluate_segmentation_chunked
+    monkeypatch.setattr(evaluate_chunked, "evaluate_segmentation_chunked", lambda *a, **k: calls.append(1) or orig(*a, **k))
     p = _file(phantom_dir, "chunk_budget_mb: 0.5\n", "chunked.yaml")
     out = tmp_path / "run"
     with caplog.at_level("INFO", logger="tomo4d"):
         run_experiment(load_experiment(p), out, source=p)
-    assert "streamed in" in caplog.text  # the segment stage did stream
+    assert "streamed in" in caplog.text and calls  # the segment stage did stream, and scored slab by slab
     assert not list((out / "volumes").glob(".*.slabs"))  # every progress store published
     got = _results(out)
     assert any(k.startswith("tables/tracks") for k in got)  # tracked from the streamed stores (slab by slab)

@@ -190,7 +190,7 @@ def test_training_labels_are_read_as_planes_or_slabs_never_as_a_volume(tmp_path)
     import tracemalloc
 
     from tomo4d.pipeline.series import to_analysis_grid
-    from tomo4d.pipeline.stages_segment import _training_labels, _unused_region
+    from tomo4d.pipeline.stages_segment import _training_labels, _Unused
     from tomo4d.segment import LabelPlanes, LabelSlabs, save_labels
 
     lab = np.random.default_rng(0).integers(0, 3, size=(256, 128, 128)).astype(np.uint8)
@@ -208,7 +208,9 @@ def test_training_labels_are_read_as_planes_or_slabs_never_as_a_volume(tmp_path)
     want[[3, 40]] = lab[[3, 40]] + 1
     np.testing.assert_array_equal(train.read(0, 256), want)
     np.testing.assert_array_equal(train.read(30, 41), want[30:41])
-    np.testing.assert_array_equal(_unused_region(ctx, path), want == 0)
+    region = _Unused(train)
+    np.testing.assert_array_equal(region.whole(), want == 0)
+    np.testing.assert_array_equal(region[30:41, :, :], want[30:41] == 0)
     ctx.experiment.segment.slices = None
     whole = _training_labels(ctx, path)
     assert isinstance(whole, LabelSlabs)

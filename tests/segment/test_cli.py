@@ -143,3 +143,19 @@ def test_particles_stream_over_the_budget_with_the_same_labels(tmp_path, blobs, 
     assert {k: v for k, v in streamed.items() if k != "output"} == {k: v for k, v in whole.items() if k != "output"}
     np.testing.assert_array_equal(read_labels(dst), read_labels(tmp_path / "whole.tif"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["seg.tif", "whole.tif", dst.name])  # no scratch
+
+
+def test_evaluate_scores_slab_by_slab_over_the_budget(tmp_path, blobs, capsys, monkeypatch):
+    import tomo4d.segment
+    from tomo4d.segment import save_labels
+
+    vs = (60.0, 50.0, 50.0)
+    truth = save_labels(blobs.phases, tmp_path / "truth.tif", voxel_size_nm=vs)
+    noisy = blobs.phases.copy()
+    noisy[::3, ::4] = 1
+    pred = save_labels(noisy, tmp_path / "pred.ome.zarr", voxel_size_nm=vs)
+    assert main(["segment", "evaluate", str(pred), str(truth), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(tomo4d.segment, "evaluate_segmentation", lambda *a, **k: pytest.fail("scored in memory"))
+    assert main(["segment", "evaluate", str(pred), str(truth), "--json", "--chunk-budget-mb", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out) == whole

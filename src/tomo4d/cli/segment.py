@@ -209,11 +209,23 @@ def _particles_streamed(vol, dst, *, particle_class, min_voxels, h_nm, split, bu
 @click.option("--ignore-label", default=None, type=int, help="Truth value not evaluated (e.g. 0 = unlabelled).")
 @click.option("--tolerance-nm", default=None, type=float, help="Boundary tolerance (default 2 voxels).")
 @map_option
+@budget_option
 @json_option
-def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, tolerance_nm, label_map, as_json):
-    """Score segmentation PRED against TRUTH: Dice, IoU, boundary F1 per class (or particle F1)."""
+def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, tolerance_nm, label_map, chunk_budget_mb,
+             as_json):
+    """Score segmentation PRED against TRUTH: Dice, IoU, boundary F1 per class (or particle F1); classes of volumes
+    over --chunk-budget-mb are scored slab by slab (the same scores)."""
+    from .._chunks import fits_budget
     from ..segment import evaluate_segmentation, match_particles, read_image, read_labels
+    from ..segment.evaluate_chunked import BYTES_PER_VOXEL, evaluate_segmentation_chunked
 
+    budget = check_budget(chunk_budget_mb)
+    tvol = read_image(truth_path)
+    if not as_particles and len(tvol.shape) == 3 and not fits_budget(tvol.shape, BYTES_PER_VOXEL, budget):
+        s = evaluate_segmentation_chunked(read_image(pred_path).data, relabel(tvol.data, label_map),
+                                          ignore_label=ignore_label, voxel_size_nm=tvol.voxel_size_nm,
+                                          boundary_tolerance_nm=tolerance_nm, chunk_budget_mb=budget)
+        return _emit_scores(s, as_json)
     pred = read_labels(pred_path)
     truth = relabel(read_labels(truth_path), label_map)
     if as_particles:
@@ -224,9 +236,12 @@ def evaluate(pred_path, truth_path, as_particles, iou_threshold, ignore_label, t
             f"precision {s.precision:.4f}  recall {s.recall:.4f}  F1 {s.f1:.4f}  "
             f"mean matched IoU {s.mean_matched_iou:.4f}"])
         return
-    vs = read_image(truth_path).voxel_size_nm
-    s = evaluate_segmentation(pred, truth, ignore_label=ignore_label, voxel_size_nm=vs,
+    s = evaluate_segmentation(pred, truth, ignore_label=ignore_label, voxel_size_nm=tvol.voxel_size_nm,
                               boundary_tolerance_nm=tolerance_nm)
+    _emit_scores(s, as_json)
+
+
+def _emit_scores(s, as_json: bool) -> None:
     emit(s.to_dict, as_json=as_json, text=[
         f"{'class':>6} {'dice':>8} {'iou':>8} {'bound.F1':>9} {'true vox':>10} {'pred vox':>10}",
         *(f"{c.label:>6} {c.dice:8.4f} {c.iou:8.4f} {c.boundary_f1:9.4f} {c.n_true_voxels:>10} "

@@ -26,7 +26,8 @@ the progress store of its label volume (resumable; bit-identical labels), and it
 slab (components merged exactly across slab faces; with ``particles.split`` the distance watershed one cluster of
 touching particles at a time) and measured from per-slab moments, all equal to the in-memory labels; tracking
 reads the label stores slab by slab; the training labels are read as planes or slabs, never as a volume
-(:func:`_training_labels`); the truth scores still load the label volumes.
+(:func:`_training_labels`); the segmentation truth scores of a streamed step are computed slab by slab
+(:mod:`tomo4d.segment.evaluate_chunked`), the particle truth scores still load the label volumes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 
 from .._chunks import SlabStore
 from ..quantify.particles_chunked import BYTES_PER_VOXEL as PARTICLE_BYTES_PER_VOXEL
-from .chunked import budget_mb, lazy_segment, segment_path, streams
+from .chunked import budget_mb, lazy_labels, lazy_segment, segment_path, streams
 from .series import (
     analysis_labels,
     analysis_scale,
@@ -89,11 +90,19 @@ def _training_labels(ctx, path):
     return LabelPlanes(shape, sec.slice_axis, planes_at, planes, shift=1, scale=scale)
 
 
-def _unused_region(ctx, path) -> np.ndarray:
-    """The voxels of a labelled step not used for training (scored against ``truth.labels``, which loads the
-    label volumes anyway)."""
-    src = _training_labels(ctx, path)
-    return src.read(0, src.shape[0]) == 0
+class _Unused:
+    """The voxels of a labelled step not used for training (scored against ``truth.labels``), read slab by slab:
+    ``region[z0:z1]`` (full planes) is a bool numpy slab."""
+
+    def __init__(self, src):
+        self.src, self.shape, self.ndim = src, src.shape, 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        z = key[0] if isinstance(key, tuple) else key
+        return self.src.read(*z.indices(self.shape[0])[:2]) == 0
+
+    def whole(self) -> np.ndarray:
+        return self.src.read(0, self.shape[0]) == 0
 
 
 def _image(ctx, step: int):
@@ -173,20 +182,44 @@ def _handed_on(ctx, step: int):
 def _class_table(ctx, step: int, pred: np.ndarray, classes, region) -> dict:
     from ..segment import evaluate_segmentation
 
-    inp = ctx.inputs
-    cols = {"step": np.asarray([inp.names[step]] * len(classes)), "class": np.asarray(classes, np.int64),
-            "n_voxels": np.asarray([np.count_nonzero(pred == c) for c in classes], np.int64)}
-    cols["volume_fraction"] = cols["n_voxels"] / pred.size
-    if inp.truth_labels:
-        truth = analysis_labels(ctx, inp.truth_labels[step])
-        sc = evaluate_segmentation(pred, truth, classes=list(classes), region=region,
+    n = np.asarray([np.count_nonzero(pred == c) for c in classes], np.int64)
+    cols = _count_columns(ctx, step, classes, n, pred.size)
+    if ctx.inputs.truth_labels:
+        truth = analysis_labels(ctx, ctx.inputs.truth_labels[step])
+        sc = evaluate_segmentation(pred, truth, classes=list(classes), region=None if region is None else region.whole(),
                                    voxel_size_nm=analysis_voxel_size_nm(ctx))
-        by = {c.label: c for c in sc.classes}
-        cols["true_volume_fraction"] = np.asarray([np.count_nonzero(truth == c) / truth.size for c in classes])
-        for name in ("dice", "iou", "boundary_f1"):
-            cols[name] = np.asarray([getattr(by[c], name) if c in by else np.nan for c in classes], float)
-        cols["accuracy"] = np.full(len(classes), sc.accuracy)
+        _score_columns(cols, classes, sc, np.asarray([np.count_nonzero(truth == c) for c in classes]), truth.size)
     return cols
+
+
+def _count_columns(ctx, step: int, classes, n_voxels: np.ndarray, size: int) -> dict:
+    return {"step": np.asarray([ctx.inputs.names[step]] * len(classes)), "class": np.asarray(classes, np.int64),
+            "n_voxels": n_voxels, "volume_fraction": n_voxels / size}
+
+
+def _score_columns(cols: dict, classes, sc, true_counts: np.ndarray, size: int) -> None:
+    by = {c.label: c for c in sc.classes}
+    cols["true_volume_fraction"] = true_counts / size
+    for name in ("dice", "iou", "boundary_f1"):
+        cols[name] = np.asarray([getattr(by[c], name) if c in by else np.nan for c in classes], float)
+    cols["accuracy"] = np.full(len(classes), sc.accuracy)
+
+
+def _streamed_scores(ctx, step: int, store, classes, region, cols: dict) -> None:
+    """The truth scores of a streamed step, slab by slab (:func:`tomo4d.segment.evaluate_chunked`, the same
+    numbers as in memory)."""
+    from .._array import read_box
+    from .._chunks import plan_slabs
+    from ..segment.evaluate_chunked import evaluate_segmentation_chunked
+
+    truth = lazy_labels(ctx, ctx.inputs.truth_labels[step])
+    sc = evaluate_segmentation_chunked(store, truth, classes=list(classes), region=region,
+                                       voxel_size_nm=analysis_voxel_size_nm(ctx), chunk_budget_mb=budget_mb(ctx))
+    counts = np.zeros(len(classes), np.int64)
+    for z0, z1 in plan_slabs(truth.shape, bytes_per_voxel=9, chunk_budget_mb=budget_mb(ctx)):
+        slab = read_box(truth, (slice(z0, z1), slice(None), slice(None)))
+        counts += np.asarray([np.count_nonzero(slab == c) for c in classes], np.int64)
+    _score_columns(cols, classes, sc, counts, int(np.prod(truth.shape)))
 
 
 def _segment_step(ctx, step, previous):
@@ -202,7 +235,7 @@ def _segment_step(ctx, step, previous):
     offset, region = (1 if sec.slices is not None else 0), None
     labelled = dict(ctx.inputs.segment_labels)
     if step in labelled and ctx.inputs.truth_labels:  # score only the voxels not used for training
-        region = _unused_region(ctx, labelled[step])
+        region = _Unused(_training_labels(ctx, labelled[step]))
     image = _image(ctx, step)
     classes = [c - offset for c in model.classes]
     if pred is None:
@@ -217,7 +250,7 @@ def _segment_step(ctx, step, previous):
 def _segment_streamed(ctx, step, model, image, offset, classes, region):
     """The step predicted slab by slab into ``volumes/segment_<step>.ome.zarr``'s progress store (resumable,
     published by the save; :func:`tomo4d.segment.predict_chunked.predict_to_store`), the class table from the
-    per-slab counts (with ``truth.labels`` the scores still need the labels in memory)."""
+    per-slab counts (with ``truth.labels`` the scores slab by slab too)."""
     from ..segment.predict_chunked import predict_to_store
 
     src = series_path(ctx, step)
@@ -227,13 +260,9 @@ def _segment_streamed(ctx, step, model, image, offset, classes, region):
                            key=f"{src}:{st.st_size}:{st.st_mtime_ns}", offset=offset,
                            name=f"segmentation {ctx.inputs.names[step]}", publish=False)
     log.info("segment %s: streamed in %d slabs (%d resumed)", ctx.inputs.names[step], res.n_slabs, res.n_resumed)
+    table = _count_columns(ctx, step, classes, np.asarray(res.counts, np.int64), int(np.prod(image.shape)))
     if ctx.inputs.truth_labels:
-        pred = res.store.read(0, image.shape[0])
-        table = _class_table(ctx, step, pred, classes, region)
-    else:
-        n = np.asarray(res.counts, np.int64)
-        table = {"step": np.asarray([ctx.inputs.names[step]] * len(classes)), "class": np.asarray(classes, np.int64),
-                 "n_voxels": n, "volume_fraction": n / int(np.prod(image.shape))}
+        _streamed_scores(ctx, step, res.store, classes, region, table)
     return SegmentStep(labels=None, classes=table, model=model if step == 0 else None, stored=res)
 
 
