@@ -205,6 +205,14 @@ class SlabStore:
         :func:`read_slab`)."""
         return np.asarray(self._array[key])
 
+    def __setitem__(self, key, block) -> None:
+        """``store[z0:z1] = block`` of exactly one planned slab: :meth:`write` of that slab (writers such as
+        :func:`tomo4d.dvc.residual_map` that fill an ``out`` array slab by slab)."""
+        z0, z1, _ = key.indices(self.shape[0]) if isinstance(key, slice) else (None, None, None)
+        if (z0, z1) not in self.slabs:
+            raise InputError(f"{self.path}: store[{key}] is not one of the planned slabs; write whole slabs")
+        self.write(self.slabs.index((z0, z1)), block)
+
     def publish(self, *, overwrite: bool = True) -> Path:
         """Move the complete store to :attr:`path` (atomically); refuses while a slab is missing."""
         from .io import atomic_output

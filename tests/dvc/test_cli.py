@@ -101,3 +101,27 @@ def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch):
     assert whole.notes["batches"] == 1 and boxes.notes["batches"] > 1
     np.testing.assert_allclose(boxes.displacement_zyx_px, whole.displacement_zyx_px, atol=1e-6)
     np.testing.assert_array_equal(boxes.status, whole.status)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
+def test_residual_streams_over_the_budget(tmp_path, pair, capsys, monkeypatch, suffix):
+    """Over --chunk-budget-mb the map (and the --repeat noise floor) is computed slab by slab into OUTPUT (or a
+    scratch store converted to it, then removed): the same map and numbers, the volumes never read whole."""
+    a, b = pair
+    field = tmp_path / "field.h5"
+    assert main(["dvc", str(a), str(b), "-o", str(field), "--node-spacing", "10", "--half-window", "8"]) == 0
+    rng = np.random.default_rng(0)
+    rep = tmp_path / "rep.tif"
+    save_volume(Volume(open_volume(a).numpy() + rng.normal(0, 5, (60, 60, 60)).astype(np.float32), (50.0,) * 3), rep)
+    base = ["residual", str(a), str(b), str(field), "--repeat", str(a), str(rep), "--json"]
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "whole.tif")]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(Volume, "compute", lambda self: pytest.fail("a volume was read whole"))
+    out = tmp_path / f"streamed{suffix}"
+    assert main(base + ["-o", str(out), "--chunk-budget-mb", "1"]) == 0
+    streamed = json.loads(capsys.readouterr().out)
+    for k in ("noise_floor", "mean_before_floor", "fraction_above_floor", "residual_mean", "residual_max"):
+        assert streamed[k] == pytest.approx(whole[k], rel=1e-5), k
+    np.testing.assert_allclose(open_volume(out).numpy(), open_volume(tmp_path / "whole.tif").numpy(), atol=1e-5)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

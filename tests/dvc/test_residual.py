@@ -85,3 +85,23 @@ def test_slab_wise_map_equals_the_whole_volume_and_reads_lazily(texture, warp, t
 
 def _before_floor(ref, dfm, field):
     return _whole_volume_residual(ref, dfm, field, 2.0, 0.0)
+
+
+@pytest.mark.parametrize("statistic", ["mean", "p95"])
+@pytest.mark.parametrize("sigma", [0.0, 2.0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_noise_floor_slab_by_slab_equals_the_whole_volume(texture, statistic, sigma, masked, monkeypatch):
+    """Over chunk_budget_mb the scans are read slab by slab with the blur's halo (never whole): the same floor."""
+    import dask.array as da
+
+    from tomo4d.dvc import residual
+
+    rng = np.random.default_rng(4)
+    a = texture + rng.normal(0, 20, texture.shape).astype(np.float32)
+    b = texture + rng.normal(0, 20, texture.shape).astype(np.float32)
+    mask = (rng.random(texture.shape) > 0.2) if masked else None
+    whole = noise_floor(a, b, sigma_px=sigma, mask=mask, statistic=statistic)
+    monkeypatch.setattr(residual, "as_image", lambda *x, **k: pytest.fail("a scan was read whole"))
+    lazy = [da.from_array(v, chunks=(7,) + v.shape[1:]) for v in (a, b)]
+    got = noise_floor(*lazy, sigma_px=sigma, mask=mask, statistic=statistic, chunk_budget_mb=0.2)
+    assert got == pytest.approx(whole, rel=1e-6)

@@ -13,6 +13,40 @@ from ._paths import declare_paths
 from ._util import check_budget, emit, json_option, open_array, parse_ints, progress_bar
 
 
+def _residual_streamed(r, d, field, output, *, sigma, noise, budget, overwrite, progress):
+    """The residual map computed slab by slab into a progress store: OUTPUT itself when it is OME-Zarr (published
+    atomically), else a scratch store beside it converted chunk by chunk."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .._chunks import SlabStore, plan_slabs
+    from ..dvc import residual_map
+    from ..dvc.residual import RESIDUAL_BYTES_PER_VOXEL
+    from ..io import open_volume, save_volume
+
+    target = Path(output)
+    zarr_out = target.name.lower().endswith((".zarr", ".ome.zarr"))
+    scratch = None if zarr_out else Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        halo = int(4.0 * sigma + 0.5) if sigma > 0 else 0
+        plan = plan_slabs(r.shape, bytes_per_voxel=RESIDUAL_BYTES_PER_VOXEL, chunk_budget_mb=budget, halo=halo)
+        store = SlabStore(target if zarr_out else scratch / "residual.ome.zarr", shape=r.shape, dtype=np.float32,
+                          slabs=plan, voxel_size_nm=r.voxel_size_nm, name="residual", modality="unknown",
+                          key=f"{sigma}:{noise}").open()
+        res = residual_map(r, d, field, sigma_px=sigma, noise=noise, slab=plan[0][1] - plan[0][0], out=store,
+                           progress=progress)
+        path = store.publish(overwrite=overwrite)
+        if not zarr_out:
+            save_volume(open_volume(path), target, overwrite=overwrite)
+        return res
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _fits(ref, deformed, budget_mb: float) -> bool:
     """Both volumes as float32 fit the budget (read them whole; else node batches read boxes)."""
     from .._chunks import fits_budget
@@ -155,23 +189,35 @@ def strain(field_path, output, split_z, components, small_strain, gradient, over
 @click.option("--sigma", default=2.0, show_default=True, help="Gaussian blur, px.")
 @click.option("--repeat", "repeat_scans", nargs=2, default=None, type=click.Path(path_type=str),
               help="Two scans with no change in between: their residual level is subtracted.")
+@click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
+              help="Working memory, MiB: larger volumes stay on disk and the map (and the noise floor) is computed "
+                   "slab by slab into OUTPUT (the same map).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @json_option
-def residual(ref, deformed, field_path, output, sigma, repeat_scans, overwrite, as_json):
+def residual(ref, deformed, field_path, output, sigma, repeat_scans, chunk_budget_mb, overwrite, as_json):
     """Residual map: DEFORMED pulled back by FIELD minus REF, blurred, absolute, minus the noise floor."""
+    from .._chunks import fits_budget
     from ..dvc import DisplacementField, noise_floor, residual_map
-    from ..io import save_volume
+    from ..dvc.residual import RESIDUAL_BYTES_PER_VOXEL
+    from ..io import open_volume, save_volume
 
-    r, d = open_array(ref), open_array(deformed)
+    budget = check_budget(chunk_budget_mb)
     field = DisplacementField.load(field_path)
+    shape = open_volume(ref).shape
+    lazy = not fits_budget(shape, RESIDUAL_BYTES_PER_VOXEL, budget)
+    r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     noise = 0.0
     if repeat_scans:
-        a, b = (open_array(p) for p in repeat_scans)
-        noise = noise_floor(a, b, sigma_px=sigma)
+        a, b = (open_volume(p) for p in repeat_scans)
+        noise = noise_floor(a.data, b.data, sigma_px=sigma, chunk_budget_mb=budget)
     with progress_bar("residual", enabled=not as_json) as progress:
-        res = residual_map(r, d, field, sigma_px=sigma, noise=noise, progress=progress)
-    vol = r.with_data(res.residual, step=f"residual map sigma={sigma} noise={noise:.4g}")
-    save_volume(vol, output, overwrite=overwrite)
+        if lazy:
+            res = _residual_streamed(r, d, field, output, sigma=sigma, noise=noise, budget=budget,
+                                     overwrite=overwrite, progress=progress)
+        else:
+            res = residual_map(r, d, field, sigma_px=sigma, noise=noise, progress=progress)
+            save_volume(r.with_data(res.residual, step=f"residual map sigma={sigma} noise={noise:.4g}"), output,
+                        overwrite=overwrite)
     emit(lambda: res.to_dict() | {"output": output}, as_json=as_json, text=[
         f"noise floor {res.noise_floor:.4g}, mean residual {res.mean_before_floor:.4g}, "
         f"{100 * res.fraction_above_floor:.1f}% above the floor",

@@ -32,7 +32,7 @@ from .._validate import (
 from ..errors import InputError
 from .field import DisplacementField
 
-__all__ = ["ResidualMap", "residual_map", "noise_floor"]
+__all__ = ["NOISE_BYTES_PER_VOXEL", "RESIDUAL_BYTES_PER_VOXEL", "ResidualMap", "residual_map", "noise_floor"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,13 +70,27 @@ class ResidualMap:
                 "residual_mean": self.residual_mean, "residual_max": self.residual_max}
 
 
-def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: str = "mean") -> float:
+def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: str = "mean",
+                chunk_budget_mb: float | None = None) -> float:
     """Noise level of the residual measured from two scans with no change in between.
 
-    Returns the ``statistic`` (``"mean"`` or ``"p95"``) of ``|G_sigma * (b - a)|``, grey levels.
+    Returns the ``statistic`` (``"mean"`` or ``"p95"``) of ``|G_sigma * (b - a)|``, grey levels.  With
+    ``chunk_budget_mb`` and scans whose working set exceeds it, the scans (numpy, dask, Zarr, Volume) are read
+    slab by slab with the blur's halo (:func:`noise_floor_chunked`: the same blurred values; the mean summed in
+    float64, the 95th percentile selected exactly).
     """
     from scipy import ndimage
 
+    from .._chunks import fits_budget, volume_data
+
+    if statistic not in ("mean", "p95"):
+        raise InputError(f"statistic={show(statistic)} is not supported; use 'mean' or 'p95'")
+    if chunk_budget_mb is not None and not fits_budget(volume_data(scan_a).shape, NOISE_BYTES_PER_VOXEL,
+                                                       chunk_budget_mb):
+        from ._noise_chunked import noise_floor_chunked
+
+        return noise_floor_chunked(scan_a, scan_b, sigma_px=sigma_px, mask=mask, statistic=statistic,
+                                   chunk_budget_mb=chunk_budget_mb)
     a = as_image(scan_a, name="scan_a")
     b = as_image(scan_b, name="scan_b")
     check_same_shape(a, b, ("scan_a", "scan_b"))
@@ -86,9 +100,16 @@ def noise_floor(scan_a, scan_b, *, sigma_px: float = 2.0, mask=None, statistic: 
     v = d if m is None else d[m]
     if statistic == "mean":
         return float(v.mean())
-    if statistic == "p95":
-        return float(np.percentile(v, 95))
-    raise InputError(f"statistic={show(statistic)} is not supported; use 'mean' or 'p95'")
+    return float(np.percentile(v, 95))
+
+
+#: working memory of :func:`residual_map` per voxel of a slab: the dense displacement and the sampling coordinates
+#: (float64, 3 + 3 x 8 B each), the index grids (3 x 8 B), the warped slab, the difference, its blur and the map
+#: (float32), with the deformed box and its spline coefficients
+RESIDUAL_BYTES_PER_VOXEL = 120
+
+#: working bytes per voxel of :func:`noise_floor` (two float32 scans, their difference and its blur, a mask)
+NOISE_BYTES_PER_VOXEL = 17
 
 
 def residual_map(reference, deformed, field: DisplacementField, *, sigma_px: float = 2.0,

@@ -8,7 +8,7 @@ absolute, and the noise floor is removed: the same quantity between T0 and a rep
 (noise floor, mean before the floor, fraction above it, mean and max of the map; with
 ``truth.labels`` the mean residual inside the truly lithiated silicon beside the mean elsewhere,
 and the true lithiated fraction).  When a map does not fit the experiment's ``chunk_budget_mb``
-(:data:`RESIDUAL_BYTES_PER_VOXEL` of working memory), it is computed in slabs of that budget and written
+(:data:`tomo4d.dvc.residual.RESIDUAL_BYTES_PER_VOXEL` of working memory), it is computed in slabs of that budget and written
 slab by slab into a resumable store under its final name's progress folder (:class:`tomo4d._chunks.SlabStore`),
 published by the save: no step's map is held in memory.  On the analysis series and grid (:mod:`.series`): with
 ``enhance.apply_to_series`` the enhanced series, its maps twice finer, and the noise floor measured on
@@ -22,18 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._chunks import SlabStore
 from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series, repeat_path
 from .stage import Stage, rel
 from .stage_io import read_volume, save_float_volume, write_tables
 
-__all__ = ["RESIDUAL", "RESIDUAL_BYTES_PER_VOXEL", "ResidualResult"]
+__all__ = ["RESIDUAL", "ResidualResult"]
 
 log = logging.getLogger(__name__)
-
-#: working memory of :func:`tomo4d.dvc.residual_map` per voxel of a slab: the dense displacement and the
-#: sampling coordinates (float64, 3 + 3 x 8 B each), the index grids (3 x 8 B), the warped slab, the
-#: difference, its blur and the map (float32), with the deformed box and its spline coefficients
-RESIDUAL_BYTES_PER_VOXEL = 120
 
 #: the numbers of ResidualMap.to_dict() (NaN for a step without a map)
 _NUMBERS = ("mean_before_floor", "fraction_above_floor", "residual_mean", "residual_max")
@@ -63,14 +59,15 @@ def _truth_row(ctx, step: int, residual: np.ndarray) -> dict:
 
 def _residual_run(ctx):
     from ..dvc import noise_floor, residual_map
+    from .chunked import budget_mb
 
     sec, inp = ctx.experiment.residual, ctx.inputs
     ref = read_series(ctx, 0).data  # lazily: residual_map reads slabs and boxes
     noise, repeat = 0.0, repeat_path(ctx)
     if repeat is not None:  # on the analysis grid: enhanced like the series with apply_to_series
         rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm)
-        noise = noise_floor(read_series(ctx, 0).numpy().astype(np.float32), rep.numpy().astype(np.float32),
-                            sigma_px=sec.sigma_px, statistic=sec.statistic)
+        noise = noise_floor(read_series(ctx, 0).data, rep.data, sigma_px=sec.sigma_px, statistic=sec.statistic,
+                            chunk_budget_mb=budget_mb(ctx))  # over the budget: slab by slab
     maps, rows = [], []
     for i in range(1, inp.n_steps):
         field = ctx.load("dvc", i)
@@ -97,22 +94,6 @@ def _residual_run(ctx):
                           save_volumes=sec.save_volumes)
 
 
-class _SlabWriter:
-    """``out[z0:z1] = block`` of :func:`tomo4d.dvc.residual_map` as :meth:`SlabStore.write` of the same slab."""
-
-    def __init__(self, store):
-        self.store, self.shape = store, store.shape
-        self._index = {s: i for i, s in enumerate(store.slabs)}
-
-    def __setitem__(self, key, block):
-        self.store.write(self._index[(key.start, key.stop)], block)
-
-    def __getitem__(self, key):
-        z = key if isinstance(key, slice) else slice(None)
-        z0, z1, _ = z.indices(self.shape[0])
-        return self.store.read(z0, z1)
-
-
 def _digest(field, noise: float, sec) -> str:
     """What a residual map is computed from (a progress store left by another computation is discarded)."""
     import hashlib
@@ -125,7 +106,8 @@ def _digest(field, noise: float, sec) -> str:
 def _streamed_output(ctx, name: str, shape, field, sec, noise: float):
     """``(slab, out)`` for :func:`residual_map`: the default (32 slices, a new array) when the map fits the
     budget, else slabs of the budget written into a :class:`SlabStore` of ``volumes/residual_T0_<name>``."""
-    from .._chunks import SlabStore, plan_slabs
+    from .._chunks import plan_slabs
+    from ..dvc.residual import RESIDUAL_BYTES_PER_VOXEL
     from .chunked import budget_mb, streams
 
     if not (sec.save_volumes and streams(ctx, shape, RESIDUAL_BYTES_PER_VOXEL)):
@@ -135,15 +117,15 @@ def _streamed_output(ctx, name: str, shape, field, sec, noise: float):
     store = SlabStore(ctx.out / "volumes" / f"residual_T0_{name}.ome.zarr", shape=shape, dtype=np.float32,
                       slabs=plan, voxel_size_nm=analysis_voxel_size_nm(ctx), name=f"residual T0 -> {name}",
                       key=_digest(field, noise, sec), modality="unknown").open()
-    return plan[0][1] - plan[0][0], _SlabWriter(store)
+    return plan[0][1] - plan[0][0], store  # residual_map writes store[z0:z1] slab by slab
 
 
 def _residual_save(result, out):
     paths = ()
     if result.save_volumes:
         for name, rm in result.maps:
-            if isinstance(rm.residual, _SlabWriter):  # streamed: every slab is in the progress store
-                paths += (rel(out, rm.residual.store.publish()),)
+            if isinstance(rm.residual, SlabStore):  # streamed: every slab is in the progress store
+                paths += (rel(out, rm.residual.publish()),)
                 continue
             paths += (save_float_volume(rm.residual, out, f"residual_T0_{name}", result.voxel_size_nm,
                                         f"residual T0 -> {name}"),)
