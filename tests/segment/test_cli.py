@@ -159,3 +159,20 @@ def test_evaluate_scores_slab_by_slab_over_the_budget(tmp_path, blobs, capsys, m
     monkeypatch.setattr(tomo4d.segment, "evaluate_segmentation", lambda *a, **k: pytest.fail("scored in memory"))
     assert main(["segment", "evaluate", str(pred), str(truth), "--json", "--chunk-budget-mb", "0.3"]) == 0
     assert json.loads(capsys.readouterr().out) == whole
+
+
+def test_train_reads_the_labels_slab_by_slab(files, capsys, monkeypatch):
+    """``--method rf``: the label volume is never read whole (the samples are drawn from per-plane counts); the
+    model equals the library's trained on the whole label array."""
+    import tomo4d.segment
+    from tomo4d.segment import read_image, read_labels, train_pixel_classifier
+
+    tmp, img, lab, _ = files
+    want = train_pixel_classifier(read_image(img), read_labels(lab), n_trees=4, seed=3)
+    monkeypatch.setattr(tomo4d.segment, "read_labels", lambda *a: pytest.fail("labels read whole"))
+    model = tmp / "m.npz"
+    assert main(["segment", "train", "--image", str(img), "--labels", str(lab), "-o", str(model),
+                 "--trees", "4", "--seed", "3", "--sigmas", "0.7,1.6,3.5,5"]) == 0
+    capsys.readouterr()
+    got = tomo4d.segment.load_model(model)
+    np.testing.assert_array_equal(got.predict_proba(read_image(img)), want.predict_proba(read_image(img)))

@@ -60,12 +60,16 @@ def segment():
 @json_option
 def train(image_path, labels_path, output, method, sigmas, ndim, trees, iterations, small, threads, voxel_size,
           seed, label_map, overwrite, as_json):
-    """Train a segmentation model from an image and sparse or slice labels."""
-    from ..segment import read_image, read_labels
+    """Train a segmentation model from an image and sparse or slice labels (``rf``: the labels are read slab by
+    slab, the image only around the labelled slabs)."""
+    from ..segment import LabelSlabs, read_image, read_labels
 
     vs = parse_triple(voxel_size, name="--voxel-size")
     image = read_image(image_path, voxel_size_nm=vs)
-    labels = relabel(read_labels(labels_path), label_map)
+    if method == "rf":
+        labels = LabelSlabs(relabel(read_image(labels_path).data, label_map), name=f"labels {labels_path!r}")
+    else:
+        labels = relabel(read_labels(labels_path), label_map)
     with progress_bar("training") as progress:
         if method == "rf":
             from ..segment import FeatureSpec, train_pixel_classifier
