@@ -142,7 +142,7 @@ def test_tracking_links_95_percent_through_all_steps(phantom_case):
     assert set(cols) >= {"track", "step", "axial_um", "lateral_um", "depth_um"}
 
 
-def test_tracking_callable_predictor_and_frames(phantom_case):
+def test_tracking_callable_predictor_and_frames(phantom_case, monkeypatch):
     f = phantom_case.fields
 
     def predict(step, pts):
@@ -157,6 +157,16 @@ def test_tracking_callable_predictor_and_frames(phantom_case):
         assert centre == tr.label[k, s] or np.isnan(centre) or centre > 0
     with pytest.raises(InputError, match="track"):
         particle_frames(phantom_case.particles, tr, 10**6)
+    # lazy volumes: only each frame's box is read (the same frames)
+    import dask.array as da
+
+    from tomo4d.quantify import frames as frames_mod
+
+    boxes, real = [], frames_mod.read_box
+    monkeypatch.setattr(frames_mod, "read_box", lambda a, key: boxes.append(key) or real(a, key))
+    lazy = [da.from_array(p, chunks=(4,) + p.shape[1:]) for p in phantom_case.particles]
+    np.testing.assert_array_equal(particle_frames(lazy, tr, k, size_um=1.0).frames, fr.frames)
+    assert len(boxes) == 4 and all(np.prod([b.stop - b.start for b in key]) <= 21**3 for key in boxes)
 
 
 def test_tracking_input_errors(phantom_case):

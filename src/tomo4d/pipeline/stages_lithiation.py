@@ -158,6 +158,7 @@ def _chosen_tracks(tracks, n: int, lab0: np.ndarray) -> np.ndarray:
 
 
 def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
+    from ..io import open_volume
     from ..quantify import particle_frames
 
     sec, inp = ctx.experiment.lithiation, ctx.inputs
@@ -169,8 +170,8 @@ def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
         v = np.nanmax(np.where(tracks.label[chosen] > 0, tracks.volume_um3[chosen], np.nan))
         size = 2.5 * float(np.cbrt(6.0 * v / np.pi))
     vs = analysis_voxel_size_nm(ctx)
-    grey = [read_series(ctx, i).numpy() for i in range(inp.n_steps)]
-    labs = [load_labels(ctx.out, f"particles_{n}") for n in inp.names]
+    grey = [read_series(ctx, i).data for i in range(inp.n_steps)]  # lazily: only the frames' boxes are read
+    labs = [open_volume(ctx.out / "volumes" / f"particles_{n}.ome.zarr").data for n in inp.names]
     g = [particle_frames(grey, tracks, int(t), size_um=size, voxel_size_nm=vs) for t in chosen]
     lb = [particle_frames(labs, tracks, int(t), size_um=size, voxel_size_nm=vs) for t in chosen]
     by_track = dict(zip(modes["track"].tolist(), modes["mode"].tolist()))

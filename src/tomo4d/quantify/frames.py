@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import as_image, check_number, show
+from .._array import read_box
+from .._validate import as_lazy_image, check_finite_chunk, check_number, show
 from ..errors import InputError
 from ._common import voxel_size
 from .tracking import Tracks
@@ -47,9 +48,9 @@ def particle_frames(volumes: Sequence, tracks: Tracks, track: int, *, size_um: f
 
     Parameters
     ----------
-    volumes : sequence of (z, y, x) arrays or Volumes
+    volumes : sequence of (z, y, x) arrays, lazy (dask/Zarr) arrays or Volumes
         One volume per step of ``tracks`` (grey values, labels, residual maps, ...), same grid as
-        the labels that were tracked.
+        the labels that were tracked.  A lazy volume is read only in the frame's box.
     tracks : Tracks
     track : int
         Index of the track.
@@ -80,12 +81,14 @@ def particle_frames(volumes: Sequence, tracks: Tracks, track: int, *, size_um: f
     for s, vol in enumerate(items):
         if not np.all(np.isfinite(cen[s])):
             continue
-        a = as_image(vol, name=f"volumes[{s}]")
+        a = as_lazy_image(vol, name=f"volumes[{s}]")
         c = np.round(cen[s] * 1e3 / vs).astype(int)
         o = c - half
         origin[s] = o
         src = tuple(slice(max(o[i], 0), min(o[i] + shape[i], a.shape[i])) for i in range(3))
         dst = tuple(slice(src[i].start - o[i], src[i].stop - o[i]) for i in range(3))
         if all(sl.stop > sl.start for sl in src):
-            frames[(s,) + dst] = a[src]
+            box = read_box(a, src)
+            check_finite_chunk(f"volumes[{s}]", box, src[0].start)
+            frames[(s,) + dst] = box
     return ParticleFrames(track=k, frames=frames, origin_px=origin, centre_um=cen.copy(), size_um=float(size_um))
