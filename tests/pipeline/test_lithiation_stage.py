@@ -143,6 +143,29 @@ def test_lithiation_cache_and_invalidation(tmp_path, lith_run, phantom_dir):
     assert set(done["basis"]["needs"]) == {"particles", "residual"}
 
 
+def test_lithiation_over_the_budget_equals_the_in_memory_stage(tmp_path, lith_run, phantom_dir, monkeypatch):
+    """chunk_budget_mb below the volumes' working set: the modes slab by slab, the truth's dominant particles and
+    the frames from lazy reads; the same tables and frames."""
+    from tomo4d.quantify import modes_chunked
+
+    src, exp_file, _ = lith_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    (out / ".tomo4d" / "done" / "lithiation.json").unlink()   # the budget is in no key: run the stage again
+    calls, real = [], modes_chunked.lithiation_modes_chunked
+    monkeypatch.setattr(modes_chunked, "lithiation_modes_chunked", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small = phantom_dir / "full_lith_small.yaml"
+    small.write_text(exp_file.read_text() + "chunk_budget_mb: 0.05\n")
+    res = run_experiment(load_experiment(small), out)
+    assert {s.name: s.status for s in res.stages}["lithiation"] == "computed" and calls
+    for name in ("lithiation_modes", "lithiation_mode_counts"):
+        assert (out / "tables" / f"{name}.csv").read_bytes() == (src / "tables" / f"{name}.csv").read_bytes()
+    with np.load(out / "volumes" / "particle_frames.npz") as a, np.load(src / "volumes" / "particle_frames.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_report_sections_and_every_number_has_a_unit(lith_run):
     from tomo4d.pipeline.run_report import render_report
     from tomo4d.pipeline.run_report_lithiation import table_numbers

@@ -247,14 +247,22 @@ def regions(fields, labels_path, layers, components, small_strain, label_map, ch
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "threshold", "profile"]),
               help="profile: residual of the outer half vs the core of each particle (float maps); threshold: "
                    "depth of the voxels above --threshold (change masks); auto picks by dtype.")
+@budget_option
 @_table_options
-def modes(particles_t0, residuals, threshold, method, voxel_size, output, overwrite, as_json):
-    """Lithiation mode of every T0 particle from RESIDUALS maps (T0 frame, one per step)."""
+def modes(particles_t0, residuals, threshold, method, chunk_budget_mb, voxel_size, output, overwrite, as_json):
+    """Lithiation mode of every T0 particle from RESIDUALS maps (T0 frame, one per step), read slab by slab when
+    they exceed --chunk-budget-mb (the same modes)."""
+    from .._chunks import fits_budget
     from ..quantify import lithiation_modes
+    from ..quantify.modes_chunked import lithiation_modes_chunked, modes_bytes_per_voxel
 
+    budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all([particles_t0, *residuals], voxel_size, output)
-    res = lithiation_modes(vols[0].numpy(), [v.numpy() for v in vols[1:]], voxel_size_nm=_voxel(vols, vs),
-                           threshold=threshold, method=method)
+    kw = dict(voxel_size_nm=_voxel(vols, vs), threshold=threshold, method=method)
+    if fits_budget(vols[0].shape, modes_bytes_per_voxel(len(residuals)), budget):
+        res = lithiation_modes(vols[0].numpy(), [v.numpy() for v in vols[1:]], **kw)
+    else:
+        res = lithiation_modes_chunked(vols[0].data, [v.data for v in vols[1:]], chunk_budget_mb=budget, **kw)
     written = _write(res, output, overwrite, [particles_t0, *residuals])
     s = res.summary()
     emit({"modes": s, "output": written}, as_json=as_json, text=[

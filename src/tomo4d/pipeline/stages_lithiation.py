@@ -17,6 +17,10 @@
   (``grey`` and ``labels``: (n tracks, n steps, z, y, x), NaN / -1 outside the view or where the track was
   lost; ``track``, ``label`` (n, n_steps), ``centre_um``, ``origin_px``, ``size_um``, ``steps``, ``mode``).
 
+Out of core: T0's particles, the residual maps and the truth are read lazily; over ``chunk_budget_mb`` the modes
+are computed slab by slab (:mod:`tomo4d.quantify.modes_chunked`, the same modes) and the frames read only their
+boxes.
+
 On the analysis series and grid (:mod:`.series`): with ``enhance.apply_to_series`` the frames are cut out of
 the enhanced series (twice finer; ``voxel_size_nm`` in the .npz says which).
 """
@@ -28,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series
+from .chunked import budget_mb, lazy_labels, streams
+from .series import analysis_voxel_size_nm, read_series, reads_series
 from .stage import Stage, rel
-from .stage_io import load_labels, read_table_of, write_tables
+from .stage_io import read_table_of, write_tables
 
 __all__ = ["FRAMES", "LITHIATION", "LithiationResult", "tracks_from_table"]
 
@@ -68,7 +73,7 @@ def tracks_from_table(cols: dict, names, voxel_size_nm):
                   voxel_size_nm=tuple(float(v) for v in voxel_size_nm))
 
 
-def _truth_modes(ctx, lab0: np.ndarray, labels: np.ndarray) -> dict | None:
+def _truth_modes(ctx, lab0, labels: np.ndarray) -> dict | None:
     """Per measured T0 particle: the dominant true particle, its mode and lithiated fraction per step (or None)."""
     from ..errors import InputError
     from ..quantify import read_table
@@ -86,7 +91,7 @@ def _truth_modes(ctx, lab0: np.ndarray, labels: np.ndarray) -> dict | None:
     if bad:
         raise InputError(f"lithiation.truth_modes: mode {bad[0]!r} is not known; use core_shell or network")
     ids = np.asarray(table["id"]).astype(np.int64)
-    dom = _dominant(lab0, analysis_labels(ctx, inp.truth_particles[0]))
+    dom = _dominant(lab0, lazy_labels(ctx, inp.truth_particles[0]), budget_mb(ctx))  # slab by slab
     true_id = np.asarray([dom.get(int(k), 0) for k in labels], np.int64)
     row = {int(i): r for r, i in enumerate(ids)}
     where = np.asarray([row.get(int(i), -1) for i in true_id])
@@ -120,17 +125,27 @@ def _counts(modes_long: dict, steps, truth: bool) -> dict:
     return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
 
-def _modes(ctx, lab0: np.ndarray, tracks) -> dict:
+def _modes(ctx, lab0, tracks) -> dict:
+    """The modes of every T0 particle (``lab0`` lazy: read whole within the budget, else slab by slab by
+    :func:`tomo4d.quantify.modes_chunked.lithiation_modes_chunked`, the same result)."""
+    from .._array import to_numpy
+    from ..io import open_volume
     from ..quantify import lithiation_modes
+    from ..quantify.modes_chunked import lithiation_modes_chunked, modes_bytes_per_voxel
 
     sec, inp = ctx.experiment.lithiation, ctx.inputs
     steps = [n for n in inp.names[1:] if (ctx.out / "volumes" / f"residual_T0_{n}.ome.zarr").exists()]
     if not steps:  # every DVC field without a usable node: no residual map (a zero map decides no particle)
         log.warning("lithiation: no residual map (the DVC fields have no usable node); every mode is undetermined")
-    maps = [load_labels(ctx.out, f"residual_T0_{n}") for n in steps] or [np.zeros(lab0.shape, np.float32)]
-    res = lithiation_modes(lab0, maps, voxel_size_nm=analysis_voxel_size_nm(ctx), shell_threshold=sec.shell_threshold,
-                           min_residual=sec.min_residual, exclude_border=sec.exclude_border, method="profile",
-                           names=steps or [inp.names[0]])
+    maps = [open_volume(ctx.out / "volumes" / f"residual_T0_{n}.ome.zarr").data for n in steps]
+    maps = maps or [np.zeros(lab0.shape, np.float32)]
+    kw = dict(voxel_size_nm=analysis_voxel_size_nm(ctx), shell_threshold=sec.shell_threshold,
+              min_residual=sec.min_residual, exclude_border=sec.exclude_border, method="profile",
+              names=steps or [inp.names[0]])
+    if streams(ctx, lab0.shape, modes_bytes_per_voxel(len(maps))):
+        res = lithiation_modes_chunked(lab0, maps, chunk_budget_mb=budget_mb(ctx), **kw)
+    else:
+        res = lithiation_modes(to_numpy(lab0), [to_numpy(m) for m in maps], **kw)
     cols = res.to_columns()
     track_of = {}
     if tracks is not None:
@@ -146,25 +161,36 @@ def _modes(ctx, lab0: np.ndarray, tracks) -> dict:
     return cols
 
 
-def _chosen_tracks(tracks, n: int, lab0: np.ndarray) -> np.ndarray:
+def _chosen_tracks(tracks, n: int, faces: np.ndarray) -> np.ndarray:
     """The ``n`` longest tracks (found at most steps); among equals those not cut by the border at T0, then the
     largest (mean volume)."""
     found = np.count_nonzero(tracks.label > 0, axis=1)
     vol = np.nanmean(np.where(tracks.label > 0, tracks.volume_um3, np.nan), axis=1)
-    faces = np.unique(np.concatenate([lab0[0].ravel(), lab0[-1].ravel(), lab0[:, 0].ravel(), lab0[:, -1].ravel(),
-                                      lab0[:, :, 0].ravel(), lab0[:, :, -1].ravel()]))
     cut = np.isin(tracks.label[:, 0], faces[faces > 0])
     return np.lexsort((-np.nan_to_num(vol), cut, -found))[:n]
 
 
-def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
+def _face_labels(ctx, lab0) -> np.ndarray:
+    """The labels on the six faces of T0's particle volume (read slab by slab)."""
+    from .._array import read_box
+    from .._chunks import plan_slabs
+
+    found = []
+    for z0, z1 in plan_slabs(lab0.shape, bytes_per_voxel=8, chunk_budget_mb=budget_mb(ctx)):
+        lab = np.asarray(read_box(lab0, (slice(z0, z1), slice(None), slice(None))))
+        found += [lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]] + ([lab[0]] if z0 == 0 else []) \
+            + ([lab[-1]] if z1 == lab0.shape[0] else [])
+    return np.unique(np.concatenate([f.ravel() for f in found]))
+
+
+def _frames(ctx, tracks, modes: dict, lab0) -> dict | None:
     from ..io import open_volume
     from ..quantify import particle_frames
 
     sec, inp = ctx.experiment.lithiation, ctx.inputs
     if tracks is None or sec.n_frames == 0 or tracks.n_tracks == 0:
         return None
-    chosen = _chosen_tracks(tracks, sec.n_frames, lab0)
+    chosen = _chosen_tracks(tracks, sec.n_frames, _face_labels(ctx, lab0))
     size = sec.frame_size_um
     if size is None:  # 2.5 equivalent diameters of the largest framed particle
         v = np.nanmax(np.where(tracks.label[chosen] > 0, tracks.volume_um3[chosen], np.nan))
@@ -185,8 +211,10 @@ def _frames(ctx, tracks, modes: dict, lab0: np.ndarray) -> dict | None:
 
 
 def _lithiation_run(ctx):
+    from ..io import open_volume
+
     inp = ctx.inputs
-    lab0 = load_labels(ctx.out, f"particles_{inp.names[0]}")
+    lab0 = open_volume(ctx.out / "volumes" / f"particles_{inp.names[0]}.ome.zarr").data  # lazy
     tr = read_table_of(ctx.out, "tracks")
     tracks = tracks_from_table(tr, inp.names, analysis_voxel_size_nm(ctx)) if tr is not None else None
     modes = _modes(ctx, lab0, tracks)

@@ -125,10 +125,13 @@ class LithiationModes:
 def particle_depth(labels, *, voxel_size_nm=None) -> np.ndarray:
     """Distance (nm) of every particle voxel to its particle's surface, faces shared with touching
     particles included (0 outside particles), float32."""
+    return surface_depth(as_labels(labels, name="labels", instances=True), voxel_size(voxel_size_nm, labels))
+
+
+def surface_depth(lab: np.ndarray, vs) -> np.ndarray:
+    """:func:`particle_depth` of checked integer labels ``lab`` with voxel size ``vs`` (z, y, x) nm."""
     from scipy import ndimage
 
-    lab = as_labels(labels, name="labels", instances=True)
-    vs = voxel_size(voxel_size_nm, labels)
     inner = lab > 0
     # a voxel next to a different particle is on a surface too
     for a in range(3):
@@ -212,6 +215,19 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     """
     lab = as_labels(labels, name="labels", instances=True)
     vs = voxel_size(voxel_size_nm, labels)
+    items, lo, hi, names = _check_options(changes, min_changed_fraction, max_changed_fraction, method, names)
+    arrs, inside, boolean, thr = _checked_changes(items, lab, threshold)
+    profile, thr, min_res = _profile_options(method, boolean, thr, min_residual)
+    pc, q, dnorm, present, size = _depth_ranks(lab, inside, vs)
+    idx = np.flatnonzero(inside.ravel())
+    per = particle_step_scores([a.ravel()[idx] for a in arrs], pc, q, dnorm, size, thr=thr, boolean=boolean,
+                               profile=profile, min_res=min_res, progress=progress)
+    cut = np.isin(present, np.unique(_faces(lab))) if exclude_border else np.zeros(present.size, bool)
+    return classify_modes(present, names, per, cut, lo=lo, hi=hi, profile=profile, shell_threshold=shell_threshold,
+                          thr=thr)
+
+
+def _check_options(changes, min_changed_fraction, max_changed_fraction, method, names):
     items = list(changes)
     if not items:
         raise InputError("changes is empty; give one residual map or change mask per step")
@@ -219,32 +235,44 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
     hi = check_fraction("max_changed_fraction", max_changed_fraction)
     if hi <= lo:
         raise InputError(f"max_changed_fraction={hi} must exceed min_changed_fraction={lo}")
-    names = step_names(len(items), names)
     if method not in ("auto", "threshold", "profile"):
         raise InputError(f"method={method!r} is not supported; use 'auto', 'threshold' or 'profile'")
-    arrs, inside, boolean, thr = _checked_changes(items, lab, threshold)
+    return items, lo, hi, step_names(len(items), names)
+
+
+def _profile_options(method, boolean: bool, thr: float, min_residual):
+    """(profile method?, threshold, min_residual) (boolean masks in the profile method: threshold 0.5)."""
     profile = method == "profile" or (method == "auto" and not boolean)
+    min_res = float("nan")
     if profile:
-        if boolean:
-            arrs = [a.astype(np.float32) for a in arrs]
-            thr = 0.5
+        thr = 0.5 if boolean else thr
         if min_residual is None:
             min_res = 0.1 * thr if np.isfinite(thr) else float("inf")
         else:
             min_res = float(min_residual)
             if not np.isfinite(min_res) or min_res < 0:
                 raise InputError(f"min_residual={show(min_residual)} must be a finite residual level >= 0")
-    idx, pc, q, dnorm, present, size = _depth_ranks(lab, inside, vs)
-    n_p = present.size
-    frac = np.zeros((len(arrs), n_p))
-    score = np.full((len(arrs), n_p), np.nan)
-    mdepth = np.full((len(arrs), n_p), np.nan)
+    return profile, thr, min_res
+
+
+def _faces(lab: np.ndarray) -> np.ndarray:
+    return np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel(),
+                           lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
+
+
+def particle_step_scores(changes, pc, q, dnorm, size, *, thr: float, boolean: bool, profile: bool, min_res: float,
+                         progress=None) -> tuple[np.ndarray, ...]:
+    """``(changed fraction, score, mean depth, strong)``, each ``(n_steps, n particles)``, from every particle
+    voxel's change per step (``changes``: one flat array per step, in the order of ``pc``), its particle column
+    ``pc``, depth rank ``q`` and normalised depth ``dnorm`` (module notes).  Only each particle's own voxels
+    enter its numbers."""
+    n_p, n_s = size.size, len(changes)
+    frac, score = np.zeros((n_s, n_p)), np.full((n_s, n_p), np.nan)
+    mdepth, strong = np.full((n_s, n_p), np.nan), np.zeros((n_s, n_p), bool)
     outer, core = q < 0.5, q >= 0.8
     n_out = np.bincount(pc[outer], minlength=n_p).astype(float)
     n_core = np.bincount(pc[core], minlength=n_p).astype(float)
-    strong = np.zeros((len(arrs), n_p), bool)
-    for s, a in enumerate(arrs):
-        ch = a.ravel()[idx]
+    for s, ch in enumerate(changes):
         if profile:
             w = np.maximum(ch.astype(np.float64), 0.0)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -258,35 +286,32 @@ def lithiation_modes(labels, changes: Sequence, *, voxel_size_nm=None, threshold
         nch = np.bincount(pc[ch], minlength=n_p).astype(float)
         f = nch / size
         frac[s] = f
-        shell = ch & (q < f[pc])
-        nsh = np.bincount(pc[shell], minlength=n_p).astype(float)
+        nsh = np.bincount(pc[ch & (q < f[pc])], minlength=n_p).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = nsh / nch
-            score[s] = np.where((nch > 0) & (f < 1), (share - f) / (1 - f), np.nan)
+            score[s] = np.where((nch > 0) & (f < 1), (nsh / nch - f) / (1 - f), np.nan)
             mdepth[s] = np.bincount(pc[ch], weights=dnorm[ch], minlength=n_p) / nch
         if profile:
             score[s] = np.where(strong[s] & (n_out > 0) & (n_core > 0), p_score, np.nan)
             mdepth[s] = p_depth
         if progress is not None:
-            progress(s + 1, len(arrs))
+            progress(s + 1, n_s)
+    return frac, score, mdepth, strong
+
+
+def classify_modes(present, names, per, cut, *, lo: float, hi: float, profile: bool, shell_threshold, thr: float):
+    """:class:`LithiationModes` from :func:`particle_step_scores`' arrays and the particles cut by the border."""
+    frac, score, mdepth, strong = per
     decisive = (strong if profile else (frac >= lo) & (frac <= hi)) & np.isfinite(score)
-    if exclude_border:
-        faces = np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel(),
-                                lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
-        cut = np.isin(present, np.unique(faces))
-        decisive[:, cut] = False
-    if shell_threshold is None:
-        shell_threshold = 0.1 if profile else 0.3
-    shell_threshold = float(shell_threshold)
+    decisive[:, cut] = False
+    shell_threshold = float((0.1 if profile else 0.3) if shell_threshold is None else shell_threshold)
     step_mode = np.where(decisive, np.where(score >= shell_threshold, CORE_SHELL, NETWORK), UNDETERMINED)
-    step_mode = step_mode.astype(np.int8)
-    mode = np.zeros(n_p, np.int8)
-    for p in range(n_p):
+    mode = np.zeros(present.size, np.int8)
+    for p in range(present.size):
         v = score[decisive[:, p], p]
         if v.size:
             mode[p] = CORE_SHELL if np.median(v) >= shell_threshold else NETWORK
     return LithiationModes(label=present.astype(np.int64), step_names=names, changed_fraction=frac, shell_score=score,
-                           mean_depth=mdepth, step_mode=step_mode, mode=mode, threshold=thr)
+                           mean_depth=mdepth, step_mode=step_mode.astype(np.int8), mode=mode, threshold=thr)
 
 
 def _checked_changes(items, lab, threshold):
@@ -315,11 +340,16 @@ def _checked_changes(items, lab, threshold):
 
 
 def _depth_ranks(lab, inside, vs):
-    """Per particle voxel (flat index ``idx``): particle column, depth quantile, normalised depth."""
+    """Per particle voxel (raster order of ``inside``): particle column, depth quantile, normalised depth; the
+    particles present and their sizes."""
     depth = particle_depth(lab, voxel_size_nm=vs)
     idx = np.flatnonzero(inside.ravel())
-    pl = lab.ravel()[idx].astype(np.int64)
-    dv = depth.ravel()[idx]
+    return depth_ranks(lab.ravel()[idx].astype(np.int64), depth.ravel()[idx])
+
+
+def depth_ranks(pl: np.ndarray, dv: np.ndarray):
+    """``(column, depth quantile, normalised depth, particles present, sizes)`` of particle voxels with labels
+    ``pl`` and depths ``dv`` (every voxel of each particle given: the ranks are within the particle)."""
     order = np.lexsort((dv, pl))
     pl_s = pl[order]
     counts = np.bincount(pl_s)
@@ -333,4 +363,4 @@ def _depth_ranks(lab, inside, vs):
     dnorm = dv / np.maximum(dmax[pl], 1e-12)
     col = np.zeros(counts.size, np.int64)
     col[present] = np.arange(present.size)
-    return idx, col[pl], q, dnorm, present, counts[present].astype(float)
+    return col[pl], q, dnorm, present, counts[present].astype(float)
