@@ -86,7 +86,8 @@ def test_cli_refuses_to_overwrite_input(pair, capsys):
     assert "overwrite" in capsys.readouterr().err
 
 
-def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch):
+@pytest.mark.parametrize("grid", [["--node-spacing", "10", "--half-window", "8"], ["--pyramid", "20,10"]])
+def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch, grid):
     """Over --chunk-budget-mb the volumes stay on disk (never read whole; node batches read their boxes): the
     same field."""
     a, b = pair
@@ -94,8 +95,7 @@ def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch):
     for o, budget in zip(out, ("512", "0.3")):
         if budget == "0.3":
             monkeypatch.setattr(Volume, "compute", lambda self: pytest.fail("a volume was read whole"))
-        assert main(["dvc", str(a), str(b), "-o", str(o), "--node-spacing", "10", "--half-window", "8",
-                     "--chunk-budget-mb", budget, "--json"]) == 0
+        assert main(["dvc", str(a), str(b), "-o", str(o), *grid, "--chunk-budget-mb", budget, "--json"]) == 0
         capsys.readouterr()
     whole, boxes = (DisplacementField.load(o) for o in out)
     assert whole.notes["batches"] == 1 and boxes.notes["batches"] > 1
