@@ -27,6 +27,7 @@ quantify: {{}}
 particles: {{particle_class: [2, 3], split: {split}}}
 truth:
   labels: truth/labels_hq_T*.tif
+  particles: truth/particles_hq_T*.tif
 {budget}"""
 
 RESULT_DIRS = ("tables", "volumes", "models")
@@ -140,3 +141,27 @@ def test_streamed_stages_on_a_local_cluster(phantom_dir, reference, tmp_path):
         run_experiment(load_experiment(p), out, source=p, client=client)
     assert "(worker pid " in (out / "log.txt").read_text()
     _same(_results(reference), _results(out))
+
+
+def test_particle_truth_keeps_the_true_ids_across_steps(tmp_path):
+    """A true particle under min_voxels at T0 and over it at T1 must not shift the other particles' ids (they were
+    relabelled 1..n per step, so the link accuracy compared different particles)."""
+    from types import SimpleNamespace
+
+    from tomo4d.pipeline.stages_segment import _truth_columns
+    from tomo4d.segment import save_labels
+
+    t0 = np.zeros((8, 16, 16), np.int32)
+    t0[1:3, 1:3, 1:3] = 1          # 8 voxels: below min_voxels at T0
+    t0[4:7, 8:12, 8:12] = 2        # 48 voxels
+    t1 = t0.copy()
+    t1[1:4, 1:4, 1:4] = 1          # 27 voxels: kept at T1
+    paths = [save_labels(t, tmp_path / f"t{i}.ome.zarr") for i, t in enumerate((t0, t1))]
+    ctx = SimpleNamespace(experiment=SimpleNamespace(inputs=SimpleNamespace(voxel_size_nm=None), enhance=None,
+                                                     chunk_budget_mb=0.001),
+                          inputs=SimpleNamespace(truth_particles=paths))
+    pred = [np.where(t0 == 2, 5, 0), np.where(t1 == 2, 9, np.where(t1 == 1, 3, 0))]
+    tracks = SimpleNamespace(label=np.asarray([[5, 9]]), first_step=np.asarray([0]))
+    cols = _truth_columns(ctx, pred, tracks, min_voxels=20)
+    assert list(cols["n_true"]) == [1, 2] and list(cols["recall"]) == [1.0, 1.0]
+    assert cols["n_links"][1] == 1 and cols["link_accuracy"][1] == 1.0

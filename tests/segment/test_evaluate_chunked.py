@@ -53,3 +53,19 @@ def test_refusals_name_the_problem(pair):
         evaluate_segmentation_chunked(pred + 10, truth, chunk_budget_mb=0.2)
     with pytest.raises(InputError, match="no voxel to evaluate"):
         evaluate_segmentation_chunked(pred, truth, region=np.zeros(truth.shape, bool))
+
+
+@pytest.mark.parametrize("thr", [0.2, 0.5, 0.9])
+def test_particle_matching_slab_by_slab_equals_the_whole_volume(thr):
+    from tomo4d.segment import match_particles
+    from tomo4d.segment.evaluate_chunked import match_particles_chunked
+
+    rng = np.random.default_rng(2)
+    true, _ = ndi.label(ndi.gaussian_filter(rng.normal(size=(30, 40, 40)), 2) > 0.1)
+    pred, _ = ndi.label(ndi.binary_dilation(true > 0) & (rng.random(true.shape) > 0.05))
+    pred = np.where(pred > 0, pred + 100, 0)   # other values than the truth's
+    whole = match_particles(pred, true, iou_threshold=thr)
+    got = match_particles_chunked(da.from_array(pred, chunks=(4, 40, 40)), true, iou_threshold=thr, chunk_budget_mb=0.05)
+    assert whole.n_matched > 0 or thr == 0.9
+    for f in ("n_predicted", "n_true", "n_matched", "precision", "recall", "f1", "mean_matched_iou"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(whole, f), err_msg=f)

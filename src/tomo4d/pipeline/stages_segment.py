@@ -27,7 +27,7 @@ slab (components merged exactly across slab faces; with ``particles.split`` the 
 touching particles at a time) and measured from per-slab moments, all equal to the in-memory labels; tracking
 reads the label stores slab by slab; the training labels are read as planes or slabs, never as a volume
 (:func:`_training_labels`); the segmentation truth scores of a streamed step are computed slab by slab
-(:mod:`tomo4d.segment.evaluate_chunked`), the particle truth scores still load the label volumes.
+(:mod:`tomo4d.segment.evaluate_chunked`), and so are the particle truth scores.
 """
 
 from __future__ import annotations
@@ -337,20 +337,37 @@ def _dominant(pred, truth, chunk_budget_mb=None) -> dict[int, int]:
     return dict(zip(pl[order][first].tolist(), tl[order][first].tolist()))
 
 
+def _kept_truth(ctx, path, min_voxels: int):
+    """The true particles of ``path`` on the analysis grid, lazily, objects under ``min_voxels`` set to 0 (the others
+    keep their values: a particle's id is the same at every step, which the link accuracy compares)."""
+    from .._array import read_box
+    from .._chunks import plan_slabs
+
+    truth = lazy_labels(ctx, path)
+    sizes = np.zeros(1, np.int64)
+    for z0, z1 in plan_slabs(truth.shape, bytes_per_voxel=16, chunk_budget_mb=budget_mb(ctx)):
+        b = np.bincount(np.asarray(read_box(truth, (slice(z0, z1),))).ravel().astype(np.int64))
+        sizes = np.concatenate([sizes, np.zeros(max(0, b.size - sizes.size), np.int64)])
+        sizes[:b.size] += b
+    keep = sizes >= min_voxels
+    keep[0] = True
+    return truth.map_blocks(lambda blk: np.where(keep[blk], blk, 0), dtype=truth.dtype)
+
+
 def _truth_columns(ctx, labels, tracks, min_voxels: int) -> dict:
-    """Detection scores per step and the fraction of track links (first step -> step) on one true particle."""
-    from ..segment import match_particles, remove_small_objects
+    """Detection scores per step and the fraction of track links (first step -> step) on one true particle; every
+    step's particles (in memory or a store) and truth read slab by slab (the same scores as in memory)."""
+    from ..segment.evaluate_chunked import match_particles_chunked
 
     inp = ctx.inputs
     cols: dict = {k: [] for k in ("n_true", "precision", "recall", "f1", "n_links", "link_accuracy")}
     dom = []
     for i, lab in enumerate(labels):
-        truth, _ = remove_small_objects(analysis_labels(ctx, inp.truth_particles[i]).astype(np.int64),
-                                        min_voxels=min_voxels * analysis_scale(ctx.experiment) ** 3)
-        sc = match_particles(lab, truth)
+        truth = _kept_truth(ctx, inp.truth_particles[i], min_voxels * analysis_scale(ctx.experiment) ** 3)
+        sc = match_particles_chunked(lab, truth, chunk_budget_mb=budget_mb(ctx))
         for k in ("n_true", "precision", "recall", "f1"):
             cols[k].append(getattr(sc, k))
-        dom.append(_dominant(lab, truth))
+        dom.append(_dominant(lab, truth, budget_mb(ctx)))
         n = ok = 0
         if tracks is not None and i > 0:
             for t in np.flatnonzero((tracks.label[:, i] > 0) & (tracks.first_step < i)):
@@ -392,9 +409,6 @@ def _particles_run(ctx):
         rows.append({"step": np.asarray([inp.names[i]] * len(table)), **cols})
         summary.append({"step": inp.names[i], "time_s": inp.time_s[i], **table.summary()})
     stores = tuple(a if isinstance(a, SlabStore) else None for a in labels)
-    if inp.truth_particles and any(isinstance(a, SlabStore) for a in labels):
-        log.warning("particles: the truth scores need every step's labels in memory")
-        labels = [a.read(0, a.shape[0]) if isinstance(a, SlabStore) else a for a in labels]
     fields = [ctx.load("dvc", i) for i in range(1, inp.n_steps)] \
         if sec.use_dvc and exp.dvc is not None and inp.n_steps >= 2 else None
     if fields is not None:  # a field without a usable node predicts nothing: that step is tracked without it

@@ -290,11 +290,17 @@ def match_particles(predicted, true, *, iou_threshold: float = 0.5) -> ParticleS
     key = p[both].astype(np.int64) * (size_t.size + 1) + t[both]
     pairs, inter = np.unique(key, return_counts=True)
     pi, ti = pairs // (size_t.size + 1), pairs % (size_t.size + 1)
-    iou = inter / (size_p[pi] + size_t[ti] - inter)
+    return match_overlaps(pi, ti, inter, size_p[pi], size_t[ti], n_pred=n_pred, n_true=n_true, iou_threshold=thr)
+
+
+def match_overlaps(pi, ti, inter, size_pi, size_ti, *, n_pred: int, n_true: int, iou_threshold: float) -> ParticleScores:
+    """One-to-one matching by decreasing IoU from the overlapping pairs ``(pi, ti)`` (sorted by ``(pi, ti)``),
+    their shared voxels ``inter`` and the sizes of their two particles; ties keep the pairs' order."""
+    iou = inter / (size_pi + size_ti - inter)
     order = np.argsort(-iou, kind="stable")
     used_p, used_t, ious = set(), set(), []
     for k in order:
-        if iou[k] < thr:
+        if iou[k] < iou_threshold:
             break
         if pi[k] in used_p or ti[k] in used_t:
             continue
@@ -305,7 +311,7 @@ def match_particles(predicted, true, *, iou_threshold: float = 0.5) -> ParticleS
     prec, rec = _ratio(m, n_pred), _ratio(m, n_true)
     return ParticleScores(n_predicted=n_pred, n_true=n_true, n_matched=m, precision=prec, recall=rec,
                           f1=_ratio(2 * m, n_pred + n_true),
-                          mean_matched_iou=float(np.mean(ious)) if ious else float("nan"), iou_threshold=thr)
+                          mean_matched_iou=float(np.mean(ious)) if ious else float("nan"), iou_threshold=iou_threshold)
 
 
 @dataclass(frozen=True)

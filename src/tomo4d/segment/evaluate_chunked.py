@@ -21,7 +21,7 @@ from .._array import read_box
 from .._chunks import plan_slabs, volume_data
 from .._validate import check_int, check_labels, check_number, show_values
 from ..errors import InputError
-from .evaluate import ClassScores, SegmentationScores, _boundary, _f1, _ratio, _spacing
+from .evaluate import ClassScores, ParticleScores, SegmentationScores, _boundary, _f1, _ratio, _spacing, match_overlaps
 
 #: working bytes per voxel of a slab: two label slabs, masks, two distance transforms (float64) and their feature
 #: transforms (3 x int32)
@@ -122,4 +122,43 @@ def evaluate_segmentation_chunked(prediction, truth, *, classes=None, region=Non
     return SegmentationScores(classes=rows, accuracy=hits / n, n_voxels=n, boundary_tolerance_nm=tol)
 
 
-__all__ = ["BYTES_PER_VOXEL", "evaluate_segmentation_chunked"]
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    return a if a.size >= n else np.concatenate([a, np.zeros(n - a.size, a.dtype)])
+
+
+def match_particles_chunked(predicted, true, *, iou_threshold: float = 0.5, chunk_budget_mb=None) -> ParticleScores:
+    """:func:`~tomo4d.segment.match_particles` of 3D particle label volumes read slab by slab (numpy, dask, Zarr,
+    Volume, a :class:`tomo4d._chunks.SlabStore`): particle sizes and pair overlaps are integer counts summed over
+    slabs, then matched as in memory (the same scores)."""
+    pred_d, true_d = volume_data(predicted), volume_data(true)
+    shape = tuple(int(s) for s in true_d.shape)
+    if tuple(int(s) for s in pred_d.shape) != shape:
+        raise InputError(f"predicted has shape {tuple(pred_d.shape)} but true has shape {shape}; compare particles "
+                         "of the same region")
+    thr = check_number("iou_threshold", iou_threshold, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    size_p, size_t = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    keys, counts = [], []
+    for z0, z1 in plan_slabs(shape, bytes_per_voxel=32, chunk_budget_mb=chunk_budget_mb):
+        p = check_labels("predicted", read_box(pred_d, (slice(z0, z1),)), role="particle labels are expected")
+        t = check_labels("true", read_box(true_d, (slice(z0, z1),)), role="particle labels are expected")
+        p, t = p.ravel().astype(np.int64), t.ravel().astype(np.int64)
+        bp, bt = np.bincount(p), np.bincount(t)
+        size_p, size_t = _grow(size_p, bp.size), _grow(size_t, bt.size)
+        size_p[:bp.size] += bp
+        size_t[:bt.size] += bt
+        both = (p > 0) & (t > 0)
+        if both.any():
+            k, c = np.unique(np.stack([p[both], t[both]], 1), axis=0, return_counts=True)
+            keys.append(k)
+            counts.append(c)
+    n_pred, n_true = int(np.count_nonzero(size_p[1:])), int(np.count_nonzero(size_t[1:]))
+    if not keys:
+        return match_overlaps(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
+                              n_pred=n_pred, n_true=n_true, iou_threshold=thr)
+    k, inv = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
+    inter = np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
+    pi, ti = k[:, 0], k[:, 1]
+    return match_overlaps(pi, ti, inter, size_p[pi], size_t[ti], n_pred=n_pred, n_true=n_true, iou_threshold=thr)
+
+
+__all__ = ["BYTES_PER_VOXEL", "evaluate_segmentation_chunked", "match_particles_chunked"]
