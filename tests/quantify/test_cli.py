@@ -105,10 +105,10 @@ def _run_json(capsys, args):
 #: per command: the in-memory function a streamed run must not call
 _WHOLE = {"thickness": "tomo4d.quantify.thickness.electrode_thickness", "regions": "tomo4d.quantify.thickness.electrode_thickness",
           "phases": "tomo4d.quantify.phases.phase_volumes", "particles": "tomo4d.quantify.particle_properties",
-          "modes": "tomo4d.quantify.lithiation_modes"}
+          "modes": "tomo4d.quantify.lithiation_modes", "cracks": "tomo4d.quantify.detect_cracks"}
 
 
-@pytest.mark.parametrize("cmd", ["thickness", "phases", "particles", "track", "regions", "modes"])
+@pytest.mark.parametrize("cmd", ["thickness", "phases", "particles", "cracks", "track", "regions", "modes"])
 def test_commands_stream_over_the_budget_with_the_same_results(files, capsys, cmd, monkeypatch):
     """--chunk-budget-mb below a step's working set: the volumes are read slab by slab (the in-memory route is
     never taken) and the results equal the in-memory run's."""
@@ -118,6 +118,7 @@ def test_commands_stream_over_the_budget_with_the_same_results(files, capsys, cm
     args = {"thickness": ["quantify", "thickness", *files["labels"]],
             "phases": ["quantify", "phases", *files["labels"], "--region", "electrode"],
             "particles": ["quantify", "particles", files["particles"][0]],
+            "cracks": ["quantify", "particles", files["particles"][0], "--cracks"],
             "track": ["quantify", "track", *files["particles"], "--field", files["fields"][0]],
             "regions": ["quantify", "regions", "--field", files["fields"][0], "--labels", files["labels"][0]],
             "modes": ["quantify", "modes", files["particles"][0], *files["changes"], "--threshold", "0.5",

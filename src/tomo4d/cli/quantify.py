@@ -127,8 +127,7 @@ def phases(labels, region, label_map, chunk_budget_mb, voxel_size, output, overw
 @declare_paths(inputs=("labels",), outputs=("output",))
 @quantify.command()
 @click.argument("labels", type=click.Path(path_type=str))
-@click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps; reads the volume "
-              "into memory).")
+@click.option("--cracks", is_flag=True, help="Also detect pre-cracked particles (internal gaps).")
 @budget_option
 @_table_options
 def particles(labels, cracks, chunk_budget_mb, voxel_size, output, overwrite, as_json):
@@ -143,14 +142,17 @@ def particles(labels, cracks, chunk_budget_mb, voxel_size, output, overwrite, as
     budget = check_budget(chunk_budget_mb)
     vols, vs = _open_all([labels], voxel_size, output)
     v = _voxel(vols, vs)
-    whole = cracks or fits_budget(vols[0].shape, BYTES_PER_VOXEL, budget)
+    whole = fits_budget(vols[0].shape, BYTES_PER_VOXEL, budget)
     lab = vols[0].numpy() if whole else None
     table = particle_properties(lab, voxel_size_nm=v) if whole else \
         particle_properties_chunked(vols[0].data, voxel_size_nm=v, chunk_budget_mb=budget)
     cols = table.to_columns()
     info = {"particles": table.summary(), "size_distribution": size_distribution(table).to_dict()}
     if cracks:
-        cr = detect_cracks(lab, voxel_size_nm=v)
+        from ..quantify.cracks_chunked import detect_cracks_chunked
+
+        cr = detect_cracks(lab, voxel_size_nm=v) if whole else \
+            detect_cracks_chunked(vols[0].data, voxel_size_nm=v, chunk_budget_mb=budget)
         cols["cracked"] = cr.cracked
         cols["crack_volume_fraction"] = cr.crack_volume_fraction
         info["n_cracked"] = int(np.sum(cr.cracked))

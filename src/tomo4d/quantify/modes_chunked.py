@@ -22,9 +22,10 @@ import numpy as np
 
 from .._array import read_box
 from .._chunks import budget_bytes, plan_slabs, volume_data
-from .._validate import check_finite_chunk, check_labels
+from .._validate import check_finite_chunk
 from ..errors import InputError
 from ._common import voxel_size
+from ._windows import label_extents, label_slab, particle_windows
 from .modes import (
     LithiationModes,
     _check_options,
@@ -49,33 +50,6 @@ def _box(data, z0: int, z1: int):
     return read_box(data, (slice(z0, z1), slice(None), slice(None)))
 
 
-def _label_slab(data, z0: int, z1: int) -> np.ndarray:
-    return check_labels("labels", _box(data, z0, z1), ndim=3, role="particle labels are expected").astype(np.int64)
-
-
-def _extents(lab_d, shape, plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first plane, last plane) of every label (index = label; -1 where absent) and the labels on the faces."""
-    first, last, faces = np.full(1, -1, np.int64), np.full(1, -1, np.int64), [np.zeros(1, np.int64)]
-    for z0, z1 in plan:
-        lab = _label_slab(lab_d, z0, z1)
-        top = int(lab.max(initial=0)) + 1
-        if top > first.size:
-            first = np.concatenate([first, np.full(top - first.size, -1, np.int64)])
-            last = np.concatenate([last, np.full(top - last.size, -1, np.int64)])
-        for k in range(lab.shape[0]):
-            here = np.flatnonzero(np.bincount(lab[k].ravel()))
-            first[here] = np.where(first[here] < 0, z0 + k, first[here])
-            last[here] = z0 + k
-        faces.append(np.unique(np.concatenate([lab[:, 0].ravel(), lab[:, -1].ravel(), lab[:, :, 0].ravel(),
-                                               lab[:, :, -1].ravel()])))
-        if z0 == 0:
-            faces.append(np.unique(lab[0]))
-        if z1 == shape[0]:
-            faces.append(np.unique(lab[-1]))
-    first[0] = last[0] = -1
-    return first, last, np.unique(np.concatenate(faces))
-
-
 def _changes(maps_d, z0: int, z1: int) -> list[np.ndarray]:
     out = []
     for s, m in enumerate(maps_d):
@@ -91,7 +65,7 @@ def _otsu(lab_d, maps_d, plan) -> float:
 
     lo, hi, n = np.float32(np.inf), np.float32(-np.inf), 0
     for z0, z1 in plan:
-        inside = _label_slab(lab_d, z0, z1) > 0
+        inside = label_slab(lab_d, z0, z1) > 0
         for a in _changes(maps_d, z0, z1):
             v = a[inside].astype(np.float32)
             if v.size:
@@ -101,30 +75,10 @@ def _otsu(lab_d, maps_d, plan) -> float:
     edges = np.histogram_bin_edges(np.asarray([lo, hi], np.float32), bins=256, range=(lo, hi))
     counts = np.zeros(256, np.int64)
     for z0, z1 in plan:
-        inside = _label_slab(lab_d, z0, z1) > 0
+        inside = label_slab(lab_d, z0, z1) > 0
         for a in _changes(maps_d, z0, z1):
             counts += np.histogram(a[inside].astype(np.float32), bins=edges)[0]
     return float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2)))
-
-
-def _windows(first, last, present, max_planes: int) -> list[tuple[int, int, np.ndarray]]:
-    """``(a, b, labels)``: particles grouped in z order into windows ``[a, b)`` of whole planes (one plane of
-    margin each side), at most ``max_planes`` unless one particle is taller."""
-    order = present[np.argsort(first[present], kind="stable")]
-    out, group = [], []
-    a = b = 0
-    for p in order:
-        lo, hi = int(first[p]) - 1, int(last[p]) + 2
-        if group and max(b, hi) - a > max_planes:
-            out.append((a, b, np.asarray(group)))
-            group = []
-        if not group:
-            a, b = lo, hi
-        group.append(int(p))
-        b = max(b, hi)
-    if group:
-        out.append((a, b, np.asarray(group)))
-    return out
 
 
 def lithiation_modes_chunked(labels, changes, *, voxel_size_nm=None, threshold: float | None = None,
@@ -142,7 +96,7 @@ def lithiation_modes_chunked(labels, changes, *, voxel_size_nm=None, threshold: 
     vs = voxel_size(voxel_size_nm, labels)
     per_voxel = modes_bytes_per_voxel(len(items))
     plan = plan_slabs(shape, bytes_per_voxel=per_voxel, chunk_budget_mb=chunk_budget_mb)
-    first, last, faces = _extents(lab_d, shape, plan)
+    first, last, faces = label_extents(lab_d, shape, plan)
     boolean = all(np.dtype(m.dtype) == bool for m in maps_d)
     thr = float("nan") if boolean else (_otsu(lab_d, maps_d, plan) if threshold is None else float(threshold))
     if not boolean and not np.isfinite(thr) and threshold is not None:
@@ -152,9 +106,9 @@ def lithiation_modes_chunked(labels, changes, *, voxel_size_nm=None, threshold: 
     per = (np.zeros((len(items), present.size)), np.full((len(items), present.size), np.nan),
            np.full((len(items), present.size), np.nan), np.zeros((len(items), present.size), bool))
     max_planes = max(3, budget_bytes(chunk_budget_mb) // max(1, per_voxel * shape[1] * shape[2]))
-    for a, b, group in _windows(first, last, present, int(max_planes)):
+    for a, b, group in particle_windows(first, last, present, int(max_planes), margin=1):
         a, b = max(0, a), min(shape[0], b)
-        lab = _label_slab(lab_d, a, b)
+        lab = label_slab(lab_d, a, b)
         depth = surface_depth(lab, vs)
         idx = np.flatnonzero(np.isin(lab.ravel(), group))
         pc, q, dnorm, mine, size = depth_ranks(lab.ravel()[idx], depth.ravel()[idx])

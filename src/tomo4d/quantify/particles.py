@@ -293,6 +293,36 @@ def size_distribution(table: ParticleTable, *, bins: int = 20, value_range=None,
                             n_particles=int(d.size))
 
 
+def crack_closing(closing_nm: float, vs) -> tuple[np.ndarray, np.ndarray]:
+    """The closing's ball (radius ``closing_nm`` per axis, >= 1 voxel) and the pad around a particle's box."""
+    rad = np.maximum(1, np.round(float(closing_nm) / np.asarray(vs))).astype(int)
+    g = np.ogrid[tuple(slice(-r, r + 1) for r in rad)]
+    return sum((gi / r) ** 2 for gi, r in zip(g, rad)) <= 1.0, rad + 1
+
+
+def crack_of(lab: np.ndarray, i: int, box, ball, pad, vs, closing_nm: float) -> tuple[float, float]:
+    """(gap volume fraction, planarity) of particle ``i`` of ``lab`` with bounding box ``box`` (slices): its box grown
+    by ``pad`` (clipped to ``lab``) closed with ``ball`` (module :func:`detect_cracks`)."""
+    from scipy import ndimage
+
+    sl = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(box, pad, lab.shape))
+    crop = lab[sl]
+    m = crop == i
+    mp = np.pad(m, [(p, p) for p in pad])
+    closed = ndimage.binary_closing(mp, structure=ball)[tuple(slice(p, -p) for p in pad)]
+    depth = ndimage.distance_transform_edt(closed, sampling=vs)
+    gap = closed & ~m & (crop == 0) & (depth > closing_nm)
+    ng = int(gap.sum())
+    if not ng:
+        return 0.0, 0.0
+    plan = 0.0
+    if ng >= 4:
+        pts = np.argwhere(gap) * np.asarray(vs)
+        ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T)))[::-1]
+        plan = 1.0 - ev[2] / ev[1] if ev[1] > 0 else 0.0
+    return ng / max(int(closed.sum()), 1), plan
+
+
 def detect_cracks(labels, *, voxel_size_nm=None, closing_nm: float = 120.0, min_fraction: float = 0.01,
                   min_planarity: float = 0.5, progress: Callable[[int, int], None] | None = None) -> CrackReport:
     """Find particles with internal low-density planes (pre-existing cracks) in a T0 particle labelling.
@@ -327,29 +357,13 @@ def detect_cracks(labels, *, voxel_size_nm=None, closing_nm: float = 120.0, min_
     min_fraction = check_fraction("min_fraction", min_fraction)
     min_planarity = check_fraction("min_planarity", min_planarity)
     lab, values = _sequential(raw)
-    rad = np.maximum(1, np.round(float(closing_nm) / np.asarray(vs))).astype(int)
-    g = np.ogrid[tuple(slice(-r, r + 1) for r in rad)]
-    ball = sum((gi / r) ** 2 for gi, r in zip(g, rad)) <= 1.0
+    ball, pad = crack_closing(closing_nm, vs)
     objs = ndimage.find_objects(lab.astype(np.int32, copy=False))
     present = [i + 1 for i, o in enumerate(objs) if o is not None]
     frac = np.zeros(len(present))
     plan = np.zeros(len(present))
-    pad = rad + 1
     for k, i in enumerate(present):
-        sl = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(objs[i - 1], pad, lab.shape))
-        crop = lab[sl]
-        m = crop == i
-        mp = np.pad(m, [(p, p) for p in pad])
-        closed = ndimage.binary_closing(mp, structure=ball)[tuple(slice(p, -p) for p in pad)]
-        depth = ndimage.distance_transform_edt(closed, sampling=vs)
-        gap = closed & ~m & (crop == 0) & (depth > float(closing_nm))
-        ng = int(gap.sum())
-        if ng:
-            frac[k] = ng / max(int(closed.sum()), 1)
-            if ng >= 4:
-                pts = np.argwhere(gap) * np.asarray(vs)
-                ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T)))[::-1]
-                plan[k] = 1.0 - ev[2] / ev[1] if ev[1] > 0 else 0.0
+        frac[k], plan[k] = crack_of(lab, i, objs[i - 1], ball, pad, vs, float(closing_nm))
         if progress is not None and (k + 1) % 256 == 0:
             progress(k + 1, len(present))
     if progress is not None:
