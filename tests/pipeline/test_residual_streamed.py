@@ -38,7 +38,7 @@ def test_residual_maps_streamed_above_the_budget_equal_the_in_memory_maps(phanto
         p = phantom_dir / f"residual_{name}.yaml"
         text = EXPERIMENT.format(iterations=20).replace("  time_s: [0, 3600, 7200]\n",
                                                         "  time_s: [0, 3600, 7200]\n  repeat: repeat_hq.tif\n")
-        p.write_text(text + EXTRA.format() + budget)
+        p.write_text(text + EXTRA.format() + budget + "truth:\n  labels: truth/labels_hq_T*.tif\n")
         runs[name] = tmp_path / name
         run_experiment(load_experiment(p), runs[name], source=p)
         assert (len(seen) > 4) == (name == "streamed") == bool(floors)  # 0.02 MiB: slabs of a few slices
@@ -49,5 +49,6 @@ def test_residual_maps_streamed_above_the_budget_equal_the_in_memory_maps(phanto
     assert not list((runs["streamed"] / "volumes").glob(".*slabs"))  # published: no progress folder left
     a, b = (read_table_of(runs[n], "residual_summary") for n in ("memory", "streamed"))
     assert float(a["noise_floor"][0]) > 0
-    for col in ("noise_floor", "residual_mean", "residual_max", "mean_before_floor", "fraction_above_floor"):
+    for col in ("noise_floor", "residual_mean", "residual_max", "mean_before_floor", "fraction_above_floor",
+                "true_lithiated_fraction", "residual_mean_true_lithiated", "residual_mean_elsewhere"):
         np.testing.assert_allclose(np.asarray(b[col], float), np.asarray(a[col], float), rtol=1e-5, err_msg=col)

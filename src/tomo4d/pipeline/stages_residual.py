@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._chunks import SlabStore
-from .series import analysis_labels, analysis_voxel_size_nm, read_series, reads_series, repeat_path
+from .series import analysis_voxel_size_nm, read_series, reads_series, repeat_path
 from .stage import Stage, rel
 from .stage_io import read_volume, save_float_volume, write_tables
 
@@ -45,16 +45,28 @@ class ResidualResult:
     save_volumes: bool
 
 
-def _truth_row(ctx, step: int, residual: np.ndarray) -> dict:
+def _truth_row(ctx, step: int, residual) -> dict:
+    """The true lithiated fraction and the mean residual on and off it (the map in memory or its store, and the
+    truth, read slab by slab; sums in float64)."""
+    from .._array import read_box
+    from .._chunks import plan_slabs
     from ..quantify import PhaseCodes
+    from .chunked import budget_mb, lazy_labels
 
-    truth = analysis_labels(ctx, ctx.inputs.truth_labels[step])
-    lith = np.isin(truth, PhaseCodes().lithiated)
-    if residual is None:
-        residual = np.full(truth.shape, np.nan, np.float32)
-    return {"true_lithiated_fraction": float(lith.mean()),
-            "residual_mean_true_lithiated": float(residual[lith].mean()) if lith.any() else np.nan,
-            "residual_mean_elsewhere": float(residual[~lith].mean()) if (~lith).any() else np.nan}
+    truth = lazy_labels(ctx, ctx.inputs.truth_labels[step])
+    codes = np.asarray(PhaseCodes().lithiated)
+    n = np.zeros(2, np.int64)    # voxels off / on the lithiated phase
+    tot = np.zeros(2)            # residual summed off / on
+    for z0, z1 in plan_slabs(truth.shape, bytes_per_voxel=16, chunk_budget_mb=budget_mb(ctx)):
+        lith = np.isin(np.asarray(read_box(truth, (slice(z0, z1),))), codes)
+        n += [lith.size - int(lith.sum()), int(lith.sum())]
+        if residual is not None:
+            r = np.asarray(read_box(residual, (slice(z0, z1),)), np.float64)
+            tot += [r[~lith].sum(), r[lith].sum()]
+    mean = tot / np.maximum(n, 1) if residual is not None else np.full(2, np.nan)
+    return {"true_lithiated_fraction": float(n[1] / n.sum()),
+            "residual_mean_true_lithiated": float(mean[1]) if n[1] else np.nan,
+            "residual_mean_elsewhere": float(mean[0]) if n[0] else np.nan}
 
 
 def _residual_run(ctx):
@@ -86,9 +98,9 @@ def _residual_run(ctx):
         rows.append(row)
     if inp.truth_labels:
         by_name = dict(maps)
-        for r in rows:  # (the truth labels are in memory: so may the map be, read back from its store)
+        for r in rows:  # the map (in memory or its store) and the truth slab by slab
             rm = by_name.get(r["step"])
-            r.update(_truth_row(ctx, inp.names.index(r["step"]), None if rm is None else np.asarray(rm.residual[:])))
+            r.update(_truth_row(ctx, inp.names.index(r["step"]), None if rm is None else rm.residual))
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     return ResidualResult(maps=tuple(maps), summary=summary, voxel_size_nm=analysis_voxel_size_nm(ctx),
                           save_volumes=sec.save_volumes)
