@@ -120,3 +120,47 @@ def test_slice_routes_spread_validation_without_guard():
     one = prepare_pair(Volume(big.reshape(1, 80, 2, 32, 2).mean((2, 4)), (50.0, 100.0, 100.0)), Volume(big, 50.0),
                        route="slices", strip=32)
     assert one.hq.shape[0] == 5 and one.val_slices == (2,)
+
+
+def test_structure_moves_the_densest_share_block_onto_the_structure():
+    """``holdout="structure"``: only the block of the share with the most structure moves, to its densest slices
+    (clear of the guards); the other blocks stay where the spread puts them; weights are required."""
+    w = np.zeros(128)
+    w[15:66] = 0.35     # a particle-dense layer, as the battery phantom's anode, thinning out upwards
+    w[50:66] = 0.1
+    spread = holdout_split(128, 0.1)
+    got = holdout_split(128, 0.1, holdout="structure", weights=w)
+    assert got.holdout == "structure" and got.blocks[1:] == spread.blocks[1:]
+    a, e = got.blocks[0]
+    assert w[a:e + 1].min() == 0.35 and a + got.guard <= int(128 / 3)    # in the layer, inside its share
+    assert not set(got.train) & (set(got.val) | set(got.guard_slices))
+    assert holdout_split(128, 0.1, holdout="structure", weights=np.ones(128)).blocks == spread.blocks
+    with pytest.raises(InputError, match="weights"):
+        holdout_split(128, 0.1, holdout="structure")
+
+
+def test_slice_structure_scores_edges_not_noise():
+    from tomo4d.enhance.holdout import slice_structure
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0, 0.05, (6, 64, 64)).astype(np.float32)
+    vol[3, 16:48, 16:48] += 1.0          # one slice with a square: edges
+    s = slice_structure(vol)
+    assert int(np.argmax(s)) == 3 and s[3] > 5 * max(s[0], s[5])
+
+
+def test_prepared_pair_with_structure_validates_where_hq_has_edges():
+    """``prepare_pair(..., holdout="structure")``: HQ edges only in slices 66-79 of 96 (a textured layer between flat
+    ones): the top share's block, centred at slice ~80 by the spread, moves into that layer; the split says so."""
+    from tomo4d import Volume
+    from tomo4d.enhance.data import prepare_pair
+
+    nz, rng = 96, np.random.default_rng(2)
+    hq = rng.normal(0, 0.01, (nz, 32, 32)).astype(np.float32)
+    hq[66:80] += (rng.random((14, 32, 32)) > 0.5).astype(np.float32)   # edges in every slice of the layer
+    lq = hq.reshape(nz // 2, 2, 16, 2, 16, 2).mean((1, 3, 5))
+    pr = prepare_pair(Volume(lq, 100.0), Volume(hq, 50.0), register=False, phi0=np.eye(4), fov=False,
+                      holdout="structure")
+    a, e = pr.split.blocks[2]
+    assert pr.split.holdout == "structure" and 66 <= a and e <= 79 and pr.split.to_dict()["holdout"] == "structure"
+    assert not 66 <= holdout_split(nz, 0.1).blocks[2][0] <= 79 - 3    # the spread block is not in the layer
