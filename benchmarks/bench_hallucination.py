@@ -52,8 +52,7 @@ def _pair(exp):
 
     t0, c0 = time.perf_counter(), time.process_time()
     lq, hq = exp.lq.compute(), exp.hq.compute()
-    # HALLUC_HOLDOUT=structure: the validation block of the densest share moved onto the structure
-    pair = prepare_pair(lq, hq, register=True, holdout=os.environ.get("HALLUC_HOLDOUT", "spread"))
+    pair = prepare_pair(lq, hq, register=True)
     _emit(bench="halluc_pair", registration=pair.registration, wall_s=time.perf_counter() - t0,
           cpu_s=time.process_time() - c0)
     return pair, str(lq.dtype)

@@ -18,11 +18,11 @@ from scipy import ndimage
 
 from .._array import as_float32
 from .._validate import check_finite, show
-from ..errors import InputError, check_choice
+from ..errors import InputError
 from ..register import apply_phi
 from ..register import register as _register
 from ..register.phi import polar_decomposition
-from .holdout import HOLDOUTS, Z_GUARD, HoldoutSplit, holdout_split, slice_structure
+from .holdout import Z_GUARD, HoldoutSplit, holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +261,9 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
         z voxel sizes (or one slice), else ``"volume"``.
     strip : int
         Slices route, single slice: rows of the strips it is cut into (strips spread over the image validate).
-    holdout : {"spread", "structure", "end"}
-        ``"structure"``: the spread blocks moved within their share of the depth to HQ's slices of most
-        edges (:func:`tomo4d.enhance.holdout.slice_structure`).  ``"end"``: one block at the end of the
-        stack, no guard (the split of models trained before issue 19's session 10; to re-make their
-        validation slices).
+    holdout : {"spread", "end"}
+        ``"end"``: one block at the end of the stack, no guard (the split of models trained before
+        issue 19's session 10; to re-make their validation slices).
     guard : int, optional
         Guard slices beside each validation block (default: :data:`~tomo4d.enhance.holdout.Z_GUARD`
         = 6 on the volume route, 0 on the slices route).
@@ -296,14 +294,12 @@ def prepare_pair(lq, hq, *, register: bool = True, phi0=None, val_fraction: floa
         raise InputError(f"HQ volume {hq.shape} is too small to train on; give at least 5 x 8 x 8 voxels")
     if np.any(lq.shape < np.asarray((3, 4, 4))):
         raise InputError(f"LQ volume {lq.shape} is too small to train on; give at least 3 x 4 x 4 voxels")
-    check_choice("holdout", holdout, HOLDOUTS)
+    split = holdout_split(hq.shape[0], val_fraction, guard=Z_GUARD if guard is None else guard, holdout=holdout)
+    if split.note and split.holdout == "spread":
+        log.warning("validation split: %s", split.note)
     hq_a = as_float32(hq.numpy())
     # the pair is checked before any registration or work: NaN would surface as "SVD did not converge"
     check_finite("hq (--hq)", hq_a)
-    split = holdout_split(hq.shape[0], val_fraction, guard=Z_GUARD if guard is None else guard, holdout=holdout,
-                          weights=slice_structure(hq_a) if holdout == "structure" else None)
-    if split.note and split.holdout != "end":
-        log.warning("validation split: %s", split.note)
     lq_a = as_float32(lq.numpy())
     check_finite("lq (--lq)", lq_a)
     lq_up = upsample2_xy(upsample2_axis(lq_a, 0))

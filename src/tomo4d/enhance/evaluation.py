@@ -42,7 +42,7 @@ def _pair_for(model, lq, hq, *, register, phi0, pair):
         return pair
     info = model.info
     # the split the model was trained with: models trained before the spread split held out the last slices
-    holdout = info.provenance.get("holdout", "end") if "holdout" in info.provenance else "end"
+    holdout = "spread" if "holdout" in info.provenance else "end"
     return prepare_pair(lq, hq, register=register, phi0=phi0, val_fraction=info.config.val_fraction,
                         holdout=holdout, strip=2 * info.config.crop)
 

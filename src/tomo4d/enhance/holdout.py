@@ -27,14 +27,12 @@ import numpy as np
 from .._validate import check_int, check_number
 from ..errors import InputError, check_choice
 
-__all__ = ["HOLDOUTS", "Z_GUARD", "HoldoutSplit", "holdout_split", "slice_structure", "spread_pick"]
+__all__ = ["HOLDOUTS", "Z_GUARD", "HoldoutSplit", "holdout_split", "spread_pick"]
 
 #: guard slices of the 3D route (module docstring)
 Z_GUARD = 6
-#: ``"spread"``: blocks through the depth (default); ``"structure"``: the block of the share of the depth with the
-#: most structure (:func:`slice_structure`) moved within it to its densest slices; ``"end"``: one block at the end
-#: (models trained before)
-HOLDOUTS = ("spread", "structure", "end")
+#: ``"spread"``: blocks through the depth (default); ``"end"``: one block at the end (models trained before)
+HOLDOUTS = ("spread", "end")
 
 
 @dataclass(frozen=True)
@@ -69,33 +67,12 @@ class HoldoutSplit:
                 "n_train": len(self.train), "holdout_note": self.note}
 
 
-def _start(i: int, n: int, b: int, s: int, g: int, prev_end: int, weights) -> int:
-    """First slice of block ``i`` (``s`` slices): centred at ``(i + 1/2) / b`` of ``n``; with ``weights`` and ``i``
-    the block whose share ``[i n / b, (i + 1) n / b)`` holds the most weight, the start within that share whose
-    slices hold the most weight (ties: nearest the centre), clear of the previous block's guard.  One block moves:
-    the sweep sees the sample's densest structure and the rest of it still trains."""
-    centre = int(np.clip(int(round((i + 0.5) * n / b - s / 2)), 0, n - s))
-    if weights is None:
-        return centre
-    w = np.asarray(weights, float)
-    shares = [w[int(np.ceil(k * n / b)):int(np.ceil((k + 1) * n / b))].sum() for k in range(b)]
-    if i != int(np.argmax(shares)):
-        return centre
-    lo, hi = max(int(np.ceil(i * n / b)), prev_end + g + 1), min(int((i + 1) * n / b) - s, n - s)
-    if hi < lo:
-        return centre
-    sums = np.convolve(w, np.ones(s), "valid")[lo:hi + 1]
-    best = np.flatnonzero(sums >= sums.max() - 1e-12 * max(1.0, abs(sums.max())))
-    return int(lo + best[np.argmin(np.abs(lo + best - centre))])
-
-
-def _layout(n: int, n_val: int, b: int, g: int, weights=None) -> tuple[list[tuple[int, int]], set[int]] | None:
-    """``b`` blocks of ``n_val`` slices in all, centred at ``(i + 1/2) / b`` of ``n`` (with ``weights``: moved to
-    the most structure within their share, :func:`_start`); None if two overlap."""
+def _layout(n: int, n_val: int, b: int, g: int) -> tuple[list[tuple[int, int]], set[int]] | None:
+    """``b`` blocks of ``n_val`` slices in all, centred at ``(i + 1/2) / b`` of ``n``; None if two overlap."""
     sizes = [n_val // b + (1 if i < n_val % b else 0) for i in range(b)]
     blocks, guards, prev_end = [], set(), -1
     for i, s in enumerate(sizes):
-        a = _start(i, n, b, s, g, prev_end, weights)
+        a = int(np.clip(int(round((i + 0.5) * n / b - s / 2)), 0, n - s))
         if a - g <= prev_end:            # the block or its guard would touch the previous block
             return None
         blocks.append((a, a + s - 1))
@@ -106,7 +83,7 @@ def _layout(n: int, n_val: int, b: int, g: int, weights=None) -> tuple[list[tupl
 
 
 def holdout_split(n: int, val_fraction: float = 0.1, *, guard: int = Z_GUARD, blocks: int = 3,
-                  holdout: str = "spread", weights=None) -> HoldoutSplit:
+                  holdout: str = "spread") -> HoldoutSplit:
     """Split ``n`` slices into training and validation slices (see the module docstring).
 
     Parameters
@@ -119,21 +96,15 @@ def holdout_split(n: int, val_fraction: float = 0.1, *, guard: int = Z_GUARD, bl
         Slices removed from training on each side of a validation block.
     blocks : int
         Validation blocks (fewer on a small stack).
-    holdout : {"spread", "structure", "end"}
+    holdout : {"spread", "end"}
         ``"end"``: one block at the end, no guard (the split of models trained before; kept to re-make
-        their validation slices).  ``"structure"``: the spread block whose share of the depth holds the most
-        ``weights`` (e.g. :func:`slice_structure` of HQ) moved within it to the densest slices, so that the
-        sweep's edge widths are measured where the sample has the most edges.
-    weights : sequence of float, optional
-        Per slice, for ``"structure"`` (required there).
+        their validation slices).
     """
     n = check_int("n", n, minimum=2)
     val_fraction = check_number("val_fraction", val_fraction, minimum=0, maximum=0.9, exclusive_minimum=True)
     guard = check_int("guard", guard, minimum=0)
     blocks = check_int("blocks", blocks, minimum=1)
     check_choice("holdout", holdout, HOLDOUTS)
-    if holdout == "structure" and (weights is None or len(weights) != n):
-        raise InputError(f"holdout='structure' needs weights, one per slice ({n}); give slice_structure(hq)")
     n_val = max(1, int(round(val_fraction * n)))
     if n - n_val < 1:
         raise InputError(f"{n} slices are too few to hold out {val_fraction:.0%} for validation; give more slices "
@@ -145,7 +116,7 @@ def holdout_split(n: int, val_fraction: float = 0.1, *, guard: int = Z_GUARD, bl
     min_train = max(1, (n + 1) // 2)
     nb = min(blocks, n_val)
     for b, g in _candidates(nb, guard):
-        lay = _layout(n, n_val, b, g, weights if holdout == "structure" else None)
+        lay = _layout(n, n_val, b, g)
         if lay is None:
             continue
         bl, guards = lay
@@ -157,8 +128,7 @@ def holdout_split(n: int, val_fraction: float = 0.1, *, guard: int = Z_GUARD, bl
                    ([f"a guard of {g} slice(s) instead of {guard}"] if g < guard else [])
         note = (f"{n} slices are too few for the full split: " + ", ".join(given_up)
                 + " (half of the slices at least train)") if given_up else ""
-        return HoldoutSplit(tuple(train), tuple(sorted(val)), tuple(sorted(guards - val)), tuple(bl), g, note,
-                            holdout=holdout)
+        return HoldoutSplit(tuple(train), tuple(sorted(val)), tuple(sorted(guards - val)), tuple(bl), g, note)
     raise InputError(f"{n} slices are too few to hold out {n_val} validation slice(s) and train on half of them; "
                      "give more slices or a smaller val_fraction")
 
@@ -183,18 +153,3 @@ def spread_pick(slices, k: int) -> list[int]:
         return s
     idx = np.unique(np.round(np.linspace(0, len(s) - 1, k)).astype(int))
     return [s[i] for i in idx]
-
-
-def slice_structure(hq: np.ndarray, mask=None, *, sigma: float = 1.0) -> np.ndarray:
-    """Per slice of ``hq`` (z, y, x): the share of its (masked) pixels on an edge, the in-plane gradient magnitude
-    of the image smoothed by ``sigma`` px above 4 x the volume's median gradient (a noise-robust edge density; the
-    separator's texture or a flat collector scores low, a particle-dense layer high)."""
-    from scipy import ndimage
-
-    a = np.asarray(hq, np.float32)
-    sm = ndimage.gaussian_filter(a, (0.0, sigma, sigma))
-    g = np.hypot(ndimage.sobel(sm, axis=1), ndimage.sobel(sm, axis=2))
-    m = np.ones(a.shape, bool) if mask is None else np.asarray(mask, bool)
-    thr = 4.0 * float(np.median(g[m])) if m.any() else 0.0
-    edge = (g > thr) & m
-    return edge.reshape(a.shape[0], -1).sum(1) / np.maximum(m.reshape(a.shape[0], -1).sum(1), 1)

@@ -85,7 +85,7 @@ def prepare_slice_pair(lq, hq, *, phi0=None, val_fraction: float = 0.1, fov: boo
     """
     from ..volume import as_volume
     from .data import TrainingPair, _coarse_translation, _resample, fov_mask, upsample2_xy
-    from .holdout import holdout_split, slice_structure
+    from .holdout import holdout_split
 
     lq, hq = as_volume(lq), as_volume(hq)
     check_slice_voxel_sizes(lq, hq)
@@ -133,9 +133,8 @@ def prepare_slice_pair(lq, hq, *, phi0=None, val_fraction: float = 0.1, fov: boo
     if nz < 2:
         raise InputError(f"{nz} slice is too few to hold out {val_fraction:.0%} for validation; give more slices "
                          "or a larger image")
-    split = holdout_split(nz, val_fraction, guard=guard, holdout=holdout,
-                          weights=slice_structure(hq_a, mask) if holdout == "structure" else None)
-    if split.note and split.holdout != "end":
+    split = holdout_split(nz, val_fraction, guard=guard, holdout=holdout)
+    if split.note and split.holdout == "spread":
         log.warning("validation split: %s", split.note)
     vs_hq, vs_lq = tuple(hq.voxel_size_nm), tuple(lq.voxel_size_nm)
     return TrainingPair(lq_reg.astype(np.float32), hq_a, mask, split.train, split.val,
