@@ -86,7 +86,8 @@ def test_cli_refuses_to_overwrite_input(pair, capsys):
     assert "overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("grid", [["--node-spacing", "10", "--half-window", "8"], ["--pyramid", "20,10"]])
+@pytest.mark.parametrize("grid", [["--node-spacing", "10", "--half-window", "8"], ["--pyramid", "20,10"],
+                                  ["--node-spacing", "10", "--half-window", "8", "--psf-sigma", "1.5"]])
 def test_dvc_reads_boxes_over_the_budget(tmp_path, pair, capsys, monkeypatch, grid):
     """Over --chunk-budget-mb the volumes stay on disk (never read whole; node batches read their boxes): the
     same field."""

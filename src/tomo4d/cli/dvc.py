@@ -78,7 +78,7 @@ def _fits(ref, deformed, budget_mb: float) -> bool:
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
               help="Working memory, MiB: volumes larger than it stay on disk and each batch of nodes reads only the "
-                   "box its windows reach (the same field to 1e-9 px); --psf-sigma reads them whole.")
+                   "box its windows reach (the same field to 1e-6 px).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
@@ -104,7 +104,7 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
             raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
         psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
     levels = parse_ints(pyramid, name="--pyramid") if pyramid else None
-    lazy = not psf and not _fits(ref, deformed, budget)
+    lazy = not _fits(ref, deformed, budget)
     r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     phi0 = None
     if phi_json:
