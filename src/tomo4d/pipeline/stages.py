@@ -27,8 +27,8 @@ carry ``analysis_scale`` among their options.
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
   Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``),
   the ``axial_start`` fitted on lateral block means read slab by slab (``axial_profile_start(...,
-  chunk_budget_mb=...)``) and the node batches read lazily; the global method and the PSF deconvolution still
-  take whole volumes.
+  chunk_budget_mb=...)``) and the node batches read lazily (PSF compensation too: each group of nodes reads its
+  box); the global method and the Richardson-Lucy deconvolution still take whole volumes.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
