@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -161,8 +162,14 @@ def run(work: Path, out: Path, workers: int | None, experiment: str = "experimen
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     poll = _Poller(proc.pid)
-    text, _ = proc.communicate()
-    poll.stop()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed benchmark stops its run too
+    try:
+        text, _ = proc.communicate()
+    finally:
+        if proc.poll() is None:   # interrupted: the run stops (it resumes from its checkpoints when rerun)
+            proc.terminate()
+            proc.wait(60)
+        poll.stop()
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"tomo4d run failed ({proc.returncode}):\n{text[-4000:]}")
