@@ -159,6 +159,26 @@ budget_option = click.option(
          "(larger than memory); the results do not depend on it.")
 
 
+@contextmanager
+def slab_output(output):
+    """Where a command fills its output slab by slab (a ``SlabStore``): ``(OUTPUT, None)`` when it is OME-Zarr (the
+    store is published there atomically), else ``(scratch / "out.ome.zarr", scratch)``, a scratch folder beside
+    OUTPUT (the caller converts the published store into OUTPUT chunk by chunk), removed on exit."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    target = Path(output)
+    if target.name.lower().endswith((".zarr", ".ome.zarr")):
+        yield target, None
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield scratch / "out.ome.zarr", scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def check_budget(value) -> float:
     """``--chunk-budget-mb`` checked (a positive number of MiB)."""
     from .._validate import check_number

@@ -10,16 +10,12 @@ import click
 
 from ..errors import InputError
 from ._paths import declare_paths
-from ._util import check_budget, emit, json_option, open_array, parse_ints, progress_bar
+from ._util import check_budget, emit, json_option, open_array, parse_ints, progress_bar, slab_output
 
 
 def _residual_streamed(r, d, field, output, *, sigma, noise, budget, overwrite, progress):
     """The residual map computed slab by slab into a progress store: OUTPUT itself when it is OME-Zarr (published
-    atomically), else a scratch store beside it converted chunk by chunk."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
+    atomically), else a scratch store beside it converted chunk by chunk (:func:`._util.slab_output`)."""
     import numpy as np
 
     from .._chunks import SlabStore, plan_slabs
@@ -27,24 +23,17 @@ def _residual_streamed(r, d, field, output, *, sigma, noise, budget, overwrite, 
     from ..dvc.residual import RESIDUAL_BYTES_PER_VOXEL
     from ..io import open_volume, save_volume
 
-    target = Path(output)
-    zarr_out = target.name.lower().endswith((".zarr", ".ome.zarr"))
-    scratch = None if zarr_out else Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with slab_output(output) as (where, scratch):
         halo = int(4.0 * sigma + 0.5) if sigma > 0 else 0
         plan = plan_slabs(r.shape, bytes_per_voxel=RESIDUAL_BYTES_PER_VOXEL, chunk_budget_mb=budget, halo=halo)
-        store = SlabStore(target if zarr_out else scratch / "residual.ome.zarr", shape=r.shape, dtype=np.float32,
-                          slabs=plan, voxel_size_nm=r.voxel_size_nm, name="residual", modality="unknown",
-                          key=f"{sigma}:{noise}").open()
+        store = SlabStore(where, shape=r.shape, dtype=np.float32, slabs=plan, voxel_size_nm=r.voxel_size_nm,
+                          name="residual", modality="unknown", key=f"{sigma}:{noise}").open()
         res = residual_map(r, d, field, sigma_px=sigma, noise=noise, slab=plan[0][1] - plan[0][0], out=store,
                            progress=progress)
         path = store.publish(overwrite=overwrite)
-        if not zarr_out:
-            save_volume(open_volume(path), target, overwrite=overwrite)
-        return res
-    finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            save_volume(open_volume(path), output, overwrite=overwrite)
+        return res
 
 
 def _fits(ref, deformed, budget_mb: float) -> bool:

@@ -20,6 +20,7 @@ from ._util import (
     parse_triple,
     progress_bar,
     relabel,
+    slab_output,
     voxel_size_option,
 )
 
@@ -167,11 +168,7 @@ def particles(labels_path, dst, particle_class, min_volume_nm3, h_nm, no_split, 
 def _particles_streamed(vol, dst, *, particle_class, min_voxels, h_nm, split, budget, overwrite):
     """(path, n, removed, volumes nm^3) of particles labelled slab by slab (watershed cluster by cluster) into a
     progress store: DST itself when it is OME-Zarr (published atomically), else a scratch store beside DST
-    converted chunk by chunk."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
+    converted chunk by chunk (:func:`._util.slab_output`)."""
     import numpy as np
 
     from .._chunks import SlabStore, plan_slabs
@@ -180,11 +177,7 @@ def _particles_streamed(vol, dst, *, particle_class, min_voxels, h_nm, split, bu
     from ..segment import save_labels
     from ..segment.split_chunked import split_particles_chunked
 
-    target = Path(dst)
-    zarr_out = target.name.lower().endswith((".zarr", ".ome.zarr"))
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) if not zarr_out else None
-    try:
-        where = target if zarr_out else scratch / "particles.ome.zarr"
+    with slab_output(dst) as (where, scratch):
         store = SlabStore(where, shape=vol.shape, dtype=np.int32, voxel_size_nm=vol.voxel_size_nm, name="particles",
                           slabs=plan_slabs(vol.shape, bytes_per_voxel=BYTES_PER_VOXEL, chunk_budget_mb=budget),
                           key=f"{particle_class}:{min_voxels}:{h_nm}:split={split}")
@@ -195,12 +188,9 @@ def _particles_streamed(vol, dst, *, particle_class, min_voxels, h_nm, split, bu
             if split else label_particles_chunked(vol.data, chunk_budget_mb=budget, **kw)
         table = particle_properties_chunked(store, voxel_size_nm=vol.voxel_size_nm, chunk_budget_mb=budget)
         path = store.publish(overwrite=overwrite)
-        if not zarr_out:
-            path = save_labels(open_volume(path), target, name="particles", overwrite=overwrite)
-        return path, res.n_particles, res.n_removed, np.asarray(table.volume_um3) * 1e9
-    finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            path = save_labels(open_volume(path), dst, name="particles", overwrite=overwrite)
+        return path, res.n_particles, res.n_removed, np.asarray(table.volume_um3) * 1e9
 
 
 @declare_paths(inputs=("pred_path", "truth_path"))

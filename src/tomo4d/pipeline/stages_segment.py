@@ -312,26 +312,13 @@ class ParticlesResult:
 
 def _dominant(pred, truth, chunk_budget_mb=None) -> dict[int, int]:
     """``{predicted label: the true label covering most of its voxels}`` (0: mostly background); lazy volumes are
-    read slab by slab (integer pair counts: the same result)."""
-    from .._array import read_box
-    from .._chunks import plan_slabs
+    read slab by slab (:func:`tomo4d.segment.evaluate_chunked.overlap_counts`: the same result)."""
+    from ..segment.evaluate_chunked import overlap_counts
 
-    keys, counts = [], []
-    for z0, z1 in plan_slabs(pred.shape, bytes_per_voxel=48, chunk_budget_mb=chunk_budget_mb):
-        box = (slice(z0, z1),) + (slice(None),) * (len(pred.shape) - 1)
-        p = np.asarray(read_box(pred, box)).ravel().astype(np.int64)
-        t = np.asarray(read_box(truth, box)).ravel().astype(np.int64)
-        sel = p > 0
-        pair = np.stack([p[sel], t[sel]], 1)
-        if pair.size:
-            k, c = np.unique(pair, axis=0, return_counts=True)
-            keys.append(k)
-            counts.append(c)
-    if not keys:
+    pairs, c, _, _ = overlap_counts(pred, truth, chunk_budget_mb=chunk_budget_mb)
+    if not len(pairs):
         return {}
-    k, inv = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
-    c = np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
-    pl, tl = k[:, 0], k[:, 1]
+    pl, tl = pairs[:, 0], pairs[:, 1]
     order = np.lexsort((-c, pl))
     _, first = np.unique(pl[order], return_index=True)
     return dict(zip(pl[order][first].tolist(), tl[order][first].tolist()))

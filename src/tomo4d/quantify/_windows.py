@@ -9,12 +9,13 @@ from .._array import read_box
 from .._validate import check_labels
 
 
-def _box(data, z0: int, z1: int):
+def read_planes(data, z0: int, z1: int):
+    """Planes ``z0:z1`` of a (lazy) volume as numpy."""
     return read_box(data, (slice(z0, z1), slice(None), slice(None)))
 
 
 def label_slab(data, z0: int, z1: int) -> np.ndarray:
-    return check_labels("labels", _box(data, z0, z1), ndim=3, role="particle labels are expected").astype(np.int64)
+    return check_labels("labels", read_planes(data, z0, z1), ndim=3, role="particle labels are expected").astype(np.int64)
 
 
 def label_extents(lab_d, shape, plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._array import read_box
 from .._chunks import budget_bytes, plan_slabs, volume_data
 from .._validate import check_finite_chunk
 from ..errors import InputError
 from ._common import voxel_size
-from ._windows import label_extents, label_slab, particle_windows
+from ._windows import label_extents, label_slab, particle_windows, read_planes
 from .modes import (
     LithiationModes,
     _check_options,
@@ -46,14 +45,10 @@ def modes_bytes_per_voxel(n_steps: int) -> int:
     return 48 + 12 * int(n_steps)
 
 
-def _box(data, z0: int, z1: int):
-    return read_box(data, (slice(z0, z1), slice(None), slice(None)))
-
-
 def _changes(maps_d, z0: int, z1: int) -> list[np.ndarray]:
     out = []
     for s, m in enumerate(maps_d):
-        a = np.asarray(_box(m, z0, z1))
+        a = np.asarray(read_planes(m, z0, z1))
         check_finite_chunk(f"changes[{s}]", a, z0)
         out.append(a)
     return out

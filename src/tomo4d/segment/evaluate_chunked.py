@@ -126,18 +126,17 @@ def _grow(a: np.ndarray, n: int) -> np.ndarray:
     return a if a.size >= n else np.concatenate([a, np.zeros(n - a.size, a.dtype)])
 
 
-def match_particles_chunked(predicted, true, *, iou_threshold: float = 0.5, chunk_budget_mb=None) -> ParticleScores:
-    """:func:`~tomo4d.segment.match_particles` of 3D particle label volumes read slab by slab (numpy, dask, Zarr,
-    Volume, a :class:`tomo4d._chunks.SlabStore`): particle sizes and pair overlaps are integer counts summed over
-    slabs, then matched as in memory (the same scores)."""
+def overlap_counts(predicted, true, *, chunk_budget_mb=None):
+    """``(pairs (k, 2), shared voxels (k,), sizes of every predicted label, sizes of every true label)``: the voxel
+    counts of every (predicted > 0, true) label pair, sorted by pair, and of every label, summed slab by slab over
+    two 3D label volumes (numpy, dask, Zarr, Volume, a ``SlabStore``)."""
     pred_d, true_d = volume_data(predicted), volume_data(true)
     shape = tuple(int(s) for s in true_d.shape)
     if tuple(int(s) for s in pred_d.shape) != shape:
         raise InputError(f"predicted has shape {tuple(pred_d.shape)} but true has shape {shape}; compare particles "
                          "of the same region")
-    thr = check_number("iou_threshold", iou_threshold, minimum=0.0, maximum=1.0, exclusive_minimum=True)
     size_p, size_t = np.zeros(1, np.int64), np.zeros(1, np.int64)
-    keys, counts = [], []
+    keys, counts = [np.zeros((0, 2), np.int64)], [np.zeros(0, np.int64)]
     for z0, z1 in plan_slabs(shape, bytes_per_voxel=32, chunk_budget_mb=chunk_budget_mb):
         p = check_labels("predicted", read_box(pred_d, (slice(z0, z1),)), role="particle labels are expected")
         t = check_labels("true", read_box(true_d, (slice(z0, z1),)), role="particle labels are expected")
@@ -146,19 +145,26 @@ def match_particles_chunked(predicted, true, *, iou_threshold: float = 0.5, chun
         size_p, size_t = _grow(size_p, bp.size), _grow(size_t, bt.size)
         size_p[:bp.size] += bp
         size_t[:bt.size] += bt
-        both = (p > 0) & (t > 0)
-        if both.any():
-            k, c = np.unique(np.stack([p[both], t[both]], 1), axis=0, return_counts=True)
+        sel = p > 0
+        if sel.any():
+            k, c = np.unique(np.stack([p[sel], t[sel]], 1), axis=0, return_counts=True)
             keys.append(k)
             counts.append(c)
-    n_pred, n_true = int(np.count_nonzero(size_p[1:])), int(np.count_nonzero(size_t[1:]))
-    if not keys:
-        return match_overlaps(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
-                              n_pred=n_pred, n_true=n_true, iou_threshold=thr)
     k, inv = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
-    inter = np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
-    pi, ti = k[:, 0], k[:, 1]
-    return match_overlaps(pi, ti, inter, size_p[pi], size_t[ti], n_pred=n_pred, n_true=n_true, iou_threshold=thr)
+    inter = np.bincount(inv.ravel(), weights=np.concatenate(counts), minlength=len(k)).astype(np.int64)
+    return k.reshape(-1, 2), inter, size_p, size_t
 
 
-__all__ = ["BYTES_PER_VOXEL", "evaluate_segmentation_chunked", "match_particles_chunked"]
+def match_particles_chunked(predicted, true, *, iou_threshold: float = 0.5, chunk_budget_mb=None) -> ParticleScores:
+    """:func:`~tomo4d.segment.match_particles` of 3D particle label volumes read slab by slab
+    (:func:`overlap_counts`: particle sizes and pair overlaps are integer counts summed over slabs), matched as in
+    memory (the same scores)."""
+    thr = check_number("iou_threshold", iou_threshold, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    pairs, inter, size_p, size_t = overlap_counts(predicted, true, chunk_budget_mb=chunk_budget_mb)
+    both = pairs[:, 1] > 0
+    pi, ti, inter = pairs[both, 0], pairs[both, 1], inter[both]
+    return match_overlaps(pi, ti, inter, size_p[pi], size_t[ti], n_pred=int(np.count_nonzero(size_p[1:])),
+                          n_true=int(np.count_nonzero(size_t[1:])), iou_threshold=thr)
+
+
+__all__ = ["BYTES_PER_VOXEL", "evaluate_segmentation_chunked", "match_particles_chunked", "overlap_counts"]
