@@ -8,8 +8,10 @@ level of the binning schedule is one of:
   the binned pair.  Bit-identical to the in-memory level (the same float32 operations per binned voxel).  When
   the coarsest given level does not fit, coarser factors (x2) are put in front until one does: the pyramid's
   coarse end always sees the whole volume.
-* **sampled** (it does not fit): sub-boxes spread evenly over the fixed volume (over the mask's bounding box),
-  as many as fit the budget beside the read of one.  Each box keeps its fixed voxels (1-voxel halo for the
+* **sampled** (it does not fit): sub-boxes of the fixed volume (over the mask's bounding box), as many as fit the
+  budget beside the read of one, placed where the fixed image fixes the motion (:mod:`._sampling`: a greedy
+  D-optimal choice on a coarse guide image of the first whole level; evenly spread boxes missed a collector's
+  textured edge).  Each box keeps its fixed voxels (1-voxel halo for the
   central-difference gradient) and the moving box that the current estimate maps it into, widened by the cubic support, a slack
   for the updates and :data:`SPLINE_MARGIN` voxels so that the B-spline prefilter of the box equals the whole
   volume's to ~1e-7 (the prefilter's impulse response decays as 0.268^n).  A moving box that the estimate
@@ -112,9 +114,11 @@ def _axis_starts(r0: int, r1: int, s: int, k: int) -> list[int]:
 
 
 def layout(region_lo, region_hi, budget: int, order: int, b: int, itemsize: int, *, shape_b=None,
-           box_px: int = BOX_PX, max_boxes: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Boxes ``[(lo, hi), ...]`` (level voxels, interior) spread over the region: the boxes kept and the read of
-    one within the budget (a moving box is at most the level's ``shape_b``)."""
+           box_px: int = BOX_PX, max_boxes: int | None = None, pick=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Boxes ``[(lo, hi), ...]`` (level voxels, interior) over the region: the boxes kept and the read of one
+    within the budget (a moving box is at most the level's ``shape_b``).  All the tiles when they fit; else
+    ``pick(candidates, n)`` (:mod:`._sampling`: where the fixed image holds information) or, without it, ``n``
+    boxes spread evenly."""
     ext = np.asarray(region_hi) - np.asarray(region_lo)
     pad = 2 * (SLACK + 3 + (SPLINE_MARGIN if order > 1 else 0))
     best = None
@@ -137,6 +141,10 @@ def layout(region_lo, region_hi, budget: int, order: int, b: int, itemsize: int,
     _, side, n = best
     cand = np.array([-(-int(e) // int(d)) for e, d in zip(ext, side)])
     k = cand.copy()
+    if np.prod(k) > n and pick is not None:
+        from ._sampling import candidates
+
+        return pick(candidates(region_lo, region_hi, side), n)
     if np.prod(k) > n:
         k = np.maximum(1, np.floor(cand * (n / np.prod(cand)) ** (1 / 3))).astype(int)
         grown = True
@@ -228,7 +236,8 @@ class _Box:
         return s
 
 
-def _boxes(f, m, msk, b: int, budget: int, order: int, *, box_px: int, max_boxes, msk_bbox):
+def _boxes(f, m, msk, b: int, budget: int, order: int, *, box_px: int, max_boxes, msk_bbox, guide=None,
+           rigid: bool = False):
     """The sampled boxes of level ``b`` with the level's inverse Hessian, grey shift and spread, radius."""
     shape_b = np.array([int(n) // b for n in f.shape])
     c = (shape_b - 1.0) / 2.0
@@ -237,7 +246,16 @@ def _boxes(f, m, msk, b: int, budget: int, order: int, *, box_px: int, max_boxes
         r0 = np.maximum(r0, msk_bbox[0] // b)
         r1 = np.minimum(r1, -(-msk_bbox[1] // b))
     itemsize = max(np.dtype(f.dtype).itemsize, np.dtype(m.dtype).itemsize)
-    spots = layout(r0, r1, budget, order, b, itemsize, shape_b=shape_b, box_px=box_px, max_boxes=max_boxes)
+    pick = None
+    if guide is not None:  # the boxes where the fixed image fixes the motion (tomo4d.register._sampling)
+        from ._sampling import choose
+
+        def pick(cands, n):
+            return [cands[i] for i in sorted(choose(cands, guide.information(cands, b, rigid), n))]
+
+        budget = max(budget - guide.nbytes, 0)
+    spots = layout(r0, r1, budget, order, b, itemsize, shape_b=shape_b, box_px=box_px, max_boxes=max_boxes,
+                   pick=pick)
     boxes = [_Box(f, m, msk, lo, hi, b, shape_b, c) for lo, hi in spots]
     if msk is not None and b > 1 and sum(int(bx.sel.sum()) for bx in boxes) < 64:
         boxes = [_Box(f, m, None, lo, hi, b, shape_b, c) for lo, hi in spots]  # as the in-memory level
@@ -252,10 +270,10 @@ def _boxes(f, m, msk, b: int, budget: int, order: int, *, box_px: int, max_boxes
 
 def gn_level_boxes(f, m, msk, b: int, phi, *, budget: int, rigid: bool, order: int, max_iterations: int,
                    tolerance_px: float, margin: int, photometric: bool, slabs, box_px: int = BOX_PX,
-                   max_boxes=None, msk_bbox=None):
+                   max_boxes=None, msk_bbox=None, guide=None):
     """One Gauss-Newton level on sampled boxes (level coordinates, Phi about the level centre)."""
     boxes, c, shift, t_std, radius, n_used = _boxes(f, m, msk, b, budget, order, box_px=box_px,
-                                                    max_boxes=max_boxes, msk_bbox=msk_bbox)
+                                                    max_boxes=max_boxes, msk_bbox=msk_bbox, guide=guide, rigid=rigid)
     hinv = g.hessian_inverse(sum(bx.moments(slabs) for bx in boxes), rigid)
     glo, ghi = np.full(3, float(margin)), boxes[0].shape_b - 1.0 - margin
     converged, it, dnorm, resid, prev = False, 0, float("inf"), float("nan"), float("inf")
@@ -277,11 +295,13 @@ def gn_level_boxes(f, m, msk, b: int, phi, *, budget: int, rigid: bool, order: i
 
 
 def register_levels(f, m, msk, phi, levels, *, budget: int, rigid, order, max_iterations, tolerance_px,
-                    margin_px, photometric, progress, pool, n_threads, box_px: int = BOX_PX, max_boxes=None):
+                    margin_px, photometric, progress, pool, n_threads, box_px: int = BOX_PX, max_boxes=None,
+                    sampling: str = "informative"):
     """The out-of-core counterpart of ``_global._register_levels`` (lazy ``f``, ``m``, ``msk``)."""
     c_full = (np.asarray(f.shape, float) - 1.0) / 2.0
     levels = schedule(f.shape, levels, budget)
     bbox = None if msk is None else _mask_bbox(msk, budget)
+    guide = None  # the first whole level, coarsened: where the sampled levels put their boxes
     total_it, converged, resid, dnorm, how = 0, False, float("nan"), float("nan"), []
     for i, b in enumerate(levels):
         slabs = g._Slabs(pool, n_threads)
@@ -295,11 +315,16 @@ def register_levels(f, m, msk, phi, levels, *, budget: int, rigid, order, max_it
             if mkb is not None and mkb.sum() < 64:
                 mkb = None if b > 1 else mkb
             pb, converged, it, resid, dnorm = g._gn_level(fb, mb, mkb, pb, **kw)
+            if guide is None and sampling == "informative":
+                from ._sampling import Guide
+
+                guide = Guide(fb, mkb, b, budget)
             del fb, mb, mkb
             how.append({"binning": b, "route": "whole"})
         else:
             pb, converged, it, resid, dnorm, info = gn_level_boxes(f, m, msk, b, pb, budget=budget, box_px=box_px,
-                                                                   max_boxes=max_boxes, msk_bbox=bbox, **kw)
+                                                                   max_boxes=max_boxes, msk_bbox=bbox, guide=guide,
+                                                                   **kw)
             how.append({"binning": b, "route": "sampled", **info})
         phi = g._phi_from_level(pb, c_full, b, f.shape)
         total_it += it
