@@ -28,7 +28,8 @@ carry ``analysis_scale`` among their options.
   Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``),
   the ``axial_start`` fitted on lateral block means read slab by slab (``axial_profile_start(...,
   chunk_budget_mb=...)``) and the node batches read lazily (PSF compensation too: each group of nodes reads its
-  box); the global method and the Richardson-Lucy deconvolution still take whole volumes.
+  box), the Richardson-Lucy deconvolution box by box into ``.tomo4d/deconvolved`` (:func:`tomo4d.dvc.
+  deconvolve_chunked`); the global method still takes whole volumes.
 * ``strain``: finite strain of every field (:func:`tomo4d.dvc.strain_field`) ->
   ``fields/strain_T0_<step>.h5`` (+ ``.vtk`` with hencky_zz and volumetric) and ``tables/strain_summary``; with labels (``quantify``) the
   regional statistics of the T0 anode's layers (:func:`tomo4d.quantify.regional_strain_series`)
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .series import analysis_scale, analysis_voxel_size_nm, read_series, reads_series
+from .series import analysis_scale, analysis_voxel_size_nm, read_series, reads_series, series_path
 from .stage import Stage, rel
 from .stage_io import read_table_of, write_tables
 from .stages_align import ALIGN
@@ -162,24 +163,31 @@ def _dvc_step(ctx, step, previous):
     initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
-    whole = (sec.deconvolve_iterations or sec.method == "global"
-             or ((affine_only or axial) and not _register_streams(ctx, ref.shape)))
+    if sec.method == "global":  # one regularised field over the whole volume: in memory
+        whole = True
+    elif sec.deconvolve_iterations:
+        whole = not _deconvolve_streams(ctx, ref.shape)
+    else:
+        whole = (affine_only or axial) and not _register_streams(ctx, ref.shape)
     if not whole:  # local DVC reads its node batches' boxes (chunk_budget_mb) from the stored volumes
         phi0, budget = None, ctx.experiment.chunk_budget_mb
+        ref_d, def_d = ref.data, deformed.data
+        if sec.deconvolve_iterations:  # over the budget: box by box into the run's work folder (T0's reused)
+            ref_d, def_d = _deconvolved(ctx, 0, ref_d), _deconvolved(ctx, step, def_d)
         if affine_only or (axial and sec.affine_start):  # over the budget: registered out of core
             from ..register import register
 
-            phi0 = register(ref.data, deformed.data, chunk_budget_mb=budget).phi
+            phi0 = register(ref_d, def_d, chunk_budget_mb=budget).phi
         if axial:  # over the budget: fitted on lateral block means read slab by slab (tomo4d.dvc.axial)
             from ..dvc import axial_profile_start
 
-            initial, phi0 = axial_profile_start(ref.data, deformed.data, phi0=phi0, mask=mask, chunk_budget_mb=budget,
+            initial, phi0 = axial_profile_start(ref_d, def_d, phi0=phi0, mask=mask, chunk_budget_mb=budget,
                                                 node_spacing=sec.node_spacing), None
         radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
         kw = sec.correlate_kwargs()
         if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
             kw["options"] = dataclasses.replace(kw["options"], chunk_budget_mb=ctx.experiment.chunk_budget_mb)
-        return correlate(ref.data, deformed.data, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
+        return correlate(ref_d, def_d, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                          client=ctx.client, **kw)
     ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
@@ -203,6 +211,48 @@ def _dvc_step(ctx, step, previous):
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                      **sec.correlate_kwargs())
+
+
+def _deconvolve_streams(ctx, shape) -> bool:
+    """The Richardson-Lucy deconvolution of volumes of ``shape`` exceeds ``chunk_budget_mb`` in memory."""
+    from ..dvc.deconvolve_chunked import DECONVOLVE_BYTES_PER_VOXEL
+    from .chunked import streams
+
+    return streams(ctx, shape, DECONVOLVE_BYTES_PER_VOXEL)
+
+
+def _deconvolved(ctx, step: int, data):
+    """Step ``step`` of the analysis series deconvolved box by box (:func:`tomo4d.dvc.deconvolve_chunked`) into
+    ``.tomo4d/deconvolved/<step>.zarr`` of the run, reused while its source file and the PSF options are unchanged
+    (T0's serves every step; a run interrupted mid-way resumes its passes)."""
+    import json
+    import os
+
+    import zarr
+
+    from ..dvc import deconvolve_chunked
+
+    sec = ctx.experiment.dvc
+    src = series_path(ctx, step)
+    st = src.stat()
+    key = [str(src), st.st_size, st.st_mtime_ns, float(sec.deconvolve_psf_sigma_px), int(sec.deconvolve_iterations)]
+    path = ctx.out / ".tomo4d" / "deconvolved" / f"{ctx.inputs.names[step]}.zarr"
+    meta = path.with_suffix(".json")
+    try:
+        same = json.loads(meta.read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        same = False
+    if same and path.exists():
+        return zarr.open_array(str(path), mode="r")
+    meta.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = deconvolve_chunked(data, path, psf_sigma_px=sec.deconvolve_psf_sigma_px,
+                             iterations=sec.deconvolve_iterations, chunk_budget_mb=ctx.experiment.chunk_budget_mb)
+    tmp = meta.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(key), encoding="utf-8")
+    os.replace(tmp, meta)
+    log.info("dvc: %s deconvolved box by box (%s)", ctx.inputs.names[step], rel(ctx.out, path))
+    return arr
 
 
 def _register_streams(ctx, shape) -> bool:
