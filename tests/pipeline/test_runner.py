@@ -198,8 +198,9 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
     assert main(["run", str(exp2), "--check"]) == 0
 
 
-def test_dvc_stage_global_method(tmp_path, phantom_dir):
-    """method: global runs correlate_global per step (affine start, then chained) and strain follows."""
+def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
+    """method: global runs correlate_global per step (affine start, then chained) and strain follows; over the
+    budget it says that it holds the volumes whole."""
     from tomo4d.dvc import DisplacementField
 
     from .conftest import EXPERIMENT
@@ -207,9 +208,11 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir):
     text = EXPERIMENT.format(iterations=30).replace(
         "  max_iterations: 30\n", "  max_iterations: 30\n  method: global\n  global_options: {levels: 2, max_iterations: 40}\n")
     exp_file = phantom_dir / "global.yaml"
-    exp_file.write_text(text)
+    exp_file.write_text(text + "chunk_budget_mb: 0.5\n")  # 32^3 x 20 bytes = 0.66 MB
     out = tmp_path / "run"
-    run_experiment(load_experiment(exp_file), out, source=exp_file)
+    with caplog.at_level("WARNING", logger="tomo4d"):
+        run_experiment(load_experiment(exp_file), out, source=exp_file)
+    assert caplog.text.count("the global method holds both volumes whole in memory") == 2
     for step in ("T1", "T2"):
         f = DisplacementField.load(next((out / "fields").glob(f"dvc_T0_*{step}*.h5")))
         assert f.notes["method"] == "global" and f.usable.mean() > 0.5
