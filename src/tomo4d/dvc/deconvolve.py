@@ -18,10 +18,15 @@ from .._validate import as_image, check_int, check_number
 __all__ = ["deconvolve"]
 
 
+def gaussian_profile(sigma_px: float) -> np.ndarray:
+    """The 1-D Gaussian of ``sigma_px`` truncated at 3 sigma (half-width ``ceil(3 sigma)``, at least 1), unnormalised."""
+    r = max(1, int(np.ceil(3 * sigma_px)))
+    return np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma_px ** 2))
+
+
 def gaussian_psf(sigma_px: float) -> np.ndarray:
     """Normalised isotropic 3D Gaussian kernel of ``sigma_px``, truncated at 3 sigma."""
-    r = max(1, int(np.ceil(3 * sigma_px)))
-    g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma_px ** 2))
+    g = gaussian_profile(sigma_px)
     psf = g[:, None, None] * g[None, :, None] * g[None, None, :]
     return psf / psf.sum()
 

@@ -28,6 +28,7 @@ from scipy import ndimage
 from .._array import read_box
 from .._validate import check_finite_chunk, check_int, check_number
 from ..errors import InputError
+from .deconvolve import gaussian_profile
 
 __all__ = ["DECONVOLVE_BYTES_PER_VOXEL", "deconvolve_chunked"]
 
@@ -39,8 +40,8 @@ HALO_SHARE = 0.15
 
 
 def _kernel(sigma: float) -> np.ndarray:
-    r = max(1, int(np.ceil(3 * sigma)))  # as gaussian_psf: truncated at 3 sigma
-    g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    """The normalised 1-D factor of :func:`~tomo4d.dvc.deconvolve.gaussian_psf` (the PSF is its cube)."""
+    g = gaussian_profile(sigma)
     return g / g.sum()
 
 
