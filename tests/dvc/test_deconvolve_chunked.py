@@ -43,6 +43,13 @@ def test_box_by_box_equals_the_whole_volume(tmp_path, shape, sigma, iterations, 
     assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]  # the passes' work folder is gone
 
 
+def test_threads_do_not_change_the_result(tmp_path):
+    v = _scan((37, 41, 45))
+    one, two = (np.asarray(deconvolve_chunked(v, tmp_path / f"o{n}.zarr", psf_sigma_px=1.0, iterations=3,
+                                              chunk_budget_mb=0.5, threads=n)[:]) for n in (1, 2))
+    assert np.array_equal(one, two)
+
+
 def test_an_interrupted_run_resumes_from_its_last_pass(tmp_path, monkeypatch):
     v = _scan((37, 41, 45))
     ref = deconvolve(v, psf_sigma_px=1.0, iterations=3)

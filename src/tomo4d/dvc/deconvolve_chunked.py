@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from .._array import read_box
+from .._threads import resolve_threads
 from .._validate import check_finite_chunk, check_int, check_number
 from ..errors import InputError
 from .deconvolve import gaussian_profile
@@ -45,9 +47,24 @@ def _kernel(sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _blur(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+def _blur(a: np.ndarray, g: np.ndarray, ex=None, n: int = 1) -> np.ndarray:
+    """``a`` convolved with ``g`` along each axis (zero outside), each axis's lines in ``n`` blocks side by side
+    (scipy releases the GIL; every value computed as by one call: bit-identical)."""
     for axis in range(3):
-        a = ndimage.convolve1d(a, g, axis=axis, mode="constant", cval=0.0)
+        across = 1 if axis == 0 else 0  # blocks along another axis: whole lines in each
+        out = np.empty_like(a)
+        cuts = [a.shape[across] * i // n for i in range(n + 1)]
+
+        def lines(lo: int, hi: int, axis=axis, across=across, src=a, dst=out) -> None:
+            sl = tuple(slice(lo, hi) if d == across else slice(None) for d in range(3))
+            ndimage.convolve1d(src[sl], g, axis=axis, output=dst[sl], mode="constant", cval=0.0)
+
+        if ex is None or n == 1:
+            lines(0, a.shape[across])
+        else:
+            for fut in [ex.submit(lines, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]:
+                fut.result()
+        a = out
     return a
 
 
@@ -94,16 +111,16 @@ def _boxes(shape_p, inner):
             for x in range(0, shape_p[2], inner[2])]
 
 
-def _pass(data, src, dst, out, boxes, g, k: int, h: int, pad: int, norm, shape_p, last: bool) -> None:
+def _pass(data, src, dst, out, boxes, g, k: int, h: int, pad: int, norm, shape_p, last: bool, ex, n: int) -> None:
     """``k`` iterations on every box (halo ``h``), from ``src`` (None: the start, 0.5) into ``dst`` or, last,
-    the output."""
+    the output; the convolutions on ``n`` threads of ``ex``."""
     for lo, hi in boxes:
         elo, ehi = np.maximum(lo - h, 0), np.minimum(hi + h, shape_p)
         key = tuple(slice(int(a), int(b)) for a, b in zip(elo, ehi))
         u = np.full(tuple(ehi - elo), 0.5) if src is None else np.asarray(src[key], np.float64)
         x = _padded(data, elo, ehi, pad, norm)
         for _ in range(k):
-            u *= _blur(x / (_blur(u, g) + 1e-12), g)
+            u *= _blur(x / (_blur(u, g, ex, n) + 1e-12), g, ex, n)
         inner = tuple(slice(int(a - e), int(b - e)) for a, b, e in zip(lo, hi, elo))
         if not last:
             dst[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = u[inner].astype(np.float32)
@@ -116,7 +133,8 @@ def _pass(data, src, dst, out, boxes, g, k: int, h: int, pad: int, norm, shape_p
             ((part - 0.05) * norm[1] + norm[0]).astype(np.float32)
 
 
-def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20, chunk_budget_mb: float = 512.0):
+def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20, chunk_budget_mb: float = 512.0,
+                       threads: int | None = None):
     """:func:`tomo4d.dvc.deconvolve` of a volume of any size into the Zarr array ``out``, box by box.
 
     Parameters
@@ -130,6 +148,8 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
         As :func:`tomo4d.dvc.deconvolve`.
     chunk_budget_mb : float
         Memory of one box (:data:`DECONVOLVE_BYTES_PER_VOXEL` per voxel of its widened extent).
+    threads : int, optional
+        Threads of the convolutions (default :func:`tomo4d.threads`); the result does not depend on them.
 
     Returns
     -------
@@ -162,14 +182,17 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
     stores = [zarr.open_array(str(work / f"u{i}.zarr"), mode="a", shape=shape_p, chunks=inner, dtype="f4")
               for i in range(min(2, len(passes) - 1))]
     result = zarr.open_array(str(work / "out.zarr"), mode="a", shape=tuple(data.shape), chunks=inner, dtype="f4")
-    for j, kj in enumerate(passes):
-        marker = work / f"pass{j}.done"
-        if marker.exists():
-            continue
-        src = None if j == 0 else stores[(j - 1) % 2]
-        last = j == len(passes) - 1
-        _pass(data, src, None if last else stores[j % 2], result, boxes, g, kj, 2 * r * kj, pad, norm, shape_p, last)
-        marker.touch()
+    n_threads = resolve_threads(threads)
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="tomo4d-deconvolve") as ex:
+        for j, kj in enumerate(passes):
+            marker = work / f"pass{j}.done"
+            if marker.exists():
+                continue
+            src = None if j == 0 else stores[(j - 1) % 2]
+            last = j == len(passes) - 1
+            _pass(data, src, None if last else stores[j % 2], result, boxes, g, kj, 2 * r * kj, pad, norm, shape_p,
+                  last, ex, n_threads)
+            marker.touch()
     if out.exists():
         shutil.rmtree(out)
     (work / "out.zarr").rename(out)
