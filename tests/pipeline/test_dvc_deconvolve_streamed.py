@@ -40,9 +40,20 @@ def test_deconvolution_over_the_budget_streams_and_gives_the_in_memory_field(pha
         raise AssertionError("the whole-volume deconvolution ran over the budget")
 
     monkeypatch.setattr(importlib.import_module("tomo4d.dvc.deconvolve"), "deconvolve", whole_refused)
+    import tomo4d.dvc
+    from tomo4d._array import is_lazy
+
+    real, seen = tomo4d.dvc.correlate, []
+
+    def lazy_only(ref, dfm, **kw):  # the deconvolved stores reach the DVC as lazy arrays, never whole
+        seen.append(is_lazy(ref) and is_lazy(dfm))
+        return real(ref, dfm, **kw)
+
+    monkeypatch.setattr(tomo4d.dvc, "correlate", lazy_only)
     with caplog.at_level("INFO", logger="tomo4d"):
         run_experiment(load_experiment(q), ooc)
     assert caplog.text.count("deconvolved box by box") == 2  # T0, T1
+    assert seen == [True]
     for step in ("T1",):
         fa, fb = (DisplacementField.load(o / "fields" / f"dvc_T0_{step}.h5") for o in (mem, ooc))
         assert np.array_equal(fa.status, fb.status) and fa.usable.sum() > 40  # 58 of 125 (the rest out of view)

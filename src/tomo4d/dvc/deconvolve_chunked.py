@@ -32,7 +32,7 @@ from .._validate import check_finite_chunk, check_int, check_number
 from ..errors import InputError
 from .deconvolve import gaussian_profile
 
-__all__ = ["DECONVOLVE_BYTES_PER_VOXEL", "deconvolve_chunked"]
+__all__ = ["DECONVOLVE_BYTES_PER_VOXEL", "deconvolve_chunked", "open_deconvolved"]
 
 #: working memory of a box per voxel of its widened extent: the estimate, the padded data, the blurred estimate,
 #: the ratio (float64), a 1-D convolution's temporary, the float32 reads
@@ -153,8 +153,8 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
 
     Returns
     -------
-    zarr.Array
-        The deconvolved volume, opened read-only.
+    dask.array.Array
+        The deconvolved volume, read lazily from ``out`` (:func:`open_deconvolved`).
     """
     import zarr
 
@@ -197,7 +197,17 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
         shutil.rmtree(out)
     (work / "out.zarr").rename(out)
     shutil.rmtree(work)
-    return zarr.open_array(str(out), mode="r")
+    return open_deconvolved(out)
+
+
+def open_deconvolved(path):
+    """The Zarr array written by :func:`deconvolve_chunked` as a lazy dask array (boxes read straight from it)."""
+    import zarr
+
+    from .._array import lazy_from_reader
+
+    arr = zarr.open_array(str(path), mode="r")
+    return lazy_from_reader(arr, chunks=arr.chunks, name=f"deconvolved-{Path(path).resolve()}")
 
 
 def _read_key(work: Path):

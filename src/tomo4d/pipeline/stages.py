@@ -232,9 +232,8 @@ def _deconvolved(ctx, step: int, data):
     import json
     import os
 
-    import zarr
-
     from ..dvc import deconvolve_chunked
+    from ..dvc.deconvolve_chunked import open_deconvolved
 
     sec = ctx.experiment.dvc
     src = series_path(ctx, step)
@@ -247,7 +246,7 @@ def _deconvolved(ctx, step: int, data):
     except (OSError, ValueError):
         same = False
     if same and path.exists():
-        return zarr.open_array(str(path), mode="r")
+        return open_deconvolved(path)
     meta.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = deconvolve_chunked(data, path, psf_sigma_px=sec.deconvolve_psf_sigma_px,
