@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,36 +106,99 @@ def _plan(shape_p, r: int, iterations: int, budget: int):
     return k, tuple(min(inner, n) for n in shape_p)
 
 
-def _boxes(shape_p, inner):
-    return [(np.array([z, y, x]), np.minimum(np.array([z, y, x]) + inner, shape_p))
-            for z in range(0, shape_p[0], inner[0]) for y in range(0, shape_p[1], inner[1])
-            for x in range(0, shape_p[2], inner[2])]
+def _starts(n_p: int, inner: int, pad: int) -> list[int]:
+    """Box edges along one padded axis: 0, then ``pad + k inner``: every box but the first (which holds the
+    padding too) covers whole output chunks of side ``inner``."""
+    return [0] + list(range(pad + inner, n_p, inner))
 
 
-def _pass(data, src, dst, out, boxes, g, k: int, h: int, pad: int, norm, shape_p, last: bool, ex, n: int) -> None:
-    """``k`` iterations on every box (halo ``h``), from ``src`` (None: the start, 0.5) into ``dst`` or, last,
-    the output; the convolutions on ``n`` threads of ``ex``."""
-    for lo, hi in boxes:
-        elo, ehi = np.maximum(lo - h, 0), np.minimum(hi + h, shape_p)
-        key = tuple(slice(int(a), int(b)) for a, b in zip(elo, ehi))
-        u = np.full(tuple(ehi - elo), 0.5) if src is None else np.asarray(src[key], np.float64)
-        x = _padded(data, elo, ehi, pad, norm)
+def _boxes(shape_p, inner, pad: int):
+    edges = [_starts(n, s, pad) + [n] for n, s in zip(shape_p, inner)]
+    return [(np.array([z0, y0, x0]), np.array([z1, y1, x1]))
+            for z0, z1 in zip(edges[0][:-1], edges[0][1:]) for y0, y1 in zip(edges[1][:-1], edges[1][1:])
+            for x0, x1 in zip(edges[2][:-1], edges[2][1:])]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One box-by-box deconvolution: the PSF factor, padding, box side, grey normalisation and the work folder
+    (estimates ``u0``/``u1`` stored with a front offset so that box edges fall on their chunk edges)."""
+
+    shape: tuple[int, int, int]
+    g: np.ndarray
+    pad: int
+    inner: tuple[int, int, int]
+    norm: tuple[float, float]
+    work: str
+
+    @property
+    def shape_p(self) -> tuple[int, int, int]:
+        return tuple(s + 2 * self.pad for s in self.shape)
+
+    @property
+    def offset(self) -> np.ndarray:
+        return np.array([(-self.pad) % s for s in self.inner])
+
+    def store(self, i: int, mode: str = "r"):
+        import zarr
+
+        shape = tuple(int(a + b) for a, b in zip(self.shape_p, self.offset))
+        return zarr.open_array(str(Path(self.work) / f"u{i}.zarr"), mode=mode, shape=shape, chunks=self.inner,
+                               dtype="f4")
+
+    def output(self, mode: str = "r"):
+        import zarr
+
+        return zarr.open_array(str(Path(self.work) / "out.zarr"), mode=mode, shape=self.shape, chunks=self.inner,
+                               dtype="f4")
+
+
+def _box(data, plan: _Plan, j: int, k: int, lo, hi, last: bool, threads: int | None = None) -> None:
+    """Pass ``j`` (``k`` iterations, halo ``2 r k``) on the box ``[lo, hi)`` of the padded volume: from the
+    estimate of pass ``j - 1`` (none: the start, 0.5) into that of pass ``j`` or, last, the output.  Whole chunks
+    written (the same bytes when a cluster retries it)."""
+    h = (len(plan.g) // 2) * 2 * k
+    shape_p, off = np.asarray(plan.shape_p), plan.offset
+    elo, ehi = np.maximum(lo - h, 0), np.minimum(hi + h, shape_p)
+    if j == 0:
+        u = np.full(tuple(ehi - elo), 0.5)
+    else:
+        u = np.asarray(plan.store((j - 1) % 2)[tuple(slice(int(a), int(b)) for a, b in zip(elo + off, ehi + off))],
+                       np.float64)
+    x = _padded(data, elo, ehi, plan.pad, plan.norm)
+    n = resolve_threads(threads)
+    with ThreadPoolExecutor(n, thread_name_prefix="tomo4d-deconvolve") as ex:
         for _ in range(k):
-            u *= _blur(x / (_blur(u, g, ex, n) + 1e-12), g, ex, n)
-        inner = tuple(slice(int(a - e), int(b - e)) for a, b, e in zip(lo, hi, elo))
-        if not last:
-            dst[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = u[inner].astype(np.float32)
-            continue
-        olo, ohi = np.maximum(lo, pad), np.minimum(hi, np.asarray(shape_p) - pad)  # the unpadded volume
-        if np.any(ohi <= olo):
-            continue
-        part = u[tuple(slice(int(a - e), int(b - e)) for a, b, e in zip(olo, ohi, elo))]
-        out[tuple(slice(int(a - pad), int(b - pad)) for a, b in zip(olo, ohi))] = \
-            ((part - 0.05) * norm[1] + norm[0]).astype(np.float32)
+            u *= _blur(x / (_blur(u, plan.g, ex, n) + 1e-12), plan.g, ex, n)
+    if not last:
+        part = u[tuple(slice(int(a - e), int(b - e)) for a, b, e in zip(lo, hi, elo))]
+        plan.store(j % 2, "r+")[tuple(slice(int(a), int(b)) for a, b in zip(lo + off, hi + off))] = \
+            part.astype(np.float32)
+        return
+    olo, ohi = np.maximum(lo, plan.pad), np.minimum(hi, shape_p - plan.pad)  # the unpadded volume
+    if np.any(ohi <= olo):
+        return
+    part = u[tuple(slice(int(a - e), int(b - e)) for a, b, e in zip(olo, ohi, elo))]
+    plan.output("r+")[tuple(slice(int(a - plan.pad), int(b - plan.pad)) for a, b in zip(olo, ohi))] = \
+        ((part - 0.05) * plan.norm[1] + plan.norm[0]).astype(np.float32)
+
+
+def _run_pass(data, plan: _Plan, j: int, k: int, last: bool, client, threads) -> None:
+    boxes = _boxes(plan.shape_p, plan.inner, plan.pad)
+    if client is None:
+        for lo, hi in boxes:
+            _box(data, plan, j, k, lo, hi, last, threads)
+        return
+    from distributed import wait
+
+    futures = [client.submit(_box, data, plan, j, k, lo, hi, last, pure=False) for lo, hi in boxes]
+    wait(futures)
+    for fut in futures:
+        fut.result()  # a task that failed (after the cluster's retries) fails the pass
 
 
 def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20, chunk_budget_mb: float = 512.0,
-                       threads: int | None = None):
+                       threads: int | None = None, client=None):
     """:func:`tomo4d.dvc.deconvolve` of a volume of any size into the Zarr array ``out``, box by box.
 
     Parameters
@@ -150,14 +214,15 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
         Memory of one box (:data:`DECONVOLVE_BYTES_PER_VOXEL` per voxel of its widened extent).
     threads : int, optional
         Threads of the convolutions (default :func:`tomo4d.threads`); the result does not depend on them.
+    client : distributed.Client, optional
+        Each pass's boxes as tasks on its cluster (every task writes whole chunks of the shared stores: a retried
+        task writes the same bytes); the work folder must be on storage the workers share.
 
     Returns
     -------
     dask.array.Array
         The deconvolved volume, read lazily from ``out`` (:func:`open_deconvolved`).
     """
-    import zarr
-
     data = volume.data if hasattr(volume, "voxel_size_nm") and hasattr(volume, "data") else volume
     if len(data.shape) != 3:
         raise InputError(f"volume has shape {tuple(data.shape)}; give a 3D (z, y, x) volume")
@@ -167,31 +232,24 @@ def deconvolve_chunked(volume, out, *, psf_sigma_px: float, iterations: int = 20
     out = Path(out)
     g = _kernel(sigma)
     r = len(g) // 2
-    pad = 2 * r
-    shape_p = tuple(int(s) + 2 * pad for s in data.shape)
-    k, inner = _plan(shape_p, r, n, budget)
-    norm = _range(data, budget)
+    shape = tuple(int(s) for s in data.shape)
+    k, inner = _plan(tuple(s + 4 * r for s in shape), r, n, budget)
     work = out.parent / f".{out.name}.rl"
-    key = {"shape": [int(s) for s in data.shape], "sigma": sigma, "iterations": n, "k": k, "inner": list(inner),
-           "norm": list(norm)}
+    plan = _Plan(shape=shape, g=g, pad=2 * r, inner=inner, norm=_range(data, budget), work=str(work))
+    key = {"shape": list(shape), "sigma": sigma, "iterations": n, "k": k, "inner": list(inner),
+           "norm": list(plan.norm)}
     if work.exists() and _read_key(work) != key:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "key.json").write_text(json.dumps(key), encoding="utf-8")
-    boxes, passes = _boxes(shape_p, inner), [min(k, n - i) for i in range(0, n, k)]
-    stores = [zarr.open_array(str(work / f"u{i}.zarr"), mode="a", shape=shape_p, chunks=inner, dtype="f4")
-              for i in range(min(2, len(passes) - 1))]
-    result = zarr.open_array(str(work / "out.zarr"), mode="a", shape=tuple(data.shape), chunks=inner, dtype="f4")
-    n_threads = resolve_threads(threads)
-    with ThreadPoolExecutor(n_threads, thread_name_prefix="tomo4d-deconvolve") as ex:
-        for j, kj in enumerate(passes):
-            marker = work / f"pass{j}.done"
-            if marker.exists():
-                continue
-            src = None if j == 0 else stores[(j - 1) % 2]
-            last = j == len(passes) - 1
-            _pass(data, src, None if last else stores[j % 2], result, boxes, g, kj, 2 * r * kj, pad, norm, shape_p,
-                  last, ex, n_threads)
+    passes = [min(k, n - i) for i in range(0, n, k)]
+    for i in range(min(2, len(passes) - 1)):
+        plan.store(i, "a")
+    plan.output("a")
+    for j, kj in enumerate(passes):
+        marker = work / f"pass{j}.done"
+        if not marker.exists():
+            _run_pass(data, plan, j, kj, j == len(passes) - 1, client, threads)
             marker.touch()
     if out.exists():
         shutil.rmtree(out)

@@ -250,7 +250,8 @@ def _deconvolved(ctx, step: int, data):
     meta.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = deconvolve_chunked(data, path, psf_sigma_px=sec.deconvolve_psf_sigma_px,
-                             iterations=sec.deconvolve_iterations, chunk_budget_mb=ctx.experiment.chunk_budget_mb)
+                             iterations=sec.deconvolve_iterations, chunk_budget_mb=ctx.experiment.chunk_budget_mb,
+                             client=ctx.client)  # on a cluster: each pass's boxes are its tasks
     tmp = meta.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(key), encoding="utf-8")
     os.replace(tmp, meta)
