@@ -208,7 +208,7 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
     text = EXPERIMENT.format(iterations=30).replace(
         "  max_iterations: 30\n", "  max_iterations: 30\n  method: global\n  global_options: {levels: 2, max_iterations: 40}\n")
     exp_file = phantom_dir / "global.yaml"
-    exp_file.write_text(text + "chunk_budget_mb: 0.5\n")  # 32^3 x 20 bytes = 0.66 MB
+    exp_file.write_text(text + "chunk_budget_mb: 0.2\n")  # two 32^3 float32 scans: 0.25 MB
     out = tmp_path / "run"
     with caplog.at_level("WARNING", logger="tomo4d"):
         run_experiment(load_experiment(exp_file), out, source=exp_file)

@@ -189,9 +189,10 @@ def _dvc_step(ctx, step, previous):
             kw["options"] = dataclasses.replace(kw["options"], chunk_budget_mb=ctx.experiment.chunk_budget_mb)
         return correlate(ref_d, def_d, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                          client=ctx.client, **kw)
-    if sec.method == "global" and _register_streams(ctx, ref.shape):
-        log.warning("dvc: the global method holds both volumes whole in memory (%.1f GiB as float32, over "
-                    "chunk_budget_mb=%g); at this size the local method streams", 2 * 4 * np.prod(ref.shape) / 2**30,
+    pair_bytes = 2 * 4.0 * float(np.prod(ref.shape))  # the two scans as float32, before the solver's own arrays
+    if sec.method == "global" and pair_bytes > ctx.experiment.chunk_budget_mb * 2**20:
+        log.warning("dvc: the global method holds both volumes whole in memory (%.2f GiB as float32, over "
+                    "chunk_budget_mb=%g); at this size the local method streams", pair_bytes / 2**30,
                     ctx.experiment.chunk_budget_mb)
     ref, deformed = ref.numpy(), deformed.numpy()
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
