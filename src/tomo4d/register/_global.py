@@ -241,12 +241,26 @@ def _level_setup(fixed: np.ndarray, mask: np.ndarray | None, rigid: bool, slabs:
     return sel, hinv, float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64)) or 1.0
 
 
-def hessian_inverse(moments: np.ndarray, rigid: bool) -> np.ndarray:
-    """Inverse Gauss-Newton matrix (12x12, or 6x6 rigid) from the summed moments (3, 3, 4, 4) of the kernel."""
+def gauss_newton_matrix(moments: np.ndarray, rigid: bool) -> np.ndarray:
+    """The Gauss-Newton matrix (12x12, or 6x6 rigid) from the summed moments (3, 3, 4, 4) of the kernel."""
     hess = _hessian(moments)
     if rigid:
         basis = _rigid_basis()
         hess = basis.T @ hess @ basis
+    return hess
+
+
+def moments_about(moments: np.ndarray, shift) -> np.ndarray:
+    """Moments (3, 3, 4, 4) summed in coordinates ``u`` about a box's centre, moved to ``u + shift`` (the exact
+    affine change ``A M A^T``, ``A`` the homogeneous translation by ``shift``)."""
+    a = np.eye(4)
+    a[:3, 3] = shift
+    return np.einsum("jk,abkl,ml->abjm", a, moments, a)
+
+
+def hessian_inverse(moments: np.ndarray, rigid: bool) -> np.ndarray:
+    """Inverse Gauss-Newton matrix (12x12, or 6x6 rigid) from the summed moments (3, 3, 4, 4) of the kernel."""
+    hess = gauss_newton_matrix(moments, rigid)
     try:
         hinv = np.linalg.inv(hess)
     except np.linalg.LinAlgError:

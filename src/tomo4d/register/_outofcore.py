@@ -192,7 +192,7 @@ class _Box:
 
         out = np.empty((self.fixed.shape[0], 3, 3, 4, 4))
         slabs(_kernels.hessian_moments, self.fixed.shape[0], self.fixed, self.sel, out)
-        return np.einsum("jk,abkl,ml->abjm", self.a, out.sum(axis=0), self.a)
+        return g.moments_about(out.sum(axis=0), self.a[:3, 3])
 
     def _mapped(self, phi, c) -> tuple[np.ndarray, np.ndarray]:
         corners = np.array([[self.inner[i][0], self.inner[j][1], self.inner[k][2]]

@@ -59,10 +59,8 @@ class Guide:
             sel[1:-1, 1:-1, 1:-1] = self.sel[glo[0]:ghi[0], glo[1]:ghi[1], glo[2]:ghi[2]]
             mom = np.empty((sub.shape[0], 3, 3, 4, 4))
             _kernels.hessian_moments(np.ascontiguousarray(sub), sel, 0, sub.shape[0], mom)
-            a = np.eye(4)
-            a[:3, 3] = glo - 1 + (np.asarray(sub.shape) - 1.0) / 2.0 - c
-            h = g._hessian(np.einsum("jk,abkl,ml->abjm", a, mom.sum(axis=0), a))
-            out.append(g._rigid_basis().T @ h @ g._rigid_basis() if rigid else h)
+            shift = glo - 1 + (np.asarray(sub.shape) - 1.0) / 2.0 - c
+            out.append(g.gauss_newton_matrix(g.moments_about(mom.sum(axis=0), shift), rigid))
         return np.asarray(out)
 
 
