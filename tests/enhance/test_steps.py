@@ -59,6 +59,53 @@ def test_rules_use_the_paired_ratio_when_stored():
     assert recommend(sw, "balanced") == 3 and recommend(sw, "sharpness") == 3
 
 
+def test_rules_use_the_detail_power_first_when_stored():
+    """Session 16: the paired edges say N = 1 (collector edges where N = 1 matches HQ's width); the detail power
+    over the whole held-out slices says N = 4 is the first as rich in fine structure as HQ."""
+    from tomo4d.enhance.steps import recommend
+
+    psnr = [24.0, 24.3, 24.0, 23.9, 22.0]
+    frac = [0.01, 0.01, 0.015, 0.01, 0.08]
+    sw = dataclasses.replace(_sweep(psnr, [150., 130., 110., 101., 100.], frac),
+                             fwhm_ratio=(0.98, 0.90, 0.86, 0.85, 0.84), detail_power=(0.2, 0.45, 0.7, 0.97, 1.5))
+    assert recommend(sw, "balanced") == recommend(sw, "sharpness") == 4
+    assert recommend(sw, "distortion") == 2
+    # over-detailed beyond HQ counts as far as under-detailed (log distance): 1.5 is farther than 0.7
+    sw = dataclasses.replace(sw, detail_power=(0.2, 0.45, 0.7, 1.5, 1.9))
+    assert recommend(sw, "balanced") == 3
+    # unmeasurable detail power: the paired edges decide, as in older sweeps
+    sw = dataclasses.replace(sw, detail_power=(math.nan,) * 5)
+    assert recommend(sw, "balanced") == 1
+
+
+def test_detail_power_is_the_fine_structure_beyond_lqs_nyquist():
+    """Against its definition: power at in-plane frequencies between 1/4 and 1/2 cycle per pixel.  A smooth image
+    (blurred, or band-limited to LQ's grid) holds almost none of HQ's; HQ's own texture plus equal-power
+    independent detail (a sample of the same distribution) holds as much; doubling the amplitude quadruples it;
+    the valid mask's border adds none."""
+    from scipy import ndimage
+
+    from tomo4d.enhance.steps import detail_power, detail_taper
+
+    rng = np.random.default_rng(3)
+    hq = ndimage.gaussian_filter(rng.normal(size=(3, 96, 96)), (0, 0.7, 0.7))
+    mask = np.ones(hq.shape, bool)
+    mask[:, :, 80:] = False
+    t = detail_taper(mask)
+    p_hq = detail_power(hq, t)
+    assert detail_power(ndimage.gaussian_filter(hq, (0, 2.0, 2.0)), t) < 0.02 * p_hq
+    f = np.fft.fft2(hq)
+    r = np.hypot(np.fft.fftfreq(96)[:, None], np.fft.fftfreq(96)[None, :])
+    low = np.real(np.fft.ifft2(f * (r < 0.2)))            # band-limited below LQ's Nyquist
+    assert detail_power(low, t) < 0.05 * p_hq
+    other = ndimage.gaussian_filter(rng.normal(size=hq.shape), (0, 0.7, 0.7))
+    assert detail_power(other, t) / p_hq == pytest.approx(1.0, abs=0.15)
+    assert detail_power(2 * hq + 7.0, t) / p_hq == pytest.approx(4.0, rel=1e-9)
+    # a smooth ramp cut by the mask's border (x = 80, inside the Hann window): the smoothed taper hides the cut
+    ramp = np.broadcast_to(np.linspace(0.0, 3.0 * 96 / 80, 96)[None, None, :], hq.shape)
+    assert detail_power(ramp, t) < 1e-3 * p_hq      # a hard cut: 8e-3
+
+
 def _discs(shape, centres, radius, sigma, value=1000.0):
     from scipy import ndimage
 
@@ -119,6 +166,8 @@ def test_sweep_figures_are_the_truth_measured_independently(model, trained, synt
     """PSNR of the stored curve = PSNR of the model's output against the HQ truth computed here; the best InDI
     N beats bicubic; HQ itself is consistent with its LQ (few pixels beyond 3 sigma_n) while the output of a
     model that invents structure is not."""
+    from scipy import ndimage
+
     from tomo4d.enhance import prepare_pair
     from tomo4d.enhance.sample import restore_slices
     from tomo4d.enhance.steps import _Judge
@@ -135,6 +184,19 @@ def test_sweep_figures_are_the_truth_measured_independently(model, trained, synt
     out = info.hq_scaling.inverse(restore_slices(model, info.lq_scaling.forward(up), steps=n, seed=12345,
                                                  slice_ids=zs))
     assert psnr(ref, out, data_range=rng, mask=m) == pytest.approx(sw.psnr_db[1], abs=1e-3)
+    # the detail power: the output's power beyond LQ's Nyquist over HQ's, computed here from its definition
+    d = np.stack([ndimage.distance_transform_edt(k) if not k.all() else np.full(k.shape, 8.0) for k in m])
+    w = (0.5 - 0.5 * np.cos(np.pi * np.minimum(d / 8, 1))) * np.outer(np.hanning(m.shape[1]),
+                                                                     np.hanning(m.shape[2]))[None]
+    band = np.hypot(np.fft.fftfreq(m.shape[1])[:, None], np.fft.rfftfreq(m.shape[2])[None, :])
+    band = (band >= 0.25) & (band < 0.5)
+
+    def power(a):
+        a = a.astype(float)
+        c = [(a[k] - (a[k] * w[k]).sum() / w[k].sum()) * w[k] for k in range(len(a))]
+        return sum(float((np.abs(np.fft.rfft2(x))[band] ** 2).sum()) for x in c)
+
+    assert sw.detail_power[1] == pytest.approx(power(out) / power(ref), rel=1e-6)
     assert max(sw.psnr_db) > sw.bicubic["psnr_db"] + 1.0
     # the truth degraded back agrees with the LQ input: ~Gaussian-tail fraction beyond 3 sigma_n
     assert sw.hq["inconsistent_fraction"] < 0.1 and sw.lq_noise > 0

@@ -251,14 +251,15 @@ def sweep(model, lq, hq, max_steps, rule, consistency, no_register, as_json):
 
 def sweep_lines(res) -> list[str]:
     """The sweep as a text table (also used by ``train``)."""
-    head = (f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'FWHM (nm)':>9}  {'FWHM/HQ':>7}  {'cons. RMS':>9}  "
-            f"{'> 3 sigma':>9}")
-    ratio = res.fwhm_ratio or (float("nan"),) * len(res.steps)
-    rows = [f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {f:>9.1f}  {r:>7.3f}  {c:>9.2f}  {q:>8.1f}%"
-            for (n, p, s, f, c, q), r in zip(res.rows(), ratio)]
+    head = (f"{'steps':>5}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'detail/HQ':>9}  {'FWHM (nm)':>9}  {'FWHM/HQ':>7}  "
+            f"{'cons. RMS':>9}  {'> 3 sigma':>9}")
+    nan = (float("nan"),) * len(res.steps)
+    rows = [f"{n:>5}  {p:>9.2f}  {s:>6.3f}  {d:>9.3f}  {f:>9.1f}  {r:>7.3f}  {c:>9.2f}  {q:>8.1f}%"
+            for (n, p, s, f, c, q), r, d in zip(res.rows(), res.fwhm_ratio or nan, res.detail_power or nan)]
     b, h = res.bicubic, res.hq
     return [head, *rows,
-            f"bicubic: PSNR {b['psnr_db']:.2f} dB, SSIM {b['ssim']:.3f}, FWHM {b['fwhm_nm']:.1f} nm, "
+            f"bicubic: PSNR {b['psnr_db']:.2f} dB, SSIM {b['ssim']:.3f}, detail/HQ {b.get('detail_power', nan[0]):.3f}, "
+            f"FWHM {b['fwhm_nm']:.1f} nm, "
             f"{100 * b['inconsistent_fraction']:.1f}% > 3 sigma; HQ: FWHM {h['fwhm_nm']:.1f} nm, "
             f"{100 * h['inconsistent_fraction']:.1f}% > 3 sigma (sigma_n = {res.lq_noise:.4g} LQ grey values)",
             f"recommended steps: {res.recommended_steps} ({res.rule}); "

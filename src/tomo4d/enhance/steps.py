@@ -13,6 +13,15 @@ restores the held-out validation slices of the pair, and the output is judged
   validation slices read InDI sharper than HQ by 7-18 % where, edge for edge, N = 1 is 0.97 x HQ).  When HQ
   has fewer than 5 measurable edges with the default options (e.g. pixel-sharp thin layers) the detection
   uses :data:`~tomo4d.enhance.sweep_edges.THIN_EDGES`, recorded in ``hq["edge_options"]``;
+* fine detail against HQ (``detail_power``): the power of the output at the spatial frequencies the LQ grid
+  cannot hold (in-plane radial frequency between LQ's Nyquist, 1/4 cycle per HQ pixel, and HQ's, 1/2),
+  relative to HQ's power there, over the validation slices (each slice minus its mean, under a smooth taper of
+  the valid mask and a Hann window).  1 = as much fine structure as HQ (signal and noise together: what a
+  sampler of HQ's distribution produces); the one-step (regression) output sits far below 1, every further
+  step restores detail, too many steps add more than HQ holds.  Unlike the edge FWHM it does not depend on
+  which kind of edge the held-out slices happen to hold (session 16: on the phantom they hold only collector
+  edges, where N = 1 already matches HQ's width while the silicon edges of the test slices are blurrier than
+  HQ's at every N);
 * against LQ (data consistency): the output degraded back with the LQ forward model (Gaussian blur of the
   pair's estimated sigma, 2x2 in-plane binning, the model's intensity maps) minus the LQ input
   (itself binned 2x2 from the pair's up-sampled LQ on the HQ grid), in units of the LQ noise
@@ -27,14 +36,15 @@ reference values, and N is recommended by one of three rules (``TrainConfig.step
 ``distortion``
     the N of the highest PSNR (fewest steps among equals).
 ``sharpness``
-    among the N within 1 dB of the best PSNR, the one whose edges are closest to HQ's (``fwhm_ratio``
-    closest to 1 in log terms; sweeps stored before the ratio: mean FWHM closest to HQ's).
+    among the N within 1 dB of the best PSNR, the one whose fine detail is closest to HQ's
+    (``detail_power`` closest to 1 in log terms).
 ``balanced`` (default)
     among the N within 0.5 dB of the best PSNR whose inconsistent fraction is within 1 percentage
-    point of the lowest, the one whose edges are closest to HQ's.
+    point of the lowest, the one whose fine detail is closest to HQ's.
 
-Ties go to fewer steps; where no FWHM could be measured, ``sharpness`` and ``balanced`` fall back to
-``distortion``.  A model folder without the sweep (trained before it existed) uses its stored
+Ties go to fewer steps.  Sweeps stored before ``detail_power`` (session 16) judge closeness to HQ by the paired
+edge ratio ``fwhm_ratio`` (older still: the mean FWHM); where neither could be measured, ``sharpness`` and
+``balanced`` fall back to ``distortion``.  A model folder without the sweep (trained before it existed) uses its stored
 ``recommended_steps`` (the old default: the training ``val_steps``, 8) and says so with a warning.
 """
 
@@ -91,6 +101,9 @@ class StepSweep:
         Whether the outputs were projected onto the LQ constraint (``consistency=True``).
     fwhm_ratio : tuple of float
         Median per-edge FWHM ratio output / HQ on HQ's edges for each N (empty in sweeps stored before it).
+    detail_power : tuple of float
+        Power beyond LQ's Nyquist relative to HQ's for each N (module docstring; empty in sweeps stored
+        before it).
     """
 
     steps: tuple[int, ...]
@@ -108,6 +121,7 @@ class StepSweep:
     recommended: dict
     consistency_projection: bool = False
     fwhm_ratio: tuple[float, ...] = ()
+    detail_power: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=float, allow_nan=True))
@@ -120,7 +134,8 @@ class StepSweep:
             kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
             for k in ("steps", "slices"):
                 kw[k] = tuple(int(v) for v in kw[k])
-            for k in ("psnr_db", "ssim", "fwhm_nm", "consistency_rms", "inconsistent_fraction", "fwhm_ratio"):
+            for k in ("psnr_db", "ssim", "fwhm_nm", "consistency_rms", "inconsistent_fraction", "fwhm_ratio",
+                      "detail_power"):
                 if k in kw:
                     kw[k] = tuple(float("nan") if v is None else float(v) for v in kw[k])
             out = cls(**kw)
@@ -130,7 +145,7 @@ class StepSweep:
         n = len(out.steps)
         if not n or any(len(getattr(out, k)) != n for k in ("psnr_db", "ssim", "fwhm_nm", "consistency_rms",
                                                              "inconsistent_fraction")) \
-                or len(out.fwhm_ratio) not in (0, n):
+                or len(out.fwhm_ratio) not in (0, n) or len(out.detail_power) not in (0, n):
             raise FormatError(f"{where}: the curves do not have one value per step count; delete it and rerun "
                               "'tomo4d enhance train'")
         return out
@@ -164,11 +179,12 @@ def check_sweep_steps(steps, name: str = "sweep_steps") -> tuple[int, ...]:
     return out
 
 
-def _closest_fwhm(sw: StepSweep, cands: list[int]) -> int | None:
-    ratio = np.asarray(sw.fwhm_ratio, float)
-    if ratio.size and np.isfinite(ratio).any():   # paired with HQ's edges (module docstring)
-        ok = [i for i in cands if np.isfinite(ratio[i]) and ratio[i] > 0]
-        return min(ok, key=lambda i: (abs(math.log(ratio[i])), sw.steps[i])) if ok else None
+def _closest_to_hq(sw: StepSweep, cands: list[int]) -> int | None:
+    """Among ``cands``, the N whose fine detail (older sweeps: edges) is closest to HQ's; None if unmeasured."""
+    for ratio in (np.asarray(sw.detail_power, float), np.asarray(sw.fwhm_ratio, float)):
+        if ratio.size and np.isfinite(ratio).any():   # module docstring
+            ok = [i for i in cands if np.isfinite(ratio[i]) and ratio[i] > 0]
+            return min(ok, key=lambda i: (abs(math.log(ratio[i])), sw.steps[i])) if ok else None
     ref = sw.hq.get("fwhm_nm", float("nan"))
     ok = [i for i in cands if math.isfinite(sw.fwhm_nm[i])]
     if not ok or not math.isfinite(ref):
@@ -189,7 +205,7 @@ def recommend(sw: StepSweep, rule: str = "balanced") -> int:
         frac = np.asarray(sw.inconsistent_fraction, float)
         lo = np.nanmin(frac) if np.isfinite(frac).any() else np.nan
         cands = [i for i, p in enumerate(ps) if p >= ps[best] - 0.5 and not (frac[i] > lo + 0.01)]
-    i = _closest_fwhm(sw, cands or [best])
+    i = _closest_to_hq(sw, cands or [best])
     return int(sw.steps[best if i is None else i])
 
 
@@ -280,6 +296,40 @@ def project_onto_lq(hq_units: np.ndarray, lq: np.ndarray, model, *, iterations: 
     return info.hq_scaling.inverse(x.astype(np.float32))
 
 
+#: in-plane radial frequency band (cycles per HQ pixel) of ``detail_power``: beyond LQ's Nyquist, up to HQ's
+DETAIL_BAND = (0.25, 0.5)
+
+
+def detail_taper(mask: np.ndarray, *, ramp_px: float = 8.0) -> np.ndarray:
+    """Per-slice weights of the detail power: a 2D Hann window times a raised-cosine ramp from 0 at the valid
+    mask's border to 1 at ``ramp_px`` inside it, so that neither the image's edges nor the mask's cut add
+    detail of their own."""
+    from scipy import ndimage
+
+    s, ny, nx = mask.shape
+    out = np.empty(mask.shape, np.float64)
+    for k in range(s):
+        m = mask[k].astype(bool)
+        d = ndimage.distance_transform_edt(m) if not m.all() else np.full(m.shape, ramp_px)
+        out[k] = 0.5 - 0.5 * np.cos(np.pi * np.minimum(d / ramp_px, 1.0))
+    return out * np.outer(np.hanning(ny), np.hanning(nx))[None]
+
+
+def detail_power(img: np.ndarray, taper: np.ndarray) -> float:
+    """Summed power of a (S, Y, X) stack in :data:`DETAIL_BAND` (each slice minus its weighted mean, times
+    ``taper``).  Compare two images through the ratio of their powers under the same taper."""
+    s, ny, nx = img.shape
+    r = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
+    band = (r >= DETAIL_BAND[0]) & (r < DETAIL_BAND[1])
+    total = 0.0
+    for k in range(s):
+        w = taper[k]
+        a = img[k].astype(np.float64)
+        a = (a - np.sum(a * w) / max(np.sum(w), 1e-12)) * w
+        total += float(np.sum(np.abs(np.fft.rfft2(a))[band] ** 2))
+    return total
+
+
 class _Judge:
     """Metrics of an image stack against HQ and (data consistency) against the LQ input."""
 
@@ -297,6 +347,8 @@ class _Judge:
         self.lines, self.edge_note = hq_edge_lines(ref, mask, vs, volume=volume, volume_mask=volume_mask,
                                                    slices=slices)
         self.hq_fwhm = paired_fwhm(ref, mask, self.lines, vs)
+        self.taper = detail_taper(mask)
+        self.hq_detail = detail_power(ref, self.taper)
 
     def consistency(self, img) -> tuple[float, float]:
         r = (degrade_slices(img, self.model) - self.y - self.offset)[self.mb] / self.noise
@@ -326,6 +378,7 @@ class _Judge:
             ok = np.isfinite(self.hq_fwhm)
             out["fwhm_nm"] = float(np.mean(self.hq_fwhm[ok])) if ok.sum() >= 5 else float("nan")
             out["fwhm_ratio"], out["n_edges"] = 1.0, int(ok.sum())
+        out["detail_power"] = detail_power(img, self.taper) / self.hq_detail if self.hq_detail > 0 else float("nan")
         out["consistency_rms"], out["inconsistent_fraction"] = self.consistency(img)
         return out
 
@@ -358,7 +411,7 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
                    volume_mask=pair.mask if three_d else None, slices=zs if three_d else None)
     bic = info.hq_scaling.inverse(info.lq_scaling.forward(lq_up))
     curves: dict[str, list[float]] = {k: [] for k in ("psnr_db", "ssim", "fwhm_nm", "consistency_rms",
-                                                      "inconsistent_fraction", "fwhm_ratio")}
+                                                      "inconsistent_fraction", "fwhm_ratio", "detail_power")}
     for i, n in enumerate(steps):
         out = restore_slices(model, info.lq_scaling.forward(lq_up), steps=n, seed=seed, slice_ids=zs, tile=tile,
                              overlap=overlap)
@@ -370,8 +423,9 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
                 curves[k].append(v)
         if progress is not None:
             progress(i + 1, len(steps))
-    ratio = tuple(curves.pop("fwhm_ratio"))
+    ratio, detail = tuple(curves.pop("fwhm_ratio")), tuple(curves.pop("detail_power"))
     sw = StepSweep(steps, *(tuple(curves[k]) for k in curves), bicubic=judge(bic), fwhm_ratio=ratio,
+                   detail_power=detail,
                    hq={**judge(ref, fidelity=False), "edge_options": judge.edge_note},
                    lq_noise=float(judge.noise), slices=tuple(int(z) for z in zs), rule=rule, recommended_steps=1,
                    recommended={}, consistency_projection=bool(consistency))
@@ -380,17 +434,18 @@ def validation_sweep(model, pair, *, steps=DEFAULT_SWEEP, rule: str = "balanced"
 
 
 def sweep_figure(sw: StepSweep):
-    """PSNR, edge FWHM and the inconsistent fraction against N, bicubic and HQ as reference lines; the
-    recommended N marked.  A matplotlib Figure (object API)."""
+    """PSNR, fine detail (power beyond LQ's Nyquist / HQ's), edge FWHM and the inconsistent fraction against N,
+    bicubic and HQ as reference lines; the recommended N marked.  A matplotlib Figure (object API)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 2.8))
     sharp = ("fwhm_ratio", "edge FWHM / HQ (HQ's edges)") if sw.fwhm_ratio else ("fwhm_nm", "edge FWHM (nm)")
-    panels = (("psnr_db", "PSNR vs HQ (dB)"), sharp,
+    panels = (("psnr_db", "PSNR vs HQ (dB)"),
+              *((("detail_power", "detail power / HQ"),) if sw.detail_power else ()), sharp,
               ("inconsistent_fraction", f"LQ pixels > {CONSISTENCY_SIGMAS:g} sigma_n"))
-    hq = {**sw.hq, "fwhm_ratio": 1.0}
+    fig = Figure(figsize=(3 * len(panels), 2.8))
+    hq = {**sw.hq, "fwhm_ratio": 1.0, "detail_power": 1.0}
     for j, (key, label) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, j + 1)
+        ax = fig.add_subplot(1, len(panels), j + 1)
         ax.plot(sw.steps, getattr(sw, key), "o-", label="InDI")
         if math.isfinite(sw.bicubic.get(key, float("nan"))):
             ax.axhline(sw.bicubic[key], color="k", ls="--", lw=1, label="bicubic")

@@ -74,22 +74,23 @@ def _sweep_part(rep, out: Path, figure) -> None:
     except FormatError:
         return
     b, h = sw.bicubic, sw.hq
-    ratio = sw.fwhm_ratio or (float("nan"),) * len(sw.steps)
-    rows = [(*r[:4], q, *r[4:]) for r, q in zip(sw.rows(), ratio)]
-    rows += [("bicubic", b["psnr_db"], b["ssim"], b["fwhm_nm"], b.get("fwhm_ratio", float("nan")),
-              b["consistency_rms"], 100 * b["inconsistent_fraction"]),
-             ("HQ", float("nan"), 1.0, h["fwhm_nm"], 1.0, h["consistency_rms"], 100 * h["inconsistent_fraction"])]
-    rep.table(["InDI steps N", "PSNR (dB)", "SSIM", "edge FWHM (nm)", "FWHM / HQ (same edges)",
+    nan = (float("nan"),) * len(sw.steps)
+    rows = [(*r[:3], d, *r[3:4], q, *r[4:]) for r, q, d in zip(sw.rows(), sw.fwhm_ratio or nan, sw.detail_power or nan)]
+    rows += [("bicubic", b["psnr_db"], b["ssim"], b.get("detail_power", nan[0]), b["fwhm_nm"],
+              b.get("fwhm_ratio", nan[0]), b["consistency_rms"], 100 * b["inconsistent_fraction"]),
+             ("HQ", nan[0], 1.0, 1.0, h["fwhm_nm"], 1.0, h["consistency_rms"], 100 * h["inconsistent_fraction"])]
+    rep.table(["InDI steps N", "PSNR (dB)", "SSIM", "detail power / HQ", "edge FWHM (nm)", "FWHM / HQ (same edges)",
                "consistency RMS (sigma_n)", "LQ pixels > 3 sigma_n (%)"], rows,
               caption=f"Validation sweep on the held-out slices {', '.join(map(str, sw.slices))} of the training pair "
-                      "(models/indi/step_sweep.json): against HQ (edges detected in HQ, every image measured along "
-                      "the same profile lines; FWHM / HQ is the median per-edge ratio), and the output degraded "
-                      "back to LQ against the LQ "
+                      "(models/indi/step_sweep.json): against HQ (detail power: the output's power at spatial "
+                      "frequencies beyond LQ's Nyquist relative to HQ's, 1 = as much fine structure as HQ; edges "
+                      "detected in HQ, every image measured along the same profile lines, FWHM / HQ the median "
+                      "per-edge ratio), and the output degraded back to LQ against the LQ "
                       f"input in units of sigma_n = {sw.lq_noise:.4g} grey values (HQ's own residual). The series "
                       f"is enhanced with N = {sw.recommended_steps} (rule {sw.rule}; "
                       + ", ".join(f"{r}: {n}" for r, n in sw.recommended.items()) + ") unless enhance.steps is set.")
     figure(rep, sweep_figure(sw), out, "enhance_step_sweep",
-           "Validation sweep: PSNR, edge FWHM and the inconsistent fraction against the InDI step count; bicubic "
+           "Validation sweep: PSNR, detail power, edge FWHM and the inconsistent fraction against the InDI step count; bicubic "
            "(dashed) and HQ (dotted) for reference, the recommended N in red.")
 
 
