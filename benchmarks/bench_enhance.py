@@ -215,9 +215,10 @@ def _degrade_real(a: np.ndarray, rng, *, axes: tuple[int, ...]) -> np.ndarray:
 
 def _sweep_emit(case, model):
     sw = model.sweep
-    for n, p, s_, f, c, q in sw.rows():
-        _emit(bench="real_sweep", case=case, steps=n, psnr_db=p, ssim=s_, fwhm_nm=f, consistency_rms=c,
-              inconsistent_pct=q)
+    nan = (float("nan"),) * len(sw.steps)
+    for (n, p, s_, f, c, q), r, d in zip(sw.rows(), sw.fwhm_ratio or nan, sw.detail_power or nan):
+        _emit(bench="real_sweep", case=case, steps=n, psnr_db=p, ssim=s_, detail_power=d, fwhm_nm=f, fwhm_ratio=r,
+              consistency_rms=c, inconsistent_pct=q)
     _emit(bench="real_sweep_refs", case=case, bicubic=sw.bicubic, hq=sw.hq, lq_noise=sw.lq_noise,
           recommended=sw.recommended, rule=sw.rule)
 

@@ -29,11 +29,45 @@ def h_maxima(dist: np.ndarray, h: float, footprint) -> np.ndarray:
     return (d - rec) >= h
 
 
+def _one_regional_maximum(mine: np.ndarray, dist: np.ndarray, full) -> bool:
+    """Whether ``dist`` has a single regional maximum in its box (full connectivity), tested cheaply: every
+    regional-maximum plateau is a whole connected component of the voxels no neighbour exceeds (a voxel of
+    that set next to a plateau would equal it), and no such component of the background (0, next to the
+    cluster's positive distances) touches one of the cluster; so one component inside the cluster means one
+    regional maximum."""
+    top = (dist >= ndi.maximum_filter(dist, footprint=full, mode="nearest")) & mine
+    return ndi.label(top, structure=full)[1] == 1
+
+
+def _h_maxima_unimodal(dist: np.ndarray, h: float) -> np.ndarray:
+    """:func:`h_maxima` of a map with one regional maximum: every upper level set is then connected, so the
+    reconstruction of ``f = dist - h - resolution`` under ``dist`` is ``min(dist, max f)`` exactly (the same
+    float32 values the reconstruction copies, the same comparison)."""
+    resolution = 2 * np.finfo(dist.dtype).resolution * np.abs(dist)
+    rec = np.minimum(dist, (dist - h - resolution).max())
+    return (dist - rec) >= h
+
+
+def _flood_one_marker(mine: np.ndarray, markers: np.ndarray, footprint) -> np.ndarray:
+    """The watershed from a single marker label: every voxel of ``mine`` connected (``footprint``) to a
+    marker voxel gets label 1, as the flood reaches it unopposed; the rest stays 0."""
+    comp, _ = ndi.label(mine, structure=footprint, output=np.int32)
+    reached = np.zeros(int(comp.max()) + 1, bool)
+    reached[np.unique(comp[markers > 0])] = True
+    reached[0] = False
+    return reached[comp].astype(np.int32)
+
+
 def cluster_split(mine: np.ndarray, dist: np.ndarray, h: float, connectivity: int):
     """``(labels, markers, rest)`` of one cluster ``mine`` (bool, in a box) with its distances ``dist`` (0 off
     the cluster): markers the h-maxima labelled with full connectivity (none when the cluster's distances never
     reach ``h``: too flat to hold one), labels the watershed of ``-dist`` from them inside the cluster, rest the
-    pieces no marker reached (1..)."""
+    pieces no marker reached (1..).
+
+    Most clusters are one particle: a map with one regional maximum gets its h-maxima in closed form and a
+    single marker floods unopposed, both equal to scikit-image's reconstruction and watershed voxel for voxel
+    (tests/segment/test_split_chunked.py); at 1024^3 (210 000 clusters a step) they took 45 % of the split's
+    CPU time (reconstruction 19.6 s + watershed 8.7 s of 63 s on a 1024 x 256 x 256 block; session 16)."""
     from skimage.segmentation import watershed
 
     full = ndi.generate_binary_structure(mine.ndim, mine.ndim)
@@ -41,8 +75,14 @@ def cluster_split(mine: np.ndarray, dist: np.ndarray, h: float, connectivity: in
     if float(dist[mine].max(initial=0.0)) < h:
         markers = np.zeros(mine.shape, np.int32)
     else:
-        markers, _ = ndi.label(h_maxima(dist, h, full) & mine, structure=full, output=np.int32)
-    lab = watershed(-dist, markers, mask=mine, connectivity=footprint) if markers.any() else markers
+        hm = _h_maxima_unimodal(dist, h) if _one_regional_maximum(mine, dist, full) else h_maxima(dist, h, full)
+        markers, _ = ndi.label(hm & mine, structure=full, output=np.int32)
+    if not markers.any():
+        lab = markers
+    elif markers.max() == 1:
+        lab = _flood_one_marker(mine, markers, footprint)
+    else:
+        lab = watershed(-dist, markers, mask=mine, connectivity=footprint)
     rest, _ = ndi.label(mine & (lab == 0), structure=footprint, output=np.int32)
     return lab, markers, rest
 
