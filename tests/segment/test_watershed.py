@@ -56,14 +56,13 @@ def test_cluster_split_equals_scikit_image_on_every_cluster(seed, vs, h, conn):
 
 
 def test_one_regional_maximum_against_its_definition():
-    """Smooth random maps with plateaus: never "one" where scikit-image finds several regional maxima (the fast
-    path would then be wrong), and "one" where it finds one on nearly all these maps (else only slower: a non-strict
-    local maximum on a plateau that rises elsewhere counts as a second component)."""
+    """Smooth random maps with plateaus and saddles of equal height: "one" exactly where scikit-image finds one
+    regional maximum (a wrong "one" would put the closed form on a map with several)."""
     from skimage.morphology import local_maxima
 
     full = ndi.generate_binary_structure(3, 3)
     rng = np.random.default_rng(5)
-    hits = singles = 0
+    singles = 0
     for _ in range(40):
         g = np.indices((9, 10, 11), dtype=np.float64)
         d = sum(np.exp(-((g - rng.uniform(0, 9, (3, 1, 1, 1))) ** 2).sum(0) / rng.uniform(4, 20))
@@ -73,7 +72,6 @@ def test_one_regional_maximum_against_its_definition():
         d = np.where(mine, d, 0).astype(np.float32)
         n_max = ndi.label(local_maxima(d, connectivity=3, allow_borders=True) & mine, structure=full)[1]
         one = _one_regional_maximum(mine, d, full)
-        assert not one or n_max == 1, "fast path on a map with several regional maxima"
-        hits += one == (n_max == 1)
+        assert one == (n_max == 1), n_max
         singles += n_max == 1
-    assert hits >= 36 and singles >= 10, (hits, singles)
+    assert 10 <= singles <= 30, singles
