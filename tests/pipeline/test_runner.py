@@ -198,6 +198,7 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
     assert main(["run", str(exp2), "--check"]) == 0
 
 
+@pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")  # 40 iterations: short on purpose
 def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
     """method: global runs correlate_global per step (affine start, then chained) and strain follows; over the
     budget it says that it holds the volumes whole."""
