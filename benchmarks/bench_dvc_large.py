@@ -187,6 +187,8 @@ def main(argv=None):
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
+    ap.add_argument("--interp", choices=["linear", "cubic"], default=None,
+                    help="global: how the deformed volume is sampled (GlobalOptions.interpolation)")
     ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
     ap.add_argument("--continue-reg", type=float, default=None,
                     help="global: solve again from the result with this regularisation (continuation)")
@@ -228,7 +230,7 @@ def main(argv=None):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
-                     ("max_iterations", a.max_iter)):
+                     ("max_iterations", a.max_iter), ("interpolation", a.interp)):
             if v is not None:
                 kw[k] = v
         if mask is not None:

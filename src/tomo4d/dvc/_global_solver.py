@@ -34,6 +34,7 @@ class _Level:
     ctrl: torch.Tensor       # (1, D, H, W, 3) normalised control-grid coordinates of the voxels (x, y, z order)
     base: torch.Tensor       # (D, H, W, 3) normalised voxel coordinates in the deformed volume (x, y, z order)
     scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
+    cubic: bool = False      # dfm holds cubic B-spline coefficients (GlobalOptions.interpolation)
 
 
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
@@ -52,7 +53,9 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
 
         d_np = np.stack([gaussian_filter1d(d_np, sg, axis=0, mode="nearest") if sg > 0 else d_np
                          for sg in _PSF_STACK])
-    d = torch.from_numpy(d_np).to(dev)
+    if opts.interpolation == "cubic":    # B-spline coefficients of each volume (of the z-blur stack)
+        d_np = _spline_coefficients(d_np) if d_np.ndim == 3 else np.stack([_spline_coefficients(v) for v in d_np])
+    d = torch.from_numpy(np.ascontiguousarray(d_np)).to(dev)
     m = torch.ones(r.shape, dtype=torch.bool, device=dev) if msk is None else \
         torch.from_numpy(bin_volume(msk.astype(np.float32), f) > 0.5).to(dev)
     axes = [torch.arange(n, dtype=torch.float32, device=dev) for n in r.shape]
@@ -61,7 +64,7 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
     c = (full - torch.tensor(origin, dtype=torch.float32, device=dev)) / s  # control-grid units
     ctrl = _normalised(c, gs)[None]
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in r.shape], device=dev)
-    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale)
+    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic")
 
 
 def _dense(P: torch.Tensor, lv: _Level) -> torch.Tensor:
@@ -69,15 +72,61 @@ def _dense(P: torch.Tensor, lv: _Level) -> torch.Tensor:
     return tf.grid_sample(P[None], lv.ctrl, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
+#: voxels of mirrored B-spline coefficients around the volume: the cubic's reach beyond a border voxel
+SPLINE_PAD = 2
+
+
+def _spline_coefficients(volume: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients (scipy's ``mirror`` boundary) padded by :data:`SPLINE_PAD` mirrored voxels,
+    so that samples up to the border equal ``scipy.ndimage.map_coordinates(order=3, mode="mirror")``."""
+    from scipy.ndimage import spline_filter
+
+    c = spline_filter(volume, order=3, mode="mirror", output=np.float32)
+    return np.pad(c, SPLINE_PAD, mode="reflect")
+
+
+def _cubic_sample(coef: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline interpolation of the padded coefficients ``coef`` (C, D+4, H+4, W+4;
+    :func:`_spline_coefficients`) at the normalised points ``g`` of the unpadded volume (D', H', W', 3; x, y, z,
+    align_corners) -> (C, D', H', W'): per axis the four B-spline weights of the fractional position fold into
+    two linear lookups (w0 c[i-1] + w1 c[i] = g0 * linear(i - 1 + w1 / g0)), so the 64-tap sum is eight
+    trilinear samples, one ``grid_sample`` call; exact, and differentiable in ``g`` through the same
+    expression."""
+    sizes = coef.shape[:0:-1]                                   # W, H, D (padded): the x, y, z extents
+    parts = []
+    for a, n in enumerate(sizes):
+        p = (g[..., a] + 1) * (0.5 * max(int(n) - 2 * SPLINE_PAD - 1, 1)) + SPLINE_PAD
+        i = torch.floor(p)
+        t = p - i
+        w0, w3 = (1 - t) ** 3 / 6, t ** 3 / 6
+        w1 = (3 * t ** 3 - 6 * t ** 2 + 4) / 6
+        w2 = 1 - w0 - w1 - w3
+        g0, g1 = w0 + w1, w2 + w3
+        to_norm = 2.0 / max(int(n) - 1, 1)
+        parts.append(((i - 1 + w1 / g0) * to_norm - 1, (i + 1 + w3 / g1) * to_norm - 1, g0, g1))
+    grids, weights = [], []
+    for cz in (0, 1):
+        for cy in (0, 1):
+            for cx in (0, 1):
+                grids.append(torch.stack([parts[0][cx], parts[1][cy], parts[2][cz]], -1))
+                weights.append(parts[0][2 + cx] * parts[1][2 + cy] * parts[2][2 + cz])
+    d = g.shape[0]
+    v = tf.grid_sample(coef[None], torch.cat(grids, 0)[None], mode="bilinear", padding_mode="border",
+                       align_corners=True)[0]                   # (C, 8 D', H', W')
+    v = v.reshape(v.shape[0], 8, d, *v.shape[2:])
+    return (v * torch.stack(weights)[None]).sum(1)
+
+
 def _sample_deformed(lv: _Level, u_full: torch.Tensor, weights):
     """J at x + u(x) (u in full-resolution px, (3, D, H, W)); and the inside-the-volume flag."""
     g = lv.base + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
     inside = (g.abs() <= 1 + lv.scale.flip(-1) / 2).all(-1)  # within the edge voxels (+- 0.5 px)
-    if weights is None:
-        v = tf.grid_sample(lv.dfm[None, None], g[None], mode="bilinear", padding_mode="border", align_corners=True)
-        return v[0, 0], inside
-    v = tf.grid_sample(lv.dfm[None], g[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return (v * weights).sum(0), inside
+    vol = lv.dfm[None] if weights is None else lv.dfm
+    if lv.cubic:
+        v = _cubic_sample(vol, g)
+    else:
+        v = tf.grid_sample(vol[None], g[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
+    return (v[0], inside) if weights is None else ((v * weights).sum(0), inside)
 
 
 def _laplacian(P: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ from .._validate import (
     check_same_shape,
     show,
 )
-from ..errors import InputError
+from ..errors import InputError, check_choice
 from .correlate import _voxel_sizes
 from .field import DisplacementField, NodeStatus
 
@@ -102,6 +102,10 @@ class GlobalOptions:
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); checked against the
         torch build and the GPUs present when the correlation runs (``tomo4d._validate.check_device``).
+    interpolation : str
+        How the deformed volume is sampled between voxels: ``"cubic"`` (B-spline, prefiltered) or ``"linear"``
+        (trilinear: biases sub-pixel displacements towards whole voxels, up to 0.11 px per axis on the
+        phantom's texture; session 16).
     """
 
     node_spacing: int = 4
@@ -116,6 +120,7 @@ class GlobalOptions:
     mask_fraction: float = 0.2
     threads: int | None = None
     device: str = "cpu"
+    interpolation: str = "linear"
 
     def __post_init__(self):
         check_int("node_spacing", self.node_spacing, minimum=2)
@@ -131,6 +136,7 @@ class GlobalOptions:
         check_number("mask_fraction", self.mask_fraction, minimum=0, maximum=1)
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1)
+        check_choice("interpolation", self.interpolation, ("linear", "cubic"))
         if not isinstance(self.device, str) or not self.device.strip():
             raise InputError(f"device={show(self.device)} is not a device name; give 'cpu', 'cuda', 'cuda:N' or 'auto'")
 
