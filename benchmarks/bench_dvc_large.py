@@ -179,6 +179,11 @@ def main(argv=None):
                     help="Mask out reference voxels brighter than this (e.g. silicon that lithiates), dilated by "
                          "--exclude-dilate voxels: correlate on what does not change grey level.")
     ap.add_argument("--exclude-dilate", type=int, default=2)
+    ap.add_argument("--electrode-mask", action="store_true",
+                    help="match only the T0 electrode's z band (collector to separator interface), as the runner's "
+                         "dvc.mask: electrode")
+    ap.add_argument("--collector-mask", action="store_true",
+                    help="match only above the T0 collector interface (the collector left out, the separator in)")
     ap.add_argument("--exclude-in-anode", action="store_true",
                     help="--exclude-above only inside the T0 anode band (keeps the collector)")
     ap.add_argument("--method", choices=["local", "global", "none"], default="local",
@@ -192,6 +197,8 @@ def main(argv=None):
     ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
     ap.add_argument("--continue-reg", type=float, default=None,
                     help="global: solve again from the result with this regularisation (continuation)")
+    ap.add_argument("--incremental", action="store_true",
+                    help="steps after the first: correlate T(n-1) -> Tn (same start and options) and compose onto T0")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
@@ -226,11 +233,19 @@ def main(argv=None):
             bright &= band[:, None, None]
         mask = ~ndimage.binary_dilation(bright, iterations=a.exclude_dilate) if a.exclude_dilate else ~bright
         kw["mask"] = mask
+    if a.electrode_mask or a.collector_mask:
+        t = exp.truth
+        z_nm = grid.origin_nm[0] + np.arange(series[0].shape[0]) * grid.voxel_size_nm
+        top = t.z_collector_nm + t.thickness_nm[0] if a.electrode_mask else np.inf
+        band = (z_nm >= t.z_collector_nm) & (z_nm < top)
+        mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
+        kw["mask"] = mask
     if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
-                     ("max_iterations", a.max_iter), ("interpolation", a.interp)):
+                     ("max_iterations", a.max_iter), ("interpolation", a.interp),
+                     ("final_regularisation", a.continue_reg)):
             if v is not None:
                 kw[k] = v
         if mask is not None:
@@ -242,6 +257,11 @@ def main(argv=None):
     rows, prev = [], None
     for n in steps:
         t0 = time.perf_counter()
+        if a.incremental and prev is not None:
+            field = _increment(a, series, n, prev, kw, mask)
+            prev = field
+            rows.append(_report(a, exp, grid, n, field, truth_means, t0))
+            continue
         init = _truth_field(exp, grid, n, a.spacing, a.half_window, series[0].shape) if a.start == "truth" else prev
         phi0 = None
         if a.start == "affine" or (a.start == "chain-affine" and prev is None):
@@ -257,32 +277,59 @@ def main(argv=None):
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
-            if a.continue_reg is not None:
-                field = correlate_global(series[0], series[n], initial=field, **(kw | {"regularisation": a.continue_reg}))
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
                               search_radius_px=4 if init is None and phi0 is None else 0, **kw)
         prev = field
-        if a.profile:
-            _print_profile(exp, grid, n, field)
-        r = _row(exp, grid, n, field, truth_means, a.half_window, tent=a.method in ("global", "none")) | {
-            "seconds": time.perf_counter() - t0}
-        rows.append(r)
-        if not a.json:
-            print(f"{r['step']} SoC {r['soc']:.2f}: converged {r['converged']:.2f} of {r['anode_nodes']} anode nodes, "
-                  f"median |u err| {r['median_error_px']:.3f} px (z {r['median_error_z_px']:.3f}; against the support-averaged "
-                  f"truth {r.get('median_error_support_px', float('nan')):.3f}, which is "
-                  f"{r.get('median_support_vs_exact_px', float('nan')):.3f} from the exact); ln U_zz collector {r['hencky_zz_collector']:.3f} "
-                  f"(truth {r['hencky_zz_collector_truth']:.3f}), separator {r['hencky_zz_separator']:.3f} "
-                  f"(truth {r['hencky_zz_separator_truth']:.3f}; at these nodes {r['hencky_zz_collector_truth_nodes']:.3f}, "
-                  f"{r['hencky_zz_separator_truth_nodes']:.3f}); det F - 1 {r['volumetric']:.3f} "
-                  f"(truth {r['volumetric_truth']:.3f}); out of view {r['out_of_view']}; {r['seconds']:.1f} s wall",
-                  flush=True)
+        rows.append(_report(a, exp, grid, n, field, truth_means, t0))
     ok = [_accepted(r) for r in rows]
     if a.json:
         print(json.dumps({"args": vars(a), "rows": rows, "accepted": ok}, indent=1))
     else:
         print(f"acceptance met at {sum(ok)}/{len(ok)} steps")
+
+
+def _increment(a, series, n, prev, kw, mask):
+    """T0 -> Tn as T0 -> T(n-1) (``prev``) composed with T(n-1) -> Tn (reference updating), the pair started
+    and correlated like a first step; the electrode band moved into T(n-1) by ``prev``."""
+    from tomo4d.dvc import axial_profile_start, compose_fields, correlate, correlate_global
+    from tomo4d.dvc.compose import deform_field_points
+
+    kwn = dict(kw)
+    if mask is not None and (a.electrode_mask or a.collector_mask):
+        z = np.nonzero(mask[:, 0, 0])[0]
+        ys = np.linspace(0, mask.shape[1] - 1, 9)
+        moved = []
+        for zz in (z[0], z[-1] + 1):
+            pts = np.stack(np.meshgrid([float(zz)], ys, ys, indexing="ij"), -1).reshape(-1, 3)
+            moved.append(float(np.mean(deform_field_points(prev, pts, order=1)[:, 0])))
+        zi = np.arange(mask.shape[0])
+        kwn["mask"] = np.broadcast_to(((zi >= moved[0]) & (zi < moved[1]))[:, None, None], mask.shape)
+    ref, dfm = series[n - 1], series[n]
+    init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
+    if a.method == "global":
+        inc = correlate_global(ref, dfm, initial=init, **kwn)
+    else:
+        inc = correlate(ref, dfm, initial=init, search_radius_px=4 if init is None else 0, **kwn)
+    return compose_fields(prev, inc)
+
+
+def _report(a, exp, grid, n, field, truth_means, t0):
+    if a.profile:
+        _print_profile(exp, grid, n, field)
+    r = _row(exp, grid, n, field, truth_means, a.half_window, tent=a.method in ("global", "none")) | {
+        "seconds": time.perf_counter() - t0}
+    if not a.json:
+        print(f"{r['step']} SoC {r['soc']:.2f}: converged {r['converged']:.2f} of {r['anode_nodes']} anode nodes, "
+              f"median |u err| {r['median_error_px']:.3f} px (z {r['median_error_z_px']:.3f}; against the support-averaged "
+              f"truth {r.get('median_error_support_px', float('nan')):.3f}, which is "
+              f"{r.get('median_support_vs_exact_px', float('nan')):.3f} from the exact); ln U_zz collector {r['hencky_zz_collector']:.3f} "
+              f"(truth {r['hencky_zz_collector_truth']:.3f}), separator {r['hencky_zz_separator']:.3f} "
+              f"(truth {r['hencky_zz_separator_truth']:.3f}; at these nodes {r['hencky_zz_collector_truth_nodes']:.3f}, "
+              f"{r['hencky_zz_separator_truth_nodes']:.3f}); det F - 1 {r['volumetric']:.3f} "
+              f"(truth {r['volumetric_truth']:.3f}); out of view {r['out_of_view']}; {r['seconds']:.1f} s wall",
+              flush=True)
+    return r
 
 
 if __name__ == "__main__":

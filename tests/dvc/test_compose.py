@@ -64,3 +64,30 @@ def test_outside_second_field_flagged():
     b = _field(lambda p: np.zeros_like(p), lambda p: np.zeros((len(p), 3, 3)), shape=(400, 400, 400))
     out = compose_fields(a, b)
     assert (out.status == NodeStatus.OUTSIDE_FIELD).sum() > 0
+
+
+def test_second_fields_statuses_passed_on():
+    """A node of the first field that lands next to an OUT_OF_VIEW (or other failed) node of the second is no
+    measurement of the composition: it takes that status; next to an INTERPOLATED one it is INTERPOLATED;
+    the first field's own failed nodes keep theirs."""
+    shift = 30.0  # every node moves 30 px along z: node p lands between second's nodes, nearest p + 50 (rounded)
+    a = _field(lambda p: np.zeros_like(p) + [shift, 0.0, 0.0], lambda p: np.zeros((len(p), 3, 3)), shape=(400, 400, 400))
+    b = _field(lambda p: np.zeros_like(p), lambda p: np.zeros((len(p), 3, 3)), shape=(400, 400, 400))
+    zb = b.positions_zyx_px[:, 0]
+    status = np.zeros(b.n_nodes, np.int8)
+    top = zb.max()
+    status[zb == top] = NodeStatus.OUT_OF_VIEW
+    status[zb == top - 100] = NodeStatus.INTERPOLATED
+    b = b.with_(status=status)
+    a_status = a.status.copy()
+    a_status[0] = NodeStatus.DIVERGED
+    a = a.with_(status=a_status)
+    out = compose_fields(a, b)
+    za = a.positions_zyx_px[:, 0]
+    lands = np.minimum(np.rint((za + shift - b.grid_origin_px[0]) / 50) * 50 + b.grid_origin_px[0], top)  # b's row
+    assert out.status[0] == NodeStatus.DIVERGED
+    sel = np.arange(a.n_nodes) > 0
+    np.testing.assert_array_equal(out.status[sel & (lands == top)], NodeStatus.OUT_OF_VIEW)
+    np.testing.assert_array_equal(out.status[sel & (lands == top - 100)], NodeStatus.INTERPOLATED)
+    assert (out.status[sel & (lands < top - 100)] == NodeStatus.CONVERGED).all()
+    assert out.notes["status_from_second"] == int((sel & ((lands == top) | (lands == top - 100))).sum())

@@ -203,3 +203,41 @@ def test_dvc_axial_start_streams_over_the_budget(experiment_file, tmp_path, capl
     assert np.array_equal(a.status, b.status) and a.usable.sum() >= 50   # measured: 35 converged + 42 interpolated
     d = np.linalg.norm(a.displacement_zyx_px[a.usable] - b.displacement_zyx_px[a.usable], axis=1)
     assert np.median(d) < 0.05, np.median(d)   # measured: 0.0003 px
+
+
+
+@pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")  # 60 iterations: short on purpose
+def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_file, tmp_path, monkeypatch):
+    """dvc.incremental: T2's field is T0 -> T1 composed with the pair T1 -> T2 (reference updating) correlated by
+    the same route, with the electrode band moved into T1 by T1's field; T1 is the direct route's pair.  (Accuracy:
+    benchmarks/bench_dvc_large.py --incremental, RESULTS.md; this 32^3 phantom's steps are too large to judge it.)"""
+    import tomo4d.dvc as dvc
+    from tomo4d.dvc import DisplacementField, NodeStatus
+    from tomo4d.quantify import read_table
+
+    calls, real = [], dvc.compose_fields
+    monkeypatch.setattr(dvc, "compose_fields", lambda a, b, **kw: calls.append((a, b)) or real(a, b, **kw))
+    runs = {}
+    for mode in ("false", "true"):
+        p = experiment_file(iterations=30, name=f"incr_{mode}.yaml")
+        p.write_text(p.read_text() + "  mask: electrode\n  method: global\n  axial_start: true\n"
+                     f"  global_options: {{levels: 1, max_iterations: 60}}\n  incremental: {mode}\n")
+        run_experiment(load_experiment(p), tmp_path / mode, source=p)
+        runs[mode] = [DisplacementField.load(tmp_path / mode / "fields" / f"dvc_T0_T{n}.h5") for n in (1, 2)]
+    (d1, d2), (i1, i2) = runs["false"], runs["true"]
+    assert len(calls) == 1  # only the incremental run's T2
+    first, pair = calls[0]
+    np.testing.assert_array_equal(d1.phi, i1.phi)  # the first step is the same pair T0 -> T1
+    np.testing.assert_allclose(first.phi, i1.phi)
+    np.testing.assert_allclose(i2.phi, real(first, pair).phi)  # what was saved is the composition
+    assert pair.notes["method"] == "global" and not np.allclose(i2.phi, d2.phi)
+    # the pair's mask: T0's band moved by T1's field (the separator plane rises by its axial displacement)
+    t = read_table(tmp_path / "true" / "tables" / "thickness.csv")
+    zc, zs = (float(t[k][0]) * 1e3 / 50.0 for k in ("collector_z_um", "separator_z_um"))
+    rise = np.median(i1.displacement_zyx_px[np.abs(i1.positions_zyx_px[:, 0] - zs) <= 2, 0])
+    assert rise > 1.0
+    z = pair.positions_zyx_px[:, 0]
+    measured = pair.status != NodeStatus.OUTSIDE_MASK
+    assert measured[(z > zc + 2) & (z < zs + rise - 2)].all() and not measured[z > zs + rise + 4].any()
+    beyond = z - 4 >= zs  # supports wholly above T0's band: measured only once the band has moved
+    assert measured[beyond].any() and not (d2.status != NodeStatus.OUTSIDE_MASK)[beyond].any()

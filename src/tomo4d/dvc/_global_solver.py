@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -246,6 +246,12 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solut
                       "objective": round(last.get("loss", float("nan")), 8),
                       "data_term": round(last.get("data", float("nan")), 8)})
         prev = (U, lv.origin, lv.spacing, lv.grid_shape)
+    if opts.final_regularisation is not None:  # continuation: the finest level again, weaker regularisation
+        weak = replace(opts, regularisation=opts.final_regularisation)
+        U, A, B, n_iter, last = _minimise(lv, U, A, B, weak, _psf_weights(lv, U, weak))
+        notes.append({"binning": lv.binning, "node_spacing_px": lv.spacing, "regularisation": weak.regularisation,
+                      "iterations": n_iter, "objective": round(last.get("loss", float("nan")), 8),
+                      "data_term": round(last.get("data", float("nan")), 8)})
     in_mask, out_view = _support_fractions(lv, U, _psf_weights(lv, U, opts))
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
     return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations)

@@ -29,6 +29,18 @@ def deform_field_points(field: DisplacementField, points_zyx_px, *, order: int =
     return pts + u
 
 
+def _nearest_nodes(field: DisplacementField, points: np.ndarray) -> np.ndarray:
+    """Index of the node of ``field`` nearest to each point (regular grids by rounding, else a k-d tree)."""
+    if field.grid_shape is not None and min(field.grid_shape) >= 1 and field.n_nodes == int(np.prod(field.grid_shape)):
+        gs = np.asarray(field.grid_shape)
+        ijk = np.rint((points - field.grid_origin_px) / np.asarray(field.node_spacing_px, float)).astype(np.int64)
+        ijk = np.clip(ijk, 0, gs - 1)
+        return np.ravel_multi_index(tuple(ijk.T), tuple(gs))
+    from scipy.spatial import cKDTree
+
+    return cKDTree(field.positions_zyx_px).query(points)[1]
+
+
 def compose_fields(first: DisplacementField, second: DisplacementField, *, order: int = 3
                    ) -> DisplacementField:
     """The field of ``second`` after ``first`` on the nodes of ``first``.
@@ -46,8 +58,11 @@ def compose_fields(first: DisplacementField, second: DisplacementField, *, order
     -------
     DisplacementField
         T_a -> T_c on the nodes of ``first``.  Nodes of ``first`` that are not
-        usable keep their status; nodes that land more than one node spacing
-        outside ``second``'s grid get ``OUTSIDE_FIELD``.
+        usable keep their status; a usable node takes the status of the node of
+        ``second`` nearest to where it lands when that one is not ``CONVERGED``
+        (``INTERPOLATED``, ``OUT_OF_VIEW`` where the sample left the later scan,
+        ...); nodes that land more than one node spacing outside ``second``'s
+        grid get ``OUTSIDE_FIELD``.
     """
     if not isinstance(first, DisplacementField) or not isinstance(second, DisplacementField):
         raise InputError("compose_fields needs two DisplacementField objects")
@@ -57,12 +72,17 @@ def compose_fields(first: DisplacementField, second: DisplacementField, *, order
     phi[:, :3, :3] = f2 @ first.phi[:, :3, :3]
     phi[:, :3, 3] = first.phi[:, :3, 3] + u2
     status = first.status.copy()
+    # a composed value is a measurement only where both parts are: the second field's nearest node at q passes
+    # on a status that is not CONVERGED (OUT_OF_VIEW where the sample left the later scan, INTERPOLATED, ...)
+    inherited = second.status[_nearest_nodes(second, q)]
+    take = first.usable & (inherited != NodeStatus.CONVERGED)
+    status[take] = inherited[take]
     lo = second.positions_zyx_px.min(0) - np.asarray(second.node_spacing_px, float)
     hi = second.positions_zyx_px.max(0) + np.asarray(second.node_spacing_px, float)
     outside = np.any((q < lo) | (q > hi), axis=1) & first.usable
     status[outside] = NodeStatus.OUTSIDE_FIELD
     notes = {"composed_from": [first.notes.get("label", "first"), second.notes.get("label", "second")],
-             "outside_second_field": int(outside.sum())}
+             "outside_second_field": int(outside.sum()), "status_from_second": int((take & ~outside).sum())}
     if "volume_shape_zyx" in first.notes:      # nodes (and so the grid) are those of ``first``
         notes["volume_shape_zyx"] = first.notes["volume_shape_zyx"]
     return first.with_(phi=phi, status=status, notes=notes, iterations=None, residual=None)

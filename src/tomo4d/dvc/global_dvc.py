@@ -86,6 +86,12 @@ class GlobalOptions:
     psf_sigma_px : float
         Gaussian PSF of the scans, px (>= 0; 0: no blur compensation).  For stretches >= 1
         along z only; in-plane and compressive blur differences are not compensated.
+    final_regularisation : float, optional
+        After the finest level, solve it again from its result with this weaker regularisation (>= 0;
+        None: no second solve).  A continuation: the ``regularisation`` gives the capture range from the
+        start, the weaker weight then lets particle-scale motion through (phantom T3, axial + lateral
+        start: 0.05 alone 0.65 px median error, then 0.005: 0.58 px; from the exact field 0.005 is the
+        least biased weight; benchmarks/RESULTS.md, issue 15).  Costs a second finest-level solve.
     max_iterations : int
         L-BFGS iterations per level (>= 1).
     tolerance : float
@@ -115,6 +121,7 @@ class GlobalOptions:
     grey_fields: bool = True
     grey_regularisation: float = 1.0
     psf_sigma_px: float = 0.0
+    final_regularisation: float | None = None
     max_iterations: int = 100
     tolerance: float = 1e-7
     out_of_view_fraction: float = 0.05
@@ -131,6 +138,8 @@ class GlobalOptions:
             raise InputError(f"grey_fields={show(self.grey_fields)} is not a bool; give True or False")
         check_number("grey_regularisation", self.grey_regularisation, minimum=0)
         check_number("psf_sigma_px", self.psf_sigma_px, minimum=0, maximum=20)
+        if self.final_regularisation is not None:
+            check_number("final_regularisation", self.final_regularisation, minimum=0)
         check_int("max_iterations", self.max_iterations, minimum=1)
         check_number("tolerance", self.tolerance, minimum=0, exclusive_minimum=True)
         check_number("out_of_view_fraction", self.out_of_view_fraction, minimum=0, maximum=1)

@@ -102,6 +102,14 @@ _DVC_OWN = {
         "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "
         "differently), instead of the single affine; with method: global use global_options {levels: 1}, "
         "whose coarse levels would undo it (benchmarks/RESULTS.md, 'An axial-profile start')."))),
+    "axial_lateral": (bool, Field(False, description=(
+        "With axial_start: fit an in-plane scale s(z) too (tomo4d.dvc.axial_profile_start(..., lateral=True)), so "
+        "that the start holds the lateral expansion that grows through the electrode."))),
+    "incremental": (bool, Field(False, description=(
+        "Steps after the first: correlate T(n-1) -> Tn (reference updating: each pair holds one step's stretch and "
+        "grey change) with the same start and options, and compose it onto the T0 -> T(n-1) field "
+        "(tomo4d.dvc.compose_fields, exact composition); from_previous is then unused. The electrode mask is "
+        "moved into T(n-1) by the previous field."))),
     "deconvolve_iterations": (int, Field(0, ge=0, le=200, description=(
         "Richardson-Lucy iterations (tomo4d.dvc.deconvolve) applied to both scans before correlation, with "
         "the PSF deconvolve_psf_sigma_px; 0: off. The blur is the largest single DVC error at battery "

@@ -23,7 +23,9 @@ carry ``analysis_scale`` among their options.
   ``tables/thickness`` and ``tables/phases`` (Parquet + CSV); a label volume over ``chunk_budget_mb`` is read slab
   by slab (:mod:`tomo4d.quantify.chunked`, identical results).
 * ``dvc``: local DVC T0 -> Tn of every step n >= 1 (:func:`tomo4d.dvc.correlate`) on the analysis series,
-  each step started from the previous step's field (``from_previous``) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
+  each step started from the previous step's field (``from_previous``), or, with ``incremental``, the pair
+  T(n-1) -> Tn correlated by the same route and composed onto T0 -> T(n-1) (``tomo4d.dvc.compose_fields``; the
+  electrode mask moved into T(n-1) by that field) -> ``fields/dvc_T0_<step>.h5`` (+ ``.vtk``
   for ParaView with ``dvc.vtk``, :mod:`.vtk_export`); node spacing and windows are in px of the analysis grid.
   Over ``chunk_budget_mb`` the ``affine_start`` is registered out of core (``register(..., chunk_budget_mb=...)``),
   the ``axial_start`` fitted on lateral block means read slab by slab (``axial_profile_start(...,
@@ -142,25 +144,45 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _electrode_mask(ctx, shape):
+def _electrode_mask(ctx, shape, moved_by=None):
     """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
-    separator interfaces, on the analysis grid of shape ``shape``."""
+    separator interfaces, on the analysis grid of shape ``shape``; with ``moved_by`` (a T0 -> Tm field) the band's
+    two planes moved into Tm by the field's mean axial displacement over each plane."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
     z = np.arange(shape[0])
-    band = (z >= float(t["collector_z_um"][0]) * 1e3 / vs) & (z < float(t["separator_z_um"][0]) * 1e3 / vs)
+    lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs
+    if moved_by is not None:
+        from ..dvc.compose import deform_field_points
+
+        yx = np.linspace(0.0, shape[1] - 1.0, 9), np.linspace(0.0, shape[2] - 1.0, 9)
+        lo, hi = (float(np.mean(deform_field_points(moved_by, np.stack(np.meshgrid([zz], *yx, indexing="ij"), -1)
+                                                    .reshape(-1, 3), order=1)[:, 0])) for zz in (lo, hi))
+    band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
 
     return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
 
 
 def _dvc_step(ctx, step, previous):
+    sec = ctx.experiment.dvc
+    usable = previous is not None and previous.usable.any()
+    if sec.incremental and step > 1 and usable:  # reference updating: T(n-1) -> Tn composed onto T0 -> T(n-1)
+        from ..dvc import compose_fields
+
+        increment = _dvc_pair(ctx, step - 1, step, None, frame=previous)
+        return compose_fields(previous, increment)
+    return _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
+
+
+def _dvc_pair(ctx, ref_step, step, initial, frame=None):
+    """The field ``ref_step -> step`` by the section's route, started from ``initial`` (or the section's start);
+    ``frame``: the T0 -> ref_step field that moves the electrode mask into ``ref_step``."""
     from ..dvc import correlate, correlate_global
 
     sec = ctx.experiment.dvc
-    ref, deformed = read_series(ctx, 0), read_series(ctx, step)  # the analysis series, lazily
-    mask = _electrode_mask(ctx, ref.shape) if sec.mask == "electrode" else None
-    initial = previous if sec.from_previous and previous is not None and previous.usable.any() else None
+    ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
+    mask = _electrode_mask(ctx, ref.shape, frame) if sec.mask == "electrode" else None
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
@@ -173,7 +195,7 @@ def _dvc_step(ctx, step, previous):
         phi0, budget = None, ctx.experiment.chunk_budget_mb
         ref_d, def_d = ref.data, deformed.data
         if sec.deconvolve_iterations:  # over the budget: box by box into the run's work folder (T0's reused)
-            ref_d, def_d = _deconvolved(ctx, 0, ref_d), _deconvolved(ctx, step, def_d)
+            ref_d, def_d = _deconvolved(ctx, ref_step, ref_d), _deconvolved(ctx, step, def_d)
         if affine_only or (axial and sec.affine_start):  # over the budget: registered out of core
             from ..register import register
 
@@ -182,7 +204,7 @@ def _dvc_step(ctx, step, previous):
             from ..dvc import axial_profile_start
 
             initial, phi0 = axial_profile_start(ref_d, def_d, phi0=phi0, mask=mask, chunk_budget_mb=budget,
-                                                node_spacing=sec.node_spacing), None
+                                                node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
         radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
         kw = sec.correlate_kwargs()
         if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
@@ -209,7 +231,7 @@ def _dvc_step(ctx, step, previous):
             from ..dvc import axial_profile_start
 
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
-                                                node_spacing=sec.node_spacing), None
+                                                node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
         return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                 options=sec.global_dvc_options())
