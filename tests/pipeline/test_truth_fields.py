@@ -130,25 +130,31 @@ def test_truth_displacement_count_refused(experiment_file, truth_dir):
         resolve_inputs(load_experiment(p))
 
 
-def test_dvc_electrode_mask(experiment_file, tmp_path):
+@pytest.mark.parametrize("mask", ["electrode", "above_collector"])
+def test_dvc_electrode_mask(experiment_file, tmp_path, mask):
     """dvc.mask: electrode correlates only the T0 electrode band (quantify's interfaces): nodes whose windows
-    lie in the collector or far in the separator are OUTSIDE_MASK, the band's nodes are measured."""
+    lie in the collector or far in the separator are OUTSIDE_MASK, the band's nodes are measured; above_collector
+    keeps the separator."""
     from tomo4d.dvc import DisplacementField, NodeStatus
     from tomo4d.quantify import read_table
 
-    p = experiment_file(iterations=30, name="mask.yaml")
-    p.write_text(p.read_text() + "  mask: electrode\n")
+    p = experiment_file(iterations=30, name=f"mask_{mask}.yaml")
+    p.write_text(p.read_text() + f"  mask: {mask}\n")
     out = tmp_path / "run"
     run_experiment(load_experiment(p), out, source=p)
     t = read_table(out / "tables" / "thickness.csv")
     f = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
     z = f.positions_zyx_px[:, 0]
     vs = 50.0  # series_hq
-    inside = (z >= t["collector_z_um"][0] * 1e3 / vs) & (z < t["separator_z_um"][0] * 1e3 / vs)
+    top = t["separator_z_um"][0] * 1e3 / vs if mask == "electrode" else np.inf
+    inside = (z >= t["collector_z_um"][0] * 1e3 / vs) & (z < top)
     outside = f.status == NodeStatus.OUTSIDE_MASK
-    assert outside.any() and not outside[inside].any()
-    far = (z < t["collector_z_um"][0] * 1e3 / vs - 6) | (z >= t["separator_z_um"][0] * 1e3 / vs + 6)
+    assert not outside[inside].any() and (outside.any() or mask == "above_collector")  # (a 2.5 px thin collector)
+    far = (z < t["collector_z_um"][0] * 1e3 / vs - 6) | (z >= top + 6)
     assert outside[far].all()  # a window (half-width 6) wholly outside the band
+    if mask == "above_collector":
+        above = z >= t["separator_z_um"][0] * 1e3 / vs + 6
+        assert above.any() and not outside[above].any()  # the separator's windows are correlated
 
 
 def test_dvc_electrode_mask_needs_quantify(phantom_dir):
@@ -209,7 +215,7 @@ def test_dvc_axial_start_streams_over_the_budget(experiment_file, tmp_path, capl
 @pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")  # 60 iterations: short on purpose
 def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_file, tmp_path, monkeypatch):
     """dvc.incremental: T2's field is T0 -> T1 composed with the pair T1 -> T2 (reference updating) correlated by
-    the same route, with the electrode band moved into T1 by T1's field; T1 is the direct route's pair.  (Accuracy:
+    the same route, the electrode band moved into T1 by T1's field; T1 is the direct route's pair.  (Accuracy:
     benchmarks/bench_dvc_large.py --incremental, RESULTS.md; this 32^3 phantom's steps are too large to judge it.)"""
     import tomo4d.dvc as dvc
     from tomo4d.dvc import DisplacementField, NodeStatus
@@ -217,6 +223,8 @@ def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_fi
 
     calls, real = [], dvc.compose_fields
     monkeypatch.setattr(dvc, "compose_fields", lambda a, b, **kw: calls.append((a, b)) or real(a, b, **kw))
+    starts, solve = [], dvc.correlate_global
+    monkeypatch.setattr(dvc, "correlate_global", lambda r, d, **kw: starts.append(kw.get("initial")) or solve(r, d, **kw))
     runs = {}
     for mode in ("false", "true"):
         p = experiment_file(iterations=30, name=f"incr_{mode}.yaml")
@@ -231,6 +239,7 @@ def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_fi
     np.testing.assert_allclose(first.phi, i1.phi)
     np.testing.assert_allclose(i2.phi, real(first, pair).phi)  # what was saved is the composition
     assert pair.notes["method"] == "global" and not np.allclose(i2.phi, d2.phi)
+    assert all(not s.notes.get("composed_from") for s in starts if s is not None)  # no T0 -> T2 refinement
     # the pair's mask: T0's band moved by T1's field (the separator plane rises by its axial displacement)
     t = read_table(tmp_path / "true" / "tables" / "thickness.csv")
     zc, zs = (float(t[k][0]) * 1e3 / 50.0 for k in ("collector_z_um", "separator_z_um"))

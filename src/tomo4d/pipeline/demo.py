@@ -121,12 +121,13 @@ quantify: {{}}
 dvc:                               # the route measured most accurate at battery expansions (RESULTS.md, issue 15)
   node_spacing: 4
   method: global                   # one regularised field with brightness/contrast fields (lithiation)
-  global_options: {{levels: 1}}      # coarse levels would undo the axial start
-  axial_start: true                # a non-uniform stretch along z fitted first, every step
-  from_previous: false
+  global_options: {{levels: 1, final_regularisation: 0.005}}   # coarse levels would undo the start; then finer
+  axial_start: true                # a non-uniform stretch along z fitted first, every pair
+  axial_lateral: true              # with the in-plane expansion
+  incremental: true                # T(n-1) -> Tn composed onto T0 -> T(n-1): one step's change per pair
   deconvolve_iterations: 20        # Richardson-Lucy with the scans' PSF: blur is the largest DVC error
   deconvolve_psf_sigma_px: {psf_px}
-  mask: electrode                  # the T0 electrode only (quantify's interfaces)
+  mask: above_collector            # the rigid collector left out (quantify's T0 interface), the separator kept
 particles: {{particle_class: [2, 3]}}   # silicon + lithiated silicon: a particle stays one while it lithiates
 residual: {{}}
 lithiation: {{truth_modes: data/truth/particles.csv}}

@@ -165,9 +165,9 @@ class Experiment(StrictModel):
             raise ValueError("enhance.apply_to_series and align together are not supported yet (the enhanced series "
                              "is not aligned: the analysis stages would read unaligned enhanced volumes); set "
                              "enhance.apply_to_series: false or remove the align section")
-        if self.dvc is not None and self.dvc.mask == "electrode" and self.quantify is None:
-            raise ValueError("dvc.mask: electrode takes the T0 interfaces from the quantify stage; add quantify: {} "
-                             "(with inputs.labels or a segment section), or set dvc.mask: none")
+        if self.dvc is not None and self.dvc.mask != "none" and self.quantify is None:
+            raise ValueError(f"dvc.mask: {self.dvc.mask} takes the T0 interfaces from the quantify stage; add "
+                             "quantify: {} (with inputs.labels or a segment section), or set dvc.mask: none")
         check_neutron(self)
         check_neutron_spectra(self)
         check_reconstruct(self)

@@ -92,11 +92,12 @@ _DVC_OWN = {
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
         "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
-    "mask": (Literal["none", "electrode"], Field("none", description=(
+    "mask": (Literal["none", "electrode", "above_collector"], Field("none", description=(
         "electrode: correlate only the T0 electrode, the z band between the collector and the separator interfaces "
         "of the quantify stage's T0 thickness (windows with less than mask_fraction inside are OUTSIDE_MASK), so "
-        "that windows straddling the interfaces do not bias the anode's nodes; needs the quantify section. none: "
-        "the whole volume."))),
+        "that windows straddling the interfaces do not bias the anode's nodes; above_collector: everything above "
+        "the collector interface (the rigid collector left out, the separator's texture kept: measured best with "
+        "method: global, RESULTS.md issue 15); both need the quantify section. none: the whole volume."))),
     "axial_start": (bool, Field(False, description=(
         "Start the first step (and every step without a usable previous field) from tomo4d.dvc.axial_profile_start: "
         "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "
@@ -107,9 +108,10 @@ _DVC_OWN = {
         "that the start holds the lateral expansion that grows through the electrode."))),
     "incremental": (bool, Field(False, description=(
         "Steps after the first: correlate T(n-1) -> Tn (reference updating: each pair holds one step's stretch and "
-        "grey change) with the same start and options, and compose it onto the T0 -> T(n-1) field "
-        "(tomo4d.dvc.compose_fields, exact composition); from_previous is then unused. The electrode mask is "
-        "moved into T(n-1) by the previous field."))),
+        "grey change) with the same start and options and compose it onto the T0 -> T(n-1) field "
+        "(tomo4d.dvc.compose_fields, exact composition; a node is measured where both parts are); from_previous is "
+        "then unused. The mask is moved into T(n-1) by the previous field. Errors of the steps add up, also when "
+        "the electrode shrinks back."))),
     "deconvolve_iterations": (int, Field(0, ge=0, le=200, description=(
         "Richardson-Lucy iterations (tomo4d.dvc.deconvolve) applied to both scans before correlation, with "
         "the PSF deconvolve_psf_sigma_px; 0: off. The blur is the largest single DVC error at battery "

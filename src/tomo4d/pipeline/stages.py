@@ -144,20 +144,22 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _electrode_mask(ctx, shape, moved_by=None):
+def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
     """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
-    separator interfaces, on the analysis grid of shape ``shape``; with ``moved_by`` (a T0 -> Tm field) the band's
-    two planes moved into Tm by the field's mean axial displacement over each plane."""
+    separator interfaces, on the analysis grid of shape ``shape`` (``top=False``, ``dvc.mask: above_collector``:
+    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's planes moved into
+    Tm by the field's mean axial displacement over each plane."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
     z = np.arange(shape[0])
-    lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs
+    lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs if top else np.inf
     if moved_by is not None:
         from ..dvc.compose import deform_field_points
 
         yx = np.linspace(0.0, shape[1] - 1.0, 9), np.linspace(0.0, shape[2] - 1.0, 9)
         lo, hi = (float(np.mean(deform_field_points(moved_by, np.stack(np.meshgrid([zz], *yx, indexing="ij"), -1)
-                                                    .reshape(-1, 3), order=1)[:, 0])) for zz in (lo, hi))
+                                                    .reshape(-1, 3), order=1)[:, 0])) if np.isfinite(zz) else zz
+                  for zz in (lo, hi))
     band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
 
@@ -171,6 +173,8 @@ def _dvc_step(ctx, step, previous):
         from ..dvc import compose_fields
 
         increment = _dvc_pair(ctx, step - 1, step, None, frame=previous)
+        # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
+        # (T2 collector side 0.163 against 0.283 composed, truth 0.310; RESULTS.md session 17)
         return compose_fields(previous, increment)
     return _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
 
@@ -182,7 +186,7 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
 
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
-    mask = _electrode_mask(ctx, ref.shape, frame) if sec.mask == "electrode" else None
+    mask = _electrode_mask(ctx, ref.shape, frame, top=sec.mask == "electrode") if sec.mask != "none" else None
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
@@ -312,7 +316,7 @@ DVC = Stage(
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),
     run_step=_dvc_step, save_step=_dvc_save, load_step=_dvc_load,
-    reads=lambda exp, need: reads_series(exp, need) if need != "quantify" else exp.dvc.mask == "electrode")
+    reads=lambda exp, need: reads_series(exp, need) if need != "quantify" else exp.dvc.mask != "none")
 
 
 # -- strain ---------------------------------------------------------------------------------------
