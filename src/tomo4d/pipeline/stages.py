@@ -174,7 +174,7 @@ def _dvc_step(ctx, step, previous):
 
         increment = _dvc_pair(ctx, step - 1, step, None, frame=previous)
         # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
-        # (T2 collector side 0.163 against 0.283 composed, truth 0.310; RESULTS.md session 17)
+        # (T2 median error 1.09 against 0.86 px composed; RESULTS.md session 17)
         return compose_fields(previous, increment)
     return _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
 
