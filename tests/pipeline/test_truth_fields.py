@@ -185,6 +185,13 @@ def test_dvc_axial_start_and_deconvolution(experiment_file, tmp_path, truth_dir)
     assert any("dvc.deconvolve_iterations changed 5 -> 6" in r for s in res.stages for r in s.reasons)
 
 
+def test_dvc_axial_lateral_needs_the_axial_start(phantom_dir):
+    p = phantom_dir / "lateral_bad.yaml"
+    p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {axial_lateral: true}\n")
+    with pytest.raises(InputError, match="dvc.axial_lateral.*axial_start: true"):
+        load_experiment(p)
+
+
 def test_dvc_deconvolution_needs_its_psf(phantom_dir):
     p = phantom_dir / "deconv_bad.yaml"
     p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {deconvolve_iterations: 10}\n")

@@ -153,6 +153,9 @@ def _check_all(self):
     if self.deconvolve_iterations and self.deconvolve_psf_sigma_px is None:
         raise ValueError(f"dvc.deconvolve_iterations={self.deconvolve_iterations} needs the scans' PSF: set "
                          "dvc.deconvolve_psf_sigma_px (px), or deconvolve_iterations: 0")
+    if self.axial_lateral and not self.axial_start:
+        raise ValueError("dvc.axial_lateral: true refines the axial start's fit; set dvc.axial_start: true too, or "
+                         "remove axial_lateral")
     try:
         self.correlation_options()
         if self.method == "global":
