@@ -233,7 +233,8 @@ def main(argv=None):
                     help="global: how the deformed volume is sampled (GlobalOptions.interpolation)")
     ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
     ap.add_argument("--continue-reg", type=float, default=None,
-                    help="global: solve again from the result with this regularisation (continuation)")
+                    help="global: GlobalOptions.final_regularisation: the finest level solved again with this "
+                         "weaker regularisation (continuation; the grey fields carried on)")
     ap.add_argument("--incremental", action="store_true",
                     help="steps after the first: T(n-1) -> Tn (same start and options) composed onto T0 -> T(n-1), "
                          "as dvc.incremental")
