@@ -333,19 +333,14 @@ def _increment(a, series, n, prev, kw, mask):
     """T0 -> Tn as T0 -> T(n-1) (``prev``) composed with T(n-1) -> Tn (reference updating; the pair started and
     correlated like a first step, the mask's band moved into T(n-1) by ``prev``), as the runner's
     ``dvc.incremental``; with ``--refine`` T0 -> Tn is then correlated from the composition."""
-    from tomo4d.dvc import axial_profile_start, compose_fields, correlate, correlate_global
-    from tomo4d.dvc.compose import deform_field_points
+    from tomo4d.dvc import axial_profile_start, compose_fields, correlate, correlate_global, moved_planes
 
     kwn = dict(kw)
     if mask is not None and (a.electrode_mask or a.collector_mask):
         z = np.nonzero(mask[:, 0, 0])[0]
-        ys = np.linspace(0, mask.shape[1] - 1, 9)
-        moved = []
-        for zz in (z[0], z[-1] + 1):
-            pts = np.stack(np.meshgrid([float(zz)], ys, ys, indexing="ij"), -1).reshape(-1, 3)
-            moved.append(float(np.mean(deform_field_points(prev, pts, order=1)[:, 0])))
+        lo, hi = moved_planes(prev, (z[0], z[-1] + 1), mask.shape[1:])
         zi = np.arange(mask.shape[0])
-        kwn["mask"] = np.broadcast_to(((zi >= moved[0]) & (zi < moved[1]))[:, None, None], mask.shape)
+        kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":

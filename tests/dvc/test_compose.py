@@ -94,3 +94,17 @@ def test_second_fields_statuses_passed_on():
     failed = (lands == top) | (lands == top - 100) | (lands == top - 200)
     assert (out.status[sel & ~failed] == NodeStatus.CONVERGED).all()
     assert out.notes["status_from_second"] == int((sel & failed).sum())
+
+
+def test_moved_planes_follow_the_mean_axial_displacement():
+    from tomo4d.dvc import moved_planes
+    from tomo4d.errors import InputError
+
+    u, grad = _step(0)  # u_z = 0.05 (z - 500) + a lateral sine whose mean over the lattice is ~0
+    field = _field(u, grad)
+    got = moved_planes(field, (300.0, 600.0, np.inf), (1000, 1000), samples=21)
+    want_sine = np.mean(3.0 * np.sin(2 * np.pi * np.linspace(0, 999, 21) / 1000))
+    assert got[:2] == pytest.approx([300 - 10 + want_sine, 600 + 5 + want_sine], abs=0.05)
+    assert got[2] == np.inf  # an open band edge stays open
+    with pytest.raises(InputError, match="yx_shape"):
+        moved_planes(field, (300.0,), (1000,))

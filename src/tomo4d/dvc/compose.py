@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from .field import DisplacementField, NodeStatus
 
-__all__ = ["compose_fields", "deform_field_points"]
+__all__ = ["compose_fields", "deform_field_points", "moved_planes"]
 
 
 def deform_field_points(field: DisplacementField, points_zyx_px, *, order: int = 3) -> np.ndarray:
@@ -27,6 +27,24 @@ def deform_field_points(field: DisplacementField, points_zyx_px, *, order: int =
     pts = np.asarray(points_zyx_px, dtype=np.float64).reshape(-1, 3)
     u, _ = field.interpolate(pts, order=order)
     return pts + u
+
+
+def moved_planes(field: DisplacementField, z_px, yx_shape, *, samples: int = 9) -> np.ndarray:
+    """Mean z (px) in the deformed volume of each reference plane ``z = z_px[i]`` moved by ``field``: the
+    plane sampled on a ``samples`` x ``samples`` lateral lattice over ``yx_shape`` (trilinear interpolation of
+    the field).  Moves a z band (an electrode mask) from T0 into Tm for reference updating; a non-finite
+    ``z_px`` (an open band edge) stays as it is."""
+    z = np.atleast_1d(np.asarray(z_px, dtype=np.float64))
+    if len(yx_shape) != 2 or min(int(n) for n in yx_shape) < 1:
+        raise InputError(f"yx_shape={tuple(yx_shape)!r} must be the (y, x) extent of the volume, two positive "
+                         "integers")
+    ys, xs = (np.linspace(0.0, int(n) - 1.0, samples) for n in yx_shape)
+    out = z.copy()
+    for i, zz in enumerate(z):
+        if np.isfinite(zz):
+            pts = np.stack(np.meshgrid([zz], ys, xs, indexing="ij"), -1).reshape(-1, 3)
+            out[i] = float(np.mean(deform_field_points(field, pts, order=1)[:, 0]))
+    return out
 
 
 def _nearest_nodes(field: DisplacementField, points: np.ndarray) -> np.ndarray:

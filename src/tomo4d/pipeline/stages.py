@@ -154,12 +154,9 @@ def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
     z = np.arange(shape[0])
     lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs if top else np.inf
     if moved_by is not None:
-        from ..dvc.compose import deform_field_points
+        from ..dvc import moved_planes
 
-        yx = np.linspace(0.0, shape[1] - 1.0, 9), np.linspace(0.0, shape[2] - 1.0, 9)
-        lo, hi = (float(np.mean(deform_field_points(moved_by, np.stack(np.meshgrid([zz], *yx, indexing="ij"), -1)
-                                                    .reshape(-1, 3), order=1)[:, 0])) if np.isfinite(zz) else zz
-                  for zz in (lo, hi))
+        lo, hi = moved_planes(moved_by, (lo, hi), shape[1:])
     band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
 
