@@ -204,3 +204,21 @@ def test_final_regularisation_lets_fine_motion_through(texture, warp):
         err[final] = float(np.median(np.abs(f.displacement_zyx_px[inner, 1] - wave(f.positions_zyx_px[inner].T)[1])))
         assert [lv.get("regularisation") for lv in f.notes["levels"]] == ([None] if final is None else [None, final])
     assert err[None] > 0.2 and err[0.005] < 0.1, err  # measured 0.35 / 0.04 px
+
+
+@pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")
+def test_tolerance_is_relative_to_the_objective(texture):
+    """``tolerance`` stops a level on the objective's change relative to its start value, whatever the objective's
+    scale: torch's L-BFGS tests are absolute, and on the raw objective a loose tolerance (or a continuation from a
+    settled field, whose gradient is tiny) ended the solve after one iteration with the start returned unmoved."""
+    from scipy import ndimage
+
+    ref = np.ascontiguousarray(texture[:32, :32, :32])
+    dfm = ndimage.shift(ref, (0.5, -0.3, 0.2), order=3, mode="nearest").astype(np.float32)
+    got = {}
+    for tol in (1e-3, 1e-2):
+        f = correlate_global(ref, dfm, node_spacing=4, levels=1, threads=1, tolerance=tol)
+        inner = np.all((f.positions_zyx_px >= 8) & (f.positions_zyx_px <= 23), axis=1)
+        got[tol] = (f.notes["levels"][0]["iterations"], float(np.median(f.displacement_zyx_px[inner, 0])))
+    assert got[1e-2][0] > 1 and got[1e-2][1] > 0.3, got      # was 1 iteration, u = 0
+    assert got[1e-3][1] == pytest.approx(0.5, abs=0.02), got  # was 0.413

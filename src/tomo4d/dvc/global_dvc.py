@@ -89,9 +89,10 @@ class GlobalOptions:
     final_regularisation : float, optional
         After the finest level, solve it again from its result with this weaker regularisation (>= 0;
         None: no second solve).  A continuation: the ``regularisation`` gives the capture range from the
-        start, the weaker weight then lets particle-scale motion through (phantom T3, axial + lateral
-        start: 0.05 alone 0.65 px median error, then 0.005: 0.58 px; from the exact field 0.005 is the
-        least biased weight; benchmarks/RESULTS.md, issue 15).  Costs a second finest-level solve.
+        start, the weaker weight then lets finer motion through (a 0.6 px lateral wave of 16 px wavelength:
+        0.35 -> 0.04 px).  On the battery phantom it costs accuracy (incremental route, 0.05 then 0.005:
+        T1 / T2 median error 0.235 / 0.426 px against 0.208 / 0.375 with 0.05 alone; benchmarks/RESULTS.md,
+        session 18).  Costs a second finest-level solve.
     max_iterations : int
         L-BFGS iterations per level (>= 1).
     tolerance : float

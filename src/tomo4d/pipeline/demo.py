@@ -121,7 +121,7 @@ quantify: {{}}
 dvc:                               # the route measured most accurate at battery expansions (RESULTS.md, issue 15)
   node_spacing: 4
   method: global                   # one regularised field with brightness/contrast fields (lithiation)
-  global_options: {{levels: 1, final_regularisation: 0.005}}   # coarse levels would undo the start; then finer
+  global_options: {{levels: 1}}    # coarse levels would undo the start (no continuation: it costs accuracy)
   axial_start: true                # a non-uniform stretch along z fitted first, every pair
   axial_lateral: true              # with the in-plane expansion
   incremental: true                # T(n-1) -> Tn composed onto T0 -> T(n-1): one step's change per pair
