@@ -277,6 +277,7 @@ def main(argv=None):
         t = exp.truth
         z_nm = grid.origin_nm[0] + np.arange(series[0].shape[0]) * grid.voxel_size_nm
         top = t.z_collector_nm + t.thickness_nm[0] if a.electrode_mask else np.inf
+        a.band_px = tuple((v - grid.origin_nm[0]) / grid.voxel_size_nm for v in (t.z_collector_nm, top))
         band = (z_nm >= t.z_collector_nm) & (z_nm < top)
         mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
         kw["mask"] = mask
@@ -337,8 +338,9 @@ def _increment(a, series, n, prev, kw, mask):
 
     kwn = dict(kw)
     if mask is not None and (a.electrode_mask or a.collector_mask):
-        z = np.nonzero(mask[:, 0, 0])[0]
-        lo, hi = moved_planes(prev, (z[0], z[-1] + 1), mask.shape[1:])
+        # the interfaces themselves (px), as the runner moves them: the first masked row instead (session 17)
+        # lifted the edge by a few hundredths of a px past it and dropped the node row straddling the collector
+        lo, hi = moved_planes(prev, a.band_px, mask.shape[1:])
         zi = np.arange(mask.shape[0])
         kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
     ref, dfm = series[n - 1], series[n]
