@@ -334,13 +334,13 @@ def _increment(a, series, n, prev, kw, mask):
     """T0 -> Tn as T0 -> T(n-1) (``prev``) composed with T(n-1) -> Tn (reference updating; the pair started and
     correlated like a first step, the mask's band moved into T(n-1) by ``prev``), as the runner's
     ``dvc.incremental``; with ``--refine`` T0 -> Tn is then correlated from the composition."""
-    from tomo4d.dvc import axial_profile_start, compose_fields, correlate, correlate_global, moved_planes
+    from tomo4d.dvc import axial_profile_start, compose_fields, correlate, correlate_global, moved_band
 
     kwn = dict(kw)
     if mask is not None and (a.electrode_mask or a.collector_mask):
-        # the interfaces themselves (px), as the runner moves them: the first masked row instead (session 17)
-        # lifted the edge by a few hundredths of a px past it and dropped the node row straddling the collector
-        lo, hi = moved_planes(prev, a.band_px, mask.shape[1:])
+        # from the interfaces themselves (px), as the runner: the first masked row instead (session 17) lifted
+        # the edge a few hundredths of a px past it and dropped the node row straddling the collector
+        lo, hi = moved_band(prev, *a.band_px, mask.shape[1:])
         zi = np.arange(mask.shape[0])
         kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
     ref, dfm = series[n - 1], series[n]

@@ -108,3 +108,27 @@ def test_moved_planes_follow_the_mean_axial_displacement():
     assert got[2] == np.inf  # an open band edge stays open
     with pytest.raises(InputError, match="yx_shape"):
         moved_planes(field, (300.0,), (1000,))
+
+
+def test_moved_band_edges_move_with_the_material_outside_the_kinks():
+    """A rigid collector below z = 349, an electrode stretching 20 % up to z = 649, a separator carried rigidly
+    above: both kinks lie halfway between nodes (z = 324, 374, ..., spacing 50), where a trilinear field is smeared
+    across the edge."""
+    from tomo4d.dvc import moved_band, moved_planes
+
+    def u(p):
+        z = np.clip(p[:, 0], 349, 649)
+        return np.stack([0.2 * (z - 349), 0 * z, 0 * z], axis=1)
+
+    def grad(p):
+        g = np.zeros((len(p), 3, 3))
+        g[(p[:, 0] > 349) & (p[:, 0] < 649), 0, 0] = 0.2
+        return g
+
+    field = _field(u, grad)
+    smeared = moved_planes(field, (349.0, 649.0), (1000, 1000))
+    assert smeared[0] == pytest.approx(351.5, abs=0.01) and smeared[1] == pytest.approx(706.5, abs=0.01)
+    assert moved_band(field, 349.0, 649.0, (1000, 1000)) == pytest.approx((349.0, 709.0), abs=0.01)
+    lo, hi = moved_band(field, 349.0, np.inf, (1000, 1000))  # dvc.mask: above_collector
+    assert lo == pytest.approx(349.0, abs=0.01) and hi == np.inf
+    assert moved_band(field, 10.0, 990.0, (1000, 1000)) == pytest.approx((10.0, 990.0 + 60.0), abs=0.01)  # border

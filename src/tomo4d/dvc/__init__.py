@@ -17,7 +17,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "axial_profile_start": "axial",
-    "compose_fields": "compose", "deform_field_points": "compose", "moved_planes": "compose",
+    "compose_fields": "compose", "deform_field_points": "compose", "moved_planes": "compose", "moved_band": "compose",
     "correlate": "correlate",
     "deconvolve": "deconvolve", "deconvolve_chunked": "deconvolve_chunked",
     "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",

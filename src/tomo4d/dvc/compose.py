@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from .field import DisplacementField, NodeStatus
 
-__all__ = ["compose_fields", "deform_field_points", "moved_planes"]
+__all__ = ["compose_fields", "deform_field_points", "moved_band", "moved_planes"]
 
 
 def deform_field_points(field: DisplacementField, points_zyx_px, *, order: int = 3) -> np.ndarray:
@@ -45,6 +45,21 @@ def moved_planes(field: DisplacementField, z_px, yx_shape, *, samples: int = 9) 
             pts = np.stack(np.meshgrid([zz], ys, xs, indexing="ij"), -1).reshape(-1, 3)
             out[i] = float(np.mean(deform_field_points(field, pts, order=1)[:, 0]))
     return out
+
+
+def moved_band(field: DisplacementField, lower_z_px: float, upper_z_px: float, yx_shape) -> tuple[float, float]:
+    """The z band ``[lower_z_px, upper_z_px)`` of the reference (an electrode between a rigid collector and the
+    separator) moved by ``field``: each edge moves with the material one node spacing outside the band, where the
+    field is not smeared across the edge's kink (at the collector plane itself a trilinear field reads about half
+    the swelling of the node above and lifts the band's lower edge, which can take the node row straddling the
+    collector out of the next pair's mask; session 18).  An infinite edge stays as it is; an edge whose outside
+    sample would leave the volume is sampled at the volume's border."""
+    s = float(np.asarray(field.node_spacing_px, dtype=float)[0]) if field.node_spacing_px is not None else 0.0
+    top = float(field.volume_shape_zyx[0]) - 1.0 if field.volume_shape_zyx is not None else np.inf
+    lo, hi = float(lower_z_px), float(upper_z_px)
+    at = (max(lo - s, 0.0) if np.isfinite(lo) else lo, min(hi + s, top) if np.isfinite(hi) else hi)
+    moved = moved_planes(field, at, yx_shape)
+    return tuple(float(m + (e - a)) if np.isfinite(e) else e for m, e, a in zip(moved, (lo, hi), at))
 
 
 def _nearest_nodes(field: DisplacementField, points: np.ndarray) -> np.ndarray:

@@ -147,16 +147,16 @@ def _field_path(out: Path, ctx, step: int) -> Path:
 def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
     """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
     separator interfaces, on the analysis grid of shape ``shape`` (``top=False``, ``dvc.mask: above_collector``:
-    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's planes moved into
-    Tm by the field's mean axial displacement over each plane."""
+    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's edges moved into
+    Tm with the material just outside them (:func:`tomo4d.dvc.moved_band`)."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
     z = np.arange(shape[0])
     lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs if top else np.inf
     if moved_by is not None:
-        from ..dvc import moved_planes
+        from ..dvc import moved_band
 
-        lo, hi = moved_planes(moved_by, (lo, hi), shape[1:])
+        lo, hi = moved_band(moved_by, lo, hi, shape[1:])
     band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
 
