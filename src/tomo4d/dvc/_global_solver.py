@@ -185,7 +185,7 @@ def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
         start = float(_objective(lv, U, A, B, opts, weights, var)[0])
     # L-BFGS minimises the objective divided by its start value, so that its tolerances are relative as
     # GlobalOptions.tolerance says: torch's tests (the change of the objective, and the first step's
-    # directional derivative -|g|^2) are absolute, and on the raw objective (~1e-2, |g|^2 below 1e-7 at the
+    # directional derivative -|g|^2) are absolute, and on the raw objective (~1e-2, |g|^2 near 1e-7 at the
     # phantom's 7e4 unknowns) a continuation from a settled field stopped after one iteration without moving
     # (final_regularisation was a no-op on the phantom's T1 and T2; session 18)
     scale = 1.0 / start if start > 0 else 1.0

@@ -96,7 +96,7 @@ class GlobalOptions:
     max_iterations : int
         L-BFGS iterations per level (>= 1).
     tolerance : float
-        Relative change of the objective below which a level stops (> 0).
+        Change of the objective, relative to its value at the level's start, below which a level stops (> 0).
     out_of_view_fraction : float
         A node whose support (the voxels within one spacing of it) has more than this
         fraction of its masked voxels mapped outside the deformed volume is ``OUT_OF_VIEW``.
