@@ -84,32 +84,20 @@ def _row(exp, grid, step, field, truth_means, hw, *, tent=False):
 
 def _volume_means(exp, grid, field, st):
     """Mean Hencky zz of each half of the T0 anode and its det F - 1 as volume averages of the measured field, the
-    way the truth is averaged: F of the node differences interpolated (trilinear) at points 0.5 px apart in z and
-    2 px in y, x filling each half (points whose 8 nodes are not all valid left out).  The node means above
-    ("windows wholly inside the anode") leave out the strain next to both interfaces, which at T3 is far from
-    the half's mean (the exact profile runs 0.18 -> 0.08 -> 0.36 -> 0.20 -> -0.05 through the anode)."""
-    from scipy import ndimage
-
-    from tomo4d.dvc import finite
+    way the truth is averaged: ``tomo4d.dvc.slab_volume_mean`` (F of the field's trilinear interpolant at points
+    filling each half; points whose 8 nodes are not all usable left out; the runner's regional tables since
+    session 19; sessions 17-18 interpolated the node-difference F instead, which reads the halves next to a kink
+    up to ~0.01 lower).  The node means above ("windows wholly inside the anode") leave out the strain next to
+    both interfaces, which at T3 is far from the half's mean (the exact profile runs 0.18 -> 0.08 -> 0.36 ->
+    0.20 -> -0.05 through the anode)."""
+    from tomo4d.dvc import slab_volume_mean
 
     t = exp.truth
     zc = (t.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
     zs = zc + t.thickness_nm[0] / grid.voxel_size_nm
-    shape = np.asarray(field.volume_shape_zyx, float)
-    org, sp = field.grid_origin_px, np.asarray(field.node_spacing_px, float)
-    F = np.where(st.valid[..., None, None], st.F, np.nan)
-    out, dets = {}, []
-    for side, (lo, hi) in (("collector", (zc, (zc + zs) / 2)), ("separator", ((zc + zs) / 2, zs))):
-        pts = np.stack(np.meshgrid(np.arange(lo + 0.25, hi, 0.5), np.arange(0.5, shape[1] - 1, 2.0),
-                                   np.arange(0.5, shape[2] - 1, 2.0), indexing="ij"), -1).reshape(-1, 3)
-        idx = ((pts - org) / sp).T
-        Fp = np.stack([ndimage.map_coordinates(F[..., i, j], idx, order=1, mode="nearest")
-                       for i in range(3) for j in range(3)], -1).reshape(-1, 3, 3)
-        Fp = Fp[np.all(np.isfinite(Fp), axis=(1, 2))]
-        out[f"hencky_zz_{side}_volume"] = float(np.mean(finite.hencky(Fp)[:, 0, 0])) if len(Fp) else float("nan")
-        dets.append(np.linalg.det(Fp) - 1.0)
-    d = np.concatenate(dets)
-    out["volumetric_volume"] = float(np.mean(d)) if d.size else float("nan")
+    out = {f"hencky_zz_{side}_volume": slab_volume_mean(field, lo, hi, components=("hencky_zz",)).values[0]
+           for side, (lo, hi) in (("collector", (zc, (zc + zs) / 2)), ("separator", ((zc + zs) / 2, zs)))}
+    out["volumetric_volume"] = slab_volume_mean(field, zc, zs, components=("volumetric",)).values[0]
     return out
 
 
@@ -221,6 +209,12 @@ def main(argv=None):
                          "dvc.mask: electrode")
     ap.add_argument("--collector-mask", action="store_true",
                     help="match only above the T0 collector interface (the collector left out, the separator in)")
+    ap.add_argument("--band-lift", type=float, default=0.0,
+                    help="--electrode-mask/--collector-mask: start the band this many px above the collector "
+                         "interface (leave the static interface's blur out of the anode's match)")
+    ap.add_argument("--face-margin", type=int, default=0,
+                    help="leave this many slices at both z faces out of the mask (the blur's and the "
+                         "deconvolution's boundary: static in every scan)")
     ap.add_argument("--exclude-in-anode", action="store_true",
                     help="--exclude-above only inside the T0 anode band (keeps the collector)")
     ap.add_argument("--method", choices=["local", "global", "none"], default="local",
@@ -240,6 +234,7 @@ def main(argv=None):
                          "as dvc.incremental")
     ap.add_argument("--refine", action="store_true", help="--incremental: then correlate T0 -> Tn from the composition")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
+    ap.add_argument("--grey-reg", type=float, default=None, help="global: GlobalOptions.grey_regularisation")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
     ap.add_argument("--deconvolve", type=int, default=0,
@@ -277,16 +272,23 @@ def main(argv=None):
         t = exp.truth
         z_nm = grid.origin_nm[0] + np.arange(series[0].shape[0]) * grid.voxel_size_nm
         top = t.z_collector_nm + t.thickness_nm[0] if a.electrode_mask else np.inf
-        a.band_px = tuple((v - grid.origin_nm[0]) / grid.voxel_size_nm for v in (t.z_collector_nm, top))
-        band = (z_nm >= t.z_collector_nm) & (z_nm < top)
+        lo_nm = t.z_collector_nm + a.band_lift * grid.voxel_size_nm
+        a.band_px = tuple((v - grid.origin_nm[0]) / grid.voxel_size_nm for v in (lo_nm, top))
+        band = (z_nm >= lo_nm) & (z_nm < top)
         mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
+        kw["mask"] = mask
+    if a.face_margin:
+        zi = np.arange(series[0].shape[0])
+        inner = ((zi >= a.face_margin) & (zi < len(zi) - a.face_margin))[:, None, None]
+        mask = inner if mask is None else mask & inner
+        mask = np.broadcast_to(mask, series[0].shape)
         kw["mask"] = mask
     if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
                      ("max_iterations", a.max_iter), ("interpolation", a.interp),
-                     ("final_regularisation", a.continue_reg)):
+                     ("final_regularisation", a.continue_reg), ("grey_regularisation", a.grey_reg)):
             if v is not None:
                 kw[k] = v
         if mask is not None:
@@ -342,7 +344,8 @@ def _increment(a, series, n, prev, kw, mask):
         # the edge a few hundredths of a px past it and dropped the node row straddling the collector
         lo, hi = moved_band(prev, *a.band_px, mask.shape[1:])
         zi = np.arange(mask.shape[0])
-        kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
+        band = (zi >= lo) & (zi < hi) & (zi >= a.face_margin) & (zi < len(zi) - a.face_margin)
+        kwn["mask"] = np.broadcast_to(band[:, None, None], mask.shape)
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":

@@ -15,6 +15,7 @@ from tomo4d.dvc import (
     hencky,
     node_grid,
     regional_strain,
+    slab_volume_mean,
     strain_field,
     strain_histogram,
 )
@@ -208,3 +209,103 @@ def test_strain_beyond_the_validated_range_is_flagged(stretch, flagged):
     assert VALIDATED_AXIAL_HENCKY == pytest.approx(0.12)
     s = strain_field(_grid_field(lambda p: np.stack([stretch * (p[:, 0] - 50), 0 * p[:, 0], 0 * p[:, 0]], 1)))
     assert beyond_validated_range(s) is flagged
+
+
+def _graded(a=0.01, origin=(2.0, 1.0, 3.0), spacing=4.0, shape=(11, 5, 6)):
+    """A StrainField with F_zz = 1 + a z on a regular grid (every other component identity): linear in z, so the
+    trilinear interpolation between nodes is exact and the slab mean is the integral of ln(1 + a z)."""
+    pos = np.stack(np.meshgrid(*[o + spacing * np.arange(n) for o, n in zip(origin, shape)], indexing="ij"), -1)
+    F = np.broadcast_to(np.eye(3), shape + (3, 3)).copy()
+    F[..., 0, 0] = 1 + a * pos[..., 0]
+    return StrainField.from_deformation_gradient(F, valid=np.ones(shape, bool), positions_zyx_px=pos)
+
+
+def _exact_mean(a, lo, hi):
+    z = np.linspace(lo, hi, 200_001)
+    return float(np.mean(np.log1p(a * z)))
+
+
+@pytest.mark.parametrize("lo, hi", [(10.0, 13.0), (7.3, 30.9), (0.0, 60.0)])
+def test_slab_volume_mean_is_the_integral_over_the_slab(lo, hi):
+    st = _graded()
+    r = slab_volume_mean(st, lo, hi, components=("hencky_zz", "volumetric", "hencky_yy"))
+    z0, z1 = max(lo, 2.0), min(hi, 42.0)   # the slab inside the node grid (z 2 .. 42)
+    assert r.value("hencky_zz") == pytest.approx(_exact_mean(0.01, z0, z1), abs=2e-5)
+    assert r.value("volumetric") == pytest.approx(0.01 * (z0 + z1) / 2, abs=1e-6)
+    assert r.value("hencky_yy") == pytest.approx(0.0, abs=1e-9)
+    assert r.covered == 1.0 and r.n_points > 0
+
+
+def test_slab_volume_mean_differs_from_the_node_mean_between_nodes():
+    # the slab 10..13 holds one node (z 10): its node mean reads ln(1.10); the material averages ln(1 + 0.115)
+    st = _graded()
+    r = slab_volume_mean(st, 10.0, 13.0, components=("F_zz",))
+    assert r.value("F_zz") == pytest.approx(1.115, abs=1e-6)
+
+
+def test_slab_volume_mean_leaves_out_points_next_to_invalid_nodes():
+    st = _graded()
+    valid = st.valid.copy()
+    valid[5] = False                                    # the node plane z = 22
+    bad = StrainField.from_deformation_gradient(st.F, valid=valid, positions_zyx_px=st.positions_zyx_px)
+    r = slab_volume_mean(bad, 10.0, 30.0)
+    assert r.covered == pytest.approx(0.6, abs=0.01)    # 18..26 px of the 10..30 slab left out
+    exact = (_exact_mean(0.01, 10, 18) * 8 + _exact_mean(0.01, 26, 30) * 4) / 12
+    assert r.value("hencky_zz") == pytest.approx(exact, abs=2e-5)
+    none = StrainField.from_deformation_gradient(st.F, valid=np.zeros_like(valid), positions_zyx_px=st.positions_zyx_px)
+    assert np.isnan(slab_volume_mean(none, 10.0, 30.0).value("hencky_zz"))
+    assert np.isnan(slab_volume_mean(st, 50.0, 60.0).value("hencky_zz"))  # above the grid: nothing to average
+
+
+def test_slab_volume_mean_thins_laterally_within_the_budget():
+    st = _graded()
+    r = slab_volume_mean(st, 2.0, 42.0, max_points=2000)
+    assert r.n_points <= 2600 and r.value("hencky_zz") == pytest.approx(_exact_mean(0.01, 2, 42), abs=2e-5)
+
+
+def test_slab_volume_mean_bad_input():
+    st = _graded()
+    with pytest.raises(InputError, match="upper_z_px=10.*above lower_z_px=20"):
+        slab_volume_mean(st, 20.0, 10.0)
+    with pytest.raises(InputError, match="lower_z_px"):
+        slab_volume_mean(st, float("nan"), 10.0)
+    with pytest.raises(InputError, match="component 'hencky_zz' was not computed"):
+        slab_volume_mean(st, 10.0, 20.0, components=("volumetric",)).value("hencky_zz")
+
+
+def _kinked_field(e=0.2, kink=22.0, top=42.0, shape=(13, 4, 5), spacing=4, origin=2.0):
+    """u_z = e (z - kink) between ``kink`` and ``top`` (0 below, rigid above), on a node grid from ``origin``."""
+    ax = [origin + spacing * np.arange(n) for n in shape]
+    pos = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
+    phi = np.tile(np.eye(4), (len(pos), 1, 1))
+    phi[:, 0, 3] = e * (np.clip(pos[:, 0], kink, top) - kink)
+    return DisplacementField(pos, phi, np.zeros(len(pos), np.int8), grid_shape=shape,
+                             node_spacing_px=(spacing,) * 3, half_window_px=(spacing,) * 3)
+
+
+def test_slab_volume_mean_of_a_displacement_field_is_its_faces_motion():
+    """From a DisplacementField the slab's F is that of the field's trilinear interpolant: with the kinks on nodes
+    the layer's Hencky strain is exact (ln 1.2) and the rigid and fixed parts read 0; the node-F route
+    (StrainField) smears each kink over two spacings and reads the layer low."""
+    f = _kinked_field()
+    layer = slab_volume_mean(f, 22.0, 42.0, components=("hencky_zz", "volumetric"))
+    assert layer.value("hencky_zz") == pytest.approx(np.log(1.2), abs=1e-9)
+    assert layer.value("volumetric") == pytest.approx(0.2, abs=1e-9) and layer.covered == 1.0
+    assert slab_volume_mean(f, 2.0, 22.0).value("hencky_zz") == pytest.approx(0.0, abs=1e-12)
+    assert slab_volume_mean(f, 42.0, 50.0).value("hencky_zz") == pytest.approx(0.0, abs=1e-12)
+    smeared = slab_volume_mean(strain_field(f), 22.0, 42.0).value("hencky_zz")
+    assert np.log(1.2) - smeared > 0.01
+    # a cell whose face lies inside it: its mean stretch is that of the faces' interpolated motion
+    half = slab_volume_mean(f, 24.0, 42.0, components=("F_zz",)).value("F_zz")
+    assert half == pytest.approx(1 + (0.2 * 20 - 0.2 * 2) / 18, abs=1e-9)
+
+
+def test_slab_volume_mean_of_a_displacement_field_leaves_out_unusable_nodes():
+    f = _kinked_field()
+    st = f.status.copy()
+    st[f.positions_zyx_px[:, 0] == 30.0] = NodeStatus.NOT_CONVERGED       # a node plane inside the layer
+    r = slab_volume_mean(f.with_(status=st), 22.0, 42.0)
+    assert r.covered == pytest.approx(0.6, abs=1e-9)                       # cells 26..30 and 30..34 out
+    assert r.value("hencky_zz") == pytest.approx(np.log(1.2), abs=1e-9)
+    with pytest.raises(InputError, match="DisplacementField or StrainField"):
+        slab_volume_mean(np.zeros((3, 3)), 0.0, 1.0)

@@ -29,7 +29,7 @@ _EXPORTS = {
     "equivalent_strain": "finite", "green_lagrange": "finite", "hencky": "finite", "principal_stretches": "finite",
     "small_strain": "finite", "volumetric_strain": "finite",
     "RegionStats": "strain", "StrainField": "strain", "regional_strain": "strain", "strain_field": "strain",
-    "strain_histogram": "strain", "beyond_validated_range": "strain", "VALIDATED_AXIAL_HENCKY": "strain",
+    "SlabMean": "strain", "slab_volume_mean": "strain", "strain_histogram": "strain", "beyond_validated_range": "strain", "VALIDATED_AXIAL_HENCKY": "strain",
 }
 
 __all__ = sorted(_EXPORTS)

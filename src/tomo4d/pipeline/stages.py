@@ -358,8 +358,8 @@ def _strain_run(ctx):
     regional = None
     if thickness is not None and strains:
         vs = analysis_voxel_size_nm(ctx)[0]  # the fields' grid (enhanced: twice finer)
-        regional = regional_strain_series(
-            list(strains.values()), collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
+        regional = regional_strain_series(  # the fields: the layers' volume means from their interpolant
+            [fields[inp.names[i]] for i in strains], collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 / vs,
             separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 / vs,
             n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in strains])
     truth = _truth_strain(ctx, fields, strains, summary, thickness)
@@ -370,8 +370,7 @@ def _strain_run(ctx):
 def _truth_strain(ctx, fields, strains, summary, thickness):
     """With ``truth.displacement`` (:mod:`.truth_fields`): the median displacement error and the mean true strain
     over the nodes the measurement has (``*_true``), added to ``summary`` in place; returns the true regional
-    statistics over every node of each layer (what the layer truly did, or None)."""
-    from ..dvc import strain_field
+    statistics over every node of each layer and its volume means (what the layer truly did), or None."""
     from ..quantify import regional_strain_series
     from .truth_fields import truth_field, truth_strain
 
@@ -379,7 +378,7 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
     if not inp.truth_displacement:
         return None
     scale, vs = analysis_scale(ctx.experiment), inp.voxel_size_nm[0]
-    err, cols, true_strains = [], {f"{c}_mean_true": [] for c in ("hencky_zz", "volumetric")}, {}
+    err, cols, true_fields = [], {f"{c}_mean_true": [] for c in ("hencky_zz", "volumetric")}, {}
     for i in range(1, inp.n_steps):
         field = fields[inp.names[i]]
         tf = truth_field(field, inp.truth_displacement[i], voxel_size_nm=vs, scale=scale,
@@ -387,7 +386,7 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
         ok = field.usable
         d = np.linalg.norm(field.displacement_zyx_px - tf.displacement_zyx_px, axis=1)[ok]
         err.append(float(np.median(d)) if d.size else np.nan)
-        true_strains[i] = strain_field(tf)  # the layers' true strain: every node of the truth
+        true_fields[i] = tf  # the layers' true strain: every node of the truth
         st = truth_strain(tf, strains[i]) if i in strains else None  # the nodes the measurement has
         for c in ("hencky_zz", "volumetric"):
             vals = st.component(c)[st.valid] if st is not None else np.zeros(0)
@@ -397,10 +396,10 @@ def _truth_strain(ctx, fields, strains, summary, thickness):
     if thickness is None:
         return None
     return regional_strain_series(
-        list(true_strains.values()),  # every step: the truth is known even where the DVC failed
+        list(true_fields.values()),  # every step: the truth is known even where the DVC failed
         collector_z_px=float(thickness["collector_z_um"][0]) * 1e3 * scale / vs,
         separator_z_px=float(thickness["separator_z_um"][0]) * 1e3 * scale / vs,
-        n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in true_strains])
+        n_layers=ctx.experiment.quantify.n_layers, names=[inp.names[i] for i in true_fields])
 
 
 def _strain_save(result, out):

@@ -30,7 +30,7 @@ _DIMENSIONLESS = (
     "changed_fraction", "shell_score", "mean_changed_depth", "ncc", "residual_rms_relative",
     # strains (ln U, det F - 1)
     "hencky_zz_mean", "hencky_zz_median", "volumetric_mean", "volumetric_median", "strain_mean", "strain_median",
-    "strain_std", "strain_p05", "strain_p95",
+    "strain_std", "strain_p05", "strain_p95", "strain_volume_mean", "volume_covered",
     # neutron spectra (lattice strain, 6Li fraction, fit quality)
     "strain", "strain_sigma", "li6_fraction_sigma", "chi2_reduced",
 )

@@ -3,7 +3,9 @@
 The electrode of the reference step (T0) is cut into ``n_layers`` slabs between the collector and
 separator interfaces (two layers: the collector side and the separator side); every node of a
 strain field (reference coordinates) falls into one layer by its depth (z, the electrode-thickness
-axis).  Statistics come from :func:`tomo4d.dvc.regional_strain`, histograms from the same valid nodes.
+axis).  Statistics come from :func:`tomo4d.dvc.regional_strain`, histograms from the same valid nodes;
+the layer's volume mean (what its material did, the figure to compare with a truth) from
+:func:`tomo4d.dvc.slab_volume_mean`.
 
 Components are finite-strain measures by default: Hencky (logarithmic) axial strain ``hencky_zz``
 and volumetric strain ``det F - 1`` (``volumetric``); any name of
@@ -12,7 +14,8 @@ and volumetric strain ``det F - 1`` (``volumetric``); any name of
 ``small_zz``) only on request since they are wrong by ~strain^2 / 2 at battery expansions.
 Change from earlier versions: the default components were ``zz, yy, xx, volumetric`` (small
 strain) and the histogram component ``zz``; the table columns (``step, region, component, n_nodes,
-strain_mean, ...``) are unchanged, ``component`` now reads ``hencky_zz`` etc.
+strain_mean, ...``) are unchanged, ``component`` now reads ``hencky_zz`` etc.; ``strain_volume_mean`` and
+``volume_covered`` were added after them.
 """
 
 # ``tomo4d.dvc`` is imported inside the functions that need it: it loads scipy.ndimage (~0.25 s).
@@ -47,6 +50,13 @@ class RegionalStrain:
         :meth:`tomo4d.dvc.StrainField.component`).
     mean, median, std, p05, p95 : (n_steps, n_regions, n_components) float64
         Statistics over the valid nodes of each layer (dimensionless strain).
+    volume_mean : (n_steps, n_regions, n_components) float64
+        The layer's volume average (:func:`tomo4d.dvc.slab_volume_mean`: ``F`` interpolated between the
+        nodes over the whole layer): what the layer's material did on average, the figure to report and to
+        compare with a truth.  ``mean`` (over the nodes whose position falls in the layer) leaves out the
+        strain next to the layer's faces.
+    volume_covered : (n_steps, n_regions) float64
+        Fraction of the layer's volume inside valid nodes (the rest is left out of ``volume_mean``).
     n_nodes : (n_steps, n_regions) int64
     hist_component : str
         Component of the histograms.
@@ -62,6 +72,8 @@ class RegionalStrain:
     std: np.ndarray
     p05: np.ndarray
     p95: np.ndarray
+    volume_mean: np.ndarray
+    volume_covered: np.ndarray
     n_nodes: np.ndarray
     hist_component: str
     hist_edges: np.ndarray
@@ -73,8 +85,8 @@ class RegionalStrain:
             raise InputError(f"region {region!r} is not known; use one of {', '.join(self.region_names)}")
         if component not in self.components:
             raise InputError(f"component {component!r} was not computed; use one of {', '.join(self.components)}")
-        if statistic not in STATS:
-            raise InputError(f"statistic {statistic!r} is not known; use one of {', '.join(STATS)}")
+        if statistic not in STATS + ("volume_mean",):
+            raise InputError(f"statistic {statistic!r} is not known; use one of {', '.join(STATS)}, volume_mean")
         return getattr(self, statistic)[:, self.region_names.index(region), self.components.index(component)]
 
     def to_columns(self) -> dict[str, np.ndarray]:
@@ -86,6 +98,8 @@ class RegionalStrain:
                 "component": np.asarray(self.components)[c], "n_nodes": self.n_nodes[s, r]}
         for k in STATS:
             cols[f"strain_{k}"] = getattr(self, k)[s, r, c]
+        cols["strain_volume_mean"] = self.volume_mean[s, r, c]
+        cols["volume_covered"] = self.volume_covered[s, r]
         return cols
 
     def to_dict(self) -> dict:
@@ -110,8 +124,10 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
 
     Parameters
     ----------
-    strains : sequence of tomo4d.dvc.StrainField
-        Strain of each step T0 -> Tn (nodes in T0 coordinates, px).
+    strains : sequence of tomo4d.dvc.DisplacementField or tomo4d.dvc.StrainField
+        Each step's field T0 -> Tn (nodes in T0 coordinates, px): a displacement field (its strain by
+        :func:`tomo4d.dvc.strain_field`; the layers' volume means from its interpolant, preferred) or a
+        strain field (volume means from its node ``F``; see :func:`tomo4d.dvc.slab_volume_mean`).
     collector_z_px, separator_z_px : float
         The T0 collector/anode and anode/separator interfaces along z, px of the field's grid
         (e.g. ``Thickness.collector_z_nm`` mean / voxel size).
@@ -133,14 +149,16 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
     -------
     RegionalStrain
     """
-    from ..dvc import StrainField, regional_strain
+    from ..dvc import DisplacementField, StrainField, regional_strain, slab_volume_mean, strain_field
 
-    items = list(strains)
-    if not items:
-        raise InputError("strains is empty; give one StrainField per step (T0 -> Tn)")
-    for i, s in enumerate(items):
-        if not isinstance(s, StrainField):
-            raise InputError(f"strains[{i}] is a {type(s).__name__}; give tomo4d.dvc.StrainField objects")
+    sources = list(strains)
+    if not sources:
+        raise InputError("strains is empty; give one DisplacementField or StrainField per step (T0 -> Tn)")
+    for i, s in enumerate(sources):
+        if not isinstance(s, (StrainField, DisplacementField)):
+            raise InputError(f"strains[{i}] is a {type(s).__name__}; give tomo4d.dvc.DisplacementField or "
+                             "StrainField objects")
+    items = [strain_field(s) if isinstance(s, DisplacementField) else s for s in sources]
     n_layers = check_int("n_layers", n_layers, minimum=1)
     zc = check_number("collector_z_px", collector_z_px)
     zs = check_number("separator_z_px", separator_z_px)
@@ -156,8 +174,13 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
     shape = (len(items), n_layers, len(comps))
     out = {k: np.full(shape, np.nan) for k in STATS}
     n_nodes = np.zeros((len(items), n_layers), np.int64)
+    vmean, covered = np.full(shape, np.nan), np.zeros((len(items), n_layers))
     masks_all = []
     for i, st in enumerate(items):
+        for k in range(n_layers):
+            sm = slab_volume_mean(sources[i], zc + k * (zs - zc) / n_layers, zc + (k + 1) * (zs - zc) / n_layers,
+                                  components=comps)
+            vmean[i, k], covered[i, k] = sm.values, sm.covered
         depth = (st.positions_zyx_px[..., 0] - zc) / (zs - zc)
         layer = np.floor(depth * n_layers).astype(np.int64)
         masks = {rnames[k]: (layer == k) & (depth >= 0) & (depth < 1) for k in range(n_layers)}
@@ -180,4 +203,5 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         for k, m in enumerate(masks_all[i].values()):
             counts[i, k] = np.histogram(items[i].component(hist_component)[m & items[i].valid], bins=edges)[0]
     return RegionalStrain(step_names=names, region_names=rnames, components=comps, n_nodes=n_nodes,
+                          volume_mean=vmean, volume_covered=covered,
                           hist_component=hist_component, hist_edges=edges, hist_counts=counts, **out)
