@@ -52,6 +52,7 @@ def _row(exp, grid, step, field, truth_means, hw, *, tent=False):
     shape = np.asarray(field.volume_shape_zyx or (0, 0, 0))
     in_yx = np.all((field.positions_zyx_px[:, 1:] >= hw) & (field.positions_zyx_px[:, 1:] <= shape[1:] - 1 - hw), axis=1)
     inside = (z - half >= zc) & (z + half < zc + th0) & in_yx  # windows wholly inside the T0 anode
+    inside &= field.status != 3  # with data: not OUTSIDE_MASK (e.g. the lateral faces left out, session 19)
     sides = {"collector": inside & (z < zc + th0 / 2), "separator": inside & (z >= zc + th0 / 2)}
     converged = field.status == 0  # replaced (interpolated) and out-of-view nodes did not converge
     u_true = t.displacement(step, pos_nm) / grid.voxel_size_nm
@@ -212,9 +213,18 @@ def main(argv=None):
     ap.add_argument("--band-lift", type=float, default=0.0,
                     help="--electrode-mask/--collector-mask: start the band this many px above the collector "
                          "interface (leave the static interface's blur out of the anode's match)")
-    ap.add_argument("--face-margin", type=int, default=0,
-                    help="leave this many slices at both z faces out of the mask (the blur's and the "
-                         "deconvolution's boundary: static in every scan)")
+    ap.add_argument("--anchor-collector", action="store_true",
+                    help="global: shift the control grid along z so that a node plane lies on the T0 collector "
+                         "interface (the rigid collector's kink then falls on a node)")
+    ap.add_argument("--face-margin", type=int, default=None,
+                    help="leave this many voxels at the lateral (y, x) faces of the volume out of the mask (the blur's "
+                         "and the deconvolution's boundary: static in every scan, it pins the field there); default "
+                         "with --deconvolve tomo4d.dvc.boundary_margin_px (as the runner), else 0 (session 19; "
+                         "--face-margin 0 reproduces earlier sessions)")
+    ap.add_argument("--top-margin", type=int, default=None,
+                    help="leave this many slices at the top z face out of the mask (the bottom face is the "
+                         "collector's, masked); default --face-margin's, as the runner's z faces outside the "
+                         "electrode")
     ap.add_argument("--exclude-in-anode", action="store_true",
                     help="--exclude-above only inside the T0 anode band (keeps the collector)")
     ap.add_argument("--method", choices=["local", "global", "none"], default="local",
@@ -240,6 +250,7 @@ def main(argv=None):
     ap.add_argument("--deconvolve", type=int, default=0,
                     help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
     ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
+    ap.add_argument("--save-fields", default=None, help="write each step's T0 -> Tn field to this folder (.h5)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="also print, per z row of nodes, the mean measured and true u_z and u_y, x error (px)")
@@ -277,9 +288,19 @@ def main(argv=None):
         band = (z_nm >= lo_nm) & (z_nm < top)
         mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
         kw["mask"] = mask
-    if a.face_margin:
-        zi = np.arange(series[0].shape[0])
-        inner = ((zi >= a.face_margin) & (zi < len(zi) - a.face_margin))[:, None, None]
+    if a.anchor_collector:
+        _anchor_grid((exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm)
+    if a.face_margin is None:
+        from tomo4d.dvc import boundary_margin_px
+
+        a.face_margin = boundary_margin_px(a.deconvolve_sigma) if a.deconvolve else 0
+    if a.top_margin is None:
+        a.top_margin = a.face_margin
+    if a.face_margin or a.top_margin:
+        fm = a.face_margin
+        inner = np.zeros(series[0].shape, bool)
+        inner[:, fm:inner.shape[1] - fm, fm:inner.shape[2] - fm] = True
+        inner[inner.shape[0] - a.top_margin:] = False
         mask = inner if mask is None else mask & inner
         mask = np.broadcast_to(mask, series[0].shape)
         kw["mask"] = mask
@@ -332,6 +353,23 @@ def main(argv=None):
         print(f"acceptance met at {sum(ok)}/{len(ok)} steps (node means), {sum(okv)}/{len(okv)} (volume means)")
 
 
+def _anchor_grid(z_px):
+    """Experiment: every control grid built from here on has a node plane at ``z_px`` (a shifted origin)."""
+    import tomo4d.dvc.global_dvc as gd
+
+    def control_grid(shape, node_spacing):
+        s = int(node_spacing)
+        _, gs, origin = _centred(shape, s)
+        origin = origin.copy()
+        origin[0] = z_px - s * np.floor(z_px / s)
+        gs = ((int(shape[0]) - 1 - int(np.ceil(origin[0]))) // s + 1,) + tuple(gs[1:])
+        axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3), gs, origin
+
+    _centred = gd.control_grid
+    gd.control_grid = control_grid
+
+
 def _increment(a, series, n, prev, kw, mask):
     """T0 -> Tn as T0 -> T(n-1) (``prev``) composed with T(n-1) -> Tn (reference updating; the pair started and
     correlated like a first step, the mask's band moved into T(n-1) by ``prev``), as the runner's
@@ -344,8 +382,13 @@ def _increment(a, series, n, prev, kw, mask):
         # the edge a few hundredths of a px past it and dropped the node row straddling the collector
         lo, hi = moved_band(prev, *a.band_px, mask.shape[1:])
         zi = np.arange(mask.shape[0])
-        band = (zi >= lo) & (zi < hi) & (zi >= a.face_margin) & (zi < len(zi) - a.face_margin)
-        kwn["mask"] = np.broadcast_to(band[:, None, None], mask.shape)
+        kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
+        if a.face_margin or a.top_margin:
+            fm = a.face_margin
+            inner = np.zeros(mask.shape, bool)
+            inner[:, fm:mask.shape[1] - fm, fm:mask.shape[2] - fm] = True
+            inner[mask.shape[0] - a.top_margin:] = False
+            kwn["mask"] = kwn["mask"] & inner
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":
@@ -356,6 +399,11 @@ def _increment(a, series, n, prev, kw, mask):
 
 
 def _report(a, exp, grid, n, field, truth_means, t0):
+    if a.save_fields:
+        from pathlib import Path
+
+        Path(a.save_fields).mkdir(parents=True, exist_ok=True)
+        field.save(Path(a.save_fields) / f"field_T{n}.h5", overwrite=True)
     if a.profile:
         _print_profile(exp, grid, n, field)
     r = _row(exp, grid, n, field, truth_means, a.half_window, tent=a.method in ("global", "none")) | {

@@ -287,3 +287,26 @@ def render_report_text(out: Path) -> str:
     from tomo4d.pipeline import render_report
 
     return render_report(out).read_text()
+
+
+def test_global_dvc_match_leaves_the_deconvolved_faces_out():
+    """With deconvolution the global DVC's mask leaves boundary_margin_px out at every face (static in every scan;
+    tomo4d.dvc.boundary_margin_px), at the z faces only outside the electrode band."""
+    import dask.array as da
+
+    from tomo4d.dvc import boundary_margin_px
+    from tomo4d.pipeline.stages import _inside_faces
+
+    m = boundary_margin_px(2.0)
+    shape = (40, 30, 32)
+    box = np.asarray(_inside_faces(None, shape, 2.0))
+    assert box.shape == shape and m == 6
+    assert box[m:-m, m:-m, m:-m].all() and box.sum() == (40 - 2 * m) * (30 - 2 * m) * (32 - 2 * m)
+    # the electrode 3.5 .. 20 px: the bottom margin stops at the collector, the top one is whole
+    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(3.5, 20.0)))[:, m, m]
+    np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(4, 40 - m))
+    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(10.0, 37.0)))[:, m, m]  # the separator near the top
+    np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(m, 37))
+    band = da.broadcast_to(da.from_array((np.arange(40) >= 5)[:, None, None]), shape)
+    both = np.asarray(_inside_faces(band, shape, 2.0))
+    np.testing.assert_array_equal(both, box & (np.arange(40) >= 5)[:, None, None])

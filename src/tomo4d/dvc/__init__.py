@@ -19,7 +19,7 @@ _EXPORTS = {
     "axial_profile_start": "axial",
     "compose_fields": "compose", "deform_field_points": "compose", "moved_planes": "compose", "moved_band": "compose",
     "correlate": "correlate",
-    "deconvolve": "deconvolve", "deconvolve_chunked": "deconvolve_chunked",
+    "deconvolve": "deconvolve", "boundary_margin_px": "deconvolve", "deconvolve_chunked": "deconvolve_chunked",
     "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",
     "CorrelationOptions": "options", "PsfCompensation": "options",
     "correct_curvature": "postprocess", "flag_outliers": "postprocess", "replace_bad_nodes": "postprocess",

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._validate import as_image, check_int, check_number
 
-__all__ = ["deconvolve"]
+__all__ = ["deconvolve", "boundary_margin_px"]
 
 
 def gaussian_profile(sigma_px: float) -> np.ndarray:
@@ -29,6 +29,16 @@ def gaussian_psf(sigma_px: float) -> np.ndarray:
     g = gaussian_profile(sigma_px)
     psf = g[:, None, None] * g[None, :, None] * g[None, None, :]
     return psf / psf.sum()
+
+
+def boundary_margin_px(psf_sigma_px: float) -> int:
+    """Voxels at each face of a deconvolved volume to leave out of a correlation: the PSF's half-width
+    ``ceil(3 sigma)``.  There the deconvolution saw the reflected copy of the volume, the same in every scan of
+    a series: a static feature that pins a displacement field at the faces.  On the phantom (HQ, 2.8 px PSF)
+    it held the lateral faces still and the anode's in-plane expansion read 0.004 where it is 0.014 at T3
+    (det F - 1 0.291 against 0.317); 8 px left out: 0.012, det F - 1 0.318 (benchmarks/RESULTS.md, session 19)."""
+    sigma = check_number("psf_sigma_px", psf_sigma_px, minimum=0, exclusive_minimum=True)
+    return max(1, int(np.ceil(3 * sigma)))
 
 
 def deconvolve(volume, *, psf_sigma_px: float, iterations: int = 20) -> np.ndarray:
@@ -47,7 +57,9 @@ def deconvolve(volume, *, psf_sigma_px: float, iterations: int = 20) -> np.ndarr
     Returns
     -------
     numpy.ndarray
-        float32, same shape, the same grey-level range as the input on average.
+        float32, same shape, the same grey-level range as the input on average.  Within
+        :func:`boundary_margin_px` of the faces it rests on reflected copies of the volume: leave that margin
+        out of a correlation's mask.
     """
     from skimage.restoration import richardson_lucy
 

@@ -144,23 +144,49 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
-    """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
-    separator interfaces, on the analysis grid of shape ``shape`` (``top=False``, ``dvc.mask: above_collector``:
-    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's edges moved into
-    Tm with the material just outside them (:func:`tomo4d.dvc.moved_band`)."""
+def _electrode_band(ctx, shape, moved_by=None, *, top: bool = True) -> tuple[float, float]:
+    """(lo, hi) px of :func:`_electrode_mask`'s band."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
-    z = np.arange(shape[0])
     lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs if top else np.inf
     if moved_by is not None:
         from ..dvc import moved_band
 
         lo, hi = moved_band(moved_by, lo, hi, shape[1:])
+    return lo, hi
+
+
+def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
+    """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
+    separator interfaces, on the analysis grid of shape ``shape`` (``top=False``, ``dvc.mask: above_collector``:
+    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's edges moved into
+    Tm with the material just outside them (:func:`tomo4d.dvc.moved_band`)."""
+    lo, hi = _electrode_band(ctx, shape, moved_by, top=top)
+    z = np.arange(shape[0])
     band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
 
     return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
+
+
+def _inside_faces(mask, shape, psf_sigma_px, band=None):
+    """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels at each face of the volume, the z
+    faces only outside the electrode ``band`` (collector, separator interface) px when given: the collector may lie a few voxels from the
+    bottom face (the HQ phantom's at 7 px; a 9 px margin there lost the anode's bottom rows and read the collector
+    side +0.02 high).  The top face of a textureless separator (the LQ phantom's) pinned the separator at rest and
+    pulled the anode's top down: the margin there is what lets the separator move (session 19)."""
+    import dask.array as da
+
+    from ..dvc import boundary_margin_px
+
+    m = boundary_margin_px(psf_sigma_px)
+    lo, hi = (shape[0], 0) if band is None else band
+    z = np.arange(shape[0])
+    keep_z = (z >= min(m, max(lo, 0))) & (z < max(shape[0] - m, min(hi, shape[0])))
+    inner = [da.from_array(keep_z, chunks=64)] + [
+        da.from_array((np.arange(n) >= m) & (np.arange(n) < n - m), chunks=64) for n in shape[1:]]
+    box = inner[0][:, None, None] & inner[1][None, :, None] & inner[2][None, None, :]
+    return box if mask is None else mask & box
 
 
 def _dvc_step(ctx, step, previous):
@@ -184,6 +210,10 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
     mask = _electrode_mask(ctx, ref.shape, frame, top=sec.mask == "electrode") if sec.mask != "none" else None
+    if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's lateral faces are static in
+        # every scan: out of the match (measured for the global method; local windows at the faces not measured)
+        band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None  # the electrode stays
+        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
