@@ -310,3 +310,5 @@ def test_global_dvc_match_leaves_the_deconvolved_faces_out():
     band = da.broadcast_to(da.from_array((np.arange(40) >= 5)[:, None, None]), shape)
     both = np.asarray(_inside_faces(band, shape, 2.0))
     np.testing.assert_array_equal(both, box & (np.arange(40) >= 5)[:, None, None])
+    small = np.asarray(_inside_faces(None, (40, 16, 12), 2.0))  # at most a quarter of an axis at each face
+    assert small[20, 4:12, 3:9].all() and small[20].sum() == 8 * 6

@@ -170,7 +170,8 @@ def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
 
 
 def _inside_faces(mask, shape, psf_sigma_px, band=None):
-    """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels at each face of the volume, the z
+    """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels (at most a quarter of the axis) at
+    each face of the volume, the z
     faces only outside the electrode ``band`` (collector, separator interface) px when given: the collector may lie a few voxels from the
     bottom face (the HQ phantom's at 7 px; a 9 px margin there lost the anode's bottom rows and read the collector
     side +0.02 high).  The top face of a textureless separator (the LQ phantom's) pinned the separator at rest and
@@ -179,12 +180,12 @@ def _inside_faces(mask, shape, psf_sigma_px, band=None):
 
     from ..dvc import boundary_margin_px
 
-    m = boundary_margin_px(psf_sigma_px)
+    m = [min(boundary_margin_px(psf_sigma_px), n // 4) for n in shape]  # at least half of each axis kept
     lo, hi = (shape[0], 0) if band is None else band
     z = np.arange(shape[0])
-    keep_z = (z >= min(m, max(lo, 0))) & (z < max(shape[0] - m, min(hi, shape[0])))
+    keep_z = (z >= min(m[0], max(lo, 0))) & (z < max(shape[0] - m[0], min(hi, shape[0])))
     inner = [da.from_array(keep_z, chunks=64)] + [
-        da.from_array((np.arange(n) >= m) & (np.arange(n) < n - m), chunks=64) for n in shape[1:]]
+        da.from_array((np.arange(n) >= k) & (np.arange(n) < n - k), chunks=64) for n, k in zip(shape[1:], m[1:])]
     box = inner[0][:, None, None] & inner[1][None, :, None] & inner[2][None, None, :]
     return box if mask is None else mask & box
 
