@@ -171,10 +171,9 @@ def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
 
 def _inside_faces(mask, shape, psf_sigma_px, band=None):
     """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels (at most a quarter of the axis) at
-    each face of the volume, the z
-    faces only outside the electrode ``band`` (collector, separator interface) px when given: the collector may lie a few voxels from the
-    bottom face (the HQ phantom's at 7 px; a 9 px margin there lost the anode's bottom rows and read the collector
-    side +0.02 high).  The top face of a textureless separator (the LQ phantom's) pinned the separator at rest and
+    each face of the volume; at the z faces only outside the electrode ``band`` (collector, separator interface; px)
+    when given: the collector may lie a few voxels from the bottom face (the HQ phantom's at 7 px; a 9 px margin
+    there lost the anode's bottom rows and read the collector side +0.02 high).  The top face of a textureless separator (the LQ phantom's) pinned the separator at rest and
     pulled the anode's top down: the margin there is what lets the separator move (session 19)."""
     import dask.array as da
 
@@ -211,8 +210,8 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
     mask = _electrode_mask(ctx, ref.shape, frame, top=sec.mask == "electrode") if sec.mask != "none" else None
-    if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's lateral faces are static in
-        # every scan: out of the match (measured for the global method; local windows at the faces not measured)
+    if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's faces are static in every
+        # scan: out of the match (measured for the global method; local windows at the faces not measured)
         band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None  # the electrode stays
         mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
     axial = initial is None and sec.axial_start
