@@ -193,9 +193,9 @@ def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
             row += (t, mean[i] - t)
         table.append(row)
     rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first): the "
-              "layer's volume mean (F interpolated between the nodes over the whole layer), and the mean, median "
-              "and spread over the nodes inside it" + ("; beside it the true field's volume mean over the layer "
-              "(what the layer did) and the difference." if tsel is not None else "."))
+              "layer's volume mean (F of the displacement field's interpolant over the whole layer), and the mean, "
+              "median and spread over the nodes inside it" + ("; beside it the true field's volume mean over the "
+              "layer (what the layer did) and the difference." if tsel is not None else "."))
     series = {str(r): mean[sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
     steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
     if tsel is not None:  # the curves share the measured steps
