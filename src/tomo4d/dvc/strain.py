@@ -424,8 +424,8 @@ def slab_volume_mean(field, lower_z_px: float, upper_z_px: float, *, components:
         usable nodes (the field's own representation, as :meth:`DisplacementField.dense_displacement` and
         :func:`compose_fields` use it); the slab's mean axial stretch is then that of its faces' motion.  A
         :class:`StrainField`: its node ``F`` (central differences) interpolated trilinearly, which spreads an
-        interface's kink over two node spacings (on the phantom's truth field 0.012 lower on the separator side
-        at T1 than from the displacements, 0.003 with them).
+        interface's kink over two node spacings (the phantom's exact field on a 4 px grid, T1-T3: collector side
+        0.006-0.009 below the truth this way, 0.004-0.006 from the displacements).
     lower_z_px, upper_z_px : float
         The slab's faces in the reference, px (clipped to the node grid).
     components : sequence of str
