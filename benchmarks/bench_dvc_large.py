@@ -76,14 +76,14 @@ def _row(exp, grid, step, field, truth_means, hw, *, tent=False):
         row[f"hencky_zz_{side}"] = float(np.mean(hz[s])) if s.any() else float("nan")
         row[f"hencky_zz_{side}_truth"] = float(truth_means[f"hencky_zz_{side}"][step])
         row[f"hencky_zz_{side}_truth_nodes"] = float(np.mean(h_true[s])) if s.any() else float("nan")
-    row.update(_volume_means(exp, grid, field, st))
+    row.update(_volume_means(exp, grid, field))
     s = inside & ok
     row["volumetric"] = float(np.mean(vol[s])) if s.any() else float("nan")
     row["volumetric_truth"] = float(truth_means["volumetric_anode"][step])
     return row
 
 
-def _volume_means(exp, grid, field, st):
+def _volume_means(exp, grid, field):
     """Mean Hencky zz of each half of the T0 anode and its det F - 1 as volume averages of the measured field, the
     way the truth is averaged: ``tomo4d.dvc.slab_volume_mean`` (F of the field's trilinear interpolant at points
     filling each half; points whose 8 nodes are not all usable left out; the runner's regional tables since
@@ -297,10 +297,7 @@ def main(argv=None):
     if a.top_margin is None:
         a.top_margin = a.face_margin
     if a.face_margin or a.top_margin:
-        fm = a.face_margin
-        inner = np.zeros(series[0].shape, bool)
-        inner[:, fm:inner.shape[1] - fm, fm:inner.shape[2] - fm] = True
-        inner[inner.shape[0] - a.top_margin:] = False
+        inner = _inner_box(a, series[0].shape)
         mask = inner if mask is None else mask & inner
         mask = np.broadcast_to(mask, series[0].shape)
         kw["mask"] = mask
@@ -353,6 +350,15 @@ def main(argv=None):
         print(f"acceptance met at {sum(ok)}/{len(ok)} steps (node means), {sum(okv)}/{len(okv)} (volume means)")
 
 
+def _inner_box(a, shape):
+    """The volume less ``--face-margin`` voxels at the y and x faces and ``--top-margin`` slices at the top."""
+    fm = a.face_margin
+    inner = np.zeros(shape, bool)
+    inner[:, fm:shape[1] - fm, fm:shape[2] - fm] = True
+    inner[shape[0] - a.top_margin:] = False
+    return inner
+
+
 def _anchor_grid(z_px):
     """Experiment: every control grid built from here on has a node plane at ``z_px`` (a shifted origin)."""
     import tomo4d.dvc.global_dvc as gd
@@ -384,11 +390,7 @@ def _increment(a, series, n, prev, kw, mask):
         zi = np.arange(mask.shape[0])
         kwn["mask"] = np.broadcast_to(((zi >= lo) & (zi < hi))[:, None, None], mask.shape)
         if a.face_margin or a.top_margin:
-            fm = a.face_margin
-            inner = np.zeros(mask.shape, bool)
-            inner[:, fm:mask.shape[1] - fm, fm:mask.shape[2] - fm] = True
-            inner[mask.shape[0] - a.top_margin:] = False
-            kwn["mask"] = kwn["mask"] & inner
+            kwn["mask"] = kwn["mask"] & _inner_box(a, mask.shape)
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":

@@ -269,6 +269,8 @@ def test_slab_volume_mean_bad_input():
         slab_volume_mean(st, 20.0, 10.0)
     with pytest.raises(InputError, match="lower_z_px"):
         slab_volume_mean(st, float("nan"), 10.0)
+    with pytest.raises(InputError, match="max_points"):
+        slab_volume_mean(st, 10.0, 20.0, max_points=0)
     with pytest.raises(InputError, match="component 'hencky_zz' was not computed"):
         slab_volume_mean(st, 10.0, 20.0, components=("volumetric",)).value("hencky_zz")
 

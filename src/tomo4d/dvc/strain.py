@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validate import check_number, show
+from .._validate import check_int, check_number, show
 from ..errors import FormatError, InputError
 from ..io import atomic_output
 from . import finite
@@ -453,7 +453,7 @@ def slab_volume_mean(field, lower_z_px: float, upper_z_px: float, *, components:
         pos = field.positions_zyx_px
     else:
         raise InputError(f"field is a {type(field).__name__}; give a tomo4d.dvc.DisplacementField or StrainField")
-    idx, sp = _slab_points(pos, lower_z_px, upper_z_px, int(max_points))
+    idx, sp = _slab_points(pos, lower_z_px, upper_z_px, check_int("max_points", max_points, minimum=1))
     nan = (float("nan"),) * len(comps)
     if not len(idx):
         return SlabMean(comps, nan, 0, 0.0)

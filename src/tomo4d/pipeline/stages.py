@@ -144,11 +144,13 @@ def _field_path(out: Path, ctx, step: int) -> Path:
     return out / "fields" / f"dvc_T0_{ctx.inputs.names[step]}.h5"
 
 
-def _electrode_band(ctx, shape, moved_by=None, *, top: bool = True) -> tuple[float, float]:
-    """(lo, hi) px of :func:`_electrode_mask`'s band."""
+def _electrode_band(ctx, shape, moved_by=None) -> tuple[float, float]:
+    """(lo, hi) px of the T0 electrode: the z band between the quantify stage's mean T0 collector and separator
+    interfaces, on the analysis grid of shape ``shape``; with ``moved_by`` (a T0 -> Tm field) its edges moved into
+    Tm with the material just outside them (:func:`tomo4d.dvc.moved_band`; each edge on its own)."""
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
-    lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs if top else np.inf
+    lo, hi = float(t["collector_z_um"][0]) * 1e3 / vs, float(t["separator_z_um"][0]) * 1e3 / vs
     if moved_by is not None:
         from ..dvc import moved_band
 
@@ -156,12 +158,9 @@ def _electrode_band(ctx, shape, moved_by=None, *, top: bool = True) -> tuple[flo
     return lo, hi
 
 
-def _electrode_mask(ctx, shape, moved_by=None, *, top: bool = True):
-    """The T0 electrode (``dvc.mask: electrode``): the z band between the quantify stage's mean T0 collector and
-    separator interfaces, on the analysis grid of shape ``shape`` (``top=False``, ``dvc.mask: above_collector``:
-    everything above the collector interface); with ``moved_by`` (a T0 -> Tm field) the band's edges moved into
-    Tm with the material just outside them (:func:`tomo4d.dvc.moved_band`)."""
-    lo, hi = _electrode_band(ctx, shape, moved_by, top=top)
+def _band_mask(lo: float, hi: float, shape):
+    """The z band ``lo <= z < hi`` as a lazy (z, y, x) mask (``dvc.mask: electrode``; ``above_collector``: hi
+    infinite)."""
     z = np.arange(shape[0])
     band = (z >= lo) & (z < hi)
     import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
@@ -209,10 +208,10 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
 
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
-    mask = _electrode_mask(ctx, ref.shape, frame, top=sec.mask == "electrode") if sec.mask != "none" else None
+    band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None
+    mask = None if band is None else _band_mask(band[0], band[1] if sec.mask == "electrode" else np.inf, ref.shape)
     if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's faces are static in every
-        # scan: out of the match (measured for the global method; local windows at the faces not measured)
-        band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None  # the electrode stays
+        # scan: out of the match, the electrode kept (measured for the global method; local windows not measured)
         mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial

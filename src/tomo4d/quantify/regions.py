@@ -51,8 +51,8 @@ class RegionalStrain:
     mean, median, std, p05, p95 : (n_steps, n_regions, n_components) float64
         Statistics over the valid nodes of each layer (dimensionless strain).
     volume_mean : (n_steps, n_regions, n_components) float64
-        The layer's volume average (:func:`tomo4d.dvc.slab_volume_mean`: ``F`` interpolated between the
-        nodes over the whole layer): what the layer's material did on average, the figure to report and to
+        The layer's volume average (:func:`tomo4d.dvc.slab_volume_mean`: ``F`` over the whole layer, from a
+        displacement field's interpolant or a strain field's node ``F``): what the layer's material did on average, the figure to report and to
         compare with a truth.  ``mean`` (over the nodes whose position falls in the layer) leaves out the
         strain next to the layer's faces.
     volume_covered : (n_steps, n_regions) float64
