@@ -213,6 +213,11 @@ def main(argv=None):
     ap.add_argument("--band-lift", type=float, default=0.0,
                     help="--electrode-mask/--collector-mask: start the band this many px above the collector "
                          "interface (leave the static interface's blur out of the anode's match)")
+    ap.add_argument("--interfaces", choices=("none", "truth", "measured"), default="none",
+                    help="global: tie the field's mean u_z at the collector and separator interfaces to their motion "
+                         "(tomo4d.dvc.InterfaceMotion): the phantom's exact interfaces, or those measured as the "
+                         "runner does (a pixel classifier trained on four xz planes of T0 and of the last step, "
+                         "tomo4d.quantify.electrode_thickness of every step)")
     ap.add_argument("--anchor-collector", action="store_true",
                     help="global: shift the control grid along z so that a node plane lies on the T0 collector "
                          "interface (the rigid collector's kink then falls on a node)")
@@ -288,6 +293,7 @@ def main(argv=None):
         band = (z_nm >= lo_nm) & (z_nm < top)
         mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
         kw["mask"] = mask
+    a.planes = _interface_planes(a, exp, grid, series)
     if a.anchor_collector:
         _anchor_grid((exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm)
     if a.face_margin is None:
@@ -337,7 +343,8 @@ def main(argv=None):
         if a.method == "none":
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":
-            field = correlate_global(series[0], series[n], initial=init, phi0=phi0, **kw)
+            field = correlate_global(series[0], series[n], initial=init, phi0=phi0,
+                                     interfaces=_motions(a, n, None, series[0].shape), **kw)
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
                               search_radius_px=4 if init is None and phi0 is None else 0, **kw)
@@ -357,6 +364,47 @@ def _inner_box(a, shape):
     inner[:, fm:shape[1] - fm, fm:shape[2] - fm] = True
     inner[shape[0] - a.top_margin:] = False
     return inner
+
+
+def _interface_planes(a, exp, grid, series):
+    """Per step (collector, separator) interface z (px): the phantom's exact ones, or measured as the runner does;
+    None without ``--interfaces``."""
+    if a.interfaces == "none":
+        return None
+    t, vs = exp.truth, grid.voxel_size_nm
+    zc = (t.z_collector_nm - grid.origin_nm[0]) / vs
+    if a.interfaces == "truth":
+        return [(zc, zc + h / vs) for h in t.thickness_nm]
+    from tomo4d.quantify import electrode_thickness
+    from tomo4d.segment import predict_labels, train_pixel_classifier
+
+    g = "lq" if a.series == "lq" else "hq"
+    last = len(series) - 1
+    planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
+    labels = []
+    for step in (0, last):  # four fully labelled xz planes of T0 and of the last step, as the demo
+        lab = np.zeros(series[0].shape, np.int16)
+        lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
+        labels.append(lab)
+    model = train_pixel_classifier([series[0], series[last]], labels, seed=0)
+    out = []
+    for v in series:
+        th = electrode_thickness((predict_labels(model, v).astype(np.int16) - 1), voxel_size_nm=vs)
+        out.append((float(np.nanmean(th.collector_z_nm)) / vs, float(np.nanmean(th.separator_z_nm)) / vs))
+    print("measured interfaces (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out) +
+          "; exact: " + ", ".join(f"{zc:.2f}/{zc + h / vs:.2f}" for h in t.thickness_nm), flush=True)
+    return out
+
+
+def _motions(a, n, prev, shape):
+    """The InterfaceMotions of the pair ending at step ``n``: the T0 interfaces (moved into T(n-1) by ``prev``, the
+    T0 -> T(n-1) field, each edge with the material outside it, as the runner) and their measured place at Tn."""
+    if a.planes is None:
+        return None
+    from tomo4d.dvc import InterfaceMotion, moved_band
+
+    at = a.planes[0] if prev is None else moved_band(prev, *a.planes[0], shape[1:])
+    return [InterfaceMotion(z_px=float(p), displacement_px=float(q - p)) for p, q in zip(at, a.planes[n])]
 
 
 def _anchor_grid(z_px):
@@ -394,7 +442,8 @@ def _increment(a, series, n, prev, kw, mask):
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":
-        composed = compose_fields(prev, correlate_global(ref, dfm, initial=init, **kwn))
+        pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n, prev, ref.shape), **kwn)
+        composed = compose_fields(prev, pair)
         return correlate_global(series[0], dfm, initial=composed, **kw) if a.refine else composed
     composed = compose_fields(prev, correlate(ref, dfm, initial=init, search_radius_px=4 if init is None else 0, **kwn))
     return correlate(series[0], dfm, initial=composed, search_radius_px=0, **kw) if a.refine else composed

@@ -185,6 +185,35 @@ def test_dvc_axial_start_and_deconvolution(experiment_file, tmp_path, truth_dir)
     assert any("dvc.deconvolve_iterations changed 5 -> 6" in r for s in res.stages for r in s.reasons)
 
 
+@pytest.mark.slow
+def test_dvc_interfaces_tie_the_field_to_quantify(experiment_file, tmp_path):
+    """dvc.interfaces: each pair's field is tied to where quantify found the collector and separator interfaces in
+    the deformed step (the notes hold the targets: the measured interface minus its T0 position)."""
+    from tomo4d.dvc import DisplacementField
+    from tomo4d.quantify import read_table
+
+    p = experiment_file(iterations=30, name="interfaces.yaml")
+    p.write_text(p.read_text() + "  method: global\n  global_options: {levels: 1, max_iterations: 20}\n"
+                 "  mask: above_collector\n  interfaces: true\n")
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="max_iterations"):
+        run_experiment(load_experiment(p), out, source=p)
+    t = read_table(out / "tables" / "thickness.csv")
+    notes = DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").notes["interfaces"]
+    vs = 50.0  # series_hq
+    for k, name in enumerate(("collector_z_um", "separator_z_um")):
+        assert notes[k]["z_px"] == pytest.approx(t[name][0] * 1e3 / vs, abs=1e-6)
+        assert notes[k]["target_px"] == pytest.approx((t[name][2] - t[name][0]) * 1e3 / vs, abs=1e-6)
+        assert notes[k]["reached_px"] == pytest.approx(notes[k]["target_px"], abs=0.05)
+
+
+def test_dvc_interfaces_need_a_global_masked_route(phantom_dir):
+    p = phantom_dir / "interfaces_bad.yaml"
+    p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {interfaces: true}\n")
+    with pytest.raises(InputError, match="dvc.interfaces: true needs method: global and a mask"):
+        load_experiment(p)
+
+
 def test_dvc_axial_lateral_needs_the_axial_start(phantom_dir):
     p = phantom_dir / "lateral_bad.yaml"
     p.write_text("inputs: {series: series_hq/T*.tif, time_s: [0, 1, 2]}\ndvc: {axial_lateral: true}\n")

@@ -25,6 +25,7 @@ _EXPORTS = {
     "correct_curvature": "postprocess", "flag_outliers": "postprocess", "replace_bad_nodes": "postprocess",
     "correlate_pyramid": "pyramid",
     "GlobalOptions": "global_dvc", "correlate_global": "global_dvc", "control_grid": "global_dvc",
+    "InterfaceMotion": "global_dvc",
     "ResidualMap": "residual", "noise_floor": "residual", "residual_map": "residual",
     "equivalent_strain": "finite", "green_lagrange": "finite", "hencky": "finite", "principal_stretches": "finite",
     "small_strain": "finite", "volumetric_strain": "finite",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ class Solution:
     support_out_of_view: np.ndarray  # (gz, gy, gx) fraction of its masked support mapped outside the deformed
     level_notes: list
     converged: bool
+    interfaces: list = field(default_factory=list)  # per InterfaceMotion: z_px, target and reached mean u_z (px)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class _Level:
     base: torch.Tensor       # (D, H, W, 3) normalised voxel coordinates in the deformed volume (x, y, z order)
     scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
     cubic: bool = False      # dfm holds cubic B-spline coefficients (GlobalOptions.interpolation)
+    planes: tuple = ()       # per InterfaceMotion: (z in level px, target u_z full-res px, (H, W) lateral footprint)
 
 
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
@@ -43,7 +45,7 @@ def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
     return (2 * points_px / n - 1).flip(-1)
 
 
-def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
+def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=()) -> _Level:
     s = opts.node_spacing * f
     _, gs, origin = control_grid(ref.shape, s)
     r = torch.from_numpy(np.ascontiguousarray(bin_volume(ref, f), np.float32)).to(dev)
@@ -64,7 +66,22 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev) -> _Level:
     c = (full - torch.tensor(origin, dtype=torch.float32, device=dev)) / s  # control-grid units
     ctrl = _normalised(c, gs)[None]
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in r.shape], device=dev)
-    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic")
+    foot = m.any(0)  # the mask's lateral footprint: where an interface's mean displacement is taken
+    planes = tuple((float(np.clip((p.z_px - (f - 1) / 2.0) / f, 0, r.shape[0] - 1)), float(p.displacement_px), foot)
+                   for p in interfaces) if opts.interface_weight > 0 else ()
+    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic",
+                  planes)
+
+
+def _plane_means(lv: _Level, u_full: torch.Tensor) -> list:
+    """Mean u_z (full-resolution px) over each interface plane's footprint, linear between the voxel rows."""
+    out = []
+    for z, _, foot in lv.planes:
+        i = min(int(np.floor(z)), u_full.shape[1] - 2) if u_full.shape[1] > 1 else 0
+        t = z - i
+        row = u_full[0, i] if u_full.shape[1] == 1 else (1 - t) * u_full[0, i] + t * u_full[0, i + 1]
+        out.append(row[foot].mean())
+    return out
 
 
 def _dense(P: torch.Tensor, lv: _Level) -> torch.Tensor:
@@ -161,16 +178,20 @@ def _psf_weights(lv: _Level, U: torch.Tensor, opts: GlobalOptions):
 
 
 def _objective(lv: _Level, U, A, B, opts: GlobalOptions, weights, var: float):
-    """(objective, data term): the grey-modelled SSD over the masked voxels mapped inside the deformed volume,
-    normalised by the reference's variance, plus the regularisations."""
-    jw, inside = _sample_deformed(lv, _dense(U, lv), weights)
+    """(objective, data term, interface term): the grey-modelled SSD over the masked voxels mapped inside the
+    deformed volume, normalised by the reference's variance, plus the regularisations and the interface constraints
+    (included in the objective)."""
+    u = _dense(U, lv)
+    jw, inside = _sample_deformed(lv, u, weights)
     m = inside & lv.mask
     model = _dense(B, lv)[0] * lv.ref + _dense(A, lv)[0]
     data = ((jw - model)[m] ** 2).sum() / (var * max(int(m.sum()), 1))
     loss = data + opts.regularisation * (_laplacian(U) ** 2).mean()
+    planes = sum(opts.interface_weight * (mean - target) ** 2  # InterfaceMotion constraints
+                 for mean, (_, target, _) in zip(_plane_means(lv, u), lv.planes))
     if opts.grey_fields:
         loss = loss + opts.grey_regularisation * (_grad2(A) + _grad2(B))
-    return loss, data
+    return loss + planes, data, planes
 
 
 def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
@@ -181,8 +202,10 @@ def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
         B = B.clone().requires_grad_(True)
         params += [A, B]
     var = float(lv.ref[lv.mask].var()) or 1.0
-    with torch.no_grad():
-        start = float(_objective(lv, U, A, B, opts, weights, var)[0])
+    with torch.no_grad():  # the scale without the interface term: a start far from an interface's target would
+        # otherwise make the data term's later progress look negligible and stop the level early
+        loss, _, planes = _objective(lv, U, A, B, opts, weights, var)
+        start = float(loss - planes)
     # L-BFGS minimises the objective divided by its start value, so that its tolerances are relative as
     # GlobalOptions.tolerance says: torch's tests (the change of the objective, and the first step's
     # directional derivative -|g|^2) are absolute, and on the raw objective (~1e-2, |g|^2 near 1e-7 at the
@@ -195,7 +218,7 @@ def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
 
     def closure():
         opt.zero_grad()
-        loss, data = _objective(lv, U, A, B, opts, weights, var)
+        loss, data, _ = _objective(lv, U, A, B, opts, weights, var)
         (loss * scale).backward()
         last["data"], last["loss"] = float(data.detach()), float(loss.detach())
         return loss * scale
@@ -233,8 +256,9 @@ def _support_fractions(lv: _Level, U, weights):
     return pm.cpu().numpy(), frac_out.cpu().numpy()
 
 
-def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solution:
-    """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid."""
+def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=()) -> Solution:
+    """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
+    (:class:`~tomo4d.dvc.global_dvc.InterfaceMotion`) tie planes' mean axial displacement."""
     dev = check_device("device", opts.device)
     fs = [2 ** k for k in reversed(range(opts.levels)) if min(n // 2 ** k for n in ref.shape) >= 8
           and min(n // 2 ** k for n in ref.shape) >= 2 * opts.node_spacing]
@@ -245,7 +269,7 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solut
     A = B = None
     notes, n_iter, lv = [], 0, None
     for f in fs:
-        lv = _level(ref, dfm, msk, f, opts, dev)
+        lv = _level(ref, dfm, msk, f, opts, dev, interfaces)
         U = _transfer(prev[0], prev[1], prev[2], prev[3], lv.origin, lv.spacing, lv.grid_shape)
         if A is None:
             A = torch.zeros((1,) + lv.grid_shape, device=dev)
@@ -269,4 +293,8 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions) -> Solut
                       "data_term": round(last.get("data", float("nan")), 8)})
     in_mask, out_view = _support_fractions(lv, U, _psf_weights(lv, U, opts))
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
-    return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations)
+    with torch.no_grad():
+        reached = [float(v) for v in _plane_means(lv, _dense(U, lv))]
+    planes = [{"z_px": float(p.z_px), "target_px": float(p.displacement_px), "reached_px": round(r, 4)}
+              for p, r in zip(interfaces, reached)]
+    return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations, interfaces=planes)

@@ -53,7 +53,7 @@ from ..errors import InputError, check_choice
 from .correlate import _voxel_sizes
 from .field import DisplacementField, NodeStatus
 
-__all__ = ["GlobalOptions", "correlate_global", "control_grid", "resolve_global_options"]
+__all__ = ["GlobalOptions", "InterfaceMotion", "correlate_global", "control_grid", "resolve_global_options"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ class GlobalOptions:
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); checked against the
         torch build and the GPUs present when the correlation runs (``tomo4d._validate.check_device``).
+    interface_weight : float
+        Weight (per px^2, >= 0) of the constraint that each ``interfaces=`` plane's mean axial displacement equals
+        its measured value (:class:`InterfaceMotion`); 0 turns the constraint off.  100: the LQ phantom's T1 with
+        the true interface motion reads the anode's side strains within 0.01 (20-30 % low without; session 20).
     interpolation : str
         How the deformed volume is sampled between voxels: ``"cubic"`` (B-spline, prefiltered) or ``"linear"``
         (trilinear: biases sub-pixel displacements towards whole voxels, up to 0.11 px per axis on the
@@ -130,6 +134,7 @@ class GlobalOptions:
     threads: int | None = None
     device: str = "cpu"
     interpolation: str = "linear"
+    interface_weight: float = 100.0
 
     def __post_init__(self):
         check_int("node_spacing", self.node_spacing, minimum=2)
@@ -148,8 +153,46 @@ class GlobalOptions:
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1)
         check_choice("interpolation", self.interpolation, ("linear", "cubic"))
+        check_number("interface_weight", self.interface_weight, minimum=0)
         if not isinstance(self.device, str) or not self.device.strip():
             raise InputError(f"device={show(self.device)} is not a device name; give 'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+
+@dataclass(frozen=True)
+class InterfaceMotion:
+    """A material interface of the reference, the plane ``z = z_px``, whose mean axial displacement between the two
+    states was measured independently: e.g. the segmented collector or separator interface of both scans (the
+    quantify stage's interfaces).  Given to :func:`correlate_global` as ``interfaces=``, it ties the field's mean
+    ``u_z`` over the plane (within the mask's lateral footprint) to ``displacement_px``.
+
+    Why: a strong edge between two materials keeps its position under blur and grey change, where the texture next
+    to it does not.  On low-resolution scans (the phantom's LQ series, PSF 313 nm against an 1.8-2.2 um anode) the
+    field rounds the kinks at both interfaces and the anode's side strains read 20-30 % low; with the interfaces'
+    motion they read within 0.01 (benchmarks/RESULTS.md, session 20).
+    """
+
+    z_px: float
+    displacement_px: float
+
+    def __post_init__(self):
+        check_number("InterfaceMotion.z_px", self.z_px)
+        check_number("InterfaceMotion.displacement_px", self.displacement_px)
+
+
+def _check_interfaces(interfaces, shape) -> tuple[InterfaceMotion, ...]:
+    if interfaces is None:
+        return ()
+    if isinstance(interfaces, InterfaceMotion):
+        interfaces = (interfaces,)
+    out = tuple(interfaces)
+    for k, v in enumerate(out):
+        if not isinstance(v, InterfaceMotion):
+            raise InputError(f"interfaces[{k}]={show(v)} is not an InterfaceMotion; build each with "
+                             "tomo4d.dvc.InterfaceMotion(z_px=..., displacement_px=...)")
+        if not 0 <= v.z_px <= shape[0] - 1:
+            raise InputError(f"interfaces[{k}].z_px={v.z_px:g} lies outside the volume's z range 0..{shape[0] - 1}; "
+                             "give the plane in reference px")
+    return out
 
 
 def control_grid(shape, node_spacing: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
@@ -167,7 +210,7 @@ def control_grid(shape, node_spacing: int) -> tuple[np.ndarray, tuple[int, int, 
 
 
 def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: DisplacementField | None = None,
-                     options: GlobalOptions | None = None, **shortcuts) -> DisplacementField:
+                     interfaces=None, options: GlobalOptions | None = None, **shortcuts) -> DisplacementField:
     """Global DVC: a regularised trilinear displacement field, reference -> deformed.
 
     Parameters
@@ -184,6 +227,10 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         Starting field (any grid of these volumes), e.g. the previous time step's; without it
         the coarsest level starts from zero, which captures displacements of about
         ``node_spacing * 2^(levels-1)`` px.
+    interfaces : InterfaceMotion or sequence of them, optional
+        Planes of the reference whose mean axial displacement was measured independently (the segmented
+        interfaces of both scans); the field's mean ``u_z`` over each is tied to it with
+        ``options.interface_weight``.  ``notes["interfaces"]`` then holds each plane's target and reached value.
     options : GlobalOptions, optional
         Or keyword shortcuts of its fields (``node_spacing=6``, ``psf_sigma_px=2.8``, ...).
 
@@ -209,16 +256,19 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
                          f"({ref.shape[a]} voxels): give at most {ref.shape[a] // 2}")
     pos, gs, origin = control_grid(ref.shape, opts.node_spacing)
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
+    planes = _check_interfaces(interfaces, ref.shape)
     t0 = time.perf_counter()
     with torch_threads(opts.threads):
         from ._global_solver import solve_pyramid
 
-        sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts)
+        sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes)
     status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
     phis = _phis(sol.u_nodes, opts.node_spacing)
     notes = {"method": "global", "options": asdict(opts), "levels": sol.level_notes,
              "converged": bool(sol.converged), "seconds": round(time.perf_counter() - t0, 3),
              "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist()}
+    if planes:
+        notes["interfaces"] = sol.interfaces
     if not sol.converged:
         warnings.warn(f"global DVC: the finest level stopped at max_iterations={opts.max_iterations} before the "
                       "objective settled; the field may not be final (raise max_iterations)", RuntimeWarning,

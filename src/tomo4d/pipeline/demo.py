@@ -128,6 +128,7 @@ dvc:                               # the route measured most accurate at battery
   deconvolve_iterations: 20        # Richardson-Lucy with the scans' PSF: blur is the largest DVC error
   deconvolve_psf_sigma_px: {psf_px}
   mask: above_collector            # the rigid collector left out (quantify's T0 interface), the separator kept
+  interfaces: true                 # the field tied to quantify's interfaces of each step: LQ blur rounds their kinks
 particles: {{particle_class: [2, 3]}}   # silicon + lithiated silicon: a particle stays one while it lithiates
 residual: {{}}
 lithiation: {{truth_modes: data/truth/particles.csv}}

@@ -98,6 +98,13 @@ _DVC_OWN = {
         "that windows straddling the interfaces do not bias the anode's nodes; above_collector: everything above "
         "the collector interface (the rigid collector left out, the separator's texture kept: measured best with "
         "method: global, RESULTS.md issue 15); both need the quantify section. none: the whole volume."))),
+    "interfaces": (bool, Field(False, description=(
+        "method global with a mask: tie the field's mean u_z over the T0 collector and separator interfaces (moved "
+        "into the pair's reference) to where the quantify stage found them in the deformed step "
+        "(tomo4d.dvc.InterfaceMotion; weight global_options.interface_weight). On low-resolution scans the field "
+        "rounds the kinks at both interfaces and reads the anode's strain 20-30 % low; the segmented interfaces "
+        "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series, "
+        "RESULTS.md session 20)."))),
     "axial_start": (bool, Field(False, description=(
         "Start the first step (and every step without a usable previous field) from tomo4d.dvc.axial_profile_start: "
         "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "
@@ -153,6 +160,9 @@ def _check_all(self):
     if self.deconvolve_iterations and self.deconvolve_psf_sigma_px is None:
         raise ValueError(f"dvc.deconvolve_iterations={self.deconvolve_iterations} needs the scans' PSF: set "
                          "dvc.deconvolve_psf_sigma_px (px), or deconvolve_iterations: 0")
+    if self.interfaces and (self.method != "global" or self.mask == "none"):
+        raise ValueError("dvc.interfaces: true needs method: global and a mask (electrode or above_collector), whose "
+                         "interfaces the quantify stage measures; set them, or remove interfaces")
     if self.axial_lateral and not self.axial_start:
         raise ValueError("dvc.axial_lateral: true refines the axial start's fit; set dvc.axial_start: true too, or "
                          "remove axial_lateral")
