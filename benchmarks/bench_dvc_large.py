@@ -219,8 +219,8 @@ def main(argv=None):
                          "runner does (a pixel classifier trained on four xz planes of T0 and of the last step, "
                          "tomo4d.quantify.electrode_thickness of every step)")
     ap.add_argument("--anchor-collector", action="store_true",
-                    help="global: shift the control grid along z so that a node plane lies on the T0 collector "
-                         "interface (the rigid collector's kink then falls on a node)")
+                    help="global: a node plane on the collector interface (correlate_global(..., node_plane_z_px=); "
+                         "the rigid collector's kink then falls on a node)")
     ap.add_argument("--face-margin", type=int, default=None,
                     help="leave this many voxels at the lateral (y, x) faces of the volume out of the mask (the blur's "
                          "and the deconvolution's boundary: static in every scan, it pins the field there); default "
@@ -294,8 +294,7 @@ def main(argv=None):
         mask = np.broadcast_to(band[:, None, None], series[0].shape) & (True if mask is None else mask)
         kw["mask"] = mask
     a.planes = _interface_planes(a, exp, grid, series)
-    if a.anchor_collector:
-        _anchor_grid((exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm)
+    a.node_plane = (exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm if a.anchor_collector else None
     if a.face_margin is None:
         from tomo4d.dvc import boundary_margin_px
 
@@ -343,7 +342,7 @@ def main(argv=None):
         if a.method == "none":
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":
-            field = correlate_global(series[0], series[n], initial=init, phi0=phi0,
+            field = correlate_global(series[0], series[n], initial=init, phi0=phi0, node_plane_z_px=a.node_plane,
                                      interfaces=_motions(a, n, None, series[0].shape), **kw)
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
@@ -407,23 +406,6 @@ def _motions(a, n, prev, shape):
     return [InterfaceMotion(z_px=float(p), displacement_px=float(q - p)) for p, q in zip(at, a.planes[n])]
 
 
-def _anchor_grid(z_px):
-    """Experiment: every control grid built from here on has a node plane at ``z_px`` (a shifted origin)."""
-    import tomo4d.dvc.global_dvc as gd
-
-    def control_grid(shape, node_spacing):
-        s = int(node_spacing)
-        _, gs, origin = _centred(shape, s)
-        origin = origin.copy()
-        origin[0] = z_px - s * np.floor(z_px / s)
-        gs = ((int(shape[0]) - 1 - int(np.ceil(origin[0]))) // s + 1,) + tuple(gs[1:])
-        axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
-        return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3), gs, origin
-
-    _centred = gd.control_grid
-    gd.control_grid = control_grid
-
-
 def _increment(a, series, n, prev, kw, mask):
     """T0 -> Tn as T0 -> T(n-1) (``prev``) composed with T(n-1) -> Tn (reference updating; the pair started and
     correlated like a first step, the mask's band moved into T(n-1) by ``prev``), as the runner's
@@ -442,9 +424,12 @@ def _increment(a, series, n, prev, kw, mask):
     ref, dfm = series[n - 1], series[n]
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":
-        pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n, prev, ref.shape), **kwn)
+        plane = None if a.node_plane is None else moved_band(prev, a.node_plane, np.inf, ref.shape[1:])[0]
+        pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n, prev, ref.shape),
+                                node_plane_z_px=plane, **kwn)
         composed = compose_fields(prev, pair)
-        return correlate_global(series[0], dfm, initial=composed, **kw) if a.refine else composed
+        return correlate_global(series[0], dfm, initial=composed, node_plane_z_px=a.node_plane, **kw) if a.refine \
+            else composed
     composed = compose_fields(prev, correlate(ref, dfm, initial=init, search_radius_px=4 if init is None else 0, **kwn))
     return correlate(series[0], dfm, initial=composed, search_radius_px=0, **kw) if a.refine else composed
 

@@ -288,3 +288,20 @@ def test_interfaces_undo_the_rounded_kink(warp):
         f = correlate_global(ref, dfm, node_spacing=4, levels=1, threads=1, phi0=phi0, mask=box, interfaces=planes)
         err[planes is None] = slab_volume_mean(f, 10.0, zi, components=("hencky_zz",)).values[0] - np.log1p(e)
     assert err[True] < -0.02 and abs(err[False]) < 0.012, err
+
+
+def test_node_plane_shifts_the_grid(texture):
+    """node_plane_z_px: the control grid shifted along z so that a node plane lies there (the lateral axes and the
+    spacing unchanged, every node inside the volume); recorded in the notes; out of the volume refused."""
+    from tomo4d.dvc import control_grid
+
+    pos, gs, origin = control_grid((40, 30, 30), 4, plane_z_px=13.5)
+    centred = control_grid((40, 30, 30), 4)
+    assert origin[0] == 1.5 and 13.5 in pos[:, 0] and pos[:, 0].max() <= 39 and gs[0] == 10
+    assert gs[1:] == centred[1][1:] and np.array_equal(origin[1:], centred[2][1:])
+    f = correlate_global(texture, texture, node_spacing=10, levels=1, max_iterations=2, threads=1,
+                         node_plane_z_px=33.0)
+    assert 33.0 in f.positions_zyx_px[:, 0] and f.notes["node_plane_z_px"] == 33.0
+    assert np.abs(f.displacement_zyx_px).max() < 1e-3
+    with pytest.raises(InputError, match="node_plane_z_px"):
+        correlate_global(texture, texture, node_plane_z_px=60.0)

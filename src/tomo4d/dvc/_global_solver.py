@@ -45,9 +45,9 @@ def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
     return (2 * points_px / n - 1).flip(-1)
 
 
-def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=()) -> _Level:
+def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=(), plane_z_px=None) -> _Level:
     s = opts.node_spacing * f
-    _, gs, origin = control_grid(ref.shape, s)
+    _, gs, origin = control_grid(ref.shape, s, plane_z_px=plane_z_px)
     r = torch.from_numpy(np.ascontiguousarray(bin_volume(ref, f), np.float32)).to(dev)
     d_np = np.ascontiguousarray(bin_volume(dfm, f), np.float32)
     if opts.psf_sigma_px > 0:
@@ -249,14 +249,15 @@ def _support_fractions(lv: _Level, U, weights):
         k = 2 * s + 1
         pm = tf.avg_pool3d(m, k, stride=1, padding=s, count_include_pad=False)[0, 0]
         po = tf.avg_pool3d(out, k, stride=1, padding=s, count_include_pad=False)[0, 0]
-        idx = [torch.as_tensor((lv.origin[a] + s * np.arange(lv.grid_shape[a])).astype(np.int64)) for a in range(3)]
+        idx = [torch.as_tensor(np.clip(np.rint(lv.origin[a] + s * np.arange(lv.grid_shape[a])), 0, lv.mask.shape[a] - 1)
+                               .astype(np.int64)) for a in range(3)]
         pm = pm[idx[0]][:, idx[1]][:, :, idx[2]]
         po = po[idx[0]][:, idx[1]][:, :, idx[2]]
         frac_out = torch.where(pm > 0, po / pm.clamp(min=1e-12), torch.zeros_like(po))
     return pm.cpu().numpy(), frac_out.cpu().numpy()
 
 
-def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=()) -> Solution:
+def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=(), plane_z_px=None) -> Solution:
     """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
     (:class:`~tomo4d.dvc.global_dvc.InterfaceMotion`) tie planes' mean axial displacement."""
     dev = check_device("device", opts.device)
@@ -269,7 +270,7 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
     A = B = None
     notes, n_iter, lv = [], 0, None
     for f in fs:
-        lv = _level(ref, dfm, msk, f, opts, dev, interfaces)
+        lv = _level(ref, dfm, msk, f, opts, dev, interfaces, plane_z_px)
         U = _transfer(prev[0], prev[1], prev[2], prev[3], lv.origin, lv.spacing, lv.grid_shape)
         if A is None:
             A = torch.zeros((1,) + lv.grid_shape, device=dev)

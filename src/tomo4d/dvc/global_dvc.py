@@ -195,22 +195,29 @@ def _check_interfaces(interfaces, shape) -> tuple[InterfaceMotion, ...]:
     return out
 
 
-def control_grid(shape, node_spacing: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+def control_grid(shape, node_spacing: int, *, plane_z_px: float | None = None
+                 ) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """Nodes of a control grid of integer spacing centred in a volume of ``shape``.
 
     Returns ``(positions (N, 3) px, grid_shape, origin (3,) px)``; node ``(i, j, k)`` sits at
-    ``origin + (i, j, k) * node_spacing``, all nodes inside the volume.
+    ``origin + (i, j, k) * node_spacing``, all nodes inside the volume.  With ``plane_z_px`` the grid is shifted
+    along z so that a plane of nodes lies at that z (the first plane at ``plane_z_px`` modulo the spacing).
     """
     s = int(node_spacing)
-    gs = tuple(max(2, (int(n) - 1) // s + 1) for n in shape)
+    gs = [max(2, (int(n) - 1) // s + 1) for n in shape]
     origin = np.array([max(0, ((int(n) - 1) - (g - 1) * s) // 2) for n, g in zip(shape, gs)], float)
+    if plane_z_px is not None:
+        origin[0] = float(plane_z_px) - s * np.floor(float(plane_z_px) / s)
+        gs[0] = max(2, int(np.floor((int(shape[0]) - 1 - origin[0]) / s)) + 1)
+    gs = tuple(gs)
     axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
     pos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     return pos, gs, origin
 
 
 def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: DisplacementField | None = None,
-                     interfaces=None, options: GlobalOptions | None = None, **shortcuts) -> DisplacementField:
+                     interfaces=None, node_plane_z_px: float | None = None, options: GlobalOptions | None = None,
+                     **shortcuts) -> DisplacementField:
     """Global DVC: a regularised trilinear displacement field, reference -> deformed.
 
     Parameters
@@ -231,6 +238,11 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         Planes of the reference whose mean axial displacement was measured independently (the segmented
         interfaces of both scans); the field's mean ``u_z`` over each is tied to it with
         ``options.interface_weight``.  ``notes["interfaces"]`` then holds each plane's target and reached value.
+    node_plane_z_px : float, optional
+        Shift the control grid along z so that a plane of nodes lies at this z (reference px): e.g. the rigid
+        collector's interface, where the swelling electrode's displacement has a kink that a trilinear field can
+        only hold at a node (between two nodes it is smeared over a spacing and the node row below reads the
+        electrode's slope continued into the collector).
     options : GlobalOptions, optional
         Or keyword shortcuts of its fields (``node_spacing=6``, ``psf_sigma_px=2.8``, ...).
 
@@ -254,19 +266,23 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         a = too_small[0]
         raise InputError(f"node_spacing={opts.node_spacing} is too large for the volume along {'zyx'[a]} "
                          f"({ref.shape[a]} voxels): give at most {ref.shape[a] // 2}")
-    pos, gs, origin = control_grid(ref.shape, opts.node_spacing)
+    if node_plane_z_px is not None:
+        check_number("node_plane_z_px", node_plane_z_px, minimum=0, maximum=ref.shape[0] - 1)
+    pos, gs, origin = control_grid(ref.shape, opts.node_spacing, plane_z_px=node_plane_z_px)
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
     planes = _check_interfaces(interfaces, ref.shape)
     t0 = time.perf_counter()
     with torch_threads(opts.threads):
         from ._global_solver import solve_pyramid
 
-        sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes)
+        sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes,
+                            plane_z_px=node_plane_z_px)
     status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
     phis = _phis(sol.u_nodes, opts.node_spacing)
     notes = {"method": "global", "options": asdict(opts), "levels": sol.level_notes,
              "converged": bool(sol.converged), "seconds": round(time.perf_counter() - t0, 3),
-             "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist()}
+             "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist(),
+             "node_plane_z_px": None if node_plane_z_px is None else float(node_plane_z_px)}
     if planes:
         notes["interfaces"] = sol.interfaces
     if not sol.converged:
