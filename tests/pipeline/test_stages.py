@@ -312,3 +312,21 @@ def test_global_dvc_match_leaves_the_deconvolved_faces_out():
     np.testing.assert_array_equal(both, box & (np.arange(40) >= 5)[:, None, None])
     small = np.asarray(_inside_faces(None, (40, 16, 12), 2.0))  # at most a quarter of an axis at each face
     assert small[20, 4:12, 3:9].all() and small[20].sum() == 8 * 6
+
+
+def test_report_describes_the_dvc_route_that_ran():
+    """The report's DVC section says how the fields were measured, from the run's recorded dvc options: the demo's
+    global, incremental, deconvolved, interface-tied route is not described as "each step against T0"."""
+    from tomo4d.pipeline.run_report import _dvc_route
+
+    demo = {"method": "global", "node_spacing": 4, "incremental": True, "deconvolve_iterations": 20,
+            "deconvolve_psf_sigma_px": 3.13, "axial_start": True, "axial_lateral": True, "mask": "above_collector",
+            "interfaces": True}
+    text = _dvc_route(demo)
+    for part in ("Global DVC", "nodes 4 px apart", "T(n-1) -> Tn", "20 iterations", "PSF sigma 3.13 px",
+                 "in-plane expansion", "collector left out", "InterfaceMotion"):
+        assert part in text, part
+    assert "against T0" not in text
+    plain = _dvc_route({"method": "local", "node_spacing": 10, "from_previous": True, "mask": "none"})
+    assert plain.startswith("Local DVC") and "against T0, started from the previous step's field" in plain
+    assert "deconvolved" not in plain and "InterfaceMotion" not in plain

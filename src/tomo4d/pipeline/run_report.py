@@ -102,12 +102,43 @@ def _quantify_section(rep, out: Path, info: dict) -> None:
                   caption="Phase volumes (um^3) and relative non-lithiated silicon volume (RNL).")
 
 
+def _dvc_route(d: dict) -> str:
+    """One paragraph: how the run's dvc section measured the fields (its options as recorded for the run)."""
+    sp = d.get("node_spacing")
+    if d.get("method") == "global":
+        text = [f"Global DVC (tomo4d.dvc.correlate_global): one regularised trilinear field, nodes {sp} px apart, "
+                "with brightness and contrast fields estimated with it."]
+    else:
+        text = [f"Local DVC (tomo4d.dvc.correlate): one window per node, nodes {sp} px apart."]
+    if d.get("incremental"):
+        text.append("Each pair T(n-1) -> Tn correlated and composed onto T0 -> T(n-1) (reference updating); errors "
+                    "of the steps add up.")
+    else:
+        text.append("Each step correlated against T0" + (", started from the previous step's field."
+                                                         if d.get("from_previous") else "."))
+    if d.get("deconvolve_iterations"):
+        text.append(f"Both scans deconvolved first (Richardson-Lucy, {d['deconvolve_iterations']} iterations, "
+                    f"PSF sigma {d.get('deconvolve_psf_sigma_px')} px).")
+    if d.get("axial_start"):
+        text.append("Started from an axial profile fit" + (" with the in-plane expansion." if d.get("axial_lateral")
+                                                           else "."))
+    mask = {"electrode": "only the T0 electrode band (quantify's interfaces) matched",
+            "above_collector": "the rigid collector left out of the match (quantify's T0 interface)"}.get(d.get("mask"))
+    if mask:
+        text.append(mask[0].upper() + mask[1:] + ".")
+    if d.get("interfaces"):
+        text.append("The field's mean axial displacement at the collector and separator interfaces tied to where the "
+                    "quantify stage found them in each step (tomo4d.dvc.InterfaceMotion): the strain then carries "
+                    "the segmentation's error of the thickness change instead of the blur's.")
+    return " ".join(text)
+
+
 def _strain_section(rep, out: Path, info: dict) -> None:
     summ = _table(out, "strain_summary")
-    rep.section("Local DVC and finite strain",
-                "Each step correlated against T0 (fields/dvc_T0_<step>.h5); finite strain from the displacement "
-                "gradients (fields/strain_T0_<step>.h5; .vtk files for ParaView beside them): Hencky axial ln U_zz and volumetric det F - 1 over the "
-                "usable nodes.")
+    rep.section("DVC and finite strain",
+                _dvc_route(info["options"].get("dvc") or {}) + " Fields T0 -> step in fields/dvc_T0_<step>.h5; "
+                "finite strain from the displacement gradients (fields/strain_T0_<step>.h5; .vtk files for "
+                "ParaView beside them): Hencky axial ln U_zz and volumetric det F - 1 over the usable nodes.")
     if summ is None:
         return
     truth = "median_error_px" in summ
