@@ -67,6 +67,7 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=(), plane_z_px
     ctrl = _normalised(c, gs)[None]
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in r.shape], device=dev)
     foot = m.any(0)  # the mask's lateral footprint: where an interface's mean displacement is taken
+    foot = foot if bool(foot.any()) else torch.ones_like(foot)  # (a thin mask can vanish at a binned level)
     planes = tuple((float(np.clip((p.z_px - (f - 1) / 2.0) / f, 0, r.shape[0] - 1)), float(p.displacement_px), foot)
                    for p in interfaces) if opts.interface_weight > 0 else ()
     return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic",

@@ -166,9 +166,10 @@ class InterfaceMotion:
     ``u_z`` over the plane (within the mask's lateral footprint) to ``displacement_px``.
 
     Why: a strong edge between two materials keeps its position under blur and grey change, where the texture next
-    to it does not.  On low-resolution scans (the phantom's LQ series, PSF 313 nm against an 1.8-2.2 um anode) the
-    field rounds the kinks at both interfaces and the anode's side strains read 20-30 % low; with the interfaces'
-    motion they read within 0.01 (benchmarks/RESULTS.md, session 20).
+    to it does not.  On low-resolution scans (the phantom's LQ series, PSF 313 nm against a 2.2 um anode) the field
+    rounds the kinks at both interfaces and the anode's side strains read 20-30 % low; tied to the exact interface
+    motion they read within 0.01 at T1 and 0.02 at T2, after which the split between the halves drifts; tied to
+    segmented interfaces they carry the segmentation's error (benchmarks/RESULTS.md, session 20).
     """
 
     z_px: float
