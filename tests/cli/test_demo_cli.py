@@ -79,6 +79,14 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     assert np.all(np.isfinite(measured["strain_volume_mean"])) and np.all(measured["volume_covered"] > 0.02)
     mean_t2 = (hz["T2", "collector side"] + hz["T2", "separator side"]) / 2
     assert mean_t2 == pytest.approx(np.log1p(doc["truth"]["mean_axial_strain"][2]), rel=0.3)
+    # the LQ separator's fibres are blurred away: its nodes are LOW_TEXTURE (the repeat scan's noise), not reported
+    from tomo4d.dvc import DisplacementField, NodeStatus
+
+    f = DisplacementField.load(res.run.out / "fields" / "dvc_T0_T1.h5")
+    th = read_table(res.run.out / "tables" / "thickness.csv")
+    low = f.status == NodeStatus.LOW_TEXTURE
+    above = f.positions_zyx_px[:, 0] > th["separator_z_um"][0] * 1e3 / doc["params"]["lq_voxel_nm"]
+    assert f.notes["low_texture"] == low.sum() > 0 and low[above].sum() > 0.8 * low.sum()
 
 
 def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):

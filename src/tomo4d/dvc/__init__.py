@@ -22,7 +22,7 @@ _EXPORTS = {
     "deconvolve": "deconvolve", "boundary_margin_px": "deconvolve", "deconvolve_chunked": "deconvolve_chunked",
     "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",
     "CorrelationOptions": "options", "PsfCompensation": "options",
-    "correct_curvature": "postprocess", "flag_outliers": "postprocess", "replace_bad_nodes": "postprocess",
+    "correct_curvature": "postprocess", "flag_outliers": "postprocess", "flag_low_texture": "postprocess", "replace_bad_nodes": "postprocess",
     "correlate_pyramid": "pyramid",
     "GlobalOptions": "global_dvc", "correlate_global": "global_dvc", "control_grid": "global_dvc",
     "InterfaceMotion": "global_dvc",

@@ -16,7 +16,7 @@ from .field import DisplacementField, NodeStatus, _fill_from_neighbours, _idw
 
 log = logging.getLogger(__name__)
 
-__all__ = ["flag_outliers", "replace_bad_nodes", "correct_curvature", "window_out_of_view"]
+__all__ = ["flag_outliers", "flag_low_texture", "replace_bad_nodes", "correct_curvature", "window_out_of_view"]
 
 
 def correct_curvature(field: DisplacementField) -> DisplacementField:
@@ -100,6 +100,51 @@ def flag_outliers(field: DisplacementField, *, threshold: float = 3.0, epsilon_p
     status = field.status.copy()
     status[flags.ravel()] = NodeStatus.OUTLIER
     log.info("DVC: %d outlier nodes flagged", int(flags.sum()))
+    return field.with_(status=status, notes=notes)
+
+
+def flag_low_texture(field: DisplacementField, reference, *, noise_sigma: float, mask=None,
+                     min_snr: float | None = None) -> DisplacementField:
+    """Mark usable nodes whose window holds no grey-level structure above the noise as ``LOW_TEXTURE``.
+
+    Per node, the variance of ``reference`` over its window (+- ``half_window_px``; masked voxels only) less the noise
+    variance ``noise_sigma**2``, relative to the noise variance: a window of pure noise reads 0 within the variance
+    estimate's standard error, ``sqrt(2 / n)`` for ``n`` voxels.  Below ``min_snr`` (default: three standard errors
+    of the window's voxel count) the node's value is not a measurement but the neighbours' (global DVC: the
+    regularisation's continuation).  Give the scan the field was measured on (not deconvolved) and the noise of
+    that scan, e.g. ``std(repeat - reference) / sqrt(2)`` from a repeated scan.
+
+    On the demo (LQ, 9^3 windows, threshold 0.16) the separator, whose fibres the 313 nm blur wiped out, reads
+    0.00-0.03 and is flagged; the anode reads 0.48-1.5 and the HQ separator 0.28-0.39, kept (session 20).
+    """
+    from scipy import ndimage
+
+    from .._validate import as_image, as_mask, check_number
+
+    ref = as_image(reference, name="reference")
+    sigma = check_number("noise_sigma", noise_sigma, minimum=0, exclusive_minimum=True)
+    if min_snr is not None:
+        check_number("min_snr", min_snr, minimum=0)
+    m = as_mask(mask, ref.shape)
+    k = tuple(2 * int(round(float(h))) + 1 for h in np.broadcast_to(field.half_window_px, (3,)))
+    w = np.ones(ref.shape, np.float32) if m is None else m.astype(np.float32)
+    x = ref.astype(np.float32) - np.float32(ref.mean())  # centred: the moments' cancellation stays small
+    n = ndimage.uniform_filter(w, k, mode="constant")
+    m1 = ndimage.uniform_filter(w * x, k, mode="constant")
+    m2 = ndimage.uniform_filter(w * x * x, k, mode="constant")
+    idx = tuple(np.clip(np.rint(field.positions_zyx_px[:, a]).astype(np.int64), 0, ref.shape[a] - 1) for a in range(3))
+    cnt = n[idx] * float(np.prod(k))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2[idx] / n[idx] - (m1[idx] / n[idx]) ** 2
+        snr = (var - sigma ** 2) / sigma ** 2
+        limit = 3.0 * np.sqrt(2.0 / np.maximum(cnt, 1.0)) if min_snr is None else np.full(len(cnt), float(min_snr))
+    flags = field.usable & (cnt >= 1) & ~(snr >= limit)
+    notes = {**field.notes, "low_texture": int(flags.sum())}
+    if not flags.any():
+        return field.with_(notes=notes)
+    status = field.status.copy()
+    status[flags] = NodeStatus.LOW_TEXTURE
+    log.info("DVC: %d nodes without texture above the noise flagged", int(flags.sum()))
     return field.with_(status=status, notes=notes)
 
 

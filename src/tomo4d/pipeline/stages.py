@@ -158,24 +158,6 @@ def _electrode_band(ctx, shape, moved_by=None) -> tuple[float, float]:
     return lo, hi
 
 
-def _interface_motions(ctx, band, step: int) -> list:
-    """The :class:`tomo4d.dvc.InterfaceMotion` of the pair's reference band ``band`` (the T0 collector and separator
-    interfaces moved into it, px) to where the quantify stage found them at ``step``; an interface quantify could
-    not place (no valid column) is left out."""
-    from ..dvc import InterfaceMotion
-
-    t = ctx.load("quantify")
-    vs = analysis_voxel_size_nm(ctx)[0]
-    out = []
-    for at, name in zip(band, ("collector_z_um", "separator_z_um")):
-        to = float(t[name][step]) * 1e3 / vs
-        if np.isfinite(to) and np.isfinite(at):
-            out.append(InterfaceMotion(z_px=at, displacement_px=to - at))
-        else:
-            log.warning("dvc: the %s interface of step %d is not measured; not tied", name.split("_")[0], step)
-    return out
-
-
 def _band_mask(lo: float, hi: float, shape):
     """The z band ``lo <= z < hi`` as a lazy (z, y, x) mask (``dvc.mask: electrode``; ``above_collector``: hi
     infinite)."""
@@ -265,6 +247,7 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
                     "chunk_budget_mb=%g); at this size the local method streams", pair_bytes / 2**30,
                     ctx.experiment.chunk_budget_mb)
     ref, deformed = ref.numpy(), deformed.numpy()
+    scan = ref  # as scanned: the texture check's reference
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
 
@@ -281,9 +264,12 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
-                                interfaces=_interface_motions(ctx, band, step) if sec.interfaces else None,
-                                options=sec.global_dvc_options())
+        from .stages_dvc_checks import flag_textureless, interface_motions
+
+        field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
+                                 interfaces=interface_motions(ctx, band, step) if sec.interfaces else None,
+                                 options=sec.global_dvc_options())
+        return flag_textureless(ctx, field, scan, mask) if sec.flag_textureless else field
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                      **sec.correlate_kwargs())

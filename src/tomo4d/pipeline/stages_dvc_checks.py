@@ -1,0 +1,49 @@
+"""What the dvc stage's global route takes from the run besides the two scans: the interfaces quantify measured
+(``dvc.interfaces``) and the noise of a repeated scan (``dvc.flag_textureless``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .series import analysis_voxel_size_nm, read_series, repeat_path
+from .stage_io import read_volume
+
+log = logging.getLogger(__name__)
+
+
+def interface_motions(ctx, band, step: int) -> list:
+    """The :class:`tomo4d.dvc.InterfaceMotion` of the pair's reference band ``band`` (the T0 collector and separator
+    interfaces moved into it, px) to where the quantify stage found them at ``step``; an interface quantify could
+    not place (no valid column) is left out."""
+    from ..dvc import InterfaceMotion
+
+    t = ctx.load("quantify")
+    vs = analysis_voxel_size_nm(ctx)[0]
+    out = []
+    for at, name in zip(band, ("collector_z_um", "separator_z_um")):
+        to = float(t[name][step]) * 1e3 / vs
+        if np.isfinite(to) and np.isfinite(at):
+            out.append(InterfaceMotion(z_px=at, displacement_px=to - at))
+        else:
+            log.warning("dvc: the %s interface of step %d is not measured; not tied", name.split("_")[0], step)
+    return out
+
+
+def flag_textureless(ctx, field, scan: np.ndarray, mask):
+    """``field`` with the nodes whose window in ``scan`` (the pair's reference as scanned) holds nothing above the
+    noise marked LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`), the noise from T0 and its repeat
+    (``inputs.repeat``: std(repeat - T0) / sqrt(2)); without a repeat scan unchanged."""
+    from ..dvc import flag_low_texture
+
+    repeat = repeat_path(ctx)
+    if repeat is None:
+        return field
+    inp = ctx.inputs
+    rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm).numpy()
+    t0 = read_series(ctx, 0).numpy()
+    sigma = float(np.std(np.asarray(rep, np.float64) - t0) / np.sqrt(2.0))
+    if not sigma > 0:
+        return field
+    return flag_low_texture(field, scan, noise_sigma=sigma, mask=None if mask is None else np.asarray(mask))
