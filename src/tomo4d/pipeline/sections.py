@@ -106,8 +106,8 @@ _DVC_OWN = {
         "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series, "
         "RESULTS.md session 20)."))),
     "flag_textureless": (bool, Field(True, description=(
-        "method global with inputs.repeat: nodes whose window in the pair's reference (as scanned) holds no grey "
-        "variance above the noise of T0 and its repeat are LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not "
+        "method global with inputs.repeat: nodes whose window in T0 (as scanned) holds no grey variance above the "
+        "noise of T0 and its repeat are LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not "
         "reported: there the field is the regularisation's continuation (the LQ phantom's separator, whose "
         "fibres the blur wiped out, read up to 1.4 px off)."))),
     "axial_start": (bool, Field(False, description=(

@@ -197,8 +197,14 @@ def _dvc_step(ctx, step, previous):
         increment = _dvc_pair(ctx, step - 1, step, None, frame=previous)
         # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
         # (T2 median error 1.09 against 0.86 px composed; RESULTS.md session 17)
-        return compose_fields(previous, increment)
-    return _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
+        field = compose_fields(previous, increment)
+    else:
+        field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
+    if sec.method == "global" and sec.flag_textureless:  # T0's windows of pure noise are not measurements
+        from .stages_dvc_checks import flag_textureless
+
+        field = flag_textureless(ctx, field)
+    return field
 
 
 def _dvc_pair(ctx, ref_step, step, initial, frame=None):
@@ -247,7 +253,6 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
                     "chunk_budget_mb=%g); at this size the local method streams", pair_bytes / 2**30,
                     ctx.experiment.chunk_budget_mb)
     ref, deformed = ref.numpy(), deformed.numpy()
-    scan = ref  # as scanned: the texture check's reference
     if sec.deconvolve_iterations:  # both scans, with the same PSF (tomo4d.dvc.deconvolve)
         from ..dvc import deconvolve
 
@@ -264,12 +269,11 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        from .stages_dvc_checks import flag_textureless, interface_motions
+        from .stages_dvc_checks import interface_motions
 
-        field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
-                                 interfaces=interface_motions(ctx, band, step) if sec.interfaces else None,
-                                 options=sec.global_dvc_options())
-        return flag_textureless(ctx, field, scan, mask) if sec.flag_textureless else field
+        return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
+                                interfaces=interface_motions(ctx, band, step) if sec.interfaces else None,
+                                options=sec.global_dvc_options())
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                      **sec.correlate_kwargs())
