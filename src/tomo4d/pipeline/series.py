@@ -134,6 +134,17 @@ def repeat_path(ctx) -> Path | None:
     return enhanced_repeat_path(ctx.out) if analysis_enhanced(ctx.experiment) else ctx.inputs.repeat
 
 
+def read_repeat(ctx):
+    """The repeat scan on the analysis grid (:func:`repeat_path`) as a lazy Volume, or None without one
+    (``inputs.voxel_size_nm`` applies to the input file, not to the enhanced repeat the run wrote)."""
+    from .stage_io import read_volume
+
+    repeat = repeat_path(ctx)
+    if repeat is None:
+        return None
+    return read_volume(repeat, None if repeat != ctx.inputs.repeat else ctx.experiment.inputs.voxel_size_nm)
+
+
 def to_analysis_grid(labels: np.ndarray, scale: int) -> np.ndarray:
     """Labels on the ``inputs.series`` grid brought onto the analysis grid: every voxel repeated ``scale`` times
     per axis (the nearest series voxel of analysis voxel ``j`` is ``j // scale``)."""

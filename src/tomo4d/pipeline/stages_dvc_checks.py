@@ -7,8 +7,7 @@ import logging
 
 import numpy as np
 
-from .series import analysis_voxel_size_nm, read_series, repeat_path
-from .stage_io import read_volume
+from .series import analysis_voxel_size_nm, read_repeat, read_series
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +38,10 @@ def flag_textureless(ctx, field):
     pair's reference flagged 60 % of the demo's mid-anode nodes by T3, where the field reads within 0.2 px)."""
     from ..dvc import flag_low_texture
 
-    repeat = repeat_path(ctx)
-    if repeat is None:
+    rep = read_repeat(ctx)
+    if rep is None:
         return field
-    inp = ctx.inputs
-    rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm).numpy()
+    rep = rep.numpy()
     t0 = read_series(ctx, 0).numpy()
     sigma = float(np.std(np.asarray(rep, np.float64) - t0) / np.sqrt(2.0))
     if not sigma > 0:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._chunks import SlabStore
-from .series import analysis_voxel_size_nm, read_series, reads_series, repeat_path
+from .series import analysis_voxel_size_nm, read_repeat, read_series, reads_series
 from .stage import Stage, rel
-from .stage_io import read_volume, save_float_volume, write_tables
+from .stage_io import save_float_volume, write_tables
 
 __all__ = ["RESIDUAL", "ResidualResult"]
 
@@ -75,9 +75,8 @@ def _residual_run(ctx):
 
     sec, inp = ctx.experiment.residual, ctx.inputs
     ref = read_series(ctx, 0).data  # lazily: residual_map reads slabs and boxes
-    noise, repeat = 0.0, repeat_path(ctx)
-    if repeat is not None:  # on the analysis grid: enhanced like the series with apply_to_series
-        rep = read_volume(repeat, None if repeat != inp.repeat else ctx.experiment.inputs.voxel_size_nm)
+    noise, rep = 0.0, read_repeat(ctx)
+    if rep is not None:  # on the analysis grid: enhanced like the series with apply_to_series
         noise = noise_floor(read_series(ctx, 0).data, rep.data, sigma_px=sec.sigma_px, statistic=sec.statistic,
                             chunk_budget_mb=budget_mb(ctx))  # over the budget: slab by slab
     maps, rows = [], []
