@@ -87,6 +87,7 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     low = f.status == NodeStatus.LOW_TEXTURE
     above = f.positions_zyx_px[:, 0] > th["separator_z_um"][0] * 1e3 / doc["params"]["lq_voxel_nm"]
     assert f.notes["low_texture"] == low.sum() > 0 and low[above].sum() > 0.8 * low.sum()
+    assert f.notes["low_texture_noise"]["source"] == "repeat scan"
 
 
 def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):

@@ -324,9 +324,36 @@ def test_report_describes_the_dvc_route_that_ran():
             "interfaces": True}
     text = _dvc_route(demo)
     for part in ("Global DVC", "nodes 4 px apart", "T(n-1) -> Tn", "20 iterations", "PSF sigma 3.13 px",
-                 "in-plane expansion", "collector left out", "InterfaceMotion"):
+                 "in-plane expansion", "collector left out", "InterfaceMotion", "LOW_TEXTURE"):
         assert part in text, part
+    assert "LOW_TEXTURE" not in _dvc_route({**demo, "flag_textureless": False})
     assert "against T0" not in text
     plain = _dvc_route({"method": "local", "node_spacing": 10, "from_previous": True, "mask": "none"})
     assert plain.startswith("Local DVC") and "against T0, started from the previous step's field" in plain
-    assert "deconvolved" not in plain and "InterfaceMotion" not in plain
+    assert "deconvolved" not in plain and "InterfaceMotion" not in plain and "LOW_TEXTURE" not in plain
+
+
+def test_texture_flag_noise_sources(tmp_path):
+    """dvc.flag_textureless's noise: the repeat scan's difference, else T0's wavelet band, and on the enhanced series
+    without a repeat scan none (InDI's output has no white noise to estimate)."""
+    from types import SimpleNamespace
+
+    import tifffile
+
+    from tomo4d.pipeline.stages_dvc_checks import _noise
+
+    rng = np.random.default_rng(0)
+    clean = np.cumsum(rng.standard_normal((24, 24, 24)), axis=2).astype(np.float32) * 0.05  # smooth-ish rows
+    t0 = clean + rng.standard_normal(clean.shape).astype(np.float32) * 0.1
+    rep = clean + rng.standard_normal(clean.shape).astype(np.float32) * 0.1
+    tifffile.imwrite(tmp_path / "rep.tif", rep)
+
+    def ctx(repeat, enhance=None):
+        exp = SimpleNamespace(enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)))
+        return SimpleNamespace(inputs=SimpleNamespace(repeat=repeat), experiment=exp, out=tmp_path)
+
+    sigma, source = _noise(ctx(tmp_path / "rep.tif"), t0)
+    assert source == "repeat scan" and sigma == pytest.approx(0.1, rel=0.05)
+    sigma, source = _noise(ctx(None), t0)
+    assert source.startswith("T0's finest wavelet band") and sigma == pytest.approx(0.1, rel=0.1)
+    assert _noise(ctx(None, enhance=SimpleNamespace(apply_to_series=True)), t0) == (None, "")

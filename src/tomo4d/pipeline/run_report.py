@@ -130,6 +130,10 @@ def _dvc_route(d: dict) -> str:
         text.append("The field's mean axial displacement at the collector and separator interfaces tied to where the "
                     "quantify stage found them in each step (tomo4d.dvc.InterfaceMotion): the strain then carries "
                     "the segmentation's error of the thickness change instead of the blur's.")
+    if d.get("method") == "global" and d.get("flag_textureless", True):
+        text.append("Nodes whose T0 window holds no grey variance above T0's noise (from the repeat scan, else from "
+                    "T0's finest wavelet band) are LOW_TEXTURE and left out: there the field is only the "
+                    "regularisation's continuation.")
     return " ".join(text)
 
 

@@ -106,10 +106,12 @@ _DVC_OWN = {
         "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series, "
         "RESULTS.md session 20)."))),
     "flag_textureless": (bool, Field(True, description=(
-        "method global with inputs.repeat: nodes whose window in T0 (as scanned) holds no grey variance above the "
-        "noise of T0 and its repeat are LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not "
-        "reported: there the field is the regularisation's continuation (the LQ phantom's separator, whose "
-        "fibres the blur wiped out, read up to 1.4 px off)."))),
+        "method global: nodes whose window in T0 (as scanned) holds no grey variance above T0's noise are "
+        "LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not reported: there the field is the regularisation's "
+        "continuation (the LQ phantom's separator, whose fibres the blur wiped out, read up to 1.4 px off). The "
+        "noise: from T0 and inputs.repeat; without a repeat scan from T0 alone (tomo4d.quality.noise_sigma, white "
+        "noise assumed: correlated noise reads low and fewer nodes are flagged); on the enhanced series only with "
+        "a repeat scan."))),
     "axial_start": (bool, Field(False, description=(
         "Start the first step (and every step without a usable previous field) from tomo4d.dvc.axial_profile_start: "
         "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "

@@ -1,5 +1,5 @@
 """What the dvc stage's global route takes from the run besides the two scans: the interfaces quantify measured
-(``dvc.interfaces``) and the noise of a repeated scan (``dvc.flag_textureless``)."""
+(``dvc.interfaces``) and the noise of T0 (``dvc.flag_textureless``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from .series import analysis_voxel_size_nm, read_repeat, read_series
+from .series import analysis_enhanced, analysis_voxel_size_nm, read_repeat, read_series
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,31 @@ def interface_motions(ctx, band, step: int) -> list:
 
 def flag_textureless(ctx, field):
     """``field`` (T0 -> step) with the nodes whose window in T0 as scanned holds nothing above the noise marked
-    LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`), the noise from T0 and its repeat (``inputs.repeat``:
-    std(repeat - T0) / sqrt(2)); without a repeat scan unchanged.  T0, not each pair's reference: a region without
+    LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`).  The noise: from T0 and its repeat (``inputs.repeat``:
+    std(repeat - T0) / sqrt(2)); without a repeat scan, from T0 alone (:func:`tomo4d.quality.noise_sigma`, the
+    finest wavelet band: white noise assumed, correlated noise reads low and flags fewer nodes); on the enhanced
+    series without a repeat scan not flagged (InDI's output has no white noise to estimate).  ``notes
+    ["low_texture_noise"]`` records the value and its source.  T0, not each pair's reference: a region without
     structure (a separator whose fibres the blur wiped out), not the anode whose contrast lithiation lowers (each
     pair's reference flagged 60 % of the demo's mid-anode nodes by T3, where the field reads within 0.2 px)."""
     from ..dvc import flag_low_texture
 
-    rep = read_repeat(ctx)
-    if rep is None:
-        return field
-    rep = rep.numpy()
     t0 = read_series(ctx, 0).numpy()
-    sigma = float(np.std(np.asarray(rep, np.float64) - t0) / np.sqrt(2.0))
-    if not sigma > 0:
+    sigma, source = _noise(ctx, t0)
+    if sigma is None or not sigma > 0:
         return field
-    return flag_low_texture(field, t0, noise_sigma=sigma)
+    out = flag_low_texture(field, t0, noise_sigma=sigma)
+    return out.with_(notes={**out.notes, "low_texture_noise": {"sigma": round(sigma, 6), "source": source}})
+
+
+def _noise(ctx, t0: np.ndarray) -> tuple[float | None, str]:
+    """The noise std of T0 and where it came from: the repeat scan, else T0's wavelet band (input scans only)."""
+    rep = read_repeat(ctx)
+    if rep is not None:
+        return float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0)), "repeat scan"
+    if analysis_enhanced(ctx.experiment):
+        log.info("dvc: no repeat scan of the enhanced series; textureless nodes are not flagged")
+        return None, ""
+    from ..quality import noise_sigma
+
+    return noise_sigma(t0), "T0's finest wavelet band (white noise assumed)"

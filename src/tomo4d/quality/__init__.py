@@ -16,6 +16,7 @@ of returning NaN.
 :func:`cnr`               contrast-to-noise ratio of two classes
 :func:`cnr_classes`       classes by Otsu thresholding or labels
 :func:`fov_mask`          circular field-of-view mask
+:func:`noise_sigma`       a scan's white-noise level from the scan alone (wavelet MAD)
 :func:`compare`           everything in one :class:`QualityTable`
 ========================  =====================================================
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "METRICS": "compare", "QualityRow": "compare", "QualityTable": "compare", "compare": "compare",
     "CnrClasses": "contrast", "cnr": "contrast", "cnr_classes": "contrast",
     "FWHM_PER_SIGMA": "edges", "EdgeProfile": "edges", "EdgeResolution": "edges", "edge_resolution": "edges",
+    "noise_sigma": "noise",
     "psnr": "fidelity", "psnr_slices": "fidelity", "ssim": "fidelity", "ssim_map": "fidelity",
     "ssim_slices": "fidelity",
     "LabelEdges": "label_edges", "edges_from_labels": "label_edges",
