@@ -238,6 +238,8 @@ def main(argv=None):
     ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
+    ap.add_argument("--solver", choices=["lbfgs", "gauss-newton"], default=None,
+                    help="global: GlobalOptions.solver")
     ap.add_argument("--interp", choices=["linear", "cubic"], default=None,
                     help="global: how the deformed volume is sampled (GlobalOptions.interpolation)")
     ap.add_argument("--lateral", action="store_true", help="axial start: also an in-plane scale s(z)")
@@ -311,7 +313,8 @@ def main(argv=None):
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
                      ("max_iterations", a.max_iter), ("interpolation", a.interp),
-                     ("final_regularisation", a.continue_reg), ("grey_regularisation", a.grey_reg)):
+                     ("final_regularisation", a.continue_reg), ("grey_regularisation", a.grey_reg),
+                     ("solver", a.solver)):
             if v is not None:
                 kw[k] = v
         if mask is not None:

@@ -42,3 +42,17 @@ def test_register_views_reuse_the_compiled_kernels(pair):
     reg = register(big[:, :, :32], moved.astype(np.float64), binning=(2, 1), order=1, rigid=True)
     assert _signatures(_kernels) == before
     assert np.allclose(reg.translation_px, [0.4, -0.3, 0.2], atol=0.05)
+
+
+@pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")
+def test_global_gauss_newton_compiles_one_signature(pair):
+    from tomo4d.dvc import _gn_kernels, correlate_global
+
+    big, vol, moved = pair
+    kw = dict(node_spacing=8, levels=1, max_iterations=1, solver="gauss-newton", threads=1)
+    correlate_global(vol, moved, **kw)
+    before = _signatures(_gn_kernels)
+    correlate_global(big[:, :, :32], moved.astype(np.float64), interpolation="cubic", grey_fields=False,
+                     mask=vol > 0, **kw)
+    correlate_global(vol, moved, psf_sigma_px=1.0, **kw)  # the z-blur stack and its weights
+    assert _signatures(_gn_kernels) == before

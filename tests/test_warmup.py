@@ -34,7 +34,7 @@ def test_warm_up_compiles_every_cached_kernel():
     from tomo4d._warmup import warm_up
 
     seconds = warm_up()
-    assert set(seconds) == {"register", "dvc", "segment", "phantom"}
+    assert set(seconds) == {"register", "dvc", "dvc_global", "segment", "phantom"}
     modules = _modules_with_cached_kernels()
     assert modules, "no cached kernels found: the scan is broken"
     missing = []

@@ -44,6 +44,13 @@ def _dvc():
     correlate(vol, moved, node_spacing=12, half_window=6, backend="numba", threads=1)
 
 
+def _dvc_global():
+    from .dvc import correlate_global
+
+    vol, moved = _volumes()
+    correlate_global(vol, moved, node_spacing=8, levels=1, max_iterations=1, solver="gauss-newton", threads=1)
+
+
 def _segment():
     from .segment import FeatureSpec, predict_proba, train_pixel_classifier
 
@@ -62,7 +69,7 @@ def _phantom():
 
 
 #: name -> a tiny run of the stage that compiles its kernels
-STAGES = {"register": _register, "dvc": _dvc, "segment": _segment, "phantom": _phantom}
+STAGES = {"register": _register, "dvc": _dvc, "dvc_global": _dvc_global, "segment": _segment, "phantom": _phantom}
 
 
 def warm_up(stages=None, *, progress=None) -> dict[str, float]:

@@ -10,6 +10,7 @@ import torch.nn.functional as tf
 
 from .._array import bin_volume
 from .._validate import check_device
+from ..errors import InputError
 from .global_dvc import _PSF_STACK, GlobalOptions, control_grid
 
 
@@ -135,10 +136,15 @@ def _cubic_sample(coef: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (v * torch.stack(weights)[None]).sum(1)
 
 
+def _mapped(lv: _Level, u_full: torch.Tensor):
+    """Normalised sampling points x + u(x) (u in full-resolution px, (3, D, H, W)) and the inside-the-volume flag."""
+    g = lv.base + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
+    return g, (g.abs() <= 1 + lv.scale.flip(-1) / 2).all(-1)  # within the edge voxels (+- 0.5 px)
+
+
 def _sample_deformed(lv: _Level, u_full: torch.Tensor, weights):
     """J at x + u(x) (u in full-resolution px, (3, D, H, W)); and the inside-the-volume flag."""
-    g = lv.base + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
-    inside = (g.abs() <= 1 + lv.scale.flip(-1) / 2).all(-1)  # within the edge voxels (+- 0.5 px)
+    g, inside = _mapped(lv, u_full)
     vol = lv.dfm[None] if weights is None else lv.dfm
     if lv.cubic:
         v = _cubic_sample(vol, g)
@@ -196,6 +202,10 @@ def _objective(lv: _Level, U, A, B, opts: GlobalOptions, weights, var: float):
 
 
 def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
+    if opts.solver == "gauss-newton":
+        from ._global_gn import minimise_gn
+
+        return minimise_gn(lv, U, A, B, opts, weights)
     U = U.clone().requires_grad_(True)
     params = [U]
     if opts.grey_fields:
@@ -240,28 +250,48 @@ def _transfer(P: torch.Tensor, src_origin, src_spacing, src_gs, dst_origin, dst_
     return tf.grid_sample(P[None], g, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
-def _support_fractions(lv: _Level, U, weights):
-    """Per finest-level node: fraction of its support in the mask, and of that mapped out of view."""
+def _support_fractions(lv: _Level, U):
+    """Per finest-level node: fraction of its support (the voxels within one spacing, clipped to the volume) in the
+    mask, and of those masked voxels the fraction mapped out of view.  Box sums at the nodes from summed-volume
+    tables: at 100^3 voxels and spacing 10, 0.05 s instead of 14.4 s for two stride-1 21^3 average pools."""
     with torch.no_grad():
-        _, inside = _sample_deformed(lv, _dense(U, lv), weights)
-        s = lv.spacing
-        m = lv.mask.float()[None, None]
-        out = (lv.mask & ~inside).float()[None, None]
-        k = 2 * s + 1
-        pm = tf.avg_pool3d(m, k, stride=1, padding=s, count_include_pad=False)[0, 0]
-        po = tf.avg_pool3d(out, k, stride=1, padding=s, count_include_pad=False)[0, 0]
-        idx = [torch.as_tensor(np.clip(np.rint(lv.origin[a] + s * np.arange(lv.grid_shape[a])), 0, lv.mask.shape[a] - 1)
-                               .astype(np.int64)) for a in range(3)]
-        pm = pm[idx[0]][:, idx[1]][:, :, idx[2]]
-        po = po[idx[0]][:, idx[1]][:, :, idx[2]]
-        frac_out = torch.where(pm > 0, po / pm.clamp(min=1e-12), torch.zeros_like(po))
-    return pm.cpu().numpy(), frac_out.cpu().numpy()
+        _, inside = _mapped(lv, _dense(U, lv))
+        m = lv.mask.cpu().numpy()
+        out = m & ~inside.cpu().numpy()
+    s = lv.spacing
+    lo, hi = [], []
+    for a in range(3):
+        c = np.clip(np.rint(lv.origin[a] + s * np.arange(lv.grid_shape[a])), 0, m.shape[a] - 1).astype(np.int64)
+        lo.append(np.maximum(c - s, 0))
+        hi.append(np.minimum(c + s + 1, m.shape[a]))
+    count = np.ix_(*[(h - q).astype(float) for q, h in zip(lo, hi)])
+    volume = count[0] * count[1] * count[2]
+    pm = _box_sums(m, lo, hi) / volume
+    po = _box_sums(out, lo, hi) / volume
+    frac_out = np.where(pm > 0, po / np.maximum(pm, 1e-12), 0.0)
+    return pm.astype(np.float32), frac_out.astype(np.float32)
+
+
+def _box_sums(a: np.ndarray, lo, hi) -> np.ndarray:
+    """Sums of ``a`` over the boxes ``[lo_z, hi_z) x [lo_y, hi_y) x [lo_x, hi_x)`` of every combination of the
+    per-axis bounds (a summed-volume table)."""
+    t = np.zeros(tuple(n + 1 for n in a.shape), np.float64)
+    t[1:, 1:, 1:] = a.astype(np.float64).cumsum(0).cumsum(1).cumsum(2)
+    out = 0.0
+    for bz, sz in ((hi[0], 1), (lo[0], -1)):
+        for by, sy in ((hi[1], 1), (lo[1], -1)):
+            for bx, sx in ((hi[2], 1), (lo[2], -1)):
+                out = out + (sz * sy * sx) * t[np.ix_(bz, by, bx)]
+    return out
 
 
 def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=(), plane_z_px=None) -> Solution:
     """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
     (:class:`~tomo4d.dvc.global_dvc.InterfaceMotion`) tie planes' mean axial displacement."""
     dev = check_device("device", opts.device)
+    if opts.solver == "gauss-newton" and dev.type != "cpu":
+        raise InputError(f"solver='gauss-newton' runs on the CPU, not on device={opts.device!r}; give device='cpu' "
+                         "or solver='lbfgs' (torch, any device)")
     fs = [2 ** k for k in reversed(range(opts.levels)) if min(n // 2 ** k for n in ref.shape) >= 8
           and min(n // 2 ** k for n in ref.shape) >= 2 * opts.node_spacing]
     fs = fs or [1]
@@ -293,7 +323,7 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
         notes.append({"binning": lv.binning, "node_spacing_px": lv.spacing, "regularisation": weak.regularisation,
                       "iterations": n_iter, "objective": round(last.get("loss", float("nan")), 8),
                       "data_term": round(last.get("data", float("nan")), 8)})
-    in_mask, out_view = _support_fractions(lv, U, _psf_weights(lv, U, opts))
+    in_mask, out_view = _support_fractions(lv, U)
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
     with torch.no_grad():
         reached = [float(v) for v in _plane_means(lv, _dense(U, lv))]
