@@ -52,7 +52,8 @@ class _Problem:
         self.edofs = _element_dofs(self.gs, self.nf)
         self.var = float(lv.ref[lv.mask].var()) or 1.0  # as the L-BFGS route (torch: unbiased)
         self.R = _regulariser(self.gs, opts, self.nf)
-        self.planes = [(c, target) for c, target in _plane_rows(lv, self.G)]
+        self.planes = _plane_rows(lv, self.G)
+        self.with_data = np.ones(self.G, bool)  # set by each evaluate: nodes of an element with data
         self.pattern = _pattern(self.gs, self.nf)
 
     def pack(self, U, A, B) -> np.ndarray:

@@ -286,7 +286,7 @@ def _box_sums(a: np.ndarray, lo, hi) -> np.ndarray:
 
 
 def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=(), plane_z_px=None) -> Solution:
-    """Coarse-to-fine L-BFGS over the pyramid; ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
+    """Coarse to fine over the pyramid (L-BFGS or Gauss-Newton, ``opts.solver``); ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
     (:class:`~tomo4d.dvc.global_dvc.InterfaceMotion`) tie planes' mean axial displacement."""
     dev = check_device("device", opts.device)
     if opts.solver == "gauss-newton" and dev.type != "cpu":

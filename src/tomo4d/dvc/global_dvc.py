@@ -125,8 +125,10 @@ class GlobalOptions:
         conjugate gradients, :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is
         smooth).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
         ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150); nodes whose
-        elements hold no data keep their start values (as L-BFGS leaves them).  Snow sine field, spacing 10: 0.0093 px
-        median in 1.3-1.4 CPU s against 0.012 px in 68 s (benchmarks/RESULTS.md, session 21).
+        elements hold no data keep their start values.  Snow sine field, spacing 10, one level: 0.0093 px median in
+        1.4 CPU s against 0.012 px in 58 CPU s, 5.2x SPAM's nodes per CPU second.  On the phantom's large-strain
+        route the converged criterion reads the median error lower but the separator side 0.02-0.03 low from T4,
+        and the LQ demo worse: the runner keeps L-BFGS (benchmarks/RESULTS.md, session 21).
     """
 
     node_spacing: int = 4

@@ -30,26 +30,25 @@ __all__ = ["noise_sigma"]
 _MAD_TO_SIGMA = 0.6744897501960817
 
 
-def _diagonal_detail(a: np.ndarray) -> np.ndarray:
-    """The finest diagonal Haar coefficients of every whole 2 x 2 (x 2) block of ``a`` (2D or 3D)."""
+def _pairs(a: np.ndarray, op) -> np.ndarray:
+    """``op(even, odd)`` of neighbouring voxels along every axis in turn, over the whole 2 x 2 (x 2) blocks of ``a``."""
     a = a[tuple(slice(0, n - n % 2) for n in a.shape)]
     for axis in range(a.ndim):
         lo = [slice(None)] * a.ndim
         hi = [slice(None)] * a.ndim
         lo[axis], hi[axis] = slice(0, None, 2), slice(1, None, 2)
-        a = a[tuple(lo)] - a[tuple(hi)]
-    return a / np.float32(np.sqrt(2.0 ** a.ndim))
+        a = op(a[tuple(lo)], a[tuple(hi)])
+    return a
+
+
+def _diagonal_detail(a: np.ndarray) -> np.ndarray:
+    """The finest diagonal Haar coefficients of every whole 2 x 2 (x 2) block of ``a`` (2D or 3D)."""
+    return _pairs(a, np.subtract) / np.float32(np.sqrt(2.0 ** a.ndim))
 
 
 def _block_mask(m: np.ndarray) -> np.ndarray:
     """Blocks whose voxels are all inside ``m`` (same block layout as :func:`_diagonal_detail`)."""
-    m = m[tuple(slice(0, n - n % 2) for n in m.shape)]
-    for axis in range(m.ndim):
-        lo = [slice(None)] * m.ndim
-        hi = [slice(None)] * m.ndim
-        lo[axis], hi[axis] = slice(0, None, 2), slice(1, None, 2)
-        m = m[tuple(lo)] & m[tuple(hi)]
-    return m
+    return _pairs(m, np.logical_and)
 
 
 def noise_sigma(image, *, mask=None, max_samples: int = 2 ** 24) -> float:
