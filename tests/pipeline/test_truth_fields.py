@@ -275,6 +275,7 @@ def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_fi
     np.testing.assert_allclose(first.phi, i1.phi)
     np.testing.assert_allclose(i2.phi, real(first, pair).phi)  # what was saved is the composition
     assert pair.notes["method"] == "global" and not np.allclose(i2.phi, d2.phi)
+    assert i2.notes["increment"]["levels"] == pair.notes["levels"]  # the pair's notes kept in the saved field
     assert all(not s.notes.get("composed_from") for s in starts if s is not None)  # no T0 -> T2 refinement
     # the pair's mask: T0's band moved by T1's field (the separator plane rises by its axial displacement)
     t = read_table(tmp_path / "true" / "tables" / "thickness.csv")

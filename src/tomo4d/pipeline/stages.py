@@ -198,6 +198,8 @@ def _dvc_step(ctx, step, previous):
         # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
         # (T2 median error 1.09 against 0.86 px composed; RESULTS.md session 17)
         field = compose_fields(previous, increment)
+        # the pair's own notes (solver levels, convergence, interface targets and reached values) stay readable
+        field = field.with_(notes={**field.notes, "increment": increment.notes})
     else:
         field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
     if sec.method == "global" and sec.flag_textureless:  # T0's windows of pure noise are not measurements
