@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-PAD = 2  # the cubic coefficients' padding (_global_solver.SPLINE_PAD)
+from ._global_solver import SPLINE_PAD as PAD  # the cubic coefficients' padding, one definition
 
 
 @njit(cache=True, fastmath=True)

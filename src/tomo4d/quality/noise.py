@@ -9,7 +9,7 @@ volume and restricted to a mask.
 
 It assumes white noise.  Noise that the reconstruction filter, a binning or an interpolation correlated between
 neighbouring voxels reads low: on the real snow scan (``snow_xct_100.tif``) 554 against a standard deviation of
-788-878 grey levels inside the eroded ice and pore phases, which still hold some structure (an upper bound).  With a
+787-878 grey levels inside the eroded ice and pore phases, which still hold some structure (an upper bound).  With a
 repeated scan, ``std(repeat - scan) / sqrt(2)`` measures the noise of either scan directly and is preferred.
 On the battery phantom (white noise after the blur) it reads 0.0598-0.0603 for ``lq_noise`` 0.06 and 0.0198-0.0201
 for ``hq_noise`` 0.02, as the repeat-scan difference does (0.0601 / 0.0200).
