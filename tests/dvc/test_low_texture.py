@@ -49,6 +49,14 @@ def test_only_usable_nodes_and_bad_input():
     st[:] = NodeStatus.OUTSIDE_MASK
     g = flag_low_texture(f.with_(status=st), _scan(), noise_sigma=0.06)
     assert (g.status == NodeStatus.OUTSIDE_MASK).all() and g.notes["low_texture"] == 0
+    # a field that already has LOW_TEXTURE nodes (a composed increment inherits its first pair's): all are counted
+    st[:] = NodeStatus.CONVERGED
+    st[:5] = NodeStatus.LOW_TEXTURE
+    z = f.positions_zyx_px[:, 0]
+    h = flag_low_texture(f.with_(status=st), _scan(), noise_sigma=0.06)
+    assert h.notes["low_texture"] == int((h.status == NodeStatus.LOW_TEXTURE).sum()) > int((z >= 29).sum()) * 0.9
+    again = flag_low_texture(h, _scan(), noise_sigma=0.06)
+    assert again.notes["low_texture"] == h.notes["low_texture"] and np.array_equal(again.status, h.status)
     with pytest.raises(InputError, match="noise_sigma"):
         flag_low_texture(f, _scan(), noise_sigma=0.0)
     with pytest.raises(InputError, match="min_snr"):

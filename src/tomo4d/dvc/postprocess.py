@@ -112,7 +112,8 @@ def flag_low_texture(field: DisplacementField, reference, *, noise_sigma: float,
     estimate's standard error, ``sqrt(2 / n)`` for ``n`` voxels.  Below ``min_snr`` (default: three standard errors
     of the window's voxel count) the node's value is not a measurement but the neighbours' (global DVC: the
     regularisation's continuation).  Give the scan the field was measured on (not deconvolved) and the noise of
-    that scan, e.g. ``std(repeat - reference) / sqrt(2)`` from a repeated scan.
+    that scan, e.g. ``std(repeat - reference) / sqrt(2)`` from a repeated scan.  ``notes["low_texture"]`` counts
+    every LOW_TEXTURE node of the result (those the field already had, e.g. from a composed increment, included).
 
     On the demo (LQ, 9^3 windows, threshold 0.16) the separator, whose fibres the 313 nm blur wiped out, reads
     0.00-0.03 and is flagged; the anode reads 0.48-1.5 and the HQ separator 0.28-0.39, kept (session 20).
@@ -139,11 +140,12 @@ def flag_low_texture(field: DisplacementField, reference, *, noise_sigma: float,
         snr = (var - sigma ** 2) / sigma ** 2
         limit = 3.0 * np.sqrt(2.0 / np.maximum(cnt, 1.0)) if min_snr is None else np.full(len(cnt), float(min_snr))
     flags = field.usable & (cnt >= 1) & ~(snr >= limit)
-    notes = {**field.notes, "low_texture": int(flags.sum())}
-    if not flags.any():
-        return field.with_(notes=notes)
     status = field.status.copy()
     status[flags] = NodeStatus.LOW_TEXTURE
+    # every LOW_TEXTURE node of the result, not only this call's: a composed field inherits its first pair's
+    notes = {**field.notes, "low_texture": int((status == NodeStatus.LOW_TEXTURE).sum())}
+    if not flags.any():
+        return field.with_(notes=notes)
     log.info("DVC: %d nodes without texture above the noise flagged", int(flags.sum()))
     return field.with_(status=status, notes=notes)
 
