@@ -51,7 +51,7 @@ class _Problem:
         self.ranges, self.tfrac = _geometry(lv)
         self.edofs = _element_dofs(self.gs, self.nf)
         self.var = float(lv.ref[lv.mask].var()) or 1.0  # as the L-BFGS route (torch: unbiased)
-        self.R = _regulariser(self.gs, opts, self.nf)
+        self.R = _regulariser(self.gs, opts, self.nf, self.var)
         self.planes = _plane_rows(lv, self.G)
         self.with_data = np.ones(self.G, bool)  # set by each evaluate: nodes of an element with data
         self.pattern = _pattern(self.gs, self.nf)
@@ -297,9 +297,10 @@ def _find(indptr, indices, r, c):
     return lo
 
 
-def _regulariser(gs, opts, nf):
+def _regulariser(gs, opts, nf, var: float):
     """The regularisations as ``0.5 x^T R x`` (R sparse): the Laplacian's ``w mean |L u|^2`` over the interior nodes
-    and components, the grey fields' ``w_g sum_axes mean |D a|^2 + |D b|^2``."""
+    and components, the grey fields' ``w_g sum_axes mean |D a|^2 / var + |D b|^2`` (``var``: the reference's
+    variance, which makes the brightness ``a``'s term unit-free as the data term)."""
     G = int(np.prod(gs))
     shape = tuple(int(v) for v in gs)
     eye = [sparse.identity(n, format="csr") for n in shape]
@@ -332,7 +333,7 @@ def _regulariser(gs, opts, nf):
             d1 = sparse.diags([-1.0, 1.0], [0, 1], shape=(shape[a] - 1, shape[a]), format="csr")
             D = kron3([d1 if b == a else eye[b] for b in range(3)])
             grey = grey + (2.0 * opts.grey_regularisation / D.shape[0]) * (D.T @ D)
-        blocks[3:] = [grey, grey]
+        blocks[3:] = [grey / var, grey]
     return sparse.block_diag(blocks, format="csr")
 
 

@@ -11,7 +11,7 @@ silicon has lost its texture (``benchmarks/RESULTS.md``, issue 15).
 on knots along z (optionally one profile per lateral tile, blended bilinearly between tile
 centres), found by Gauss-Newton / Levenberg-Marquardt on the whole volume's grey levels,
 
-    sum_x [J(z + w(z), y, x) - b(z) I(x) - a(z)]^2 / var(I)  +  reg |w''|^2  +  grey_reg (|a'|^2 + |b'|^2)
+    sum_x [J(z + w(z), y, x) - b(z) I(x) - a(z)]^2 / var(I)  +  reg |w''|^2  +  grey_reg (|a'|^2 / var(I) + |b'|^2)
 
 with brightness ``a(z)`` and contrast ``b(z)`` per z (the same knots), which absorb the lithiation's
 grey change slice by slice.  Every knot is fitted from a whole lateral slab of voxels, so texture
@@ -72,7 +72,8 @@ def axial_profile_start(reference, deformed, *, knot_spacing: int = 4, tiles=(1,
         Weight of the squared curvature of ``w`` (px^-1 units, >= 0), relative to the data term
         normalised by the reference's variance per voxel.
     grey_regularisation : float
-        Weight of the squared slopes of the brightness and contrast profiles (>= 0).
+        Weight of the squared slopes of the brightness and contrast profiles (>= 0); the brightness's in units of
+        the reference's variance, so that the weight means the same for scans in any grey units.
     iterations : int
         Levenberg-Marquardt iterations per stage (>= 1).
     phi0 : (4, 4) array, optional
@@ -330,6 +331,7 @@ def _fit_tile(i_t, j_t, m_t, phi, knots, wk, reg, greg, iterations, var):
     r_mat = np.zeros((3 * k, 3 * k))
     r_mat[:k, :k] = reg * d2.T @ d2 / dk ** 3
     r_mat[k:2 * k, k:2 * k] = r_mat[2 * k:, 2 * k:] = greg * d1.T @ d1 / dk + 1e-6 * np.eye(k)
+    r_mat[k:2 * k, k:2 * k] /= var  # the brightness a in grey units: its terms / var(I), as the data term's
     ref_p = np.concatenate([np.zeros(2 * k), np.ones(k)])  # the tiny ridge pulls a -> 0, b -> 1 where no data
     p = np.concatenate([wk, np.zeros(k), np.ones(k)])
     scale = 1.0 / (var * i_t.shape[1])
@@ -422,6 +424,7 @@ def _fit_lateral(i_s, j_s, m_s, phi, knots, wk, sk, reg, greg, iterations, var):
     r_mat[:k, :k] = reg * d2.T @ d2 / dk ** 3
     r_mat[k:2 * k, k:2 * k] = reg * half ** 2 * d2.T @ d2 / dk ** 3 + 1e-6 * half ** 2 * np.eye(k)
     r_mat[2 * k:3 * k, 2 * k:3 * k] = r_mat[3 * k:, 3 * k:] = greg * d1.T @ d1 / dk + 1e-6 * np.eye(k)
+    r_mat[2 * k:3 * k, 2 * k:3 * k] /= var  # the brightness a in grey units: / var(I), as the data term's
     ref_p = np.concatenate([np.zeros(3 * k), np.ones(k)])
     p = np.concatenate([wk, sk, np.zeros(k), np.ones(k)])
     scale = 1.0 / (var * i_t.shape[1])

@@ -10,11 +10,13 @@ nodes converge, even started at the exact field (``benchmarks/RESULTS.md``, issu
 grid (node spacing ``s``) *together*, minimising over the whole (masked) volume
 
     sum_x [J(x + u(x)) - b(x) I(x) - a(x)]^2 / var(I)  +  w * mean |Laplacian(u)|^2 (grid)
-    + w_g * mean |grad a|^2 + |grad b|^2 (grid)
+    + w_g * (mean |grad a|^2 / var(I) + mean |grad b|^2) (grid)
 
 with ``I`` the reference, ``J`` the deformed volume, and ``a``, ``b`` brightness and contrast
 fields on the same grid, estimated jointly with the displacement (the grey-level correction
-of the silicon-anode study's lithiating particles).  Textureless regions borrow from their
+of the silicon-anode study's lithiating particles).  Both volumes are first divided by the
+reference's grey-level standard deviation, so the criterion, its minimiser and the solvers'
+steps are the same for scans in any grey units (16-bit counts or attenuation in 1/cm).  Textureless regions borrow from their
 neighbours through the regularisation instead of diverging, so every node is measured.
 With ``psf_sigma_px`` the deformed volume is compared after an extra blur along z that
 undoes the sharpening that stretching brings to features blurred by the same PSF before the
@@ -83,7 +85,11 @@ class GlobalOptions:
         Estimate brightness and contrast fields jointly (True), or assume the grey levels of a
         material point do not change (False: plain SSD).
     grey_regularisation : float
-        Weight of the squared gradients of the brightness and contrast fields (>= 0).
+        Weight of the squared gradients of the brightness and contrast fields (>= 0).  The brightness ``a`` has
+        the scans' grey units, so its term is divided by the reference's variance as the data term is: the weight
+        and the measured field do not depend on the grey units (a 16-bit scan and the same scan scaled to [0, 1]
+        read the same field).  Before session 22 it was not: on 16-bit scans (variance ~1e7) the brightness field
+        was held flat, on the phantom's [0, 1] scans (0.04) penalised 25x less than the contrast.
     psf_sigma_px : float
         Gaussian PSF of the scans, px (>= 0; 0: no blur compensation).  For stretches >= 1
         along z only; in-plane and compressive blur differences are not compensated.
