@@ -82,7 +82,7 @@ def truth_dir(phantom_dir):
 
 
 def test_strain_stage_reports_truth(truth_dir, experiment_file, tmp_path):
-    from tomo4d.dvc import DisplacementField, StrainField, strain_field
+    from tomo4d.dvc import DisplacementField, StrainField, slab_volume_mean, strain_field
     from tomo4d.quantify import read_table
 
     exp, d = truth_dir
@@ -116,8 +116,29 @@ def test_strain_stage_reports_truth(truth_dir, experiment_file, tmp_path):
                                                             abs=0.005)
     reg = read_table(out / "tables" / "regional_strain_truth.csv")
     assert set(reg["region"]) == set(read_table(out / "tables" / "regional_strain.csv")["region"])
+    # beside the whole layer's truth, the truth over the part of each layer the measurement covers (like for like):
+    # independently, the model's displacement at the nodes with the measured statuses, the same volume mean
+    th = read_table(out / "tables" / "thickness.csv")
+    lo, hi = (float(th[k][0]) * 1e3 / g.voxel_size_nm for k in ("collector_z_um", "separator_z_um"))
+    checked = 0
+    for name in s["step"]:
+        f = DisplacementField.load(out / "fields" / f"dvc_T0_{name}.h5")
+        pos_nm = np.asarray(g.origin_nm) + f.positions_zyx_px * g.voxel_size_nm
+        phi = np.tile(np.eye(4), (f.n_nodes, 1, 1))
+        phi[:, :3, 3] = exp.truth.displacement(exp.truth.step_names.index(str(name)), pos_nm) / g.voxel_size_nm
+        for region, (a, b) in (("collector side", (lo, (lo + hi) / 2)), ("separator side", ((lo + hi) / 2, hi))):
+            row = (reg["step"] == name) & (reg["region"] == region) & (reg["component"] == "hencky_zz")
+            want = slab_volume_mean(f.with_(phi=phi), a, b, components=("hencky_zz",)).values[0]
+            got = float(reg["strain_volume_mean_covered"][row][0])
+            if np.isfinite(want):
+                assert got == pytest.approx(want, abs=0.005), (name, region)
+                checked += 1
+            else:
+                assert np.isnan(got)
+    assert checked >= 2
     html = (out / "report.html").read_text()
-    assert "true mean ln U_zz" in html and "central xz plane of the node grid" in html
+    assert "true mean ln U_zz (same part)" in html and "true mean (whole layer)" in html
+    assert "central xz plane of the node grid" in html
     assert (out / "figures" / "strain_maps.png").stat().st_size > 1000
 
 

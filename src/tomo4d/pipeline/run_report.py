@@ -208,33 +208,42 @@ def _layer_mean(table: dict) -> np.ndarray:
     return table.get("strain_volume_mean", table["strain_mean"])
 
 
+def _by_step_region(table: dict, sel, values) -> dict:
+    return {(str(table["step"][i]), str(table["region"][i])): float(values[i]) for i in np.flatnonzero(sel)}
+
+
 def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
     """Axial strain by layer of the T0 anode (volume means), with the true field's beside it when known."""
     sel = reg["component"] == "hencky_zz"
     rows = np.flatnonzero(sel)
     cols = ["step", "region", "nodes", "mean ln U_zz", "node mean", "median", "std"]
     tsel = None if true is None else true["component"] == "hencky_zz"
-    tmean, mean = (None if true is None else _layer_mean(true)), _layer_mean(reg)
-    known = {} if tsel is None else {(str(true["step"][i]), str(true["region"][i])): float(tmean[i])
-                                     for i in np.flatnonzero(tsel)}  # by (step, region): every step has a truth
+    mean = _layer_mean(reg)
+    # by (step, region): every step has a truth; over the part of the layer the measurement covers (tables written
+    # before session 22: over the whole layer only) and over the whole layer
+    same = {} if tsel is None else _by_step_region(true, tsel, true.get("strain_volume_mean_covered", _layer_mean(true)))
+    whole = {} if tsel is None else _by_step_region(true, tsel, _layer_mean(true))
     if tsel is not None:
-        cols += ["true mean ln U_zz", "error"]
+        cols += ["true mean ln U_zz (same part)", "error", "true mean (whole layer)"]
     table = []
     for i in rows:
         row = (reg["step"][i], reg["region"][i], reg["n_nodes"][i], mean[i], reg["strain_mean"][i],
                reg["strain_median"][i], reg["strain_std"][i])
         if tsel is not None:
-            t = known.get((str(reg["step"][i]), str(reg["region"][i])), float("nan"))
-            row += (t, mean[i] - t)
+            key = (str(reg["step"][i]), str(reg["region"][i]))
+            t = same.get(key, float("nan"))
+            row += (t, mean[i] - t, whole.get(key, float("nan")))
         table.append(row)
     rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first): the "
-              "layer's volume mean (F of the displacement field's interpolant over the whole layer), and the mean, "
-              "median and spread over the nodes inside it" + ("; beside it the true field's volume mean over the "
-              "layer (what the layer did) and the difference." if tsel is not None else "."))
+              "layer's volume mean (F of the displacement field's interpolant over the part of the layer the "
+              "measurement covers, volume_covered in tables/regional_strain), and the mean, median and spread over "
+              "the nodes inside it" + ("; beside it the true field's volume mean over the same part and the "
+              "difference, and the true volume mean over the whole layer (what the layer did)." if tsel is not None
+                                      else "."))
     series = {str(r): mean[sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
     steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
     if tsel is not None:  # the curves share the measured steps
-        series.update({f"{r} (truth)": np.asarray([known.get((str(s), str(r)), np.nan) for s in steps])
+        series.update({f"{r} (truth)": np.asarray([same.get((str(s), str(r)), np.nan) for s in steps])
                        for r in dict.fromkeys(true["region"][tsel])})
     _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz (volume)", "time (h)"), out, "strain_regions",
             "Mean axial strain vs time by layer (volume means)" + (" (measured and true)" if tsel is not None else ""))
