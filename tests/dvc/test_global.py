@@ -61,8 +61,11 @@ def measured(stretched):
 def test_large_graded_stretch_with_grey_change(measured):
     err, ok = _error(measured)
     assert ok.sum() > 0.55 * measured.n_nodes
-    # measured: median 0.02 px over the converged nodes (30 % stretch on average, grey change 1 -> 0.6)
-    assert np.median(err[ok]) < 0.06, np.median(err[ok])
+    # measured: median 0.068 px over the converged nodes (30 % stretch on average, contrast 1 -> 0.4, brightness
+    # +0.8 std): the brightness field's penalty (grey_regularisation 1) holds it; 0.042 / 0.032 px at 0.1 / 0.01,
+    # Gauss-Newton cubic 0.037 px.  Before session 22 (0.02 px) this fixture's grey units (5000 +- 1000) froze the
+    # brightness field and the contrast field took the brightness change through the large mean
+    assert np.median(err[ok]) < 0.085, np.median(err[ok])
     st = strain_field(measured)
     e = st.component("hencky_zz")
     z = measured.positions_zyx_px[:, 0].reshape(measured.grid_shape)
@@ -95,9 +98,13 @@ def test_the_field_does_not_depend_on_the_grey_units(stretched, solver, interpol
 def test_grey_fields_are_what_makes_it_unbiased(stretched, measured):
     ref, dfm = stretched
     plain = correlate_global(ref, dfm, phi0=_phi0(), node_spacing=6, levels=2, threads=1, grey_fields=False)
+    free = correlate_global(ref, dfm, phi0=_phi0(), node_spacing=6, levels=2, threads=1, grey_regularisation=0.1)
     err_plain, ok = _error(plain)
     err, ok2 = _error(measured)
-    assert np.median(err_plain[ok]) > 3 * np.median(err[ok2])
+    err_free, ok3 = _error(free)
+    # measured: plain SSD 0.094 px; grey fields 0.068 px (default penalty), 0.042 px with grey_regularisation 0.1
+    assert np.median(err_plain[ok]) > 1.25 * np.median(err[ok2])
+    assert np.median(err_plain[ok]) > 2 * np.median(err_free[ok3])
 
 
 @pytest.mark.slow
