@@ -133,8 +133,9 @@ class GlobalOptions:
         ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150); nodes whose
         elements hold no data keep their start values.  Snow sine field, spacing 10, one level: 0.0093 px median in
         1.4 CPU s against 0.012 px in 58 CPU s, 5.2x SPAM's nodes per CPU second.  On the phantom's large-strain
-        route the converged criterion reads the median error lower but the separator side 0.02-0.03 low from T4,
-        and the LQ demo worse: the runner keeps L-BFGS (benchmarks/RESULTS.md, session 21).
+        route, with the unit-free criterion of session 22, both solvers read the HQ sides within 0.02 at every step
+        and the same median errors, Gauss-Newton in a third of the time; on the LQ demo Gauss-Newton reads the
+        separator side 0.04-0.05 high: the runner keeps L-BFGS (benchmarks/RESULTS.md, sessions 21-22).
     """
 
     node_spacing: int = 4
