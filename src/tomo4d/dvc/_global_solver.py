@@ -80,7 +80,7 @@ def grey_unit(ref, msk) -> float:
     """The reference's grey-level standard deviation (inside the mask): both volumes are divided by it before the
     solve, so that the brightness field's unknowns, its penalty and the solvers' numerics (L-BFGS's steps, the
     Gauss-Newton system's conditioning) are the same for scans in any grey units.  Scaled by 1e-3 or 1e2, the
-    graded-stretch pair read median errors 0.043-0.048 px (Gauss-Newton) and 0.061-0.121 px (L-BFGS) before
+    graded-stretch pair read median errors 0.044-0.064 px (Gauss-Newton) and 0.061-0.121 px (L-BFGS) before
     (session 22)."""
     a = np.asarray(ref)
     v = a[np.asarray(msk, bool)] if msk is not None else a
