@@ -135,7 +135,7 @@ class GlobalOptions:
         1.4 CPU s against 0.012 px in 58 CPU s, 5.2x SPAM's nodes per CPU second.  On the phantom's large-strain
         route, with the unit-free criterion of session 22, both solvers read the HQ sides within 0.02 at every step
         and the same median errors, Gauss-Newton in a third of the time; on the LQ demo Gauss-Newton reads the
-        separator side 0.04-0.05 high: the runner keeps L-BFGS (benchmarks/RESULTS.md, sessions 21-22).
+        separator side 0.036-0.048 high: the runner keeps L-BFGS (benchmarks/RESULTS.md, sessions 21-22).
     """
 
     node_spacing: int = 4
