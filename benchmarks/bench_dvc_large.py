@@ -233,6 +233,9 @@ def main(argv=None):
                          "(tomo4d.dvc.InterfaceMotion): the phantom's exact interfaces, or those measured as the "
                          "runner does (a pixel classifier trained on four xz planes of T0 and of the last step, "
                          "tomo4d.quantify.electrode_thickness of every step)")
+    ap.add_argument("--label-steps", default="0,last",
+                    help="--interfaces measured: the steps whose four xz planes train the segmentation (as the "
+                         "demo: T0 and the last step; the most lithiated step is the better second)")
     ap.add_argument("--anchor-collector", action="store_true",
                     help="global: a node plane on the collector interface (correlate_global(..., node_plane_z_px=); "
                          "the rigid collector's kink then falls on a node)")
@@ -395,17 +398,21 @@ def _interface_planes(a, exp, grid, series):
     if a.interfaces == "truth":
         return [(zc, zc + h / vs) for h in t.thickness_nm]
     from tomo4d.quantify import electrode_thickness
-    from tomo4d.segment import predict_labels, train_pixel_classifier
+    from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
 
     g = "lq" if a.series == "lq" else "hq"
-    last = len(series) - 1
+    steps = [len(series) - 1 if v == "last" else int(v) for v in a.label_steps.split(",")]
     planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
     labels = []
-    for step in (0, last):  # four fully labelled xz planes of T0 and of the last step, as the demo
+    for step in steps:  # four fully labelled xz planes of each labelled step, as the demo
         lab = np.zeros(series[0].shape, np.int16)
         lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
         labels.append(lab)
-    model = train_pixel_classifier([series[0], series[last]], labels, seed=0)
+    # the runner's segment stage's defaults (SegmentSection): 3D features at its sigmas, 24 trees.  Before
+    # session 23 this trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact
+    # motion by 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
+    spec = FeatureSpec(sigmas=(0.7, 1.6, 3.5, 5.0), ndim=3)
+    model = train_pixel_classifier([series[s] for s in steps], labels, features=spec, n_trees=24, seed=0)
     out = []
     for v in series:
         th = electrode_thickness((predict_labels(model, v).astype(np.int16) - 1), voxel_size_nm=vs)

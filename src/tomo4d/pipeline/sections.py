@@ -222,7 +222,8 @@ class SegmentSection(StrictModel):
 
     labels: str | list[str] | None = Field(None, description=(
         "Label volume of the T0 scan (0 = unlabelled, 1, 2, ... classes), or a list of label volumes of the steps "
-        "in label_steps (e.g. T0 and the last step, where phases absent at T0 such as lithiated silicon appear); "
+        "in label_steps (e.g. T0 and the most lithiated step, where phases absent at T0 such as lithiated silicon "
+        "appear at their darkest: a classifier that has not seen that state reads the separator interface short); "
         "null: the first file of inputs.labels."))
     label_steps: list[int] | None = Field(None, description=(
         "The step (index into inputs.series) each file of `labels` labels; null: 0 for one file, 0, 1, ... for "

@@ -115,7 +115,7 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "#   mask: electrode        # correlate the T0 electrode only (needs quantify)",
         "# segment:                 # pixel classifier trained on labelled voxels, applied to every step",
         "#   labels: T0_labels.tif  # 0 = unlabelled; or fully labelled slices of it: slices: [..], slice_axis: 0",
-        "#   # labels: [T0_labels.tif, T5_labels.tif] with label_steps: [0, 5]: phases T0 lacks (lithiated Si)",
+        "#   # labels: [T0_labels.tif, T5_labels.tif] with label_steps: [0, 5]: the most lithiated step (lithiated Si)",
         "# particles:               # particles per step and tracks with the DVC fields (needs segment)",
         "#   particle_class: [2, 3] # label values of a particle (silicon + lithiated silicon)",
         "residual: {}               # residual maps T0 -> Tn (noise floor from inputs.repeat)" if repeat else
