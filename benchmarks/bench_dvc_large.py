@@ -233,9 +233,9 @@ def main(argv=None):
                          "(tomo4d.dvc.InterfaceMotion): the phantom's exact interfaces, or those measured as the "
                          "runner does (a pixel classifier trained on four xz planes of T0 and of the last step, "
                          "tomo4d.quantify.electrode_thickness of every step)")
-    ap.add_argument("--label-steps", default="0,last",
-                    help="--interfaces measured: the steps whose four xz planes train the segmentation (as the "
-                         "demo: T0 and the last step; the most lithiated step is the better second)")
+    ap.add_argument("--label-steps", default="0,peak",
+                    help="--interfaces measured: the steps whose four xz planes train the segmentation, numbers or "
+                         "'last' / 'peak' (the highest state of charge); default as the demo: T0 and the peak")
     ap.add_argument("--anchor-collector", action="store_true",
                     help="global: a node plane on the collector interface (correlate_global(..., node_plane_z_px=); "
                          "the rigid collector's kink then falls on a node)")
@@ -401,7 +401,9 @@ def _interface_planes(a, exp, grid, series):
     from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
 
     g = "lq" if a.series == "lq" else "hq"
-    steps = [len(series) - 1 if v == "last" else int(v) for v in a.label_steps.split(",")]
+    soc = list(t.state_of_charge)
+    named = {"last": len(series) - 1, "peak": max(range(len(soc)), key=soc.__getitem__)}  # as the demo: peak
+    steps = [named[v] if v in named else int(v) for v in a.label_steps.split(",")]
     planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
     labels = []
     for step in steps:  # four fully labelled xz planes of each labelled step, as the demo
