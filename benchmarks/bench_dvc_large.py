@@ -228,11 +228,12 @@ def main(argv=None):
     ap.add_argument("--band-lift", type=float, default=0.0,
                     help="--electrode-mask/--collector-mask: start the band this many px above the collector "
                          "interface (leave the static interface's blur out of the anode's match)")
-    ap.add_argument("--interfaces", choices=("none", "truth", "measured"), default="none",
+    ap.add_argument("--interfaces", choices=("none", "truth", "material", "measured"), default="none",
                     help="global: tie the field's mean u_z at the collector and separator interfaces to their motion "
-                         "(tomo4d.dvc.InterfaceMotion): the phantom's exact interfaces, or those measured as the "
-                         "runner does (a pixel classifier trained on four xz planes of T0 and of the last step, "
-                         "tomo4d.quantify.electrode_thickness of every step)")
+                         "(tomo4d.dvc.InterfaceMotion): the phantom's exact interfaces (the surfaces' motion), the "
+                         "true mean displacement of the material on the T0 interface planes (diagnostic), or those "
+                         "measured as the runner does (a pixel classifier trained on four xz planes of the "
+                         "--label-steps, tomo4d.quantify.electrode_thickness of every step)")
     ap.add_argument("--label-steps", default="0,peak",
                     help="--interfaces measured: the steps whose four xz planes train the segmentation, numbers or "
                          "'last' / 'peak' (the highest state of charge); default as the demo: T0 and the peak")
@@ -397,6 +398,20 @@ def _interface_planes(a, exp, grid, series):
     zc = (t.z_collector_nm - grid.origin_nm[0]) / vs
     if a.interfaces == "truth":
         return [(zc, zc + h / vs) for h in t.thickness_nm]
+    if a.interfaces == "material":  # where the material of each T0 plane went, on average (session 23)
+        zs = zc + t.thickness_nm[0] / vs
+        ny, nx = series[0].shape[1:]
+        yy, xx = np.meshgrid(np.linspace(0, ny - 1, 24), np.linspace(0, nx - 1, 24), indexing="ij")
+        out = []
+        for n in range(len(series)):
+            row = []
+            for z in (zc, zs):
+                pts = np.stack([np.full(yy.size, z), yy.ravel(), xx.ravel()], -1)
+                u = exp.truth.displacement(n, np.asarray(grid.origin_nm) + pts * vs) / vs
+                row.append(float(z + u[:, 0].mean()))
+            out.append(tuple(row))
+        print("material planes (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out), flush=True)
+        return out
     from tomo4d.quantify import electrode_thickness
     from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
 
