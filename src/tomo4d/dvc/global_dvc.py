@@ -191,7 +191,7 @@ class InterfaceMotion:
     motion they read within 0.01 at T1 and 0.02 at T2, after which the split between the halves drifts; tied to
     segmented interfaces they carry the segmentation's error (benchmarks/RESULTS.md, session 20).  The displacement
     is that of the material on the plane: a segmented surface of swelling particles rises further (on the demo
-    0.56-0.59 px per step more than the T0 plane's material, which read the separator side up to 0.057 high; tied to
+    0.57-0.59 px per step more than the T0 plane's material, which read the separator side up to 0.057 high; tied to
     the plane's true displacement, within 0.026; session 23).
     """
 
