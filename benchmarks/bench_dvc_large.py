@@ -412,6 +412,7 @@ def _interface_planes(a, exp, grid, series):
             out.append(tuple(row))
         print("material planes (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out), flush=True)
         return out
+    from tomo4d.pipeline.sections import SegmentSection
     from tomo4d.quantify import electrode_thickness
     from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
 
@@ -425,11 +426,13 @@ def _interface_planes(a, exp, grid, series):
         lab = np.zeros(series[0].shape, np.int16)
         lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
         labels.append(lab)
-    # the runner's segment stage's defaults (SegmentSection): 3D features at its sigmas, 24 trees.  Before
-    # session 23 this trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact
-    # motion by 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
-    spec = FeatureSpec(sigmas=(0.7, 1.6, 3.5, 5.0), ndim=3)
-    model = train_pixel_classifier([series[s] for s in steps], labels, features=spec, n_trees=24, seed=0)
+    # trained as the runner's segment stage with its defaults (3D features, 24 trees).  Before session 23 this
+    # trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact motion by
+    # 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
+    sec = SegmentSection()
+    model = train_pixel_classifier([series[s] for s in steps], labels,
+                                   features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
+                                   n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
     out = []
     for v in series:
         th = electrode_thickness((predict_labels(model, v).astype(np.int16) - 1), voxel_size_nm=vs)
