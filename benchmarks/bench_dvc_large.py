@@ -365,7 +365,7 @@ def main(argv=None):
             field = init if phi0 is None else _affine_field(phi0, series[0].shape, a.spacing)
         elif a.method == "global":
             field = correlate_global(series[0], series[n], initial=init, phi0=phi0, node_plane_z_px=a.node_plane,
-                                     interfaces=_motions(a, n, None, series[0].shape), **kw)
+                                     interfaces=_motions(a, 0, n), **kw)
         else:
             field = correlate(series[0], series[n], initial=init, phi0=phi0,
                               search_radius_px=4 if init is None and phi0 is None else 0, **kw)
@@ -442,15 +442,15 @@ def _interface_planes(a, exp, grid, series):
     return out
 
 
-def _motions(a, n, prev, shape):
-    """The InterfaceMotions of the pair ending at step ``n``: the T0 interfaces (moved into T(n-1) by ``prev``, the
-    T0 -> T(n-1) field, each edge with the material outside it, as the runner) and their measured place at Tn."""
+def _motions(a, ref, n):
+    """The InterfaceMotions of the pair ``ref -> n``: the interfaces' place in step ``ref`` (measured, exact or the
+    material's, as ``--interfaces``) moved to their place in step ``n``, as the runner (session 24; before, an
+    incremental pair took the T0 planes moved into T(n-1) by the composed field with the material outside them)."""
     if a.planes is None:
         return None
-    from tomo4d.dvc import InterfaceMotion, moved_band
+    from tomo4d.dvc import InterfaceMotion
 
-    at = a.planes[0] if prev is None else moved_band(prev, *a.planes[0], shape[1:])
-    return [InterfaceMotion(z_px=float(p), displacement_px=float(q - p)) for p, q in zip(at, a.planes[n])]
+    return [InterfaceMotion(z_px=float(p), displacement_px=float(q - p)) for p, q in zip(a.planes[ref], a.planes[n])]
 
 
 def _increment(a, series, n, prev, kw, mask):
@@ -472,7 +472,7 @@ def _increment(a, series, n, prev, kw, mask):
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":
         plane = None if a.node_plane is None else moved_band(prev, a.node_plane, np.inf, ref.shape[1:])[0]
-        pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n, prev, ref.shape),
+        pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n - 1, n),
                                 node_plane_z_px=plane, **kwn)
         composed = compose_fields(prev, pair)
         return correlate_global(series[0], dfm, initial=composed, node_plane_z_px=a.node_plane, **kw) if a.refine \

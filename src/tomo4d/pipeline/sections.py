@@ -99,8 +99,9 @@ _DVC_OWN = {
         "the collector interface (the rigid collector left out, the separator's texture kept: measured best with "
         "method: global, RESULTS.md issue 15); both need the quantify section. none: the whole volume."))),
     "interfaces": (bool, Field(False, description=(
-        "method global with a mask: tie the field's mean u_z over the T0 collector and separator interfaces (moved "
-        "into the pair's reference) to where the quantify stage found them in the deformed step "
+        "method global with a mask: tie the field's mean u_z over the collector and separator interfaces where the "
+        "quantify stage found them in the pair's reference (T0; with incremental T(n-1)) to where it found them in "
+        "the deformed step "
         "(tomo4d.dvc.InterfaceMotion; weight global_options.interface_weight). On low-resolution scans the field "
         "rounds the kinks at both interfaces and reads the anode's strain 20-30 % low; the segmented interfaces "
         "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series, "

@@ -274,7 +274,7 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
         from .stages_dvc_checks import interface_motions
 
         return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
-                                interfaces=interface_motions(ctx, band, step) if sec.interfaces else None,
+                                interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
                                 options=sec.global_dvc_options())
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,

@@ -12,21 +12,29 @@ from .series import analysis_enhanced, analysis_voxel_size_nm, read_repeat, read
 log = logging.getLogger(__name__)
 
 
-def interface_motions(ctx, band, step: int) -> list:
-    """The :class:`tomo4d.dvc.InterfaceMotion` of the pair's reference band ``band`` (the T0 collector and separator
-    interfaces moved into it, px) to where the quantify stage found them at ``step``; an interface quantify could
-    not place (no valid column) is left out."""
+def interface_motions(ctx, ref_step: int, step: int) -> list:
+    """The :class:`tomo4d.dvc.InterfaceMotion` of the pair ``ref_step -> step``: the collector and separator
+    interfaces where the quantify stage found them in ``ref_step`` (px), each moved to where it found them in
+    ``step``; an interface quantify could not place in either (no valid column) is left out.
+
+    Each pair's planes are the measured interfaces of its own reference, so a composed field's interface
+    displacement is the telescoping sum of the measured motions.  Until session 24 an incremental pair took the T0
+    interfaces moved into its reference by the composed field with the material one node spacing outside them
+    (:func:`tomo4d.dvc.moved_band`): below the collector the mask leaves that material unmeasured, the field there
+    continued the anode's slope (-0.16 .. -0.83 px by T5 on the LQ phantom), and the plane it placed drifted step by
+    step: the collector side read up to 0.048 high by T6, 0.021 with the measured planes (RESULTS.md)."""
     from ..dvc import InterfaceMotion
 
     t = ctx.load("quantify")
     vs = analysis_voxel_size_nm(ctx)[0]
     out = []
-    for at, name in zip(band, ("collector_z_um", "separator_z_um")):
-        to = float(t[name][step]) * 1e3 / vs
+    for name in ("collector_z_um", "separator_z_um"):
+        at, to = (float(t[name][s]) * 1e3 / vs for s in (ref_step, step))
         if np.isfinite(to) and np.isfinite(at):
             out.append(InterfaceMotion(z_px=at, displacement_px=to - at))
         else:
-            log.warning("dvc: the %s interface of step %d is not measured; not tied", name.split("_")[0], step)
+            log.warning("dvc: the %s interface of step %d or %d is not measured; not tied", name.split("_")[0],
+                        ref_step, step)
     return out
 
 
