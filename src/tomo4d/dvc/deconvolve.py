@@ -31,14 +31,18 @@ def gaussian_psf(sigma_px: float) -> np.ndarray:
     return psf / psf.sum()
 
 
-def boundary_margin_px(psf_sigma_px: float) -> int:
-    """Voxels at each face of a deconvolved volume to leave out of a correlation: the PSF's half-width
-    ``ceil(3 sigma)``.  There the deconvolution saw the reflected copy of the volume, the same in every scan of
-    a series: a static feature that pins a displacement field at the faces.  On the phantom (HQ, 2.8 px PSF)
-    it held the lateral faces still and the anode's in-plane expansion read 0.004 where it is 0.014 at T3
-    (det F - 1 0.291 against 0.317); 8 px left out: 0.012, det F - 1 0.318 (benchmarks/RESULTS.md, session 19)."""
+def boundary_margin_px(psf_sigma_px: float, *, iterations: int = 20) -> int:
+    """Voxels at each face of a deconvolved volume to leave out of a correlation: the reach of ``iterations``
+    Richardson-Lucy iterations, ``ceil(sigma sqrt(2 iterations))`` (each iteration blurs twice with the PSF, so the
+    reflected copy the deconvolution saw beyond a face reaches that far in), at least the PSF's half-width
+    ``ceil(3 sigma)``.  That band is the same in every scan of a series: a static feature that pins a displacement
+    field at the faces.  On the phantom (HQ, 2.8 px PSF, 20 iterations) it held the lateral faces still: with no
+    margin the in-plane expansion read 0.004 where it is 0.014 at T3 (session 19); with the PSF's half-width (9 px,
+    this function until session 24) det F - 1 still read 0.007 / 0.012 / 0.018 low at T1-T3, with 12 px 0.003-0.004,
+    with 16 / 20 px within 0.003 (18 px now; benchmarks/RESULTS.md, session 24)."""
     sigma = check_number("psf_sigma_px", psf_sigma_px, minimum=0, exclusive_minimum=True)
-    return max(1, int(np.ceil(3 * sigma)))
+    n = check_int("iterations", iterations, minimum=1)
+    return max(1, int(np.ceil(3 * sigma)), int(np.ceil(sigma * np.sqrt(2.0 * n))))
 
 
 def deconvolve(volume, *, psf_sigma_px: float, iterations: int = 20) -> np.ndarray:

@@ -168,7 +168,7 @@ def _band_mask(lo: float, hi: float, shape):
     return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
 
 
-def _inside_faces(mask, shape, psf_sigma_px, band=None):
+def _inside_faces(mask, shape, psf_sigma_px, band=None, *, iterations: int = 20):
     """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels (at most a quarter of the axis) at
     each face of the volume; at the z faces only outside the electrode ``band`` (collector, separator interface; px)
     when given: the collector may lie a few voxels from the bottom face (the HQ phantom's at 7 px; a 9 px margin
@@ -178,7 +178,7 @@ def _inside_faces(mask, shape, psf_sigma_px, band=None):
 
     from ..dvc import boundary_margin_px
 
-    m = [min(boundary_margin_px(psf_sigma_px), n // 4) for n in shape]  # at least half of each axis kept
+    m = [min(boundary_margin_px(psf_sigma_px, iterations=iterations), n // 4) for n in shape]  # half of each axis kept
     lo, hi = (shape[0], 0) if band is None else band
     z = np.arange(shape[0])
     keep_z = (z >= min(m[0], max(lo, 0))) & (z < max(shape[0] - m[0], min(hi, shape[0])))
@@ -220,7 +220,7 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     mask = None if band is None else _band_mask(band[0], band[1] if sec.mask == "electrode" else np.inf, ref.shape)
     if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's faces are static in every
         # scan: out of the match, the electrode kept (measured for the global method; local windows not measured)
-        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
+        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band, iterations=sec.deconvolve_iterations)
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
