@@ -207,46 +207,28 @@ def test_dvc_axial_start_and_deconvolution(experiment_file, tmp_path, truth_dir)
 
 
 @pytest.mark.slow
-def test_dvc_interfaces_tie_the_field_to_quantify(experiment_file, tmp_path):
+@pytest.mark.parametrize("incremental", [False, True])
+def test_dvc_interfaces_tie_the_field_to_quantify(experiment_file, tmp_path, incremental):
     """dvc.interfaces: each pair's field is tied to where quantify found the collector and separator interfaces in
-    the deformed step (the notes hold the targets: the measured interface minus its T0 position)."""
+    the deformed step, from where it found them in the pair's reference (the notes hold the planes and the targets):
+    T0 for T0 -> T2; with dvc.incremental the pair T1 -> T2 from T1 (session 24; before, the T0 interfaces moved
+    into T1 by the composed field)."""
     from tomo4d.dvc import DisplacementField
     from tomo4d.quantify import read_table
 
     p = experiment_file(iterations=30, name="interfaces.yaml")
     p.write_text(p.read_text() + "  method: global\n  global_options: {levels: 1, max_iterations: 20}\n"
-                 "  mask: above_collector\n  interfaces: true\n")
+                 "  mask: above_collector\n  interfaces: true\n" + ("  incremental: true\n" if incremental else ""))
     out = tmp_path / "run"
     with pytest.warns(RuntimeWarning, match="max_iterations"):
         run_experiment(load_experiment(p), out, source=p)
     t = read_table(out / "tables" / "thickness.csv")
-    notes = DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").notes["interfaces"]
+    notes = DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").notes
+    notes, ref = (notes["increment"]["interfaces"], 1) if incremental else (notes["interfaces"], 0)
     vs = 50.0  # series_hq
     for k, name in enumerate(("collector_z_um", "separator_z_um")):
-        assert notes[k]["z_px"] == pytest.approx(t[name][0] * 1e3 / vs, abs=1e-6)
-        assert notes[k]["target_px"] == pytest.approx((t[name][2] - t[name][0]) * 1e3 / vs, abs=1e-6)
-        assert notes[k]["reached_px"] == pytest.approx(notes[k]["target_px"], abs=0.05)
-
-
-@pytest.mark.slow
-def test_dvc_incremental_pairs_tie_the_interfaces_of_their_own_reference(experiment_file, tmp_path):
-    """dvc.incremental with interfaces: the pair T1 -> T2 ties the interfaces where quantify found them in T1 to
-    where it found them in T2 (session 24), not the T0 interfaces moved into T1 by the composed field."""
-    from tomo4d.dvc import DisplacementField
-    from tomo4d.quantify import read_table
-
-    p = experiment_file(iterations=30, name="interfaces_incr.yaml")
-    p.write_text(p.read_text() + "  method: global\n  global_options: {levels: 1, max_iterations: 20}\n"
-                 "  mask: above_collector\n  interfaces: true\n  incremental: true\n")
-    out = tmp_path / "run"
-    with pytest.warns(RuntimeWarning, match="max_iterations"):
-        run_experiment(load_experiment(p), out, source=p)
-    t = read_table(out / "tables" / "thickness.csv")
-    notes = DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").notes["increment"]["interfaces"]
-    vs = 50.0  # series_hq
-    for k, name in enumerate(("collector_z_um", "separator_z_um")):
-        assert notes[k]["z_px"] == pytest.approx(t[name][1] * 1e3 / vs, abs=1e-6)
-        assert notes[k]["target_px"] == pytest.approx((t[name][2] - t[name][1]) * 1e3 / vs, abs=1e-6)
+        assert notes[k]["z_px"] == pytest.approx(t[name][ref] * 1e3 / vs, abs=1e-6)
+        assert notes[k]["target_px"] == pytest.approx((t[name][2] - t[name][ref]) * 1e3 / vs, abs=1e-6)
         assert notes[k]["reached_px"] == pytest.approx(notes[k]["target_px"], abs=0.05)
 
 
