@@ -327,7 +327,8 @@ def test_report_describes_the_dvc_route_that_ran():
             "interfaces": True}
     text = _dvc_route(demo)
     for part in ("Global DVC", "nodes 4 px apart", "T(n-1) -> Tn", "20 iterations", "PSF sigma 3.13 px",
-                 "in-plane expansion", "collector left out", "InterfaceMotion", "LOW_TEXTURE"):
+                 "in-plane expansion", "collector left out", "InterfaceMotion", "LOW_TEXTURE",
+                 "The 20 px at each face"):  # the deconvolution's reach, 3.13 sqrt(40) px (boundary_margin_px)
         assert part in text, part
     assert "LOW_TEXTURE" not in _dvc_route({**demo, "flag_textureless": False})
     assert "against T0" not in text
