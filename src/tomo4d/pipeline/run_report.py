@@ -89,7 +89,10 @@ def _quantify_section(rep, out: Path, info: dict) -> None:
                   [(s, m, d, 100 * e) + ((t, 100 * x) if truth else ())
                    for s, m, d, e, t, x in zip(th["step"], th["thickness_mean_um"], th["thickness_std_um"],
                                                th["expansion"], tm, te)],
-                  caption="Measured from the segment stage's labels beside the truth (truth.labels)." if truth else "")
+                  caption="Measured from the segment stage's labels beside the same measurement on the true labels "
+                          "(truth.labels). Both place each interface on the voxel grid: where an interface is flat (a "
+                          "pristine electrode's top can be) that is up to half a voxel off in both columns."
+                  if truth else "")
         series = {"thickness": th["thickness_mean_um"], **({"true": tm} if truth else {})}
         _figure(rep, _vs_time(_axis(info, th["step"]), series, "thickness (um)", "time (h)"), out, "thickness",
                 "Electrode thickness vs time")
