@@ -188,8 +188,10 @@ class InterfaceMotion:
     Why: a strong edge between two materials keeps its position under blur and grey change, where the texture next
     to it does not.  On low-resolution scans (the phantom's LQ series, PSF 313 nm against a 2.2 um anode) the field
     rounds the kinks at both interfaces and the anode's side strains read 20-30 % low; tied to the exact interface
-    motion they read within 0.01 at T1 and 0.02 at T2, after which the split between the halves drifts; tied to
-    segmented interfaces they carry the segmentation's error (benchmarks/RESULTS.md, session 20).  The displacement
+    motion they read within 0.01 at T1 and 0.02 at T2, after which the split between the halves drifted while each
+    incremental pair tied the T0 planes moved by the field (tied to each pair's own segmented planes, the deconvolved
+    faces left out, within 0.02 at every step; session 24); tied to segmented interfaces they carry the
+    segmentation's error (benchmarks/RESULTS.md, session 20).  The displacement
     is that of the material on the plane: a segmented surface of swelling particles rises further (on the demo
     0.57-0.59 px per step more than the T0 plane's material, which read the separator side up to 0.057 high; tied to
     the plane's true displacement, within 0.026; session 23).

@@ -104,8 +104,9 @@ _DVC_OWN = {
         "the deformed step "
         "(tomo4d.dvc.InterfaceMotion; weight global_options.interface_weight). On low-resolution scans the field "
         "rounds the kinks at both interfaces and reads the anode's strain 20-30 % low; the segmented interfaces "
-        "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series, "
-        "RESULTS.md session 20)."))),
+        "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series with "
+        "slice-wise features, the interfaces within 0.16 px with 3D features and T0 and the most lithiated step "
+        "labelled; RESULTS.md sessions 20, 23)."))),
     "flag_textureless": (bool, Field(True, description=(
         "method global: nodes whose window in T0 (as scanned) holds no grey variance above T0's noise are "
         "LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not reported: there the field is the regularisation's "

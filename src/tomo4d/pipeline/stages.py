@@ -168,7 +168,7 @@ def _band_mask(lo: float, hi: float, shape):
     return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
 
 
-def _inside_faces(mask, shape, psf_sigma_px, band=None, *, iterations: int = 20):
+def _inside_faces(mask, shape, psf_sigma_px, band=None, *, iterations: int):
     """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels (at most a quarter of the axis) at
     each face of the volume; at the z faces only outside the electrode ``band`` (collector, separator interface; px)
     when given: the collector may lie a few voxels from the bottom face (the HQ phantom's at 7 px; a 9 px margin
