@@ -145,7 +145,7 @@ def main(argv=None):
     ap.add_argument("--spam-python", default=None, help="Python interpreter of an environment with SPAM.")
     ap.add_argument("--workers", type=int, default=2, help="Threads (tomo4d) and processes (SPAM).")
     ap.add_argument("--repeats", type=int, default=3, help="tomo4d repetitions (best time; the first compiles).")
-    ap.add_argument("--no-lbfgs", action="store_true", help="Skip the global L-BFGS line (~70 CPU s).")
+    ap.add_argument("--no-lbfgs", action="store_true", help="Skip the global L-BFGS line (~7 CPU s; ~60 before session 25).")
     ap.add_argument("--torch-device", default=None,
                     help="Device of the extra torch-backend line (default cuda when available, else cpu); "
                          "'none' skips it.")
@@ -174,8 +174,7 @@ def main(argv=None):
     for solver, interp in (("gauss-newton", "cubic"), ("gauss-newton", "linear"), ("lbfgs", "linear")):
         if solver == "lbfgs" and a.no_lbfgs:
             continue
-        res = run_global(ref, dfm, pos, workers=a.workers, repeats=a.repeats if solver != "lbfgs" else 1,
-                         solver=solver, interpolation=interp)
+        res = run_global(ref, dfm, pos, workers=a.workers, repeats=a.repeats, solver=solver, interpolation=interp)
         rows.append((f"tomo4d global {solver} {interp}", res))
     if a.torch_device != "none":
         import importlib.util

@@ -39,11 +39,12 @@ import difflib
 import logging
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._threads import torch_threads
+from .._threads import numba_threads, torch_threads
 from .._validate import (
     as_image,
     as_mask,
@@ -298,7 +299,9 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
     planes = _check_interfaces(interfaces, ref.shape)
     t0 = time.perf_counter()
-    with torch_threads(opts.threads):
+    # the compiled criterion (Gauss-Newton; L-BFGS on the CPU) runs numba's parallel kernels: the same thread count
+    compiled = nullcontext() if opts.device.startswith("cuda") else numba_threads(opts.threads)
+    with torch_threads(opts.threads), compiled:
         from ._global_solver import solve_pyramid
 
         sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes,
