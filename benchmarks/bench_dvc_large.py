@@ -412,13 +412,14 @@ def _interface_planes(a, exp, grid, series):
             out.append(tuple(row))
         print("material planes (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out), flush=True)
         return out
+    from tomo4d.pipeline.demo import most_lithiated_step
     from tomo4d.pipeline.sections import SegmentSection
     from tomo4d.quantify import electrode_thickness
     from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
 
     g = "lq" if a.series == "lq" else "hq"
     soc = list(t.state_of_charge)
-    named = {"last": len(series) - 1, "peak": max(range(len(soc)), key=soc.__getitem__)}  # as the demo: peak
+    named = {"last": len(series) - 1, "peak": most_lithiated_step(soc)}  # as the demo: peak
     steps = [named[v] if v in named else int(v) for v in a.label_steps.split(",")]
     planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
     labels = []

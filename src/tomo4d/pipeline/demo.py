@@ -27,7 +27,7 @@ from pathlib import Path
 from .._validate import check_int
 from ..io import open_volume, prepare_folder, save_volume
 
-__all__ = ["DEMO_SHAPE", "DEMO_STEPS", "DemoResult", "demo_experiment_text", "run_demo"]
+__all__ = ["DEMO_SHAPE", "DEMO_STEPS", "DemoResult", "demo_experiment_text", "most_lithiated_step", "run_demo"]
 
 #: HQ voxels of the demo phantom (its LQ in-situ scans have the same shape over twice the field); 96 along z
 #: makes the anode 21.6 LQ voxels thick, room for DVC windows of 13 voxels
@@ -54,6 +54,15 @@ class DemoResult:
     @property
     def seconds(self) -> float:
         return self.phantom_s + self.run.wall_s
+
+
+def most_lithiated_step(state_of_charge) -> int:
+    """The step a segmentation should label besides T0: the highest state of charge (the first of equals), or the
+    last step when none is above T0's (nothing lithiates)."""
+    soc = [float(v) for v in state_of_charge]
+    if max(soc[1:], default=0.0) > soc[0]:
+        return max(range(len(soc)), key=soc.__getitem__)
+    return len(soc) - 1
 
 
 def _series_files(data: Path, names) -> list[str]:
@@ -86,8 +95,7 @@ def demo_experiment_text(doc: dict, series: list[str], true_li: list[float], *, 
     # A classifier that has not seen the darkest lithiated anode calls its top rows separator: with the last step
     # (T3, SoC 0.5) labelled the demo's thickness expansion at T2 (SoC 0.85) read 0.442 for 0.504, with T2 labelled
     # 0.487; the LQ phantom's separator interface lagged by up to 0.9 px (benchmarks/RESULTS.md, session 23)
-    soc = [float(v) for v in t["state_of_charge"]]
-    peak = max(range(len(soc)), key=soc.__getitem__) if max(soc[1:], default=0.0) > soc[0] else len(series) - 1
+    peak = most_lithiated_step(t["state_of_charge"])
     # four fully labelled xz planes of T0 train the segmentation ("a handful of labelled slices")
     ny = doc["params"]["shape"][1]
     planes = sorted({int(ny * f) for f in (0.125, 0.375, 0.625, 0.875)})
