@@ -271,6 +271,8 @@ def main(argv=None):
     ap.add_argument("--refine", action="store_true", help="--incremental: then correlate T0 -> Tn from the composition")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
     ap.add_argument("--grey-reg", type=float, default=None, help="global: GlobalOptions.grey_regularisation")
+    ap.add_argument("--grey-band", type=float, default=None,
+                    help="global: GlobalOptions.interface_grey_stiffness (the grey fields held flat across the ties)")
     ap.add_argument("--threads", type=int, default=2, help="global: torch threads")
     ap.add_argument("--steps", default=None, help="comma-separated steps to run (default all)")
     ap.add_argument("--deconvolve", type=int, default=0,
@@ -333,7 +335,7 @@ def main(argv=None):
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
                      ("max_iterations", a.max_iter), ("interpolation", a.interp),
                      ("final_regularisation", a.continue_reg), ("grey_regularisation", a.grey_reg),
-                     ("solver", a.solver)):
+                     ("solver", a.solver), ("interface_grey_stiffness", a.grey_band)):
             if v is not None:
                 kw[k] = v
         if mask is not None:

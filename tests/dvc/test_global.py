@@ -264,6 +264,22 @@ def test_interface_motion_checked(texture):
         correlate_global(texture, texture, interfaces=[InterfaceMotion(1.0, 0.0), InterfaceMotion(70.0, 0.0)])
     with pytest.raises(InputError, match="interface_weight"):
         GlobalOptions(interface_weight=-1.0)
+    with pytest.raises(InputError, match="interface_grey_stiffness"):
+        GlobalOptions(interface_grey_stiffness=-1.0)
+
+
+def test_the_interface_band_is_the_grid_edges_within_one_spacing_of_a_plane():
+    """GlobalOptions.interface_grey_stiffness acts on the z-edges of the control grid within one node spacing of a
+    tied plane: the two edges at a node's plane, three for a plane between nodes; none without grey fields or
+    stiffness."""
+    from tomo4d.dvc._global_solver import interface_band
+
+    on = GlobalOptions(interface_grey_stiffness=100.0)
+    assert interface_band(0.0, 4, 10, [12.0], on) == (2, 3)
+    assert interface_band(0.0, 4, 10, [13.0], on) == (2, 3, 4)
+    assert interface_band(1.0, 4, 10, [13.0, 30.0], on) == (2, 3, 6, 7, 8)
+    assert interface_band(0.0, 4, 10, [12.0], GlobalOptions()) == ()
+    assert interface_band(0.0, 4, 10, [12.0], GlobalOptions(interface_grey_stiffness=100.0, grey_fields=False)) == ()
 
 
 def test_interfaces_tie_the_plane_mean_where_there_is_no_texture():

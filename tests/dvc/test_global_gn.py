@@ -25,7 +25,8 @@ def _problem(texture, warp, *, interpolation, psf=0.0, grey=True):
     mask = np.zeros(ref.shape, bool)
     mask[3:28] = True
     opts = GlobalOptions(node_spacing=6, interpolation=interpolation, grey_fields=grey, psf_sigma_px=psf,
-                         solver="gauss-newton", regularisation=0.05, grey_regularisation=1.0)
+                         solver="gauss-newton", regularisation=0.05, grey_regularisation=1.0,
+                         interface_grey_stiffness=30.0)
     _, gs, origin = control_grid(ref.shape, 6)
     lv = _level(ref, dfm, mask, 1, opts, torch.device("cpu"), (InterfaceMotion(z_px=10.3, displacement_px=0.9),))
     rng = np.random.default_rng(0)

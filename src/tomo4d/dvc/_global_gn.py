@@ -51,7 +51,7 @@ class _Problem:
         self.ranges, self.tfrac = _geometry(lv)
         self.edofs = _element_dofs(self.gs, self.nf)
         self.var = float(lv.ref[lv.mask].var()) or 1.0  # as the L-BFGS route (torch: unbiased)
-        self.R = _regulariser(self.gs, opts, self.nf, self.var)
+        self.R = _regulariser(self.gs, opts, self.nf, self.var, lv.band)
         self.planes = _plane_rows(lv, self.G)
         self.with_data = np.ones(self.G, bool)  # set by each evaluate: nodes of an element with data
         self._pattern = None  # the Hessian's sparsity, built on the first evaluation that asks for the Hessian
@@ -317,10 +317,11 @@ def _find(indptr, indices, r, c):
     return lo
 
 
-def _regulariser(gs, opts, nf, var: float):
+def _regulariser(gs, opts, nf, var: float, band=()):
     """The regularisations as ``0.5 x^T R x`` (R sparse): the Laplacian's ``w mean |L u|^2`` over the interior nodes
     and components, the grey fields' ``w_g sum_axes mean |D a|^2 / var + |D b|^2`` (``var``: the reference's
-    variance, which makes the brightness ``a``'s term unit-free as the data term)."""
+    variance, which makes the brightness ``a``'s term unit-free as the data term), and on the z-edges ``band``
+    (:func:`tomo4d.dvc._global_solver.interface_band`) their z-differences again, ``interface_grey_stiffness`` times."""
     G = int(np.prod(gs))
     shape = tuple(int(v) for v in gs)
     eye = [sparse.identity(n, format="csr") for n in shape]
@@ -353,6 +354,11 @@ def _regulariser(gs, opts, nf, var: float):
             d1 = sparse.diags([-1.0, 1.0], [0, 1], shape=(shape[a] - 1, shape[a]), format="csr")
             D = kron3([d1 if b == a else eye[b] for b in range(3)])
             grey = grey + (2.0 * opts.grey_regularisation / D.shape[0]) * (D.T @ D)
+        if band:
+            d1 = sparse.diags([-1.0, 1.0], [0, 1], shape=(shape[0] - 1, shape[0]), format="csr")[list(band)]
+            D = kron3([d1, eye[1], eye[2]])
+            n = max((shape[0] - 1) * shape[1] * shape[2], 1)
+            grey = grey + (2.0 * opts.grey_regularisation * opts.interface_grey_stiffness / n) * (D.T @ D)
         blocks[3:] = [grey / var, grey]
     return sparse.block_diag(blocks, format="csr")
 

@@ -38,6 +38,7 @@ class _Level:
     scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
     cubic: bool = False      # dfm holds cubic B-spline coefficients (GlobalOptions.interpolation)
     planes: tuple = ()       # per InterfaceMotion: (z in level px, target u_z full-res px, (H, W) lateral footprint)
+    band: tuple = ()         # control-grid z-edges k (nodes k, k + 1) within one spacing of a tied plane
 
 
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
@@ -73,7 +74,18 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=(), plane_z_px
     planes = tuple((float(np.clip((p.z_px - (f - 1) / 2.0) / f, 0, r.shape[0] - 1)), float(p.displacement_px), foot)
                    for p in interfaces) if opts.interface_weight > 0 else ()
     return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic",
-                  planes)
+                  planes, interface_band(origin[0], s, gs[0], [p.z_px for p in interfaces] if planes else [], opts))
+
+
+def interface_band(z0: float, spacing: float, gz: int, planes_z_px, opts: GlobalOptions) -> tuple:
+    """The control-grid z-edges (k: nodes k and k + 1 of a grid whose first row is at ``z0``) within one node
+    spacing of a tied plane, where the grey fields' z-differences weigh ``1 + opts.interface_grey_stiffness`` times
+    (:class:`~tomo4d.dvc.global_dvc.GlobalOptions`); () without ties, grey fields or stiffness."""
+    if not (opts.grey_fields and opts.interface_grey_stiffness > 0):
+        return ()
+    nodes = z0 + spacing * np.arange(gz)
+    return tuple(sorted({k for z in planes_z_px for k in range(gz - 1)
+                         if nodes[k] < z + spacing and nodes[k + 1] > z - spacing}))
 
 
 def grey_unit(ref, msk) -> float:
@@ -211,6 +223,11 @@ def _objective(lv: _Level, U, A, B, opts: GlobalOptions, weights, var: float):
                  for mean, (_, target, _) in zip(_plane_means(lv, u), lv.planes))
     if opts.grey_fields:
         loss = loss + opts.grey_regularisation * (_grad2(A) / var + _grad2(B))  # a in grey units: / var(I), as the data
+        if lv.band:  # the grey fields held flat across the tied interfaces (GlobalOptions.interface_grey_stiffness)
+            k = torch.tensor(lv.band, device=A.device)
+            n = max((A.shape[1] - 1) * A.shape[2] * A.shape[3], 1)
+            loss = loss + (opts.grey_regularisation * opts.interface_grey_stiffness / n) * (
+                ((A[:, k + 1] - A[:, k]) ** 2).sum() / var + ((B[:, k + 1] - B[:, k]) ** 2).sum())
     return loss + planes, data, planes
 
 

@@ -121,13 +121,26 @@ class GlobalOptions:
         Weight (per px^2, >= 0) of the constraint that each ``interfaces=`` plane's mean axial displacement equals
         its measured value (:class:`InterfaceMotion`); 0 turns the constraint off.  100: the LQ phantom's T1 with
         the true interface motion reads the anode's side strains within 0.01 (20-30 % low without; session 20).
+    interface_grey_stiffness : float
+        With ``interfaces=`` and ``grey_fields``: the brightness and contrast fields' z-differences on the
+        control-grid edges within one node spacing of a tied plane are penalised ``1 +`` this many times as much as
+        elsewhere (>= 0; 0, the default: not at all).  Across a blurred interface a z-gradient of the grey fields and
+        a z-gradient of ``u_z`` explain the same change of the mean grey profile, and a converged solve trades one for
+        the other: Gauss-Newton on the LQ phantom read the collector side up to 0.062 low and the separator side
+        0.056 high with 0, within 0.011 at T1-T5 with 100.  The L-BFGS route, stopped at its iteration cap, does not
+        make that trade to the same degree, and 100 moves it the other way on the default phantom (collector side up
+        to 0.032 high, separator side 0.039 low at T6, against within 0.016 with 0) while it brings the demo within
+        0.015 (from -0.034) and the half-contrast-loss phantom within 0.011: not the runner's default
+        (benchmarks/RESULTS.md, session 25).  Stiffening the grey fields everywhere instead doubles the median error
+        (they can no longer follow the particles' own darkening).
     interpolation : str
         How the deformed volume is sampled between voxels: ``"cubic"`` (B-spline, prefiltered) or ``"linear"``
         (trilinear: biases sub-pixel displacements towards whole voxels, up to 0.11 px per axis on the
         phantom's texture; session 16).  Cubic costs 1.5-3x the time and ~130 more bytes per voxel of the
         level (eight lookups' coordinates and values); at 20-30 % stretch both read the same.
     solver : str
-        ``"lbfgs"`` (torch's L-BFGS on the autograd gradient; CPU or GPU) or ``"gauss-newton"`` (CPU: the same
+        ``"lbfgs"`` (torch's L-BFGS; on the CPU on the compiled value and gradient of the Gauss-Newton solver's
+        element pass, on a GPU on torch's autograd) or ``"gauss-newton"`` (CPU: the same
         criterion minimised as finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by
         conjugate gradients, :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is
         smooth).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
@@ -155,6 +168,7 @@ class GlobalOptions:
     interpolation: str = "linear"
     interface_weight: float = 100.0
     solver: str = "lbfgs"
+    interface_grey_stiffness: float = 0.0
 
     def __post_init__(self):
         check_int("node_spacing", self.node_spacing, minimum=2)
@@ -175,6 +189,7 @@ class GlobalOptions:
         check_choice("interpolation", self.interpolation, ("linear", "cubic"))
         check_number("interface_weight", self.interface_weight, minimum=0)
         check_choice("solver", self.solver, ("lbfgs", "gauss-newton"))
+        check_number("interface_grey_stiffness", self.interface_grey_stiffness, minimum=0)
         if not isinstance(self.device, str) or not self.device.strip():
             raise InputError(f"device={show(self.device)} is not a device name; give 'cpu', 'cuda', 'cuda:N' or 'auto'")
 
