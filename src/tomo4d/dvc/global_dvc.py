@@ -129,7 +129,7 @@ class GlobalOptions:
         the other: Gauss-Newton on the LQ phantom read the collector side up to 0.062 low and the separator side
         0.056 high with 0, within 0.011 at T1-T5 with 100.  The L-BFGS route, stopped at its iteration cap, does not
         make that trade to the same degree, and 100 moves it the other way on the default phantom (collector side up
-        to 0.032 high, separator side 0.039 low at T6, against within 0.016 with 0) while it brings the demo within
+        to 0.032 high, separator side 0.039 low at T6, against within 0.02 with 0) while it brings the demo within
         0.015 (from -0.034) and the half-contrast-loss phantom within 0.011: not the runner's default
         (benchmarks/RESULTS.md, session 25).  Stiffening the grey fields everywhere instead doubles the median error
         (they can no longer follow the particles' own darkening).
