@@ -126,7 +126,7 @@ class GlobalOptions:
         control-grid edges within one node spacing of a tied plane are penalised ``1 +`` this many times as much as
         elsewhere (>= 0; 0, the default: not at all).  Across a blurred interface a z-gradient of the grey fields and
         a z-gradient of ``u_z`` explain the same change of the mean grey profile, and a converged solve trades one for
-        the other: Gauss-Newton on the LQ phantom read the collector side up to 0.062 low and the separator side
+        the other: Gauss-Newton on the LQ phantom read the collector side up to 0.080 low and the separator side
         0.056 high with 0, within 0.011 at T1-T5 with 100.  The L-BFGS route, stopped at its iteration cap, does not
         make that trade to the same degree, and 100 moves it the other way on the default phantom (collector side up
         to 0.032 high, separator side 0.039 low at T6, against within 0.02 with 0) while it brings the demo within
