@@ -163,14 +163,20 @@ def minimise_gn(lv, U, A, B, opts, weights):
 
 
 def _free(p) -> np.ndarray:
-    """Nodes solved for: those of an element with data.  The others are held by the Laplacian alone, whose null
+    """Nodes solved for: those of an element with data, and those an interface tie averages over (a plane in an
+    element without data below the mask's edge: held at its start value, such a node made the tie push its
+    neighbour with data instead; the demo's shrinking pair read the collector side 0.027 lower for it, session 26).
+    The others are held by the Laplacian alone, whose null
     space (linear fields; the grid's corners, which no interior Laplacian reaches) made a step of all nodes on the
     phantom's T1 move them by up to 228 px and cost 2000 conjugate-gradient iterations (16 s); held at their start
     values, 250-330 iterations (2 s) and convergence in 5 steps.  A Levenberg-Marquardt damping of 1e-3 or 1e-2
     instead (relative to the Hessian's diagonal) bounded the steps but stopped the graded-stretch test early (0.079
     -0.086 px against 0.049 px); freeing one more ring of nodes around the data read the same 0.048 px undamped
     (0.086 damped), so it is not done."""
-    return p.with_data
+    free = p.with_data.copy()
+    for c, _ in p.planes:
+        free |= c != 0
+    return free
 
 
 def _moved(step, p) -> float:
