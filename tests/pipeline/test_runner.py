@@ -229,7 +229,13 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
         st = StrainField.load(out / "fields" / f"strain_T0_{r['step']}.h5")
         assert int(float(r["beyond_validated_range"])) == int(beyond_validated_range(st))
     flagged = any(int(float(r["beyond_validated_range"])) for r in rows)
-    assert ("beyond the range where the DVC has been validated" in (out / "report.html").read_text()) == flagged
+    report = (out / "report.html").read_text()
+    assert ("beyond the range where the DVC has been validated" in report) == flagged
+    # 40 iterations: every solve stops at its cap, and the table and the report say so (chained: no increments)
+    for r in rows:
+        f = DisplacementField.load(out / "fields" / f"dvc_T0_{r['step']}.h5")
+        assert int(float(r["solver_capped"])) == int(f.notes["converged"] is False) == 1
+    assert "stopped at its iteration cap" in report
 
 
 @pytest.mark.slow

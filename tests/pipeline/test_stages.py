@@ -317,6 +317,23 @@ def test_global_dvc_match_leaves_the_deconvolved_faces_out():
     assert wide[40, 13:47, 13:47].all() and wide[40].sum() == 34 * 34
 
 
+def test_a_capped_solve_flags_every_step_composed_on_it():
+    """tables/strain_summary's solver_capped: a step's own global solve stopped at max_iterations, or, with reference
+    updating, any earlier pair its composed field rests on; a step correlated from T0 (no increment) stands alone."""
+    from types import SimpleNamespace as Field
+
+    from tomo4d.pipeline.stages import _capped
+
+    direct = Field(notes={"method": "global", "converged": True})
+    capped = Field(notes={"method": "global", "converged": False})
+    settled_pair = Field(notes={"composed_from": [], "increment": {"method": "global", "converged": True}})
+    capped_pair = Field(notes={"composed_from": [], "increment": {"method": "global", "converged": False}})
+    assert not _capped(direct, False) and not _capped(direct, True)  # T0 -> Tn: its own solve only
+    assert _capped(capped, False)
+    assert not _capped(settled_pair, False) and _capped(settled_pair, True)  # composed onto a capped T0 -> T(n-1)
+    assert _capped(capped_pair, False)
+
+
 def test_report_describes_the_dvc_route_that_ran():
     """The report's DVC section says how the fields were measured, from the run's recorded dvc options: the demo's
     global, incremental, deconvolved, interface-tied route is not described as "each step against T0"."""

@@ -358,7 +358,7 @@ DVC = Stage(
 
 # -- strain ---------------------------------------------------------------------------------------
 
-def _summary_row(inp, i, field, st):
+def _summary_row(inp, i, field, st, capped=None):
     from ..dvc import beyond_validated_range
 
     counts = field.status_counts()
@@ -373,7 +373,17 @@ def _summary_row(inp, i, field, st):
         row[f"{comp}_median"] = float(np.median(vals)) if vals.size else np.nan
     # 1: the strain lies beyond the range where the DVC is validated against a known truth (flagged, not hidden)
     row["beyond_validated_range"] = int(st is not None and beyond_validated_range(st))
+    if capped is not None:  # the global method: 1 where a solve the field rests on stopped at its iteration cap
+        row["solver_capped"] = int(capped)
     return row
+
+
+def _capped(field, before: bool) -> bool:
+    """Whether a global DVC solve that ``field`` rests on stopped at ``max_iterations`` (its own, and with reference
+    updating the earlier steps' too, ``before``): the field is then that iterate, not the criterion's minimum."""
+    notes = field.notes
+    own = notes.get("increment", notes)
+    return own.get("converged") is False or ("increment" in notes and before)
 
 
 def _strain_run(ctx):
@@ -383,13 +393,15 @@ def _strain_run(ctx):
 
     inp = ctx.inputs
     rows, strains, fields = [], {}, {}
+    capped = False if ctx.experiment.dvc.method == "global" else None
     for i in range(1, inp.n_steps):
         field = fields[inp.names[i]] = ctx.load("dvc", i)
         try:
             strains[i] = strain_field(field)
         except InputError as exc:  # no usable node: the step is reported, not hidden
             log.warning("strain of %s: %s", inp.names[i], exc)
-        rows.append(_summary_row(inp, i, field, strains.get(i)))
+        capped = None if capped is None else _capped(field, capped)
+        rows.append(_summary_row(inp, i, field, strains.get(i), capped))
         if rows[-1]["beyond_validated_range"]:
             log.warning("strain of %s lies beyond the range where the DVC is validated (see the report): flagged "
                         "in tables/strain_summary (beyond_validated_range)", inp.names[i])
