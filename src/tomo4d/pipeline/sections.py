@@ -88,7 +88,9 @@ _DVC_OWN = {
         "under global_options), measured more accurate at 30-50 % expansion with lithiation (RESULTS.md)."))),
     "global_options": (dict, Field(default_factory=dict, description=(
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
-        "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default."))),
+        "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default. For blurred, "
+        "noisy scans with interfaces: true, the demo's {levels: 1, solver: gauss-newton, interpolation: cubic, "
+        "regularisation: 0.2, interface_grey_stiffness: 10} (converged; RESULTS.md, session 26)."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
         "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
