@@ -156,18 +156,18 @@ def _strain_section(rep, out: Path, info: dict) -> None:
     if summ is None:
         return
     truth = "median_error_px" in summ
-    flagged = [str(s) for s, f in zip(summ["step"], summ.get("beyond_validated_range", ())) if f]
+    flagged, capped = (", ".join(str(s) for s, f in zip(summ["step"], summ.get(k, ())) if f)
+                       for k in ("beyond_validated_range", "solver_capped"))
     if flagged:
         from ..dvc import VALIDATED_AXIAL_HENCKY
 
-        rep.text(f"Caution: at {', '.join(flagged)} the axial strain exceeds {VALIDATED_AXIAL_HENCKY:g} "
+        rep.text(f"Caution: at {flagged} the axial strain exceeds {VALIDATED_AXIAL_HENCKY:g} "
                       "(ln U_zz, 90th percentile of the nodes), beyond the range where the DVC has been validated "
                       "against a known truth: on the phantom at ln U_zz 0.2-0.45 the side strains read within about "
                       "0.02 of the truth, but the median displacement error is 0.4-0.65 px against a 0.3 px target "
                       "(benchmarks/RESULTS.md, issue 15). Treat these steps' local displacements as indicative.")
-    capped = [str(s) for s, f in zip(summ["step"], summ.get("solver_capped", ())) if f]
     if capped:
-        rep.text(f"Caution: at {', '.join(capped)} the field rests on a global DVC solve that stopped at its "
+        rep.text(f"Caution: at {capped} the field rests on a global DVC solve that stopped at its "
                  "iteration cap (dvc.global_options.max_iterations) before the criterion settled: it is that iterate. "
                  "On the phantom this capped L-BFGS route reads the side strains within about 0.02 of the truth, but "
                  "its figures move by up to 0.007 with floating-point rounding (thread counts) and by up to 0.02-0.08 "
