@@ -141,7 +141,7 @@ def test_a_tie_below_the_mask_moves_its_unmeasured_nodes(texture):
     """An interface plane in an element without data (the mask starts just above it, as a moved band lifts the
     collector's edge): the tie averages over a node that no data reaches.  Held at its start value, that node made
     the tie push the measured node above it instead (the demo's shrinking pair: +0.46 px where the truth is -0.08,
-    the collector side 0.027 low; session 26).  Solved for, the measured rows stay at the true zero motion."""
+    the collector side 0.03-0.05 low; session 26).  Solved for, the measured rows stay at the true zero motion."""
     ref = np.ascontiguousarray(texture[:40, :24, :24])
     mask = np.zeros(ref.shape, bool)
     mask[13:] = True  # nodes at z = 1, 5, 9, 13, ...: the element [9, 13) holds no data

@@ -165,7 +165,7 @@ def minimise_gn(lv, U, A, B, opts, weights):
 def _free(p) -> np.ndarray:
     """Nodes solved for: those of an element with data, and those an interface tie averages over (a plane in an
     element without data below the mask's edge: held at its start value, such a node made the tie push its
-    neighbour with data instead; the demo's shrinking pair read the collector side 0.027 lower for it, session 26).
+    neighbour with data instead; the demo's shrinking pair read the collector side 0.03-0.05 lower for it, session 26).
     The others are held by the Laplacian alone, whose null
     space (linear fields; the grid's corners, which no interior Laplacian reaches) made a step of all nodes on the
     phantom's T1 move them by up to 228 px and cost 2000 conjugate-gradient iterations (16 s); held at their start
