@@ -145,12 +145,14 @@ class GlobalOptions:
         conjugate gradients, :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is
         smooth).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
         ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150); nodes whose
-        elements hold no data keep their start values.  Snow sine field, spacing 10, one level: 0.0093 px median in
-        1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS 0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd,
-        before session 25).  On the phantom's large-strain
-        route, with the unit-free criterion of session 22, both solvers read the HQ sides within 0.02 at every step
-        and the same median errors, Gauss-Newton in a third of the time; on the LQ demo Gauss-Newton reads the
-        separator side 0.036-0.048 high: the runner keeps L-BFGS (benchmarks/RESULTS.md, sessions 21-22).
+        elements hold no data keep their start values, except those an interface tie averages over.  Snow sine
+        field, spacing 10, one level: 0.0093 px median in 1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS
+        0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd, before session 25).  On the phantom's large-strain
+        route both solvers read the HQ sides within 0.02 at every step (session 22).  On blurred LQ scans the
+        converged field at ``regularisation=0.05`` follows the noise; the demo runs Gauss-Newton with
+        ``interpolation="cubic", regularisation=0.2, interface_grey_stiffness=10`` (within 0.01 on the demo but
+        for +0.022 at one step; session 26), while the default stays L-BFGS (a GPU; the Hessian's memory at
+        millions of nodes; 0.05 reads sharp scans best) (benchmarks/RESULTS.md, sessions 21-26).
     """
 
     node_spacing: int = 4
