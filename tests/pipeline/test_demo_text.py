@@ -25,14 +25,15 @@ def test_the_demo_labels_its_most_lithiated_step(phantom_dir, soc, labelled):
 def test_the_demo_runs_the_converged_global_route(phantom_dir):
     """The demo's DVC is solved to convergence (Gauss-Newton, cubic sampling, the Laplacian 0.2 and the grey fields
     held near-flat across the tied interfaces: session 26), not an L-BFGS iterate stopped at its cap, whose split
-    followed its start and rounding; the options are valid GlobalOptions."""
-    from tomo4d.dvc import GlobalOptions
+    followed its start and rounding: the defaults of a section with interfaces and an axial start."""
+    from tomo4d.pipeline import parse_experiment
     from tomo4d.pipeline.demo import demo_experiment_text
 
     doc = json.loads((phantom_dir / "experiment.json").read_text())
     series = ["series/T0.tif", "series/T1.tif", "series/T2.tif"]
-    dvc = yaml.safe_load(demo_experiment_text(doc, series, [0.0, 0.0, 0.0]))["dvc"]
-    assert dvc["method"] == "global" and dvc["interfaces"] and dvc["incremental"]
-    opts = GlobalOptions(node_spacing=dvc["node_spacing"], **dvc["global_options"])
+    exp = parse_experiment(yaml.safe_load(demo_experiment_text(doc, series, [0.0, 0.0, 0.0])))
+    dvc = exp.dvc
+    assert dvc.method == "global" and dvc.interfaces and dvc.incremental
+    opts = dvc.global_dvc_options()
     assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
         "gauss-newton", "cubic", 0.2, 10.0, 1)

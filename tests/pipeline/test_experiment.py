@@ -150,6 +150,27 @@ def test_dvc_global_method_and_its_options():
     assert "method" in _refused({**GOOD, "dvc": {"method": "fem"}})
 
 
+def test_tied_interfaces_default_to_the_converged_route_and_the_axial_start_to_one_level():
+    """With interfaces: true global_options default to the converged route (Gauss-Newton, cubic, 0.2, grey band 10:
+    session 26), with axial_start: true to one level (coarse levels would undo the start); what the file gives wins,
+    and without either the library's defaults stand."""
+    from tomo4d.dvc import GlobalOptions
+
+    tied = {"method": "global", "node_spacing": 4, "mask": "above_collector", "interfaces": True}
+    quantified = {**GOOD, "inputs": {**GOOD["inputs"], "labels": ["a_labels.tif", "b_labels.tif"]}, "quantify": {}}
+    opts = parse_experiment({**quantified, "dvc": tied}).dvc.global_dvc_options()
+    assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
+        "gauss-newton", "cubic", 0.2, 10.0, GlobalOptions().levels)
+    opts = parse_experiment({**quantified, "dvc": {**tied, "axial_start": True,
+                                             "global_options": {"regularisation": 0.1}}}).dvc.global_dvc_options()
+    assert (opts.solver, opts.regularisation, opts.levels) == ("gauss-newton", 0.1, 1)
+    opts = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4,
+                                             "axial_start": True}}).dvc.global_dvc_options()
+    assert opts == GlobalOptions(node_spacing=4, levels=1)
+    plain = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4}}).dvc.global_dvc_options()
+    assert plain == GlobalOptions(node_spacing=4)
+
+
 def test_enhanced_series_and_align_together_are_refused():
     data = {"inputs": {**GOOD["inputs"], "training_pair": {"lq": "lq.tif", "hq": "hq.tif"}},
             "enhance": {"preset": "tiny"}, "align": {}, "dvc": {}}

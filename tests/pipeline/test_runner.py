@@ -184,6 +184,15 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
     assert main(["init", str(phantom_dir / "series_hq"), "-o", str(exp)]) == 0
     assert main(["run", str(exp), "--check"]) == 0  # times and SoC came from the scans' metadata
     assert "3 steps" in capsys.readouterr().out
+    text = exp.read_text()  # the large-strain route it suggests, uncommented, is a valid section
+    for key in ("method: global", "axial_start: true", "incremental: true", "mask: above_collector",
+                "interfaces: true"):
+        assert f"#   {key}" in text
+        text = text.replace(f"#   {key}", f"  {key}")
+    labels = (phantom_dir / "truth" / "labels_hq_T0.tif").as_posix()
+    text = text.replace("  labels: null", f"  labels: {labels}") + ("" if "\nquantify:" in text else "quantify: {}\n")
+    exp.write_text(text)
+    assert main(["run", str(exp), "--check"]) == 0, capsys.readouterr().err
     from tomo4d.io import save_volume
 
     bare = tmp_path / "bare"

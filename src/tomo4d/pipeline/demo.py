@@ -135,12 +135,9 @@ quantify: {{}}
 dvc:                               # the route measured most accurate at battery expansions (RESULTS.md, issue 15)
   node_spacing: 4
   method: global                   # one regularised field with brightness/contrast fields (lithiation)
-  global_options:                  # converged (Gauss-Newton), not an iterate capped by L-BFGS (RESULTS.md, session 26)
-    levels: 1                      # coarse levels would undo the start (no continuation: it costs accuracy)
-    solver: gauss-newton
-    interpolation: cubic
-    regularisation: 0.2            # blurred, noisy scans: at 0.05 the converged field follows the noise
-    interface_grey_stiffness: 10   # grey fields held near-flat across the tied interfaces
+  # global_options: with interfaces: true their defaults are the converged route (Gauss-Newton, cubic sampling,
+  # regularisation 0.2: at 0.05 the converged field follows the blurred scans' noise; the grey fields held near-flat
+  # across the tied interfaces), not an iterate capped by L-BFGS; with axial_start one level (RESULTS.md, session 26)
   axial_start: true                # a non-uniform stretch along z fitted first, every pair
   axial_lateral: true              # with the in-plane expansion
   incremental: true                # T(n-1) -> Tn composed onto T0 -> T(n-1): one step's change per pair

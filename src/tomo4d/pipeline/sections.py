@@ -14,6 +14,7 @@ import dataclasses
 import math
 import re
 import typing
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import (
@@ -88,9 +89,10 @@ _DVC_OWN = {
         "under global_options), measured more accurate at 30-50 % expansion with lithiation (RESULTS.md)."))),
     "global_options": (dict, Field(default_factory=dict, description=(
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
-        "grey_fields, psf_sigma_px, max_iterations, ...); the section's node_spacing is the default. For blurred, "
-        "noisy scans with interfaces: true, the demo's {levels: 1, solver: gauss-newton, interpolation: cubic, "
-        "regularisation: 0.2, interface_grey_stiffness: 10} (converged; RESULTS.md, session 26)."))),
+        "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing; with interfaces: "
+        "true the converged route {solver: gauss-newton, interpolation: cubic, regularisation: 0.2, "
+        "interface_grey_stiffness: 10} (RESULTS.md, session 26); with axial_start: true levels: 1. Otherwise "
+        "GlobalOptions' own (L-BFGS, linear, 0.05: sharp scans read best at 0.05)."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
         "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
@@ -108,7 +110,9 @@ _DVC_OWN = {
         "rounds the kinks at both interfaces and reads the anode's strain 20-30 % low; the segmented interfaces "
         "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series with "
         "slice-wise features, the interfaces within 0.16 px with 3D features and T0 and the most lithiated step "
-        "labelled; RESULTS.md sessions 20, 23)."))),
+        "labelled; RESULTS.md sessions 20, 23). Makes the converged route the default of global_options "
+        "(Gauss-Newton, cubic, regularisation 0.2, interface_grey_stiffness 10): L-BFGS stopped at its iteration "
+        "cap reads the blurred scans' split by its start (RESULTS.md, session 26)."))),
     "flag_textureless": (bool, Field(True, description=(
         "method global: nodes whose window in T0 (as scanned) holds no grey variance above T0's noise are "
         "LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not reported: there the field is the regularisation's "
@@ -119,8 +123,8 @@ _DVC_OWN = {
     "axial_start": (bool, Field(False, description=(
         "Start the first step (and every step without a usable previous field) from tomo4d.dvc.axial_profile_start: "
         "a smooth, non-uniform stretch along z fitted to the pair (collector and separator sides swell "
-        "differently), instead of the single affine; with method: global use global_options {levels: 1}, "
-        "whose coarse levels would undo it (benchmarks/RESULTS.md, 'An axial-profile start')."))),
+        "differently), instead of the single affine; with method: global global_options' levels defaults to 1, "
+        "as coarse levels would undo it (benchmarks/RESULTS.md, 'An axial-profile start')."))),
     "axial_lateral": (bool, Field(False, description=(
         "With axial_start: fit an in-plane scale s(z) too (tomo4d.dvc.axial_profile_start(..., lateral=True)), so "
         "that the start holds the lateral expansion that grows through the electrode."))),
@@ -188,6 +192,15 @@ def _check_all(self):
 
 _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 
+#: ``global_options`` defaults with ``interfaces: true`` (blurred scans tied to their segmented interfaces): solved to
+#: convergence with a stronger Laplacian, the grey fields held near-flat across the tied planes.  Measured against
+#: L-BFGS at 0.05 stopped at its iteration cap (the library's default): the LQ phantom's sides and det F - 1 within
+#: 0.02 but for one step per series (0.021-0.025, against 0.017-0.022 capped), the demo's collector side within 0.009
+#: (capped: -0.034), snow 5.1x SPAM's nodes per CPU second; a capped field follows its start and rounding
+#: (benchmarks/RESULTS.md, session 26).
+TIED_ROUTE = MappingProxyType({"solver": "gauss-newton", "interpolation": "cubic", "regularisation": 0.2,
+                               "interface_grey_stiffness": 10.0})
+
 
 class _DvcBase(StrictModel):
     def correlation_options(self):
@@ -197,12 +210,17 @@ class _DvcBase(StrictModel):
         return CorrelationOptions(**{k: getattr(self, k) for k in _OPTION_NAMES})
 
     def global_dvc_options(self):
-        """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` (node spacing from the section)."""
+        """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` over the section's defaults: its node spacing;
+        with ``interfaces`` the converged route (:data:`TIED_ROUTE`), with ``axial_start`` one level."""
         from ..dvc import GlobalOptions
         from ..dvc.global_dvc import resolve_global_options
 
-        return resolve_global_options(GlobalOptions(node_spacing=self.node_spacing), self.global_options,
-                                      name="dvc.global_options")
+        base = {"node_spacing": self.node_spacing}
+        if self.interfaces:
+            base.update(TIED_ROUTE)
+        if self.axial_start:
+            base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
+        return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
 
     def correlate_kwargs(self) -> dict:
         """Keyword arguments of :func:`tomo4d.dvc.correlate` (without the volumes and ``initial``)."""
