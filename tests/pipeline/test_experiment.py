@@ -164,6 +164,8 @@ def test_tied_interfaces_default_to_the_converged_route_and_the_axial_start_to_o
     opts = parse_experiment({**quantified, "dvc": {**tied, "axial_start": True,
                                              "global_options": {"regularisation": 0.1}}}).dvc.global_dvc_options()
     assert (opts.solver, opts.regularisation, opts.levels) == ("gauss-newton", 0.1, 1)
+    gpu = parse_experiment({**quantified, "dvc": {**tied, "global_options": {"device": "cuda"}}})
+    assert gpu.dvc.global_dvc_options().solver == "lbfgs"  # Gauss-Newton runs on the CPU only
     opts = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4,
                                              "axial_start": True}}).dvc.global_dvc_options()
     assert opts == GlobalOptions(node_spacing=4, levels=1)

@@ -91,7 +91,8 @@ _DVC_OWN = {
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing; with interfaces: "
         "true the converged route {solver: gauss-newton, interpolation: cubic, regularisation: 0.2, "
-        "interface_grey_stiffness: 10} (RESULTS.md, session 26); with axial_start: true levels: 1. Otherwise "
+        "interface_grey_stiffness: 10} (RESULTS.md, session 26; with a GPU device L-BFGS, as Gauss-Newton runs on the CPU "
+        "only); with axial_start: true levels: 1. Otherwise "
         "GlobalOptions' own (L-BFGS, linear, 0.05: sharp scans read best at 0.05)."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
@@ -218,6 +219,8 @@ class _DvcBase(StrictModel):
         base = {"node_spacing": self.node_spacing}
         if self.interfaces:
             base.update(TIED_ROUTE)
+            if str(self.global_options.get("device", "cpu")).strip().lower() != "cpu":
+                del base["solver"]  # Gauss-Newton runs on the CPU only: on a GPU the library's L-BFGS
         if self.axial_start:
             base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
