@@ -129,6 +129,24 @@ def test_notes_saved_and_loaded(measured, tmp_path):
     np.testing.assert_allclose(back.phi, measured.phi)
 
 
+def test_auto_solver_is_gauss_newton_on_the_cpu_up_to_its_node_limit(texture, monkeypatch):
+    """solver="auto": Gauss-Newton on the CPU (converged), L-BFGS on a GPU device or beyond AUTO_GN_MAX_NODES (the
+    Hessian's memory); the notes hold the solver that ran and the one asked for."""
+    import tomo4d.dvc.global_dvc as gd
+
+    auto = GlobalOptions(solver="auto")
+    assert gd.auto_solver(auto, (24, 24, 24)) == "gauss-newton"
+    assert gd.auto_solver(auto, (47, 47, 47)) == "lbfgs"  # 103823 nodes
+    assert gd.auto_solver(GlobalOptions(solver="auto", device="cuda:0"), (4, 4, 4)) == "lbfgs"
+    assert gd.auto_solver(GlobalOptions(solver="lbfgs"), (4, 4, 4)) == "lbfgs"
+    f = correlate_global(texture, texture, node_spacing=10, levels=1, solver="auto", threads=1)
+    assert f.notes["options"]["solver"] == "gauss-newton" and f.notes["solver_requested"] == "auto"
+    monkeypatch.setattr(gd, "AUTO_GN_MAX_NODES", 100)
+    with pytest.warns(RuntimeWarning, match="max_iterations"):
+        f = correlate_global(texture, texture, node_spacing=10, levels=1, solver="auto", threads=1, max_iterations=1)
+    assert f.notes["options"]["solver"] == "lbfgs"
+
+
 def test_threads_restored(texture):
     import torch
 

@@ -25,7 +25,7 @@ def test_the_demo_labels_its_most_lithiated_step(phantom_dir, soc, labelled):
 def test_the_demo_runs_the_converged_global_route(phantom_dir):
     """The demo's DVC is solved to convergence (Gauss-Newton, cubic sampling, the Laplacian 0.2 and the grey fields
     held near-flat across the tied interfaces: session 26), not an L-BFGS iterate stopped at its cap, whose split
-    followed its start and rounding: the defaults of a section with interfaces and an axial start."""
+    followed its start and rounding: the defaults of a global section with an axial start."""
     from tomo4d.pipeline import parse_experiment
     from tomo4d.pipeline.demo import demo_experiment_text
 
@@ -36,4 +36,7 @@ def test_the_demo_runs_the_converged_global_route(phantom_dir):
     assert dvc.method == "global" and dvc.interfaces and dvc.incremental
     opts = dvc.global_dvc_options()
     assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
-        "gauss-newton", "cubic", 0.2, 10.0, 1)
+        "auto", "cubic", 0.2, 10.0, 1)
+    from tomo4d.dvc.global_dvc import auto_solver
+
+    assert auto_solver(opts, (24, 24, 24)) == "gauss-newton"  # the demo's grid, on the CPU

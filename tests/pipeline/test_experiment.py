@@ -142,7 +142,8 @@ def test_dvc_global_method_and_its_options():
 
     exp = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 6,
                                             "global_options": {"levels": 2, "regularisation": 0.1}}})
-    assert exp.dvc.global_dvc_options() == GlobalOptions(node_spacing=6, levels=2, regularisation=0.1)
+    assert exp.dvc.global_dvc_options() == GlobalOptions(node_spacing=6, levels=2, regularisation=0.1, solver="auto",
+                                                         interpolation="cubic", interface_grey_stiffness=10.0)
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"regularization": 0.1}}})
     assert "regularization= is not an option of dvc.global_options" in msg and "did you mean 'regularisation'" in msg
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"levels": 0}}})
@@ -150,27 +151,24 @@ def test_dvc_global_method_and_its_options():
     assert "method" in _refused({**GOOD, "dvc": {"method": "fem"}})
 
 
-def test_tied_interfaces_default_to_the_converged_route_and_the_axial_start_to_one_level():
-    """With interfaces: true global_options default to the converged route (Gauss-Newton, cubic, 0.2, grey band 10:
-    session 26), with axial_start: true to one level (coarse levels would undo the start); what the file gives wins,
-    and without either the library's defaults stand."""
+def test_global_method_defaults_to_the_converged_route_and_the_axial_start_to_one_level():
+    """method: global defaults to the converged route (solver auto: Gauss-Newton on the CPU; cubic, 0.2, grey band
+    10: sessions 26-27), with axial_start: true to one level (coarse levels would undo the start); what the file's
+    global_options give wins."""
     from tomo4d.dvc import GlobalOptions
 
     tied = {"method": "global", "node_spacing": 4, "mask": "above_collector", "interfaces": True}
     quantified = {**GOOD, "inputs": {**GOOD["inputs"], "labels": ["a_labels.tif", "b_labels.tif"]}, "quantify": {}}
     opts = parse_experiment({**quantified, "dvc": tied}).dvc.global_dvc_options()
     assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
-        "gauss-newton", "cubic", 0.2, 10.0, GlobalOptions().levels)
+        "auto", "cubic", 0.2, 10.0, GlobalOptions().levels)
     opts = parse_experiment({**quantified, "dvc": {**tied, "axial_start": True,
-                                             "global_options": {"regularisation": 0.1}}}).dvc.global_dvc_options()
-    assert (opts.solver, opts.regularisation, opts.levels) == ("gauss-newton", 0.1, 1)
-    gpu = parse_experiment({**quantified, "dvc": {**tied, "global_options": {"device": "cuda"}}})
-    assert gpu.dvc.global_dvc_options().solver == "lbfgs"  # Gauss-Newton runs on the CPU only
-    opts = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4,
-                                             "axial_start": True}}).dvc.global_dvc_options()
-    assert opts == GlobalOptions(node_spacing=4, levels=1)
+                                                   "global_options": {"regularisation": 0.1, "solver": "lbfgs"}}}
+                            ).dvc.global_dvc_options()
+    assert (opts.solver, opts.regularisation, opts.levels) == ("lbfgs", 0.1, 1)
     plain = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4}}).dvc.global_dvc_options()
-    assert plain == GlobalOptions(node_spacing=4)
+    assert plain == GlobalOptions(node_spacing=4, solver="auto", interpolation="cubic", regularisation=0.2,
+                                  interface_grey_stiffness=10.0)
 
 
 def test_enhanced_series_and_align_together_are_refused():

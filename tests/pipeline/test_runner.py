@@ -216,7 +216,7 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
     from .conftest import EXPERIMENT
 
     text = EXPERIMENT.format(iterations=30).replace(
-        "  max_iterations: 30\n", "  max_iterations: 30\n  method: global\n  global_options: {levels: 2, max_iterations: 40}\n")
+        "  max_iterations: 30\n", "  max_iterations: 30\n  method: global\n  global_options: {levels: 2, max_iterations: 40, solver: lbfgs}\n")
     exp_file = phantom_dir / "global.yaml"
     exp_file.write_text(text + "chunk_budget_mb: 0.2\n")  # two 32^3 float32 scans: 0.25 MB
     out = tmp_path / "run"

@@ -61,6 +61,10 @@ __all__ = ["GlobalOptions", "InterfaceMotion", "correlate_global", "control_grid
 
 log = logging.getLogger(__name__)
 
+#: the largest control grid (nodes) on which ``solver="auto"`` takes Gauss-Newton: its sparse Hessian and that
+#: Hessian's copies cost 17-21 kB per node more than L-BFGS (0.29 GB at 13824 nodes, 0.54 GB at 32768; session 27)
+AUTO_GN_MAX_NODES = 100_000
+
 #: z-blur widths (deformed-frame px of the level) of the stack the PSF compensation blends between
 _PSF_STACK = (0.0, 0.75, 1.5, 2.25, 3.0, 4.0, 5.0, 6.5)
 
@@ -140,7 +144,7 @@ class GlobalOptions:
         level (eight lookups' coordinates and values); at 20-30 % stretch both read the same.
     solver : str
         ``"lbfgs"`` (torch's L-BFGS; on the CPU on the compiled value and gradient of the Gauss-Newton solver's
-        element pass, on a GPU on torch's autograd) or ``"gauss-newton"`` (CPU: the same
+        element pass, on a GPU on torch's autograd), ``"gauss-newton"`` or ``"auto"`` (below) (Gauss-Newton, CPU: the same
         criterion minimised as finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by
         conjugate gradients, :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is
         smooth).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
@@ -149,10 +153,12 @@ class GlobalOptions:
         field, spacing 10, one level: 0.0093 px median in 1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS
         0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd, before session 25).  On the phantom's large-strain
         route both solvers read the HQ sides within 0.02 at every step (session 22).  On blurred LQ scans the
-        converged field at ``regularisation=0.05`` follows the noise; the demo runs Gauss-Newton with
-        ``interpolation="cubic", regularisation=0.2, interface_grey_stiffness=10`` (within 0.01 on the demo but
-        for +0.022 at one step; session 26), while the default stays L-BFGS (a GPU; the Hessian's memory at
-        millions of nodes; 0.05 reads sharp scans best) (benchmarks/RESULTS.md, sessions 21-26).
+        converged field at ``regularisation=0.05`` follows the noise; the runner's ``method: global`` and the demo
+        run ``solver="auto", interpolation="cubic", regularisation=0.2, interface_grey_stiffness=10`` (within 0.01
+        on the demo but for +0.022 at one step; session 26), while the library's default stays L-BFGS (a GPU; the
+        Hessian's memory at millions of nodes; 0.05 reads sharp scans best) (benchmarks/RESULTS.md, sessions
+        21-27).  ``"auto"``: Gauss-Newton on the CPU for grids up to :data:`AUTO_GN_MAX_NODES` nodes, else L-BFGS;
+        ``notes["options"]["solver"]`` holds the one that ran.
     """
 
     node_spacing: int = 4
@@ -191,7 +197,7 @@ class GlobalOptions:
             check_int("threads", self.threads, minimum=1)
         check_choice("interpolation", self.interpolation, ("linear", "cubic"))
         check_number("interface_weight", self.interface_weight, minimum=0)
-        check_choice("solver", self.solver, ("lbfgs", "gauss-newton"))
+        check_choice("solver", self.solver, ("lbfgs", "gauss-newton", "auto"))
         check_number("interface_grey_stiffness", self.interface_grey_stiffness, minimum=0)
         if not isinstance(self.device, str) or not self.device.strip():
             raise InputError(f"device={show(self.device)} is not a device name; give 'cpu', 'cuda', 'cuda:N' or 'auto'")
@@ -314,6 +320,8 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     if node_plane_z_px is not None:
         check_number("node_plane_z_px", node_plane_z_px, minimum=0, maximum=ref.shape[0] - 1)
     pos, gs, origin = control_grid(ref.shape, opts.node_spacing, plane_z_px=node_plane_z_px)
+    requested = opts.solver
+    opts = dataclasses.replace(opts, solver=auto_solver(opts, gs))
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
     planes = _check_interfaces(interfaces, ref.shape)
     t0 = time.perf_counter()
@@ -328,7 +336,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     phis = _phis(sol.u_nodes, opts.node_spacing)
     notes = {"method": "global", "options": asdict(opts), "levels": sol.level_notes,
              "converged": bool(sol.converged), "seconds": round(time.perf_counter() - t0, 3),
-             "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist(),
+             "solver_requested": requested, "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist(),
              "node_plane_z_px": None if node_plane_z_px is None else float(node_plane_z_px)}
     if planes:
         notes["interfaces"] = sol.interfaces
@@ -341,6 +349,20 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
                               voxel_size_nm=tuple(float(v) for v in voxel), notes=notes)
     log.info("global DVC %d nodes in %.2f s: %s", field.n_nodes, notes["seconds"], field.status_counts())
     return field
+
+
+def auto_solver(opts: GlobalOptions, grid_shape) -> str:
+    """The solver that ``opts.solver`` stands for on a control grid of ``grid_shape``: itself unless ``"auto"``, which
+    is Gauss-Newton on the CPU up to :data:`AUTO_GN_MAX_NODES` nodes, else L-BFGS (a GPU device, or a grid whose
+    Gauss-Newton Hessian would take more than about 2 GB)."""
+    if opts.solver != "auto":
+        return opts.solver
+    device = opts.device.strip().lower()
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "gauss-newton" if device == "cpu" and int(np.prod(grid_shape)) <= AUTO_GN_MAX_NODES else "lbfgs"
 
 
 def _resolve(options, shortcuts) -> GlobalOptions:

@@ -89,11 +89,10 @@ _DVC_OWN = {
         "under global_options), measured more accurate at 30-50 % expansion with lithiation (RESULTS.md)."))),
     "global_options": (dict, Field(default_factory=dict, description=(
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
-        "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing; with interfaces: "
-        "true the converged route {solver: gauss-newton, interpolation: cubic, regularisation: 0.2, "
-        "interface_grey_stiffness: 10} (RESULTS.md, session 26; with a GPU device L-BFGS, as Gauss-Newton runs on the CPU "
-        "only); with axial_start: true levels: 1. Otherwise "
-        "GlobalOptions' own (L-BFGS, linear, 0.05: sharp scans read best at 0.05)."))),
+        "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
+        "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
+        "regularisation: 0.2, interface_grey_stiffness: 10} (RESULTS.md, sessions 26-27) and, with axial_start: "
+        "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
         "strain stage, fields/strain_T0_<step>.vtk (+ hencky_zz, volumetric); ASCII, ~60 bytes per node."))),
@@ -111,9 +110,7 @@ _DVC_OWN = {
         "rounds the kinks at both interfaces and reads the anode's strain 20-30 % low; the segmented interfaces "
         "hold its total stretch (their own error: the thickness change 5-10 % low on the phantom's LQ series with "
         "slice-wise features, the interfaces within 0.16 px with 3D features and T0 and the most lithiated step "
-        "labelled; RESULTS.md sessions 20, 23). Makes the converged route the default of global_options "
-        "(Gauss-Newton, cubic, regularisation 0.2, interface_grey_stiffness 10): L-BFGS stopped at its iteration "
-        "cap reads the blurred scans' split by its start (RESULTS.md, session 26)."))),
+        "labelled; RESULTS.md sessions 20, 23)."))),
     "flag_textureless": (bool, Field(True, description=(
         "method global: nodes whose window in T0 (as scanned) holds no grey variance above T0's noise are "
         "LOW_TEXTURE (tomo4d.dvc.flag_low_texture), not reported: there the field is the regularisation's "
@@ -193,14 +190,16 @@ def _check_all(self):
 
 _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 
-#: ``global_options`` defaults with ``interfaces: true`` (blurred scans tied to their segmented interfaces): solved to
-#: convergence with a stronger Laplacian, the grey fields held near-flat across the tied planes.  Measured against
-#: L-BFGS at 0.05 stopped at its iteration cap (the library's default): the LQ phantom's sides and det F - 1 within
-#: 0.02 but for one step per series (0.021-0.025, against 0.017-0.022 capped), the demo's collector side within 0.009
-#: (capped: -0.034), snow 5.1x SPAM's nodes per CPU second; a capped field follows its start and rounding
-#: (benchmarks/RESULTS.md, session 26).
-TIED_ROUTE = MappingProxyType({"solver": "gauss-newton", "interpolation": "cubic", "regularisation": 0.2,
-                               "interface_grey_stiffness": 10.0})
+#: ``global_options`` defaults of ``method: global``: solved to convergence (Gauss-Newton on the CPU up to
+#: ``tomo4d.dvc.global_dvc.AUTO_GN_MAX_NODES`` nodes, else L-BFGS) with a stronger Laplacian, the grey fields held
+#: near-flat across tied interfaces.  Measured against L-BFGS at 0.05 stopped at its iteration cap (the library's
+#: default): the LQ phantom (tied) and the HQ phantom (untied), default, half and zero contrast loss and expansion 0.6,
+#: sides and det F - 1 within 0.02 but for one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the
+#: demo's collector side within 0.009 (capped: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow
+#: 0.0165 px at 5.1x SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding
+#: (benchmarks/RESULTS.md, sessions 26-27).
+CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "regularisation": 0.2,
+                                    "interface_grey_stiffness": 10.0})
 
 
 class _DvcBase(StrictModel):
@@ -211,16 +210,12 @@ class _DvcBase(StrictModel):
         return CorrelationOptions(**{k: getattr(self, k) for k in _OPTION_NAMES})
 
     def global_dvc_options(self):
-        """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` over the section's defaults: its node spacing;
-        with ``interfaces`` the converged route (:data:`TIED_ROUTE`), with ``axial_start`` one level."""
+        """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` over the section's defaults: its node spacing,
+        the converged route (:data:`CONVERGED_ROUTE`), with ``axial_start`` one level."""
         from ..dvc import GlobalOptions
         from ..dvc.global_dvc import resolve_global_options
 
-        base = {"node_spacing": self.node_spacing}
-        if self.interfaces:
-            base.update(TIED_ROUTE)
-            if str(self.global_options.get("device", "cpu")).strip().lower() != "cpu":
-                del base["solver"]  # Gauss-Newton runs on the CPU only: on a GPU the library's L-BFGS
+        base = {"node_spacing": self.node_spacing, **CONVERGED_ROUTE}
         if self.axial_start:
             base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")

@@ -118,7 +118,7 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "#   axial_start: true      # a non-uniform stretch along z fitted first (axial_lateral: true: in-plane too)",
         "#   incremental: true      # T(n-1) -> Tn composed onto T0 -> T(n-1)",
         "#   mask: above_collector  # the rigid collector left out (needs quantify)",
-        "#   interfaces: true       # tied to quantify's interfaces, solved to convergence (blurred scans)",
+        "#   interfaces: true       # tied to quantify's interfaces (blurred scans)",
         "# segment:                 # pixel classifier trained on labelled voxels, applied to every step",
         "#   labels: T0_labels.tif  # 0 = unlabelled; or fully labelled slices of it: slices: [..], slice_axis: 0",
         "#   # labels: [T0_labels.tif, T5_labels.tif] with label_steps: [0, 5]: the most lithiated step (lithiated Si)",
