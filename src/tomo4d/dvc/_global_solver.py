@@ -367,8 +367,8 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
                       "data_term": round(last.get("data", float("nan")), 8)})
     in_mask, out_view = _support_fractions(lv, U)
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
-    with torch.no_grad():
-        reached = [float(v) for v in _plane_means(lv, _dense(U, lv))]
+    with torch.no_grad():  # (the dense field only for the ties' planes: 0.04 s of a 1.1 s snow solve without them)
+        reached = [float(v) for v in _plane_means(lv, _dense(U, lv))] if lv.planes else []
     planes = [{"z_px": float(p.z_px), "target_px": float(p.displacement_px), "reached_px": round(r, 4)}
               for p, r in zip(interfaces, reached)]
     return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations, interfaces=planes)
