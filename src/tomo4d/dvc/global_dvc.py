@@ -144,10 +144,10 @@ class GlobalOptions:
         level (eight lookups' coordinates and values); at 20-30 % stretch both read the same.
     solver : str
         ``"lbfgs"`` (torch's L-BFGS; on the CPU on the compiled value and gradient of the Gauss-Newton solver's
-        element pass, on a GPU on torch's autograd), ``"gauss-newton"`` or ``"auto"`` (below) (Gauss-Newton, CPU: the same
-        criterion minimised as finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by
-        conjugate gradients, :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is
-        smooth).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
+        element pass, on a GPU on torch's autograd), ``"gauss-newton"`` (CPU: the same criterion minimised as
+        finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by conjugate gradients,
+        :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is smooth) or ``"auto"``
+        (below).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
         ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150); nodes whose
         elements hold no data keep their start values, except those an interface tie averages over.  Snow sine
         field, spacing 10, one level: 0.0093 px median in 1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS
