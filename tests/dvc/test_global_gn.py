@@ -59,6 +59,57 @@ def test_value_and_gradient_are_the_lbfgs_criterion(texture, warp, interpolation
         np.testing.assert_allclose(got, exp, atol=2e-3 * np.abs(exp).max(), err_msg=f"field {k}")
 
 
+def test_both_solvers_solve_for_the_same_nodes(texture, warp):
+    """L-BFGS's nodes (``free_nodes``, torch) are Gauss-Newton's (``_free``, from the compiled pass): those of an
+    element with a masked voxel mapped inside the deformed volume, and those the interface tie averages over; also
+    when part of the mask maps out of view."""
+    from tomo4d.dvc._global_gn import _free
+    from tomo4d.dvc._global_solver import _dense, free_nodes, tie_nodes, voxel_elements
+
+    lv, opts, weights, prob, (U, A, B) = _problem(texture, warp, interpolation="cubic")
+    elem = [torch.from_numpy(e) for e in voxel_elements(lv)[0]]
+    counts = []
+    for lift in (0.0, 9.0):  # 9 px up: the mask's top rows map out of view
+        V = U.clone()
+        V[0] += lift
+        prob.evaluate(prob.pack(V, A, B), False)
+        want = _free(prob).reshape(lv.grid_shape)
+        got = free_nodes(lv, _dense(V, lv), elem, tie_nodes(lv)).numpy()
+        np.testing.assert_array_equal(got, want)
+        counts.append(int(want.sum()))
+    assert counts[1] < counts[0], counts  # measured 180 of 216 nodes at 9 px, all 216 at 0
+
+
+def test_lbfgs_holds_the_nodes_without_data_at_their_start(texture, warp, monkeypatch):
+    """Nodes whose elements hold no masked voxel keep the initial field's values under L-BFGS (on the compiled
+    criterion and on torch's autograd, the GPU's route) as under Gauss-Newton (free, L-BFGS moved them with the
+    Laplacian alone)."""
+    import tomo4d.dvc._global_gn as gn
+    from tomo4d.dvc import DisplacementField
+
+    ref = np.ascontiguousarray(texture[:32, :32, :32])
+    dfm = warp(ref, lambda p: np.stack([0.04 * p[0], 0 * p[1], 0 * p[2]])).astype(np.float32)
+    mask = np.zeros(ref.shape, bool)
+    mask[14:] = True
+    pos, gs, _ = control_grid(ref.shape, 6)
+    phi = np.tile(np.eye(4), (len(pos), 1, 1))
+    phi[:, 0, 3] = 0.7 + 0.1 * pos[:, 1] / 32  # a start with a slope the Laplacian would not keep
+    start = DisplacementField(pos, phi, np.zeros(len(pos), np.int8), grid_shape=gs, node_spacing_px=(6,) * 3,
+                              half_window_px=(6,) * 3)
+    for solver in ("lbfgs", "gauss-newton", "lbfgs-autograd"):
+        if solver == "lbfgs-autograd":
+            monkeypatch.setattr(gn, "compiled_criterion", lambda *a: None)
+            solver = "lbfgs"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            f = correlate_global(ref, dfm, mask=mask, initial=start, node_spacing=6, levels=1, threads=1,
+                                 solver=solver, interpolation="cubic", regularisation=0.2, max_iterations=200)
+        low = pos[:, 0] + 6 <= 13  # every element of these nodes ends below the mask
+        assert low.any() and not low.all()
+        np.testing.assert_allclose(f.displacement_zyx_px[low, 0], phi[low, 0, 3], atol=1e-5, err_msg=solver)
+        assert np.abs(f.displacement_zyx_px[~low, 0] - phi[~low, 0, 3]).max() > 0.1, solver  # the others moved
+
+
 def test_hessian_is_the_exact_one_at_zero_residual(texture):
     """Where the residual vanishes (identical scans, zero field, unit contrast) the Gauss-Newton Hessian is the
     exact Hessian: H v equals the central difference of the gradient along v."""

@@ -22,6 +22,8 @@ import torch
 from numba import njit
 from scipy import sparse
 
+from ._global_solver import plane_rows, voxel_elements
+
 log = logging.getLogger(__name__)
 
 #: a level stops when the Gauss-Newton step moves no nodal displacement by more than this (full-resolution px; taken
@@ -52,7 +54,7 @@ class _Problem:
         self.edofs = _element_dofs(self.gs, self.nf)
         self.var = float(lv.ref[lv.mask].var()) or 1.0  # as the L-BFGS route (torch: unbiased)
         self.R = _regulariser(self.gs, opts, self.nf, self.var, lv.band)
-        self.planes = _plane_rows(lv, self.G)
+        self.planes = plane_rows(lv, self.G)
         self.with_data = np.ones(self.G, bool)  # set by each evaluate: nodes of an element with data
         self._pattern = None  # the Hessian's sparsity, built on the first evaluation that asks for the Hessian
 
@@ -111,9 +113,10 @@ class _Problem:
 
 
 def compiled_criterion(lv, opts, weights):
-    """The level's criterion for the L-BFGS route on the CPU: ``f(U, A, B) -> (objective, data term, (gU, gA, gB))``
-    from the compiled element pass (the gradient only), the same value and gradient as torch's autograd of
-    ``_global_solver._objective`` (``tests/dvc/test_global_gn.py``).  Snow pair, 1000 nodes, one thread: 0.049 s per
+    """The level's criterion for the L-BFGS route on the CPU: ``(f, free)``, ``f(U, A, B) -> (objective, data term,
+    (gU, gA, gB))`` from the compiled element pass (the gradient only; the same value and gradient as torch's autograd
+    of ``_global_solver._objective``, ``tests/dvc/test_global_gn.py``) and ``free()`` the nodes solved for at the last
+    evaluation (:func:`_free`, a (gz, gy, gx) bool tensor).  Snow pair, 1000 nodes, one thread: 0.049 s per
     evaluation against autograd's 0.326 s (session 25)."""
     p = _Problem(lv, opts, weights)
     G, gs = p.G, tuple(int(v) for v in p.gs)
@@ -125,7 +128,10 @@ def compiled_criterion(lv, opts, weights):
                                                   if p.nf == 5 else (None, None))
         return f, data, grads
 
-    return evaluate
+    def free():
+        return torch.from_numpy(_free(p).reshape(gs))
+
+    return evaluate, free
 
 
 def minimise_gn(lv, U, A, B, opts, weights):
@@ -246,25 +252,11 @@ def _node_blocks(indptr, indices, data, g, nf):
     return out
 
 
-def _voxel_elements(lv):
-    """Per axis: each level voxel's element (the control-grid cell it lies in, clamped as ``grid_sample``'s border
-    padding) and its fraction within it."""
-    elem, frac = [], []
-    for a in range(3):
-        g = lv.grid_shape[a]
-        c = (np.arange(lv.ref.shape[a]) * lv.binning + (lv.binning - 1) / 2.0 - lv.origin[a]) / lv.spacing
-        c = np.clip(c, 0, g - 1)
-        e = np.minimum(np.floor(c).astype(np.int64), g - 2)
-        elem.append(e)
-        frac.append(c - e)
-    return elem, frac
-
-
 def _geometry(lv):
     """Per axis: each element's voxel range [start, stop) (3, max_e, 2) and each voxel's fraction in it (3, max_n)."""
     ranges = np.zeros((3, max(g - 1 for g in lv.grid_shape), 2), np.int64)
     tfrac = np.zeros((3, max(lv.ref.shape)), np.float64)
-    for a, (e, t) in enumerate(zip(*_voxel_elements(lv))):
+    for a, (e, t) in enumerate(zip(*voxel_elements(lv))):
         tfrac[a, :t.size] = t
         for k in range(lv.grid_shape[a] - 1):
             idx = np.flatnonzero(e == k)
@@ -382,28 +374,3 @@ def _regulariser(gs, opts, nf, var: float, band=()):
             grey = grey + (2.0 * opts.grey_regularisation * opts.interface_grey_stiffness / n) * (D.T @ D)
         blocks[3:] = [grey / var, grey]
     return sparse.block_diag(blocks, format="csr")
-
-
-def _plane_rows(lv, G):
-    """Per interface plane: the row ``c`` with ``c . u_z(nodes)`` = the plane's mean u_z over its footprint (linear
-    between the voxel rows, as ``_global_solver._plane_means``), and its target (full-resolution px)."""
-    out = []
-    D = lv.ref.shape[0]
-    elem, frac = _voxel_elements(lv)
-    for z, target, foot in lv.planes:
-        i = min(int(np.floor(z)), D - 2) if D > 1 else 0
-        rows = [(i, 1 - (z - i))] + ([(i + 1, z - i)] if D > 1 else [])
-        ys, xs = np.nonzero(foot.numpy())
-        c = np.zeros(G)
-        for row, wz in rows:
-            at = (np.full(ys.size, row), ys, xs)
-            for a in range(8):
-                node, weight = 0, wz / ys.size
-                for axis in range(3):
-                    bit = (a >> (2 - axis)) & 1
-                    t = frac[axis][at[axis]]
-                    node = node * lv.grid_shape[axis] + elem[axis][at[axis]] + bit
-                    weight = weight * (t if bit else 1 - t)
-                np.add.at(c, node, weight)
-        out.append((c, float(target)))
-    return out

@@ -114,7 +114,8 @@ class GlobalOptions:
         fraction of its masked voxels mapped outside the deformed volume is ``OUT_OF_VIEW``.
     mask_fraction : float
         A node whose support has less than this fraction of voxels inside the mask is
-        ``OUTSIDE_MASK`` (its value is only the regularisation's interpolation).
+        ``OUTSIDE_MASK`` (its value is the regularisation's interpolation; a node whose elements hold no masked
+        voxel at all keeps its start value, with either solver).
     threads : int, optional
         torch CPU threads during the call (restored afterwards); default: ``tomo4d.threads``, else the
         CPUs this process may use.
@@ -148,8 +149,10 @@ class GlobalOptions:
         finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by conjugate gradients,
         :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is smooth) or ``"auto"``
         (below).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
-        ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150); nodes whose
-        elements hold no data keep their start values, except those an interface tie averages over.  Snow sine
+        ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150).  With either
+        solver, nodes whose elements hold no data keep their start values, except those an interface tie averages
+        over (L-BFGS moved them with the Laplacian alone before session 28: on the HQ phantom, run to convergence,
+        det F - 1 read 0.02-0.10 low; held, its T1 objective and field are Gauss-Newton's).  Snow sine
         field, spacing 10, one level: 0.0093 px median in 1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS
         0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd, before session 25).  On the phantom's large-strain
         route both solvers read the HQ sides within 0.02 at every step (session 22).  On blurred LQ scans the
