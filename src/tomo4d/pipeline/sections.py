@@ -91,7 +91,8 @@ _DVC_OWN = {
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
-        "regularisation: 0.2, interface_grey_stiffness: 10} (RESULTS.md, sessions 26-27) and, with axial_start: "
+        "regularisation: 0.2, interface_grey_stiffness: 10, max_iterations: 1000} (RESULTS.md, sessions 26-28) and, "
+        "with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
@@ -197,9 +198,11 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 #: sides and det F - 1 within 0.02 but for one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the
 #: demo's collector side within 0.009 (capped: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow
 #: 0.0165 px at 5.1x SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding
-#: (benchmarks/RESULTS.md, sessions 26-27).
+#: (benchmarks/RESULTS.md, sessions 26-27).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs
+#: 170-240 iterations per pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped
+#: at 100 it read the LQ collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
 CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "regularisation": 0.2,
-                                    "interface_grey_stiffness": 10.0})
+                                    "interface_grey_stiffness": 10.0, "max_iterations": 1000})
 
 
 class _DvcBase(StrictModel):
