@@ -8,6 +8,8 @@ failure is recorded with its error and the next part runs.  Figures (wall time, 
   with the median error against the known shift;
 - ``dvc_global``: :func:`tomo4d.dvc.correlate_global` on the GPU, 256^3 texture stretched 20 % along z
   with a grey-level ramp, node spacing 4 (seconds and median error);
+- ``dvc_global_route``: the same pair at 160^3 on the runner's ``method: global`` route (``CONVERGED_ROUTE``: on
+  a GPU, L-BFGS up to 1000 iterations at regularisation 0.2, cubic), seconds, iterations and median error;
 - ``indi_slices``: InDI enhancement of 2048^2 slices at 10 steps, untrained ``reference``-preset
   network (throughput does not depend on the weights), slices/s;
 - ``indi_train`` (issue 19): ``reference``-preset training at 512^2 crops, training steps/s in fp32 and in
@@ -119,6 +121,36 @@ def dvc_global(n=256, spacing=4):
             "median_error_px": float(np.median(np.linalg.norm(f.displacement_zyx_px[ok] - true[ok], axis=1)))}
 
 
+def dvc_global_route(n=160, spacing=4):
+    """The runner's ``method: global`` route (``pipeline.sections.CONVERGED_ROUTE``: solver auto, which is L-BFGS on
+    a GPU, cubic, regularisation 0.2, up to 1000 iterations) on the ``dvc_global`` pair at ``n``^3."""
+    import torch
+
+    from tomo4d.dvc import correlate_global
+    from tomo4d.pipeline.sections import CONVERGED_ROUTE
+
+    ref = _texture(n, seed=1)
+    strain = 0.2
+    dfm = _warp(ref, lambda p: torch.stack([strain * (p[0] - n / 2), 0 * p[1], 0 * p[2]]))
+    z = torch.linspace(0, 1, n, device="cuda").view(n, 1, 1)
+    dfm = (dfm - 5000) * (1 - 0.4 * z) + 5000 + 300 * z
+    r, d = ref.cpu().numpy(), dfm.cpu().numpy()
+    phi0 = np.eye(4)
+    phi0[0, 0] = 1 + strain
+    phi0[0, 3] = strain * 0.5
+    _sync()
+    t0 = time.perf_counter()
+    f = correlate_global(r, d, phi0=phi0, node_spacing=spacing, device="cuda", **CONVERGED_ROUTE)
+    _sync()
+    dt = time.perf_counter() - t0
+    pos = f.positions_zyx_px
+    true = np.stack([strain * (pos[:, 0] - n / 2), 0 * pos[:, 1], 0 * pos[:, 2]], 1)
+    ok = f.usable
+    return {"volume": f"{n}^3", "nodes": f.n_nodes, "seconds": dt, "solver": f.notes["options"]["solver"],
+            "levels": f.notes["levels"], "converged": f.notes["converged"],
+            "median_error_px": float(np.median(np.linalg.norm(f.displacement_zyx_px[ok] - true[ok], axis=1)))}
+
+
 def indi_slices(size=2048, steps=10, n_slices=4):
     import torch
 
@@ -214,7 +246,7 @@ def indi_train(crop=512, timed_steps=10, reps=3, train_budget_s=240.0, dry_run=F
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="gpu_figures.json")
-    ap.add_argument("--only", default="dvc_local,dvc_global,indi_slices,indi_train")
+    ap.add_argument("--only", default="dvc_local,dvc_global,dvc_global_route,indi_slices,indi_train")
     ap.add_argument("--train-budget", type=float, default=240.0, help="seconds of the indi_train training run")
     a = ap.parse_args(argv)
     import torch
