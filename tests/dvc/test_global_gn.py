@@ -80,6 +80,27 @@ def test_both_solvers_solve_for_the_same_nodes(texture, warp):
     assert counts[1] < counts[0], counts  # measured 180 of 216 nodes at 9 px, all 216 at 0
 
 
+def test_the_compiled_out_of_view_map_is_torchs(texture, warp):
+    """The CPU's out-of-view map (the compiled kernel behind the nodes' OUT_OF_VIEW fractions) is torch's: the masked
+    voxels the field maps outside the deformed volume."""
+    from tomo4d.dvc._global_solver import _dense, _level, _mapped, _out_of_view
+
+    lv, opts, weights, prob, (U, A, B) = _problem(texture, warp, interpolation="cubic")
+    ref = np.ascontiguousarray(texture[:32, :32, :32])
+    coarse = _level(ref, ref, ref > np.median(ref), 2, opts, torch.device("cpu"))  # a binned level: px / binning
+    Uc = torch.from_numpy(np.random.default_rng(2).normal(0, 1.5, (3,) + coarse.grid_shape).astype(np.float32))
+    counts = []
+    for level, field in ((lv, U), (coarse, Uc)):
+        for lift in (0.0, 9.0, -7.5):
+            V = field.clone()
+            V[0] += lift
+            with torch.no_grad():
+                want = level.mask.numpy() & ~_mapped(level, _dense(V, level))[1].numpy()
+            np.testing.assert_array_equal(_out_of_view(level, V), want)
+            counts.append(int(want.sum()))
+    assert counts[0] < min(counts[1:3]), counts  # measured 39 voxels, and thousands lifted
+
+
 def test_lbfgs_holds_the_nodes_without_data_at_their_start(texture, warp, monkeypatch):
     """Nodes whose elements hold no masked voxel keep the initial field's values under L-BFGS (on the compiled
     criterion and on torch's autograd, the GPU's route) as under Gauss-Newton (free, L-BFGS moved them with the

@@ -33,12 +33,15 @@ class _Level:
     ref: torch.Tensor        # (D, H, W)
     dfm: torch.Tensor        # (D, H, W) or a z-blur stack (K, D, H, W)
     mask: torch.Tensor       # (D, H, W) bool
-    ctrl: torch.Tensor       # (1, D, H, W, 3) normalised control-grid coordinates of the voxels (x, y, z order)
-    base: torch.Tensor       # (D, H, W, 3) normalised voxel coordinates in the deformed volume (x, y, z order)
     scale: torch.Tensor      # (3,) px (z, y, x) of the level -> normalised units
     cubic: bool = False      # dfm holds cubic B-spline coefficients (GlobalOptions.interpolation)
     planes: tuple = ()       # per InterfaceMotion: (z in level px, target u_z full-res px, (H, W) lateral footprint)
     band: tuple = ()         # control-grid z-edges k (nodes k, k + 1) within one spacing of a tied plane
+    # torch's voxel grids, built on first use (:func:`_grids`; the compiled CPU routes need neither: 0.06 s of a
+    # 1.05 CPU-s snow solve): (1, D, H, W, 3) normalised control-grid coordinates of the voxels and (D, H, W, 3)
+    # normalised voxel coordinates in the deformed volume (x, y, z order)
+    ctrl: torch.Tensor | None = None
+    base: torch.Tensor | None = None
 
 
 def _normalised(points_px: torch.Tensor, shape) -> torch.Tensor:
@@ -63,18 +66,25 @@ def _level(ref, dfm, msk, f, opts: GlobalOptions, dev, interfaces=(), plane_z_px
     d = torch.from_numpy(np.ascontiguousarray(d_np)).to(dev)
     m = torch.ones(r.shape, dtype=torch.bool, device=dev) if msk is None else \
         torch.from_numpy(bin_volume(msk.astype(np.float32), f) > 0.5).to(dev)
-    axes = [torch.arange(n, dtype=torch.float32, device=dev) for n in r.shape]
-    vox = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)            # level px
-    full = vox * f + (f - 1) / 2.0                                          # full-resolution px
-    c = (full - torch.tensor(origin, dtype=torch.float32, device=dev)) / s  # control-grid units
-    ctrl = _normalised(c, gs)[None]
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in r.shape], device=dev)
     foot = m.any(0)  # the mask's lateral footprint: where an interface's mean displacement is taken
     foot = foot if bool(foot.any()) else torch.ones_like(foot)  # (a thin mask can vanish at a binned level)
     planes = tuple((float(np.clip((p.z_px - (f - 1) / 2.0) / f, 0, r.shape[0] - 1)), float(p.displacement_px), foot)
                    for p in interfaces) if opts.interface_weight > 0 else ()
-    return _Level(f, s, origin, gs, r, d, m, ctrl, _normalised(vox, r.shape), scale, opts.interpolation == "cubic",
+    return _Level(f, s, origin, gs, r, d, m, scale, opts.interpolation == "cubic",
                   planes, interface_band(origin[0], s, gs[0], [p.z_px for p in interfaces] if planes else [], opts))
+
+
+def _grids(lv: _Level) -> tuple[torch.Tensor, torch.Tensor]:
+    """The level's (ctrl, base) voxel grids for torch's sampling, built on first use."""
+    if lv.ctrl is None:
+        dev = lv.ref.device
+        axes = [torch.arange(n, dtype=torch.float32, device=dev) for n in lv.ref.shape]
+        vox = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)                          # level px
+        full = vox * lv.binning + (lv.binning - 1) / 2.0                                      # full-resolution px
+        c = (full - torch.tensor(lv.origin, dtype=torch.float32, device=dev)) / lv.spacing    # control-grid units
+        lv.ctrl, lv.base = _normalised(c, lv.grid_shape)[None], _normalised(vox, lv.ref.shape)
+    return lv.ctrl, lv.base
 
 
 def interface_band(z0: float, spacing: float, gz: int, planes_z_px, opts: GlobalOptions) -> tuple:
@@ -113,7 +123,7 @@ def _plane_means(lv: _Level, u_full: torch.Tensor) -> list:
 
 def _dense(P: torch.Tensor, lv: _Level) -> torch.Tensor:
     """Control values (C, gz, gy, gx) -> dense (C, D, H, W) by trilinear interpolation."""
-    return tf.grid_sample(P[None], lv.ctrl, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    return tf.grid_sample(P[None], _grids(lv)[0], mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
 #: voxels of mirrored B-spline coefficients around the volume: the cubic's reach beyond a border voxel
@@ -163,7 +173,7 @@ def _cubic_sample(coef: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def _mapped(lv: _Level, u_full: torch.Tensor):
     """Normalised sampling points x + u(x) (u in full-resolution px, (3, D, H, W)) and the inside-the-volume flag."""
-    g = lv.base + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
+    g = _grids(lv)[1] + (u_full.permute(1, 2, 3, 0) / lv.binning * lv.scale).flip(-1)
     return g, (g.abs() <= 1 + lv.scale.flip(-1) / 2).all(-1)  # within the edge voxels (+- 0.5 px)
 
 
@@ -368,10 +378,8 @@ def _support_fractions(lv: _Level, U):
     """Per finest-level node: fraction of its support (the voxels within one spacing, clipped to the volume) in the
     mask, and of those masked voxels the fraction mapped out of view.  Box sums at the nodes from summed-volume
     tables: at 100^3 voxels and spacing 10, 0.05 s instead of 14.4 s for two stride-1 21^3 average pools."""
-    with torch.no_grad():
-        _, inside = _mapped(lv, _dense(U, lv))
-        m = lv.mask.cpu().numpy()
-        out = m & ~inside.cpu().numpy()
+    m = lv.mask.cpu().numpy()
+    out = _out_of_view(lv, U)
     s = lv.spacing
     lo, hi = [], []
     for a in range(3):
@@ -384,6 +392,21 @@ def _support_fractions(lv: _Level, U):
     po = _box_sums(out, lo, hi) / volume
     frac_out = np.where(pm > 0, po / np.maximum(pm, 1e-12), 0.0)
     return pm.astype(np.float32), frac_out.astype(np.float32)
+
+
+def _out_of_view(lv: _Level, U) -> np.ndarray:
+    """(D, H, W) bool: the masked voxels ``U`` maps outside the deformed volume; on the CPU by the compiled kernel
+    (``_gn_kernels.out_of_view``, which spares the CPU routes torch's voxel grids), on a GPU by torch."""
+    if lv.ref.device.type == "cpu":
+        from ._global_gn import _geometry
+        from ._gn_kernels import out_of_view
+
+        ranges, tfrac = _geometry(lv)
+        u = np.ascontiguousarray(U.detach().reshape(3, -1).numpy(), np.float64)
+        return out_of_view(lv.mask.numpy(), u, np.asarray(lv.grid_shape, np.int64), ranges, tfrac, float(lv.binning))
+    with torch.no_grad():
+        _, inside = _mapped(lv, _dense(U, lv))
+    return lv.mask.cpu().numpy() & ~inside.cpu().numpy()
 
 
 def _box_sums(a: np.ndarray, lo, hi) -> np.ndarray:
@@ -440,8 +463,8 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
                       "data_term": round(last.get("data", float("nan")), 8)})
     in_mask, out_view = _support_fractions(lv, U)
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
-    with torch.no_grad():  # (the dense field only for the ties' planes: 0.04 s of a 1.1 s snow solve without them)
-        reached = [float(v) for v in _plane_means(lv, _dense(U, lv))] if lv.planes else []
+    G = int(np.prod(lv.grid_shape))  # each tie's plane mean as the linear form of the nodes it is (no dense field)
+    reached = [float(c @ u_nodes[..., 0].ravel()) for c, _ in plane_rows(lv, G)] if lv.planes else []
     planes = [{"z_px": float(p.z_px), "target_px": float(p.displacement_px), "reached_px": round(r, 4)}
               for p, r in zip(interfaces, reached)]
     return Solution(u_nodes, in_mask, out_view, notes, converged=n_iter < opts.max_iterations, interfaces=planes)

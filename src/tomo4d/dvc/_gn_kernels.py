@@ -294,3 +294,42 @@ def element_pass(ref, dfm, weights, has_w, cubic, mask, U, A, B, gshape, ranges,
         if want_h:
             hess[e] = hz
     return sums, grad, hess
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def out_of_view(mask, U, gshape, ranges, tfrac, binning):
+    """(D, H, W) bool: the masked voxels that the trilinear field ``U`` (3, G) maps outside the deformed volume, by
+    :func:`element_pass`'s own test (``_global_solver._mapped`` is torch's): at 100^3 voxels 0.005 s against 0.06 s
+    for torch's dense field."""
+    D, H, W = mask.shape
+    out = np.zeros((D, H, W), np.bool_)
+    gy_, gx_ = gshape[1], gshape[2]
+    ey_n, ex_n = gy_ - 1, gx_ - 1
+    for e in prange((gshape[0] - 1) * ey_n * ex_n):
+        ez, ey, ex = e // (ey_n * ex_n), (e // ex_n) % ey_n, e % ex_n
+        corner = np.empty((3, 8))
+        for a in range(8):
+            n = ((ez + (a >> 2)) * gy_ + (ey + ((a >> 1) & 1))) * gx_ + ex + (a & 1)
+            for f in range(3):
+                corner[f, a] = U[f, n]
+        plane, line = np.empty((3, 4)), np.empty((3, 2))
+        for z in range(ranges[0, ez, 0], ranges[0, ez, 1]):
+            tz = tfrac[0, z]
+            for f in range(3):
+                for c in range(4):
+                    plane[f, c] = corner[f, c] + tz * (corner[f, 4 + c] - corner[f, c])
+            for y in range(ranges[1, ey, 0], ranges[1, ey, 1]):
+                ty = tfrac[1, y]
+                for f in range(3):
+                    line[f, 0] = plane[f, 0] + ty * (plane[f, 2] - plane[f, 0])
+                    line[f, 1] = plane[f, 1] + ty * (plane[f, 3] - plane[f, 1])
+                for x in range(ranges[2, ex, 0], ranges[2, ex, 1]):
+                    if not mask[z, y, x]:
+                        continue
+                    tx = tfrac[2, x]
+                    pz = z + (line[0, 0] + tx * (line[0, 1] - line[0, 0])) / binning
+                    py = y + (line[1, 0] + tx * (line[1, 1] - line[1, 0])) / binning
+                    px = x + (line[2, 0] + tx * (line[2, 1] - line[2, 0])) / binning
+                    if not (-0.5 <= pz <= D - 0.5 and -0.5 <= py <= H - 0.5 and -0.5 <= px <= W - 0.5):
+                        out[z, y, x] = True
+    return out
