@@ -197,8 +197,8 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 #: default): the LQ phantom (tied) and the HQ phantom (untied), default, half and zero contrast loss and expansion 0.6,
 #: sides and det F - 1 within 0.02 but for one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the
 #: demo's collector side within 0.009 (capped: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow
-#: 0.0165 px at 5.1x SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding
-#: (benchmarks/RESULTS.md, sessions 26-27).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs
+#: 0.0165 px at 5.7-5.9x SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding
+#: (benchmarks/RESULTS.md, sessions 26-28).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs
 #: 170-240 iterations per pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped
 #: at 100 it read the LQ collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
 CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "regularisation": 0.2,
