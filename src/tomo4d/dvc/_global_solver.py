@@ -257,7 +257,7 @@ def voxel_elements(lv):
 
 def plane_rows(lv, G):
     """Per interface plane: the row ``c`` with ``c . u_z(nodes)`` = the plane's mean u_z over its footprint (linear
-    between the voxel rows, as ``_global_solver._plane_means``), and its target (full-resolution px)."""
+    between the voxel rows, as :func:`_plane_means`), and its target (full-resolution px)."""
     out = []
     D = lv.ref.shape[0]
     elem, frac = voxel_elements(lv)
@@ -293,8 +293,8 @@ def free_nodes(lv: _Level, u_full: torch.Tensor, elem, ties) -> torch.Tensor:
         shape = list(o.shape)
         shape[axis] = lv.grid_shape[axis] - 1
         o = torch.zeros(shape, device=o.device).index_add_(axis, e, o)
-    held = tf.max_pool3d(tf.pad((o > 0).to(torch.float32)[None, None], (1, 1, 1, 1, 1, 1)), 2, stride=1)[0, 0] > 0
-    return held if ties is None else held | ties
+    with_data = tf.max_pool3d(tf.pad((o > 0).to(torch.float32)[None, None], (1, 1, 1, 1, 1, 1)), 2, stride=1)[0, 0] > 0
+    return with_data if ties is None else with_data | ties
 
 
 def tie_nodes(lv: _Level):
@@ -336,8 +336,9 @@ def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
         from ._global_gn import compiled_criterion
 
         compiled = compiled_criterion(lv, opts, weights)
-    elem = [torch.from_numpy(e).to(lv.ref.device) for e in voxel_elements(lv)[0]]
-    ties = tie_nodes(lv)
+    if compiled is None:  # torch's route finds the free nodes itself
+        elem = [torch.from_numpy(e).to(lv.ref.device) for e in voxel_elements(lv)[0]]
+        ties = tie_nodes(lv)
 
     def closure():  # the gradient of the nodes held at their start values (free_nodes) is zero: they stay
         opt.zero_grad()

@@ -140,6 +140,16 @@ def _sample(dfm, weights, has_w, cubic, z, y, x, pz, py, px, w6):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _mapped_point(z, y, x, tx, line, binning, D, H, W):
+    """Voxel (z, y, x) moved by the displacement interpolated along its row (``line``'s x ends, fraction ``tx``),
+    in level px, and whether it lies within the deformed volume's edge voxels (+- 0.5 px)."""
+    pz = z + (line[0, 0] + tx * (line[0, 1] - line[0, 0])) / binning
+    py = y + (line[1, 0] + tx * (line[1, 1] - line[1, 0])) / binning
+    px = x + (line[2, 0] + tx * (line[2, 1] - line[2, 0])) / binning
+    return pz, py, px, -0.5 <= pz <= D - 0.5 and -0.5 <= py <= H - 0.5 and -0.5 <= px <= W - 0.5
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _row(ref, dfm, weights, has_w, cubic, mask, z, y, x_lo, x_hi, line, tfrac, binning, w6, rq, rr, rt):
     """One row of an element: per voxel mapped inside the deformed volume its Jacobian factors ``rq`` (dJ/du_z,
     dJ/du_y, dJ/du_x, -1, -I), residual ``rr`` and x fraction ``rt``; returns how many (the first entries)."""
@@ -149,10 +159,8 @@ def _row(ref, dfm, weights, has_w, cubic, mask, z, y, x_lo, x_hi, line, tfrac, b
         if not mask[z, y, x]:
             continue
         tx = tfrac[2, x]
-        pz = z + (line[0, 0] + tx * (line[0, 1] - line[0, 0])) / binning
-        py = y + (line[1, 0] + tx * (line[1, 1] - line[1, 0])) / binning
-        px = x + (line[2, 0] + tx * (line[2, 1] - line[2, 0])) / binning
-        if not (-0.5 <= pz <= D - 0.5 and -0.5 <= py <= H - 0.5 and -0.5 <= px <= W - 0.5):
+        pz, py, px, inside = _mapped_point(z, y, x, tx, line, binning, D, H, W)
+        if not inside:
             continue
         v, dz, dy, dx = _sample(dfm, weights, has_w, cubic, z, y, x, pz, py, px, w6)
         iv = ref[z, y, x]
@@ -326,10 +334,5 @@ def out_of_view(mask, U, gshape, ranges, tfrac, binning):
                 for x in range(ranges[2, ex, 0], ranges[2, ex, 1]):
                     if not mask[z, y, x]:
                         continue
-                    tx = tfrac[2, x]
-                    pz = z + (line[0, 0] + tx * (line[0, 1] - line[0, 0])) / binning
-                    py = y + (line[1, 0] + tx * (line[1, 1] - line[1, 0])) / binning
-                    px = x + (line[2, 0] + tx * (line[2, 1] - line[2, 0])) / binning
-                    if not (-0.5 <= pz <= D - 0.5 and -0.5 <= py <= H - 0.5 and -0.5 <= px <= W - 0.5):
-                        out[z, y, x] = True
+                    out[z, y, x] = not _mapped_point(z, y, x, tfrac[2, x], line, binning, D, H, W)[3]
     return out
