@@ -102,9 +102,9 @@ def test_the_compiled_out_of_view_map_is_torchs(texture, warp):
 
 
 def test_lbfgs_holds_the_nodes_without_data_at_their_start(texture, warp, monkeypatch):
-    """Nodes whose elements hold no masked voxel keep the initial field's values under L-BFGS (on the compiled
-    criterion and on torch's autograd, the GPU's route) as under Gauss-Newton (free, L-BFGS moved them with the
-    Laplacian alone)."""
+    """With ``hold_without_data`` (the runner's route), nodes whose elements hold no masked voxel keep the initial
+    field's values under L-BFGS (on the compiled criterion and on torch's autograd, the GPU's route) as under
+    Gauss-Newton; without it L-BFGS moves them."""
     import tomo4d.dvc._global_gn as gn
     from tomo4d.dvc import DisplacementField
 
@@ -124,11 +124,17 @@ def test_lbfgs_holds_the_nodes_without_data_at_their_start(texture, warp, monkey
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             f = correlate_global(ref, dfm, mask=mask, initial=start, node_spacing=6, levels=1, threads=1,
-                                 solver=solver, interpolation="cubic", regularisation=0.2, max_iterations=200)
+                                 solver=solver, interpolation="cubic", regularisation=0.2, max_iterations=200,
+                                 hold_without_data=True)
         low = pos[:, 0] + 6 <= 13  # every element of these nodes ends below the mask
         assert low.any() and not low.all()
         np.testing.assert_allclose(f.displacement_zyx_px[low, 0], phi[low, 0, 3], atol=1e-5, err_msg=solver)
         assert np.abs(f.displacement_zyx_px[~low, 0] - phi[~low, 0, 3]).max() > 0.1, solver  # the others moved
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        free = correlate_global(ref, dfm, mask=mask, initial=start, node_spacing=6, levels=1, threads=1,
+                                solver="lbfgs", interpolation="cubic", regularisation=0.2, max_iterations=200)
+    assert np.abs(free.displacement_zyx_px[low, 0] - phi[low, 0, 3]).max() > 0.01  # the library's default: free
 
 
 def test_hessian_is_the_exact_one_at_zero_residual(texture):

@@ -283,10 +283,10 @@ def plane_rows(lv, G):
 def free_nodes(lv: _Level, u_full: torch.Tensor, elem, ties) -> torch.Tensor:
     """(gz, gy, gx) bool: the nodes both solvers solve for (``_global_gn._free``): those of an element that holds a
     masked voxel mapped inside the deformed volume (``elem``: :func:`voxel_elements`' per-axis element of each voxel,
-    as tensors), and ``ties`` (the nodes an interface tie averages over, or None).  The others keep their start
-    values: free, L-BFGS let them follow the Laplacian alone, and on the HQ phantom's first pair (the converged
-    route, 1000 iterations) that relaxed field read det F - 1 0.019 low (0.096 at T6) and a median error of 0.235 px
-    against 0.184 px held (session 28)."""
+    as tensors), and ``ties`` (the nodes an interface tie averages over, or None).  With
+    ``GlobalOptions.hold_without_data`` L-BFGS holds the others at their start values: free, on the HQ phantom's
+    route run to convergence they read det F - 1 0.019 low (0.096 at T6) and a median error of 0.235 px against
+    0.184 px held (session 28)."""
     _, inside = _mapped(lv, u_full)
     o = (inside & lv.mask).to(torch.float32)
     for axis, e in enumerate(elem):  # each voxel's count into its element, one axis at a time
@@ -336,26 +336,28 @@ def _minimise(lv: _Level, U, A, B, opts: GlobalOptions, weights):
         from ._global_gn import compiled_criterion
 
         compiled = compiled_criterion(lv, opts, weights)
-    if compiled is None:  # torch's route finds the free nodes itself
+    hold = opts.hold_without_data
+    if hold and compiled is None:  # torch's route finds the free nodes itself
         elem = [torch.from_numpy(e).to(lv.ref.device) for e in voxel_elements(lv)[0]]
         ties = tie_nodes(lv)
 
-    def closure():  # the gradient of the nodes held at their start values (free_nodes) is zero: they stay
+    def closure():  # with ``hold``, the gradient of the nodes held at their start values (free_nodes) is zero
         opt.zero_grad()
         if compiled is not None:
             evaluate, free = compiled
             loss, data, grads = evaluate(U.detach(), A.detach(), B.detach())
-            keep = free().to(torch.float32)
+            keep = free().to(torch.float32) if hold else 1.0
             for p, g in zip(params, grads):
                 p.grad = g * scale * keep
             last["data"], last["loss"] = data, loss
             return torch.tensor(loss * scale)
         loss, data, _ = _objective(lv, U, A, B, opts, weights, var)
         (loss * scale).backward()
-        with torch.no_grad():
-            keep = free_nodes(lv, _dense(U, lv), elem, ties).to(torch.float32)
-            for p in params:
-                p.grad *= keep
+        if hold:
+            with torch.no_grad():
+                keep = free_nodes(lv, _dense(U, lv), elem, ties).to(torch.float32)
+                for p in params:
+                    p.grad *= keep
         last["data"], last["loss"] = float(data.detach()), float(loss.detach())
         return loss * scale
 

@@ -149,10 +149,9 @@ class GlobalOptions:
         finite-element DVC is, Gauss-Newton steps on an element-by-element Hessian solved by conjugate gradients,
         :mod:`tomo4d.dvc._global_gn`; best with ``interpolation="cubic"``, whose criterion is smooth) or ``"auto"``
         (below).  Gauss-Newton reaches the criterion's minimum in 5-10 iterations where L-BFGS stops at its
-        ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150).  With either
-        solver, nodes whose elements hold no data keep their start values, except those an interface tie averages
-        over (L-BFGS moved them with the Laplacian alone before session 28: on the HQ phantom, run to convergence,
-        det F - 1 read 0.02-0.10 low; held, its T1 objective and field are Gauss-Newton's).  Snow sine
+        ``max_iterations`` well above it (the graded-stretch test: objective 0.050 against 0.150).  Gauss-Newton
+        holds the nodes whose elements hold no data at their start values, except those an interface tie averages
+        over; L-BFGS does with ``hold_without_data``.  Snow sine
         field, spacing 10, one level: 0.0093 px median in 1.1 CPU s, 5.6x SPAM's nodes per CPU second; L-BFGS
         0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd, before session 25).  On the phantom's large-strain
         route both solvers read the HQ sides within 0.02 at every step (session 22).  On blurred LQ scans the
@@ -162,6 +161,14 @@ class GlobalOptions:
         Hessian's memory at millions of nodes; 0.05 reads sharp scans best) (benchmarks/RESULTS.md, sessions
         21-27).  ``"auto"``: Gauss-Newton on the CPU for grids up to :data:`AUTO_GN_MAX_NODES` nodes, else L-BFGS;
         ``notes["options"]["solver"]`` holds the one that ran.
+    hold_without_data : bool
+        L-BFGS: hold the nodes whose elements hold no data (no masked voxel mapped into view; a tie's nodes stay free)
+        at their start values, as Gauss-Newton always does, so that both solvers minimise over the same unknowns
+        (the runner's converged route sets it: its L-BFGS, on a GPU or above the node limit, then reads
+        Gauss-Newton's field on the phantom; session 28).  Off, L-BFGS lets those nodes follow the Laplacian,
+        which extrapolates the field past a mask's edge (lateral faces masked out, zero start: in-plane strain
+        0.019 of 0.0198, against 0.012-0.016 held at zero), but run to convergence on the phantom's route it
+        read det F - 1 0.02-0.10 low, the nodes at the data's edge losing their penalty.
     """
 
     node_spacing: int = 4
@@ -181,13 +188,15 @@ class GlobalOptions:
     interface_weight: float = 100.0
     solver: str = "lbfgs"
     interface_grey_stiffness: float = 0.0
+    hold_without_data: bool = False
 
     def __post_init__(self):
         check_int("node_spacing", self.node_spacing, minimum=2)
         check_int("levels", self.levels, minimum=1, maximum=6)
         check_number("regularisation", self.regularisation, minimum=0)
-        if not isinstance(self.grey_fields, bool):
-            raise InputError(f"grey_fields={show(self.grey_fields)} is not a bool; give True or False")
+        for name in ("grey_fields", "hold_without_data"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name}={show(getattr(self, name))} is not a bool; give True or False")
         check_number("grey_regularisation", self.grey_regularisation, minimum=0)
         check_number("psf_sigma_px", self.psf_sigma_px, minimum=0, maximum=20)
         if self.final_regularisation is not None:

@@ -91,7 +91,8 @@ _DVC_OWN = {
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
-        "regularisation: 0.2, interface_grey_stiffness: 10, max_iterations: 1000} (RESULTS.md, sessions 26-28) and, "
+        "regularisation: 0.2, interface_grey_stiffness: 10, max_iterations: 1000, hold_without_data: true} "
+        "(RESULTS.md, sessions 26-28) and, "
         "with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
@@ -201,8 +202,10 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 #: (benchmarks/RESULTS.md, sessions 26-28).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs
 #: 170-240 iterations per pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped
 #: at 100 it read the LQ collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
+#: ``hold_without_data``: L-BFGS over Gauss-Newton's unknowns (free, it read det F - 1 0.02-0.10 low).
 CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "regularisation": 0.2,
-                                    "interface_grey_stiffness": 10.0, "max_iterations": 1000})
+                                    "interface_grey_stiffness": 10.0, "max_iterations": 1000,
+                                    "hold_without_data": True})
 
 
 class _DvcBase(StrictModel):
