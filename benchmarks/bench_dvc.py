@@ -171,7 +171,8 @@ def main(argv=None):
     for order in (3, 1):  # the grey-level-tolerant model, for its cost (no grey change here)
         res, _ = run_tomo4d(ref, dfm, workers=a.workers, order=order, repeats=a.repeats, grey_model="znssd")
         rows.append((f"tomo4d {'cubic' if order == 3 else 'linear'} znssd +curv.", res))
-    # the last: the runner's global default and the demo's route (converged, the Laplacian 0.2; sessions 26-27)
+    # the last: the runner's global route on scans as reconstructed (Gauss-Newton cubic 0.05, as snow here) and on
+    # deconvolved scans, the demo's (the Laplacian 0.2): pipeline.sections.ROUTE_REGULARISATION (sessions 26-29)
     for solver, interp, reg in (("gauss-newton", "cubic", 0.05), ("gauss-newton", "linear", 0.05),
                                 ("lbfgs", "linear", 0.05), ("gauss-newton", "cubic", 0.2)):
         if solver == "lbfgs" and a.no_lbfgs:

@@ -9,7 +9,8 @@ failure is recorded with its error and the next part runs.  Figures (wall time, 
 - ``dvc_global``: :func:`tomo4d.dvc.correlate_global` on the GPU, 256^3 texture stretched 20 % along z
   with a grey-level ramp, node spacing 4 (seconds and median error);
 - ``dvc_global_route``: the same pair at 160^3 on the runner's ``method: global`` route (``CONVERGED_ROUTE``: on
-  a GPU, L-BFGS up to 1000 iterations at regularisation 0.2, cubic), seconds, iterations and median error;
+  a GPU, L-BFGS up to 1000 iterations, cubic, regularisation 0.05 as on scans not deconvolved), seconds, iterations
+  and median error;
 - ``indi_slices``: InDI enhancement of 2048^2 slices at 10 steps, untrained ``reference``-preset
   network (throughput does not depend on the weights), slices/s;
 - ``indi_train`` (issue 19): ``reference``-preset training at 512^2 crops, training steps/s in fp32 and in
@@ -132,11 +133,12 @@ def dvc_global(n=256, spacing=4):
 
 
 def dvc_global_route(n=160, spacing=4):
-    """The runner's ``method: global`` route (``pipeline.sections.CONVERGED_ROUTE``: solver auto, which is L-BFGS on
-    a GPU, cubic, regularisation 0.2, up to 1000 iterations) on the ``dvc_global`` pair at ``n``^3."""
-    from tomo4d.pipeline.sections import CONVERGED_ROUTE
+    """The runner's ``method: global`` route on scans as reconstructed (``pipeline.sections.CONVERGED_ROUTE``: solver
+    auto, which is L-BFGS on a GPU, cubic, up to 1000 iterations; ``ROUTE_REGULARISATION``'s 0.05, not deconvolved)
+    on the ``dvc_global`` pair at ``n``^3."""
+    from tomo4d.pipeline.sections import CONVERGED_ROUTE, ROUTE_REGULARISATION
 
-    return _global_figures(n, spacing, **CONVERGED_ROUTE)
+    return _global_figures(n, spacing, **CONVERGED_ROUTE, regularisation=ROUTE_REGULARISATION["as_scanned"])
 
 
 def indi_slices(size=2048, steps=10, n_slices=4):

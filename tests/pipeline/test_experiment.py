@@ -153,22 +153,25 @@ def test_dvc_global_method_and_its_options():
 
 
 def test_global_method_defaults_to_the_converged_route_and_the_axial_start_to_one_level():
-    """method: global defaults to the converged route (solver auto: Gauss-Newton on the CPU; cubic, 0.2, grey band
-    10: sessions 26-27; 1000 iterations, which L-BFGS needs to converge: session 28), with axial_start: true to one
-    level (coarse levels would undo the start); what the file's global_options give wins."""
+    """method: global defaults to the converged route (solver auto: Gauss-Newton on the CPU; cubic, grey band 10:
+    sessions 26-27; 1000 iterations, which L-BFGS needs to converge: session 28; the Laplacian 0.2 on deconvolved
+    scans, 0.05 as scanned: session 29), with axial_start: true to one level (coarse levels would undo the start);
+    what the file's global_options give wins."""
     from tomo4d.dvc import GlobalOptions
 
     tied = {"method": "global", "node_spacing": 4, "mask": "above_collector", "interfaces": True}
     quantified = {**GOOD, "inputs": {**GOOD["inputs"], "labels": ["a_labels.tif", "b_labels.tif"]}, "quantify": {}}
     opts = parse_experiment({**quantified, "dvc": tied}).dvc.global_dvc_options()
     assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
-        "auto", "cubic", 0.2, 10.0, GlobalOptions().levels)
+        "auto", "cubic", 0.05, 10.0, GlobalOptions().levels)
+    deconvolved = {**tied, "deconvolve_iterations": 20, "deconvolve_psf_sigma_px": 2.0}
+    assert parse_experiment({**quantified, "dvc": deconvolved}).dvc.global_dvc_options().regularisation == 0.2
     opts = parse_experiment({**quantified, "dvc": {**tied, "axial_start": True,
                                                    "global_options": {"regularisation": 0.1, "solver": "lbfgs"}}}
                             ).dvc.global_dvc_options()
     assert (opts.solver, opts.regularisation, opts.levels) == ("lbfgs", 0.1, 1)
     plain = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4}}).dvc.global_dvc_options()
-    assert plain == GlobalOptions(node_spacing=4, solver="auto", interpolation="cubic", regularisation=0.2,
+    assert plain == GlobalOptions(node_spacing=4, solver="auto", interpolation="cubic", regularisation=0.05,
                                   interface_grey_stiffness=10.0, max_iterations=1000, hold_without_data=True)
 
 

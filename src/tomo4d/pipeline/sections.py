@@ -91,7 +91,8 @@ _DVC_OWN = {
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
-        "regularisation: 0.2, interface_grey_stiffness: 10, max_iterations: 1000, hold_without_data: true} "
+        "regularisation: 0.2 on deconvolved scans (deconvolve_iterations), else 0.05, interface_grey_stiffness: 10, "
+        "max_iterations: 1000, hold_without_data: true} "
         "(RESULTS.md, sessions 26-28) and, with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
@@ -192,19 +193,25 @@ def _check_all(self):
 _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 
 #: ``global_options`` defaults of ``method: global``: solved to convergence (Gauss-Newton on the CPU up to
-#: ``tomo4d.dvc.global_dvc.AUTO_GN_MAX_NODES`` nodes, else L-BFGS) with a stronger Laplacian, the grey fields held
-#: near-flat across tied interfaces.  Measured against L-BFGS at 0.05 stopped at its iteration cap (the library's
-#: default): the LQ phantom (tied) and the HQ phantom (untied), default, half and zero contrast loss and expansion 0.6,
-#: sides and det F - 1 within 0.02 but for one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the
-#: demo's collector side within 0.009 (capped: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow
-#: 0.0165 px at 5.7-5.9x SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding
-#: (benchmarks/RESULTS.md, sessions 26-28).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs
-#: 170-240 iterations per pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped
-#: at 100 it read the LQ collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
+#: ``tomo4d.dvc.global_dvc.AUTO_GN_MAX_NODES`` nodes, else L-BFGS) with the Laplacian's weight of
+#: :data:`ROUTE_REGULARISATION` (0.2 on deconvolved scans), the grey fields held near-flat across tied interfaces.
+#: Measured against L-BFGS at 0.05 stopped at its iteration cap (the library's default): the LQ phantom (tied) and the
+#: HQ phantom (untied), default, half and zero contrast loss and expansion 0.6, sides and det F - 1 within 0.02 but for
+#: one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the demo's collector side within 0.009 (capped:
+#: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow, as scanned (0.05), 0.0093 px at 5.9-6.0x
+#: SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding (benchmarks/RESULTS.md,
+#: sessions 26-29).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs 170-240 iterations per
+#: pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped at 100 it read the LQ
+#: collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
 #: ``hold_without_data``: L-BFGS over Gauss-Newton's unknowns (free, it read det F - 1 0.02-0.10 low).
-CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "regularisation": 0.2,
-                                    "interface_grey_stiffness": 10.0, "max_iterations": 1000,
-                                    "hold_without_data": True})
+CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "interface_grey_stiffness": 10.0,
+                                    "max_iterations": 1000, "hold_without_data": True})
+#: The converged route's Laplacian weight (``regularisation``), by what the scans went through: 0.2 on scans
+#: deconvolved first (``deconvolve_iterations``), whose Richardson-Lucy noise the converged field follows at 0.05 (the
+#: LQ phantom's collector side up to 0.067 low, session 26); 0.05 on scans as reconstructed, which it reads sharper
+#: (snow 0.0093 px against 0.0165 at 0.2 and 0.0104 at 0.03; the LQ phantom as scanned, T1 0.66 px against 0.99 at
+#: 0.2, session 29).
+ROUTE_REGULARISATION = MappingProxyType({"deconvolved": 0.2, "as_scanned": 0.05})
 
 
 class _DvcBase(StrictModel):
@@ -216,11 +223,13 @@ class _DvcBase(StrictModel):
 
     def global_dvc_options(self):
         """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` over the section's defaults: its node spacing,
-        the converged route (:data:`CONVERGED_ROUTE`), with ``axial_start`` one level."""
+        the converged route (:data:`CONVERGED_ROUTE`, the Laplacian's weight :data:`ROUTE_REGULARISATION` by whether the
+        scans are deconvolved), with ``axial_start`` one level."""
         from ..dvc import GlobalOptions
         from ..dvc.global_dvc import resolve_global_options
 
-        base = {"node_spacing": self.node_spacing, **CONVERGED_ROUTE}
+        base = {"node_spacing": self.node_spacing, **CONVERGED_ROUTE,
+                "regularisation": ROUTE_REGULARISATION["deconvolved" if self.deconvolve_iterations else "as_scanned"]}
         if self.axial_start:
             base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
