@@ -156,8 +156,9 @@ class GlobalOptions:
         0.0107 px in 5.9 CPU s (1.04x; 58 CPU s on autograd, before session 25).  On the phantom's large-strain
         route both solvers read the HQ sides within 0.02 at every step (session 22).  On blurred LQ scans the
         converged field at ``regularisation=0.05`` follows the noise; the runner's ``method: global`` and the demo
-        run ``solver="auto", interpolation="cubic", regularisation=0.2, interface_grey_stiffness=10`` (within 0.01
-        on the demo but for +0.022 at one step; session 26), while the library's default stays L-BFGS (a GPU; the
+        run ``solver="auto", interpolation="cubic", interface_grey_stiffness=10`` with ``regularisation=0.2`` on
+        deconvolved scans and 0.05 on scans as reconstructed (within 0.01 on the demo but for +0.022 at one step;
+        sessions 26, 29), while the library's default stays L-BFGS (a GPU; the
         Hessian's memory at millions of nodes; 0.05 reads sharp scans best) (benchmarks/RESULTS.md, sessions
         21-27).  ``"auto"``: Gauss-Newton on the CPU for grids up to :data:`AUTO_GN_MAX_NODES` nodes, else L-BFGS;
         ``notes["options"]["solver"]`` holds the one that ran.
