@@ -137,6 +137,29 @@ def test_lbfgs_holds_the_nodes_without_data_at_their_start(texture, warp, monkey
     assert np.abs(free.displacement_zyx_px[low, 0] - phi[low, 0, 3]).max() > 0.01  # the library's default: free
 
 
+def test_nodes_held_at_a_zero_start_are_flagged(texture, warp):
+    """A solver that holds the nodes without data (Gauss-Newton; L-BFGS with ``hold_without_data``) pins the field
+    next to the mask's edge to a zero start: a warning says so. Not from a start (``phi0``), nor from free L-BFGS,
+    nor without a mask."""
+    ref = np.ascontiguousarray(texture[:24, :24, :24])
+    dfm = warp(ref, lambda p: np.stack([0.04 * p[0], 0 * p[1], 0 * p[2]])).astype(np.float32)
+    mask = np.zeros(ref.shape, bool)
+    mask[12:] = True
+    run = dict(node_spacing=6, levels=1, threads=1, max_iterations=20, interpolation="cubic")
+
+    def pinned(**kw):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            correlate_global(ref, dfm, **{**run, **kw})
+        return any("stayed at the zero start" in str(w.message) for w in caught)
+
+    assert pinned(mask=mask, solver="gauss-newton")
+    assert pinned(mask=mask, solver="lbfgs", hold_without_data=True)
+    assert not pinned(mask=mask, solver="gauss-newton", phi0=np.diag([1.04, 1.0, 1.0, 1.0]))
+    assert not pinned(mask=mask, solver="lbfgs")
+    assert not pinned(solver="gauss-newton")
+
+
 def test_hessian_is_the_exact_one_at_zero_residual(texture):
     """Where the residual vanishes (identical scans, zero field, unit contrast) the Gauss-Newton Hessian is the
     exact Hessian: H v equals the central difference of the gradient along v."""

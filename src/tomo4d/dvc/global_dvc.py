@@ -317,7 +317,9 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         the displacement and the deformation gradient from central differences of the nodal
         values; status ``CONVERGED``, ``OUTSIDE_MASK`` or ``OUT_OF_VIEW``.  ``notes`` hold the
         method, options, objective and iterations per level.  A warning is issued (and
-        ``notes["converged"]`` is False) when the finest level hit ``max_iterations``.
+        ``notes["converged"]`` is False) when the finest level hit ``max_iterations``, and one when the solver held
+        nodes with no voxel of the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's
+        edge is then drawn toward no motion.
     """
     opts = _resolve(options, shortcuts)
     voxel = _voxel_sizes(reference, deformed)
@@ -357,6 +359,9 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         warnings.warn(f"global DVC: the finest level stopped at max_iterations={opts.max_iterations} before the "
                       "objective settled; the field may not be final (raise max_iterations)", RuntimeWarning,
                       stacklevel=2)
+    pinned = _pinned_at_zero(sol.support_in_mask, u0, opts)
+    if pinned:
+        warnings.warn(pinned, RuntimeWarning, stacklevel=2)
     field = DisplacementField(positions_zyx_px=pos, phi=phis, status=status.ravel(), grid_shape=gs,
                               node_spacing_px=(opts.node_spacing,) * 3, half_window_px=(opts.node_spacing,) * 3,
                               voxel_size_nm=tuple(float(v) for v in voxel), notes=notes)
@@ -414,6 +419,22 @@ def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:
         raise InputError("initial has no usable node (every node failed); give a measured field or omit initial")
     u, _ = initial.interpolate(pos, order=1)
     return np.asarray(u, float)
+
+
+def _pinned_at_zero(in_mask, u0, opts: GlobalOptions) -> str | None:
+    """The warning when the solver held nodes without data (no masked voxel in their support) at a zero start: the
+    field next to the mask's edge is then drawn toward no motion (a 40^3 crop expanded 2 % in-plane, the lateral
+    faces masked out, Gauss-Newton: in-plane strain 0.014-0.016 of 0.0198 from zero, 0.019-0.021 from the true
+    affine start, 0.016-0.018 from half of it; free L-BFGS 0.019; session 29)."""
+    holds = opts.solver == "gauss-newton" or opts.hold_without_data
+    n = int(np.count_nonzero(np.asarray(in_mask) == 0))
+    if not holds or n == 0 or np.any(u0):
+        return None
+    who = "Gauss-Newton holds" if opts.solver == "gauss-newton" else "hold_without_data holds"
+    return (f"global DVC: {n} nodes with no voxel of the mask stayed at the zero start ({who} them), so the field "
+            "next to the mask's edge is drawn toward no motion (2 % in-plane expansion with the faces masked out read "
+            "0.014 of 0.0198); give phi0 or initial (e.g. tomo4d.register's phi), or solver='lbfgs' without "
+            "hold_without_data")
 
 
 def _statuses(in_mask, out_of_view, opts: GlobalOptions) -> np.ndarray:
