@@ -93,7 +93,7 @@ _DVC_OWN = {
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
         "regularisation: 0.2 on deconvolved scans (deconvolve_iterations), else 0.05, interface_grey_stiffness: 10, "
         "max_iterations: 1000, hold_without_data: true} "
-        "(RESULTS.md, sessions 26-28) and, with axial_start: "
+        "(RESULTS.md, sessions 26-29) and, with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
@@ -198,7 +198,7 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 #: Measured against L-BFGS at 0.05 stopped at its iteration cap (the library's default): the LQ phantom (tied) and the
 #: HQ phantom (untied), default, half and zero contrast loss and expansion 0.6, sides and det F - 1 within 0.02 but for
 #: one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the demo's collector side within 0.009 (capped:
-#: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow, as scanned (0.05), 0.0093 px at 5.9-6.0x
+#: -0.034); HQ's median lowest between 0.05 and 0.2 (session 27); snow, as scanned (0.05), 0.0093 px at 5.3-6.0x
 #: SPAM's nodes per CPU second (SPAM 0.0287 px); a capped field follows its start and rounding (benchmarks/RESULTS.md,
 #: sessions 26-29).  ``max_iterations`` 1000: L-BFGS (a GPU, or above the node limit) needs 170-240 iterations per
 #: pair on the HQ phantom and 270-510 on the LQ (tied) to reach Gauss-Newton's field; stopped at 100 it read the LQ
