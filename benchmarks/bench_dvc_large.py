@@ -270,6 +270,10 @@ def main(argv=None):
                          "as dvc.incremental")
     ap.add_argument("--refine", action="store_true", help="--incremental: then correlate T0 -> Tn from the composition")
     ap.add_argument("--no-grey", action="store_true", help="global: no brightness/contrast fields")
+    ap.add_argument("--represent", choices=("grey", "labels", "gradient"), default="grey",
+                    help="what is correlated: the grey levels; the segmented phases (lithiated silicon as silicon; "
+                         "segmented as scanned, give --deconvolve 0); the gradient magnitude over its local RMS "
+                         "(after --deconvolve; session 29)")
     ap.add_argument("--grey-reg", type=float, default=None, help="global: GlobalOptions.grey_regularisation")
     ap.add_argument("--grey-band", type=float, default=None,
                     help="global: GlobalOptions.interface_grey_stiffness (the grey fields held flat across the ties)")
@@ -341,9 +345,13 @@ def main(argv=None):
         if mask is not None:
             kw["mask"] = mask
     steps = range(1, len(series)) if a.steps is None else [int(v) for v in a.steps.split(",")]
+    if a.represent == "labels":  # segmented as scanned, as the runner's segment stage
+        series = _represent(a, exp, series)
     if a.deconvolve:  # only the volumes used
         series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve) if i == 0 or i in steps else v
                   for i, v in enumerate(series)]
+    if a.represent == "gradient":  # of the deconvolved volumes
+        series = _represent(a, exp, series)
     rows, prev = [], None
     for n in steps:
         t0 = time.perf_counter()
@@ -414,28 +422,10 @@ def _interface_planes(a, exp, grid, series):
             out.append(tuple(row))
         print("material planes (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out), flush=True)
         return out
-    from tomo4d.pipeline.demo import most_lithiated_step
-    from tomo4d.pipeline.sections import SegmentSection
     from tomo4d.quantify import electrode_thickness
-    from tomo4d.segment import FeatureSpec, predict_labels, train_pixel_classifier
+    from tomo4d.segment import predict_labels
 
-    g = "lq" if a.series == "lq" else "hq"
-    soc = list(t.state_of_charge)
-    named = {"last": len(series) - 1, "peak": most_lithiated_step(soc)}  # as the demo: peak
-    steps = [named[v] if v in named else int(v) for v in a.label_steps.split(",")]
-    planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
-    labels = []
-    for step in steps:  # four fully labelled xz planes of each labelled step, as the demo
-        lab = np.zeros(series[0].shape, np.int16)
-        lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
-        labels.append(lab)
-    # trained as the runner's segment stage with its defaults (3D features, 24 trees).  Before session 23 this
-    # trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact motion by
-    # 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
-    sec = SegmentSection()
-    model = train_pixel_classifier([series[s] for s in steps], labels,
-                                   features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
-                                   n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
+    model = _classifier(a, exp, series)
     out = []
     for v in series:
         th = electrode_thickness((predict_labels(model, v).astype(np.int16) - 1), voxel_size_nm=vs)
@@ -443,6 +433,65 @@ def _interface_planes(a, exp, grid, series):
     print("measured interfaces (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out) +
           "; exact: " + ", ".join(f"{zc:.2f}/{zc + h / vs:.2f}" for h in t.thickness_nm), flush=True)
     return out
+
+
+def _classifier(a, exp, series):
+    """The runner's pixel classifier (3D features, 24 trees) trained on four fully labelled xz planes of each of
+    ``--label-steps`` (as the demo: T0 and the most lithiated step), once per run."""
+    if getattr(a, "_model", None) is not None:
+        return a._model
+    from tomo4d.pipeline.demo import most_lithiated_step
+    from tomo4d.pipeline.sections import SegmentSection
+    from tomo4d.segment import FeatureSpec, train_pixel_classifier
+
+    t = exp.truth
+    g = "lq" if a.series == "lq" else "hq"
+    named = {"last": len(series) - 1, "peak": most_lithiated_step(list(t.state_of_charge))}
+    steps = [named[v] if v in named else int(v) for v in a.label_steps.split(",")]
+    planes_y = sorted({int(series[0].shape[1] * f) for f in (0.125, 0.375, 0.625, 0.875)})
+    labels = []
+    for step in steps:
+        lab = np.zeros(series[0].shape, np.int16)
+        lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
+        labels.append(lab)
+    # trained as the runner's segment stage with its defaults (3D features, 24 trees).  Before session 23 this
+    # trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact motion by
+    # 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
+    sec = SegmentSection()
+    a._model = train_pixel_classifier([series[s] for s in steps], labels,
+                                      features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
+                                      n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class,
+                                      seed=sec.seed)
+    return a._model
+
+
+def _represent(a, exp, series):
+    """The volumes the DVC correlates (``--represent``): the grey levels; ``labels``, the segmented phases rendered
+    with one grey per phase, lithiated silicon as silicon (lithiation's contrast loss gone), Gaussian sigma 1 px; or
+    ``gradient``, the gradient magnitude (Gaussian sigma 1 px) over its local RMS (sigma 4 px): invariant to a local
+    brightness and contrast change."""
+    from scipy import ndimage
+
+    if a.represent == "grey":
+        return series
+    if a.represent == "gradient":
+        out = []
+        for v in series:
+            g = np.gradient(ndimage.gaussian_filter(v.astype(np.float32), 1.0))
+            m = np.sqrt(sum(c * c for c in g))
+            out.append((m / (np.sqrt(ndimage.gaussian_filter(m * m, 4.0)) + 1e-6 * float(m.max()))).astype(np.float32))
+        return out
+    from tomo4d.phantom import Phase
+    from tomo4d.phantom.params import DEFAULT_GREY
+    from tomo4d.segment import predict_labels
+
+    table = np.zeros(len(Phase), np.float32)
+    for ph, v in DEFAULT_GREY.items():
+        table[ph] = v
+    table[Phase.LITHIATED_SILICON] = table[Phase.SILICON]
+    model = _classifier(a, exp, series)
+    return [ndimage.gaussian_filter(table[np.clip(predict_labels(model, v).astype(np.int16) - 1, 0, len(Phase) - 1)],
+                                    1.0).astype(np.float32) for v in series]
 
 
 def _motions(a, ref, n):
