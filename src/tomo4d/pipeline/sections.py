@@ -209,8 +209,8 @@ CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", 
 #: The converged route's Laplacian weight (``regularisation``), by what the scans went through: 0.2 on scans
 #: deconvolved first (``deconvolve_iterations``), whose Richardson-Lucy noise the converged field follows at 0.05 (the
 #: LQ phantom's collector side up to 0.067 low, session 26); 0.05 on scans as reconstructed, which it reads sharper
-#: (snow 0.0093 px against 0.0165 at 0.2 and 0.0104 at 0.03; the LQ phantom as scanned, T1 0.66 px against 0.99 at
-#: 0.2, session 29).
+#: (snow 0.0093 px against 0.0165 at 0.2 and 0.0104 at 0.03; session 29).  The phantom as scanned reads far off at
+#: either weight (T1: LQ 0.66 px at 0.05 against 0.99 at 0.2, HQ 0.62 against 0.57): it needs the deconvolution.
 ROUTE_REGULARISATION = MappingProxyType({"deconvolved": 0.2, "as_scanned": 0.05})
 
 
