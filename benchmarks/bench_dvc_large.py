@@ -423,23 +423,29 @@ def _interface_planes(a, exp, grid, series):
         print("material planes (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out), flush=True)
         return out
     from tomo4d.quantify import electrode_thickness
-    from tomo4d.segment import predict_labels
 
-    model = _classifier(a, exp, series)
     out = []
-    for v in series:
-        th = electrode_thickness((predict_labels(model, v).astype(np.int16) - 1), voxel_size_nm=vs)
+    for phases in _phases(a, exp, series):
+        th = electrode_thickness(phases, voxel_size_nm=vs)
         out.append((float(np.nanmean(th.collector_z_nm)) / vs, float(np.nanmean(th.separator_z_nm)) / vs))
     print("measured interfaces (px) per step: " + ", ".join(f"{c:.2f}/{s_:.2f}" for c, s_ in out) +
           "; exact: " + ", ".join(f"{zc:.2f}/{zc + h / vs:.2f}" for h in t.thickness_nm), flush=True)
     return out
 
 
+def _phases(a, exp, series):
+    """Each scan's phase codes (int16) by the runner's pixel classifier (3D features, 24 trees) trained on four fully
+    labelled xz planes of each of ``--label-steps`` (as the demo: T0 and the most lithiated step); once per run, for
+    the measured interfaces and ``--represent labels`` alike."""
+    if getattr(a, "_phases", None) is None:
+        from tomo4d.segment import predict_labels
+
+        model = _classifier(a, exp, series)
+        a._phases = [predict_labels(model, v).astype(np.int16) - 1 for v in series]
+    return a._phases
+
+
 def _classifier(a, exp, series):
-    """The runner's pixel classifier (3D features, 24 trees) trained on four fully labelled xz planes of each of
-    ``--label-steps`` (as the demo: T0 and the most lithiated step), once per run."""
-    if getattr(a, "_model", None) is not None:
-        return a._model
     from tomo4d.pipeline.demo import most_lithiated_step
     from tomo4d.pipeline.sections import SegmentSection
     from tomo4d.segment import FeatureSpec, train_pixel_classifier
@@ -458,11 +464,9 @@ def _classifier(a, exp, series):
     # trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact motion by
     # 0.13-1.06 px on LQ (3D: within 0.16 px with T0 and the most lithiated step labelled)
     sec = SegmentSection()
-    a._model = train_pixel_classifier([series[s] for s in steps], labels,
-                                      features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
-                                      n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class,
-                                      seed=sec.seed)
-    return a._model
+    return train_pixel_classifier([series[s] for s in steps], labels,
+                                  features=FeatureSpec(sigmas=tuple(sec.sigmas), ndim=sec.feature_ndim),
+                                  n_trees=sec.n_trees, max_samples_per_class=sec.max_samples_per_class, seed=sec.seed)
 
 
 def _represent(a, exp, series):
@@ -483,15 +487,13 @@ def _represent(a, exp, series):
         return out
     from tomo4d.phantom import Phase
     from tomo4d.phantom.params import DEFAULT_GREY
-    from tomo4d.segment import predict_labels
 
     table = np.zeros(len(Phase), np.float32)
     for ph, v in DEFAULT_GREY.items():
         table[ph] = v
     table[Phase.LITHIATED_SILICON] = table[Phase.SILICON]
-    model = _classifier(a, exp, series)
-    return [ndimage.gaussian_filter(table[np.clip(predict_labels(model, v).astype(np.int16) - 1, 0, len(Phase) - 1)],
-                                    1.0).astype(np.float32) for v in series]
+    return [ndimage.gaussian_filter(table[np.clip(p, 0, len(Phase) - 1)], 1.0).astype(np.float32)
+            for p in _phases(a, exp, series)]
 
 
 def _motions(a, ref, n):
