@@ -95,7 +95,7 @@ def test_noise_depends_on_slice_index_not_grouping():
 @pytest.mark.parametrize("tile,overlap", [(8, 0), (64, 32), (64, -1)])
 def test_bad_tiling_is_rejected(tile, overlap):
     from tomo4d import InputError
-    from tomo4d.enhance.sample import check_tiling
+    from tomo4d.enhance.tiles import check_tiling
 
     with pytest.raises(InputError):
         check_tiling(tile, overlap)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tomo4d.enhance.sample import _weight_1d, restore_slices, tile_grid
+from tomo4d.enhance.sample import restore_slices
+from tomo4d.enhance.tiles import _weight_1d, tile_grid
 
 
 def _legacy_starts(n, tile, stride):

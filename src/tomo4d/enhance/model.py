@@ -319,7 +319,7 @@ def load_model(path, *, device: str | None = None, precision: str = "fp32") -> E
                           f"file is damaged; {_FIX}")
     net.eval()
     # channels-last weights: ~1.3-1.5x faster convolutions on CPU (measured, benchmarks/RESULTS.md); the input
-    # tiles follow (sample._Tiler)
+    # tiles follow (tiles.Tiler)
     net.to(dev, memory_format=torch.channels_last)
     return EnhanceModel(net, info, p, sweep=load_sweep(p) if info.config.objective == "indi" else None,
                         precision=precision)
