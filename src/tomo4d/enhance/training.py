@@ -10,7 +10,7 @@ Validation during training (the PSNR/SSIM curve, the under-training flag and ear
 :mod:`tomo4d.enhance.precision`.  Both are part of the checkpointed state (the early-stopping counter,
 the best validated weights, the fp16 gradient scaler).
 
-(~700 lines on purpose: the Trainer's state - network, optimisers, generator, early stopping, gradient
+(~740 lines on purpose: the Trainer's state - network, optimisers, generator, early stopping, gradient
 scaler, checkpoints - and the training entry points that drive it must change together for the bit-exact
 resume to hold.)
 """
@@ -568,41 +568,7 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
     if resume and (ckdir / "checkpoint.json").exists():
         start = trainer.load_checkpoint(ckdir)
         log.info("resumed training from step %d", start)
-    log_every = max(1, cfg.steps // 200)
-    guard_every = max(25, log_every)
-    best = min((r["loss"] for r in trainer.log if "loss" in r and np.isfinite(r["loss"])), default=float("inf"))
-    losses: list[float] = []
-    recent: list[float] = []        # losses since the last check of the divergence guard
-    while trainer.step < cfg.steps and not trainer.stopper.stopped:
-        loss = trainer.train_step()
-        recent.append(loss)
-        if np.isfinite(loss):
-            losses.append(loss)
-        s = trainer.step
-        if len(recent) >= guard_every or not np.isfinite(loss):
-            window = float(np.mean(recent))
-            recent = []
-            event = trainer.guard(window, best)
-            if event is None:
-                best = min(best, window)
-            else:
-                log.warning("training step %d: %s", s, event)
-                trainer.log.append({"step": s, "event": event,
-                                    "window_loss": window if np.isfinite(window) else None})
-        rec = {}
-        if s % log_every == 0 or s == cfg.steps:
-            rec = {"step": s, "loss": float(np.mean(losses[-log_every:])) if losses else float("nan"),
-                   "lr": trainer.lr_scale * one_cycle_lr(s - 1, cfg.steps, max_lr=cfg.max_lr,
-                                                         warmup_fraction=cfg.warmup_fraction)}
-        if cfg.val_every and s % cfg.val_every == 0 and s != cfg.steps:
-            rec = {"step": s, **rec, **trainer.validate()}
-            trainer.track(s, rec)
-        if rec:
-            trainer.log.append(rec)
-        if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s != cfg.steps:
-            trainer.save_checkpoint(ckdir)
-        if progress is not None:
-            progress(s, cfg.steps)
+    _run_steps(trainer, cfg, ckdir, progress)
     stopped_early = trainer.step < cfg.steps
     if stopped_early:          # stopped right after the validation of this step
         final = {k: trainer.log[-1][k] for k in VAL_KEYS}
@@ -642,6 +608,54 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
                "val_ssim": final["val_ssim"], "val_ssim_lq": final["val_ssim_lq"], "precision": cfg.precision,
                "early_stopping": early, "stopped_early": stopped_early,
                "late_rise_db": curve.late_rise_db, "undertrained": curve.undertrained}
+    _write_outputs(out, model, sweep, metrics, trainer.log, curve, ckdir)
+    return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
+                       trainer.device.type, rollbacks, int(info.recommended_steps),
+                       cfg.step_rule if sweep is not None else None, stopped_early,
+                       trainer.stopper.best_step if early else None, curve.undertrained)
+
+
+def _run_steps(trainer: Trainer, cfg: TrainConfig, ckdir: Path, progress) -> None:
+    """The training loop from ``trainer.step`` on: the divergence guard, the log, validation, checkpoints."""
+    log_every = max(1, cfg.steps // 200)
+    guard_every = max(25, log_every)
+    best = min((r["loss"] for r in trainer.log if "loss" in r and np.isfinite(r["loss"])), default=float("inf"))
+    losses: list[float] = []
+    recent: list[float] = []        # losses since the last check of the divergence guard
+    while trainer.step < cfg.steps and not trainer.stopper.stopped:
+        loss = trainer.train_step()
+        recent.append(loss)
+        if np.isfinite(loss):
+            losses.append(loss)
+        s = trainer.step
+        if len(recent) >= guard_every or not np.isfinite(loss):
+            window = float(np.mean(recent))
+            recent = []
+            event = trainer.guard(window, best)
+            if event is None:
+                best = min(best, window)
+            else:
+                log.warning("training step %d: %s", s, event)
+                trainer.log.append({"step": s, "event": event,
+                                    "window_loss": window if np.isfinite(window) else None})
+        rec = {}
+        if s % log_every == 0 or s == cfg.steps:
+            rec = {"step": s, "loss": float(np.mean(losses[-log_every:])) if losses else float("nan"),
+                   "lr": trainer.lr_scale * one_cycle_lr(s - 1, cfg.steps, max_lr=cfg.max_lr,
+                                                         warmup_fraction=cfg.warmup_fraction)}
+        if cfg.val_every and s % cfg.val_every == 0 and s != cfg.steps:
+            rec = {"step": s, **rec, **trainer.validate()}
+            trainer.track(s, rec)
+        if rec:
+            trainer.log.append(rec)
+        if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s != cfg.steps:
+            trainer.save_checkpoint(ckdir)
+        if progress is not None:
+            progress(s, cfg.steps)
+
+
+def _write_outputs(out: Path, model, sweep, metrics: dict, train_log: list, curve, ckdir: Path) -> None:
+    """The model folder's files (model, sweep, log, curve and their figures); the checkpoints removed last."""
     save_model(model, out, metrics=metrics, overwrite=True)
     if sweep is not None:
         save_sweep(sweep, out)
@@ -649,19 +663,15 @@ def train_on_pair(pair: TrainingPair, out_dir, *, config: TrainConfig, input_dty
             write_sweep_figure(out / SWEEP_FIGURE, sweep)
         except Exception as exc:  # a plot must never lose a trained model
             log.warning("could not draw the step sweep: %s", exc)
-    _write_log(out / LOG_FILE, trainer.log)
+    _write_log(out / LOG_FILE, train_log)
     save_curve(curve, out)
     try:
-        write_curve(out / CURVE_FILE, trainer.log)
+        write_curve(out / CURVE_FILE, train_log)
         write_curve_figure(out / CURVE_PNG, curve)
     except Exception as exc:  # a plot must never lose a trained model
         log.warning("could not draw the training curve: %s", exc)
     if ckdir.exists():
         shutil.rmtree(ckdir, ignore_errors=True)
-    return TrainResult(out, trainer.step, start, final_loss, val, val_lq, time.perf_counter() - t_start,
-                       trainer.device.type, rollbacks, int(info.recommended_steps),
-                       cfg.step_rule if sweep is not None else None, stopped_early,
-                       trainer.stopper.best_step if early else None, curve.undertrained)
 
 
 def _keep_best(trainer: Trainer, final: dict, *, new: bool) -> bool:
