@@ -15,7 +15,7 @@ Usage::
     .venv/bin/python benchmarks/bench_dvc_commutator.py [--step 1] [--reg 0.001] [--param KEY=VALUE ...]
 
 The defaults set ``hq_noise=0`` and ``lithiated_contrast_loss=0`` (``--param`` adds or overrides).  One thread;
-about 2 minutes at 96^3.
+about 3 minutes at 96^3 on one core.
 """
 
 from __future__ import annotations
