@@ -399,35 +399,11 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
     check_transmission(t_all)
     s_all = as_sigma(sigma, t_all.shape)
     absolute = s_all is not None
-    if window_angstrom is None:
-        lo, hi = float(w_all[0]), float(w_all[-1])
-    else:
-        try:
-            lo, hi = (float(v) for v in window_angstrom)
-        except (TypeError, ValueError):
-            raise InputError(f"window_angstrom={show(window_angstrom)} must be two wavelengths (lo, hi) in Å") from None
-        if not hi > lo:
-            raise InputError(f"window_angstrom={show(window_angstrom)}: the upper bound must exceed the lower one")
-    sel = (w_all >= lo) & (w_all <= hi)
+    sel = _fit_window(w_all, window_angstrom, edge_guess_angstrom)
     n = int(sel.sum())
-    if n < 12:
-        raise InputError(f"window_angstrom=({lo:g}, {hi:g}) holds {n} wavelength bins; a Bragg-edge fit needs "
-                         f">= 12 (data cover {w_all[0]:.4g}..{w_all[-1]:.4g} Å)")
     w = w_all[sel]
     lo, hi = float(w[0]), float(w[-1])
-    if edge_guess_angstrom is not None:
-        g = float(edge_guess_angstrom)
-        if not (lo < g < hi):
-            raise InputError(f"edge_guess_angstrom={show(edge_guess_angstrom)} lies outside the fit window "
-                             f"({lo:.4g}, {hi:.4g}) Å; widen the window or fix the guess")
-    if initial_parameters is not None:
-        p_init = np.asarray(initial_parameters, dtype=np.float64)
-        if p_init.shape == (7,):
-            p_init = np.concatenate([p_init, [0.0, 0.0]])
-        if p_init.shape != (9,) or not np.all(np.isfinite(p_init)):
-            raise InputError(f"initial_parameters must be 7 or 9 finite numbers ({', '.join(PARAMETER_NAMES)})")
-    else:
-        p_init = None
+    p_init = _initial_parameters(initial_parameters)
     positive_float("min_significance", min_significance, allow_zero=True)
 
     check_choice("profile", profile, ("tail", "gaussian"))
@@ -493,3 +469,41 @@ def fit_bragg_edge(wavelength_angstrom, transmission, sigma=None, *, window_angs
         edge_midpoint_angstrom=rs(MID), edge_midpoint_sigma_angstrom=rs(MIDS), edge_height=rs(H),
         edge_height_sigma=rs(HS), parameters=rs(P), chi2_reduced=rs(C), ok=rs(OK),
         window_angstrom=(lo, hi), n_points=n, profile=profile, position=position)
+
+
+def _fit_window(w_all: np.ndarray, window_angstrom, edge_guess_angstrom) -> np.ndarray:
+    """The bins of ``w_all`` inside ``window_angstrom`` (at least 12; None: every bin); ``edge_guess_angstrom``
+    checked against the window's first and last bin."""
+    if window_angstrom is None:
+        lo, hi = float(w_all[0]), float(w_all[-1])
+    else:
+        try:
+            lo, hi = (float(v) for v in window_angstrom)
+        except (TypeError, ValueError):
+            raise InputError(f"window_angstrom={show(window_angstrom)} must be two wavelengths (lo, hi) in Å") from None
+        if not hi > lo:
+            raise InputError(f"window_angstrom={show(window_angstrom)}: the upper bound must exceed the lower one")
+    sel = (w_all >= lo) & (w_all <= hi)
+    n = int(sel.sum())
+    if n < 12:
+        raise InputError(f"window_angstrom=({lo:g}, {hi:g}) holds {n} wavelength bins; a Bragg-edge fit needs "
+                         f">= 12 (data cover {w_all[0]:.4g}..{w_all[-1]:.4g} Å)")
+    lo, hi = float(w_all[sel][0]), float(w_all[sel][-1])
+    if edge_guess_angstrom is not None:
+        g = float(edge_guess_angstrom)
+        if not (lo < g < hi):
+            raise InputError(f"edge_guess_angstrom={show(edge_guess_angstrom)} lies outside the fit window "
+                             f"({lo:.4g}, {hi:.4g}) Å; widen the window or fix the guess")
+    return sel
+
+
+def _initial_parameters(initial_parameters) -> np.ndarray | None:
+    """``initial_parameters`` as 9 finite numbers (7 given: the quadratic baseline's two at 0), or None."""
+    if initial_parameters is None:
+        return None
+    p_init = np.asarray(initial_parameters, dtype=np.float64)
+    if p_init.shape == (7,):
+        p_init = np.concatenate([p_init, [0.0, 0.0]])
+    if p_init.shape != (9,) or not np.all(np.isfinite(p_init)):
+        raise InputError(f"initial_parameters must be 7 or 9 finite numbers ({', '.join(PARAMETER_NAMES)})")
+    return p_init
