@@ -91,6 +91,8 @@ def pad_amounts(n: int, multiple: int, border: int) -> tuple[int, int]:
 
 
 def pad_slices(a: np.ndarray, pads) -> np.ndarray:
+    """``a`` (..., y, x) padded by ``pads`` ((before, after) for y and x; :func:`pad_amounts`), reflected where the
+    slice is long enough, else repeating its edge."""
     if not any(p for pp in pads for p in pp):
         return a
     mode = "reflect" if all(p < s for p, s in zip([max(p) for p in pads[-2:]], a.shape[-2:])) else "edge"

@@ -488,7 +488,8 @@ def _fit_window(w_all: np.ndarray, window_angstrom, edge_guess_angstrom) -> np.n
     if n < 12:
         raise InputError(f"window_angstrom=({lo:g}, {hi:g}) holds {n} wavelength bins; a Bragg-edge fit needs "
                          f">= 12 (data cover {w_all[0]:.4g}..{w_all[-1]:.4g} Å)")
-    lo, hi = float(w_all[sel][0]), float(w_all[sel][-1])
+    inside = w_all[sel]
+    lo, hi = float(inside[0]), float(inside[-1])
     if edge_guess_angstrom is not None:
         g = float(edge_guess_angstrom)
         if not (lo < g < hi):
