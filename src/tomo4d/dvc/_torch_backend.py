@@ -138,22 +138,19 @@ def _znssd_mapped(vals, inside, nv, tmean, tstd):
     return (vals.to(f64) * gain[:, None] - (vmean * gain - tmean)[:, None]).to(vals.dtype)
 
 
-def _solve_batch(t, settings, positions, phis, dev):
-    """Gauss-Newton for one batch of nodes: ``(phis, status, iterations, residual, delta, out_of_view)``."""
+def _batch_system(t, pos, shape, radius, dev):
+    """The batch's fixed part of the inverse-compositional Gauss-Newton: the reference windows ``tmpl``, their mask,
+    the affine warp's Jacobian ``jac`` (B, W, 12; zero outside the mask), the voxel count, mean and std of each
+    window, the parameter scaling, the nodes whose scaled Hessian is singular and the inverse of that Hessian."""
     import torch
 
-    shape, radius, order, switch_px = settings["shape"], settings["radius"], settings["order"], settings["switch_px"]
-    max_iterations, tolerance_px, maxd = settings["max_iterations"], settings["tolerance_px"], settings["maxd"]
     f64 = torch.float64
-    nb = positions.shape[0]
-    pos = torch.as_tensor(positions, dtype=torch.int64, device=dev)
     centre_lin = (pos[:, 0] * shape[1] + pos[:, 1]) * shape[2] + pos[:, 2]
     lin = centre_lin[:, None] + t["off_lin"][None, :]                          # (B, W)
     tmpl = t["ref"][lin]
     msk = t["mask"][lin]
     g = t["grad"][:, lin]                                                      # (3, B, W)
     off = t["off"]
-    # Jacobian of the inverse-compositional affine warp: (B, W, 12), zero outside the mask
     jac = torch.cat([(g[a][..., None] * off[None]) for a in range(3)] + [g.permute(1, 2, 0)], dim=-1)
     jac = jac * msk[..., None]
     hess = torch.einsum("bwi,bwj->bij", jac.to(f64), jac.to(f64))
@@ -170,6 +167,37 @@ def _solve_batch(t, settings, positions, phis, dev):
     singular = (count < 16) | ~torch.isfinite(cond) | (cond > 1e10)
     eye12 = torch.eye(12, dtype=f64, device=dev)
     hinv = torch.linalg.inv(torch.where(singular[:, None, None], eye12, hs))
+    return tmpl, msk, jac, count, tmean, tstd, scale, singular, hinv
+
+
+def _sample_warped(t, w, cubic_nodes):
+    """The deformed volume at the warped window points ``w`` (R, W, 3): cubic for the nodes flagged in
+    ``cubic_nodes`` (R,), trilinear for the others."""
+    import torch
+
+    flat = w.reshape(-1, 3)
+    if bool(cubic_nodes.all()):
+        vals = _sample_cubic(t["coef"], flat)
+    elif not bool(cubic_nodes.any()):
+        vals = _trilinear(t["image"], flat)
+    else:
+        vals = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
+        cub = cubic_nodes.repeat_interleave(w.shape[1])
+        vals[cub] = _sample_cubic(t["coef"], flat[cub])
+        vals[~cub] = _trilinear(t["image"], flat[~cub])
+    return vals.reshape(w.shape[:2])
+
+
+def _solve_batch(t, settings, positions, phis, dev):
+    """Gauss-Newton for one batch of nodes: ``(phis, status, iterations, residual, delta, out_of_view)``."""
+    import torch
+
+    shape, radius, order, switch_px = settings["shape"], settings["radius"], settings["order"], settings["switch_px"]
+    max_iterations, tolerance_px, maxd = settings["max_iterations"], settings["tolerance_px"], settings["maxd"]
+    f64 = torch.float64
+    nb = positions.shape[0]
+    pos = torch.as_tensor(positions, dtype=torch.int64, device=dev)
+    tmpl, msk, jac, count, tmean, tstd, scale, singular, hinv = _batch_system(t, pos, shape, radius, dev)
 
     m = torch.as_tensor(phis, dtype=f64, device=dev).clone()
     t0 = m[:, :3, 3].clone()
@@ -190,20 +218,9 @@ def _solve_batch(t, settings, positions, phis, dev):
         mr = m[running]
         aff = mr[:, :3, :3].to(torch.float32)
         shift = (mr[:, :3, 3] + posf[running]).to(torch.float32)
-        w = torch.einsum("bij,wj->bwi", aff, off) + shift[:, None, :]            # (R, W, 3)
+        w = torch.einsum("bij,wj->bwi", aff, t["off"]) + shift[:, None, :]            # (R, W, 3)
         inside = ((w >= 0) & (w <= upper)).all(-1) & msk[running]
-        flat = w.reshape(-1, 3)
-        vals = torch.empty(flat.shape[0], dtype=torch.float32, device=dev)
-        cub_nodes = cubic[running]
-        if bool(cub_nodes.all()):
-            vals = _sample_cubic(t["coef"], flat)
-        elif not bool(cub_nodes.any()):
-            vals = _trilinear(t["image"], flat)
-        else:
-            cub = cub_nodes.repeat_interleave(w.shape[1])
-            vals[cub] = _sample_cubic(t["coef"], flat[cub])
-            vals[~cub] = _trilinear(t["image"], flat[~cub])
-        vals = vals.reshape(w.shape[:2])
+        vals = _sample_warped(t, w, cubic[running])
         nv = inside.sum(1)
         if settings["znssd"]:                   # map the warped window onto the reference's mean and std
             vals = _znssd_mapped(vals, inside, nv, tmean[running], tstd[running])
