@@ -13,7 +13,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "Registration": "_global", "register": "_global", "LEVEL_BYTES_PER_VOXEL": "_global",
+    "Registration": "_registration", "register": "_global", "LEVEL_BYTES_PER_VOXEL": "_global",
     "APPLY_BYTES_PER_VOXEL": "_outofcore",
     "register_multimodal": "multimodal", "apply_phi_slab": "_outofcore",
     "register_modalities": "modalities", "ModalityRegistration": "modalities",

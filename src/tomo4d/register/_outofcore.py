@@ -34,6 +34,7 @@ from .._array import read_box, to_numpy
 from .._validate import check_finite_chunk
 from ..errors import InputError
 from . import _global as g
+from ._registration import Registration
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ def register_levels(f, m, msk, phi, levels, *, budget: int, rigid, order, max_it
         log.debug("register level bin %d (%s): %d iterations, residual %.4f", b, how[-1]["route"], it, resid)
         if progress is not None:
             progress(i + 1, len(levels))
-    return g.Registration(phi=phi, converged=bool(converged), iterations=int(total_it), residual=float(resid),
+    return Registration(phi=phi, converged=bool(converged), iterations=int(total_it), residual=float(resid),
                           centre_zyx_px=tuple(float(v) for v in c_full), delta_phi_norm=float(dnorm),
                           levels=tuple(levels), method="gauss-newton",
                           extra={"out_of_core": {"chunk_budget_mb": budget / 2**20, "levels": how}})

@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 
 from .._array import bin_volume
 from .._validate import as_image, as_mask, check_int, check_number, check_same_shape
-from ._global import Registration
+from ._registration import Registration
 
 log = logging.getLogger(__name__)
 
