@@ -322,7 +322,7 @@ def test_a_capped_solve_flags_every_step_composed_on_it():
     updating, any earlier pair its composed field rests on; a step correlated from T0 (no increment) stands alone."""
     from types import SimpleNamespace as Field
 
-    from tomo4d.pipeline.stages import _capped
+    from tomo4d.pipeline.stages_strain import _capped
 
     direct = Field(notes={"method": "global", "converged": True})
     capped = Field(notes={"method": "global", "converged": False})

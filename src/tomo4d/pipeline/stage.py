@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Stage", "StageContext"]
+__all__ = ["Stage", "StageContext", "rel", "section_options"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,8 @@ class Stage:
 def rel(out: Path, path: Path) -> str:
     """``path`` relative to the run folder ``out`` (as stored in done-markers)."""
     return Path(path).relative_to(out).as_posix()
+
+
+def section_options(exp, section: str) -> dict:
+    """The experiment section ``section``'s settings as dotted cache-key entries (``dvc.node_spacing``: value)."""
+    return {f"{section}.{k}": v for k, v in getattr(exp, section).model_dump().items()}

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from .series import aligned_path, series_path
-from .stage import Stage, rel
+from .stage import Stage, rel, section_options
 
 __all__ = ["ALIGN", "AlignStep", "align_section", "detect_collector", "load_alignment", "reference_slab"]
 
@@ -206,7 +206,7 @@ ALIGN = Stage(
     description="rigid alignment of every step onto T0 on the current collector",
     outputs="fields/align_<step>.json, volumes/aligned_<step>.ome.zarr",
     enabled=lambda exp, inp: exp.align is not None and inp.n_steps >= 2,
-    options=lambda exp: {**{f"align.{k}": v for k, v in exp.align.model_dump().items()},
+    options=lambda exp: {**section_options(exp, "align"),
                          "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {"T0": inp.series[0], inp.names[step]: inp.series[step]},
     steps=lambda ctx: tuple(range(1, ctx.inputs.n_steps)),

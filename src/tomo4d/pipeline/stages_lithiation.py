@@ -34,7 +34,7 @@ import numpy as np
 
 from .chunked import budget_mb, lazy_labels, streams
 from .series import analysis_voxel_size_nm, read_series, reads_series
-from .stage import Stage, rel
+from .stage import Stage, rel, section_options
 from .stage_io import read_table_of, write_tables
 
 __all__ = ["FRAMES", "LITHIATION", "LithiationResult", "tracks_from_table"]
@@ -238,7 +238,7 @@ def _lithiation_save(result, out):
 def _options(exp) -> dict:
     from .fingerprint import fingerprint
 
-    opts = {f"lithiation.{k}": v for k, v in exp.lithiation.model_dump().items()}
+    opts = section_options(exp, "lithiation")
     if exp.lithiation.truth_modes is not None:  # its content, not only its name, enters the key
         p = exp.resolve(exp.lithiation.truth_modes)
         if not p.is_file():

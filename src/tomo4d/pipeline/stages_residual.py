@@ -24,7 +24,7 @@ import numpy as np
 
 from .._chunks import SlabStore
 from .series import analysis_voxel_size_nm, read_repeat, read_series, reads_series
-from .stage import Stage, rel
+from .stage import Stage, rel, section_options
 from .stage_io import save_float_volume, write_tables
 
 __all__ = ["RESIDUAL", "ResidualResult"]
@@ -155,6 +155,6 @@ RESIDUAL = Stage(
     name="residual", needs=("enhance", "enhance_repeat", "dvc", "align"), per_step=False, description="residual maps T0 -> Tn, noise floor removed",
     outputs="volumes/residual_T0_<step>.ome.zarr, tables/residual_summary",
     enabled=lambda exp, inp: exp.residual is not None and exp.dvc is not None and inp.n_steps >= 2,
-    options=lambda exp: {**{f"residual.{k}": v for k, v in exp.residual.model_dump().items()},
+    options=lambda exp: {**section_options(exp, "residual"),
                          "inputs.names": exp.inputs.names, "inputs.time_s": exp.inputs.time_s},
     input_files=_files, run=_residual_run, save=_residual_save, reads=reads_series)

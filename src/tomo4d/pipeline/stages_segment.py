@@ -48,7 +48,7 @@ from .series import (
     reads_series,
     series_path,
 )
-from .stage import Stage, rel
+from .stage import Stage, rel, section_options
 from .stage_io import load_labels, save_label_volume, write_tables
 
 __all__ = ["PARTICLES", "SEGMENT", "ParticlesResult", "SegmentStep"]
@@ -67,11 +67,6 @@ class SegmentStep:
     model: object | None = None
     stored: object | None = None  # streamed (over chunk_budget_mb): the StoredPrediction to publish
     later: dict | None = None     # T0: {later labelled step: its labels}, predicted from its training features
-
-
-def _opts(exp, section: str) -> dict:
-    sec = getattr(exp, section)
-    return {f"{section}.{k}": v for k, v in sec.model_dump().items()}
 
 
 def _training_labels(ctx, path):
@@ -286,7 +281,7 @@ SEGMENT = Stage(
     description="pixel classifier trained on labelled steps (T0), every step",
     outputs="models/segment_pixel_classifier.npz, volumes/segment_<step>.ome.zarr, tables/segment_<step>",
     enabled=lambda exp, inp: exp.segment is not None,
-    options=lambda exp: {**_opts(exp, "segment"), "inputs.names": exp.inputs.names},
+    options=lambda exp: {**section_options(exp, "segment"), "inputs.names": exp.inputs.names},
     input_files=lambda inp, step: {**{f"segment.labels (step {i})": p for i, p in inp.segment_labels},
                                    **{inp.names[i]: inp.series[i] for i, _ in inp.segment_labels},
                                    inp.names[step]: inp.series[step],
@@ -473,7 +468,7 @@ PARTICLES = Stage(
     description="particles per step, geometry, tracks (DVC-predicted when dvc runs)",
     outputs="volumes/particles_<step>.ome.zarr, tables/particles, tables/particles_summary, tables/tracks",
     enabled=lambda exp, inp: exp.particles is not None and exp.segment is not None,
-    options=lambda exp: {**_opts(exp, "particles"), "inputs.names": exp.inputs.names,
+    options=lambda exp: {**section_options(exp, "particles"), "inputs.names": exp.inputs.names,
                          "inputs.time_s": exp.inputs.time_s, "dvc": "present" if exp.dvc is not None else "absent"},
     input_files=_particles_files, run=_particles_run, save=_particles_save,
     reads=lambda exp, need: need != "dvc" or exp.particles.use_dvc)
