@@ -42,8 +42,8 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "PARAMETER_NAMES": "bragg", "fit_bragg_edge_map": "bragg_map", "BraggEdgeFit": "bragg", "LatticeStrain": "bragg", "bragg_edge_model": "bragg",
-    "cubic_d_spacing": "bragg", "parse_hkl": "bragg", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "bragg",
+    "PARAMETER_NAMES": "bragg", "fit_bragg_edge_map": "bragg_map", "BraggEdgeFit": "bragg", "LatticeStrain": "lattice", "bragg_edge_model": "bragg",
+    "cubic_d_spacing": "lattice", "parse_hkl": "lattice", "edge_profile": "bragg", "fit_bragg_edge": "bragg", "lattice_strain": "lattice",
     "BEAMLINES": "geometry", "beamline_setup": "geometry", "NeutronPlan": "geometry", "NeutronSetup": "geometry", "ResolutionPlan": "geometry", "XrayPlan": "geometry",
     "XraySetup": "geometry", "neutron_resolution_um": "geometry", "plan_resolution": "geometry",
     "xray_resolution_um": "geometry",

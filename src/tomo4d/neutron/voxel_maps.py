@@ -27,9 +27,10 @@ import numpy as np
 from .._validate import check_int, check_number, show
 from ..errors import InputError
 from ._checks import as_spectra, as_wavelength
-from .bragg import BraggEdgeFit, lattice_strain
+from .bragg import BraggEdgeFit
 from .bragg_map import fit_bragg_edge_map
 from .isotope_map import IsotopeMap, _load_npz, bin_spectra, fit_isotope_map
+from .lattice import lattice_strain
 
 __all__ = ["MapOptions", "VoxelMaps", "fit_voxel_maps", "fit_bragg_edge_volume", "band_noise_per_cm"]
 
