@@ -10,8 +10,6 @@ from .stage_io import read_table_of, write_tables
 __all__ = ["QUANTIFY"]
 
 
-# -- quantify -------------------------------------------------------------------------------------
-
 def _quantify_run(ctx):
     from ..quantify import phase_series, thickness_series
     from .chunked import budget_mb, lazy_labels, lazy_segment

@@ -18,8 +18,6 @@ __all__ = ["STRAIN"]
 log = logging.getLogger(__name__)
 
 
-# -- strain ---------------------------------------------------------------------------------------
-
 def _summary_row(inp, i, field, st, capped=None):
     from ..dvc import beyond_validated_range
 
