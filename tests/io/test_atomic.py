@@ -243,3 +243,22 @@ def test_swallowed_interrupt_still_aborts_the_write(tmp_path, default_sigint):
                 tmp.write_bytes(b"whole")
     assert not out.exists() and _leftovers(tmp_path) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_write_json_is_atomic_and_never_replaces_an_input(tmp_path):
+    import json
+
+    from tomo4d.io import write_json
+
+    out = tmp_path / "a.json"
+    write_json({"x": 1.5}, out)
+    assert json.loads(out.read_text()) == {"x": 1.5}
+    with pytest.raises(OverwriteError):
+        write_json({"x": 2}, out)  # exists, no overwrite
+    with pytest.raises(OverwriteError):
+        write_json({"x": 2}, out, overwrite=True, inputs=[out])  # an input, even with overwrite
+    write_json({"x": np.float32(2.5)}, out, overwrite=True, default=float)
+    assert json.loads(out.read_text()) == {"x": 2.5}
+    with pytest.raises(TypeError):  # not serialisable: nothing is left under the name's temporaries
+        write_json({"x": object()}, tmp_path / "b.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

@@ -30,7 +30,7 @@ import numpy as np
 from .._validate import check_device, check_path, show
 from .._version import __version__
 from ..errors import FormatError, InputError
-from ..io import atomic_output
+from ..io import atomic_output, write_json
 from .config import TrainConfig
 from .data import Scaling
 
@@ -251,8 +251,7 @@ def save_model(model: EnhanceModel, path, *, metrics: dict | None = None, overwr
 
 
 def _write_json(path: Path, obj, *, overwrite: bool = True) -> None:
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
+    write_json(obj, path, overwrite=overwrite, default=_json_default)
 
 
 def _json_default(o):

@@ -46,6 +46,7 @@ from ._atomic import (
     replaceable,
     scratch_path,
     sidecars,
+    write_json,
     write_marker,
 )
 from ._common import write_sidecar
@@ -305,6 +306,6 @@ def convert(src, dst, *, voxel_size_nm=None, dataset: str | None = None, out_dat
 
 
 __all__ = ["FORMATS", "open_volume", "open_image", "save_volume", "detect_format", "volume_info",
-           "VolumeInfo", "convert", "atomic_output", "check_not_input", "check_outputs", "prepare_folder",
+           "VolumeInfo", "convert", "atomic_output", "write_json", "check_not_input", "check_outputs", "prepare_folder",
            "replaceable", "sidecars", "clean_stale_partials", "scratch_path", "OWNER_MARKER", "write_marker",
            "lazy_from_slices"]

@@ -347,6 +347,13 @@ def atomic_output(path, *, overwrite: bool = False, inputs: Iterable = (), kind:
             _remove(tmp)
 
 
+def write_json(obj, path, *, overwrite: bool = False, inputs: Iterable = (), indent: int = 2, default=None) -> Path:
+    """Write ``obj`` as JSON (UTF-8) to ``path`` through :func:`atomic_output`; ``default`` as :func:`json.dumps`'s."""
+    with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=default), encoding="utf-8")
+    return Path(path)
+
+
 def _publish(tmp: Path, path: Path, *, overwrite: bool, token: str) -> None:
     """Move the finished temporary to its final name (see :func:`atomic_output`)."""
     appeared = OverwriteError(

@@ -173,7 +173,7 @@ def _phi_path(out: Path, name: str) -> Path:
 
 
 def _align_save(result, out, ctx, step):
-    from ..io import atomic_output, save_volume
+    from ..io import save_volume, write_json
     from ..register import apply_phi_to_points
     from ..volume import Volume, VolumeMetadata
 
@@ -183,8 +183,7 @@ def _align_save(result, out, ctx, step):
     moved = apply_phi_to_points(ref, reg.phi, centre=reg.centre_zyx_px)[0] - ref[0]
     info = {**reg.to_dict(), "reference_slab_z_px": list(result.slab_z), "fixed": ctx.inputs.names[0], "moving": name,
             "reference_centre_zyx_px": ref[0].tolist(), "reference_displacement_zyx_px": moved.tolist()}
-    with atomic_output(_phi_path(out, name), overwrite=True) as tmp:
-        tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    write_json(info, _phi_path(out, name), overwrite=True, indent=1)
     if result.stored is not None:  # streamed: every slab is in the progress store
         path = result.stored.publish()
     else:

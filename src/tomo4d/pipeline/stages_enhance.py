@@ -63,10 +63,9 @@ def _pair_files(inp, step) -> dict:
 
 
 def _write_json(path: Path, obj) -> Path:
-    from ..io import atomic_output
+    from ..io import write_json
 
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
+    write_json(obj, path, overwrite=True, indent=1, default=float)
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_output
+from ..io import write_json
 from .phi import PhiParts, check_phi, decompose_phi
 
 __all__ = ["Registration"]
@@ -78,8 +78,7 @@ class Registration:
 
     def save(self, path, *, overwrite: bool = False, inputs=()) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(self.to_dict(), path, overwrite=overwrite, inputs=inputs)
 
     @classmethod
     def load(cls, path) -> Registration:

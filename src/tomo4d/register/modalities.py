@@ -54,7 +54,7 @@ from scipy import ndimage as ndi
 
 from .._validate import as_image, as_mask, check_int, check_number, show
 from ..errors import InputError
-from ..io import atomic_output
+from ..io import write_json
 from ..volume import normalise_voxel_size
 from ._modality_fit import (
     TRANSFORMS as _TRANSFORMS,
@@ -168,8 +168,7 @@ class ModalityRegistration:
 
     def save(self, path, *, overwrite: bool = False, inputs=()) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(self.to_dict(), path, overwrite=overwrite, inputs=inputs)
 
     @classmethod
     def load(cls, path) -> ModalityRegistration:
