@@ -222,7 +222,7 @@ def _versions() -> dict:
 
 
 def _provenance(exp, inp, fps, keys, runs, out: Path, source, executor: str = "this process") -> None:
-    from ..io import atomic_output
+    from ..io import write_json
 
     stages = {}
     for r in runs:
@@ -237,12 +237,10 @@ def _provenance(exp, inp, fps, keys, runs, out: Path, source, executor: str = "t
             "executor": executor,
             "stages": stages,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_output(out / "provenance.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(prov, indent=1, default=str), encoding="utf-8")
-    with atomic_output(out / STATE_DIR / "experiment.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"options": exp.options(), "names": list(inp.names), "time_s": list(inp.time_s),
-                                   "state_of_charge": inp.state_of_charge, "voxel_size_nm": inp.voxel_size_nm,
-                                   "stages": [r.name for r in runs]}, indent=1), encoding="utf-8")
+    write_json(prov, out / "provenance.json", overwrite=True, indent=1, default=str)
+    write_json({"options": exp.options(), "names": list(inp.names), "time_s": list(inp.time_s),
+                "state_of_charge": inp.state_of_charge, "voxel_size_nm": inp.voxel_size_nm,
+                "stages": [r.name for r in runs]}, out / STATE_DIR / "experiment.json", overwrite=True, indent=1)
 
 
 def _seeds(exp) -> dict:

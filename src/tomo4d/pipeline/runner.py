@@ -268,12 +268,10 @@ def _is_done(out: Path, path: Path, key: str) -> bool:
 
 
 def _write_marker(path: Path, key: str, outputs, wall_s: float, *, basis=None, **extra) -> None:
-    from ..io import atomic_output
+    from ..io import write_json
 
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"key": key, "outputs": list(outputs), "wall_s": wall_s,
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra, "basis": basis},
-                                  indent=1, default=str), encoding="utf-8")
+    write_json({"key": key, "outputs": list(outputs), "wall_s": wall_s, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **extra, "basis": basis}, path, overwrite=True, indent=1, default=str)
 
 
 def _remove(p: Path) -> None:
