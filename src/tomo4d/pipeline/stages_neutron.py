@@ -37,7 +37,6 @@ Wavelength-resolved data (Bragg edges, the 6Li fraction from time-of-flight spec
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import numpy as np
 
 from ..errors import InputError
 from .series import analysis_enhanced, analysis_labels, analysis_scale, series_path, series_voxel_override
-from .stage import Stage, rel
+from .stage import Stage, rel, section_options
 from .stage_io import read_table_of, read_volume, save_float_volume, write_tables
 
 __all__ = ["NEUTRON", "NEUTRON_LAYER", "NEUTRON_STAGES", "NeutronStep"]
@@ -61,10 +60,6 @@ class NeutronStep:
     hist: dict | None
     voxel_size_nm: tuple
     registration: dict | None = None
-
-
-def _opts(exp) -> dict:
-    return {f"neutron.{k}": v for k, v in json.loads(exp.neutron.model_dump_json()).items()}
 
 
 def _labels(ctx, step: int) -> np.ndarray:
@@ -245,7 +240,7 @@ NEUTRON = Stage(
     outputs="volumes/li_concentration_<step>.ome.zarr, tables/neutron_layer_<step>, tables/neutron_joint_<step>, "
             "tables/neutron_registration_<step>",
     enabled=lambda exp, inp: exp.neutron is not None and bool(inp.neutron),
-    options=lambda exp: {**_opts(exp), "inputs.labels": exp.inputs.labels, "inputs.names": exp.inputs.names,
+    options=lambda exp: {**section_options(exp, "neutron"), "inputs.labels": exp.inputs.labels, "inputs.names": exp.inputs.names,
                          "inputs.time_s": exp.inputs.time_s, "inputs.voxel_size_nm": exp.inputs.voxel_size_nm,
                          "inputs.neutron_voxel_size_nm": exp.inputs.neutron_voxel_size_nm,
                          "analysis_scale": analysis_scale(exp)},
