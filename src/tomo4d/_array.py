@@ -25,6 +25,19 @@ def as_float32(array) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def read_only(value, *, dtype=None, copy: bool = True) -> np.ndarray:
+    """``value`` as an array that cannot be written: what a frozen result holds (results are never modified after
+    construction).  A writeable array is copied (``copy=True``: the caller's array cannot change the result either;
+    for node-sized arrays) or viewed (``copy=False``: no second copy of a volume; the caller's own array, if kept,
+    still can); an array that is already read-only is kept as it is."""
+    a = np.asarray(value, dtype=dtype)
+    if not a.flags.writeable:
+        return a
+    a = a.copy() if copy else a.view()
+    a.setflags(write=False)
+    return a
+
+
 def is_lazy(array) -> bool:
     """True for dask arrays (anything with a ``dask`` graph), False for numpy."""
     return hasattr(array, "dask") and hasattr(array, "compute")

@@ -171,6 +171,35 @@ def test_bad_options(texture, kw, match):
         correlate_global(texture, texture, **kw)
 
 
+def test_a_mask_selecting_no_node_is_refused_before_the_solve(texture):
+    mask = np.zeros(texture.shape, bool)
+    mask[30, 30, 30] = True  # one voxel: no node has mask_fraction of its support inside
+    with pytest.raises(InputError, match=r"mask selects none of the 216 nodes: each needs mask_fraction=0.2 of its "
+                                         r"support \(the voxels within node_spacing=10 px\) inside the mask; the "
+                                         r"mask covers 0.000463 % of the volume"):
+        correlate_global(texture, texture, node_spacing=10, mask=mask)
+
+
+def test_a_keyword_contradicting_the_options_is_refused(texture):
+    with pytest.raises(InputError, match=r"node_spacing is given both as a keyword \(node_spacing=6\) and in "
+                                         r"options \(node_spacing=10\); give it in one place only"):
+        correlate_global(texture, texture, options=GlobalOptions(node_spacing=10), node_spacing=6)
+    field = correlate_global(texture, texture, options=GlobalOptions(node_spacing=10, levels=1, max_iterations=2),
+                             node_spacing=10)  # repeating a value is not a contradiction
+    assert field.notes["options"]["node_spacing"] == 10
+
+
+def test_a_field_mostly_out_of_view_comes_back_with_its_statuses_and_the_fraction(texture):
+    start = np.eye(4)
+    start[0, 3] = 45.0  # every node mapped 45 px up a 60 px volume: most of the supports leave the view
+    with pytest.warns(RuntimeWarning, match=r"global DVC: \d+ % of the 216 nodes in the mask are out of view") as rec:
+        field = correlate_global(texture, texture, phi0=start, node_spacing=10, levels=1, max_iterations=2,
+                                 solver="gauss-newton")
+    oov = np.count_nonzero(field.status == NodeStatus.OUT_OF_VIEW)
+    assert field.notes["failed_fraction"] == pytest.approx(oov / 216) and oov > 108
+    assert any(f"{100 * oov / 216:.0f} % of the 216" in str(r.message) for r in rec)
+
+
 def test_bad_pairs(texture):
     with pytest.raises(InputError, match="shape"):
         correlate_global(texture, texture[:50])

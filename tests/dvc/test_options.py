@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -118,6 +118,34 @@ def test_field_notes_are_read_only_and_pyramid_builds_new_notes(small, tmp_path)
     assert back.notes["levels"] == field.notes["levels"]
 
 
+def test_frozen_results_arrays_cannot_be_written_nor_changed_by_the_callers_arrays():
+    from tomo4d.dvc import DisplacementField, ResidualMap, strain_field
+
+    pos = np.array([[z, y, x] for z in (4.0, 12.0) for y in (4.0, 12.0) for x in (4.0, 12.0)])
+    phi = np.tile(np.eye(4), (8, 1, 1))
+    phi[:, 0, 3] = 0.1 * pos[:, 0]  # u_z = 0.1 z: e_zz 0.1
+    status = np.zeros(8, np.int8)
+    field = DisplacementField(pos, phi, status, grid_shape=(2, 2, 2), node_spacing_px=(8, 8, 8))
+    strain = strain_field(field)
+    arrays = {"positions": field.positions_zyx_px, "phi": field.phi, "status": field.status,
+              "iterations": field.iterations, "residual": field.residual, "F": strain.F, "hencky": strain.hencky,
+              "valid": strain.valid, "volumetric": strain.volumetric, "stretches": strain.stretches}
+    for name, a in arrays.items():
+        with pytest.raises(ValueError, match="read-only"):
+            a.reshape(-1)[0] = 7
+        assert not a.flags.writeable, name
+    # the caller's own arrays stay theirs: writing them does not change the field
+    pos[0, 0], phi[0, 0, 3], status[0] = 99.0, 5.0, 3
+    assert field.positions_zyx_px[0, 0] == 4.0 and field.phi[0, 0, 3] == pytest.approx(0.4)
+    assert field.status[0] == 0 and status.flags.writeable and phi.flags.writeable
+    assert np.allclose(strain.component("hencky_zz")[strain.valid], np.log(1.1))
+    # a field derived from another shares its (read-only) arrays instead of copying them
+    assert field.with_(notes={"x": 1}).phi is field.phi
+    res = ResidualMap(np.zeros((4, 4, 4), np.float32), 0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="read-only"):
+        res.residual[0, 0, 0] = 1.0
+
+
 # -- the backend contract ----------------------------------------------------------------------------
 
 def _problem(small, **opts):
@@ -212,6 +240,15 @@ def test_node_spacing_larger_than_the_volume_is_refused(small):
         correlate(*small, node_spacing=(8, 8, 40), half_window=6)
 
 
+def test_a_node_spacing_whose_default_window_does_not_fit_names_node_spacing(small):
+    # the half-window defaults to the spacing: the error names the parameter the caller gave, with a value that fits
+    with pytest.raises(InputError, match=r"node_spacing=16 is too large for the volume along z \(32 voxels, shape "
+                                         r"\(32, 32, 32\)\): the half-window defaults to the node spacing, so each "
+                                         r"window would span 33 voxels; give a node spacing in px \(voxels\), at most 15"):
+        correlate(*small, node_spacing=16)
+    assert correlate(*small, node_spacing=15).n_nodes == 1
+
+
 @pytest.mark.parametrize("pyramid, pattern", [
     ((8, 12), r"pyramid=\(8, 12\) is not decreasing: level 1 \(node spacing 12\) is not finer than level 0 \(8\); "
               r"give node spacings coarse to fine, e.g. \(12, 8\)"),
@@ -236,25 +273,25 @@ def test_initial_field_of_another_grid_is_refused(small):
         correlate(ref, dfm, node_spacing=8, half_window=6, initial=3)
 
 
-def test_a_field_where_most_nodes_failed_is_returned_unreplaced_with_a_warning(texture, caplog):
+def test_a_field_where_most_nodes_failed_is_returned_unreplaced_with_a_warning(texture):
     """Garbage over most of the deformed volume: 62 % of the nodes fail; they keep their statuses (no
     interpolation from the few good ones) and a warning gives the fraction."""
     dfm = ndimage.shift(texture, (0.4, 0, 0), order=3, mode="mirror").astype(np.float32)
     noise = np.random.default_rng(5).normal(size=dfm[:, :, 12:].shape)
     dfm[:, :, 12:] = ndimage.gaussian_filter(noise, 1.2) * 1000 + 5000
-    with caplog.at_level(logging.WARNING, logger="tomo4d.dvc"):
+    with pytest.warns(RuntimeWarning) as record:
         field = correlate(texture, dfm, node_spacing=10, half_window=6)
     failed = np.isin(field.status, [NodeStatus.NOT_CONVERGED, NodeStatus.DIVERGED]).sum()
     assert field.notes["failed_fraction"] > 0.5 and failed / field.notes["correlated_nodes"] > 0.5
     assert not (field.status == NodeStatus.INTERPOLATED).any() and field.notes["n_replaced"] == 0
     assert "replace_skipped" in field.notes
-    msg = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    msg = [str(r.message) for r in record]
     assert any(f"{100 * field.notes['failed_fraction']:.0f} % of the 125 correlated nodes did not converge or "
                "diverged" in m for m in msg), msg
 
 
-def test_a_good_field_records_a_small_failed_fraction(small, caplog):
-    with caplog.at_level(logging.WARNING, logger="tomo4d.dvc"):
+def test_a_good_field_records_a_small_failed_fraction(small):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         field = correlate(*small, node_spacing=8, half_window=6)
     assert field.notes["failed_fraction"] < 0.1
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -56,7 +56,9 @@ def test_deconvolution_over_the_budget_streams_and_gives_the_in_memory_field(pha
     assert seen == [True]
     for step in ("T1",):
         fa, fb = (DisplacementField.load(o / "fields" / f"dvc_T0_{step}.h5") for o in (mem, ooc))
-        assert np.array_equal(fa.status, fb.status) and fa.usable.sum() > 40  # 58 of 125 (the rest out of view)
+        # 25 of 125 usable: the rest out of view (58 until session 32, when a replaced node took its neighbours'
+        # displacements unchanged, not carried by their F, so its window seemed to stay in view)
+        assert np.array_equal(fa.status, fb.status) and fa.usable.sum() > 20
         du = np.abs(fa.displacement_zyx_px - fb.displacement_zyx_px)[fa.usable]
         assert du.max() < 1e-3, du.max()
     stores = sorted(x.name for x in (ooc / ".tomo4d" / "deconvolved").iterdir())

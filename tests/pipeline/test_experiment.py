@@ -148,8 +148,33 @@ def test_dvc_global_method_and_its_options():
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"regularization": 0.1}}})
     assert "regularization= is not an option of dvc.global_options" in msg and "did you mean 'regularisation'" in msg
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"levels": 0}}})
-    assert "levels=0" in msg
+    assert "dvc.global_options: levels=0" in msg  # the key the user wrote
     assert "method" in _refused({**GOOD, "dvc": {"method": "fem"}})
+
+
+def test_local_dvc_pyramid_defaults_to_the_studys_levels_that_fit(monkeypatch):
+    """dvc.pyramid auto: the (100, 70, 35) levels coarser than node_spacing whose windows fit run before it when a
+    pair starts without a previous field; a pair from a previous field, or a small volume, runs one level."""
+    import tomo4d.dvc
+    from tomo4d.pipeline import stages
+
+    exp = parse_experiment({**GOOD, "dvc": {"node_spacing": 20}})
+    assert exp.dvc.pyramid == "auto" and exp.dvc.pyramid_levels((96, 64, 64)) == []
+    assert exp.dvc.pyramid_levels((400, 300, 300)) == [100, 70, 35]
+    assert exp.dvc.pyramid_levels((400, 150, 300)) == [70, 35]  # 201 voxels needed along every axis for 100
+    calls = []
+    monkeypatch.setattr(tomo4d.dvc, "correlate", lambda r, d, **kw: calls.append(("one level", kw)))
+    monkeypatch.setattr(tomo4d.dvc, "correlate_pyramid", lambda r, d, **kw: calls.append(("pyramid", kw)))
+    big = np.zeros((1, 1, 1), np.float32)
+    big = np.broadcast_to(big, (400, 300, 300))
+    for initial in (None, "previous"):
+        stages._local(big, big, exp.dvc, initial=initial, phi0=None, mask=None, **exp.dvc.correlate_kwargs())
+    assert calls[0][0] == "pyramid" and calls[0][1]["pyramid"] == [100, 70, 35, 20]
+    assert calls[0][1]["half_windows"] == [100, 70, 35, 20] and calls[1][0] == "one level"
+    one = parse_experiment({**GOOD, "dvc": {"node_spacing": 20, "pyramid": []}})
+    assert one.dvc.pyramid_levels((400, 300, 300)) == []
+    for bad in ([35, 70], [100, 10]):
+        assert "dvc.pyramid" in _refused({**GOOD, "dvc": {"node_spacing": 20, "pyramid": bad}})
 
 
 def test_global_method_defaults_to_the_converged_route_and_the_axial_start_to_one_level():

@@ -382,19 +382,29 @@ def _support_fractions(lv: _Level, U):
     mask, and of those masked voxels the fraction mapped out of view.  Box sums at the nodes from summed-volume
     tables: at 100^3 voxels and spacing 10, 0.05 s instead of 14.4 s for two stride-1 21^3 average pools."""
     m = lv.mask.cpu().numpy()
-    out = _out_of_view(lv, U)
-    s = lv.spacing
-    lo, hi = [], []
-    for a in range(3):
-        c = np.clip(np.rint(lv.origin[a] + s * np.arange(lv.grid_shape[a])), 0, m.shape[a] - 1).astype(np.int64)
-        lo.append(np.maximum(c - s, 0))
-        hi.append(np.minimum(c + s + 1, m.shape[a]))
-    count = np.ix_(*[(h - q).astype(float) for q, h in zip(lo, hi)])
-    volume = count[0] * count[1] * count[2]
-    pm = _box_sums(m, lo, hi) / volume
-    po = _box_sums(out, lo, hi) / volume
+    boxes = support_boxes(m.shape, lv.origin, lv.spacing, lv.grid_shape)
+    pm = support_fraction(m, boxes)
+    po = support_fraction(_out_of_view(lv, U), boxes)
     frac_out = np.where(pm > 0, po / np.maximum(pm, 1e-12), 0.0)
     return pm.astype(np.float32), frac_out.astype(np.float32)
+
+
+def support_boxes(shape, origin, spacing: int, grid_shape) -> tuple:
+    """Per axis the voxel bounds ``[lo, hi)`` of each node's support (the voxels within one spacing, clipped to the
+    volume of ``shape``), and the supports' voxel counts (gz, gy, gx)."""
+    lo, hi = [], []
+    for a in range(3):
+        c = np.clip(np.rint(origin[a] + spacing * np.arange(grid_shape[a])), 0, shape[a] - 1).astype(np.int64)
+        lo.append(np.maximum(c - spacing, 0))
+        hi.append(np.minimum(c + spacing + 1, shape[a]))
+    count = np.ix_(*[(h - q).astype(float) for q, h in zip(lo, hi)])
+    return lo, hi, count[0] * count[1] * count[2]
+
+
+def support_fraction(a: np.ndarray, boxes) -> np.ndarray:
+    """Per node the mean of ``a`` over its support (:func:`support_boxes`)."""
+    lo, hi, volume = boxes
+    return _box_sums(a, lo, hi) / volume
 
 
 def _out_of_view(lv: _Level, U) -> np.ndarray:

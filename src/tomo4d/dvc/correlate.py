@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -181,13 +182,18 @@ def _prepare(reference, deformed, mask, node_spacing, half_window, opts: Correla
     shape = tuple(int(v) for v in ref.shape)
     msk = as_lazy_mask(mask, shape)
     sp = _triple(node_spacing, "node_spacing")
-    too_far = [a for a in range(3) if sp[a] > shape[a]]
+    hw = _triple(sp if half_window is None else half_window, "half_window")
+    # the largest spacing whose windows fit along each axis (the half-window defaults to the spacing)
+    fit = [(n - 1) // 2 if half_window is None else n - 1 - 2 * h for n, h in zip(shape, hw)]
+    too_far = [a for a in range(3) if sp[a] > shape[a] or (half_window is None and sp[a] > fit[a])]
     if too_far:
         a = too_far[0]
-        raise InputError(f"node_spacing={show(node_spacing)} is larger than the volume along {'zyx'[a]} "
-                         f"({sp[a]} px > {shape[a]} voxels, shape {shape}); give a node spacing in px "
-                         f"(voxels), at most {min(shape)}")
-    hw = _triple(sp if half_window is None else half_window, "half_window")
+        why = (f"larger than the volume along {'zyx'[a]} ({sp[a]} px > {shape[a]} voxels, shape {shape})"
+               if sp[a] > shape[a] else
+               f"too large for the volume along {'zyx'[a]} ({shape[a]} voxels, shape {shape}): the half-window "
+               f"defaults to the node spacing, so each window would span {2 * sp[a] + 1} voxels")
+        hint = f"at most {min(fit)}" if min(fit) > 0 else "a smaller one with a smaller half_window"
+        raise InputError(f"node_spacing={show(node_spacing)} is {why}; give a node spacing in px (voxels), {hint}")
     positions, grid_shape = node_grid(shape, node_spacing=sp, half_window=hw)
     return Prepared(sources=Sources(ref, dfm, msk, opts.smooth_sigma_px), positions=positions,
                     grid_shape=grid_shape, node_spacing=sp, half_window=hw,
@@ -269,10 +275,11 @@ def _postprocess(field: DisplacementField, opts: CorrelationOptions) -> Displace
     failed = field.notes["failed_fraction"]
     most_failed = failed > FAILED_WARNING_FRACTION
     if most_failed:
-        log.warning("DVC: %.0f %% of the %d correlated nodes did not converge or diverged (%s); the field is "
-                    "returned with these statuses%s: check the initial guess (phi0, search_radius_px, a pyramid), "
-                    "max_iterations, smoothing and the volumes", 100 * failed, field.notes["correlated_nodes"],
-                    field.notes["measured_status_counts"], ", not replaced by interpolation" if opts.replace else "")
+        warnings.warn(f"DVC: {100 * failed:.0f} % of the {field.notes['correlated_nodes']} correlated nodes did not "
+                      f"converge or diverged ({field.notes['measured_status_counts']}); the field is returned with "
+                      f"these statuses{', not replaced by interpolation' if opts.replace else ''}: check the initial "
+                      "guess (phi0, search_radius_px, a pyramid), max_iterations, smoothing and the volumes",
+                      RuntimeWarning, stacklevel=3)
     if most_failed and opts.replace:
         field = field.with_(notes={**field.notes, "n_replaced": 0, "replaced": {},
                                    "replace_skipped": f"{100 * failed:.0f} % of the correlated nodes failed"})

@@ -54,8 +54,9 @@ from .._validate import (
     show,
 )
 from ..errors import InputError, check_choice
-from .correlate import _voxel_sizes
+from .correlate import FAILED_WARNING_FRACTION, _voxel_sizes
 from .field import DisplacementField, NodeStatus
+from .options import _same
 
 __all__ = ["GlobalOptions", "InterfaceMotion", "correlate_global", "control_grid", "resolve_global_options"]
 
@@ -316,7 +317,9 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         On the control grid (``node_spacing_px`` = ``half_window_px`` = the spacing): per node
         the displacement and the deformation gradient from central differences of the nodal
         values; status ``CONVERGED``, ``OUTSIDE_MASK`` or ``OUT_OF_VIEW``.  ``notes`` hold the
-        method, options, objective and iterations per level.  A warning is issued (and
+        method, options, objective and iterations per level, and ``failed_fraction``: the fraction of the nodes
+        in the mask that are out of view (above :data:`~tomo4d.dvc.FAILED_WARNING_FRACTION` a warning gives it;
+        a mask under which no node has ``mask_fraction`` of its support is refused).  A warning is issued (and
         ``notes["converged"]`` is False) when the finest level hit ``max_iterations``, and one when the solver held
         nodes with no voxel of the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's
         edge is then drawn toward no motion.
@@ -335,6 +338,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     if node_plane_z_px is not None:
         check_number("node_plane_z_px", node_plane_z_px, minimum=0, maximum=ref.shape[0] - 1)
     pos, gs, origin = control_grid(ref.shape, opts.node_spacing, plane_z_px=node_plane_z_px)
+    _check_mask_selects_nodes(msk, origin, gs, opts)
     requested = opts.solver
     opts = dataclasses.replace(opts, solver=auto_solver(opts, gs))
     u0 = _initial_nodes(initial, phi0, pos, ref.shape)
@@ -348,17 +352,25 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes,
                             plane_z_px=node_plane_z_px)
     status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
+    failed = _failed_fraction(status)
     phis = _phis(sol.u_nodes, opts.node_spacing)
     notes = {"method": "global", "options": asdict(opts), "levels": sol.level_notes,
              "converged": bool(sol.converged), "seconds": round(time.perf_counter() - t0, 3),
              "solver_requested": requested, "volume_shape_zyx": list(ref.shape), "grid_origin_px": origin.tolist(),
-             "node_plane_z_px": None if node_plane_z_px is None else float(node_plane_z_px)}
+             "node_plane_z_px": None if node_plane_z_px is None else float(node_plane_z_px),
+             "failed_fraction": failed}
     if planes:
         notes["interfaces"] = sol.interfaces
     if not sol.converged:
         warnings.warn(f"global DVC: the finest level stopped at max_iterations={opts.max_iterations} before the "
                       "objective settled; the field may not be final (raise max_iterations)", RuntimeWarning,
                       stacklevel=2)
+    if failed > FAILED_WARNING_FRACTION:
+        n_in = int(np.count_nonzero(status != NodeStatus.OUTSIDE_MASK))
+        warnings.warn(f"global DVC: {100 * failed:.0f} % of the {n_in} nodes in the mask are out of view (their "
+                      "support maps outside the deformed volume); the field is returned with these statuses: check "
+                      "the start (phi0, initial), the mask and whether the sample leaves the scanned region",
+                      RuntimeWarning, stacklevel=2)
     pinned = _pinned_at_zero(sol.support_in_mask, u0, opts)
     if pinned:
         warnings.warn(pinned, RuntimeWarning, stacklevel=2)
@@ -386,7 +398,33 @@ def auto_solver(opts: GlobalOptions, grid_shape) -> str:
 def _resolve(options, shortcuts) -> GlobalOptions:
     if options is not None and not isinstance(options, GlobalOptions):
         raise InputError(f"options={show(options)} is not a GlobalOptions; build one with tomo4d.dvc.GlobalOptions(...)")
+    if options is not None:  # a keyword may repeat what the options hold, not contradict it (as correlate)
+        for k, v in shortcuts.items():
+            if hasattr(options, k) and not _same(v, getattr(options, k)):
+                raise InputError(f"{k} is given both as a keyword ({k}={show(v)}) and in options ({k}="
+                                 f"{show(getattr(options, k))}); give it in one place only")
     return resolve_global_options(options or GlobalOptions(), shortcuts, name="correlate_global")
+
+
+def _check_mask_selects_nodes(msk, origin, grid_shape, opts: GlobalOptions) -> None:
+    """Refuse a mask under which no node has ``mask_fraction`` of its support (before any solve)."""
+    if msk is None:
+        return
+    from ._global_solver import support_boxes, support_fraction
+
+    frac = support_fraction(msk, support_boxes(msk.shape, origin, opts.node_spacing, grid_shape))
+    if not np.any(frac >= opts.mask_fraction):
+        raise InputError(f"mask selects none of the {frac.size} nodes: each needs mask_fraction="
+                         f"{show(opts.mask_fraction)} of its support (the voxels within node_spacing="
+                         f"{opts.node_spacing} px) inside the mask; the mask covers {100 * float(np.mean(msk)):.3g} % "
+                         f"of the volume and at most {100 * float(frac.max()):.3g} % of a support; check the mask, or "
+                         "lower mask_fraction or node_spacing")
+
+
+def _failed_fraction(status: np.ndarray) -> float:
+    """The fraction of the nodes in the mask that are out of view (the global route's failed nodes)."""
+    n_in = int(np.count_nonzero(status != NodeStatus.OUTSIDE_MASK))
+    return int(np.count_nonzero(status == NodeStatus.OUT_OF_VIEW)) / max(n_in, 1)
 
 
 def resolve_global_options(base: GlobalOptions, changes: dict, *, name: str) -> GlobalOptions:

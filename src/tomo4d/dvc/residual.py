@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._array import as_float32, is_lazy
+from .._array import as_float32, is_lazy, read_only
 from .._validate import (
     as_image,
     as_lazy_image,
@@ -63,6 +63,10 @@ class ResidualMap:
     fraction_above_floor: float
     residual_mean: float = float("nan")
     residual_max: float = float("nan")
+
+    def __post_init__(self):  # frozen: the map cannot be written through the result (a view, not a second volume)
+        if isinstance(self.residual, np.ndarray):
+            object.__setattr__(self, "residual", read_only(self.residual, copy=False))
 
     def to_dict(self) -> dict:
         return {"noise_floor": self.noise_floor, "sigma_px": self.sigma_px,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._array import read_only
 from .._validate import check_int, check_number, show
 from ..errors import FormatError, InputError
 from ..io import atomic_output
@@ -102,6 +103,11 @@ class StrainField:
     positions_zyx_px: np.ndarray
     gradient: str = "nodes"
 
+    def __post_init__(self):  # frozen: no array of the result can be written (writeable ones are copied)
+        for name in ("F", "hencky", "green", "strain", "volumetric", "deviatoric", "stretches", "stretch_directions",
+                     "valid", "positions_zyx_px"):
+            object.__setattr__(self, name, read_only(getattr(self, name)))
+
     @classmethod
     def from_deformation_gradient(cls, F, *, valid, positions_zyx_px, gradient: str = "nodes") -> StrainField:
         """All measures from ``F`` ``(gz, gy, gx, 3, 3)``; ``valid`` is and-ed with ``det F > 0``."""
@@ -116,9 +122,11 @@ class StrainField:
         st = finite.principal_stretches(F)
         h = finite.hencky(F, stretches=st)
         vol = finite.volumetric_strain(F)
-        return cls(F=F, hencky=h, green=finite.green_lagrange(F), strain=finite.small_strain(F), volumetric=vol,
-                   deviatoric=finite.equivalent_strain(h), stretches=st[0], stretch_directions=st[1],
-                   valid=valid & np.isfinite(vol) & (vol > -1.0), positions_zyx_px=pos, gradient=str(gradient))
+        fresh = {k: read_only(v, copy=False) for k, v in (  # computed here: sealed without a second copy
+            ("hencky", h), ("green", finite.green_lagrange(F)), ("strain", finite.small_strain(F)), ("volumetric", vol),
+            ("deviatoric", finite.equivalent_strain(h)), ("stretches", st[0]), ("stretch_directions", st[1]),
+            ("valid", valid & np.isfinite(vol) & (vol > -1.0)))}
+        return cls(F=F, positions_zyx_px=pos, gradient=str(gradient), **fresh)
 
     # -- components -----------------------------------------------------------------------------
     @property

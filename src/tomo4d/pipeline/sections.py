@@ -72,6 +72,9 @@ class QuantifySection(StrictModel):
                                                       "(2: collector and separator halves of the T0 anode).")
 
 
+#: node spacings of the in-situ study's local DVC pyramid (px, coarse to fine; half-window = spacing)
+STUDY_PYRAMID = (100, 70, 35)
+
 #: correlate() keyword arguments that are not CorrelationOptions fields
 _DVC_OWN = {
     "node_spacing": (int, Field(10, ge=2, description="Distance between DVC nodes, px.")),
@@ -80,6 +83,12 @@ _DVC_OWN = {
     "search_radius_px": (int, Field(3, ge=0, description="Integer search radius before Gauss-Newton, px "
                                                          "(first step; later steps start from the previous field).")),
     "from_previous": (bool, Field(True, description="Start each step T0 -> Tn from the field T0 -> Tn-1.")),
+    "pyramid": (list[int] | Literal["auto"], Field("auto", description=(
+        "method local: node spacings, coarse to fine, correlated before node_spacing when a pair starts without a "
+        "previous field (tomo4d.dvc.correlate_pyramid: half-window = spacing, each level handing its field on, "
+        "failed nodes replaced from their neighbours). auto: the study's (100, 70, 35) levels coarser than "
+        "node_spacing whose windows fit the volume (none below 201 voxels along every axis for 100: small volumes "
+        "run one level); []: one level."))),
     "psf_sigma_px": (float | None, Field(None, ge=0, allow_inf_nan=False,
                                          description="Gaussian PSF sigma of the scans, px, to compensate blur "
                                                      "at large strain (tomo4d.dvc.PsfCompensation); null: off.")),
@@ -181,12 +190,21 @@ def _check_all(self):
     if self.axial_lateral and not self.axial_start:
         raise ValueError("dvc.axial_lateral: true refines the axial start's fit; set dvc.axial_start: true too, or "
                          "remove axial_lateral")
+    if self.pyramid != "auto":
+        levels = list(self.pyramid)
+        if any(b >= a for a, b in zip(levels, levels[1:])) or any(v <= self.node_spacing for v in levels):
+            raise ValueError(f"dvc.pyramid={levels} must be node spacings coarser than node_spacing="
+                             f"{self.node_spacing}, decreasing (e.g. [100, 70, 35]); or auto, or [] for one level")
     try:
         self.correlation_options()
-        if self.method == "global":
-            self.global_dvc_options()
     except InputError as exc:
         raise ValueError(str(exc)) from None
+    if self.method == "global":
+        try:
+            self.global_dvc_options()
+        except InputError as exc:  # named as the key the user wrote
+            msg = str(exc)
+            raise ValueError(msg if "global_options" in msg else f"dvc.global_options: {msg}") from None
     return self
 
 
@@ -233,6 +251,14 @@ class _DvcBase(StrictModel):
         if self.axial_start:
             base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
+
+    def pyramid_levels(self, shape) -> list[int]:
+        """The coarse node spacings (before ``node_spacing``) of a local pair of volumes of ``shape`` that starts
+        without a previous field: ``pyramid``, or with ``auto`` the study's :data:`STUDY_PYRAMID` levels coarser than
+        ``node_spacing`` whose windows (half-window = spacing) fit the volume."""
+        if self.pyramid != "auto":
+            return list(self.pyramid)
+        return [s for s in STUDY_PYRAMID if s > self.node_spacing and all(n >= 2 * s + 1 for n in shape)]
 
     def correlate_kwargs(self) -> dict:
         """Keyword arguments of :func:`tomo4d.dvc.correlate` (without the volumes and ``initial``)."""

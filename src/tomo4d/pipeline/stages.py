@@ -141,7 +141,7 @@ def _dvc_step(ctx, step, previous):
 def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     """The field ``ref_step -> step`` by the section's route, started from ``initial`` (or the section's start);
     ``frame``: the T0 -> ref_step field that moves the electrode mask into ``ref_step``."""
-    from ..dvc import correlate, correlate_global
+    from ..dvc import correlate_global
 
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
@@ -176,8 +176,8 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
         kw = sec.correlate_kwargs()
         if "chunk_budget_mb" not in sec.model_fields_set:  # the run's budget (results do not depend on it)
             kw["options"] = dataclasses.replace(kw["options"], chunk_budget_mb=ctx.experiment.chunk_budget_mb)
-        return correlate(ref_d, def_d, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
-                         client=ctx.client, **kw)
+        return _local(ref_d, def_d, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
+                      client=ctx.client, **kw)
     pair_bytes = 2 * 4.0 * float(np.prod(ref.shape))  # the two scans as float32, before the solver's own arrays
     if sec.method == "global" and pair_bytes > ctx.experiment.chunk_budget_mb * 2**20:
         log.warning("dvc: the global method holds both volumes whole in memory (%.2f GiB as float32, over "
@@ -206,8 +206,20 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
                                 interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
                                 options=sec.global_dvc_options())
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
-    return correlate(ref, deformed, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
-                     **sec.correlate_kwargs())
+    return _local(ref, deformed, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
+                  **sec.correlate_kwargs())
+
+
+def _local(ref, deformed, sec, *, initial, node_spacing, half_window, **kw):
+    """Local DVC of a pair: from ``initial`` one level at the section's spacing; without it the section's coarse
+    levels first (``dvc.pyramid``, :func:`tomo4d.dvc.correlate_pyramid`), when there are any for this volume."""
+    from ..dvc import correlate, correlate_pyramid
+
+    coarse = sec.pyramid_levels(ref.shape) if initial is None else []
+    if not coarse:
+        return correlate(ref, deformed, initial=initial, node_spacing=node_spacing, half_window=half_window, **kw)
+    return correlate_pyramid(ref, deformed, pyramid=[*coarse, node_spacing],
+                             half_windows=[*coarse, half_window or node_spacing], **kw)
 
 
 def _deconvolve_streams(ctx, shape) -> bool:
