@@ -203,6 +203,13 @@ assert after == (omp_before, numba.config.NUMBA_NUM_THREADS), (omp_before, after
 def test_torch_backend_does_not_import_numba():
     code = "import sys, tomo4d.dvc._torch_backend, tomo4d.dvc._backend; assert 'numba' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+    # nor does a whole correlation on it (the post-processing and the field included)
+    run = ("import sys, numpy as np; from scipy import ndimage; from tomo4d.dvc import correlate\n"
+           "a = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(24, 24, 24)), 1.2).astype(np.float32)\n"
+           "b = ndimage.shift(a, (0.3, 0, 0), order=3, mode='mirror').astype(np.float32)\n"
+           "f = correlate(a, b, node_spacing=8, half_window=5, backend='torch', device='cpu')\n"
+           "assert f.converged.any() and 'numba' not in sys.modules, sorted(m for m in sys.modules if 'numba' in m)")
+    subprocess.run([sys.executable, "-c", run], check=True)
 
 
 def test_kernel_status_codes_come_from_node_status():

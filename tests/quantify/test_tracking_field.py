@@ -72,3 +72,7 @@ def test_snow_stretched_by_a_known_field_tracked_with_the_measured_field(real_fi
     assert n_present >= 120 and n_half >= 110
     assert present >= 0.95
     assert half == 1.0
+    # the field is what does it: the same tracker without it, on its fallback guesses alone, links fewer
+    # (measured 0.966 of the present particles against 1.0)
+    alone = bench.snow_score(labs, perms, track_particles(labs, voxel_size_nm=100.0))[0]
+    assert alone < present
