@@ -548,8 +548,8 @@ def _idw(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int = 8) -> np.n
 def _idw_first_order(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int = 8) -> np.ndarray:
     """Inverse-distance weighting of the nodes' ``[F | u]`` (``vals`` (N, 12), rows of ``phi[:3]``), each node's
     displacement carried to the point by its own F: ``u_n + (F_n - I)(x - x_n)``.  Exact for an affine field, where
-    :func:`_idw` extrapolates the nearest nodes' displacement unchanged (a 45 % stretch 35 px from the last node:
-    16 px off)."""
+    :func:`_idw` extrapolates the nearest nodes' displacement unchanged (35 px beyond the last node of a 45 %
+    stretch that is 0.45 x 35 = 16 px off)."""
     from scipy.spatial import cKDTree
 
     k = min(k, src.shape[0])
