@@ -534,15 +534,20 @@ def _detect_grid(pos: np.ndarray):
     return shape, tuple(sp)
 
 
-def _idw(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int = 8) -> np.ndarray:
+def _neighbours(src: np.ndarray, pts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of the points ``src`` to each of ``pts``: indices (M, k) and inverse-square-distance weights
+    (M, k), normalised."""
     from scipy.spatial import cKDTree
 
     k = min(k, src.shape[0])
     d, i = cKDTree(src).query(pts, k=k)
-    d = d.reshape(len(pts), k)
-    i = i.reshape(len(pts), k)
-    w = 1.0 / np.maximum(d, 1e-9) ** 2
-    return np.einsum("mk,mkc->mc", w, vals[i]) / w.sum(1, keepdims=True)
+    w = 1.0 / np.maximum(d.reshape(len(pts), k), 1e-9) ** 2
+    return i.reshape(len(pts), k), w / w.sum(1, keepdims=True)
+
+
+def _idw(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int = 8) -> np.ndarray:
+    i, w = _neighbours(src, pts, k)
+    return np.einsum("mk,mkc->mc", w, vals[i])
 
 
 def _idw_first_order(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int = 8) -> np.ndarray:
@@ -550,16 +555,11 @@ def _idw_first_order(src: np.ndarray, vals: np.ndarray, pts: np.ndarray, k: int 
     displacement carried to the point by its own F: ``u_n + (F_n - I)(x - x_n)``.  Exact for an affine field, where
     :func:`_idw` extrapolates the nearest nodes' displacement unchanged (35 px beyond the last node of a 45 %
     stretch that is 0.45 x 35 = 16 px off)."""
-    from scipy.spatial import cKDTree
-
-    k = min(k, src.shape[0])
-    d, i = cKDTree(src).query(pts, k=k)
-    d, i = d.reshape(len(pts), k), i.reshape(len(pts), k)
-    w = 1.0 / np.maximum(d, 1e-9) ** 2
-    phi = vals[i].reshape(len(pts), k, 3, 4)
+    i, w = _neighbours(src, pts, k)
+    phi = vals[i].reshape(len(pts), -1, 3, 4)
     carried = phi.copy()
     carried[..., 3] += np.einsum("mkab,mkb->mka", phi[..., :3] - np.eye(3), pts[:, None, :] - src[i])
-    return np.einsum("mk,mkc->mc", w, carried.reshape(len(pts), k, 12)) / w.sum(1, keepdims=True)
+    return np.einsum("mk,mkc->mc", w, carried.reshape(len(pts), -1, 12))
 
 
 def _fill_from_neighbours(pos: np.ndarray, vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
