@@ -57,6 +57,25 @@ def test_dvc_pyramid_cli(tmp_path, pair, capsys):
     assert json.loads(capsys.readouterr().out)["node_spacing_px"] == [10, 10, 10]
 
 
+def test_dvc_pyramid_auto_cli(tmp_path, pair, capsys, monkeypatch):
+    """--pyramid auto: the study's levels that fit, then --node-spacing; on the 60^3 pair none fits (35 needs 71
+    voxels), so one level; where levels fit they run first and --half-window is the finest level's."""
+    import tomo4d.dvc
+
+    a, b = pair
+    assert tomo4d.dvc.study_levels((60, 60, 60), 10) == [] and tomo4d.dvc.study_levels((300, 250, 250), 10) == [
+        100, 70, 35] and tomo4d.dvc.study_levels((300, 150, 250), 40) == [70]
+    assert main(["dvc", str(a), str(b), "-o", str(tmp_path / "f.h5"), "--pyramid", "auto", "--node-spacing", "12",
+                 "--json"]) == 0
+    f = DisplacementField.load(tmp_path / "f.h5")
+    assert f.node_spacing_px == (12, 12, 12) and "levels" not in f.notes
+    monkeypatch.setattr(tomo4d.dvc, "study_levels", lambda shape, ns: [20])  # as if the volume held a level of 20
+    assert main(["dvc", str(a), str(b), "-o", str(tmp_path / "g.h5"), "--pyramid", "auto", "--half-window", "8",
+                 "--json"]) == 0
+    g = DisplacementField.load(tmp_path / "g.h5")
+    assert [lv["node_spacing_px"] for lv in g.notes["levels"]] == [20, 10] and g.half_window_px == (8, 8, 8)
+
+
 def test_dvc_cli_psf_and_backend(tmp_path, pair, capsys):
     a, b = pair
     out = tmp_path / "f.h5"

@@ -50,8 +50,11 @@ def _fits(ref, deformed, budget_mb: float) -> bool:
 @click.argument("deformed", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Field file: .h5 (native), .tsv (SPAM) or .vtk (ParaView).")
 @click.option("--node-spacing", default=None, type=int, help="Single level: node spacing, px.")
-@click.option("--half-window", default=None, type=int, help="Half-window, px (default = node spacing).")
-@click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing).")
+@click.option("--half-window", default=None, type=int, help="Half-window, px (default = node spacing; with --pyramid: "
+              "the finest level's).")
+@click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing); "
+              "auto: the study's 100,70,35 levels coarser than --node-spacing (default 10) that fit the volume, then "
+              "--node-spacing.")
 @click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the sample in REF (non-zero = sample).")
 @click.option("--phi", "phi_json", default=None, type=click.Path(path_type=str), help="Initial global guess: JSON from 'tomo4d register'.")
 @click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
@@ -78,8 +81,9 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
     from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
     from ..register import Registration
 
-    if pyramid and node_spacing is not None:
-        raise InputError("give either --pyramid or --node-spacing, not both")
+    auto = str(pyramid).strip().lower() == "auto"
+    if pyramid and not auto and node_spacing is not None:
+        raise InputError("give either --pyramid or --node-spacing, not both (--pyramid auto ends at --node-spacing)")
     budget = check_budget(chunk_budget_mb)
     options = CorrelationOptions(smooth_sigma_px=smooth_px, backend=backend, device=device, grey_model=grey_model,
                                  chunk_budget_mb=budget)
@@ -92,7 +96,15 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
         if len(sig) not in (1, 3):
             raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
         psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
-    levels = parse_ints(pyramid, name="--pyramid") if pyramid else None
+    levels = parse_ints(pyramid, name="--pyramid") if pyramid and not auto else None
+    if auto:  # the study's levels that fit, then the finest spacing (a small volume: that level alone)
+        from ..dvc import study_levels
+        from ..io import open_volume
+
+        ns = 10 if node_spacing is None else node_spacing
+        levels = [*study_levels(open_volume(ref).shape, ns), ns]
+        node_spacing = ns if len(levels) == 1 else None
+        levels = levels if len(levels) > 1 else None
     lazy = not _fits(ref, deformed, budget)
     r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     phi0 = None
@@ -105,8 +117,9 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
     msk = open_array(mask, mask=True, lazy=lazy)
     with progress_bar("correlating", enabled=not as_json) as progress:
         if levels:
-            field = correlate_pyramid(r, d, pyramid=levels, mask=msk, phi0=phi0, search_radius_px=search_px,
-                                      options=options, psf=psf, progress=progress)
+            hws = None if half_window is None else [*levels[:-1], half_window]  # --half-window: the finest level's
+            field = correlate_pyramid(r, d, pyramid=levels, half_windows=hws, mask=msk, phi0=phi0,
+                                      search_radius_px=search_px, options=options, psf=psf, progress=progress)
         else:
             ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
             field = correlate(r, d, node_spacing=ns, half_window=half_window, mask=msk, phi0=phi0,

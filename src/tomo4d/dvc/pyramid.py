@@ -13,10 +13,21 @@ from .correlate import correlate
 from .field import USABLE, DisplacementField, NodeStatus, _idw_first_order
 from .options import CorrelationOptions, PsfCompensation, resolve_options
 
-__all__ = ["correlate_pyramid"]
+__all__ = ["correlate_pyramid", "study_levels", "STUDY_PYRAMID"]
+
+#: node spacings of the in-situ study's local DVC pyramid (px, coarse to fine; half-window = spacing)
+STUDY_PYRAMID = (100, 70, 35)
 
 
-def correlate_pyramid(reference, deformed, *, pyramid: Sequence[int] = (100, 70, 35), half_windows=None,
+def study_levels(shape, node_spacing: int) -> list[int]:
+    """The coarse levels to correlate before ``node_spacing`` on volumes of ``shape``: the spacings of
+    :data:`STUDY_PYRAMID` coarser than ``node_spacing`` whose windows (half-window = spacing: ``2 s + 1`` voxels) fit
+    along every axis, coarse to fine; ``[]`` for a volume under 71 voxels along an axis."""
+    node_spacing = check_int("node_spacing", node_spacing, minimum=1)
+    return [s for s in STUDY_PYRAMID if s > node_spacing and all(int(n) >= 2 * s + 1 for n in shape)]
+
+
+def correlate_pyramid(reference, deformed, *, pyramid: Sequence[int] = STUDY_PYRAMID, half_windows=None,
                       mask=None, phi0=None, search_radius_px: int = 0, options: CorrelationOptions | None = None,
                       psf: PsfCompensation | None = None, progress: Callable[[int, int], None] | None = None,
                       client=None, **shortcuts) -> DisplacementField:

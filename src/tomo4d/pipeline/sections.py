@@ -72,9 +72,6 @@ class QuantifySection(StrictModel):
                                                       "(2: collector and separator halves of the T0 anode).")
 
 
-#: node spacings of the in-situ study's local DVC pyramid (px, coarse to fine; half-window = spacing)
-STUDY_PYRAMID = (100, 70, 35)
-
 #: correlate() keyword arguments that are not CorrelationOptions fields
 _DVC_OWN = {
     "node_spacing": (int, Field(10, ge=2, description="Distance between DVC nodes, px.")),
@@ -254,11 +251,13 @@ class _DvcBase(StrictModel):
 
     def pyramid_levels(self, shape) -> list[int]:
         """The coarse node spacings (before ``node_spacing``) of a local pair of volumes of ``shape`` that starts
-        without a previous field: ``pyramid``, or with ``auto`` the study's :data:`STUDY_PYRAMID` levels coarser than
-        ``node_spacing`` whose windows (half-window = spacing) fit the volume."""
+        without a previous field: ``pyramid``, or with ``auto`` :func:`tomo4d.dvc.study_levels` (the study's levels
+        coarser than ``node_spacing`` whose windows fit the volume)."""
         if self.pyramid != "auto":
             return list(self.pyramid)
-        return [s for s in STUDY_PYRAMID if s > self.node_spacing and all(n >= 2 * s + 1 for n in shape)]
+        from ..dvc import study_levels
+
+        return study_levels(shape, self.node_spacing)
 
     def correlate_kwargs(self) -> dict:
         """Keyword arguments of :func:`tomo4d.dvc.correlate` (without the volumes and ``initial``)."""
