@@ -102,9 +102,8 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
         from ..io import open_volume
 
         ns = 10 if node_spacing is None else node_spacing
-        levels = [*study_levels(open_volume(ref).shape, ns), ns]
-        node_spacing = ns if len(levels) == 1 else None
-        levels = levels if len(levels) > 1 else None
+        coarse = study_levels(open_volume(ref).shape, ns)
+        levels, node_spacing = ([*coarse, ns], None) if coarse else (None, ns)
     lazy = not _fits(ref, deformed, budget)
     r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     phi0 = None

@@ -84,8 +84,8 @@ _DVC_OWN = {
         "method local: node spacings, coarse to fine, correlated before node_spacing when a pair starts without a "
         "previous field (tomo4d.dvc.correlate_pyramid: half-window = spacing, each level handing its field on, "
         "failed nodes replaced from their neighbours). auto: the study's (100, 70, 35) levels coarser than "
-        "node_spacing whose windows fit the volume (none below 201 voxels along every axis for 100: small volumes "
-        "run one level); []: one level."))),
+        "node_spacing whose windows fit the volume (a level of spacing s needs 2 s + 1 voxels along every axis: "
+        "under 71, one level); []: one level."))),
     "psf_sigma_px": (float | None, Field(None, ge=0, allow_inf_nan=False,
                                          description="Gaussian PSF sigma of the scans, px, to compensate blur "
                                                      "at large strain (tomo4d.dvc.PsfCompensation); null: off.")),
