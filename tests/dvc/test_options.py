@@ -45,7 +45,7 @@ def test_options_object_equals_shortcuts(small):
     ({"max_displacement_px": 0}, r"max_displacement_px=0 is out of range"),
     ({"threads": 0}, r"threads=0 is out of range"),
     ({"threads": 2.5}, r"threads=2.5 is not an integer"),
-    ({"grey_model": "ncc"}, r"grey_model='ncc': use one of \('ssd', 'znssd'\)"),
+    ({"grey_model": "ncc"}, r"grey_model='ncc': use one of \('ssd', 'zssd', 'nssd', 'znssd'\)"),
     ({"backend": "gpu"}, r"backend='gpu': use 'auto', 'numba' or 'torch'"),
     ({"backend": "numba", "device": "cpu"}, r"device='cpu' needs backend='torch'"),
 ])

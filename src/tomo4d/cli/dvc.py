@@ -65,8 +65,9 @@ def _fits(ref, deformed, budget_mb: float) -> bool:
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
               help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
 @click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
-@click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "znssd"]),
-              help="znssd: per-window brightness/contrast normalised (grey levels that change between the scans).")
+@click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "zssd", "nssd", "znssd"]),
+              help="How each window's grey levels may change between the scans: znssd brightness and contrast, zssd "
+                   "brightness, nssd contrast about zero (attenuation that scales), ssd none.")
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
               help="Working memory, MiB: volumes larger than it stay on disk and each batch of nodes reads only the "

@@ -6,8 +6,8 @@ Fields are :class:`DisplacementField` objects: node positions ``(N, 3)`` (px,
 z, y, x) in the reference, one Phi per node ``(N, 4, 4)`` about the node
 position mapping reference to deformed coordinates (displacement = its
 translation), and a :class:`NodeStatus` per node.  :func:`correlate` takes its
-options as a frozen :class:`CorrelationOptions` (and :class:`PsfCompensation`),
-or as keyword shortcuts.  The compiled kernels (numba) and torch are imported
+options as a frozen :class:`CorrelationOptions` (with its :class:`GreyModel`, and
+:class:`PsfCompensation`), or as keyword shortcuts.  The compiled kernels (numba) and torch are imported
 only when a correlation runs.
 """
 
@@ -21,7 +21,7 @@ _EXPORTS = {
     "correlate": "correlate",
     "deconvolve": "deconvolve", "boundary_margin_px": "deconvolve", "deconvolve_chunked": "deconvolve_chunked",
     "DisplacementField": "field", "NodeStatus": "field", "node_grid": "field",
-    "CorrelationOptions": "options", "PsfCompensation": "options",
+    "CorrelationOptions": "options", "GreyModel": "options", "GREY_MODELS": "options", "PsfCompensation": "options",
     "correct_curvature": "postprocess", "flag_outliers": "postprocess", "flag_low_texture": "postprocess", "replace_bad_nodes": "postprocess",
     "correlate_pyramid": "pyramid", "study_levels": "pyramid", "STUDY_PYRAMID": "pyramid",
     "FAILED_WARNING_FRACTION": "correlate",

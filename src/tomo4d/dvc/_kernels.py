@@ -7,12 +7,15 @@ the deformed image with cubic B-splines (mirror boundary, as
 ``scipy.ndimage.spline_filter(mode="mirror")``).  :func:`solve` is the backend
 entry point (see :mod:`tomo4d.dvc._backend`).
 
-Grey-level models: ``ssd`` compares grey levels as they are; ``znssd`` (zero-mean
-normalised SSD) first maps the warped deformed window onto the reference
-window's mean and standard deviation, ``r = (g - mean_g) std_f / std_g - (f - mean_f)``,
-re-estimated at every iteration, so that a change of brightness and contrast
-between the states does not bias the warp (Pan et al. 2013; the Jacobian stays
-the constant reference one).
+Grey-level models (:class:`~tomo4d.dvc.GreyModel`, integer code ``grey``: bit 0 offset,
+bit 1 scale): ``ssd`` (0) compares grey levels as they are; the others first map
+the warped deformed window onto the reference window, re-estimated at every
+iteration, so that a change of brightness and/or contrast between the states does
+not bias the warp (Pan et al. 2010, 2013; the Jacobian stays the constant reference
+one): ``znssd`` (3) onto its mean and standard deviation,
+``r = (g - mean_g) std_f / std_g - (f - mean_f)``; ``zssd`` (1) onto its mean,
+``r = (g - mean_g) - (f - mean_f)``; ``nssd`` (2) onto its root mean square about zero,
+``r = g rms_f / rms_g - f``.
 """
 
 from __future__ import annotations
@@ -222,11 +225,11 @@ def _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, h
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec, buf,
-                        seen, tmean, tstd):
-    """:func:`_window_residual` under the ZNSSD model: the warped window is sampled once into ``buf``
-    (``seen``: inside the deformed volume), mapped onto the reference window's mean and standard
-    deviation, then compared.  Returns ``(sum of squared residuals, voxels inside the volume)``."""
+def _window_residual_grey(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx, bvec, buf,
+                          seen, tmean, tstd, grey):
+    """:func:`_window_residual` under grey model ``grey`` (1 zssd, 2 nssd, 3 znssd; module notes): the
+    warped window is sampled once into ``buf`` (``seen``: inside the deformed volume), mapped onto the
+    reference window, then compared.  Returns ``(sum of squared residuals, voxels inside the volume)``."""
     k = 0
     nv = 0
     vsum = 0.0
@@ -249,8 +252,15 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
     if nv == 0:
         return 0.0, 0
     vmean = vsum / nv
-    gain = tstd / np.sqrt(max(vsq / nv - vmean * vmean, 1e-30))
-    shift = vmean * gain - tmean
+    if grey == 1:                             # brightness: means matched
+        gain = 1.0
+        shift = vmean - tmean
+    elif grey == 2:                           # contrast about zero: root mean squares matched
+        gain = np.sqrt((tstd * tstd + tmean * tmean) / max(vsq / nv, 1e-30))
+        shift = 0.0
+    else:                                     # brightness and contrast: means and standard deviations matched
+        gain = tstd / np.sqrt(max(vsq / nv - vmean * vmean, 1e-30))
+        shift = vmean * gain - tmean
     ssq = 0.0
     k = 0
     for dz in range(-hz, hz + 1):
@@ -272,7 +282,7 @@ def _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px
 
 @njit(cache=True, parallel=True, fastmath=True)
 def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_window, phis, active,
-                max_iterations, tolerance_px, max_displacement_px, out_of_view_fraction, znssd, status,
+                max_iterations, tolerance_px, max_displacement_px, out_of_view_fraction, grey, status,
                 iterations, residual, delta, out_of_view):
     """Gauss-Newton for every active node; ``phis`` (N, 4, 4) updated in place (about each node).
 
@@ -281,7 +291,7 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
     then cubically until convergence (``switch_px <= 0``: cubic throughout).  Window voxels warped
     outside the deformed volume are skipped; a node that stops (converged or not) with more than
     ``out_of_view_fraction`` of them outside, or that loses half of them, is ``K_OUT_OF_VIEW``.
-    ``znssd``: compare under the zero-mean normalised model (module notes).
+    ``grey``: the grey-level model's code (0 ssd, 1 zssd, 2 nssd, 3 znssd; module notes).
     """
     n_nodes = positions.shape[0]
     flat = coef.ravel()
@@ -307,12 +317,12 @@ def solve_nodes(ref, grad, mask, image, coef, order, switch_px, positions, half_
         res = np.nan
         dn = np.nan
         oov = np.nan
-        buf = np.empty(count if znssd else 0)
-        seen = np.zeros(count if znssd else 0, np.bool_)
+        buf = np.empty(count if grey else 0)
+        seen = np.zeros(count if grey else 0, np.bool_)
         for it in range(1, max_iterations + 1):  # noqa: B007 (it is read after the loop)
-            if znssd:
-                ssq, nv = _window_residual_zn(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
-                                              bvec, buf, seen, tmean, tstd)
+            if grey:
+                ssq, nv = _window_residual_grey(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
+                                                bvec, buf, seen, tmean, tstd, grey)
             else:
                 ssq, nv = _window_residual(ref, grad, mask, image, coef, flat, cubic, m, pz, py, px, hz, hy, hx,
                                            bvec)
@@ -371,7 +381,7 @@ def solve(problem, state, selection) -> None:
         solve_nodes(problem.reference, problem.gradient, problem.mask, problem.deformed, problem.coefficients,
                     int(o.order), float(o.switch_px), problem.positions, problem.half_window, state.phis,
                     np.ascontiguousarray(selection, np.bool_), int(o.max_iterations), float(o.tolerance_px),
-                    problem.max_displacement_px, float(o.out_of_view_fraction), o.grey_model == "znssd",
+                    problem.max_displacement_px, float(o.out_of_view_fraction), o.grey_model.code,
                     state.status, state.iterations,
                     state.residual, state.delta, state.out_of_view)
 

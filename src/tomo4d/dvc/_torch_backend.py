@@ -114,7 +114,7 @@ def solve(problem, state, selection, *, device) -> None:
     settings = {"shape": shape, "radius": float(max(hw)), "order": int(o.order), "switch_px": float(o.switch_px),
                 "max_iterations": int(o.max_iterations), "tolerance_px": float(o.tolerance_px),
                 "maxd": problem.max_displacement_px, "out_of_view_fraction": float(o.out_of_view_fraction),
-                "znssd": o.grey_model == "znssd"}
+                "grey": o.grey_model.code}
     idx = np.nonzero(selection)[0]
     per = max(1, POINTS_PER_BATCH // off.shape[0])
     for s in range(0, len(idx), per):
@@ -124,18 +124,26 @@ def solve(problem, state, selection, *, device) -> None:
          state.delta[nodes], state.out_of_view[nodes]) = out
 
 
-def _znssd_mapped(vals, inside, nv, tmean, tstd):
-    """Warped windows ``vals`` (R, W) with each window's mean and standard deviation over ``inside``
-    mapped onto the reference window's (``tmean``, ``tstd``, float64): the ZNSSD grey-level model."""
+def _grey_mapped(vals, inside, nv, tmean, tstd, grey):
+    """Warped windows ``vals`` (R, W) mapped onto the reference windows (``tmean``, ``tstd``, float64) under
+    grey model ``grey`` (the kernels' code: 1 means matched, 2 root mean squares about zero, 3 means and
+    standard deviations; see :mod:`tomo4d.dvc._kernels`), each window's statistics over ``inside``."""
     import torch
 
     f64 = torch.float64
     v = vals.to(f64) * inside
     n = nv.clamp(min=1).to(f64)
     vmean = v.sum(1) / n
-    vstd = (v.pow(2).sum(1) / n - vmean ** 2).clamp(min=1e-30).sqrt()
-    gain = tstd / vstd
-    return (vals.to(f64) * gain[:, None] - (vmean * gain - tmean)[:, None]).to(vals.dtype)
+    vsq = v.pow(2).sum(1) / n
+    if grey == 1:
+        gain, shift = torch.ones_like(vmean), vmean - tmean
+    elif grey == 2:
+        gain = ((tstd ** 2 + tmean ** 2) / vsq.clamp(min=1e-30)).sqrt()
+        shift = torch.zeros_like(vmean)
+    else:
+        gain = tstd / (vsq - vmean ** 2).clamp(min=1e-30).sqrt()
+        shift = vmean * gain - tmean
+    return (vals.to(f64) * gain[:, None] - shift[:, None]).to(vals.dtype)
 
 
 def _batch_system(t, pos, shape, radius, dev):
@@ -222,8 +230,8 @@ def _solve_batch(t, settings, positions, phis, dev):
         inside = ((w >= 0) & (w <= upper)).all(-1) & msk[running]
         vals = _sample_warped(t, w, cubic[running])
         nv = inside.sum(1)
-        if settings["znssd"]:                   # map the warped window onto the reference's mean and std
-            vals = _znssd_mapped(vals, inside, nv, tmean[running], tstd[running])
+        if settings["grey"]:                    # map the warped window onto the reference's (GreyModel)
+            vals = _grey_mapped(vals, inside, nv, tmean[running], tstd[running], settings["grey"])
         r = (vals - tmpl[running]) * inside
         ssq = (r.to(f64) ** 2).sum(1)
         jr = jac if running.numel() == nb else jac[running]

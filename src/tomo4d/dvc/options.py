@@ -1,14 +1,15 @@
 """Options of the local correlation, grouped in frozen, validated objects.
 
 :class:`CorrelationOptions` holds what a correlation does at every node (model,
-iterations, screening, post-processing, backend); :class:`PsfCompensation`
-the optional blur compensation at large strain (:mod:`tomo4d.dvc.psf`).  Both
-check every value when they are built, so a bad option is refused (with its
-name, its value and the fix) before any work starts.  A new option is a new
-field here, validated in ``__post_init__`` (as the grey-level model ``grey_model``).
+iterations, screening, post-processing, backend); :class:`GreyModel` how a
+window's grey levels may differ between the states (its ``grey_model``);
+:class:`PsfCompensation` the optional blur compensation at large strain
+(:mod:`tomo4d.dvc.psf`).  All check every value when they are built, so a bad
+option is refused (with its name, its value and the fix) before any work
+starts.  A new option is a new field here, validated in ``__post_init__``.
 
 :func:`resolve_options` turns the keyword shortcuts of :func:`~tomo4d.dvc.correlate`
-(``order=1``, ``psf_sigma_px=2.8``, ...) into these objects.
+(``order=1``, ``grey_model="znssd"``, ``psf_sigma_px=2.8``, ...) into these objects.
 """
 
 from __future__ import annotations
@@ -22,12 +23,86 @@ import numpy as np
 from .._validate import check_int, check_number, show
 from ..errors import InputError
 
-__all__ = ["CorrelationOptions", "PsfCompensation", "BACKENDS", "GREY_MODELS"]
+__all__ = ["CorrelationOptions", "GreyModel", "PsfCompensation", "BACKENDS", "GREY_MODELS"]
 
 #: Gauss-Newton implementations (``auto``: torch on a CUDA GPU when available, else numba)
 BACKENDS = ("auto", "numba", "torch")
-#: grey-level models of the matching criterion (``ssd``: plain sum of squared differences)
-GREY_MODELS = ("ssd", "znssd")
+#: names of the grey-level models of the matching criterion (:class:`GreyModel`): ``ssd`` plain sum of squared
+#: differences, ``zssd`` zero-mean (brightness), ``nssd`` normalised (contrast about zero), ``znssd`` both
+GREY_MODELS = ("ssd", "zssd", "nssd", "znssd")
+
+
+def _check_bool(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}={show(value)} is not True or False; give a boolean")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class GreyModel:
+    """How the grey levels of a correlation window may differ between the reference and the deformed state.
+
+    At every iteration the warped deformed window ``g`` is mapped onto the reference window ``f``
+    before the two are compared (Pan et al. 2010, "Equivalence of digital image correlation criteria"):
+
+    ========  ======  =====  ====================================================================
+    name      offset  scale  compared
+    ========  ======  =====  ====================================================================
+    ssd       no      no     ``g - f``
+    zssd      yes     no     ``(g - mean g) - (f - mean f)``: a brightness change
+    nssd      no      yes    ``g rms f / rms g - f`` (rms about zero): attenuation scaled, e.g.
+                             lithiated silicon losing X-ray attenuation in scans whose zero is
+                             the attenuation's (1/cm, or a [0, 1] range with air at 0)
+    znssd     yes     yes    ``(g - mean g) std f / std g - (f - mean f)``: brightness and contrast
+    ========  ======  =====  ====================================================================
+
+    Every model keeps the reference's constant Jacobian, so it costs one extra pass over the
+    window per iteration (none for ``ssd``).  The more the model frees, the more a window whose
+    texture is weak (a flat phase, a lithiated particle) can mistake motion for grey change:
+    choose the least that the scans need.  The phantom's and the relit texture's figures are in
+    benchmarks/RESULTS.md ("grey-level models").
+
+    Build one with ``GreyModel(offset=True, scale=True)`` or ``GreyModel.named("znssd")``; every
+    option that takes a grey model also takes the name.
+
+    Attributes
+    ----------
+    offset : bool
+        The windows' mean grey levels may differ (brightness).
+    scale : bool
+        The windows' grey levels may be scaled: about their means with ``offset``, about zero
+        without (contrast).
+    """
+
+    offset: bool = False
+    scale: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "offset", _check_bool("grey_model.offset", self.offset))
+        object.__setattr__(self, "scale", _check_bool("grey_model.scale", self.scale))
+
+    @classmethod
+    def named(cls, name) -> GreyModel:
+        """The model called ``name`` (one of :data:`GREY_MODELS`); a :class:`GreyModel` is returned as it is."""
+        if isinstance(name, GreyModel):
+            return name
+        if not isinstance(name, str) or name not in GREY_MODELS:
+            raise InputError(f"grey_model={show(name)}: use one of {show(GREY_MODELS)} (\"ssd\": sum of squared "
+                             "differences, \"znssd\": brightness and contrast may change) or a GreyModel")
+        return cls(offset=name in ("zssd", "znssd"), scale=name in ("nssd", "znssd"))
+
+    @property
+    def name(self) -> str:
+        """The model's name in :data:`GREY_MODELS` (for files, reports and the command line)."""
+        return GREY_MODELS[int(self.offset) + 2 * int(self.scale)]
+
+    @property
+    def code(self) -> int:
+        """The kernels' integer code: 0 ssd, 1 zssd, 2 nssd, 3 znssd (bit 0 offset, bit 1 scale)."""
+        return int(self.offset) + 2 * int(self.scale)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -70,12 +145,13 @@ class CorrelationOptions:
         (see :func:`~tomo4d.dvc.correct_curvature`).
     smooth_sigma_px : float
         Gaussian pre-smoothing of both volumes, px (0: none; ~1 for noisy scans).
-    grey_model : {"ssd", "znssd"}
-        Matching criterion: ``"ssd"``, the sum of squared grey-level differences;
-        ``"znssd"``, zero-mean normalised SSD: each warped window's brightness and
-        contrast are mapped onto the reference window's at every iteration, so
-        a grey-level change between the states (lithiated silicon losing X-ray
-        attenuation) does not bias the warp.  Relit texture (contrast 1 -> 0.55
+    grey_model : GreyModel or {"ssd", "zssd", "nssd", "znssd"}
+        Matching criterion (:class:`GreyModel`; a name is turned into the model):
+        ``"ssd"``, the sum of squared grey-level differences; ``"znssd"``, zero-mean
+        normalised SSD: each warped window's brightness and contrast are mapped onto
+        the reference window's at every iteration, so a grey-level change between
+        the states (lithiated silicon losing X-ray attenuation) does not bias the
+        warp; ``"zssd"`` brightness only, ``"nssd"`` contrast about zero only.  Relit texture (contrast 1 -> 0.55
         through z, 8 % stretch): median error 0.009 px against SSD's 0.046; default
         96^3 phantom, T1-T3: mean Hencky strain of each anode half within 0.02 of
         the truth where SSD misses by up to 0.035 (benchmarks/RESULTS.md, "DVC at
@@ -110,7 +186,7 @@ class CorrelationOptions:
     switch_px: float = 0.05
     curvature_correction: bool = True
     smooth_sigma_px: float = 0.0
-    grey_model: str = "ssd"
+    grey_model: GreyModel | str = GreyModel()
     backend: str = "auto"
     device: object = None
     threads: int | None = None
@@ -140,9 +216,7 @@ class CorrelationOptions:
                                                           minimum=0.0, exclusive_minimum=True)
         if self.threads is not None:
             checked["threads"] = check_int("threads", self.threads, minimum=1)
-        if self.grey_model not in GREY_MODELS:
-            raise InputError(f"grey_model={show(self.grey_model)}: use one of {show(GREY_MODELS)} "
-                             "(\"ssd\": sum of squared differences)")
+        checked["grey_model"] = GreyModel.named(self.grey_model)
         if self.backend not in BACKENDS:
             raise InputError(f"backend={show(self.backend)}: use 'auto', 'numba' or 'torch'")
         if self.device is not None and self.backend == "numba":
@@ -192,12 +266,6 @@ class PsfCompensation:
                                                                minimum=0.0, exclusive_minimum=True))
 
 
-def _check_bool(name, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InputError(f"{name}={show(value)} is not True or False; give a boolean")
-    return bool(value)
-
-
 #: keyword shortcuts of correlate() for the fields of PsfCompensation
 _PSF_SHORTCUTS = {"psf_sigma_px": "psf_sigma_px", "psf_passes": "passes", "psf_tolerance_px2": "tolerance_px2"}
 
@@ -226,6 +294,8 @@ def resolve_options(options, psf, shortcuts: dict) -> tuple[CorrelationOptions, 
         raise InputError(f"{unknown[0]!r} is not an option of the correlation; {hint}the options are the fields "
                          "of CorrelationOptions and PsfCompensation (psf_sigma_px, psf_passes, psf_tolerance_px2)")
     opt_changes = {k: v for k, v in shortcuts.items() if k in names}
+    if "grey_model" in opt_changes:                     # a name compares equal to the model it names
+        opt_changes["grey_model"] = GreyModel.named(opt_changes["grey_model"])
     if given:
         for k, v in opt_changes.items():
             if not _same(v, getattr(options, k)):

@@ -161,7 +161,10 @@ def _dvc_fields() -> dict:
     fields = {}
     for f in dataclasses.fields(CorrelationOptions):
         tp = str | None if f.name == "device" else hints[f.name]
-        fields[f.name] = (tp, Field(f.default, description=docs.get(f.name, "")))
+        default = f.default
+        if f.name == "grey_model":          # the experiment file names the model (GreyModel.named)
+            tp, default = str, f.default.name
+        fields[f.name] = (tp, Field(default, description=docs.get(f.name, "")))
     return fields
 
 

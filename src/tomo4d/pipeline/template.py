@@ -110,7 +110,7 @@ def experiment_template(scans, *, relative_to=None) -> str:
         "dvc:",
         f"  node_spacing: {max(2, min(v0.shape) // 8)}   # px between nodes",
         "  half_window: null   # px (null: node_spacing)",
-        "  grey_model: ssd     # znssd when the grey levels change between the steps",
+        "  grey_model: ssd     # znssd when the grey levels change between the steps (zssd, nssd: brightness, contrast only)",
         "  smooth_sigma_px: 1.0",
         "#   mask: electrode        # correlate the T0 electrode only (needs quantify)",
         "#   # 30-60 % expansion while the grey levels change (lithiation; benchmarks/RESULTS.md, issue 15), as the demo:",
