@@ -36,12 +36,11 @@ def _residual_streamed(r, d, field, output, *, sigma, noise, budget, overwrite, 
         return res
 
 
-def _fits(ref, deformed, budget_mb: float) -> bool:
-    """Both volumes as float32 fit the budget (read them whole; else node batches read boxes)."""
+def _fits(shapes, budget_mb: float) -> bool:
+    """Volumes of these shapes as float32 fit the budget (read them whole; else node batches read boxes)."""
     from .._chunks import fits_budget
-    from ..io import open_volume
 
-    return all(fits_budget(open_volume(p).shape, 4, budget_mb) for p in (ref, deformed))
+    return all(fits_budget(shape, 4, budget_mb) for shape in shapes)
 
 
 @declare_paths(inputs=("ref", "deformed", "mask", "phi_json"), outputs=("output", "vtk"))
@@ -97,15 +96,17 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
         if len(sig) not in (1, 3):
             raise InputError(f"--psf-sigma {psf_sigma!r}: give one sigma or three (z,y,x), e.g. 2.8 or 2.8,2.8,2.8")
         psf = PsfCompensation(sig[0] if len(sig) == 1 else tuple(sig))
+    from ..io import open_volume
+
+    shapes = [open_volume(p).shape for p in (ref, deformed)]   # the headers, read once
     levels = parse_ints(pyramid, name="--pyramid") if pyramid and not auto else None
     if auto:  # the study's levels that fit, then the finest spacing (a small volume: that level alone)
         from ..dvc import study_levels
-        from ..io import open_volume
 
         ns = 10 if node_spacing is None else node_spacing
-        coarse = study_levels(open_volume(ref).shape, ns)
+        coarse = study_levels(shapes[0], ns)
         levels, node_spacing = ([*coarse, ns], None) if coarse else (None, ns)
-    lazy = not _fits(ref, deformed, budget)
+    lazy = not _fits(shapes, budget)
     r, d = open_array(ref, lazy=lazy), open_array(deformed, lazy=lazy)
     phi0 = None
     if phi_json:
