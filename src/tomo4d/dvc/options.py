@@ -57,10 +57,12 @@ class GreyModel:
     ========  ======  =====  ====================================================================
 
     Every model keeps the reference's constant Jacobian, so it costs one extra pass over the
-    window per iteration (none for ``ssd``).  The more the model frees, the more a window whose
-    texture is weak (a flat phase, a lithiated particle) can mistake motion for grey change:
-    choose the least that the scans need.  The phantom's and the relit texture's figures are in
-    benchmarks/RESULTS.md ("grey-level models").
+    window per iteration (none for ``ssd``).  Measured on the snow volume under five grey-level
+    changes and on the HQ phantom's T1-T3, ``znssd`` read as well as or better than the restricted
+    models in every case, even on the change each restricted model names, at 2 % and 15 % noise
+    (benchmarks/RESULTS.md, session 33): use ``znssd`` whenever the grey levels change; ``zssd``
+    and ``nssd`` serve comparison with other codes' criteria (``nssd`` only where the grey zero is
+    the attenuation's).
 
     Build one with ``GreyModel(offset=True, scale=True)`` or ``GreyModel.named("znssd")``; every
     option that takes a grey model also takes the name.
@@ -94,7 +96,7 @@ class GreyModel:
     @property
     def name(self) -> str:
         """The model's name in :data:`GREY_MODELS` (for files, reports and the command line)."""
-        return GREY_MODELS[int(self.offset) + 2 * int(self.scale)]
+        return GREY_MODELS[self.code]
 
     @property
     def code(self) -> int:
@@ -151,11 +153,12 @@ class CorrelationOptions:
         normalised SSD: each warped window's brightness and contrast are mapped onto
         the reference window's at every iteration, so a grey-level change between
         the states (lithiated silicon losing X-ray attenuation) does not bias the
-        warp; ``"zssd"`` brightness only, ``"nssd"`` contrast about zero only.  Relit texture (contrast 1 -> 0.55
-        through z, 8 % stretch): median error 0.009 px against SSD's 0.046; default
-        96^3 phantom, T1-T3: mean Hencky strain of each anode half within 0.02 of
-        the truth where SSD misses by up to 0.035 (benchmarks/RESULTS.md, "DVC at
-        battery expansions"; convergence at larger SoC is still the open problem).
+        warp; ``"zssd"`` brightness only, ``"nssd"`` contrast about zero only.
+        Relit texture (contrast 1 -> 0.55 through z, 8 % stretch): median error
+        0.009 px against SSD's 0.046; default 96^3 phantom, T1-T3: mean Hencky
+        strain of each anode half within 0.02 of the truth where SSD misses by up
+        to 0.035 (benchmarks/RESULTS.md, "DVC at battery expansions"; convergence
+        at larger SoC is still the open problem).
     backend : {"auto", "numba", "torch"}
         Per-node Gauss-Newton implementation (``auto``: torch when it is
         installed and a CUDA GPU is available, else numba).
