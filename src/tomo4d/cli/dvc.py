@@ -1,9 +1,10 @@
-"""``tomo4d dvc``, ``tomo4d strain`` and ``tomo4d residual``: local DVC, finite strain, residual maps."""
+"""``tomo4d dvc``, ``tomo4d strain`` and ``tomo4d residual``: local or global DVC, finite strain, residual maps."""
 
 # Library imports stay inside the commands: `tomo4d --help` imports every command module, and the
 # library packages cost 15-340 ms each to import (measured, issue 17); core ones sit at the top.
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -11,6 +12,14 @@ import click
 from ..errors import InputError
 from ._paths import declare_paths
 from ._util import check_budget, emit, json_option, open_array, parse_ints, progress_bar, slab_output
+
+log = logging.getLogger(__name__)
+
+#: options of one method only, as the command line spells them: refused with the other method
+_LOCAL_ONLY = {"pyramid": "--pyramid", "half_window": "--half-window", "search_px": "--search",
+               "grey_model": "--grey-model", "smooth_px": "--smooth", "backend": "--backend"}
+_GLOBAL_ONLY = {"regularisation": "--regularisation", "levels": "--levels", "axial_start": "--axial-start",
+                "lateral": "--lateral", "no_grey_fields": "--no-grey-fields", "deconvolve_iterations": "--deconvolve"}
 
 
 def _residual_streamed(r, d, field, output, *, sigma, noise, budget, overwrite, progress):
@@ -62,11 +71,28 @@ def _fits(shapes, budget_mb: float) -> bool:
 @click.option("--smooth", "smooth_px", default=0.0, show_default=True, type=float,
               help="Gaussian pre-smoothing of both volumes, px (~1 for noisy scans).")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "numba", "torch"]),
-              help="Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
-@click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0.")
+              help="Local Gauss-Newton backend (auto: torch on a CUDA GPU when available, else numba).")
+@click.option("--device", default=None, help="Torch device for --backend torch, e.g. cpu or cuda:0 (--method global: "
+              "a CUDA device runs L-BFGS there).")
 @click.option("--grey-model", default="ssd", show_default=True, type=click.Choice(["ssd", "zssd", "nssd", "znssd"]),
               help="How each window's grey levels may change between the scans: znssd brightness and contrast, zssd "
                    "brightness, nssd contrast about zero (attenuation that scales), ssd none.")
+@click.option("--method", default="local", show_default=True, type=click.Choice(["local", "global"]),
+              help="local: independent windows (small strain, streams volumes over the budget); global: one "
+                   "regularised field with brightness and contrast fields, solved to convergence (the route measured "
+                   "most accurate at 40-60 %% expansion; both volumes held in memory).")
+@click.option("--regularisation", default=None, type=float,
+              help="global: weight of the field's Laplacian (default 0.05 on scans as reconstructed, 0.2 with "
+                   "--deconvolve).")
+@click.option("--levels", default=None, type=int, help="global: pyramid levels (default 3; 1 with --axial-start).")
+@click.option("--axial-start", is_flag=True, help="global: start from a per-row axial map fitted on lateral means "
+              "(tomo4d.dvc.axial_profile_start; from --phi when given): the capture range for 40-60 %% axial stretch.")
+@click.option("--lateral", is_flag=True, help="global, with --axial-start: fit an in-plane scale s(z) too.")
+@click.option("--no-grey-fields", is_flag=True, help="global: no brightness/contrast fields (grey levels that do not "
+              "change between the scans).")
+@click.option("--deconvolve", "deconvolve_iterations", default=0, type=int,
+              help="global: Richardson-Lucy iterations on both scans first, with the PSF of --psf-sigma (20 on blurred "
+                   "scans such as the phantom's LQ series).")
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
               help="Working memory, MiB: volumes larger than it stay on disk and each batch of nodes reads only the "
@@ -74,13 +100,27 @@ def _fits(shapes, budget_mb: float) -> bool:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @json_option
 def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_json, search_px, psf_sigma, smooth_px,
-        backend, device, grey_model, vtk, chunk_budget_mb, overwrite, as_json):
-    """Local DVC from REF to DEFORMED on a node grid (or a pyramid of grids)."""
+        backend, device, grey_model, method, regularisation, levels, axial_start, lateral, no_grey_fields,
+        deconvolve_iterations, vtk, chunk_budget_mb, overwrite, as_json):
+    """Local or global DVC from REF to DEFORMED on a node grid (local: or a pyramid of grids)."""
     import numpy as np
 
     from ..dvc import CorrelationOptions, PsfCompensation, correlate, correlate_pyramid
     from ..register import Registration
 
+    given = {k: v for k, v in locals().items() if k in _LOCAL_ONLY or k in _GLOBAL_ONLY}
+    defaults = {"grey_model": "ssd", "smooth_px": 0.0, "search_px": 0, "deconvolve_iterations": 0, "backend": "auto"}
+    wrong = _LOCAL_ONLY if method == "global" else _GLOBAL_ONLY
+    for k, flag in wrong.items():
+        if given[k] not in (None, False, defaults.get(k)):
+            raise InputError(f"{flag} is an option of --method {'local' if method == 'global' else 'global'}, not of "
+                             f"--method {method}; drop it or choose that method")
+    if method == "global":
+        return _dvc_global(ref, deformed, output, mask=mask, phi_json=phi_json, node_spacing=node_spacing,
+                           psf_sigma=psf_sigma, device=device, regularisation=regularisation,
+                           levels=levels, axial_start=axial_start, lateral=lateral, grey_fields=not no_grey_fields,
+                           deconvolve_iterations=deconvolve_iterations, vtk=vtk, budget=check_budget(chunk_budget_mb),
+                           overwrite=overwrite, as_json=as_json)
     auto = str(pyramid).strip().lower() == "auto"
     if pyramid and not auto and node_spacing is not None:
         raise InputError("give either --pyramid or --node-spacing, not both (--pyramid auto ends at --node-spacing)")
@@ -125,14 +165,73 @@ def dvc(ref, deformed, output, node_spacing, half_window, pyramid, mask, phi_jso
             ns = 10 if node_spacing is None else node_spacing  # only an absent value gets the default
             field = correlate(r, d, node_spacing=ns, half_window=half_window, mask=msk, phi0=phi0,
                               search_radius_px=search_px, options=options, psf=psf, progress=progress)
+    _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json)
+
+
+def _write(field, ref, deformed, output, *, vtk, overwrite, as_json, text=()):
     field.save(output, overwrite=overwrite, inputs=[ref, deformed])
     if vtk:
         field.save(vtk, overwrite=overwrite, inputs=[ref, deformed])
     emit(field.summary() | {"output": output}, as_json=as_json, text=[
         f"{field.n_nodes} nodes, grid {field.grid_shape}: "
         + ", ".join(f"{k} {v}" for k, v in field.status_counts().items()),
-        f"replaced by interpolation: {field.notes.get('n_replaced', 0)}",
-        f"wrote {output}"])
+        *text, f"replaced by interpolation: {field.notes.get('n_replaced', 0)}", f"wrote {output}"])
+
+
+def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigma, device, regularisation,
+                levels, axial_start, lateral, grey_fields, deconvolve_iterations, vtk, budget, overwrite, as_json):
+    """``tomo4d dvc --method global``: the runner's converged route (``pipeline.sections.CONVERGED_ROUTE``, the
+    Laplacian's weight by whether the scans are deconvolved) on one pair, from ``--phi`` / ``--axial-start``."""
+    import numpy as np
+
+    from ..dvc import GlobalOptions, axial_profile_start, correlate_global, deconvolve
+    from ..pipeline.sections import CONVERGED_ROUTE, ROUTE_REGULARISATION
+    from ..register import Registration, recentre_phi
+    from ..volume import Volume
+
+    sigma = None
+    if psf_sigma is not None:
+        try:
+            sigma = float(psf_sigma)
+        except ValueError:
+            raise InputError(f"--psf-sigma {psf_sigma!r}: --method global takes one sigma in px, e.g. 2.8") from None
+    if deconvolve_iterations and sigma is None:
+        raise InputError(f"--deconvolve {deconvolve_iterations} needs the scans' PSF: give --psf-sigma (px)")
+    if lateral and not axial_start:
+        raise InputError("--lateral refines the axial start's fit: give --axial-start too, or drop --lateral")
+    route = {**CONVERGED_ROUTE, "node_spacing": 10 if node_spacing is None else node_spacing,
+             "regularisation": ROUTE_REGULARISATION["deconvolved" if deconvolve_iterations else "as_scanned"],
+             "levels": 1 if axial_start else 3, "grey_fields": grey_fields}
+    if regularisation is not None:
+        route["regularisation"] = regularisation
+    if levels is not None:
+        route["levels"] = levels
+    if sigma and not deconvolve_iterations:
+        route["psf_sigma_px"] = sigma           # compensated blur instead of deconvolved scans
+    if device is not None:
+        route["device"] = str(device)
+    opts = GlobalOptions(**route)
+    r, d = open_array(ref), open_array(deformed)      # one regularised field over the whole volume: in memory
+    pair_mib = 2 * 4.0 * float(np.prod(r.shape)) / 2**20
+    if pair_mib > budget:
+        log.warning("dvc --method global holds both volumes whole (%.0f MiB as float32, over --chunk-budget-mb %g); "
+                    "--method local streams", pair_mib, budget)
+    msk = open_array(mask, mask=True)
+    if deconvolve_iterations:               # each keeps its voxel size (the pair's check, the field's)
+        r, d = (Volume(deconvolve(v, psf_sigma_px=sigma, iterations=deconvolve_iterations), v.voxel_size_nm)
+                for v in (r, d))
+    phi0 = None
+    if phi_json:
+        reg = Registration.load(phi_json)
+        phi0 = recentre_phi(reg.phi, reg.centre_zyx_px, (np.asarray(r.shape, float) - 1) / 2)
+    initial = None
+    if axial_start:
+        initial = axial_profile_start(r, d, phi0=phi0, mask=msk, node_spacing=opts.node_spacing, lateral=lateral)
+    field = correlate_global(r, d, mask=msk, phi0=phi0, initial=initial, options=opts)
+    _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json,
+           text=[f"global: {field.notes['options']['solver']} {opts.interpolation}, regularisation "
+                 f"{opts.regularisation:g}, "
+                 f"{'converged' if field.notes.get('converged') else 'NOT converged (raise max_iterations)'}"])
 
 
 @declare_paths(inputs=("field_path",), outputs=("output",))
