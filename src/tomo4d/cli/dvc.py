@@ -63,7 +63,8 @@ def _fits(shapes, budget_mb: float) -> bool:
 @click.option("--pyramid", default=None, help="Node spacings coarse to fine, e.g. 100,70,35 (half-window = spacing); "
               "auto: the study's 100,70,35 levels coarser than --node-spacing (default 10) that fit the volume, then "
               "--node-spacing.")
-@click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the sample in REF (non-zero = sample).")
+@click.option("--mask", default=None, type=click.Path(path_type=str), help="Mask volume of the sample in REF (non-zero = "
+              "sample); --method global: give the electrode (textureless air makes its solve many times slower).")
 @click.option("--phi", "phi_json", default=None, type=click.Path(path_type=str), help="Initial global guess: JSON from 'tomo4d register'.")
 @click.option("--search", "search_px", default=0, show_default=True, help="Integer search radius, px (first level).")
 @click.option("--psf-sigma", default=None,
