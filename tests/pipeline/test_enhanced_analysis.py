@@ -96,6 +96,7 @@ def test_analysis_stages_run_on_the_enhanced_grid(analysis_runs):
     assert open_volume(out / "volumes" / maps[0]).shape == (64, 64, 64)
     field = DisplacementField.load(out / "fields" / "dvc_T0_T1.h5")
     assert field.positions_zyx_px.max() > 40 and field.usable.any()
+    assert field.voxel_size_nm == (50.0, 50.0, 50.0)         # the enhanced (analysis) grid's, not the LQ scans'
     rs = read_table(out / "tables" / "residual_summary.csv")
     assert np.all(rs["repeat_scan"]) and np.all(rs["noise_floor"] > 0)
     with np.load(out / "volumes" / "particle_frames.npz") as z:  # cut out of the enhanced series

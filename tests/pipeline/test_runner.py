@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from tomo4d.cli import main
+from tomo4d.dvc import DisplacementField
 from tomo4d.errors import InputError, OverwriteError
+from tomo4d.io import open_volume
 from tomo4d.pipeline import load_experiment, render_report, run_experiment
 
 TABLES = ("thickness", "phases", "strain_summary", "regional_strain")
@@ -54,13 +56,15 @@ def reference_run(tmp_path_factory, phantom_dir):
     return out, res
 
 
-def test_run_writes_the_layout(reference_run):
+def test_run_writes_the_layout(reference_run, phantom_dir):
     out, res = reference_run
     assert _statuses(res) == {"quantify": "computed", "dvc": "computed", "strain": "computed"}
     assert res.stages[1].computed_steps == ("T1", "T2")
     for n in TABLES:
         assert (out / "tables" / f"{n}.parquet").is_file() and (out / "tables" / f"{n}.csv").is_file()
     assert (out / "fields" / "dvc_T0_T1.h5").is_file() and (out / "fields" / "dvc_T0_T2.h5").is_file()
+    series_voxel = open_volume(phantom_dir / "series_hq" / "T0.tif").voxel_size_nm
+    assert DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").voxel_size_nm == series_voxel != (1.0, 1.0, 1.0)
     assert sorted(p.name for p in (out / "figures").glob("*.png"))
     html = (out / "report.html").read_text()
     assert "Quantification" in html and "Local DVC" in html

@@ -135,7 +135,9 @@ def _dvc_step(ctx, step, previous):
         from .stages_dvc_checks import flag_textureless
 
         field = flag_textureless(ctx, field)
-    return field
+    # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none, and the
+    # fields read 1 nm (in every run before session 33)
+    return field.with_(voxel_size_nm=analysis_voxel_size_nm(ctx))
 
 
 def _dvc_pair(ctx, ref_step, step, initial, frame=None):
