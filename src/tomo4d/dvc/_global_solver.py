@@ -466,14 +466,16 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
             U, A, B, n_iter, last = _minimise(lv, U, A, B, opts, weights)
         notes.append({"binning": f, "node_spacing_px": lv.spacing, "iterations": n_iter,
                       "objective": round(last.get("loss", float("nan")), 8),
-                      "data_term": round(last.get("data", float("nan")), 8)})
+                      "data_term": round(last.get("data", float("nan")), 8),
+                      **({"cg_capped_steps": last["cg_capped"]} if last.get("cg_capped") else {})})
         prev = (U, lv.origin, lv.spacing, lv.grid_shape)
     if opts.final_regularisation is not None:  # continuation: the finest level again, weaker regularisation
         weak = replace(opts, regularisation=opts.final_regularisation)
         U, A, B, n_iter, last = _minimise(lv, U, A, B, weak, _psf_weights(lv, U, weak))
         notes.append({"binning": lv.binning, "node_spacing_px": lv.spacing, "regularisation": weak.regularisation,
                       "iterations": n_iter, "objective": round(last.get("loss", float("nan")), 8),
-                      "data_term": round(last.get("data", float("nan")), 8)})
+                      "data_term": round(last.get("data", float("nan")), 8),
+                      **({"cg_capped_steps": last["cg_capped"]} if last.get("cg_capped") else {})})
     in_mask, out_view = _support_fractions(lv, U)
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
     G = int(np.prod(lv.grid_shape))  # each tie's plane mean as the linear form of the nodes it is (no dense field)

@@ -361,6 +361,12 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
              "failed_fraction": failed}
     if planes:
         notes["interfaces"] = sol.interfaces
+    capped = sum(lv.get("cg_capped_steps", 0) for lv in sol.level_notes)
+    if capped:
+        warnings.warn(f"global DVC: in {capped} Gauss-Newton steps the conjugate gradients stopped at their cap "
+                      "before solving the step: the system is ill-conditioned, most often by textureless voxels (air, "
+                      "a blurred separator) in the match; give a mask of the sample (e.g. the electrode), which "
+                      "solves faster and holds the nodes without data", RuntimeWarning, stacklevel=2)
     if not sol.converged:
         warnings.warn(f"global DVC: the finest level stopped at max_iterations={opts.max_iterations} before the "
                       "objective settled; the field may not be final (raise max_iterations)", RuntimeWarning,
