@@ -251,6 +251,16 @@ def _bands(ws: Path, name: str):
              other_mu_per_cm=d.other_mu_per_cm[0], crystal_mask=d.copper_fraction[0] > 0.99)
 
 
+def _electrode(ws: Path, name: str):
+    """The T0 anode's rows (where the truth's T0 labels hold anode solids: matrix, silicon, lithiated silicon) as a
+    mask, the electrode a user segments first."""
+    import tifffile
+
+    lab = _tif(ws, "truth/labels_hq_T0.tif")
+    rows = np.isin(lab, (1, 2, 3)).mean(axis=(1, 2)) > 0.2
+    tifffile.imwrite(ws / name, np.broadcast_to(rows[:, None, None], lab.shape).astype(np.uint8))
+
+
 MAKERS = {
     "iron.csv": lambda ws, n: _iron(ws), "spectrum.csv": lambda ws, n: _li_spectrum(ws),
     "counts.csv": lambda ws, n: _raw_counts(ws), "ob.csv": lambda ws, n: _raw_counts(ws),
@@ -260,7 +270,7 @@ MAKERS = {
     "T0_repeat.tif": _copy("repeat_hq.tif"), "T1_lq.tif": _crop("series/T1.tif"),
     "scribbles.tif": _scribbles, "truth_labels.tif": _copy("truth/labels_hq_T1.tif"), "scans/": _scans,
     "scan.nxs": _projections, "proj.tif": _projections, "flats.tif": _projections, "darks.tif": _projections,
-    "angles.txt": _projections, "bands.npz": _bands,
+    "angles.txt": _projections, "bands.npz": _bands, "electrode.tif": _electrode,
 }
 #: Files the README's commands write for later ones (made by the command itself, never here).
 PRODUCED = {"exp/", "phi.json", "field.h5", "strain.vtk", "strain.h5", "residual.tif", "model/", "T1_indi.ome.zarr",

@@ -362,7 +362,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     if planes:
         notes["interfaces"] = sol.interfaces
     capped = sum(lv.get("cg_capped_steps", 0) for lv in sol.level_notes)
-    if capped:
+    if capped and mask is None:  # the actionable case (masked deconvolved scans cap too: slow, not wrong)
         warnings.warn(f"global DVC: in {capped} Gauss-Newton steps the conjugate gradients stopped at their cap "
                       "before solving the step: the system is ill-conditioned, most often by textureless voxels (air, "
                       "a blurred separator) in the match; give a mask of the sample (e.g. the electrode), which "
