@@ -81,13 +81,13 @@ def _fits(shapes, budget_mb: float) -> bool:
 @click.option("--method", default="local", show_default=True, type=click.Choice(["local", "global"]),
               help="local: independent windows (small strain, streams volumes over the budget); global: one "
                    "regularised field with brightness and contrast fields, solved to convergence (the route measured "
-                   "most accurate at 40-60 %% expansion; both volumes held in memory).")
+                   "most accurate at 40-60 % expansion; both volumes held in memory).")
 @click.option("--regularisation", default=None, type=float,
               help="global: weight of the field's Laplacian (default 0.05 on scans as reconstructed, 0.2 with "
                    "--deconvolve).")
 @click.option("--levels", default=None, type=int, help="global: pyramid levels (default 3; 1 with --axial-start).")
 @click.option("--axial-start", is_flag=True, help="global: start from a per-row axial map fitted on lateral means "
-              "(tomo4d.dvc.axial_profile_start; from --phi when given): the capture range for 40-60 %% axial stretch.")
+              "(tomo4d.dvc.axial_profile_start; from --phi when given): the capture range for 40-60 % axial stretch.")
 @click.option("--lateral", is_flag=True, help="global, with --axial-start: fit an in-plane scale s(z) too.")
 @click.option("--no-grey-fields", is_flag=True, help="global: no brightness/contrast fields (grey levels that do not "
               "change between the scans).")
