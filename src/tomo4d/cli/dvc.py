@@ -181,12 +181,12 @@ def _write(field, ref, deformed, output, *, vtk, overwrite, as_json, text=()):
 
 def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigma, device, regularisation,
                 levels, axial_start, lateral, grey_fields, deconvolve_iterations, vtk, budget, overwrite, as_json):
-    """``tomo4d dvc --method global``: the runner's converged route (``pipeline.sections.CONVERGED_ROUTE``, the
-    Laplacian's weight by whether the scans are deconvolved) on one pair, from ``--phi`` / ``--axial-start``."""
+    """``tomo4d dvc --method global``: the runner's converged route (``pipeline.sections.converged_route``) on one
+    pair, from ``--phi`` / ``--axial-start``."""
     import numpy as np
 
     from ..dvc import GlobalOptions, axial_profile_start, correlate_global, deconvolve
-    from ..pipeline.sections import CONVERGED_ROUTE, ROUTE_REGULARISATION
+    from ..pipeline.sections import converged_route
     from ..register import Registration, recentre_phi
     from ..volume import Volume
 
@@ -200,9 +200,8 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
         raise InputError(f"--deconvolve {deconvolve_iterations} needs the scans' PSF: give --psf-sigma (px)")
     if lateral and not axial_start:
         raise InputError("--lateral refines the axial start's fit: give --axial-start too, or drop --lateral")
-    route = {**CONVERGED_ROUTE, "node_spacing": 10 if node_spacing is None else node_spacing,
-             "regularisation": ROUTE_REGULARISATION["deconvolved" if deconvolve_iterations else "as_scanned"],
-             "levels": 1 if axial_start else 3, "grey_fields": grey_fields}
+    route = {**converged_route(10 if node_spacing is None else node_spacing, deconvolved=bool(deconvolve_iterations),
+                               axial_start=axial_start), "grey_fields": grey_fields}
     if regularisation is not None:
         route["regularisation"] = regularisation
     if levels is not None:

@@ -435,6 +435,16 @@ def _box_sums(a: np.ndarray, lo, hi) -> np.ndarray:
     return out
 
 
+def _level_note(last: dict, **head) -> dict:
+    """One level's notes: ``head`` (binning, spacing, ...), the minimiser's final objective and data term, and the
+    Gauss-Newton steps whose conjugate gradients stopped at their cap (only when there were any)."""
+    note = {**head, "objective": round(last.get("loss", float("nan")), 8),
+            "data_term": round(last.get("data", float("nan")), 8)}
+    if last.get("cg_capped"):
+        note["cg_capped_steps"] = last["cg_capped"]
+    return note
+
+
 def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfaces=(), plane_z_px=None) -> Solution:
     """Coarse to fine over the pyramid (L-BFGS or Gauss-Newton, ``opts.solver``); ``u0_nodes`` (gz, gy, gx, 3) on the finest grid; ``interfaces``
     (:class:`~tomo4d.dvc.global_dvc.InterfaceMotion`) tie planes' mean axial displacement."""
@@ -464,18 +474,13 @@ def solve_pyramid(ref, dfm, msk, u0_nodes, origin, opts: GlobalOptions, interfac
         for _ in range(passes):
             weights = _psf_weights(lv, U, opts)
             U, A, B, n_iter, last = _minimise(lv, U, A, B, opts, weights)
-        notes.append({"binning": f, "node_spacing_px": lv.spacing, "iterations": n_iter,
-                      "objective": round(last.get("loss", float("nan")), 8),
-                      "data_term": round(last.get("data", float("nan")), 8),
-                      **({"cg_capped_steps": last["cg_capped"]} if last.get("cg_capped") else {})})
+        notes.append(_level_note(last, binning=f, node_spacing_px=lv.spacing, iterations=n_iter))
         prev = (U, lv.origin, lv.spacing, lv.grid_shape)
     if opts.final_regularisation is not None:  # continuation: the finest level again, weaker regularisation
         weak = replace(opts, regularisation=opts.final_regularisation)
         U, A, B, n_iter, last = _minimise(lv, U, A, B, weak, _psf_weights(lv, U, weak))
-        notes.append({"binning": lv.binning, "node_spacing_px": lv.spacing, "regularisation": weak.regularisation,
-                      "iterations": n_iter, "objective": round(last.get("loss", float("nan")), 8),
-                      "data_term": round(last.get("data", float("nan")), 8),
-                      **({"cg_capped_steps": last["cg_capped"]} if last.get("cg_capped") else {})})
+        notes.append(_level_note(last, binning=lv.binning, node_spacing_px=lv.spacing,
+                                 regularisation=weak.regularisation, iterations=n_iter))
     in_mask, out_view = _support_fractions(lv, U)
     u_nodes = np.moveaxis(U.cpu().numpy().astype(np.float64), 0, -1)
     G = int(np.prod(lv.grid_shape))  # each tie's plane mean as the linear form of the nodes it is (no dense field)

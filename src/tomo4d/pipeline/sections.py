@@ -232,6 +232,18 @@ CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", 
 ROUTE_REGULARISATION = MappingProxyType({"deconvolved": 0.2, "as_scanned": 0.05})
 
 
+def converged_route(node_spacing: int, *, deconvolved: bool, axial_start: bool) -> dict:
+    """The ``GlobalOptions`` fields of the converged route (the runner's ``method: global`` and ``tomo4d dvc --method
+    global``): :data:`CONVERGED_ROUTE`, the Laplacian's weight :data:`ROUTE_REGULARISATION` by whether the scans are
+    deconvolved, and one level after an axial start (coarse levels would undo it; RESULTS.md, 'An axial-profile
+    start')."""
+    route = {"node_spacing": node_spacing, **CONVERGED_ROUTE,
+             "regularisation": ROUTE_REGULARISATION["deconvolved" if deconvolved else "as_scanned"]}
+    if axial_start:
+        route["levels"] = 1
+    return route
+
+
 class _DvcBase(StrictModel):
     def correlation_options(self):
         """The :class:`tomo4d.dvc.CorrelationOptions` of this section."""
@@ -246,10 +258,8 @@ class _DvcBase(StrictModel):
         from ..dvc import GlobalOptions
         from ..dvc.global_dvc import resolve_global_options
 
-        base = {"node_spacing": self.node_spacing, **CONVERGED_ROUTE,
-                "regularisation": ROUTE_REGULARISATION["deconvolved" if self.deconvolve_iterations else "as_scanned"]}
-        if self.axial_start:
-            base["levels"] = 1  # coarse levels would undo the start (RESULTS.md, 'An axial-profile start')
+        base = converged_route(self.node_spacing, deconvolved=bool(self.deconvolve_iterations),
+                               axial_start=self.axial_start)
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
 
     def pyramid_levels(self, shape) -> list[int]:

@@ -135,8 +135,8 @@ def _dvc_step(ctx, step, previous):
         from .stages_dvc_checks import flag_textureless
 
         field = flag_textureless(ctx, field)
-    # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none, and the
-    # fields read 1 nm (in every run before session 33)
+    # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none (the
+    # demo's fields read 1 nm before session 33)
     return field.with_(voxel_size_nm=analysis_voxel_size_nm(ctx))
 
 
