@@ -153,6 +153,28 @@ def test_dvc_global_cli_deconvolves_first(tmp_path, stretched_pair, capsys):
     assert g.notes["options"]["regularisation"] == 0.1 and len(g.notes["levels"]) == 2
 
 
+def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp, capsys):
+    """--deconvolve leaves the faces' reflected band out of the correlation (as the runner): on a blurred 30 % stretch
+    with 5 % in-plane expansion, deconvolved with 20 iterations of its 1.5 px PSF, every usable node reads within
+    0.2 px (measured 0.073; 0.99 px, median 0.073 against 0.032, with the faces in: they pin the field)."""
+    from scipy import ndimage
+
+    exact = lambda x: np.stack([0.3 * x[0], 0.05 * (x[1] - 30), 0.05 * (x[2] - 30)])  # noqa: E731
+    ref, dfm = (ndimage.gaussian_filter(v, 1.5) for v in (texture, warp(texture, exact)))
+    a, b, out = tmp_path / "ref.tif", tmp_path / "def.tif", tmp_path / "g.h5"
+    save_volume(Volume(ref, (50.0, 50.0, 50.0)), a)
+    save_volume(Volume(dfm, (50.0, 50.0, 50.0)), b)
+    assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--axial-start", "--lateral",
+                 "--node-spacing", "6", "--deconvolve", "20", "--psf-sigma", "1.5"]) == 0
+    assert "10 px at the faces left out" in capsys.readouterr().out
+    f = DisplacementField.load(out)
+    assert f.notes["deconvolved"] == {"iterations": 20, "psf_sigma_px": 1.5, "face_margin_px": 10}
+    p, ok = f.positions_zyx_px, f.usable
+    err = np.linalg.norm(f.displacement_zyx_px - exact(p.T).T, axis=1)[ok]
+    assert ok.sum() > 200 and err.max() < 0.2, (ok.sum(), err.max())
+    assert not ok[(p[:, 1] < 4) | (p[:, 2] < 4)].any()      # the nodes whose support lies in the faces' band
+
+
 @pytest.mark.parametrize("args, match", [
     (["--method", "global", "--pyramid", "20,10"], "--pyramid is an option of --method local"),
     (["--method", "global", "--grey-model", "znssd"], "--grey-model is an option of --method local"),

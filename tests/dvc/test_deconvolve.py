@@ -45,6 +45,19 @@ def test_deconvolve_refuses_bad_options():
         deconvolve(bad, psf_sigma_px=2.0)
 
 
+def test_interior_axes_leave_the_faces_out_but_keep_the_electrode():
+    """boundary_margin_px at every face (at most a quarter of an axis); at z only outside the band."""
+    from tomo4d.dvc import interior_axes
+
+    kz, ky, kx = interior_axes((80, 60, 12), 2.0, iterations=10)           # margin 9; x capped at 12 // 4
+    assert np.flatnonzero(kz)[[0, -1]].tolist() == [9, 70] and np.flatnonzero(ky)[[0, -1]].tolist() == [9, 50]
+    assert np.flatnonzero(kx)[[0, -1]].tolist() == [3, 8]
+    kz = interior_axes((80, 60, 12), 2.0, iterations=10, band=(4, 75))[0]  # an electrode 4 px from the bottom face
+    assert np.flatnonzero(kz)[[0, -1]].tolist() == [4, 74]
+    with pytest.raises(InputError, match="shape"):
+        interior_axes((80, 60), 2.0)
+
+
 def test_boundary_margin_is_the_reach_of_the_iterations():
     """ceil(sigma sqrt(2 iterations)), at least the PSF's half-width ceil(3 sigma) (session 24: 9 px on the HQ
     phantom still read det F - 1 0.018 low at T3, 18 px within 0.003)."""

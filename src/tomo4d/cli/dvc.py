@@ -93,7 +93,8 @@ def _fits(shapes, budget_mb: float) -> bool:
               "change between the scans).")
 @click.option("--deconvolve", "deconvolve_iterations", default=0, type=int,
               help="global: Richardson-Lucy iterations on both scans first, with the PSF of --psf-sigma (20 on blurred "
-                   "scans such as the phantom's LQ series).")
+                   "scans such as the phantom's LQ series); the faces' reflected band (tomo4d.dvc.boundary_margin_px; "
+                   "at z only outside the mask's rows) is left out of the correlation, as in the runner.")
 @click.option("--vtk", default=None, type=click.Path(path_type=str), help="Also export the field to this .vtk file.")
 @click.option("--chunk-budget-mb", "chunk_budget_mb", type=float, default=512.0, show_default=True,
               help="Working memory, MiB: volumes larger than it stay on disk and each batch of nodes reads only the "
@@ -185,7 +186,7 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     pair, from ``--phi`` / ``--axial-start``."""
     import numpy as np
 
-    from ..dvc import GlobalOptions, axial_profile_start, correlate_global, deconvolve
+    from ..dvc import GlobalOptions, axial_profile_start, boundary_margin_px, correlate_global, deconvolve
     from ..pipeline.sections import converged_route
     from ..register import Registration, recentre_phi
     from ..volume import Volume
@@ -220,6 +221,7 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if deconvolve_iterations:               # each keeps its voxel size (the pair's check, the field's)
         r, d = (Volume(deconvolve(v, psf_sigma_px=sigma, iterations=deconvolve_iterations), v.voxel_size_nm)
                 for v in (r, d))
+        msk = _without_faces(msk, r.shape, sigma, deconvolve_iterations)
     phi0 = None
     if phi_json:
         reg = Registration.load(phi_json)
@@ -228,10 +230,36 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if axial_start:
         initial = axial_profile_start(r, d, phi0=phi0, mask=msk, node_spacing=opts.node_spacing, lateral=lateral)
     field = correlate_global(r, d, mask=msk, phi0=phi0, initial=initial, options=opts)
+    if deconvolve_iterations:
+        field = field.with_(notes={**field.notes, "deconvolved": {
+            "iterations": deconvolve_iterations, "psf_sigma_px": sigma,
+            "face_margin_px": boundary_margin_px(sigma, iterations=deconvolve_iterations)}})
     _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json,
            text=[f"global: {field.notes['options']['solver']} {opts.interpolation}, regularisation "
                  f"{opts.regularisation:g}, "
-                 f"{'converged' if field.notes.get('converged') else 'NOT converged (raise max_iterations)'}"])
+                 f"{'converged' if field.notes.get('converged') else 'NOT converged (raise max_iterations)'}"]
+           + ([f"deconvolved ({deconvolve_iterations} Richardson-Lucy iterations, sigma {sigma:g} px): "
+               f"{field.notes['deconvolved']['face_margin_px']} px at the faces left out"]
+              if deconvolve_iterations else []))
+
+
+def _without_faces(msk, shape, sigma: float, iterations: int):
+    """The mask (or everything) less the deconvolved scans' faces, where Richardson-Lucy rests on reflected copies
+    (:func:`tomo4d.dvc.interior_axes`, as the runner): the z faces only outside the mask's rows, so that an electrode
+    a few voxels from a face keeps its rows.  A mask of another shape is left to the correlation's own check."""
+    import numpy as np
+
+    from ..dvc import interior_axes
+
+    band = None
+    if msk is not None:
+        if msk.shape != tuple(shape):
+            return msk
+        rows = np.flatnonzero(msk.any(axis=(1, 2)))
+        band = (int(rows[0]), int(rows[-1]) + 1) if rows.size else None
+    kz, ky, kx = interior_axes(shape, sigma, iterations=iterations, band=band)
+    box = kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
+    return box if msk is None else msk & box
 
 
 @declare_paths(inputs=("field_path",), outputs=("output",))

@@ -98,22 +98,15 @@ def _band_mask(lo: float, hi: float, shape):
 
 
 def _inside_faces(mask, shape, psf_sigma_px, band=None, *, iterations: int):
-    """``mask`` (or everything) less :func:`tomo4d.dvc.boundary_margin_px` voxels (at most a quarter of the axis) at
-    each face of the volume; at the z faces only outside the electrode ``band`` (collector, separator interface; px)
-    when given: the collector may lie a few voxels from the bottom face (the HQ phantom's at 7 px; a 9 px margin
-    there lost the anode's bottom rows and read the collector side +0.02 high).  The top face of a textureless separator (the LQ phantom's) pinned the separator at rest and
-    pulled the anode's top down: the margin there is what lets the separator move (session 19)."""
+    """``mask`` (or everything) less the deconvolved scans' faces (:func:`tomo4d.dvc.interior_axes`: the z faces only
+    outside the electrode ``band``, px, when given), lazily."""
     import dask.array as da
 
-    from ..dvc import boundary_margin_px
+    from ..dvc import interior_axes
 
-    m = [min(boundary_margin_px(psf_sigma_px, iterations=iterations), n // 4) for n in shape]  # half of each axis kept
-    lo, hi = (shape[0], 0) if band is None else band
-    z = np.arange(shape[0])
-    keep_z = (z >= min(m[0], max(lo, 0))) & (z < max(shape[0] - m[0], min(hi, shape[0])))
-    inner = [da.from_array(keep_z, chunks=64)] + [
-        da.from_array((np.arange(n) >= k) & (np.arange(n) < n - k), chunks=64) for n, k in zip(shape[1:], m[1:])]
-    box = inner[0][:, None, None] & inner[1][None, :, None] & inner[2][None, None, :]
+    kz, ky, kx = (da.from_array(k, chunks=64) for k in interior_axes(shape, psf_sigma_px, iterations=iterations,
+                                                                     band=band))
+    box = kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
     return box if mask is None else mask & box
 
 
