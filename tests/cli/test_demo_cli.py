@@ -39,7 +39,7 @@ def test_demo_is_an_ordinary_experiment(small_demo):
                     "Reconstruction from projections", "All numbers"):
         assert section in html, section
     # every stage with a truth shows it beside the measurement
-    for truth in ("true mean ln U_zz", "CNR HQ (truth)", "true particles"):
+    for truth in ("true volume mean (same part)", "CNR HQ (truth)", "true particles"):
         assert truth in html, truth
     # issue 19: InDI's hallucination audit against the phantom's true particles, and its validation curve
     assert "Hallucination control against the true particles" in html and "Spread against error" in html

@@ -137,7 +137,8 @@ def test_strain_stage_reports_truth(truth_dir, experiment_file, tmp_path):
                 assert np.isnan(got)
     assert checked >= 2
     html = (out / "report.html").read_text()
-    assert "true mean ln U_zz (same part)" in html and "true mean (whole layer)" in html
+    assert "true volume mean (same part)" in html and "true volume mean (whole region)" in html
+    assert (out / "figures" / "strain_regions_volumetric.png").stat().st_size > 1000   # det F - 1 by region
     assert "central xz plane of the node grid" in html
     assert (out / "figures" / "strain_maps.png").stat().st_size > 1000
 

@@ -229,41 +229,51 @@ def _by_step_region(table: dict, sel, values) -> dict:
     return {(str(table["step"][i]), str(table["region"][i])): float(values[i]) for i in np.flatnonzero(sel)}
 
 
+#: The regional table's components in the report, with their labels.
+_REGIONAL = (("hencky_zz", "ln U_zz"), ("volumetric", "det F - 1"))
+
+
 def _regional(rep, out: Path, info: dict, reg: dict, true: dict | None) -> None:
-    """Axial strain by layer of the T0 anode (volume means), with the true field's beside it when known."""
-    sel = reg["component"] == "hencky_zz"
-    rows = np.flatnonzero(sel)
-    cols = ["step", "region", "nodes", "mean ln U_zz", "node mean", "median", "std"]
-    tsel = None if true is None else true["component"] == "hencky_zz"
-    mean = _layer_mean(reg)
-    # by (step, region): every step has a truth; over the part of the layer the measurement covers (tables written
-    # before session 22: over the whole layer only) and over the whole layer
-    same = {} if tsel is None else _by_step_region(true, tsel, true.get("strain_volume_mean_covered", _layer_mean(true)))
-    whole = {} if tsel is None else _by_step_region(true, tsel, _layer_mean(true))
-    if tsel is not None:
-        cols += ["true mean ln U_zz (same part)", "error", "true mean (whole layer)"]
-    table = []
-    for i in rows:
-        row = (reg["step"][i], reg["region"][i], reg["n_nodes"][i], mean[i], reg["strain_mean"][i],
-               reg["strain_median"][i], reg["strain_std"][i])
-        if tsel is not None:
-            key = (str(reg["step"][i]), str(reg["region"][i]))
-            t = same.get(key, float("nan"))
-            row += (t, mean[i] - t, whole.get(key, float("nan")))
-        table.append(row)
-    rep.table(cols, table, caption="Axial finite strain by layer of the T0 anode (collector side first): the "
-              "layer's volume mean (F of the displacement field's interpolant over the part of the layer the "
-              "measurement covers, volume_covered in tables/regional_strain), and the mean, median and spread over "
-              "the nodes inside it" + ("; beside it the true field's volume mean over the same part and the "
-              "difference, and the true volume mean over the whole layer (what the layer did)." if tsel is not None
-                                      else "."))
-    series = {str(r): mean[sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
-    steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
-    if tsel is not None:  # the curves share the measured steps
-        series.update({f"{r} (truth)": np.asarray([same.get((str(s), str(r)), np.nan) for s in steps])
-                       for r in dict.fromkeys(true["region"][tsel])})
-    _figure(rep, _vs_time(_axis(info, steps), series, "mean ln U_zz (volume)", "time (h)"), out, "strain_regions",
-            "Mean axial strain vs time by layer (volume means)" + (" (measured and true)" if tsel is not None else ""))
+    """Axial and volumetric strain by layer of the T0 anode and over the whole electrode (volume means), with the
+    true field's beside them when known."""
+    comps = [(c, label) for c, label in _REGIONAL if np.any(reg["component"] == c)]
+    cols = ["step", "region", "component", "nodes", "volume mean", "node mean", "median", "std"]
+    if true is not None:
+        cols += ["true volume mean (same part)", "error", "true volume mean (whole region)"]
+    table, figures, mean = [], [], _layer_mean(reg)
+    for c, label in comps:
+        sel = reg["component"] == c
+        tsel = None if true is None else true["component"] == c
+        # by (step, region): every step has a truth; over the part of the region the measurement covers (tables
+        # written before session 22: over the whole region only) and over the whole region
+        same = {} if tsel is None else _by_step_region(true, tsel, true.get("strain_volume_mean_covered",
+                                                                             _layer_mean(true)))
+        whole = {} if tsel is None else _by_step_region(true, tsel, _layer_mean(true))
+        for i in np.flatnonzero(sel):
+            row = (reg["step"][i], reg["region"][i], label, reg["n_nodes"][i], mean[i], reg["strain_mean"][i],
+                   reg["strain_median"][i], reg["strain_std"][i])
+            if tsel is not None:
+                key = (str(reg["step"][i]), str(reg["region"][i]))
+                t = same.get(key, float("nan"))
+                row += (t, mean[i] - t, whole.get(key, float("nan")))
+            table.append(row)
+        series = {str(r): mean[sel & (reg["region"] == r)] for r in dict.fromkeys(reg["region"][sel])}
+        steps = reg["step"][sel & (reg["region"] == reg["region"][sel][0])]
+        if tsel is not None:  # the curves share the measured steps
+            series.update({f"{r} (truth)": np.asarray([same.get((str(s), str(r)), np.nan) for s in steps])
+                           for r in dict.fromkeys(true["region"][tsel])})
+        figures.append((_vs_time(_axis(info, steps), series, f"mean {label} (volume)", "time (h)"),
+                        "strain_regions" if c == "hencky_zz" else f"strain_regions_{c}",
+                        f"Mean {label} vs time by layer and over the electrode (volume means)"
+                        + (" (measured and true)" if tsel is not None else "")))
+    rep.table(cols, table, caption="Axial (ln U_zz) and volumetric (det F - 1) finite strain by layer of the T0 "
+              "anode (collector side first) and over the whole electrode: the region's volume mean (F of the "
+              "displacement field's interpolant over the part of the region the measurement covers, volume_covered in "
+              "tables/regional_strain), and the mean, median and spread over the nodes inside it"
+              + ("; beside it the true field's volume mean over the same part and the difference, and the true volume "
+                 "mean over the whole region (what it did)." if true is not None else "."))
+    for fig, name, caption in figures:
+        _figure(rep, fig, out, name, caption)
 
 
 #: report section of each stage, in workflow order

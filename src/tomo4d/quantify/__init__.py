@@ -30,7 +30,7 @@ _EXPORTS = {
     "particle_properties": "particles", "size_distribution": "particles", "detect_cracks": "particles",
     "Tracks": "tracking", "track_particles": "tracking", "link_particles": "tracking",
     "ParticleFrames": "frames", "particle_frames": "frames",
-    "RegionalStrain": "regions", "regional_strain_series": "regions", "layer_names": "regions",
+    "RegionalStrain": "regions", "regional_strain_series": "regions", "layer_names": "regions", "ELECTRODE": "regions",
     "LithiationModes": "modes", "lithiation_modes": "modes", "residual_series": "modes", "particle_depth": "modes",
     "write_table": "tables", "read_table": "tables", "column_units": "tables",
 }

@@ -30,9 +30,12 @@ from .._validate import check_number, show
 from ..errors import InputError
 from ._common import check_int, step_names
 
-__all__ = ["RegionalStrain", "regional_strain_series", "layer_names"]
+__all__ = ["ELECTRODE", "RegionalStrain", "regional_strain_series", "layer_names"]
 
 STATS = ("mean", "median", "std", "p05", "p95")
+#: The region after the layers: the whole electrode between the two interfaces (what its mean volumetric strain, the
+#: study's headline figure, is measured over; the layers alone left it to be combined by hand).
+ELECTRODE = "electrode"
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +47,7 @@ class RegionalStrain:
     step_names : tuple of str
         Steps with a strain field (T0 -> Tn).
     region_names : tuple of str
-        Layers, collector side first.
+        Layers, collector side first, then (with two or more layers) :data:`ELECTRODE`, the whole electrode.
     components : tuple of str
         Strain components (``hencky_zz`` axial, ``volumetric`` = ``det F - 1``, ...; see
         :meth:`tomo4d.dvc.StrainField.component`).
@@ -133,7 +136,8 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         (e.g. ``Thickness.collector_z_nm`` mean / voxel size).
     n_layers : int
         Number of depth bands of equal T0 thickness between the two interfaces (2: collector and
-        separator halves), collector side first.
+        separator halves), collector side first; with two or more, the whole electrode (:data:`ELECTRODE`) follows
+        as one more region.
     components : sequence of str
         See :meth:`tomo4d.dvc.StrainField.component`; default Hencky zz and ``det F - 1``
         (:data:`tomo4d.dvc.strain.SMALL_COMPONENTS` only on request).
@@ -169,21 +173,23 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
     comps = tuple(dict.fromkeys(str(c) for c in components))
     if hist_component not in comps:
         comps = comps + (hist_component,)
-    rnames = layer_names(n_layers)
+    rnames = layer_names(n_layers) + ((ELECTRODE,) if n_layers > 1 else ())
+    bounds = [(k / n_layers, (k + 1) / n_layers) for k in range(n_layers)] + ([(0.0, 1.0)] if n_layers > 1 else [])
     names = step_names(len(items), names if names is not None else [f"T{i + 1}" for i in range(len(items))])
-    shape = (len(items), n_layers, len(comps))
+    shape = (len(items), len(rnames), len(comps))
     out = {k: np.full(shape, np.nan) for k in STATS}
-    n_nodes = np.zeros((len(items), n_layers), np.int64)
-    vmean, covered = np.full(shape, np.nan), np.zeros((len(items), n_layers))
+    n_nodes = np.zeros(shape[:2], np.int64)
+    vmean, covered = np.full(shape, np.nan), np.zeros(shape[:2])
     masks_all = []
     for i, st in enumerate(items):
-        for k in range(n_layers):
-            sm = slab_volume_mean(sources[i], zc + k * (zs - zc) / n_layers, zc + (k + 1) * (zs - zc) / n_layers,
-                                  components=comps)
+        for k, (a, b) in enumerate(bounds):
+            sm = slab_volume_mean(sources[i], zc + a * (zs - zc), zc + b * (zs - zc), components=comps)
             vmean[i, k], covered[i, k] = sm.values, sm.covered
         depth = (st.positions_zyx_px[..., 0] - zc) / (zs - zc)
         layer = np.floor(depth * n_layers).astype(np.int64)
         masks = {rnames[k]: (layer == k) & (depth >= 0) & (depth < 1) for k in range(n_layers)}
+        if n_layers > 1:
+            masks[ELECTRODE] = (depth >= 0) & (depth < 1)
         masks_all.append(masks)
         for r in regional_strain(st, masks, components=comps):
             k, c = rnames.index(r.region), comps.index(r.component)
@@ -198,7 +204,7 @@ def regional_strain_series(strains: Sequence, *, collector_z_px: float, separato
         if value_range[1] <= value_range[0]:
             value_range = (value_range[0] - 0.5, value_range[0] + 0.5)
     edges = np.linspace(value_range[0], value_range[1], int(bins) + 1)
-    counts = np.zeros((len(items), n_layers, int(bins)), np.int64)
+    counts = np.zeros((len(items), len(rnames), int(bins)), np.int64)
     for i in range(len(items)):
         for k, m in enumerate(masks_all[i].values()):
             counts[i, k] = np.histogram(items[i].component(hist_component)[m & items[i].valid], bins=edges)[0]
