@@ -283,6 +283,8 @@ def main(argv=None):
                     help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
     ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
     ap.add_argument("--save-fields", default=None, help="write each step's T0 -> Tn field to this folder (.h5)")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="global: GlobalOptions.restarts (the nodes without data restarted from the measured field)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="also print, per z row of nodes, the mean measured and true u_z and u_y, x error (px)")
@@ -339,7 +341,7 @@ def main(argv=None):
         for k, v in (("regularisation", a.reg), ("levels", a.levels), ("psf_sigma_px", a.psf_sigma),
                      ("max_iterations", a.max_iter), ("interpolation", a.interp),
                      ("final_regularisation", a.continue_reg), ("grey_regularisation", a.grey_reg),
-                     ("solver", a.solver), ("interface_grey_stiffness", a.grey_band)):
+                     ("solver", a.solver), ("interface_grey_stiffness", a.grey_band), ("restarts", a.restarts)):
             if v is not None:
                 kw[k] = v
         if mask is not None:

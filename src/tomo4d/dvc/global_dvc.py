@@ -171,6 +171,17 @@ class GlobalOptions:
         which extrapolates the field past a mask's edge (lateral faces masked out, zero start: in-plane strain
         0.019 of 0.0198, against 0.012-0.016 held at zero), but run to convergence on the phantom's route it
         read det F - 1 0.02-0.10 low, the nodes at the data's edge losing their penalty.
+    restarts : int
+        Solve the finest level up to this many times more, each with the nodes without data (no masked voxel in
+        their support: those the solvers hold) restarted from each node row's in-plane affine fit of the measured
+        field (:mod:`tomo4d.dvc._restart`), until
+        a restart moves no node by 0.01 px (0: none).  The held nodes carry the start's in-plane displacement, and the
+        Laplacian ties the measured stretch to it across the mask's edge: the axial start's in-plane scale is poorly
+        determined, and with it the runner's route read det F - 1 up to 0.041 low on the HQ phantom of seed 1 (five
+        restarts: up to 0.025, the sides' ln U_zz unchanged; the runner's converged route takes 5;
+        benchmarks/RESULTS.md, session 34).  Each restart costs one finest-level solve from a near-converged start
+        (the route's pairs took 1.4-1.6x the time); ``notes["restarts_max_change_px"]`` holds each restart's
+        largest change.
     """
 
     node_spacing: int = 4
@@ -191,6 +202,7 @@ class GlobalOptions:
     solver: str = "lbfgs"
     interface_grey_stiffness: float = 0.0
     hold_without_data: bool = False
+    restarts: int = 0
 
     def __post_init__(self):
         check_int("node_spacing", self.node_spacing, minimum=2)
@@ -204,6 +216,7 @@ class GlobalOptions:
         if self.final_regularisation is not None:
             check_number("final_regularisation", self.final_regularisation, minimum=0)
         check_int("max_iterations", self.max_iterations, minimum=1)
+        check_int("restarts", self.restarts, minimum=0, maximum=20)
         check_number("tolerance", self.tolerance, minimum=0, exclusive_minimum=True)
         check_number("out_of_view_fraction", self.out_of_view_fraction, minimum=0, maximum=1)
         check_number("mask_fraction", self.mask_fraction, minimum=0, maximum=1)
@@ -351,6 +364,16 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
 
         sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes,
                             plane_z_px=node_plane_z_px)
+        if opts.restarts:  # the nodes outside the data restarted from the measured field (GlobalOptions.restarts)
+            from ._restart import restart_solves
+
+            finest = dataclasses.replace(opts, levels=1)
+            sol, restarts = restart_solves(
+                sol, lambda u: solve_pyramid(ref, dfm, msk, u, origin, finest, interfaces=planes,
+                                             plane_z_px=node_plane_z_px),
+                lambda s: (_statuses(s.support_in_mask, s.support_out_of_view, opts) == NodeStatus.CONVERGED,
+                           s.support_in_mask == 0),
+                origin, opts.node_spacing, opts.restarts)
     status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
     failed = _failed_fraction(status)
     phis = _phis(sol.u_nodes, opts.node_spacing)
@@ -361,6 +384,8 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
              "failed_fraction": failed}
     if planes:
         notes["interfaces"] = sol.interfaces
+    if opts.restarts:
+        notes["restarts_max_change_px"] = restarts
     capped = sum(lv.get("cg_capped_steps", 0) for lv in sol.level_notes)
     if capped and mask is None:  # the actionable case (masked deconvolved scans cap too: slow, not wrong)
         warnings.warn(f"global DVC: in {capped} Gauss-Newton steps the conjugate gradients stopped at their cap "

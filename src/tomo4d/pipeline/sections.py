@@ -223,7 +223,7 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 #: collector side up to 0.032 high (session 28).  Gauss-Newton stops by itself in 3-25.
 #: ``hold_without_data``: L-BFGS over Gauss-Newton's unknowns (free, it read det F - 1 0.02-0.10 low).
 CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", "interface_grey_stiffness": 10.0,
-                                    "max_iterations": 1000, "hold_without_data": True})
+                                    "max_iterations": 1000, "hold_without_data": True, "restarts": 5})
 #: The converged route's Laplacian weight (``regularisation``), by what the scans went through: 0.2 on scans
 #: deconvolved first (``deconvolve_iterations``), whose Richardson-Lucy noise the converged field follows at 0.05 (the
 #: LQ phantom's collector side up to 0.067 low, session 26); 0.05 on scans as reconstructed, which it reads sharper

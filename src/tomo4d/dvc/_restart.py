@@ -1,0 +1,58 @@
+"""Restarting the nodes outside the data from the measured field (:attr:`GlobalOptions.restarts`).
+
+Why: both solvers hold the nodes whose elements hold no masked voxel at their start values (Gauss-Newton always,
+L-BFGS with ``hold_without_data``), and across the mask's lateral edge the Laplacian ties the measured field to
+that held ring.  The ring's in-plane displacement is then the start's, and so is much of the measured in-plane
+stretch.  The axial-profile start's in-plane scale ``s(z)`` is poorly determined: on the HQ phantom of seed 1 it
+reads det F - 1 0.022-0.070 low at T2-T5, and the converged route, the sides' ln U_zz within 0.004, 0.014-0.041 low
+from T2.  Restarting the ring from each node row's in-plane affine fit of the measured field and solving again lets
+the ring follow the measured stretch: 0.005-0.025 low with five restarts (benchmarks/RESULTS.md, session 34).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def restarted_ring(u_nodes: np.ndarray, usable: np.ndarray, outside: np.ndarray, origin, spacing: float, *,
+                   min_nodes: int = 6) -> tuple[np.ndarray, float]:
+    """``u_nodes`` (gz, gy, gx, 3) px with the in-plane components of the ``outside`` nodes (gz, gy, gx bool: those
+    without a masked voxel in their support, which the solvers hold) replaced, row by row (each z), by the least-squares fit ``u_y = a + b (y - c_y)``,
+    ``u_x = a' + b' (x - c_x)`` over the row's ``usable`` nodes, each coefficient the median of its own row's and
+    the adjacent rows' fits (a row at a face of the volume is weakly determined; rows with fewer than
+    ``min_nodes`` usable nodes fit nothing; u_z is kept); and the largest change, px."""
+    u = np.array(u_nodes, dtype=np.float64, copy=True)
+    gz, gy, gx = usable.shape
+    y = origin[1] + spacing * np.arange(gy)
+    x = origin[2] + spacing * np.arange(gx)
+    coords = np.meshgrid(y - y.mean(), x - x.mean(), indexing="ij")
+    coef = np.full((gz, 2, 2), np.nan)  # row, component (y, x), (a, b)
+    for k in range(gz):
+        ok = usable[k]
+        if ok.sum() >= min_nodes:
+            for c, coord in enumerate(coords):
+                design = np.stack([np.ones(int(ok.sum())), coord[ok]], 1)
+                coef[k, c] = np.linalg.lstsq(design, u[k, ..., c + 1][ok], rcond=None)[0]
+    for k in range(gz):
+        near = coef[max(k - 1, 0):k + 2]
+        out = outside[k]
+        if np.isnan(coef[k, 0, 0]) or not out.any():
+            continue
+        a_b = np.nanmedian(near, axis=0)
+        for c, coord in enumerate(coords):
+            u[k, ..., c + 1][out] = a_b[c, 0] + a_b[c, 1] * coord[out]
+    return u, float(np.max(np.abs(u - u_nodes))) if u.size else 0.0
+
+
+def restart_solves(sol, solve, usable_outside, origin, spacing: float, restarts: int) -> tuple:
+    """Up to ``restarts`` solves more (``solve(u_nodes) -> solution``), each with the nodes without data restarted
+    by :func:`restarted_ring` (``usable_outside(solution)``: the usable and the held nodes, (gz, gy, gx) bool each),
+    until a restart moves no node by 0.01 px; returns the last solution and the restarts' changes, px."""
+    changes = []
+    for _ in range(restarts):
+        u, change = restarted_ring(sol.u_nodes, *usable_outside(sol), origin, spacing)
+        changes.append(round(change, 4))
+        if change < 0.01:
+            break
+        sol = solve(np.ascontiguousarray(u))
+    return sol, changes
