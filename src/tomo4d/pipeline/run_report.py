@@ -172,6 +172,10 @@ def _strain_section(rep, out: Path, info: dict) -> None:
                  "On the phantom this capped L-BFGS route reads the side strains within about 0.02 of the truth, but "
                  "its figures move by up to 0.007 with floating-point rounding (thread counts) and by up to 0.02-0.08 "
                  "with the start (benchmarks/RESULTS.md, issue 15, sessions 25-26).")
+    rep.text("Caution: det F - 1 (volumetric strain) includes the in-plane expansion, the part of the field measured "
+             "least well: on the phantom's low-resolution scans it read up to 0.05 below the truth where the axial "
+             "ln U_zz read within 0.02 (the demo's electrode 0.024-0.056 low; benchmarks/RESULTS.md, issue 15, "
+             "session 34). ln U_zz is the robust figure.")
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
     keys += [k for k in ("beyond_validated_range", "solver_capped") if k in summ]
     keys += ["hencky_zz_mean_true", "volumetric_mean_true", "median_error_px"] if truth else []
