@@ -17,10 +17,11 @@ import numpy as np
 def restarted_ring(u_nodes: np.ndarray, usable: np.ndarray, outside: np.ndarray, origin, spacing: float, *,
                    min_nodes: int = 6) -> tuple[np.ndarray, float]:
     """``u_nodes`` (gz, gy, gx, 3) px with the in-plane components of the ``outside`` nodes (gz, gy, gx bool: those
-    without a masked voxel in their support, which the solvers hold) replaced, row by row (each z), by the least-squares fit ``u_y = a + b (y - c_y)``,
-    ``u_x = a' + b' (x - c_x)`` over the row's ``usable`` nodes, each coefficient the median of its own row's and
-    the adjacent rows' fits (a row at a face of the volume is weakly determined; rows with fewer than
-    ``min_nodes`` usable nodes fit nothing; u_z is kept); and the largest change, px."""
+    without a masked voxel in their support, which the solvers hold) replaced, row by row (each z), by the
+    least-squares fit ``u_y = a + b (y - c_y)``, ``u_x = a' + b' (x - c_x)`` over the row's ``usable`` nodes, each
+    coefficient the median of its own row's and the adjacent rows' fits (a row at a face of the volume is weakly
+    determined; rows with fewer than ``min_nodes`` usable nodes fit nothing; u_z is kept); and the largest change,
+    px."""
     u = np.array(u_nodes, dtype=np.float64, copy=True)
     gz, gy, gx = usable.shape
     y = origin[1] + spacing * np.arange(gy)

@@ -30,6 +30,9 @@ coarse to fine; an initial field (e.g. the previous time step's) gives the captu
 
 Memory: about 30 float32 values per voxel of the finest level (dense field, sampling
 coordinates, gradients), i.e. ~2 GiB for 256^3; a chunked (out-of-core) version is not built.
+
+Over 500 lines because :class:`GlobalOptions` documents every option with the measurement behind its default; the
+solvers live in ``_global_solver`` / ``_global_gn``, the restarts in ``_restart``.
 """
 
 from __future__ import annotations
@@ -174,14 +177,13 @@ class GlobalOptions:
     restarts : int
         Solve the finest level up to this many times more, each with the nodes without data (no masked voxel in
         their support: those the solvers hold) restarted from each node row's in-plane affine fit of the measured
-        field (:mod:`tomo4d.dvc._restart`), until
-        a restart moves no node by 0.01 px (0: none).  The held nodes carry the start's in-plane displacement, and the
-        Laplacian ties the measured stretch to it across the mask's edge: the axial start's in-plane scale is poorly
-        determined, and with it the runner's route read det F - 1 up to 0.041 low on the HQ phantom of seed 1 (five
-        restarts: up to 0.025, the sides' ln U_zz unchanged; the runner's converged route takes 5;
-        benchmarks/RESULTS.md, session 34).  Each restart costs one finest-level solve from a near-converged start
-        (the route's pairs took 1.4-1.6x the time); ``notes["restarts_max_change_px"]`` holds each restart's
-        largest change.
+        field (:mod:`tomo4d.dvc._restart`), until a restart moves no node by 0.01 px (0: none).  The held nodes
+        carry the start's in-plane displacement, and the Laplacian ties the measured stretch to it across the mask's
+        edge: the axial start's in-plane scale is poorly determined, and with it the runner's route read det F - 1
+        up to 0.041 low on the HQ phantom of seed 1 (five restarts: up to 0.025, the sides' ln U_zz unchanged; the
+        runner's converged route takes 5; benchmarks/RESULTS.md, session 34).  Each restart costs one finest-level
+        solve from a near-converged start (the route's pairs took 1.4-1.6x the time);
+        ``notes["restarts_max_change_px"]`` holds each restart's largest change.
     """
 
     node_spacing: int = 4
