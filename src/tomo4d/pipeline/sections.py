@@ -98,8 +98,8 @@ _DVC_OWN = {
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
         "regularisation: 0.2 on deconvolved scans (deconvolve_iterations), else 0.05, interface_grey_stiffness: 10, "
-        "max_iterations: 1000, hold_without_data: true} "
-        "(RESULTS.md, sessions 26-29) and, with axial_start: "
+        "max_iterations: 1000, hold_without_data: true, restarts: 5 (the held nodes restarted from the measured "
+        "in-plane stretch, session 34)} (RESULTS.md, sessions 26-29) and, with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
     "vtk": (bool, Field(True, description=(
         "Also write ParaView files: fields/dvc_T0_<step>.vtk (displacement, status, residual) and, from the "
