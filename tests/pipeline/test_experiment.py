@@ -144,7 +144,7 @@ def test_dvc_global_method_and_its_options():
                                             "global_options": {"levels": 2, "regularisation": 0.1}}})
     assert exp.dvc.global_dvc_options() == GlobalOptions(node_spacing=6, levels=2, regularisation=0.1, solver="auto",
                                                          interpolation="cubic", interface_grey_stiffness=10.0,
-                                                         max_iterations=1000, hold_without_data=True)
+                                                         max_iterations=1000, hold_without_data=True, restarts=5)
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"regularization": 0.1}}})
     assert "regularization= is not an option of dvc.global_options" in msg and "did you mean 'regularisation'" in msg
     msg = _refused({**GOOD, "dvc": {"method": "global", "global_options": {"levels": 0}}})
@@ -197,7 +197,8 @@ def test_global_method_defaults_to_the_converged_route_and_the_axial_start_to_on
     assert (opts.solver, opts.regularisation, opts.levels) == ("lbfgs", 0.1, 1)
     plain = parse_experiment({**GOOD, "dvc": {"method": "global", "node_spacing": 4}}).dvc.global_dvc_options()
     assert plain == GlobalOptions(node_spacing=4, solver="auto", interpolation="cubic", regularisation=0.05,
-                                  interface_grey_stiffness=10.0, max_iterations=1000, hold_without_data=True)
+                                  interface_grey_stiffness=10.0, max_iterations=1000, hold_without_data=True,
+                                  restarts=5)
 
 
 def test_enhanced_series_and_align_together_are_refused():
