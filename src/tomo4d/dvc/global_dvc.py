@@ -182,7 +182,7 @@ class GlobalOptions:
         edge: the axial start's in-plane scale is poorly determined, and with it the runner's route read det F - 1
         up to 0.041 low on the HQ phantom of seed 1 (five restarts: up to 0.025, the sides' ln U_zz unchanged; the
         runner's converged route takes 5; benchmarks/RESULTS.md, session 34).  Each restart costs one finest-level
-        solve from a near-converged start (the route's pairs took 1.4-1.6x the time);
+        solve from a near-converged start (the route's pairs took 1.3-1.5x the time);
         ``notes["restarts_max_change_px"]`` holds each restart's largest change.
     """
 
