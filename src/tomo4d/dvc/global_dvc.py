@@ -366,11 +366,12 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
 
         sol = solve_pyramid(ref, dfm, msk, u0.reshape(gs + (3,)), origin, opts, interfaces=planes,
                             plane_z_px=node_plane_z_px)
+        changes = []  # each restart's largest change, px
         if opts.restarts:  # the nodes outside the data restarted from the measured field (GlobalOptions.restarts)
             from ._restart import restart_solves
 
             finest = dataclasses.replace(opts, levels=1)
-            sol, restarts = restart_solves(
+            sol, changes = restart_solves(
                 sol, lambda u: solve_pyramid(ref, dfm, msk, u, origin, finest, interfaces=planes,
                                              plane_z_px=node_plane_z_px),
                 lambda s: (_statuses(s.support_in_mask, s.support_out_of_view, opts) == NodeStatus.CONVERGED,
@@ -387,7 +388,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     if planes:
         notes["interfaces"] = sol.interfaces
     if opts.restarts:
-        notes["restarts_max_change_px"] = restarts
+        notes["restarts_max_change_px"] = changes
     capped = sum(lv.get("cg_capped_steps", 0) for lv in sol.level_notes)
     if capped and mask is None:  # the actionable case (masked deconvolved scans cap too: slow, not wrong)
         warnings.warn(f"global DVC: in {capped} Gauss-Newton steps the conjugate gradients stopped at their cap "
