@@ -163,13 +163,17 @@ def _affine_field(phi0, shape, spacing):
                              half_window_px=(spacing,) * 3, notes={"volume_shape_zyx": list(shape)})
 
 
-def _deconvolve(volume, sigma_px, iterations):
-    """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back)."""
+def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None):
+    """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back); with
+    ``sigma_yx_px`` the PSF's in-plane sigma is that instead (a partial in-plane deconvolution)."""
     from skimage.restoration import richardson_lucy
 
-    r = int(np.ceil(3 * sigma_px))
-    g = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma_px ** 2))
-    psf = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    def kernel(s):
+        r = int(np.ceil(3 * sigma_px))
+        return np.exp(-np.arange(-r, r + 1) ** 2 / (2 * s ** 2))
+
+    g, h = kernel(sigma_px), kernel(sigma_px if sigma_yx_px is None else sigma_yx_px)
+    psf = g[:, None, None] * h[None, :, None] * h[None, None, :]
     lo, span = float(volume.min()), float(np.ptp(volume)) or 1.0
     pos = (volume - lo) / span + 0.05
     out = richardson_lucy(pos, psf / psf.sum(), num_iter=iterations, clip=False)
@@ -282,6 +286,8 @@ def main(argv=None):
     ap.add_argument("--deconvolve", type=int, default=0,
                     help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
     ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
+    ap.add_argument("--deconvolve-sigma-yx", type=float, default=None,
+                    help="the PSF's in-plane sigma for --deconvolve (default --deconvolve-sigma), px")
     ap.add_argument("--save-fields", default=None, help="write each step's T0 -> Tn field to this folder (.h5)")
     ap.add_argument("--restarts", type=int, default=None,
                     help="global: GlobalOptions.restarts (the nodes without data restarted from the measured field)")
@@ -350,7 +356,7 @@ def main(argv=None):
     if a.represent == "labels":  # segmented as scanned, as the runner's segment stage
         series = _represent(a, exp, series)
     if a.deconvolve:  # only the volumes used
-        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve) if i == 0 or i in steps else v
+        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve, a.deconvolve_sigma_yx) if i == 0 or i in steps else v
                   for i, v in enumerate(series)]
     if a.represent == "gradient":  # of the deconvolved volumes
         series = _represent(a, exp, series)
