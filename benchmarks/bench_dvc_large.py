@@ -163,10 +163,18 @@ def _affine_field(phi0, shape, spacing):
                              half_window_px=(spacing,) * 3, notes={"volume_shape_zyx": list(shape)})
 
 
-def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None):
+def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None, pad="zero"):
     """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back); with
-    ``sigma_yx_px`` the PSF's in-plane sigma is that instead (a partial in-plane deconvolution)."""
+    ``sigma_yx_px`` the PSF's in-plane sigma is that instead (a partial in-plane deconvolution).  ``pad``: what
+    the deconvolution sees beyond the faces: ``zero`` (this bench's, unpadded), ``reflect`` (the runner's,
+    :func:`tomo4d.dvc.deconvolve`) or ``smooth`` (the reflected volume smoothed by 3 PSF sigmas: the local mean grey
+    without texture)."""
     from skimage.restoration import richardson_lucy
+
+    if pad == "reflect" and sigma_yx_px is None:
+        from tomo4d.dvc import deconvolve
+
+        return deconvolve(volume, psf_sigma_px=sigma_px, iterations=iterations)
 
     def kernel(s):
         r = int(np.ceil(3 * sigma_px))
@@ -176,7 +184,18 @@ def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None):
     psf = g[:, None, None] * h[None, :, None] * h[None, None, :]
     lo, span = float(volume.min()), float(np.ptp(volume)) or 1.0
     pos = (volume - lo) / span + 0.05
+    w = 0
+    if pad == "smooth":
+        from scipy import ndimage
+
+        w = 2 * (len(g) // 2)
+        inner = (slice(w, -w),) * 3
+        smooth = ndimage.gaussian_filter(np.pad(pos, w, mode="reflect"), 3 * sigma_px, mode="reflect")
+        smooth[inner] = pos
+        pos = smooth
     out = richardson_lucy(pos, psf / psf.sum(), num_iter=iterations, clip=False)
+    if w:
+        out = out[(slice(w, -w),) * 3]
     return ((out - 0.05) * span + lo).astype(np.float32)
 
 
@@ -286,6 +305,8 @@ def main(argv=None):
     ap.add_argument("--deconvolve", type=int, default=0,
                     help="Richardson-Lucy iterations on both volumes before correlation (0: off)")
     ap.add_argument("--deconvolve-sigma", type=float, default=2.8, help="Gaussian PSF of --deconvolve, px")
+    ap.add_argument("--deconvolve-pad", choices=("zero", "reflect", "smooth"), default="zero",
+                    help="what --deconvolve sees beyond the faces (see _deconvolve)")
     ap.add_argument("--deconvolve-sigma-yx", type=float, default=None,
                     help="the PSF's in-plane sigma for --deconvolve (default --deconvolve-sigma), px")
     ap.add_argument("--save-fields", default=None, help="write each step's T0 -> Tn field to this folder (.h5)")
@@ -356,7 +377,7 @@ def main(argv=None):
     if a.represent == "labels":  # segmented as scanned, as the runner's segment stage
         series = _represent(a, exp, series)
     if a.deconvolve:  # only the volumes used
-        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve, a.deconvolve_sigma_yx) if i == 0 or i in steps else v
+        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve, a.deconvolve_sigma_yx, a.deconvolve_pad) if i == 0 or i in steps else v
                   for i, v in enumerate(series)]
     if a.represent == "gradient":  # of the deconvolved volumes
         series = _represent(a, exp, series)
