@@ -165,16 +165,12 @@ def _affine_field(phi0, shape, spacing):
 
 def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None, pad="zero"):
     """Richardson-Lucy with a Gaussian PSF of ``sigma_px`` (the grey levels shifted positive, then back); with
-    ``sigma_yx_px`` the PSF's in-plane sigma is that instead (a partial in-plane deconvolution).  ``pad``: what
-    the deconvolution sees beyond the faces: ``zero`` (this bench's, unpadded), ``reflect`` (the runner's,
-    :func:`tomo4d.dvc.deconvolve`) or ``smooth`` (the reflected volume smoothed by 3 PSF sigmas: the local mean grey
-    without texture)."""
+    ``sigma_yx_px`` the PSF's in-plane sigma is that instead (a partial in-plane deconvolution; the kernel keeps the
+    half-width of ``sigma_px``).  ``pad``: what the deconvolution sees beyond the faces: ``zero`` (this bench's,
+    unpadded), ``reflect`` (the reflection over twice the PSF's half-width, as :func:`tomo4d.dvc.deconvolve`) or
+    ``smooth`` (that reflection smoothed by 3 PSF sigmas: the local mean grey without texture)."""
+    from scipy import ndimage
     from skimage.restoration import richardson_lucy
-
-    if pad == "reflect" and sigma_yx_px is None:
-        from tomo4d.dvc import deconvolve
-
-        return deconvolve(volume, psf_sigma_px=sigma_px, iterations=iterations)
 
     def kernel(s):
         r = int(np.ceil(3 * sigma_px))
@@ -184,18 +180,17 @@ def _deconvolve(volume, sigma_px, iterations, sigma_yx_px=None, pad="zero"):
     psf = g[:, None, None] * h[None, :, None] * h[None, None, :]
     lo, span = float(volume.min()), float(np.ptp(volume)) or 1.0
     pos = (volume - lo) / span + 0.05
-    w = 0
-    if pad == "smooth":
-        from scipy import ndimage
-
-        w = 2 * (len(g) // 2)
-        inner = (slice(w, -w),) * 3
-        smooth = ndimage.gaussian_filter(np.pad(pos, w, mode="reflect"), 3 * sigma_px, mode="reflect")
-        smooth[inner] = pos
-        pos = smooth
+    w = 0 if pad == "zero" else 2 * (len(g) // 2)
+    inner = (slice(w, -w),) * 3
+    if w:
+        padded = np.pad(pos, w, mode="reflect")
+        if pad == "smooth":
+            padded = ndimage.gaussian_filter(padded, 3 * sigma_px, mode="reflect")
+            padded[inner] = pos
+        pos = padded
     out = richardson_lucy(pos, psf / psf.sum(), num_iter=iterations, clip=False)
     if w:
-        out = out[(slice(w, -w),) * 3]
+        out = out[inner]
     return ((out - 0.05) * span + lo).astype(np.float32)
 
 
@@ -377,8 +372,8 @@ def main(argv=None):
     if a.represent == "labels":  # segmented as scanned, as the runner's segment stage
         series = _represent(a, exp, series)
     if a.deconvolve:  # only the volumes used
-        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve, a.deconvolve_sigma_yx, a.deconvolve_pad) if i == 0 or i in steps else v
-                  for i, v in enumerate(series)]
+        series = [_deconvolve(v, a.deconvolve_sigma, a.deconvolve, a.deconvolve_sigma_yx, a.deconvolve_pad)
+                  if i == 0 or i in steps else v for i, v in enumerate(series)]
     if a.represent == "gradient":  # of the deconvolved volumes
         series = _represent(a, exp, series)
     rows, prev = [], None
