@@ -349,7 +349,7 @@ def main(argv=None):
     if a.face_margin is None:
         from tomo4d.dvc import boundary_margin_px
 
-        a.face_margin = boundary_margin_px(a.deconvolve_sigma, iterations=a.deconvolve) if a.deconvolve else 0
+        a.face_margin = boundary_margin_px(a.deconvolve_sigma) if a.deconvolve else 0
     if a.top_margin is None:
         a.top_margin = a.face_margin
     if a.face_margin or a.top_margin:

@@ -154,9 +154,11 @@ def test_dvc_global_cli_deconvolves_first(tmp_path, stretched_pair, capsys):
 
 
 def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp, capsys):
-    """--deconvolve leaves the faces' reflected band out of the correlation (as the runner): on a blurred 30 % stretch
-    with 5 % in-plane expansion, deconvolved with 20 iterations of its 1.5 px PSF, every usable node reads within
-    0.2 px (measured 0.073; 0.99 px, median 0.073 against 0.032, with the faces in: they pin the field)."""
+    """--deconvolve leaves the faces' reflected band (the PSF's half-width, 5 px) out of the correlation (as the
+    runner): on a blurred 30 % stretch with 5 % in-plane expansion, deconvolved with 20 iterations of its 1.5 px PSF,
+    every usable node reads within 0.2 px (measured 0.080, median 0.020; 0.99 px, median 0.073, with the faces in: they pin the
+    field; 5.8 px with the nodes at the mask's edge solved from the few voxels of their support in it, mask_fraction
+    0.2 neither holding nor flagging them)."""
     from scipy import ndimage
 
     exact = lambda x: np.stack([0.3 * x[0], 0.05 * (x[1] - 30), 0.05 * (x[2] - 30)])  # noqa: E731
@@ -166,9 +168,9 @@ def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp
     save_volume(Volume(dfm, (50.0, 50.0, 50.0)), b)
     assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--axial-start", "--lateral",
                  "--node-spacing", "6", "--deconvolve", "20", "--psf-sigma", "1.5"]) == 0
-    assert "10 px at the faces left out" in capsys.readouterr().out
+    assert "5 px at the faces left out" in capsys.readouterr().out
     f = DisplacementField.load(out)
-    assert f.notes["deconvolved"] == {"iterations": 20, "psf_sigma_px": 1.5, "face_margin_px": 10}
+    assert f.notes["deconvolved"] == {"iterations": 20, "psf_sigma_px": 1.5, "face_margin_px": 5}
     p, ok = f.positions_zyx_px, f.usable
     err = np.linalg.norm(f.displacement_zyx_px - exact(p.T).T, axis=1)[ok]
     assert ok.sum() > 200 and err.max() < 0.2, (ok.sum(), err.max())

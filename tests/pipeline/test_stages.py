@@ -297,24 +297,21 @@ def test_global_dvc_match_leaves_the_deconvolved_faces_out():
     from tomo4d.dvc import boundary_margin_px
     from tomo4d.pipeline.stages import _inside_faces
 
-    m = boundary_margin_px(2.0, iterations=4)  # 3 sigma: RL's reach 2 sqrt(8) = 5.7 px is less
+    m = boundary_margin_px(2.0)  # the PSF's half-width, 3 sigma
     shape = (40, 30, 32)
-    box = np.asarray(_inside_faces(None, shape, 2.0, iterations=4))
+    box = np.asarray(_inside_faces(None, shape, 2.0))
     assert box.shape == shape and m == 6
     assert box[m:-m, m:-m, m:-m].all() and box.sum() == (40 - 2 * m) * (30 - 2 * m) * (32 - 2 * m)
     # the electrode 3.5 .. 20 px: the bottom margin stops at the collector, the top one is whole
-    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(3.5, 20.0), iterations=4))[:, m, m]
+    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(3.5, 20.0)))[:, m, m]
     np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(4, 40 - m))
-    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(10.0, 37.0), iterations=4))[:, m, m]  # the separator near the top
+    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(10.0, 37.0)))[:, m, m]  # the separator near the top
     np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(m, 37))
     band = da.broadcast_to(da.from_array((np.arange(40) >= 5)[:, None, None]), shape)
-    both = np.asarray(_inside_faces(band, shape, 2.0, iterations=4))
+    both = np.asarray(_inside_faces(band, shape, 2.0))
     np.testing.assert_array_equal(both, box & (np.arange(40) >= 5)[:, None, None])
-    small = np.asarray(_inside_faces(None, (40, 16, 12), 2.0, iterations=4))  # at most a quarter of an axis at each face
+    small = np.asarray(_inside_faces(None, (40, 16, 12), 2.0))  # at most a quarter of an axis at each face
     assert small[20, 4:12, 3:9].all() and small[20].sum() == 8 * 6
-    # the default 20 Richardson-Lucy iterations reach 2 sqrt(40) = 12.6 px: 13 left out where the axis allows
-    wide = np.asarray(_inside_faces(None, (80, 60, 60), 2.0, iterations=20))
-    assert wide[40, 13:47, 13:47].all() and wide[40].sum() == 34 * 34
 
 
 def test_a_capped_solve_flags_every_step_composed_on_it():
@@ -345,7 +342,7 @@ def test_report_describes_the_dvc_route_that_ran():
     text = _dvc_route(demo)
     for part in ("Global DVC", "nodes 4 px apart", "T(n-1) -> Tn", "20 iterations", "PSF sigma 3.13 px",
                  "in-plane expansion", "collector left out", "InterfaceMotion", "LOW_TEXTURE",
-                 "The 20 px at each face"):  # the deconvolution's reach, 3.13 sqrt(40) px (boundary_margin_px)
+                 "The 10 px at each face"):  # the PSF's half-width, ceil(3 x 3.13) px (boundary_margin_px)
         assert part in text, part
     assert "LOW_TEXTURE" not in _dvc_route({**demo, "flag_textureless": False})
     assert "against T0" not in text

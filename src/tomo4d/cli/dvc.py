@@ -221,7 +221,7 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if deconvolve_iterations:               # each keeps its voxel size (the pair's check, the field's)
         r, d = (Volume(deconvolve(v, psf_sigma_px=sigma, iterations=deconvolve_iterations), v.voxel_size_nm)
                 for v in (r, d))
-        msk = _without_faces(msk, r.shape, sigma, deconvolve_iterations)
+        msk = _without_faces(msk, r.shape, sigma)
     phi0 = None
     if phi_json:
         reg = Registration.load(phi_json)
@@ -233,7 +233,7 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if deconvolve_iterations:
         field = field.with_(notes={**field.notes, "deconvolved": {
             "iterations": deconvolve_iterations, "psf_sigma_px": sigma,
-            "face_margin_px": boundary_margin_px(sigma, iterations=deconvolve_iterations)}})
+            "face_margin_px": boundary_margin_px(sigma)}})
     _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json,
            text=[f"global: {field.notes['options']['solver']} {opts.interpolation}, regularisation "
                  f"{opts.regularisation:g}, "
@@ -243,7 +243,7 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
               if deconvolve_iterations else []))
 
 
-def _without_faces(msk, shape, sigma: float, iterations: int):
+def _without_faces(msk, shape, sigma: float):
     """The mask (or everything) less the deconvolved scans' faces, where Richardson-Lucy rests on reflected copies
     (:func:`tomo4d.dvc.interior_axes`, as the runner): the z faces only outside the mask's rows, so that an electrode
     a few voxels from a face keeps its rows.  A mask of another shape is left to the correlation's own check."""
@@ -257,7 +257,7 @@ def _without_faces(msk, shape, sigma: float, iterations: int):
             return msk
         rows = np.flatnonzero(msk.any(axis=(1, 2)))
         band = (int(rows[0]), int(rows[-1]) + 1) if rows.size else None
-    kz, ky, kx = interior_axes(shape, sigma, iterations=iterations, band=band)
+    kz, ky, kx = interior_axes(shape, sigma, band=band)
     box = kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
     return box if msk is None else msk & box
 

@@ -22,7 +22,7 @@ import torch
 from numba import njit
 from scipy import sparse
 
-from ._global_solver import plane_rows, voxel_elements
+from ._global_solver import plane_rows, supported_nodes, voxel_elements
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _Problem:
         self.R = _regulariser(self.gs, opts, self.nf, self.var, lv.band)
         self.planes = plane_rows(lv, self.G)
         self.with_data = np.ones(self.G, bool)  # set by each evaluate: nodes of an element with data
+        self.supported = supported_nodes(lv, opts.mask_fraction).ravel()  # nodes with mask_fraction of support
         self._pattern = None  # the Hessian's sparsity, built on the first evaluation that asks for the Hessian
 
     def pack(self, U, A, B) -> np.ndarray:
@@ -170,7 +171,8 @@ def minimise_gn(lv, U, A, B, opts, weights):
 
 
 def _free(p) -> np.ndarray:
-    """Nodes solved for: those of an element with data, and those an interface tie averages over (a plane in an
+    """Nodes solved for: those of an element with data that have ``mask_fraction`` of their support in the mask
+    (``_global_solver.supported_nodes``), and those an interface tie averages over (a plane in an
     element without data below the mask's edge: held at its start value, such a node made the tie push its
     neighbour with data instead; the demo's shrinking pair read the collector side 0.03-0.05 lower for it, session 26).
     The others are held by the Laplacian alone, whose null
@@ -180,7 +182,7 @@ def _free(p) -> np.ndarray:
     instead (relative to the Hessian's diagonal) bounded the steps but stopped the graded-stretch test early (0.079
     -0.086 px against 0.049 px); freeing one more ring of nodes around the data read the same 0.048 px undamped
     (0.086 damped), so it is not done."""
-    free = p.with_data.copy()
+    free = p.with_data & p.supported  # a node with less of its support in the mask is held too (supported_nodes)
     for c, _ in p.planes:
         free |= c != 0
     return free

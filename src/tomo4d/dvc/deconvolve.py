@@ -32,21 +32,22 @@ def gaussian_psf(sigma_px: float) -> np.ndarray:
     return psf / psf.sum()
 
 
-def boundary_margin_px(psf_sigma_px: float, *, iterations: int = 20) -> int:
-    """Voxels at each face of a deconvolved volume to leave out of a correlation: the reach of ``iterations``
-    Richardson-Lucy iterations, ``ceil(sigma sqrt(2 iterations))`` (each iteration blurs twice with the PSF, so the
-    reflected copy the deconvolution saw beyond a face reaches that far in), at least the PSF's half-width
-    ``ceil(3 sigma)``.  That band is the same in every scan of a series: a static feature that pins a displacement
-    field at the faces.  On the phantom (HQ, 2.8 px PSF, 20 iterations) it held the lateral faces still: with no
-    margin the in-plane expansion read 0.004 where it is 0.014 at T3 (session 19); with the PSF's half-width (9 px,
-    this function until session 24) det F - 1 still read 0.007 / 0.012 / 0.018 low at T1-T3, with 12 px 0.003-0.004,
-    with 16 / 20 px within 0.003 (18 px now; benchmarks/RESULTS.md, session 24)."""
+def boundary_margin_px(psf_sigma_px: float) -> int:
+    """Voxels at each face of a deconvolved volume to leave out of a correlation: the PSF's half-width
+    ``ceil(3 sigma)``.  :func:`deconvolve` pads by reflection, so within that band each output voxel rests on a
+    reflected copy of the volume, the same in every scan of a series: a static feature that pins a displacement
+    field at the faces.  On the phantom (HQ, 2.8 px PSF, 20 iterations) with no margin the in-plane expansion read
+    0.004 where it is 0.014 at T3 (session 19).  Sessions 24-35 left out the iterations' reach
+    ``ceil(sigma sqrt(2 iterations))`` (LQ 20 / HQ 18 px), measured on a bench that padded with zeros; with the
+    runner's reflection the half-width (LQ 10 / HQ 9 px), the nodes at the mask's edge with little support held
+    (``GlobalOptions.mask_fraction``), reads the phantom's det F - 1 within 0.010 / 0.018 at LQ seeds 1 / 2 (down to
+    -0.052 / -0.048 with the reach) and within 0.013 at HQ seed 0, the demo's electrode -0.014 .. -0.041 (-0.024 ..
+    -0.056; benchmarks/RESULTS.md, sessions 35-36)."""
     sigma = check_number("psf_sigma_px", psf_sigma_px, minimum=0, exclusive_minimum=True)
-    n = check_int("iterations", iterations, minimum=1)
-    return max(1, int(np.ceil(3 * sigma)), int(np.ceil(sigma * np.sqrt(2.0 * n))))
+    return max(1, int(np.ceil(3 * sigma)))
 
 
-def interior_axes(shape, psf_sigma_px: float, *, iterations: int = 20,
+def interior_axes(shape, psf_sigma_px: float, *,
                   band: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per axis (z, y, x) the voxels a correlation of two deconvolved scans should keep: all but
     :func:`boundary_margin_px` at each face (at most a quarter of the axis, so that half of it is kept).  The mask of
@@ -63,7 +64,7 @@ def interior_axes(shape, psf_sigma_px: float, *, iterations: int = 20,
     if len(shape) != 3:
         raise InputError(f"shape={show(shape)} is not a volume's (z, y, x); give three axis lengths")
     shape = tuple(check_int("shape", n, minimum=1) for n in shape)
-    m = [min(boundary_margin_px(psf_sigma_px, iterations=iterations), n // 4) for n in shape]
+    m = [min(boundary_margin_px(psf_sigma_px), n // 4) for n in shape]
     lo, hi = (shape[0], 0) if band is None else (float(band[0]), float(band[1]))
     z = np.arange(shape[0])
     keep_z = (z >= min(m[0], max(lo, 0))) & (z < max(shape[0] - m[0], min(hi, shape[0])))

@@ -118,8 +118,14 @@ class GlobalOptions:
         fraction of its masked voxels mapped outside the deformed volume is ``OUT_OF_VIEW``.
     mask_fraction : float
         A node whose support has less than this fraction of voxels inside the mask is
-        ``OUTSIDE_MASK`` (its value is the regularisation's interpolation; a node whose elements hold no masked
-        voxel at all keeps its start value, with either solver).
+        ``OUTSIDE_MASK``, and Gauss-Newton (L-BFGS with ``hold_without_data``) holds it at its start value (the
+        restarts' ring fit) rather than solve it from the few masked voxels of its elements; a free L-BFGS gives it
+        the regularisation's interpolation.  At the mask's edge such a node's few voxels (3 of its 13 px across the
+        edge) leave it poorly determined: a textured 60^3 crop stretched 30 % axially, a 5 px face band masked
+        out, read usable nodes up to 5.8 px off with only the nodes without data held and 0.2 here; 0.080 px with
+        0.6 (0.5 left the nodes on the mask's edge, half their support in it, 2.6 px off; ``tests/dvc/test_cli.py``,
+        benchmarks/RESULTS.md, sessions 35-36).  0.6: a node at least one voxel inside a flat edge of the mask at
+        node spacings up to 7 px (``(s + 2) / (2 s + 1)``).
     threads : int, optional
         torch CPU threads during the call (restored afterwards); default: ``tomo4d.threads``, else the
         CPUs this process may use.
@@ -167,17 +173,17 @@ class GlobalOptions:
         21-27).  ``"auto"``: Gauss-Newton on the CPU for grids up to :data:`AUTO_GN_MAX_NODES` nodes, else L-BFGS;
         ``notes["options"]["solver"]`` holds the one that ran.
     hold_without_data : bool
-        L-BFGS: hold the nodes whose elements hold no data (no masked voxel mapped into view; a tie's nodes stay free)
-        at their start values, as Gauss-Newton always does, so that both solvers minimise over the same unknowns
+        L-BFGS: hold the nodes whose elements hold no data (no masked voxel mapped into view), and those with less
+        than ``mask_fraction`` of their support in the mask (a tie's nodes stay free), at their start values, as Gauss-Newton always does, so that both solvers minimise over the same unknowns
         (the runner's converged route sets it: its L-BFGS, on a GPU or above the node limit, then reads
         Gauss-Newton's field on the phantom; session 28).  Off, L-BFGS lets those nodes follow the Laplacian,
         which extrapolates the field past a mask's edge (lateral faces masked out, zero start: in-plane strain
         0.019 of 0.0198, against 0.012-0.016 held at zero), but run to convergence on the phantom's route it
         read det F - 1 0.02-0.10 low, the nodes at the data's edge losing their penalty.
     restarts : int
-        Solve the finest level up to this many times more, each with the nodes without data (no masked voxel in
-        their support: those the solvers hold) restarted from each node row's in-plane affine fit of the measured
-        field (:mod:`tomo4d.dvc._restart`), until a restart moves no node by 0.01 px (0: none).  The held nodes
+        Solve the finest level up to this many times more, each with the held nodes (less than ``mask_fraction`` of
+        their support in the mask) restarted from each node row's fit of the measured field (in-plane affine, u_z a
+        plane; :mod:`tomo4d.dvc._restart`), until a restart moves no node by 0.01 px (0: none).  The held nodes
         carry the start's in-plane displacement, and the Laplacian ties the measured stretch to it across the mask's
         edge: the axial start's in-plane scale is poorly determined, and with it the runner's route read det F - 1
         up to 0.041 low on the HQ phantom of seed 1 (five restarts: up to 0.025, the sides' ln U_zz unchanged; the
@@ -196,7 +202,7 @@ class GlobalOptions:
     max_iterations: int = 100
     tolerance: float = 1e-7
     out_of_view_fraction: float = 0.05
-    mask_fraction: float = 0.2
+    mask_fraction: float = 0.6
     threads: int | None = None
     device: str = "cpu"
     interpolation: str = "linear"
@@ -336,7 +342,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
         in the mask that are out of view (above :data:`~tomo4d.dvc.FAILED_WARNING_FRACTION` a warning gives it;
         a mask under which no node has ``mask_fraction`` of its support is refused).  A warning is issued (and
         ``notes["converged"]`` is False) when the finest level hit ``max_iterations``, and one when the solver held
-        nodes with no voxel of the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's
+        nodes with less than ``mask_fraction`` of their support in the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's
         edge is then drawn toward no motion.
     """
     opts = _resolve(options, shortcuts)
@@ -375,7 +381,7 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
                 sol, lambda u: solve_pyramid(ref, dfm, msk, u, origin, finest, interfaces=planes,
                                              plane_z_px=node_plane_z_px),
                 lambda s: (_statuses(s.support_in_mask, s.support_out_of_view, opts) == NodeStatus.CONVERGED,
-                           s.support_in_mask == 0),
+                           s.support_in_mask < opts.mask_fraction),
                 origin, opts.node_spacing, opts.restarts)
     status = _statuses(sol.support_in_mask, sol.support_out_of_view, opts)
     failed = _failed_fraction(status)
@@ -494,16 +500,18 @@ def _initial_nodes(initial, phi0, pos, shape) -> np.ndarray:
 
 
 def _pinned_at_zero(in_mask, u0, opts: GlobalOptions) -> str | None:
-    """The warning when the solver held nodes without data (no masked voxel in their support) at a zero start: the
+    """The warning when the solver held nodes without data (less than ``mask_fraction`` of their support in the mask)
+    at a zero start: the
     field next to the mask's edge is then drawn toward no motion (a 40^3 crop expanded 2 % in-plane, the lateral
     faces masked out, Gauss-Newton: in-plane strain 0.014-0.016 of 0.0198 from zero, 0.019-0.021 from the true
     affine start, 0.016-0.018 from half of it; free L-BFGS 0.019; session 29)."""
     holds = opts.solver == "gauss-newton" or opts.hold_without_data
-    n = int(np.count_nonzero(np.asarray(in_mask) == 0))
+    n = int(np.count_nonzero(np.asarray(in_mask) < opts.mask_fraction))
     if not holds or n == 0 or np.any(u0):
         return None
     who = "Gauss-Newton holds" if opts.solver == "gauss-newton" else "hold_without_data holds"
-    return (f"global DVC: {n} nodes with no voxel of the mask stayed at the zero start ({who} them), so the field "
+    return (f"global DVC: {n} nodes with less than mask_fraction={show(opts.mask_fraction)} of their support in the "
+            f"mask stayed at the zero start ({who} them), so the field "
             "next to the mask's edge is drawn toward no motion (2 % in-plane expansion with the faces masked out read "
             "0.014 of 0.0198); give phi0 or initial (e.g. tomo4d.register's phi), or solver='lbfgs' without "
             "hold_without_data")

@@ -125,7 +125,7 @@ def _dvc_route(d: dict) -> str:
         if d.get("method") == "global" and d.get("deconvolve_psf_sigma_px"):
             from ..dvc import boundary_margin_px
 
-            m = boundary_margin_px(float(d["deconvolve_psf_sigma_px"]), iterations=int(d["deconvolve_iterations"]))
+            m = boundary_margin_px(float(d["deconvolve_psf_sigma_px"]))
             text.append(f"The {m} px at each face (at most a quarter of the axis), where the deconvolution saw the "
                         "volume's reflection, the same in every scan, left out of the match (the z faces only outside "
                         "the electrode).")

@@ -97,15 +97,14 @@ def _band_mask(lo: float, hi: float, shape):
     return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
 
 
-def _inside_faces(mask, shape, psf_sigma_px, band=None, *, iterations: int):
+def _inside_faces(mask, shape, psf_sigma_px, band=None):
     """``mask`` (or everything) less the deconvolved scans' faces (:func:`tomo4d.dvc.interior_axes`: the z faces only
     outside the electrode ``band``, px, when given), lazily."""
     import dask.array as da
 
     from ..dvc import interior_axes
 
-    kz, ky, kx = (da.from_array(k, chunks=64) for k in interior_axes(shape, psf_sigma_px, iterations=iterations,
-                                                                     band=band))
+    kz, ky, kx = (da.from_array(k, chunks=64) for k in interior_axes(shape, psf_sigma_px, band=band))
     box = kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
     return box if mask is None else mask & box
 
@@ -144,7 +143,7 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     mask = None if band is None else _band_mask(band[0], band[1] if sec.mask == "electrode" else np.inf, ref.shape)
     if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's faces are static in every
         # scan: out of the match, the electrode kept (measured for the global method; local windows not measured)
-        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band, iterations=sec.deconvolve_iterations)
+        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
