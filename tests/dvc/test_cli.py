@@ -156,9 +156,9 @@ def test_dvc_global_cli_deconvolves_first(tmp_path, stretched_pair, capsys):
 def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp, capsys):
     """--deconvolve leaves the faces' reflected band (the PSF's half-width, 5 px) out of the correlation (as the
     runner): on a blurred 30 % stretch with 5 % in-plane expansion, deconvolved with 20 iterations of its 1.5 px PSF,
-    every usable node reads within 0.2 px (measured 0.080, median 0.020; 0.99 px, median 0.073, with the faces in: they pin the
-    field; 5.8 px with the nodes at the mask's edge solved from the few voxels of their support in it, mask_fraction
-    0.2 neither holding nor flagging them)."""
+    every usable node reads within 0.2 px (measured 0.080, median 0.020; 0.99 px, median 0.073, with the faces in:
+    they pin the field; 5.8 px with the nodes at the mask's edge solved from the few voxels of their support in it,
+    mask_fraction 0.2 neither holding nor flagging them)."""
     from scipy import ndimage
 
     exact = lambda x: np.stack([0.3 * x[0], 0.05 * (x[1] - 30), 0.05 * (x[2] - 30)])  # noqa: E731

@@ -1,12 +1,13 @@
 """Restarting the nodes outside the data from the measured field (:attr:`GlobalOptions.restarts`).
 
 Why: both solvers hold the nodes whose elements hold no masked voxel, and those with less than ``mask_fraction`` of
-their support in the mask, at their start values (Gauss-Newton always, L-BFGS with ``hold_without_data``), and across the mask's lateral edge the Laplacian ties the measured field to
-that held ring.  The ring's in-plane displacement is then the start's, and so is much of the measured in-plane
-stretch.  The axial-profile start's in-plane scale ``s(z)`` is poorly determined: on the HQ phantom of seed 1 it
-reads det F - 1 0.022-0.070 low at T2-T5, and the converged route, the sides' ln U_zz within 0.004, 0.014-0.041 low
-from T2.  Restarting the ring from each node row's in-plane affine fit of the measured field and solving again lets
-the ring follow the measured stretch: 0.005-0.025 low with five restarts (benchmarks/RESULTS.md, session 34).
+their support in the mask, at their start values (Gauss-Newton always, L-BFGS with ``hold_without_data``), and across
+the mask's lateral edge the Laplacian ties the measured field to that held ring.  The ring's in-plane displacement is
+then the start's, and so is much of the measured in-plane stretch (and its u_z the axial start's).  The axial-profile
+start's in-plane scale ``s(z)`` is poorly determined: on the HQ phantom of seed 1 it reads det F - 1 0.022-0.070 low
+at T2-T5, and the converged route, the sides' ln U_zz within 0.004, 0.014-0.041 low from T2.  Restarting the ring from
+each node row's in-plane affine fit of the measured field and solving again lets the ring follow the measured stretch:
+0.005-0.025 low with five restarts (benchmarks/RESULTS.md, session 34).
 """
 
 from __future__ import annotations

@@ -174,12 +174,13 @@ class GlobalOptions:
         ``notes["options"]["solver"]`` holds the one that ran.
     hold_without_data : bool
         L-BFGS: hold the nodes whose elements hold no data (no masked voxel mapped into view), and those with less
-        than ``mask_fraction`` of their support in the mask (a tie's nodes stay free), at their start values, as Gauss-Newton always does, so that both solvers minimise over the same unknowns
-        (the runner's converged route sets it: its L-BFGS, on a GPU or above the node limit, then reads
-        Gauss-Newton's field on the phantom; session 28).  Off, L-BFGS lets those nodes follow the Laplacian,
-        which extrapolates the field past a mask's edge (lateral faces masked out, zero start: in-plane strain
-        0.019 of 0.0198, against 0.012-0.016 held at zero), but run to convergence on the phantom's route it
-        read det F - 1 0.02-0.10 low, the nodes at the data's edge losing their penalty.
+        than ``mask_fraction`` of their support in the mask (a tie's nodes stay free), at their start values, as
+        Gauss-Newton always does, so that both solvers minimise over the same unknowns (the runner's converged route
+        sets it: its L-BFGS, on a GPU or above the node limit, then reads Gauss-Newton's field on the phantom; session
+        28).  Off, L-BFGS lets those nodes follow the Laplacian, which extrapolates the field past a mask's edge
+        (lateral faces masked out, zero start: in-plane strain 0.019 of 0.0198, against 0.012-0.016 held at zero), but
+        run to convergence on the phantom's route it read det F - 1 0.02-0.10 low, the nodes at the data's edge losing
+        their penalty.
     restarts : int
         Solve the finest level up to this many times more, each with the held nodes (less than ``mask_fraction`` of
         their support in the mask) restarted from each node row's fit of the measured field (in-plane affine, u_z a
@@ -335,15 +336,15 @@ def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: Disp
     Returns
     -------
     DisplacementField
-        On the control grid (``node_spacing_px`` = ``half_window_px`` = the spacing): per node
-        the displacement and the deformation gradient from central differences of the nodal
-        values; status ``CONVERGED``, ``OUTSIDE_MASK`` or ``OUT_OF_VIEW``.  ``notes`` hold the
-        method, options, objective and iterations per level, and ``failed_fraction``: the fraction of the nodes
-        in the mask that are out of view (above :data:`~tomo4d.dvc.FAILED_WARNING_FRACTION` a warning gives it;
-        a mask under which no node has ``mask_fraction`` of its support is refused).  A warning is issued (and
-        ``notes["converged"]`` is False) when the finest level hit ``max_iterations``, and one when the solver held
-        nodes with less than ``mask_fraction`` of their support in the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's
-        edge is then drawn toward no motion.
+        On the control grid (``node_spacing_px`` = ``half_window_px`` = the spacing): per node the displacement and
+        the deformation gradient from central differences of the nodal values; status ``CONVERGED``, ``OUTSIDE_MASK``
+        or ``OUT_OF_VIEW``.  ``notes`` hold the method, options, objective and iterations per level, and
+        ``failed_fraction``: the fraction of the nodes in the mask that are out of view (above
+        :data:`~tomo4d.dvc.FAILED_WARNING_FRACTION` a warning gives it; a mask under which no node has
+        ``mask_fraction`` of its support is refused).  A warning is issued (and ``notes["converged"]`` is False) when
+        the finest level hit ``max_iterations``, and one when the solver held nodes with less than ``mask_fraction``
+        of their support in the mask at a zero start (no ``phi0`` nor ``initial``): the field next to the mask's edge
+        is then drawn toward no motion.
     """
     opts = _resolve(options, shortcuts)
     voxel = _voxel_sizes(reference, deformed)
