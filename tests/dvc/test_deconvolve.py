@@ -59,8 +59,8 @@ def test_interior_axes_leave_the_faces_out_but_keep_the_electrode():
 
 
 def test_boundary_margin_is_the_psf_half_width():
-    """ceil(3 sigma), at least 1 (session 36: with the deconvolution's reflection and the weakly supported nodes
-    held, the iterations' reach, 20 px on the LQ phantom, read det F - 1 down to 0.052 low)."""
+    """ceil(3 sigma), at least 1 (sessions 35-36: with the deconvolution's reflection the iterations' reach, 20 px on
+    the LQ phantom, read det F - 1 down to 0.052 low; the half-width, the weakly supported nodes held, within 0.018)."""
     assert boundary_margin_px(2.8) == 9 and boundary_margin_px(3.13) == 10 and boundary_margin_px(0.1) == 1
     assert boundary_margin_px(1.5) == 5
     with pytest.raises(InputError, match="psf_sigma_px"):

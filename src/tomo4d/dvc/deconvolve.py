@@ -41,7 +41,7 @@ def boundary_margin_px(psf_sigma_px: float) -> int:
     ``ceil(sigma sqrt(2 iterations))`` (LQ 20 / HQ 18 px), measured on a bench that padded with zeros; with the
     runner's reflection the half-width (LQ 10 / HQ 9 px), the nodes at the mask's edge with little support held
     (``GlobalOptions.mask_fraction``), reads the phantom's det F - 1 within 0.010 / 0.018 at LQ seeds 1 / 2 (down to
-    -0.052 / -0.048 with the reach) and within 0.013 at HQ seed 0, the demo's electrode -0.014 .. -0.041 (-0.024 ..
+    -0.052 / -0.048 with the reach) and within 0.012 at HQ seed 0, the demo's electrode -0.014 .. -0.041 (-0.024 ..
     -0.056; benchmarks/RESULTS.md, sessions 35-36)."""
     sigma = check_number("psf_sigma_px", psf_sigma_px, minimum=0, exclusive_minimum=True)
     return max(1, int(np.ceil(3 * sigma)))
