@@ -163,9 +163,9 @@ def _strain_section(rep, out: Path, info: dict) -> None:
 
         rep.text(f"Caution: at {flagged} the axial strain exceeds {VALIDATED_AXIAL_HENCKY:g} "
                       "(ln U_zz, 90th percentile of the nodes), beyond the range where the DVC has been validated "
-                      "against a known truth: on the phantom at ln U_zz 0.15-0.5 (seeds 0-2, both resolutions) the "
+                      "against a known truth: on the phantom at ln U_zz 0.15-0.45 (seeds 0-2, both resolutions) the "
                       "collector side's ln U_zz reads within 0.02 of the truth, the separator side's up to 0.05 high "
-                      "on the low-resolution scans, and the median displacement error is 0.3-0.8 px against a 0.3 px "
+                      "on the low-resolution scans, and the median displacement error is 0.29-0.80 px against a 0.3 px "
                       "target (benchmarks/RESULTS.md, issue 15, sessions 36-37). Treat these steps' local "
                       "displacements as indicative.")
     if capped:
