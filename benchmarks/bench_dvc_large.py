@@ -272,7 +272,9 @@ def main(argv=None):
     ap.add_argument("--method", choices=["local", "global", "none"], default="local",
                     help="local: correlate (windows); global: correlate_global (regularised control grid); "
                          "none: no correlation, the start field itself is scored (--start affine|axial|truth)")
-    ap.add_argument("--reg", type=float, default=None, help="global: regularisation weight")
+    ap.add_argument("--reg", type=_weight, default=None,
+                    help="global: regularisation weight, or 'auto': the runner's (pipeline.sections.route_regularisation"
+                         " from T0's noise variance over its grey variance above the collector, as scanned; session 38)")
     ap.add_argument("--levels", type=int, default=None, help="global: pyramid levels")
     ap.add_argument("--max-iter", type=int, default=None, help="global: L-BFGS iterations per level")
     ap.add_argument("--solver", choices=["lbfgs", "gauss-newton"], default=None,
@@ -357,6 +359,8 @@ def main(argv=None):
         mask = inner if mask is None else mask & inner
         mask = np.broadcast_to(mask, series[0].shape)
         kw["mask"] = mask
+    if a.reg == "auto":
+        a.reg = _route_weight(a, exp, grid, series[0])
     if a.method in ("global", "none"):
         a.half_window = a.spacing
         kw = dict(node_spacing=a.spacing, threads=a.threads, grey_fields=not a.no_grey)
@@ -412,6 +416,24 @@ def main(argv=None):
     else:
         print(f"acceptance met at {sum(ok)}/{len(ok)} steps (node means), {sum(okv)}/{len(okv)} (volume means), "
               f"{sum(okc)}/{len(okc)} (volume means against the truth over the part covered)")
+
+
+def _weight(text: str):
+    return text if text == "auto" else float(text)
+
+
+def _route_weight(a, exp, grid, t0) -> float:
+    """The runner's Laplacian weight for these scans (``--reg auto``): from T0's noise ratio above the collector
+    (the runner's ``above_collector`` band) when deconvolved."""
+    from tomo4d.pipeline.sections import route_regularisation
+    from tomo4d.quality import noise_variance_ratio
+
+    zc = (exp.truth.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
+    ratio = noise_variance_ratio(t0[int(np.ceil(zc)):]) if a.deconvolve else None
+    weight = route_regularisation(deconvolved=bool(a.deconvolve), noise_ratio=ratio)
+    print(f"regularisation {weight:g} (T0's noise variance over its grey variance above the collector: "
+          f"{float('nan') if ratio is None else ratio:.4g})", flush=True)
+    return weight
 
 
 def _inner_box(a, shape):

@@ -88,6 +88,12 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     above = f.positions_zyx_px[:, 0] > th["separator_z_um"][0] * 1e3 / doc["params"]["lq_voxel_nm"]
     assert f.notes["low_texture"] == low.sum() > 0 and low[above].sum() > 0.8 * low.sum()
     assert f.notes["low_texture_noise"]["source"] == "repeat scan"
+    # the Laplacian's weight from T0's noise ratio in the electrode band (session 38), in the field and the report
+    from tomo4d.pipeline.sections import route_regularisation
+
+    assert f.notes["options"]["regularisation"] == pytest.approx(
+        route_regularisation(deconvolved=True, noise_ratio=f.notes["route_noise_ratio"]))
+    assert "The Laplacian's weight: " in res.report_path.read_text()
 
 
 def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):

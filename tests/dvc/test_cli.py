@@ -138,19 +138,29 @@ def test_dvc_global_cli_reads_a_large_stretch(tmp_path, stretched_pair, capsys):
 
 
 def test_dvc_global_cli_deconvolves_first(tmp_path, stretched_pair, capsys):
-    """--deconvolve N with --psf-sigma: both scans deconvolved, the Laplacian 0.2 of the deconvolved route, the voxel
-    size kept; --regularisation and --levels win over the route's defaults."""
+    """--deconvolve N with --psf-sigma: both scans deconvolved, the Laplacian's weight of the deconvolved route (from
+    the reference's noise ratio, as the runner: session 38), the voxel size kept; --regularisation and --levels win
+    over the route's defaults."""
+    from tomo4d.pipeline.sections import route_regularisation
+
     a, b = stretched_pair
     out = tmp_path / "g.h5"
     assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--axial-start", "--node-spacing", "6",
                  "--deconvolve", "5", "--psf-sigma", "0.8", "--json"]) == 0
     f = DisplacementField.load(out)
-    assert f.notes["options"]["regularisation"] == 0.2 and f.notes["options"]["psf_sigma_px"] == 0.0
+    ratio = f.notes["route_noise_ratio"]
+    assert f.notes["options"]["regularisation"] == pytest.approx(route_regularisation(deconvolved=True,
+                                                                                      noise_ratio=ratio))
+    assert f.notes["options"]["psf_sigma_px"] == 0.0
     assert f.voxel_size_nm == (50.0, 50.0, 50.0) and _median_error(f)[0] < 0.1
     assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--node-spacing", "10",
                  "--regularisation", "0.1", "--levels", "2", "--overwrite", "--json"]) == 0
     g = DisplacementField.load(out)
     assert g.notes["options"]["regularisation"] == 0.1 and len(g.notes["levels"]) == 2
+    assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--node-spacing", "10",
+                 "--regularisation", "0.1", "--deconvolve", "5", "--psf-sigma", "0.8", "--overwrite", "--json"]) == 0
+    g = DisplacementField.load(out)  # a weight given is not replaced by the noise's
+    assert g.notes["options"]["regularisation"] == 0.1 and "route_noise_ratio" not in g.notes
 
 
 def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp, capsys):
@@ -168,7 +178,8 @@ def test_dvc_global_cli_leaves_the_deconvolved_faces_out(tmp_path, texture, warp
     save_volume(Volume(dfm, (50.0, 50.0, 50.0)), b)
     assert main(["dvc", str(a), str(b), "-o", str(out), "--method", "global", "--axial-start", "--lateral",
                  "--node-spacing", "6", "--deconvolve", "20", "--psf-sigma", "1.5"]) == 0
-    assert "5 px at the faces left out" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "5 px at the faces left out" in printed and "regularisation 0.05 (the reference's noise variance" in printed
     f = DisplacementField.load(out)
     assert f.notes["deconvolved"] == {"iterations": 20, "psf_sigma_px": 1.5, "face_margin_px": 5}
     p, ok = f.positions_zyx_px, f.usable

@@ -190,7 +190,13 @@ def test_global_method_defaults_to_the_converged_route_and_the_axial_start_to_on
     assert (opts.solver, opts.interpolation, opts.regularisation, opts.interface_grey_stiffness, opts.levels) == (
         "auto", "cubic", 0.05, 10.0, GlobalOptions().levels)
     deconvolved = {**tied, "deconvolve_iterations": 20, "deconvolve_psf_sigma_px": 2.0}
-    assert parse_experiment({**quantified, "dvc": deconvolved}).dvc.global_dvc_options().regularisation == 0.2
+    sec = parse_experiment({**quantified, "dvc": deconvolved}).dvc
+    assert sec.global_dvc_options().regularisation == 0.2  # noise unknown: the full weight
+    # session 38: on deconvolved scans the weight follows the scans' noise ratio (HQ phantom 0.0175, LQ 0.175)
+    assert sec.global_dvc_options(0.0175).regularisation == 0.05
+    assert sec.global_dvc_options(0.175).regularisation == 0.2
+    assert sec.global_dvc_options(0.075).regularisation == pytest.approx(0.1)
+    assert parse_experiment({**quantified, "dvc": tied}).dvc.global_dvc_options(0.175).regularisation == 0.05
     opts = parse_experiment({**quantified, "dvc": {**tied, "axial_start": True,
                                                    "global_options": {"regularisation": 0.1, "solver": "lbfgs"}}}
                             ).dvc.global_dvc_options()

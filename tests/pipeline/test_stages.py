@@ -375,3 +375,34 @@ def test_texture_flag_noise_sources(tmp_path):
     sigma, source = _noise(ctx(None), t0)
     assert source.startswith("T0's finest wavelet band") and sigma == pytest.approx(0.1, rel=0.1)
     assert _noise(ctx(None, enhance=SimpleNamespace(apply_to_series=True)), t0) == (None, "")
+
+
+def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):
+    """The converged route's Laplacian weight on deconvolved scans follows T0's noise variance over its grey variance
+    in the electrode band (session 38: HQ phantom 0.0175 -> 0.05, LQ 0.175 -> 0.2); none when the scans are not
+    deconvolved, the file sets the weight, or the enhanced series has no noise to estimate."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from tomo4d import Volume
+    from tomo4d.pipeline import stages_dvc_checks as checks
+
+    rng = np.random.default_rng(1)
+    t0 = rng.standard_normal((32, 24, 24)).astype(np.float32) * 0.1  # noise everywhere, texture in z 8..20 only
+    texture = ndimage.gaussian_filter(rng.standard_normal((12, 24, 24)), 1.5).astype(np.float32)
+    t0[8:20] += texture * (0.3 / texture.std())
+    monkeypatch.setattr(checks, "read_series", lambda ctx, step: Volume(t0, 50.0))
+
+    def ctx(deconvolve=20, global_options=None, enhance=None):
+        exp = SimpleNamespace(dvc=SimpleNamespace(deconvolve_iterations=deconvolve, global_options=global_options),
+                              enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)))
+        return SimpleNamespace(inputs=SimpleNamespace(repeat=None), experiment=exp)
+
+    band = checks.route_noise_ratio(ctx(), (7.6, 20.0))
+    assert band == pytest.approx(0.01 / float(t0[8:20].var()), rel=0.1)
+    assert checks.route_noise_ratio(ctx(), (7.6, np.inf)) == pytest.approx(0.01 / float(t0[8:].var()), rel=0.1)
+    assert checks.route_noise_ratio(ctx(), None) > 1.5 * band  # the flat slabs' variance left in
+    assert checks.route_noise_ratio(ctx(deconvolve=0), (7.6, 20.0)) is None
+    assert checks.route_noise_ratio(ctx(global_options={"regularisation": 0.1}), (7.6, 20.0)) is None
+    assert checks.route_noise_ratio(ctx(enhance=SimpleNamespace(apply_to_series=True)), (7.6, 20.0)) is None

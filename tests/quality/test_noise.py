@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from tomo4d import InputError, Volume
-from tomo4d.quality import noise_sigma
+from tomo4d.quality import noise_sigma, noise_variance_ratio
 
 
 @pytest.fixture(scope="module")
@@ -74,4 +74,33 @@ def test_phantom_noise_levels():
 def test_bad_input(image, kw, words):
     with pytest.raises(InputError, match=None) as err:
         noise_sigma(image, **kw)
+    assert words in str(err.value)
+
+
+def test_noise_variance_ratio_over_the_part_masked():
+    """The ratio the global route's Laplacian weight follows: the noise's variance over the image's variance where
+    the mask says (a flat half left out raises the variance it is divided by)."""
+    rng = np.random.default_rng(4)
+    texture = ndimage.gaussian_filter(rng.standard_normal((32, 32, 32)), 2.0).astype(np.float32)
+    texture *= 0.3 / texture.std()
+    image = texture + rng.standard_normal(texture.shape).astype(np.float32) * 0.1
+    flat = image.copy()
+    flat[:16] = rng.standard_normal((16, 32, 32)).astype(np.float32) * 0.1  # noise only
+    whole = 0.01 / float(image.var())
+    assert noise_variance_ratio(image) == pytest.approx(whole, rel=0.08)
+    assert noise_variance_ratio(image, noise=0.1) == pytest.approx(whole, rel=1e-5)
+    upper = np.zeros(image.shape, bool)
+    upper[16:] = True
+    assert noise_variance_ratio(flat, mask=upper, noise=0.1) == pytest.approx(0.01 / float(flat[16:].var()), rel=1e-5)
+    assert noise_variance_ratio(flat, noise=0.1) > 1.5 * noise_variance_ratio(flat, mask=upper, noise=0.1)
+
+
+@pytest.mark.parametrize("image, kw, words", [
+    (np.ones((8, 8, 8)), {"noise": 0.1}, "constant within the mask"),
+    (np.zeros((8, 8, 8)), {"noise": 0.1, "mask": np.zeros((8, 8, 8), bool)}, "mask selects 0 voxels"),
+    (np.zeros((8, 8, 8)), {"noise": 0.1, "mask": np.ones((4, 8, 8), bool)}, "mask has shape (4, 8, 8)"),
+])
+def test_noise_variance_ratio_bad_input(image, kw, words):
+    with pytest.raises(InputError) as err:
+        noise_variance_ratio(image, **kw)
     assert words in str(err.value)

@@ -201,8 +201,15 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
         raise InputError(f"--deconvolve {deconvolve_iterations} needs the scans' PSF: give --psf-sigma (px)")
     if lateral and not axial_start:
         raise InputError("--lateral refines the axial start's fit: give --axial-start too, or drop --lateral")
+    r, d = open_array(ref), open_array(deformed)      # one regularised field over the whole volume: in memory
+    msk = open_array(mask, mask=True)
+    ratio = None
+    if deconvolve_iterations and regularisation is None:  # the Laplacian's weight follows the scans' noise
+        from ..quality import noise_variance_ratio
+
+        ratio = noise_variance_ratio(r, mask=msk if msk is not None and msk.shape == r.shape else None)
     route = {**converged_route(10 if node_spacing is None else node_spacing, deconvolved=bool(deconvolve_iterations),
-                               axial_start=axial_start), "grey_fields": grey_fields}
+                               axial_start=axial_start, noise_ratio=ratio), "grey_fields": grey_fields}
     if regularisation is not None:
         route["regularisation"] = regularisation
     if levels is not None:
@@ -212,12 +219,10 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if device is not None:
         route["device"] = str(device)
     opts = GlobalOptions(**route)
-    r, d = open_array(ref), open_array(deformed)      # one regularised field over the whole volume: in memory
     pair_mib = 2 * 4.0 * float(np.prod(r.shape)) / 2**20
     if pair_mib > budget:
         log.warning("dvc --method global holds both volumes whole (%.0f MiB as float32, over --chunk-budget-mb %g); "
                     "--method local streams", pair_mib, budget)
-    msk = open_array(mask, mask=True)
     if deconvolve_iterations:               # each keeps its voxel size (the pair's check, the field's)
         r, d = (Volume(deconvolve(v, psf_sigma_px=sigma, iterations=deconvolve_iterations), v.voxel_size_nm)
                 for v in (r, d))
@@ -233,10 +238,13 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
     if deconvolve_iterations:
         field = field.with_(notes={**field.notes, "deconvolved": {
             "iterations": deconvolve_iterations, "psf_sigma_px": sigma,
-            "face_margin_px": boundary_margin_px(sigma)}})
+            "face_margin_px": boundary_margin_px(sigma)}} | ({} if ratio is None else
+                                                            {"route_noise_ratio": round(ratio, 6)}))
     _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json,
            text=[f"global: {field.notes['options']['solver']} {opts.interpolation}, regularisation "
-                 f"{opts.regularisation:g}, "
+                 f"{opts.regularisation:g}"
+                 + ("" if ratio is None else f" (the reference's noise variance over its grey variance {ratio:.3g})")
+                 + ", "
                  f"{'converged' if field.notes.get('converged') else 'NOT converged (raise max_iterations)'}"]
            + ([f"deconvolved ({deconvolve_iterations} Richardson-Lucy iterations, sigma {sigma:g} px): "
                f"{field.notes['deconvolved']['face_margin_px']} px at the faces left out"]

@@ -135,8 +135,9 @@ quantify: {{}}
 dvc:                               # the route measured most accurate at battery expansions (RESULTS.md, issue 15)
   node_spacing: 4
   method: global                   # one regularised field with brightness/contrast fields (lithiation)
-  # global_options: the defaults are the converged route (Gauss-Newton, cubic sampling, regularisation 0.2: at 0.05
-  # the converged field follows the blurred scans' noise; the grey fields held near-flat across the tied interfaces),
+  # global_options: the defaults are the converged route (Gauss-Newton, cubic sampling, regularisation by the scans'
+  # noise, 0.2 on these: at 0.05 the converged field follows their noise; the grey fields held near-flat across the
+  # tied interfaces),
   # not an iterate capped by L-BFGS; with axial_start one level (RESULTS.md, sessions 26-27)
   axial_start: true                # a non-uniform stretch along z fitted first, every pair
   axial_lateral: true              # with the in-plane expansion

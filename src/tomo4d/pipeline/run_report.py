@@ -147,10 +147,36 @@ def _dvc_route(d: dict) -> str:
     return " ".join(text)
 
 
+def _route_weight(out: Path) -> str:
+    """The Laplacian's weight the global route ran with, from the first field's notes (and T0's noise ratio it
+    follows on deconvolved scans; ``sections.route_regularisation``), or "" when no field records it."""
+    from ..dvc import DisplacementField
+
+    for path in sorted((out / "fields").glob("dvc_T0_*.h5")):
+        try:
+            notes = DisplacementField.load(path).notes
+        except (OSError, InputError):
+            continue
+        if "options" not in notes:  # a composed field: its last increment's
+            notes = notes.get("increment") or {}
+        weight = (notes.get("options") or {}).get("regularisation")
+        if weight is None:
+            continue
+        text = f" The Laplacian's weight: {float(weight):g}"
+        if "route_noise_ratio" in notes:
+            text += (f", from T0's noise variance over its grey-level variance in the electrode band "
+                     f"({float(notes['route_noise_ratio']):.3g}; 0.2 from 0.15 up, in proportion below it, at "
+                     "least 0.05)")
+        return text + "."
+    return ""
+
+
 def _strain_section(rep, out: Path, info: dict) -> None:
     summ = _table(out, "strain_summary")
+    d = info["options"].get("dvc") or {}
     rep.section("DVC and finite strain",
-                _dvc_route(info["options"].get("dvc") or {}) + " Fields T0 -> step in fields/dvc_T0_<step>.h5; "
+                _dvc_route(d) + (_route_weight(out) if d.get("method") == "global" else "") +
+                " Fields T0 -> step in fields/dvc_T0_<step>.h5; "
                 "finite strain from the displacement gradients (fields/strain_T0_<step>.h5; .vtk files for "
                 "ParaView beside them): Hencky axial ln U_zz and volumetric det F - 1 over the usable nodes.")
     if summ is None:
@@ -165,8 +191,8 @@ def _strain_section(rep, out: Path, info: dict) -> None:
                       "(ln U_zz, 90th percentile of the nodes), beyond the range where the DVC has been validated "
                       "against a known truth: on the phantom at ln U_zz 0.15-0.45 (seeds 0-2, both resolutions) the "
                       "collector side's ln U_zz reads within 0.02 of the truth, the separator side's up to 0.05 high "
-                      "on the low-resolution scans, and the median displacement error is 0.29-0.80 px against a 0.3 px "
-                      "target (benchmarks/RESULTS.md, issue 15, sessions 36-37). Treat these steps' local "
+                      "on the low-resolution scans, and the median displacement error is 0.29-0.86 px against a 0.3 px "
+                      "target (benchmarks/RESULTS.md, issue 15, sessions 36-38). Treat these steps' local "
                       "displacements as indicative.")
     if capped:
         rep.text(f"Caution: at {capped} the field rests on a global DVC solve that stopped at its "
@@ -176,8 +202,8 @@ def _strain_section(rep, out: Path, info: dict) -> None:
                  "with the start (benchmarks/RESULTS.md, issue 15, sessions 25-26).")
     rep.text("Caution: det F - 1 (volumetric strain) includes the in-plane expansion, the part of the field measured "
              "least well: on the phantom (seeds 0-2, both resolutions) the in-plane expansion (ln U_yy + ln U_xx) "
-             "read up to 0.021 below the truth and up to 0.011 above it, and det F - 1 0.036 below to 0.029 above "
-             "(the demo's electrode up to 0.041 below; benchmarks/RESULTS.md, issue 15, sessions 36-37). The "
+             "read up to 0.021 below the truth and up to 0.011 above it, and det F - 1 0.025 below to 0.029 above "
+             "(the demo's electrode up to 0.041 below; benchmarks/RESULTS.md, issue 15, sessions 36-38). The "
              "collector side's ln U_zz is the robust figure.")
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
     keys += [k for k in ("beyond_validated_range", "solver_capped") if k in summ]

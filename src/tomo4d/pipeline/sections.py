@@ -97,7 +97,9 @@ _DVC_OWN = {
         "Options of tomo4d.dvc.GlobalOptions for method: global (node_spacing, levels, regularisation, "
         "grey_fields, psf_sigma_px, max_iterations, ...) over the section's defaults: node_spacing, the converged "
         "route {solver: auto (Gauss-Newton on the CPU up to 10^5 nodes, else L-BFGS), interpolation: cubic, "
-        "regularisation: 0.2 on deconvolved scans (deconvolve_iterations), else 0.05, interface_grey_stiffness: 10, "
+        "regularisation: on deconvolved scans (deconvolve_iterations) 0.2 x T0's noise variance over its grey "
+        "variance in the electrode band / 0.15, between 0.05 and 0.2 (session 38), else 0.05, "
+        "interface_grey_stiffness: 10, "
         "max_iterations: 1000, hold_without_data: true, restarts: 5 (the held nodes restarted from the measured "
         "in-plane stretch, session 34)} (RESULTS.md, sessions 26-29) and, with axial_start: "
         "true, levels: 1. L-BFGS stopped at its iteration cap (solver: lbfgs) reads blurred scans by its start."))),
@@ -212,7 +214,7 @@ _OPTION_NAMES = frozenset(f for f in _dvc_fields())
 
 #: ``global_options`` defaults of ``method: global``: solved to convergence (Gauss-Newton on the CPU up to
 #: ``tomo4d.dvc.global_dvc.AUTO_GN_MAX_NODES`` nodes, else L-BFGS) with the Laplacian's weight of
-#: :data:`ROUTE_REGULARISATION` (0.2 on deconvolved scans), the grey fields held near-flat across tied interfaces.
+#: :func:`route_regularisation` (0.05-0.2 on deconvolved scans), the grey fields held near-flat across tied interfaces.
 #: Measured against L-BFGS at 0.05 stopped at its iteration cap (the library's default): the LQ phantom (tied) and the
 #: HQ phantom (untied), default, half and zero contrast loss and expansion 0.6, sides and det F - 1 within 0.02 but for
 #: one step per LQ series (0.021-0.025, against 0.017-0.022 capped); the demo's collector side within 0.009 (capped:
@@ -230,15 +232,35 @@ CONVERGED_ROUTE = MappingProxyType({"solver": "auto", "interpolation": "cubic", 
 #: (snow 0.0093 px against 0.0165 at 0.2 and 0.0104 at 0.03; session 29).  The phantom as scanned reads far off at
 #: either weight (T1: LQ 0.66 px at 0.05 against 0.99 at 0.2, HQ 0.62 against 0.57): it needs the deconvolution.
 ROUTE_REGULARISATION = MappingProxyType({"deconvolved": 0.2, "as_scanned": 0.05})
+#: The noise variance over the grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`, the part correlated)
+#: from which deconvolved scans take the full :data:`ROUTE_REGULARISATION` ``deconvolved`` weight; below it the weight
+#: falls in proportion, to no less than the ``as_scanned`` one.  The LQ phantom reads 0.175 (the demo 0.189): 0.2, as
+#: measured best there (0.1 read its separator side up to +0.050 and its median 0.05-0.06 px higher); the HQ phantom
+#: 0.0175: 0.05, which reads its det F - 1 within 0.025 over seeds 0-2 where 0.2 read it 0.036 low (session 38).
+NOISE_RATIO_FULL_WEIGHT = 0.15
 
 
-def converged_route(node_spacing: int, *, deconvolved: bool, axial_start: bool) -> dict:
+def route_regularisation(*, deconvolved: bool, noise_ratio: float | None = None) -> float:
+    """The converged route's Laplacian weight: :data:`ROUTE_REGULARISATION` ``as_scanned`` on scans as reconstructed;
+    on deconvolved scans ``deconvolved`` times ``noise_ratio / NOISE_RATIO_FULL_WEIGHT``, within the two weights (the
+    range measured; a MAP weight follows the data's noise variance).  Without ``noise_ratio`` (unknown: enhanced or
+    resampled scans) the full ``deconvolved`` weight."""
+    lo, hi = ROUTE_REGULARISATION["as_scanned"], ROUTE_REGULARISATION["deconvolved"]
+    if not deconvolved:
+        return lo
+    if noise_ratio is None:
+        return hi
+    return min(hi, max(lo, hi * float(noise_ratio) / NOISE_RATIO_FULL_WEIGHT))
+
+
+def converged_route(node_spacing: int, *, deconvolved: bool, axial_start: bool,
+                    noise_ratio: float | None = None) -> dict:
     """The ``GlobalOptions`` fields of the converged route (the runner's ``method: global`` and ``tomo4d dvc --method
-    global``): :data:`CONVERGED_ROUTE`, the Laplacian's weight :data:`ROUTE_REGULARISATION` by whether the scans are
-    deconvolved, and one level after an axial start (coarse levels would undo it; RESULTS.md, 'An axial-profile
-    start')."""
+    global``): :data:`CONVERGED_ROUTE`, the Laplacian's weight by whether the scans are deconvolved and their noise
+    (:func:`route_regularisation`), and one level after an axial start (coarse levels would undo it; RESULTS.md, 'An
+    axial-profile start')."""
     route = {"node_spacing": node_spacing, **CONVERGED_ROUTE,
-             "regularisation": ROUTE_REGULARISATION["deconvolved" if deconvolved else "as_scanned"]}
+             "regularisation": route_regularisation(deconvolved=deconvolved, noise_ratio=noise_ratio)}
     if axial_start:
         route["levels"] = 1
     return route
@@ -251,15 +273,15 @@ class _DvcBase(StrictModel):
 
         return CorrelationOptions(**{k: getattr(self, k) for k in _OPTION_NAMES})
 
-    def global_dvc_options(self):
+    def global_dvc_options(self, noise_ratio: float | None = None):
         """The :class:`tomo4d.dvc.GlobalOptions` of ``global_options`` over the section's defaults: its node spacing,
-        the converged route (:data:`CONVERGED_ROUTE`, the Laplacian's weight :data:`ROUTE_REGULARISATION` by whether the
-        scans are deconvolved), with ``axial_start`` one level."""
+        the converged route (:data:`CONVERGED_ROUTE`, the Laplacian's weight by whether the scans are deconvolved and
+        their ``noise_ratio``, :func:`route_regularisation`), with ``axial_start`` one level."""
         from ..dvc import GlobalOptions
         from ..dvc.global_dvc import resolve_global_options
 
         base = converged_route(self.node_spacing, deconvolved=bool(self.deconvolve_iterations),
-                               axial_start=self.axial_start)
+                               axial_start=self.axial_start, noise_ratio=noise_ratio)
         return resolve_global_options(GlobalOptions(**base), self.global_options, name="dvc.global_options")
 
     def pyramid_levels(self, shape) -> list[int]:

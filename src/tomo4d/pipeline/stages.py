@@ -194,11 +194,16 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        from .stages_dvc_checks import interface_motions
+        from .stages_dvc_checks import interface_motions, route_noise_ratio
 
-        return correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
-                                interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
-                                options=sec.global_dvc_options())
+        # the Laplacian's weight from T0's noise in its electrode band (the same for every pair of the run)
+        band0 = None if band is None else _electrode_band(ctx, ref.shape)
+        ratio = route_noise_ratio(ctx, None if band0 is None else (band0[0], band0[1] if sec.mask == "electrode"
+                                                                   else np.inf))
+        field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
+                                 interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
+                                 options=sec.global_dvc_options(ratio))
+        return field if ratio is None else field.with_(notes={**field.notes, "route_noise_ratio": round(ratio, 6)})
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return _local(ref, deformed, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                   **sec.correlate_kwargs())

@@ -1,5 +1,5 @@
 """What the dvc stage's global route takes from the run besides the two scans: the interfaces quantify measured
-(``dvc.interfaces``) and the noise of T0 (``dvc.flag_textureless``)."""
+(``dvc.interfaces``) and the noise of T0 (``dvc.flag_textureless``, the Laplacian's weight on deconvolved scans)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,26 @@ def _noise(ctx, t0: np.ndarray) -> tuple[float | None, str]:
     from ..quality import noise_sigma
 
     return noise_sigma(t0), "T0's finest wavelet band (white noise assumed)"
+
+
+def route_noise_ratio(ctx, band) -> float | None:
+    """T0's noise variance over its grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`) within the
+    z ``band`` (px, ``lo <= z < hi``; None: the whole scan), which sets the converged route's Laplacian weight on
+    deconvolved scans (:func:`tomo4d.pipeline.sections.route_regularisation`).  The noise as :func:`flag_textureless`
+    takes it.  None where the weight does not follow it: scans not deconvolved, a ``regularisation`` the file gives,
+    or no noise to estimate (the enhanced series without a repeat scan: then the full weight)."""
+    sec = ctx.experiment.dvc
+    if not sec.deconvolve_iterations or "regularisation" in (sec.global_options or {}):
+        return None
+    from ..quality import noise_variance_ratio
+
+    t0 = read_series(ctx, 0).numpy()
+    sigma, source = _noise(ctx, t0)
+    if sigma is None or not sigma > 0:
+        return None
+    z0, z1 = (0, t0.shape[0]) if band is None else (max(0, int(np.ceil(band[0]))),
+                                                    min(t0.shape[0], int(np.ceil(min(band[1], t0.shape[0])))))
+    ratio = noise_variance_ratio(t0[z0:z1], noise=sigma)
+    log.info("dvc: T0's noise variance over its grey-level variance in z %d..%d: %.4g (noise from %s)", z0, z1,
+             ratio, source)
+    return ratio

@@ -17,6 +17,7 @@ of returning NaN.
 :func:`cnr_classes`       classes by Otsu thresholding or labels
 :func:`fov_mask`          circular field-of-view mask
 :func:`noise_sigma`       a scan's white-noise level from the scan alone (wavelet MAD)
+:func:`noise_variance_ratio` its noise variance over its grey-level variance
 :func:`compare`           everything in one :class:`QualityTable`
 ========================  =====================================================
 """
@@ -30,7 +31,7 @@ _EXPORTS = {
     "METRICS": "compare", "QualityRow": "compare", "QualityTable": "compare", "compare": "compare",
     "CnrClasses": "contrast", "cnr": "contrast", "cnr_classes": "contrast",
     "FWHM_PER_SIGMA": "edges", "EdgeProfile": "edges", "EdgeResolution": "edges", "edge_resolution": "edges",
-    "noise_sigma": "noise",
+    "noise_sigma": "noise", "noise_variance_ratio": "noise",
     "psnr": "fidelity", "psnr_slices": "fidelity", "ssim": "fidelity", "ssim_map": "fidelity",
     "ssim_slices": "fidelity",
     "LabelEdges": "label_edges", "edges_from_labels": "label_edges",
