@@ -243,8 +243,8 @@ NOISE_RATIO_FULL_WEIGHT = 0.15
 def route_regularisation(*, deconvolved: bool, noise_ratio: float | None = None) -> float:
     """The converged route's Laplacian weight: :data:`ROUTE_REGULARISATION` ``as_scanned`` on scans as reconstructed;
     on deconvolved scans ``deconvolved`` times ``noise_ratio / NOISE_RATIO_FULL_WEIGHT``, within the two weights (the
-    range measured; a MAP weight follows the data's noise variance).  Without ``noise_ratio`` (unknown: enhanced or
-    resampled scans) the full ``deconvolved`` weight."""
+    range measured; a MAP weight follows the data's noise variance).  Without ``noise_ratio`` (unknown: the enhanced
+    series without a repeat scan) the full ``deconvolved`` weight."""
     lo, hi = ROUTE_REGULARISATION["as_scanned"], ROUTE_REGULARISATION["deconvolved"]
     if not deconvolved:
         return lo
