@@ -235,7 +235,7 @@ ROUTE_REGULARISATION = MappingProxyType({"deconvolved": 0.2, "as_scanned": 0.05}
 #: The noise variance over the grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`, the part correlated)
 #: from which deconvolved scans take the full :data:`ROUTE_REGULARISATION` ``deconvolved`` weight; below it the weight
 #: falls in proportion, to no less than the ``as_scanned`` one.  The LQ phantom reads 0.175 (the demo 0.187): 0.2, as
-#: measured best there (0.1 read its separator side up to +0.050 and its median 0.05-0.06 px higher); the HQ phantom
+#: measured best there (0.1 read its separator side as high or higher and its median 0.06 px higher); the HQ phantom
 #: 0.0175: 0.05, which reads its det F - 1 within 0.025 over seeds 0-2 where 0.2 read it 0.036 low (session 38).
 NOISE_RATIO_FULL_WEIGHT = 0.15
 
