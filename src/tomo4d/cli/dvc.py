@@ -83,8 +83,9 @@ def _fits(shapes, budget_mb: float) -> bool:
                    "regularised field with brightness and contrast fields, solved to convergence (the route measured "
                    "most accurate at 40-60 % expansion; both volumes held in memory).")
 @click.option("--regularisation", default=None, type=float,
-              help="global: weight of the field's Laplacian (default 0.05 on scans as reconstructed, 0.2 with "
-                   "--deconvolve).")
+              help="global: weight of the field's Laplacian (default 0.05 on scans as reconstructed; with "
+                   "--deconvolve 0.2 x the reference's noise variance over its grey variance / 0.15, within "
+                   "0.05-0.2).")
 @click.option("--levels", default=None, type=int, help="global: pyramid levels (default 3; 1 with --axial-start).")
 @click.option("--axial-start", is_flag=True, help="global: start from a per-row axial map fitted on lateral means "
               "(tomo4d.dvc.axial_profile_start; from --phi when given): the capture range for 40-60 % axial stretch.")
