@@ -237,10 +237,11 @@ def _dvc_global(ref, deformed, output, *, mask, phi_json, node_spacing, psf_sigm
         initial = axial_profile_start(r, d, phi0=phi0, mask=msk, node_spacing=opts.node_spacing, lateral=lateral)
     field = correlate_global(r, d, mask=msk, phi0=phi0, initial=initial, options=opts)
     if deconvolve_iterations:
-        field = field.with_(notes={**field.notes, "deconvolved": {
-            "iterations": deconvolve_iterations, "psf_sigma_px": sigma,
-            "face_margin_px": boundary_margin_px(sigma)}} | ({} if ratio is None else
-                                                            {"route_noise_ratio": round(ratio, 6)}))
+        notes = {**field.notes, "deconvolved": {"iterations": deconvolve_iterations, "psf_sigma_px": sigma,
+                                                "face_margin_px": boundary_margin_px(sigma)}}
+        if ratio is not None:
+            notes["route_noise_ratio"] = round(ratio, 6)
+        field = field.with_(notes=notes)
     _write(field, ref, deformed, output, vtk=vtk, overwrite=overwrite, as_json=as_json,
            text=[f"global: {field.notes['options']['solver']} {opts.interpolation}, regularisation "
                  f"{opts.regularisation:g}"

@@ -164,9 +164,12 @@ def _route_weight(out: Path) -> str:
             continue
         text = f" The Laplacian's weight: {float(weight):g}"
         if "route_noise_ratio" in notes:
+            from .sections import NOISE_RATIO_FULL_WEIGHT, ROUTE_REGULARISATION
+
+            lo, hi = ROUTE_REGULARISATION["as_scanned"], ROUTE_REGULARISATION["deconvolved"]
             text += (f", from T0's noise variance over its grey-level variance in the electrode band "
-                     f"({float(notes['route_noise_ratio']):.3g}; 0.2 from 0.15 up, in proportion below it, at "
-                     "least 0.05)")
+                     f"({float(notes['route_noise_ratio']):.3g}; {hi:g} from {NOISE_RATIO_FULL_WEIGHT:g} up, in "
+                     f"proportion below it, at least {lo:g})")
         return text + "."
     return ""
 

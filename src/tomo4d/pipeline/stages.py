@@ -196,10 +196,11 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     if sec.method == "global":
         from .stages_dvc_checks import interface_motions, route_noise_ratio
 
-        # the Laplacian's weight from T0's noise in its electrode band (the same for every pair of the run)
-        band0 = None if band is None else _electrode_band(ctx, ref.shape)
-        ratio = route_noise_ratio(ctx, None if band0 is None else (band0[0], band0[1] if sec.mask == "electrode"
-                                                                   else np.inf))
+        t0_band = None  # the Laplacian's weight from T0's noise in its electrode band (the same for every pair)
+        if band is not None:
+            lo, hi = _electrode_band(ctx, ref.shape)
+            t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
+        ratio = route_noise_ratio(ctx, t0_band)
         field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                  interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
                                  options=sec.global_dvc_options(ratio))

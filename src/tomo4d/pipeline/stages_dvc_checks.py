@@ -85,8 +85,8 @@ def route_noise_ratio(ctx, band) -> float | None:
     sigma, source = _noise(ctx, t0)
     if sigma is None or not sigma > 0:
         return None
-    z0, z1 = (0, t0.shape[0]) if band is None else (max(0, int(np.ceil(band[0]))),
-                                                    min(t0.shape[0], int(np.ceil(min(band[1], t0.shape[0])))))
+    n = t0.shape[0]
+    z0, z1 = (0, n) if band is None else (max(0, int(np.ceil(band[0]))), int(np.ceil(min(band[1], n))))
     ratio = noise_variance_ratio(t0[z0:z1], noise=sigma)
     log.info("dvc: T0's noise variance over its grey-level variance in z %d..%d: %.4g (noise from %s)", z0, z1,
              ratio, source)
