@@ -11,6 +11,7 @@ import torch.nn.functional as tf
 from .._array import bin_volume
 from .._validate import check_device
 from ..errors import InputError
+from ._support import support_boxes, support_fraction
 from .global_dvc import _PSF_STACK, GlobalOptions, control_grid
 
 
@@ -404,24 +405,6 @@ def _support_fractions(lv: _Level, U):
     return pm.astype(np.float32), frac_out.astype(np.float32)
 
 
-def support_boxes(shape, origin, spacing: int, grid_shape) -> tuple:
-    """Per axis the voxel bounds ``[lo, hi)`` of each node's support (the voxels within one spacing, clipped to the
-    volume of ``shape``), and the supports' voxel counts (gz, gy, gx)."""
-    lo, hi = [], []
-    for a in range(3):
-        c = np.clip(np.rint(origin[a] + spacing * np.arange(grid_shape[a])), 0, shape[a] - 1).astype(np.int64)
-        lo.append(np.maximum(c - spacing, 0))
-        hi.append(np.minimum(c + spacing + 1, shape[a]))
-    count = np.ix_(*[(h - q).astype(float) for q, h in zip(lo, hi)])
-    return lo, hi, count[0] * count[1] * count[2]
-
-
-def support_fraction(a: np.ndarray, boxes) -> np.ndarray:
-    """Per node the mean of ``a`` over its support (:func:`support_boxes`)."""
-    lo, hi, volume = boxes
-    return _box_sums(a, lo, hi) / volume
-
-
 def _out_of_view(lv: _Level, U) -> np.ndarray:
     """(D, H, W) bool: the masked voxels ``U`` maps outside the deformed volume; on the CPU by the compiled kernel
     (``_gn_kernels.out_of_view``, which spares the CPU routes torch's voxel grids), on a GPU by torch."""
@@ -435,19 +418,6 @@ def _out_of_view(lv: _Level, U) -> np.ndarray:
     with torch.no_grad():
         _, inside = _mapped(lv, _dense(U, lv))
     return lv.mask.cpu().numpy() & ~inside.cpu().numpy()
-
-
-def _box_sums(a: np.ndarray, lo, hi) -> np.ndarray:
-    """Sums of ``a`` over the boxes ``[lo_z, hi_z) x [lo_y, hi_y) x [lo_x, hi_x)`` of every combination of the
-    per-axis bounds (a summed-volume table)."""
-    t = np.zeros(tuple(n + 1 for n in a.shape), np.float64)
-    t[1:, 1:, 1:] = a.astype(np.float64).cumsum(0).cumsum(1).cumsum(2)
-    out = 0.0
-    for bz, sz in ((hi[0], 1), (lo[0], -1)):
-        for by, sy in ((hi[1], 1), (lo[1], -1)):
-            for bx, sx in ((hi[2], 1), (lo[2], -1)):
-                out = out + (sz * sy * sx) * t[np.ix_(bz, by, bx)]
-    return out
 
 
 def _level_note(last: dict, **head) -> dict:

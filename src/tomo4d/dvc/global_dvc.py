@@ -57,6 +57,7 @@ from .._validate import (
     show,
 )
 from ..errors import InputError, check_choice
+from ._support import support_boxes, support_fraction
 from .correlate import FAILED_WARNING_FRACTION, _voxel_sizes
 from .field import DisplacementField, NodeStatus
 from .options import _same
@@ -451,8 +452,6 @@ def _check_mask_selects_nodes(msk, origin, grid_shape, opts: GlobalOptions) -> N
     """Refuse a mask under which no node has ``mask_fraction`` of its support (before any solve)."""
     if msk is None:
         return
-    from ._global_solver import support_boxes, support_fraction
-
     frac = support_fraction(msk, support_boxes(msk.shape, origin, opts.node_spacing, grid_shape))
     if not np.any(frac >= opts.mask_fraction):
         raise InputError(f"mask selects none of the {frac.size} nodes: each needs mask_fraction="
