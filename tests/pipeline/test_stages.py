@@ -351,6 +351,24 @@ def test_report_describes_the_dvc_route_that_ran():
     assert "deconvolved" not in plain and "InterfaceMotion" not in plain and "LOW_TEXTURE" not in plain
 
 
+def test_report_states_the_weight_and_cautions_on_the_split_for_noisy_scans():
+    """The report's DVC section states the Laplacian's weight from the field's notes, and on scans noisier than the
+    validated high-resolution ones (T0's noise ratio above SPLIT_CAUTION_NOISE_RATIO) cautions that the split of
+    ln U_zz between the layers is uncertain; not on HQ-like scans, nor where the ratio is unknown."""
+    from tomo4d.pipeline.run_report import SPLIT_CAUTION_NOISE_RATIO, _route_weight, _split_caution
+
+    lq = {"options": {"regularisation": 0.2}, "route_noise_ratio": 0.187}
+    hq = {"options": {"regularisation": 0.05}, "route_noise_ratio": 0.018}
+    assert _route_weight(lq).startswith(" The Laplacian's weight: 0.2, from T0's noise") and "(0.187;" in _route_weight(lq)
+    assert _route_weight({"options": {"regularisation": 0.1}}) == " The Laplacian's weight: 0.1."
+    assert _route_weight({}) == ""
+    caution = _split_caution(lq)
+    assert caution.startswith("Caution: T0's noise variance is 0.187") and "up to 0.05 above" in caution
+    assert _split_caution(hq) == "" and _split_caution({"options": {"regularisation": 0.2}}) == ""
+    assert _split_caution({"route_noise_ratio": SPLIT_CAUTION_NOISE_RATIO}) == ""
+    assert _split_caution({"route_noise_ratio": 1.01 * SPLIT_CAUTION_NOISE_RATIO})
+
+
 def test_texture_flag_noise_sources(tmp_path):
     """dvc.flag_textureless's noise: the repeat scan's difference, else T0's wavelet band, and on the enhanced series
     without a repeat scan none (InDI's output has no white noise to estimate)."""
