@@ -238,8 +238,9 @@ def _strain_section(rep, out: Path, info: dict) -> None:
              "(the demo's electrode up to 0.041 below; benchmarks/RESULTS.md, issue 15, sessions 36-38). The "
              "collector side's ln U_zz is the more robust figure, but it moved by up to 0.03 with where the node "
              "grid lies against the collector interface (session 39).")
-    if _split_caution(notes):
-        rep.text(_split_caution(notes))
+    split = _split_caution(notes)
+    if split:
+        rep.text(split)
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]
     keys += [k for k in ("beyond_validated_range", "solver_capped") if k in summ]
     keys += ["hencky_zz_mean_true", "volumetric_mean_true", "median_error_px"] if truth else []
