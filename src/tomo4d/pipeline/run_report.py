@@ -182,7 +182,7 @@ def _route_weight(notes: dict) -> str:
 
 #: T0's noise variance over its grey-level variance above which the report cautions that the split of the axial
 #: strain between the anode's layers is uncertain: the phantom's high-resolution scans (0.017-0.019) read both layers
-#: within 0.02 of the truth, its low-resolution ones (0.174-0.183) read the separator side up to 0.05 high, and
+#: within 0.02 of the truth on the default node grid, its low-resolution ones (0.174-0.183) read the separator side up to 0.05 high, and
 #: nothing between was measured (RESULTS.md sessions 36-39), so the caution starts at about 3x the former.
 SPLIT_CAUTION_NOISE_RATIO = 0.05
 
@@ -196,7 +196,8 @@ def _split_caution(notes: dict) -> str:
             "On the phantom's low-resolution scans (0.17-0.18) the separator side's ln U_zz read up to 0.05 above the "
             "truth from the third step on (seeds 0-2; at one seed about a third of it the segmented separator "
             "interface), and without the lithiated silicon's contrast loss the collector side read up to 0.04 below "
-            "it; on its high-resolution scans (0.02) both layers read within 0.02 (benchmarks/RESULTS.md, issue 15, "
+            "it; on its high-resolution scans (0.02) both layers read within 0.02 on the default node grid "
+            "(benchmarks/RESULTS.md, issue 15, "
             "sessions 36-39). Read the split of the axial strain between the layers as uncertain by that much.")
 
 
