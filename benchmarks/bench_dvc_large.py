@@ -258,6 +258,13 @@ def main(argv=None):
     ap.add_argument("--anchor-collector", action="store_true",
                     help="global: a node plane on the collector interface (correlate_global(..., node_plane_z_px=); "
                          "the rigid collector's kink then falls on a node)")
+    ap.add_argument("--cover-plane", action="store_true",
+                    help="global, with --collector-mask / --electrode-mask: the node rows' z phase that covers most of "
+                         "the T0 anode under the mask (tomo4d.dvc.covering_node_plane_px; the runner's "
+                         "dvc.node_grid: cover); each incremental pair from its own band")
+    ap.add_argument("--crop-bottom", type=int, default=0,
+                    help="drop this many z slices at the bottom of every scan (the sample's field of view cut "
+                         "elsewhere: a centred node grid then lies elsewhere against the collector interface)")
     ap.add_argument("--face-margin", type=int, default=None,
                     help="leave this many voxels at the lateral (y, x) faces of the volume out of the mask (the blur's "
                          "and the deconvolution's boundary: static in every scan, it pins the field there); default "
@@ -320,6 +327,13 @@ def main(argv=None):
     exp = make_experiment(shape=(a.shape,) * 3, **params)
     series = [v.numpy().astype(np.float32) for v in (exp.series if a.series == "lq" else exp.series_hq)]
     grid = exp.truth.lq_grid if a.series == "lq" else exp.truth.hq_grid
+    if a.crop_bottom:
+        import dataclasses
+
+        series = [v[a.crop_bottom:] for v in series]
+        o = grid.origin_nm
+        grid = dataclasses.replace(grid, shape=series[0].shape,
+                                   origin_nm=(o[0] + a.crop_bottom * grid.voxel_size_nm, o[1], o[2]))
     truth_means = _truth_means(exp)
     kw = dict(node_spacing=a.spacing, half_window=a.half_window, smooth_sigma_px=a.smooth, tolerance_px=0.01,
               max_iterations=100, grey_model=a.grey_model)
@@ -359,6 +373,14 @@ def main(argv=None):
         mask = inner if mask is None else mask & inner
         mask = np.broadcast_to(mask, series[0].shape)
         kw["mask"] = mask
+    if a.cover_plane:
+        from tomo4d.dvc import covering_node_plane_px
+
+        t = exp.truth
+        zc = (t.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
+        a.cover_band = (zc, zc + t.thickness_nm[0] / grid.voxel_size_nm)
+        a.node_plane = covering_node_plane_px(_mask_axes(mask), a.spacing, cover_z_px=a.cover_band)
+        print(f"node rows from z = {a.node_plane:g} px (mod {a.spacing})", flush=True)
     if a.reg == "auto":
         a.reg = _route_weight(a, exp, grid, series[0])
     if a.method in ("global", "none"):
@@ -436,6 +458,12 @@ def _route_weight(a, exp, grid, t0) -> float:
     return weight
 
 
+def _mask_axes(mask):
+    """The per-axis profiles (z, y, x) of a separable mask (the band and the faces' margins)."""
+    m = np.asarray(mask)
+    return m.any(axis=(1, 2)), m.any(axis=(0, 2)), m.any(axis=(0, 1))
+
+
 def _inner_box(a, shape):
     """The volume less ``--face-margin`` voxels at the y and x faces and ``--top-margin`` slices at the top."""
     fm = a.face_margin
@@ -504,7 +532,7 @@ def _classifier(a, exp, series):
     labels = []
     for step in steps:
         lab = np.zeros(series[0].shape, np.int16)
-        lab[:, planes_y] = t.labels(step, grid=g)[:, planes_y].astype(np.int16) + 1
+        lab[:, planes_y] = t.labels(step, grid=g)[a.crop_bottom:, planes_y].astype(np.int16) + 1
         labels.append(lab)
     # trained as the runner's segment stage with its defaults (3D features, 24 trees).  Before session 23 this
     # trained slice-wise features (FeatureSpec()), whose separator interface lagged the exact motion by
@@ -572,6 +600,11 @@ def _increment(a, series, n, prev, kw, mask):
     init = axial_profile_start(ref, dfm, mask=kwn.get("mask"), lateral=a.lateral) if a.start == "axial" else None
     if a.method == "global":
         plane = None if a.node_plane is None else moved_band(prev, a.node_plane, np.inf, ref.shape[1:])[0]
+        if a.cover_plane:  # as the runner: from the pair's own band
+            from tomo4d.dvc import covering_node_plane_px
+
+            plane = covering_node_plane_px(_mask_axes(kwn["mask"]), a.spacing,
+                                           cover_z_px=moved_band(prev, *a.cover_band, ref.shape[1:]))
         pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n - 1, n),
                                 node_plane_z_px=plane, **kwn)
         composed = compose_fields(prev, pair)

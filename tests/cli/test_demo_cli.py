@@ -100,6 +100,18 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     # the demo's LQ scans (noise ratio 0.187) are as noisy as the phantom's LQ series: the split of ln U_zz between
     # the layers is flagged as uncertain (session 39)
     assert f"Caution: T0's noise variance is {f.notes['route_noise_ratio']:.3g}" in page
+    # the node rows where the field covers most of the electrode band (dvc.node_grid: cover, session 40)
+    from tomo4d.dvc import covering_node_plane_px, interior_axes
+
+    o = f.notes["options"]
+    band = (th["collector_z_um"][0] * 1e3 / doc["params"]["lq_voxel_nm"],
+            th["separator_z_um"][0] * 1e3 / doc["params"]["lq_voxel_nm"])
+    shape = f.notes["volume_shape_zyx"]
+    axes = interior_axes(shape, exp.dvc.deconvolve_psf_sigma_px, band=band)
+    axes = ((np.arange(shape[0]) >= band[0]) & axes[0],) + axes[1:]
+    assert f.notes["node_plane_z_px"] == covering_node_plane_px(axes, o["node_spacing"], cover_z_px=band,
+                                                                mask_fraction=o["mask_fraction"])
+    assert "dvc.node_grid: cover" in page and "this run places them by the rule" in page
 
 
 def test_demo_rerun_through_tomo4d_run_is_cached(small_demo, capsys):

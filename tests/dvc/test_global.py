@@ -451,3 +451,34 @@ def test_node_plane_shifts_the_grid(texture):
     assert np.abs(f.displacement_zyx_px).max() < 1e-3
     with pytest.raises(InputError, match="node_plane_z_px"):
         correlate_global(texture, texture, node_plane_z_px=60.0)
+
+
+@pytest.mark.filterwarnings("ignore:global DVC")
+@pytest.mark.parametrize("floor, spacing, margin", [(7.18, 4, 0), (8.0, 4, 0), (12.5, 6, 0), (7.18, 4, 22)])
+def test_covering_node_plane_covers_most_of_the_band(texture, floor, spacing, margin):
+    """covering_node_plane_px: of the spacing's z phases, the one whose solved field covers the most of the band
+    (slab_volume_mean's covered points, by the solver's own statuses) under a mask z >= floor less ``margin`` voxels
+    at the lateral faces; without a margin its lowest usable row is the lowest the mask allows (one voxel lower is
+    OUTSIDE_MASK)."""
+    from tomo4d.dvc import NodeStatus, covering_node_plane_px, slab_volume_mean
+
+    n = texture.shape[0]
+    lat = (np.arange(n) >= margin) & (np.arange(n) < n - margin)
+    axes = (np.arange(n) >= floor, lat, lat)
+    mask = axes[0][:, None, None] & lat[None, :, None] & lat[None, None, :]
+    band = (floor, floor + 20.0)
+    plane = covering_node_plane_px(axes, spacing, cover_z_px=band, mask_fraction=0.6)
+    assert plane == int(plane) and 0 <= plane < spacing
+    covered, fields = {}, {}
+    for p in range(spacing):
+        f = correlate_global(texture, texture, mask=mask, node_spacing=spacing, levels=1, max_iterations=1,
+                             threads=1, mask_fraction=0.6, node_plane_z_px=float(p))
+        sm = slab_volume_mean(f, *band, components=("hencky_zz",))
+        covered[p], fields[p] = sm.covered * sm.n_points, f
+    assert covered[plane] == max(covered.values()), covered
+    if not margin:
+        f = fields[int(plane)]
+        z = f.positions_zyx_px[:, 0]
+        lowest = z[f.status != NodeStatus.OUTSIDE_MASK].min()
+        assert floor < lowest < floor + spacing
+        assert np.all(f.status[z < lowest] == NodeStatus.OUTSIDE_MASK)

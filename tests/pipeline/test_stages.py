@@ -346,9 +346,42 @@ def test_report_describes_the_dvc_route_that_ran():
         assert part in text, part
     assert "LOW_TEXTURE" not in _dvc_route({**demo, "flag_textureless": False})
     assert "against T0" not in text
+    assert "node_grid" not in text  # recorded before session 40: centred
+    assert "dvc.node_grid: cover" in _dvc_route({**demo, "node_grid": "cover"})
+    assert "node_grid" not in _dvc_route({**demo, "node_grid": "centred"})
     plain = _dvc_route({"method": "local", "node_spacing": 10, "from_previous": True, "mask": "none"})
     assert plain.startswith("Local DVC") and "against T0, started from the previous step's field" in plain
     assert "deconvolved" not in plain and "InterfaceMotion" not in plain and "LOW_TEXTURE" not in plain
+
+
+def test_node_grid_cover_places_the_rows_by_the_pairs_band_and_mask():
+    """dvc.node_grid: cover (the default) gives the global pair the node plane of covering_node_plane_px for its band
+    and mask: on the HQ phantom's geometry the lowest usable row 1.8 px above the collector interface, the same rows
+    against the collector wherever the field of view was cut; centred, or no band, gives none (centred rows)."""
+    from tomo4d.dvc import GlobalOptions
+    from tomo4d.pipeline.sections import DvcSection
+    from tomo4d.pipeline.stages import _node_plane
+
+    opts = GlobalOptions(node_spacing=4)
+    sec = DvcSection(method="global", mask="above_collector", node_spacing=4, deconvolve_iterations=20,
+                     deconvolve_psf_sigma_px=2.8)
+    assert sec.node_grid == "cover"
+    assert _node_plane(sec, (7.18, 50.38), opts, (96, 96, 96)) == 1.0  # rows at 9: 6 of 9 voxels at z >= 8
+    assert _node_plane(sec, (4.18, 47.38), opts, (93, 96, 96)) == 2.0  # cut 3 voxels lower: the rows move with it
+    assert _node_plane(sec, None, opts, (96, 96, 96)) is None
+    centred = DvcSection(method="global", mask="above_collector", node_grid="centred")
+    assert _node_plane(centred, (7.18, 50.38), opts, (96, 96, 96)) is None
+
+
+def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collector_side_was_measured_with():
+    """The det F - 1 caution's collector-side sentence: a run with dvc.node_grid: cover placed its rows by the rule
+    under which the collector side read within 0.02; any other run is told how to."""
+    from tomo4d.pipeline.run_report import _volumetric_caution
+
+    assert "this run places them by the rule under which it read within 0.02 (dvc.node_grid: cover" in \
+        _volumetric_caution(True)
+    assert "this run did not place them" in _volumetric_caution(False)
+    assert "set dvc.node_grid: cover" in _volumetric_caution(False)
 
 
 def test_report_states_the_weight_and_cautions_on_the_split_for_noisy_scans():

@@ -27,6 +27,7 @@ _EXPORTS = {
     "correlate_pyramid": "pyramid", "study_levels": "pyramid", "STUDY_PYRAMID": "pyramid",
     "FAILED_WARNING_FRACTION": "correlate",
     "GlobalOptions": "global_dvc", "correlate_global": "global_dvc", "control_grid": "global_dvc",
+    "covering_node_plane_px": "global_dvc",
     "InterfaceMotion": "global_dvc",
     "ResidualMap": "residual", "noise_floor": "residual", "residual_map": "residual",
     "equivalent_strain": "finite", "green_lagrange": "finite", "hencky": "finite", "principal_stretches": "finite",

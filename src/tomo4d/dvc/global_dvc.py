@@ -303,6 +303,61 @@ def control_grid(shape, node_spacing: int, *, plane_z_px: float | None = None
     return pos, gs, origin
 
 
+def covering_node_plane_px(mask_axes, node_spacing: int, *, cover_z_px: tuple[float, float],
+                           mask_fraction: float = 0.6) -> float:
+    """The ``node_plane_z_px`` (0 <= z < spacing) whose node rows let the field cover most of the z range
+    ``cover_z_px`` under a separable mask: its z phase chosen among the ``node_spacing`` integer ones.
+
+    A node is usable where at least ``mask_fraction`` of its support (the ``2 * spacing + 1`` voxels around its
+    rounded position per axis, clipped to the volume, as the global solver's) is in the mask; the field covers a
+    cell of the grid where its eight nodes are usable.  Below a mask's bottom face (the collector interface of
+    ``dvc.mask: above_collector`` / ``electrode``) the strip under the lowest usable row is not covered, and with
+    the rows centred in the volume it is anywhere from that row's least offset to one spacing more.  On the HQ
+    phantom (spacing 4, the collector interface at 7.18 px) the collector side at T5 read +0.012 with the lowest
+    usable row 1.8 px above the interface (this choice), and +0.026 / +0.036 / +0.039 / +0.035 with it 2.8 / 3.2 /
+    4.0 / 4.8 px above (benchmarks/RESULTS.md, sessions 39-40).  Lateral faces left out of the mask (a
+    deconvolution's margin) count too: on a volume a few nodes wide the row that barely holds ``mask_fraction`` at
+    the face loses its edge columns, and a higher row may cover more.
+
+    Parameters
+    ----------
+    mask_axes : three 1-D arrays (z, y, x)
+        The mask as ``mz[:, None, None] & my[None, :, None] & mx[None, None, :]`` (bool, or fractions 0..1).
+    node_spacing : int
+    cover_z_px : (float, float)
+        The z range (reference px) whose covered volume is maximised, e.g. the electrode's band.
+    mask_fraction : float
+        :attr:`GlobalOptions.mask_fraction`.
+
+    Returns
+    -------
+    float
+        The z of one node row, in ``[0, node_spacing)``; ties go to the lowest.
+    """
+    s = check_int("node_spacing", node_spacing, minimum=1)
+    f = check_number("mask_fraction", mask_fraction, minimum=0.0, maximum=1.0)
+    axes = [np.asarray(a, float).ravel() for a in mask_axes]
+    if len(axes) != 3 or min(a.size for a in axes) < 2:
+        raise InputError(f"mask_axes must be three 1-D arrays (z, y, x) of two or more voxels, got {len(axes)}")
+    lo, hi = (check_number("cover_z_px", v) for v in cover_z_px)
+    shape = tuple(a.size for a in axes)
+    best, best_volume = 0.0, -1.0
+    for phase in range(min(s, shape[0])):
+        _, gs, origin = control_grid(shape, s, plane_z_px=float(phase))
+        lo_b, hi_b, _ = support_boxes(shape, origin, s, gs)
+        frac = [np.array([a[q:h].mean() for q, h in zip(lo_b[k], hi_b[k])]) for k, a in enumerate(axes)]
+        usable = frac[0][:, None, None] * frac[1][None, :, None] * frac[2][None, None, :] >= f
+        cells = usable[1:] & usable[:-1]
+        cells = cells[:, 1:] & cells[:, :-1]
+        cells = cells[:, :, 1:] & cells[:, :, :-1]
+        z = origin[0] + s * np.arange(gs[0])
+        overlap = np.clip(np.minimum(z[1:], hi) - np.maximum(z[:-1], lo), 0, None)
+        volume = float((cells.sum(axis=(1, 2)) * overlap).sum())
+        if volume > best_volume + 1e-9:
+            best, best_volume = float(phase), volume
+    return best
+
+
 def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: DisplacementField | None = None,
                      interfaces=None, node_plane_z_px: float | None = None, options: GlobalOptions | None = None,
                      **shortcuts) -> DisplacementField:

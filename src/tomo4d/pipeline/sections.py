@@ -112,6 +112,13 @@ _DVC_OWN = {
         "that windows straddling the interfaces do not bias the anode's nodes; above_collector: everything above "
         "the collector interface (the rigid collector left out, the separator's texture kept: measured best with "
         "method: global, RESULTS.md issue 15); both need the quantify section. none: the whole volume."))),
+    "node_grid": (Literal["cover", "centred"], Field("cover", description=(
+        "method global with a mask: where the control grid's node rows lie along z. cover: at the z phase that lets "
+        "the field cover most of the electrode band under the mask (tomo4d.dvc.covering_node_plane_px): the strip "
+        "next to the collector interface that the field leaves uncovered is as thin as the mask allows, and the same "
+        "wherever the scans' field of view was cut; centred: centred in the volume (before session 40). On the HQ "
+        "phantom the collector side at T5 read +0.012 with the rows so placed and up to +0.039 with rows placed "
+        "otherwise (RESULTS.md sessions 39-40)."))),
     "interfaces": (bool, Field(False, description=(
         "method global with a mask: tie the field's mean u_z over the collector and separator interfaces where the "
         "quantify stage found them in the pair's reference (T0; with incremental T(n-1)) to where it found them in "

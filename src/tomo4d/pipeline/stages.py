@@ -201,13 +201,30 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
             lo, hi = _electrode_band(ctx, ref.shape)
             t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
         ratio = route_noise_ratio(ctx, t0_band)
+        opts = sec.global_dvc_options(ratio)
         field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                  interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
-                                 options=sec.global_dvc_options(ratio))
+                                 node_plane_z_px=_node_plane(sec, band, opts, ref.shape), options=opts)
         return field if ratio is None else field.with_(notes={**field.notes, "route_noise_ratio": round(ratio, 6)})
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return _local(ref, deformed, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                   **sec.correlate_kwargs())
+
+
+def _node_plane(sec, band, opts, shape):
+    """``node_plane_z_px`` of a global pair of volumes of ``shape`` with the electrode ``band`` (px of its reference,
+    or None): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band under the pair's mask
+    (the band's z range, with a deconvolution the faces' margins: :func:`_band_mask`, :func:`_inside_faces`)."""
+    if band is None or sec.node_grid != "cover":
+        return None
+    from ..dvc import covering_node_plane_px, interior_axes
+
+    z = np.arange(shape[0])
+    axes = [(z >= band[0]) & (z < (band[1] if sec.mask == "electrode" else np.inf))] + [np.ones(n, bool)
+                                                                                       for n in shape[1:]]
+    if sec.deconvolve_iterations:
+        axes = [a & k for a, k in zip(axes, interior_axes(shape, sec.deconvolve_psf_sigma_px, band=band))]
+    return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=band, mask_fraction=opts.mask_fraction)
 
 
 def _local(ref, deformed, sec, *, initial, node_spacing, half_window, **kw):
