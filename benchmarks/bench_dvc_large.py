@@ -260,7 +260,7 @@ def main(argv=None):
                          "the rigid collector's kink then falls on a node)")
     ap.add_argument("--cover-plane", action="store_true",
                     help="global, with --collector-mask / --electrode-mask: the node rows' z phase that covers most of "
-                         "the T0 anode under the mask (tomo4d.dvc.covering_node_plane_px; the runner's "
+                         "the T0 anode's collector half under the mask (tomo4d.dvc.covering_node_plane_px; the runner's "
                          "dvc.node_grid: cover); each incremental pair from its own band")
     ap.add_argument("--crop-bottom", type=int, default=0,
                     help="drop this many z slices at the bottom of every scan (the sample's field of view cut "
@@ -378,7 +378,7 @@ def main(argv=None):
 
         t = exp.truth
         zc = (t.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
-        a.cover_band = (zc, zc + t.thickness_nm[0] / grid.voxel_size_nm)
+        a.cover_band = (zc, zc + t.thickness_nm[0] / grid.voxel_size_nm / 2)  # the collector half, as the runner
         a.node_plane = covering_node_plane_px(_mask_axes(mask), a.spacing, cover_z_px=a.cover_band)
         print(f"node rows from z = {a.node_plane:g} px (mod {a.spacing})", flush=True)
     if a.reg == "auto":

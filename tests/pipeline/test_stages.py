@@ -369,6 +369,11 @@ def test_node_grid_cover_places_the_rows_by_the_pairs_band_and_mask():
     assert _node_plane(sec, (7.18, 50.38), opts, (96, 96, 96)) == 1.0  # rows at 9: 6 of 9 voxels at z >= 8
     assert _node_plane(sec, (4.18, 47.38), opts, (93, 96, 96)) == 2.0  # cut 3 voxels lower: the rows move with it
     assert _node_plane(sec, None, opts, (96, 96, 96)) is None
+    # mask: electrode (both faces of the band in the mask): still the rows next to the collector, by its half (the
+    # whole band's two strips trade against each other: the LQ phantom's geometry would take phase 2 by rounding)
+    lq = DvcSection(method="global", mask="electrode", node_spacing=4, deconvolve_iterations=20,
+                    deconvolve_psf_sigma_px=3.13)
+    assert _node_plane(lq, (27.34, 48.94), opts, (96, 96, 96)) == 1.0  # rows at 29: 1.66 px above the collector
     centred = DvcSection(method="global", mask="above_collector", node_grid="centred")
     assert _node_plane(centred, (7.18, 50.38), opts, (96, 96, 96)) is None
 

@@ -114,7 +114,8 @@ _DVC_OWN = {
         "method: global, RESULTS.md issue 15); both need the quantify section. none: the whole volume."))),
     "node_grid": (Literal["cover", "centred"], Field("cover", description=(
         "method global with a mask: where the control grid's node rows lie along z. cover: at the z phase that lets "
-        "the field cover most of the electrode band under the mask (tomo4d.dvc.covering_node_plane_px): the strip "
+        "the field cover most of the electrode band's collector half under the mask "
+        "(tomo4d.dvc.covering_node_plane_px): the strip "
         "next to the collector interface that the field leaves uncovered is as thin as the mask allows, and the same "
         "wherever the scans' field of view was cut; centred: centred in the volume (before session 40). On the HQ "
         "phantom the collector side at T5 read +0.012 with the rows so placed and up to +0.039 with rows placed "

@@ -213,8 +213,11 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
 
 def _node_plane(sec, band, opts, shape):
     """``node_plane_z_px`` of a global pair of volumes of ``shape`` with the electrode ``band`` (px of its reference,
-    or None): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band under the pair's mask
-    (the band's z range, with a deconvolution the faces' margins: :func:`_band_mask`, :func:`_inside_faces`)."""
+    or None): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band's collector half under
+    the pair's mask (the band's z range, with a deconvolution the faces' margins: :func:`_band_mask`,
+    :func:`_inside_faces`).  The collector half: next to the rigid collector the grid's phase moved the collector
+    side by up to 0.03 (session 39); with ``mask: electrode`` the whole band's two faces would trade their strips
+    and leave the phase to rounding."""
     if band is None or sec.node_grid != "cover":
         return None
     from ..dvc import covering_node_plane_px, interior_axes
@@ -224,7 +227,8 @@ def _node_plane(sec, band, opts, shape):
                                                                                        for n in shape[1:]]
     if sec.deconvolve_iterations:
         axes = [a & k for a, k in zip(axes, interior_axes(shape, sec.deconvolve_psf_sigma_px, band=band))]
-    return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=band, mask_fraction=opts.mask_fraction)
+    return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=(band[0], (band[0] + band[1]) / 2),
+                                  mask_fraction=opts.mask_fraction)
 
 
 def _local(ref, deformed, sec, *, initial, node_spacing, half_window, **kw):
