@@ -6,14 +6,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def support_boxes(shape, origin, spacing: int, grid_shape) -> tuple:
-    """Per axis the voxel bounds ``[lo, hi)`` of each node's support (the voxels within one spacing, clipped to the
-    volume of ``shape``), and the supports' voxel counts (gz, gy, gx)."""
+def support_bounds(shape, origin, spacing: int, grid_shape) -> tuple[list, list]:
+    """Per axis the voxel bounds ``[lo, hi)`` of each node's support: the voxels within one spacing of its rounded
+    position, clipped to the volume of ``shape``."""
     lo, hi = [], []
     for a in range(3):
         c = np.clip(np.rint(origin[a] + spacing * np.arange(grid_shape[a])), 0, shape[a] - 1).astype(np.int64)
         lo.append(np.maximum(c - spacing, 0))
         hi.append(np.minimum(c + spacing + 1, shape[a]))
+    return lo, hi
+
+
+def support_boxes(shape, origin, spacing: int, grid_shape) -> tuple:
+    """:func:`support_bounds`, and the supports' voxel counts (gz, gy, gx)."""
+    lo, hi = support_bounds(shape, origin, spacing, grid_shape)
     count = np.ix_(*[(h - q).astype(float) for q, h in zip(lo, hi)])
     return lo, hi, count[0] * count[1] * count[2]
 

@@ -57,7 +57,7 @@ from .._validate import (
     show,
 )
 from ..errors import InputError, check_choice
-from ._support import support_boxes, support_fraction
+from ._support import support_bounds, support_boxes, support_fraction
 from .correlate import FAILED_WARNING_FRACTION, _voxel_sizes
 from .field import DisplacementField, NodeStatus
 from .options import _same
@@ -292,15 +292,20 @@ def control_grid(shape, node_spacing: int, *, plane_z_px: float | None = None
     along z so that a plane of nodes lies at that z (the first plane at ``plane_z_px`` modulo the spacing).
     """
     s = int(node_spacing)
+    gs, origin = _grid_layout(shape, s, plane_z_px)
+    axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
+    pos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return pos, gs, origin
+
+
+def _grid_layout(shape, s: int, plane_z_px: float | None) -> tuple[tuple[int, int, int], np.ndarray]:
+    """:func:`control_grid`'s ``(grid_shape, origin)`` without its node positions."""
     gs = [max(2, (int(n) - 1) // s + 1) for n in shape]
     origin = np.array([max(0, ((int(n) - 1) - (g - 1) * s) // 2) for n, g in zip(shape, gs)], float)
     if plane_z_px is not None:
         origin[0] = float(plane_z_px) - s * np.floor(float(plane_z_px) / s)
         gs[0] = max(2, int(np.floor((int(shape[0]) - 1 - origin[0]) / s)) + 1)
-    gs = tuple(gs)
-    axes = [origin[a] + s * np.arange(gs[a]) for a in range(3)]
-    pos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    return pos, gs, origin
+    return tuple(gs), origin
 
 
 def covering_node_plane_px(mask_axes, node_spacing: int, *, cover_z_px: tuple[float, float],
@@ -339,23 +344,32 @@ def covering_node_plane_px(mask_axes, node_spacing: int, *, cover_z_px: tuple[fl
     axes = [np.asarray(a, float).ravel() for a in mask_axes]
     if len(axes) != 3 or min(a.size for a in axes) < 2:
         raise InputError(f"mask_axes must be three 1-D arrays (z, y, x) of two or more voxels, got {len(axes)}")
+    if len(cover_z_px) != 2:
+        raise InputError(f"cover_z_px={show(cover_z_px)} must be (lo, hi), px")
     lo, hi = (check_number("cover_z_px", v) for v in cover_z_px)
+    if not hi > lo:
+        raise InputError(f"cover_z_px={show(cover_z_px)}: hi must be above lo")
     shape = tuple(a.size for a in axes)
     best, best_volume = 0.0, -1.0
     for phase in range(min(s, shape[0])):
-        _, gs, origin = control_grid(shape, s, plane_z_px=float(phase))
-        lo_b, hi_b, _ = support_boxes(shape, origin, s, gs)
+        gs, origin = _grid_layout(shape, s, float(phase))
+        lo_b, hi_b = support_bounds(shape, origin, s, gs)
         frac = [np.array([a[q:h].mean() for q, h in zip(lo_b[k], hi_b[k])]) for k, a in enumerate(axes)]
-        usable = frac[0][:, None, None] * frac[1][None, :, None] * frac[2][None, None, :] >= f
-        cells = usable[1:] & usable[:-1]
-        cells = cells[:, 1:] & cells[:, :-1]
-        cells = cells[:, :, 1:] & cells[:, :, :-1]
         z = origin[0] + s * np.arange(gs[0])
         overlap = np.clip(np.minimum(z[1:], hi) - np.maximum(z[:-1], lo), 0, None)
-        volume = float((cells.sum(axis=(1, 2)) * overlap).sum())
+        volume = float((_covered_cells(frac, f) * overlap).sum())
         if volume > best_volume + 1e-9:
             best, best_volume = float(phase), volume
     return best
+
+
+def _covered_cells(frac, f: float) -> np.ndarray:
+    """Per layer of grid cells along z, how many have all eight nodes usable (support fraction ``fz * fy * fx >=
+    f``, the per-axis fractions ``frac``).  Every fraction is >= 0, so a cell's least corner product is the product of
+    the per-axis least of its two nodes: one lateral (gy-1, gx-1) test per layer, not the whole node grid."""
+    least = [np.minimum(a[1:], a[:-1]) for a in frac]
+    lateral = least[1][:, None] * least[2][None, :]
+    return np.array([np.count_nonzero(lz * lateral >= f) for lz in least[0]], float)
 
 
 def correlate_global(reference, deformed, *, mask=None, phi0=None, initial: DisplacementField | None = None,
