@@ -291,26 +291,31 @@ def render_report_text(out: Path) -> str:
 
 def test_global_dvc_match_leaves_the_deconvolved_faces_out():
     """With deconvolution the global DVC's mask leaves boundary_margin_px out at every face (static in every scan;
-    tomo4d.dvc.boundary_margin_px), at the z faces only outside the electrode band."""
-    import dask.array as da
-
+    tomo4d.dvc.boundary_margin_px), at the z faces only outside the electrode band; the local method's mask is the
+    band alone, and without a band or a deconvolution there is none."""
     from tomo4d.dvc import boundary_margin_px
-    from tomo4d.pipeline.stages import _inside_faces
+    from tomo4d.pipeline.sections import DvcSection
+    from tomo4d.pipeline.stages import _lazy_mask, _mask_axes
+
+    def mask(band, shape, **kw):
+        sec = DvcSection(**{"method": "global", "deconvolve_iterations": 20, "deconvolve_psf_sigma_px": 2.0,
+                            "mask": "above_collector", **kw})
+        return np.asarray(_lazy_mask(_mask_axes(sec, band, shape)))
 
     m = boundary_margin_px(2.0)  # the PSF's half-width, 3 sigma
     shape = (40, 30, 32)
-    box = np.asarray(_inside_faces(None, shape, 2.0))
+    box = mask(None, shape)
     assert box.shape == shape and m == 6
     assert box[m:-m, m:-m, m:-m].all() and box.sum() == (40 - 2 * m) * (30 - 2 * m) * (32 - 2 * m)
-    # the electrode 3.5 .. 20 px: the bottom margin stops at the collector, the top one is whole
-    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(3.5, 20.0)))[:, m, m]
+    # the electrode 3.5 .. 20 px above the collector: the bottom margin stops at the collector, the top one is whole
+    kept = mask((3.5, 20.0), shape)[:, m, m]
     np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(4, 40 - m))
-    kept = np.asarray(_inside_faces(None, shape, 2.0, band=(10.0, 37.0)))[:, m, m]  # the separator near the top
-    np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(m, 37))
-    band = da.broadcast_to(da.from_array((np.arange(40) >= 5)[:, None, None]), shape)
-    both = np.asarray(_inside_faces(band, shape, 2.0))
-    np.testing.assert_array_equal(both, box & (np.arange(40) >= 5)[:, None, None])
-    small = np.asarray(_inside_faces(None, (40, 16, 12), 2.0))  # at most a quarter of an axis at each face
+    kept = mask((10.0, 37.0), shape, mask="electrode")[:, m, m]  # the separator near the top: no top margin
+    np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(10, 37))
+    local = mask((5.0, 20.0), shape, method="local")
+    np.testing.assert_array_equal(local, np.broadcast_to((np.arange(40) >= 5)[:, None, None], shape))
+    assert _mask_axes(DvcSection(method="global"), None, shape) is None
+    small = mask(None, (40, 16, 12))  # at most a quarter of an axis at each face
     assert small[20, 4:12, 3:9].all() and small[20].sum() == 8 * 6
 
 
@@ -360,22 +365,25 @@ def test_node_grid_cover_places_the_rows_by_the_pairs_band_and_mask():
     against the collector wherever the field of view was cut; centred, or no band, gives none (centred rows)."""
     from tomo4d.dvc import GlobalOptions
     from tomo4d.pipeline.sections import DvcSection
-    from tomo4d.pipeline.stages import _node_plane
+    from tomo4d.pipeline.stages import _mask_axes, _node_plane
+
+    def plane(sec, band, shape):
+        return _node_plane(sec, band, _mask_axes(sec, band, shape), opts)
 
     opts = GlobalOptions(node_spacing=4)
     sec = DvcSection(method="global", mask="above_collector", node_spacing=4, deconvolve_iterations=20,
                      deconvolve_psf_sigma_px=2.8)
     assert sec.node_grid == "cover"
-    assert _node_plane(sec, (7.18, 50.38), opts, (96, 96, 96)) == 1.0  # rows at 9: 6 of 9 voxels at z >= 8
-    assert _node_plane(sec, (4.18, 47.38), opts, (93, 96, 96)) == 2.0  # cut 3 voxels lower: the rows move with it
-    assert _node_plane(sec, None, opts, (96, 96, 96)) is None
+    assert plane(sec, (7.18, 50.38), (96, 96, 96)) == 1.0  # rows at 9: 6 of 9 voxels at z >= 8
+    assert plane(sec, (4.18, 47.38), (93, 96, 96)) == 2.0  # cut 3 voxels lower: the rows move with it
+    assert _node_plane(sec, None, None, opts) is None
     # mask: electrode (both faces of the band in the mask): still the rows next to the collector, by its half (the
     # whole band's two strips trade against each other: the LQ phantom's geometry would take phase 2 by rounding)
     lq = DvcSection(method="global", mask="electrode", node_spacing=4, deconvolve_iterations=20,
                     deconvolve_psf_sigma_px=3.13)
-    assert _node_plane(lq, (27.34, 48.94), opts, (96, 96, 96)) == 1.0  # rows at 29: 1.66 px above the collector
+    assert plane(lq, (27.34, 48.94), (96, 96, 96)) == 1.0  # rows at 29: 1.66 px above the collector
     centred = DvcSection(method="global", mask="above_collector", node_grid="centred")
-    assert _node_plane(centred, (7.18, 50.38), opts, (96, 96, 96)) is None
+    assert plane(centred, (7.18, 50.38), (96, 96, 96)) is None
 
 
 def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collector_side_was_measured_with():

@@ -87,26 +87,31 @@ def _electrode_band(ctx, shape, moved_by=None) -> tuple[float, float]:
     return lo, hi
 
 
-def _band_mask(lo: float, hi: float, shape):
-    """The z band ``lo <= z < hi`` as a lazy (z, y, x) mask (``dvc.mask: electrode``; ``above_collector``: hi
-    infinite)."""
-    z = np.arange(shape[0])
-    band = (z >= lo) & (z < hi)
-    import dask.array as da  # lazy: a node batch (or a cluster task) materialises only its box
+def _mask_axes(sec, band, shape):
+    """The pair's mask as per-axis profiles (z, y, x), the mask their outer product; None: the whole volume.  The
+    electrode ``band``'s rows (px; ``dvc.mask: electrode``, ``above_collector``: from its bottom up) and, for the
+    global method on deconvolved scans, the faces' margins left out (:func:`tomo4d.dvc.interior_axes`: the z faces
+    only outside the band)."""
+    deconvolved = bool(sec.deconvolve_iterations) and sec.method == "global"
+    if band is None and not deconvolved:
+        return None
+    axes = [np.ones(n, bool) for n in shape]
+    if band is not None:
+        z = np.arange(shape[0])
+        axes[0] = (z >= band[0]) & (z < (band[1] if sec.mask == "electrode" else np.inf))
+    if deconvolved:  # the deconvolution's faces are static in every scan: out of the match, the electrode kept
+        from ..dvc import interior_axes
 
-    return da.broadcast_to(da.from_array(band[:, None, None], chunks=(64, 1, 1)), tuple(shape))
+        axes = [a & k for a, k in zip(axes, interior_axes(shape, sec.deconvolve_psf_sigma_px, band=band))]
+    return axes
 
 
-def _inside_faces(mask, shape, psf_sigma_px, band=None):
-    """``mask`` (or everything) less the deconvolved scans' faces (:func:`tomo4d.dvc.interior_axes`: the z faces only
-    outside the electrode ``band``, px, when given), lazily."""
+def _lazy_mask(axes):
+    """The mask of :func:`_mask_axes`, lazily: a node batch (or a cluster task) materialises only its box."""
     import dask.array as da
 
-    from ..dvc import interior_axes
-
-    kz, ky, kx = (da.from_array(k, chunks=64) for k in interior_axes(shape, psf_sigma_px, band=band))
-    box = kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
-    return box if mask is None else mask & box
+    kz, ky, kx = (da.from_array(a, chunks=64) for a in axes)
+    return kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
 
 
 def _dvc_step(ctx, step, previous):
@@ -140,10 +145,8 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
     band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None
-    mask = None if band is None else _band_mask(band[0], band[1] if sec.mask == "electrode" else np.inf, ref.shape)
-    if sec.deconvolve_iterations and sec.method == "global":  # the deconvolution's faces are static in every
-        # scan: out of the match, the electrode kept (measured for the global method; local windows not measured)
-        mask = _inside_faces(mask, ref.shape, sec.deconvolve_psf_sigma_px, band)
+    axes = _mask_axes(sec, band, ref.shape)
+    mask = None if axes is None else _lazy_mask(axes)
     axial = initial is None and sec.axial_start
     affine_only = initial is None and sec.affine_start and not axial
     if sec.method == "global":  # one regularised field over the whole volume: in memory
@@ -204,29 +207,23 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
         opts = sec.global_dvc_options(ratio)
         field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                  interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
-                                 node_plane_z_px=_node_plane(sec, band, opts, ref.shape), options=opts)
+                                 node_plane_z_px=_node_plane(sec, band, axes, opts), options=opts)
         return field if ratio is None else field.with_(notes={**field.notes, "route_noise_ratio": round(ratio, 6)})
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return _local(ref, deformed, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                   **sec.correlate_kwargs())
 
 
-def _node_plane(sec, band, opts, shape):
-    """``node_plane_z_px`` of a global pair of volumes of ``shape`` with the electrode ``band`` (px of its reference,
-    or None): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band's collector half under
-    the pair's mask (the band's z range, with a deconvolution the faces' margins: :func:`_band_mask`,
-    :func:`_inside_faces`).  The collector half: next to the rigid collector the grid's phase moved the collector
-    side by up to 0.03 (session 39); with ``mask: electrode`` the whole band's two faces would trade their strips
-    and leave the phase to rounding."""
+def _node_plane(sec, band, axes, opts):
+    """``node_plane_z_px`` of a global pair with the electrode ``band`` (px of its reference, or None) and the mask
+    ``axes`` (:func:`_mask_axes`): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band's
+    collector half under the mask.  The collector half: next to the rigid collector the grid's phase moved the
+    collector side by up to 0.03 (session 39); with ``mask: electrode`` the whole band's two faces would trade their
+    strips and leave the phase to rounding."""
     if band is None or sec.node_grid != "cover":
         return None
-    from ..dvc import covering_node_plane_px, interior_axes
+    from ..dvc import covering_node_plane_px
 
-    z = np.arange(shape[0])
-    axes = [(z >= band[0]) & (z < (band[1] if sec.mask == "electrode" else np.inf))] + [np.ones(n, bool)
-                                                                                       for n in shape[1:]]
-    if sec.deconvolve_iterations:
-        axes = [a & k for a, k in zip(axes, interior_axes(shape, sec.deconvolve_psf_sigma_px, band=band))]
     return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=(band[0], (band[0] + band[1]) / 2),
                                   mask_fraction=opts.mask_fraction)
 
