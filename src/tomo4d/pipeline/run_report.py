@@ -212,7 +212,7 @@ def _volumetric_caution(placed: bool) -> str:
     return ("Caution: det F - 1 (volumetric strain) includes the in-plane expansion, the part of the field measured "
             "least well: on the phantom (seeds 0-2, both resolutions) the in-plane expansion (ln U_yy + ln U_xx) "
             "read up to 0.021 below the truth and up to 0.011 above it, and det F - 1 0.025 below to 0.029 above "
-            "(the demo's electrode up to 0.041 below; benchmarks/RESULTS.md, issue 15, sessions 36-38). The "
+            "(the demo's electrode up to 0.032 below; benchmarks/RESULTS.md, issue 15, sessions 36-40). The "
             "collector side's ln U_zz is the more robust figure; it moved by up to 0.03 with where the node rows "
             "lie against the collector interface, " +
             ("and this run places them by the rule under which it read within 0.02 (dvc.node_grid: cover; sessions "
