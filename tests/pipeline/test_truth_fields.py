@@ -221,7 +221,9 @@ def test_dvc_interfaces_tie_the_field_to_quantify(experiment_file, tmp_path, inc
     p.write_text(p.read_text() + "  method: global\n  global_options: {levels: 1, max_iterations: 20}\n"
                  "  mask: above_collector\n  interfaces: true\n" + ("  incremental: true\n" if incremental else ""))
     out = tmp_path / "run"
-    with pytest.warns(RuntimeWarning, match="max_iterations"):
+    # this 32^3 phantom swells out of its field of view, and 20 iterations may not settle a pair: either is flagged
+    # (with the node rows placed by the collector, session 40, T0 -> T1 settles in 15)
+    with pytest.warns(RuntimeWarning, match="max_iterations|out of view"):
         run_experiment(load_experiment(p), out, source=p)
     t = read_table(out / "tables" / "thickness.csv")
     notes = DisplacementField.load(out / "fields" / "dvc_T0_T2.h5").notes
