@@ -384,6 +384,10 @@ def test_node_grid_cover_places_the_rows_by_the_pairs_band_and_mask():
     assert plane(lq, (27.34, 48.94), (96, 96, 96)) == 1.0  # rows at 29: 1.66 px above the collector
     centred = DvcSection(method="global", mask="above_collector", node_grid="centred")
     assert plane(centred, (7.18, 50.38), (96, 96, 96)) is None
+    # quantify found no separator: the rows by the collector alone; no collector: centred (the mask's check reports)
+    assert plane(sec, (7.18, float("nan")), (96, 96, 96)) == 1.0
+    assert _node_plane(sec, (float("nan"), 50.0), [np.zeros(96, bool), np.ones(96, bool), np.ones(96, bool)],
+                       opts) is None
 
 
 def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collector_side_was_measured_with():

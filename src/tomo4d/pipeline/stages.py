@@ -219,13 +219,15 @@ def _node_plane(sec, band, axes, opts):
     ``axes`` (:func:`_mask_axes`): ``dvc.node_grid: cover`` puts the rows where the field covers most of the band's
     collector half under the mask.  The collector half: next to the rigid collector the grid's phase moved the
     collector side by up to 0.03 (session 39); with ``mask: electrode`` the whole band's two faces would trade their
-    strips and leave the phase to rounding."""
-    if band is None or sec.node_grid != "cover":
+    strips and leave the phase to rounding.  Without a measured collector interface, centred (the mask's own check
+    then says what is missing); without a separator, the rows by the collector alone."""
+    if band is None or sec.node_grid != "cover" or not np.isfinite(band[0]):
         return None
     from ..dvc import covering_node_plane_px
 
-    return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=(band[0], (band[0] + band[1]) / 2),
-                                  mask_fraction=opts.mask_fraction)
+    lo, hi = float(band[0]), float(band[1])
+    top = (lo + hi) / 2 if np.isfinite(hi) and hi > lo else lo + len(axes[0])
+    return covering_node_plane_px(axes, opts.node_spacing, cover_z_px=(lo, top), mask_fraction=opts.mask_fraction)
 
 
 def _local(ref, deformed, sec, *, initial, node_spacing, half_window, **kw):
