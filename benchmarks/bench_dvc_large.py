@@ -260,7 +260,8 @@ def main(argv=None):
                          "the rigid collector's kink then falls on a node)")
     ap.add_argument("--cover-plane", action="store_true",
                     help="global, with --collector-mask / --electrode-mask: the node rows' z phase that covers most of "
-                         "the T0 anode's collector half under the mask (tomo4d.dvc.covering_node_plane_px; the runner's "
+                         "the T0 anode's collector half under the mask "
+                         "(tomo4d.dvc.covering_node_plane_px; the runner's "
                          "dvc.node_grid: cover); each incremental pair from its own band")
     ap.add_argument("--crop-bottom", type=int, default=0,
                     help="drop this many z slices at the bottom of every scan (the sample's field of view cut "
@@ -378,8 +379,8 @@ def main(argv=None):
 
         t = exp.truth
         zc = (t.z_collector_nm - grid.origin_nm[0]) / grid.voxel_size_nm
-        a.cover_band = (zc, zc + t.thickness_nm[0] / grid.voxel_size_nm / 2)  # the collector half, as the runner
-        a.node_plane = covering_node_plane_px(_mask_axes(mask), a.spacing, cover_z_px=a.cover_band)
+        a.cover_band = (zc, zc + t.thickness_nm[0] / grid.voxel_size_nm)
+        a.node_plane = covering_node_plane_px(_mask_axes(mask), a.spacing, cover_z_px=_collector_half(a.cover_band))
         print(f"node rows from z = {a.node_plane:g} px (mod {a.spacing})", flush=True)
     if a.reg == "auto":
         a.reg = _route_weight(a, exp, grid, series[0])
@@ -456,6 +457,11 @@ def _route_weight(a, exp, grid, t0) -> float:
     print(f"regularisation {weight:g} (T0's noise variance over its grey variance above the collector: "
           f"{float('nan') if ratio is None else ratio:.4g})", flush=True)
     return weight
+
+
+def _collector_half(band):
+    """The z range whose cover places the rows (the band's collector half, as the runner's ``_node_plane``)."""
+    return band[0], (band[0] + band[1]) / 2
 
 
 def _mask_axes(mask):
@@ -604,7 +610,7 @@ def _increment(a, series, n, prev, kw, mask):
             from tomo4d.dvc import covering_node_plane_px
 
             plane = covering_node_plane_px(_mask_axes(kwn["mask"]), a.spacing,
-                                           cover_z_px=moved_band(prev, *a.cover_band, ref.shape[1:]))
+                                           cover_z_px=_collector_half(moved_band(prev, *a.cover_band, ref.shape[1:])))
         pair = correlate_global(ref, dfm, initial=init, interfaces=_motions(a, n - 1, n),
                                 node_plane_z_px=plane, **kwn)
         composed = compose_fields(prev, pair)
