@@ -212,10 +212,14 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")  # 40 iterations: short on purpose
-def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
+def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog, monkeypatch):
     """method: global runs correlate_global per step (affine start, then chained) and strain follows; over the
-    budget it says that it holds the volumes whole."""
+    budget it says that it holds the volumes whole.  T0's noise is estimated once per step."""
     from tomo4d.dvc import DisplacementField
+    from tomo4d.pipeline import stages, stages_dvc_checks
+
+    estimated = []
+    monkeypatch.setattr(stages, "t0_noise", lambda ctx: estimated.append(1) or stages_dvc_checks.t0_noise(ctx))
 
     from .conftest import EXPERIMENT
 
@@ -227,9 +231,11 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog):
     with caplog.at_level("WARNING", logger="tomo4d"):
         run_experiment(load_experiment(exp_file), out, source=exp_file)
     assert caplog.text.count("the global method holds both volumes whole in memory") == 2
+    assert len(estimated) == 2
     for step in ("T1", "T2"):
         f = DisplacementField.load(next((out / "fields").glob(f"dvc_T0_*{step}*.h5")))
         assert f.notes["method"] == "global" and f.usable.mean() > 0.5
+        assert f.notes["low_texture_noise"]["sigma"] > 0
         assert np.median(f.displacement_zyx_px[f.usable, 0]) > 0.1  # the anode expands along z
     assert (out / "tables" / "strain_summary.csv").exists()
     # a step whose strain lies beyond the validated range is flagged in the table and cautioned in the report

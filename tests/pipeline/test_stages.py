@@ -419,30 +419,36 @@ def test_report_states_the_weight_and_cautions_on_the_split_for_noisy_scans():
     assert _split_caution({"route_noise_ratio": 1.01 * SPLIT_CAUTION_NOISE_RATIO})
 
 
-def test_texture_flag_noise_sources(tmp_path):
+def test_texture_flag_noise_sources(tmp_path, monkeypatch):
     """dvc.flag_textureless's noise: the repeat scan's difference, else T0's wavelet band, and on the enhanced series
     without a repeat scan none (InDI's output has no white noise to estimate)."""
     from types import SimpleNamespace
 
     import tifffile
 
-    from tomo4d.pipeline.stages_dvc_checks import _noise
+    from tomo4d import Volume
+    from tomo4d.pipeline import stages_dvc_checks as checks
 
     rng = np.random.default_rng(0)
     clean = np.cumsum(rng.standard_normal((24, 24, 24)), axis=2).astype(np.float32) * 0.05  # smooth-ish rows
     t0 = clean + rng.standard_normal(clean.shape).astype(np.float32) * 0.1
     rep = clean + rng.standard_normal(clean.shape).astype(np.float32) * 0.1
     tifffile.imwrite(tmp_path / "rep.tif", rep)
+    monkeypatch.setattr(checks, "read_series", lambda ctx, step: Volume(t0, 50.0))
 
     def ctx(repeat, enhance=None):
         exp = SimpleNamespace(enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)))
         return SimpleNamespace(inputs=SimpleNamespace(repeat=repeat), experiment=exp, out=tmp_path)
 
-    sigma, source = _noise(ctx(tmp_path / "rep.tif"), t0)
-    assert source == "repeat scan" and sigma == pytest.approx(0.1, rel=0.05)
-    sigma, source = _noise(ctx(None), t0)
-    assert source.startswith("T0's finest wavelet band") and sigma == pytest.approx(0.1, rel=0.1)
-    assert _noise(ctx(None, enhance=SimpleNamespace(apply_to_series=True)), t0) == (None, "")
+    noise = checks.t0_noise(ctx(tmp_path / "rep.tif"))
+    assert noise.source == "repeat scan" and noise.sigma == pytest.approx(0.1, rel=0.05)
+    assert noise.t0 is t0
+    noise = checks.t0_noise(ctx(None))
+    assert noise.source.startswith("T0's finest wavelet band") and noise.sigma == pytest.approx(0.1, rel=0.1)
+    noise = checks.t0_noise(ctx(None, enhance=SimpleNamespace(apply_to_series=True)))
+    assert (noise.sigma, noise.source) == (None, "")
+    field = SimpleNamespace(notes={})
+    assert checks.flag_textureless(field, noise) is field  # nothing to flag by
 
 
 def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):
@@ -467,10 +473,15 @@ def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):
                               enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)))
         return SimpleNamespace(inputs=SimpleNamespace(repeat=None), experiment=exp)
 
-    band = checks.route_noise_ratio(ctx(), (7.6, 20.0))
+    def ratio(band, **kw):
+        c = ctx(**kw)
+        return checks.route_noise_ratio(c, band, checks.t0_noise(c))
+
+    band = ratio((7.6, 20.0))
     assert band == pytest.approx(0.01 / float(t0[8:20].var()), rel=0.1)
-    assert checks.route_noise_ratio(ctx(), (7.6, np.inf)) == pytest.approx(0.01 / float(t0[8:].var()), rel=0.1)
-    assert checks.route_noise_ratio(ctx(), None) > 1.5 * band  # the flat slabs' variance left in
-    assert checks.route_noise_ratio(ctx(deconvolve=0), (7.6, 20.0)) is None
-    assert checks.route_noise_ratio(ctx(global_options={"regularisation": 0.1}), (7.6, 20.0)) is None
-    assert checks.route_noise_ratio(ctx(enhance=SimpleNamespace(apply_to_series=True)), (7.6, 20.0)) is None
+    assert ratio((7.6, np.inf)) == pytest.approx(0.01 / float(t0[8:].var()), rel=0.1)
+    assert ratio(None) > 1.5 * band  # the flat slabs' variance left in
+    assert ratio((7.6, 20.0), deconvolve=0) is None
+    assert ratio((7.6, 20.0), global_options={"regularisation": 0.1}) is None
+    assert ratio((7.6, 20.0), enhance=SimpleNamespace(apply_to_series=True)) is None
+    assert checks.route_noise_ratio(ctx(), (7.6, 20.0), None) is None

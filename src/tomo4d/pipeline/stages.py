@@ -50,6 +50,7 @@ import numpy as np
 from .series import analysis_voxel_size_nm, read_series, reads_series, series_path
 from .stage import Stage, rel, section_options
 from .stages_align import ALIGN
+from .stages_dvc_checks import flag_textureless, interface_motions, route_noise_ratio, t0_noise, weight_follows_noise
 from .stages_enhance import ENHANCE_STAGES
 from .stages_hallucination import ENHANCE_HALLUCINATION
 from .stages_lithiation import LITHIATION
@@ -117,29 +118,31 @@ def _lazy_mask(axes):
 def _dvc_step(ctx, step, previous):
     sec = ctx.experiment.dvc
     usable = previous is not None and previous.usable.any()
+    noise = None  # T0 and its noise, read once for the route's weight and the textureless flag
+    if sec.method == "global" and (sec.flag_textureless or weight_follows_noise(sec)):
+        noise = t0_noise(ctx)
     if sec.incremental and step > 1 and usable:  # reference updating: T(n-1) -> Tn composed onto T0 -> T(n-1)
         from ..dvc import compose_fields
 
-        increment = _dvc_pair(ctx, step - 1, step, None, frame=previous)
+        increment = _dvc_pair(ctx, step - 1, step, None, frame=previous, noise=noise)
         # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
         # (T2 median error 1.09 against 0.86 px composed; RESULTS.md session 17)
         field = compose_fields(previous, increment)
         # the pair's own notes (solver levels, convergence, interface targets and reached values) stay readable
         field = field.with_(notes={**field.notes, "increment": increment.notes})
     else:
-        field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None)
+        field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None, noise=noise)
     if sec.method == "global" and sec.flag_textureless:  # T0's windows of pure noise are not measurements
-        from .stages_dvc_checks import flag_textureless
-
-        field = flag_textureless(ctx, field)
+        field = flag_textureless(field, noise)
     # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none (the
     # demo's fields read 1 nm before session 33)
     return field.with_(voxel_size_nm=analysis_voxel_size_nm(ctx))
 
 
-def _dvc_pair(ctx, ref_step, step, initial, frame=None):
+def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
     """The field ``ref_step -> step`` by the section's route, started from ``initial`` (or the section's start);
-    ``frame``: the T0 -> ref_step field that moves the electrode mask into ``ref_step``."""
+    ``frame``: the T0 -> ref_step field that moves the electrode mask into ``ref_step``; ``noise``: T0's
+    (:func:`tomo4d.pipeline.stages_dvc_checks.t0_noise`), for the global route's weight."""
     from ..dvc import correlate_global
 
     sec = ctx.experiment.dvc
@@ -197,13 +200,11 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        from .stages_dvc_checks import interface_motions, route_noise_ratio
-
         t0_band = None  # the Laplacian's weight from T0's noise in its electrode band (the same for every pair)
         if band is not None:
             lo, hi = _electrode_band(ctx, ref.shape)
             t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
-        ratio = route_noise_ratio(ctx, t0_band)
+        ratio = route_noise_ratio(ctx, t0_band, noise)
         opts = sec.global_dvc_options(ratio)
         field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                  interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,

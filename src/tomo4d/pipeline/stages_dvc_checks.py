@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,56 +39,73 @@ def interface_motions(ctx, ref_step: int, step: int) -> list:
     return out
 
 
-def flag_textureless(ctx, field):
-    """``field`` (T0 -> step) with the nodes whose window in T0 as scanned holds nothing above the noise marked
-    LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`).  The noise: from T0 and its repeat (``inputs.repeat``:
-    std(repeat - T0) / sqrt(2)); without a repeat scan, from T0 alone (:func:`tomo4d.quality.noise_sigma`, the
-    finest wavelet band: white noise assumed, correlated noise reads low and flags fewer nodes); on the enhanced
-    series without a repeat scan not flagged (InDI's output has no white noise to estimate).  ``notes
-    ["low_texture_noise"]`` records the value and its source.  T0, not each pair's reference: a region without
-    structure (a separator whose fibres the blur wiped out), not the anode whose contrast lithiation lowers (each
-    pair's reference flagged 60 % of the demo's mid-anode nodes by T3, where the field reads within 0.2 px)."""
-    from ..dvc import flag_low_texture
+@dataclass(frozen=True)
+class T0Noise:
+    """T0 as the analysis reads it, its noise std and where that came from (:func:`t0_noise`); ``sigma`` None:
+    no noise to estimate."""
 
+    t0: np.ndarray
+    sigma: float | None
+    source: str
+
+
+def t0_noise(ctx) -> T0Noise:
+    """T0 and its noise, read and estimated once per dvc step for both :func:`flag_textureless` and
+    :func:`route_noise_ratio`.  The noise: from T0 and its repeat (``inputs.repeat``: std(repeat - T0) / sqrt(2));
+    without a repeat scan, from T0 alone (:func:`tomo4d.quality.noise_sigma`, the finest wavelet band: white noise
+    assumed, correlated noise reads low and flags fewer nodes); on the enhanced series without a repeat scan none
+    (InDI's output has no white noise to estimate)."""
     t0 = read_series(ctx, 0).numpy()
-    sigma, source = _noise(ctx, t0)
-    if sigma is None or not sigma > 0:
-        return field
-    out = flag_low_texture(field, t0, noise_sigma=sigma)
-    return out.with_(notes={**out.notes, "low_texture_noise": {"sigma": round(sigma, 6), "source": source}})
-
-
-def _noise(ctx, t0: np.ndarray) -> tuple[float | None, str]:
-    """The noise std of T0 and where it came from: the repeat scan, else T0's wavelet band (input scans only)."""
     rep = read_repeat(ctx)
     if rep is not None:
-        return float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0)), "repeat scan"
+        sigma = float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0))
+        return T0Noise(t0, sigma, "repeat scan")
     if analysis_enhanced(ctx.experiment):
         log.info("dvc: no repeat scan of the enhanced series; textureless nodes are not flagged")
-        return None, ""
+        return T0Noise(t0, None, "")
     from ..quality import noise_sigma
 
-    return noise_sigma(t0), "T0's finest wavelet band (white noise assumed)"
+    return T0Noise(t0, noise_sigma(t0), "T0's finest wavelet band (white noise assumed)")
 
 
-def route_noise_ratio(ctx, band) -> float | None:
+def flag_textureless(field, noise: T0Noise):
+    """``field`` (T0 -> step) with the nodes whose window in T0 as scanned holds nothing above the noise
+    (:func:`t0_noise`) marked LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`); unflagged without a noise
+    estimate.  ``notes["low_texture_noise"]`` records the value and its source.  T0, not each pair's reference: a
+    region without structure (a separator whose fibres the blur wiped out), not the anode whose contrast lithiation
+    lowers (each pair's reference flagged 60 % of the demo's mid-anode nodes by T3, where the field reads within
+    0.2 px)."""
+    from ..dvc import flag_low_texture
+
+    if noise.sigma is None or not noise.sigma > 0:
+        return field
+    out = flag_low_texture(field, noise.t0, noise_sigma=noise.sigma)
+    return out.with_(notes={**out.notes, "low_texture_noise": {"sigma": round(noise.sigma, 6),
+                                                               "source": noise.source}})
+
+
+def weight_follows_noise(sec) -> bool:
+    """Whether the converged route's Laplacian weight follows T0's noise: deconvolved scans, and no
+    ``regularisation`` the experiment file gives."""
+    return bool(sec.deconvolve_iterations) and "regularisation" not in (sec.global_options or {})
+
+
+def route_noise_ratio(ctx, band, noise: T0Noise | None) -> float | None:
     """T0's noise variance over its grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`) within the
     z ``band`` (px, ``lo <= z < hi``; None: the whole scan), which sets the converged route's Laplacian weight on
-    deconvolved scans (:func:`tomo4d.pipeline.sections.route_regularisation`).  The noise as :func:`flag_textureless`
-    takes it.  None where the weight does not follow it: scans not deconvolved, a ``regularisation`` the file gives,
-    or no noise to estimate (the enhanced series without a repeat scan: then the full weight)."""
-    sec = ctx.experiment.dvc
-    if not sec.deconvolve_iterations or "regularisation" in (sec.global_options or {}):
+    deconvolved scans (:func:`tomo4d.pipeline.sections.route_regularisation`).  ``noise``: :func:`t0_noise`.  None
+    where the weight does not follow it (:func:`weight_follows_noise` false) or there is no noise to estimate (the
+    enhanced series without a repeat scan: then the full weight)."""
+    if noise is None or not weight_follows_noise(ctx.experiment.dvc):
+        return None
+    if noise.sigma is None or not noise.sigma > 0:
         return None
     from ..quality import noise_variance_ratio
 
-    t0 = read_series(ctx, 0).numpy()
-    sigma, source = _noise(ctx, t0)
-    if sigma is None or not sigma > 0:
-        return None
+    t0 = noise.t0
     n = t0.shape[0]
     z0, z1 = (0, n) if band is None else (max(0, int(np.ceil(band[0]))), int(np.ceil(min(band[1], n))))
-    ratio = noise_variance_ratio(t0[z0:z1], noise=sigma)
+    ratio = noise_variance_ratio(t0[z0:z1], noise=noise.sigma)
     log.info("dvc: T0's noise variance over its grey-level variance in z %d..%d: %.4g (noise from %s)", z0, z1,
-             ratio, source)
+             ratio, noise.source)
     return ratio
