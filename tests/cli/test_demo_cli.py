@@ -97,9 +97,12 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
 
     page = html.unescape(res.report_path.read_text())
     assert "The Laplacian's weight: " in page
-    # the demo's LQ scans (noise ratio 0.187) are as noisy as the phantom's LQ series: the split of ln U_zz between
-    # the layers is flagged as uncertain (session 39)
-    assert f"Caution: T0's noise variance is {f.notes['route_noise_ratio']:.3g}" in page
+    # the demo's electrode is as few PSF widths thick as the phantom's LQ series': the split of ln U_zz between the
+    # layers is flagged as uncertain (sessions 39, 41)
+    widths = (th["separator_z_um"][0] - th["collector_z_um"][0]) * 1e3 / doc["params"]["lq_voxel_nm"]
+    widths /= exp.dvc.deconvolve_psf_sigma_px
+    assert f.notes["electrode_psf_sigmas"] == pytest.approx(widths, abs=1e-3) and widths < 8
+    assert f"Caution: the electrode is {widths:.3g} PSF widths" in page
     # the node rows where the field covers most of the electrode's collector half (dvc.node_grid: cover, session 40)
     from tomo4d.dvc import covering_node_plane_px, interior_axes
 

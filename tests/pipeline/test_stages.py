@@ -401,22 +401,36 @@ def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collec
     assert "set dvc.node_grid: cover" in _volumetric_caution(False)
 
 
-def test_report_states_the_weight_and_cautions_on_the_split_for_noisy_scans():
-    """The report's DVC section states the Laplacian's weight from the field's notes, and on scans noisier than the
-    validated high-resolution ones (T0's noise ratio above SPLIT_CAUTION_NOISE_RATIO) cautions that the split of
-    ln U_zz between the layers is uncertain; not on HQ-like scans, nor where the ratio is unknown."""
-    from tomo4d.pipeline.run_report import SPLIT_CAUTION_NOISE_RATIO, _route_weight, _split_caution
+def test_report_states_the_weight_and_cautions_on_the_split_for_coarse_scans():
+    """The report's DVC section states the Laplacian's weight from the field's notes, and where the electrode is
+    fewer PSF widths thick than on the validated high-resolution scans (SPLIT_CAUTION_PSF_SIGMAS) cautions that the
+    split of ln U_zz between the layers is uncertain, whatever the noise (session 41: noise-free low-resolution scans
+    read the split as wrong, noisy high-resolution ones right); not on HQ-like scans, nor where nothing is known.
+    Fields from before the resolution was recorded fall back on T0's noise ratio."""
+    from tomo4d.pipeline.run_report import (
+        SPLIT_CAUTION_NOISE_RATIO,
+        SPLIT_CAUTION_PSF_SIGMAS,
+        _route_weight,
+        _split_caution,
+    )
 
-    lq = {"options": {"regularisation": 0.2}, "route_noise_ratio": 0.187}
-    hq = {"options": {"regularisation": 0.05}, "route_noise_ratio": 0.018}
+    lq = {"options": {"regularisation": 0.2}, "route_noise_ratio": 0.187, "electrode_psf_sigmas": 6.87}
+    hq = {"options": {"regularisation": 0.05}, "route_noise_ratio": 0.018, "electrode_psf_sigmas": 15.4}
     assert _route_weight(lq).startswith(" The Laplacian's weight: 0.2, from T0's noise") and "(0.187;" in _route_weight(lq)
     assert _route_weight({"options": {"regularisation": 0.1}}) == " The Laplacian's weight: 0.1."
     assert _route_weight({}) == ""
     caution = _split_caution(lq)
-    assert caution.startswith("Caution: T0's noise variance is 0.187") and "up to 0.05 above" in caution
+    assert caution.startswith("Caution: the electrode is 6.87 PSF widths") and "up to 0.05 above" in caution
     assert _split_caution(hq) == "" and _split_caution({"options": {"regularisation": 0.2}}) == ""
+    # the resolution decides, not the noise: a noisy fine scan is not cautioned, a noise-free coarse one is
+    assert _split_caution({"route_noise_ratio": 0.16, "electrode_psf_sigmas": 15.4}) == ""
+    assert _split_caution({"route_noise_ratio": 1e-7, "electrode_psf_sigmas": 6.9}).startswith("Caution")
+    assert _split_caution({"electrode_psf_sigmas": SPLIT_CAUTION_PSF_SIGMAS}) == ""
+    assert _split_caution({"electrode_psf_sigmas": 0.99 * SPLIT_CAUTION_PSF_SIGMAS})
+    # fields without the figure: T0's noise ratio
     assert _split_caution({"route_noise_ratio": SPLIT_CAUTION_NOISE_RATIO}) == ""
-    assert _split_caution({"route_noise_ratio": 1.01 * SPLIT_CAUTION_NOISE_RATIO})
+    old = _split_caution({"route_noise_ratio": 1.01 * SPLIT_CAUTION_NOISE_RATIO})
+    assert old.startswith("Caution: T0's noise variance") and "do not record" in old
 
 
 def test_texture_flag_noise_sources(tmp_path, monkeypatch):

@@ -200,16 +200,20 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        t0_band = None  # the Laplacian's weight from T0's noise in its electrode band (the same for every pair)
+        t0_band, notes = None, {}  # the Laplacian's weight from T0's noise in its electrode band (every pair's)
         if band is not None:
             lo, hi = _electrode_band(ctx, ref.shape)
             t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
+            if sec.deconvolve_iterations:  # the resolution the report's split caution follows (sessions 36-41)
+                notes["electrode_psf_sigmas"] = round((hi - lo) / sec.deconvolve_psf_sigma_px, 4)
         ratio = route_noise_ratio(ctx, t0_band, noise)
+        if ratio is not None:
+            notes["route_noise_ratio"] = round(ratio, 6)
         opts = sec.global_dvc_options(ratio)
         field = correlate_global(ref, deformed, initial=initial, phi0=phi0, mask=mask,
                                  interfaces=interface_motions(ctx, ref_step, step) if sec.interfaces else None,
                                  node_plane_z_px=_node_plane(sec, band, axes, opts), options=opts)
-        return field if ratio is None else field.with_(notes={**field.notes, "route_noise_ratio": round(ratio, 6)})
+        return field.with_(notes={**field.notes, **notes}) if notes else field
     radius = 0 if initial is not None or phi0 is not None else sec.search_radius_px
     return _local(ref, deformed, sec, initial=initial, phi0=phi0, search_radius_px=radius, mask=mask,
                   **sec.correlate_kwargs())
