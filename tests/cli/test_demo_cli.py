@@ -101,8 +101,10 @@ def test_demo_truth_numbers_are_the_phantoms(small_demo):
     # layers is flagged as uncertain (sessions 39, 41)
     widths = (th["separator_z_um"][0] - th["collector_z_um"][0]) * 1e3 / doc["params"]["lq_voxel_nm"]
     widths /= exp.dvc.deconvolve_psf_sigma_px
+    spacings = widths * exp.dvc.deconvolve_psf_sigma_px / exp.dvc.node_spacing
     assert f.notes["electrode_psf_sigmas"] == pytest.approx(widths, abs=1e-3) and widths < 8
-    assert f"Caution: the electrode is {widths:.3g} PSF widths" in page
+    assert f.notes["electrode_node_spacings"] == pytest.approx(spacings, abs=1e-3) and spacings < 6
+    assert f"Caution: the electrode is {spacings:.3g} node spacings and {widths:.3g} PSF widths (sigma) thick" in page
     # the node rows where the field covers most of the electrode's collector half (dvc.node_grid: cover, session 40)
     from tomo4d.dvc import covering_node_plane_px, interior_axes
 

@@ -403,31 +403,46 @@ def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collec
 
 def test_report_states_the_weight_and_cautions_on_the_split_for_coarse_scans():
     """The report's DVC section states the Laplacian's weight from the field's notes, and where the electrode is
-    fewer PSF widths thick than on the validated high-resolution scans (SPLIT_CAUTION_PSF_SIGMAS) cautions that the
-    split of ln U_zz between the layers is uncertain, whatever the noise (session 41: noise-free low-resolution scans
-    read the split as wrong, noisy high-resolution ones right); not on HQ-like scans, nor where nothing is known.
-    Fields from before the resolution was recorded fall back on T0's noise ratio."""
+    fewer node spacings or PSF widths thick than on the validated high-resolution scans, or the scans were not
+    deconvolved, cautions that the split of ln U_zz between the layers is uncertain, whatever the noise (session 41:
+    noise-free low-resolution scans read the split as wrongly, noisy high-resolution ones right); not on HQ-like
+    scans, nor where nothing is known.  Fields from before the resolution was recorded fall back on T0's noise
+    ratio."""
     from tomo4d.pipeline.run_report import (
+        SPLIT_CAUTION_NODE_SPACINGS,
         SPLIT_CAUTION_NOISE_RATIO,
         SPLIT_CAUTION_PSF_SIGMAS,
         _route_weight,
         _split_caution,
     )
 
-    lq = {"options": {"regularisation": 0.2}, "route_noise_ratio": 0.187, "electrode_psf_sigmas": 6.87}
-    hq = {"options": {"regularisation": 0.05}, "route_noise_ratio": 0.018, "electrode_psf_sigmas": 15.4}
+    lq = {"options": {"regularisation": 0.2}, "route_noise_ratio": 0.187, "electrode_psf_sigmas": 6.87,
+          "electrode_node_spacings": 5.37}
+    hq = {"options": {"regularisation": 0.05}, "route_noise_ratio": 0.018, "electrode_psf_sigmas": 15.1,
+          "electrode_node_spacings": 10.6}
     assert _route_weight(lq).startswith(" The Laplacian's weight: 0.2, from T0's noise") and "(0.187;" in _route_weight(lq)
     assert _route_weight({"options": {"regularisation": 0.1}}) == " The Laplacian's weight: 0.1."
     assert _route_weight({}) == ""
     caution = _split_caution(lq)
-    assert caution.startswith("Caution: the electrode is 6.87 PSF widths") and "up to 0.05 above" in caution
+    assert caution.startswith("Caution: the electrode is 5.37 node spacings and 6.87 PSF widths (sigma) thick")
+    assert "up to 0.05 above" in caution
     assert _split_caution(hq) == "" and _split_caution({"options": {"regularisation": 0.2}}) == ""
     # the resolution decides, not the noise: a noisy fine scan is not cautioned, a noise-free coarse one is
-    assert _split_caution({"route_noise_ratio": 0.16, "electrode_psf_sigmas": 15.4}) == ""
-    assert _split_caution({"route_noise_ratio": 1e-7, "electrode_psf_sigmas": 6.9}).startswith("Caution")
-    assert _split_caution({"electrode_psf_sigmas": SPLIT_CAUTION_PSF_SIGMAS}) == ""
-    assert _split_caution({"electrode_psf_sigmas": 0.99 * SPLIT_CAUTION_PSF_SIGMAS})
-    # fields without the figure: T0's noise ratio
+    assert _split_caution({**hq, "route_noise_ratio": 0.16}) == ""
+    assert _split_caution({**lq, "route_noise_ratio": 1e-7}).startswith("Caution")
+    # either figure short is enough (LQ voxels with a sharp PSF read the collector side 0.03 high)
+    sharp = _split_caution({**hq, "electrode_node_spacings": 5.4})
+    assert sharp.startswith("Caution: the electrode is 5.4 node spacings thick")
+    assert _split_caution({**hq, "electrode_psf_sigmas": 0.99 * SPLIT_CAUTION_PSF_SIGMAS})
+    assert _split_caution({**hq, "electrode_node_spacings": 0.99 * SPLIT_CAUTION_NODE_SPACINGS})
+    assert _split_caution({**hq, "electrode_node_spacings": SPLIT_CAUTION_NODE_SPACINGS,
+                           "electrode_psf_sigmas": SPLIT_CAUTION_PSF_SIGMAS}) == ""
+    # scans not deconvolved: no PSF figure, and the split was validated on deconvolved scans only
+    raw = _split_caution({"electrode_node_spacings": 10.6}, deconvolved=False)
+    assert raw.startswith("Caution: the scans were not deconvolved")
+    assert _split_caution({"electrode_node_spacings": 5.0, "electrode_psf_sigmas": 20.0}, deconvolved=False).startswith(
+        "Caution: the electrode is 5 node spacings thick at T0 and the scans were not deconvolved")
+    # fields without the figures: T0's noise ratio
     assert _split_caution({"route_noise_ratio": SPLIT_CAUTION_NOISE_RATIO}) == ""
     old = _split_caution({"route_noise_ratio": 1.01 * SPLIT_CAUTION_NOISE_RATIO})
     assert old.startswith("Caution: T0's noise variance") and "do not record" in old

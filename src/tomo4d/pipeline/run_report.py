@@ -184,42 +184,54 @@ def _route_weight(notes: dict) -> str:
     return text + "."
 
 
-#: The electrode's T0 thickness in PSF sigmas (``notes["electrode_psf_sigmas"]``, recorded on deconvolved scans) below
-#: which the report cautions that the split of the axial strain between the anode's layers is uncertain.  The
-#: phantom's high-resolution scans (about 15) read both layers within 0.02 of the truth, also with the low-resolution
-#: scans' noise added; its low-resolution ones (6.9) read the separator side up to 0.05 high, as much without any
-#: noise (RESULTS.md session 41): the split follows the resolution, not the noise.  Nothing between was measured, so
-#: the caution starts just below the validated figure.
+#: The electrode's T0 thickness in PSF sigmas and in node spacings (``notes["electrode_psf_sigmas"]``,
+#: ``["electrode_node_spacings"]``, recorded by the dvc stage) below which the report cautions that the split of the
+#: axial strain between the anode's layers is uncertain.  Only the phantom's high-resolution scans (about 15 and 10.6)
+#: read both layers within 0.02 of the truth, also with the low-resolution scans' noise added.  Its low-resolution
+#: scans (6.9 and 5.4) read the separator side up to 0.05 high, as much without any noise; with their PSF at 1.4 px
+#: (15.4 and 5.4, noise-free) the collector side up to 0.03 high instead; with 3 px node spacing (6.9 and 7.2) the
+#: separator side up to 0.07 high (RESULTS.md session 41): the split follows the resolution, not the noise.  Nothing
+#: between was measured, so the caution starts just below the validated figures.
 SPLIT_CAUTION_PSF_SIGMAS = 14.0
+SPLIT_CAUTION_NODE_SPACINGS = 10.0
 
 #: Fields written before the resolution was recorded (session 41) caution on T0's noise ratio instead, the figure
 #: that separated the two resolutions on the phantom (high 0.017-0.019, low 0.174-0.183).
 SPLIT_CAUTION_NOISE_RATIO = 0.05
 
 
-def _split_caution(notes: dict) -> str:
-    """The caution on the layers' split of ln U_zz for scans that resolve the electrode less finely than the validated
-    high-resolution ones, or ""."""
-    widths, ratio = notes.get("electrode_psf_sigmas"), notes.get("route_noise_ratio")
-    if widths is not None:
-        if not float(widths) < SPLIT_CAUTION_PSF_SIGMAS:
+def _split_caution(notes: dict, *, deconvolved: bool = True) -> str:
+    """The caution on the layers' split of ln U_zz where the scans resolve the electrode less finely than the
+    validated high-resolution ones (``deconvolved``: the run deconvolved its scans), or ""."""
+    widths, spacings = notes.get("electrode_psf_sigmas"), notes.get("electrode_node_spacings")
+    ratio = notes.get("route_noise_ratio")
+    if spacings is not None:
+        short = [f"{float(spacings):.3g} node spacings"] if float(spacings) < SPLIT_CAUTION_NODE_SPACINGS else []
+        if deconvolved and widths is not None and float(widths) < SPLIT_CAUTION_PSF_SIGMAS:
+            short.append(f"{float(widths):.3g} PSF widths (sigma)")
+        clauses = [f"the electrode is {' and '.join(short)} thick at T0"] if short else []
+        if not deconvolved:
+            clauses.append("the scans were not deconvolved (dvc.deconvolve_iterations)")
+        if not clauses:
             return ""
-        why = (f"Caution: the electrode is {float(widths):.3g} PSF widths (sigma, dvc.deconvolve_psf_sigma_px) thick "
-               f"at T0, under the {SPLIT_CAUTION_PSF_SIGMAS:g} below which the split was not validated. ")
+        why = (f"Caution: {' and '.join(clauses)}, where the split was validated only from "
+               f"{SPLIT_CAUTION_NODE_SPACINGS:g} node spacings and {SPLIT_CAUTION_PSF_SIGMAS:g} PSF widths on "
+               "deconvolved scans. ")
     elif ratio is not None and float(ratio) > SPLIT_CAUTION_NOISE_RATIO:
         why = (f"Caution: T0's noise variance is {float(ratio):.3g} of its grey-level variance in the electrode band "
-               "(this run's fields do not record the electrode's thickness in PSF widths, the figure the split "
-               "follows). ")
+               "(this run's fields do not record the electrode's thickness in node spacings and PSF widths, the "
+               "figures the split follows). ")
     else:
         return ""
-    return why + ("On the phantom's low-resolution scans (6.9 PSF widths) the separator side's ln U_zz read up to "
-                  "0.05 above the truth from the third step on (seeds 0-2; at one seed about a third of it the "
-                  "segmented separator interface), as much on the same scans without noise, and without the "
-                  "lithiated silicon's contrast loss the collector side read up to 0.04 below it (0.07 without "
-                  "noise); on its high-resolution scans (about 15) both layers read within 0.02, also with the "
-                  "low-resolution scans' noise added, with the node rows placed as dvc.node_grid: cover places them "
-                  "(benchmarks/RESULTS.md, issue 15, sessions 36-41). Read the split of the axial strain between the "
-                  "layers as uncertain by that much.")
+    return why + ("On the phantom's low-resolution scans (5.4 node spacings, 6.9 PSF widths) the separator side's "
+                  "ln U_zz read up to 0.05 above the truth from the third step on (seeds 0-2; at one seed about a "
+                  "third of it the segmented separator interface), as much on the same scans without noise; with "
+                  "their PSF at 1.4 px the collector side read up to 0.03 above it instead, and without the "
+                  "lithiated silicon's contrast loss up to 0.04 below it (0.07 without noise). On its "
+                  "high-resolution scans (10.6 node spacings, about 15 PSF widths) both layers read within 0.02, "
+                  "also with the low-resolution scans' noise added, with the node rows placed as dvc.node_grid: "
+                  "cover places them (benchmarks/RESULTS.md, issue 15, sessions 36-41). Read the split of the axial "
+                  "strain between the layers as uncertain by that much.")
 
 
 def _volumetric_caution(placed: bool) -> str:
@@ -272,7 +284,7 @@ def _strain_section(rep, out: Path, info: dict) -> None:
                  "its figures move by up to 0.007 with floating-point rounding (thread counts) and by up to 0.02-0.08 "
                  "with the start (benchmarks/RESULTS.md, issue 15, sessions 25-26).")
     rep.text(_volumetric_caution(placed))
-    split = _split_caution(notes)
+    split = _split_caution(notes, deconvolved=bool(d.get("deconvolve_iterations")))
     if split:
         rep.text(split)
     keys = ["step", "n_nodes", "n_usable", "n_converged", "n_interpolated", "hencky_zz_mean", "volumetric_mean"]

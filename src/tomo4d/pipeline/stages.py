@@ -204,7 +204,9 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
         if band is not None:
             lo, hi = _electrode_band(ctx, ref.shape)
             t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
-            if sec.deconvolve_iterations:  # the resolution the report's split caution follows (sessions 36-41)
+            # the resolution the report's split caution follows (RESULTS.md sessions 36-41)
+            notes["electrode_node_spacings"] = round((hi - lo) / sec.node_spacing, 4)
+            if sec.deconvolve_iterations:
                 notes["electrode_psf_sigmas"] = round((hi - lo) / sec.deconvolve_psf_sigma_px, 4)
         ratio = route_noise_ratio(ctx, t0_band, noise)
         if ratio is not None:
