@@ -471,13 +471,12 @@ def test_texture_flag_noise_sources(tmp_path, monkeypatch):
 
     noise = checks.t0_noise(ctx(tmp_path / "rep.tif"))
     assert noise.source == "repeat scan" and noise.sigma == pytest.approx(0.1, rel=0.05)
-    assert noise.t0 is t0
     noise = checks.t0_noise(ctx(None))
     assert noise.source.startswith("T0's finest wavelet band") and noise.sigma == pytest.approx(0.1, rel=0.1)
     noise = checks.t0_noise(ctx(None, enhance=SimpleNamespace(apply_to_series=True)))
     assert (noise.sigma, noise.source) == (None, "")
     field = SimpleNamespace(notes={})
-    assert checks.flag_textureless(field, noise) is field  # nothing to flag by
+    assert checks.flag_textureless(ctx(None), field, noise) is field  # nothing to flag by
 
 
 def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):

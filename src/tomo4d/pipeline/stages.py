@@ -118,7 +118,7 @@ def _lazy_mask(axes):
 def _dvc_step(ctx, step, previous):
     sec = ctx.experiment.dvc
     usable = previous is not None and previous.usable.any()
-    noise = None  # T0 and its noise, read once for the route's weight and the textureless flag
+    noise = None  # T0's noise, estimated once for the route's weight and the textureless flag
     if sec.method == "global" and (sec.flag_textureless or weight_follows_noise(sec)):
         noise = t0_noise(ctx)
     if sec.incremental and step > 1 and usable:  # reference updating: T(n-1) -> Tn composed onto T0 -> T(n-1)
@@ -133,7 +133,7 @@ def _dvc_step(ctx, step, previous):
     else:
         field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None, noise=noise)
     if sec.method == "global" and sec.flag_textureless:  # T0's windows of pure noise are not measurements
-        field = flag_textureless(field, noise)
+        field = flag_textureless(ctx, field, noise)
     # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none (the
     # demo's fields read 1 nm before session 33)
     return field.with_(voxel_size_nm=analysis_voxel_size_nm(ctx))

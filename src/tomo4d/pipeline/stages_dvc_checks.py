@@ -41,34 +41,33 @@ def interface_motions(ctx, ref_step: int, step: int) -> list:
 
 @dataclass(frozen=True)
 class T0Noise:
-    """T0 as the analysis reads it, its noise std and where that came from (:func:`t0_noise`); ``sigma`` None:
-    no noise to estimate."""
+    """T0's noise std and where that came from (:func:`t0_noise`); ``sigma`` None: no noise to estimate.  T0 itself
+    is not held: the global pair's solve holds two volumes already, and T0 is read again where it is needed."""
 
-    t0: np.ndarray
     sigma: float | None
     source: str
 
 
 def t0_noise(ctx) -> T0Noise:
-    """T0 and its noise, read and estimated once per dvc step for both :func:`flag_textureless` and
+    """T0's noise, estimated once per dvc step for both :func:`flag_textureless` and
     :func:`route_noise_ratio`.  The noise: from T0 and its repeat (``inputs.repeat``: std(repeat - T0) / sqrt(2));
     without a repeat scan, from T0 alone (:func:`tomo4d.quality.noise_sigma`, the finest wavelet band: white noise
     assumed, correlated noise reads low and flags fewer nodes); on the enhanced series without a repeat scan none
     (InDI's output has no white noise to estimate)."""
-    t0 = read_series(ctx, 0).numpy()
     rep = read_repeat(ctx)
+    if rep is None and analysis_enhanced(ctx.experiment):
+        log.info("dvc: no repeat scan of the enhanced series; textureless nodes are not flagged")
+        return T0Noise(None, "")
+    t0 = read_series(ctx, 0).numpy()
     if rep is not None:
         sigma = float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0))
-        return T0Noise(t0, sigma, "repeat scan")
-    if analysis_enhanced(ctx.experiment):
-        log.info("dvc: no repeat scan of the enhanced series; textureless nodes are not flagged")
-        return T0Noise(t0, None, "")
+        return T0Noise(sigma, "repeat scan")
     from ..quality import noise_sigma
 
-    return T0Noise(t0, noise_sigma(t0), "T0's finest wavelet band (white noise assumed)")
+    return T0Noise(noise_sigma(t0), "T0's finest wavelet band (white noise assumed)")
 
 
-def flag_textureless(field, noise: T0Noise):
+def flag_textureless(ctx, field, noise: T0Noise):
     """``field`` (T0 -> step) with the nodes whose window in T0 as scanned holds nothing above the noise
     (:func:`t0_noise`) marked LOW_TEXTURE (:func:`tomo4d.dvc.flag_low_texture`); unflagged without a noise
     estimate.  ``notes["low_texture_noise"]`` records the value and its source.  T0, not each pair's reference: a
@@ -79,7 +78,7 @@ def flag_textureless(field, noise: T0Noise):
 
     if noise.sigma is None or not noise.sigma > 0:
         return field
-    out = flag_low_texture(field, noise.t0, noise_sigma=noise.sigma)
+    out = flag_low_texture(field, read_series(ctx, 0).numpy(), noise_sigma=noise.sigma)
     return out.with_(notes={**out.notes, "low_texture_noise": {"sigma": round(noise.sigma, 6),
                                                                "source": noise.source}})
 
@@ -102,7 +101,7 @@ def route_noise_ratio(ctx, band, noise: T0Noise | None) -> float | None:
         return None
     from ..quality import noise_variance_ratio
 
-    t0 = noise.t0
+    t0 = read_series(ctx, 0).numpy()
     n = t0.shape[0]
     z0, z1 = (0, n) if band is None else (max(0, int(np.ceil(band[0]))), int(np.ceil(min(band[1], n))))
     ratio = noise_variance_ratio(t0[z0:z1], noise=noise.sigma)
