@@ -190,9 +190,9 @@ def _route_weight(notes: dict) -> str:
 #: read both layers within 0.02 of the truth, also with the low-resolution scans' noise added.  Its low-resolution
 #: scans (6.9 and 5.4) read the separator side up to 0.05 high, as much without any noise; with their PSF at 1.4 px
 #: (15.4 and 5.4, noise-free) the collector side up to 0.03 high instead; with 3 px node spacing (6.9 and 7.2) the
-#: separator side up to 0.07 high; the high-resolution scans with their PSF doubled (7.6 and 10.6) the collector side
-#: 0.11 low (RESULTS.md session 41): the split follows the resolution, not the noise.  Nothing between was measured,
-#: so the caution starts just below the validated figures.
+#: separator side up to 0.07 high; the high-resolution scans with their PSF 1.5x / doubled (10.1 / 7.6 and 10.6) the
+#: collector side 0.04 / 0.11 low (RESULTS.md session 41): the split follows the resolution, not the noise.  The
+#: caution starts just below the one validated figure of each.
 SPLIT_CAUTION_PSF_SIGMAS = 14.0
 SPLIT_CAUTION_NODE_SPACINGS = 10.0
 
@@ -229,8 +229,8 @@ def _split_caution(notes: dict, *, deconvolved: bool = True) -> str:
                   "third of it the segmented separator interface), as much on the same scans without noise; with "
                   "their PSF at 1.4 px the collector side read up to 0.03 above it instead, and without the "
                   "lithiated silicon's contrast loss up to 0.04 below it (0.07 without noise). Its high-resolution "
-                  "scans with their PSF doubled (7.6 PSF widths) read the collector side up to 0.11 below the truth "
-                  "and det F - 1 up to 0.08 below. On its "
+                  "scans with their PSF 1.5x / doubled (10.1 / 7.6 PSF widths) read the collector side up to 0.04 / "
+                  "0.11 below the truth and det F - 1 up to 0.04 / 0.08 below. On its "
                   "high-resolution scans (10.6 node spacings, about 15 PSF widths) both layers read within 0.02, "
                   "also with the low-resolution scans' noise added, with the node rows placed as dvc.node_grid: "
                   "cover places them (benchmarks/RESULTS.md, issue 15, sessions 36-41). Read the split of the axial "
