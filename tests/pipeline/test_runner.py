@@ -214,12 +214,15 @@ def test_init_template_runs_check(tmp_path, phantom_dir, capsys):
 @pytest.mark.filterwarnings("ignore:global DVC.*max_iterations:RuntimeWarning")  # 40 iterations: short on purpose
 def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog, monkeypatch):
     """method: global runs correlate_global per step (affine start, then chained) and strain follows; over the
-    budget it says that it holds the volumes whole.  T0's noise is estimated once per step."""
+    budget it says that it holds the volumes whole.  T0's noise is estimated once per step, T0 read twice (its noise,
+    then the textureless flag after the solve)."""
     from tomo4d.dvc import DisplacementField
     from tomo4d.pipeline import stages, stages_dvc_checks
 
-    estimated = []
-    monkeypatch.setattr(stages, "t0_noise", lambda ctx: estimated.append(1) or stages_dvc_checks.t0_noise(ctx))
+    estimated, reads = [], []
+    t0_noise, read_series = stages_dvc_checks.t0_noise, stages_dvc_checks.read_series
+    monkeypatch.setattr(stages, "t0_noise", lambda ctx, band: estimated.append(1) or t0_noise(ctx, band))
+    monkeypatch.setattr(stages_dvc_checks, "read_series", lambda ctx, step: reads.append(step) or read_series(ctx, step))
 
     from .conftest import EXPERIMENT
 
@@ -231,7 +234,7 @@ def test_dvc_stage_global_method(tmp_path, phantom_dir, caplog, monkeypatch):
     with caplog.at_level("WARNING", logger="tomo4d"):
         run_experiment(load_experiment(exp_file), out, source=exp_file)
     assert caplog.text.count("the global method holds both volumes whole in memory") == 2
-    assert len(estimated) == 2
+    assert len(estimated) == 2 and reads == [0] * 4  # T0 read for its noise, then for the textureless flag
     for step in ("T1", "T2"):
         f = DisplacementField.load(next((out / "fields").glob(f"dvc_T0_*{step}*.h5")))
         assert f.notes["method"] == "global" and f.usable.mean() > 0.5

@@ -466,7 +466,8 @@ def test_texture_flag_noise_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(checks, "read_series", lambda ctx, step: Volume(t0, 50.0))
 
     def ctx(repeat, enhance=None):
-        exp = SimpleNamespace(enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)))
+        exp = SimpleNamespace(enhance=enhance, inputs=SimpleNamespace(voxel_size_nm=(50.0, 50.0, 50.0)),
+                              dvc=SimpleNamespace(deconvolve_iterations=0, global_options=None))
         return SimpleNamespace(inputs=SimpleNamespace(repeat=repeat), experiment=exp, out=tmp_path)
 
     noise = checks.t0_noise(ctx(tmp_path / "rep.tif"))
@@ -502,8 +503,7 @@ def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):
         return SimpleNamespace(inputs=SimpleNamespace(repeat=None), experiment=exp)
 
     def ratio(band, **kw):
-        c = ctx(**kw)
-        return checks.route_noise_ratio(c, band, checks.t0_noise(c))
+        return checks.t0_noise(ctx(**kw), band).ratio
 
     band = ratio((7.6, 20.0))
     assert band == pytest.approx(0.01 / float(t0[8:20].var()), rel=0.1)
@@ -512,4 +512,3 @@ def test_route_noise_ratio_from_t0_in_the_electrode_band(monkeypatch):
     assert ratio((7.6, 20.0), deconvolve=0) is None
     assert ratio((7.6, 20.0), global_options={"regularisation": 0.1}) is None
     assert ratio((7.6, 20.0), enhance=SimpleNamespace(apply_to_series=True)) is None
-    assert checks.route_noise_ratio(ctx(), (7.6, 20.0), None) is None

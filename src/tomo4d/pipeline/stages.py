@@ -50,7 +50,7 @@ import numpy as np
 from .series import analysis_voxel_size_nm, read_series, reads_series, series_path
 from .stage import Stage, rel, section_options
 from .stages_align import ALIGN
-from .stages_dvc_checks import flag_textureless, interface_motions, route_noise_ratio, t0_noise, weight_follows_noise
+from .stages_dvc_checks import flag_textureless, interface_motions, t0_noise, weight_follows_noise
 from .stages_enhance import ENHANCE_STAGES
 from .stages_hallucination import ENHANCE_HALLUCINATION
 from .stages_lithiation import LITHIATION
@@ -115,12 +115,22 @@ def _lazy_mask(axes):
     return kz[:, None, None] & ky[None, :, None] & kx[None, None, :]
 
 
+def _t0_band(ctx):
+    """The z band (px) of T0 the route's noise ratio is taken over: the electrode band under the pair's mask
+    (``mask: above_collector``: from the collector up); None without a mask: the whole scan."""
+    sec = ctx.experiment.dvc
+    if sec.mask == "none":
+        return None
+    lo, hi = _electrode_band(ctx, read_series(ctx, 0).shape)
+    return lo, (hi if sec.mask == "electrode" else np.inf)
+
+
 def _dvc_step(ctx, step, previous):
     sec = ctx.experiment.dvc
     usable = previous is not None and previous.usable.any()
     noise = None  # T0's noise, estimated once for the route's weight and the textureless flag
     if sec.method == "global" and (sec.flag_textureless or weight_follows_noise(sec)):
-        noise = t0_noise(ctx)
+        noise = t0_noise(ctx, _t0_band(ctx))
     if sec.incremental and step > 1 and usable:  # reference updating: T(n-1) -> Tn composed onto T0 -> T(n-1)
         from ..dvc import compose_fields
 
@@ -200,15 +210,13 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
             initial, phi0 = axial_profile_start(ref, deformed, phi0=phi0, mask=mask,
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
-        t0_band, notes = None, {}  # the Laplacian's weight from T0's noise in its electrode band (every pair's)
-        if band is not None:
+        notes = {}
+        if band is not None:  # the resolution the report's split caution follows (RESULTS.md sessions 36-41)
             lo, hi = _electrode_band(ctx, ref.shape)
-            t0_band = (lo, hi if sec.mask == "electrode" else np.inf)
-            # the resolution the report's split caution follows (RESULTS.md sessions 36-41)
             notes["electrode_node_spacings"] = round((hi - lo) / sec.node_spacing, 4)
             if sec.deconvolve_iterations:
                 notes["electrode_psf_sigmas"] = round((hi - lo) / sec.deconvolve_psf_sigma_px, 4)
-        ratio = route_noise_ratio(ctx, t0_band, noise)
+        ratio = None if noise is None else noise.ratio  # the Laplacian's weight from T0's noise (every pair's)
         if ratio is not None:
             notes["route_noise_ratio"] = round(ratio, 6)
         opts = sec.global_dvc_options(ratio)

@@ -41,30 +41,47 @@ def interface_motions(ctx, ref_step: int, step: int) -> list:
 
 @dataclass(frozen=True)
 class T0Noise:
-    """T0's noise std and where that came from (:func:`t0_noise`); ``sigma`` None: no noise to estimate.  T0 itself
-    is not held: the global pair's solve holds two volumes already, and T0 is read again where it is needed."""
+    """T0's noise std and where that came from, and the noise ratio the route's weight follows (:func:`t0_noise`);
+    ``sigma`` None: no noise to estimate; ``ratio`` None: the weight does not follow it.  T0 itself is not held: the
+    global pair's solve holds two volumes already, and :func:`flag_textureless` reads it again after the solve."""
 
     sigma: float | None
     source: str
+    ratio: float | None = None
 
 
-def t0_noise(ctx) -> T0Noise:
-    """T0's noise, estimated once per dvc step for both :func:`flag_textureless` and
-    :func:`route_noise_ratio`.  The noise: from T0 and its repeat (``inputs.repeat``: std(repeat - T0) / sqrt(2));
+def t0_noise(ctx, band=None) -> T0Noise:
+    """T0's noise, estimated once per dvc step from one read of T0, for both :func:`flag_textureless` and the converged
+    route's Laplacian weight.  The noise: from T0 and its repeat (``inputs.repeat``: std(repeat - T0) / sqrt(2));
     without a repeat scan, from T0 alone (:func:`tomo4d.quality.noise_sigma`, the finest wavelet band: white noise
     assumed, correlated noise reads low and flags fewer nodes); on the enhanced series without a repeat scan none
-    (InDI's output has no white noise to estimate)."""
+    (InDI's output has no white noise to estimate).
+
+    ``ratio``: T0's noise variance over its grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`) within
+    the z ``band`` (px, ``lo <= z < hi``; None: the whole scan), which sets the weight on deconvolved scans
+    (:func:`tomo4d.pipeline.sections.route_regularisation`); None where the weight does not follow it
+    (:func:`weight_follows_noise` false) or there is no noise (then the full weight)."""
     rep = read_repeat(ctx)
     if rep is None and analysis_enhanced(ctx.experiment):
         log.info("dvc: no repeat scan of the enhanced series; textureless nodes are not flagged")
         return T0Noise(None, "")
     t0 = read_series(ctx, 0).numpy()
     if rep is not None:
-        sigma = float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0))
-        return T0Noise(sigma, "repeat scan")
-    from ..quality import noise_sigma
+        sigma, source = float(np.std(np.asarray(rep.numpy(), np.float64) - t0) / np.sqrt(2.0)), "repeat scan"
+    else:
+        from ..quality import noise_sigma
 
-    return T0Noise(noise_sigma(t0), "T0's finest wavelet band (white noise assumed)")
+        sigma, source = noise_sigma(t0), "T0's finest wavelet band (white noise assumed)"
+    if not (sigma > 0 and weight_follows_noise(ctx.experiment.dvc)):
+        return T0Noise(sigma, source)
+    from ..quality import noise_variance_ratio
+
+    n = t0.shape[0]
+    z0, z1 = (0, n) if band is None else (max(0, int(np.ceil(band[0]))), int(np.ceil(min(band[1], n))))
+    ratio = noise_variance_ratio(t0[z0:z1], noise=sigma)
+    log.info("dvc: T0's noise variance over its grey-level variance in z %d..%d: %.4g (noise from %s)", z0, z1,
+             ratio, source)
+    return T0Noise(sigma, source, ratio)
 
 
 def flag_textureless(ctx, field, noise: T0Noise):
@@ -87,24 +104,3 @@ def weight_follows_noise(sec) -> bool:
     """Whether the converged route's Laplacian weight follows T0's noise: deconvolved scans, and no
     ``regularisation`` the experiment file gives."""
     return bool(sec.deconvolve_iterations) and "regularisation" not in (sec.global_options or {})
-
-
-def route_noise_ratio(ctx, band, noise: T0Noise | None) -> float | None:
-    """T0's noise variance over its grey-level variance (:func:`tomo4d.quality.noise_variance_ratio`) within the
-    z ``band`` (px, ``lo <= z < hi``; None: the whole scan), which sets the converged route's Laplacian weight on
-    deconvolved scans (:func:`tomo4d.pipeline.sections.route_regularisation`).  ``noise``: :func:`t0_noise`.  None
-    where the weight does not follow it (:func:`weight_follows_noise` false) or there is no noise to estimate (the
-    enhanced series without a repeat scan: then the full weight)."""
-    if noise is None or not weight_follows_noise(ctx.experiment.dvc):
-        return None
-    if noise.sigma is None or not noise.sigma > 0:
-        return None
-    from ..quality import noise_variance_ratio
-
-    t0 = read_series(ctx, 0).numpy()
-    n = t0.shape[0]
-    z0, z1 = (0, n) if band is None else (max(0, int(np.ceil(band[0]))), int(np.ceil(min(band[1], n))))
-    ratio = noise_variance_ratio(t0[z0:z1], noise=noise.sigma)
-    log.info("dvc: T0's noise variance over its grey-level variance in z %d..%d: %.4g (noise from %s)", z0, z1,
-             ratio, noise.source)
-    return ratio
