@@ -75,6 +75,9 @@ def test_run_writes_the_layout(reference_run, phantom_dir):
     th = _tables(out)["thickness"]["thickness_mean_um"]
     assert th[0] < th[1] < th[2]  # the phantom's anode swells
     assert "stage dvc: step T2 computed" in (out / "log.txt").read_text()
+    # steps beyond the validated strain are cautioned with the local method's own figures and the route to use
+    flagged = bool(_tables(out)["strain_summary"]["beyond_validated_range"].any())
+    assert ("local DVC (one window per node, this run" in html) == flagged
 
 
 def test_second_run_skips_everything_and_an_edited_option_recomputes_downstream_only(

@@ -401,6 +401,23 @@ def test_report_says_whether_the_run_placed_its_node_rows_by_the_rule_the_collec
     assert "set dvc.node_grid: cover" in _volumetric_caution(False)
 
 
+def test_report_cautions_beyond_the_validated_range_by_the_runs_method():
+    """Steps beyond the validated axial strain are cautioned with what the run's own method read on the phantom
+    there: the global route's figures for method: global, and for the local method (the section's default) that it
+    is not the validated route, with its far worse figures and the route to use instead (until session 42 every run
+    was told the global route's figures)."""
+    from tomo4d.pipeline.run_report import _beyond_caution
+
+    local = _beyond_caution("T3, T4", method="local", placed=False)
+    assert local.startswith("Caution: at T3, T4 the axial strain exceeds 0.12")
+    assert "local DVC (one window per node, this run's dvc.method)" in local and "1.1-2.6 px" in local
+    assert "Do not use these steps' figures" in local and "dvc.method: global with axial_start" in local
+    assert "within 0.02" not in local
+    glob = _beyond_caution("T3", method="global", placed=True)
+    assert "within 0.02 of the truth" in glob and "local DVC" not in glob and ", as in this run" not in glob
+    assert ", as in this run" in _beyond_caution("T3", method="global", placed=False)
+
+
 def test_report_states_the_weight_and_cautions_on_the_split_for_coarse_scans():
     """The report's DVC section states the Laplacian's weight from the field's notes, and where the electrode is
     fewer node spacings or PSF widths thick than on the validated high-resolution scans, or the scans were not

@@ -309,6 +309,8 @@ def test_dvc_incremental_composes_the_pair_onto_the_previous_field(experiment_fi
     t = read_table(tmp_path / "true" / "tables" / "thickness.csv")
     zc, zs = (float(t[k][0]) * 1e3 / 50.0 for k in ("collector_z_um", "separator_z_um"))
     rise = np.median(i1.displacement_zyx_px[np.abs(i1.positions_zyx_px[:, 0] - zs) <= 2, 0])
+    for f in (d1, d2, pair):  # the T0 electrode's thickness in node spacings, for the report's split caution
+        assert f.notes["electrode_node_spacings"] == pytest.approx((zs - zc) / 4, abs=1e-3)
     assert rise > 1.0
     z = pair.positions_zyx_px[:, 0]
     measured = pair.status != NodeStatus.OUTSIDE_MASK

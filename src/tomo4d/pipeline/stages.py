@@ -116,32 +116,39 @@ def _lazy_mask(axes):
 
 
 def _t0_band(ctx):
+    """(lo, hi) px of the T0 electrode (:func:`_electrode_band`), read once per dvc step; None without a mask."""
+    if ctx.experiment.dvc.mask == "none":
+        return None
+    return _electrode_band(ctx, read_series(ctx, 0).shape)
+
+
+def _noise_band(sec, t0_band):
     """The z band (px) of T0 the route's noise ratio is taken over: the electrode band under the pair's mask
     (``mask: above_collector``: from the collector up); None without a mask: the whole scan."""
-    sec = ctx.experiment.dvc
-    if sec.mask == "none":
+    if t0_band is None:
         return None
-    lo, hi = _electrode_band(ctx, read_series(ctx, 0).shape)
-    return lo, (hi if sec.mask == "electrode" else np.inf)
+    return t0_band[0], (t0_band[1] if sec.mask == "electrode" else np.inf)
 
 
 def _dvc_step(ctx, step, previous):
     sec = ctx.experiment.dvc
     usable = previous is not None and previous.usable.any()
     noise = None  # T0's noise, estimated once for the route's weight and the textureless flag
+    t0_band = _t0_band(ctx) if sec.method == "global" else None
     if sec.method == "global" and (sec.flag_textureless or weight_follows_noise(sec)):
-        noise = t0_noise(ctx, _t0_band(ctx))
+        noise = t0_noise(ctx, _noise_band(sec, t0_band))
     if sec.incremental and step > 1 and usable:  # reference updating: T(n-1) -> Tn composed onto T0 -> T(n-1)
         from ..dvc import compose_fields
 
-        increment = _dvc_pair(ctx, step - 1, step, None, frame=previous, noise=noise)
+        increment = _dvc_pair(ctx, step - 1, step, None, frame=previous, noise=noise, t0_band=t0_band)
         # not refined by T0 -> Tn from there: at the demo's large steps the direct criterion pulls the field off
         # (T2 median error 1.09 against 0.86 px composed; RESULTS.md session 17)
         field = compose_fields(previous, increment)
         # the pair's own notes (solver levels, convergence, interface targets and reached values) stay readable
         field = field.with_(notes={**field.notes, "increment": increment.notes})
     else:
-        field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None, noise=noise)
+        field = _dvc_pair(ctx, 0, step, previous if sec.from_previous and usable else None, noise=noise,
+                           t0_band=t0_band)
     if sec.method == "global" and sec.flag_textureless:  # T0's windows of pure noise are not measurements
         field = flag_textureless(ctx, field, noise)
     # the analysis grid's voxel: the pairs are correlated on arrays (deconvolved, streamed), which carry none (the
@@ -149,15 +156,18 @@ def _dvc_step(ctx, step, previous):
     return field.with_(voxel_size_nm=analysis_voxel_size_nm(ctx))
 
 
-def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
+def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None, t0_band=None):
     """The field ``ref_step -> step`` by the section's route, started from ``initial`` (or the section's start);
     ``frame``: the T0 -> ref_step field that moves the electrode mask into ``ref_step``; ``noise``: T0's
-    (:func:`tomo4d.pipeline.stages_dvc_checks.t0_noise`), for the global route's weight."""
+    (:func:`tomo4d.pipeline.stages_dvc_checks.t0_noise`), for the global route's weight; ``t0_band``: the T0
+    electrode (:func:`_t0_band`), whose thickness the global field's notes record."""
     from ..dvc import correlate_global
 
     sec = ctx.experiment.dvc
     ref, deformed = read_series(ctx, ref_step), read_series(ctx, step)  # the analysis series, lazily
-    band = _electrode_band(ctx, ref.shape, frame) if sec.mask != "none" else None
+    band = None  # the pair's electrode band: T0's, or with ``frame`` T0's moved into ref_step
+    if sec.mask != "none":
+        band = t0_band if frame is None and t0_band is not None else _electrode_band(ctx, ref.shape, frame)
     axes = _mask_axes(sec, band, ref.shape)
     mask = None if axes is None else _lazy_mask(axes)
     axial = initial is None and sec.axial_start
@@ -211,8 +221,8 @@ def _dvc_pair(ctx, ref_step, step, initial, frame=None, noise=None):
                                                 node_spacing=sec.node_spacing, lateral=sec.axial_lateral), None
     if sec.method == "global":
         notes = {}
-        if band is not None:  # the resolution the report's split caution follows (RESULTS.md sessions 36-41)
-            lo, hi = _electrode_band(ctx, ref.shape)
+        if t0_band is not None:  # the resolution the report's split caution follows (RESULTS.md sessions 36-41)
+            lo, hi = t0_band
             notes["electrode_node_spacings"] = round((hi - lo) / sec.node_spacing, 4)
             if sec.deconvolve_iterations:
                 notes["electrode_psf_sigmas"] = round((hi - lo) / sec.deconvolve_psf_sigma_px, 4)
