@@ -188,11 +188,11 @@ def _route_weight(notes: dict) -> str:
 #: ``["electrode_node_spacings"]``, recorded by the dvc stage) below which the report cautions that the split of the
 #: axial strain between the anode's layers is uncertain.  Only the phantom's high-resolution scans (about 15 and 10.6)
 #: read both layers within 0.02 of the truth (at 5 of 7 seeds; 0.024 at all), also with the low-resolution scans' noise
-#: added.  Its low-resolution scans (6.9 and 5.4) read the separator side up to 0.06 high (seeds 0-4), as much without any noise; with their PSF at 1.4 px
-#: (15.4 and 5.4, noise-free) the collector side up to 0.03 high instead; with 3 px node spacing (6.9 and 7.2) the
-#: separator side up to 0.07 high; the high-resolution scans with their PSF 1.5x / doubled (10.1 / 7.6 and 10.6) the
-#: collector side 0.04 / 0.11 low (RESULTS.md session 41): the split follows the resolution, not the noise.  The
-#: caution starts just below the one validated figure of each.
+#: added.  Its low-resolution scans (6.9 and 5.4) read the separator side up to 0.06 high (seeds 0-4), as much without
+#: any noise; with their PSF at 1.4 px (15.4 and 5.4, noise-free) the collector side up to 0.03 high instead; with 3 px
+#: node spacing (6.9 and 7.2) the separator side up to 0.07 high; the high-resolution scans with their PSF 1.5x /
+#: doubled (10.1 / 7.6 and 10.6) the collector side 0.04 / 0.11 low (RESULTS.md session 41): the split follows the
+#: resolution, not the noise.  The caution starts just below the one validated figure of each.
 SPLIT_CAUTION_PSF_SIGMAS = 14.0
 SPLIT_CAUTION_NODE_SPACINGS = 10.0
 
@@ -268,10 +268,10 @@ def _beyond_caution(flagged: str, *, method: str, placed: bool) -> str:
                        "incremental, mask: above_collector and interfaces (the demo's; tomo4d init lists it), which "
                        "needs the quantify section and holds both scans of a pair in memory.")
     return head + ("the DVC has been validated against a known truth: on the phantom at ln U_zz 0.15-0.45 (seeds "
-                   "0-6 at high resolution, 0-4 at low) the collector side's ln U_zz reads within 0.023 of the truth with the node "
-                   "rows placed as dvc.node_grid: cover places them (up to 0.04 high on the high-resolution scans "
-                   "with the rows placed otherwise against the collector interface" + ("" if placed else
-                                                                                        ", as in this run") +
+                   "0-6 at high resolution, 0-4 at low) the collector side's ln U_zz reads within 0.023 of the truth "
+                   "with the node rows placed as dvc.node_grid: cover places them (up to 0.04 high on the "
+                   "high-resolution scans with the rows placed otherwise against the collector interface" +
+                   ("" if placed else ", as in this run") +
                    "), the separator side's up to 0.06 high on the low-resolution scans, and the median displacement "
                    "error is 0.29-0.86 px against a 0.3 px target (benchmarks/RESULTS.md, issue 15, sessions 36-42). "
                    "Treat these steps' local displacements as indicative.")

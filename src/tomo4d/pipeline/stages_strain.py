@@ -66,7 +66,8 @@ def _strain_run(ctx):
             log.warning("strain of %s lies beyond the range where the DVC is validated (see the report): flagged "
                         "in tables/strain_summary (beyond_validated_range)%s", inp.names[i],
                         "" if ctx.experiment.dvc.method == "global" else "; at such strains local DVC read the "
-                        "phantom 1.1-2.6 px off, dvc.method: global (the demo's route) 0.2-0.9 px (benchmarks/RESULTS.md)")
+                        "phantom 1.1-2.6 px off, dvc.method: global (the demo's route) 0.2-0.9 px "
+                        "(benchmarks/RESULTS.md)")
     summary = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     thickness = ctx.load("quantify") if QUANTIFY.enabled(ctx.experiment, inp) else None
     regional = None
